@@ -1,1 +1,89 @@
-//! placeholder
+//! The shared vocabulary of tower-failover.
+//!
+//! Every tower-failover layer speaks this small language, so that a circuit
+//! breaker, a balancer, an overflow router and a recovery ramp compose without knowing
+//! each other, and so that you can replace any of them with your own:
+//!
+//! - [`Outcome`]: what one attempt amounted to (success, failure, rate limited,
+//!   rejected, client error), decided by a [`Classify`] implementation;
+//!   [`LlmClassifier`] is the default for LLM provider APIs.
+//! - [`RateLimitInfo`]: every rate-limit header providers send (`Retry-After` in both
+//!   forms, `retry-after-ms`, OpenAI's `x-ratelimit-*`, Anthropic's
+//!   `anthropic-ratelimit-*`), read defensively and clamped.
+//! - [`error`]: small concrete error types ([`CircuitOpen`](error::CircuitOpen),
+//!   [`RateLimited`](error::RateLimited), [`Shed`](error::Shed),
+//!   [`Invalid`](error::Invalid), [`AllProvidersFailed`](error::AllProvidersFailed),
+//!   [`Elapsed`](error::Elapsed), [`BodyTooLarge`](error::BodyTooLarge), …) carried as
+//!   [`tower::BoxError`], found anywhere in a chain with [`error::find`], and turned
+//!   into HTTP responses by [`error_response`].
+//! - [`replay`]: buffer a request body once and clone the request per attempt.
+//! - [`Health`] and [`Registry`]: the per-(provider, model) health handle that layers
+//!   write and balancers, ramps and snapshots read, with its [`HealthEvent`]s, quota
+//!   groups, serializable [`Snapshot`] and pluggable [`StateStore`].
+//! - [`rng`]: seedable randomness, so tests and drills replay exactly.
+//!
+//! All time comes from `tokio::time`, so tests can run twenty-minute scenarios in
+//! milliseconds with `#[tokio::test(start_paused = true)]`.
+//!
+//! # Example
+//!
+//! A gateway's error handler, classifying what a provider said and answering the
+//! caller:
+//!
+//! ```
+//! use http::Response;
+//! use tower::BoxError;
+//! use tower_failover_core::{Classify, LlmClassifier, Outcome, Registry, error_response};
+//! use tower_failover_core::error::AllProvidersFailed;
+//!
+//! let registry = Registry::new();
+//! let openai = registry.provider("openai", "gpt-4o-mini");
+//!
+//! // A provider answered 429 with a Retry-After.
+//! let res = Response::builder().status(429).header("retry-after", "12").body(()).unwrap();
+//! let outcome = LlmClassifier::default().classify_response(&res);
+//! if let Outcome::RateLimited { retry_after: Some(wait) } = outcome {
+//!     openai.mark_rate_limited(wait);
+//! }
+//! openai.record(&outcome);
+//!
+//! // Nothing else was available: answer 503 with the earliest recovery as Retry-After.
+//! let err: BoxError = AllProvidersFailed::new(vec![])
+//!     .with_retry_after(registry.earliest_recovery())
+//!     .into();
+//! let answer = error_response(&*err);
+//! assert_eq!(answer.status(), 503);
+//! assert_eq!(answer.headers()["retry-after"], "12");
+//! ```
+
+mod classify;
+mod duration;
+pub mod error;
+mod event;
+pub mod health;
+mod outcome;
+mod ratelimit;
+mod registry;
+pub mod replay;
+mod response;
+pub mod rng;
+mod snapshot;
+pub mod store;
+pub mod time;
+
+pub use classify::{Classify, LlmClassifier, classify_error_chain};
+pub use duration::{ParseDurationError, duration_serde, format_duration, parse_duration};
+pub use event::{HealthEvent, HealthEventKind};
+pub use health::{CircuitState, Health, HealthConfig, InFlight, ProviderId, QuotaGroup};
+pub use outcome::{ClientErrorKind, ErrorHint, FailureKind, Outcome, RejectKind};
+pub use ratelimit::{
+    HeaderLimits, RateLimitInfo, parse_reset, parse_retry_after, parse_retry_after_ms,
+    parse_rfc3339, parse_rfc3339_wait,
+};
+pub use registry::Registry;
+pub use response::{ErrorClass, classify_error, error_response};
+pub use snapshot::{Counters, ProviderSnapshot, Snapshot, Usage};
+pub use store::{LocalStore, SharedStore, SharedUpdate, StateStore, StoreStatus};
+
+/// The boxed error type every layer uses (re-exported from tower).
+pub use tower::BoxError;

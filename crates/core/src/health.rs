@@ -1,0 +1,998 @@
+//! The per-(provider, model) health handle.
+//!
+//! A [`Health`] is a cheap, cloneable handle (an `Arc`) to everything the layers know
+//! about one provider and model: circuit state, time to first byte, in-flight
+//! requests, rate-limit deadline (through its [`QuotaGroup`]), recovery-ramp share,
+//! outcome counters, and usage. Layers write it; balancers, ramps and snapshots read
+//! it. Every read on the hot path is an atomic load of local memory. Changes are
+//! published as [`HealthEvent`]s and, for the shared part, to the
+//! [`StateStore`](crate::store::StateStore).
+//!
+//! Create handles from a [`Registry`](crate::Registry) so that they share an event
+//! channel, quota groups and a store; [`Health::standalone`] makes a lone one.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use tokio::sync::{broadcast, watch};
+use tokio::time::Instant;
+
+use crate::event::{HealthEvent, HealthEventKind};
+use crate::outcome::{Outcome, RejectKind};
+use crate::snapshot::{Counters, ProviderSnapshot, Usage};
+use crate::store::{LocalStore, SharedStore, SharedUpdate};
+use crate::time::{AtomicInstant, instant_from_system, system_from_instant};
+
+/// Which provider and model: the key of all health state.
+///
+/// Written and serialized as `provider/model` (the model may itself contain `/`).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProviderId {
+    provider: Arc<str>,
+    model: Arc<str>,
+}
+
+impl ProviderId {
+    /// The id of `model` at `provider`.
+    pub fn new(provider: impl AsRef<str>, model: impl AsRef<str>) -> Self {
+        ProviderId {
+            provider: Arc::from(provider.as_ref()),
+            model: Arc::from(model.as_ref()),
+        }
+    }
+
+    /// The provider's name.
+    pub fn provider(&self) -> &str {
+        &self.provider
+    }
+
+    /// The model's name.
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+}
+
+impl fmt::Display for ProviderId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.provider, self.model)
+    }
+}
+
+impl fmt::Debug for ProviderId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ProviderId({self})")
+    }
+}
+
+impl FromStr for ProviderId {
+    type Err = &'static str;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once('/') {
+            Some((p, m)) if !p.is_empty() && !m.is_empty() => Ok(ProviderId::new(p, m)),
+            _ => Err("expected \"provider/model\""),
+        }
+    }
+}
+
+impl Serialize for ProviderId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ProviderId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The state of a provider's circuit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[repr(u8)]
+pub enum CircuitState {
+    /// Requests flow.
+    Closed = 0,
+    /// Requests are refused until the cooldown ends.
+    Open = 1,
+    /// A few probe requests are let through to test recovery.
+    HalfOpen = 2,
+}
+
+impl CircuitState {
+    fn from_u8(v: u8) -> CircuitState {
+        match v {
+            1 => CircuitState::Open,
+            2 => CircuitState::HalfOpen,
+            _ => CircuitState::Closed,
+        }
+    }
+
+    /// `closed`, `open` or `half_open`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CircuitState::Closed => "closed",
+            CircuitState::Open => "open",
+            CircuitState::HalfOpen => "half_open",
+        }
+    }
+}
+
+impl fmt::Display for CircuitState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A peak-sensitive exponentially weighted moving average of a duration, lock-free.
+///
+/// A sample above the current estimate replaces it at once (a slowdown shows up on
+/// the first slow response); a sample below pulls it down with a weight that depends
+/// on the time since the last sample and the decay constant (recovery is believed
+/// gradually). Concurrent updates may overwrite each other, which only costs one
+/// sample of precision.
+#[derive(Debug)]
+pub struct PeakEwma {
+    base: Instant,
+    decay_ns: f64,
+    /// f64 bits of the estimate in nanoseconds.
+    value: AtomicU64,
+    /// Nanoseconds after `base` of the last sample.
+    stamp: AtomicU64,
+}
+
+impl PeakEwma {
+    /// An estimate with no samples (reads as zero) and the given decay constant.
+    pub fn new(decay: Duration) -> Self {
+        PeakEwma {
+            base: Instant::now(),
+            decay_ns: (decay.as_nanos() as f64).max(1.0),
+            value: AtomicU64::new(0f64.to_bits()),
+            stamp: AtomicU64::new(0),
+        }
+    }
+
+    /// Adds a sample observed at `now`.
+    pub fn observe(&self, sample: Duration, now: Instant) {
+        let sample_ns = sample.as_nanos() as f64;
+        let now_ns = now.saturating_duration_since(self.base).as_nanos() as u64;
+        let prev = f64::from_bits(self.value.load(Ordering::Relaxed));
+        let last = self.stamp.swap(now_ns, Ordering::Relaxed);
+        let next = if sample_ns >= prev || prev == 0.0 {
+            sample_ns
+        } else {
+            let elapsed = now_ns.saturating_sub(last) as f64;
+            let keep = (-elapsed / self.decay_ns).exp();
+            prev * keep + sample_ns * (1.0 - keep)
+        };
+        self.value.store(next.to_bits(), Ordering::Relaxed);
+    }
+
+    /// The current estimate (zero before any sample).
+    #[inline]
+    pub fn get(&self) -> Duration {
+        Duration::from_nanos(f64::from_bits(self.value.load(Ordering::Relaxed)) as u64)
+    }
+
+    /// The current estimate in nanoseconds, as a float (for load arithmetic).
+    #[inline]
+    pub fn get_ns(&self) -> f64 {
+        f64::from_bits(self.value.load(Ordering::Relaxed))
+    }
+
+    /// When the last sample was taken, if any.
+    pub fn last_sample(&self) -> Option<Instant> {
+        let s = self.stamp.load(Ordering::Relaxed);
+        (s != 0).then(|| self.base + Duration::from_nanos(s))
+    }
+}
+
+/// A rate limit shared by every provider handle in the group (deployments that share
+/// one API key or organisation). A provider not in a named group has a group of its
+/// own.
+#[derive(Debug, Clone)]
+pub struct QuotaGroup {
+    inner: Arc<QuotaInner>,
+}
+
+#[derive(Debug)]
+struct QuotaInner {
+    name: Option<Arc<str>>,
+    until: AtomicInstant,
+}
+
+impl QuotaGroup {
+    /// A quota group; `None` for an anonymous one-provider group.
+    pub fn new(name: Option<&str>) -> Self {
+        QuotaGroup {
+            inner: Arc::new(QuotaInner {
+                name: name.map(Arc::from),
+                until: AtomicInstant::new(),
+            }),
+        }
+    }
+
+    /// The group's name, if it is a named group.
+    pub fn name(&self) -> Option<&str> {
+        self.inner.name.as_deref()
+    }
+
+    /// Until when the group is rate limited, if it is.
+    pub fn limited_until(&self) -> Option<Instant> {
+        self.inner.until.get()
+    }
+
+    /// Whether the group is rate limited at `now`.
+    #[inline]
+    pub fn is_limited(&self, now: Instant) -> bool {
+        self.inner.until.is_after(now)
+    }
+
+    /// Time left in the rate-limit window at `now`.
+    pub fn remaining(&self, now: Instant) -> Option<Duration> {
+        self.inner.until.remaining(now)
+    }
+
+    /// Marks the group rate limited until `until`. A later deadline wins: a new 429
+    /// never shortens a known window. Returns whether the deadline moved.
+    pub fn limit_until(&self, until: Instant) -> bool {
+        self.inner.until.extend(until)
+    }
+
+    /// Ends the rate-limit window now.
+    pub fn clear(&self) {
+        self.inner.until.set(None);
+    }
+
+    /// Whether two handles are the same group.
+    pub fn same_as(&self, other: &QuotaGroup) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+/// Settings shared by the handles of a registry.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HealthConfig {
+    /// Decay constant of the latency and time-to-first-byte averages. Default: 5 s.
+    pub ewma_decay: Duration,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            ewma_decay: Duration::from_secs(5),
+        }
+    }
+}
+
+const FORCED_NONE: u8 = u8::MAX;
+const NO_RAMP: u32 = u32::MAX;
+/// A ramp share of 100 %, in parts per million.
+pub const FULL_SHARE_PPM: u32 = 1_000_000;
+
+#[derive(Debug, Default)]
+struct AtomicCounters {
+    requests: AtomicU64,
+    successes: AtomicU64,
+    failures: AtomicU64,
+    rate_limited: AtomicU64,
+    rejected: AtomicU64,
+    client_errors: AtomicU64,
+    shed: AtomicU64,
+    prompt_tokens: AtomicU64,
+    completion_tokens: AtomicU64,
+    cost_micros: AtomicU64,
+}
+
+struct Inner {
+    id: ProviderId,
+    quota: QuotaGroup,
+    circuit: AtomicU8,
+    forced: AtomicU8,
+    open_until: AtomicInstant,
+    trips: AtomicU32,
+    circuit_tx: watch::Sender<CircuitState>,
+    ttfb: PeakEwma,
+    latency: PeakEwma,
+    in_flight: AtomicU64,
+    ramp_step: AtomicU32,
+    ramp_ppm: AtomicU32,
+    counters: AtomicCounters,
+    events: broadcast::Sender<HealthEvent>,
+    store: SharedStore,
+}
+
+/// The health handle of one (provider, model). Cloning shares the state.
+#[derive(Clone)]
+pub struct Health {
+    inner: Arc<Inner>,
+}
+
+/// A weak reference to a [`Health`], for stores and background tasks that must not
+/// keep a provider alive.
+#[derive(Clone)]
+pub struct WeakHealth {
+    inner: Weak<Inner>,
+}
+
+impl WeakHealth {
+    /// The handle, if it still exists.
+    pub fn upgrade(&self) -> Option<Health> {
+        self.inner.upgrade().map(|inner| Health { inner })
+    }
+}
+
+impl fmt::Debug for WeakHealth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WeakHealth")
+    }
+}
+
+impl fmt::Debug for Health {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Health")
+            .field("id", &self.inner.id)
+            .field("circuit", &self.circuit())
+            .field("in_flight", &self.in_flight())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Health {
+    /// A handle that belongs to no registry: its own event channel, its own quota
+    /// group, the local store.
+    pub fn standalone(provider: impl AsRef<str>, model: impl AsRef<str>) -> Health {
+        let (events, _) = broadcast::channel(64);
+        Health::with_parts(
+            ProviderId::new(provider, model),
+            QuotaGroup::new(None),
+            events,
+            Arc::new(LocalStore),
+            HealthConfig::default(),
+        )
+    }
+
+    pub(crate) fn with_parts(
+        id: ProviderId,
+        quota: QuotaGroup,
+        events: broadcast::Sender<HealthEvent>,
+        store: SharedStore,
+        config: HealthConfig,
+    ) -> Health {
+        let (circuit_tx, _) = watch::channel(CircuitState::Closed);
+        Health {
+            inner: Arc::new(Inner {
+                id,
+                quota,
+                circuit: AtomicU8::new(CircuitState::Closed as u8),
+                forced: AtomicU8::new(FORCED_NONE),
+                open_until: AtomicInstant::new(),
+                trips: AtomicU32::new(0),
+                circuit_tx,
+                ttfb: PeakEwma::new(config.ewma_decay),
+                latency: PeakEwma::new(config.ewma_decay),
+                in_flight: AtomicU64::new(0),
+                ramp_step: AtomicU32::new(NO_RAMP),
+                ramp_ppm: AtomicU32::new(FULL_SHARE_PPM),
+                counters: AtomicCounters::default(),
+                events,
+                store,
+            }),
+        }
+    }
+
+    /// Which provider and model.
+    pub fn id(&self) -> &ProviderId {
+        &self.inner.id
+    }
+
+    /// A weak reference.
+    pub fn downgrade(&self) -> WeakHealth {
+        WeakHealth {
+            inner: Arc::downgrade(&self.inner),
+        }
+    }
+
+    /// Whether two handles share state.
+    pub fn same_as(&self, other: &Health) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    // ---- circuit -------------------------------------------------------------
+
+    /// The effective circuit state: the operator's forced state if set, else the
+    /// breaker's.
+    #[inline]
+    pub fn circuit(&self) -> CircuitState {
+        match self.inner.forced.load(Ordering::Acquire) {
+            FORCED_NONE => self.breaker_state(),
+            forced => CircuitState::from_u8(forced),
+        }
+    }
+
+    /// The breaker's own state, ignoring any operator override.
+    #[inline]
+    pub fn breaker_state(&self) -> CircuitState {
+        CircuitState::from_u8(self.inner.circuit.load(Ordering::Acquire))
+    }
+
+    /// The operator's override, if any.
+    pub fn forced(&self) -> Option<CircuitState> {
+        match self.inner.forced.load(Ordering::Acquire) {
+            FORCED_NONE => None,
+            v => Some(CircuitState::from_u8(v)),
+        }
+    }
+
+    /// Forces the circuit open or closed (`None` releases the override). The breaker
+    /// keeps counting underneath and resumes from its own state when released.
+    pub fn force(&self, state: Option<CircuitState>) {
+        let raw = state.map_or(FORCED_NONE, |s| s as u8);
+        if self.inner.forced.swap(raw, Ordering::AcqRel) != raw {
+            tracing::info!(provider = %self.inner.id, forced = ?state, "circuit override");
+            self.inner.circuit_tx.send_replace(self.circuit());
+            self.emit(HealthEventKind::Forced { state });
+        }
+    }
+
+    /// Until when the circuit stays open (set while open).
+    pub fn open_until(&self) -> Option<Instant> {
+        self.inner.open_until.get()
+    }
+
+    /// How many times in a row the circuit has tripped (reset by the breaker after a
+    /// healthy period). Cooldowns grow with it.
+    pub fn trips(&self) -> u32 {
+        self.inner.trips.load(Ordering::Acquire)
+    }
+
+    /// Sets the consecutive-trip count.
+    pub fn set_trips(&self, trips: u32) {
+        self.inner.trips.store(trips, Ordering::Release);
+    }
+
+    /// Moves the breaker from `from` to `to` if it is in `from` (compare-and-swap).
+    /// `open_until` is recorded when opening. On success, publishes an event, wakes
+    /// watchers and tells the store. Returns whether the transition happened.
+    pub fn transition(
+        &self,
+        from: CircuitState,
+        to: CircuitState,
+        open_until: Option<Instant>,
+    ) -> bool {
+        if to == CircuitState::Open {
+            self.inner.open_until.set(open_until);
+        }
+        let ok = self
+            .inner
+            .circuit
+            .compare_exchange(from as u8, to as u8, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if !ok || from == to {
+            return ok;
+        }
+        if to != CircuitState::Open {
+            self.inner.open_until.set(None);
+        }
+        let now = Instant::now();
+        let open_for = open_until
+            .filter(|_| to == CircuitState::Open)
+            .map(|u| u.saturating_duration_since(now));
+        match to {
+            CircuitState::Open => {
+                tracing::warn!(provider = %self.inner.id, %from, open_for_ms = open_for.map(|d| d.as_millis() as u64), "circuit opened")
+            }
+            _ => tracing::info!(provider = %self.inner.id, %from, %to, "circuit changed"),
+        }
+        self.inner.circuit_tx.send_replace(self.circuit());
+        self.emit(HealthEventKind::CircuitChanged { from, to, open_for });
+        self.inner.store.publish(
+            &self.inner.id,
+            &SharedUpdate::Circuit {
+                state: to,
+                open_until: open_until
+                    .filter(|_| to == CircuitState::Open)
+                    .map(|u| system_from_instant(u, now)),
+                trips: self.trips(),
+            },
+        );
+        true
+    }
+
+    /// A receiver that sees every change of the effective circuit state.
+    pub fn watch_circuit(&self) -> watch::Receiver<CircuitState> {
+        self.inner.circuit_tx.subscribe()
+    }
+
+    /// A quick availability hint at `now`: the circuit is not open (or its cooldown
+    /// is over), the quota group is not rate limited, and the ramp admits something.
+    /// The authoritative answer is the per-provider stack's `poll_ready`.
+    #[inline]
+    pub fn is_available(&self, now: Instant) -> bool {
+        let circuit_ok = match self.circuit() {
+            CircuitState::Open => self.forced().is_none() && !self.inner.open_until.is_after(now),
+            _ => true,
+        };
+        circuit_ok && !self.inner.quota.is_limited(now) && self.ramp_share_ppm() > 0
+    }
+
+    /// The earliest time at which this provider may be available again, from `now`
+    /// (zero if it is available).
+    pub fn recovers_in(&self, now: Instant) -> Duration {
+        let open = match self.circuit() {
+            CircuitState::Open => self
+                .inner
+                .open_until
+                .remaining(now)
+                .unwrap_or(Duration::ZERO),
+            _ => Duration::ZERO,
+        };
+        let limited = self.inner.quota.remaining(now).unwrap_or(Duration::ZERO);
+        open.max(limited)
+    }
+
+    // ---- rate limits ---------------------------------------------------------
+
+    /// The provider's quota group.
+    pub fn quota(&self) -> &QuotaGroup {
+        &self.inner.quota
+    }
+
+    /// Whether the provider's quota group is rate limited at `now`.
+    #[inline]
+    pub fn is_rate_limited(&self, now: Instant) -> bool {
+        self.inner.quota.is_limited(now)
+    }
+
+    /// Marks the quota group rate limited for `wait` from now (never shortening a
+    /// known window), publishing an event and telling the store when it moved.
+    pub fn mark_rate_limited(&self, wait: Duration) -> bool {
+        let now = Instant::now();
+        let until = now + wait;
+        if !self.inner.quota.limit_until(until) {
+            return false;
+        }
+        let group = self.inner.quota.name().map(str::to_owned);
+        tracing::info!(provider = %self.inner.id, ?group, retry_after_ms = wait.as_millis() as u64, "rate limited");
+        self.emit(HealthEventKind::RateLimited {
+            group: group.clone(),
+            retry_after: wait,
+        });
+        self.inner.store.publish(
+            &self.inner.id,
+            &SharedUpdate::RateLimitedUntil {
+                group: group.unwrap_or_else(|| self.inner.id.to_string()),
+                until: system_from_instant(until, now),
+            },
+        );
+        true
+    }
+
+    /// Ends the quota group's rate-limit window.
+    pub fn clear_rate_limit(&self) {
+        if self.inner.quota.limited_until().is_some() {
+            self.inner.quota.clear();
+            self.emit(HealthEventKind::RateLimitCleared);
+        }
+    }
+
+    // ---- ramp ----------------------------------------------------------------
+
+    /// The share of requests the recovery ramp admits, in parts per million
+    /// ([`FULL_SHARE_PPM`] when no ramp runs).
+    #[inline]
+    pub fn ramp_share_ppm(&self) -> u32 {
+        self.inner.ramp_ppm.load(Ordering::Acquire)
+    }
+
+    /// The ramp share as a fraction in `0..=1`.
+    pub fn ramp_share(&self) -> f64 {
+        f64::from(self.ramp_share_ppm()) / f64::from(FULL_SHARE_PPM)
+    }
+
+    /// The ramp's current step, if a ramp is running.
+    pub fn ramp_step(&self) -> Option<u32> {
+        match self.inner.ramp_step.load(Ordering::Acquire) {
+            NO_RAMP => None,
+            s => Some(s),
+        }
+    }
+
+    /// Sets the ramp position (`step: None` when no ramp runs) and tells the store.
+    /// Events are the ramp's to emit (it knows whether this is a step or a rollback).
+    pub fn set_ramp(&self, step: Option<u32>, share_ppm: u32) {
+        let share_ppm = share_ppm.min(FULL_SHARE_PPM);
+        self.inner
+            .ramp_step
+            .store(step.unwrap_or(NO_RAMP), Ordering::Release);
+        self.inner.ramp_ppm.store(share_ppm, Ordering::Release);
+        self.inner
+            .store
+            .publish(&self.inner.id, &SharedUpdate::Ramp { step, share_ppm });
+    }
+
+    // ---- latency and load ----------------------------------------------------
+
+    /// Records a time to first body byte.
+    #[inline]
+    pub fn observe_ttfb(&self, sample: Duration) {
+        self.inner.ttfb.observe(sample, Instant::now());
+    }
+
+    /// Records a whole-request latency.
+    #[inline]
+    pub fn observe_latency(&self, sample: Duration) {
+        self.inner.latency.observe(sample, Instant::now());
+    }
+
+    /// The peak-EWMA of time to first body byte.
+    pub fn ttfb(&self) -> &PeakEwma {
+        &self.inner.ttfb
+    }
+
+    /// The peak-EWMA of whole-request latency.
+    pub fn latency(&self) -> &PeakEwma {
+        &self.inner.latency
+    }
+
+    /// Requests in flight to this provider (as counted by [`InFlight`] guards).
+    #[inline]
+    pub fn in_flight(&self) -> u64 {
+        self.inner.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request in flight until the guard drops.
+    #[inline]
+    pub fn start_request(&self) -> InFlight {
+        self.inner.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight {
+            health: self.clone(),
+        }
+    }
+
+    // ---- counters ------------------------------------------------------------
+
+    /// Counts one attempt's outcome.
+    #[inline]
+    pub fn record(&self, outcome: &Outcome) {
+        let c = &self.inner.counters;
+        c.requests.fetch_add(1, Ordering::Relaxed);
+        let slot = match outcome {
+            Outcome::Success => &c.successes,
+            Outcome::Failure { .. } => &c.failures,
+            Outcome::RateLimited { .. } => &c.rate_limited,
+            Outcome::Rejected {
+                kind: RejectKind::Shed,
+            } => &c.shed,
+            Outcome::Rejected { .. } => &c.rejected,
+            Outcome::ClientError { .. } => &c.client_errors,
+        };
+        slot.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds token usage and cost (in millionths of a currency unit) and tells the
+    /// store.
+    pub fn record_usage(&self, prompt_tokens: u64, completion_tokens: u64, cost_micros: u64) {
+        let c = &self.inner.counters;
+        c.prompt_tokens.fetch_add(prompt_tokens, Ordering::Relaxed);
+        c.completion_tokens
+            .fetch_add(completion_tokens, Ordering::Relaxed);
+        c.cost_micros.fetch_add(cost_micros, Ordering::Relaxed);
+        self.inner.store.publish(
+            &self.inner.id,
+            &SharedUpdate::Usage {
+                prompt_tokens,
+                completion_tokens,
+                cost_micros,
+            },
+        );
+    }
+
+    /// The outcome counters.
+    pub fn counters(&self) -> Counters {
+        let c = &self.inner.counters;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Counters {
+            requests: l(&c.requests),
+            successes: l(&c.successes),
+            failures: l(&c.failures),
+            rate_limited: l(&c.rate_limited),
+            rejected: l(&c.rejected),
+            client_errors: l(&c.client_errors),
+            shed: l(&c.shed),
+        }
+    }
+
+    /// The usage totals.
+    pub fn usage(&self) -> Usage {
+        let c = &self.inner.counters;
+        Usage {
+            prompt_tokens: c.prompt_tokens.load(Ordering::Relaxed),
+            completion_tokens: c.completion_tokens.load(Ordering::Relaxed),
+            cost: c.cost_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        }
+    }
+
+    // ---- events, store, snapshot ---------------------------------------------
+
+    /// Publishes an event about this provider (dropped if nobody listens).
+    pub fn emit(&self, kind: HealthEventKind) {
+        let _ = self.inner.events.send(HealthEvent {
+            provider: self.inner.id.clone(),
+            kind,
+        });
+    }
+
+    /// Subscribes to the events of this handle's channel (the whole registry's, when
+    /// the handle came from one).
+    pub fn subscribe(&self) -> broadcast::Receiver<HealthEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// The shared-state store this handle reports to.
+    pub fn store(&self) -> &SharedStore {
+        &self.inner.store
+    }
+
+    /// Applies a change made by another replica (from the store). Updates local state
+    /// and emits events, but does not publish back to the store.
+    pub fn apply_remote(&self, update: &SharedUpdate) {
+        let now = Instant::now();
+        match update {
+            SharedUpdate::Circuit {
+                state,
+                open_until,
+                trips,
+            } => {
+                self.inner.trips.fetch_max(*trips, Ordering::AcqRel);
+                let until = open_until.map(|t| instant_from_system(t, now));
+                if *state == CircuitState::Open {
+                    self.inner.open_until.set(until);
+                } else {
+                    self.inner.open_until.set(None);
+                }
+                let from =
+                    CircuitState::from_u8(self.inner.circuit.swap(*state as u8, Ordering::AcqRel));
+                if from != *state {
+                    tracing::info!(provider = %self.inner.id, %from, to = %state, "circuit changed by another replica");
+                    self.inner.circuit_tx.send_replace(self.circuit());
+                    self.emit(HealthEventKind::CircuitChanged {
+                        from,
+                        to: *state,
+                        open_for: until.map(|u| u.saturating_duration_since(now)),
+                    });
+                }
+            }
+            SharedUpdate::RateLimitedUntil { until, .. } => {
+                let until = instant_from_system(*until, now);
+                if self.inner.quota.limit_until(until) {
+                    self.emit(HealthEventKind::RateLimited {
+                        group: self.inner.quota.name().map(str::to_owned),
+                        retry_after: until.saturating_duration_since(now),
+                    });
+                }
+            }
+            SharedUpdate::Ramp { step, share_ppm } => {
+                self.inner
+                    .ramp_step
+                    .store(step.unwrap_or(NO_RAMP), Ordering::Release);
+                self.inner
+                    .ramp_ppm
+                    .store((*share_ppm).min(FULL_SHARE_PPM), Ordering::Release);
+            }
+            // Fleet usage totals are the store's to report; local counters count
+            // this replica's own traffic.
+            SharedUpdate::Usage { .. } => {}
+        }
+    }
+
+    /// A serializable picture of this provider now.
+    pub fn snapshot(&self) -> ProviderSnapshot {
+        let now = Instant::now();
+        let ms = |d: Duration| d.as_millis() as u64;
+        ProviderSnapshot {
+            provider: self.inner.id.provider().to_owned(),
+            model: self.inner.id.model().to_owned(),
+            quota_group: self.inner.quota.name().map(str::to_owned),
+            circuit: self.circuit(),
+            forced: self.forced(),
+            open_for_ms: match self.circuit() {
+                CircuitState::Open => self.inner.open_until.remaining(now).map(ms),
+                _ => None,
+            },
+            trips: self.trips(),
+            rate_limited_for_ms: self.inner.quota.remaining(now).map(ms),
+            ramp_step: self.ramp_step(),
+            ramp_share: self.ramp_share(),
+            ttfb_ms: self.inner.ttfb.get_ns() / 1e6,
+            latency_ms: self.inner.latency.get_ns() / 1e6,
+            in_flight: self.in_flight(),
+            counters: self.counters(),
+            usage: self.usage(),
+        }
+    }
+}
+
+/// Counts a request as in flight until dropped. See [`Health::start_request`].
+#[derive(Debug)]
+pub struct InFlight {
+    health: Health,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.health.inner.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::FailureKind;
+
+    #[test]
+    fn provider_id_round_trips() {
+        let id = ProviderId::new("openrouter", "meta-llama/llama-3-70b");
+        assert_eq!(id.to_string(), "openrouter/meta-llama/llama-3-70b");
+        let back: ProviderId = id.to_string().parse().unwrap();
+        assert_eq!(back, id);
+        assert_eq!(back.model(), "meta-llama/llama-3-70b");
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(serde_json::from_str::<ProviderId>(&json).unwrap(), id);
+        assert!("nomodel".parse::<ProviderId>().is_err());
+        assert!("/m".parse::<ProviderId>().is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transitions_publish_events_and_watch() {
+        let h = Health::standalone("p", "m");
+        let mut events = h.subscribe();
+        let mut watch = h.watch_circuit();
+        let until = Instant::now() + Duration::from_secs(30);
+        assert!(h.transition(CircuitState::Closed, CircuitState::Open, Some(until)));
+        assert!(
+            !h.transition(CircuitState::Closed, CircuitState::Open, Some(until)),
+            "CAS from the wrong state fails"
+        );
+        assert_eq!(h.circuit(), CircuitState::Open);
+        assert_eq!(h.open_until(), Some(until));
+        assert!(!h.is_available(Instant::now()));
+        assert_eq!(h.recovers_in(Instant::now()), Duration::from_secs(30));
+        watch.changed().await.unwrap();
+        assert_eq!(*watch.borrow(), CircuitState::Open);
+        let ev = events.recv().await.unwrap();
+        assert_eq!(
+            ev.kind,
+            HealthEventKind::CircuitChanged {
+                from: CircuitState::Closed,
+                to: CircuitState::Open,
+                open_for: Some(Duration::from_secs(30))
+            }
+        );
+        tokio::time::advance(Duration::from_secs(31)).await;
+        assert!(
+            h.is_available(Instant::now()),
+            "cooldown over: a probe may go"
+        );
+        assert!(h.transition(CircuitState::Open, CircuitState::HalfOpen, None));
+        assert_eq!(h.open_until(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn forcing_overrides_and_releases() {
+        let h = Health::standalone("p", "m");
+        h.force(Some(CircuitState::Open));
+        assert_eq!(h.circuit(), CircuitState::Open);
+        assert_eq!(h.breaker_state(), CircuitState::Closed);
+        assert!(!h.is_available(Instant::now()));
+        h.force(None);
+        assert_eq!(h.circuit(), CircuitState::Closed);
+        assert!(h.is_available(Instant::now()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rate_limit_windows_never_shrink() {
+        let h = Health::standalone("p", "m");
+        assert!(h.mark_rate_limited(Duration::from_secs(10)));
+        assert!(!h.mark_rate_limited(Duration::from_secs(2)));
+        assert!(h.is_rate_limited(Instant::now()));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(
+            h.quota().remaining(Instant::now()),
+            Some(Duration::from_secs(5))
+        );
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(!h.is_rate_limited(Instant::now()));
+        assert!(h.is_available(Instant::now()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn peak_ewma_jumps_up_and_decays_down() {
+        let e = PeakEwma::new(Duration::from_secs(1));
+        assert_eq!(e.get(), Duration::ZERO);
+        e.observe(Duration::from_millis(300), Instant::now());
+        assert_eq!(e.get(), Duration::from_millis(300));
+        tokio::time::advance(Duration::from_millis(10)).await;
+        e.observe(Duration::from_secs(4), Instant::now());
+        assert_eq!(
+            e.get(),
+            Duration::from_secs(4),
+            "a peak replaces the estimate at once"
+        );
+        tokio::time::advance(Duration::from_secs(1)).await;
+        e.observe(Duration::from_millis(300), Instant::now());
+        let v = e.get().as_secs_f64();
+        // keep = e^-1 ≈ 0.368: 4 * 0.368 + 0.3 * 0.632 ≈ 1.66 s
+        assert!((1.6..1.7).contains(&v), "{v}");
+    }
+
+    #[test]
+    fn counters_and_in_flight() {
+        let h = Health::standalone("p", "m");
+        h.record(&Outcome::Success);
+        h.record(&Outcome::failure(FailureKind::Timeout));
+        h.record(&Outcome::rejected(RejectKind::Shed));
+        h.record(&Outcome::rejected(RejectKind::Schema));
+        h.record(&Outcome::RateLimited { retry_after: None });
+        let g1 = h.start_request();
+        let g2 = h.start_request();
+        assert_eq!(h.in_flight(), 2);
+        drop(g1);
+        drop(g2);
+        assert_eq!(h.in_flight(), 0);
+        let c = h.counters();
+        assert_eq!(
+            (
+                c.requests,
+                c.successes,
+                c.failures,
+                c.shed,
+                c.rejected,
+                c.rate_limited
+            ),
+            (5, 1, 1, 1, 1, 1)
+        );
+        h.record_usage(100, 20, 1500);
+        let s = h.snapshot();
+        assert_eq!(s.usage.prompt_tokens, 100);
+        assert!((s.usage.cost - 0.0015).abs() < 1e-12);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn remote_updates_apply_without_echo() {
+        let h = Health::standalone("p", "m");
+        let mut events = h.subscribe();
+        let until = std::time::SystemTime::now() + Duration::from_secs(20);
+        h.apply_remote(&SharedUpdate::Circuit {
+            state: CircuitState::Open,
+            open_until: Some(until),
+            trips: 2,
+        });
+        assert_eq!(h.circuit(), CircuitState::Open);
+        assert_eq!(h.trips(), 2);
+        assert!(matches!(
+            events.recv().await.unwrap().kind,
+            HealthEventKind::CircuitChanged {
+                to: CircuitState::Open,
+                ..
+            }
+        ));
+        h.apply_remote(&SharedUpdate::Ramp {
+            step: Some(1),
+            share_ppm: 250_000,
+        });
+        assert_eq!(h.ramp_step(), Some(1));
+        assert!((h.ramp_share() - 0.25).abs() < 1e-9);
+        h.apply_remote(&SharedUpdate::RateLimitedUntil {
+            group: "g".into(),
+            until: std::time::SystemTime::now() + Duration::from_secs(9),
+        });
+        assert!(h.is_rate_limited(Instant::now()));
+    }
+}

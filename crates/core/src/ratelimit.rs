@@ -1,0 +1,563 @@
+//! Reading every rate-limit signal providers send.
+//!
+//! Providers announce limits in several dialects:
+//!
+//! | header | example | meaning |
+//! | --- | --- | --- |
+//! | `retry-after` | `30` or `Wed, 21 Oct 2026 07:28:00 GMT` | RFC 9110: seconds or an HTTP-date |
+//! | `retry-after-ms` | `1500` | milliseconds (OpenAI, Azure) |
+//! | `x-ratelimit-remaining-requests` / `-tokens` | `59` | OpenAI-style quota left |
+//! | `x-ratelimit-reset-requests` / `-tokens` | `1s`, `6m0s`, `20ms` | Go-style duration until the quota refills |
+//! | `x-ratelimit-limit-requests` / `-tokens` | `60` | the quota itself |
+//! | `x-ratelimit-reset` | `12`, `1767225600`, `1767225600000` | seconds, or a Unix time in s or ms |
+//! | `anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-remaining` | `0` | Anthropic quota left |
+//! | `anthropic-ratelimit-…-reset` | `2026-11-21T10:00:30Z` | RFC 3339 instant of the refill |
+//!
+//! [`RateLimitInfo::from_headers`] reads all of them at once. Values are never trusted
+//! blindly: garbage and negative numbers are ignored, instants in the past mean "now",
+//! and anything further ahead than [`HeaderLimits::max_wait`] is clamped to it (a
+//! provider bug must not black out a route for days). Nothing here panics.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::HeaderMap;
+use serde::{Deserialize, Serialize};
+
+use crate::duration::parse_duration;
+
+/// Bounds applied to the waits that providers ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HeaderLimits {
+    /// The longest wait any header may impose; longer values are clamped to this.
+    /// Default: 5 minutes.
+    #[serde(with = "crate::duration_serde")]
+    pub max_wait: Duration,
+    /// The wait assumed for a 429 that names none. Default: 1 second.
+    #[serde(with = "crate::duration_serde")]
+    pub default_retry_after: Duration,
+}
+
+impl Default for HeaderLimits {
+    fn default() -> Self {
+        HeaderLimits {
+            max_wait: Duration::from_secs(300),
+            default_retry_after: Duration::from_secs(1),
+        }
+    }
+}
+
+impl HeaderLimits {
+    /// Clamps a wait to [`max_wait`](Self::max_wait), logging when it had to.
+    pub fn clamp(&self, wait: Duration) -> Duration {
+        if wait > self.max_wait {
+            tracing::debug!(
+                asked_ms = wait.as_millis() as u64,
+                cap_ms = self.max_wait.as_millis() as u64,
+                "rate-limit wait clamped to the configured cap"
+            );
+            self.max_wait
+        } else {
+            wait
+        }
+    }
+}
+
+/// Everything the rate-limit headers of one response said.
+///
+/// Fields are `None` when the provider did not say (or said something unreadable).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RateLimitInfo {
+    /// How long to stay away, from `retry-after-ms` (preferred, more precise) or
+    /// `retry-after`.
+    pub retry_after: Option<Duration>,
+    /// Requests left in the current window.
+    pub remaining_requests: Option<u64>,
+    /// Tokens left in the current window (the smallest of the token dimensions the
+    /// provider reports).
+    pub remaining_tokens: Option<u64>,
+    /// Time until the request quota refills.
+    pub reset_requests: Option<Duration>,
+    /// Time until the token quota refills (of the dimension with the fewest left).
+    pub reset_tokens: Option<Duration>,
+    /// The request quota per window.
+    pub limit_requests: Option<u64>,
+    /// The token quota per window.
+    pub limit_tokens: Option<u64>,
+}
+
+impl RateLimitInfo {
+    /// Reads every rate-limit header in `headers`; `now` is the wall clock used to turn
+    /// dates into waits.
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use http::HeaderMap;
+    /// use tower_failover_core::{HeaderLimits, RateLimitInfo};
+    ///
+    /// let mut headers = HeaderMap::new();
+    /// headers.insert("retry-after", "20".parse().unwrap());
+    /// headers.insert("x-ratelimit-remaining-requests", "0".parse().unwrap());
+    /// headers.insert("x-ratelimit-reset-requests", "6m0s".parse().unwrap());
+    /// let info = RateLimitInfo::from_headers(&headers, SystemTime::now(), &HeaderLimits::default());
+    /// assert_eq!(info.retry_after, Some(Duration::from_secs(20)));
+    /// assert!(info.is_exhausted());
+    /// assert_eq!(info.reset_requests, Some(Duration::from_secs(300))); // clamped to the 5 min cap
+    /// ```
+    pub fn from_headers(headers: &HeaderMap, now: SystemTime, limits: &HeaderLimits) -> Self {
+        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let mut info = RateLimitInfo {
+            retry_after: text("retry-after-ms")
+                .and_then(parse_retry_after_ms)
+                .or_else(|| text("retry-after").and_then(|v| parse_retry_after(v, now)))
+                .map(|d| limits.clamp(d)),
+            remaining_requests: text("x-ratelimit-remaining-requests").and_then(parse_count),
+            remaining_tokens: text("x-ratelimit-remaining-tokens").and_then(parse_count),
+            reset_requests: text("x-ratelimit-reset-requests")
+                .and_then(|v| parse_reset(v, now))
+                .map(|d| limits.clamp(d)),
+            reset_tokens: text("x-ratelimit-reset-tokens")
+                .and_then(|v| parse_reset(v, now))
+                .map(|d| limits.clamp(d)),
+            limit_requests: text("x-ratelimit-limit-requests").and_then(parse_count),
+            limit_tokens: text("x-ratelimit-limit-tokens").and_then(parse_count),
+        };
+        if info.reset_requests.is_none() {
+            info.reset_requests = text("x-ratelimit-reset")
+                .and_then(|v| parse_reset(v, now))
+                .map(|d| limits.clamp(d));
+        }
+
+        // Anthropic: requests, then each token dimension; keep the scarcest tokens.
+        if let Some(rem) = text("anthropic-ratelimit-requests-remaining").and_then(parse_count) {
+            info.remaining_requests = Some(rem);
+        }
+        if let Some(reset) =
+            text("anthropic-ratelimit-requests-reset").and_then(|v| parse_rfc3339_wait(v, now))
+        {
+            info.reset_requests = Some(limits.clamp(reset));
+        }
+        if let Some(limit) = text("anthropic-ratelimit-requests-limit").and_then(parse_count) {
+            info.limit_requests = Some(limit);
+        }
+        for dim in ["tokens", "input-tokens", "output-tokens"] {
+            let remaining =
+                text(&format!("anthropic-ratelimit-{dim}-remaining")).and_then(parse_count);
+            let Some(remaining) = remaining else { continue };
+            let scarcer = info.remaining_tokens.is_none_or(|cur| remaining < cur);
+            if scarcer {
+                info.remaining_tokens = Some(remaining);
+                info.reset_tokens = text(&format!("anthropic-ratelimit-{dim}-reset"))
+                    .and_then(|v| parse_rfc3339_wait(v, now))
+                    .map(|d| limits.clamp(d));
+                info.limit_tokens =
+                    text(&format!("anthropic-ratelimit-{dim}-limit")).and_then(parse_count);
+            }
+        }
+        info
+    }
+
+    /// Whether the provider said a quota is used up (no requests or no tokens left).
+    pub fn is_exhausted(&self) -> bool {
+        self.remaining_requests == Some(0) || self.remaining_tokens == Some(0)
+    }
+
+    /// The best estimate of how long the provider will refuse requests: the explicit
+    /// `retry-after` if present; else, if a quota is used up, the time until it resets;
+    /// else `None`.
+    pub fn wait_hint(&self) -> Option<Duration> {
+        if let Some(d) = self.retry_after {
+            return Some(d);
+        }
+        let requests = (self.remaining_requests == Some(0))
+            .then_some(self.reset_requests)
+            .flatten();
+        let tokens = (self.remaining_tokens == Some(0))
+            .then_some(self.reset_tokens)
+            .flatten();
+        match (requests, tokens) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Whether any rate-limit header was present and readable.
+    pub fn is_empty(&self) -> bool {
+        *self == RateLimitInfo::default()
+    }
+}
+
+/// Parses a `Retry-After` value: delta-seconds (`"120"`, also `"1.5"` as sent by some
+/// providers) or an HTTP-date. Dates in the past give zero; garbage and negative
+/// numbers give `None`. Not clamped: see [`HeaderLimits::clamp`].
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use tower_failover_core::parse_retry_after;
+/// let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+/// assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+/// assert_eq!(parse_retry_after("Tue, 14 Nov 2023 22:14:20 GMT", now), Some(Duration::from_secs(60)));
+/// assert_eq!(parse_retry_after("-3", now), None);
+/// assert_eq!(parse_retry_after("soon", now), None);
+/// ```
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if value.starts_with(|c: char| c.is_ascii_digit() || c == '.') {
+        return parse_seconds(value);
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// Parses `retry-after-ms`: a non-negative number of milliseconds.
+pub fn parse_retry_after_ms(value: &str) -> Option<Duration> {
+    let ms: f64 = value.trim().parse().ok()?;
+    (ms.is_finite() && (0.0..=1.0e12).contains(&ms)).then(|| Duration::from_secs_f64(ms / 1000.0))
+}
+
+/// Parses an OpenAI-style reset value: a Go-style duration (`"1s"`, `"6m0s"`,
+/// `"20ms"`), a number of seconds, or a Unix time in seconds or milliseconds (as some
+/// OpenAI-compatible providers send in `x-ratelimit-reset`).
+pub fn parse_reset(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(n) = value.parse::<f64>() {
+        if !n.is_finite() || n < 0.0 {
+            return None;
+        }
+        // Anything past 2001 in seconds (or later in ms) is a timestamp, not a delay.
+        if n >= 1.0e12 {
+            return Some(until(UNIX_EPOCH + Duration::from_secs_f64(n / 1000.0), now));
+        }
+        if n >= 1.0e9 {
+            return Some(until(UNIX_EPOCH + Duration::from_secs_f64(n), now));
+        }
+        return Some(Duration::from_secs_f64(n));
+    }
+    parse_duration(value).ok()
+}
+
+fn until(at: SystemTime, now: SystemTime) -> Duration {
+    at.duration_since(now).unwrap_or(Duration::ZERO)
+}
+
+fn parse_seconds(value: &str) -> Option<Duration> {
+    let secs: f64 = value.parse().ok()?;
+    (secs.is_finite() && (0.0..=1.0e10).contains(&secs)).then(|| Duration::from_secs_f64(secs))
+}
+
+fn parse_count(value: &str) -> Option<u64> {
+    value.trim().parse().ok()
+}
+
+/// Parses an RFC 3339 instant (`2026-11-21T10:00:30Z`, `…30.250+01:00`) and returns
+/// the wait from `now` until it (zero if it is past).
+pub fn parse_rfc3339_wait(value: &str, now: SystemTime) -> Option<Duration> {
+    Some(until(parse_rfc3339(value)?, now))
+}
+
+/// Parses an RFC 3339 date-time into a `SystemTime`. Returns `None` on anything
+/// malformed or before 1970.
+pub fn parse_rfc3339(value: &str) -> Option<SystemTime> {
+    let s = value.trim().as_bytes();
+    let num = |range: std::ops::Range<usize>| -> Option<i64> {
+        let part = s.get(range)?;
+        if part.iter().all(u8::is_ascii_digit) {
+            std::str::from_utf8(part).ok()?.parse().ok()
+        } else {
+            None
+        }
+    };
+    if s.len() < 20 || s[4] != b'-' || s[7] != b'-' || !matches!(s[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    if s[13] != b':' || s[16] != b':' {
+        return None;
+    }
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    let mut i = 19;
+    let mut nanos: u64 = 0;
+    if s.get(i) == Some(&b'.') {
+        i += 1;
+        let start = i;
+        while s.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        let digits = &s[start..i];
+        if digits.is_empty() {
+            return None;
+        }
+        for (k, d) in digits.iter().take(9).enumerate() {
+            nanos += u64::from(d - b'0') * 10u64.pow(8 - k as u32);
+        }
+    }
+    let offset_secs: i64 = match s.get(i)? {
+        b'Z' | b'z' if i + 1 == s.len() => 0,
+        sign @ (b'+' | b'-') if i + 6 == s.len() && s[i + 3] == b':' => {
+            let h = num(i + 1..i + 3)?;
+            let m = num(i + 4..i + 6)?;
+            if h > 23 || m > 59 {
+                return None;
+            }
+            let off = h * 3600 + m * 60;
+            if *sign == b'+' { off } else { -off }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(year, month, day);
+    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_secs;
+    let secs = u64::try_from(secs).ok()?;
+    Some(UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_nanos(nanos))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 2023-11-14T22:13:20Z
+    fn now() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                http::HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn retry_after_table() {
+        let secs = |s| Some(Duration::from_secs(s));
+        let cases: &[(&str, Option<Duration>)] = &[
+            ("0", secs(0)),
+            ("30", secs(30)),
+            ("  7 ", secs(7)),
+            ("1.5", Some(Duration::from_millis(1500))),
+            ("Tue, 14 Nov 2023 22:13:50 GMT", secs(30)),
+            ("Tue, 14 Nov 2023 22:00:00 GMT", secs(0)), // in the past
+            ("Thu, 01 Jan 1970 00:00:00 GMT", secs(0)),
+            ("Fri, 24 Nov 2023 22:13:20 GMT", secs(864_000)), // ten days ahead, unclamped here
+            ("-5", None),
+            ("", None),
+            ("soon", None),
+            ("30s", None),
+            ("1e999", None),
+            ("NaN", None),
+            ("99999999999999", None),
+            ("Tue, 32 Nov 2023 25:00:00 GMT", None),
+        ];
+        for (input, want) in cases {
+            assert_eq!(parse_retry_after(input, now()), *want, "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn retry_after_ms_table() {
+        let cases: &[(&str, Option<Duration>)] = &[
+            ("1500", Some(Duration::from_millis(1500))),
+            ("0", Some(Duration::ZERO)),
+            ("2.5", Some(Duration::from_micros(2500))),
+            ("-1", None),
+            ("abc", None),
+            ("inf", None),
+            ("1e20", None),
+        ];
+        for (input, want) in cases {
+            assert_eq!(parse_retry_after_ms(input), *want, "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn reset_table() {
+        let cases: &[(&str, Option<Duration>)] = &[
+            ("1s", Some(Duration::from_secs(1))),
+            ("6m0s", Some(Duration::from_secs(360))),
+            ("20ms", Some(Duration::from_millis(20))),
+            ("2m59.56s", Some(Duration::from_millis(179_560))),
+            ("12", Some(Duration::from_secs(12))),
+            ("0.25", Some(Duration::from_millis(250))),
+            ("1700000060", Some(Duration::from_secs(60))), // unix seconds
+            ("1700000000500", Some(Duration::from_millis(500))), // unix ms
+            ("1600000000", Some(Duration::ZERO)),          // unix seconds, past
+            ("-3", None),
+            ("later", None),
+            ("", None),
+        ];
+        for (input, want) in cases {
+            assert_eq!(parse_reset(input, now()), *want, "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn rfc3339_table() {
+        let cases: &[(&str, Option<Duration>)] = &[
+            ("2023-11-14T22:13:50Z", Some(Duration::from_secs(30))),
+            ("2023-11-14T22:13:20.250Z", Some(Duration::from_millis(250))),
+            ("2023-11-14T23:13:50+01:00", Some(Duration::from_secs(30))),
+            ("2023-11-14T21:13:50-01:00", Some(Duration::from_secs(30))),
+            ("2023-11-14t22:13:21z", Some(Duration::from_secs(1))),
+            ("2020-01-01T00:00:00Z", Some(Duration::ZERO)), // past
+            ("2023-11-14T22:13:50", None),                  // no offset
+            ("2023-13-14T22:13:50Z", None),
+            ("2023-11-14T24:13:50Z", None),
+            ("2023-11-14T22:13:50.Z", None),
+            ("2023-11-14T22:13:50+1:00", None),
+            ("1969-12-31T23:59:59Z", None),
+            ("garbage", None),
+            ("", None),
+        ];
+        for (input, want) in cases {
+            assert_eq!(parse_rfc3339_wait(input, now()), *want, "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn openai_headers() {
+        let h = headers(&[
+            ("x-ratelimit-limit-requests", "60"),
+            ("x-ratelimit-limit-tokens", "150000"),
+            ("x-ratelimit-remaining-requests", "0"),
+            ("x-ratelimit-remaining-tokens", "149984"),
+            ("x-ratelimit-reset-requests", "1s"),
+            ("x-ratelimit-reset-tokens", "6m0s"),
+        ]);
+        let info = RateLimitInfo::from_headers(&h, now(), &HeaderLimits::default());
+        assert_eq!(info.limit_requests, Some(60));
+        assert_eq!(info.limit_tokens, Some(150_000));
+        assert_eq!(info.remaining_requests, Some(0));
+        assert_eq!(info.remaining_tokens, Some(149_984));
+        assert_eq!(info.reset_requests, Some(Duration::from_secs(1)));
+        assert_eq!(
+            info.reset_tokens,
+            Some(Duration::from_secs(300)),
+            "clamped to the cap"
+        );
+        assert!(info.is_exhausted());
+        assert_eq!(info.wait_hint(), Some(Duration::from_secs(1)));
+        assert_eq!(info.retry_after, None);
+    }
+
+    #[test]
+    fn retry_after_ms_wins_over_retry_after() {
+        let h = headers(&[("retry-after", "20"), ("retry-after-ms", "1500")]);
+        let info = RateLimitInfo::from_headers(&h, now(), &HeaderLimits::default());
+        assert_eq!(info.retry_after, Some(Duration::from_millis(1500)));
+        let h = headers(&[("retry-after", "20"), ("retry-after-ms", "garbage")]);
+        let info = RateLimitInfo::from_headers(&h, now(), &HeaderLimits::default());
+        assert_eq!(info.retry_after, Some(Duration::from_secs(20)));
+    }
+
+    #[test]
+    fn absurd_retry_after_is_clamped() {
+        let limits = HeaderLimits {
+            max_wait: Duration::from_secs(60),
+            ..HeaderLimits::default()
+        };
+        for v in ["86400", "Fri, 24 Nov 2023 22:13:20 GMT", "9999999999"] {
+            let info = RateLimitInfo::from_headers(&headers(&[("retry-after", v)]), now(), &limits);
+            assert_eq!(
+                info.retry_after,
+                Some(Duration::from_secs(60)),
+                "value {v:?}"
+            );
+        }
+        let info = RateLimitInfo::from_headers(&headers(&[("retry-after", "-1")]), now(), &limits);
+        assert_eq!(info.retry_after, None);
+    }
+
+    #[test]
+    fn anthropic_headers_keep_scarcest_token_dimension() {
+        let h = headers(&[
+            ("anthropic-ratelimit-requests-limit", "50"),
+            ("anthropic-ratelimit-requests-remaining", "49"),
+            ("anthropic-ratelimit-requests-reset", "2023-11-14T22:13:21Z"),
+            ("anthropic-ratelimit-tokens-remaining", "9000"),
+            ("anthropic-ratelimit-tokens-reset", "2023-11-14T22:13:30Z"),
+            ("anthropic-ratelimit-input-tokens-limit", "40000"),
+            ("anthropic-ratelimit-input-tokens-remaining", "0"),
+            (
+                "anthropic-ratelimit-input-tokens-reset",
+                "2023-11-14T22:13:40Z",
+            ),
+            ("anthropic-ratelimit-output-tokens-remaining", "8000"),
+            (
+                "anthropic-ratelimit-output-tokens-reset",
+                "2023-11-14T22:13:25Z",
+            ),
+        ]);
+        let info = RateLimitInfo::from_headers(&h, now(), &HeaderLimits::default());
+        assert_eq!(info.remaining_requests, Some(49));
+        assert_eq!(info.limit_requests, Some(50));
+        assert_eq!(info.reset_requests, Some(Duration::from_secs(1)));
+        assert_eq!(info.remaining_tokens, Some(0));
+        assert_eq!(info.limit_tokens, Some(40_000));
+        assert_eq!(info.reset_tokens, Some(Duration::from_secs(20)));
+        assert_eq!(info.wait_hint(), Some(Duration::from_secs(20)));
+    }
+
+    #[test]
+    fn anthropic_garbage_is_ignored() {
+        let h = headers(&[
+            ("anthropic-ratelimit-requests-remaining", "lots"),
+            ("anthropic-ratelimit-requests-reset", "tomorrow"),
+            ("anthropic-ratelimit-tokens-remaining", "-5"),
+        ]);
+        let info = RateLimitInfo::from_headers(&h, now(), &HeaderLimits::default());
+        assert!(info.is_empty(), "{info:?}");
+        assert_eq!(info.wait_hint(), None);
+    }
+
+    #[test]
+    fn generic_reset_header_is_a_fallback() {
+        let h = headers(&[
+            ("x-ratelimit-reset", "1700000030"),
+            ("x-ratelimit-remaining-requests", "0"),
+        ]);
+        let info = RateLimitInfo::from_headers(&h, now(), &HeaderLimits::default());
+        assert_eq!(info.reset_requests, Some(Duration::from_secs(30)));
+        assert_eq!(info.wait_hint(), Some(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn empty_headers() {
+        let info = RateLimitInfo::from_headers(&HeaderMap::new(), now(), &HeaderLimits::default());
+        assert!(info.is_empty());
+        assert!(!info.is_exhausted());
+        assert_eq!(info.wait_hint(), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics_on_any_value(v in ".*") {
+            let _ = parse_retry_after(&v, now());
+            let _ = parse_retry_after_ms(&v);
+            let _ = parse_reset(&v, now());
+            let _ = parse_rfc3339(&v);
+            let _ = crate::parse_duration(&v);
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! Serializable pictures of provider health, for `/health` endpoints and dashboards.
+
+use serde::{Deserialize, Serialize};
+
+use crate::health::CircuitState;
+use crate::store::StoreStatus;
+
+/// Outcome counters of one provider since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Attempts recorded.
+    pub requests: u64,
+    /// Successes.
+    pub successes: u64,
+    /// Failures (counted against health).
+    pub failures: u64,
+    /// 429s.
+    pub rate_limited: u64,
+    /// Failed validations and refusals.
+    pub rejected: u64,
+    /// Client errors.
+    pub client_errors: u64,
+    /// Attempts shed before reaching the provider (ramp, open circuit).
+    pub shed: u64,
+}
+
+/// Token usage and cost of one provider since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Prompt (input) tokens.
+    pub prompt_tokens: u64,
+    /// Completion (output) tokens.
+    pub completion_tokens: u64,
+    /// Cost in the price table's currency.
+    pub cost: f64,
+}
+
+/// One provider, now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProviderSnapshot {
+    /// Provider name.
+    pub provider: String,
+    /// Model name.
+    pub model: String,
+    /// Quota group, if named.
+    pub quota_group: Option<String>,
+    /// Effective circuit state.
+    pub circuit: CircuitState,
+    /// Operator override, if any.
+    pub forced: Option<CircuitState>,
+    /// Milliseconds until the open circuit lets a probe through.
+    pub open_for_ms: Option<u64>,
+    /// Consecutive trips.
+    pub trips: u32,
+    /// Milliseconds left in the rate-limit window.
+    pub rate_limited_for_ms: Option<u64>,
+    /// Recovery ramp step, if a ramp is running.
+    pub ramp_step: Option<u32>,
+    /// Share of requests the ramp admits, `0..=1`.
+    pub ramp_share: f64,
+    /// Peak-EWMA time to first byte, in milliseconds.
+    pub ttfb_ms: f64,
+    /// Peak-EWMA whole-request latency, in milliseconds.
+    pub latency_ms: f64,
+    /// Requests in flight.
+    pub in_flight: u64,
+    /// Outcome counters.
+    pub counters: Counters,
+    /// Usage and cost.
+    pub usage: Usage,
+}
+
+/// Every provider of a registry, now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// One entry per provider, in registration order.
+    pub providers: Vec<ProviderSnapshot>,
+    /// The shared-state store's status.
+    pub store: StoreStatus,
+}

@@ -1,0 +1,117 @@
+//! Instants that can be shared through atomics.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// An optional [`Instant`] (a deadline) readable and writable without a lock.
+///
+/// Stored as nanoseconds since a base instant taken at creation; instants before the
+/// base read back as the base. Uses tokio's clock, so paused-time tests are exact.
+#[derive(Debug)]
+pub struct AtomicInstant {
+    base: Instant,
+    /// Nanoseconds after `base`, plus one; zero means unset.
+    nanos: AtomicU64,
+}
+
+impl Default for AtomicInstant {
+    fn default() -> Self {
+        AtomicInstant::new()
+    }
+}
+
+impl AtomicInstant {
+    /// An unset instant whose base is now.
+    pub fn new() -> Self {
+        AtomicInstant {
+            base: Instant::now(),
+            nanos: AtomicU64::new(0),
+        }
+    }
+
+    fn encode(&self, at: Instant) -> u64 {
+        let d = at.saturating_duration_since(self.base).as_nanos();
+        u64::try_from(d).unwrap_or(u64::MAX - 1).saturating_add(1)
+    }
+
+    fn decode(&self, raw: u64) -> Option<Instant> {
+        (raw != 0).then(|| self.base + Duration::from_nanos(raw - 1))
+    }
+
+    /// The stored instant, if any.
+    #[inline]
+    pub fn get(&self) -> Option<Instant> {
+        self.decode(self.nanos.load(Ordering::Acquire))
+    }
+
+    /// Whether an instant is stored and still in the future at `now`.
+    #[inline]
+    pub fn is_after(&self, now: Instant) -> bool {
+        let raw = self.nanos.load(Ordering::Acquire);
+        raw != 0 && raw > self.encode(now)
+    }
+
+    /// Time left from `now` until the stored instant (`None` if unset or past).
+    pub fn remaining(&self, now: Instant) -> Option<Duration> {
+        let at = self.get()?;
+        let left = at.saturating_duration_since(now);
+        (!left.is_zero()).then_some(left)
+    }
+
+    /// Stores `at` (or clears with `None`).
+    pub fn set(&self, at: Option<Instant>) {
+        let raw = at.map_or(0, |at| self.encode(at));
+        self.nanos.store(raw, Ordering::Release);
+    }
+
+    /// Moves the stored instant later to `at`, never earlier. Returns whether it moved.
+    pub fn extend(&self, at: Instant) -> bool {
+        let raw = self.encode(at);
+        self.nanos.fetch_max(raw, Ordering::AcqRel) < raw
+    }
+
+    /// Clears the stored instant if it is `expected` (compare-and-swap).
+    pub fn clear_if(&self, expected: Instant) -> bool {
+        let raw = self.encode(expected);
+        self.nanos
+            .compare_exchange(raw, 0, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+}
+
+/// Converts a wall-clock deadline (as exchanged between replicas) to a local instant.
+pub fn instant_from_system(at: std::time::SystemTime, now: Instant) -> Instant {
+    match at.duration_since(std::time::SystemTime::now()) {
+        Ok(ahead) => now + ahead,
+        Err(_) => now,
+    }
+}
+
+/// Converts a local instant to a wall-clock deadline, to share with other replicas.
+pub fn system_from_instant(at: Instant, now: Instant) -> std::time::SystemTime {
+    std::time::SystemTime::now() + at.saturating_duration_since(now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn extend_never_shortens() {
+        let now = Instant::now();
+        let a = AtomicInstant::new();
+        assert_eq!(a.get(), None);
+        assert!(!a.is_after(now));
+        assert!(a.extend(now + Duration::from_secs(10)));
+        assert!(!a.extend(now + Duration::from_secs(5)));
+        assert_eq!(a.get(), Some(now + Duration::from_secs(10)));
+        assert_eq!(a.remaining(now), Some(Duration::from_secs(10)));
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert!(!a.is_after(Instant::now()));
+        assert_eq!(a.remaining(Instant::now()), None);
+        assert!(a.clear_if(now + Duration::from_secs(10)));
+        assert_eq!(a.get(), None);
+    }
+}
