@@ -825,6 +825,13 @@ pub struct InFlight {
     health: Health,
 }
 
+impl InFlight {
+    /// The provider this request is in flight to.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+}
+
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.health.inner.in_flight.fetch_sub(1, Ordering::Relaxed);

@@ -17,6 +17,8 @@
 //!   [`tower::BoxError`], found anywhere in a chain with [`error::find`], and turned
 //!   into HTTP responses by [`error_response`].
 //! - [`replay`]: buffer a request body once and clone the request per attempt.
+//! - [`observe`]: the per-provider layer that records outcomes, load, time to first
+//!   byte and rate-limit windows into the provider's [`Health`].
 //! - [`Health`] and [`Registry`]: the per-(provider, model) health handle that layers
 //!   write and balancers, ramps and snapshots read, with its [`HealthEvent`]s, quota
 //!   groups, serializable [`Snapshot`] and pluggable [`StateStore`].
@@ -61,6 +63,7 @@ mod duration;
 pub mod error;
 mod event;
 pub mod health;
+pub mod observe;
 mod outcome;
 mod ratelimit;
 mod registry;
