@@ -298,14 +298,12 @@ impl<B: Body> Body for ObservedBody<B> {
             }
             Some(Ok(_)) => {}
             Some(Err(_)) | None => {
-                if let Some(g) = this.guard.take() {
-                    if frame.is_none() {
-                        if *this.first_byte_pending {
-                            // An empty body: its end is its first byte.
-                            g.health().observe_ttfb(this.started.elapsed());
-                        }
-                        g.health().observe_latency(this.started.elapsed());
+                if let (Some(g), true) = (this.guard.take(), frame.is_none()) {
+                    if *this.first_byte_pending {
+                        // An empty body: its end is its first byte.
+                        g.health().observe_ttfb(this.started.elapsed());
                     }
+                    g.health().observe_latency(this.started.elapsed());
                 }
             }
         }
