@@ -1,0 +1,133 @@
+//! The response body: whole, or paced SSE events, ending cleanly or with a reset.
+
+use std::collections::VecDeque;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use tokio::time::{Instant, Sleep};
+
+use crate::rng::Rng;
+use crate::server::ConnCtl;
+
+/// The body of every response a sim sends.
+///
+/// It is either one chunk of bytes, or a sequence of chunks (SSE events) sent one
+/// token interval apart; it ends cleanly, or by resetting the connection
+/// ([`Fault::Reset`](crate::Fault::Reset)).
+pub struct SimBody {
+    frames: VecDeque<Bytes>,
+    pace: Option<Pace>,
+    sleep: Option<Pin<Box<Sleep>>>,
+    reset: Option<Arc<ConnCtl>>,
+    exact_len: Option<u64>,
+}
+
+struct Pace {
+    interval: Duration,
+    jitter: f64,
+    rng: Rng,
+}
+
+impl std::fmt::Debug for SimBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimBody")
+            .field("frames_left", &self.frames.len())
+            .field("ends_with_reset", &self.reset.is_some())
+            .finish()
+    }
+}
+
+impl SimBody {
+    /// A body of these bytes.
+    pub(crate) fn full(b: impl Into<Bytes>) -> Self {
+        let b = b.into();
+        let len = b.len() as u64;
+        let mut frames = VecDeque::with_capacity(1);
+        if !b.is_empty() {
+            frames.push_back(b);
+        }
+        SimBody {
+            frames,
+            pace: None,
+            sleep: None,
+            reset: None,
+            exact_len: Some(len),
+        }
+    }
+
+    /// Chunks sent `interval` (jittered) apart; the first is sent at once.
+    pub(crate) fn paced(frames: Vec<Bytes>, interval: Duration, jitter: f64, rng: Rng) -> Self {
+        SimBody {
+            frames: frames.into(),
+            pace: (!interval.is_zero()).then_some(Pace {
+                interval,
+                jitter,
+                rng,
+            }),
+            sleep: None,
+            reset: None,
+            exact_len: None,
+        }
+    }
+
+    /// After the last chunk, reset the connection instead of ending cleanly.
+    pub(crate) fn then_reset(mut self, ctl: Arc<ConnCtl>) -> Self {
+        self.reset = Some(ctl);
+        self.exact_len = None;
+        self
+    }
+}
+
+impl Body for SimBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = &mut *self;
+        if let Some(sleep) = this.sleep.as_mut() {
+            ready!(sleep.as_mut().poll(cx));
+        }
+        if let Some(frame) = this.frames.pop_front() {
+            if let Some(p) = this.pace.as_mut() {
+                if !this.frames.is_empty() || this.reset.is_some() {
+                    let d = crate::sim::jittered(p.interval, p.jitter, &mut p.rng);
+                    let deadline = Instant::now() + d;
+                    match this.sleep.as_mut() {
+                        Some(s) => s.as_mut().reset(deadline),
+                        None => this.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                    }
+                }
+            }
+            return Poll::Ready(Some(Ok(Frame::data(frame))));
+        }
+        match this.reset.take() {
+            Some(ctl) => {
+                ctl.kill();
+                Poll::Ready(Some(Err(io::Error::new(
+                    io::ErrorKind::ConnectionReset,
+                    "simulated reset mid-body",
+                ))))
+            }
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.frames.is_empty() && self.reset.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.exact_len {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
+    }
+}

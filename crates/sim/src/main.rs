@@ -1,0 +1,2 @@
+//! `tower-failover-sim`: run simulated LLM providers from a script file.
+fn main() {}

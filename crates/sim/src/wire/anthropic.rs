@@ -1,0 +1,250 @@
+//! Anthropic messages: `POST /v1/messages` and `GET /v1/models`.
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Ask, Finish, JsonMode, Reply, content_text, sse, text::split_pieces, tokens};
+
+/// Identity of one reply.
+pub(crate) struct Meta<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) model: &'a str,
+}
+
+#[derive(Deserialize)]
+struct Req {
+    #[serde(default)]
+    model: Option<String>,
+    messages: Vec<Msg>,
+    #[serde(default)]
+    system: Option<Value>,
+    #[serde(default)]
+    max_tokens: Option<u64>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    output_format: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct Msg {
+    role: String,
+    #[serde(default)]
+    content: Value,
+}
+
+/// Parse a messages request; the error is a message for a 400.
+pub(crate) fn parse(body: &[u8]) -> Result<Ask, String> {
+    let req: Req =
+        serde_json::from_slice(body).map_err(|e| format!("invalid request body: {e}"))?;
+    if req.messages.is_empty() {
+        return Err("messages: at least one message is required".into());
+    }
+    let mut prompt_tokens = 0;
+    if let Some(s) = &req.system {
+        let mut t = String::new();
+        content_text(s, &mut t);
+        prompt_tokens += tokens(&t);
+    }
+    let mut last_user = String::new();
+    for m in &req.messages {
+        let mut t = String::new();
+        content_text(&m.content, &mut t);
+        prompt_tokens += 3 + tokens(&t);
+        if m.role == "user" {
+            last_user = t;
+        }
+    }
+    let json = match &req.output_format {
+        Some(of) => match (of.get("type").and_then(Value::as_str), of.get("schema")) {
+            (Some("json_schema"), Some(s)) => JsonMode::Schema(s.clone()),
+            _ => JsonMode::Object,
+        },
+        None => JsonMode::Off,
+    };
+    Ok(Ask {
+        model: req.model.unwrap_or_default(),
+        stream: req.stream.unwrap_or(false),
+        include_usage: false,
+        max_tokens: req.max_tokens,
+        json,
+        prompt_tokens,
+        last_user,
+    })
+}
+
+fn stop_reason(reply: &Reply) -> &'static str {
+    if reply.refused {
+        return "refusal";
+    }
+    match reply.finish {
+        Finish::Stop => "end_turn",
+        Finish::Length => "max_tokens",
+    }
+}
+
+/// The text of the reply's single content block (`None`: no block).
+fn text(reply: &Reply) -> Option<&str> {
+    match &reply.refusal {
+        Some(r) => Some(r),
+        None if reply.content.is_empty() => None,
+        None => Some(&reply.content),
+    }
+}
+
+/// The non-streaming `message` body.
+pub(crate) fn message(meta: &Meta<'_>, ask: &Ask, reply: &Reply) -> Vec<u8> {
+    let content: Vec<Value> = text(reply)
+        .map(|t| json!({"type": "text", "text": t}))
+        .into_iter()
+        .collect();
+    let body = json!({
+        "id": meta.id,
+        "type": "message",
+        "role": "assistant",
+        "model": meta.model,
+        "content": content,
+        "stop_reason": stop_reason(reply),
+        "stop_sequence": null,
+        "usage": {
+            "input_tokens": ask.prompt_tokens,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+            "output_tokens": reply.completion_tokens,
+            "service_tier": "standard"
+        }
+    });
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+fn event(name: &str, v: &Value) -> Bytes {
+    sse(Some(name), &serde_json::to_vec(v).unwrap_or_default())
+}
+
+pub(crate) use super::openai::StreamFault;
+
+/// The SSE events of a streamed reply, from `message_start` to `message_stop`.
+pub(crate) fn stream(meta: &Meta<'_>, ask: &Ask, reply: &Reply, fault: StreamFault) -> Vec<Bytes> {
+    let mut ev = Vec::with_capacity(reply.pieces.len() + 7);
+    ev.push(event(
+        "message_start",
+        &json!({"type": "message_start", "message": {
+            "id": meta.id,
+            "type": "message",
+            "role": "assistant",
+            "model": meta.model,
+            "content": [],
+            "stop_reason": null,
+            "stop_sequence": null,
+            "usage": {
+                "input_tokens": ask.prompt_tokens,
+                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": 0,
+                "output_tokens": 1,
+                "service_tier": "standard"
+            }
+        }}),
+    ));
+    let text = text(reply);
+    if text.is_some() {
+        ev.push(event(
+            "content_block_start",
+            &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        ));
+    }
+    ev.push(Bytes::from_static(
+        b"event: ping\ndata: {\"type\": \"ping\"}\n\n",
+    ));
+    if fault == StreamFault::Error {
+        ev.push(sse(Some("error"), &error_body(529, None)));
+        return ev;
+    }
+    if let Some(t) = text {
+        for (a, b) in split_pieces(t) {
+            ev.push(event(
+                "content_block_delta",
+                &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": &t[a..b]}}),
+            ));
+        }
+        if fault == StreamFault::Malformed {
+            let at = ev.len().min(4);
+            ev.insert(
+                at,
+                Bytes::from_static(
+                    b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_del\n\n",
+                ),
+            );
+        }
+        ev.push(event(
+            "content_block_stop",
+            &json!({"type": "content_block_stop", "index": 0}),
+        ));
+    } else if fault == StreamFault::Malformed {
+        ev.push(Bytes::from_static(
+            b"event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\n\n",
+        ));
+    }
+    ev.push(event(
+        "message_delta",
+        &json!({"type": "message_delta",
+            "delta": {"stop_reason": stop_reason(reply), "stop_sequence": null},
+            "usage": {"output_tokens": reply.completion_tokens}}),
+    ));
+    ev.push(Bytes::from_static(
+        b"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+    ));
+    ev
+}
+
+/// `(type, message)` of Anthropic's error for `status`.
+fn error_parts(status: u16) -> (&'static str, &'static str) {
+    match status {
+        400 => ("invalid_request_error", "Invalid request."),
+        401 => ("authentication_error", "invalid x-api-key"),
+        403 => (
+            "permission_error",
+            "Your API key does not have permission to use the specified resource.",
+        ),
+        404 => (
+            "not_found_error",
+            "The requested resource could not be found.",
+        ),
+        413 => (
+            "request_too_large",
+            "Request exceeds the maximum allowed number of bytes.",
+        ),
+        429 => (
+            "rate_limit_error",
+            "Number of requests has exceeded your rate limit. Please try again later.",
+        ),
+        529 => ("overloaded_error", "Overloaded"),
+        s if s >= 500 => ("api_error", "Internal server error"),
+        _ => ("invalid_request_error", "The request was rejected."),
+    }
+}
+
+/// An Anthropic error body for `status`, with an optional specific message.
+pub(crate) fn error_body(status: u16, message: Option<&str>) -> Vec<u8> {
+    let (ty, default) = error_parts(status);
+    let body =
+        json!({"type": "error", "error": {"type": ty, "message": message.unwrap_or(default)}});
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+/// `GET /v1/models`.
+pub(crate) fn models(models: &[String]) -> Vec<u8> {
+    let data: Vec<Value> = models
+        .iter()
+        .map(|m| {
+            json!({"type": "model", "id": m, "display_name": m, "created_at": "2025-05-14T00:00:00Z"})
+        })
+        .collect();
+    let body = json!({
+        "data": data,
+        "has_more": false,
+        "first_id": models.first(),
+        "last_id": models.last()
+    });
+    serde_json::to_vec(&body).unwrap_or_default()
+}

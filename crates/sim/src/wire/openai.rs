@@ -1,0 +1,291 @@
+//! OpenAI chat completions: `POST /v1/chat/completions` and `GET /v1/models`.
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Ask, Finish, JsonMode, Reply, content_text, sse, text::split_pieces, tokens};
+
+/// Identity of one reply, shared by all its chunks.
+pub(crate) struct Meta<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) created: u64,
+    pub(crate) model: &'a str,
+}
+
+pub(crate) const FINGERPRINT: &str = "fp_5f4e3c2b1a";
+
+#[derive(Deserialize)]
+struct Req {
+    #[serde(default)]
+    model: Option<String>,
+    messages: Vec<Msg>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+    #[serde(default)]
+    max_tokens: Option<u64>,
+    #[serde(default)]
+    max_completion_tokens: Option<u64>,
+    #[serde(default)]
+    response_format: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct Msg {
+    role: String,
+    #[serde(default)]
+    content: Value,
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: Option<bool>,
+}
+
+/// Parse a chat completion request; the error is a message for a 400.
+pub(crate) fn parse(body: &[u8]) -> Result<Ask, String> {
+    let req: Req =
+        serde_json::from_slice(body).map_err(|e| format!("invalid request body: {e}"))?;
+    if req.messages.is_empty() {
+        return Err("[] is too short - 'messages'".into());
+    }
+    let mut prompt_tokens = 3;
+    let mut last_user = String::new();
+    for m in &req.messages {
+        let mut t = String::new();
+        content_text(&m.content, &mut t);
+        prompt_tokens += 4 + tokens(&t);
+        if m.role == "user" {
+            last_user = t;
+        }
+    }
+    let json = match &req.response_format {
+        Some(rf) => match rf.get("type").and_then(Value::as_str) {
+            Some("json_object") => JsonMode::Object,
+            Some("json_schema") => match rf.pointer("/json_schema/schema") {
+                Some(s) => JsonMode::Schema(s.clone()),
+                None => JsonMode::Object,
+            },
+            Some("text") | None => JsonMode::Off,
+            Some(other) => return Err(format!("unsupported response_format type {other:?}")),
+        },
+        None => JsonMode::Off,
+    };
+    Ok(Ask {
+        model: req.model.unwrap_or_default(),
+        stream: req.stream.unwrap_or(false),
+        include_usage: req
+            .stream_options
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false),
+        max_tokens: req.max_completion_tokens.or(req.max_tokens),
+        json,
+        prompt_tokens,
+        last_user,
+    })
+}
+
+fn finish(f: Finish) -> &'static str {
+    match f {
+        Finish::Stop => "stop",
+        Finish::Length => "length",
+    }
+}
+
+fn usage(ask: &Ask, reply: &Reply) -> Value {
+    json!({
+        "prompt_tokens": ask.prompt_tokens,
+        "completion_tokens": reply.completion_tokens,
+        "total_tokens": ask.prompt_tokens + reply.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0
+        }
+    })
+}
+
+/// The non-streaming `chat.completion` body.
+pub(crate) fn completion(meta: &Meta<'_>, ask: &Ask, reply: &Reply) -> Vec<u8> {
+    let content = if reply.refusal.is_some() {
+        Value::Null
+    } else {
+        Value::from(reply.content.as_str())
+    };
+    let body = json!({
+        "id": meta.id,
+        "object": "chat.completion",
+        "created": meta.created,
+        "model": meta.model,
+        "choices": [{
+            "index": 0,
+            "message": {
+                "role": "assistant",
+                "content": content,
+                "refusal": reply.refusal,
+                "annotations": []
+            },
+            "logprobs": null,
+            "finish_reason": finish(reply.finish)
+        }],
+        "usage": usage(ask, reply),
+        "service_tier": "default",
+        "system_fingerprint": FINGERPRINT
+    });
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+fn chunk(meta: &Meta<'_>, ask: &Ask, delta: Value, finish: Option<&str>) -> Bytes {
+    let mut c = json!({
+        "id": meta.id,
+        "object": "chat.completion.chunk",
+        "created": meta.created,
+        "model": meta.model,
+        "service_tier": "default",
+        "system_fingerprint": FINGERPRINT,
+        "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]
+    });
+    if ask.include_usage {
+        c["usage"] = Value::Null;
+    }
+    sse(None, &serde_json::to_vec(&c).unwrap_or_default())
+}
+
+/// How a stream should misbehave (apart from truncation and resets).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StreamFault {
+    None,
+    /// One chunk's `data` is broken JSON.
+    Malformed,
+    /// An error object after the first chunk, then the stream ends.
+    Error,
+}
+
+/// The SSE events of a streamed reply, `data: [DONE]` included.
+pub(crate) fn stream(meta: &Meta<'_>, ask: &Ask, reply: &Reply, fault: StreamFault) -> Vec<Bytes> {
+    let mut ev = Vec::with_capacity(reply.pieces.len() + 4);
+    ev.push(chunk(
+        meta,
+        ask,
+        json!({"role": "assistant", "content": "", "refusal": null}),
+        None,
+    ));
+    if fault == StreamFault::Error {
+        ev.push(sse(None, &error_body(500, None)));
+        return ev;
+    }
+    match &reply.refusal {
+        Some(r) => {
+            for (a, b) in split_pieces(r) {
+                ev.push(chunk(meta, ask, json!({"refusal": &r[a..b]}), None));
+            }
+        }
+        None => {
+            for i in 0..reply.pieces.len() {
+                ev.push(chunk(meta, ask, json!({"content": reply.piece(i)}), None));
+            }
+        }
+    }
+    if fault == StreamFault::Malformed {
+        let at = ev.len().min(2);
+        let broken = format!(
+            "data: {{\"id\":\"{}\",\"object\":\"chat.completion.chunk\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"\n\n",
+            meta.id
+        );
+        ev.insert(at, Bytes::from(broken));
+    }
+    ev.push(chunk(meta, ask, json!({}), Some(finish(reply.finish))));
+    if ask.include_usage {
+        let c = json!({
+            "id": meta.id,
+            "object": "chat.completion.chunk",
+            "created": meta.created,
+            "model": meta.model,
+            "service_tier": "default",
+            "system_fingerprint": FINGERPRINT,
+            "choices": [],
+            "usage": usage(ask, reply)
+        });
+        ev.push(sse(None, &serde_json::to_vec(&c).unwrap_or_default()));
+    }
+    ev.push(Bytes::from_static(b"data: [DONE]\n\n"));
+    ev
+}
+
+/// `(type, code, message)` of OpenAI's error for `status`.
+fn error_parts(status: u16) -> (&'static str, Option<&'static str>, &'static str) {
+    match status {
+        400 => ("invalid_request_error", None, "Invalid request."),
+        401 => (
+            "invalid_request_error",
+            Some("invalid_api_key"),
+            "Incorrect API key provided.",
+        ),
+        403 => (
+            "invalid_request_error",
+            Some("unsupported_country_region_territory"),
+            "Forbidden.",
+        ),
+        404 => (
+            "invalid_request_error",
+            Some("model_not_found"),
+            "The model does not exist or you do not have access to it.",
+        ),
+        413 => ("invalid_request_error", None, "Request too large."),
+        429 => (
+            "requests",
+            Some("rate_limit_exceeded"),
+            "Rate limit reached for requests. Please try again later.",
+        ),
+        500 => (
+            "server_error",
+            None,
+            "The server had an error while processing your request. Sorry about that!",
+        ),
+        502 => ("server_error", None, "Bad gateway."),
+        503 => (
+            "server_error",
+            None,
+            "The server is overloaded or not ready yet.",
+        ),
+        504 => ("server_error", None, "Gateway timeout."),
+        529 => (
+            "server_error",
+            None,
+            "The engine is currently overloaded, please try again later.",
+        ),
+        s if s >= 500 => ("server_error", None, "The server had an error."),
+        _ => ("invalid_request_error", None, "The request was rejected."),
+    }
+}
+
+/// An OpenAI error body for `status`, with an optional specific message.
+pub(crate) fn error_body(status: u16, message: Option<&str>) -> Vec<u8> {
+    let (ty, code, default) = error_parts(status);
+    let body = json!({
+        "error": {"message": message.unwrap_or(default), "type": ty, "param": null, "code": code}
+    });
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+/// The body of a 429 for a token (not request) quota.
+pub(crate) fn tokens_limit_body(message: &str) -> Vec<u8> {
+    let body = json!({
+        "error": {"message": message, "type": "tokens", "param": null, "code": "rate_limit_exceeded"}
+    });
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+/// `GET /v1/models`.
+pub(crate) fn models(models: &[String]) -> Vec<u8> {
+    let data: Vec<Value> = models
+        .iter()
+        .map(|m| json!({"id": m, "object": "model", "created": 1_715_367_049u64, "owned_by": "system"}))
+        .collect();
+    serde_json::to_vec(&json!({"object": "list", "data": data})).unwrap_or_default()
+}
