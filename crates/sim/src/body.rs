@@ -96,8 +96,8 @@ impl Body for SimBody {
             ready!(sleep.as_mut().poll(cx));
         }
         if let Some(frame) = this.frames.pop_front() {
-            if let Some(p) = this.pace.as_mut() {
-                if !this.frames.is_empty() || this.reset.is_some() {
+            if let Some(p) = this.pace.as_mut()
+                && (!this.frames.is_empty() || this.reset.is_some()) {
                     let d = crate::sim::jittered(p.interval, p.jitter, &mut p.rng);
                     let deadline = Instant::now() + d;
                     match this.sleep.as_mut() {
@@ -105,7 +105,6 @@ impl Body for SimBody {
                         None => this.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
                     }
                 }
-            }
             return Poll::Ready(Some(Ok(Frame::data(frame))));
         }
         match this.reset.take() {

@@ -475,14 +475,13 @@ impl FaultSpec {
                 format!("{} is not in [0, 1]", self.fraction),
             ));
         }
-        if let (Some(from), Some(until)) = (self.from, self.until) {
-            if until <= from {
+        if let (Some(from), Some(until)) = (self.from, self.until)
+            && until <= from {
                 return Err(SimError::config(
                     "until",
                     format!("window end {until:?} is not after its start {from:?}"),
                 ));
             }
-        }
         Ok(())
     }
 

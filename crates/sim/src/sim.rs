@@ -126,14 +126,13 @@ impl SimConfig {
         if self.token_interval > Duration::from_secs(3600) {
             return Err(SimError::config("token_interval", "longer than an hour"));
         }
-        if let Some(m) = &self.models {
-            if m.is_empty() {
+        if let Some(m) = &self.models
+            && m.is_empty() {
                 return Err(SimError::config(
                     "models",
                     "an empty list would refuse every model",
                 ));
             }
-        }
         self.quota.validate()?;
         for f in &self.faults {
             f.validate()?;

@@ -136,25 +136,22 @@ pub(crate) fn instance(schema: &Value, root: &Value, rng: &mut Rng, depth: u32) 
     if let Some(c) = s.get("const") {
         return c.clone();
     }
-    if let Some(Value::Array(e)) = s.get("enum") {
-        if !e.is_empty() {
+    if let Some(Value::Array(e)) = s.get("enum")
+        && !e.is_empty() {
             return e[rng.below(e.len() as u64) as usize].clone();
         }
-    }
-    if let Some(Value::String(r)) = s.get("$ref") {
-        if let Some(target) = resolve(root, r) {
+    if let Some(Value::String(r)) = s.get("$ref")
+        && let Some(target) = resolve(root, r) {
             return instance(target, root, rng, depth + 1);
         }
-    }
     for key in ["anyOf", "oneOf", "allOf"] {
-        if let Some(Value::Array(options)) = s.get(key) {
-            if let Some(first) = options
+        if let Some(Value::Array(options)) = s.get(key)
+            && let Some(first) = options
                 .iter()
                 .find(|o| o.get("type") != Some(&Value::from("null")))
             {
                 return instance(first, root, rng, depth + 1);
             }
-        }
     }
     let ty = match s.get("type") {
         Some(Value::String(t)) => t.as_str(),
