@@ -59,6 +59,7 @@
 //! ```
 
 mod classify;
+pub mod deadline;
 mod duration;
 pub mod error;
 mod event;
@@ -75,6 +76,7 @@ pub mod store;
 pub mod time;
 
 pub use classify::{Classify, LlmClassifier, classify_error_chain};
+pub use deadline::Deadline;
 pub use duration::{ParseDurationError, duration_serde, format_duration, parse_duration};
 pub use event::{HealthEvent, HealthEventKind};
 pub use health::{CircuitState, Health, HealthConfig, InFlight, ProviderId, QuotaGroup};
