@@ -1,0 +1,658 @@
+//! What validators look at: a normalized view of one response, buffered or streamed.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::sse::SseEvent;
+
+/// The wire format of a response body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Wire {
+    /// OpenAI chat completions (`choices[0].message` / `choices[0].delta`), and the
+    /// many providers that speak it.
+    #[serde(alias = "openai")]
+    OpenAi,
+    /// Anthropic messages (`content` blocks, `message_start` … `message_stop`).
+    Anthropic,
+}
+
+/// A normalized view of one response, handed to every [`Validator`](crate::Validator).
+///
+/// For a buffered (non-streaming) body, [`is_complete`](Output::is_complete) is
+/// always true and [`body`](Output::body) / [`json`](Output::json) give the raw body.
+/// For a stream (`text/event-stream`), the view is built from the events seen so far:
+/// [`content`](Output::content) is the text of every delta, and
+/// [`is_complete`](Output::is_complete) turns true once the terminal event
+/// (`data: [DONE]`, `message_stop`) has arrived. Either way the accessors mean the
+/// same thing, so one validator serves both.
+#[derive(Debug, Clone, Copy)]
+pub struct Output<'a> {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: &'a HeaderMap,
+    pub(crate) body: Option<&'a Bytes>,
+    pub(crate) json: Option<&'a Value>,
+    pub(crate) facts: &'a Facts,
+    pub(crate) stream: bool,
+}
+
+impl<'a> Output<'a> {
+    /// The response status (validation only runs on 2xx responses).
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The response headers.
+    pub fn headers(&self) -> &'a HeaderMap {
+        self.headers
+    }
+
+    /// Whether the response is a server-sent event stream.
+    pub fn is_stream(&self) -> bool {
+        self.stream
+    }
+
+    /// Whether the whole output is known: always for a buffered body; for a stream,
+    /// once its terminal event has arrived. Validators that can only judge a whole
+    /// answer (finish reason, JSON Schema) pass partial output and judge it when it is
+    /// complete.
+    pub fn is_complete(&self) -> bool {
+        !self.stream || self.facts.terminal
+    }
+
+    /// The wire format, as configured or detected (`None`: neither shape was
+    /// recognized).
+    pub fn wire(&self) -> Option<Wire> {
+        self.facts.wire
+    }
+
+    /// The raw body of a buffered response (`None` for streams).
+    pub fn body(&self) -> Option<&'a Bytes> {
+        self.body
+    }
+
+    /// The body of a buffered response parsed as JSON (`None` for streams and for
+    /// bodies that are not JSON).
+    pub fn json(&self) -> Option<&'a Value> {
+        self.json
+    }
+
+    /// Why the body (or, in a stream, the first bad event) was not valid JSON.
+    pub fn json_error(&self) -> Option<&'a str> {
+        self.facts.json_error.as_deref()
+    }
+
+    /// Why the JSON did not have the expected shape for its wire format (missing
+    /// `choices`, `message`, `content`…), if it did not.
+    pub fn shape_error(&self) -> Option<&'a str> {
+        self.facts.shape_error.as_deref()
+    }
+
+    /// The message of an error object sent with a success status (`{"error": …}`,
+    /// an Anthropic `error` event), if there was one.
+    pub fn error_object(&self) -> Option<&'a str> {
+        self.facts.error.as_deref()
+    }
+
+    /// The text of the answer: `choices[0].message.content` (or the concatenated
+    /// deltas), or the concatenated Anthropic text blocks. Empty when there is none.
+    pub fn content(&self) -> &'a str {
+        &self.facts.content
+    }
+
+    /// Whether [`content`](Output::content) stopped growing because it reached the
+    /// configured body limit (a very long stream): checks of the whole content are
+    /// then skipped.
+    pub fn content_is_capped(&self) -> bool {
+        self.facts.capped
+    }
+
+    /// The model's refusal message (OpenAI's `message.refusal`), if it sent one.
+    pub fn refusal(&self) -> Option<&'a str> {
+        (!self.facts.refusal.is_empty()).then_some(self.facts.refusal.as_str())
+    }
+
+    /// Whether the answer contains tool calls (`tool_calls`, `function_call`,
+    /// `tool_use` blocks).
+    pub fn has_tool_calls(&self) -> bool {
+        self.facts.tool_calls
+    }
+
+    /// `finish_reason` (OpenAI) or `stop_reason` (Anthropic), once known.
+    pub fn finish_reason(&self) -> Option<&'a str> {
+        self.facts.finish_reason.as_deref()
+    }
+
+    /// Whether the answer has begun: some content, a refusal or a tool call.
+    pub fn has_started(&self) -> bool {
+        self.facts.started()
+    }
+
+    /// How many server-sent events have been seen (0 for buffered bodies).
+    pub fn events(&self) -> usize {
+        self.facts.events
+    }
+}
+
+/// What the validators read: a summary of the response, extracted once.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Facts {
+    pub(crate) wire: Option<Wire>,
+    pub(crate) json_error: Option<String>,
+    pub(crate) shape_error: Option<String>,
+    pub(crate) error: Option<String>,
+    pub(crate) content: String,
+    pub(crate) capped: bool,
+    pub(crate) refusal: String,
+    pub(crate) tool_calls: bool,
+    pub(crate) finish_reason: Option<String>,
+    pub(crate) events: usize,
+    pub(crate) terminal: bool,
+    /// The most content to accumulate.
+    pub(crate) cap: usize,
+}
+
+/// Cuts `s` to at most `max` bytes on a character boundary.
+fn bounded(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut cut = max;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…", &s[..cut])
+}
+
+/// A short description of an error object: its `message` if it has one.
+fn error_message(err: &Value) -> String {
+    let msg = err
+        .get("message")
+        .and_then(Value::as_str)
+        .or_else(|| err.as_str());
+    match msg {
+        Some(m) => bounded(m, 160),
+        None => bounded(&err.to_string(), 160),
+    }
+}
+
+impl Facts {
+    pub(crate) fn new(wire: Option<Wire>, cap: usize) -> Self {
+        Facts {
+            wire,
+            cap,
+            ..Facts::default()
+        }
+    }
+
+    pub(crate) fn started(&self) -> bool {
+        !self.content.is_empty() || !self.refusal.is_empty() || self.tool_calls
+    }
+
+    fn push_content(&mut self, text: &str) {
+        if self.capped {
+            return;
+        }
+        if self.content.len() + text.len() > self.cap {
+            self.capped = true;
+            return;
+        }
+        self.content.push_str(text);
+    }
+
+    fn push_refusal(&mut self, text: &str) {
+        if self.refusal.len() + text.len() <= self.cap {
+            self.refusal.push_str(text);
+        }
+    }
+
+    /// Reads a buffered body.
+    pub(crate) fn from_body(body: &[u8], wire: Option<Wire>, cap: usize) -> (Facts, Option<Value>) {
+        let mut facts = Facts::new(wire, cap);
+        match serde_json::from_slice::<Value>(body) {
+            Ok(v) => {
+                facts.read_json(&v);
+                (facts, Some(v))
+            }
+            Err(e) => {
+                facts.json_error = Some(bounded(&e.to_string(), 160));
+                (facts, None)
+            }
+        }
+    }
+
+    fn read_json(&mut self, v: &Value) {
+        let Some(obj) = v.as_object() else {
+            self.shape_error = Some("body is not a JSON object".into());
+            return;
+        };
+        if let Some(err) = obj.get("error").filter(|e| !e.is_null()) {
+            self.error = Some(error_message(err));
+        } else if obj.get("type").and_then(Value::as_str) == Some("error") {
+            self.error = Some("error".into());
+        }
+        if self.wire.is_none() {
+            self.wire = if obj.contains_key("choices") {
+                Some(Wire::OpenAi)
+            } else if obj.contains_key("content")
+                || obj.get("type").and_then(Value::as_str) == Some("message")
+            {
+                Some(Wire::Anthropic)
+            } else {
+                None
+            };
+        }
+        match self.wire {
+            Some(Wire::OpenAi) => self.read_openai(v),
+            Some(Wire::Anthropic) => self.read_anthropic(v),
+            None => {
+                self.shape_error =
+                    Some("neither `choices` (OpenAI) nor `content` (Anthropic) present".into());
+            }
+        }
+    }
+
+    fn read_openai(&mut self, v: &Value) {
+        let Some(choices) = v.get("choices").and_then(Value::as_array) else {
+            self.shape_error = Some("no `choices` array".into());
+            return;
+        };
+        let Some(choice) = choices.first() else {
+            self.shape_error = Some("`choices` is empty".into());
+            return;
+        };
+        self.finish_reason = choice
+            .get("finish_reason")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let Some(message) = choice.get("message").filter(|m| m.is_object()) else {
+            self.shape_error = Some("`choices[0]` has no `message` object".into());
+            return;
+        };
+        match message.get("content") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(s)) => self.push_content(s),
+            Some(Value::Array(parts)) => {
+                for p in parts {
+                    if let Some(t) = p.get("text").and_then(Value::as_str) {
+                        self.push_content(t);
+                    }
+                }
+            }
+            Some(_) => {
+                self.shape_error = Some("`message.content` is neither a string nor parts".into());
+            }
+        }
+        if let Some(r) = message.get("refusal").and_then(Value::as_str) {
+            self.push_refusal(r);
+        }
+        let tools = message
+            .get("tool_calls")
+            .and_then(Value::as_array)
+            .is_some_and(|a| !a.is_empty());
+        let function = message.get("function_call").is_some_and(Value::is_object);
+        self.tool_calls = tools || function;
+    }
+
+    fn read_anthropic(&mut self, v: &Value) {
+        self.finish_reason = v
+            .get("stop_reason")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let Some(blocks) = v.get("content").and_then(Value::as_array) else {
+            self.shape_error = Some("no `content` array".into());
+            return;
+        };
+        for b in blocks {
+            match b.get("type").and_then(Value::as_str) {
+                Some("text") => {
+                    if let Some(t) = b.get("text").and_then(Value::as_str) {
+                        self.push_content(t);
+                    }
+                }
+                Some("tool_use" | "server_tool_use") => self.tool_calls = true,
+                _ => {}
+            }
+        }
+    }
+
+    /// Reads one streamed event.
+    pub(crate) fn on_event(&mut self, ev: &SseEvent) {
+        if self.terminal {
+            return;
+        }
+        self.events += 1;
+        let data = ev.data.trim();
+        if data == "[DONE]" {
+            self.terminal = true;
+            self.wire.get_or_insert(Wire::OpenAi);
+            return;
+        }
+        let named_error = ev.event() == "error";
+        match serde_json::from_str::<Event<'_>>(data) {
+            Ok(e) => self.apply(e, named_error),
+            Err(e) => {
+                if named_error && self.error.is_none() {
+                    self.error = Some(bounded(data, 160));
+                }
+                // Well-formed JSON of an unexpected type is a shape problem.
+                let syntax_ok = serde_json::from_str::<serde::de::IgnoredAny>(data).is_ok();
+                let slot = if syntax_ok {
+                    &mut self.shape_error
+                } else {
+                    &mut self.json_error
+                };
+                if slot.is_none() {
+                    *slot = Some(format!("event {}: {}", self.events, bounded(&e.to_string(), 160)));
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, e: Event<'_>, named_error: bool) {
+        let ty = e.ty.as_deref();
+        if let Some(err) = e.error.as_ref().filter(|v| !v.is_null()) {
+            if self.error.is_none() {
+                self.error = Some(error_message(err));
+            }
+        } else if (named_error || ty == Some("error")) && self.error.is_none() {
+            self.error = Some("error event".into());
+        }
+        if let Some(choices) = e.choices {
+            self.wire.get_or_insert(Wire::OpenAi);
+            let first = choices.iter().find(|c| c.index.unwrap_or(0) == 0);
+            if let Some(c) = first {
+                if let Some(d) = &c.delta {
+                    if let Some(t) = &d.content {
+                        self.push_content(t);
+                    }
+                    if let Some(r) = &d.refusal {
+                        self.push_refusal(r);
+                    }
+                    if d.tool_calls.as_ref().is_some_and(|t| !t.is_empty())
+                        || d.function_call.is_some()
+                    {
+                        self.tool_calls = true;
+                    }
+                }
+                if let Some(f) = &c.finish_reason {
+                    self.finish_reason = Some(f.to_string());
+                }
+            }
+            return;
+        }
+        let Some(ty) = ty else { return };
+        match ty {
+            "message_start" => {
+                self.wire.get_or_insert(Wire::Anthropic);
+                if let Some(m) = &e.message {
+                    for b in m.content.iter().flatten() {
+                        self.apply_block(b);
+                    }
+                    if let Some(r) = &m.stop_reason {
+                        self.finish_reason = Some(r.to_string());
+                    }
+                }
+            }
+            "content_block_start" => {
+                self.wire.get_or_insert(Wire::Anthropic);
+                if let Some(b) = &e.content_block {
+                    self.apply_block(b);
+                }
+            }
+            "content_block_delta" => {
+                self.wire.get_or_insert(Wire::Anthropic);
+                if let Some(d) = &e.delta {
+                    match d.ty.as_deref() {
+                        Some("text_delta") => {
+                            if let Some(t) = &d.text {
+                                self.push_content(t);
+                            }
+                        }
+                        Some("input_json_delta") => self.tool_calls = true,
+                        _ => {}
+                    }
+                }
+            }
+            "message_delta" => {
+                if let Some(r) = e.delta.as_ref().and_then(|d| d.stop_reason.as_ref()) {
+                    self.finish_reason = Some(r.to_string());
+                }
+            }
+            "message_stop" => {
+                self.wire.get_or_insert(Wire::Anthropic);
+                self.terminal = true;
+            }
+            _ => {}
+        }
+    }
+
+    fn apply_block(&mut self, b: &Block<'_>) {
+        match b.ty.as_deref() {
+            Some("text") => {
+                if let Some(t) = &b.text {
+                    self.push_content(t);
+                }
+            }
+            Some("tool_use" | "server_tool_use") => self.tool_calls = true,
+            _ => {}
+        }
+    }
+}
+
+/// One streamed event of either wire format, read without building a `Value`.
+#[derive(Deserialize)]
+struct Event<'a> {
+    #[serde(rename = "type", borrow, default)]
+    ty: Option<Cow<'a, str>>,
+    #[serde(default)]
+    error: Option<Value>,
+    #[serde(borrow, default)]
+    choices: Option<Vec<Choice<'a>>>,
+    #[serde(borrow, default)]
+    delta: Option<AnthropicDelta<'a>>,
+    #[serde(borrow, default)]
+    content_block: Option<Block<'a>>,
+    #[serde(borrow, default)]
+    message: Option<StartMessage<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Choice<'a> {
+    #[serde(default)]
+    index: Option<u64>,
+    #[serde(borrow, default)]
+    delta: Option<OpenAiDelta<'a>>,
+    #[serde(borrow, default)]
+    finish_reason: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct OpenAiDelta<'a> {
+    #[serde(borrow, default)]
+    content: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    refusal: Option<Cow<'a, str>>,
+    #[serde(default)]
+    tool_calls: Option<Vec<serde::de::IgnoredAny>>,
+    #[serde(default)]
+    function_call: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct AnthropicDelta<'a> {
+    #[serde(rename = "type", borrow, default)]
+    ty: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    text: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    stop_reason: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct Block<'a> {
+    #[serde(rename = "type", borrow, default)]
+    ty: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    text: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct StartMessage<'a> {
+    #[serde(borrow, default)]
+    content: Option<Vec<Block<'a>>>,
+    #[serde(borrow, default)]
+    stop_reason: Option<Cow<'a, str>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(s: &str) -> Facts {
+        Facts::from_body(s.as_bytes(), None, 1 << 20).0
+    }
+
+    fn stream(events: &[(&str, &str)]) -> Facts {
+        let mut f = Facts::new(None, 1 << 20);
+        for (name, data) in events {
+            f.on_event(&SseEvent {
+                event_type: (!name.is_empty()).then(|| name.to_string()),
+                data: data.to_string(),
+                ..SseEvent::default()
+            });
+        }
+        f
+    }
+
+    #[test]
+    fn openai_body() {
+        let f = body(
+            r#"{"choices":[{"message":{"role":"assistant","content":"hi","refusal":null},"finish_reason":"stop"}]}"#,
+        );
+        assert_eq!(f.wire, Some(Wire::OpenAi));
+        assert_eq!(f.content, "hi");
+        assert_eq!(f.finish_reason.as_deref(), Some("stop"));
+        assert!(f.shape_error.is_none() && f.error.is_none() && f.refusal.is_empty());
+    }
+
+    #[test]
+    fn openai_parts_tools_and_refusal() {
+        let f = body(
+            r#"{"choices":[{"message":{"content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}}]}"#,
+        );
+        assert_eq!(f.content, "ab");
+        let f = body(
+            r#"{"choices":[{"message":{"content":null,"tool_calls":[{"id":"1"}]},"finish_reason":"tool_calls"}]}"#,
+        );
+        assert!(f.tool_calls && f.started());
+        let f = body(r#"{"choices":[{"message":{"content":null,"refusal":"no"}}]}"#);
+        assert_eq!(f.refusal, "no");
+    }
+
+    #[test]
+    fn shapes() {
+        assert!(body("[1]").shape_error.is_some());
+        assert!(body(r#"{"id":1}"#).shape_error.is_some());
+        assert!(body(r#"{"choices":[]}"#).shape_error.is_some());
+        assert!(body(r#"{"choices":[{"text":"x"}]}"#).shape_error.is_some());
+        assert!(body(r#"{"choices":[{"message":{"content":5}}]}"#).shape_error.is_some());
+        assert!(body(r#"{"content":"x","type":"message"}"#).shape_error.is_some());
+        assert!(body("{nope").json_error.is_some());
+    }
+
+    #[test]
+    fn error_objects() {
+        let f = body(r#"{"error":{"message":"overloaded","type":"server_error"}}"#);
+        assert_eq!(f.error.as_deref(), Some("overloaded"));
+        let f = body(r#"{"type":"error","error":{"type":"overloaded_error","message":"busy"}}"#);
+        assert_eq!(f.error.as_deref(), Some("busy"));
+        let f = body(r#"{"error":null,"choices":[{"message":{"content":"x"}}]}"#);
+        assert!(f.error.is_none());
+    }
+
+    #[test]
+    fn anthropic_body() {
+        let f = body(
+            r#"{"type":"message","content":[{"type":"text","text":"a"},{"type":"tool_use","id":"t"}],"stop_reason":"max_tokens"}"#,
+        );
+        assert_eq!(f.wire, Some(Wire::Anthropic));
+        assert_eq!(f.content, "a");
+        assert!(f.tool_calls);
+        assert_eq!(f.finish_reason.as_deref(), Some("max_tokens"));
+    }
+
+    #[test]
+    fn openai_stream() {
+        let f = stream(&[
+            ("", r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#),
+            ("", r#"{"choices":[{"index":0,"delta":{"content":"Hel"}}]}"#),
+            ("", r#"{"choices":[{"index":1,"delta":{"content":"other"}}]}"#),
+            ("", r#"{"choices":[{"index":0,"delta":{"content":"lo\u0021"}}]}"#),
+            ("", r#"{"choices":[{"index":0,"delta":{},"finish_reason":"length"}]}"#),
+            ("", r#"{"choices":[],"usage":{"total_tokens":3}}"#),
+            ("", "[DONE]"),
+            ("", r#"{"choices":[{"delta":{"content":"after"}}]}"#),
+        ]);
+        assert_eq!(f.content, "Hello!");
+        assert_eq!(f.finish_reason.as_deref(), Some("length"));
+        assert!(f.terminal);
+        assert_eq!(f.events, 7);
+        assert_eq!(f.wire, Some(Wire::OpenAi));
+    }
+
+    #[test]
+    fn anthropic_stream() {
+        let f = stream(&[
+            ("message_start", r#"{"type":"message_start","message":{"content":[],"stop_reason":null}}"#),
+            ("content_block_start", r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#),
+            ("ping", r#"{"type": "ping"}"#),
+            ("content_block_delta", r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}"#),
+            ("message_delta", r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"}}"#),
+            ("message_stop", r#"{"type":"message_stop"}"#),
+        ]);
+        assert_eq!(f.content, "Hi");
+        assert_eq!(f.finish_reason.as_deref(), Some("end_turn"));
+        assert!(f.terminal);
+        assert_eq!(f.wire, Some(Wire::Anthropic));
+    }
+
+    #[test]
+    fn stream_errors() {
+        let f = stream(&[("", r#"{"choices":[{"delta":{"content":"#)]);
+        assert!(f.json_error.unwrap().starts_with("event 1:"));
+        let f = stream(&[("", r#"{"choices":"nope"}"#)]);
+        assert!(f.shape_error.is_some() && f.json_error.is_none());
+        let f = stream(&[("", r#"{"error":{"message":"boom"}}"#)]);
+        assert_eq!(f.error.as_deref(), Some("boom"));
+        let f = stream(&[("error", r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#)]);
+        assert_eq!(f.error.as_deref(), Some("Overloaded"));
+        let f = stream(&[("error", "not json")]);
+        assert_eq!(f.error.as_deref(), Some("not json"));
+    }
+
+    #[test]
+    fn content_is_capped() {
+        let mut f = Facts::new(None, 4);
+        f.on_event(&SseEvent {
+            data: r#"{"choices":[{"delta":{"content":"abc"}}]}"#.into(),
+            ..SseEvent::default()
+        });
+        f.on_event(&SseEvent {
+            data: r#"{"choices":[{"delta":{"content":"def"}}]}"#.into(),
+            ..SseEvent::default()
+        });
+        assert_eq!(f.content, "abc");
+        assert!(f.capped);
+    }
+
+    #[test]
+    fn bounded_respects_char_boundaries() {
+        assert_eq!(bounded("éé", 3), "é…");
+        assert_eq!(bounded("ab", 3), "ab");
+    }
+}
