@@ -1,0 +1,167 @@
+//! Active probes: a cheap request sent to a provider whose circuit is open (or
+//! that has been idle), so that a recovery is noticed without risking real traffic.
+
+use std::fmt;
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use tokio::time::{Instant, sleep, timeout};
+use tower::BoxError;
+use tower_failover_core::{
+    CircuitState, Classify, FailureKind, HealthEventKind, LlmClassifier, Outcome,
+};
+use tower_service::Service;
+
+use crate::config::{ConfigError, ProbeConfig};
+use crate::state::Core;
+
+type ProbeFuture = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+
+/// Sends probe requests to one provider: a service (normally the provider's client
+/// stack *below* the circuit breaker, so probes reach an open provider) and the
+/// [`ProbeConfig`] saying what to send and when.
+///
+/// Give it to [`RampLayer::with_prober`](crate::RampLayer::with_prober). The layer
+/// runs one probe task per provider, however many clones of its services exist,
+/// and aborts it when the last one is dropped. A probe runs only while the
+/// provider's circuit is open (or, with
+/// [`idle_after`](ProbeConfig::idle_after), while it has been idle), and only on
+/// the replica that gets the store's `"probe"` lease. A probe passes when its
+/// response classifies as [`Outcome::Success`]; a passing probe moves an open
+/// circuit to half-open at once, except during the longer cooldown that follows a
+/// ramp rollback (a flapping provider is not re-admitted early).
+pub struct Prober {
+    send: Box<dyn FnMut() -> ProbeFuture + Send>,
+    what: String,
+    pub(crate) interval: Duration,
+    pub(crate) timeout: Duration,
+    pub(crate) idle_after: Option<Duration>,
+}
+
+impl fmt::Debug for Prober {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Prober")
+            .field("request", &self.what)
+            .field("interval", &self.interval)
+            .field("timeout", &self.timeout)
+            .field("idle_after", &self.idle_after)
+            .finish()
+    }
+}
+
+impl Prober {
+    /// Probes through `service` as `config` says, judging responses with the
+    /// default [`LlmClassifier`]. Refuses an invalid configuration.
+    pub fn new<S, B, RB>(service: S, config: &ProbeConfig) -> Result<Prober, ConfigError>
+    where
+        S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: From<Bytes> + Send + 'static,
+        RB: Send + 'static,
+    {
+        Prober::with_classifier(service, config, LlmClassifier::default())
+    }
+
+    /// Like [`new`](Prober::new), with another classifier.
+    pub fn with_classifier<S, B, RB, C>(
+        service: S,
+        config: &ProbeConfig,
+        classifier: C,
+    ) -> Result<Prober, ConfigError>
+    where
+        S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: From<Bytes> + Send + 'static,
+        RB: Send + 'static,
+        C: Classify,
+    {
+        let template = config.template()?;
+        let what = template.describe();
+        let send = move || -> ProbeFuture {
+            let mut svc = service.clone();
+            let req = template.build::<B>();
+            let classifier = classifier.clone();
+            Box::pin(async move {
+                let ready: Result<(), BoxError> =
+                    poll_fn(|cx| svc.poll_ready(cx)).await.map_err(Into::into);
+                if let Err(e) = ready {
+                    return classifier.classify_error(&*e);
+                }
+                match svc.call(req).await.map_err(Into::into) {
+                    Ok(res) => classifier.classify_response(&res),
+                    Err(e) => {
+                        let e: BoxError = e;
+                        classifier.classify_error(&*e)
+                    }
+                }
+            })
+        };
+        Ok(Prober {
+            send: Box::new(send),
+            what,
+            interval: config.interval,
+            timeout: config.timeout,
+            idle_after: config.idle_after,
+        })
+    }
+
+    /// Sends one probe now and returns its outcome (a timeout is a
+    /// `Failure(Timeout)`). The probe task calls this; tests and tools may too.
+    pub async fn probe(&mut self) -> Outcome {
+        match timeout(self.timeout, (self.send)()).await {
+            Ok(outcome) => outcome,
+            Err(_) => Outcome::failure(FailureKind::Timeout),
+        }
+    }
+}
+
+/// The probe task of one provider.
+pub(crate) async fn run(core: Arc<Core>, mut prober: Prober) {
+    let health = core.health.clone();
+    let mut last_count = core.counts().counted;
+    let mut quiet_since = Instant::now();
+    loop {
+        sleep(prober.interval).await;
+        let now = Instant::now();
+        let count = core.counts().counted;
+        if count != last_count {
+            last_count = count;
+            quiet_since = now;
+        }
+        let open = health.forced().is_none() && health.breaker_state() == CircuitState::Open;
+        let idle = health.circuit() == CircuitState::Closed
+            && prober
+                .idle_after
+                .is_some_and(|d| now.saturating_duration_since(quiet_since) >= d);
+        if !(open || idle) {
+            continue;
+        }
+        if !health
+            .store()
+            .try_lease(health.id(), "probe", prober.interval)
+        {
+            continue;
+        }
+        let outcome = prober.probe().await;
+        let ok = outcome.is_success();
+        health.emit(HealthEventKind::Probe { ok });
+        if ok {
+            tracing::info!(provider = %health.id(), request = %prober.what, "probe passed");
+        } else {
+            tracing::warn!(provider = %health.id(), request = %prober.what, %outcome, "probe failed");
+        }
+        if ok
+            && open
+            && !core.readmit_at.is_after(Instant::now())
+            && health.transition(CircuitState::Open, CircuitState::HalfOpen, None)
+        {
+            tracing::info!(provider = %health.id(), "probe passed: circuit half-open early");
+        }
+    }
+}
