@@ -1,0 +1,400 @@
+//! Deferred mode: accept now, answer later.
+//!
+//! For callers that can wait longer than one HTTP request (batch jobs, offline
+//! enrichment), a gateway can answer `202 Accepted` with a job id when every provider
+//! is down, run the request as soon as one recovers, and let the caller fetch the
+//! result by id. [`Deferred`] is that job store: bounded in the number of jobs, in how
+//! long each waits, in the size of a stored answer, and in how long an answer is kept.
+//! Each job runs in a task owned by the store and aborted when the store is dropped.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::{BodyExt, Limited};
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tower::BoxError;
+use tower::util::ServiceExt;
+use tower_service::Service;
+
+/// Settings of the deferred job store.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeferredConfig {
+    /// The most jobs held (waiting or finished). Default: 1024.
+    pub capacity: usize,
+    /// How long a job may wait and run before it fails. Default: 10 min.
+    #[serde(with = "tower_failover_core::duration_serde")]
+    pub max_wait: Duration,
+    /// How long a finished job's answer is kept. Default: 15 min.
+    #[serde(with = "tower_failover_core::duration_serde")]
+    pub keep_results: Duration,
+    /// The largest answer body stored. Default: 8 MiB.
+    pub max_body_bytes: usize,
+}
+
+impl Default for DeferredConfig {
+    fn default() -> Self {
+        DeferredConfig {
+            capacity: 1024,
+            max_wait: Duration::from_secs(600),
+            keep_results: Duration::from_secs(900),
+            max_body_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// A job's id: opaque, unguessable enough to hand to the caller who submitted it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(String);
+
+impl JobId {
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for JobId {
+    fn from(s: &str) -> Self {
+        JobId(s.to_owned())
+    }
+}
+
+/// Where a job is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobStatus {
+    /// Waiting for a provider or running.
+    Pending {
+        /// How long it has waited.
+        waited: Duration,
+    },
+    /// Answered.
+    Done {
+        /// The provider's status.
+        status: StatusCode,
+        /// The provider's headers.
+        headers: HeaderMap,
+        /// The answer body.
+        body: Bytes,
+    },
+    /// Failed for good.
+    Failed {
+        /// Why (the error's `Display`).
+        error: String,
+    },
+    /// No such job (never submitted, or expired).
+    Unknown,
+}
+
+/// The store refused a job because it is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeferredFull {
+    capacity: usize,
+}
+
+impl fmt::Display for DeferredFull {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "deferred job store full ({} jobs)", self.capacity)
+    }
+}
+
+impl std::error::Error for DeferredFull {}
+
+enum Entry {
+    Pending {
+        since: Instant,
+        task: JoinHandle<()>,
+    },
+    Finished {
+        at: Instant,
+        status: JobStatus,
+    },
+}
+
+struct Inner {
+    config: DeferredConfig,
+    jobs: Mutex<HashMap<JobId, Entry>>,
+    counter: AtomicU64,
+    salt: u64,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let jobs = self.jobs.get_mut().unwrap_or_else(PoisonError::into_inner);
+        for entry in jobs.values() {
+            if let Entry::Pending { task, .. } = entry {
+                task.abort();
+            }
+        }
+    }
+}
+
+/// A bounded store of deferred jobs run through a service (normally the full stack
+/// with a [`WaitQueueLayer`](crate::WaitQueueLayer) whose `max_wait` is long).
+///
+/// ```
+/// use std::time::Duration;
+/// use http::{Request, Response};
+/// use tower::service_fn;
+/// use tower_failover_retry::{Deferred, DeferredConfig, JobStatus};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let stack = service_fn(|_req: Request<String>| async {
+///     tokio::time::sleep(Duration::from_secs(5)).await; // until a provider recovers
+///     Ok::<_, tower::BoxError>(Response::new(String::from("{\"ok\":true}")))
+/// });
+/// let jobs = Deferred::new(stack, DeferredConfig::default());
+/// let id = jobs.submit(Request::new(String::from("{}"))).unwrap(); // the gateway answers 202 with this id
+/// assert!(matches!(jobs.status(&id), JobStatus::Pending { .. }));
+/// tokio::time::sleep(Duration::from_secs(6)).await;
+/// match jobs.status(&id) {
+///     JobStatus::Done { status, body, .. } => { assert_eq!(status, 200); assert_eq!(body, "{\"ok\":true}"); }
+///     other => panic!("{other:?}"),
+/// }
+/// # }
+/// ```
+pub struct Deferred<S> {
+    svc: S,
+    inner: Arc<Inner>,
+}
+
+impl<S: Clone> Clone for Deferred<S> {
+    fn clone(&self) -> Self {
+        Deferred {
+            svc: self.svc.clone(),
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<S> fmt::Debug for Deferred<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Deferred")
+            .field("config", &self.inner.config)
+            .field("pending", &self.pending())
+            .finish()
+    }
+}
+
+impl<S> Deferred<S> {
+    /// A job store running jobs through `svc`.
+    pub fn new(svc: S, config: DeferredConfig) -> Self {
+        Deferred {
+            svc,
+            inner: Arc::new(Inner {
+                config,
+                jobs: Mutex::new(HashMap::new()),
+                counter: AtomicU64::new(0),
+                salt: tower_failover_core::rng::entropy_seed(),
+            }),
+        }
+    }
+
+    /// How many jobs are waiting or running.
+    pub fn pending(&self) -> usize {
+        self.inner
+            .jobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .filter(|e| matches!(e, Entry::Pending { .. }))
+            .count()
+    }
+
+    /// Where job `id` is.
+    pub fn status(&self, id: &JobId) -> JobStatus {
+        let jobs = self
+            .inner
+            .jobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match jobs.get(id) {
+            Some(Entry::Pending { since, .. }) => JobStatus::Pending {
+                waited: since.elapsed(),
+            },
+            Some(Entry::Finished { status, .. }) => status.clone(),
+            None => JobStatus::Unknown,
+        }
+    }
+
+    fn next_id(&self) -> JobId {
+        let n = self.inner.counter.fetch_add(1, Ordering::Relaxed);
+        let mut rng = tower_failover_core::rng::Rng::seeded(self.inner.salt ^ n.rotate_left(17));
+        JobId(format!("job_{n:x}{:016x}", rng.next_u64()))
+    }
+}
+
+impl<S> Deferred<S> {
+    /// Accepts `req` as a job and starts it; returns its id, or [`DeferredFull`] when
+    /// the store holds `capacity` jobs (expired answers are dropped first).
+    pub fn submit<B, RB>(&self, req: Request<B>) -> Result<JobId, DeferredFull>
+    where
+        S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send,
+        B: Send + 'static,
+        RB: Body + Send + 'static,
+        RB::Data: Send,
+        RB::Error: Into<BoxError>,
+    {
+        let now = Instant::now();
+        let mut jobs = self
+            .inner
+            .jobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let keep = self.inner.config.keep_results;
+        jobs.retain(|_, e| match e {
+            Entry::Finished { at, .. } => now.saturating_duration_since(*at) < keep,
+            Entry::Pending { .. } => true,
+        });
+        if jobs.len() >= self.inner.config.capacity {
+            return Err(DeferredFull {
+                capacity: self.inner.config.capacity,
+            });
+        }
+        let id = self.next_id();
+        let svc = self.svc.clone();
+        let weak = Arc::downgrade(&self.inner);
+        let config = self.inner.config;
+        let job = id.clone();
+        let task = tokio::spawn(async move {
+            let run = async {
+                let res = svc.oneshot(req).await.map_err(Into::into)?;
+                let (parts, body) = res.into_parts();
+                let body = Limited::new(body, config.max_body_bytes)
+                    .collect()
+                    .await?
+                    .to_bytes();
+                Ok::<_, BoxError>(JobStatus::Done {
+                    status: parts.status,
+                    headers: parts.headers,
+                    body,
+                })
+            };
+            let status = match tokio::time::timeout(config.max_wait, run).await {
+                Ok(Ok(done)) => done,
+                Ok(Err(e)) => JobStatus::Failed {
+                    error: e.to_string(),
+                },
+                Err(_) => JobStatus::Failed {
+                    error: format!(
+                        "no provider answered within {} ms",
+                        config.max_wait.as_millis()
+                    ),
+                },
+            };
+            if let Some(inner) = weak.upgrade() {
+                let ok = matches!(status, JobStatus::Done { .. });
+                tracing::info!(job = %job, ok, "deferred job finished");
+                inner
+                    .jobs
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(
+                        job,
+                        Entry::Finished {
+                            at: Instant::now(),
+                            status,
+                        },
+                    );
+            }
+        });
+        jobs.insert(id.clone(), Entry::Pending { since: now, task });
+        let waiting = jobs
+            .values()
+            .filter(|e| matches!(e, Entry::Pending { .. }))
+            .count();
+        drop(jobs);
+        tracing::warn!(job = %id, waiting, "request deferred: jobs are waiting for a provider");
+        Ok(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::service_fn;
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_timeouts_and_capacity() {
+        let stack = service_fn(|req: Request<u64>| async move {
+            let ms = *req.body();
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            if ms == 13 {
+                return Err::<Response<String>, BoxError>("all providers failed".into());
+            }
+            Ok(Response::new("x".repeat(ms as usize)))
+        });
+        let jobs = Deferred::new(
+            stack,
+            DeferredConfig {
+                capacity: 3,
+                max_wait: Duration::from_secs(1),
+                max_body_bytes: 100,
+                ..Default::default()
+            },
+        );
+        let failing = jobs.submit(Request::new(13)).unwrap();
+        let slow = jobs.submit(Request::new(5_000)).unwrap();
+        let big = jobs.submit(Request::new(500)).unwrap();
+        assert_eq!(
+            jobs.submit(Request::new(1)).unwrap_err().to_string(),
+            "deferred job store full (3 jobs)"
+        );
+        assert_eq!(jobs.pending(), 3);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(
+            jobs.status(&failing),
+            JobStatus::Failed {
+                error: "all providers failed".into()
+            }
+        );
+        assert!(
+            matches!(jobs.status(&slow), JobStatus::Failed { error } if error.contains("within 1000 ms"))
+        );
+        assert!(
+            matches!(jobs.status(&big), JobStatus::Failed { error } if error.contains("length limit")),
+            "{:?}",
+            jobs.status(&big)
+        );
+        assert_eq!(jobs.status(&JobId::from("nope")), JobStatus::Unknown);
+        assert_ne!(failing, slow);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn results_expire() {
+        let stack = service_fn(|_req: Request<()>| async {
+            Ok::<_, BoxError>(Response::new(String::from("ok")))
+        });
+        let jobs = Deferred::new(
+            stack,
+            DeferredConfig {
+                keep_results: Duration::from_secs(60),
+                ..Default::default()
+            },
+        );
+        let id = jobs.submit(Request::new(())).unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert!(matches!(jobs.status(&id), JobStatus::Done { .. }));
+        tokio::time::sleep(Duration::from_secs(61)).await;
+        let _ = jobs.submit(Request::new(())).unwrap(); // sweeps expired answers
+        assert_eq!(jobs.status(&id), JobStatus::Unknown);
+    }
+}
