@@ -14,6 +14,9 @@ use tokio::time::{Instant, Sleep};
 use crate::rng::Rng;
 use crate::server::ConnCtl;
 
+/// How long a body waits after its last bytes before resetting the connection.
+const RESET_DELAY: Duration = Duration::from_millis(20);
+
 /// The body of every response a sim sends.
 ///
 /// It is either one chunk of bytes, or a sequence of chunks (SSE events) sent one
@@ -96,15 +99,26 @@ impl Body for SimBody {
             ready!(sleep.as_mut().poll(cx));
         }
         if let Some(frame) = this.frames.pop_front() {
-            if let Some(p) = this.pace.as_mut()
-                && (!this.frames.is_empty() || this.reset.is_some()) {
-                    let d = crate::sim::jittered(p.interval, p.jitter, &mut p.rng);
-                    let deadline = Instant::now() + d;
-                    match this.sleep.as_mut() {
-                        Some(s) => s.as_mut().reset(deadline),
-                        None => this.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
-                    }
+            let wait = match this.pace.as_mut() {
+                Some(p) if !this.frames.is_empty() => {
+                    Some(crate::sim::jittered(p.interval, p.jitter, &mut p.rng))
                 }
+                // Before a reset, let the bytes sent so far reach the peer: a reset
+                // discards data the peer has not read yet.
+                _ if this.frames.is_empty() && this.reset.is_some() => Some(
+                    this.pace
+                        .as_ref()
+                        .map_or(RESET_DELAY, |p| p.interval.max(RESET_DELAY)),
+                ),
+                _ => None,
+            };
+            if let Some(d) = wait {
+                let deadline = Instant::now() + d;
+                match this.sleep.as_mut() {
+                    Some(s) => s.as_mut().reset(deadline),
+                    None => this.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                }
+            }
             return Poll::Ready(Some(Ok(Frame::data(frame))));
         }
         match this.reset.take() {

@@ -476,12 +476,13 @@ impl FaultSpec {
             ));
         }
         if let (Some(from), Some(until)) = (self.from, self.until)
-            && until <= from {
-                return Err(SimError::config(
-                    "until",
-                    format!("window end {until:?} is not after its start {from:?}"),
-                ));
-            }
+            && until <= from
+        {
+            return Err(SimError::config(
+                "until",
+                format!("window end {until:?} is not after its start {from:?}"),
+            ));
+        }
         Ok(())
     }
 

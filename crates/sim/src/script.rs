@@ -194,11 +194,9 @@ impl Script {
                     format!("{} is used twice", p.port),
                 ));
             }
-            p.quota.validate()?;
-            for f in &p.faults {
-                f.validate()
-                    .map_err(|e| SimError::Script(format!("provider {:?}: {e}", p.name)))?;
-            }
+            p.builder()
+                .validate()
+                .map_err(|e| SimError::Script(format!("provider {:?}: {e}", p.name)))?;
         }
         Ok(())
     }

@@ -336,13 +336,15 @@ async fn completion(
         Err(msg) => return ctx.error(400, Some(&msg)),
     };
     if let Some(models) = &shared.cfg.models
-        && !ask.model.is_empty() && !models.contains(&ask.model) {
-            let msg = format!(
-                "The model `{}` does not exist or you do not have access to it.",
-                ask.model
-            );
-            return ctx.error(404, Some(&msg));
-        }
+        && !ask.model.is_empty()
+        && !models.contains(&ask.model)
+    {
+        let msg = format!(
+            "The model `{}` does not exist or you do not have access to it.",
+            ask.model
+        );
+        return ctx.error(404, Some(&msg));
+    }
     if ask.model.is_empty() {
         ask.model = match &shared.cfg.models {
             Some(m) => m[0].clone(),

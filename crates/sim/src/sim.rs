@@ -127,12 +127,13 @@ impl SimConfig {
             return Err(SimError::config("token_interval", "longer than an hour"));
         }
         if let Some(m) = &self.models
-            && m.is_empty() {
-                return Err(SimError::config(
-                    "models",
-                    "an empty list would refuse every model",
-                ));
-            }
+            && m.is_empty()
+        {
+            return Err(SimError::config(
+                "models",
+                "an empty list would refuse every model",
+            ));
+        }
         self.quota.validate()?;
         for f in &self.faults {
             f.validate()?;
@@ -277,6 +278,12 @@ impl SimBuilder {
     pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
         self.tls = Some(config);
         self
+    }
+
+    /// Check every value, naming the offending field (also done by
+    /// [`start`](SimBuilder::start)).
+    pub fn validate(&self) -> Result<(), SimError> {
+        self.config.validate()
     }
 
     /// Validate the configuration, bind the listener and start serving. Needs a

@@ -137,21 +137,23 @@ pub(crate) fn instance(schema: &Value, root: &Value, rng: &mut Rng, depth: u32) 
         return c.clone();
     }
     if let Some(Value::Array(e)) = s.get("enum")
-        && !e.is_empty() {
-            return e[rng.below(e.len() as u64) as usize].clone();
-        }
+        && !e.is_empty()
+    {
+        return e[rng.below(e.len() as u64) as usize].clone();
+    }
     if let Some(Value::String(r)) = s.get("$ref")
-        && let Some(target) = resolve(root, r) {
-            return instance(target, root, rng, depth + 1);
-        }
+        && let Some(target) = resolve(root, r)
+    {
+        return instance(target, root, rng, depth + 1);
+    }
     for key in ["anyOf", "oneOf", "allOf"] {
         if let Some(Value::Array(options)) = s.get(key)
             && let Some(first) = options
                 .iter()
                 .find(|o| o.get("type") != Some(&Value::from("null")))
-            {
-                return instance(first, root, rng, depth + 1);
-            }
+        {
+            return instance(first, root, rng, depth + 1);
+        }
     }
     let ty = match s.get("type") {
         Some(Value::String(t)) => t.as_str(),
