@@ -1,0 +1,417 @@
+//! The response body of every adapter: buffered JSON, or a stream passed through
+//! or translated event by event, under the first-byte and total deadlines.
+
+use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
+use tower_failover_core::error::{Elapsed, Invalid, TimeoutKind, TruncatedStream};
+use tower_failover_core::{BoxError, ProviderId};
+
+use crate::error::body_error;
+use crate::sse::{SseEvent, SseParser};
+use crate::translate::anthropic::StreamTranslator;
+use crate::translate::openai::StreamScan;
+use crate::usage::UsageSink;
+
+/// The response body of the adapters.
+///
+/// A JSON answer (and every error answer) is read whole and held as [`Bytes`], so
+/// its usage can be attached to the response before it is returned. A streamed
+/// answer (`text/event-stream`) is passed on chunk by chunk as it arrives, or
+/// translated chunk by chunk for Anthropic; it fails with
+/// [`TruncatedStream`] if it ends early, with
+/// [`TransportError`](tower_failover_core::error::TransportError) if the connection
+/// breaks, and with [`Elapsed`] if a deadline passes mid-stream.
+pub struct ResponseBody {
+    kind: Kind,
+}
+
+enum Kind {
+    Full(Option<Bytes>),
+    Stream(Box<StreamBody>),
+}
+
+impl ResponseBody {
+    /// A complete body.
+    pub fn full(data: impl Into<Bytes>) -> Self {
+        let data = data.into();
+        ResponseBody {
+            kind: Kind::Full((!data.is_empty()).then_some(data)),
+        }
+    }
+
+    /// An empty body.
+    pub fn empty() -> Self {
+        ResponseBody {
+            kind: Kind::Full(None),
+        }
+    }
+
+    /// Whether this body is a stream (as opposed to buffered bytes).
+    pub fn is_stream(&self) -> bool {
+        matches!(self.kind, Kind::Stream(_))
+    }
+
+    pub(crate) fn stream(inner: StreamBody) -> Self {
+        ResponseBody {
+            kind: Kind::Stream(Box::new(inner)),
+        }
+    }
+}
+
+impl Default for ResponseBody {
+    fn default() -> Self {
+        ResponseBody::empty()
+    }
+}
+
+impl fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            Kind::Full(d) => f
+                .debug_struct("ResponseBody")
+                .field("len", &d.as_ref().map_or(0, Bytes::len))
+                .finish(),
+            Kind::Stream(s) => f
+                .debug_struct("ResponseBody")
+                .field("stream", &s.mode.name())
+                .field("done", &s.done)
+                .finish(),
+        }
+    }
+}
+
+impl From<Bytes> for ResponseBody {
+    fn from(data: Bytes) -> Self {
+        ResponseBody::full(data)
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut self.get_mut().kind {
+            Kind::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            Kind::Stream(s) => s.poll(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Full(d) => d.is_none(),
+            Kind::Stream(s) => s.done && s.out.is_empty(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full(d) => SizeHint::with_exact(d.as_ref().map_or(0, |d| d.len() as u64)),
+            Kind::Stream(_) => SizeHint::default(),
+        }
+    }
+}
+
+/// The deadlines of one attempt, from when its request was sent.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deadlines {
+    pub(crate) start: Instant,
+    pub(crate) first_byte: Duration,
+    pub(crate) total: Duration,
+}
+
+impl Deadlines {
+    fn at(&self, d: Duration) -> Instant {
+        self.start
+            .checked_add(d)
+            .unwrap_or_else(|| self.start + Duration::from_secs(86_400 * 365))
+    }
+
+    /// The deadline that applies before the first body byte, and its error.
+    pub(crate) fn before_first_byte(&self) -> (Instant, Elapsed) {
+        if self.first_byte < self.total {
+            (
+                self.at(self.first_byte),
+                Elapsed::new(TimeoutKind::FirstByte, self.first_byte),
+            )
+        } else {
+            self.after_first_byte()
+        }
+    }
+
+    /// The deadline that applies once bytes flow, and its error.
+    pub(crate) fn after_first_byte(&self) -> (Instant, Elapsed) {
+        (
+            self.at(self.total),
+            Elapsed::new(TimeoutKind::Attempt, self.total),
+        )
+    }
+}
+
+/// What reading a whole body gave.
+pub(crate) enum Collected {
+    /// All of it.
+    Complete(Bytes),
+    /// More than the limit: the first `limit` bytes; the rest was not read.
+    TooLarge(Bytes),
+}
+
+/// Reads a body whole, up to `limit` bytes, under the deadlines.
+pub(crate) async fn collect(
+    mut body: Incoming,
+    limit: usize,
+    deadlines: Deadlines,
+) -> Result<Collected, BoxError> {
+    let mut first: Option<Bytes> = None;
+    let mut buf = BytesMut::new();
+    loop {
+        let got_any = first.is_some();
+        let (deadline, elapsed) = if got_any {
+            deadlines.after_first_byte()
+        } else {
+            deadlines.before_first_byte()
+        };
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => return Err(elapsed.into()),
+            Ok(None) => break,
+            Ok(Some(Err(e))) => return Err(body_error(e)),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        if data.is_empty() {
+            continue;
+        }
+        let have = first.as_ref().map_or(0, Bytes::len) + buf.len();
+        if have + data.len() > limit {
+            let mut prefix = BytesMut::with_capacity(limit);
+            if let Some(f) = first.take() {
+                prefix.extend_from_slice(&f);
+            }
+            prefix.extend_from_slice(&buf);
+            prefix.extend_from_slice(&data[..limit - have]);
+            return Ok(Collected::TooLarge(prefix.freeze()));
+        }
+        match &first {
+            // Most JSON answers arrive in one frame: keep it without copying.
+            None => first = Some(data),
+            Some(f) => {
+                if buf.is_empty() {
+                    buf.extend_from_slice(f);
+                }
+                buf.extend_from_slice(&data);
+            }
+        }
+    }
+    Ok(Collected::Complete(if buf.is_empty() {
+        first.unwrap_or_default()
+    } else {
+        buf.freeze()
+    }))
+}
+
+/// How a stream is handled.
+pub(crate) enum Mode {
+    /// Forwarded as it is; no parsing.
+    Raw,
+    /// Forwarded as it is, watched for usage and (if `expect_done`) for
+    /// `data: [DONE]`.
+    Watch {
+        parser: SseParser,
+        scan: StreamScan,
+        expect_done: bool,
+    },
+    /// Anthropic translated into OpenAI chunks.
+    Translate(StreamTranslator),
+}
+
+impl Mode {
+    fn name(&self) -> &'static str {
+        match self {
+            Mode::Raw => "raw",
+            Mode::Watch { .. } => "watch",
+            Mode::Translate(_) => "translate",
+        }
+    }
+}
+
+/// A streamed response body in flight.
+pub(crate) struct StreamBody {
+    incoming: Incoming,
+    mode: Mode,
+    deadlines: Deadlines,
+    timer: Pin<Box<Sleep>>,
+    got_first: bool,
+    /// Translated bytes not yet handed out.
+    out: Vec<u8>,
+    sink: UsageSink,
+    provider: ProviderId,
+    recorded: bool,
+    done: bool,
+}
+
+impl StreamBody {
+    pub(crate) fn new(
+        incoming: Incoming,
+        mode: Mode,
+        deadlines: Deadlines,
+        sink: UsageSink,
+        provider: ProviderId,
+    ) -> Self {
+        let (deadline, _) = deadlines.before_first_byte();
+        StreamBody {
+            incoming,
+            mode,
+            deadlines,
+            timer: Box::pin(tokio::time::sleep_until(deadline)),
+            got_first: false,
+            out: Vec::new(),
+            sink,
+            provider,
+            recorded: false,
+            done: false,
+        }
+    }
+
+    fn fail(&mut self, err: BoxError) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.done = true;
+        self.out.clear();
+        Poll::Ready(Some(Err(err)))
+    }
+
+    fn record(&mut self) {
+        if self.recorded {
+            return;
+        }
+        let counts = match &self.mode {
+            Mode::Raw => None,
+            Mode::Watch { scan, .. } => scan.usage.map(|u| (u.prompt_tokens, u.completion_tokens)),
+            Mode::Translate(t) => t.usage().map(|u| (u.prompt_tokens, u.completion_tokens)),
+        };
+        if let Some((prompt, completion)) = counts {
+            self.recorded = true;
+            self.sink.record(prompt, completion);
+        }
+    }
+
+    fn take_out(&mut self) -> Option<Bytes> {
+        (!self.out.is_empty()).then(|| Bytes::from(std::mem::take(&mut self.out)))
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        loop {
+            if let Some(data) = self.take_out() {
+                return Poll::Ready(Some(Ok(Frame::data(data))));
+            }
+            if self.done {
+                return Poll::Ready(None);
+            }
+            if self.timer.as_mut().poll(cx).is_ready() {
+                let (_, elapsed) = if self.got_first {
+                    self.deadlines.after_first_byte()
+                } else {
+                    self.deadlines.before_first_byte()
+                };
+                tracing::debug!(provider = %self.provider, error = %elapsed, "stream deadline passed");
+                return self.fail(elapsed.into());
+            }
+            let frame = match Pin::new(&mut self.incoming).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(frame) => frame,
+            };
+            match frame {
+                Some(Ok(frame)) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue; // trailers
+                    };
+                    if data.is_empty() {
+                        continue;
+                    }
+                    if !self.got_first {
+                        self.got_first = true;
+                        let (deadline, _) = self.deadlines.after_first_byte();
+                        self.timer.as_mut().reset(deadline);
+                    }
+                    match &mut self.mode {
+                        Mode::Raw => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                        Mode::Watch { parser, scan, .. } => {
+                            let res = parser.feed(&data, &mut |ev: SseEvent<'_>| {
+                                scan.event(ev.data);
+                                Ok::<_, Invalid>(())
+                            });
+                            if let Err(e) = res {
+                                return self.fail(e.with_provider(self.provider.clone()).into());
+                            }
+                            if scan.done {
+                                self.record();
+                            }
+                            return Poll::Ready(Some(Ok(Frame::data(data))));
+                        }
+                        Mode::Translate(t) => {
+                            if let Err(e) = t.push(&data, &mut self.out) {
+                                return self.fail(e);
+                            }
+                            if t.is_complete() {
+                                self.record();
+                            }
+                        }
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(provider = %self.provider, error = %e, "stream broke");
+                    return self.fail(body_error(e));
+                }
+                None => {
+                    self.done = true;
+                    let res: Result<(), BoxError> = match &mut self.mode {
+                        Mode::Raw => Ok(()),
+                        Mode::Watch {
+                            parser,
+                            scan,
+                            expect_done,
+                        } => {
+                            let res = parser.finish(&mut |ev: SseEvent<'_>| {
+                                scan.event(ev.data);
+                                Ok::<_, Invalid>(())
+                            });
+                            match res {
+                                Err(e) => Err(e.into()),
+                                Ok(()) if *expect_done && !scan.done => {
+                                    Err(TruncatedStream::new("stream ended before data: [DONE]")
+                                        .with_provider(self.provider.clone())
+                                        .into())
+                                }
+                                Ok(()) => Ok(()),
+                            }
+                        }
+                        Mode::Translate(t) => t.finish(&mut self.out),
+                    };
+                    if let Err(e) = res {
+                        tracing::debug!(provider = %self.provider, error = %e, "stream ended early");
+                        return self.fail(e);
+                    }
+                    self.record();
+                }
+            }
+        }
+    }
+}
+
+impl Drop for StreamBody {
+    fn drop(&mut self) {
+        // A stream dropped or broken midway still cost what was generated so far.
+        self.record();
+    }
+}

@@ -1,0 +1,395 @@
+//! Provider configuration: a plain, `serde`-deserializable struct with defaults.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tower_failover_core::duration_serde;
+
+use crate::secret::Secret;
+use crate::usage::Price;
+
+/// Which wire protocol a provider speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    /// OpenAI chat completions, forwarded as they are: OpenAI, Groq, DeepSeek,
+    /// Mistral, Together, OpenRouter, vLLM, Ollama and every other OpenAI-compatible
+    /// server.
+    #[default]
+    #[serde(alias = "openai_compatible", alias = "open_ai")]
+    Openai,
+    /// Anthropic's messages API, translated from and to OpenAI chat completions.
+    Anthropic,
+}
+
+impl ProviderKind {
+    /// `"openai"` or `"anthropic"`: the default provider name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Openai => "openai",
+            ProviderKind::Anthropic => "anthropic",
+        }
+    }
+
+    /// The official API's base URL: `https://api.openai.com/v1` or
+    /// `https://api.anthropic.com`.
+    pub fn default_base_url(self) -> &'static str {
+        match self {
+            ProviderKind::Openai => "https://api.openai.com/v1",
+            ProviderKind::Anthropic => "https://api.anthropic.com",
+        }
+    }
+}
+
+impl fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Deadlines of one attempt. Each must be positive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Timeouts {
+    /// Opening the connection, TCP and TLS handshake together (default 10 s).
+    /// Fails with `Elapsed(Connect)`.
+    #[serde(with = "duration_serde")]
+    pub connect: Duration,
+    /// From sending the request to the first byte of the response body (default
+    /// 120 s). For a streamed answer this is the time to first token; a non-streamed
+    /// answer's first byte comes only once it is complete, so keep this generous if
+    /// you send long non-streamed requests. Fails with `Elapsed(FirstByte)`.
+    #[serde(with = "duration_serde")]
+    pub first_byte: Duration,
+    /// The whole attempt, until the last byte of the body (default 600 s). Fails
+    /// with `Elapsed(Attempt)`, also in the middle of a stream.
+    #[serde(with = "duration_serde")]
+    pub total: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(10),
+            first_byte: Duration::from_secs(120),
+            total: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Connection pooling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PoolConfig {
+    /// How long an idle connection is kept (default 90 s).
+    #[serde(with = "duration_serde")]
+    pub idle_timeout: Duration,
+    /// At most this many idle connections per host (default 32).
+    pub max_idle_per_host: usize,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            idle_timeout: Duration::from_secs(90),
+            max_idle_per_host: 32,
+        }
+    }
+}
+
+/// Which HTTP versions to speak.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HttpVersion {
+    /// HTTP/2 or HTTP/1.1 as the server offers by ALPN over TLS; HTTP/1.1 over
+    /// cleartext (default).
+    #[default]
+    Auto,
+    /// HTTP/1.1 only.
+    Http1,
+    /// HTTP/2 only: by ALPN over TLS, with prior knowledge over cleartext.
+    Http2,
+}
+
+/// Which certificate authorities to trust.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RootStore {
+    /// Mozilla's roots compiled in (`webpki-roots`): the same everywhere (default).
+    #[default]
+    Webpki,
+    /// The operating system's store.
+    System,
+    /// Both.
+    Both,
+    /// None: only the custom CA given in [`TlsConfig`].
+    None,
+}
+
+/// TLS settings (rustls with the ring provider).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Which built-in roots to trust (default: webpki roots).
+    pub roots: RootStore,
+    /// Additional CA certificates, PEM (for a private gateway or a test server).
+    pub ca_pem: Option<String>,
+    /// A file of additional CA certificates, PEM.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Everything that configures one provider.
+///
+/// Plain data with defaults, deserializable from TOML or JSON; turn it into a
+/// service with [`Provider::from_config`](crate::Provider::from_config) or use it
+/// through the builders ([`OpenAiCompatible::builder`](crate::OpenAiCompatible::builder),
+/// [`Anthropic::builder`](crate::Anthropic::builder)). Validation happens at build
+/// time and names the field at fault.
+///
+/// ```
+/// use tower_failover_provider::{ProviderConfig, ProviderKind};
+///
+/// let config: ProviderConfig = toml::from_str(r#"
+///     kind = "anthropic"
+///     api_key_env = "ANTHROPIC_API_KEY"
+///     models = { smart = "claude-sonnet-4-5" }
+///     prices = { claude-sonnet-4-5 = { input_per_million = 3.0, output_per_million = 15.0 } }
+///     timeouts = { connect = "5s", first_byte = "20s", total = "5m" }
+/// "#).unwrap();
+/// assert_eq!(config.kind, ProviderKind::Anthropic);
+/// assert_eq!(config.timeouts.first_byte.as_secs(), 20);
+/// ```
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// The wire protocol (default `openai`).
+    pub kind: ProviderKind,
+    /// A name for logs, errors and the health record (default: the kind).
+    pub name: Option<String>,
+    /// The API's base URL, as OpenAI's SDKs take it: for OpenAI-compatible servers
+    /// it includes the version path (`https://api.groq.com/openai/v1`,
+    /// `http://localhost:8000/v1`); for Anthropic it is the host
+    /// (`https://api.anthropic.com`, a trailing `/v1` is accepted). Default: the
+    /// kind's official API. Must not contain credentials.
+    pub base_url: Option<String>,
+    /// The API key. Prefer `api_key_env`.
+    pub api_key: Option<Secret>,
+    /// The environment variable holding the API key, read at build time.
+    pub api_key_env: Option<String>,
+    /// OpenAI-compatible only: send the key in this header as it is instead of
+    /// `Authorization: Bearer <key>` (Azure's `api-key`, for example).
+    pub auth_header: Option<String>,
+    /// Extra headers sent with every request (`OpenAI-Organization`,
+    /// `anthropic-beta`, `HTTP-Referer`, …). Values of headers whose name suggests a
+    /// credential are marked sensitive.
+    pub headers: BTreeMap<String, String>,
+    /// Logical model name → the provider's model name. `"*"` maps every other
+    /// name (use it to pin a stack to one model).
+    pub models: BTreeMap<String, String>,
+    /// Price per provider model (after mapping); `"*"` prices every other model.
+    pub prices: BTreeMap<String, Price>,
+    /// Connect, first-byte and total deadlines.
+    pub timeouts: Timeouts,
+    /// Connection pooling.
+    pub pool: PoolConfig,
+    /// HTTP versions.
+    pub http: HttpVersion,
+    /// TLS trust.
+    pub tls: TlsConfig,
+    /// Largest request body read from the caller (default 32 MiB); larger ones are
+    /// answered `413` locally.
+    pub max_request_bytes: usize,
+    /// Largest non-streamed response body read from the provider (default 32 MiB).
+    pub max_response_bytes: usize,
+    /// Largest single server-sent event (default 4 MiB).
+    pub max_event_bytes: usize,
+    /// Ask for token usage at the end of streams (default true): the
+    /// OpenAI-compatible adapter adds `stream_options.include_usage` when the
+    /// caller did not set `stream_options`, and the Anthropic adapter ends its
+    /// translated streams with the same usage chunk.
+    pub stream_usage: bool,
+    /// Anthropic only: the `anthropic-version` header (default `2023-06-01`).
+    pub anthropic_version: String,
+    /// Anthropic only: `max_tokens` when the caller set none (Anthropic requires
+    /// one; default 4096).
+    pub default_max_tokens: u64,
+}
+
+impl Default for ProviderConfig {
+    fn default() -> Self {
+        ProviderConfig {
+            kind: ProviderKind::Openai,
+            name: None,
+            base_url: None,
+            api_key: None,
+            api_key_env: None,
+            auth_header: None,
+            headers: BTreeMap::new(),
+            models: BTreeMap::new(),
+            prices: BTreeMap::new(),
+            timeouts: Timeouts::default(),
+            pool: PoolConfig::default(),
+            http: HttpVersion::Auto,
+            tls: TlsConfig::default(),
+            max_request_bytes: 32 << 20,
+            max_response_bytes: 32 << 20,
+            max_event_bytes: 4 << 20,
+            stream_usage: true,
+            anthropic_version: "2023-06-01".to_string(),
+            default_max_tokens: 4096,
+        }
+    }
+}
+
+impl ProviderConfig {
+    /// A default configuration of `kind`.
+    pub fn new(kind: ProviderKind) -> Self {
+        ProviderConfig {
+            kind,
+            ..ProviderConfig::default()
+        }
+    }
+
+    /// The provider name: `name`, or the kind.
+    pub fn provider_name(&self) -> &str {
+        self.name.as_deref().unwrap_or(self.kind.as_str())
+    }
+
+    /// The base URL: `base_url`, or the kind's official API.
+    pub fn effective_base_url(&self) -> &str {
+        self.base_url
+            .as_deref()
+            .unwrap_or(self.kind.default_base_url())
+    }
+}
+
+impl fmt::Debug for ProviderConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Header values may be credentials: names only. The key prints redacted.
+        f.debug_struct("ProviderConfig")
+            .field("kind", &self.kind)
+            .field("name", &self.name)
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key)
+            .field("api_key_env", &self.api_key_env)
+            .field("auth_header", &self.auth_header)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("models", &self.models)
+            .field("prices", &self.prices)
+            .field("timeouts", &self.timeouts)
+            .field("pool", &self.pool)
+            .field("http", &self.http)
+            .field("tls", &self.tls)
+            .field("max_request_bytes", &self.max_request_bytes)
+            .field("max_response_bytes", &self.max_response_bytes)
+            .field("max_event_bytes", &self.max_event_bytes)
+            .field("stream_usage", &self.stream_usage)
+            .field("anthropic_version", &self.anthropic_version)
+            .field("default_max_tokens", &self.default_max_tokens)
+            .finish()
+    }
+}
+
+/// Logical model names → provider model names, with `"*"` as the catch-all.
+///
+/// ```
+/// use tower_failover_provider::ModelMap;
+///
+/// let map = ModelMap::from_iter([("smart", "gpt-4o"), ("fast", "gpt-4o-mini")]);
+/// assert_eq!(map.map("smart"), "gpt-4o");
+/// assert_eq!(map.map("o3"), "o3"); // unmapped names pass through
+///
+/// let pinned = ModelMap::from_iter([("*", "claude-haiku-4-5")]);
+/// assert_eq!(pinned.map("anything"), "claude-haiku-4-5");
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ModelMap {
+    map: BTreeMap<String, String>,
+}
+
+impl ModelMap {
+    /// An empty map: every name passes through.
+    pub fn new() -> Self {
+        ModelMap::default()
+    }
+
+    /// The provider's name for `logical`.
+    pub fn map<'a>(&'a self, logical: &'a str) -> &'a str {
+        self.map
+            .get(logical)
+            .or_else(|| self.map.get("*"))
+            .map_or(logical, String::as_str)
+    }
+
+    /// Whether no name is mapped.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for ModelMap {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        ModelMap {
+            map: iter
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        }
+    }
+}
+
+impl From<BTreeMap<String, String>> for ModelMap {
+    fn from(map: BTreeMap<String, String>) -> Self {
+        ModelMap { map }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_the_kind() {
+        let c = ProviderConfig::new(ProviderKind::Anthropic);
+        assert_eq!(c.provider_name(), "anthropic");
+        assert_eq!(c.effective_base_url(), "https://api.anthropic.com");
+        let c = ProviderConfig::default();
+        assert_eq!(c.provider_name(), "openai");
+        assert_eq!(c.effective_base_url(), "https://api.openai.com/v1");
+    }
+
+    #[test]
+    fn json_config_with_durations_as_numbers() {
+        let c: ProviderConfig = serde_json::from_str(
+            r#"{"name":"vllm","base_url":"http://localhost:8000/v1",
+                "timeouts":{"connect":2,"first_byte":"500ms","total":"1m"},
+                "http":"http1","tls":{"roots":"none"}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.timeouts.connect, Duration::from_secs(2));
+        assert_eq!(c.timeouts.first_byte, Duration::from_millis(500));
+        assert_eq!(c.http, HttpVersion::Http1);
+        assert_eq!(c.tls.roots, RootStore::None);
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let err = serde_json::from_str::<ProviderConfig>(r#"{"api_kye":"x"}"#).unwrap_err();
+        assert!(err.to_string().contains("api_kye"));
+    }
+
+    #[test]
+    fn debug_hides_key_and_header_values() {
+        let mut c = ProviderConfig::default();
+        c.api_key = Some(Secret::new("sk-top-secret"));
+        c.headers
+            .insert("x-custom-token".into(), "hdr-secret".into());
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("sk-top-secret"));
+        assert!(!dbg.contains("hdr-secret"));
+        assert!(dbg.contains("x-custom-token"));
+    }
+}

@@ -1,0 +1,153 @@
+//! Configuration errors, and how transport errors are tagged for the classifiers.
+
+use std::error::Error;
+use std::fmt;
+use std::io;
+
+use tower_failover_core::BoxError;
+use tower_failover_core::FailureKind;
+use tower_failover_core::error::{Elapsed, TransportError, find};
+
+/// A provider configuration was refused. Names the offending field; never contains a
+/// credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    field: &'static str,
+    reason: String,
+}
+
+impl ConfigError {
+    pub(crate) fn new(field: &'static str, reason: impl Into<String>) -> Self {
+        ConfigError {
+            field,
+            reason: reason.into(),
+        }
+    }
+
+    /// The configuration field at fault (`"base_url"`, `"timeouts.connect"`, …).
+    pub fn field(&self) -> &'static str {
+        self.field
+    }
+
+    /// Why it was refused.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid provider config: {}: {}",
+            self.field, self.reason
+        )
+    }
+}
+
+impl Error for ConfigError {}
+
+/// The caller's request could not be translated for the provider (not JSON, an
+/// unsupported message shape, …).
+///
+/// The adapters answer such requests themselves with a `400` in OpenAI's error shape
+/// (`invalid_request_error`), which the classifiers read as a client error: it is not
+/// the provider's fault and another provider would refuse it too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TranslateError {
+    message: String,
+}
+
+impl TranslateError {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        let mut message = message.into();
+        if message.len() > 300 {
+            let mut cut = 300;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+        }
+        TranslateError { message }
+    }
+
+    /// What was wrong with the request.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for TranslateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot translate request: {}", self.message)
+    }
+}
+
+impl Error for TranslateError {}
+
+/// Tags an error of the hyper client with the [`FailureKind`] the classifiers need.
+///
+/// A connect timeout from our connector comes back as the [`Elapsed`] it is.
+pub(crate) fn client_error(err: hyper_util::client::legacy::Error) -> BoxError {
+    if let Some(elapsed) = find::<Elapsed>(&err) {
+        return elapsed.clone().into();
+    }
+    let kind = if err.is_connect() {
+        FailureKind::Connect
+    } else {
+        transport_kind(&err)
+    };
+    TransportError::new(kind, err).into()
+}
+
+/// Tags an error met while reading a response body.
+pub(crate) fn body_error(err: hyper::Error) -> BoxError {
+    let kind = transport_kind(&err);
+    TransportError::new(kind, err).into()
+}
+
+/// Anything that breaks an established exchange counts as a reset, except an I/O
+/// timeout.
+fn transport_kind(err: &(dyn Error + 'static)) -> FailureKind {
+    if let Some(io) = find::<io::Error>(err) {
+        if io.kind() == io::ErrorKind::TimedOut {
+            return FailureKind::Timeout;
+        }
+    }
+    if let Some(h) = find::<hyper::Error>(err) {
+        if h.is_timeout() {
+            return FailureKind::Timeout;
+        }
+    }
+    FailureKind::Reset
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_error_names_the_field() {
+        let e = ConfigError::new("base_url", "missing scheme");
+        assert_eq!(
+            e.to_string(),
+            "invalid provider config: base_url: missing scheme"
+        );
+        assert_eq!(e.field(), "base_url");
+        assert_eq!(e.reason(), "missing scheme");
+    }
+
+    #[test]
+    fn translate_error_is_bounded() {
+        let e = TranslateError::new("é".repeat(400));
+        assert!(e.message().len() <= 300);
+    }
+
+    #[test]
+    fn io_timeout_is_a_timeout() {
+        let e = io::Error::new(io::ErrorKind::TimedOut, "t");
+        assert_eq!(transport_kind(&e), FailureKind::Timeout);
+        let e = io::Error::new(io::ErrorKind::ConnectionReset, "r");
+        assert_eq!(transport_kind(&e), FailureKind::Reset);
+    }
+}

@@ -1,0 +1,258 @@
+//! The OpenAI-compatible side: forward the caller's JSON as it is, except the model
+//! name (mapped) and `stream_options` (added to get usage at the end of streams).
+//!
+//! The body is scanned once; only the model value is spliced, so whatever else the
+//! caller sent (new parameters, provider extensions) reaches the provider
+//! byte for byte.
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tower_failover_core::RejectKind;
+use tower_failover_core::error::Invalid;
+
+use super::str::Str;
+use crate::config::ModelMap;
+use crate::error::TranslateError;
+
+/// A request body ready for an OpenAI-compatible provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedRequest {
+    /// The body to send.
+    pub body: Bytes,
+    /// The model the caller asked for, if the body named one.
+    pub requested_model: Option<String>,
+    /// The provider model sent (after mapping), if the body named one.
+    pub model: Option<String>,
+    /// Whether the caller asked for a stream.
+    pub stream: bool,
+}
+
+#[derive(Deserialize)]
+struct Peek<'a> {
+    #[serde(borrow, default)]
+    model: Option<&'a RawValue>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(borrow, default)]
+    stream_options: Option<&'a RawValue>,
+}
+
+const INCLUDE_USAGE: &[u8] = br#""stream_options":{"include_usage":true},"#;
+
+/// Maps the model name and, for a stream without `stream_options` when
+/// `stream_usage` is on, asks for usage in the final chunk.
+///
+/// An empty body passes as it is. A body that is not a JSON object is refused.
+///
+/// ```
+/// use bytes::Bytes;
+/// use tower_failover_provider::ModelMap;
+/// use tower_failover_provider::translate::openai::prepare_request;
+///
+/// let models = ModelMap::from_iter([("smart", "gpt-4o")]);
+/// let body = Bytes::from_static(br#"{"model":"smart","stream":true,"messages":[]}"#);
+/// let out = prepare_request(body, &models, true).unwrap();
+/// assert_eq!(
+///     out.body,
+///     r#"{"stream_options":{"include_usage":true},"model":"gpt-4o","stream":true,"messages":[]}"#
+/// );
+/// assert_eq!(out.model.as_deref(), Some("gpt-4o"));
+/// ```
+pub fn prepare_request(
+    body: Bytes,
+    models: &ModelMap,
+    stream_usage: bool,
+) -> Result<PreparedRequest, TranslateError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(PreparedRequest {
+            body,
+            requested_model: None,
+            model: None,
+            stream: false,
+        });
+    }
+    let peek: Peek<'_> = serde_json::from_slice(&body)
+        .map_err(|e| TranslateError::new(format!("request body is not a JSON object: {e}")))?;
+    let stream = peek.stream.unwrap_or(false);
+    let inject = stream && stream_usage && peek.stream_options.is_none();
+
+    let mut requested_model = None;
+    let mut model = None;
+    let mut splice = None;
+    if let Some(raw) = peek.model {
+        let name: Str<'_> = serde_json::from_str(raw.get())
+            .map_err(|_| TranslateError::new("`model` must be a string"))?;
+        let mapped = models.map(&name);
+        if mapped != &*name {
+            // The raw value points into `body`: its offset is where to splice.
+            let start = raw.get().as_ptr() as usize - body.as_ptr() as usize;
+            let end = start + raw.get().len();
+            let quoted =
+                serde_json::to_string(mapped).map_err(|e| TranslateError::new(e.to_string()))?;
+            splice = Some((start, end, quoted));
+        }
+        model = Some(mapped.to_string());
+        requested_model = Some(name.0.into_owned());
+    }
+    if splice.is_none() && !inject {
+        return Ok(PreparedRequest {
+            body,
+            requested_model,
+            model,
+            stream,
+        });
+    }
+    let mut out = Vec::with_capacity(body.len() + INCLUDE_USAGE.len() + 32);
+    let mut from = 0;
+    if inject {
+        // The first non-blank byte is the object's `{` (the parse above proved it),
+        // and a stream request has at least one member after it.
+        let brace = body.iter().position(|b| *b == b'{').unwrap_or(0);
+        out.extend_from_slice(&body[..=brace]);
+        out.extend_from_slice(INCLUDE_USAGE);
+        from = brace + 1;
+    }
+    if let Some((start, end, quoted)) = splice {
+        out.extend_from_slice(&body[from..start]);
+        out.extend_from_slice(quoted.as_bytes());
+        from = end;
+    }
+    out.extend_from_slice(&body[from..]);
+    Ok(PreparedRequest {
+        body: out.into(),
+        requested_model,
+        model,
+        stream,
+    })
+}
+
+/// Token counts in OpenAI's `usage` object.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub(crate) struct WireUsage {
+    #[serde(default)]
+    pub(crate) prompt_tokens: u64,
+    #[serde(default)]
+    pub(crate) completion_tokens: u64,
+}
+
+#[derive(Deserialize)]
+struct WithUsage {
+    #[serde(default)]
+    usage: Option<WireUsage>,
+}
+
+/// Reads the `usage` of a JSON response. The body must be JSON; a missing or null
+/// `usage` (some compatible servers omit it) is `None`.
+pub(crate) fn response_usage(body: &[u8]) -> Result<Option<WireUsage>, Invalid> {
+    serde_json::from_slice::<WithUsage>(body)
+        .map(|w| w.usage)
+        .map_err(|e| Invalid::new(RejectKind::InvalidJson, e.to_string()))
+}
+
+/// Watches a passed-through OpenAI stream: finds its usage chunk and its `[DONE]`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct StreamScan {
+    pub(crate) usage: Option<WireUsage>,
+    pub(crate) done: bool,
+}
+
+impl StreamScan {
+    pub(crate) fn event(&mut self, data: &[u8]) {
+        if data == b"[DONE]" {
+            self.done = true;
+            return;
+        }
+        // Only chunks that mention usage are worth parsing; most say `"usage":null`
+        // or nothing at all.
+        if contains(data, b"\"usage\"") {
+            if let Ok(WithUsage { usage: Some(u) }) = serde_json::from_slice(data) {
+                self.usage = Some(u);
+            }
+        }
+    }
+}
+
+pub(crate) fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prep(body: &'static str, models: &ModelMap, usage: bool) -> PreparedRequest {
+        prepare_request(Bytes::from_static(body.as_bytes()), models, usage).unwrap()
+    }
+
+    #[test]
+    fn untouched_when_nothing_to_do() {
+        let body = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"x_ext":1}"#;
+        let out = prep(body, &ModelMap::new(), true);
+        assert_eq!(out.body, body);
+        assert_eq!(out.model.as_deref(), Some("gpt-4o"));
+        assert!(!out.stream);
+    }
+
+    #[test]
+    fn maps_model_with_escapes_and_whitespace() {
+        let models = ModelMap::from_iter([("my \"model\"", "real/model")]);
+        let body = "{ \"messages\": [], \"model\" :  \"my \\\"model\\\"\" }";
+        let out = prep(body, &models, false);
+        assert_eq!(
+            out.body,
+            "{ \"messages\": [], \"model\" :  \"real/model\" }"
+        );
+        assert_eq!(out.requested_model.as_deref(), Some("my \"model\""));
+        let v: serde_json::Value = serde_json::from_slice(&out.body).unwrap();
+        assert_eq!(v["model"], "real/model");
+    }
+
+    #[test]
+    fn respects_callers_stream_options() {
+        let body = r#"{"model":"m","stream":true,"stream_options":{"include_usage":false}}"#;
+        assert_eq!(prep(body, &ModelMap::new(), true).body, body);
+        let body = r#"{"model":"m","stream":true}"#;
+        assert_eq!(prep(body, &ModelMap::new(), false).body, body);
+    }
+
+    #[test]
+    fn both_edits_at_once() {
+        let models = ModelMap::from_iter([("*", "pinned")]);
+        let out = prep(r#"  {"stream":true,"model":"m"}"#, &models, true);
+        assert_eq!(
+            out.body,
+            r#"  {"stream_options":{"include_usage":true},"stream":true,"model":"pinned"}"#
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.body).unwrap();
+    }
+
+    #[test]
+    fn bad_bodies_are_refused_not_panicked() {
+        for body in ["[1,2]", "{\"model\":3}", "{\"model\":\"x\"", "\u{0}", "nul"] {
+            assert!(
+                prepare_request(Bytes::from(body), &ModelMap::new(), true).is_err(),
+                "{body}"
+            );
+        }
+        assert!(
+            prepare_request(Bytes::new(), &ModelMap::new(), true)
+                .unwrap()
+                .model
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn usage_scan() {
+        let mut s = StreamScan::default();
+        s.event(br#"{"choices":[{"delta":{"content":"hi"}}],"usage":null}"#);
+        assert!(s.usage.is_none());
+        s.event(br#"{"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":3,"total_tokens":10}}"#);
+        assert_eq!(s.usage.unwrap().prompt_tokens, 7);
+        s.event(b"[DONE]");
+        assert!(s.done);
+        assert!(response_usage(b"{oops").is_err());
+        assert_eq!(response_usage(b"{}").unwrap(), None);
+    }
+}

@@ -1,0 +1,247 @@
+//! Token usage and cost of one response.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+
+use serde::{Deserialize, Serialize};
+use tower_failover_core::Health;
+
+/// The price of a model, per million tokens, in whatever currency the table uses.
+///
+/// ```
+/// use tower_failover_provider::Price;
+///
+/// let gpt_4o_mini = Price::per_million(0.15, 0.60);
+/// // 10 000 prompt tokens and 1 000 completion tokens:
+/// assert_eq!(gpt_4o_mini.cost(10_000, 1_000).micros(), 2_100);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    /// Price of one million prompt (input) tokens.
+    pub input_per_million: f64,
+    /// Price of one million completion (output) tokens.
+    pub output_per_million: f64,
+}
+
+impl Price {
+    /// A price per million input and output tokens.
+    pub const fn per_million(input: f64, output: f64) -> Self {
+        Price {
+            input_per_million: input,
+            output_per_million: output,
+        }
+    }
+
+    /// The cost of a response with these token counts.
+    ///
+    /// A price per million tokens times a token count is exactly a cost in
+    /// millionths of the currency unit, which is what [`Cost`] stores.
+    pub fn cost(&self, prompt_tokens: u64, completion_tokens: u64) -> Cost {
+        let micros = prompt_tokens as f64 * self.input_per_million
+            + completion_tokens as f64 * self.output_per_million;
+        // `as` saturates: a negative or NaN product (refused at build time anyway)
+        // becomes 0, never a panic.
+        Cost::from_micros(micros.round() as u64)
+    }
+
+    pub(crate) fn is_valid(&self) -> bool {
+        self.input_per_million.is_finite()
+            && self.output_per_million.is_finite()
+            && self.input_per_million >= 0.0
+            && self.output_per_million >= 0.0
+    }
+}
+
+/// The cost of one response, in millionths of the price table's currency unit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Cost {
+    micros: u64,
+}
+
+impl Cost {
+    /// A cost of `micros` millionths of a currency unit.
+    pub const fn from_micros(micros: u64) -> Self {
+        Cost { micros }
+    }
+
+    /// In millionths of a currency unit (what [`Health::record_usage`] takes).
+    pub const fn micros(&self) -> u64 {
+        self.micros
+    }
+
+    /// In currency units.
+    pub fn as_f64(&self) -> f64 {
+        self.micros as f64 / 1e6
+    }
+}
+
+impl fmt::Display for Cost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}.{:06}",
+            self.micros / 1_000_000,
+            self.micros % 1_000_000
+        )
+    }
+}
+
+/// Token usage of one response, and its cost when the model has a price.
+///
+/// Found in the response extensions: directly for JSON responses, and through the
+/// [`UsageHandle`] (filled when the stream ends) for both JSON and streamed ones.
+/// Prompt tokens include cached prompt tokens (Anthropic's cache reads and writes
+/// are added in, as OpenAI counts them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    /// Prompt (input) tokens.
+    pub prompt_tokens: u64,
+    /// Completion (output) tokens.
+    pub completion_tokens: u64,
+    /// The cost, if the price table knows the model.
+    pub cost: Option<Cost>,
+}
+
+impl Usage {
+    /// Prompt plus completion tokens.
+    pub fn total_tokens(&self) -> u64 {
+        self.prompt_tokens.saturating_add(self.completion_tokens)
+    }
+}
+
+/// A response extension through which the [`Usage`] of a response becomes known:
+/// at once for JSON responses, when the last event has passed for streamed ones.
+///
+/// Cheap to clone; every clone sees the same value.
+///
+/// ```
+/// use tower_failover_provider::UsageHandle;
+///
+/// let handle = UsageHandle::default();
+/// assert!(handle.get().is_none()); // the stream has not finished yet
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct UsageHandle {
+    cell: Arc<OnceLock<Usage>>,
+}
+
+impl UsageHandle {
+    /// The usage, once known.
+    pub fn get(&self) -> Option<Usage> {
+        self.cell.get().copied()
+    }
+
+    pub(crate) fn set(&self, usage: Usage) {
+        let _ = self.cell.set(usage);
+    }
+}
+
+/// Prices per model for one provider, with `"*"` as the price of any model not
+/// listed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct PriceTable {
+    prices: BTreeMap<String, Price>,
+}
+
+impl PriceTable {
+    pub(crate) fn new(prices: BTreeMap<String, Price>) -> Self {
+        PriceTable { prices }
+    }
+
+    /// The price of the first of `models` that has one, else the `"*"` price.
+    pub(crate) fn lookup(&self, models: &[&str]) -> Option<Price> {
+        models
+            .iter()
+            .find_map(|m| self.prices.get(*m))
+            .or_else(|| self.prices.get("*"))
+            .copied()
+    }
+}
+
+/// Where a response's usage goes once it is known: the response's handle, and the
+/// provider's health record if there is one.
+#[derive(Debug, Clone)]
+pub(crate) struct UsageSink {
+    pub(crate) handle: UsageHandle,
+    pub(crate) price: Option<Price>,
+    pub(crate) health: Option<Health>,
+}
+
+impl UsageSink {
+    /// Prices and records the token counts; returns the resulting usage.
+    pub(crate) fn record(&self, prompt_tokens: u64, completion_tokens: u64) -> Usage {
+        let cost = self.price.map(|p| p.cost(prompt_tokens, completion_tokens));
+        let usage = Usage {
+            prompt_tokens,
+            completion_tokens,
+            cost,
+        };
+        if self.handle.get().is_none() {
+            self.handle.set(usage);
+            if let Some(health) = &self.health {
+                health.record_usage(
+                    prompt_tokens,
+                    completion_tokens,
+                    cost.map_or(0, |c| c.micros()),
+                );
+            }
+            tracing::debug!(
+                prompt_tokens,
+                completion_tokens,
+                cost_micros = cost.map(|c| c.micros()),
+                "usage"
+            );
+        }
+        usage
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cost_is_exact_in_micros() {
+        let p = Price::per_million(2.5, 10.0);
+        assert_eq!(p.cost(1_000, 0).micros(), 2_500);
+        assert_eq!(p.cost(1_000_000, 1_000_000).as_f64(), 12.5);
+        assert_eq!(p.cost(0, 0), Cost::default());
+        assert_eq!(Cost::from_micros(1_234_567).to_string(), "1.234567");
+    }
+
+    #[test]
+    fn invalid_prices_do_not_panic() {
+        let p = Price::per_million(f64::NAN, -1.0);
+        assert!(!p.is_valid());
+        assert_eq!(p.cost(10, 10).micros(), 0);
+    }
+
+    #[test]
+    fn table_falls_back_to_star() {
+        let mut m = BTreeMap::new();
+        m.insert("gpt-4o".to_string(), Price::per_million(2.5, 10.0));
+        m.insert("*".to_string(), Price::per_million(1.0, 1.0));
+        let t = PriceTable::new(m);
+        assert_eq!(t.lookup(&["x", "gpt-4o"]).unwrap().input_per_million, 2.5);
+        assert_eq!(t.lookup(&["other"]).unwrap().input_per_million, 1.0);
+        assert!(PriceTable::default().lookup(&["gpt-4o"]).is_none());
+    }
+
+    #[test]
+    fn sink_records_once_into_health() {
+        let health = Health::standalone("openai", "gpt-4o");
+        let sink = UsageSink {
+            handle: UsageHandle::default(),
+            price: Some(Price::per_million(1.0, 2.0)),
+            health: Some(health.clone()),
+        };
+        let u = sink.record(100, 10);
+        assert_eq!(u.cost.unwrap().micros(), 120);
+        sink.record(100, 10);
+        assert_eq!(health.usage().prompt_tokens, 100);
+        assert_eq!(health.usage().completion_tokens, 10);
+        assert_eq!(sink.handle.get(), Some(u));
+    }
+}
