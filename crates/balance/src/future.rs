@@ -1,0 +1,493 @@
+//! The response future of [`Balance`](crate::Balance) and
+//! [`Fallback`](crate::Fallback): picks a provider, waits for it to be ready (never
+//! for one known dead), sends, classifies, and on a retryable outcome moves on to a
+//! provider this request has not tried.
+//!
+//! # Allocation
+//!
+//! On the happy path (first provider answers) the future allocates nothing of its
+//! own: the provider table is shared (`Arc`), the tried set is a bit mask on the
+//! stack for up to 128 providers, and timers are created only when configured.
+//! What remains per attempt is the copy of the request
+//! ([`clone_request`](tower_failover_core::replay::clone_request): the header map
+//! and extensions are copied, the body is a reference-counted `Bytes` clone with a
+//! [`ReplayBody`](tower_failover_core::replay::ReplayBody)) and a clone of the
+//! provider's service (reference-count increments for hyper clients and our
+//! layers). Failed attempts are recorded in a `Vec` (allocated on the first
+//! failure), and a table of more than 128 providers needs one small bit set per
+//! request.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep, sleep_until};
+use tower::BoxError;
+use tower_failover_core::error::{AllProvidersFailed, Attempt, Elapsed, TimeoutKind};
+use tower_failover_core::replay::clone_request;
+use tower_failover_core::rng::Rng;
+use tower_failover_core::{Classify, ClientErrorKind, FailureKind, Outcome, RejectKind};
+use tower_service::Service;
+
+use crate::pick::{Pick, select};
+use crate::table::{Admitted, Route, Table, Tried};
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Idle,
+        Calling {
+            #[pin]
+            fut: F,
+        },
+        Done,
+    }
+}
+
+pin_project! {
+    /// The future of [`Balance`](crate::Balance) and [`Fallback`](crate::Fallback).
+    pub struct ResponseFuture<S: Service<Request<B>>, B, C> {
+        #[pin]
+        state: State<S::Future>,
+        // The attempt timeout, or the wait for a not-ready provider.
+        #[pin]
+        timer: Option<Sleep>,
+        // The request's total deadline.
+        #[pin]
+        total: Option<Sleep>,
+        ctx: Ctx<S, B, C>,
+    }
+}
+
+impl<S: Service<Request<B>>, B, C> fmt::Debug for ResponseFuture<S, B, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("attempts", &self.ctx.attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Everything but the pinned parts.
+struct Ctx<S, B, C> {
+    table: Arc<Table<S>>,
+    request: Request<B>,
+    classifier: C,
+    rng: Rng,
+    route: Route,
+    admitted: Admitted,
+    tried: Tried,
+    /// The provider to try next, chosen before (ramp sample, typed fallback).
+    next: Option<u32>,
+    /// After a typed fallback, no other provider is tried.
+    closed: bool,
+    attempts: Vec<Attempt>,
+    /// Attempts that count against `max_attempts` (not shed ones).
+    counted: u32,
+    /// The next attempt is a retry and must be paid from the budget.
+    owe_budget: bool,
+    /// The provider being called and since when.
+    current: Option<(u32, Instant)>,
+    /// A provider that was not ready, kept to wait on when nothing else is left.
+    parked: Option<(u32, S)>,
+    waiting: bool,
+    started: Instant,
+    deadline: Option<Instant>,
+}
+
+enum Advance<F> {
+    Call(F),
+    Wait,
+    Fail(BoxError),
+}
+
+enum Step<R> {
+    Done(Result<R, BoxError>),
+    Next,
+}
+
+impl<S, B, C> ResponseFuture<S, B, C>
+where
+    S: Service<Request<B>>,
+{
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        table: Arc<Table<S>>,
+        request: Request<B>,
+        classifier: C,
+        rng: Rng,
+        route: Route,
+        admitted: Admitted,
+        next: Option<u32>,
+        started: Instant,
+        deadline: Option<Instant>,
+    ) -> Self {
+        let tried = Tried::new(table.len());
+        ResponseFuture {
+            state: State::Idle,
+            timer: None,
+            total: None,
+            ctx: Ctx {
+                table,
+                request,
+                classifier,
+                rng,
+                route,
+                admitted,
+                tried,
+                next,
+                closed: false,
+                attempts: Vec::new(),
+                counted: 0,
+                owe_budget: false,
+                current: None,
+                parked: None,
+                waiting: false,
+                started,
+                deadline,
+            },
+        }
+    }
+}
+
+fn is_shed(outcome: &Outcome) -> bool {
+    matches!(
+        outcome,
+        Outcome::Rejected {
+            kind: RejectKind::Shed
+        }
+    )
+}
+
+impl<S, B, C> Ctx<S, B, C>
+where
+    S: Service<Request<B>> + Clone,
+    S::Error: Into<BoxError>,
+    B: Clone,
+    C: Classify,
+{
+    fn select(&mut self, now: Instant) -> Option<u32> {
+        let pick = Pick {
+            tried: &self.tried,
+            admitted: &self.admitted,
+            now,
+            closed: self.closed,
+        };
+        select(&self.table, &self.route, &mut self.rng, &pick)
+    }
+
+    /// Finds the next provider that is ready and sends to it.
+    fn advance(&mut self, cx: &mut Context<'_>) -> Advance<S::Future> {
+        let now = Instant::now();
+        loop {
+            let next = match self.next.take() {
+                Some(i) if !self.tried.contains(i) => Some(i),
+                _ => self.select(now),
+            };
+            let Some(i) = next else { break };
+            self.tried.insert(i);
+            let mut svc = self.table.endpoint(i).service.clone();
+            match svc.poll_ready(cx) {
+                Poll::Ready(Ok(())) => return self.dispatch(i, svc, now),
+                Poll::Pending => {
+                    // Not dead (its health said available) but not ready: go on, and
+                    // come back to it only if nothing else is left.
+                    if self.parked.is_none() {
+                        self.parked = Some((i, svc));
+                    }
+                }
+                Poll::Ready(Err(e)) => self.refused(i, e.into()),
+            }
+        }
+        if let Some((i, mut svc)) = self.parked.take() {
+            match svc.poll_ready(cx) {
+                Poll::Ready(Ok(())) => return self.dispatch(i, svc, now),
+                Poll::Pending => {
+                    self.parked = Some((i, svc));
+                    return Advance::Wait;
+                }
+                Poll::Ready(Err(e)) => self.refused(i, e.into()),
+            }
+        }
+        Advance::Fail(self.all_failed(None, now))
+    }
+
+    /// A provider's `poll_ready` failed (a breaker refusing, a closed service):
+    /// nothing was sent, so no budget is owed.
+    fn refused(&mut self, i: u32, err: BoxError) {
+        let outcome = self.classifier.classify_error(&*err);
+        self.push_attempt(i, outcome, Duration::ZERO, Some(&*err));
+    }
+
+    fn dispatch(&mut self, i: u32, mut svc: S, now: Instant) -> Advance<S::Future> {
+        let max = self.table.settings.failover.max_attempts;
+        if max.is_some_and(|max| self.counted >= max) {
+            return Advance::Fail(self.all_failed(Some("attempt limit reached"), now));
+        }
+        if self.owe_budget {
+            let paid = self.table.budget.as_ref().is_none_or(|b| b.withdraw());
+            if !paid {
+                return Advance::Fail(self.all_failed(Some("retry budget exhausted"), now));
+            }
+            self.owe_budget = false;
+        }
+        let fut = svc.call(clone_request(&self.request));
+        self.table
+            .endpoint(i)
+            .pending
+            .fetch_add(1, Ordering::Relaxed);
+        self.current = Some((i, now));
+        Advance::Call(fut)
+    }
+
+    /// Ends the attempt in flight (answered, failed, timed out or dropped).
+    fn finish_current(&mut self) -> Option<(u32, Instant)> {
+        let (i, at) = self.current.take()?;
+        self.table
+            .endpoint(i)
+            .pending
+            .fetch_sub(1, Ordering::Relaxed);
+        Some((i, at))
+    }
+
+    fn push_attempt(
+        &mut self,
+        i: u32,
+        outcome: Outcome,
+        latency: Duration,
+        error: Option<&(dyn std::error::Error + 'static)>,
+    ) {
+        let id = self.table.endpoint(i).health.id();
+        tracing::debug!(provider = %id, %outcome, latency_ms = latency.as_millis() as u64, "attempt did not succeed; trying another provider");
+        let mut attempt = Attempt::new(id.clone(), outcome, latency);
+        if let Some(e) = error {
+            attempt = attempt.with_error(e);
+        }
+        self.attempts.push(attempt);
+    }
+
+    /// Records an attempt that was sent and did not succeed.
+    fn failed(
+        &mut self,
+        i: u32,
+        outcome: Outcome,
+        latency: Duration,
+        error: Option<&(dyn std::error::Error + 'static)>,
+    ) {
+        if !is_shed(&outcome) {
+            // Shed (breaker open, ramp not admitting): go elsewhere, not a failure,
+            // no retry budget spent.
+            self.counted += 1;
+            self.owe_budget = true;
+        }
+        self.push_attempt(i, outcome, latency, error);
+    }
+
+    fn on_result<RB>(&mut self, res: Result<Response<RB>, S::Error>) -> Step<Response<RB>> {
+        let now = Instant::now();
+        let Some((i, sent_at)) = self.finish_current() else {
+            return Step::Done(Err("balance future lost its attempt".into()));
+        };
+        let latency = now.saturating_duration_since(sent_at);
+        match res {
+            Ok(res) => {
+                let outcome = self.classifier.classify_response(&res);
+                match outcome {
+                    Outcome::Success => Step::Done(Ok(res)),
+                    Outcome::ClientError { kind } => {
+                        let target = match kind {
+                            ClientErrorKind::ContextWindowExceeded => self.table.context_fallback,
+                            ClientErrorKind::ContentPolicy => self.table.policy_fallback,
+                            _ => None,
+                        };
+                        let usable = target.filter(|&t| {
+                            !self.tried.contains(t)
+                                && self.table.endpoint(t).health.is_available(now)
+                        });
+                        match usable {
+                            Some(t) => {
+                                self.failed(i, outcome, latency, None);
+                                self.next = Some(t);
+                                self.closed = true;
+                                Step::Next
+                            }
+                            None => Step::Done(Ok(res)),
+                        }
+                    }
+                    o if o.is_retryable_elsewhere() => {
+                        drop(res);
+                        self.failed(i, o, latency, None);
+                        Step::Next
+                    }
+                    _ => Step::Done(Ok(res)),
+                }
+            }
+            Err(e) => {
+                let e: BoxError = e.into();
+                let outcome = self.classifier.classify_error(&*e);
+                if !outcome.is_retryable_elsewhere() {
+                    return Step::Done(Err(e));
+                }
+                self.failed(i, outcome, latency, Some(&*e));
+                Step::Next
+            }
+        }
+    }
+
+    fn on_attempt_timeout(&mut self, after: Duration) {
+        let Some((i, sent_at)) = self.finish_current() else {
+            return;
+        };
+        let elapsed = Instant::now().saturating_duration_since(sent_at);
+        // The attempt's own stack never finished, so nobody measured it: the time
+        // waited is a lower bound of its time to first byte, and the balancer must
+        // see how slow it was.
+        self.table.endpoint(i).health.observe_ttfb(elapsed);
+        let err = Elapsed::new(TimeoutKind::Attempt, after);
+        self.failed(
+            i,
+            Outcome::failure(FailureKind::Timeout),
+            elapsed,
+            Some(&err),
+        );
+    }
+
+    fn all_failed(&mut self, reason: Option<&'static str>, now: Instant) -> BoxError {
+        let mut err = AllProvidersFailed::new(std::mem::take(&mut self.attempts))
+            .with_retry_after(self.table.earliest_recovery(&self.route, now));
+        if let Some(reason) = reason {
+            err = err.with_reason(reason);
+        } else if self.table.pool(&self.route).members.is_empty() {
+            err = err.with_reason("no provider can serve this request");
+        }
+        tracing::debug!(error = %err, "no provider could serve the request");
+        err.into()
+    }
+}
+
+impl<S, B, C> Drop for Ctx<S, B, C> {
+    fn drop(&mut self) {
+        if let Some((i, _)) = self.current.take() {
+            self.table
+                .endpoint(i)
+                .pending
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn arm(mut timer: Pin<&mut Option<Sleep>>, at: Instant) {
+    match timer.as_mut().as_pin_mut() {
+        Some(sleep) => sleep.reset(at),
+        None => timer.set(Some(sleep_until(at))),
+    }
+}
+
+impl<S, B, C, RB> Future for ResponseFuture<S, B, C>
+where
+    S: Service<Request<B>, Response = Response<RB>> + Clone,
+    S::Error: Into<BoxError>,
+    B: Clone,
+    C: Classify,
+{
+    type Output = Result<Response<RB>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Some(deadline) = this.ctx.deadline {
+            if !matches!(*this.state, State::Done) {
+                if this.total.is_none() {
+                    this.total.set(Some(sleep_until(deadline)));
+                }
+                if let Some(total) = this.total.as_mut().as_pin_mut() {
+                    if total.poll(cx).is_ready() {
+                        this.state.set(State::Done);
+                        this.ctx.parked = None;
+                        let after = deadline.saturating_duration_since(this.ctx.started);
+                        return Poll::Ready(Err(Elapsed::new(TimeoutKind::Total, after).into()));
+                    }
+                }
+            }
+        }
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Calling { fut } => {
+                    if let Poll::Ready(res) = fut.poll(cx) {
+                        this.state.set(State::Idle);
+                        match this.ctx.on_result(res) {
+                            Step::Done(out) => {
+                                this.state.set(State::Done);
+                                this.ctx.parked = None;
+                                return Poll::Ready(out);
+                            }
+                            Step::Next => continue,
+                        }
+                    }
+                    if let Some(timer) = this.timer.as_mut().as_pin_mut() {
+                        if timer.poll(cx).is_ready() {
+                            this.state.set(State::Idle);
+                            let after = this
+                                .ctx
+                                .table
+                                .settings
+                                .failover
+                                .attempt_timeout
+                                .unwrap_or_default();
+                            this.ctx.on_attempt_timeout(after);
+                            continue;
+                        }
+                    }
+                    return Poll::Pending;
+                }
+                StateProj::Idle => match this.ctx.advance(cx) {
+                    Advance::Call(fut) => {
+                        this.state.set(State::Calling { fut });
+                        this.ctx.waiting = false;
+                        match this.ctx.table.settings.failover.attempt_timeout {
+                            Some(d) => arm(this.timer.as_mut(), Instant::now() + d),
+                            None => this.timer.set(None),
+                        }
+                    }
+                    Advance::Wait => {
+                        let wait = this.ctx.table.settings.failover.max_ready_wait;
+                        let now = Instant::now();
+                        if wait.is_zero() {
+                            this.state.set(State::Done);
+                            this.ctx.parked = None;
+                            let err = this.ctx.all_failed(Some("no provider is ready"), now);
+                            return Poll::Ready(Err(err));
+                        }
+                        if !this.ctx.waiting {
+                            this.ctx.waiting = true;
+                            arm(this.timer.as_mut(), now + wait);
+                        }
+                        if let Some(timer) = this.timer.as_mut().as_pin_mut() {
+                            if timer.poll(cx).is_ready() {
+                                this.state.set(State::Done);
+                                this.ctx.parked = None;
+                                let err = this
+                                    .ctx
+                                    .all_failed(Some("no provider became ready in time"), now);
+                                return Poll::Ready(Err(err));
+                            }
+                        }
+                        return Poll::Pending;
+                    }
+                    Advance::Fail(err) => {
+                        this.state.set(State::Done);
+                        this.ctx.parked = None;
+                        return Poll::Ready(Err(err));
+                    }
+                },
+                StateProj::Done => {
+                    return Poll::Ready(Err("balance future polled after completion".into()));
+                }
+            }
+        }
+    }
+}

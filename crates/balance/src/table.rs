@@ -1,0 +1,575 @@
+//! The provider table: an immutable snapshot of the providers, their options and
+//! the precomputed candidate pools, shared (behind an `Arc`) by the router and every
+//! request in flight.
+//!
+//! A request keeps the snapshot it started with, so adding or removing a provider
+//! while it is in flight can never make an index it holds point at another provider
+//! (the stale-index bug of tower's p2c, tower issue 856, cannot happen here).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tower::retry::budget::Budget;
+use tower_failover_core::health::FULL_SHARE_PPM;
+use tower_failover_core::{Health, ProviderId};
+
+use crate::attrs::RequestAttrs;
+use crate::config::{Settings, Strategy, Weighting};
+use crate::error::ConfigError;
+use crate::provider::ProviderOptions;
+
+/// A retry budget shared by every hop (tower's [`Budget`] trait, for example
+/// [`TpsBudget`](tower::retry::budget::TpsBudget)).
+pub type SharedBudget = Arc<dyn Budget + Send + Sync>;
+
+/// One provider as configured.
+pub(crate) struct Entry<S> {
+    pub(crate) health: Health,
+    pub(crate) service: S,
+    pub(crate) options: ProviderOptions,
+    /// Attempts sent and not answered yet, counted by the router itself (kept
+    /// across table rebuilds).
+    pub(crate) pending: Arc<AtomicU64>,
+}
+
+impl<S> Entry<S> {
+    pub(crate) fn new(health: Health, service: S, options: ProviderOptions) -> Self {
+        Entry {
+            health,
+            service,
+            options,
+            pending: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+/// The editable description the table is built from.
+pub(crate) struct Spec<S> {
+    pub(crate) entries: Vec<Entry<S>>,
+    pub(crate) settings: Settings,
+    pub(crate) context_fallback: Option<ProviderId>,
+    pub(crate) policy_fallback: Option<ProviderId>,
+    pub(crate) budget: Option<SharedBudget>,
+}
+
+impl<S> Spec<S> {
+    /// Adds a provider, replacing one with the same id.
+    pub(crate) fn insert(&mut self, entry: Entry<S>) -> Result<(), ConfigError> {
+        let id = entry.health.id();
+        entry.options.validate(id)?;
+        if self.settings.weighting == Weighting::Cost
+            && !entry.options.price_per_million.is_some_and(|p| p > 0.0)
+        {
+            return Err(ConfigError::new(
+                format!("providers[{id}].price_per_million"),
+                "weighting = \"cost\" needs a price above zero for every provider",
+            ));
+        }
+        match self.entries.iter_mut().find(|e| e.health.id() == id) {
+            Some(slot) => *slot = entry,
+            None => self.entries.push(entry),
+        }
+        Ok(())
+    }
+
+    /// Removes the provider `id`; whether it was there.
+    pub(crate) fn remove(&mut self, id: &ProviderId) -> bool {
+        let before = self.entries.len();
+        self.entries.retain(|e| e.health.id() != id);
+        self.entries.len() != before
+    }
+
+    /// Checks that the typed-fallback targets name configured providers.
+    pub(crate) fn check_targets(&self) -> Result<(), ConfigError> {
+        for (field, target) in [
+            ("context_window_fallback", &self.context_fallback),
+            ("content_policy_fallback", &self.policy_fallback),
+        ] {
+            if let Some(id) = target {
+                if !self.entries.iter().any(|e| e.health.id() == id) {
+                    return Err(ConfigError::new(field, format!("unknown provider {id}")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn build(&self, version: u64) -> Table<S>
+    where
+        S: Clone,
+    {
+        Table::build(self, version)
+    }
+}
+
+/// One provider in a table.
+pub(crate) struct Endpoint<S> {
+    pub(crate) health: Health,
+    pub(crate) service: S,
+    pub(crate) pending: Arc<AtomicU64>,
+    /// 1 ÷ effective weight.
+    pub(crate) inv_weight: f64,
+    /// Integer weight for round-robin.
+    pub(crate) wrr_weight: i64,
+    /// Price per million tokens (infinite when unknown).
+    pub(crate) price: f64,
+    /// Context window in tokens (`u64::MAX` when unknown).
+    pub(crate) window: u64,
+    model_slots: Box<[u32]>,
+    tier_slots: Box<[u32]>,
+    any_model: bool,
+    tools: bool,
+}
+
+/// The candidates of one combination of (model, tier, tools), in the strategy's
+/// order: context window ascending (least loaded, so a prompt size selects a
+/// suffix), price ascending (cheapest), priority (ordered), insertion (round-robin).
+pub(crate) struct Pool {
+    pub(crate) members: Box<[u32]>,
+    pub(crate) windows: Box<[u64]>,
+    /// Smooth weighted round-robin state (round-robin only).
+    pub(crate) wrr: Option<Mutex<Vec<i64>>>,
+}
+
+/// Where one request's candidates are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Route {
+    pub(crate) pool: u32,
+    /// First member whose window fits the prompt (least-loaded pools only).
+    pub(crate) lo: u32,
+    model: u32,
+    tier: u32,
+    tools: bool,
+    pub(crate) tokens: Option<u64>,
+}
+
+pub(crate) struct Table<S> {
+    pub(crate) endpoints: Box<[Endpoint<S>]>,
+    pub(crate) settings: Settings,
+    pub(crate) budget: Option<SharedBudget>,
+    pub(crate) context_fallback: Option<u32>,
+    pub(crate) policy_fallback: Option<u32>,
+    pub(crate) version: u64,
+    models: HashMap<Box<str>, u32>,
+    tiers: HashMap<Box<str>, u32>,
+    tier_slots: u32,
+    pools: Box<[Pool]>,
+}
+
+/// Model and tier slot numbers: 0 = not asked, 1 = asked but unknown, 2.. = known.
+const SLOT_NONE: u32 = 0;
+const SLOT_UNKNOWN: u32 = 1;
+const SLOT_FIRST: u32 = 2;
+
+impl<S> Table<S> {
+    fn build(spec: &Spec<S>, version: u64) -> Table<S>
+    where
+        S: Clone,
+    {
+        let settings = spec.settings;
+        let mut models: HashMap<Box<str>, u32> = HashMap::new();
+        let mut tiers: HashMap<Box<str>, u32> = HashMap::new();
+        for e in &spec.entries {
+            for m in &e.options.models {
+                let n = models.len() as u32;
+                models.entry(m.as_str().into()).or_insert(n);
+            }
+            for t in &e.options.tiers {
+                let n = tiers.len() as u32;
+                tiers.entry(t.as_str().into()).or_insert(n);
+            }
+        }
+        let weights: Vec<f64> = spec
+            .entries
+            .iter()
+            .map(|e| match settings.weighting {
+                Weighting::Static => e.options.weight,
+                Weighting::Cost => {
+                    e.options.weight / e.options.price_per_million.unwrap_or(1.0).max(1e-9)
+                }
+            })
+            .collect();
+        let max_w = weights.iter().copied().fold(f64::MIN_POSITIVE, f64::max);
+        let slots = |names: &[String], map: &HashMap<Box<str>, u32>| -> Box<[u32]> {
+            let mut v: Vec<u32> = names.iter().map(|n| map[n.as_str()]).collect();
+            v.sort_unstable();
+            v.dedup();
+            v.into_boxed_slice()
+        };
+        let endpoints: Box<[Endpoint<S>]> = spec
+            .entries
+            .iter()
+            .zip(&weights)
+            .map(|(e, &w)| Endpoint {
+                health: e.health.clone(),
+                service: e.service.clone(),
+                pending: e.pending.clone(),
+                inv_weight: 1.0 / w,
+                wrr_weight: ((w / max_w) * 1000.0).round().max(1.0) as i64,
+                price: e.options.price_per_million.unwrap_or(f64::INFINITY),
+                window: e.options.context_window.unwrap_or(u64::MAX),
+                model_slots: slots(&e.options.models, &models),
+                tier_slots: slots(&e.options.tiers, &tiers),
+                any_model: e.options.models.is_empty(),
+                tools: e.options.tools,
+            })
+            .collect();
+        let model_slots = models.len() as u32 + SLOT_FIRST;
+        let tier_slots = tiers.len() as u32 + SLOT_FIRST;
+        // Fallback order: explicit priorities first, then insertion order.
+        let priority: Vec<(u32, usize)> = spec
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.options.priority.unwrap_or(u32::MAX), i))
+            .collect();
+        let mut pools = Vec::with_capacity((model_slots * tier_slots * 2) as usize);
+        for model in 0..model_slots {
+            for tier in 0..tier_slots {
+                for tools in [false, true] {
+                    let mut members: Vec<u32> = (0..endpoints.len() as u32)
+                        .filter(|&i| accepts(&endpoints[i as usize], model, tier, tools))
+                        .collect();
+                    match settings.strategy {
+                        Strategy::LeastLoaded => {
+                            members.sort_by_key(|&i| (endpoints[i as usize].window, i))
+                        }
+                        Strategy::Cheapest => members.sort_by(|&a, &b| {
+                            endpoints[a as usize]
+                                .price
+                                .total_cmp(&endpoints[b as usize].price)
+                                .then(a.cmp(&b))
+                        }),
+                        Strategy::Ordered => members.sort_by_key(|&i| priority[i as usize]),
+                        Strategy::RoundRobin => {}
+                    }
+                    let windows = members
+                        .iter()
+                        .map(|&i| endpoints[i as usize].window)
+                        .collect();
+                    let wrr = (settings.strategy == Strategy::RoundRobin)
+                        .then(|| Mutex::new(vec![0; members.len()]));
+                    pools.push(Pool {
+                        members: members.into_boxed_slice(),
+                        windows,
+                        wrr,
+                    });
+                }
+            }
+        }
+        let find = |id: &Option<ProviderId>| {
+            id.as_ref().and_then(|id| {
+                spec.entries
+                    .iter()
+                    .position(|e| e.health.id() == id)
+                    .map(|i| i as u32)
+            })
+        };
+        Table {
+            settings,
+            budget: spec.budget.clone(),
+            context_fallback: find(&spec.context_fallback),
+            policy_fallback: find(&spec.policy_fallback),
+            version,
+            models,
+            tiers,
+            tier_slots,
+            pools: pools.into_boxed_slice(),
+            endpoints,
+        }
+    }
+
+    /// The number of providers.
+    pub(crate) fn len(&self) -> usize {
+        self.endpoints.len()
+    }
+
+    #[inline]
+    pub(crate) fn endpoint(&self, i: u32) -> &Endpoint<S> {
+        &self.endpoints[i as usize]
+    }
+
+    #[inline]
+    pub(crate) fn pool(&self, route: &Route) -> &Pool {
+        &self.pools[route.pool as usize]
+    }
+
+    /// The candidates of a request.
+    pub(crate) fn route(&self, attrs: &RequestAttrs<'_>) -> Route {
+        let slot = |name: Option<&str>, map: &HashMap<Box<str>, u32>| match name {
+            None => SLOT_NONE,
+            Some(n) => map.get(n).map_or(SLOT_UNKNOWN, |k| k + SLOT_FIRST),
+        };
+        let model = slot(attrs.model.as_deref(), &self.models);
+        let tier = slot(attrs.tier.as_deref(), &self.tiers);
+        let pool = (model * self.tier_slots + tier) * 2 + u32::from(attrs.tools);
+        let lo = match (self.settings.strategy, attrs.prompt_tokens) {
+            (Strategy::LeastLoaded, Some(t)) => self.pools[pool as usize]
+                .windows
+                .partition_point(|&w| w < t) as u32,
+            _ => 0,
+        };
+        Route {
+            pool,
+            lo,
+            model,
+            tier,
+            tools: attrs.tools,
+            tokens: attrs.prompt_tokens,
+        }
+    }
+
+    /// Whether the prompt fits provider `i`'s context window.
+    #[inline]
+    pub(crate) fn fits(&self, i: u32, route: &Route) -> bool {
+        route.tokens.is_none_or(|t| self.endpoint(i).window >= t)
+    }
+
+    /// Whether provider `i` is a candidate of `route`.
+    pub(crate) fn accepts(&self, i: u32, route: &Route) -> bool {
+        accepts(self.endpoint(i), route.model, route.tier, route.tools) && self.fits(i, route)
+    }
+
+    /// The earliest recovery among the candidates of `route` that are unavailable
+    /// now (`None` when none is expected to recover at a known time).
+    pub(crate) fn earliest_recovery(&self, route: &Route, now: Instant) -> Option<Duration> {
+        self.pool(route)
+            .members
+            .iter()
+            .map(|&i| self.endpoint(i).health.recovers_in(now))
+            .filter(|d| !d.is_zero())
+            .min()
+    }
+}
+
+impl<S> Endpoint<S> {
+    /// Requests in flight: the `ObserveLayer`'s count (until the body ends) when the
+    /// stack has one, else the router's own (until the response headers).
+    #[inline]
+    pub(crate) fn in_flight(&self) -> u64 {
+        self.health
+            .in_flight()
+            .max(self.pending.load(Ordering::Relaxed))
+    }
+}
+
+fn accepts<S>(ep: &Endpoint<S>, model: u32, tier: u32, tools: bool) -> bool {
+    let model_ok = match model {
+        SLOT_NONE => true,
+        SLOT_UNKNOWN => ep.any_model,
+        m => ep.any_model || ep.model_slots.binary_search(&(m - SLOT_FIRST)).is_ok(),
+    };
+    let tier_ok = match tier {
+        SLOT_NONE => true,
+        SLOT_UNKNOWN => false,
+        t => ep.tier_slots.binary_search(&(t - SLOT_FIRST)).is_ok(),
+    };
+    model_ok && tier_ok && (!tools || ep.tools)
+}
+
+/// Whether a provider is under a recovery ramp that admits only part of the traffic.
+#[inline]
+pub(crate) fn is_ramping(h: &Health) -> bool {
+    h.ramp_step().is_some() && h.ramp_share_ppm() < FULL_SHARE_PPM
+}
+
+/// The providers a request has tried (or skipped as not ready).
+#[derive(Debug, Clone)]
+pub(crate) enum Tried {
+    /// Up to 128 providers: no allocation.
+    Small(u128),
+    /// More: one bit per provider on the heap.
+    Large(Box<[u64]>),
+}
+
+impl Tried {
+    pub(crate) fn new(providers: usize) -> Tried {
+        if providers <= 128 {
+            Tried::Small(0)
+        } else {
+            Tried::Large(vec![0; providers.div_ceil(64)].into_boxed_slice())
+        }
+    }
+
+    #[inline]
+    pub(crate) fn contains(&self, i: u32) -> bool {
+        match self {
+            Tried::Small(bits) => bits & (1u128 << i) != 0,
+            Tried::Large(words) => words[(i / 64) as usize] & (1u64 << (i % 64)) != 0,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn insert(&mut self, i: u32) {
+        match self {
+            Tried::Small(bits) => *bits |= 1u128 << i,
+            Tried::Large(words) => words[(i / 64) as usize] |= 1u64 << (i % 64),
+        }
+    }
+}
+
+/// The ramping providers a request was sampled into (at most four).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Admitted {
+    ids: [u32; 4],
+    len: u8,
+}
+
+impl Admitted {
+    pub(crate) fn push(&mut self, i: u32) {
+        if (self.len as usize) < self.ids.len() {
+            self.ids[self.len as usize] = i;
+            self.len += 1;
+        }
+    }
+
+    #[inline]
+    pub(crate) fn contains(&self, i: u32) -> bool {
+        self.ids[..self.len as usize].contains(&i)
+    }
+
+    pub(crate) fn first(&self) -> Option<u32> {
+        (self.len > 0).then_some(self.ids[0])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{BalanceConfig, FallbackConfig};
+
+    fn spec(settings: Settings, opts: Vec<(&str, ProviderOptions)>) -> Spec<()> {
+        let mut spec = Spec {
+            entries: Vec::new(),
+            settings,
+            context_fallback: None,
+            policy_fallback: None,
+            budget: None,
+        };
+        for (name, options) in opts {
+            spec.insert(Entry::new(Health::standalone(name, "m"), (), options))
+                .unwrap();
+        }
+        spec
+    }
+
+    fn names(t: &Table<()>, route: &Route) -> Vec<String> {
+        t.pool(route).members[route.lo as usize..]
+            .iter()
+            .map(|&i| t.endpoint(i).health.id().provider().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn pools_select_by_model_tier_tools_and_window() {
+        let s = spec(
+            Settings::balance(&BalanceConfig::default()),
+            vec![
+                (
+                    "small",
+                    ProviderOptions::default()
+                        .model("mini")
+                        .tier("cheap")
+                        .context_window(8_000)
+                        .tools(false),
+                ),
+                (
+                    "big",
+                    ProviderOptions::default()
+                        .models(["mini", "large"])
+                        .tier("strong")
+                        .context_window(200_000),
+                ),
+                ("any", ProviderOptions::default().context_window(32_000)),
+            ],
+        );
+        let t = s.build(1);
+        let r = |a: RequestAttrs<'_>| t.route(&a);
+        assert_eq!(names(&t, &r(RequestAttrs::new())), ["small", "any", "big"]);
+        assert_eq!(
+            names(&t, &r(RequestAttrs::new().model("mini"))),
+            ["small", "any", "big"]
+        );
+        assert_eq!(
+            names(&t, &r(RequestAttrs::new().model("large"))),
+            ["any", "big"]
+        );
+        assert_eq!(
+            names(&t, &r(RequestAttrs::new().model("unheard-of"))),
+            ["any"]
+        );
+        assert_eq!(names(&t, &r(RequestAttrs::new().tier("strong"))), ["big"]);
+        assert!(names(&t, &r(RequestAttrs::new().tier("nope"))).is_empty());
+        assert_eq!(
+            names(&t, &r(RequestAttrs::new().tools(true))),
+            ["any", "big"]
+        );
+        assert_eq!(
+            names(&t, &r(RequestAttrs::new().prompt_tokens(10_000))),
+            ["any", "big"]
+        );
+        assert_eq!(
+            names(&t, &r(RequestAttrs::new().prompt_tokens(100_000))),
+            ["big"]
+        );
+        assert!(names(&t, &r(RequestAttrs::new().prompt_tokens(300_000))).is_empty());
+    }
+
+    #[test]
+    fn fallback_pools_follow_priority_then_insertion() {
+        let s = spec(
+            Settings::fallback(&FallbackConfig::default()),
+            vec![
+                ("c", ProviderOptions::default()),
+                ("b", ProviderOptions::default().priority(2)),
+                ("a", ProviderOptions::default().priority(1)),
+                ("d", ProviderOptions::default()),
+            ],
+        );
+        let t = s.build(1);
+        assert_eq!(
+            names(&t, &t.route(&RequestAttrs::new())),
+            ["a", "b", "c", "d"]
+        );
+    }
+
+    #[test]
+    fn cost_weighting_needs_prices_and_replaces_duplicates() {
+        let settings = Settings::balance(&BalanceConfig::default().weighting(Weighting::Cost));
+        let mut s = spec(settings, vec![]);
+        let h = Health::standalone("p", "m");
+        let err = s
+            .insert(Entry::new(h.clone(), (), ProviderOptions::default()))
+            .unwrap_err();
+        assert_eq!(err.field(), "providers[p/m].price_per_million");
+        for price in [2.0, 0.5] {
+            s.insert(Entry::new(
+                h.clone(),
+                (),
+                ProviderOptions::default().price_per_million(price),
+            ))
+            .unwrap();
+        }
+        assert_eq!(s.entries.len(), 1);
+        let t = s.build(1);
+        assert_eq!(t.endpoint(0).inv_weight, 0.5);
+        assert!(s.remove(h.id()));
+        assert!(!s.remove(h.id()));
+    }
+
+    #[test]
+    fn tried_sets_small_and_large() {
+        for n in [3usize, 128, 1000] {
+            let mut t = Tried::new(n);
+            for i in (0..n as u32).step_by(7) {
+                t.insert(i);
+            }
+            for i in 0..n as u32 {
+                assert_eq!(t.contains(i), i % 7 == 0, "n={n} i={i}");
+            }
+        }
+    }
+}
