@@ -403,7 +403,9 @@ impl Validator for JsonSchema {
                 }
                 match serde_json::from_str::<Value>(strip_fence(content)) {
                     Ok(v) => self.judge(&v),
-                    Err(e) => Verdict::reject(RejectKind::Schema, format!("content is not JSON: {e}")),
+                    Err(e) => {
+                        Verdict::reject(RejectKind::Schema, format!("content is not JSON: {e}"))
+                    }
                 }
             }
         }
@@ -439,15 +441,27 @@ mod tests {
 
     #[test]
     fn valid_json() {
-        assert_eq!(kind(check_body(&ValidJson, b"{\"a\":")), Some(RejectKind::InvalidJson));
-        assert_eq!(kind(check_body(&ValidJson, b"<html>")), Some(RejectKind::InvalidJson));
-        assert_eq!(kind(check_body(&ValidJson, b"")), Some(RejectKind::InvalidJson));
+        assert_eq!(
+            kind(check_body(&ValidJson, b"{\"a\":")),
+            Some(RejectKind::InvalidJson)
+        );
+        assert_eq!(
+            kind(check_body(&ValidJson, b"<html>")),
+            Some(RejectKind::InvalidJson)
+        );
+        assert_eq!(
+            kind(check_body(&ValidJson, b"")),
+            Some(RejectKind::InvalidJson)
+        );
         assert_eq!(kind(check_body(&ValidJson, b"[]")), None);
     }
 
     #[test]
     fn error_object() {
-        let v = check_body(&ErrorObject, br#"{"error":{"message":"The server had an error","type":"server_error"}}"#);
+        let v = check_body(
+            &ErrorObject,
+            br#"{"error":{"message":"The server had an error","type":"server_error"}}"#,
+        );
         match v {
             Verdict::Reject(e) => {
                 assert_eq!(e.kind(), RejectKind::ErrorObject);
@@ -461,19 +475,34 @@ mod tests {
     #[test]
     fn shape() {
         assert_eq!(kind(check_body(&Shape, &openai("hi"))), None);
-        assert_eq!(kind(check_body(&Shape, &openai(""))), Some(RejectKind::Empty));
-        assert_eq!(kind(check_body(&Shape, br#"{"choices":[]}"#)), Some(RejectKind::Shape));
-        assert_eq!(kind(check_body(&Shape, br#"{"object":"list"}"#)), Some(RejectKind::Shape));
+        assert_eq!(
+            kind(check_body(&Shape, &openai(""))),
+            Some(RejectKind::Empty)
+        );
+        assert_eq!(
+            kind(check_body(&Shape, br#"{"choices":[]}"#)),
+            Some(RejectKind::Shape)
+        );
+        assert_eq!(
+            kind(check_body(&Shape, br#"{"object":"list"}"#)),
+            Some(RejectKind::Shape)
+        );
         assert_eq!(
             kind(check_body(&Shape, br#"{"type":"message","content":[]}"#)),
             Some(RejectKind::Empty)
         );
         assert_eq!(
-            kind(check_body(&Shape, br#"{"type":"message","content":[{"type":"text","text":"ok"}]}"#)),
+            kind(check_body(
+                &Shape,
+                br#"{"type":"message","content":[{"type":"text","text":"ok"}]}"#
+            )),
             None
         );
         assert_eq!(
-            kind(check_body(&Shape, br#"{"choices":[{"message":{"content":null,"tool_calls":[{"id":"x"}]}}]}"#)),
+            kind(check_body(
+                &Shape,
+                br#"{"choices":[{"message":{"content":null,"tool_calls":[{"id":"x"}]}}]}"#
+            )),
             None
         );
     }
@@ -481,10 +510,17 @@ mod tests {
     #[test]
     fn finish_reason() {
         let body = |r: &str| {
-            serde_json::to_vec(&json!({"choices":[{"message":{"content":"x"},"finish_reason":r}]})).unwrap()
+            serde_json::to_vec(&json!({"choices":[{"message":{"content":"x"},"finish_reason":r}]}))
+                .unwrap()
         };
-        assert_eq!(kind(check_body(&FinishReason::default(), &body("length"))), Some(RejectKind::Truncated));
-        assert_eq!(kind(check_body(&FinishReason::default(), &body("stop"))), None);
+        assert_eq!(
+            kind(check_body(&FinishReason::default(), &body("length"))),
+            Some(RejectKind::Truncated)
+        );
+        assert_eq!(
+            kind(check_body(&FinishReason::default(), &body("stop"))),
+            None
+        );
         assert_eq!(
             kind(check_body(
                 &FinishReason::default(),
@@ -494,7 +530,10 @@ mod tests {
         );
         let custom = FinishReason::new(["content_filter"]);
         assert_eq!(kind(check_body(&custom, &body("length"))), None);
-        assert_eq!(kind(check_body(&custom, &body("content_filter"))), Some(RejectKind::Truncated));
+        assert_eq!(
+            kind(check_body(&custom, &body("content_filter"))),
+            Some(RejectKind::Truncated)
+        );
         assert_eq!(custom.reasons(), ["content_filter"]);
     }
 
@@ -502,27 +541,53 @@ mod tests {
     fn refusal_field_stop_reason_and_phrases() {
         let r = Refusal::default();
         assert_eq!(
-            kind(check_body(&r, br#"{"choices":[{"message":{"content":null,"refusal":"I can't."}}]}"#)),
+            kind(check_body(
+                &r,
+                br#"{"choices":[{"message":{"content":null,"refusal":"I can't."}}]}"#
+            )),
             Some(RejectKind::Refusal)
         );
         assert_eq!(
-            kind(check_body(&r, br#"{"type":"message","content":[],"stop_reason":"refusal"}"#)),
+            kind(check_body(
+                &r,
+                br#"{"type":"message","content":[],"stop_reason":"refusal"}"#
+            )),
             Some(RejectKind::Refusal)
         );
         assert_eq!(
-            kind(check_body(&r, &openai("I\u{2019}m sorry, but I can\u{2019}t help with that request."))),
+            kind(check_body(
+                &r,
+                &openai("I\u{2019}m sorry, but I can\u{2019}t help with that request.")
+            )),
             Some(RejectKind::Refusal)
         );
-        assert_eq!(kind(check_body(&r, &openai("  i CAN'T HELP WITH THAT."))), Some(RejectKind::Refusal));
+        assert_eq!(
+            kind(check_body(&r, &openai("  i CAN'T HELP WITH THAT."))),
+            Some(RejectKind::Refusal)
+        );
         // Quoting a phrase later on is fine; so is a short answer that is a prefix.
-        assert_eq!(kind(check_body(&r, &openai("He said \"I can't help with that\"."))), None);
+        assert_eq!(
+            kind(check_body(
+                &r,
+                &openai("He said \"I can't help with that\".")
+            )),
+            None
+        );
         assert_eq!(kind(check_body(&r, &openai("I"))), None);
         // Only the field when phrases are off.
         let bare = Refusal::new();
-        assert_eq!(kind(check_body(&bare, &openai("I can't help with that."))), None);
+        assert_eq!(
+            kind(check_body(&bare, &openai("I can't help with that."))),
+            None
+        );
         assert!(bare.phrase_list().is_empty());
-        let custom = Refusal::new().phrases(["Nope"]).stop_reasons(Vec::<String>::new());
-        assert_eq!(kind(check_body(&custom, &openai("nope, not today"))), Some(RejectKind::Refusal));
+        let custom = Refusal::new()
+            .phrases(["Nope"])
+            .stop_reasons(Vec::<String>::new());
+        assert_eq!(
+            kind(check_body(&custom, &openai("nope, not today"))),
+            Some(RejectKind::Refusal)
+        );
         assert_eq!(
             kind(check_body(&custom, br#"{"type":"message","content":[{"type":"text","text":"x"}],"stop_reason":"refusal"}"#)),
             None
@@ -534,17 +599,37 @@ mod tests {
         let schema = json!({"type":"object","required":["answer"],"properties":{"answer":{"type":"string"}}});
         let s = JsonSchema::new(&schema).unwrap();
         assert_eq!(kind(check_body(&s, &openai(r#"{"answer":"yes"}"#))), None);
-        assert_eq!(kind(check_body(&s, &openai("```json\n{\"answer\":\"yes\"}\n```"))), None);
-        assert_eq!(kind(check_body(&s, &openai(r#"{"wrong":true}"#))), Some(RejectKind::Schema));
-        assert_eq!(kind(check_body(&s, &openai(r#"{"answer":3}"#))), Some(RejectKind::Schema));
-        assert_eq!(kind(check_body(&s, &openai("Sure! here it is"))), Some(RejectKind::Schema));
+        assert_eq!(
+            kind(check_body(
+                &s,
+                &openai("```json\n{\"answer\":\"yes\"}\n```")
+            )),
+            None
+        );
+        assert_eq!(
+            kind(check_body(&s, &openai(r#"{"wrong":true}"#))),
+            Some(RejectKind::Schema)
+        );
+        assert_eq!(
+            kind(check_body(&s, &openai(r#"{"answer":3}"#))),
+            Some(RejectKind::Schema)
+        );
+        assert_eq!(
+            kind(check_body(&s, &openai("Sure! here it is"))),
+            Some(RejectKind::Schema)
+        );
         assert_eq!(kind(check_body(&s, &openai(""))), Some(RejectKind::Schema));
         if let Verdict::Reject(e) = check_body(&s, &openai(r#"{"answer":3}"#)) {
             assert!(e.detail().starts_with("at /answer:"), "{}", e.detail());
         }
-        let body = JsonSchema::new(&json!({"required":["id"]})).unwrap().on_body();
+        let body = JsonSchema::new(&json!({"required":["id"]}))
+            .unwrap()
+            .on_body();
         assert_eq!(body.target(), SchemaTarget::Body);
-        assert_eq!(kind(check_body(&body, &openai("x"))), Some(RejectKind::Schema));
+        assert_eq!(
+            kind(check_body(&body, &openai("x"))),
+            Some(RejectKind::Schema)
+        );
         assert_eq!(kind(check_body(&body, br#"{"id":1,"choices":[]}"#)), None);
     }
 
@@ -566,7 +651,10 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let waits = Validators::new().with(from_fn(|_| Verdict::Wait));
-        assert!(check_body(&waits, b"{}").is_pass(), "a complete body never waits");
+        assert!(
+            check_body(&waits, b"{}").is_pass(),
+            "a complete body never waits"
+        );
         assert!(Validators::new().is_empty());
         assert!(check_body(&Validators::new(), b"not json").is_pass());
         // The default set: error objects come before shape.

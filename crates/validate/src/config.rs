@@ -75,7 +75,11 @@ impl ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid validate config: `{}` {}", self.field, self.reason)
+        write!(
+            f,
+            "invalid validate config: `{}` {}",
+            self.field, self.reason
+        )
     }
 }
 
@@ -226,7 +230,10 @@ impl ValidateConfig {
         if self.hold_limit > self.max_body {
             return Err(ConfigError::new(
                 "hold_limit",
-                format!("({}) must not exceed max_body ({})", self.hold_limit, self.max_body),
+                format!(
+                    "({}) must not exceed max_body ({})",
+                    self.hold_limit, self.max_body
+                ),
             ));
         }
         if self.max_line < 64 {
@@ -266,20 +273,48 @@ mod tests {
     #[test]
     fn bad_values_name_their_field() {
         let cases: Vec<(ValidateConfig, &str)> = vec![
-            (ValidateConfig { max_body: 0, ..Default::default() }, "max_body"),
-            (ValidateConfig { hold_limit: 0, ..Default::default() }, "hold_limit"),
             (
-                ValidateConfig { max_body: 10, hold_limit: 11, ..Default::default() },
+                ValidateConfig {
+                    max_body: 0,
+                    ..Default::default()
+                },
+                "max_body",
+            ),
+            (
+                ValidateConfig {
+                    hold_limit: 0,
+                    ..Default::default()
+                },
                 "hold_limit",
             ),
-            (ValidateConfig { max_line: 1, ..Default::default() }, "max_line"),
             (
-                ValidateConfig { fail_after_rejections: Some(0), ..Default::default() },
+                ValidateConfig {
+                    max_body: 10,
+                    hold_limit: 11,
+                    ..Default::default()
+                },
+                "hold_limit",
+            ),
+            (
+                ValidateConfig {
+                    max_line: 1,
+                    ..Default::default()
+                },
+                "max_line",
+            ),
+            (
+                ValidateConfig {
+                    fail_after_rejections: Some(0),
+                    ..Default::default()
+                },
                 "fail_after_rejections",
             ),
             (
                 ValidateConfig {
-                    checks: Checks { schema: Some(serde_json::json!({"type": 5})), ..Default::default() },
+                    checks: Checks {
+                        schema: Some(serde_json::json!({"type": 5})),
+                        ..Default::default()
+                    },
                     ..Default::default()
                 },
                 "checks.schema",

@@ -142,7 +142,9 @@ impl<B> Hold<B> {
         match self.tracker.check(shared, Some(&self.parts.headers)) {
             Verdict::Reject(e) => Decision::Reject(e),
             _ if self.tracker.facts.terminal => Decision::Commit,
-            Verdict::Pass if shared.hold == StreamHold::FirstContent && self.tracker.facts.started() => {
+            Verdict::Pass
+                if shared.hold == StreamHold::FirstContent && self.tracker.facts.started() =>
+            {
                 Decision::Commit
             }
             _ if self.held_len >= shared.hold_limit => {
@@ -241,7 +243,9 @@ where
                     None => {
                         let bytes = buf.take();
                         let Some(parts) = parts.take() else {
-                            return Poll::Ready(Err("validate future polled after completion".into()));
+                            return Poll::Ready(Err(
+                                "validate future polled after completion".into()
+                            ));
                         };
                         this.state.set(State::Done);
                         let verdict = check_buffered(
@@ -298,7 +302,9 @@ where
                                 let n = h.tracker.facts.events;
                                 Decision::Reject(Invalid::new(
                                     RejectKind::Truncated,
-                                    format!("stream ended after {n} events, before its terminal event"),
+                                    format!(
+                                        "stream ended after {n} events, before its terminal event"
+                                    ),
                                 ))
                             }
                         }
@@ -311,7 +317,9 @@ where
                         }
                         Decision::Commit => {
                             let Some(h) = hold.take() else {
-                                return Poll::Ready(Err("validate future polled after completion".into()));
+                                return Poll::Ready(Err(
+                                    "validate future polled after completion".into()
+                                ));
                             };
                             this.state.set(State::Done);
                             shared.stats.passed();
@@ -326,7 +334,8 @@ where
                             if !tracker.judged_complete {
                                 tracker.headers = parts.headers.clone();
                             }
-                            let body = ValidatedBody::stream(held, body, ended, tracker, shared.clone());
+                            let body =
+                                ValidatedBody::stream(held, body, ended, tracker, shared.clone());
                             return Poll::Ready(Ok(Response::from_parts(parts, body)));
                         }
                     }

@@ -347,7 +347,11 @@ impl Facts {
                     &mut self.json_error
                 };
                 if slot.is_none() {
-                    *slot = Some(format!("event {}: {}", self.events, bounded(&e.to_string(), 160)));
+                    *slot = Some(format!(
+                        "event {}: {}",
+                        self.events,
+                        bounded(&e.to_string(), 160)
+                    ));
                 }
             }
         }
@@ -560,8 +564,16 @@ mod tests {
         assert!(body(r#"{"id":1}"#).shape_error.is_some());
         assert!(body(r#"{"choices":[]}"#).shape_error.is_some());
         assert!(body(r#"{"choices":[{"text":"x"}]}"#).shape_error.is_some());
-        assert!(body(r#"{"choices":[{"message":{"content":5}}]}"#).shape_error.is_some());
-        assert!(body(r#"{"content":"x","type":"message"}"#).shape_error.is_some());
+        assert!(
+            body(r#"{"choices":[{"message":{"content":5}}]}"#)
+                .shape_error
+                .is_some()
+        );
+        assert!(
+            body(r#"{"content":"x","type":"message"}"#)
+                .shape_error
+                .is_some()
+        );
         assert!(body("{nope").json_error.is_some());
     }
 
@@ -589,11 +601,23 @@ mod tests {
     #[test]
     fn openai_stream() {
         let f = stream(&[
-            ("", r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#),
+            (
+                "",
+                r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#,
+            ),
             ("", r#"{"choices":[{"index":0,"delta":{"content":"Hel"}}]}"#),
-            ("", r#"{"choices":[{"index":1,"delta":{"content":"other"}}]}"#),
-            ("", r#"{"choices":[{"index":0,"delta":{"content":"lo\u0021"}}]}"#),
-            ("", r#"{"choices":[{"index":0,"delta":{},"finish_reason":"length"}]}"#),
+            (
+                "",
+                r#"{"choices":[{"index":1,"delta":{"content":"other"}}]}"#,
+            ),
+            (
+                "",
+                r#"{"choices":[{"index":0,"delta":{"content":"lo\u0021"}}]}"#,
+            ),
+            (
+                "",
+                r#"{"choices":[{"index":0,"delta":{},"finish_reason":"length"}]}"#,
+            ),
             ("", r#"{"choices":[],"usage":{"total_tokens":3}}"#),
             ("", "[DONE]"),
             ("", r#"{"choices":[{"delta":{"content":"after"}}]}"#),
@@ -608,11 +632,23 @@ mod tests {
     #[test]
     fn anthropic_stream() {
         let f = stream(&[
-            ("message_start", r#"{"type":"message_start","message":{"content":[],"stop_reason":null}}"#),
-            ("content_block_start", r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#),
+            (
+                "message_start",
+                r#"{"type":"message_start","message":{"content":[],"stop_reason":null}}"#,
+            ),
+            (
+                "content_block_start",
+                r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+            ),
             ("ping", r#"{"type": "ping"}"#),
-            ("content_block_delta", r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}"#),
-            ("message_delta", r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"}}"#),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}"#,
+            ),
+            (
+                "message_delta",
+                r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"}}"#,
+            ),
             ("message_stop", r#"{"type":"message_stop"}"#),
         ]);
         assert_eq!(f.content, "Hi");
@@ -629,7 +665,10 @@ mod tests {
         assert!(f.shape_error.is_some() && f.json_error.is_none());
         let f = stream(&[("", r#"{"error":{"message":"boom"}}"#)]);
         assert_eq!(f.error.as_deref(), Some("boom"));
-        let f = stream(&[("error", r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#)]);
+        let f = stream(&[(
+            "error",
+            r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+        )]);
         assert_eq!(f.error.as_deref(), Some("Overloaded"));
         let f = stream(&[("error", "not json")]);
         assert_eq!(f.error.as_deref(), Some("not json"));

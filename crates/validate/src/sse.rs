@@ -273,19 +273,15 @@ impl SseParser {
                 buf.clear();
                 buf.extend_from_slice(value);
             }
-            b"id" => {
-                if !value.contains(&0) {
-                    self.last_id = Some(String::from_utf8_lossy(value).into_owned());
-                }
+            b"id" if !value.contains(&0) => {
+                self.last_id = Some(String::from_utf8_lossy(value).into_owned());
             }
-            b"retry" => {
-                if !value.is_empty() && value.iter().all(u8::is_ascii_digit) {
-                    // Absurdly long numbers saturate rather than fail.
-                    let n = value.iter().fold(0u64, |n, &d| {
-                        n.saturating_mul(10).saturating_add(u64::from(d - b'0'))
-                    });
-                    self.retry = Some(n);
-                }
+            b"retry" if !value.is_empty() && value.iter().all(u8::is_ascii_digit) => {
+                // Absurdly long numbers saturate rather than fail.
+                let n = value.iter().fold(0u64, |n, &d| {
+                    n.saturating_mul(10).saturating_add(u64::from(d - b'0'))
+                });
+                self.retry = Some(n);
             }
             _ => {}
         }
@@ -440,7 +436,8 @@ mod tests {
 
     #[test]
     fn retry_must_be_digits() {
-        let ev = parse_all(&[b"retry: 12a\ndata: x\n\nretry: 99999999999999999999999\ndata: y\n\n"]);
+        let ev =
+            parse_all(&[b"retry: 12a\ndata: x\n\nretry: 99999999999999999999999\ndata: y\n\n"]);
         assert_eq!(ev[0].retry, None);
         assert_eq!(ev[1].retry, Some(u64::MAX));
     }

@@ -208,7 +208,14 @@ impl Validator for Validators {
 /// ```
 pub fn check_body<V: Validator + ?Sized>(validator: &V, body: &[u8]) -> Verdict {
     let body = Bytes::copy_from_slice(body);
-    check_buffered(validator, StatusCode::OK, &HeaderMap::new(), &body, None, usize::MAX)
+    check_buffered(
+        validator,
+        StatusCode::OK,
+        &HeaderMap::new(),
+        &body,
+        None,
+        usize::MAX,
+    )
 }
 
 /// Runs `validator` on a complete buffered body; `Wait` counts as `Pass`.
