@@ -1,1 +1,510 @@
+use serde_json::{Value, json};
 
+use super::*;
+
+fn opts(models: &ModelMap) -> RequestOptions<'_> {
+    RequestOptions {
+        models,
+        default_max_tokens: 4096,
+    }
+}
+
+fn translate(req: &Value) -> (Value, TranslatedRequest) {
+    let models = ModelMap::from_iter([("smart", "claude-sonnet-4-5")]);
+    let out = request_to_anthropic(&serde_json::to_vec(req).unwrap(), &opts(&models)).unwrap();
+    (serde_json::from_slice(&out.body).unwrap(), out)
+}
+
+fn stream_text(chunks: &[&str]) -> (String, StreamTranslator) {
+    let mut t = StreamTranslator::new(true, 1 << 20);
+    let mut out = Vec::new();
+    for c in chunks {
+        t.push(c.as_bytes(), &mut out).unwrap();
+    }
+    t.finish(&mut out).unwrap();
+    (String::from_utf8(out).unwrap(), t)
+}
+
+/// The `data:` payloads of an OpenAI stream, parsed (`[DONE]` as a string).
+fn chunks(sse: &str) -> Vec<Value> {
+    sse.split("\n\n")
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            let data = e.strip_prefix("data: ").unwrap();
+            serde_json::from_str(data).unwrap_or_else(|_| Value::String(data.to_string()))
+        })
+        .collect()
+}
+
+const TOOLS: &str = r#"[{"type":"function","function":{"name":"get_weather","description":"Weather by city","parameters":{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}}}]"#;
+
+#[test]
+fn full_request_translation() {
+    let req = json!({
+        "model": "smart",
+        "messages": [
+            {"role": "system", "content": "You are terse."},
+            {"role": "developer", "content": [{"type": "text", "text": "Use metric units."}]},
+            {"role": "user", "content": [
+                {"type": "text", "text": "What is in this picture, and the weather in Paris?"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+                {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}}
+            ]},
+            {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "toolu_1", "type": "function",
+                 "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}
+            ]},
+            {"role": "tool", "tool_call_id": "toolu_1", "content": "18°C, sunny"},
+            {"role": "user", "content": "Thanks! Anything else?"}
+        ],
+        "max_completion_tokens": 300,
+        "temperature": 1.7,
+        "top_p": 0.9,
+        "stop": ["\n\nHuman:", "END"],
+        "stream": true,
+        "stream_options": {"include_usage": true},
+        "tools": serde_json::from_str::<Value>(TOOLS).unwrap(),
+        "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+        "parallel_tool_calls": false,
+        "user": "user-42",
+        "response_format": {"type": "text"},
+        "seed": 7
+    });
+    let (body, out) = translate(&req);
+    assert_eq!(
+        body,
+        json!({
+            "model": "claude-sonnet-4-5",
+            "max_tokens": 300,
+            "system": "You are terse.\n\nUse metric units.",
+            "messages": [
+                {"role": "user", "content": [
+                    {"type": "text", "text": "What is in this picture, and the weather in Paris?"},
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}},
+                    {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.jpg"}}
+                ]},
+                {"role": "assistant", "content": [
+                    {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}
+                ]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "toolu_1", "content": [{"type": "text", "text": "18°C, sunny"}]},
+                    {"type": "text", "text": "Thanks! Anything else?"}
+                ]}
+            ],
+            "temperature": 1.0,
+            "top_p": 0.9,
+            "stop_sequences": ["\n\nHuman:", "END"],
+            "stream": true,
+            "tools": [{"name": "get_weather", "description": "Weather by city",
+                       "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}],
+            "tool_choice": {"type": "tool", "name": "get_weather", "disable_parallel_tool_use": true},
+            "metadata": {"user_id": "user-42"}
+        })
+    );
+    assert_eq!(out.requested_model, "smart");
+    assert_eq!(out.model, "claude-sonnet-4-5");
+    assert!(out.stream);
+    assert!(out.include_usage);
+}
+
+#[test]
+fn tool_choice_modes() {
+    for (choice, want) in [
+        (json!("auto"), json!({"type": "auto"})),
+        (json!("required"), json!({"type": "any"})),
+        (json!("none"), json!({"type": "none"})),
+    ] {
+        let (body, _) = translate(&json!({
+            "model": "m", "messages": [{"role": "user", "content": "hi"}],
+            "tools": serde_json::from_str::<Value>(TOOLS).unwrap(), "tool_choice": choice
+        }));
+        assert_eq!(body["tool_choice"], want);
+    }
+    let (body, _) = translate(&json!({
+        "model": "m", "messages": [{"role": "user", "content": "hi"}],
+        "tools": [{"type": "function", "function": {"name": "noop"}}]
+    }));
+    assert_eq!(
+        body["tools"],
+        json!([{"name": "noop", "input_schema": {"type": "object", "properties": {}}}])
+    );
+    assert!(body.get("tool_choice").is_none());
+    assert_eq!(body["max_tokens"], 4096);
+    assert_eq!(body["model"], "m");
+}
+
+#[test]
+fn bad_requests_are_typed_errors() {
+    let models = ModelMap::new();
+    for bad in [
+        "",
+        "not json",
+        "[]",
+        r#"{"messages":[]}"#,
+        r#"{"model":"m","messages":[{"role":"function","content":"x"}]}"#,
+        r#"{"model":"m","messages":[{"role":"tool","content":"x"}]}"#,
+        r#"{"model":"m","messages":[{"role":"assistant","tool_calls":[{"id":"a","type":"function","function":{"name":"f","arguments":"{oops"}}]}]}"#,
+        r#"{"model":"m","messages":[{"role":"user","content":[{"type":"input_audio","input_audio":{}}]}]}"#,
+        r#"{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:image/png,raw"}}]}]}"#,
+        r#"{"model":"m","messages":[],"n":2}"#,
+        r#"{"model":"m","messages":[],"tool_choice":"sometimes"}"#,
+        r#"{"model":"m","messages":[{"role":"system","content":[{"type":"image_url","image_url":{"url":"x"}}]}]}"#,
+    ] {
+        let err = request_to_anthropic(bad.as_bytes(), &opts(&models));
+        assert!(err.is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn response_translation_with_tools() {
+    let body = br#"{
+        "id": "msg_01", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+        "content": [
+            {"type": "thinking", "thinking": "hmm", "signature": "x"},
+            {"type": "text", "text": "Let me check. "},
+            {"type": "text", "text": "One moment."},
+            {"type": "tool_use", "id": "toolu_9", "name": "get_weather", "input": {"city": "Oslo"}}
+        ],
+        "stop_reason": "tool_use", "stop_sequence": null,
+        "usage": {"input_tokens": 20, "cache_read_input_tokens": 100, "cache_creation_input_tokens": 5, "output_tokens": 30}
+    }"#;
+    let (out, counts) = response_to_openai(body).unwrap();
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert!(v["created"].as_u64().unwrap() > 1_600_000_000);
+    let mut v = v;
+    v["created"] = json!(0);
+    assert_eq!(
+        v,
+        json!({
+            "id": "msg_01", "object": "chat.completion", "created": 0, "model": "claude-sonnet-4-5",
+            "choices": [{
+                "index": 0,
+                "message": {
+                    "role": "assistant", "content": "Let me check. One moment.",
+                    "tool_calls": [{"id": "toolu_9", "type": "function",
+                                    "function": {"name": "get_weather", "arguments": "{\"city\": \"Oslo\"}"}}],
+                    "refusal": null
+                },
+                "logprobs": null, "finish_reason": "tool_calls"
+            }],
+            "usage": {"prompt_tokens": 125, "completion_tokens": 30, "total_tokens": 155}
+        })
+    );
+    assert_eq!(
+        counts,
+        TokenCounts {
+            prompt_tokens: 125,
+            completion_tokens: 30
+        }
+    );
+}
+
+#[test]
+fn stop_reasons() {
+    for (anthropic, openai) in [
+        ("end_turn", "stop"),
+        ("stop_sequence", "stop"),
+        ("max_tokens", "length"),
+        ("tool_use", "tool_calls"),
+        ("refusal", "content_filter"),
+        ("pause_turn", "stop"),
+        ("something_new", "stop"),
+    ] {
+        assert_eq!(finish_reason(anthropic), openai);
+    }
+}
+
+#[test]
+fn malformed_responses_are_typed() {
+    let kind = |b: &[u8]| response_to_openai(b).unwrap_err().kind();
+    assert_eq!(kind(b"{\"id\":"), RejectKind::InvalidJson);
+    assert_eq!(kind(b""), RejectKind::InvalidJson);
+    assert_eq!(kind(b"<html>"), RejectKind::InvalidJson);
+    assert_eq!(kind(br#"{"id":"x","content":"nope"}"#), RejectKind::Shape);
+    assert_eq!(kind(br#"{"id":"x"}"#), RejectKind::Shape);
+    assert_eq!(
+        kind(br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#),
+        RejectKind::ErrorObject
+    );
+}
+
+#[test]
+fn error_bodies_take_openai_shape() {
+    let v: Value = serde_json::from_slice(&error_to_openai(
+        br#"{"type":"error","error":{"type":"rate_limit_error","message":"slow down"}}"#,
+    ))
+    .unwrap();
+    assert_eq!(
+        v,
+        json!({"error": {"message": "slow down", "type": "rate_limit_error", "param": null, "code": null}})
+    );
+    let v: Value = serde_json::from_slice(&error_to_openai(b"Bad Gateway")).unwrap();
+    assert_eq!(v["error"]["message"], "Bad Gateway");
+    assert_eq!(v["error"]["type"], "upstream_error");
+}
+
+const TOOL_STREAM: &[&str] = &[
+    "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_7\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-sonnet-4-5\",\"content\":[],\"stop_reason\":null,\"usage\":{\"input_tokens\":50,\"cache_read_input_tokens\":10,\"output_tokens\":1}}}\n\n",
+    "event: ping\ndata: {\"type\":\"ping\"}\n\n",
+    "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+    "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Checking\"}}\n\nevent: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\" the \\\"weather\\\".\"}}\n\n",
+    "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+    "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_5\",\"name\":\"get_weather\",\"input\":{}}}\n\n",
+    "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"\"}}\n\n",
+    "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"city\\\": \"}}\n\n",
+    "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"\\\"Oslo\\\"}\"}}\n\n",
+    "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":1}\n\n",
+    "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":42}}\n\n",
+    "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+];
+
+#[test]
+fn stream_translation_event_by_event() {
+    let (sse, t) = stream_text(TOOL_STREAM);
+    let got = chunks(&sse);
+    let deltas: Vec<Value> = got
+        .iter()
+        .map(|c| {
+            if c == "[DONE]" {
+                return c.clone();
+            }
+            assert_eq!(c["object"], "chat.completion.chunk");
+            assert_eq!(c["id"], "msg_7");
+            assert_eq!(c["model"], "claude-sonnet-4-5");
+            match c["choices"].as_array().unwrap().first() {
+                Some(choice) => json!([choice["delta"], choice["finish_reason"]]),
+                None => json!({"usage": c["usage"]}),
+            }
+        })
+        .collect();
+    assert_eq!(
+        deltas,
+        vec![
+            json!([{"role": "assistant", "content": ""}, null]),
+            json!([{"content": "Checking"}, null]),
+            json!([{"content": " the \"weather\"."}, null]),
+            json!([{"tool_calls": [{"index": 0, "id": "toolu_5", "type": "function",
+                                     "function": {"name": "get_weather", "arguments": ""}}]}, null]),
+            json!([{"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\": "}}]}, null]),
+            json!([{"tool_calls": [{"index": 0, "function": {"arguments": "\"Oslo\"}"}}]}, null]),
+            json!([{}, "tool_calls"]),
+            json!({"usage": {"prompt_tokens": 60, "completion_tokens": 42, "total_tokens": 102}}),
+            json!("[DONE]"),
+        ]
+    );
+    assert!(t.is_complete());
+    assert_eq!(
+        t.usage(),
+        Some(TokenCounts {
+            prompt_tokens: 60,
+            completion_tokens: 42
+        })
+    );
+}
+
+#[test]
+fn stream_translation_is_independent_of_chunking() {
+    let whole: String = TOOL_STREAM.concat();
+    let (want, _) = stream_text(&[&whole]);
+    let strip = |s: &str| {
+        // `created` is the same within one translator only.
+        chunks(s)
+            .into_iter()
+            .map(|mut c| {
+                if c.is_object() {
+                    c["created"] = json!(0);
+                }
+                c
+            })
+            .collect::<Vec<_>>()
+    };
+    for size in [1, 2, 3, 7, 64, 1000] {
+        let pieces: Vec<&str> = whole
+            .as_bytes()
+            .chunks(size)
+            .map(|c| std::str::from_utf8(c).unwrap_or(""))
+            .collect();
+        // Byte chunks may split UTF-8; the stream is ASCII here.
+        assert!(whole.is_ascii());
+        let (got, _) = stream_text(&pieces);
+        assert_eq!(strip(&got), strip(&want), "chunk size {size}");
+    }
+}
+
+#[test]
+fn usage_chunk_only_when_asked() {
+    let mut t = StreamTranslator::new(false, 1 << 20);
+    let mut out = Vec::new();
+    for c in TOOL_STREAM {
+        t.push(c.as_bytes(), &mut out).unwrap();
+    }
+    t.finish(&mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(!text.contains("\"usage\""));
+    assert!(text.ends_with("data: [DONE]\n\n"));
+    assert_eq!(t.usage().unwrap().completion_tokens, 42);
+}
+
+#[test]
+fn truncated_and_broken_streams_are_errors() {
+    // Ends before message_stop.
+    let mut t = StreamTranslator::new(true, 1 << 20);
+    let mut out = Vec::new();
+    for c in &TOOL_STREAM[..5] {
+        t.push(c.as_bytes(), &mut out).unwrap();
+    }
+    let err = t.finish(&mut out).unwrap_err();
+    assert!(err.downcast_ref::<TruncatedStream>().is_some(), "{err}");
+    assert_eq!(t.usage().unwrap().prompt_tokens, 60);
+
+    // Not JSON.
+    let mut t = StreamTranslator::new(true, 1 << 20);
+    let err = t
+        .push(b"event: message_start\ndata: {\"type\":\n\n", &mut out)
+        .unwrap_err();
+    assert_eq!(
+        err.downcast_ref::<Invalid>().unwrap().kind(),
+        RejectKind::InvalidJson
+    );
+
+    // Error events.
+    let mut t = StreamTranslator::new(true, 1 << 20);
+    let err = t
+        .push(
+            b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n",
+            &mut out,
+        )
+        .unwrap_err();
+    assert_eq!(
+        err.downcast_ref::<TransportError>().unwrap().kind(),
+        FailureKind::Overloaded
+    );
+    let mut t = StreamTranslator::new(true, 1 << 20);
+    let err = t
+        .push(
+            b"data: {\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":\"boom\"}}\n\n",
+            &mut out,
+        )
+        .unwrap_err();
+    assert!(err.downcast_ref::<TruncatedStream>().is_some());
+
+    // Oversized event.
+    let mut t = StreamTranslator::new(true, 64);
+    let big = format!("data: {}\n\n", "x".repeat(100));
+    assert!(t.push(big.as_bytes(), &mut out).is_err());
+
+    // Events out of order or missing fields do not panic.
+    let mut t = StreamTranslator::new(true, 1 << 20);
+    for ev in [
+        r#"{"type":"content_block_delta","index":3,"delta":{"type":"input_json_delta","partial_json":"{}"}}"#,
+        r#"{"type":"content_block_start"}"#,
+        r#"{"type":"content_block_delta"}"#,
+        r#"{"type":"message_delta"}"#,
+        r#"{"type":"message_start"}"#,
+        r#"{"type":"brand_new_event","x":1}"#,
+        r#"{"type":"message_stop"}"#,
+        r#"{"type":"message_stop"}"#,
+    ] {
+        t.push(format!("data: {ev}\n\n").as_bytes(), &mut out)
+            .unwrap();
+    }
+    t.finish(&mut out).unwrap();
+}
+
+/// A whole conversation through the Anthropic adapter's translation, both ways:
+/// the request goes out, the answer (JSON and streamed) comes back in OpenAI shape,
+/// is appended to the conversation, and the next request carries it back to
+/// Anthropic as the same tool call.
+#[test]
+fn conversation_round_trip() {
+    let mut conversation = vec![
+        json!({"role": "system", "content": "You are a weather bot."}),
+        json!({"role": "user", "content": "Weather in Oslo?"}),
+    ];
+    let request = |conv: &[Value], stream: bool| {
+        json!({"model": "smart", "messages": conv, "stream": stream,
+               "tools": serde_json::from_str::<Value>(TOOLS).unwrap()})
+    };
+
+    // Turn 1, streamed: the model calls the tool.
+    let (sent, _) = translate(&request(&conversation, true));
+    assert_eq!(sent["system"], "You are a weather bot.");
+    assert_eq!(
+        sent["messages"],
+        json!([{"role": "user", "content": [{"type": "text", "text": "Weather in Oslo?"}]}])
+    );
+    let (sse, _) = stream_text(TOOL_STREAM);
+    // Rebuild the assistant message from the chunks, as an OpenAI client does.
+    let mut content = String::new();
+    let mut calls: Vec<Value> = Vec::new();
+    let mut finish = Value::Null;
+    for c in chunks(&sse) {
+        let Some(choice) = c.get("choices").and_then(|x| x.get(0)) else {
+            continue;
+        };
+        let delta = &choice["delta"];
+        if let Some(t) = delta["content"].as_str() {
+            content.push_str(t);
+        }
+        for tc in delta["tool_calls"].as_array().into_iter().flatten() {
+            let i = tc["index"].as_u64().unwrap() as usize;
+            if calls.len() <= i {
+                calls.push(json!({"id": tc["id"], "type": "function",
+                                  "function": {"name": tc["function"]["name"], "arguments": ""}}));
+            }
+            let args = calls[i]["function"]["arguments"].as_str().unwrap().to_string()
+                + tc["function"]["arguments"].as_str().unwrap_or("");
+            calls[i]["function"]["arguments"] = json!(args);
+        }
+        if !choice["finish_reason"].is_null() {
+            finish = choice["finish_reason"].clone();
+        }
+    }
+    assert_eq!(finish, "tool_calls");
+    assert_eq!(content, "Checking the \"weather\".");
+    conversation.push(json!({"role": "assistant", "content": content, "tool_calls": calls}));
+    conversation.push(json!({"role": "tool", "tool_call_id": "toolu_5", "content": "-3°C, snow"}));
+
+    // Turn 2, JSON: the tool call goes back to Anthropic as the tool_use it was.
+    let (sent, _) = translate(&request(&conversation, false));
+    assert_eq!(
+        sent["messages"],
+        json!([
+            {"role": "user", "content": [{"type": "text", "text": "Weather in Oslo?"}]},
+            {"role": "assistant", "content": [
+                {"type": "text", "text": "Checking the \"weather\"."},
+                {"type": "tool_use", "id": "toolu_5", "name": "get_weather", "input": {"city": "Oslo"}}
+            ]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_5", "content": [{"type": "text", "text": "-3°C, snow"}]}
+            ]}
+        ])
+    );
+    assert!(sent.get("stream").is_none());
+    let answer = json!({
+        "id": "msg_8", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+        "content": [{"type": "text", "text": "It is -3°C and snowing in Oslo."}],
+        "stop_reason": "end_turn", "usage": {"input_tokens": 90, "output_tokens": 12}
+    });
+    let (body, _) = response_to_openai(&serde_json::to_vec(&answer).unwrap()).unwrap();
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    let message = body["choices"][0]["message"].clone();
+    assert_eq!(message["content"], "It is -3°C and snowing in Oslo.");
+    assert!(message.get("tool_calls").is_none());
+    conversation.push(json!({"role": "assistant", "content": message["content"]}));
+    conversation.push(json!({"role": "user", "content": "Thanks"}));
+
+    // Turn 3: the whole history translates again, alternating roles.
+    let (sent, _) = translate(&request(&conversation, false));
+    let roles: Vec<&str> = sent["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["user", "assistant", "user", "assistant", "user"]);
+    assert_eq!(
+        sent["messages"][3]["content"],
+        json!([{"type": "text", "text": "It is -3°C and snowing in Oslo."}])
+    );
+}
