@@ -13,10 +13,12 @@ use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, Layer, Service, ServiceExt};
+use tower_failover_circuit::{CircuitBreakerLayer, CircuitConfig};
 use tower_failover_core::error::{Shed, find};
 use tower_failover_core::observe::ObserveLayer;
 use tower_failover_core::replay::ReplayBody;
 use tower_failover_core::{Health, Registry};
+use tower_failover_ramp::{RampConfig, RampLayer, Step};
 use tower_failover_sim::{Flavor, SimHandle};
 
 use crate::metrics::Recorder;
@@ -82,6 +84,33 @@ pub(crate) fn flavor(i: usize) -> Flavor {
 /// The circuit breaker opens after this many consecutive failures.
 const FAILURE_THRESHOLD: u32 = 5;
 
+/// The breaker's settings: the defaults, with the drill's compressed cooldown.
+pub(crate) fn circuit_config(timings: &Timings, seed: u64, i: usize) -> CircuitConfig {
+    CircuitConfig::default()
+        .consecutive_failures(FAILURE_THRESHOLD)
+        .cooldown(timings.circuit_cooldown, timings.circuit_cooldown * 2)
+        .healthy_period(timings.ramp_step * 4)
+        .seed(seed ^ (0x0c1c + i as u64))
+}
+
+/// The ramp's settings: the drill's compressed schedule, and samples small enough
+/// for a step of a few seconds at a few percent of 200 requests per second.
+pub(crate) fn ramp_config(timings: &Timings, seed: u64, i: usize) -> RampConfig {
+    RampConfig::default()
+        .steps(
+            timings
+                .ramp_shares
+                .iter()
+                .map(|&share| Step::new(share, timings.ramp_step)),
+        )
+        .min_requests(5)
+        .min_sample(5)
+        .check_interval(timings.ramp_step / 10)
+        .baseline_window(timings.ramp_step * 5)
+        .cooldown(timings.circuit_cooldown, timings.circuit_cooldown * 2)
+        .seed(seed ^ (0x4a3b + i as u64))
+}
+
 fn provider_stack(
     i: usize,
     sim: &SimHandle,
@@ -93,20 +122,13 @@ fn provider_stack(
     let client = standin::StandinClient::new(sim.base_url(), flavor(i), model(i));
     let timed = standin::AttemptTimeout::new(client, timings.attempt_timeout);
     let observed = ObserveLayer::new(health.clone()).layer(timed);
-    let circuit = standin::StandinCircuit::new(
-        observed,
-        health.clone(),
-        FAILURE_THRESHOLD,
-        timings.circuit_cooldown,
-    );
-    let ramp = standin::StandinRamp::new(
-        circuit,
-        health.clone(),
-        timings.ramp_shares.clone(),
-        timings.ramp_step,
-        timings.circuit_cooldown,
-        seed ^ (i as u64 + 1),
-    );
+    let circuit =
+        CircuitBreakerLayer::with_config(health.clone(), circuit_config(timings, seed, i))
+            .expect("a valid circuit configuration")
+            .layer(observed);
+    let ramp = RampLayer::try_new(health.clone(), ramp_config(timings, seed, i))
+        .expect("a valid ramp configuration")
+        .layer(circuit);
     let counted = RampCount {
         inner: ramp,
         health: health.clone(),
