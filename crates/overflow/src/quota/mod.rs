@@ -1,0 +1,8 @@
+//! Per-provider quota tracking: [`QuotaLayer`](crate::QuotaLayer) and its service.
+
+pub mod future;
+mod layer;
+mod service;
+
+pub use layer::QuotaLayer;
+pub use service::Quota;
