@@ -269,6 +269,12 @@ impl<C> Shared<C> {
         }
     }
 
+    /// Whether a probe permit still belongs to the current half-open period.
+    pub(crate) fn is_current(&self, permit: &Permit<C>) -> bool {
+        self.health.circuit() == CircuitState::HalfOpen
+            && epoch(self.probes.load(Ordering::Acquire)) == permit.epoch
+    }
+
     fn try_reserve(&self) -> Option<u32> {
         let permits = self.config.half_open_permits;
         self.probes

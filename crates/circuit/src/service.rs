@@ -190,9 +190,14 @@ where
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         let mut rechecked = false;
         loop {
-            // A reserved probe permit is kept until `call`; anything else is decided
-            // afresh (two atomic loads when closed).
-            if !matches!(self.admission, Some(Admission::Probe(_))) {
+            // A reserved probe permit is kept until `call` (unless the circuit has
+            // moved on since); anything else is decided afresh (two atomic loads
+            // when closed).
+            let keep =
+                matches!(&self.admission, Some(Admission::Probe(p)) if self.shared.is_current(p));
+            if !keep {
+                // A stale permit goes back before a new decision.
+                self.admission = None;
                 self.admission = match self.shared.admit() {
                     Decision::Closed => Some(Admission::Closed),
                     Decision::Probe(permit) => Some(Admission::Probe(permit)),
@@ -245,14 +250,27 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
+        // What `poll_ready` granted still holds if the circuit has not moved since
+        // (one more look at two atomics). If it has, for example because other
+        // requests tripped it in between, decide again: an open circuit admits
+        // nothing, whatever was granted before.
         let admission = match self.admission.take() {
-            Some(a) => a,
-            // `call` without `poll_ready`: decide now, without waiting.
-            None => match self.shared.admit() {
-                Decision::Closed => Admission::Closed,
-                Decision::Probe(permit) => Admission::Probe(permit),
-                Decision::Blocked { retry_in, .. } => Admission::Refused(retry_in),
-            },
+            Some(Admission::Closed) if self.shared.health.circuit() == CircuitState::Closed => {
+                Admission::Closed
+            }
+            Some(Admission::Probe(permit)) if self.shared.is_current(&permit) => {
+                Admission::Probe(permit)
+            }
+            Some(Admission::Refused(retry_in)) => Admission::Refused(retry_in),
+            stale => {
+                // Give a stale permit back before asking for a new one.
+                drop(stale);
+                match self.shared.admit() {
+                    Decision::Closed => Admission::Closed,
+                    Decision::Probe(permit) => Admission::Probe(permit),
+                    Decision::Blocked { retry_in, .. } => Admission::Refused(retry_in),
+                }
+            }
         };
         let ticket = match admission {
             Admission::Closed => Ticket::Closed,

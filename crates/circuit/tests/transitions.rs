@@ -657,3 +657,44 @@ fn invalid_configs_are_refused() {
         CircuitBreakerLayer::with_config(health, CircuitConfig::default().jitter(2.0)).unwrap_err();
     assert_eq!(err.field(), "jitter");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_grant_that_went_stale_before_call_is_decided_again() {
+    let mut h = harness(
+        CircuitConfig::default()
+            .consecutive_failures(1)
+            .half_open(2, 3),
+    );
+    // Ready while closed; another clone trips the circuit before this one calls.
+    let mut late = h.svc.clone();
+    assert_ready_ok!(late.poll_ready());
+    let _ = h.answer(503).await;
+    assert_eq!(
+        h.refused_with(&mut late).await.retry_in(),
+        Duration::from_secs(30)
+    );
+
+    // Two probe permits; the first probe fails and re-opens the circuit, so the
+    // second permit is worthless: its call is refused without reaching the provider.
+    advance(Duration::from_secs(30)).await;
+    let mut a = h.svc.clone();
+    let mut b = h.svc.clone();
+    assert_ready_ok!(a.poll_ready());
+    assert_ready_ok!(b.poll_ready());
+    let fut = a.call(Request::new(()));
+    h.handle
+        .next_request()
+        .await
+        .unwrap()
+        .1
+        .send_response(response(500));
+    let _ = fut.await;
+    assert_eq!(h.health.circuit(), CircuitState::Open);
+    let err = b.call(Request::new(())).await.unwrap_err();
+    assert!(h.handle.poll_request().is_pending());
+    assert_eq!(
+        find::<CircuitOpen>(&*err).unwrap().retry_in(),
+        Duration::from_secs(60)
+    );
+    assert_eq!(h.svc.get_ref().probes_in_flight(), 0);
+}
