@@ -1,0 +1,675 @@
+//! The Redis implementation of the core store trait.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tower_failover_core::{
+    CircuitState, Health, HealthEventKind, ProviderId, SharedStore, SharedUpdate, StateStore,
+    StoreStatus, health::WeakHealth,
+};
+
+use crate::config::{ConfigError, RedisConfig};
+use crate::wire::{Message, Stored, Update, now_ms, parse_message, parse_stored};
+
+/// How many updates may wait for the writer; past it, new updates are dropped (the
+/// latest state per key is kept and re-sent on reconnect, so nothing durable is lost).
+const QUEUE: usize = 4096;
+
+/// Writes only if the stored value is older (by `ts_ms`) than ours.
+const SET_IF_NEWER: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local ok, v = pcall(cjson.decode, cur)
+  if ok and type(v) == 'table' and tonumber(v['ts_ms']) and tonumber(v['ts_ms']) >= tonumber(ARGV[2]) then
+    return 0
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+return 1
+"#;
+
+/// Moves a deadline later, never earlier.
+const EXTEND_DEADLINE: &str = r#"
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+local new = tonumber(ARGV[1])
+if new > cur then
+  redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[1] + 1000)
+  return 1
+end
+return 0
+"#;
+
+enum Outgoing {
+    Update {
+        provider: String,
+        ts_ms: u64,
+        update: Update,
+    },
+    Lease {
+        key: String,
+        ttl: Duration,
+    },
+}
+
+#[derive(Clone)]
+struct Lease {
+    holder: String,
+    expires: Instant,
+}
+
+struct Inner {
+    config: RedisConfig,
+    client: redis::Client,
+    replica: String,
+    tx: mpsc::Sender<Outgoing>,
+    attached: Mutex<Vec<WeakHealth>>,
+    /// Newest timestamp applied or published, per circuit/ramp key.
+    versions: Mutex<HashMap<String, u64>>,
+    /// Usage not yet written: provider → (prompt, completion, cost micros).
+    usage: Mutex<HashMap<String, [u64; 3]>>,
+    leases: Mutex<HashMap<String, Lease>>,
+    connected: AtomicBool,
+    last_error: Mutex<Option<String>>,
+    resync_now: Notify,
+}
+
+/// Shared provider state on Redis. See the [crate documentation](crate).
+///
+/// Dropping the store stops its background tasks.
+pub struct RedisStore {
+    inner: Arc<Inner>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for RedisStore {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("url", &self.inner.config.redacted_url())
+            .field("namespace", &self.inner.config.namespace)
+            .field("replica", &self.inner.replica)
+            .field("connected", &self.inner.connected.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl RedisStore {
+    /// Validates `config` and starts the store's background tasks (writer, pub/sub
+    /// listener, resync). Returns at once: connecting happens in the background, and
+    /// the replica serves on local state until it succeeds. Must be called inside a
+    /// tokio runtime.
+    pub fn start(config: RedisConfig) -> Result<SharedStore, ConfigError> {
+        Ok(Arc::new(RedisStore::start_typed(config)?))
+    }
+
+    /// Like [`start`](Self::start), returning the concrete type (for
+    /// [`is_connected`](Self::is_connected) and [`replica_id`](Self::replica_id)).
+    pub fn start_typed(config: RedisConfig) -> Result<RedisStore, ConfigError> {
+        config.validate()?;
+        let client = redis::Client::open(config.url.as_str()).map_err(|_| ConfigError {
+            field: "url",
+            reason: "is not a valid redis:// URL",
+        })?;
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let mut rng = tower_failover_core::rng::Rng::from_entropy();
+        let inner = Arc::new(Inner {
+            config,
+            client,
+            replica: format!("r{:016x}", rng.next_u64()),
+            tx,
+            attached: Mutex::new(Vec::new()),
+            versions: Mutex::new(HashMap::new()),
+            usage: Mutex::new(HashMap::new()),
+            leases: Mutex::new(HashMap::new()),
+            connected: AtomicBool::new(false),
+            last_error: Mutex::new(Some("connecting".to_owned())),
+            resync_now: Notify::new(),
+        });
+        let tasks = vec![
+            tokio::spawn(writer(inner.clone(), rx)),
+            tokio::spawn(listener(inner.clone())),
+            tokio::spawn(resyncer(inner.clone())),
+        ];
+        Ok(RedisStore { inner, tasks })
+    }
+
+    /// Whether Redis answered the last command.
+    pub fn is_connected(&self) -> bool {
+        self.inner.connected.load(Ordering::Relaxed)
+    }
+
+    /// This replica's id in Redis (random per store).
+    pub fn replica_id(&self) -> &str {
+        &self.inner.replica
+    }
+}
+
+impl StateStore for RedisStore {
+    fn publish(&self, provider: &ProviderId, update: &SharedUpdate) {
+        let inner = &self.inner;
+        let name = provider.to_string();
+        if let SharedUpdate::Usage {
+            prompt_tokens,
+            completion_tokens,
+            cost_micros,
+        } = update
+        {
+            let mut usage = lock(&inner.usage);
+            let slot = usage.entry(name).or_default();
+            slot[0] += prompt_tokens;
+            slot[1] += completion_tokens;
+            slot[2] += cost_micros;
+            return;
+        }
+        let Some(update) = Update::from_shared(update) else {
+            return;
+        };
+        let ts_ms = now_ms();
+        if let Some(key) = inner.versioned_key(&name, &update) {
+            let mut versions = lock(&inner.versions);
+            let v = versions.entry(key).or_default();
+            *v = (*v).max(ts_ms);
+        }
+        let msg = Outgoing::Update {
+            provider: name,
+            ts_ms,
+            update,
+        };
+        if inner.tx.try_send(msg).is_err() {
+            tracing::debug!("redis store: update queue full, update dropped (latest state is re-sent on reconnect)");
+        }
+    }
+
+    fn attach(&self, health: &Health) {
+        lock(&self.inner.attached).push(health.downgrade());
+        self.inner.resync_now.notify_one();
+    }
+
+    fn try_lease(&self, provider: &ProviderId, what: &str, ttl: Duration) -> bool {
+        let inner = &self.inner;
+        let key = inner.key(&format!("lease:{what}"), &provider.to_string());
+        let now = Instant::now();
+        let mut leases = lock(&inner.leases);
+        if let Some(l) = leases.get(&key).filter(|l| l.expires > now) {
+            return l.holder == inner.replica;
+        }
+        // Not decided yet (Redis down, or a lease nobody raced for): take it locally
+        // and claim it in Redis; if another replica holds it there, the next call
+        // learns so. Serving never waits on Redis.
+        leases.insert(
+            key.clone(),
+            Lease {
+                holder: inner.replica.clone(),
+                expires: now + ttl,
+            },
+        );
+        let _ = inner.tx.try_send(Outgoing::Lease { key, ttl });
+        true
+    }
+
+    fn status(&self) -> StoreStatus {
+        StoreStatus {
+            kind: "redis".to_owned(),
+            connected: self.inner.connected.load(Ordering::Relaxed),
+            detail: lock(&self.inner.last_error).clone(),
+        }
+    }
+}
+
+impl Inner {
+    fn key(&self, kind: &str, name: &str) -> String {
+        format!("{}:{kind}:{name}", self.config.namespace)
+    }
+
+    fn channel(&self) -> String {
+        format!("{}:updates", self.config.namespace)
+    }
+
+    fn versioned_key(&self, provider: &str, update: &Update) -> Option<String> {
+        match update {
+            Update::Circuit { .. } => Some(self.key("circuit", provider)),
+            Update::Ramp { .. } => Some(self.key("ramp", provider)),
+            Update::RateLimited { .. } => None,
+        }
+    }
+
+    fn healths(&self) -> Vec<Health> {
+        let mut attached = lock(&self.attached);
+        attached.retain(|w| w.upgrade().is_some());
+        attached.iter().filter_map(WeakHealth::upgrade).collect()
+    }
+
+    fn set_connected(&self, connected: bool, detail: Option<String>) {
+        let was = self.connected.swap(connected, Ordering::AcqRel);
+        *lock(&self.last_error) = detail.clone();
+        if was != connected {
+            if connected {
+                tracing::info!(url = %self.config.redacted_url(), "redis store connected");
+            } else {
+                tracing::warn!(url = %self.config.redacted_url(), error = ?detail, "redis store unreachable: serving on local state");
+            }
+            if let Some(h) = self.healths().first() {
+                h.emit(HealthEventKind::Store { connected });
+            }
+        }
+    }
+
+    async fn connect(&self) -> Option<ConnectionManager> {
+        let t = self.config.command_timeout;
+        let cfg = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(t))
+            .set_response_timeout(Some(t))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        match tokio::time::timeout(t * 2, self.client.get_connection_manager_with_config(cfg)).await
+        {
+            Ok(Ok(conn)) => Some(conn),
+            Ok(Err(e)) => {
+                self.set_connected(false, Some(format!("connect: {}", e.kind_name())));
+                None
+            }
+            Err(_) => {
+                self.set_connected(false, Some("connect: timed out".to_owned()));
+                None
+            }
+        }
+    }
+
+    /// Applies an update from Redis (channel or resync) if it is newer than what we
+    /// know and passes validation.
+    fn apply(&self, provider: &str, ts_ms: u64, update: &Update) {
+        let Some(shared) = update.validate(now_ms(), self.config.max_deadline) else {
+            tracing::debug!(provider, "redis store: ignored an untrustworthy or expired value");
+            return;
+        };
+        if let Some(key) = self.versioned_key(provider, update) {
+            let mut versions = lock(&self.versions);
+            let v = versions.entry(key).or_default();
+            if ts_ms <= *v {
+                return;
+            }
+            *v = ts_ms;
+        }
+        for h in self.healths() {
+            let matches = match update {
+                Update::RateLimited { group, .. } => match h.quota().name() {
+                    Some(name) => name == group,
+                    None => h.id().to_string() == *group,
+                },
+                _ => h.id().to_string() == provider,
+            };
+            if matches {
+                h.apply_remote(&shared);
+            }
+        }
+    }
+}
+
+fn kind_of(err: &redis::RedisError) -> String {
+    // Only the error's kind: messages may quote commands and keys, never needed here.
+    format!("redis error: {}", err.kind_name())
+}
+
+trait KindName {
+    fn kind_name(&self) -> &'static str;
+}
+
+impl KindName for redis::RedisError {
+    fn kind_name(&self) -> &'static str {
+        if self.is_io_error() || self.is_connection_dropped() || self.is_connection_refusal() {
+            "connection"
+        } else if self.is_timeout() {
+            "timeout"
+        } else {
+            "command"
+        }
+    }
+}
+
+/// The background writer: batches updates, writes them, keeps the latest state per
+/// key until Redis has it.
+async fn writer(inner: Arc<Inner>, mut rx: mpsc::Receiver<Outgoing>) {
+    let set_if_newer = redis::Script::new(SET_IF_NEWER);
+    let extend = redis::Script::new(EXTEND_DEADLINE);
+    let mut conn: Option<ConnectionManager> = None;
+    let mut pending: HashMap<String, Outgoing> = HashMap::new();
+    let mut flush = tokio::time::interval(inner.config.usage_flush_interval);
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        tokio::select! {
+            msg = rx.recv() => match msg {
+                Some(m) => merge(&inner, &mut pending, m),
+                None => return,
+            },
+            _ = flush.tick() => {}
+        }
+        while let Ok(m) = rx.try_recv() {
+            merge(&inner, &mut pending, m);
+        }
+        let usage: Vec<(String, [u64; 3])> = lock(&inner.usage).drain().collect();
+        if pending.is_empty() && usage.is_empty() {
+            continue;
+        }
+        if conn.is_none() {
+            conn = inner.connect().await;
+        }
+        let Some(c) = conn.as_mut() else {
+            // Keep usage for later; wait a little before trying again.
+            {
+                let mut u = lock(&inner.usage);
+                for (k, v) in usage {
+                    let slot = u.entry(k).or_default();
+                    for (total, add) in slot.iter_mut().zip(v) {
+                        *total += add;
+                    }
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+            continue;
+        };
+        let mut failed = None;
+        let keys: Vec<String> = pending.keys().cloned().collect();
+        for key in keys {
+            let Some(item) = pending.get(&key) else { continue };
+            match write(&inner, c, &set_if_newer, &extend, item).await {
+                Ok(()) => {
+                    pending.remove(&key);
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        if failed.is_none() {
+            for (provider, [p, cpl, cost]) in &usage {
+                let key = inner.key("usage", provider);
+                let r: redis::RedisResult<()> = redis::pipe()
+                    .hincr(&key, "prompt_tokens", *p)
+                    .ignore()
+                    .hincr(&key, "completion_tokens", *cpl)
+                    .ignore()
+                    .hincr(&key, "cost_micros", *cost)
+                    .ignore()
+                    .pexpire(&key, inner.config.key_ttl.as_millis() as i64)
+                    .ignore()
+                    .query_async(c)
+                    .await;
+                if let Err(e) = r {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        match failed {
+            None => {
+                backoff = Duration::from_millis(100);
+                inner.set_connected(true, None);
+            }
+            Some(e) => {
+                inner.set_connected(false, Some(kind_of(&e)));
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+fn merge(inner: &Inner, pending: &mut HashMap<String, Outgoing>, m: Outgoing) {
+    let key = match &m {
+        Outgoing::Update {
+            provider, update, ..
+        } => match update {
+            Update::RateLimited { group, .. } => inner.key("ratelimit", group),
+            other => inner
+                .versioned_key(provider, other)
+                .unwrap_or_else(|| provider.clone()),
+        },
+        Outgoing::Lease { key, .. } => key.clone(),
+    };
+    // A later deadline always wins; for versioned values, the newest write wins.
+    if let (
+        Some(Outgoing::Update {
+            update: Update::RateLimited { until_ms: old, .. },
+            ..
+        }),
+        Outgoing::Update {
+            update: Update::RateLimited { until_ms: new, .. },
+            ..
+        },
+    ) = (pending.get(&key), &m)
+        && old >= new
+    {
+        return;
+    }
+    pending.insert(key, m);
+}
+
+async fn write(
+    inner: &Inner,
+    c: &mut ConnectionManager,
+    set_if_newer: &redis::Script,
+    extend: &redis::Script,
+    item: &Outgoing,
+) -> redis::RedisResult<()> {
+    let ttl_ms = inner.config.key_ttl.as_millis() as u64;
+    match item {
+        Outgoing::Update {
+            provider,
+            ts_ms,
+            update,
+        } => {
+            let message = Message {
+                replica: inner.replica.clone(),
+                ts_ms: *ts_ms,
+                provider: provider.clone(),
+                update: update.clone(),
+            };
+            let payload = serde_json::to_string(&message).unwrap_or_default();
+            match update {
+                Update::RateLimited { group, until_ms } => {
+                    let _: i32 = extend
+                        .key(inner.key("ratelimit", group))
+                        .arg(*until_ms)
+                        .invoke_async(c)
+                        .await?;
+                }
+                Update::Circuit { .. } | Update::Ramp { .. } => {
+                    let stored = Stored {
+                        replica: inner.replica.clone(),
+                        ts_ms: *ts_ms,
+                        update: update.clone(),
+                    };
+                    let key = inner.versioned_key(provider, update).unwrap_or_default();
+                    let _: i32 = set_if_newer
+                        .key(key)
+                        .arg(serde_json::to_string(&stored).unwrap_or_default())
+                        .arg(*ts_ms)
+                        .arg(ttl_ms)
+                        .invoke_async(c)
+                        .await?;
+                }
+            }
+            let _: i64 = redis::cmd("PUBLISH")
+                .arg(inner.channel())
+                .arg(payload)
+                .query_async(c)
+                .await?;
+            // When a circuit opens, race for the right to probe it when half-open is
+            // due, so exactly one replica probes.
+            if let Update::Circuit {
+                state: CircuitState::Open,
+                open_until_ms: Some(until),
+                ..
+            } = update
+            {
+                let ttl = until.saturating_sub(now_ms()) + 30_000;
+                claim_lease(inner, c, &inner.key("lease:probe", provider), ttl).await?;
+            }
+            Ok(())
+        }
+        Outgoing::Lease { key, ttl } => {
+            claim_lease(inner, c, key, ttl.as_millis() as u64).await?;
+            Ok(())
+        }
+    }
+}
+
+async fn claim_lease(
+    inner: &Inner,
+    c: &mut ConnectionManager,
+    key: &str,
+    ttl_ms: u64,
+) -> redis::RedisResult<()> {
+    let _: Option<String> = redis::cmd("SET")
+        .arg(key)
+        .arg(&inner.replica)
+        .arg("NX")
+        .arg("PX")
+        .arg(ttl_ms.max(1))
+        .query_async(c)
+        .await?;
+    learn_lease(inner, c, key).await
+}
+
+async fn learn_lease(inner: &Inner, c: &mut ConnectionManager, key: &str) -> redis::RedisResult<()> {
+    let (holder, pttl): (Option<String>, i64) = redis::pipe()
+        .get(key)
+        .pttl(key)
+        .query_async(c)
+        .await?;
+    if let (Some(holder), true) = (holder, pttl > 0) {
+        lock(&inner.leases).insert(
+            key.to_owned(),
+            Lease {
+                holder,
+                expires: Instant::now() + Duration::from_millis(pttl as u64),
+            },
+        );
+    }
+    Ok(())
+}
+
+/// Listens on the channel and applies other replicas' updates.
+async fn listener(inner: Arc<Inner>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let t = inner.config.command_timeout;
+        match tokio::time::timeout(t * 2, inner.client.get_async_pubsub()).await {
+            Ok(Ok(mut pubsub)) => {
+                if pubsub.subscribe(inner.channel()).await.is_ok() {
+                    backoff = Duration::from_millis(100);
+                    inner.set_connected(true, None);
+                    inner.resync_now.notify_one();
+                    let mut stream = pubsub.into_on_message();
+                    while let Some(msg) = stream.next().await {
+                        let Some(m) = parse_message(msg.get_payload_bytes()) else {
+                            tracing::debug!("redis store: ignored a malformed message");
+                            continue;
+                        };
+                        if m.replica != inner.replica {
+                            inner.apply(&m.provider, m.ts_ms, &m.update);
+                        }
+                    }
+                }
+                inner.set_connected(false, Some("pub/sub connection lost".to_owned()));
+            }
+            Ok(Err(e)) => inner.set_connected(false, Some(kind_of(&e))),
+            Err(_) => inner.set_connected(false, Some("pub/sub: timed out".to_owned())),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Reads every attached provider's shared state back, in case a message was missed.
+async fn resyncer(inner: Arc<Inner>) {
+    let mut conn: Option<ConnectionManager> = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(inner.config.resync_interval) => {}
+            _ = inner.resync_now.notified() => {}
+        }
+        let healths = inner.healths();
+        if healths.is_empty() {
+            continue;
+        }
+        if conn.is_none() {
+            conn = inner.connect().await;
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        if let Err(e) = resync_once(&inner, c, &healths).await {
+            inner.set_connected(false, Some(kind_of(&e)));
+        }
+    }
+}
+
+async fn resync_once(
+    inner: &Inner,
+    c: &mut ConnectionManager,
+    healths: &[Health],
+) -> redis::RedisResult<()> {
+    let names: Vec<String> = healths.iter().map(|h| h.id().to_string()).collect();
+    let mut keys = Vec::with_capacity(names.len() * 2);
+    for n in &names {
+        keys.push(inner.key("circuit", n));
+        keys.push(inner.key("ramp", n));
+    }
+    let values: Vec<Option<Vec<u8>>> = redis::cmd("MGET").arg(&keys).query_async(c).await?;
+    for (i, v) in values.iter().enumerate() {
+        let Some(stored) = v.as_deref().and_then(parse_stored) else {
+            continue;
+        };
+        if stored.replica != inner.replica {
+            inner.apply(&names[i / 2], stored.ts_ms, &stored.update);
+        }
+    }
+    let mut groups: Vec<String> = healths
+        .iter()
+        .map(|h| {
+            h.quota()
+                .name()
+                .map_or_else(|| h.id().to_string(), str::to_owned)
+        })
+        .collect();
+    groups.sort();
+    groups.dedup();
+    let keys: Vec<String> = groups.iter().map(|g| inner.key("ratelimit", g)).collect();
+    let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(c).await?;
+    for (group, v) in groups.iter().zip(values) {
+        let Some(until_ms) = v.and_then(|s| s.trim().parse::<u64>().ok()) else {
+            continue;
+        };
+        let update = Update::RateLimited {
+            group: group.clone(),
+            until_ms,
+        };
+        inner.apply(group, 0, &update);
+    }
+    for n in &names {
+        learn_lease(inner, c, &inner.key("lease:probe", n)).await?;
+    }
+    inner.set_connected(true, None);
+    Ok(())
+}
