@@ -225,9 +225,14 @@ pub(crate) async fn handle(
     match decision.fault {
         Some(Fault::Refuse) => {
             ctl.kill();
+            // The connection task drops this future with the connection.
             return std::future::pending().await;
         }
-        Some(Fault::Hang) => return std::future::pending().await,
+        Some(Fault::Hang) => {
+            // Never answers. The future is dropped with its connection (HTTP/1.1)
+            // or when its stream is reset (HTTP/2), at the latest when the sim stops.
+            return std::future::pending().await;
+        }
         Some(Fault::Status(s)) => return ctx.error(s, None),
         Some(Fault::RateLimit(ra)) => return rate_limited_fault(&ctx, ra),
         _ => {}

@@ -496,3 +496,33 @@ async fn counters_reset() {
     sim.handle().reset_counters();
     assert_eq!(sim.counters(), Default::default());
 }
+
+#[tokio::test]
+async fn stopping_a_sim_ends_hung_requests_over_h1_and_h2() {
+    for h2 in [false, true] {
+        let sim = sim(Flavor::OpenAi).await;
+        sim.add_fault(Fault::Hang).unwrap();
+        let c: HttpClient =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .http2_only(h2)
+                .build_http();
+        let url = sim.completion_url();
+        let pending = tokio::spawn(async move {
+            send(&c, http::Method::POST, &url, Some(&openai_chat(false))).await
+        });
+        let h = sim.handle();
+        within(2, async {
+            while h.counters().received == 0 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+        .await;
+        sim.shutdown().await;
+        let res = within(2, pending).await.unwrap();
+        assert!(
+            res.is_err(),
+            "the hung request fails once the sim is gone (h2: {h2})"
+        );
+        assert_eq!(h.counters().answered, 0);
+    }
+}
