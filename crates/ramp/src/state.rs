@@ -279,6 +279,20 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_share_is_admitted_within_a_few_requests(
+            ppm in 0u32..=FULL_SHARE_PPM,
+            seed: u64,
+            n in 1u64..5_000,
+        ) {
+            let core = core_at(ppm, seed);
+            let admitted = (0..n).filter(|_| core.admit()).count() as f64;
+            let want = n as f64 * f64::from(ppm) / 1e6;
+            proptest::prop_assert!((admitted - want).abs() <= 4.0, "{} vs {}", admitted, want);
+        }
+    }
+
     #[test]
     fn full_share_and_open_circuits_admit_everything() {
         let core = core_at(FULL_SHARE_PPM, 1);
