@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
+use std::time::Duration;
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, Layer, Service, ServiceExt};
 use tower_failover_circuit::{CircuitBreakerLayer, CircuitConfig};
@@ -18,8 +19,10 @@ use tower_failover_core::error::{Shed, find};
 use tower_failover_core::observe::ObserveLayer;
 use tower_failover_core::replay::ReplayBody;
 use tower_failover_core::{Health, Registry};
+use tower_failover_provider::{Anthropic, OpenAiCompatible};
 use tower_failover_ramp::{RampConfig, RampLayer, Step};
 use tower_failover_sim::{Flavor, SimHandle};
+use tower_failover_validate::{ValidateLayer, Wire};
 
 use crate::metrics::Recorder;
 use crate::script::{PROVIDERS, Timings};
@@ -64,6 +67,32 @@ pub(crate) fn describe() -> Vec<(&'static str, &'static str)> {
             "STAND-IN (ordered fallback skipping unavailable providers; 429 → next)",
         ),
     ]
+}
+
+/// Type-erases a response body.
+fn erase<B>(res: Response<B>) -> Response<DrillBody>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    res.map(|b| b.map_err(Into::into).boxed_unsync())
+}
+
+/// Type-erases a service of the drill's requests.
+fn boxed<S, B>(svc: S) -> ProviderSvc
+where
+    S: Service<Request<ReplayBody>, Response = Response<B>, Error = BoxError>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    BoxCloneSyncService::new(ServiceExt::<Request<ReplayBody>>::map_response(
+        svc, erase::<B>,
+    ))
 }
 
 /// The model each provider is asked for.
@@ -119,9 +148,41 @@ fn provider_stack(
     recorder: &Arc<Recorder>,
     seed: u64,
 ) -> ProviderSvc {
-    let client = standin::StandinClient::new(sim.base_url(), flavor(i), model(i));
-    let timed = standin::AttemptTimeout::new(client, timings.attempt_timeout);
-    let observed = ObserveLayer::new(health.clone()).layer(timed);
+    let validated = ValidateLayer::llm()
+        .wire(Wire::OpenAi)
+        .provider(health.id().clone());
+    let validated = match flavor(i) {
+        Flavor::OpenAi => boxed(
+            validated.layer(
+                OpenAiCompatible::builder()
+                    .name(PROVIDERS[i])
+                    .base_url(format!("{}/v1", sim.base_url()))
+                    .api_key("sk-drill-not-a-secret")
+                    .connect_timeout(Duration::from_secs(1))
+                    .first_byte_timeout(timings.attempt_timeout)
+                    .total_timeout(timings.attempt_timeout)
+                    .health(health.clone())
+                    .build()
+                    .expect("a valid provider configuration"),
+            ),
+        ),
+        Flavor::Anthropic => boxed(
+            validated.layer(
+                Anthropic::builder()
+                    .name(PROVIDERS[i])
+                    .base_url(sim.base_url())
+                    .api_key("sk-drill-not-a-secret")
+                    .model("gpt-4o-mini", model(i))
+                    .connect_timeout(Duration::from_secs(1))
+                    .first_byte_timeout(timings.attempt_timeout)
+                    .total_timeout(timings.attempt_timeout)
+                    .health(health.clone())
+                    .build()
+                    .expect("a valid provider configuration"),
+            ),
+        ),
+    };
+    let observed = ObserveLayer::new(health.clone()).layer(validated);
     let circuit =
         CircuitBreakerLayer::with_config(health.clone(), circuit_config(timings, seed, i))
             .expect("a valid circuit configuration")
@@ -136,7 +197,7 @@ fn provider_stack(
         recorder: Arc::clone(recorder),
     };
     BoxCloneSyncService::new(counted.map_response(move |res| {
-        let mut res = res.map(|b| b.map_err(Into::into).boxed_unsync());
+        let mut res = erase(res);
         res.extensions_mut().insert(ServedBy(i));
         res
     }))
