@@ -10,8 +10,7 @@
 //! - every response's headers correct the estimate: the level the provider reports,
 //!   plus what refilled since the request left, minus what we sent after it. The
 //!   reported `remaining` is a whole number, so a level already inside
-//!   `[remaining, remaining + 1)` is kept as is (no rounding loss per response); with
-//!   the limit and the reset time the level is known to the millisecond;
+//!   `[remaining, remaining + 1)` is kept as is (no rounding loss per response);
 //! - optional configured budgets (`requests_per_minute`, `tokens_per_minute`) are
 //!   purely local buckets, for a key shared with other applications.
 //!
@@ -38,6 +37,7 @@ use crate::error::ConfigError;
 
 /// Levels within this of the need count as enough (float rounding).
 const EPSILON: f64 = 1e-6;
+
 
 /// The tracked quota of one group (one API key or organisation). Cloning shares it.
 ///
@@ -231,22 +231,15 @@ impl Bucket {
             }
         }
         let credit = self.rate * elapsed.as_secs_f64();
+        // What the provider had right after this request was a whole number `r` of
+        // units or up to one more; what we admitted since comes off, what refilled
+        // since comes on. Our own running level is kept while it stays inside those
+        // bounds (no rounding loss per response), and starts at the low end.
+        // The reset time is not used for the level: Anthropic's are whole seconds,
+        // worth more than a unit at high rates, and an early guess means a 429.
         let lower = r - after;
         let upper = r + 1.0 + credit - after;
-        // With limit, rate and time-to-full, the level the provider had is exact
-        // (to the reset header's precision); `remaining` is its floor.
-        let exact = match (limit, reset) {
-            (Some(_), Some(reset)) if self.rate > 0.0 => {
-                let level = self.capacity - self.rate * reset.as_secs_f64();
-                Some(level.clamp(r, r + 1.0 - EPSILON) + credit - after)
-            }
-            _ => None,
-        };
-        let level = match (exact, self.known) {
-            (Some(level), _) => level,
-            (None, true) => self.level,
-            (None, false) => lower,
-        };
+        let level = if self.known { self.level } else { lower };
         let mut level = level.clamp(lower, upper);
         if self.capacity > 0.0 {
             level = level.min(self.capacity);
@@ -551,36 +544,40 @@ mod tests {
         let h = Health::standalone("p", "m");
         let t = QuotaTracker::new(QuotaConfig::default()).unwrap();
         let start = Instant::now();
+        let headers = info(&[
+            ("x-ratelimit-limit-requests", "60"),
+            ("x-ratelimit-remaining-requests", "0"),
+            ("x-ratelimit-reset-requests", "59.5s"),
+        ]);
         let ticket = t.admit(0, start, &h).unwrap();
-        // Level 0.5 after this request: remaining 0, full in 59.5 s.
+        // First sight: the low end of what `remaining: 0` allows.
+        t.observe(&ticket, &headers, start, &h);
+        assert_eq!(t.estimate().requests, Some(0.0));
+        assert_eq!(h.quota().remaining(start), Some(Duration::from_secs(1)));
+
+        // From then on the running level is kept while the headers allow it:
+        // 1.7 - 1 = 0.7 is not rounded down to 0 by the next `remaining: 0`.
+        tokio::time::advance(ms(1700)).await;
+        let now = Instant::now();
+        let ticket = t.admit(0, now, &h).unwrap();
+        t.observe(&ticket, &headers, now, &h);
+        let level = t.estimate().requests.unwrap();
+        assert!((level - 0.7).abs() < 1e-6, "{level}");
+        // So the next request fits in 0.3 s, not a whole second.
+        assert_eq!(h.quota().remaining(now), Some(ms(300)));
+
+        // A provider that says less than we think (another client on the key) wins.
+        let ticket = t.admit(0, now + ms(300), &h).unwrap();
         t.observe(
             &ticket,
             &info(&[
                 ("x-ratelimit-limit-requests", "60"),
                 ("x-ratelimit-remaining-requests", "0"),
-                ("x-ratelimit-reset-requests", "59.5s"),
             ]),
-            start,
+            now + ms(300),
             &h,
         );
-        let level = t.estimate().requests.unwrap();
-        assert!((level - 0.5).abs() < 1e-6, "{level}");
-        // Half a second to the next request, not a whole one.
-        assert_eq!(h.quota().remaining(start), Some(ms(500)));
-
-        // Without the reset header, a level already within [remaining, remaining+1)
-        // is kept, not rounded down.
-        tokio::time::advance(ms(700)).await;
-        let now = Instant::now();
-        let ticket = t.admit(0, now, &h).unwrap(); // 1.2 - 1 = 0.2
-        t.observe(
-            &ticket,
-            &info(&[("x-ratelimit-remaining-requests", "0")]),
-            now,
-            &h,
-        );
-        let level = t.estimate().requests.unwrap();
-        assert!((level - 0.2).abs() < 1e-6, "{level}");
+        assert!(t.estimate().requests.unwrap() < 1.0);
     }
 
     #[tokio::test(start_paused = true)]
