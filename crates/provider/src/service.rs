@@ -354,7 +354,7 @@ where
                 Bytes::new()
             }
         };
-        if let Some(hint) = error_hint(&body) {
+        if let Some(hint) = error_hint(rparts.status.as_u16(), &body) {
             tracing::debug!(?hint, "error body hint");
             rparts.extensions.insert(hint);
         }

@@ -452,7 +452,10 @@ fn conversation_round_trip() {
                 calls.push(json!({"id": tc["id"], "type": "function",
                                   "function": {"name": tc["function"]["name"], "arguments": ""}}));
             }
-            let args = calls[i]["function"]["arguments"].as_str().unwrap().to_string()
+            let args = calls[i]["function"]["arguments"]
+                .as_str()
+                .unwrap()
+                .to_string()
                 + tc["function"]["arguments"].as_str().unwrap_or("");
             calls[i]["function"]["arguments"] = json!(args);
         }
