@@ -212,6 +212,12 @@ pub struct OverflowConfig {
     /// The cap of that extra delay. Default: 2 s.
     #[serde(with = "duration_serde")]
     pub max_jitter: Duration,
+    /// The window assumed for a 429 that names no wait, when this router marks the
+    /// target's quota group itself (it does so quietly, in case no
+    /// [`ObserveLayer`](tower_failover_core::observe::ObserveLayer) below did).
+    /// Default: 1 s, like the observe layer's.
+    #[serde(with = "duration_serde")]
+    pub default_retry_after: Duration,
     /// The pacing queue.
     pub pacing: PacingConfig,
     /// Seed of the jitter (default: drawn from entropy). Set it for reproducible
@@ -224,6 +230,7 @@ impl Default for OverflowConfig {
         OverflowConfig {
             jitter: 0.1,
             max_jitter: Duration::from_secs(2),
+            default_retry_after: Duration::from_secs(1),
             pacing: PacingConfig::default(),
             seed: None,
         }
@@ -240,6 +247,12 @@ impl OverflowConfig {
     /// Sets the cap of the take-back jitter.
     pub fn max_jitter(mut self, max: Duration) -> Self {
         self.max_jitter = max;
+        self
+    }
+
+    /// Sets the window assumed for a 429 that names none.
+    pub fn default_retry_after(mut self, wait: Duration) -> Self {
+        self.default_retry_after = wait;
         self
     }
 
@@ -262,6 +275,12 @@ impl OverflowConfig {
         }
         if self.max_jitter > Duration::from_secs(3600) {
             return Err(ConfigError::new("max_jitter", "must be at most an hour"));
+        }
+        if self.default_retry_after > Duration::from_secs(3600) {
+            return Err(ConfigError::new(
+                "default_retry_after",
+                "must be at most an hour",
+            ));
         }
         if self.pacing.capacity > 0 && self.pacing.max_wait.is_zero() {
             return Err(ConfigError::new(

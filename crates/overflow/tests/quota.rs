@@ -42,7 +42,8 @@ async fn retry_after_in_every_form_capped_and_defaulted() {
         default_retry_after: secs(2),
     };
     let date = |ahead: u64| httpdate::fmt_http_date(SystemTime::now() + secs(ahead));
-    let cases: Vec<(&str, Vec<(&'static str, String)>, Duration, Duration)> = vec![
+    type Case = (&'static str, Vec<(&'static str, String)>, Duration, Duration);
+    let cases: Vec<Case> = vec![
         ("seconds", vec![("retry-after", "7".into())], secs(7), secs(7)),
         (
             "fractional seconds",

@@ -194,6 +194,7 @@ where
     /// Records the attempt on `current` and decides where the request goes next.
     fn hop(&mut self, sent: bool, outcome: Outcome, err: Option<&(dyn Error + 'static)>, now: Instant) -> Step {
         let target = &self.shared.targets[self.current];
+        let outcome_wait = outcome;
         let mut attempt = Attempt::new(
             target.health.id().clone(),
             outcome,
@@ -204,6 +205,13 @@ where
         }
         self.attempts.push(attempt);
         if sent {
+            // The observe layer below (if any) has marked the group and published it;
+            // mark it here too, quietly, so that no stack without one sends this
+            // target anything inside the window. A later deadline always wins.
+            if let Outcome::RateLimited { retry_after } = outcome_wait {
+                let wait = retry_after.unwrap_or(self.shared.config.default_retry_after);
+                target.health.quota().limit_until(now + wait);
+            }
             tracing::debug!(provider = %target.health.id(), "answered 429: overflowing");
             self.sent |= bit(self.current);
             self.owe_budget = true;
