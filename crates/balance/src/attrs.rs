@@ -317,10 +317,11 @@ mod tests {
         assert_eq!(a.tier.as_deref(), Some("strong"));
         assert!(a.tools);
         assert_eq!(a.prompt_tokens, Some(9));
+        let bare = Request::new(());
         let a = DefaultAttributes::new()
             .tier_header(None)
             .model_header(Some(HeaderName::from_static("x-model")))
-            .attributes(&Request::new(()));
+            .attributes(&bare);
         assert_eq!(a, RequestAttrs::new());
     }
 

@@ -399,19 +399,19 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        if let Some(deadline) = this.ctx.deadline {
-            if !matches!(*this.state, State::Done) {
-                if this.total.is_none() {
-                    this.total.set(Some(sleep_until(deadline)));
-                }
-                if let Some(total) = this.total.as_mut().as_pin_mut() {
-                    if total.poll(cx).is_ready() {
-                        this.state.set(State::Done);
-                        this.ctx.parked = None;
-                        let after = deadline.saturating_duration_since(this.ctx.started);
-                        return Poll::Ready(Err(Elapsed::new(TimeoutKind::Total, after).into()));
-                    }
-                }
+        if let Some(deadline) = this.ctx.deadline
+            && !matches!(*this.state, State::Done)
+        {
+            if this.total.is_none() {
+                this.total.set(Some(sleep_until(deadline)));
+            }
+            if let Some(total) = this.total.as_mut().as_pin_mut()
+                && total.poll(cx).is_ready()
+            {
+                this.state.set(State::Done);
+                this.ctx.parked = None;
+                let after = deadline.saturating_duration_since(this.ctx.started);
+                return Poll::Ready(Err(Elapsed::new(TimeoutKind::Total, after).into()));
             }
         }
         loop {
@@ -428,19 +428,19 @@ where
                             Step::Next => continue,
                         }
                     }
-                    if let Some(timer) = this.timer.as_mut().as_pin_mut() {
-                        if timer.poll(cx).is_ready() {
-                            this.state.set(State::Idle);
-                            let after = this
-                                .ctx
-                                .table
-                                .settings
-                                .failover
-                                .attempt_timeout
-                                .unwrap_or_default();
-                            this.ctx.on_attempt_timeout(after);
-                            continue;
-                        }
+                    if let Some(timer) = this.timer.as_mut().as_pin_mut()
+                        && timer.poll(cx).is_ready()
+                    {
+                        this.state.set(State::Idle);
+                        let after = this
+                            .ctx
+                            .table
+                            .settings
+                            .failover
+                            .attempt_timeout
+                            .unwrap_or_default();
+                        this.ctx.on_attempt_timeout(after);
+                        continue;
                     }
                     return Poll::Pending;
                 }
@@ -466,15 +466,15 @@ where
                             this.ctx.waiting = true;
                             arm(this.timer.as_mut(), now + wait);
                         }
-                        if let Some(timer) = this.timer.as_mut().as_pin_mut() {
-                            if timer.poll(cx).is_ready() {
-                                this.state.set(State::Done);
-                                this.ctx.parked = None;
-                                let err = this
-                                    .ctx
-                                    .all_failed(Some("no provider became ready in time"), now);
-                                return Poll::Ready(Err(err));
-                            }
+                        if let Some(timer) = this.timer.as_mut().as_pin_mut()
+                            && timer.poll(cx).is_ready()
+                        {
+                            this.state.set(State::Done);
+                            this.ctx.parked = None;
+                            let err = this
+                                .ctx
+                                .all_failed(Some("no provider became ready in time"), now);
+                            return Poll::Ready(Err(err));
                         }
                         return Poll::Pending;
                     }

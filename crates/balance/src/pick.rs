@@ -203,10 +203,10 @@ fn cheapest<S>(
     let mut chosen: Option<u32> = None;
     for &i in members {
         let ep = table.endpoint(i);
-        if let Some(c) = chosen {
-            if ep.price > table.endpoint(c).price {
-                break;
-            }
+        if let Some(c) = chosen
+            && ep.price > table.endpoint(c).price
+        {
+            break;
         }
         if latency_ns(ep, settings) > limit || !eligible(i) {
             continue;
@@ -253,7 +253,7 @@ mod tests {
     use crate::provider::ProviderOptions;
     use crate::table::{Entry, Spec};
     use crate::{RequestAttrs, config::Weighting};
-    use proptest::prelude::*;
+    use proptest::prelude::{Just, any, prop_assert, prop_oneof, proptest};
     use std::time::Duration;
     use tower_failover_core::{CircuitState, Health};
 

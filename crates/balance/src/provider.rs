@@ -130,13 +130,13 @@ impl ProviderOptions {
                 format!("{} is not a number in (0, 1e9]", self.weight),
             ));
         }
-        if let Some(p) = self.price_per_million {
-            if !(p.is_finite() && (0.0..=1e9).contains(&p)) {
-                return Err(ConfigError::new(
-                    field("price_per_million"),
-                    format!("{p} is not a price in [0, 1e9]"),
-                ));
-            }
+        if let Some(p) = self.price_per_million
+            && !(p.is_finite() && (0.0..=1e9).contains(&p))
+        {
+            return Err(ConfigError::new(
+                field("price_per_million"),
+                format!("{p} is not a price in [0, 1e9]"),
+            ));
         }
         if self.context_window == Some(0) {
             return Err(ConfigError::new(

@@ -88,10 +88,10 @@ impl<S> Spec<S> {
             ("context_window_fallback", &self.context_fallback),
             ("content_policy_fallback", &self.policy_fallback),
         ] {
-            if let Some(id) = target {
-                if !self.entries.iter().any(|e| e.health.id() == id) {
-                    return Err(ConfigError::new(field, format!("unknown provider {id}")));
-                }
+            if let Some(id) = target
+                && !self.entries.iter().any(|e| e.health.id() == id)
+            {
+                return Err(ConfigError::new(field, format!("unknown provider {id}")));
             }
         }
         Ok(())
