@@ -79,8 +79,8 @@ async fn refuse_windows_follow_the_clock() {
     let sim = sim(Flavor::Anthropic).await;
     let now = sim.handle().elapsed();
     sim.set_faults([FaultSpec::new(Fault::Refuse).window(
-        now + Duration::from_millis(50),
-        now + Duration::from_millis(250),
+        now + Duration::from_millis(300),
+        now + Duration::from_millis(600),
     )])
     .unwrap();
     assert_eq!(refused(&sim).await, Some(false), "not yet");

@@ -411,7 +411,7 @@ async fn windows_on_the_sim_clock() {
     let sim = sim(Flavor::Anthropic).await;
     let now = sim.handle().elapsed();
     sim.set_faults([
-        FaultSpec::new(Fault::Status(529)).window(Duration::ZERO, now + Duration::from_millis(150)),
+        FaultSpec::new(Fault::Status(529)).window(Duration::ZERO, now + Duration::from_millis(500)),
         FaultSpec::new(Fault::Status(500)).from(now + Duration::from_secs(3600)),
     ])
     .unwrap();
@@ -422,7 +422,7 @@ async fn windows_on_the_sim_clock() {
             .status,
         529
     );
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(550)).await;
     assert_eq!(
         post(&c, &sim.completion_url(), &anthropic_messages(false))
             .await
