@@ -70,6 +70,7 @@ pub(crate) async fn run(router: Router, recorder: Arc<Recorder>, cfg: LoadConfig
         n += 1;
         recorder.in_flight.fetch_add(1, Ordering::Relaxed);
         recorder.sent.fetch_add(1, Ordering::Relaxed);
+        recorder.ramp_request();
         let router = router.clone();
         let recorder = Arc::clone(&recorder);
         let deadline = cfg.deadline;

@@ -28,7 +28,6 @@ mod metrics;
 mod report;
 mod script;
 mod stack;
-mod standin;
 mod view;
 
 use std::io::IsTerminal;

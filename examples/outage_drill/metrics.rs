@@ -30,9 +30,9 @@ pub(crate) struct StepRecord {
     pub(crate) provider: usize,
     /// The share the ramp announced for this step.
     pub(crate) target: f64,
-    /// Requests the router offered to the provider during the step.
-    pub(crate) offered: u64,
-    /// Of those, how many the ramp let through.
+    /// Caller requests sent during the step.
+    pub(crate) requests: u64,
+    /// Attempts that reached the provider's stack and were not shed by its ramp.
     pub(crate) admitted: u64,
 }
 
@@ -163,12 +163,19 @@ impl Recorder {
         }
     }
 
-    /// The ramp step a request offered to `provider` now counts towards, if any.
-    pub(crate) fn ramp_offer(&self, provider: usize) -> Option<usize> {
+    /// The ramp step an attempt at `provider` now counts towards, if any.
+    pub(crate) fn ramp_step_of(&self, provider: usize) -> Option<usize> {
+        lock(&self.ramp).current[provider]
+    }
+
+    /// Counts a caller request towards every ramp step in force.
+    pub(crate) fn ramp_request(&self) {
         let mut log = lock(&self.ramp);
-        let i = log.current[provider]?;
-        log.steps[i].offered += 1;
-        Some(i)
+        for i in 0..log.current.len() {
+            if let Some(step) = log.current[i] {
+                log.steps[step].requests += 1;
+            }
+        }
     }
 
     pub(crate) fn ramp_admitted(&self, step: usize) {

@@ -173,7 +173,7 @@ impl Report {
             .iter()
             .map(|s| {
                 let admitted =
-                    (s.offered > 0).then(|| round(s.admitted as f64 / s.offered as f64, 4));
+                    (s.requests > 0).then(|| round(s.admitted as f64 / s.requests as f64, 4));
                 json!({ "target": round(s.target, 4), "admitted": admitted })
             })
             .collect();
@@ -226,13 +226,13 @@ impl Report {
             self.completed
         );
         for s in &self.steps {
-            let admitted = if s.offered == 0 {
-                "no requests offered".to_owned()
+            let admitted = if s.requests == 0 {
+                "no requests during the step".to_owned()
             } else {
                 format!(
-                    "admitted {:5.1}% of {} offered",
-                    s.admitted as f64 * 100.0 / s.offered as f64,
-                    s.offered
+                    "admitted {:5.1}% of {} requests",
+                    s.admitted as f64 * 100.0 / s.requests as f64,
+                    s.requests
                 )
             };
             let _ = writeln!(

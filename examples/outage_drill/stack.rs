@@ -14,11 +14,13 @@ use http_body_util::combinators::UnsyncBoxBody;
 use std::time::Duration;
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, Layer, Service, ServiceExt};
+use tower_failover_balance::{Balance, BalanceConfig, ProviderOptions};
 use tower_failover_circuit::{CircuitBreakerLayer, CircuitConfig};
 use tower_failover_core::error::{Shed, find};
 use tower_failover_core::observe::ObserveLayer;
 use tower_failover_core::replay::ReplayBody;
 use tower_failover_core::{Health, Registry};
+use tower_failover_overflow::{QuotaConfig, QuotaLayer, QuotaTracker};
 use tower_failover_provider::{Anthropic, OpenAiCompatible};
 use tower_failover_ramp::{RampConfig, RampLayer, Step};
 use tower_failover_sim::{Flavor, SimHandle};
@@ -26,7 +28,6 @@ use tower_failover_validate::{ValidateLayer, Wire};
 
 use crate::metrics::Recorder;
 use crate::script::{PROVIDERS, Timings};
-use crate::standin;
 
 /// The body every provider stack answers with, once type-erased.
 pub(crate) type DrillBody = UnsyncBoxBody<Bytes, BoxError>;
@@ -55,6 +56,10 @@ pub(crate) fn describe() -> Vec<(&'static str, &'static str)> {
         ),
         ("observe", "tower-failover-core ObserveLayer"),
         (
+            "quota",
+            "tower-failover-overflow QuotaLayer (rate-limit headers, predictive)",
+        ),
+        (
             "circuit breaker",
             "STAND-IN (consecutive failures, one half-open probe)",
         ),
@@ -64,7 +69,7 @@ pub(crate) fn describe() -> Vec<(&'static str, &'static str)> {
         ),
         (
             "router + overflow",
-            "STAND-IN (ordered fallback skipping unavailable providers; 429 → next)",
+            "tower-failover-balance Balance (P2C least loaded, weights 4/1/2; 429, 5xx, shed → next provider)",
         ),
     ]
 }
@@ -110,6 +115,9 @@ pub(crate) fn flavor(i: usize) -> Flavor {
     }
 }
 
+/// The balancer's static weights: the primary is preferred, the cheap tertiary next.
+const WEIGHTS: [f64; 3] = [4.0, 1.0, 2.0];
+
 /// The circuit breaker opens after this many consecutive failures.
 const FAILURE_THRESHOLD: u32 = 5;
 
@@ -137,6 +145,9 @@ pub(crate) fn ramp_config(timings: &Timings, seed: u64, i: usize) -> RampConfig 
         .check_interval(timings.ramp_step / 10)
         .baseline_window(timings.ramp_step * 5)
         .cooldown(timings.circuit_cooldown, timings.circuit_cooldown * 2)
+        // The balancer routes exactly the ramp's share of all requests here: the
+        // ramp layer only drives and checks the schedule.
+        .shed(false)
         .seed(seed ^ (0x4a3b + i as u64))
 }
 
@@ -183,10 +194,12 @@ fn provider_stack(
         ),
     };
     let observed = ObserveLayer::new(health.clone()).layer(validated);
+    let tracker = QuotaTracker::new(QuotaConfig::default()).expect("a valid quota configuration");
+    let quota = QuotaLayer::new(health.clone(), tracker).layer(observed);
     let circuit =
         CircuitBreakerLayer::with_config(health.clone(), circuit_config(timings, seed, i))
             .expect("a valid circuit configuration")
-            .layer(observed);
+            .layer(quota);
     let ramp = RampLayer::try_new(health.clone(), ramp_config(timings, seed, i))
         .expect("a valid ramp configuration")
         .layer(circuit);
@@ -228,14 +241,19 @@ pub(crate) fn build(
             )
         })
         .collect();
-    let router = BoxCloneSyncService::new(standin::OrderedFallback::new(providers));
+    let mut builder = Balance::builder().config(BalanceConfig::default().seed(seed ^ 0xba1a));
+    for (i, (h, svc)) in providers.into_iter().enumerate() {
+        builder = builder.provider_with(h, svc, ProviderOptions::default().weight(WEIGHTS[i]));
+    }
+    let balance = builder.build().expect("a valid balancer configuration");
+    let router = BoxCloneSyncService::new(balance);
     (router, healths)
 }
 
 // ---- drill instrumentation -------------------------------------------------------
 
-/// Counts, outside the ramp, the requests offered to a provider during each ramp
-/// step and how many the ramp admitted (did not shed). Instrumentation for the
+/// Counts, outside the ramp, the attempts that reach a provider during each ramp
+/// step and are not shed by its ramp layer. Instrumentation for the
 /// report, not part of the stack being demonstrated.
 #[derive(Clone)]
 struct RampCount<S> {
@@ -261,7 +279,7 @@ where
 
     fn call(&mut self, req: Request<ReplayBody>) -> Self::Future {
         let step = match self.health.ramp_step() {
-            Some(_) => self.recorder.ramp_offer(self.provider),
+            Some(_) => self.recorder.ramp_step_of(self.provider),
             None => None,
         };
         let recorder = Arc::clone(&self.recorder);
