@@ -383,8 +383,10 @@ mod tests {
 
     #[test]
     fn debug_hides_key_and_header_values() {
-        let mut c = ProviderConfig::default();
-        c.api_key = Some(Secret::new("sk-top-secret"));
+        let mut c = ProviderConfig {
+            api_key: Some(Secret::new("sk-top-secret")),
+            ..ProviderConfig::default()
+        };
         c.headers
             .insert("x-custom-token".into(), "hdr-secret".into());
         let dbg = format!("{c:?}");

@@ -109,15 +109,10 @@ pub(crate) fn body_error(err: hyper::Error) -> BoxError {
 /// Anything that breaks an established exchange counts as a reset, except an I/O
 /// timeout.
 fn transport_kind(err: &(dyn Error + 'static)) -> FailureKind {
-    if let Some(io) = find::<io::Error>(err) {
-        if io.kind() == io::ErrorKind::TimedOut {
-            return FailureKind::Timeout;
-        }
-    }
-    if let Some(h) = find::<hyper::Error>(err) {
-        if h.is_timeout() {
-            return FailureKind::Timeout;
-        }
+    if find::<io::Error>(err).is_some_and(|io| io.kind() == io::ErrorKind::TimedOut)
+        || find::<hyper::Error>(err).is_some_and(hyper::Error::is_timeout)
+    {
+        return FailureKind::Timeout;
     }
     FailureKind::Reset
 }

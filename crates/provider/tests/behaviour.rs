@@ -449,9 +449,11 @@ fn invalid_configurations_name_the_field() {
         let err = err.unwrap_or_else(|| panic!("{field} should be refused"));
         assert_eq!(err.field(), field, "{err}");
     }
-    let mut both = ProviderConfig::default();
-    both.api_key = Some("k".into());
-    both.api_key_env = Some("X".into());
+    let both = ProviderConfig {
+        api_key: Some("k".into()),
+        api_key_env: Some("X".into()),
+        ..ProviderConfig::default()
+    };
     assert_eq!(
         Provider::from_config(both).build().unwrap_err().field(),
         "api_key"

@@ -537,11 +537,8 @@ fn push_content<'a>(
 ) -> Result<(), TranslateError> {
     match content {
         None => {}
-        Some(Content::Text(s)) => {
-            if !s.is_empty() {
-                blocks.push(Block::Text { text: s });
-            }
-        }
+        Some(Content::Text(s)) if !s.is_empty() => blocks.push(Block::Text { text: s }),
+        Some(Content::Text(_)) => {}
         Some(Content::Parts(parts)) => {
             for p in parts {
                 match (&*p.kind, &p.text, &p.image_url, &p.refusal) {

@@ -165,10 +165,10 @@ impl StreamScan {
         }
         // Only chunks that mention usage are worth parsing; most say `"usage":null`
         // or nothing at all.
-        if contains(data, b"\"usage\"") {
-            if let Ok(WithUsage { usage: Some(u) }) = serde_json::from_slice(data) {
-                self.usage = Some(u);
-            }
+        if contains(data, b"\"usage\"")
+            && let Ok(WithUsage { usage: Some(u) }) = serde_json::from_slice(data)
+        {
+            self.usage = Some(u);
         }
     }
 }
