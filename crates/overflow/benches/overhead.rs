@@ -18,7 +18,7 @@ use http::{HeaderMap, Request, Response};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use tower::{BoxError, Layer, Service};
 use tower_failover_core::Health;
-use tower_failover_core::replay::ReplayBody;
+use tower_failover_core::replay::{ReplayBody, clone_request};
 use tower_failover_overflow::{Overflow, QuotaConfig, QuotaLayer, QuotaTracker};
 
 #[global_allocator]
@@ -157,6 +157,18 @@ fn bench(c: &mut Criterion) {
                 BatchSize::SmallInput,
             )
         });
+        let mut bare = plain.clone();
+        g.bench_function("bare inner service + clone_request", |b| {
+            b.iter_batched(
+                || request(with_headers),
+                |req| {
+                    let copy = clone_request(&req);
+                    black_box(one(&mut bare, copy));
+                    drop(black_box(req));
+                },
+                BatchSize::SmallInput,
+            )
+        });
         let mut router = overflow(plain.clone());
         g.bench_function("Overflow over 2 targets, primary available", |b| {
             b.iter_batched(
@@ -193,13 +205,29 @@ fn bench(c: &mut Criterion) {
     g.finish();
 
     allocations("bare, request without headers", plain.clone(), false);
-    allocations("Overflow, request without headers", overflow(plain.clone()), false);
+    allocations(
+        "Overflow, request without headers",
+        overflow(plain.clone()),
+        false,
+    );
     allocations("bare, request with 2 headers", plain.clone(), true);
-    allocations("Overflow, request with 2 headers", overflow(plain.clone()), true);
+    allocations(
+        "Overflow, request with 2 headers",
+        overflow(plain.clone()),
+        true,
+    );
     allocations("bare, no rate-limit headers", plain.clone(), false);
-    allocations("QuotaLayer, no rate-limit headers", quota(plain.clone()), false);
+    allocations(
+        "QuotaLayer, no rate-limit headers",
+        quota(plain.clone()),
+        false,
+    );
     allocations("bare, OpenAI rate-limit headers", limited.clone(), false);
-    allocations("QuotaLayer, OpenAI rate-limit headers", quota(limited.clone()), false);
+    allocations(
+        "QuotaLayer, OpenAI rate-limit headers",
+        quota(limited.clone()),
+        false,
+    );
     allocations(
         "Overflow over QuotaLayer, OpenAI headers",
         Overflow::new([

@@ -289,7 +289,10 @@ impl OverflowConfig {
             ));
         }
         if self.pacing.max_wait > Duration::from_secs(3600) {
-            return Err(ConfigError::new("pacing.max_wait", "must be at most an hour"));
+            return Err(ConfigError::new(
+                "pacing.max_wait",
+                "must be at most an hour",
+            ));
         }
         Ok(())
     }
@@ -318,7 +321,10 @@ mod tests {
                 QuotaConfig::default().tokens_per_minute(0).validate(),
                 "tokens_per_minute",
             ),
-            (QuotaConfig::default().window(Duration::ZERO).validate(), "window"),
+            (
+                QuotaConfig::default().window(Duration::ZERO).validate(),
+                "window",
+            ),
             (
                 QuotaConfig::default()
                     .limits(HeaderLimits {
@@ -329,7 +335,10 @@ mod tests {
                 "limits.default_retry_after",
             ),
             (OverflowConfig::default().jitter(-0.1).validate(), "jitter"),
-            (OverflowConfig::default().jitter(f64::NAN).validate(), "jitter"),
+            (
+                OverflowConfig::default().jitter(f64::NAN).validate(),
+                "jitter",
+            ),
             (
                 OverflowConfig::default()
                     .pacing(PacingConfig {

@@ -38,7 +38,6 @@ use crate::error::ConfigError;
 /// Levels within this of the need count as enough (float rounding).
 const EPSILON: f64 = 1e-6;
 
-
 /// The tracked quota of one group (one API key or organisation). Cloning shares it.
 ///
 /// ```
@@ -654,8 +653,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn non_predictive_only_counts() {
         let h = Health::standalone("p", "m");
-        let t = QuotaTracker::new(QuotaConfig::default().requests_per_minute(1).predictive(false))
-            .unwrap();
+        let t = QuotaTracker::new(
+            QuotaConfig::default()
+                .requests_per_minute(1)
+                .predictive(false),
+        )
+        .unwrap();
         let now = Instant::now();
         for _ in 0..5 {
             t.admit(0, now, &h).unwrap();

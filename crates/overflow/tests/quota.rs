@@ -9,7 +9,7 @@ use common::{Scripted, req, status};
 use tokio::time::{Instant, advance};
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 use tower_failover_core::observe::ObserveLayer;
-use tower_failover_core::{Health, HeaderLimits, LlmClassifier};
+use tower_failover_core::{HeaderLimits, Health, LlmClassifier};
 use tower_failover_overflow::{LimitedMode, QuotaConfig, QuotaLayer, QuotaTracker};
 
 fn secs(n: u64) -> Duration {
@@ -42,9 +42,19 @@ async fn retry_after_in_every_form_capped_and_defaulted() {
         default_retry_after: secs(2),
     };
     let date = |ahead: u64| httpdate::fmt_http_date(SystemTime::now() + secs(ahead));
-    type Case = (&'static str, Vec<(&'static str, String)>, Duration, Duration);
+    type Case = (
+        &'static str,
+        Vec<(&'static str, String)>,
+        Duration,
+        Duration,
+    );
     let cases: Vec<Case> = vec![
-        ("seconds", vec![("retry-after", "7".into())], secs(7), secs(7)),
+        (
+            "seconds",
+            vec![("retry-after", "7".into())],
+            secs(7),
+            secs(7),
+        ),
         (
             "fractional seconds",
             vec![("retry-after", "1.5".into())],
@@ -53,16 +63,39 @@ async fn retry_after_in_every_form_capped_and_defaulted() {
         ),
         (
             "milliseconds win over seconds",
-            vec![("retry-after-ms", "2500".into()), ("retry-after", "9".into())],
+            vec![
+                ("retry-after-ms", "2500".into()),
+                ("retry-after", "9".into()),
+            ],
             Duration::from_millis(2500),
             Duration::from_millis(2500),
         ),
         // An HTTP-date has whole seconds: 20 s ahead reads as 19 to 20 s.
-        ("http-date", vec![("retry-after", date(20))], secs(19), secs(20)),
+        (
+            "http-date",
+            vec![("retry-after", date(20))],
+            secs(19),
+            secs(20),
+        ),
         ("absent: the default", vec![], secs(2), secs(2)),
-        ("garbage: the default", vec![("retry-after", "soon".into())], secs(2), secs(2)),
-        ("absurd: clamped", vec![("retry-after", "86400".into())], secs(30), secs(30)),
-        ("far date: clamped", vec![("retry-after", date(9_999_999))], secs(30), secs(30)),
+        (
+            "garbage: the default",
+            vec![("retry-after", "soon".into())],
+            secs(2),
+            secs(2),
+        ),
+        (
+            "absurd: clamped",
+            vec![("retry-after", "86400".into())],
+            secs(30),
+            secs(30),
+        ),
+        (
+            "far date: clamped",
+            vec![("retry-after", date(9_999_999))],
+            secs(30),
+            secs(30),
+        ),
     ];
     for (name, headers, low, high) in cases {
         let got = window_after_429(headers, limits).await;
@@ -100,8 +133,18 @@ async fn a_new_429_never_shortens_a_known_window() {
     stack.ready().await.unwrap().call(req("a")).await.unwrap();
     assert_eq!(h.quota().remaining(Instant::now()), Some(secs(30)));
     // The group is limited: the next call is refused without reaching the provider.
-    let err = stack.ready().await.unwrap().call(req("b")).await.unwrap_err();
-    assert!(err.to_string().contains("rate limited (retry after 30000 ms)"), "{err}");
+    let err = stack
+        .ready()
+        .await
+        .unwrap()
+        .call(req("b"))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("rate limited (retry after 30000 ms)"),
+        "{err}"
+    );
     assert_eq!(svc.calls(), 1);
     // A shorter 429 (from another replica, say) does not shorten it.
     h.quota().limit_until(Instant::now() + secs(2));
@@ -125,21 +168,30 @@ async fn gate_mode_holds_poll_ready_until_the_window_ends() {
     advance(secs(4)).await;
     assert!(!gated.is_woken());
     advance(secs(1)).await;
-    assert!(gated.is_woken(), "the timer wakes the task at the end of the window");
+    assert!(
+        gated.is_woken(),
+        "the timer wakes the task at the end of the window"
+    );
     assert!(gated.poll_ready().is_ready());
     // A longer window set while gated moves the timer.
     h.mark_rate_limited(secs(3));
     assert!(gated.poll_ready().is_pending());
     h.mark_rate_limited(secs(6));
     advance(secs(3)).await;
-    assert!(gated.poll_ready().is_pending(), "still limited: the later deadline holds");
+    assert!(
+        gated.poll_ready().is_pending(),
+        "still limited: the later deadline holds"
+    );
     advance(secs(3)).await;
     assert!(gated.poll_ready().is_ready());
 
     // Fail-fast (the default) stays ready and refuses in `call`.
     let mut fast = tower_test::mock::Spawn::new(
-        QuotaLayer::new(h.clone(), QuotaTracker::new(QuotaConfig::default()).unwrap())
-            .layer(svc.clone()),
+        QuotaLayer::new(
+            h.clone(),
+            QuotaTracker::new(QuotaConfig::default()).unwrap(),
+        )
+        .layer(svc.clone()),
     );
     h.mark_rate_limited(secs(5));
     assert!(fast.poll_ready().is_ready());

@@ -88,7 +88,11 @@ async fn primary_serves_until_limited_then_overflow_without_waiting() {
         assert_eq!(send(&mut router, "b").await.unwrap(), "overflow");
     }
     assert_eq!(Instant::now(), started, "overflow never waits");
-    assert_eq!(ps.calls(), 1, "nothing sent to the primary inside its window");
+    assert_eq!(
+        ps.calls(),
+        1,
+        "nothing sent to the primary inside its window"
+    );
     advance(secs(10)).await;
     assert_eq!(send(&mut router, "c").await.unwrap(), "primary");
     assert_eq!((ps.calls(), os.calls()), (2, 5));
@@ -129,7 +133,11 @@ async fn take_back_is_jittered_per_router_so_a_fleet_does_not_stampede() {
     }
     take_back.sort();
     take_back.dedup();
-    assert_eq!(take_back.len(), 3, "every router drew its own delay: {take_back:?}");
+    assert_eq!(
+        take_back.len(),
+        3,
+        "every router drew its own delay: {take_back:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -244,7 +252,11 @@ async fn pacing_releases_requests_just_under_the_known_limit() {
         assert_eq!(res.status(), 200);
     }
     let times: Vec<Duration> = svc.log().iter().map(|(t, _)| *t - start).collect();
-    assert_eq!(times, (0..5).map(secs).collect::<Vec<_>>(), "one per second");
+    assert_eq!(
+        times,
+        (0..5).map(secs).collect::<Vec<_>>(),
+        "one per second"
+    );
     assert_eq!(router.waiting(), 0);
     assert_eq!(h.counters().rate_limited, 0, "no 429 collected");
 }
@@ -363,7 +375,11 @@ async fn a_429_marks_the_whole_quota_group() {
         .unwrap();
     assert_eq!(send(&mut router, "x").await.unwrap(), "claude");
     assert_eq!(send(&mut router, "y").await.unwrap(), "claude");
-    assert_eq!(big_svc.calls(), 0, "the same key's other model shares the limit");
+    assert_eq!(
+        big_svc.calls(),
+        0,
+        "the same key's other model shares the limit"
+    );
     assert_eq!(mini_svc.calls(), 1);
     assert!(big.is_rate_limited(Instant::now()));
 }
@@ -383,7 +399,10 @@ async fn one_teams_batch_job_cannot_starve_another_teams_chat() {
         Scripted::ok("backup"),
     );
     let mut batch = Overflow::builder()
-        .target(batch_key.clone(), stack(&batch_key, batch_svc.clone(), budget(10)))
+        .target(
+            batch_key.clone(),
+            stack(&batch_key, batch_svc.clone(), budget(10)),
+        )
         .target(
             backup.clone(),
             stack(&backup, backup_svc.clone(), backup_tracker.clone()),
@@ -392,8 +411,14 @@ async fn one_teams_batch_job_cannot_starve_another_teams_chat() {
         .build()
         .unwrap();
     let mut chat = Overflow::builder()
-        .target(chat_key.clone(), stack(&chat_key, chat_svc.clone(), budget(10)))
-        .target(backup.clone(), stack(&backup, backup_svc.clone(), backup_tracker))
+        .target(
+            chat_key.clone(),
+            stack(&chat_key, chat_svc.clone(), budget(10)),
+        )
+        .target(
+            backup.clone(),
+            stack(&backup, backup_svc.clone(), backup_tracker),
+        )
         .config(no_jitter())
         .build()
         .unwrap();
@@ -452,10 +477,24 @@ async fn refused_before_sending_is_not_an_error_to_the_caller() {
     assert_eq!(send(&mut router, "a").await.unwrap(), "primary");
     assert_eq!(send(&mut router, "b").await.unwrap(), "overflow");
     assert_eq!(ps.calls(), 1);
-    assert_eq!(p.counters().requests, 1, "refusals are not requests to the provider");
+    assert_eq!(
+        p.counters().requests,
+        1,
+        "refusals are not requests to the provider"
+    );
     // Calling the primary's stack directly shows the refusal.
-    let mut direct = stack(&p, ps.clone(), QuotaTracker::new(QuotaConfig::default()).unwrap());
-    let err = direct.ready().await.unwrap().call(req("c")).await.unwrap_err();
+    let mut direct = stack(
+        &p,
+        ps.clone(),
+        QuotaTracker::new(QuotaConfig::default()).unwrap(),
+    );
+    let err = direct
+        .ready()
+        .await
+        .unwrap()
+        .call(req("c"))
+        .await
+        .unwrap_err();
     let limited = find::<RateLimited>(&*err).unwrap();
     assert_eq!(limited.provider(), Some(p.id()));
     assert_eq!(limited.retry_after(), Some(secs(60)));

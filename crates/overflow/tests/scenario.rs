@@ -22,7 +22,9 @@ use tower::{BoxError, Layer, Service, ServiceBuilder, ServiceExt};
 use tower_failover_core::observe::{Observe, ObserveLayer};
 use tower_failover_core::replay::ReplayBody;
 use tower_failover_core::{Health, Registry};
-use tower_failover_overflow::{Overflow, OverflowConfig, Quota, QuotaConfig, QuotaLayer, QuotaTracker};
+use tower_failover_overflow::{
+    Overflow, OverflowConfig, Quota, QuotaConfig, QuotaLayer, QuotaTracker,
+};
 use tower_failover_sim::{Flavor, Sim};
 
 /// The provider adapter of these tests: points the request at one sim.
@@ -96,7 +98,12 @@ async fn run(flavor: Flavor, predictive: bool, seconds: u64) -> Report {
         .start()
         .await
         .unwrap();
-    let overflow = Sim::builder(flavor).name("overflow").seed(2).start().await.unwrap();
+    let overflow = Sim::builder(flavor)
+        .name("overflow")
+        .seed(2)
+        .start()
+        .await
+        .unwrap();
     let client = Client::builder(TokioExecutor::new()).build_http::<ReplayBody>();
     let registry = Registry::new();
     let violations = Arc::new(AtomicUsize::new(0));
@@ -191,21 +198,30 @@ fn check_twice_the_rpm(r: &Report) {
     assert_eq!(r.errors, 0, "zero errors to callers");
     assert!(used >= 0.95, "primary quota used: {:.1} %", used * 100.0);
     assert!(used <= 1.0 + 1e-9, "never more than the quota");
-    assert_eq!(r.violations, 0, "nothing sent to the primary inside its window");
+    assert_eq!(
+        r.violations, 0,
+        "nothing sent to the primary inside its window"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn openai_at_twice_the_rpm_uses_the_quota_and_never_sends_inside_the_window() {
     let r = run(Flavor::OpenAi, true, 150).await;
     check_twice_the_rpm(&r);
-    assert_eq!(r.primary_quota_429s, 0, "predicted: the primary never said 429");
+    assert_eq!(
+        r.primary_quota_429s, 0,
+        "predicted: the primary never said 429"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn anthropic_at_twice_the_rpm_uses_the_quota_and_never_sends_inside_the_window() {
     let r = run(Flavor::Anthropic, true, 150).await;
     check_twice_the_rpm(&r);
-    assert_eq!(r.primary_quota_429s, 0, "predicted: the primary never said 429");
+    assert_eq!(
+        r.primary_quota_429s, 0,
+        "predicted: the primary never said 429"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -220,7 +236,11 @@ async fn header_driven_prediction_avoids_most_429s() {
     check_twice_the_rpm(&predicted);
     check_twice_the_rpm(&reactive);
     // ... but only prediction does it without collecting 429s.
-    assert!(reactive.primary_quota_429s >= 20, "{}", reactive.primary_quota_429s);
+    assert!(
+        reactive.primary_quota_429s >= 20,
+        "{}",
+        reactive.primary_quota_429s
+    );
     assert!(
         predicted.primary_quota_429s * 20 <= reactive.primary_quota_429s,
         "{} vs {}",
@@ -240,15 +260,22 @@ async fn the_quota_layer_alone_keeps_a_single_provider_under_its_limit() {
         .unwrap();
     let health = Health::standalone("openai", "gpt-4o-mini");
     let client = Client::builder(TokioExecutor::new()).build_http::<ReplayBody>();
-    let svc = QuotaLayer::new(health.clone(), QuotaTracker::new(QuotaConfig::default()).unwrap())
-        .layer(SimClient {
-            client,
-            url: sim.completion_url().parse().unwrap(),
-        });
+    let svc = QuotaLayer::new(
+        health.clone(),
+        QuotaTracker::new(QuotaConfig::default()).unwrap(),
+    )
+    .layer(SimClient {
+        client,
+        url: sim.completion_url().parse().unwrap(),
+    });
     let body = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
     let (mut ok, mut refused) = (0, 0);
     for _ in 0..100 {
-        match svc.clone().oneshot(Request::post("/").body(ReplayBody::from(body)).unwrap()).await {
+        match svc
+            .clone()
+            .oneshot(Request::post("/").body(ReplayBody::from(body)).unwrap())
+            .await
+        {
             Ok(res) => {
                 assert_eq!(res.status(), 200);
                 res.into_body().collect().await.unwrap();
@@ -261,6 +288,10 @@ async fn the_quota_layer_alone_keeps_a_single_provider_under_its_limit() {
         }
     }
     assert_eq!((ok, refused), (60, 40));
-    assert_eq!(sim.counters().quota_limited, 0, "no 429: refused before sending");
+    assert_eq!(
+        sim.counters().quota_limited,
+        0,
+        "no 429: refused before sending"
+    );
     assert_eq!(sim.counters().received, 60);
 }

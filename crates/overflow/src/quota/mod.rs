@@ -1,4 +1,4 @@
-//! Per-provider quota tracking: [`QuotaLayer`](crate::QuotaLayer) and its service.
+//! Per-provider quota tracking: [`QuotaLayer`] and its service.
 
 pub mod future;
 mod layer;

@@ -57,7 +57,9 @@ impl Core {
                     "provider asked for a rate-limit wait at or past the cap: clamped"
                 );
             }
-            self.health.quota().limit_until(now + wait.min(limits.max_wait));
+            self.health
+                .quota()
+                .limit_until(now + wait.min(limits.max_wait));
         }
     }
 
@@ -162,7 +164,9 @@ where
                     Some(until) if until > now => until,
                     _ => break,
                 };
-                let gate = self.gate.get_or_insert_with(|| Box::pin(sleep_until(until)));
+                let gate = self
+                    .gate
+                    .get_or_insert_with(|| Box::pin(sleep_until(until)));
                 if gate.deadline() != until {
                     gate.as_mut().reset(until);
                 }
@@ -207,10 +211,7 @@ mod tests {
             "retry-after-ms",
         ] {
             let mut h = h.clone();
-            h.insert(
-                http::HeaderName::from_static(name),
-                "1".parse().unwrap(),
-            );
+            h.insert(http::HeaderName::from_static(name), "1".parse().unwrap());
             assert!(has_rate_limit_headers(&h), "{name}");
         }
     }

@@ -101,7 +101,12 @@ where
     S: Service<Request<B>> + Clone,
     B: Clone,
 {
-    fn with(shared: Arc<Shared<S, C>>, req: Option<Request<B>>, current: usize, now: Instant) -> Ctx<S, B, C> {
+    fn with(
+        shared: Arc<Shared<S, C>>,
+        req: Option<Request<B>>,
+        current: usize,
+        now: Instant,
+    ) -> Ctx<S, B, C> {
         let keep = shared.len() > 1 || shared.config.pacing.capacity > 0;
         Ctx {
             shared,
@@ -135,7 +140,12 @@ where
     }
 
     /// Target `i` is available but no service is reserved for it.
-    pub(crate) fn start(shared: Arc<Shared<S, C>>, req: Request<B>, i: usize, now: Instant) -> Self {
+    pub(crate) fn start(
+        shared: Arc<Shared<S, C>>,
+        req: Request<B>,
+        i: usize,
+        now: Instant,
+    ) -> Self {
         let svc = shared.service(i);
         let mut ctx = Self::with(shared, Some(req), i, now);
         ctx.svc = Some(svc);
@@ -181,7 +191,6 @@ where
     S: Clone,
     B: Clone,
 {
-
     /// The request for the next attempt.
     fn request_for_attempt(&mut self) -> Option<Request<B>> {
         if self.keep {
@@ -192,7 +201,13 @@ where
     }
 
     /// Records the attempt on `current` and decides where the request goes next.
-    fn hop(&mut self, sent: bool, outcome: Outcome, err: Option<&(dyn Error + 'static)>, now: Instant) -> Step {
+    fn hop(
+        &mut self,
+        sent: bool,
+        outcome: Outcome,
+        err: Option<&(dyn Error + 'static)>,
+        now: Instant,
+    ) -> Step {
         let target = &self.shared.targets[self.current];
         let outcome_wait = outcome;
         let mut attempt = Attempt::new(

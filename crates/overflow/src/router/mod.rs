@@ -1,4 +1,4 @@
-//! The [`Overflow`](crate::Overflow) router over a primary and its overflow targets.
+//! The [`Overflow`] router over a primary and its overflow targets.
 
 pub mod future;
 mod service;

@@ -113,7 +113,12 @@ impl<S, C> fmt::Debug for Overflow<S, C> {
         f.debug_struct("Overflow")
             .field(
                 "targets",
-                &self.shared.targets.iter().map(|t| t.health.id()).collect::<Vec<_>>(),
+                &self
+                    .shared
+                    .targets
+                    .iter()
+                    .map(|t| t.health.id())
+                    .collect::<Vec<_>>(),
             )
             .field("config", &self.shared.config)
             .field("waiting", &self.waiting())
