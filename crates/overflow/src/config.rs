@@ -166,6 +166,16 @@ impl QuotaConfig {
 }
 
 /// The bounded queue that holds requests when every target is rate limited.
+///
+/// A waiting request sleeps until the earliest target it has not met yet is
+/// expected back (the end of its window, plus this router's take-back jitter), then
+/// tries again. With a [`QuotaLayer`](crate::QuotaLayer) in the target's stack,
+/// each admission marks the group limited until the next request fits, so waiters
+/// leave one at a time at the refill rate, just under the limit; without one,
+/// every waiter is released when the window ends. Order among waiters released at
+/// the same instant is not guaranteed to be first-in first-out; each is bounded by
+/// `max_wait`. Targets that already answered a request 429 are never waited for on
+/// its behalf.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PacingConfig {

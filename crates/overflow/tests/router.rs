@@ -517,3 +517,51 @@ fn builder_refuses_bad_input() {
     let ok = Overflow::new([(reg.provider("p", "m"), Scripted::ok("p"))]).unwrap();
     assert!(format!("{ok:?}").contains("p/m"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn pacing_waits_for_rate_limits_only_not_open_circuits() {
+    use tower_failover_core::CircuitState;
+    let reg = Registry::new();
+    let (p, o) = (reg.provider("primary", "m"), reg.provider("overflow", "m"));
+    let (ps, os) = (Scripted::ok("primary"), Scripted::ok("overflow"));
+    let router = Overflow::builder()
+        .target(p.clone(), stack(&p, ps.clone(), tracker()))
+        .target(o.clone(), stack(&o, os.clone(), tracker()))
+        .config(no_jitter())
+        .build()
+        .unwrap();
+    o.force(Some(CircuitState::Open));
+    p.mark_rate_limited(secs(2));
+    let start = Instant::now();
+    let res = router.clone().oneshot(req("x")).await.unwrap();
+    assert_eq!(common::body_of(res).await, "primary");
+    assert_eq!(
+        Instant::now() - start,
+        secs(2),
+        "waited for the primary's reset"
+    );
+    assert_eq!(os.calls(), 0);
+
+    // Nothing limited by a quota, everything down: no wait, no reason of ours.
+    p.force(Some(CircuitState::Open));
+    let err = router.clone().oneshot(req("y")).await.unwrap_err();
+    assert_eq!(all_failed(&err).reason(), None);
+    assert_eq!(Instant::now() - start, secs(2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_waiter_gives_its_place_back() {
+    let h = Health::standalone("only", "m");
+    let router = Overflow::builder()
+        .target(h.clone(), stack(&h, Scripted::ok("only"), tracker()))
+        .config(no_jitter())
+        .build()
+        .unwrap();
+    h.mark_rate_limited(secs(3));
+    let waiter = tokio::spawn(router.clone().oneshot(req("x")));
+    tokio::task::yield_now().await;
+    assert_eq!(router.waiting(), 1);
+    waiter.abort();
+    let _ = waiter.await;
+    assert_eq!(router.waiting(), 0);
+}
