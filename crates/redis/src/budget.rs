@@ -62,12 +62,10 @@ impl FleetBudget {
             }));
         }
         let client = redis::Client::open(config.url.as_str())?;
-        let conn = tokio::time::timeout(
-            config.command_timeout * 2,
-            client.get_connection_manager(),
-        )
-        .await
-        .map_err(|_| "redis connect timed out")??;
+        let conn =
+            tokio::time::timeout(config.command_timeout * 2, client.get_connection_manager())
+                .await
+                .map_err(|_| "redis connect timed out")??;
         Ok(FleetBudget {
             conn,
             key: format!("{}:budget:{name}", config.namespace),

@@ -101,10 +101,18 @@ impl RedisConfig {
         ) {
             return err("resync_interval", "must be between 50ms and 1h");
         }
-        if !within(self.key_ttl, Duration::from_secs(1), Duration::from_secs(86_400 * 7)) {
+        if !within(
+            self.key_ttl,
+            Duration::from_secs(1),
+            Duration::from_secs(86_400 * 7),
+        ) {
             return err("key_ttl", "must be between 1s and 7 days");
         }
-        if !within(self.max_deadline, Duration::from_secs(1), Duration::from_secs(86_400)) {
+        if !within(
+            self.max_deadline,
+            Duration::from_secs(1),
+            Duration::from_secs(86_400),
+        ) {
             return err("max_deadline", "must be between 1s and 1 day");
         }
         if !within(
@@ -174,7 +182,11 @@ impl ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid redis store config: `{}` {}", self.field, self.reason)
+        write!(
+            f,
+            "invalid redis store config: `{}` {}",
+            self.field, self.reason
+        )
     }
 }
 
@@ -188,7 +200,10 @@ mod tests {
     fn refuses_bad_values_naming_the_field() {
         let cases = [
             (RedisConfig::new("http://nope"), "url"),
-            (RedisConfig::new("redis://x").namespace("has space"), "namespace"),
+            (
+                RedisConfig::new("redis://x").namespace("has space"),
+                "namespace",
+            ),
             (RedisConfig::new("redis://x").namespace(""), "namespace"),
             (
                 RedisConfig::new("redis://x").resync_interval(Duration::ZERO),

@@ -195,7 +195,9 @@ impl StateStore for RedisStore {
             update,
         };
         if inner.tx.try_send(msg).is_err() {
-            tracing::debug!("redis store: update queue full, update dropped (latest state is re-sent on reconnect)");
+            tracing::debug!(
+                "redis store: update queue full, update dropped (latest state is re-sent on reconnect)"
+            );
         }
     }
 
@@ -298,7 +300,10 @@ impl Inner {
     /// know and passes validation.
     fn apply(&self, provider: &str, ts_ms: u64, update: &Update) {
         let Some(shared) = update.validate(now_ms(), self.config.max_deadline) else {
-            tracing::debug!(provider, "redis store: ignored an untrustworthy or expired value");
+            tracing::debug!(
+                provider,
+                "redis store: ignored an untrustworthy or expired value"
+            );
             return;
         };
         if let Some(key) = self.versioned_key(provider, update) {
@@ -391,7 +396,9 @@ async fn writer(inner: Arc<Inner>, mut rx: mpsc::Receiver<Outgoing>) {
         let mut failed = None;
         let keys: Vec<String> = pending.keys().cloned().collect();
         for key in keys {
-            let Some(item) = pending.get(&key) else { continue };
+            let Some(item) = pending.get(&key) else {
+                continue;
+            };
             match write(&inner, c, &set_if_newer, &extend, item).await {
                 Ok(()) => {
                     pending.remove(&key);
@@ -553,12 +560,13 @@ async fn claim_lease(
     learn_lease(inner, c, key).await
 }
 
-async fn learn_lease(inner: &Inner, c: &mut ConnectionManager, key: &str) -> redis::RedisResult<()> {
-    let (holder, pttl): (Option<String>, i64) = redis::pipe()
-        .get(key)
-        .pttl(key)
-        .query_async(c)
-        .await?;
+async fn learn_lease(
+    inner: &Inner,
+    c: &mut ConnectionManager,
+    key: &str,
+) -> redis::RedisResult<()> {
+    let (holder, pttl): (Option<String>, i64) =
+        redis::pipe().get(key).pttl(key).query_async(c).await?;
     if let (Some(holder), true) = (holder, pttl > 0) {
         lock(&inner.leases).insert(
             key.to_owned(),
