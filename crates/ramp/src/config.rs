@@ -39,7 +39,11 @@ impl ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid ramp configuration: `{}` {}", self.field, self.reason)
+        write!(
+            f,
+            "invalid ramp configuration: `{}` {}",
+            self.field, self.reason
+        )
     }
 }
 
@@ -166,7 +170,10 @@ impl Schedule {
                     return Err(ConfigError::new("schedule.steps", "must not be empty"));
                 }
                 if steps.len() > 1000 {
-                    return Err(ConfigError::new("schedule.steps", "has more than 1000 steps"));
+                    return Err(ConfigError::new(
+                        "schedule.steps",
+                        "has more than 1000 steps",
+                    ));
                 }
                 let mut prev = 0.0;
                 for (i, s) in steps.iter().enumerate() {
@@ -200,7 +207,10 @@ impl Schedule {
                     ));
                 }
                 if c.duration.is_zero() {
-                    return Err(ConfigError::new("schedule.curve.duration", "must not be zero"));
+                    return Err(ConfigError::new(
+                        "schedule.curve.duration",
+                        "must not be zero",
+                    ));
                 }
                 Ok(())
             }
@@ -401,7 +411,10 @@ impl RampConfig {
         if !(self.error_rate_factor.is_finite() && self.error_rate_factor >= 0.0) {
             return Err(ConfigError::new(
                 "error_rate_factor",
-                format!("must be a finite number >= 0, got {}", self.error_rate_factor),
+                format!(
+                    "must be a finite number >= 0, got {}",
+                    self.error_rate_factor
+                ),
             ));
         }
         if !(self.min_error_rate.is_finite() && (0.0..=1.0).contains(&self.min_error_rate)) {
@@ -431,7 +444,10 @@ impl RampConfig {
             }
         }
         if self.max_cooldown < self.cooldown {
-            return Err(ConfigError::new("max_cooldown", "must not be below cooldown"));
+            return Err(ConfigError::new(
+                "max_cooldown",
+                "must not be below cooldown",
+            ));
         }
         Ok(())
     }
@@ -577,11 +593,17 @@ impl ProbeConfig {
             })?;
             // The value may be a secret: never echo it.
             let v = HeaderValue::from_str(value).map_err(|_| {
-                ConfigError::new(format!("probe.headers.{name}"), "is not a valid header value")
+                ConfigError::new(
+                    format!("probe.headers.{name}"),
+                    "is not a valid header value",
+                )
             })?;
             headers.insert(n, v);
         }
-        for (field, d) in [("probe.interval", self.interval), ("probe.timeout", self.timeout)] {
+        for (field, d) in [
+            ("probe.interval", self.interval),
+            ("probe.timeout", self.timeout),
+        ] {
             if d.is_zero() {
                 return Err(ConfigError::new(field, "must not be zero"));
             }
@@ -703,13 +725,19 @@ mod tests {
                 "schedule.curve.points",
             ),
             (RampConfig::new().min_sample(0), "min_sample"),
-            (RampConfig::new().error_rate_factor(-1.0), "error_rate_factor"),
+            (
+                RampConfig::new().error_rate_factor(-1.0),
+                "error_rate_factor",
+            ),
             (RampConfig::new().min_error_rate(2.0), "min_error_rate"),
             (
                 RampConfig::new().min_error_rate(0.3).max_error_rate(0.2),
                 "max_error_rate",
             ),
-            (RampConfig::new().check_interval(Duration::ZERO), "check_interval"),
+            (
+                RampConfig::new().check_interval(Duration::ZERO),
+                "check_interval",
+            ),
             (
                 RampConfig::new().cooldown(Duration::from_secs(60), Duration::from_secs(10)),
                 "max_cooldown",
@@ -755,9 +783,11 @@ mod tests {
         let shown = format!("{p:?}");
         assert!(shown.contains("authorization"));
         assert!(!shown.contains("sk-secret"), "{shown}");
-        let req: Request<String> = p.template().unwrap().build::<Bytes>().map(|b| {
-            String::from_utf8(b.to_vec()).unwrap()
-        });
+        let req: Request<String> = p
+            .template()
+            .unwrap()
+            .build::<Bytes>()
+            .map(|b| String::from_utf8(b.to_vec()).unwrap());
         assert_eq!(req.method(), Method::POST);
         assert_eq!(req.body(), "{}");
         assert_eq!(req.headers()["authorization"], "Bearer sk-secret");
@@ -767,15 +797,27 @@ mod tests {
         assert_eq!(err.field(), "probe.headers.x");
         assert!(!err.to_string().contains("line"));
         assert_eq!(
-            ProbeConfig::new().request("G E T", "/").validate().unwrap_err().field(),
+            ProbeConfig::new()
+                .request("G E T", "/")
+                .validate()
+                .unwrap_err()
+                .field(),
             "probe.method"
         );
         assert_eq!(
-            ProbeConfig::new().request("GET", "not a uri").validate().unwrap_err().field(),
+            ProbeConfig::new()
+                .request("GET", "not a uri")
+                .validate()
+                .unwrap_err()
+                .field(),
             "probe.uri"
         );
         assert_eq!(
-            ProbeConfig::new().timeout(Duration::ZERO).validate().unwrap_err().field(),
+            ProbeConfig::new()
+                .timeout(Duration::ZERO)
+                .validate()
+                .unwrap_err()
+                .field(),
             "probe.timeout"
         );
     }

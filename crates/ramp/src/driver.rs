@@ -130,9 +130,7 @@ async fn ramp(core: &Core, watch: &mut watch::Receiver<CircuitState>) -> End {
         let hold_until = Instant::now() + step.hold;
         loop {
             let c = core.counts().since(start);
-            if c.counted >= config.min_sample
-                && c.failures as f64 > threshold * c.counted as f64
-            {
+            if c.counted >= config.min_sample && c.failures as f64 > threshold * c.counted as f64 {
                 roll_back(core, step.share, c, threshold);
                 return End::RolledBack;
             }

@@ -94,7 +94,8 @@ where
                 match result {
                     Ok(res) => {
                         if let Some(t) = track {
-                            t.core.record(t.epoch, &t.classifier.classify_response(&res));
+                            t.core
+                                .record(t.epoch, &t.classifier.classify_response(&res));
                         }
                         Poll::Ready(Ok(res))
                     }

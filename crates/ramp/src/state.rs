@@ -87,7 +87,10 @@ impl Core {
         if self.health.circuit() != CircuitState::Closed {
             return true;
         }
-        let x = self.seq.fetch_add(WEYL, Ordering::Relaxed).wrapping_add(WEYL);
+        let x = self
+            .seq
+            .fetch_add(WEYL, Ordering::Relaxed)
+            .wrapping_add(WEYL);
         // x / 2^64 < share, in parts per million.
         ((u128::from(x) * u128::from(FULL_SHARE_PPM)) >> 64) < u128::from(ppm)
     }
@@ -299,7 +302,8 @@ mod tests {
         assert!((0..1000).all(|_| core.admit()));
         let core = core_at(0, 1);
         assert!((0..1000).all(|_| !core.admit()));
-        core.health.transition(CircuitState::Closed, CircuitState::Open, None);
+        core.health
+            .transition(CircuitState::Closed, CircuitState::Open, None);
         assert!(core.admit(), "the breaker decides while not closed");
         let health = Health::standalone("p", "m");
         health.set_ramp(Some(0), 0);
@@ -316,10 +320,7 @@ mod tests {
         core.record(e, &Outcome::Success);
         core.record(e, &Outcome::failure(FailureKind::Timeout));
         core.record(e, &Outcome::RateLimited { retry_after: None });
-        core.record(
-            e,
-            &Outcome::rejected(tower_failover_core::RejectKind::Shed),
-        );
+        core.record(e, &Outcome::rejected(tower_failover_core::RejectKind::Shed));
         assert_eq!(
             core.counts().since(start),
             Counts {

@@ -11,7 +11,10 @@ type Mock = mock::Mock<Request<String>, Response<String>>;
 type Handle = mock::Handle<Request<String>, Response<String>>;
 
 fn setup(health: &Health) -> (mock::Spawn<tower_failover_ramp::Ramp<Mock>>, Handle) {
-    mock::spawn_layer(RampLayer::new(health.clone(), RampConfig::default().seed(1)))
+    mock::spawn_layer(RampLayer::new(
+        health.clone(),
+        RampConfig::default().seed(1),
+    ))
 }
 
 #[tokio::test]
@@ -22,7 +25,6 @@ async fn readiness_is_the_inner_services() {
     assert_pending!(svc.poll_ready());
     handle.allow(1);
     assert_ready_ok!(svc.poll_ready());
-
 
     // A ramp at 0 % adds no readiness of its own either: it sheds in `call`.
     let health = Health::standalone("p", "m");
@@ -71,7 +73,9 @@ async fn requests_beyond_the_share_are_shed_without_reaching_the_provider() {
     assert_eq!(shed.reason(), "ramp");
     assert_eq!(shed.provider().unwrap().to_string(), "openai/gpt-4o");
     assert!(
-        tokio_test::task::spawn(handle.next_request()).poll().is_pending(),
+        tokio_test::task::spawn(handle.next_request())
+            .poll()
+            .is_pending(),
         "the provider saw nothing"
     );
 }

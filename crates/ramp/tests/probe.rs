@@ -42,16 +42,15 @@ impl Target {
                 .unwrap()
                 .push((req.method().clone(), req.uri().to_string()));
             let status = *t.status.lock().unwrap();
-            async move {
-                Ok::<_, BoxError>(Response::builder().status(status).body(String::new())?)
-            }
+            async move { Ok::<_, BoxError>(Response::builder().status(status).body(String::new())?) }
         });
         Prober::new(svc, config).unwrap()
     }
 }
 
 fn layer_with(health: &Health, target: &Target, config: ProbeConfig) -> RampLayer {
-    RampLayer::new(health.clone(), RampConfig::default().seed(1)).with_prober(target.prober(&config))
+    RampLayer::new(health.clone(), RampConfig::default().seed(1))
+        .with_prober(target.prober(&config))
 }
 
 #[tokio::test(start_paused = true)]
@@ -64,7 +63,11 @@ async fn a_passing_probe_half_opens_an_open_circuit_early() {
     let _svc = layer.layer(Provider::default());
     settle().await;
     sleep(Duration::from_secs(30)).await;
-    assert_eq!(target.count(), 0, "a closed, busy-enough provider is not probed");
+    assert_eq!(
+        target.count(),
+        0,
+        "a closed, busy-enough provider is not probed"
+    );
 
     outage(&health).await; // open for 30 s
     sleep(Duration::from_secs(10)).await;
@@ -73,10 +76,21 @@ async fn a_passing_probe_half_opens_an_open_circuit_early() {
         target.seen.lock().unwrap().as_slice(),
         &[(Method::GET, "/v1/models".to_owned())]
     );
-    assert_eq!(health.circuit(), CircuitState::HalfOpen, "20 s before the cooldown ends");
-    assert_eq!(ramp_events(&mut events), vec![HealthEventKind::Probe { ok: true }]);
+    assert_eq!(
+        health.circuit(),
+        CircuitState::HalfOpen,
+        "20 s before the cooldown ends"
+    );
+    assert_eq!(
+        ramp_events(&mut events),
+        vec![HealthEventKind::Probe { ok: true }]
+    );
     sleep(Duration::from_secs(60)).await;
-    assert_eq!(target.count(), 1, "half-open: the breaker's trials take over");
+    assert_eq!(
+        target.count(),
+        1,
+        "half-open: the breaker's trials take over"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -110,7 +124,10 @@ async fn failing_and_hanging_probes_change_nothing() {
     assert_eq!(health.circuit(), CircuitState::Open);
     sleep(Duration::from_secs(2)).await;
     settle().await;
-    assert_eq!(ramp_events(&mut events), vec![HealthEventKind::Probe { ok: false }]);
+    assert_eq!(
+        ramp_events(&mut events),
+        vec![HealthEventKind::Probe { ok: false }]
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -185,11 +202,18 @@ async fn one_probe_task_per_provider_aborted_with_the_last_service() {
     sleep(Duration::from_secs(10)).await;
     settle().await;
     assert_eq!(target.count(), 1, "one probe per interval for 40 services");
-    let tasks = tokio::runtime::Handle::current().metrics().num_alive_tasks();
+    let tasks = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
     assert_eq!(tasks, 2, "a driver and a probe task");
     drop((layer, services, clones));
     settle().await;
-    assert_eq!(tokio::runtime::Handle::current().metrics().num_alive_tasks(), 0);
+    assert_eq!(
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks(),
+        0
+    );
     sleep(Duration::from_secs(60)).await;
     assert_eq!(target.count(), 1, "aborted");
 }
@@ -211,12 +235,20 @@ async fn a_passing_probe_does_not_cut_a_rollback_cooldown_short() {
     while Instant::now() + Duration::from_secs(5) < readmit {
         sleep(Duration::from_secs(5)).await;
         settle().await;
-        assert_eq!(health.circuit(), CircuitState::Open, "probes pass, but it flapped");
+        assert_eq!(
+            health.circuit(),
+            CircuitState::Open,
+            "probes pass, but it flapped"
+        );
     }
     assert!(target.count() >= 5);
     sleep(Duration::from_secs(11)).await;
     settle().await;
-    assert_eq!(health.circuit(), CircuitState::HalfOpen, "after the cooldown, it may");
+    assert_eq!(
+        health.circuit(),
+        CircuitState::HalfOpen,
+        "after the cooldown, it may"
+    );
 }
 
 #[test]

@@ -35,25 +35,76 @@ fn action() -> impl Strategy<Value = Action> {
     ]
 }
 
+/// What the checks remember between two looks.
+#[derive(Default)]
+struct Seen {
+    rollbacks: u32,
+    cooldown: Duration,
+}
+
+const SHARES: [u32; 3] = [100_000, 500_000, 1_000_000];
+
+fn check(health: &Health, layer: &RampLayer, seen: &mut Seen) -> Result<(), TestCaseError> {
+    // The published step and share agree.
+    match health.ramp_step() {
+        None => prop_assert_eq!(health.ramp_share_ppm(), 1_000_000),
+        Some(step) => {
+            prop_assert_eq!(
+                health.circuit(),
+                CircuitState::Closed,
+                "a ramp runs only while closed"
+            );
+            prop_assert_eq!(health.ramp_share_ppm(), SHARES[step as usize]);
+        }
+    }
+    // Each rollback in a row waits at least as long as the one before (seen
+    // within a second of it), and never more than the cap.
+    let rollbacks = layer.status().consecutive_rollbacks;
+    if rollbacks > seen.rollbacks {
+        let cooldown = health
+            .open_until()
+            .map(|u| u - Instant::now())
+            .unwrap_or_default();
+        prop_assert!(
+            cooldown + Duration::from_secs(1) >= seen.cooldown,
+            "{:?} after {:?}",
+            cooldown,
+            seen.cooldown
+        );
+        prop_assert!(cooldown <= Duration::from_secs(300));
+        seen.cooldown = cooldown;
+    } else if rollbacks == 0 {
+        seen.cooldown = Duration::ZERO;
+    }
+    seen.rollbacks = rollbacks;
+    Ok(())
+}
+
 async fn run(actions: Vec<Action>) -> Result<(), TestCaseError> {
     let health = Health::standalone("p", "m");
     let config = RampConfig::default()
         .seed(3)
         .steps([0.1, 0.5, 1.0].map(|s| Step::new(s, Duration::from_secs(60))));
-    let shares = [100_000, 500_000, 1_000_000];
     let layer = RampLayer::new(health.clone(), config);
     let provider = Provider::default();
     let mut svc = layer.layer(provider.clone());
     settle().await;
-    let mut last_rollbacks = 0;
-    let mut last_cooldown = Duration::ZERO;
+    let mut seen = Seen::default();
     for a in actions {
         match a {
             Action::Send { n, fail_every } => {
                 provider.fail_one_in(fail_every);
                 send(&mut svc, n).await;
             }
-            Action::Wait { secs } => sleep(Duration::from_secs(secs)).await,
+            Action::Wait { secs } => {
+                // A second at a time, so a rollback at a hold's end is seen within
+                // a second of it.
+                for _ in 0..secs {
+                    sleep(Duration::from_secs(1)).await;
+                    settle().await;
+                    check(&health, &layer, &mut seen)?;
+                }
+            }
             Action::Trip => {
                 let state = health.breaker_state();
                 if state != CircuitState::Open {
@@ -72,26 +123,7 @@ async fn run(actions: Vec<Action>) -> Result<(), TestCaseError> {
             }
         }
         settle().await;
-
-        // The published step and share agree.
-        match health.ramp_step() {
-            None => prop_assert_eq!(health.ramp_share_ppm(), 1_000_000),
-            Some(step) => {
-                prop_assert_eq!(health.circuit(), CircuitState::Closed, "a ramp runs only while closed");
-                prop_assert_eq!(health.ramp_share_ppm(), shares[step as usize]);
-            }
-        }
-        // Each rollback in a row waits at least as long as the one before.
-        let status = layer.status();
-        if status.consecutive_rollbacks > last_rollbacks {
-            let cooldown = health.open_until().map(|u| u - Instant::now()).unwrap_or_default();
-            prop_assert!(cooldown >= last_cooldown, "{:?} after {:?}", cooldown, last_cooldown);
-            prop_assert!(cooldown <= Duration::from_secs(300));
-            last_cooldown = cooldown;
-        } else if status.consecutive_rollbacks == 0 {
-            last_cooldown = Duration::ZERO;
-        }
-        last_rollbacks = status.consecutive_rollbacks;
+        check(&health, &layer, &mut seen)?;
     }
     Ok(())
 }

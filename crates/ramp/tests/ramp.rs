@@ -18,7 +18,10 @@ async fn the_default_twenty_minute_ramp_admits_each_share_within_two_points() {
     let mut events = health.subscribe();
     let provider = Provider::default();
     let mut svc = ServiceBuilder::new()
-        .layer(RampLayer::new(health.clone(), RampConfig::default().seed(7)))
+        .layer(RampLayer::new(
+            health.clone(),
+            RampConfig::default().seed(7),
+        ))
         .service(provider.clone());
     settle().await;
     assert_eq!(health.ramp_step(), None, "no ramp before an outage");
@@ -37,7 +40,11 @@ async fn the_default_twenty_minute_ramp_admits_each_share_within_two_points() {
         assert_eq!(snap.ramp_step, Some(step as u32));
         let before = provider.calls();
         let admitted = send(&mut svc, 2000).await;
-        assert_eq!(provider.calls() - before, admitted, "shed requests never reach the provider");
+        assert_eq!(
+            provider.calls() - before,
+            admitted,
+            "shed requests never reach the provider"
+        );
         let got = admitted as f64 / 2000.0;
         assert!(
             (got - share).abs() <= 0.02,
@@ -57,10 +64,22 @@ async fn the_default_twenty_minute_ramp_admits_each_share_within_two_points() {
 
     let got = ramp_events(&mut events);
     let want = vec![
-        HealthEventKind::RampStep { step: 0, share: 0.05 },
-        HealthEventKind::RampStep { step: 1, share: 0.25 },
-        HealthEventKind::RampStep { step: 2, share: 0.50 },
-        HealthEventKind::RampStep { step: 3, share: 1.00 },
+        HealthEventKind::RampStep {
+            step: 0,
+            share: 0.05,
+        },
+        HealthEventKind::RampStep {
+            step: 1,
+            share: 0.25,
+        },
+        HealthEventKind::RampStep {
+            step: 2,
+            share: 0.50,
+        },
+        HealthEventKind::RampStep {
+            step: 3,
+            share: 1.00,
+        },
         HealthEventKind::RampCompleted,
     ];
     assert_eq!(got, want);
@@ -81,7 +100,11 @@ async fn a_quiet_provider_is_not_advanced_before_its_minimum_requests() {
     let admitted = send(&mut svc, 20).await;
     assert!(admitted < 20);
     sleep(10 * MIN).await;
-    assert_eq!(health.ramp_step(), Some(0), "held until it has seen enough requests");
+    assert_eq!(
+        health.ramp_step(),
+        Some(0),
+        "held until it has seen enough requests"
+    );
     send(&mut svc, 40).await;
     sleep(Duration::from_secs(1)).await; // the check interval
     settle().await;
@@ -109,10 +132,18 @@ async fn a_failing_step_rolls_back_and_reopens_with_a_longer_cooldown() {
     settle().await;
     assert_eq!(health.circuit(), CircuitState::Open, "re-opened");
     assert_eq!(health.ramp_step(), None);
-    assert_eq!(health.ramp_share(), 1.0, "the open circuit holds the traffic off");
+    assert_eq!(
+        health.ramp_share(),
+        1.0,
+        "the open circuit holds the traffic off"
+    );
     assert_eq!(health.trips(), 2, "one more trip than the outage");
     let cooldown = health.open_until().unwrap() - Instant::now();
-    assert_eq!(cooldown, Duration::from_secs(60), "longer than the first 30 s");
+    assert_eq!(
+        cooldown,
+        Duration::from_secs(60),
+        "longer than the first 30 s"
+    );
     assert_eq!(layer.status().consecutive_rollbacks, 1);
     assert_eq!(layer.status().readmit_in, Some(Duration::from_secs(60)));
 
@@ -120,8 +151,14 @@ async fn a_failing_step_rolls_back_and_reopens_with_a_longer_cooldown() {
     assert_eq!(
         got,
         vec![
-            HealthEventKind::RampStep { step: 0, share: 0.05 },
-            HealthEventKind::RampStep { step: 1, share: 0.25 },
+            HealthEventKind::RampStep {
+                step: 0,
+                share: 0.05
+            },
+            HealthEventKind::RampStep {
+                step: 1,
+                share: 0.25
+            },
             HealthEventKind::RampRolledBack { from_share: 0.25 },
         ]
     );
@@ -137,7 +174,11 @@ async fn a_failing_step_rolls_back_and_reopens_with_a_longer_cooldown() {
         settle().await;
     }
     assert_eq!(health.ramp_step(), None);
-    assert_eq!(layer.status().consecutive_rollbacks, 0, "forgotten once completed");
+    assert_eq!(
+        layer.status().consecutive_rollbacks,
+        0,
+        "forgotten once completed"
+    );
     assert!(ramp_events(&mut events).ends_with(&[HealthEventKind::RampCompleted]));
 }
 
@@ -226,7 +267,10 @@ async fn a_breaker_trip_during_the_ramp_counts_as_a_flap() {
     assert_eq!(
         ramp_events(&mut events),
         vec![
-            HealthEventKind::RampStep { step: 0, share: 0.05 },
+            HealthEventKind::RampStep {
+                step: 0,
+                share: 0.05
+            },
             HealthEventKind::RampRolledBack { from_share: 0.05 },
         ]
     );
@@ -289,9 +333,17 @@ async fn rate_limits_and_rejections_do_not_count_against_a_step() {
     recovery(&health).await;
     send(&mut svc, 500).await;
     settle().await;
-    assert_eq!(health.circuit(), CircuitState::Closed, "429s are not failures");
+    assert_eq!(
+        health.circuit(),
+        CircuitState::Closed,
+        "429s are not failures"
+    );
     sleep(2 * MIN).await;
-    assert_eq!(health.ramp_step(), Some(0), "nor do they count as verified requests");
+    assert_eq!(
+        health.ramp_step(),
+        Some(0),
+        "nor do they count as verified requests"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -310,17 +362,29 @@ async fn the_driver_is_one_task_per_layer_and_stops_with_the_last_clone() {
     let health = Health::standalone("p", "m");
     let layer = RampLayer::new(health.clone(), RampConfig::default().seed(1));
     let services: Vec<_> = (0..50).map(|_| layer.layer(Provider::default())).collect();
-    let clones: Vec<_> = services.iter().cloned().collect();
+    let clones: Vec<_> = services.to_vec();
     settle().await;
-    let tasks = tokio::runtime::Handle::current().metrics().num_alive_tasks();
+    let tasks = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
     assert_eq!(tasks, 1, "one driver for 100 services");
     drop(layer);
     drop(services);
     settle().await;
-    assert_eq!(tokio::runtime::Handle::current().metrics().num_alive_tasks(), 1);
+    assert_eq!(
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks(),
+        1
+    );
     drop(clones);
     settle().await;
-    assert_eq!(tokio::runtime::Handle::current().metrics().num_alive_tasks(), 0);
+    assert_eq!(
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks(),
+        0
+    );
     // Nothing drives the ramp any more.
     outage(&health).await;
     recovery(&health).await;

@@ -44,7 +44,11 @@ async fn call<S>(
     backup_url: &str,
 ) -> Result<Served, BoxError>
 where
-    S: Service<Request<Full<Bytes>>, Response = http::Response<hyper::body::Incoming>, Error = BoxError>,
+    S: Service<
+            Request<Full<Bytes>>,
+            Response = http::Response<hyper::body::Incoming>,
+            Error = BoxError,
+        >,
 {
     if let Ok(res) = primary.ready().await?.call(completion(primary_url)).await {
         let ok = res.status() == StatusCode::OK;
@@ -65,8 +69,18 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outage_recovery_ramp_full_share_without_caller_errors() {
-    let primary_sim = Sim::builder(Flavor::OpenAi).name("primary").seed(1).start().await.unwrap();
-    let backup_sim = Sim::builder(Flavor::OpenAi).name("backup").seed(2).start().await.unwrap();
+    let primary_sim = Sim::builder(Flavor::OpenAi)
+        .name("primary")
+        .seed(1)
+        .start()
+        .await
+        .unwrap();
+    let backup_sim = Sim::builder(Flavor::OpenAi)
+        .name("backup")
+        .seed(2)
+        .start()
+        .await
+        .unwrap();
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
     let primary_url = primary_sim.completion_url();
     let backup_url = backup_sim.completion_url();
@@ -118,7 +132,9 @@ async fn outage_recovery_ramp_full_share_without_caller_errors() {
     }
 
     // Outage: the breaker opens after three 503s; the backup takes over.
-    primary_sim.set_faults([FaultSpec::always(Fault::Status(503))]).unwrap();
+    primary_sim
+        .set_faults([FaultSpec::always(Fault::Status(503))])
+        .unwrap();
     for _ in 0..50 {
         send(&mut primary).await;
     }
@@ -157,7 +173,10 @@ async fn outage_recovery_ramp_full_share_without_caller_errors() {
             (primary_got as f64 - want).abs() <= 4.0,
             "step {step}: primary got {primary_got} of {offered}, want about {want}"
         );
-        assert!(primary_got >= 5, "step {step} verified on at least min_requests");
+        assert!(
+            primary_got >= 5,
+            "step {step} verified on at least min_requests"
+        );
     }
 
     // Full share again.
@@ -182,10 +201,22 @@ async fn outage_recovery_ramp_full_share_without_caller_errors() {
     assert_eq!(
         ramp_events,
         vec![
-            HealthEventKind::RampStep { step: 0, share: 0.05 },
-            HealthEventKind::RampStep { step: 1, share: 0.25 },
-            HealthEventKind::RampStep { step: 2, share: 0.5 },
-            HealthEventKind::RampStep { step: 3, share: 1.0 },
+            HealthEventKind::RampStep {
+                step: 0,
+                share: 0.05
+            },
+            HealthEventKind::RampStep {
+                step: 1,
+                share: 0.25
+            },
+            HealthEventKind::RampStep {
+                step: 2,
+                share: 0.5
+            },
+            HealthEventKind::RampStep {
+                step: 3,
+                share: 1.0
+            },
             HealthEventKind::RampCompleted,
         ]
     );

@@ -51,7 +51,11 @@ impl Service<Request<String>> for Provider {
     fn call(&mut self, _req: Request<String>) -> Self::Future {
         let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
         let every = self.fail_every.load(Ordering::SeqCst);
-        let status = if every > 0 && n % every == 0 { 503 } else { 200 };
+        let status = if every > 0 && n.is_multiple_of(every) {
+            503
+        } else {
+            200
+        };
         let res = Response::builder()
             .status(status)
             .body(String::new())
@@ -68,7 +72,13 @@ where
 {
     let mut admitted = 0;
     for _ in 0..n {
-        match svc.ready().await.unwrap().call(Request::new(String::new())).await {
+        match svc
+            .ready()
+            .await
+            .unwrap()
+            .call(Request::new(String::new()))
+            .await
+        {
             Ok(_) => admitted += 1,
             Err(e) if find::<Shed>(&*e).is_some() => {}
             Err(e) => panic!("unexpected error: {e}"),
@@ -98,12 +108,12 @@ pub async fn recovery(health: &Health) {
 pub fn ramp_events(rx: &mut broadcast::Receiver<HealthEvent>) -> Vec<HealthEventKind> {
     let mut out = Vec::new();
     while let Ok(ev) = rx.try_recv() {
-        match ev.kind {
-            k @ (HealthEventKind::RampStep { .. }
-            | HealthEventKind::RampRolledBack { .. }
-            | HealthEventKind::RampCompleted
-            | HealthEventKind::Probe { .. }) => out.push(k),
-            _ => {}
+        if let k @ (HealthEventKind::RampStep { .. }
+        | HealthEventKind::RampRolledBack { .. }
+        | HealthEventKind::RampCompleted
+        | HealthEventKind::Probe { .. }) = ev.kind
+        {
+            out.push(k);
         }
     }
     out
