@@ -52,6 +52,19 @@
 //! store's `"probe"` lease first, so only one gateway replica probes. A passing
 //! probe moves the circuit from open to half-open early.
 //!
+//! # Limits
+//!
+//! - Make **one** `RampLayer` per provider and clone it: two layers on the same
+//!   `Health` would both drive its ramp.
+//! - An outcome is classified when the response head arrives; a stream that breaks
+//!   after its headers is not counted against the step (put the validation layer,
+//!   which turns a broken stream into an error, below the ramp).
+//! - Requests that span two steps are counted in neither.
+//! - In a fleet of gateway replicas every replica runs its own ramp from the shared
+//!   circuit state, and the share it publishes through the store is the last
+//!   writer's; the replicas' schedules start within one circuit change of each
+//!   other. Only probes are coordinated (by lease).
+//!
 //! # Example
 //!
 //! The whole default ramp, in paused time (a real stack has the circuit breaker
