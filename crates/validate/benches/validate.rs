@@ -42,8 +42,22 @@ const SIZES: [usize; 3] = [1024, 16 * 1024, 256 * 1024];
 const CHUNK: usize = 512;
 
 const WORDS: &[&str] = &[
-    "the", "provider", "answered", "quickly", "and", "the", "caller", "never", "noticed",
-    "failover", "latency", "stream", "token", "budget", "circuit", "recovered",
+    "the",
+    "provider",
+    "answered",
+    "quickly",
+    "and",
+    "the",
+    "caller",
+    "never",
+    "noticed",
+    "failover",
+    "latency",
+    "stream",
+    "token",
+    "budget",
+    "circuit",
+    "recovered",
 ];
 
 fn prose(n: usize) -> String {
@@ -113,10 +127,16 @@ fn sse_stream(n: usize) -> (usize, Vec<Bytes>) {
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
         format!("data: {c}\n\n")
     };
-    s.push_str(&chunk(json!({"role": "assistant", "content": ""}), Value::Null));
+    s.push_str(&chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    ));
     let mut i = 0;
     while s.len() < n {
-        s.push_str(&chunk(json!({"content": format!(" {}", WORDS[i % WORDS.len()])}), Value::Null));
+        s.push_str(&chunk(
+            json!({"content": format!(" {}", WORDS[i % WORDS.len()])}),
+            Value::Null,
+        ));
         i += 1;
     }
     s.push_str(&chunk(json!({}), json!("stop")));
@@ -162,7 +182,9 @@ fn provider(
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
 }
 
 /// The cases, as closures over one size, so criterion and the summary run the same code.
@@ -186,7 +208,10 @@ impl Cases {
             schema_body: schema_body(n),
             stream_len,
             stream,
-            json_shape: Validators::new().with(ValidJson).with(ErrorObject).with(Shape),
+            json_shape: Validators::new()
+                .with(ValidJson)
+                .with(ErrorObject)
+                .with(Shape),
             llm: Validators::llm(),
             with_schema: Validators::llm().with(JsonSchema::new(&schema()).unwrap()),
             layer: ValidateLayer::llm(),
@@ -286,12 +311,18 @@ fn summary() {
             per_kib.push((name, ns / (len(&cases) as f64 / 1024.0)));
         }
         let copy = per_kib[0].1;
-        let pass = per_kib.iter().find(|c| c.0 == "sse_passthrough").map_or(1.0, |c| c.1);
+        let pass = per_kib
+            .iter()
+            .find(|c| c.0 == "sse_passthrough")
+            .map_or(1.0, |c| c.1);
         print!("{:>4} KiB:", n / 1024);
         for (name, v) in &per_kib {
             print!("  {name} {v:.0} ns/KiB (x{:.1})", v / copy);
         }
-        let layer = per_kib.iter().find(|c| c.0 == "sse_layer").map_or(0.0, |c| c.1);
+        let layer = per_kib
+            .iter()
+            .find(|c| c.0 == "sse_layer")
+            .map_or(0.0, |c| c.1);
         println!("  | sse_layer / sse_passthrough x{:.1}", layer / pass);
     }
 }

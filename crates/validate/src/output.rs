@@ -15,7 +15,7 @@ use crate::sse::SseEvent;
 pub enum Wire {
     /// OpenAI chat completions (`choices[0].message` / `choices[0].delta`), and the
     /// many providers that speak it.
-    #[serde(alias = "openai")]
+    #[serde(rename = "openai", alias = "open_ai")]
     OpenAi,
     /// Anthropic messages (`content` blocks, `message_start` … `message_stop`).
     Anthropic,

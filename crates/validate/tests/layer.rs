@@ -498,3 +498,23 @@ async fn closures_see_the_stream_as_it_grows() {
     .unwrap_err();
     assert_eq!(reject_kind(&err), RejectKind::Custom);
 }
+
+#[test]
+fn futures_and_bodies_are_send() {
+    fn is_send<T: Send>(_: &T) {}
+    let (body, _tx) = open();
+    let fut = ValidateLayer::llm()
+        .layer(once(sse(body)))
+        .oneshot(Request::new(()));
+    is_send(&fut);
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<ValidatedBody<ChanBody>>();
+    send_sync::<ValidateLayer>();
+    let cfg: tower_failover_validate::ValidateConfig =
+        serde_json::from_str(r#"{"wire": "openai"}"#).unwrap();
+    assert_eq!(cfg.wire, Some(tower_failover_validate::Wire::OpenAi));
+    assert_eq!(
+        serde_json::to_string(&tower_failover_validate::Wire::Anthropic).unwrap(),
+        "\"anthropic\""
+    );
+}
