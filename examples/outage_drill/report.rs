@@ -336,3 +336,82 @@ impl Report {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Record;
+
+    fn record(
+        at_ms: u64,
+        phase: usize,
+        latency_ms: u64,
+        served: Option<usize>,
+        error: bool,
+    ) -> Record {
+        Record {
+            at: Duration::from_millis(at_ms),
+            done: Duration::from_millis(at_ms + latency_ms),
+            phase,
+            latency: Duration::from_millis(latency_ms),
+            served: if error { None } else { served },
+            error: error.then(|| "all providers failed (3 attempts)".to_owned()),
+        }
+    }
+
+    #[test]
+    fn phases_shares_percentiles_and_targets() {
+        let script = Script::load(None).unwrap();
+        let recorder = Recorder::new(script.phases.len());
+        for i in 0..100 {
+            recorder.push(record(i * 10, 0, 50 + i % 10, Some(0), false));
+        }
+        for i in 0..100 {
+            let served = if i < 75 { Some(2) } else { Some(1) };
+            recorder.push(record(9_000 + i * 10, 1, 100 + i, served, i == 99));
+        }
+        let report = Report::build(&script, &recorder, Duration::from_secs(1));
+        let base = &report.phases[0];
+        assert_eq!((base.requests, base.client_errors), (100, 0));
+        assert_eq!(base.share, [1.0, 0.0, 0.0]);
+        assert_eq!(base.p50_ms, 54.0);
+        assert_eq!(base.added_p99_ms, 0.0);
+        let outage = &report.phases[1];
+        assert_eq!(
+            outage.share,
+            [0.0, 0.24, 0.75],
+            "the error was served by no one"
+        );
+        assert_eq!(outage.p99_ms, 198.0);
+        assert_eq!(outage.added_p99_ms, 198.0 - 59.0);
+        assert_eq!(
+            report.misses().len(),
+            1,
+            "one caller error while providers were healthy"
+        );
+
+        let json = report.json();
+        let phase = &json["phases"][1];
+        assert_eq!(phase["name"], "primary outage");
+        assert_eq!(phase["client_errors"], 1);
+        assert_eq!(phase["share"]["tertiary"], 0.75);
+        assert_eq!(json["ramp"]["rollbacks"], 0);
+        assert!(json["ramp"]["steps"].as_array().unwrap().is_empty());
+        let keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(keys, ["phases", "ramp"]);
+    }
+
+    #[test]
+    fn percentile_is_nearest_rank() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 0.5), 50.0);
+        assert_eq!(percentile(&v, 0.99), 99.0);
+        assert_eq!(percentile(&[], 0.99), 0.0);
+        assert_eq!(percentile(&[7.0], 0.5), 7.0);
+    }
+}

@@ -77,8 +77,8 @@ impl View {
             );
             let _ = writeln!(
                 out,
-                "{:<10} {:>6}  {:<9}  {:<14}  {:>7}  {:>7}  {}",
-                "provider", "share", "circuit", "ramp", "p50", "p99", "rate limit"
+                "{:<10} {:>6}  {:<9}  {:<14}  {:>7}  {:>7}  rate limit",
+                "provider", "share", "circuit", "ramp", "p50", "p99"
             );
             for (i, (name, h)) in PROVIDERS.iter().zip(&self.healths).enumerate() {
                 let mine = sorted_ms(last.iter().filter(|r| r.served == Some(i)));
