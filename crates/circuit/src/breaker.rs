@@ -184,6 +184,7 @@ impl<C> Shared<C> {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    #[inline]
     fn weight(&self, kind: FailureKind) -> u32 {
         self.weights[match kind {
             FailureKind::Connect => 0,
@@ -197,6 +198,7 @@ impl<C> Shared<C> {
 
     /// What an outcome counts as: `None` to ignore it, `Some(0)` for a success,
     /// `Some(w)` for a failure of `w` milli-failures.
+    #[inline]
     fn verdict(&self, outcome: &Outcome) -> Option<u32> {
         match outcome {
             // A client error means the provider answered: it is up.
@@ -213,7 +215,17 @@ impl<C> Shared<C> {
     }
 
     /// Decides whether a request may go now. Reserves a probe permit when half-open.
+    #[inline]
     pub(crate) fn admit(self: &Arc<Self>) -> Decision<C> {
+        if self.health.circuit() == CircuitState::Closed {
+            return Decision::Closed;
+        }
+        self.admit_slow()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn admit_slow(self: &Arc<Self>) -> Decision<C> {
         // The loop only repeats after this caller moved the circuit from open to
         // half-open (or lost that race); the bound is a guard against a state that
         // keeps changing under us, in which case the watch channel wakes us later.
@@ -270,6 +282,7 @@ impl<C> Shared<C> {
     }
 
     /// Whether a probe permit still belongs to the current half-open period.
+    #[inline]
     pub(crate) fn is_current(&self, permit: &Permit<C>) -> bool {
         self.health.circuit() == CircuitState::HalfOpen
             && epoch(self.probes.load(Ordering::Acquire)) == permit.epoch
@@ -287,6 +300,7 @@ impl<C> Shared<C> {
 
     /// Counts the outcome of a finished request. `latency` is set when the call was
     /// timed.
+    #[inline]
     pub(crate) fn complete(
         &self,
         ticket: &Ticket<C>,
@@ -315,6 +329,7 @@ impl<C> Shared<C> {
         }
     }
 
+    #[inline]
     fn on_closed(&self, failure: u32, slow: bool) {
         let mut tripped = None;
         if failure == 0 {
@@ -346,6 +361,8 @@ impl<C> Shared<C> {
         }
     }
 
+    #[cold]
+    #[inline(never)]
     fn on_probe(&self, probe_epoch: u32, failed: bool) {
         if failed {
             if epoch(self.probes.load(Ordering::Acquire)) == probe_epoch {
@@ -399,6 +416,8 @@ impl<C> Shared<C> {
     }
 
     /// After a success with trips on record: forgive the healthy periods that passed.
+    #[cold]
+    #[inline(never)]
     fn forgive(&self, now: Instant) {
         let Some(since) = self.healthy_since.get() else {
             // Closed by someone else (another replica): start counting now.
@@ -442,6 +461,8 @@ impl<C> Shared<C> {
         }
     }
 
+    #[cold]
+    #[inline(never)]
     fn trip(&self, from: CircuitState, policy: &'static str) {
         let now = Instant::now();
         let _guard = self.lock_transitions();
@@ -472,6 +493,8 @@ impl<C> Shared<C> {
         }
     }
 
+    #[cold]
+    #[inline(never)]
     fn close(&self) {
         let now = Instant::now();
         let _guard = self.lock_transitions();

@@ -50,6 +50,7 @@ pin_project! {
 }
 
 impl<F, C> ResponseFuture<F, C> {
+    #[inline]
     pub(crate) fn called(
         future: F,
         shared: Arc<Shared<C>>,
@@ -66,6 +67,7 @@ impl<F, C> ResponseFuture<F, C> {
         }
     }
 
+    #[inline]
     pub(crate) fn refused(error: CircuitOpen) -> Self {
         ResponseFuture {
             kind: Kind::Refused { error: Some(error) },
@@ -102,6 +104,7 @@ where
 {
     type Output = Result<Response<ResB>, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         match this.kind.project() {

@@ -177,6 +177,98 @@ fn park<C: Send + Sync + 'static>(shared: &Arc<Shared<C>>, wake_at: Option<Insta
     }
 }
 
+impl<S, C: Send + Sync + 'static> CircuitBreaker<S, C> {
+    /// Whether this service holds a probe permit that is still good.
+    #[inline]
+    fn holds_current_probe(&self) -> bool {
+        matches!(&self.admission, Some(Admission::Probe(p)) if self.shared.is_current(p))
+    }
+
+    /// `poll_ready` when the circuit is not simply closed. Returns `None` once
+    /// admitted (the grant is stored), or what `poll_ready` must return.
+    #[cold]
+    #[inline(never)]
+    fn poll_not_closed(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut decision: Decision<C>,
+    ) -> Option<Poll<Result<(), BoxError>>> {
+        let mut rechecked = false;
+        loop {
+            let (retry_in, wake_at) = match decision {
+                Decision::Closed => {
+                    self.admission = Some(Admission::Closed);
+                    return None;
+                }
+                Decision::Probe(permit) => {
+                    self.admission = Some(Admission::Probe(permit));
+                    return None;
+                }
+                Decision::Blocked { retry_in, wake_at } => (retry_in, wake_at),
+            };
+            if self.shared.config.mode == OpenMode::FailFast {
+                self.wait = None;
+                self.admission = Some(Admission::Refused(retry_in));
+                return Some(Poll::Ready(Ok(())));
+            }
+            let fresh = match &self.wait {
+                Some(w) if w.wake_at == wake_at => false,
+                _ => {
+                    self.wait = Some(park(&self.shared, wake_at));
+                    true
+                }
+            };
+            let woke = self
+                .wait
+                .as_mut()
+                .is_some_and(|w| w.future.as_mut().poll(cx).is_ready());
+            if woke {
+                self.wait = None;
+            } else if fresh && !rechecked {
+                // Registered: look once more, in case the state changed before we
+                // subscribed.
+                rechecked = true;
+            } else {
+                return Some(Poll::Pending);
+            }
+            decision = self.shared.admit();
+        }
+    }
+
+    /// `call` with a grant other than a still-valid "closed": what `poll_ready`
+    /// granted still holds if the circuit has not moved since; if it has (other
+    /// requests tripped it in between, say), decide again: an open circuit admits
+    /// nothing, whatever was granted before.
+    #[cold]
+    #[inline(never)]
+    fn ticket_slow(&mut self, granted: Option<Admission<C>>) -> Result<Ticket<C>, CircuitOpen> {
+        let admission = match granted {
+            Some(Admission::Probe(permit)) if self.shared.is_current(&permit) => {
+                Admission::Probe(permit)
+            }
+            Some(Admission::Refused(retry_in)) => Admission::Refused(retry_in),
+            stale => {
+                // Give a stale permit back before asking for a new one. (`None`:
+                // `call` without `poll_ready`; decide now, without waiting.)
+                drop(stale);
+                match self.shared.admit() {
+                    Decision::Closed => Admission::Closed,
+                    Decision::Probe(permit) => Admission::Probe(permit),
+                    Decision::Blocked { retry_in, .. } => Admission::Refused(retry_in),
+                }
+            }
+        };
+        match admission {
+            Admission::Closed => Ok(Ticket::Closed),
+            Admission::Probe(permit) => Ok(Ticket::Probe(permit)),
+            Admission::Refused(retry_in) => {
+                self.shared.record_rejection();
+                Err(CircuitOpen::new(retry_in).with_provider(self.shared.health.id().clone()))
+            }
+        }
+    }
+}
+
 impl<S, C, B, ResB> Service<Request<B>> for CircuitBreaker<S, C>
 where
     S: Service<Request<B>, Response = Response<ResB>>,
@@ -187,100 +279,45 @@ where
     type Error = BoxError;
     type Future = ResponseFuture<S::Future, C>;
 
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        let mut rechecked = false;
-        loop {
-            // A reserved probe permit is kept until `call` (unless the circuit has
-            // moved on since); anything else is decided afresh (two atomic loads
-            // when closed).
-            let keep =
-                matches!(&self.admission, Some(Admission::Probe(p)) if self.shared.is_current(p));
-            if !keep {
-                // A stale permit goes back before a new decision.
-                self.admission = None;
-                self.admission = match self.shared.admit() {
-                    Decision::Closed => Some(Admission::Closed),
-                    Decision::Probe(permit) => Some(Admission::Probe(permit)),
-                    Decision::Blocked { retry_in, wake_at } => match self.shared.config.mode {
-                        OpenMode::FailFast => {
-                            self.wait = None;
-                            self.admission = Some(Admission::Refused(retry_in));
-                            return Poll::Ready(Ok(()));
-                        }
-                        OpenMode::GatePollReady => {
-                            let fresh = match &self.wait {
-                                Some(w) if w.wake_at == wake_at => false,
-                                _ => {
-                                    self.wait = Some(park(&self.shared, wake_at));
-                                    true
-                                }
-                            };
-                            let woke = self
-                                .wait
-                                .as_mut()
-                                .is_some_and(|w| w.future.as_mut().poll(cx).is_ready());
-                            if woke {
-                                self.wait = None;
-                                continue;
-                            }
-                            if fresh && !rechecked {
-                                // Registered: look once more, in case the state
-                                // changed before we subscribed.
-                                rechecked = true;
-                                continue;
-                            }
-                            self.admission = None;
-                            return Poll::Pending;
-                        }
-                    },
-                };
-            }
-            if self.wait.is_some() {
-                self.wait = None;
-            }
-            return match self.inner.poll_ready(cx) {
-                Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
-                Poll::Ready(Err(e)) => {
-                    self.admission = None;
-                    Poll::Ready(Err(e.into()))
+        // A reserved probe permit is kept until `call` (unless the circuit has moved
+        // on since); anything else is decided afresh: two atomic loads when closed.
+        if !self.holds_current_probe() {
+            // A stale permit goes back before a new decision.
+            self.admission = None;
+            match self.shared.admit() {
+                Decision::Closed => self.admission = Some(Admission::Closed),
+                other => {
+                    if let Some(early) = self.poll_not_closed(cx, other) {
+                        return early;
+                    }
                 }
-                Poll::Pending => Poll::Pending,
-            };
+            }
+        }
+        if self.wait.is_some() {
+            self.wait = None;
+        }
+        match self.inner.poll_ready(cx) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(e)) => {
+                self.admission = None;
+                Poll::Ready(Err(e.into()))
+            }
+            Poll::Pending => Poll::Pending,
         }
     }
 
+    #[inline]
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        // What `poll_ready` granted still holds if the circuit has not moved since
-        // (one more look at two atomics). If it has, for example because other
-        // requests tripped it in between, decide again: an open circuit admits
-        // nothing, whatever was granted before.
-        let admission = match self.admission.take() {
+        let ticket = match self.admission.take() {
             Some(Admission::Closed) if self.shared.health.circuit() == CircuitState::Closed => {
-                Admission::Closed
+                Ticket::Closed
             }
-            Some(Admission::Probe(permit)) if self.shared.is_current(&permit) => {
-                Admission::Probe(permit)
-            }
-            Some(Admission::Refused(retry_in)) => Admission::Refused(retry_in),
-            stale => {
-                // Give a stale permit back before asking for a new one.
-                drop(stale);
-                match self.shared.admit() {
-                    Decision::Closed => Admission::Closed,
-                    Decision::Probe(permit) => Admission::Probe(permit),
-                    Decision::Blocked { retry_in, .. } => Admission::Refused(retry_in),
-                }
-            }
-        };
-        let ticket = match admission {
-            Admission::Closed => Ticket::Closed,
-            Admission::Probe(permit) => Ticket::Probe(permit),
-            Admission::Refused(retry_in) => {
-                self.shared.record_rejection();
-                return ResponseFuture::refused(
-                    CircuitOpen::new(retry_in).with_provider(self.shared.health.id().clone()),
-                );
-            }
+            other => match self.ticket_slow(other) {
+                Ok(ticket) => ticket,
+                Err(open) => return ResponseFuture::refused(open),
+            },
         };
         let started = self.shared.needs_clock.then(Instant::now);
         ResponseFuture::called(
