@@ -190,8 +190,7 @@ mod usage;
 pub use body::ResponseBody;
 pub use builder::Builder;
 pub use config::{
-    HttpVersion, ModelMap, PoolConfig, ProviderConfig, ProviderKind, RootStore, Timeouts,
-    TlsConfig,
+    HttpVersion, ModelMap, PoolConfig, ProviderConfig, ProviderKind, RootStore, Timeouts, TlsConfig,
 };
 pub use error::{ConfigError, TranslateError};
 pub use future::ResponseFuture;

@@ -932,15 +932,13 @@ struct EventDelta<'a> {
     stop_reason: Option<Str<'a>>,
 }
 
+/// The fields every chunk of one stream repeats; serialized once per stream.
 #[derive(Serialize)]
-struct Chunk<'a> {
+struct ChunkHead<'a> {
     id: &'a str,
     object: &'static str,
     created: u64,
     model: &'a str,
-    choices: &'a [ChunkChoice<'a>],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    usage: Option<ChatUsage>,
 }
 
 #[derive(Serialize)]
@@ -1018,6 +1016,8 @@ struct StreamState {
     completion: Option<u64>,
     include_usage: bool,
     stopped: bool,
+    /// `data: {"id":…,"object":…,"created":…,"model":…,"choices":`, built once.
+    head: Vec<u8>,
 }
 
 impl StreamTranslator {
@@ -1083,6 +1083,7 @@ impl StreamState {
                 if let Some(m) = ev.message {
                     self.id = m.id.0.into_owned();
                     self.model = m.model.0.into_owned();
+                    self.head.clear();
                     if let Some(u) = m.usage {
                         self.absorb(u);
                     }
@@ -1240,7 +1241,7 @@ impl StreamState {
     }
 
     fn chunk(
-        &self,
+        &mut self,
         out: &mut Vec<u8>,
         delta: Delta<'_>,
         finish_reason: Option<&str>,
@@ -1258,25 +1259,34 @@ impl StreamState {
     }
 
     fn write(
-        &self,
+        &mut self,
         out: &mut Vec<u8>,
         choices: &[ChunkChoice<'_>],
         usage: Option<ChatUsage>,
     ) -> Result<(), BoxError> {
-        out.extend_from_slice(b"data: ");
-        serde_json::to_writer(
-            &mut *out,
-            &Chunk {
-                id: &self.id,
-                object: "chat.completion.chunk",
-                created: self.created,
-                model: &self.model,
-                choices,
-                usage,
-            },
-        )
-        .map_err(|e| Invalid::new(RejectKind::Shape, e.to_string()))?;
-        out.extend_from_slice(b"\n\n");
+        let err = |e: serde_json::Error| Invalid::new(RejectKind::Shape, e.to_string());
+        if self.head.is_empty() {
+            self.head.extend_from_slice(b"data: ");
+            serde_json::to_writer(
+                &mut self.head,
+                &ChunkHead {
+                    id: &self.id,
+                    object: "chat.completion.chunk",
+                    created: self.created,
+                    model: &self.model,
+                },
+            )
+            .map_err(err)?;
+            self.head.pop(); // the closing brace
+            self.head.extend_from_slice(b",\"choices\":");
+        }
+        out.extend_from_slice(&self.head);
+        serde_json::to_writer(&mut *out, choices).map_err(err)?;
+        if let Some(usage) = usage {
+            out.extend_from_slice(b",\"usage\":");
+            serde_json::to_writer(&mut *out, &usage).map_err(err)?;
+        }
+        out.extend_from_slice(b"}\n\n");
         Ok(())
     }
 }
