@@ -33,7 +33,7 @@ pub(crate) struct Report {
     pub(crate) steps: Vec<StepRecord>,
     pub(crate) rollbacks: u64,
     pub(crate) completed: u64,
-    /// The caller's view over time: (bucket start, share per provider, errors).
+    /// The caller's view over time: (bucket middle, share per provider, errors).
     pub(crate) timeline: Vec<(f64, [f64; 3], u64)>,
 }
 
@@ -114,7 +114,7 @@ impl Report {
                     served[1] as f64 / t,
                     served[2] as f64 / t,
                 ];
-                (b as f64 * width, share, *errs)
+                ((b as f64 + 0.5) * width, share, *errs)
             })
             .collect();
         Report {
@@ -271,6 +271,7 @@ impl Report {
             .x_desc("seconds")
             .y_desc("share")
             .disable_x_mesh()
+            .light_line_style(WHITE)
             .draw()?;
         for (i, name) in PROVIDERS.iter().enumerate() {
             let color = colors[i];
@@ -320,6 +321,7 @@ impl Report {
             .x_desc("seconds")
             .y_desc("errors per bucket")
             .disable_x_mesh()
+            .light_line_style(WHITE)
             .draw()?;
         errs.draw_series(LineSeries::new(
             self.timeline.iter().map(|(t, _, e)| (*t, *e as f64)),
