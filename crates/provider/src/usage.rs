@@ -112,7 +112,8 @@ impl Usage {
 }
 
 /// A response extension through which the [`Usage`] of a response becomes known:
-/// at once for JSON responses, when the last event has passed for streamed ones.
+/// at once for JSON responses, when the last event has passed for streamed ones (or,
+/// for a stream dropped or broken midway, with what had been counted by then).
 ///
 /// Cheap to clone; every clone sees the same value.
 ///

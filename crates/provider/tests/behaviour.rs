@@ -465,3 +465,54 @@ fn invalid_configurations_name_the_field() {
         "auth_header"
     );
 }
+
+#[tokio::test]
+async fn a_stream_dropped_midway_still_records_its_usage() {
+    let server = TestServer::start(None, |_| {
+        sse(vec![
+            (
+                Duration::ZERO,
+                "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"model\":\"claude-haiku-4-5\",\"usage\":{\"input_tokens\":40,\"output_tokens\":1}}}\n\n",
+            ),
+            (Duration::from_secs(30), "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"),
+        ])
+    })
+    .await;
+    let health = tower_failover_core::Health::standalone("anthropic", "claude-haiku-4-5");
+    let svc = Anthropic::builder()
+        .base_url(local(&server))
+        .price("*", Price::per_million(1.0, 5.0))
+        .health(health.clone())
+        .build()
+        .unwrap();
+    let res = svc.oneshot(post(chat("m", true))).await.unwrap();
+    let handle = res.extensions().get::<UsageHandle>().unwrap().clone();
+    let mut body = res.into_body();
+    let first = http_body_util::BodyExt::frame(&mut body)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        first
+            .into_data()
+            .unwrap()
+            .starts_with(b"data: {\"id\":\"msg_1\"")
+    );
+    assert!(handle.get().is_none());
+    drop(body); // the caller went away
+    let usage = handle.get().expect("partial usage recorded on drop");
+    assert_eq!((usage.prompt_tokens, usage.completion_tokens), (40, 1));
+    assert_eq!(health.usage().prompt_tokens, 40);
+    assert_eq!(usage.cost.unwrap().micros(), 45);
+}
+
+#[test]
+fn services_fit_in_stacks() {
+    fn stackable<S: Clone + Send + Sync + 'static>() {}
+    fn sendable<T: Send + 'static>() {}
+    stackable::<OpenAiCompatible>();
+    stackable::<Anthropic>();
+    stackable::<Provider>();
+    sendable::<tower_failover_provider::ResponseBody>();
+    sendable::<tower_failover_provider::ResponseFuture>();
+}
