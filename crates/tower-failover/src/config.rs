@@ -1,0 +1,682 @@
+//! The stack as a configuration file (TOML, or anything serde reads).
+//!
+//! ```toml
+//! router = "balance"          # or "fallback" (ordered by priority), "overflow"
+//! deadline = "60s"            # total per request, across attempts
+//! max_request_bytes = 4194304
+//!
+//! [balance]                   # tower_failover::balance::BalanceConfig
+//! attempt_timeout = "30s"
+//!
+//! [circuit]                   # tower_failover::circuit::CircuitConfig; `circuit = false` turns it off
+//! consecutive_failures = 5
+//! cooldown = "30s"
+//!
+//! [ramp]                      # tower_failover::ramp::RampConfig
+//! min_requests = 20
+//!
+//! [[providers]]
+//! name = "openai"             # provider name and model: the key of its health
+//! model = "gpt-4o-mini"
+//! kind = "openai"             # the rest is tower_failover::provider::ProviderConfig
+//! api_key_env = "OPENAI_API_KEY"
+//! weight = 2.0
+//! price = { input_per_million = 0.15, output_per_million = 0.60 }
+//!
+//! [[providers]]
+//! name = "anthropic"
+//! model = "claude-haiku-4-5"
+//! kind = "anthropic"
+//! api_key_env = "ANTHROPIC_API_KEY"
+//! circuit = { consecutive_failures = 3 }   # this provider only
+//! ```
+//!
+//! Every section is optional and takes the layer crate's own configuration struct
+//! (each refuses unknown keys); `validate = false`, `quota = false`,
+//! `circuit = false`, `ramp = false`, `observe = false`, `retry_budget = false`
+//! turn a layer off, and `wait_queue = true` (or a table) turns the wait queue on.
+//! Durations read `"30s"`, `"250ms"`, `"5m"` or a number of seconds.
+//! [`Config::validate`] refuses invalid values with a [`ConfigError`] naming the
+//! field (`providers[1].base_url: not a valid URL ...`).
+
+use std::fmt;
+use std::path::Path;
+#[cfg(feature = "retry")]
+use std::time::Duration;
+
+use serde::Deserialize;
+use tower_failover_balance::{BalanceConfig, FallbackConfig, ProviderOptions};
+#[cfg(feature = "retry")]
+use tower_failover_core::duration_serde;
+use tower_failover_core::{HealthConfig, ProviderId};
+
+use crate::config_error::ConfigError;
+use crate::slot::{ObserveConfig, Toggle};
+use crate::stack::DEFAULT_MAX_REQUEST_BYTES;
+
+#[cfg(feature = "circuit")]
+use tower_failover_circuit::CircuitConfig;
+#[cfg(feature = "overflow")]
+use tower_failover_overflow::{OverflowConfig, QuotaConfig};
+#[cfg(feature = "ramp")]
+use tower_failover_ramp::RampConfig;
+#[cfg(feature = "redis")]
+use tower_failover_redis::RedisConfig;
+#[cfg(feature = "retry")]
+use tower_failover_retry::{BudgetConfig, QueueConfig};
+#[cfg(feature = "validate")]
+use tower_failover_validate::ValidateConfig;
+
+/// Which router spreads requests across the providers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouterKind {
+    /// The balancer (`[balance]` configures it). The default.
+    #[default]
+    Balance,
+    /// The ordered fallback chain, by `priority` (`[fallback]`).
+    Fallback,
+    /// Overflow on 429, in priority order (`[overflow]`).
+    #[cfg(feature = "overflow")]
+    Overflow,
+}
+
+/// The whole stack, as read from a file. See the [module documentation](self).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Config {
+    /// The router. Default: `balance`.
+    pub router: RouterKind,
+    /// The balancer's settings (`router = "balance"`).
+    pub balance: BalanceConfig,
+    /// The fallback chain's settings (`router = "fallback"`).
+    pub fallback: FallbackConfig,
+    /// The overflow router's settings (`router = "overflow"`).
+    #[cfg(feature = "overflow")]
+    pub overflow: OverflowConfig,
+    /// Output validation of every provider. Default: on.
+    #[cfg(feature = "validate")]
+    pub validate: Toggle<ValidateConfig>,
+    /// The observer of every provider. Default: on.
+    pub observe: Toggle<ObserveConfig>,
+    /// Quota tracking of every provider. Default: on.
+    #[cfg(feature = "overflow")]
+    pub quota: Toggle<QuotaConfig>,
+    /// The circuit breaker of every provider. Default: on.
+    #[cfg(feature = "circuit")]
+    pub circuit: Toggle<CircuitConfig>,
+    /// The recovery ramp of every provider. Default: on.
+    #[cfg(feature = "ramp")]
+    pub ramp: Toggle<RampConfig>,
+    /// The retry budget shared by every hop. Default: on.
+    #[cfg(feature = "retry")]
+    pub retry_budget: Toggle<BudgetConfig>,
+    /// Total time per request, across attempts. Default: none.
+    #[cfg(feature = "retry")]
+    #[serde(with = "duration_serde::option")]
+    pub deadline: Option<Duration>,
+    /// Wait for a provider to recover when all are down. Default: off.
+    #[cfg(feature = "retry")]
+    pub wait_queue: Toggle<QueueConfig>,
+    /// The largest request body buffered for replay. Default: 4 MiB.
+    pub max_request_bytes: usize,
+    /// Share health across gateway replicas through Redis. Default: none.
+    #[cfg(feature = "redis")]
+    pub redis: Option<RedisConfig>,
+    /// The providers.
+    pub providers: Vec<ProviderEntry>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            router: RouterKind::Balance,
+            balance: BalanceConfig::default(),
+            fallback: FallbackConfig::default(),
+            #[cfg(feature = "overflow")]
+            overflow: OverflowConfig::default(),
+            #[cfg(feature = "validate")]
+            validate: Toggle::default(),
+            observe: Toggle::default(),
+            #[cfg(feature = "overflow")]
+            quota: Toggle::default(),
+            #[cfg(feature = "circuit")]
+            circuit: Toggle::default(),
+            #[cfg(feature = "ramp")]
+            ramp: Toggle::default(),
+            #[cfg(feature = "retry")]
+            retry_budget: Toggle::default(),
+            #[cfg(feature = "retry")]
+            deadline: None,
+            #[cfg(feature = "retry")]
+            wait_queue: Toggle::Off,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            #[cfg(feature = "redis")]
+            redis: None,
+            providers: Vec::new(),
+        }
+    }
+}
+
+/// A price per million tokens, input and output.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    /// Price of a million prompt (input) tokens.
+    pub input_per_million: f64,
+    /// Price of a million completion (output) tokens.
+    pub output_per_million: f64,
+}
+
+impl Price {
+    /// The blended price the balancer weighs providers by: three input tokens for
+    /// one output token, a typical chat mix.
+    pub fn blended(&self) -> f64 {
+        (3.0 * self.input_per_million + self.output_per_million) / 4.0
+    }
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One provider (one model at one provider) in a [`Config`].
+///
+/// The keys below are the facade's; every other key of the entry (`kind`,
+/// `base_url`, `api_key_env`, `timeouts`, `headers`, …) is the provider client's
+/// configuration (`tower_failover::provider::ProviderConfig`). The client is pinned
+/// to `model` unless its own `models` map says otherwise, so whatever model name
+/// a caller asks for, this deployment answers with its own model.
+#[derive(Clone, Deserialize)]
+#[non_exhaustive]
+pub struct ProviderEntry {
+    /// The provider name, for health, logs and snapshots (`openai`, `groq`, …).
+    pub name: String,
+    /// The provider's model (`gpt-4o-mini`).
+    pub model: String,
+    /// A quota group shared with other entries on the same key or organisation.
+    #[serde(default)]
+    pub quota_group: Option<String>,
+    /// Balancer weight. Default 1.
+    #[serde(default = "one")]
+    pub weight: f64,
+    /// Position in a fallback chain, lower first.
+    #[serde(default)]
+    pub priority: Option<u32>,
+    /// The model's price: recorded as usage cost, and (blended) used by
+    /// `weighting = "cost"` and `policy = "cheapest"`.
+    #[serde(default)]
+    pub price: Option<Price>,
+    /// The blended price per million tokens, if not the one derived from `price`.
+    #[serde(default)]
+    pub price_per_million: Option<f64>,
+    /// Model names callers may ask for that this entry serves (empty: any).
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// Tiers this entry belongs to, selected by a request header.
+    #[serde(default)]
+    pub tiers: Vec<String>,
+    /// The model's context window in tokens.
+    #[serde(default)]
+    pub context_window: Option<u64>,
+    /// Whether the model accepts tool definitions. Default true.
+    #[serde(default = "yes")]
+    pub tools: bool,
+    /// This provider's own output validation.
+    #[cfg(feature = "validate")]
+    #[serde(default)]
+    pub validate: Option<Toggle<ValidateConfig>>,
+    /// This provider's own quota tracking.
+    #[cfg(feature = "overflow")]
+    #[serde(default)]
+    pub quota: Option<Toggle<QuotaConfig>>,
+    /// This provider's own circuit breaker.
+    #[cfg(feature = "circuit")]
+    #[serde(default)]
+    pub circuit: Option<Toggle<CircuitConfig>>,
+    /// This provider's own recovery ramp.
+    #[cfg(feature = "ramp")]
+    #[serde(default)]
+    pub ramp: Option<Toggle<RampConfig>>,
+    /// The rest: the provider client's configuration.
+    #[serde(flatten)]
+    pub client: toml::Table,
+}
+
+impl fmt::Debug for ProviderEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The client table may hold an inline `api_key`: keys only.
+        f.debug_struct("ProviderEntry")
+            .field("name", &self.name)
+            .field("model", &self.model)
+            .field("quota_group", &self.quota_group)
+            .field("weight", &self.weight)
+            .field("priority", &self.priority)
+            .field("aliases", &self.aliases)
+            .field("client", &self.client.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProviderEntry {
+    /// A provider entry with defaults and an empty client configuration.
+    pub fn new(name: impl Into<String>, model: impl Into<String>) -> Self {
+        ProviderEntry {
+            name: name.into(),
+            model: model.into(),
+            quota_group: None,
+            weight: 1.0,
+            priority: None,
+            price: None,
+            price_per_million: None,
+            aliases: Vec::new(),
+            tiers: Vec::new(),
+            context_window: None,
+            tools: true,
+            #[cfg(feature = "validate")]
+            validate: None,
+            #[cfg(feature = "overflow")]
+            quota: None,
+            #[cfg(feature = "circuit")]
+            circuit: None,
+            #[cfg(feature = "ramp")]
+            ramp: None,
+            client: toml::Table::new(),
+        }
+    }
+
+    /// Sets a key of the client configuration (`kind`, `base_url`, `api_key_env`…).
+    pub fn client(mut self, key: &str, value: impl Into<toml::Value>) -> Self {
+        self.client.insert(key.to_owned(), value.into());
+        self
+    }
+
+    /// The routing options this entry gives the router.
+    pub fn options(&self) -> ProviderOptions {
+        let mut o = ProviderOptions::default()
+            .weight(self.weight)
+            .tools(self.tools);
+        o.priority = self.priority;
+        o.price_per_million = self
+            .price_per_million
+            .or_else(|| self.price.map(|p| p.blended()));
+        if !self.aliases.is_empty() {
+            o = o
+                .models(self.aliases.iter().cloned())
+                .model(self.model.clone());
+        }
+        o.tiers = self.tiers.clone();
+        o.context_window = self.context_window;
+        o
+    }
+
+    /// The provider client's configuration: the client keys of the entry, with
+    /// the name set and the model pinned.
+    #[cfg(feature = "provider")]
+    pub fn provider_config(&self) -> Result<tower_failover_provider::ProviderConfig, ConfigError> {
+        let mut config: tower_failover_provider::ProviderConfig =
+            toml::Value::Table(self.client.clone())
+                .try_into()
+                .map_err(|e: toml::de::Error| {
+                    ConfigError::new("", e.message().trim().to_owned())
+                })?;
+        config.name = Some(self.name.clone());
+        if config.models.is_empty() {
+            config.models.insert("*".to_owned(), self.model.clone());
+        }
+        if let Some(p) = self.price {
+            config.prices.entry(self.model.clone()).or_insert(
+                tower_failover_provider::Price::per_million(
+                    p.input_per_million,
+                    p.output_per_million,
+                ),
+            );
+        }
+        Ok(config)
+    }
+}
+
+impl Config {
+    /// Reads and validates a TOML configuration.
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| parse_error(&e, text))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads and validates a TOML file. Errors start with the file's path.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(path.display().to_string(), e.to_string()))?;
+        Config::from_toml_str(&text)
+            .map_err(|e| ConfigError::new(format!("{}: {}", path.display(), e.field()), e.reason()))
+    }
+
+    /// Refuses invalid values, naming the field. Does not read the environment
+    /// (API keys are read when the stack is built).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.providers.is_empty() {
+            return Err(ConfigError::new(
+                "providers",
+                "at least one provider is required ([[providers]] name = ..., model = ...)",
+            ));
+        }
+        if self.max_request_bytes == 0 {
+            return Err(ConfigError::new(
+                "max_request_bytes",
+                "must be at least 1 byte",
+            ));
+        }
+        let section = |name: &str, e: tower_failover_balance::ConfigError| {
+            ConfigError::new(e.field(), e.reason()).within(name)
+        };
+        match self.router {
+            RouterKind::Balance => self.balance.validate().map_err(|e| section("balance", e))?,
+            RouterKind::Fallback => self
+                .fallback
+                .validate()
+                .map_err(|e| section("fallback", e))?,
+            #[cfg(feature = "overflow")]
+            RouterKind::Overflow => self
+                .overflow
+                .validate()
+                .map_err(|e| ConfigError::new(e.field(), e.reason()).within("overflow"))?,
+        }
+        #[cfg(feature = "validate")]
+        if let Toggle::On(c) = &self.validate {
+            check_validate(c, "validate")?;
+        }
+        #[cfg(feature = "overflow")]
+        if let Toggle::On(c) = &self.quota {
+            check_quota(c, "quota")?;
+        }
+        #[cfg(feature = "circuit")]
+        if let Toggle::On(c) = &self.circuit {
+            check_circuit(c, "circuit")?;
+        }
+        #[cfg(feature = "ramp")]
+        if let Toggle::On(c) = &self.ramp {
+            check_ramp(c, "ramp")?;
+        }
+        #[cfg(feature = "retry")]
+        {
+            if let Toggle::On(c) = &self.retry_budget {
+                c.validate()
+                    .map_err(|e| ConfigError::from_display("retry_budget", &e))?;
+            }
+            if self.deadline.is_some_and(|d| d.is_zero()) {
+                return Err(ConfigError::new("deadline", "must be above zero"));
+            }
+            if let Toggle::On(q) = &self.wait_queue {
+                if q.capacity == 0 {
+                    return Err(ConfigError::new(
+                        "wait_queue.capacity",
+                        "must be at least 1 (or `wait_queue = false`)",
+                    ));
+                }
+                if q.max_wait.is_zero() {
+                    return Err(ConfigError::new(
+                        "wait_queue.max_wait",
+                        "must be above zero",
+                    ));
+                }
+            }
+        }
+        #[cfg(feature = "redis")]
+        if let Some(r) = &self.redis {
+            r.validate()
+                .map_err(|e| ConfigError::from_display("redis", &e))?;
+        }
+        for (i, p) in self.providers.iter().enumerate() {
+            let at = format!("providers[{i}]");
+            self.check_provider(i, p).map_err(|e| e.within(&at))?;
+        }
+        Ok(())
+    }
+
+    fn check_provider(&self, i: usize, p: &ProviderEntry) -> Result<(), ConfigError> {
+        if p.name.trim().is_empty() {
+            return Err(ConfigError::new("name", "must not be empty"));
+        }
+        if p.model.trim().is_empty() {
+            return Err(ConfigError::new("model", "must not be empty"));
+        }
+        if let Some(j) = self.providers[..i]
+            .iter()
+            .position(|q| q.name == p.name && q.model == p.model)
+        {
+            return Err(ConfigError::new(
+                "",
+                format!("{}/{} is already providers[{j}]", p.name, p.model),
+            ));
+        }
+        if p.quota_group
+            .as_deref()
+            .is_some_and(|g| g.trim().is_empty())
+        {
+            return Err(ConfigError::new("quota_group", "must not be empty"));
+        }
+        if let Some(price) = p.price {
+            for (field, v) in [
+                ("price.input_per_million", price.input_per_million),
+                ("price.output_per_million", price.output_per_million),
+            ] {
+                if !(v.is_finite() && (0.0..=1e9).contains(&v)) {
+                    return Err(ConfigError::new(
+                        field,
+                        format!("{v} is not a price in [0, 1e9]"),
+                    ));
+                }
+            }
+        }
+        let id = ProviderId::new(&p.name, &p.model);
+        p.options().validate(&id).map_err(|e| {
+            let field = e.field();
+            let field = field.split_once("].").map_or(field, |(_, f)| f).to_owned();
+            ConfigError::new(field, e.reason())
+        })?;
+        match p.client.get("base_url") {
+            None => {}
+            Some(toml::Value::String(url)) => check_url(url)?,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "base_url",
+                    format!(
+                        "not a valid URL: expected a string, found {}",
+                        other.type_str()
+                    ),
+                ));
+            }
+        }
+        #[cfg(feature = "provider")]
+        p.provider_config()?;
+        #[cfg(feature = "validate")]
+        if let Some(Toggle::On(c)) = &p.validate {
+            check_validate(c, "validate")?;
+        }
+        #[cfg(feature = "overflow")]
+        if let Some(Toggle::On(c)) = &p.quota {
+            check_quota(c, "quota")?;
+        }
+        #[cfg(feature = "circuit")]
+        if let Some(Toggle::On(c)) = &p.circuit {
+            check_circuit(c, "circuit")?;
+        }
+        #[cfg(feature = "ramp")]
+        if let Some(Toggle::On(c)) = &p.ramp {
+            check_ramp(c, "ramp")?;
+        }
+        Ok(())
+    }
+
+    /// The registry this configuration asks for: in-process, or on Redis (which
+    /// starts its background tasks: call it inside a tokio runtime).
+    pub fn registry(&self) -> Result<tower_failover_core::Registry, ConfigError> {
+        #[cfg(feature = "redis")]
+        if let Some(r) = &self.redis {
+            let store = tower_failover_redis::RedisStore::start(r.clone())
+                .map_err(|e| ConfigError::from_display("redis", &e))?;
+            return Ok(tower_failover_core::Registry::with_store(
+                store,
+                HealthConfig::default(),
+            ));
+        }
+        Ok(tower_failover_core::Registry::with_store(
+            std::sync::Arc::new(tower_failover_core::LocalStore),
+            HealthConfig::default(),
+        ))
+    }
+
+    /// The stack builder this configuration describes (see
+    /// [`Stack::from_config`](crate::Stack::from_config), which validates first).
+    #[cfg(feature = "provider")]
+    pub(crate) fn builder(&self) -> Result<crate::StackBuilder, ConfigError> {
+        use crate::slot::Slot;
+        use crate::stack::{ProviderDef, Routing};
+
+        let registry = self.registry()?;
+        let routing = match self.router {
+            RouterKind::Balance => Routing::Balance(self.balance.clone()),
+            RouterKind::Fallback => Routing::Fallback(self.fallback.clone()),
+            #[cfg(feature = "overflow")]
+            RouterKind::Overflow => Routing::Overflow(self.overflow),
+        };
+        let mut b = crate::Stack::builder()
+            .registry(registry.clone())
+            .routing(routing)
+            .observe(Slot::from(self.observe.clone()))
+            .max_request_bytes(self.max_request_bytes);
+        #[cfg(feature = "validate")]
+        {
+            b = b.validate(Slot::from(self.validate.clone()));
+        }
+        #[cfg(feature = "overflow")]
+        {
+            b = b.quota(Slot::from(self.quota.clone()));
+        }
+        #[cfg(feature = "circuit")]
+        {
+            b = b.circuit(Slot::from(self.circuit.clone()));
+        }
+        #[cfg(feature = "ramp")]
+        {
+            b = b.ramp(Slot::from(self.ramp.clone()));
+        }
+        #[cfg(feature = "retry")]
+        {
+            b = b
+                .retry_budget(self.retry_budget.get().copied())
+                .deadline(self.deadline)
+                .wait_queue(self.wait_queue.get().copied());
+        }
+        for (i, p) in self.providers.iter().enumerate() {
+            let at = format!("providers[{i}]");
+            let health = match &p.quota_group {
+                Some(g) => registry.provider_in_group(&p.name, &p.model, g),
+                None => registry.provider(&p.name, &p.model),
+            };
+            let client = tower_failover_provider::Provider::from_config(
+                p.provider_config().map_err(|e| e.within(&at))?,
+            )
+            .health(health)
+            .build()
+            .map_err(|e| ConfigError::new(e.field(), e.reason()).within(&at))?;
+            let mut def = ProviderDef::new(&p.name, &p.model, client).options(p.options());
+            if let Some(g) = &p.quota_group {
+                def = def.quota_group(g);
+            }
+            #[cfg(feature = "validate")]
+            if let Some(t) = &p.validate {
+                def = def.validate(Slot::from(t.clone()));
+            }
+            #[cfg(feature = "overflow")]
+            if let Some(t) = &p.quota {
+                def = def.quota(Slot::from(t.clone()));
+            }
+            #[cfg(feature = "circuit")]
+            if let Some(t) = &p.circuit {
+                def = def.circuit(Slot::from(t.clone()));
+            }
+            #[cfg(feature = "ramp")]
+            if let Some(t) = &p.ramp {
+                def = def.ramp(Slot::from(t.clone()));
+            }
+            b = b.provider(def);
+        }
+        Ok(b)
+    }
+}
+
+fn parse_error(e: &toml::de::Error, input: &str) -> ConfigError {
+    // toml's message names the key ("unknown field `bsae_url`, expected one of …");
+    // add the line, which its message leaves to its long form.
+    let message = e.message().trim().to_owned();
+    ConfigError::new("", format!("invalid TOML: {message}{}", line_of(e, input)))
+}
+
+fn line_of(e: &toml::de::Error, input: &str) -> String {
+    match e.span() {
+        Some(span) => {
+            let line = input[..span.start.min(input.len())].matches('\n').count() + 1;
+            format!(" (line {line})")
+        }
+        None => String::new(),
+    }
+}
+
+fn check_url(url: &str) -> Result<(), ConfigError> {
+    let bad = |why: &str| ConfigError::new("base_url", format!("not a valid URL ({why}): {url:?}"));
+    let uri: http::Uri = url.parse().map_err(|_| bad("unparsable"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        Some(_) => return Err(bad("the scheme must be http or https")),
+        None => return Err(bad("expected http://host or https://host")),
+    }
+    let Some(authority) = uri.authority() else {
+        return Err(bad("no host"));
+    };
+    if authority.as_str().contains('@') {
+        return Err(ConfigError::new(
+            "base_url",
+            "must not contain credentials (use api_key_env)",
+        ));
+    }
+    if authority.host().is_empty() {
+        return Err(bad("no host"));
+    }
+    Ok(())
+}
+
+#[cfg(feature = "validate")]
+fn check_validate(c: &ValidateConfig, at: &str) -> Result<(), ConfigError> {
+    c.validate()
+        .map_err(|e| ConfigError::from_display(at, &e))?;
+    c.checks
+        .build()
+        .map(drop)
+        .map_err(|e| ConfigError::from_display(at, &e))
+}
+
+#[cfg(feature = "overflow")]
+fn check_quota(c: &QuotaConfig, at: &str) -> Result<(), ConfigError> {
+    c.validate()
+        .map_err(|e| ConfigError::new(e.field(), e.reason()).within(at))
+}
+
+#[cfg(feature = "circuit")]
+fn check_circuit(c: &CircuitConfig, at: &str) -> Result<(), ConfigError> {
+    c.validate()
+        .map_err(|e| ConfigError::new(e.field(), e.reason()).within(at))
+}
+
+#[cfg(feature = "ramp")]
+fn check_ramp(c: &RampConfig, at: &str) -> Result<(), ConfigError> {
+    c.validate()
+        .map_err(|e| ConfigError::new(e.field(), e.reason()).within(at))
+}

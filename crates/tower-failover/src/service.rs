@@ -1,0 +1,117 @@
+//! The type-erased services the [`Stack`](crate::Stack) assembles, and the finished
+//! [`Failover`] service.
+
+use std::fmt;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use tower::util::BoxCloneSyncService;
+use tower::{BoxError, ServiceExt};
+use tower_failover_core::replay::{self, Replay, ReplayBody};
+use tower_service::Service;
+
+use crate::handle::Handle;
+
+/// The response body of every service the stack builds: any body of [`Bytes`],
+/// type-erased (it is `Send`, not `Sync`).
+pub type BoxBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// A type-erased per-provider service: takes a buffered, replayable request and
+/// answers with a [`BoxBody`]. Provider clients, each layer of a provider's stack and
+/// the router are all of this type inside the [`Stack`](crate::Stack), which is what
+/// lets you replace any of them with your own.
+pub type ProviderService = BoxCloneSyncService<Request<ReplayBody>, Response<BoxBody>, BoxError>;
+
+/// Type-erases any service of the right shape into a [`ProviderService`].
+///
+/// The service must be `Clone + Send + Sync` (routers clone it per attempt) and its
+/// response body must yield [`Bytes`].
+pub fn boxed<S, B>(service: S) -> ProviderService
+where
+    S: Service<Request<ReplayBody>, Response = Response<B>> + Clone + Send + Sync + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    BoxCloneSyncService::new(
+        service
+            .map_response(erase_body::<B> as fn(Response<B>) -> Response<BoxBody>)
+            .map_err(Into::<BoxError>::into as fn(S::Error) -> BoxError),
+    )
+}
+
+fn erase_body<B>(res: Response<B>) -> Response<BoxBody>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    res.map(|b| b.map_err(Into::into).boxed_unsync())
+}
+
+/// The assembled stack: a `Service<http::Request<B>>` for any request body `B`,
+/// built by [`Stack::build`](crate::StackBuilder::build).
+///
+/// It buffers the request body once (up to the configured limit; larger bodies fail
+/// with [`BodyTooLarge`](tower_failover_core::error::BodyTooLarge)), then hands the
+/// replayable request to the deadline, the wait queue and the router. It is always
+/// ready (the routers never hold a caller in `poll_ready`) and cheap to clone; every
+/// clone shares the same providers and state.
+///
+/// Errors are the core's small error types, boxed; turn them into HTTP answers with
+/// [`error_response`](tower_failover_core::error_response).
+#[derive(Clone)]
+pub struct Failover {
+    inner: Replay<ProviderService>,
+    handle: Handle,
+}
+
+impl Failover {
+    pub(crate) fn new(routed: ProviderService, limit: usize, handle: Handle) -> Self {
+        Failover {
+            inner: Replay::new(routed, limit),
+            handle,
+        }
+    }
+
+    /// The handle: snapshots, events and manual overrides.
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
+    /// The service below the body buffering (deadline, wait queue, router), which
+    /// takes already-buffered [`ReplayBody`] requests.
+    pub fn routed(&self) -> &ProviderService {
+        self.inner.get_ref()
+    }
+}
+
+impl fmt::Debug for Failover {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Failover")
+            .field("handle", &self.handle)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B> Service<Request<B>> for Failover
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<BoxBody>;
+    type Error = BoxError;
+    type Future = replay::ResponseFuture<ProviderService, B>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Service::<Request<B>>::poll_ready(&mut self.inner, cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        self.inner.call(req)
+    }
+}

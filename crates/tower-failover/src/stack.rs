@@ -1,0 +1,790 @@
+//! The [`Stack`] builder: the recommended stack, assembled in the recommended order.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+#[cfg(feature = "retry")]
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use tower::BoxError;
+use tower_failover_balance::{
+    Balance, BalanceConfig, Fallback, FallbackConfig, ProviderOptions, SharedBudget,
+};
+use tower_failover_core::observe::ObserveLayer;
+use tower_failover_core::replay::ReplayBody;
+use tower_failover_core::{Health, Registry};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::config_error::ConfigError;
+use crate::handle::{Handle, ProviderInfo, Remaining};
+use crate::service::{Failover, ProviderService, boxed};
+use crate::slot::{CustomLayer, ObserveConfig, Slot};
+
+#[cfg(feature = "circuit")]
+use tower_failover_circuit::{CircuitBreakerLayer, CircuitConfig};
+#[cfg(feature = "overflow")]
+use tower_failover_overflow::{Overflow, OverflowConfig, QuotaConfig, QuotaLayer, QuotaTracker};
+#[cfg(feature = "ramp")]
+use tower_failover_ramp::{RampConfig, RampLayer};
+#[cfg(feature = "retry")]
+use tower_failover_retry::{BudgetConfig, DeadlineLayer, QueueConfig, RetryBudget, WaitQueueLayer};
+#[cfg(feature = "validate")]
+use tower_failover_validate::ValidateConfig;
+
+/// The default limit of a buffered request body: 4 MiB.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 4 << 20;
+
+/// Entry point of the builder: [`Stack::builder`], or
+/// [`Stack::from_config`](Stack::from_config) for a configuration file.
+#[derive(Debug, Clone, Copy)]
+pub struct Stack;
+
+impl Stack {
+    /// A builder with every built-in layer on, in its default configuration, and
+    /// the balancer as router.
+    pub fn builder() -> StackBuilder {
+        StackBuilder::new()
+    }
+}
+
+/// How requests are spread across the providers.
+#[derive(Clone)]
+#[non_exhaustive]
+pub enum Routing {
+    /// [`Balance`]: power of two choices on time to first byte × load ÷ weight (or
+    /// the cheapest, or round-robin), failing over to providers not tried yet.
+    Balance(BalanceConfig),
+    /// [`Fallback`]: an ordered chain by [`priority`](ProviderDef::priority).
+    Fallback(FallbackConfig),
+    /// [`Overflow`](tower_failover_overflow::Overflow): the first provider that is
+    /// not rate limited, in order; on a 429 the next one at once.
+    #[cfg(feature = "overflow")]
+    Overflow(OverflowConfig),
+    /// Your own router.
+    Custom(CustomRouter),
+}
+
+impl Routing {
+    /// `"balance"`, `"fallback"`, `"overflow"` or `"custom"`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Routing::Balance(_) => "balance",
+            Routing::Fallback(_) => "fallback",
+            #[cfg(feature = "overflow")]
+            Routing::Overflow(_) => "overflow",
+            Routing::Custom(_) => "custom",
+        }
+    }
+
+    /// Whether the router reads each provider's recovery-ramp share itself (so the
+    /// ramp layer must not also shed).
+    fn reads_ramp_share(&self) -> bool {
+        matches!(self, Routing::Balance(_) | Routing::Fallback(_))
+    }
+}
+
+impl fmt::Debug for Routing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Routing::Balance(c) => f.debug_tuple("Balance").field(c).finish(),
+            Routing::Fallback(c) => f.debug_tuple("Fallback").field(c).finish(),
+            #[cfg(feature = "overflow")]
+            Routing::Overflow(c) => f.debug_tuple("Overflow").field(c).finish(),
+            Routing::Custom(_) => f.write_str("Custom"),
+        }
+    }
+}
+
+/// One provider as a router sees it: its health, its whole stack, its options.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RouterEntry {
+    /// The provider's health handle.
+    pub health: Health,
+    /// The provider's stack.
+    pub service: ProviderService,
+    /// Weight, priority, price and capabilities.
+    pub options: ProviderOptions,
+}
+
+/// A router of your own: builds one service from every provider's stack and the
+/// shared retry budget (if any).
+///
+/// ```
+/// use tower_failover::{CustomRouter, Routing};
+///
+/// // Always the first provider: a (poor) router of your own.
+/// let first = CustomRouter::new(|mut providers, _budget| Ok(providers.remove(0).service));
+/// let routing = Routing::Custom(first);
+/// # let _ = routing;
+/// ```
+#[derive(Clone)]
+pub struct CustomRouter {
+    #[allow(clippy::type_complexity)]
+    make: Arc<
+        dyn Fn(Vec<RouterEntry>, Option<SharedBudget>) -> Result<ProviderService, BoxError>
+            + Send
+            + Sync,
+    >,
+}
+
+impl CustomRouter {
+    /// A router made by `make`.
+    pub fn new<F>(make: F) -> Self
+    where
+        F: Fn(Vec<RouterEntry>, Option<SharedBudget>) -> Result<ProviderService, BoxError>
+            + Send
+            + Sync
+            + 'static,
+    {
+        CustomRouter {
+            make: Arc::new(make),
+        }
+    }
+}
+
+impl fmt::Debug for CustomRouter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CustomRouter")
+    }
+}
+
+/// One provider: its identity (provider name and model, the key of its
+/// [`Health`]), its client, its routing options, and any per-provider change to the
+/// stack's layers.
+pub struct ProviderDef {
+    provider: String,
+    model: String,
+    quota_group: Option<String>,
+    client: ProviderService,
+    options: ProviderOptions,
+    observe: Option<Slot<ObserveConfig>>,
+    #[cfg(feature = "validate")]
+    validate: Option<Slot<ValidateConfig>>,
+    #[cfg(feature = "overflow")]
+    quota: Option<Slot<QuotaConfig>>,
+    #[cfg(feature = "circuit")]
+    circuit: Option<Slot<CircuitConfig>>,
+    #[cfg(feature = "ramp")]
+    ramp: Option<Slot<RampConfig>>,
+    extra: Vec<CustomLayer>,
+}
+
+impl fmt::Debug for ProviderDef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProviderDef")
+            .field("provider", &self.provider)
+            .field("model", &self.model)
+            .field("quota_group", &self.quota_group)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProviderDef {
+    /// `model` at `provider`, reached through `client`: any service of
+    /// [`ReplayBody`] requests whose response body yields [`Bytes`] (a
+    /// [`tower_failover_provider`](https://docs.rs/tower-failover-provider) adapter,
+    /// a hyper client, a test double).
+    pub fn new<S, B>(provider: impl Into<String>, model: impl Into<String>, client: S) -> Self
+    where
+        S: Service<Request<ReplayBody>, Response = Response<B>> + Clone + Send + Sync + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send + 'static,
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        ProviderDef::from_service(provider, model, boxed(client))
+    }
+
+    /// Like [`new`](ProviderDef::new), with an already type-erased client.
+    pub fn from_service(
+        provider: impl Into<String>,
+        model: impl Into<String>,
+        client: ProviderService,
+    ) -> Self {
+        ProviderDef {
+            provider: provider.into(),
+            model: model.into(),
+            quota_group: None,
+            client,
+            options: ProviderOptions::default(),
+            observe: None,
+            #[cfg(feature = "validate")]
+            validate: None,
+            #[cfg(feature = "overflow")]
+            quota: None,
+            #[cfg(feature = "circuit")]
+            circuit: None,
+            #[cfg(feature = "ramp")]
+            ramp: None,
+            extra: Vec::new(),
+        }
+    }
+
+    /// Puts the provider in a named quota group (deployments that share one key or
+    /// organisation share one rate limit, and one quota tracker).
+    pub fn quota_group(mut self, group: impl Into<String>) -> Self {
+        self.quota_group = Some(group.into());
+        self
+    }
+
+    /// Routing options: weight, price, priority, capabilities.
+    pub fn options(mut self, options: ProviderOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Sets the balancer weight.
+    pub fn weight(mut self, weight: f64) -> Self {
+        self.options.weight = weight;
+        self
+    }
+
+    /// Sets the position in a fallback chain (lower goes first).
+    pub fn priority(mut self, priority: u32) -> Self {
+        self.options.priority = Some(priority);
+        self
+    }
+
+    /// Changes the observer of this provider only.
+    pub fn observe(mut self, slot: impl Into<Slot<ObserveConfig>>) -> Self {
+        self.observe = Some(slot.into());
+        self
+    }
+
+    /// Changes output validation for this provider only.
+    #[cfg(feature = "validate")]
+    pub fn validate(mut self, slot: impl Into<Slot<ValidateConfig>>) -> Self {
+        self.validate = Some(slot.into());
+        self
+    }
+
+    /// Changes quota tracking for this provider only.
+    #[cfg(feature = "overflow")]
+    pub fn quota(mut self, slot: impl Into<Slot<QuotaConfig>>) -> Self {
+        self.quota = Some(slot.into());
+        self
+    }
+
+    /// Changes the circuit breaker of this provider only.
+    #[cfg(feature = "circuit")]
+    pub fn circuit(mut self, slot: impl Into<Slot<CircuitConfig>>) -> Self {
+        self.circuit = Some(slot.into());
+        self
+    }
+
+    /// Changes the recovery ramp of this provider only.
+    #[cfg(feature = "ramp")]
+    pub fn ramp(mut self, slot: impl Into<Slot<RampConfig>>) -> Self {
+        self.ramp = Some(slot.into());
+        self
+    }
+
+    /// Adds a layer of your own on top of this provider's stack (above the ramp).
+    pub fn layer(mut self, layer: CustomLayer) -> Self {
+        self.extra.push(layer);
+        self
+    }
+
+    /// The provider name.
+    pub fn provider_name(&self) -> &str {
+        &self.provider
+    }
+
+    /// The model.
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+}
+
+/// Builds a [`Failover`] service: the recommended stack, every layer optional and
+/// replaceable.
+///
+/// Per provider, innermost first: the client → output validation →
+/// [`ObserveLayer`] → quota tracking → circuit breaker → recovery ramp → your extra
+/// layers. Across providers: the router ([`Routing`]) with the shared retry budget,
+/// then the wait queue (off by default), the total deadline, and the body buffering
+/// that makes requests replayable.
+///
+/// Every position takes the built-in layer's configuration, a [`CustomLayer`] of
+/// your own, or [`Slot::Off`]. See the [crate documentation](crate) for examples.
+pub struct StackBuilder {
+    registry: Option<Registry>,
+    providers: Vec<ProviderDef>,
+    routing: Routing,
+    observe: Slot<ObserveConfig>,
+    #[cfg(feature = "validate")]
+    validate: Slot<ValidateConfig>,
+    #[cfg(feature = "overflow")]
+    quota: Slot<QuotaConfig>,
+    #[cfg(feature = "circuit")]
+    circuit: Slot<CircuitConfig>,
+    #[cfg(feature = "ramp")]
+    ramp: Slot<RampConfig>,
+    extra: Vec<CustomLayer>,
+    budget: Budget,
+    #[cfg(feature = "retry")]
+    deadline: Option<Duration>,
+    #[cfg(feature = "retry")]
+    wait_queue: Option<QueueConfig>,
+    max_request_bytes: usize,
+}
+
+#[derive(Clone)]
+enum Budget {
+    Off,
+    #[cfg(feature = "retry")]
+    Config(BudgetConfig),
+    Shared(SharedBudget),
+}
+
+impl fmt::Debug for StackBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StackBuilder")
+            .field("providers", &self.providers)
+            .field("routing", &self.routing)
+            .field("max_request_bytes", &self.max_request_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for StackBuilder {
+    fn default() -> Self {
+        StackBuilder::new()
+    }
+}
+
+impl StackBuilder {
+    /// Every built-in layer on with its defaults, the balancer as router, a retry
+    /// budget, no deadline, no wait queue, a 4 MiB body limit.
+    pub fn new() -> Self {
+        StackBuilder {
+            registry: None,
+            providers: Vec::new(),
+            routing: Routing::Balance(BalanceConfig::default()),
+            observe: Slot::default(),
+            #[cfg(feature = "validate")]
+            validate: Slot::default(),
+            #[cfg(feature = "overflow")]
+            quota: Slot::default(),
+            #[cfg(feature = "circuit")]
+            circuit: Slot::default(),
+            #[cfg(feature = "ramp")]
+            ramp: Slot::default(),
+            extra: Vec::new(),
+            #[cfg(feature = "retry")]
+            budget: Budget::Config(BudgetConfig::default()),
+            #[cfg(not(feature = "retry"))]
+            budget: Budget::Off,
+            #[cfg(feature = "retry")]
+            deadline: None,
+            #[cfg(feature = "retry")]
+            wait_queue: None,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+        }
+    }
+
+    /// The registry that holds the providers' health (default: a new one with the
+    /// in-process store). Give one built with
+    /// [`Registry::with_store`] to share state across replicas.
+    pub fn registry(mut self, registry: Registry) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// Adds a provider.
+    pub fn provider(mut self, provider: ProviderDef) -> Self {
+        self.providers.push(provider);
+        self
+    }
+
+    /// How requests are spread across providers.
+    pub fn routing(mut self, routing: Routing) -> Self {
+        self.routing = routing;
+        self
+    }
+
+    /// The balancer with this configuration (the default router).
+    pub fn balance(self, config: BalanceConfig) -> Self {
+        self.routing(Routing::Balance(config))
+    }
+
+    /// The ordered fallback chain with this configuration.
+    pub fn fallback(self, config: FallbackConfig) -> Self {
+        self.routing(Routing::Fallback(config))
+    }
+
+    /// The observer of every provider.
+    pub fn observe(mut self, slot: impl Into<Slot<ObserveConfig>>) -> Self {
+        self.observe = slot.into();
+        self
+    }
+
+    /// Output validation of every provider.
+    #[cfg(feature = "validate")]
+    pub fn validate(mut self, slot: impl Into<Slot<ValidateConfig>>) -> Self {
+        self.validate = slot.into();
+        self
+    }
+
+    /// Quota tracking of every provider (one tracker per quota group).
+    #[cfg(feature = "overflow")]
+    pub fn quota(mut self, slot: impl Into<Slot<QuotaConfig>>) -> Self {
+        self.quota = slot.into();
+        self
+    }
+
+    /// The circuit breaker of every provider.
+    #[cfg(feature = "circuit")]
+    pub fn circuit(mut self, slot: impl Into<Slot<CircuitConfig>>) -> Self {
+        self.circuit = slot.into();
+        self
+    }
+
+    /// The recovery ramp of every provider.
+    #[cfg(feature = "ramp")]
+    pub fn ramp(mut self, slot: impl Into<Slot<RampConfig>>) -> Self {
+        self.ramp = slot.into();
+        self
+    }
+
+    /// Adds a layer of your own on top of every provider's stack (above the ramp).
+    pub fn provider_layer(mut self, layer: CustomLayer) -> Self {
+        self.extra.push(layer);
+        self
+    }
+
+    /// The retry budget shared by every hop, or `None` for no budget.
+    #[cfg(feature = "retry")]
+    pub fn retry_budget(mut self, config: Option<BudgetConfig>) -> Self {
+        self.budget = config.map_or(Budget::Off, Budget::Config);
+        self
+    }
+
+    /// A retry budget of your own (any tower `Budget`), shared by every hop.
+    pub fn shared_budget(mut self, budget: SharedBudget) -> Self {
+        self.budget = Budget::Shared(budget);
+        self
+    }
+
+    /// A total deadline per request, across every attempt and the wait queue.
+    #[cfg(feature = "retry")]
+    pub fn deadline(mut self, total: Option<Duration>) -> Self {
+        self.deadline = total;
+        self
+    }
+
+    /// When every provider is unavailable, wait in a bounded queue for one to
+    /// recover (`None`, the default: fail at once with `AllProvidersFailed`).
+    #[cfg(feature = "retry")]
+    pub fn wait_queue(mut self, config: Option<QueueConfig>) -> Self {
+        self.wait_queue = config;
+        self
+    }
+
+    /// The largest request body buffered for replay; larger ones fail with
+    /// [`BodyTooLarge`](tower_failover_core::error::BodyTooLarge) (a 413).
+    pub fn max_request_bytes(mut self, limit: usize) -> Self {
+        self.max_request_bytes = limit;
+        self
+    }
+
+    /// Validates and assembles the stack. Must be called inside a tokio runtime when
+    /// a recovery ramp or a Redis store is used (they own background tasks).
+    pub fn build(self) -> Result<Failover, ConfigError> {
+        if self.providers.is_empty() {
+            return Err(ConfigError::new(
+                "providers",
+                "at least one provider is required",
+            ));
+        }
+        if self.max_request_bytes == 0 {
+            return Err(ConfigError::new(
+                "max_request_bytes",
+                "must be at least 1 byte",
+            ));
+        }
+        let registry = self.registry.clone().unwrap_or_default();
+        let mut remaining: Option<Remaining> = None;
+        let budget: Option<SharedBudget> = match &self.budget {
+            Budget::Off => None,
+            #[cfg(feature = "retry")]
+            Budget::Config(c) => {
+                let b = Arc::new(
+                    RetryBudget::new(*c)
+                        .map_err(|e| ConfigError::from_display("retry_budget", &e))?,
+                );
+                let read = b.clone();
+                remaining = Some(Arc::new(move || read.remaining()));
+                Some(b)
+            }
+            Budget::Shared(b) => Some(b.clone()),
+        };
+
+        let mut entries = Vec::with_capacity(self.providers.len());
+        let mut infos = Vec::with_capacity(self.providers.len());
+        #[cfg(feature = "overflow")]
+        let mut trackers: HashMap<String, QuotaTracker> = HashMap::new();
+        let mut seen: HashMap<(String, String), usize> = HashMap::new();
+        for (i, def) in self.providers.iter().enumerate() {
+            let at = format!("providers[{i}]");
+            if def.provider.trim().is_empty() {
+                return Err(ConfigError::new(format!("{at}.name"), "must not be empty"));
+            }
+            if def.model.trim().is_empty() {
+                return Err(ConfigError::new(format!("{at}.model"), "must not be empty"));
+            }
+            if let Some(j) = seen.insert((def.provider.clone(), def.model.clone()), i) {
+                return Err(ConfigError::new(
+                    at,
+                    format!("{}/{} is already providers[{j}]", def.provider, def.model),
+                ));
+            }
+            let health = match &def.quota_group {
+                Some(g) => registry.provider_in_group(&def.provider, &def.model, g),
+                None => registry.provider(&def.provider, &def.model),
+            };
+            def.options
+                .validate(health.id())
+                .map_err(|e| ConfigError::new(strip_provider(e.field()), e.reason()).within(&at))?;
+
+            let mut svc = def.client.clone();
+            #[cfg(feature = "validate")]
+            {
+                svc = match def.validate.as_ref().unwrap_or(&self.validate) {
+                    Slot::Builtin(c) => {
+                        let layer = c
+                            .build()
+                            .map_err(|e| {
+                                ConfigError::from_display(
+                                    &scope(&def.validate, &at, "validate"),
+                                    &e,
+                                )
+                            })?
+                            .provider(health.id().clone());
+                        boxed(layer.layer(svc))
+                    }
+                    Slot::Custom(l) => l.apply(&health, svc),
+                    Slot::Off => svc,
+                };
+            }
+            svc = match def.observe.as_ref().unwrap_or(&self.observe) {
+                Slot::Builtin(c) => {
+                    let mut layer = ObserveLayer::new(health.clone());
+                    if let Some(d) = c.default_retry_after {
+                        layer = layer.default_retry_after(d);
+                    }
+                    boxed(layer.layer(svc))
+                }
+                Slot::Custom(l) => l.apply(&health, svc),
+                Slot::Off => svc,
+            };
+            #[cfg(feature = "overflow")]
+            {
+                svc = match def.quota.as_ref().unwrap_or(&self.quota) {
+                    Slot::Builtin(c) => {
+                        let new_tracker = || {
+                            QuotaTracker::new(*c).map_err(|e| {
+                                ConfigError::new(e.field(), e.reason())
+                                    .within(&scope(&def.quota, &at, "quota"))
+                            })
+                        };
+                        let tracker = match &def.quota_group {
+                            Some(g) => match trackers.get(g) {
+                                Some(t) => t.clone(),
+                                None => {
+                                    let t = new_tracker()?;
+                                    trackers.insert(g.clone(), t.clone());
+                                    t
+                                }
+                            },
+                            None => new_tracker()?,
+                        };
+                        boxed(QuotaLayer::new(health.clone(), tracker).layer(svc))
+                    }
+                    Slot::Custom(l) => l.apply(&health, svc),
+                    Slot::Off => svc,
+                };
+            }
+            #[cfg(feature = "circuit")]
+            {
+                svc = match def.circuit.as_ref().unwrap_or(&self.circuit) {
+                    Slot::Builtin(c) => {
+                        let layer = CircuitBreakerLayer::with_config(health.clone(), c.clone())
+                            .map_err(|e| {
+                                ConfigError::new(e.field(), e.reason()).within(&scope(
+                                    &def.circuit,
+                                    &at,
+                                    "circuit",
+                                ))
+                            })?;
+                        boxed(layer.layer(svc))
+                    }
+                    Slot::Custom(l) => l.apply(&health, svc),
+                    Slot::Off => svc,
+                };
+            }
+            #[cfg(feature = "ramp")]
+            let mut ramp_layer = None;
+            #[cfg(feature = "ramp")]
+            {
+                svc = match def.ramp.as_ref().unwrap_or(&self.ramp) {
+                    Slot::Builtin(c) => {
+                        let mut c = c.clone();
+                        if self.routing.reads_ramp_share() {
+                            // The router routes exactly the ramp's share to the
+                            // provider; the ramp only drives and checks the steps.
+                            c = c.shed(false);
+                        }
+                        let layer = RampLayer::try_new(health.clone(), c).map_err(|e| {
+                            ConfigError::new(e.field(), e.reason())
+                                .within(&scope(&def.ramp, &at, "ramp"))
+                        })?;
+                        let svc = boxed(layer.layer(svc));
+                        ramp_layer = Some(layer);
+                        svc
+                    }
+                    Slot::Custom(l) => l.apply(&health, svc),
+                    Slot::Off => svc,
+                };
+            }
+            for layer in self.extra.iter().chain(&def.extra) {
+                svc = layer.apply(&health, svc);
+            }
+            infos.push(ProviderInfo {
+                health: health.clone(),
+                options: def.options.clone(),
+                #[cfg(feature = "ramp")]
+                ramp: ramp_layer,
+            });
+            entries.push(RouterEntry {
+                health,
+                service: svc,
+                options: def.options.clone(),
+            });
+        }
+
+        let routed = route(&self.routing, entries, budget.clone())?;
+        #[cfg(feature = "retry")]
+        let (routed, queue) = match &self.wait_queue {
+            Some(c) => {
+                if c.capacity == 0 {
+                    return Err(ConfigError::new(
+                        "wait_queue.capacity",
+                        "must be at least 1 (or turn the wait queue off)",
+                    ));
+                }
+                let layer = WaitQueueLayer::new(registry.clone(), *c);
+                (boxed(layer.layer(routed)), Some(layer))
+            }
+            None => (routed, None),
+        };
+        #[cfg(feature = "retry")]
+        let routed = match self.deadline {
+            Some(d) if d.is_zero() => {
+                return Err(ConfigError::new("deadline", "must be above zero"));
+            }
+            Some(d) => boxed(DeadlineLayer::new(d).layer(routed)),
+            None => routed,
+        };
+        let handle = Handle::new(
+            registry,
+            infos,
+            self.routing.name(),
+            remaining,
+            #[cfg(feature = "retry")]
+            queue,
+        );
+        Ok(Failover::new(routed, self.max_request_bytes, handle))
+    }
+}
+
+/// `providers[i].<layer>` when the provider overrides the layer, else `<layer>`.
+fn scope<T>(over: &Option<T>, at: &str, layer: &str) -> String {
+    match over {
+        Some(_) => format!("{at}.{layer}"),
+        None => layer.to_owned(),
+    }
+}
+
+/// Balance reports `providers[<id>].weight`; the facade names providers by index.
+fn strip_provider(field: &str) -> &str {
+    match field.strip_prefix("providers[") {
+        Some(rest) => rest.split_once("].").map_or(field, |(_, f)| f),
+        None => field,
+    }
+}
+
+fn route(
+    routing: &Routing,
+    entries: Vec<RouterEntry>,
+    budget: Option<SharedBudget>,
+) -> Result<ProviderService, ConfigError> {
+    let balance_err = |section: &str, e: tower_failover_balance::ConfigError| {
+        if e.field().starts_with("providers") {
+            ConfigError::new(e.field(), e.reason())
+        } else {
+            ConfigError::new(e.field(), e.reason()).within(section)
+        }
+    };
+    match routing {
+        Routing::Balance(c) => {
+            let mut b = Balance::builder().config(c.clone());
+            if let Some(budget) = budget {
+                b = b.budget(budget);
+            }
+            for e in entries {
+                b = b.provider_with(e.health, e.service, e.options);
+            }
+            Ok(boxed(b.build().map_err(|e| balance_err("balance", e))?))
+        }
+        Routing::Fallback(c) => {
+            let mut b = Fallback::builder().config(c.clone());
+            if let Some(budget) = budget {
+                b = b.budget(budget);
+            }
+            for e in entries {
+                b = b.provider_with(e.health, e.service, e.options);
+            }
+            Ok(boxed(b.build().map_err(|e| balance_err("fallback", e))?))
+        }
+        #[cfg(feature = "overflow")]
+        Routing::Overflow(c) => {
+            let mut entries = entries;
+            // Targets go in fallback order: by priority, then as added.
+            entries.sort_by_key(|e| e.options.priority.unwrap_or(u32::MAX));
+            let mut b = Overflow::builder().config(*c);
+            if let Some(budget) = budget {
+                b = b.retry_budget(budget);
+            }
+            for e in entries {
+                b = b.target(e.health, e.service);
+            }
+            let router = b
+                .build()
+                .map_err(|e| ConfigError::new(e.field(), e.reason()).within("overflow"))?;
+            Ok(boxed(router))
+        }
+        Routing::Custom(r) => {
+            (r.make)(entries, budget).map_err(|e| ConfigError::new("router", e.to_string()))
+        }
+    }
+}
+
+#[cfg(feature = "provider")]
+impl Stack {
+    /// A builder configured from `config`: the registry (with the Redis store when
+    /// configured), each provider's client (API keys read from the environment
+    /// variables the configuration names), its layers and the router. Change
+    /// anything on the returned builder (replace a layer, add one) before
+    /// [`build`](StackBuilder::build).
+    pub fn from_config(config: &crate::Config) -> Result<StackBuilder, ConfigError> {
+        config.validate()?;
+        config.builder()
+    }
+}
