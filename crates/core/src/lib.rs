@@ -59,6 +59,7 @@
 //! ```
 
 mod classify;
+mod config;
 pub mod deadline;
 mod duration;
 pub mod error;
@@ -76,6 +77,7 @@ pub mod store;
 pub mod time;
 
 pub use classify::{Classify, LlmClassifier, classify_error_chain};
+pub use config::ConfigError;
 pub use deadline::Deadline;
 pub use duration::{ParseDurationError, duration_serde, format_duration, parse_duration};
 pub use event::{HealthEvent, HealthEventKind};

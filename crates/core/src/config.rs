@@ -1,0 +1,56 @@
+//! The one configuration error every crate uses.
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// A configuration value was refused. Names the field (with its path, such as
+/// `providers[1].base_url`, where the configuration is nested) and the reason.
+///
+/// ```
+/// use tower_failover_core::ConfigError;
+///
+/// let err = ConfigError::new("cooldown", "must be at least 1ms").within("circuit");
+/// assert_eq!(err.to_string(), "invalid configuration: `circuit.cooldown` must be at least 1ms");
+/// assert_eq!(err.field(), "circuit.cooldown");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    field: Cow<'static, str>,
+    reason: Cow<'static, str>,
+}
+
+impl ConfigError {
+    /// `field` is refused because of `reason` (a phrase such as `"must be positive"`).
+    pub fn new(field: impl Into<Cow<'static, str>>, reason: impl Into<Cow<'static, str>>) -> Self {
+        ConfigError {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Prefixes the field with the path of the section it sits in.
+    pub fn within(self, section: impl fmt::Display) -> Self {
+        ConfigError {
+            field: Cow::Owned(format!("{section}.{}", self.field)),
+            reason: self.reason,
+        }
+    }
+
+    /// The field at fault, with its path.
+    pub fn field(&self) -> &str {
+        &self.field
+    }
+
+    /// Why it was refused.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration: `{}` {}", self.field, self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
