@@ -341,9 +341,7 @@ where
         loop {
             let step = match this.state.as_mut().project() {
                 StateProj::Calling { fut } => {
-                    let result = ready!(fut.poll(cx));
-                    let now = Instant::now();
-                    match result {
+                    match ready!(fut.poll(cx)) {
                         Ok(res) => {
                             let outcome = this.ctx.shared.classifier.classify_response(&res);
                             if !matches!(outcome, Outcome::RateLimited { .. }) {
@@ -351,7 +349,7 @@ where
                                 return Poll::Ready(Ok(res));
                             }
                             drop(res);
-                            this.ctx.hop(true, outcome, None, now)
+                            this.ctx.hop(true, outcome, None, Instant::now())
                         }
                         Err(e) => {
                             let e: BoxError = e.into();
@@ -360,7 +358,7 @@ where
                                 this.state.set(State::Done);
                                 return Poll::Ready(Err(e));
                             }
-                            this.ctx.hop(false, outcome, Some(&*e), now)
+                            this.ctx.hop(false, outcome, Some(&*e), Instant::now())
                         }
                     }
                 }
