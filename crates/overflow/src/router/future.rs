@@ -340,28 +340,26 @@ where
         let mut this = self.project();
         loop {
             let step = match this.state.as_mut().project() {
-                StateProj::Calling { fut } => {
-                    match ready!(fut.poll(cx)) {
-                        Ok(res) => {
-                            let outcome = this.ctx.shared.classifier.classify_response(&res);
-                            if !matches!(outcome, Outcome::RateLimited { .. }) {
-                                this.state.set(State::Done);
-                                return Poll::Ready(Ok(res));
-                            }
-                            drop(res);
-                            this.ctx.hop(true, outcome, None, Instant::now())
+                StateProj::Calling { fut } => match ready!(fut.poll(cx)) {
+                    Ok(res) => {
+                        let outcome = this.ctx.shared.classifier.classify_response(&res);
+                        if !matches!(outcome, Outcome::RateLimited { .. }) {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Ok(res));
                         }
-                        Err(e) => {
-                            let e: BoxError = e.into();
-                            let outcome = this.ctx.shared.classifier.classify_error(&*e);
-                            if !not_sent(&outcome) {
-                                this.state.set(State::Done);
-                                return Poll::Ready(Err(e));
-                            }
-                            this.ctx.hop(false, outcome, Some(&*e), Instant::now())
-                        }
+                        drop(res);
+                        this.ctx.hop(true, outcome, None, Instant::now())
                     }
-                }
+                    Err(e) => {
+                        let e: BoxError = e.into();
+                        let outcome = this.ctx.shared.classifier.classify_error(&*e);
+                        if !not_sent(&outcome) {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err(e));
+                        }
+                        this.ctx.hop(false, outcome, Some(&*e), Instant::now())
+                    }
+                },
                 StateProj::Readying => {
                     let ctx = &mut *this.ctx;
                     let Some(mut svc) = ctx.svc.take() else {
