@@ -56,10 +56,10 @@ impl FleetBudget {
     ) -> Result<FleetBudget, Box<dyn std::error::Error + Send + Sync>> {
         config.validate()?;
         if window < Duration::from_millis(10) {
-            return Err(Box::new(ConfigError {
-                field: "window",
-                reason: "must be at least 10ms",
-            }));
+            return Err(Box::new(ConfigError::new(
+                "window",
+                "must be at least 10ms",
+            )));
         }
         let client = redis::Client::open(config.url.as_str())?;
         let conn =

@@ -4,6 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use serde::Deserialize;
+pub use tower_failover_core::ConfigError;
 
 /// How to reach Redis and how to share state there.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
@@ -77,7 +78,7 @@ impl RedisConfig {
 
     /// Checks every value; the error names the field.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let err = |field, reason| Err(ConfigError { field, reason });
+        let err = |field: &'static str, reason: &'static str| Err(ConfigError::new(field, reason));
         if redis::Client::open(self.url.as_str()).is_err() {
             return err("url", "is not a valid redis:// URL");
         }
@@ -165,32 +166,6 @@ impl fmt::Debug for RedisConfig {
             .finish()
     }
 }
-
-/// A configuration value was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub(crate) field: &'static str,
-    pub(crate) reason: &'static str,
-}
-
-impl ConfigError {
-    /// The field at fault.
-    pub fn field(&self) -> &'static str {
-        self.field
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid redis store config: `{}` {}",
-            self.field, self.reason
-        )
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 #[cfg(test)]
 mod tests {

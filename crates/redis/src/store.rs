@@ -125,10 +125,8 @@ impl RedisStore {
     /// [`is_connected`](Self::is_connected) and [`replica_id`](Self::replica_id)).
     pub fn start_typed(config: RedisConfig) -> Result<RedisStore, ConfigError> {
         config.validate()?;
-        let client = redis::Client::open(config.url.as_str()).map_err(|_| ConfigError {
-            field: "url",
-            reason: "is not a valid redis:// URL",
-        })?;
+        let client = redis::Client::open(config.url.as_str())
+            .map_err(|_| ConfigError::new("url", "is not a valid redis:// URL"))?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let mut rng = tower_failover_core::rng::Rng::from_entropy();
         let inner = Arc::new(Inner {

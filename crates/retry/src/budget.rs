@@ -19,6 +19,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::time::Instant;
 use tower::retry::budget::Budget;
+use tower_failover_core::ConfigError;
 
 /// Settings of a [`RetryBudget`].
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
@@ -44,35 +45,17 @@ impl Default for BudgetConfig {
     }
 }
 
-/// Why a budget configuration was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    field: &'static str,
-    reason: &'static str,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid retry budget: `{}` {}", self.field, self.reason)
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
 impl BudgetConfig {
     /// Checks the values.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.window < Duration::from_millis(100) || self.window > Duration::from_secs(3600) {
-            return Err(ConfigError {
-                field: "window",
-                reason: "must be between 100ms and 1h",
-            });
+            return Err(ConfigError::new("window", "must be between 100ms and 1h"));
         }
         if !(self.ratio.is_finite() && (0.0..=10.0).contains(&self.ratio)) {
-            return Err(ConfigError {
-                field: "ratio",
-                reason: "must be a number between 0 and 10",
-            });
+            return Err(ConfigError::new(
+                "ratio",
+                "must be a number between 0 and 10",
+            ));
         }
         Ok(())
     }

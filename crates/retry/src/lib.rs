@@ -58,12 +58,13 @@ mod policy;
 mod queue;
 
 pub use backoff::Backoff;
-pub use budget::{BudgetConfig, ConfigError, RetryBudget};
+pub use budget::{BudgetConfig, RetryBudget};
 pub use deadline::{DeadlineLayer, DeadlineService};
 pub use deferred::{Deferred, DeferredConfig, DeferredFull, JobId, JobStatus};
 pub use hedge::{Hedge, HedgeConfig, HedgeLayer, Hedged};
 pub use policy::SameProviderRetry;
 pub use queue::{QueueConfig, WaitQueue, WaitQueueLayer};
+pub use tower_failover_core::ConfigError;
 
 /// Named futures of the services in this crate.
 pub mod future {
