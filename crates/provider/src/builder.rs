@@ -259,7 +259,7 @@ impl OpenAiCompatible {
     /// A builder for an OpenAI-compatible provider (default base URL:
     /// `https://api.openai.com/v1`).
     pub fn builder() -> Builder<OpenAiCompatible> {
-        Builder::with_kind(ProviderKind::Openai, true)
+        Builder::with_kind(ProviderKind::OpenAi, true)
     }
 }
 
@@ -336,7 +336,7 @@ pub(crate) fn build_engine(
     if key.as_ref().is_some_and(Secret::is_empty) {
         return Err(ConfigError::new("api_key", "must not be empty"));
     }
-    if config.auth_header.is_some() && kind != ProviderKind::Openai {
+    if config.auth_header.is_some() && kind != ProviderKind::OpenAi {
         return Err(ConfigError::new(
             "auth_header",
             "only OpenAI-compatible providers take a custom auth header",
@@ -351,12 +351,12 @@ pub(crate) fn build_engine(
                     HeaderName::from_static("x-api-key"),
                     HeaderValue::from_str(key.expose()).map_err(|_| bad())?,
                 ),
-                (ProviderKind::Openai, Some(h)) => (
+                (ProviderKind::OpenAi, Some(h)) => (
                     HeaderName::try_from(h.as_str())
                         .map_err(|_| ConfigError::new("auth_header", "not a valid header name"))?,
                     HeaderValue::from_str(key.expose()).map_err(|_| bad())?,
                 ),
-                (ProviderKind::Openai, None) => (
+                (ProviderKind::OpenAi, None) => (
                     http::header::AUTHORIZATION,
                     HeaderValue::try_from(format!("Bearer {}", key.expose())).map_err(|_| bad())?,
                 ),

@@ -19,8 +19,8 @@ pub enum ProviderKind {
     /// Mistral, Together, OpenRouter, vLLM, Ollama and every other OpenAI-compatible
     /// server.
     #[default]
-    #[serde(alias = "openai_compatible", alias = "open_ai")]
-    Openai,
+    #[serde(rename = "openai", alias = "openai_compatible", alias = "open_ai")]
+    OpenAi,
     /// Anthropic's messages API, translated from and to OpenAI chat completions.
     Anthropic,
 }
@@ -29,7 +29,7 @@ impl ProviderKind {
     /// `"openai"` or `"anthropic"`: the default provider name.
     pub fn as_str(self) -> &'static str {
         match self {
-            ProviderKind::Openai => "openai",
+            ProviderKind::OpenAi => "openai",
             ProviderKind::Anthropic => "anthropic",
         }
     }
@@ -38,7 +38,7 @@ impl ProviderKind {
     /// `https://api.anthropic.com`.
     pub fn default_base_url(self) -> &'static str {
         match self {
-            ProviderKind::Openai => "https://api.openai.com/v1",
+            ProviderKind::OpenAi => "https://api.openai.com/v1",
             ProviderKind::Anthropic => "https://api.anthropic.com",
         }
     }
@@ -221,7 +221,7 @@ pub struct ProviderConfig {
 impl Default for ProviderConfig {
     fn default() -> Self {
         ProviderConfig {
-            kind: ProviderKind::Openai,
+            kind: ProviderKind::OpenAi,
             name: None,
             base_url: None,
             api_key: None,
@@ -373,6 +373,20 @@ mod tests {
         assert_eq!(c.timeouts.first_byte, Duration::from_millis(500));
         assert_eq!(c.http, HttpVersion::Http1);
         assert_eq!(c.tls.roots, RootStore::None);
+    }
+
+    #[test]
+    fn kind_names() {
+        for (name, kind) in [
+            ("openai", ProviderKind::OpenAi),
+            ("openai_compatible", ProviderKind::OpenAi),
+            ("anthropic", ProviderKind::Anthropic),
+        ] {
+            let c: ProviderConfig =
+                serde_json::from_str(&format!(r#"{{"kind":"{name}"}}"#)).unwrap();
+            assert_eq!(c.kind, kind);
+        }
+        assert!(serde_json::from_str::<ProviderConfig>(r#"{"kind":"gemini"}"#).is_err());
     }
 
     #[test]

@@ -148,7 +148,7 @@ fn prepare(
     body: Bytes,
 ) -> Result<Prepared, TranslateError> {
     match shared.kind {
-        ProviderKind::Openai => {
+        ProviderKind::OpenAi => {
             // The base URL carries the version path, as in OpenAI's SDKs.
             let rest = match path.strip_prefix("/v1") {
                 Some(r) if r.is_empty() || r.starts_with('/') => r,
