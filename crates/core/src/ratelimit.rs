@@ -140,18 +140,36 @@ impl RateLimitInfo {
         if let Some(limit) = text("anthropic-ratelimit-requests-limit").and_then(parse_count) {
             info.limit_requests = Some(limit);
         }
-        for dim in ["tokens", "input-tokens", "output-tokens"] {
-            let remaining =
-                text(&format!("anthropic-ratelimit-{dim}-remaining")).and_then(parse_count);
-            let Some(remaining) = remaining else { continue };
+        // (remaining, reset, limit) header names per token dimension: static, so
+        // reading headers allocates nothing.
+        const TOKEN_DIMS: [[&str; 3]; 3] = [
+            [
+                "anthropic-ratelimit-tokens-remaining",
+                "anthropic-ratelimit-tokens-reset",
+                "anthropic-ratelimit-tokens-limit",
+            ],
+            [
+                "anthropic-ratelimit-input-tokens-remaining",
+                "anthropic-ratelimit-input-tokens-reset",
+                "anthropic-ratelimit-input-tokens-limit",
+            ],
+            [
+                "anthropic-ratelimit-output-tokens-remaining",
+                "anthropic-ratelimit-output-tokens-reset",
+                "anthropic-ratelimit-output-tokens-limit",
+            ],
+        ];
+        for [remaining, reset, limit] in TOKEN_DIMS {
+            let Some(remaining) = text(remaining).and_then(parse_count) else {
+                continue;
+            };
             let scarcer = info.remaining_tokens.is_none_or(|cur| remaining < cur);
             if scarcer {
                 info.remaining_tokens = Some(remaining);
-                info.reset_tokens = text(&format!("anthropic-ratelimit-{dim}-reset"))
+                info.reset_tokens = text(reset)
                     .and_then(|v| parse_rfc3339_wait(v, now))
                     .map(|d| limits.clamp(d));
-                info.limit_tokens =
-                    text(&format!("anthropic-ratelimit-{dim}-limit")).and_then(parse_count);
+                info.limit_tokens = text(limit).and_then(parse_count);
             }
         }
         info
@@ -163,15 +181,26 @@ impl RateLimitInfo {
     }
 
     /// The best estimate of how long the provider will refuse requests: the explicit
-    /// `retry-after` if present; else, if a quota is used up, the time until it resets;
-    /// else `None`.
+    /// `retry-after` if present; else, if a quota is used up, the time until it has
+    /// room again; else `None`.
+    ///
+    /// Providers' reset headers give the time until a bucket is *full* again. For
+    /// requests, with the limit known, one request's worth refills in about
+    /// `reset ÷ limit` (buckets refill continuously), and that is the wait used: the
+    /// full reset would keep a provider out for up to a minute after one 429. For
+    /// tokens the next request needs an unknown number of them, so the full reset is
+    /// kept (conservative).
     pub fn wait_hint(&self) -> Option<Duration> {
         if let Some(d) = self.retry_after {
             return Some(d);
         }
         let requests = (self.remaining_requests == Some(0))
             .then_some(self.reset_requests)
-            .flatten();
+            .flatten()
+            .map(|reset| match self.limit_requests {
+                Some(limit) if limit > 0 => reset / u32::try_from(limit).unwrap_or(u32::MAX),
+                _ => reset,
+            });
         let tokens = (self.remaining_tokens == Some(0))
             .then_some(self.reset_tokens)
             .flatten();
@@ -457,7 +486,8 @@ mod tests {
             "clamped to the cap"
         );
         assert!(info.is_exhausted());
-        assert_eq!(info.wait_hint(), Some(Duration::from_secs(1)));
+        // One request of 60 per second refills in 1/60 s, not the full second.
+        assert_eq!(info.wait_hint(), Some(Duration::from_secs(1) / 60));
         assert_eq!(info.retry_after, None);
     }
 
