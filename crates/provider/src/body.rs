@@ -123,12 +123,14 @@ impl Body for ResponseBody {
     }
 }
 
-/// The deadlines of one attempt, from when its request was sent.
+/// The deadlines of one attempt, from when its request was sent, and the whole
+/// request's [`Deadline`](tower_failover_core::Deadline) if the caller set one.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Deadlines {
     pub(crate) start: Instant,
     pub(crate) first_byte: Duration,
     pub(crate) total: Duration,
+    pub(crate) request: Option<Instant>,
 }
 
 impl Deadlines {
@@ -140,22 +142,37 @@ impl Deadlines {
 
     /// The deadline that applies before the first body byte, and its error.
     pub(crate) fn before_first_byte(&self) -> (Instant, Elapsed) {
-        if self.first_byte < self.total {
+        let (at, elapsed) = if self.first_byte < self.total {
             (
                 self.at(self.first_byte),
                 Elapsed::new(TimeoutKind::FirstByte, self.first_byte),
             )
         } else {
-            self.after_first_byte()
-        }
+            (
+                self.at(self.total),
+                Elapsed::new(TimeoutKind::Attempt, self.total),
+            )
+        };
+        self.or_request(at, elapsed)
     }
 
     /// The deadline that applies once bytes flow, and its error.
     pub(crate) fn after_first_byte(&self) -> (Instant, Elapsed) {
-        (
+        self.or_request(
             self.at(self.total),
             Elapsed::new(TimeoutKind::Attempt, self.total),
         )
+    }
+
+    /// The request's own deadline when it comes first.
+    fn or_request(&self, at: Instant, elapsed: Elapsed) -> (Instant, Elapsed) {
+        match self.request {
+            Some(r) if r < at => (
+                r,
+                Elapsed::new(TimeoutKind::Total, r.saturating_duration_since(self.start)),
+            ),
+            _ => (at, elapsed),
+        }
     }
 }
 

@@ -280,22 +280,19 @@ impl Provider {
 }
 
 fn parse_base(url: &str) -> Result<Base, ConfigError> {
-    let err = |reason: &str| ConfigError::new("base_url", reason);
+    let err = |reason: &'static str| ConfigError::new("base_url", reason);
     if url.contains('@') {
         // Userinfo would put a credential in logs and Debug output.
         return Err(err(
             "must not contain credentials (user:password@); use api_key",
         ));
     }
-    let uri: Uri = url.trim().parse().map_err(|_| err("not a valid URL"))?;
-    let scheme = uri.scheme().cloned().ok_or_else(|| err("missing scheme"))?;
+    let uri: Uri = url.trim().parse().map_err(|_| err("is not a valid URL"))?;
+    let scheme = uri.scheme().cloned().ok_or_else(|| err("has no scheme"))?;
     if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
-        return Err(err("scheme must be http or https"));
+        return Err(err("must use http or https"));
     }
-    let authority = uri
-        .authority()
-        .cloned()
-        .ok_or_else(|| err("missing host"))?;
+    let authority = uri.authority().cloned().ok_or_else(|| err("has no host"))?;
     Ok(Base {
         scheme,
         authority,
@@ -326,7 +323,7 @@ pub(crate) fn build_engine(
         (Some(_), Some(_)) => {
             return Err(ConfigError::new(
                 "api_key",
-                "set either api_key or api_key_env, not both",
+                "and api_key_env are both set: choose one",
             ));
         }
         (Some(k), None) => Some(k.clone()),
@@ -339,21 +336,22 @@ pub(crate) fn build_engine(
     if config.auth_header.is_some() && kind != ProviderKind::OpenAi {
         return Err(ConfigError::new(
             "auth_header",
-            "only OpenAI-compatible providers take a custom auth header",
+            "is only for OpenAI-compatible providers",
         ));
     }
     let auth = match key {
         None => None,
         Some(key) => {
-            let bad = || ConfigError::new("api_key", "not a valid header value");
+            let bad = || ConfigError::new("api_key", "is not a valid header value");
             let (name, value) = match (kind, &config.auth_header) {
                 (ProviderKind::Anthropic, _) => (
                     HeaderName::from_static("x-api-key"),
                     HeaderValue::from_str(key.expose()).map_err(|_| bad())?,
                 ),
                 (ProviderKind::OpenAi, Some(h)) => (
-                    HeaderName::try_from(h.as_str())
-                        .map_err(|_| ConfigError::new("auth_header", "not a valid header name"))?,
+                    HeaderName::try_from(h.as_str()).map_err(|_| {
+                        ConfigError::new("auth_header", "is not a valid header name")
+                    })?,
                     HeaderValue::from_str(key.expose()).map_err(|_| bad())?,
                 ),
                 (ProviderKind::OpenAi, None) => (
@@ -367,19 +365,24 @@ pub(crate) fn build_engine(
 
     let mut fixed_headers = HeaderMap::new();
     for (name, value) in &config.headers {
-        let header = HeaderName::try_from(name.as_str())
-            .map_err(|_| ConfigError::new("headers", format!("{name:?} is not a header name")))?;
+        let header = HeaderName::try_from(name.as_str()).map_err(|_| {
+            ConfigError::new("headers", format!("name {name:?} is not a header name"))
+        })?;
         if matches!(
             header.as_str(),
             "host" | "content-length" | "transfer-encoding" | "connection" | "upgrade" | "te"
         ) {
             return Err(ConfigError::new(
                 "headers",
-                format!("{name} is managed by the HTTP client"),
+                format!("{name} is managed by the HTTP client, not configurable"),
             ));
         }
-        let mut v = HeaderValue::from_str(value)
-            .map_err(|_| ConfigError::new("headers", format!("value of {name} is not valid")))?;
+        let mut v = HeaderValue::from_str(value).map_err(|_| {
+            ConfigError::new(
+                "headers",
+                format!("value of {name} is not a valid header value"),
+            )
+        })?;
         if looks_secret(name) {
             v = sensitive(v);
         }
@@ -387,7 +390,7 @@ pub(crate) fn build_engine(
     }
     if kind == ProviderKind::Anthropic {
         let v = HeaderValue::from_str(&config.anthropic_version)
-            .map_err(|_| ConfigError::new("anthropic_version", "not a valid header value"))?;
+            .map_err(|_| ConfigError::new("anthropic_version", "is not a valid header value"))?;
         fixed_headers.insert(HeaderName::from_static("anthropic-version"), v);
         if config.default_max_tokens == 0 {
             return Err(ConfigError::new("default_max_tokens", "must be positive"));
@@ -396,14 +399,17 @@ pub(crate) fn build_engine(
 
     for (logical, provider) in &config.models {
         if logical.is_empty() || provider.is_empty() {
-            return Err(ConfigError::new("models", "model names must not be empty"));
+            return Err(ConfigError::new(
+                "models",
+                "must not map or name an empty model",
+            ));
         }
     }
     for (model, price) in &config.prices {
         if !price.is_valid() {
             return Err(ConfigError::new(
                 "prices",
-                format!("price of {model} must be finite and not negative"),
+                format!("of {model} must be finite and not negative"),
             ));
         }
     }

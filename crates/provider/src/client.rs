@@ -43,21 +43,22 @@ pub(crate) fn tls_config(tls: &TlsConfig) -> Result<rustls::ClientConfig, Config
         if added == 0 && tls.roots == RootStore::System {
             return Err(ConfigError::new(
                 "tls.roots",
-                "no usable certificate found in the system store",
+                "found no usable certificate in the system store",
             ));
         }
     }
     let mut add_pem = |pem: &[u8], field: &'static str| -> Result<(), ConfigError> {
         let mut n = 0;
         for cert in CertificateDer::pem_slice_iter(pem) {
-            let cert = cert.map_err(|e| ConfigError::new(field, format!("bad PEM: {e}")))?;
-            roots
-                .add(cert)
-                .map_err(|e| ConfigError::new(field, format!("bad CA certificate: {e}")))?;
+            let cert =
+                cert.map_err(|e| ConfigError::new(field, format!("is not valid PEM: {e}")))?;
+            roots.add(cert).map_err(|e| {
+                ConfigError::new(field, format!("holds an invalid CA certificate: {e}"))
+            })?;
             n += 1;
         }
         if n == 0 {
-            return Err(ConfigError::new(field, "no certificate in the PEM"));
+            return Err(ConfigError::new(field, "holds no certificate"));
         }
         Ok(())
     };
@@ -68,7 +69,7 @@ pub(crate) fn tls_config(tls: &TlsConfig) -> Result<rustls::ClientConfig, Config
         let pem = std::fs::read(path).map_err(|e| {
             ConfigError::new(
                 "tls.ca_file",
-                format!("cannot read {}: {e}", path.display()),
+                format!("cannot be read ({}): {e}", path.display()),
             )
         })?;
         add_pem(&pem, "tls.ca_file")?;
@@ -76,7 +77,7 @@ pub(crate) fn tls_config(tls: &TlsConfig) -> Result<rustls::ClientConfig, Config
     if roots.is_empty() {
         return Err(ConfigError::new(
             "tls",
-            "no trusted root: choose roots or give a CA",
+            "trusts no root: choose roots or give a CA",
         ));
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());

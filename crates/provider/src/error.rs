@@ -8,44 +8,8 @@ use tower_failover_core::BoxError;
 use tower_failover_core::FailureKind;
 use tower_failover_core::error::{Elapsed, TransportError, find};
 
-/// A provider configuration was refused. Names the offending field; never contains a
-/// credential.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    field: &'static str,
-    reason: String,
-}
-
-impl ConfigError {
-    pub(crate) fn new(field: &'static str, reason: impl Into<String>) -> Self {
-        ConfigError {
-            field,
-            reason: reason.into(),
-        }
-    }
-
-    /// The configuration field at fault (`"base_url"`, `"timeouts.connect"`, …).
-    pub fn field(&self) -> &'static str {
-        self.field
-    }
-
-    /// Why it was refused.
-    pub fn reason(&self) -> &str {
-        &self.reason
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid provider config: {}: {}",
-            self.field, self.reason
-        )
-    }
-}
-
-impl Error for ConfigError {}
+/// A provider configuration was refused: core's shared error, naming the field.
+pub use tower_failover_core::ConfigError;
 
 /// The caller's request could not be translated for the provider (not JSON, an
 /// unsupported message shape, …).
@@ -120,17 +84,6 @@ fn transport_kind(err: &(dyn Error + 'static)) -> FailureKind {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn config_error_names_the_field() {
-        let e = ConfigError::new("base_url", "missing scheme");
-        assert_eq!(
-            e.to_string(),
-            "invalid provider config: base_url: missing scheme"
-        );
-        assert_eq!(e.field(), "base_url");
-        assert_eq!(e.reason(), "missing scheme");
-    }
 
     #[test]
     fn translate_error_is_bounded() {

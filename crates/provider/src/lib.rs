@@ -140,6 +140,7 @@
 //! | connection refused, DNS or TLS handshake failure | [`TransportError`](tower_failover_core::error::TransportError) (`Connect`) | `Failure(Connect)` |
 //! | connection reset or closed mid-way (also mid-stream) | `TransportError` (`Reset`) | `Failure(Reset)` |
 //! | connect, first-byte, total deadline | [`Elapsed`](tower_failover_core::error::Elapsed) (`Connect`, `FirstByte`, `Attempt`) | `Failure(Timeout)` |
+//! | the request's [`Deadline`](tower_failover_core::Deadline) extension, when it comes first | `Elapsed` (`Total`) | `Failure(Timeout)` |
 //! | malformed JSON or SSE from the provider | [`Invalid`](tower_failover_core::error::Invalid) | `Rejected` |
 //! | a stream that ends without `[DONE]` / `message_stop` | [`TruncatedStream`](tower_failover_core::error::TruncatedStream) | `Failure(Reset)` |
 //! | Anthropic `overloaded_error` event mid-stream | `TransportError` (`Overloaded`) | `Failure(Overloaded)` |
@@ -148,7 +149,9 @@
 //!
 //! Deadlines ([`Timeouts`]): `connect` covers TCP and TLS together; `first_byte`
 //! runs from sending the request to the first body byte (time to first token for a
-//! stream); `total` runs to the last byte, also mid-stream.
+//! stream); `total` runs to the last byte, also mid-stream. A
+//! [`Deadline`](tower_failover_core::Deadline) request extension (set by a retry
+//! or fallback layer for the whole request) caps all of them.
 //!
 //! # Usage and cost
 //!

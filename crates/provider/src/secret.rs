@@ -39,15 +39,15 @@ impl Secret {
             Ok(v) if !v.trim().is_empty() => Ok(Secret(v.trim().to_string())),
             Ok(_) => Err(ConfigError::new(
                 "api_key_env",
-                format!("environment variable {var} is empty"),
+                format!("names {var}, which is empty"),
             )),
             Err(std::env::VarError::NotPresent) => Err(ConfigError::new(
                 "api_key_env",
-                format!("environment variable {var} is not set"),
+                format!("names {var}, which is not set"),
             )),
             Err(std::env::VarError::NotUnicode(_)) => Err(ConfigError::new(
                 "api_key_env",
-                format!("environment variable {var} is not valid Unicode"),
+                format!("names {var}, which is not valid Unicode"),
             )),
         }
     }

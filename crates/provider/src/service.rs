@@ -12,7 +12,7 @@ use http_body::Body;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use tokio::time::Instant;
 use tower_failover_core::error::{BodyTooLarge, find};
-use tower_failover_core::{BoxError, Health, ProviderId};
+use tower_failover_core::{BoxError, Deadline, Health, ProviderId};
 use tower_service::Service;
 use tracing::Instrument;
 
@@ -252,6 +252,7 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
+    let request_deadline = Deadline::of(&req).map(|d| d.0);
     let (parts, body) = req.into_parts();
     let body = match Limited::new(body, shared.max_request_bytes).collect().await {
         Ok(c) => c.to_bytes(),
@@ -319,6 +320,7 @@ where
         start: Instant::now(),
         first_byte: shared.timeouts.first_byte,
         total: shared.timeouts.total,
+        request: request_deadline,
     };
     let (deadline, elapsed) = deadlines.before_first_byte();
     let response = match tokio::time::timeout_at(deadline, client.request(upstream)).await {

@@ -11,7 +11,7 @@ use http_body_util::Full;
 use serde_json::Value;
 use tower::ServiceExt;
 use tower_failover_core::error::{BodyTooLarge, Elapsed, TimeoutKind, find};
-use tower_failover_core::{Classify, ClientErrorKind, LlmClassifier, Outcome};
+use tower_failover_core::{Classify, ClientErrorKind, Deadline, LlmClassifier, Outcome};
 use tower_failover_provider::{
     Anthropic, HttpVersion, OpenAiCompatible, Price, Provider, ProviderConfig, RootStore, Usage,
     UsageHandle,
@@ -240,6 +240,15 @@ async fn deadlines_are_typed() {
         .await
         .unwrap_err();
     assert_eq!(kind_of(err), Some(TimeoutKind::FirstByte));
+
+    // The request's own deadline (set by a layer above) wins when it comes first.
+    let mut req = post(chat("m", false));
+    Deadline::set_on(
+        &mut req,
+        tokio::time::Instant::now() + Duration::from_millis(100),
+    );
+    let err = svc(&slow_json).oneshot(req).await.unwrap_err();
+    assert_eq!(kind_of(err), Some(TimeoutKind::Total));
 }
 
 #[tokio::test]
