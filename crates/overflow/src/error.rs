@@ -11,8 +11,6 @@
 //! | every target is limited and pacing cannot help | [`AllProvidersFailed`](tower_failover_core::error::AllProvidersFailed) with `retry_after` = the earliest reset and one of the reasons below |
 //! | the shared retry budget is spent | `AllProvidersFailed` with reason [`REASON_BUDGET`] |
 
-use std::fmt;
-
 /// Reason given when every target is rate limited and pacing is disabled.
 pub const REASON_ALL_LIMITED: &str = "every target is rate limited";
 /// Reason given when the pacing queue already holds its capacity.
@@ -23,37 +21,6 @@ pub const REASON_TOO_LONG: &str = "every target is rate limited past the pacing 
 /// Reason given when the shared retry budget refused an overflow hop.
 pub const REASON_BUDGET: &str = "retry budget exhausted";
 
-/// A configuration value was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    field: &'static str,
-    reason: &'static str,
-}
-
-impl ConfigError {
-    pub(crate) fn new(field: &'static str, reason: &'static str) -> Self {
-        ConfigError { field, reason }
-    }
-
-    /// The offending field, dotted for nested ones (`pacing.max_wait`).
-    pub fn field(&self) -> &'static str {
-        self.field
-    }
-
-    /// Why it was refused.
-    pub fn reason(&self) -> &'static str {
-        self.reason
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid overflow config: `{}` {}",
-            self.field, self.reason
-        )
-    }
-}
-
-impl std::error::Error for ConfigError {}
+/// A configuration value was refused (the one error type every tower-failover crate
+/// uses for configuration).
+pub use tower_failover_core::ConfigError;

@@ -11,43 +11,9 @@ use serde::Deserialize;
 use tower_failover_core::duration_serde;
 use tower_failover_core::health::FULL_SHARE_PPM;
 
-/// A configuration value was refused. Names the field and says why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    field: String,
-    reason: String,
-}
-
-impl ConfigError {
-    pub(crate) fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        ConfigError {
-            field: field.into(),
-            reason: reason.into(),
-        }
-    }
-
-    /// The offending field, such as `schedule.steps[2].share` or `probe.uri`.
-    pub fn field(&self) -> &str {
-        &self.field
-    }
-
-    /// Why it was refused.
-    pub fn reason(&self) -> &str {
-        &self.reason
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid ramp configuration: `{}` {}",
-            self.field, self.reason
-        )
-    }
-}
-
-impl std::error::Error for ConfigError {}
+/// A configuration value was refused (the one error type every tower-failover crate
+/// uses for configuration).
+pub use tower_failover_core::ConfigError;
 
 /// One step of a ramp: admit `share` of the requests for at least `hold`.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
