@@ -1,0 +1,271 @@
+//! An OpenAI-compatible HTTP gateway on axum, built from the tower-failover facade.
+//!
+//! The program is `examples/gateway/main.rs`; this module is its library half, so
+//! tests can build the same router and drive it over real HTTP.
+//!
+//! | route | what it does |
+//! | --- | --- |
+//! | `POST /v1/chat/completions` | through the failover stack, streaming (`"stream": true`) or not |
+//! | `GET /v1/models` | the models the configuration serves, OpenAI's list shape |
+//! | `GET /health` | the stack's snapshot as JSON (`503` when no provider is available) |
+//! | `POST /health/force` | `{"provider", "model", "state": "open" \| "closed" \| null}`: a manual override |
+//!
+//! Every answer that went through a provider carries `x-failover-provider:
+//! <provider>/<model>`. Errors are OpenAI-shaped JSON from
+//! [`error_response`]: `503` with `Retry-After` when every provider is down, `413`
+//! past the body limit, `429`, `502`, `504`.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::io;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+use tower::ServiceExt;
+use tower_failover::sim::{Flavor, Sim};
+use tower_failover::{
+    CircuitState, Config, ConfigError, CustomLayer, Failover, Handle, ProviderEntry, Stack, boxed,
+    error_response,
+};
+
+/// The header naming the provider that answered.
+pub const SERVED_BY: &str = "x-failover-provider";
+
+/// A built gateway: the axum router and the stack's handle.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    /// The routes, ready for `axum::serve`.
+    pub router: Router,
+    /// Snapshots, events and overrides of the stack behind it.
+    pub handle: Handle,
+}
+
+#[derive(Clone)]
+struct AppState {
+    failover: Failover,
+    models: serde_json::Value,
+}
+
+/// Builds the gateway's router from a configuration (see [`build`]).
+pub fn router(config: &Config) -> Result<Router, ConfigError> {
+    build(config).map(|g| g.router)
+}
+
+/// Builds the failover stack from `config` (API keys from the environment
+/// variables it names), tags each answer with the provider that gave it, and
+/// wraps it in the gateway's routes. Call it inside a tokio runtime.
+pub fn build(config: &Config) -> Result<Gateway, ConfigError> {
+    let failover = Stack::from_config(config)?
+        .provider_layer(CustomLayer::new(|health, inner| {
+            let tag = HeaderValue::from_str(&health.id().to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+            boxed(inner.map_response(move |mut res: http::Response<_>| {
+                res.headers_mut().insert(SERVED_BY, tag.clone());
+                res
+            }))
+        }))
+        .build()?;
+    let handle = failover.handle().clone();
+    let state = AppState {
+        models: models(config),
+        failover,
+    };
+    let router = Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/models", get(list_models))
+        .route("/health", get(health))
+        .route("/health/force", post(force))
+        .with_state(state)
+        .layer(middleware::from_fn(access_log));
+    Ok(Gateway { router, handle })
+}
+
+/// The models a configuration serves, as OpenAI's `GET /v1/models` lists them:
+/// every provider's model and every alias, once.
+fn models(config: &Config) -> serde_json::Value {
+    let mut seen = BTreeSet::new();
+    let mut data = Vec::new();
+    for p in &config.providers {
+        for id in std::iter::once(&p.model).chain(&p.aliases) {
+            if seen.insert(id.clone()) {
+                data.push(serde_json::json!({
+                    "id": id,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": p.name,
+                }));
+            }
+        }
+    }
+    serde_json::json!({ "object": "list", "data": data })
+}
+
+async fn chat(State(state): State<AppState>, req: Request) -> Response {
+    match state.failover.oneshot(req).await {
+        Ok(res) => res.map(Body::new),
+        Err(err) => {
+            tracing::warn!(error = %err, "no provider could answer");
+            error_response(&*err).into_response()
+        }
+    }
+}
+
+async fn list_models(State(state): State<AppState>) -> Response {
+    axum::Json(state.models).into_response()
+}
+
+async fn health(State(state): State<AppState>) -> Response {
+    let snapshot = state.failover.handle().snapshot();
+    let status = if snapshot.status == "ok" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(snapshot)).into_response()
+}
+
+#[derive(Deserialize)]
+struct Force {
+    provider: String,
+    model: String,
+    state: Option<CircuitState>,
+}
+
+async fn force(State(state): State<AppState>, body: axum::body::Bytes) -> Response {
+    let force: Force = match serde_json::from_slice(&body) {
+        Ok(f) => f,
+        Err(e) => {
+            let body = serde_json::json!({"error": {"message": format!("expected {{\"provider\", \"model\", \"state\"}}: {e}"), "type": "invalid_request_error", "code": 400}});
+            return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
+        }
+    };
+    match state
+        .failover
+        .handle()
+        .force(&force.provider, &force.model, force.state)
+    {
+        Ok(()) => {
+            tracing::info!(provider = %force.provider, model = %force.model, state = ?force.state, "manual override");
+            axum::Json(state.failover.handle().snapshot()).into_response()
+        }
+        Err(e) => {
+            let body = serde_json::json!({"error": {"message": e.to_string(), "type": "not_found", "code": 404}});
+            (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
+        }
+    }
+}
+
+/// One log line per request: method, path, status, latency, provider. Never the
+/// headers or the body (they may carry credentials and personal data).
+async fn access_log(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let res = next.run(req).await;
+    let provider = res
+        .headers()
+        .get(SERVED_BY)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    tracing::info!(
+        %method,
+        %path,
+        status = res.status().as_u16(),
+        ms = started.elapsed().as_millis() as u64,
+        provider,
+        "request"
+    );
+    res
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then stops accepting
+/// and lets in-flight requests finish (streams included) for up to `drain`.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    drain: Duration,
+) -> io::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+        let _ = stop_rx.await;
+    });
+    let mut server = std::pin::pin!(server.into_future());
+    tokio::select! {
+        done = &mut server => return done,
+        () = shutdown => {}
+    }
+    tracing::info!(
+        drain_s = drain.as_secs(),
+        "shutting down: no new connections, draining in-flight requests"
+    );
+    let _ = stop_tx.send(());
+    match tokio::time::timeout(drain, server).await {
+        Ok(done) => {
+            tracing::info!("drained; bye");
+            done
+        }
+        Err(_) => {
+            tracing::warn!("drain time over; closing the remaining connections");
+            Ok(())
+        }
+    }
+}
+
+/// Simulated providers started in-process, and a configuration pointing at them.
+#[derive(Debug)]
+pub struct Simulated {
+    /// The running sims (dropping them stops them).
+    pub sims: Vec<Sim>,
+    /// A configuration with one provider per sim.
+    pub config: Config,
+}
+
+/// Starts three simulated providers on loopback (two OpenAI-compatible, one
+/// Anthropic, no keys needed) and returns a configuration that balances across
+/// them, for running the gateway on a fresh machine.
+pub async fn simulated() -> Result<Simulated, tower::BoxError> {
+    let specs = [
+        ("openai", Flavor::OpenAi, "gpt-4o-mini", 1u64),
+        ("anthropic", Flavor::Anthropic, "claude-haiku-4-5", 2),
+        ("groq", Flavor::OpenAi, "llama-3.1-8b-instant", 3),
+    ];
+    let mut sims = Vec::new();
+    let mut config = Config::default();
+    config.deadline = Some(Duration::from_secs(60));
+    for (name, flavor, model, seed) in specs {
+        let sim = Sim::builder(flavor)
+            .name(name)
+            .seed(seed)
+            .models([model])
+            .ttft(Duration::from_millis(40))
+            .token_interval(Duration::from_millis(5))
+            .start()
+            .await?;
+        let base_url = match flavor {
+            Flavor::OpenAi => format!("{}/v1", sim.base_url()),
+            Flavor::Anthropic => sim.base_url().to_owned(),
+        };
+        let kind = match flavor {
+            Flavor::OpenAi => "openai",
+            Flavor::Anthropic => "anthropic",
+        };
+        config.providers.push(
+            ProviderEntry::new(name, model)
+                .client("kind", kind)
+                .client("base_url", base_url),
+        );
+        sims.push(sim);
+    }
+    config.validate()?;
+    Ok(Simulated { sims, config })
+}

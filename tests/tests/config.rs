@@ -1,0 +1,254 @@
+//! The facade's configuration: bad files are refused with the field and the reason,
+//! good ones (including the gateway example's) are accepted, and secrets never show.
+
+use tower_failover::{Config, Stack};
+
+/// The error message for `text`, which must be refused.
+fn refused(text: &str) -> String {
+    match Config::from_toml_str(text) {
+        Ok(c) => panic!("accepted: {c:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+const OK_PROVIDER: &str = r#"
+[[providers]]
+name = "openai"
+model = "gpt-4o-mini"
+api_key = "sk-test-not-a-secret"
+"#;
+
+#[test]
+fn refuses_bad_files_naming_the_field() {
+    let cases: &[(&str, &str)] = &[
+        // No provider at all.
+        (
+            "router = \"balance\"\n",
+            "providers: at least one provider is required",
+        ),
+        // A base URL that is not one.
+        (
+            r#"
+            [[providers]]
+            name = "openai"
+            model = "gpt-4o-mini"
+            [[providers]]
+            name = "local"
+            model = "llama"
+            base_url = "localhost:8000/v1"
+            "#,
+            "providers[1].base_url: not a valid URL",
+        ),
+        (
+            r#"
+            [[providers]]
+            name = "local"
+            model = "llama"
+            base_url = "ftp://example.com"
+            "#,
+            "providers[0].base_url: not a valid URL (the scheme must be http or https)",
+        ),
+        (
+            r#"
+            [[providers]]
+            name = "local"
+            model = "llama"
+            base_url = "https://user:pw@example.com/v1"
+            "#,
+            "providers[0].base_url: must not contain credentials",
+        ),
+        // A typo in a provider's key is caught by the client's configuration.
+        (
+            r#"
+            [[providers]]
+            name = "openai"
+            model = "gpt-4o-mini"
+            bsae_url = "https://api.openai.com/v1"
+            "#,
+            "providers[0]: unknown field `bsae_url`",
+        ),
+        // And at the top level, with the line.
+        (
+            "circuti = false\n[[providers]]\nname = \"a\"\nmodel = \"b\"\n",
+            "invalid TOML: unknown field `circuti`",
+        ),
+        (
+            r#"
+            [[providers]]
+            name = "openai"
+            model = "gpt-4o-mini"
+            [[providers]]
+            name = "openai"
+            model = "gpt-4o-mini"
+            "#,
+            "providers[1]: openai/gpt-4o-mini is already providers[0]",
+        ),
+        (
+            r#"
+            [[providers]]
+            name = ""
+            model = "gpt-4o-mini"
+            "#,
+            "providers[0].name: must not be empty",
+        ),
+        (
+            r#"
+            [[providers]]
+            name = "openai"
+            model = "gpt-4o-mini"
+            weight = 0
+            "#,
+            "providers[0].weight: 0 is not a number in (0, 1e9]",
+        ),
+        (
+            r#"
+            [[providers]]
+            name = "openai"
+            model = "gpt-4o-mini"
+            price = { input_per_million = -1, output_per_million = 2 }
+            "#,
+            "providers[0].price.input_per_million: -1 is not a price",
+        ),
+        (
+            r#"
+            [[providers]]
+            name = "openai"
+            model = "gpt-4o-mini"
+            kind = "gemini"
+            "#,
+            "providers[0]: unknown variant `gemini`",
+        ),
+        // Each layer's own validation, under its section's name.
+        (
+            &format!("[circuit]\nhalf_open_permits = 0\n{OK_PROVIDER}"),
+            "circuit.half_open_permits:",
+        ),
+        (
+            &format!("[ramp]\nerror_rate_factor = -1\n{OK_PROVIDER}"),
+            "ramp.error_rate_factor:",
+        ),
+        (
+            &format!("[balance]\nlatency_buffer = -1\n{OK_PROVIDER}"),
+            "balance.latency_buffer: -1 is not a fraction in [0, 10]",
+        ),
+        (
+            &format!("router = \"fallback\"\n[fallback]\nmax_attempts = 0\n{OK_PROVIDER}"),
+            "fallback.max_attempts: must be at least 1",
+        ),
+        (
+            &format!("[validate]\nmax_body = 0\n{OK_PROVIDER}"),
+            "validate.max_body: must be at least 1 byte",
+        ),
+        (
+            &format!("[retry_budget]\nratio = 100\n{OK_PROVIDER}"),
+            "retry_budget.ratio: must be a number between 0 and 10",
+        ),
+        (
+            &format!("deadline = \"0s\"\n{OK_PROVIDER}"),
+            "deadline: must be above zero",
+        ),
+        (
+            &format!("wait_queue = {{ capacity = 0 }}\n{OK_PROVIDER}"),
+            "wait_queue.capacity: must be at least 1",
+        ),
+        (
+            &format!("max_request_bytes = 0\n{OK_PROVIDER}"),
+            "max_request_bytes: must be at least 1 byte",
+        ),
+        // A per-provider override is named under its provider.
+        (
+            r#"
+            [[providers]]
+            name = "openai"
+            model = "gpt-4o-mini"
+            [[providers]]
+            name = "anthropic"
+            model = "claude-haiku-4-5"
+            kind = "anthropic"
+            circuit = { half_open_permits = 0 }
+            "#,
+            "providers[1].circuit.half_open_permits:",
+        ),
+        // A duration that is not one.
+        (
+            &format!("deadline = \"thirty seconds\"\n{OK_PROVIDER}"),
+            "invalid TOML:",
+        ),
+        // A layer toggle that is neither a bool nor a table.
+        (
+            &format!("circuit = \"off\"\n{OK_PROVIDER}"),
+            "true, false or a table of settings",
+        ),
+    ];
+    for (text, expected) in cases {
+        let message = refused(text);
+        assert!(
+            message.starts_with(expected) || message.contains(expected),
+            "expected {expected:?}, got {message:?}"
+        );
+    }
+}
+
+#[test]
+fn parse_errors_say_where() {
+    let message = refused("[[providers]]\nname = \"a\"\nmodel = \"b\"\n\n\nweight = \"heavy\"\n");
+    assert!(message.contains("(line 6)"), "{message}");
+}
+
+#[test]
+fn accepts_the_gateway_example_and_turns_layers_off() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/gateway/gateway.toml"
+    );
+    let config = Config::from_file(path).expect("the example configuration is valid");
+    assert_eq!(config.providers.len(), 3);
+    assert_eq!(config.providers[2].name, "groq");
+
+    let config = Config::from_toml_str(&format!(
+        "circuit = false\nramp = false\nvalidate = false\nquota = false\nwait_queue = true\n{OK_PROVIDER}"
+    ))
+    .unwrap();
+    assert!(config.circuit.is_off() && config.ramp.is_off() && config.validate.is_off());
+    assert!(!config.wait_queue.is_off());
+}
+
+#[test]
+fn a_missing_file_names_its_path() {
+    let err = Config::from_file("/nonexistent/gateway.toml").unwrap_err();
+    assert!(
+        err.to_string().starts_with("/nonexistent/gateway.toml:"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn api_keys_come_from_the_environment_and_never_show() {
+    // The variable is not set: the build says which one, not a value.
+    let config = Config::from_toml_str(
+        r#"
+        [[providers]]
+        name = "openai"
+        model = "gpt-4o-mini"
+        api_key_env = "TOWER_FAILOVER_TEST_SURELY_UNSET_KEY"
+        "#,
+    )
+    .unwrap();
+    let err = Stack::from_config(&config).unwrap_err();
+    assert_eq!(err.field(), "providers[0].api_key_env");
+    assert!(
+        err.reason()
+            .contains("TOWER_FAILOVER_TEST_SURELY_UNSET_KEY"),
+        "{err}"
+    );
+    assert!(err.reason().contains("not set"), "{err}");
+
+    // An inline key: the stack builds, and neither the configuration's nor the
+    // stack's debug output shows the key.
+    let config = Config::from_toml_str(OK_PROVIDER).unwrap();
+    assert!(!format!("{config:?}").contains("sk-test-not-a-secret"));
+    let stack = Stack::from_config(&config).unwrap().build().unwrap();
+    assert!(!format!("{stack:?}").contains("sk-test-not-a-secret"));
+    let snapshot = serde_json::to_string(&stack.handle().snapshot()).unwrap();
+    assert!(!snapshot.contains("sk-test-not-a-secret"));
+}

@@ -1,0 +1,408 @@
+//! The gateway example's router over real loopback HTTP, in front of simulated
+//! providers: an outage (errors, then refused connections), recovery, both
+//! providers down, the body limit, the listing routes, graceful shutdown.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tower_failover::Config;
+use tower_failover::sim::{Fault, FaultSpec, Flavor, Sim};
+use tower_failover_examples::gateway::{self, SERVED_BY};
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+struct Running {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+    client: HttpClient,
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Answer {
+    fn served_by(&self) -> &str {
+        self.headers
+            .get(SERVED_BY)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+}
+
+async fn start(config: &Config) -> Running {
+    let gw = gateway::build(config).expect("a valid gateway configuration");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel();
+    let task = tokio::spawn(gateway::serve(
+        listener,
+        gw.router,
+        async move {
+            let _ = rx.await;
+        },
+        Duration::from_secs(5),
+    ));
+    Running {
+        addr,
+        stop: Some(tx),
+        task,
+        client: Client::builder(TokioExecutor::new()).build_http(),
+    }
+}
+
+impl Running {
+    async fn send(&self, method: &str, path: &str, body: impl Into<Bytes>) -> Answer {
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.addr))
+            .header("content-type", "application/json")
+            .body(Full::new(body.into()))
+            .unwrap();
+        let res = tokio::time::timeout(Duration::from_secs(10), self.client.request(req))
+            .await
+            .expect("the gateway answers in time")
+            .expect("the gateway answers");
+        let (parts, body) = res.into_parts();
+        let body = body.collect().await.expect("a whole body").to_bytes();
+        Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
+    }
+
+    async fn chat(&self, stream: bool) -> Answer {
+        let body = serde_json::json!({
+            "model": "gpt-4o-mini",
+            "stream": stream,
+            "messages": [{"role": "user", "content": "Say hello"}],
+        });
+        self.send("POST", "/v1/chat/completions", body.to_string())
+            .await
+    }
+
+    async fn health(&self) -> serde_json::Value {
+        let a = self.send("GET", "/health", "").await;
+        serde_json::from_str(&a.body).expect("health is JSON")
+    }
+
+    async fn shutdown(mut self) -> std::io::Result<()> {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.await.unwrap()
+    }
+}
+
+/// A complete, valid answer: JSON with content, or an SSE stream ending in `[DONE]`.
+fn assert_complete(a: &Answer, stream: bool) {
+    assert_eq!(a.status, StatusCode::OK, "body: {}", a.body);
+    if stream {
+        assert!(
+            a.headers["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/event-stream")
+        );
+        assert!(a.body.contains("chat.completion.chunk"), "{}", a.body);
+        assert!(a.body.trim_end().ends_with("data: [DONE]"), "{}", a.body);
+    } else {
+        let v: serde_json::Value = serde_json::from_str(&a.body).expect("JSON");
+        assert_eq!(v["object"], "chat.completion");
+        let content = v["choices"][0]["message"]["content"].as_str().unwrap();
+        assert!(!content.is_empty());
+    }
+}
+
+async fn sims() -> (Sim, Sim) {
+    let primary = Sim::builder(Flavor::OpenAi)
+        .name("primary")
+        .seed(1)
+        .ttft(Duration::from_millis(2))
+        .token_interval(Duration::from_millis(1))
+        .start()
+        .await
+        .unwrap();
+    let backup = Sim::builder(Flavor::Anthropic)
+        .name("backup")
+        .seed(2)
+        .ttft(Duration::from_millis(2))
+        .token_interval(Duration::from_millis(1))
+        .start()
+        .await
+        .unwrap();
+    (primary, backup)
+}
+
+/// An ordered chain: the OpenAI-compatible primary, then the Anthropic backup
+/// (translated), with a fast circuit breaker and a short ramp.
+fn config(primary: &Sim, backup: &Sim) -> Config {
+    Config::from_toml_str(&format!(
+        r#"
+        router = "fallback"
+        deadline = "10s"
+        max_request_bytes = 65536
+
+        [circuit]
+        consecutive_failures = 3
+        cooldown = "300ms"
+        max_cooldown = "600ms"
+        half_open_permits = 1
+        success_threshold = 1
+
+        [ramp]
+        min_requests = 1
+        min_sample = 1000
+        check_interval = "20ms"
+        cooldown = "300ms"
+        max_cooldown = "600ms"
+        schedule = {{ steps = [{{ share = 0.5, hold = "50ms" }}, {{ share = 1.0, hold = "50ms" }}] }}
+
+        [[providers]]
+        name = "primary"
+        model = "gpt-4o-mini"
+        kind = "openai"
+        base_url = "{}/v1"
+        priority = 0
+
+        [[providers]]
+        name = "backup"
+        model = "claude-haiku-4-5"
+        kind = "anthropic"
+        base_url = "{}"
+        priority = 1
+        "#,
+        primary.base_url(),
+        backup.base_url()
+    ))
+    .expect("a valid configuration")
+}
+
+const PRIMARY: &str = "primary/gpt-4o-mini";
+const BACKUP: &str = "backup/claude-haiku-4-5";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_is_invisible_to_clients() {
+    let (primary, backup) = sims().await;
+    let gw = start(&config(&primary, &backup)).await;
+
+    // Healthy: the primary serves, streaming or not.
+    for i in 0..4 {
+        let a = gw.chat(i % 2 == 1).await;
+        assert_complete(&a, i % 2 == 1);
+        assert_eq!(a.served_by(), PRIMARY);
+    }
+
+    // Outage: every answer still complete, from the backup (translated from
+    // Anthropic's wire format); the circuit opens after three failures, so the
+    // primary stops being asked.
+    primary
+        .set_faults([FaultSpec::always(Fault::Status(503))])
+        .unwrap();
+    let before = primary.counters().received;
+    for i in 0..12 {
+        let stream = i % 3 == 0;
+        let a = gw.chat(stream).await;
+        assert_complete(&a, stream);
+        assert_eq!(a.served_by(), BACKUP);
+    }
+    // Three failures opened the circuit; after that the primary only saw the
+    // half-open probes made each time a cooldown ended (one per extra trip).
+    let health = gw.health().await;
+    let trips = health["providers"][0]["trips"].as_u64().unwrap();
+    assert!(trips >= 1);
+    assert_eq!(primary.counters().received - before, 3 + (trips - 1));
+    assert_eq!(health["providers"][0]["circuit"], "open");
+    assert_eq!(health["providers"][1]["circuit"], "closed");
+    assert_eq!(health["status"], "ok");
+
+    // Recovery: after the cooldown a probe passes, the circuit closes and the
+    // primary gets its traffic back (through the ramp).
+    primary.clear_faults();
+    let mut back = false;
+    for _ in 0..60 {
+        let a = gw.chat(false).await;
+        assert_complete(&a, false);
+        if a.served_by() == PRIMARY {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(back, "the primary serves again after recovering");
+
+    // A harder outage: the primary refuses connections. Still no client error.
+    primary
+        .set_faults([FaultSpec::always(Fault::Refuse)])
+        .unwrap();
+    for i in 0..8 {
+        let a = gw.chat(i % 2 == 0).await;
+        assert_complete(&a, i % 2 == 0);
+        assert_eq!(a.served_by(), BACKUP);
+    }
+
+    // Everything down: 503 with Retry-After, in OpenAI's error shape.
+    backup
+        .set_faults([FaultSpec::always(Fault::Status(503))])
+        .unwrap();
+    let mut last = None;
+    for _ in 0..5 {
+        let a = gw.chat(false).await;
+        assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", a.body);
+        let v: serde_json::Value = serde_json::from_str(&a.body).unwrap();
+        assert_eq!(v["error"]["type"], "all_providers_failed");
+        last = Some(a);
+    }
+    let last = last.unwrap();
+    let wait: u64 = last.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&wait), "Retry-After {wait}");
+    assert_eq!(gw.health().await["providers"][1]["circuit"], "open");
+
+    gw.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_listing_and_overrides() {
+    let (primary, backup) = sims().await;
+    let gw = start(&config(&primary, &backup)).await;
+
+    // Bodies over the limit are refused before any provider sees them.
+    let big = format!(
+        r#"{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "x".repeat(100_000)
+    );
+    let a = gw.send("POST", "/v1/chat/completions", big).await;
+    assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(primary.counters().received + backup.counters().received, 0);
+
+    let models: serde_json::Value =
+        serde_json::from_str(&gw.send("GET", "/v1/models", "").await.body).unwrap();
+    assert_eq!(models["object"], "list");
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["gpt-4o-mini", "claude-haiku-4-5"]);
+
+    let health = gw.health().await;
+    assert_eq!(health["router"], "fallback");
+    assert_eq!(health["providers"].as_array().unwrap().len(), 2);
+    assert_eq!(health["providers"][0]["provider"], "primary");
+
+    // An operator takes the primary out by hand: traffic moves at once.
+    let a = gw
+        .send(
+            "POST",
+            "/health/force",
+            r#"{"provider":"primary","model":"gpt-4o-mini","state":"open"}"#,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(gw.chat(false).await.served_by(), BACKUP);
+    let a = gw
+        .send(
+            "POST",
+            "/health/force",
+            r#"{"provider":"primary","model":"gpt-4o-mini","state":null}"#,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+    // Released: the primary gets its traffic back through the recovery ramp.
+    let mut back = false;
+    for _ in 0..40 {
+        if gw.chat(false).await.served_by() == PRIMARY {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(back, "the primary serves again once released");
+    let a = gw
+        .send(
+            "POST",
+            "/health/force",
+            r#"{"provider":"nobody","model":"x","state":"open"}"#,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+
+    gw.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_requests_in_flight() {
+    let slow = Sim::builder(Flavor::OpenAi)
+        .name("slow")
+        .ttft(Duration::from_millis(400))
+        .jitter(0.0)
+        .start()
+        .await
+        .unwrap();
+    let config = Config::from_toml_str(&format!(
+        r#"
+        [[providers]]
+        name = "slow"
+        model = "gpt-4o-mini"
+        base_url = "{}/v1"
+        "#,
+        slow.base_url()
+    ))
+    .unwrap();
+    let gw = start(&config).await;
+    let addr = gw.addr;
+    let client = gw.client.clone();
+    let in_flight = tokio::spawn(async move {
+        let req = Request::post(format!("http://{addr}/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(
+                r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#,
+            )))
+            .unwrap();
+        let res = client.request(req).await.unwrap();
+        let status = res.status();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        (status, body)
+    });
+    // Let the request reach the provider, then ask the gateway to stop.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(slow.counters().received, 1);
+    gw.shutdown().await.unwrap();
+    let (status, body) = in_flight.await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        std::str::from_utf8(&body)
+            .unwrap()
+            .contains("chat.completion")
+    );
+    // And the listener is closed.
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_on_a_fresh_machine_with_simulated_providers() {
+    let sim = gateway::simulated().await.unwrap();
+    assert_eq!(sim.sims.len(), 3);
+    let gw = start(&sim.config).await;
+    let a = gw.chat(false).await;
+    assert_complete(&a, false);
+    let a = gw.chat(true).await;
+    assert_complete(&a, true);
+    gw.shutdown().await.unwrap();
+}
