@@ -351,26 +351,47 @@ impl Error for Elapsed {}
 
 /// A request or response body was larger than the configured limit. The oversized
 /// body was not buffered.
+///
+/// A request body past the limit is the caller's doing (HTTP 413); a response body
+/// past it is the provider's (HTTP 502): see [`BodyTooLarge::response`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BodyTooLarge {
     limit: u64,
+    response: bool,
 }
 
 impl BodyTooLarge {
-    /// A body exceeded `limit` bytes.
+    /// A request body exceeded `limit` bytes.
     pub fn new(limit: u64) -> Self {
-        BodyTooLarge { limit }
+        BodyTooLarge {
+            limit,
+            response: false,
+        }
+    }
+
+    /// A provider's response body exceeded `limit` bytes.
+    pub fn response(limit: u64) -> Self {
+        BodyTooLarge {
+            limit,
+            response: true,
+        }
     }
 
     /// The limit in bytes.
     pub fn limit(&self) -> u64 {
         self.limit
     }
+
+    /// Whether it was a response body (the provider's), not the caller's request.
+    pub fn is_response(&self) -> bool {
+        self.response
+    }
 }
 
 impl fmt::Display for BodyTooLarge {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "body larger than the {} byte limit", self.limit)
+        let which = if self.response { "response" } else { "request" };
+        write!(f, "{which} body larger than the {} byte limit", self.limit)
     }
 }
 
@@ -580,7 +601,7 @@ mod tests {
             ),
             (
                 Box::new(BodyTooLarge::new(1024)),
-                "body larger than the 1024 byte limit",
+                "request body larger than the 1024 byte limit",
             ),
             (
                 Box::new(TruncatedStream::new("no [DONE]")),

@@ -25,7 +25,8 @@ pub struct ErrorClass {
 ///
 /// | error (anywhere in the chain) | status | `Retry-After` |
 /// | --- | --- | --- |
-/// | [`BodyTooLarge`] | 413 | |
+/// | [`BodyTooLarge`] of a request | 413 | |
+/// | [`BodyTooLarge`] of a response | 502 | |
 /// | [`AllProvidersFailed`] | 503 | earliest known recovery |
 /// | [`CircuitOpen`] | 503 | time until a probe |
 /// | [`Shed`] | 503 | |
@@ -40,8 +41,12 @@ pub fn classify_error(err: &(dyn Error + 'static)) -> ErrorClass {
         retry_after,
     };
     // Order matters: an AllProvidersFailed may wrap attempts, but it is the answer.
-    if find::<BodyTooLarge>(err).is_some() {
-        return class(StatusCode::PAYLOAD_TOO_LARGE, "request_too_large", None);
+    if let Some(e) = find::<BodyTooLarge>(err) {
+        return if e.is_response() {
+            class(StatusCode::BAD_GATEWAY, "upstream_response_too_large", None)
+        } else {
+            class(StatusCode::PAYLOAD_TOO_LARGE, "request_too_large", None)
+        };
     }
     if let Some(e) = find::<AllProvidersFailed>(err) {
         return class(
@@ -132,6 +137,7 @@ mod tests {
     fn maps_every_error() {
         let cases: Vec<(BoxError, u16, Option<&str>)> = vec![
             (BodyTooLarge::new(10).into(), 413, None),
+            (BodyTooLarge::response(10).into(), 502, None),
             (
                 AllProvidersFailed::new(vec![])
                     .with_retry_after(Some(Duration::from_secs(7)))

@@ -401,7 +401,7 @@ where
     let body = match collect(incoming, shared.max_response_bytes, deadlines).await? {
         Collected::Complete(b) => b,
         Collected::TooLarge(_) => {
-            return Err(BodyTooLarge::new(shared.max_response_bytes as u64).into());
+            return Err(BodyTooLarge::response(shared.max_response_bytes as u64).into());
         }
     };
     let (body, counts) = match prepared.plan {

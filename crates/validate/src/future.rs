@@ -208,7 +208,7 @@ where
                             // Refused before reading a byte of it.
                             this.state.set(State::Done);
                             shared.stats.too_large();
-                            return Poll::Ready(Err(BodyTooLarge::new(max).into()));
+                            return Poll::Ready(Err(BodyTooLarge::response(max).into()));
                         }
                         this.state.set(State::Buffering {
                             body,
@@ -229,9 +229,10 @@ where
                                 // Drops what was read and the rest of the body.
                                 this.state.set(State::Done);
                                 shared.stats.too_large();
-                                return Poll::Ready(Err(
-                                    BodyTooLarge::new(shared.max_body as u64).into()
-                                ));
+                                return Poll::Ready(Err(BodyTooLarge::response(
+                                    shared.max_body as u64,
+                                )
+                                .into()));
                             }
                             buf.push(data);
                         }
