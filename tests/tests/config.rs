@@ -190,6 +190,30 @@ fn refuses_bad_files_naming_the_field() {
 }
 
 #[test]
+fn messages_say_what_to_fix() {
+    let message = refused(
+        r#"
+        [[providers]]
+        name = "local"
+        model = "llama"
+        base_url = "localhost:8000/v1"
+        "#,
+    );
+    assert_eq!(
+        message,
+        r#"providers[0].base_url: not a valid URL (expected http://host or https://host): "localhost:8000/v1""#
+    );
+    let message = refused(&format!("[circuit]\nhalf_open_permits = 0\n{OK_PROVIDER}"));
+    assert_eq!(message, "circuit.half_open_permits: must be in 1..=65535");
+    let message = refused("[[providers]]\nname = \"a\"\nmodel = \"b\"\nwieght = 2\n");
+    assert!(message.contains("unknown field `wieght`"), "{message}");
+    assert!(
+        message.contains("`weight`") && message.contains("`base_url`"),
+        "{message}"
+    );
+}
+
+#[test]
 fn parse_errors_say_where() {
     let message = refused("[[providers]]\nname = \"a\"\nmodel = \"b\"\n\n\nweight = \"heavy\"\n");
     assert!(message.contains("(line 6)"), "{message}");

@@ -323,7 +323,16 @@ impl ProviderEntry {
             toml::Value::Table(self.client.clone())
                 .try_into()
                 .map_err(|e: toml::de::Error| {
-                    ConfigError::new("", e.message().trim().to_owned())
+                    let mut reason = e.message().trim().to_owned();
+                    if reason.starts_with("unknown field") {
+                        reason.push_str(
+                            "; or one of the entry's own: `name`, `model`, `quota_group`, \
+                             `weight`, `priority`, `price`, `price_per_million`, `aliases`, \
+                             `tiers`, `context_window`, `tools`, `validate`, `quota`, \
+                             `circuit`, `ramp`",
+                        );
+                    }
+                    ConfigError::new("", reason)
                 })?;
         config.name = Some(self.name.clone());
         if config.models.is_empty() {
@@ -632,6 +641,9 @@ fn line_of(e: &toml::de::Error, input: &str) -> String {
 
 fn check_url(url: &str) -> Result<(), ConfigError> {
     let bad = |why: &str| ConfigError::new("base_url", format!("not a valid URL ({why}): {url:?}"));
+    if !url.contains("://") {
+        return Err(bad("expected http://host or https://host"));
+    }
     let uri: http::Uri = url.parse().map_err(|_| bad("unparsable"))?;
     match uri.scheme_str() {
         Some("http" | "https") => {}
