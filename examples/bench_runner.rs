@@ -13,7 +13,9 @@
 //! One request = `poll_ready` + `call` + polling the response future and then the
 //! response body to their ends with a no-op waker (the inner service answers at once
 //! with a small chat completion, so the figures are the layers' own work). Each case
-//! runs three rounds after a warm-up; the fastest round is reported. Allocations are
+//! runs five rounds after a warm-up, interleaved with five rounds of the bare inner
+//! service, and the fastest of each is kept: the added cost is the difference, so
+//! the load of a shared machine drifts over both alike. Allocations are
 //! counted by a counting global allocator over a separate round. The criterion
 //! benches in `crates/*/benches` measure the same things with more statistics; this
 //! runner is the quick, machine-readable summary.
@@ -123,10 +125,29 @@ where
 struct Measured {
     name: &'static str,
     what: &'static str,
+    /// Fastest round of the case.
     ns: f64,
+    /// Fastest round of the bare service, in rounds interleaved with the case's.
+    bare_ns: f64,
     allocs: f64,
 }
 
+/// The fastest of `rounds` rounds of `iters` requests, ns per request.
+fn round<S, B>(svc: &mut S, iters: u64, cx: &mut Context<'_>) -> f64
+where
+    S: Service<Request<ReplayBody>, Response = Response<B>>,
+    S::Error: std::fmt::Debug,
+    B: Body,
+{
+    let start = Instant::now();
+    for _ in 0..iters {
+        one(svc, cx);
+    }
+    start.elapsed().as_nanos() as f64 / iters as f64
+}
+
+/// Measures `svc` in five rounds interleaved with five rounds of the bare service,
+/// so that the machine's load drifts over both alike; keeps the fastest of each.
 fn measure<S, B>(name: &'static str, what: &'static str, mut svc: S, iters: u64) -> Measured
 where
     S: Service<Request<ReplayBody>, Response = Response<B>>,
@@ -134,16 +155,15 @@ where
     B: Body,
 {
     let mut cx = Context::from_waker(Waker::noop());
+    let mut bare = Ready200;
     for _ in 0..iters / 10 {
         one(&mut svc, &mut cx);
+        one(&mut bare, &mut cx);
     }
-    let mut best = f64::INFINITY;
-    for _ in 0..3 {
-        let start = Instant::now();
-        for _ in 0..iters {
-            one(&mut svc, &mut cx);
-        }
-        best = best.min(start.elapsed().as_nanos() as f64 / iters as f64);
+    let (mut best, mut best_bare) = (f64::INFINITY, f64::INFINITY);
+    for _ in 0..5 {
+        best_bare = best_bare.min(round(&mut bare, iters, &mut cx));
+        best = best.min(round(&mut svc, iters, &mut cx));
     }
     let n = (iters / 10).max(1000);
     let region = Region::new(GLOBAL);
@@ -155,6 +175,7 @@ where
         name,
         what,
         ns: best,
+        bare_ns: best_bare,
         allocs,
     }
 }
@@ -276,33 +297,48 @@ fn main() {
         iters,
     ));
 
-    let bare = results[0].ns;
-    let tower = results[1].ns;
+    // Context for the figures: what one clock read costs on this machine (the
+    // layers that measure latency read the clock a few times per request).
+    let clock_ns = {
+        let n = iters * 5;
+        let start = Instant::now();
+        for _ in 0..n {
+            black_box(Instant::now());
+        }
+        start.elapsed().as_nanos() as f64 / n as f64
+    };
+    eprintln!("one clock read (tokio::time::Instant::now): {clock_ns:.1} ns");
+    let added = |r: &Measured| r.ns - r.bare_ns;
+    let tower = added(&results[1]).max(1e-9);
     eprintln!(
-        "{:<22} {:>10} {:>9} {:>10} {:>9}",
-        "case", "ns/req", "+ns", "allocs/req", "vs tower"
+        "{:<22} {:>8} {:>8} {:>9} {:>10} {:>9}",
+        "case", "ns/req", "bare ns", "+ns", "allocs/req", "vs tower"
     );
     for r in &results {
         eprintln!(
-            "{:<22} {:>10.1} {:>+9.1} {:>10.2} {:>8.2}x",
+            "{:<22} {:>8.1} {:>8.1} {:>+9.1} {:>10.2} {:>8.2}x",
             r.name,
             r.ns,
-            r.ns - bare,
+            r.bare_ns,
+            added(r),
             r.allocs,
-            (r.ns - bare) / (tower - bare).max(1e-9)
+            added(r) / tower
         );
     }
+    let round1 = |x: f64| (x * 10.0).round() / 10.0;
     let summary = json!({
         "iterations_per_round": iters,
+        "rounds": 5,
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-        "bare_ns": bare,
+        "clock_read_ns": round1(clock_ns),
         "results": results.iter().map(|r| json!({
             "name": r.name,
             "what": r.what,
-            "ns_per_request": (r.ns * 10.0).round() / 10.0,
-            "added_ns": ((r.ns - bare) * 10.0).round() / 10.0,
+            "ns_per_request": round1(r.ns),
+            "bare_ns_per_request": round1(r.bare_ns),
+            "added_ns": round1(added(r)),
             "allocations_per_request": (r.allocs * 100.0).round() / 100.0,
-            "ratio_to_bare": ((r.ns / bare) * 100.0).round() / 100.0,
+            "added_vs_tower_baseline": (added(r) / tower * 100.0).round() / 100.0,
         })).collect::<Vec<_>>(),
     });
     println!(
