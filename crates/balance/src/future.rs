@@ -7,7 +7,9 @@
 //!
 //! On the happy path (first provider answers) the future allocates nothing of its
 //! own: the provider table is shared (`Arc`), the tried set is a bit mask on the
-//! stack for up to 128 providers, and timers are created only when configured.
+//! stack for up to 128 providers, and one timer (inline) serves the total deadline,
+//! the attempt timeout and the wait for a not-ready provider, created only when one
+//! of them applies. The clock is read once per attempt on the happy path.
 //! What remains per attempt is the copy of the request
 //! ([`clone_request`](tower_failover_core::replay::clone_request): the header map
 //! and extensions are copied, the body is a reference-counted `Bytes` clone with a
@@ -35,7 +37,7 @@ use tower_failover_core::rng::Rng;
 use tower_failover_core::{Classify, ClientErrorKind, FailureKind, Outcome, RejectKind};
 use tower_service::Service;
 
-use crate::pick::{Pick, select};
+use crate::pick::{LazyNow, Pick, available, select};
 use crate::table::{Admitted, Route, Table, Tried};
 
 pin_project! {
@@ -55,12 +57,10 @@ pin_project! {
     pub struct ResponseFuture<S: Service<Request<B>>, B, C> {
         #[pin]
         state: State<S::Future>,
-        // The attempt timeout, or the wait for a not-ready provider.
+        // One timer for the earliest of: the total deadline, the attempt's
+        // deadline, the end of the wait for a not-ready provider.
         #[pin]
         timer: Option<Sleep>,
-        // The request's total deadline.
-        #[pin]
-        total: Option<Sleep>,
         ctx: Ctx<S, B, C>,
     }
 }
@@ -95,15 +95,27 @@ struct Ctx<S, B, C> {
     current: Option<(u32, Instant)>,
     /// A provider that was not ready, kept to wait on when nothing else is left.
     parked: Option<(u32, S)>,
-    waiting: bool,
-    started: Instant,
-    deadline: Option<Instant>,
+    /// The request's deadline and how long it gave the request.
+    deadline: Option<(Instant, Duration)>,
+    /// When the attempt in flight times out.
+    attempt_until: Option<Instant>,
+    /// When the wait for a not-ready provider ends.
+    wait_until: Option<Instant>,
+    /// What the timer is set to.
+    armed: Option<Instant>,
 }
 
 enum Advance<F> {
     Call(F),
     Wait,
     Fail(BoxError),
+}
+
+/// What the timer says.
+enum Expired {
+    Total(Duration),
+    Attempt,
+    Wait,
 }
 
 enum Step<R> {
@@ -124,14 +136,12 @@ where
         route: Route,
         admitted: Admitted,
         next: Option<u32>,
-        started: Instant,
-        deadline: Option<Instant>,
+        deadline: Option<(Instant, Duration)>,
     ) -> Self {
         let tried = Tried::new(table.len());
         ResponseFuture {
             state: State::Idle,
             timer: None,
-            total: None,
             ctx: Ctx {
                 table,
                 request,
@@ -147,9 +157,10 @@ where
                 owe_budget: false,
                 current: None,
                 parked: None,
-                waiting: false,
-                started,
                 deadline,
+                attempt_until: None,
+                wait_until: None,
+                armed: None,
             },
         }
     }
@@ -175,7 +186,7 @@ where
         let pick = Pick {
             tried: &self.tried,
             admitted: &self.admitted,
-            now,
+            now: LazyNow::at(now),
             closed: self.closed,
         };
         select(&self.table, &self.route, &mut self.rng, &pick)
@@ -242,12 +253,20 @@ where
             .pending
             .fetch_add(1, Ordering::Relaxed);
         self.current = Some((i, now));
+        self.attempt_until = self
+            .table
+            .settings
+            .failover
+            .attempt_timeout
+            .map(|d| now + d);
+        self.wait_until = None;
         Advance::Call(fut)
     }
 
     /// Ends the attempt in flight (answered, failed, timed out or dropped).
     fn finish_current(&mut self) -> Option<(u32, Instant)> {
         let (i, at) = self.current.take()?;
+        self.attempt_until = None;
         self.table
             .endpoint(i)
             .pending
@@ -289,44 +308,50 @@ where
     }
 
     fn on_result<RB>(&mut self, res: Result<Response<RB>, S::Error>) -> Step<Response<RB>> {
-        let now = Instant::now();
         let Some((i, sent_at)) = self.finish_current() else {
             return Step::Done(Err("balance future lost its attempt".into()));
         };
+        let outcome = match &res {
+            Ok(res) => self.classifier.classify_response(res),
+            // Errors are classified below, off the happy path.
+            Err(_) => Outcome::failure(FailureKind::Other),
+        };
+        if outcome.is_success() {
+            return Step::Done(res.map_err(Into::into));
+        }
+        // Off the happy path: now the clock is worth reading.
+        let now = Instant::now();
         let latency = now.saturating_duration_since(sent_at);
         match res {
-            Ok(res) => {
-                let outcome = self.classifier.classify_response(&res);
-                match outcome {
-                    Outcome::Success => Step::Done(Ok(res)),
-                    Outcome::ClientError { kind } => {
-                        let target = match kind {
-                            ClientErrorKind::ContextWindowExceeded => self.table.context_fallback,
-                            ClientErrorKind::ContentPolicy => self.table.policy_fallback,
-                            _ => None,
-                        };
-                        let usable = target.filter(|&t| {
-                            !self.tried.contains(t)
-                                && self.table.endpoint(t).health.is_available(now)
-                        });
-                        match usable {
-                            Some(t) => {
-                                self.failed(i, outcome, latency, None);
-                                self.next = Some(t);
-                                self.closed = true;
-                                Step::Next
-                            }
-                            None => Step::Done(Ok(res)),
+            Ok(res) => match outcome {
+                Outcome::Success => Step::Done(Ok(res)),
+                Outcome::ClientError { kind } => {
+                    let target = match kind {
+                        ClientErrorKind::ContextWindowExceeded => self.table.context_fallback,
+                        ClientErrorKind::ContentPolicy => self.table.policy_fallback,
+                        _ => None,
+                    };
+                    let usable = target.filter(|&t| {
+                        !self.tried.contains(t)
+                            && available(&self.table.endpoint(t).health, &LazyNow::at(now))
+                    });
+                    match usable {
+                        Some(t) => {
+                            self.failed(i, outcome, latency, None);
+                            self.next = Some(t);
+                            self.closed = true;
+                            Step::Next
                         }
+                        None => Step::Done(Ok(res)),
                     }
-                    o if o.is_retryable_elsewhere() => {
-                        drop(res);
-                        self.failed(i, o, latency, None);
-                        Step::Next
-                    }
-                    _ => Step::Done(Ok(res)),
                 }
-            }
+                o if o.is_retryable_elsewhere() => {
+                    drop(res);
+                    self.failed(i, o, latency, None);
+                    Step::Next
+                }
+                _ => Step::Done(Ok(res)),
+            },
             Err(e) => {
                 let e: BoxError = e.into();
                 let outcome = self.classifier.classify_error(&*e);
@@ -381,10 +406,52 @@ impl<S, B, C> Drop for Ctx<S, B, C> {
     }
 }
 
-fn arm(mut timer: Pin<&mut Option<Sleep>>, at: Instant) {
-    match timer.as_mut().as_pin_mut() {
-        Some(sleep) => sleep.reset(at),
-        None => timer.set(Some(sleep_until(at))),
+impl<S, B, C> Ctx<S, B, C> {
+    /// The earliest deadline that applies now.
+    fn next_deadline(&self) -> Option<Instant> {
+        [
+            self.deadline.map(|(at, _)| at),
+            self.attempt_until,
+            self.wait_until,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Sets the timer to the earliest deadline and polls it: which deadline passed,
+    /// if one did.
+    fn poll_timer(
+        &mut self,
+        mut timer: Pin<&mut Option<Sleep>>,
+        cx: &mut Context<'_>,
+    ) -> Option<Expired> {
+        let at = self.next_deadline()?;
+        if self.armed != Some(at) {
+            self.armed = Some(at);
+            match timer.as_mut().as_pin_mut() {
+                Some(sleep) => sleep.reset(at),
+                None => timer.set(Some(sleep_until(at))),
+            }
+        }
+        let sleep = timer.as_pin_mut()?;
+        if sleep.poll(cx).is_pending() {
+            return None;
+        }
+        let now = Instant::now();
+        let passed = |t: Option<Instant>| t.is_some_and(|t| t <= now);
+        if let Some((at, after)) = self.deadline
+            && at <= now
+        {
+            return Some(Expired::Total(after));
+        }
+        if passed(self.attempt_until) {
+            return Some(Expired::Attempt);
+        }
+        if passed(self.wait_until) {
+            return Some(Expired::Wait);
+        }
+        None
     }
 }
 
@@ -399,21 +466,6 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        if let Some(deadline) = this.ctx.deadline
-            && !matches!(*this.state, State::Done)
-        {
-            if this.total.is_none() {
-                this.total.set(Some(sleep_until(deadline)));
-            }
-            if let Some(total) = this.total.as_mut().as_pin_mut()
-                && total.poll(cx).is_ready()
-            {
-                this.state.set(State::Done);
-                this.ctx.parked = None;
-                let after = deadline.saturating_duration_since(this.ctx.started);
-                return Poll::Ready(Err(Elapsed::new(TimeoutKind::Total, after).into()));
-            }
-        }
         loop {
             match this.state.as_mut().project() {
                 StateProj::Calling { fut } => {
@@ -428,55 +480,25 @@ where
                             Step::Next => continue,
                         }
                     }
-                    if let Some(timer) = this.timer.as_mut().as_pin_mut()
-                        && timer.poll(cx).is_ready()
-                    {
-                        this.state.set(State::Idle);
-                        let after = this
-                            .ctx
-                            .table
-                            .settings
-                            .failover
-                            .attempt_timeout
-                            .unwrap_or_default();
-                        this.ctx.on_attempt_timeout(after);
-                        continue;
-                    }
-                    return Poll::Pending;
                 }
                 StateProj::Idle => match this.ctx.advance(cx) {
                     Advance::Call(fut) => {
                         this.state.set(State::Calling { fut });
-                        this.ctx.waiting = false;
-                        match this.ctx.table.settings.failover.attempt_timeout {
-                            Some(d) => arm(this.timer.as_mut(), Instant::now() + d),
-                            None => this.timer.set(None),
-                        }
+                        continue;
                     }
                     Advance::Wait => {
                         let wait = this.ctx.table.settings.failover.max_ready_wait;
-                        let now = Instant::now();
                         if wait.is_zero() {
-                            this.state.set(State::Done);
-                            this.ctx.parked = None;
-                            let err = this.ctx.all_failed(Some("no provider is ready"), now);
-                            return Poll::Ready(Err(err));
-                        }
-                        if !this.ctx.waiting {
-                            this.ctx.waiting = true;
-                            arm(this.timer.as_mut(), now + wait);
-                        }
-                        if let Some(timer) = this.timer.as_mut().as_pin_mut()
-                            && timer.poll(cx).is_ready()
-                        {
                             this.state.set(State::Done);
                             this.ctx.parked = None;
                             let err = this
                                 .ctx
-                                .all_failed(Some("no provider became ready in time"), now);
+                                .all_failed(Some("no provider is ready"), Instant::now());
                             return Poll::Ready(Err(err));
                         }
-                        return Poll::Pending;
+                        if this.ctx.wait_until.is_none() {
+                            this.ctx.wait_until = Some(Instant::now() + wait);
+                        }
                     }
                     Advance::Fail(err) => {
                         this.state.set(State::Done);
@@ -486,6 +508,34 @@ where
                 },
                 StateProj::Done => {
                     return Poll::Ready(Err("balance future polled after completion".into()));
+                }
+            }
+            // An attempt is in flight, or a provider is awaited: the deadlines.
+            match this.ctx.poll_timer(this.timer.as_mut(), cx) {
+                None => return Poll::Pending,
+                Some(Expired::Total(after)) => {
+                    this.state.set(State::Done);
+                    this.ctx.parked = None;
+                    return Poll::Ready(Err(Elapsed::new(TimeoutKind::Total, after).into()));
+                }
+                Some(Expired::Attempt) => {
+                    this.state.set(State::Idle);
+                    let after = this
+                        .ctx
+                        .table
+                        .settings
+                        .failover
+                        .attempt_timeout
+                        .unwrap_or_default();
+                    this.ctx.on_attempt_timeout(after);
+                }
+                Some(Expired::Wait) => {
+                    this.state.set(State::Done);
+                    this.ctx.parked = None;
+                    let err = this
+                        .ctx
+                        .all_failed(Some("no provider became ready in time"), Instant::now());
+                    return Poll::Ready(Err(err));
                 }
             }
         }

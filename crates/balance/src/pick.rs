@@ -6,10 +6,12 @@
 //! 0 %), under a recovery ramp this request was not sampled into (until nothing else
 //! is left), or too small for the prompt.
 
+use std::cell::Cell;
 use std::sync::PoisonError;
 
 use tokio::time::Instant;
 use tower_failover_core::rng::Rng;
+use tower_failover_core::{CircuitState, Health};
 
 use crate::config::{Settings, Strategy};
 use crate::table::{Admitted, Endpoint, Route, Table, Tried, is_ramping};
@@ -41,11 +43,47 @@ fn prefer<S>(a: &Endpoint<S>, b: &Endpoint<S>, settings: &Settings) -> bool {
     ca <= cb
 }
 
+/// The current time, read from the clock only when a decision needs it.
+#[derive(Debug, Default)]
+pub(crate) struct LazyNow(Cell<Option<Instant>>);
+
+impl LazyNow {
+    pub(crate) fn new() -> Self {
+        LazyNow(Cell::new(None))
+    }
+
+    pub(crate) fn at(now: Instant) -> Self {
+        LazyNow(Cell::new(Some(now)))
+    }
+
+    pub(crate) fn get(&self) -> Instant {
+        match self.0.get() {
+            Some(now) => now,
+            None => {
+                let now = Instant::now();
+                self.0.set(Some(now));
+                now
+            }
+        }
+    }
+}
+
+/// [`Health::is_available`] at `now`, reading the clock only when the answer
+/// depends on it: when the circuit is not open and the quota group has no
+/// rate-limit window at all, `is_available` reduces to its ramp clause.
+#[inline]
+pub(crate) fn available(h: &Health, now: &LazyNow) -> bool {
+    if h.circuit() != CircuitState::Open && h.quota().limited_until().is_none() {
+        return h.ramp_share_ppm() > 0;
+    }
+    h.is_available(now.get())
+}
+
 /// The per-request state a pick depends on.
 pub(crate) struct Pick<'a> {
     pub(crate) tried: &'a Tried,
     pub(crate) admitted: &'a Admitted,
-    pub(crate) now: Instant,
+    pub(crate) now: LazyNow,
     /// Only the typed-fallback target may be tried next.
     pub(crate) closed: bool,
 }
@@ -70,7 +108,7 @@ pub(crate) fn select<S>(
                 return false;
             }
             let ep = table.endpoint(i);
-            if !ep.health.is_available(pick.now) {
+            if !available(&ep.health, &pick.now) {
                 return false;
             }
             if filter_window && !table.fits(i, route) {
@@ -255,7 +293,6 @@ mod tests {
     use crate::{RequestAttrs, config::Weighting};
     use proptest::prelude::{Just, any, prop_assert, prop_oneof, proptest};
     use std::time::Duration;
-    use tower_failover_core::{CircuitState, Health};
 
     fn table(config: BalanceConfig, opts: Vec<ProviderOptions>) -> Table<()> {
         let mut spec = Spec {
@@ -286,7 +323,7 @@ mod tests {
             let pick = Pick {
                 tried: &tried,
                 admitted: &admitted,
-                now: Instant::now(),
+                now: LazyNow::new(),
                 closed: false,
             };
             out[select(t, &route, &mut rng, &pick).unwrap() as usize] += 1;
@@ -418,13 +455,64 @@ mod tests {
                 let pick = Pick {
                     tried: &tried,
                     admitted: &admitted,
-                    now: Instant::now(),
+                    now: LazyNow::new(),
                     closed: false,
                 };
                 select(&t, &route, &mut rng, &pick).unwrap()
             })
             .collect();
         assert_eq!(seq, [0, 1, 0, 0, 1, 0]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn available_agrees_with_core_in_every_state() {
+        let mut all = Vec::new();
+        for circuit in 0..5 {
+            for quota in 0..3 {
+                for ramp in 0..3 {
+                    let h = Health::standalone(format!("c{circuit}q{quota}r{ramp}"), "m");
+                    let now = Instant::now();
+                    match circuit {
+                        1 => drop(h.transition(
+                            CircuitState::Closed,
+                            CircuitState::Open,
+                            Some(now + Duration::from_secs(10)),
+                        )),
+                        2 => drop(h.transition(
+                            CircuitState::Closed,
+                            CircuitState::Open,
+                            Some(now + Duration::from_secs(1)),
+                        )),
+                        3 => h.force(Some(CircuitState::Open)),
+                        4 => drop(h.transition(CircuitState::Closed, CircuitState::HalfOpen, None)),
+                        _ => {}
+                    }
+                    match quota {
+                        1 => drop(h.mark_rate_limited(Duration::from_secs(10))),
+                        2 => drop(h.mark_rate_limited(Duration::from_secs(1))),
+                        _ => {}
+                    }
+                    match ramp {
+                        1 => h.set_ramp(Some(1), 500_000),
+                        2 => h.set_ramp(Some(0), 0),
+                        _ => {}
+                    }
+                    all.push(h);
+                }
+            }
+        }
+        for _ in 0..2 {
+            for h in &all {
+                assert_eq!(
+                    available(h, &LazyNow::new()),
+                    h.is_available(Instant::now()),
+                    "{}",
+                    h.id()
+                );
+            }
+            // The one-second windows end.
+            tokio::time::advance(Duration::from_secs(5)).await;
+        }
     }
 
     proptest! {
@@ -445,7 +533,7 @@ mod tests {
                 any |= !tried_mask[i] && !open_mask[i];
             }
             let admitted = Admitted::default();
-            let pick = Pick { tried: &tried, admitted: &admitted, now: Instant::now(), closed: false };
+            let pick = Pick { tried: &tried, admitted: &admitted, now: LazyNow::new(), closed: false };
             let route = t.route(&RequestAttrs::new());
             let mut rng = Rng::seeded(seed);
             match select(&t, &route, &mut rng, &pick) {

@@ -18,7 +18,7 @@ use crate::attrs::{Attributes, RequestAttrs};
 use crate::config::Strategy;
 use crate::error::ConfigError;
 use crate::future::ResponseFuture;
-use crate::pick::{Pick, select};
+use crate::pick::{LazyNow, Pick, available, select};
 use crate::provider::ProviderOptions;
 use crate::table::{Admitted, Entry, Route, Spec, Table, Tried, is_ramping};
 
@@ -170,19 +170,33 @@ impl<S> Handle<S> {
     }
 }
 
-/// Which providers are under a recovery ramp, refreshed every
-/// `ramp_refresh` (a pass over the table, amortised over the requests in between).
+/// How many requests pass between two looks at the clock to decide whether the
+/// ramp view is due for a refresh.
+const REFRESH_CHECK_EVERY: u32 = 16;
+
+/// Which providers are under a recovery ramp, refreshed every `ramp_refresh` (the
+/// clock is looked at every 16 requests; a pass over the table, amortised over the
+/// requests in between). A provider that starts ramping is left out of picks until
+/// the next refresh (conservative: it gets less than its share, never more).
 #[derive(Debug, Default)]
 struct RampView {
     ramping: Vec<u32>,
     next: Option<Instant>,
     version: u64,
+    calls: u32,
 }
 
 impl RampView {
-    fn refresh<S>(&mut self, table: &Table<S>, now: Instant) {
-        if self.version == table.version && self.next.is_some_and(|n| now < n) {
-            return;
+    fn refresh<S>(&mut self, table: &Table<S>, now: &LazyNow) {
+        let every = table.settings.failover.ramp_refresh;
+        if self.version == table.version {
+            self.calls = self.calls.wrapping_add(1);
+            if !every.is_zero() && self.calls % REFRESH_CHECK_EVERY != 0 {
+                return;
+            }
+            if self.next.is_some_and(|n| now.get() < n) {
+                return;
+            }
         }
         self.ramping.clear();
         for (i, ep) in table.endpoints.iter().enumerate() {
@@ -191,13 +205,13 @@ impl RampView {
             }
         }
         self.version = table.version;
-        self.next = Some(now + table.settings.failover.ramp_refresh);
+        self.next = Some(now.get() + every);
     }
 
     /// Samples the request into ramping providers. The balancer admits at most one,
     /// with probability equal to its share of all requests; the ordered chain admits
     /// each with its own share.
-    fn draw<S>(&self, table: &Table<S>, route: &Route, rng: &mut Rng, now: Instant) -> Admitted {
+    fn draw<S>(&self, table: &Table<S>, route: &Route, rng: &mut Rng, now: &LazyNow) -> Admitted {
         let mut admitted = Admitted::default();
         if self.ramping.is_empty() {
             return admitted;
@@ -218,7 +232,7 @@ impl RampView {
             } else {
                 cumulative += share;
                 if u < cumulative {
-                    if health.is_available(now) {
+                    if available(health, now) {
                         admitted.push(i);
                     }
                     break;
@@ -314,10 +328,10 @@ impl<S, C, A> Router<S, C, A> {
     /// readiness (a dry run: nothing is sent, nothing is reserved).
     pub(crate) fn pick(&mut self, attrs: &RequestAttrs<'_>) -> Option<&Health> {
         self.sync();
-        let now = Instant::now();
-        self.view.refresh(&self.table, now);
+        let now = LazyNow::new();
+        self.view.refresh(&self.table, &now);
         let route = self.table.route(attrs);
-        let admitted = self.view.draw(&self.table, &route, &mut self.rng, now);
+        let admitted = self.view.draw(&self.table, &route, &mut self.rng, &now);
         let first = match self.table.settings.strategy {
             Strategy::Ordered => None,
             _ => admitted.first(),
@@ -345,21 +359,22 @@ impl<S, C, A> Router<S, C, A> {
         A: Attributes<B>,
     {
         self.sync();
-        let now = Instant::now();
-        self.view.refresh(&self.table, now);
+        let now = LazyNow::new();
+        self.view.refresh(&self.table, &now);
         let route = {
             let attrs = self.attributes.attributes(&req);
             self.table.route(&attrs)
         };
         if let Some(total) = self.table.settings.failover.total_timeout {
-            Deadline::set_on(&mut req, now + total);
+            Deadline::set_on(&mut req, now.get() + total);
         }
-        let deadline = Deadline::of(&req).map(|d| d.0);
+        // The deadline, and how long it gave this request (for the error).
+        let deadline = Deadline::of(&req).map(|d| (d.0, d.0.saturating_duration_since(now.get())));
         if let Some(budget) = &self.table.budget {
             budget.deposit();
         }
         let mut rng = self.rng.fork();
-        let admitted = self.view.draw(&self.table, &route, &mut rng, now);
+        let admitted = self.view.draw(&self.table, &route, &mut rng, &now);
         let first = match self.table.settings.strategy {
             Strategy::Ordered => None,
             _ => admitted.first(),
@@ -372,7 +387,6 @@ impl<S, C, A> Router<S, C, A> {
             route,
             admitted,
             first,
-            now,
             deadline,
         )
     }

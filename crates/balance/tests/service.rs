@@ -716,3 +716,12 @@ async fn round_robin_through_the_service() {
     }
     assert_eq!((a.calls(), b.calls()), (30, 10));
 }
+
+#[test]
+fn the_response_future_stays_small() {
+    use tower_failover_balance::future::ResponseFuture;
+    // Moved once or twice per request: keep it well under a kilobyte.
+    let size =
+        std::mem::size_of::<ResponseFuture<Mock, ReplayBody, tower_failover_core::LlmClassifier>>();
+    assert!(size <= 800, "{size} bytes");
+}
