@@ -191,7 +191,7 @@ impl RampView {
         let every = table.settings.failover.ramp_refresh;
         if self.version == table.version {
             self.calls = self.calls.wrapping_add(1);
-            if !every.is_zero() && self.calls % REFRESH_CHECK_EVERY != 0 {
+            if !every.is_zero() && !self.calls.is_multiple_of(REFRESH_CHECK_EVERY) {
                 return;
             }
             if self.next.is_some_and(|n| now.get() < n) {
