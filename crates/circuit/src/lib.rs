@@ -75,6 +75,17 @@
 //! wait (gated). Cloning a [`CircuitBreaker`] shares its state, not a reserved
 //! permit.
 //!
+//! # Where it goes in a stack
+//!
+//! Per provider, innermost first: the provider client → timeouts → output
+//! validation → [`ObserveLayer`](tower_failover_core::observe::ObserveLayer) (which
+//! counts admitted attempts into the health handle) → **the circuit breaker** →
+//! recovery ramp. Put timeouts below the breaker, so that a hanging provider turns
+//! into `Timeout` failures it can count; put it below the balancer or fallback list
+//! that chooses among providers. The breaker counts only the calls it refuses (as
+//! shed, see [`CircuitConfig::record_rejections`]); it leaves the counting of
+//! admitted attempts to `ObserveLayer`, so nothing is counted twice.
+//!
 //! # Example
 //!
 //! ```
