@@ -57,6 +57,10 @@ impl ConfigError {
 
     /// From a layer crate's error, whose `Display` reads
     /// ``invalid … config: `field` reason``.
+    #[cfg_attr(
+        not(any(feature = "retry", feature = "validate", feature = "redis")),
+        allow(dead_code)
+    )]
     pub(crate) fn from_display(prefix: &str, err: &dyn fmt::Display) -> Self {
         let text = err.to_string();
         let parsed = text.split_once('`').and_then(|(_, rest)| {

@@ -38,8 +38,10 @@ use crate::service::{ProviderService, boxed};
 /// ```
 #[derive(Clone)]
 pub struct CustomLayer {
-    make: Arc<dyn Fn(&Health, ProviderService) -> ProviderService + Send + Sync>,
+    make: Arc<MakeService>,
 }
+
+type MakeService = dyn Fn(&Health, ProviderService) -> ProviderService + Send + Sync;
 
 impl CustomLayer {
     /// A layer from a function of the provider's health and the service below.

@@ -82,6 +82,7 @@ impl Routing {
 
     /// Whether the router reads each provider's recovery-ramp share itself (so the
     /// ramp layer must not also shed).
+    #[cfg(feature = "ramp")]
     fn reads_ramp_share(&self) -> bool {
         matches!(self, Routing::Balance(_) | Routing::Fallback(_))
     }
@@ -510,6 +511,7 @@ impl StackBuilder {
             ));
         }
         let registry = self.registry.clone().unwrap_or_default();
+        #[cfg_attr(not(feature = "retry"), allow(unused_mut))]
         let mut remaining: Option<Remaining> = None;
         let budget: Option<SharedBudget> = match &self.budget {
             Budget::Off => None,
@@ -705,6 +707,12 @@ impl StackBuilder {
 }
 
 /// `providers[i].<layer>` when the provider overrides the layer, else `<layer>`.
+#[cfg(any(
+    feature = "validate",
+    feature = "overflow",
+    feature = "circuit",
+    feature = "ramp"
+))]
 fn scope<T>(over: &Option<T>, at: &str, layer: &str) -> String {
     match over {
         Some(_) => format!("{at}.{layer}"),
