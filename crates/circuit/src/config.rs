@@ -1,9 +1,9 @@
 //! What makes the circuit open, how long it stays open, and how it closes again.
 
-use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+pub use tower_failover_core::ConfigError;
 use tower_failover_core::{FailureKind, duration_serde};
 
 /// What an open circuit does to callers.
@@ -385,7 +385,7 @@ impl CircuitConfig {
 
     /// Checks every value, naming the first bad field.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let err = |field, reason| Err(ConfigError { field, reason });
+        let err = |field: &'static str, reason: &'static str| Err(ConfigError::new(field, reason));
         if self.consecutive_failures > MAX_THRESHOLD {
             return err("consecutive_failures", "at most 1000000");
         }
@@ -463,19 +463,16 @@ fn check_rate(field: &'static str, rate: f64) -> Result<(), ConfigError> {
     if rate.is_finite() && rate > 0.0 && rate <= 1.0 {
         Ok(())
     } else {
-        Err(ConfigError {
-            field,
-            reason: "must be a fraction in (0, 1]",
-        })
+        Err(ConfigError::new(field, "must be a fraction in (0, 1]"))
     }
 }
 
 fn check_time_window(field: &'static str, window: Duration) -> Result<(), ConfigError> {
     if window < Duration::from_millis(10) || window > MAX_DURATION {
-        Err(ConfigError {
+        Err(ConfigError::new(
             field,
-            reason: "must be at least 10ms and at most 1 day",
-        })
+            "must be at least 10ms and at most 1 day",
+        ))
     } else {
         Ok(())
     }
@@ -490,59 +487,22 @@ fn check_window(
     match window {
         Window::Calls(n) => {
             if n == 0 || n > MAX_WINDOW_CALLS {
-                return Err(ConfigError {
-                    field,
-                    reason: "calls must be in 1..=100000",
-                });
+                return Err(ConfigError::new(field, "calls must be in 1..=100000"));
             }
             if min_calls > n {
-                return Err(ConfigError {
-                    field: min_field,
-                    reason: "must not exceed the window's calls",
-                });
+                return Err(ConfigError::new(
+                    min_field,
+                    "must not exceed the window's calls",
+                ));
             }
         }
         Window::Time(d) => check_time_window(field, d)?,
     }
     if min_calls == 0 || min_calls > MAX_THRESHOLD {
-        return Err(ConfigError {
-            field: min_field,
-            reason: "must be in 1..=1000000",
-        });
+        return Err(ConfigError::new(min_field, "must be in 1..=1000000"));
     }
     Ok(())
 }
-
-/// A configuration value was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    field: &'static str,
-    reason: &'static str,
-}
-
-impl ConfigError {
-    /// The offending field, dotted for nested ones (`failure_rate.min_calls`).
-    pub fn field(&self) -> &'static str {
-        self.field
-    }
-
-    /// Why it was refused.
-    pub fn reason(&self) -> &'static str {
-        self.reason
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid circuit breaker config: `{}` {}",
-            self.field, self.reason
-        )
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 #[cfg(test)]
 mod tests {
