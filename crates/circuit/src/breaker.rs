@@ -470,7 +470,14 @@ impl<C> Shared<C> {
             return; // someone else moved it first
         }
         let before = self.health.trips();
-        let trips = self.forgiven(before, now).saturating_add(1);
+        // Only time spent closed is healthy: a trip from half-open (after a
+        // cooldown, or after a ramp rolled the circuit back) forgives nothing.
+        let trips = if from == CircuitState::Closed {
+            self.forgiven(before, now)
+        } else {
+            before
+        }
+        .saturating_add(1);
         let cooldown = self.cooldown_for(trips);
         // Trips first: the transition publishes them to the store.
         self.health.set_trips(trips);

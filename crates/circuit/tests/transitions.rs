@@ -698,3 +698,33 @@ async fn a_grant_that_went_stale_before_call_is_decided_again() {
     );
     assert_eq!(h.svc.get_ref().probes_in_flight(), 0);
 }
+
+/// Time spent open is not healthy time: after a rollback re-opens the circuit
+/// through Health (a recovery ramp does this), a failed probe must not forgive
+/// trips for the time the circuit stayed open.
+#[tokio::test(start_paused = true)]
+async fn time_spent_open_after_a_rollback_forgives_nothing() {
+    let config = CircuitConfig::default()
+        .consecutive_failures(1)
+        .half_open(1, 1)
+        .healthy_period(Duration::from_secs(600));
+    let mut h = harness(config);
+    let _ = h.answer(503).await;
+    assert_eq!(h.health.trips(), 1);
+    advance(Duration::from_secs(30)).await;
+    let _ = h.answer(200).await;
+    assert_eq!(h.health.circuit(), CircuitState::Closed);
+
+    // A ramp rolls back: one more trip, open for 20 minutes (two healthy periods).
+    h.health.set_trips(2);
+    assert!(h.health.transition(
+        CircuitState::Closed,
+        CircuitState::Open,
+        Some(Instant::now() + Duration::from_secs(1200))
+    ));
+    advance(Duration::from_secs(1200)).await;
+    let _ = h.answer(503).await; // the probe fails
+    assert_eq!(h.health.circuit(), CircuitState::Open);
+    assert_eq!(h.health.trips(), 3, "no healthy period passed while open");
+    assert_eq!(h.refused().await.retry_in(), Duration::from_secs(120));
+}
