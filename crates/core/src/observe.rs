@@ -193,7 +193,7 @@ impl<F, C> fmt::Debug for ResponseFuture<F, C> {
     }
 }
 
-fn note(health: &Health, outcome: &Outcome, elapsed: Duration, default_retry_after: Duration) {
+fn note(health: &Health, outcome: &Outcome, started: Instant, default_retry_after: Duration) {
     health.record(outcome);
     match outcome {
         Outcome::RateLimited { retry_after } => {
@@ -203,7 +203,12 @@ fn note(health: &Health, outcome: &Outcome, elapsed: Duration, default_retry_aft
         // see how slow the provider was.
         Outcome::Failure {
             kind: FailureKind::Timeout,
-        } => health.observe_ttfb(elapsed),
+        } => {
+            let now = Instant::now();
+            health
+                .ttfb()
+                .observe(now.saturating_duration_since(started), now);
+        }
         _ => {}
     }
 }
@@ -223,11 +228,15 @@ where
         let Some(guard) = this.guard.take() else {
             return Poll::Ready(Err("observe future polled after completion".into()));
         };
-        let elapsed = this.started.elapsed();
         match result {
             Ok(res) => {
                 let outcome = this.classifier.classify_response(&res);
-                note(guard.health(), &outcome, elapsed, *this.default_retry_after);
+                note(
+                    guard.health(),
+                    &outcome,
+                    *this.started,
+                    *this.default_retry_after,
+                );
                 let measure = outcome.is_success();
                 let started = *this.started;
                 Poll::Ready(Ok(res.map(|inner| ObservedBody {
@@ -240,7 +249,12 @@ where
             Err(e) => {
                 let err = e.into();
                 let outcome = this.classifier.classify_error(&*err);
-                note(guard.health(), &outcome, elapsed, *this.default_retry_after);
+                note(
+                    guard.health(),
+                    &outcome,
+                    *this.started,
+                    *this.default_retry_after,
+                );
                 Poll::Ready(Err(err))
             }
         }
@@ -292,18 +306,24 @@ impl<B: Body> Body for ObservedBody<B> {
                 if *this.first_byte_pending {
                     *this.first_byte_pending = false;
                     if let Some(g) = this.guard.as_ref() {
-                        g.health().observe_ttfb(this.started.elapsed());
+                        let now = Instant::now();
+                        g.health()
+                            .ttfb()
+                            .observe(now.saturating_duration_since(*this.started), now);
                     }
                 }
             }
             Some(Ok(_)) => {}
             Some(Err(_)) | None => {
                 if let (Some(g), true) = (this.guard.take(), frame.is_none()) {
+                    // One clock read for the end of the body.
+                    let now = Instant::now();
+                    let took = now.saturating_duration_since(*this.started);
                     if *this.first_byte_pending {
                         // An empty body: its end is its first byte.
-                        g.health().observe_ttfb(this.started.elapsed());
+                        g.health().ttfb().observe(took, now);
                     }
-                    g.health().observe_latency(this.started.elapsed());
+                    g.health().latency().observe(took, now);
                 }
             }
         }
