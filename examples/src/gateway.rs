@@ -11,7 +11,8 @@
 //! | `POST /health/force` | `{"provider", "model", "state": "open" \| "closed" \| null}`: a manual override |
 //!
 //! Every answer that went through a provider carries `x-failover-provider:
-//! <provider>/<model>`. Errors are OpenAI-shaped JSON from
+//! <provider>/<model>`; of the provider's own headers only the content type and
+//! length, `cache-control` and the request id are passed on. Errors are OpenAI-shaped JSON from
 //! [`error_response`]: `503` with `Retry-After` when every provider is down, `413`
 //! past the body limit, `429`, `502`, `504`.
 
@@ -109,9 +110,30 @@ fn models(config: &Config) -> serde_json::Value {
     serde_json::json!({ "object": "list", "data": data })
 }
 
+/// The upstream headers passed to the caller. The rest (a provider's own
+/// rate-limit headers, its name, its cookies) describe one provider's state, not
+/// the gateway's, and could mislead a client's own retry logic.
+const PASSED: [&str; 6] = [
+    "content-type",
+    "content-length",
+    "cache-control",
+    "x-request-id",
+    "request-id",
+    SERVED_BY,
+];
+
 async fn chat(State(state): State<AppState>, req: Request) -> Response {
     match state.failover.oneshot(req).await {
-        Ok(res) => res.map(Body::new),
+        Ok(res) => {
+            let (mut parts, body) = res.into_parts();
+            let upstream = std::mem::take(&mut parts.headers);
+            for name in PASSED {
+                for value in upstream.get_all(name) {
+                    parts.headers.append(name, value.clone());
+                }
+            }
+            Response::from_parts(parts, Body::new(body))
+        }
         Err(err) => {
             tracing::warn!(error = %err, "no provider could answer");
             error_response(&*err).into_response()

@@ -202,6 +202,9 @@ async fn an_outage_is_invisible_to_clients() {
         let a = gw.chat(i % 2 == 1).await;
         assert_complete(&a, i % 2 == 1);
         assert_eq!(a.served_by(), PRIMARY);
+        // The provider's own rate-limit headers stay behind the gateway.
+        assert!(!a.headers.contains_key("x-ratelimit-remaining-requests"));
+        assert!(!a.headers.contains_key("x-sim-name"));
     }
 
     // Outage: every answer still complete, from the backup (translated from
