@@ -5,6 +5,7 @@
 //!
 //! Run with: `cargo bench -p tower-failover-balance --bench pick`
 
+use std::alloc::System;
 use std::convert::Infallible;
 use std::future::{Future, Ready, ready};
 use std::hint::black_box;
@@ -14,13 +15,27 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion};
 use http::{Request, Response};
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use tower::Service;
 use tower_failover_balance::{Balance, BalanceConfig, Policy, RequestAttrs};
 use tower_failover_core::Health;
 use tower_failover_core::replay::ReplayBody;
 use tower_failover_core::rng::Rng;
 
+/// Counts heap allocations, to report them per pick and per request.
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
 const SIZES: [usize; 4] = [2, 10, 100, 1000];
+
+/// Heap allocations per call of `f`, over `rounds` calls.
+fn allocations(rounds: u32, mut f: impl FnMut()) -> f64 {
+    let region = Region::new(GLOBAL);
+    for _ in 0..rounds {
+        f();
+    }
+    region.change().allocations as f64 / f64::from(rounds)
+}
 
 /// Providers with different measured latencies and a few requests in flight.
 fn healths(n: usize) -> (Vec<Health>, Vec<tower_failover_core::InFlight>) {
@@ -133,6 +148,31 @@ fn bench_request(c: &mut Criterion) {
     group.finish();
 }
 
+/// Heap allocations per request through `svc` (requests are built beforehand).
+fn allocations_per_request<S>(svc: &mut S, cx: &mut Context<'_>, with_header: bool) -> f64
+where
+    S: Service<Request<ReplayBody>, Response = Response<ReplayBody>>,
+{
+    const N: usize = 10_000;
+    let reqs: Vec<Request<ReplayBody>> = (0..N)
+        .map(|_| {
+            let mut req = Request::new(ReplayBody::from("{}"));
+            if with_header {
+                req.headers_mut()
+                    .insert("authorization", http::HeaderValue::from_static("x"));
+            }
+            req
+        })
+        .collect();
+    let region = Region::new(GLOBAL);
+    for req in reqs {
+        let _ = svc.poll_ready(cx);
+        let fut = pin!(svc.call(req));
+        black_box(fut.poll(cx).is_ready());
+    }
+    region.change().allocations as f64 / N as f64
+}
+
 /// The ratios against the baselines, measured again in this run by plain timing
 /// loops so that they can be printed side by side.
 // Benchmarks measure real time: std's clock is the point here.
@@ -142,7 +182,7 @@ fn report_ratios() {
     const ROUNDS: u32 = 2_000_000;
     let attrs = RequestAttrs::new();
     println!("\nratios (ns per pick, {ROUNDS} rounds each):");
-    println!("providers  uniform  p2c  ratio");
+    println!("providers  uniform    p2c  ratio");
     for n in SIZES {
         let (hs, _guards) = healths(n);
         let mut rng = Rng::seeded(1);
@@ -157,7 +197,13 @@ fn report_ratios() {
             black_box(p2c.pick(&attrs).is_some());
         }
         let pick = t.elapsed().as_nanos() as f64 / f64::from(ROUNDS);
-        println!("{n:>9}  {base:>7.1}  {pick:>4.1}  {:>5.2}", pick / base);
+        let allocs = allocations(10_000, || {
+            black_box(p2c.pick(&attrs).is_some());
+        });
+        println!(
+            "{n:>9}  {base:>7.1}  {pick:>5.1}  {:>5.2}  {allocs} allocations per pick",
+            pick / base
+        );
     }
     let mut cx = Context::from_waker(Waker::noop());
     let mut bare = Instant200;
@@ -183,6 +229,14 @@ fn report_ratios() {
         "request: bare {base:.1} ns, through Balance (2 providers) {through:.1} ns, overhead {:.1} ns",
         through - base
     );
+    for with_header in [false, true] {
+        println!(
+            "allocations per request{}: bare {}, through Balance {}",
+            if with_header { " (one header)" } else { "" },
+            allocations_per_request(&mut bare, &mut cx, with_header),
+            allocations_per_request(&mut balance, &mut cx, with_header),
+        );
+    }
 }
 
 fn main() {

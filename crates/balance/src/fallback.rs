@@ -144,6 +144,7 @@ where
         self.router.poll_ready(cx)
     }
 
+    #[inline]
     fn call(&mut self, req: Request<B>) -> Self::Future {
         self.router.call(req)
     }

@@ -6,8 +6,8 @@
 //! # Allocation
 //!
 //! On the happy path (first provider answers) the future allocates nothing of its
-//! own: the provider table is shared (`Arc`), the tried set is a bit mask on the
-//! stack for up to 128 providers, and one timer (inline) serves the total deadline,
+//! own: the provider table is shared (`Arc`), the tried set keeps its first four
+//! providers inline, and one timer (inline) serves the total deadline,
 //! the attempt timeout and the wait for a not-ready provider, created only when one
 //! of them applies. The clock is read once per attempt on the happy path.
 //! What remains per attempt is the copy of the request
@@ -16,8 +16,8 @@
 //! [`ReplayBody`](tower_failover_core::replay::ReplayBody)) and a clone of the
 //! provider's service (reference-count increments for hyper clients and our
 //! layers). Failed attempts are recorded in a `Vec` (allocated on the first
-//! failure), and a table of more than 128 providers needs one small bit set per
-//! request.
+//! failure), and a request that passes over more than four providers gets a bit
+//! set over the table.
 
 use std::fmt;
 use std::future::Future;
@@ -128,6 +128,7 @@ where
     S: Service<Request<B>>,
 {
     #[allow(clippy::too_many_arguments)]
+    #[inline]
     pub(crate) fn new(
         table: Arc<Table<S>>,
         request: Request<B>,

@@ -352,6 +352,7 @@ impl<S, C, A> Router<S, C, A> {
         Some(&self.table.endpoint(i).health)
     }
 
+    #[inline]
     pub(crate) fn call<B>(&mut self, mut req: Request<B>) -> ResponseFuture<S, B, C>
     where
         S: tower_service::Service<Request<B>>,

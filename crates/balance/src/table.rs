@@ -376,37 +376,51 @@ pub(crate) fn is_ramping(h: &Health) -> bool {
     h.ramp_step().is_some() && h.ramp_share_ppm() < FULL_SHARE_PPM
 }
 
-/// The providers a request has tried (or skipped as not ready).
+/// The providers a request has tried (or skipped as not ready): the first four
+/// inline, then a bit set over the table (allocated only for a fifth).
 #[derive(Debug, Clone)]
-pub(crate) enum Tried {
-    /// Up to 128 providers: no allocation.
-    Small(u128),
-    /// More: one bit per provider on the heap.
-    Large(Box<[u64]>),
+pub(crate) struct Tried {
+    inline: [u32; 4],
+    len: u8,
+    bits: Option<Box<[u64]>>,
+    providers: u32,
 }
 
 impl Tried {
     pub(crate) fn new(providers: usize) -> Tried {
-        if providers <= 128 {
-            Tried::Small(0)
-        } else {
-            Tried::Large(vec![0; providers.div_ceil(64)].into_boxed_slice())
+        Tried {
+            inline: [0; 4],
+            len: 0,
+            bits: None,
+            providers: providers as u32,
         }
     }
 
     #[inline]
     pub(crate) fn contains(&self, i: u32) -> bool {
-        match self {
-            Tried::Small(bits) => bits & (1u128 << i) != 0,
-            Tried::Large(words) => words[(i / 64) as usize] & (1u64 << (i % 64)) != 0,
+        match &self.bits {
+            Some(words) => words[(i / 64) as usize] & (1u64 << (i % 64)) != 0,
+            None => self.inline[..self.len as usize].contains(&i),
         }
     }
 
     #[inline]
     pub(crate) fn insert(&mut self, i: u32) {
-        match self {
-            Tried::Small(bits) => *bits |= 1u128 << i,
-            Tried::Large(words) => words[(i / 64) as usize] |= 1u64 << (i % 64),
+        if self.bits.is_none() {
+            if (self.len as usize) < self.inline.len() {
+                self.inline[self.len as usize] = i;
+                self.len += 1;
+                return;
+            }
+            let mut words =
+                vec![0u64; (self.providers.max(i + 1) as usize).div_ceil(64)].into_boxed_slice();
+            for &j in &self.inline {
+                words[(j / 64) as usize] |= 1u64 << (j % 64);
+            }
+            self.bits = Some(words);
+        }
+        if let Some(words) = &mut self.bits {
+            words[(i / 64) as usize] |= 1u64 << (i % 64);
         }
     }
 }
@@ -561,8 +575,8 @@ mod tests {
     }
 
     #[test]
-    fn tried_sets_small_and_large() {
-        for n in [3usize, 128, 1000] {
+    fn tried_sets_inline_then_bits() {
+        for n in [3usize, 5, 128, 1000] {
             let mut t = Tried::new(n);
             for i in (0..n as u32).step_by(7) {
                 t.insert(i);
