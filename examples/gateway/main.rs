@@ -18,6 +18,8 @@
 //!   -d '{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"Hello"}]}'
 //! curl -s localhost:8080/v1/models
 //! curl -s localhost:8080/health
+//! curl -sN localhost:8080/health/events      # circuit changes, overrides, ramp steps as they happen
+//! curl -s localhost:8080/health/force -d '{"provider":"openai","model":"gpt-4o-mini","state":"open"}'
 //! ```
 //!
 //! With the simulated providers, cause an outage through a sim's admin API (its
@@ -103,7 +105,7 @@ async fn run(args: Args) -> Result<(), tower::BoxError> {
     );
     gateway::serve(
         listener,
-        gateway.router,
+        gateway,
         shutdown_signal(),
         Duration::from_secs(args.drain_secs),
     )

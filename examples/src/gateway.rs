@@ -8,6 +8,7 @@
 //! | `POST /v1/chat/completions` | through the failover stack, streaming (`"stream": true`) or not |
 //! | `GET /v1/models` | the models the configuration serves, OpenAI's list shape |
 //! | `GET /health` | the stack's snapshot as JSON (`503` when no provider is available) |
+//! | `GET /health/events` | every health event (circuit transitions, overrides, rate-limit windows, ramp steps) as server-sent events |
 //! | `POST /health/force` | `{"provider", "model", "state": "open" \| "closed" \| null}`: a manual override |
 //!
 //! Every answer that went through a provider carries `x-failover-provider:
@@ -19,6 +20,7 @@
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -30,6 +32,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tower::ServiceExt;
 use tower_failover::sim::{Flavor, Sim};
@@ -44,16 +47,19 @@ pub const SERVED_BY: &str = "x-failover-provider";
 /// A built gateway: the axum router and the stack's handle.
 #[derive(Debug, Clone)]
 pub struct Gateway {
-    /// The routes, ready for `axum::serve`.
+    /// The routes, ready for `axum::serve` (or [`serve`]).
     pub router: Router,
     /// Snapshots, events and overrides of the stack behind it.
     pub handle: Handle,
+    /// Ends the event streams at shutdown, so they do not hold up the drain.
+    closing: Arc<watch::Sender<bool>>,
 }
 
 #[derive(Clone)]
 struct AppState {
     failover: Failover,
     models: serde_json::Value,
+    closing: watch::Receiver<bool>,
 }
 
 /// Builds the gateway's router from a configuration (see [`build`]).
@@ -76,18 +82,25 @@ pub fn build(config: &Config) -> Result<Gateway, ConfigError> {
         }))
         .build()?;
     let handle = failover.handle().clone();
+    let (closing, closed) = watch::channel(false);
     let state = AppState {
         models: models(config),
         failover,
+        closing: closed,
     };
     let router = Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/models", get(list_models))
         .route("/health", get(health))
         .route("/health/force", post(force))
+        .route("/health/events", get(events))
         .with_state(state)
         .layer(middleware::from_fn(access_log));
-    Ok(Gateway { router, handle })
+    Ok(Gateway {
+        router,
+        handle,
+        closing: Arc::new(closing),
+    })
 }
 
 /// The models a configuration serves, as OpenAI's `GET /v1/models` lists them:
@@ -155,6 +168,43 @@ async fn health(State(state): State<AppState>) -> Response {
     (status, axum::Json(snapshot)).into_response()
 }
 
+/// The stack's health events as server-sent events, one JSON object each
+/// (`{"provider": "openai/gpt-4o-mini", "event": "circuit_changed", ...}`).
+async fn events(State(state): State<AppState>) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use tokio::sync::broadcast::error::RecvError;
+
+    let rx = state.failover.handle().subscribe();
+    let stream =
+        futures_util::stream::unfold((rx, state.closing), |(mut rx, mut closing)| async move {
+            loop {
+                if *closing.borrow() {
+                    return None;
+                }
+                let received = tokio::select! {
+                    r = rx.recv() => r,
+                    _ = closing.changed() => return None,
+                };
+                let event = match received {
+                    Ok(e) => Event::default().json_data(&e),
+                    Err(RecvError::Lagged(n)) => Ok(Event::default()
+                        .event("lagged")
+                        .data(format!("{n} events skipped"))),
+                    Err(RecvError::Closed) => return None,
+                };
+                match event {
+                    Ok(event) => {
+                        return Some((Ok::<_, std::convert::Infallible>(event), (rx, closing)));
+                    }
+                    Err(e) => tracing::warn!(error = %e, "unserializable health event"),
+                }
+            }
+        });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
 #[derive(Deserialize)]
 struct Force {
     provider: String,
@@ -209,16 +259,17 @@ async fn access_log(req: Request, next: Next) -> Response {
     res
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then stops accepting
-/// and lets in-flight requests finish (streams included) for up to `drain`.
+/// Serves `gateway` on `listener` until `shutdown` completes, then stops accepting,
+/// ends the event streams and lets in-flight requests finish (streamed answers
+/// included) for up to `drain`.
 pub async fn serve(
     listener: TcpListener,
-    router: Router,
+    gateway: Gateway,
     shutdown: impl Future<Output = ()> + Send + 'static,
     drain: Duration,
 ) -> io::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+    let server = axum::serve(listener, gateway.router).with_graceful_shutdown(async move {
         let _ = stop_rx.await;
     });
     let mut server = std::pin::pin!(server.into_future());
@@ -231,6 +282,7 @@ pub async fn serve(
         "shutting down: no new connections, draining in-flight requests"
     );
     let _ = stop_tx.send(());
+    gateway.closing.send_replace(true);
     match tokio::time::timeout(drain, server).await {
         Ok(done) => {
             tracing::info!("drained; bye");

@@ -49,7 +49,7 @@ async fn start(config: &Config) -> Running {
     let (tx, rx) = oneshot::channel();
     let task = tokio::spawn(gateway::serve(
         listener,
-        gw.router,
+        gw,
         async move {
             let _ = rx.await;
         },
@@ -309,6 +309,14 @@ async fn limits_listing_and_overrides() {
     assert_eq!(health["providers"].as_array().unwrap().len(), 2);
     assert_eq!(health["providers"][0]["provider"], "primary");
 
+    // Health events stream as SSE; an operator's override is one.
+    let events_req = Request::get(format!("http://{}/health/events", gw.addr))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let events = gw.client.request(events_req).await.unwrap();
+    assert_eq!(events.headers()["content-type"], "text/event-stream");
+    let mut events = events.into_body();
+
     // An operator takes the primary out by hand: traffic moves at once.
     let a = gw
         .send(
@@ -319,6 +327,19 @@ async fn limits_listing_and_overrides() {
         .await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.body);
     assert_eq!(gw.chat(false).await.served_by(), BACKUP);
+    let frame = tokio::time::timeout(Duration::from_secs(5), events.frame())
+        .await
+        .expect("an event in time")
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap();
+    assert!(text.starts_with("data: {"), "{text}");
+    assert!(text.contains(r#""event":"forced""#), "{text}");
+    assert!(
+        text.contains(r#""provider":"primary/gpt-4o-mini""#),
+        "{text}"
+    );
+    drop(events);
     let a = gw
         .send(
             "POST",
@@ -383,6 +404,12 @@ async fn shutdown_drains_requests_in_flight() {
         let body = res.into_body().collect().await.unwrap().to_bytes();
         (status, body)
     });
+    // An event stream stays open until shutdown, and must not hold up the drain.
+    let events_req = Request::get(format!("http://{addr}/health/events"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let events = gw.client.request(events_req).await.unwrap();
+    let events = tokio::spawn(events.into_body().collect());
     // Let the request reach the provider, then ask the gateway to stop.
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert_eq!(slow.counters().received, 1);
@@ -394,6 +421,12 @@ async fn shutdown_drains_requests_in_flight() {
             .unwrap()
             .contains("chat.completion")
     );
+    // The event stream ended cleanly.
+    tokio::time::timeout(Duration::from_secs(2), events)
+        .await
+        .expect("the event stream ends at shutdown")
+        .unwrap()
+        .unwrap();
     // And the listener is closed.
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
