@@ -9,7 +9,7 @@ use tower::BoxError;
 use tower_failover_core::{Classify, Health, LlmClassifier, ProviderId};
 use tower_service::Service;
 
-use crate::attrs::{Attributes, DefaultAttributes};
+use crate::attrs::{Attributes, DefaultAttributes, RequestAttrs};
 use crate::config::{FallbackConfig, Settings};
 use crate::error::ConfigError;
 use crate::future::ResponseFuture;
@@ -109,6 +109,12 @@ impl<S, C, A> Fallback<S, C, A> {
     /// The providers, in the order they were added.
     pub fn providers(&self) -> Vec<ProviderId> {
         self.router.ids()
+    }
+
+    /// The provider a request with these attributes would try first now: the first
+    /// available one of its chain (a dry run; nothing is sent or reserved).
+    pub fn pick(&mut self, attrs: &RequestAttrs<'_>) -> Option<&Health> {
+        self.router.pick(attrs)
     }
 }
 

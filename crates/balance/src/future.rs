@@ -11,7 +11,7 @@
 //! the attempt timeout and the wait for a not-ready provider, created only when one
 //! of them applies. The clock is read once per attempt on the happy path.
 //! What remains per attempt is the copy of the request
-//! ([`clone_request`](tower_failover_core::replay::clone_request): the header map
+//! ([`clone_request`]: the header map
 //! and extensions are copied, the body is a reference-counted `Bytes` clone with a
 //! [`ReplayBody`](tower_failover_core::replay::ReplayBody)) and a clone of the
 //! provider's service (reference-count increments for hyper clients and our

@@ -441,6 +441,7 @@ async fn fallback_follows_priority() {
         .build()
         .unwrap();
     assert_eq!(from(&send(&mut fallback).await.unwrap()), "c");
+    assert!(fallback.pick(&RequestAttrs::new()).unwrap().same_as(&hc));
     hc.force(Some(CircuitState::Open));
     assert_eq!(from(&send(&mut fallback).await.unwrap()), "b");
     hb.mark_rate_limited(Duration::from_secs(1));
@@ -724,4 +725,90 @@ fn the_response_future_stays_small() {
     let size =
         std::mem::size_of::<ResponseFuture<Mock, ReplayBody, tower_failover_core::LlmClassifier>>();
     assert!(size <= 800, "{size} bytes");
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::{
+        ProptestConfig, Strategy, any, prop, prop_assert, prop_assert_eq, proptest,
+    };
+
+    fn act() -> impl Strategy<Value = Act> {
+        prop::sample::select(vec![
+            Act::Status(200),
+            Act::Status(503),
+            Act::Status(429),
+            Act::Status(400),
+            Act::ShedErr,
+            Act::OpenErr,
+        ])
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// Whatever the providers do: each is called at most once per request, an open
+        /// one never, and the request only fails once every available provider has been
+        /// tried (a client error ends it with the provider's answer).
+        #[test]
+        fn failover_invariants(
+            acts in prop::collection::vec((act(), any::<bool>()), 1..7),
+            ordered in any::<bool>(),
+            seed in any::<u64>(),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            let names = ["p0", "p1", "p2", "p3", "p4", "p5", "p6"];
+            let mocks: Vec<(Mock, Health, bool)> = acts
+                .iter()
+                .enumerate()
+                .map(|(i, &(act, open))| {
+                    let h = health(names[i]);
+                    if open {
+                        h.force(Some(CircuitState::Open));
+                    }
+                    (Mock::new(names[i], act), h, open)
+                })
+                .collect();
+            let pairs = mocks.iter().map(|(m, h, _)| (h.clone(), m.clone()));
+            let result = rt.block_on(async {
+                if ordered {
+                    let mut f = Fallback::builder()
+                        .config(FallbackConfig::default().seed(seed))
+                        .providers(pairs)
+                        .build()
+                        .unwrap();
+                    send(&mut f).await
+                } else {
+                    let mut b = Balance::builder().seed(seed).providers(pairs).build().unwrap();
+                    send(&mut b).await
+                }
+            });
+            for (m, _, open) in &mocks {
+                prop_assert!(m.calls() <= 1, "{} called {} times", m.name, m.calls());
+                if *open {
+                    prop_assert_eq!(m.calls(), 0);
+                }
+            }
+            match result {
+                Ok(res) => {
+                    let s = res.status().as_u16();
+                    prop_assert!(s == 200 || s == 400, "status {}", s);
+                }
+                Err(err) => {
+                    let all = find::<AllProvidersFailed>(&*err).expect("AllProvidersFailed");
+                    let available = mocks.iter().filter(|(_, _, open)| !open).count();
+                    prop_assert_eq!(all.attempts().len(), available);
+                    for (m, _, open) in &mocks {
+                        if !open {
+                            prop_assert_eq!(m.calls(), 1);
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
