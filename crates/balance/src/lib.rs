@@ -143,8 +143,10 @@
 //! routes a request to it with probability equal to its share
 //! ([`Health::ramp_share`]) and otherwise leaves it out of the pick; the fallback
 //! chain keeps it in its place with that probability. Left-out providers remain a
-//! last resort when nothing else can serve. If the ramp's own layer also samples and
-//! sheds, the effective share is lower; let one of them decide.
+//! last resort when nothing else can serve. Build the ramp's layer with
+//! `RampConfig::shed(false)` (crate `tower-failover-ramp`) under these routers, so
+//! that requests are not thinned twice; a `Shed` it does return is still "go
+//! elsewhere".
 //!
 //! # Capability routing
 //!

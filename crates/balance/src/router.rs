@@ -68,7 +68,8 @@ impl<S> Shared<S> {
 /// [`Fallback`](crate::Fallback). Cheap to clone.
 ///
 /// Changes take effect for requests that start after them; a request in flight
-/// keeps the set of providers it started with.
+/// keeps the set of providers it started with. Removing the target of a typed
+/// fallback disables that fallback until a provider with its id is added again.
 ///
 /// ```
 /// use http::{Request, Response};
