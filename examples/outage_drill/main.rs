@@ -38,7 +38,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use tokio::time::Instant;
-use tower_failover_core::Registry;
+use tower_failover_core::{HealthConfig, Registry};
+use tower_failover_redis::{RedisConfig, RedisStore};
 use tower_failover_sim::{Sim, SimHandle};
 
 use crate::metrics::Recorder;
@@ -72,6 +73,13 @@ struct Args {
     /// At most this many caller requests in flight (ticks beyond it are counted as errors).
     #[arg(long, default_value_t = 1000)]
     max_in_flight: u64,
+    /// Run this many gateway replicas (each with its own stack), load spread round-robin.
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
+    /// Share health between the replicas through this Redis (e.g. redis://127.0.0.1:6379/).
+    /// Without it, replicas learn of outages and 429s each on its own.
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
 }
 
 /// Per-provider simulator settings: (time to first token, token interval).
@@ -185,10 +193,51 @@ async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
 
     let sims = start_sims(args.seed).await?;
     let handles: Vec<SimHandle> = sims.iter().map(Sim::handle).collect();
-    let registry = Registry::new();
+    if !(1..=16).contains(&args.replicas) {
+        return Err("--replicas must be between 1 and 16".into());
+    }
+    // One registry per replica: on Redis when asked (one namespace per run, so no
+    // state from an earlier run leaks in), in-process otherwise.
+    let namespace = format!("drill-{}-{}", args.seed, std::process::id());
+    let registries = (0..args.replicas)
+        .map(|_| match &args.redis {
+            Some(url) => {
+                let config = RedisConfig::new(url.clone()).namespace(namespace.clone());
+                let store = RedisStore::start(config)?;
+                Ok(Registry::with_store(store, HealthConfig::default()))
+            }
+            None => Ok(Registry::new()),
+        })
+        .collect::<Result<Vec<_>, Box<dyn std::error::Error>>>()?;
+    if args.replicas > 1 {
+        println!(
+            "{} replicas, {}; the view and the open-circuit count follow replica 1",
+            args.replicas,
+            match &args.redis {
+                Some(url) =>
+                    format!("sharing health through Redis at {url} (namespace {namespace})"),
+                None => "sharing nothing (give --redis URL to share health)".to_owned(),
+            }
+        );
+    }
+    let registry = registries[0].clone();
     let recorder = Recorder::new(script.phases.len());
-    let (router, healths) =
-        stack::build(&registry, &handles, &script.timings, &recorder, args.seed);
+    let mut routers = Vec::with_capacity(registries.len());
+    let mut healths = Vec::new();
+    for (k, r) in registries.iter().enumerate() {
+        let (router, h) = stack::build(
+            r,
+            &handles,
+            &script.timings,
+            &recorder,
+            args.seed ^ k as u64,
+        );
+        if k == 0 {
+            healths = h;
+        }
+        routers.push(router);
+    }
+    let router = stack::fleet(routers);
 
     let mut phases = Vec::new();
     let mut at = Duration::ZERO;

@@ -44,16 +44,13 @@ pub(crate) fn describe() -> Vec<(&'static str, &'static str)> {
     vec![
         (
             "provider client",
-            "STAND-IN (hyper-util client + Anthropic translation in the example)",
+            "tower-failover-provider OpenAiCompatible / Anthropic (translated to the OpenAI shape)",
         ),
         (
             "timeouts",
-            "STAND-IN (per-attempt timeout honouring core's Deadline)",
+            "the provider client's connect / first-byte / total timeouts, within core's Deadline",
         ),
-        (
-            "validation",
-            "none yet (tower-failover-validate not integrated)",
-        ),
+        ("validation", "tower-failover-validate ValidateLayer::llm()"),
         ("observe", "tower-failover-core ObserveLayer"),
         (
             "quota",
@@ -61,17 +58,31 @@ pub(crate) fn describe() -> Vec<(&'static str, &'static str)> {
         ),
         (
             "circuit breaker",
-            "STAND-IN (consecutive failures, one half-open probe)",
+            "tower-failover-circuit CircuitBreakerLayer (5 failures in a row, compressed cooldown)",
         ),
         (
             "recovery ramp",
-            "STAND-IN (shares on circuit close, rollback on errors)",
+            "tower-failover-ramp RampLayer (compressed schedule; the balancer routes its share)",
         ),
         (
             "router + overflow",
             "tower-failover-balance Balance (P2C least loaded, weights 4/1/2; 429, 5xx, shed → next provider)",
         ),
     ]
+}
+
+/// Spreads requests round-robin over several replicas' routers, as a load balancer
+/// in front of a fleet of gateways would.
+pub(crate) fn fleet(routers: Vec<Router>) -> Router {
+    if routers.len() == 1 {
+        return routers.into_iter().next().expect("one router");
+    }
+    let routers = Arc::new(routers);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    BoxCloneSyncService::new(tower::service_fn(move |req: Request<ReplayBody>| {
+        let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % routers.len();
+        routers[k].clone().oneshot(req)
+    }))
 }
 
 /// Type-erases a response body.
