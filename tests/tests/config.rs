@@ -276,3 +276,53 @@ async fn api_keys_come_from_the_environment_and_never_show() {
     let snapshot = serde_json::to_string(&stack.handle().snapshot()).unwrap();
     assert!(!snapshot.contains("sk-test-not-a-secret"));
 }
+
+/// A `[redis]` section in the configuration really shares health between replicas:
+/// two registries built from one file see each other's circuit openings. Uses the
+/// Redis that `.ci/run` starts (`TOWER_FAILOVER_REDIS_URL`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_section_shares_health_between_replicas() {
+    let Ok(url) = std::env::var("TOWER_FAILOVER_REDIS_URL") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must provide TOWER_FAILOVER_REDIS_URL (.ci/run starts Redis)"
+        );
+        eprintln!("SKIPPED: set TOWER_FAILOVER_REDIS_URL to run against a Redis");
+        return;
+    };
+    let namespace = format!("config-test-{}", std::process::id());
+    let text = format!(
+        "[redis]\nurl = \"{url}\"\nnamespace = \"{namespace}\"\nresync_interval = \"100ms\"\n{OK_PROVIDER}"
+    );
+    let config =
+        Config::from_toml_str(&text).expect("a valid configuration with a [redis] section");
+    let a = config.registry().unwrap();
+    let b = config.registry().unwrap();
+    let (ha, hb) = (
+        a.provider("openai", "gpt-4o-mini"),
+        b.provider("openai", "gpt-4o-mini"),
+    );
+    let connected = |r: &tower_failover_core::Registry| r.store().status().connected;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !(connected(&a) && connected(&b)) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(a.snapshot().store.kind, "redis");
+    assert!(connected(&a) && connected(&b), "both replicas reach Redis");
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    use tower_failover_core::CircuitState;
+    assert!(ha.transition(
+        CircuitState::Closed,
+        CircuitState::Open,
+        Some(tokio::time::Instant::now() + std::time::Duration::from_secs(30))
+    ));
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+    while hb.circuit() != CircuitState::Open && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        hb.circuit(),
+        CircuitState::Open,
+        "replica B learned of A's outage"
+    );
+}
