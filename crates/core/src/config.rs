@@ -29,9 +29,18 @@ impl ConfigError {
     }
 
     /// Prefixes the field with the path of the section it sits in.
+    /// An index (`[1]`) attaches without a dot: `providers` + `[1].base_url` →
+    /// `providers[1].base_url`.
     pub fn within(self, section: impl fmt::Display) -> Self {
+        let field = if self.field.is_empty() {
+            section.to_string()
+        } else if self.field.starts_with('[') {
+            format!("{section}{}", self.field)
+        } else {
+            format!("{section}.{}", self.field)
+        };
         ConfigError {
-            field: Cow::Owned(format!("{section}.{}", self.field)),
+            field: Cow::Owned(field),
             reason: self.reason,
         }
     }

@@ -1,7 +1,5 @@
 //! Configuration: limits, the streaming hold-back policy, and the built-in checks.
 
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -52,38 +50,9 @@ pub enum AfterCommit {
     Error,
 }
 
-/// A configuration value that was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    field: &'static str,
-    reason: String,
-}
-
-impl ConfigError {
-    pub(crate) fn new(field: &'static str, reason: impl Into<String>) -> Self {
-        ConfigError {
-            field,
-            reason: reason.into(),
-        }
-    }
-
-    /// The name of the offending field.
-    pub fn field(&self) -> &'static str {
-        self.field
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid validate config: `{}` {}",
-            self.field, self.reason
-        )
-    }
-}
-
-impl std::error::Error for ConfigError {}
+/// A configuration value was refused (the one error type every tower-failover crate
+/// uses for configuration).
+pub use tower_failover_core::ConfigError;
 
 /// Which built-in checks to run, for configuration files. Build it into
 /// [`Validators`] with [`Checks::build`]; for closures and custom validators use
