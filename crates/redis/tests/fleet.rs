@@ -1,0 +1,123 @@
+//! Three gateway replicas in one process — each a real stack (provider client →
+//! ObserveLayer, under an ordered fallback) over simulated providers on loopback —
+//! sharing one real Redis.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{RedisServer, eventually};
+use http::Request;
+use http_body_util::Full;
+use tokio::time::Instant;
+use tower::{Layer, ServiceExt};
+use tower_failover_balance::Fallback;
+use tower_failover_core::observe::ObserveLayer;
+use tower_failover_core::replay::ReplayLayer;
+use tower_failover_core::{HealthConfig, Registry};
+use tower_failover_provider::OpenAiCompatible;
+use tower_failover_redis::{RedisConfig, RedisStore};
+use tower_failover_sim::{Fault, FaultSpec, Flavor, RetryAfter, Sim};
+
+const BODY: &str = r#"{"model":"m","messages":[{"role":"user","content":"hello"}]}"#;
+
+fn request() -> Request<Full<Bytes>> {
+    Request::post("/v1/chat/completions")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(BODY.as_bytes())))
+        .unwrap()
+}
+
+async fn sim(name: &str) -> Sim {
+    Sim::builder(Flavor::OpenAi)
+        .name(name)
+        .ttft(Duration::from_millis(1))
+        .token_interval(Duration::ZERO)
+        .start()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_seen_by_one_replica_steers_the_whole_fleet() {
+    require_redis!();
+    let server = RedisServer::start().await;
+    let (primary, backup) = (sim("primary").await, sim("backup").await);
+
+    // Three replicas: one registry on Redis each (one namespace), the same stack.
+    let config = RedisConfig::new(server.url())
+        .namespace("fleet")
+        .resync_interval(Duration::from_millis(100));
+    let replicas: Vec<Registry> = (0..3)
+        .map(|_| {
+            Registry::with_store(
+                RedisStore::start(config.clone()).unwrap(),
+                HealthConfig::default(),
+            )
+        })
+        .collect();
+    let stacks: Vec<_> = replicas
+        .iter()
+        .map(|registry| {
+            let mut chain = Fallback::builder();
+            for (name, sim) in [("primary", &primary), ("backup", &backup)] {
+                let health = registry.provider(name, "m");
+                let client = OpenAiCompatible::builder()
+                    .name(name)
+                    .base_url(format!("{}/v1", sim.base_url()))
+                    .api_key("sk-test")
+                    .build()
+                    .unwrap();
+                chain = chain.provider(health.clone(), ObserveLayer::new(health).layer(client));
+            }
+            ReplayLayer::new(1 << 20).layer(chain.build().unwrap())
+        })
+        .collect();
+    for r in &replicas {
+        assert!(eventually(Duration::from_secs(5), || r.store().status().connected).await);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // Everyone is served by the primary while it is healthy.
+    for s in &stacks {
+        assert_eq!(s.clone().oneshot(request()).await.unwrap().status(), 200);
+    }
+    assert_eq!(primary.counters().received, 3);
+
+    // The primary starts refusing with 429 and a 30 s Retry-After. Replica A meets
+    // it once, and its caller is still served by the backup.
+    primary
+        .set_faults([FaultSpec::always(Fault::RateLimit(RetryAfter::Seconds(30)))])
+        .unwrap();
+    primary.handle().reset_counters();
+    assert_eq!(
+        stacks[0].clone().oneshot(request()).await.unwrap().status(),
+        200
+    );
+    assert_eq!(primary.counters().status(429), 1);
+
+    // B and C learn of it through Redis and overflow without collecting 429s of
+    // their own: the primary receives nothing more.
+    let b_primary = replicas[1].provider("primary", "m");
+    let c_primary = replicas[2].provider("primary", "m");
+    assert!(
+        eventually(Duration::from_secs(2), || b_primary
+            .is_rate_limited(Instant::now())
+            && c_primary.is_rate_limited(Instant::now()))
+        .await,
+        "B and C know the primary is rate limited"
+    );
+    let backup_before = backup.counters().received;
+    for s in &stacks[1..] {
+        for _ in 0..10 {
+            assert_eq!(s.clone().oneshot(request()).await.unwrap().status(), 200);
+        }
+    }
+    assert_eq!(
+        primary.counters().received,
+        1,
+        "only A's one request met the 429"
+    );
+    assert_eq!(backup.counters().received - backup_before, 20);
+}
