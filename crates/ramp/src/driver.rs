@@ -4,8 +4,10 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use std::time::Duration;
 use tokio::sync::watch;
-use tokio::time::{Instant, sleep_until};
+
+use tokio::time::{Instant, sleep, sleep_until};
 use tower_failover_core::health::FULL_SHARE_PPM;
 use tower_failover_core::{CircuitState, HealthEventKind};
 
@@ -22,6 +24,36 @@ enum End {
     Tripped,
     /// An operator forced the circuit closed: the ramp stopped at full share.
     Overridden,
+    /// Another replica holds the fleet's ramp lease: this one follows its share.
+    Following,
+}
+
+/// Whether this replica drives the ramp. With a shared store (Redis), one replica of
+/// the fleet holds the `"ramp"` lease and the others follow the share it publishes;
+/// the in-process store always grants it.
+fn leads(core: &Core) -> bool {
+    let total: Duration = core.steps.iter().map(|s| s.hold).sum();
+    let ttl = total + core.config.check_interval * 4 + Duration::from_secs(5);
+    core.health.store().try_lease(core.health.id(), "ramp", ttl)
+}
+
+/// Follows the fleet's ramp, driven by another replica, until it ends (no ramp step
+/// published any more) or the circuit leaves closed.
+async fn follow(core: &Core, watch: &mut watch::Receiver<CircuitState>) -> End {
+    tracing::info!(provider = %core.health.id(), "recovery ramp driven by another replica: following its share");
+    loop {
+        if core.health.ramp_step().is_none() {
+            return End::Completed;
+        }
+        tokio::select! {
+            () = sleep(core.config.check_interval) => {}
+            changed = watch.changed() => {
+                if changed.is_err() || *watch.borrow_and_update() != CircuitState::Closed {
+                    return End::Tripped;
+                }
+            }
+        }
+    }
 }
 
 /// The baseline error rate: an average over windows in which the circuit stayed
@@ -68,7 +100,10 @@ pub(crate) async fn drive(core: Arc<Core>) {
             if health.forced() == Some(CircuitState::Closed) {
                 continue;
             }
-            let end = ramp(&core, &mut watch).await;
+            let end = match ramp(&core, &mut watch).await {
+                End::Following => follow(&core, &mut watch).await,
+                end => end,
+            };
             seen = *watch.borrow_and_update();
             seen_trips = health.trips();
             pending = matches!(end, End::RolledBack | End::Tripped);
@@ -119,6 +154,9 @@ async fn ramp(core: &Core, watch: &mut watch::Receiver<CircuitState>) -> End {
         "recovery ramp started"
     );
     for (i, step) in core.steps.iter().enumerate() {
+        if !leads(core) {
+            return End::Following;
+        }
         let index = i as u32;
         let start = core.begin_window(true);
         health.set_ramp(Some(index), step.ppm);
@@ -137,6 +175,9 @@ async fn ramp(core: &Core, watch: &mut watch::Receiver<CircuitState>) -> End {
             let now = Instant::now();
             if now >= hold_until && c.counted >= config.min_requests {
                 break;
+            }
+            if !leads(core) {
+                return End::Following;
             }
             let wake = if now < hold_until {
                 hold_until

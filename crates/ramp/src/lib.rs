@@ -52,6 +52,17 @@
 //! store's `"probe"` lease first, so only one gateway replica probes. A passing
 //! probe moves the circuit from open to half-open early.
 //!
+//! # A fleet of replicas
+//!
+//! With a shared store ([`StateStore`](tower_failover_core::StateStore) on Redis),
+//! there is one ramp for the fleet: each replica's driver asks the store for the
+//! provider's `"ramp"` lease at every step and check; the holder drives the schedule
+//! and publishes the share, and the others follow it (through
+//! [`Health::apply_remote`](tower_failover_core::Health::apply_remote)) until the ramp
+//! ends or the circuit trips. Only the leader's traffic counts toward a step's error
+//! rate. The in-process store always grants the lease, so a single process is
+//! unchanged.
+//!
 //! # Limits
 //!
 //! - Make **one** `RampLayer` per provider and clone it: two layers on the same

@@ -121,3 +121,113 @@ async fn a_429_seen_by_one_replica_steers_the_whole_fleet() {
     );
     assert_eq!(backup.counters().received - backup_before, 20);
 }
+
+/// One recovery ramp for the fleet: when a provider recovers, the replica holding
+/// the ramp lease drives the schedule and the others follow its share through
+/// Redis, instead of each running a ramp of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_ramp_for_the_fleet_driven_by_one_replica() {
+    use tower_failover_core::{CircuitState, HealthEventKind};
+    use tower_failover_ramp::{RampConfig, RampLayer, Step};
+    require_redis!();
+    let server = RedisServer::start().await;
+    let config = RedisConfig::new(server.url())
+        .namespace("fleet-ramp")
+        .resync_interval(Duration::from_millis(100));
+    let replicas: Vec<Registry> = (0..2)
+        .map(|_| {
+            Registry::with_store(
+                RedisStore::start(config.clone()).unwrap(),
+                HealthConfig::default(),
+            )
+        })
+        .collect();
+    let ramp = RampConfig::default()
+        .steps([
+            Step::new(0.25, Duration::from_millis(300)),
+            Step::new(0.5, Duration::from_millis(300)),
+            Step::new(1.0, Duration::from_millis(300)),
+        ])
+        .min_requests(1)
+        .min_sample(10_000)
+        .check_interval(Duration::from_millis(20))
+        .shed(false);
+    let healths: Vec<_> = replicas.iter().map(|r| r.provider("p", "m")).collect();
+    let services: Vec<_> = healths
+        .iter()
+        .map(|h| {
+            RampLayer::try_new(h.clone(), ramp.clone())
+                .unwrap()
+                .layer(tower::service_fn(|_req: Request<()>| async {
+                    Ok::<_, tower::BoxError>(http::Response::new(()))
+                }))
+        })
+        .collect();
+    for r in &replicas {
+        assert!(eventually(Duration::from_secs(5), || r.store().status().connected).await);
+    }
+    let mut events: Vec<_> = replicas.iter().map(Registry::subscribe).collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // An outage and a recovery, seen by A and, through Redis, by B.
+    let a = &healths[0];
+    a.transition(
+        CircuitState::Closed,
+        CircuitState::Open,
+        Some(Instant::now() + Duration::from_millis(50)),
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    a.transition(CircuitState::Open, CircuitState::HalfOpen, None);
+    a.transition(CircuitState::HalfOpen, CircuitState::Closed, None);
+    assert!(
+        eventually(Duration::from_secs(2), || healths[1].circuit()
+            == CircuitState::Closed)
+        .await
+    );
+
+    // Traffic through both replicas while the ramp runs.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        for s in &services {
+            s.clone().oneshot(Request::new(())).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        if healths.iter().all(|h| h.ramp_step().is_none())
+            && Instant::now() + Duration::from_secs(2) > deadline
+        {
+            break;
+        }
+    }
+    let mut completed = Vec::new();
+    let mut last_steps = Vec::new();
+    for rx in &mut events {
+        let (mut done, mut last) = (0, None);
+        while let Ok(ev) = rx.try_recv() {
+            match ev.kind {
+                HealthEventKind::RampCompleted => done += 1,
+                HealthEventKind::RampStep { step, .. } => last = Some(step),
+                _ => {}
+            }
+        }
+        completed.push(done);
+        last_steps.push(last);
+    }
+    assert_eq!(
+        completed.iter().sum::<u32>(),
+        1,
+        "one ramp completed in the fleet: {completed:?}"
+    );
+    let leader = completed.iter().position(|&c| c == 1).unwrap();
+    assert_eq!(last_steps[leader], Some(2), "the leader drove every step");
+    assert!(
+        last_steps[1 - leader].is_none_or(|s| s == 0),
+        "the follower drove nothing past the first step: {last_steps:?}"
+    );
+    for h in &healths {
+        assert_eq!(h.ramp_step(), None);
+        assert_eq!(
+            h.ramp_share_ppm(),
+            tower_failover_core::health::FULL_SHARE_PPM
+        );
+    }
+}
