@@ -71,10 +71,8 @@
 //!   after its headers is not counted against the step (put the validation layer,
 //!   which turns a broken stream into an error, below the ramp).
 //! - Requests that span two steps are counted in neither.
-//! - In a fleet of gateway replicas every replica runs its own ramp from the shared
-//!   circuit state, and the share it publishes through the store is the last
-//!   writer's; the replicas' schedules start within one circuit change of each
-//!   other. Only probes are coordinated (by lease).
+//! - In a fleet, the lease decides the leader within one store round trip: until
+//!   then several replicas may publish the first step's share (the same value).
 //!
 //! # Example
 //!
