@@ -297,6 +297,26 @@ fn main() {
         iters,
     ));
 
+    // Memory after a million requests through the full stack: bytes still held
+    // (allocated minus freed) once they are done, against the stack just built.
+    let memory = {
+        let mut svc = full_stack(Ready200);
+        let mut cx = Context::from_waker(Waker::noop());
+        one(&mut svc, &mut cx); // first request: lazily built state
+        let region = Region::new(GLOBAL);
+        for _ in 0..1_000_000u64 {
+            one(&mut svc, &mut cx);
+        }
+        let stats = region.change();
+        let held = stats.bytes_allocated as i64 - stats.bytes_deallocated as i64
+            + stats.bytes_reallocated as i64;
+        eprintln!(
+            "memory after 1,000,000 requests through the full stack: {held} bytes still held ({} allocations in all)",
+            stats.allocations
+        );
+        held
+    };
+
     // Context for the figures: what one clock read costs on this machine (the
     // layers that measure latency read the clock a few times per request).
     let clock_ns = {
@@ -331,6 +351,7 @@ fn main() {
         "rounds": 5,
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         "clock_read_ns": round1(clock_ns),
+        "full_stack_bytes_held_after_1m_requests": memory,
         "results": results.iter().map(|r| json!({
             "name": r.name,
             "what": r.what,
