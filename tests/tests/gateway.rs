@@ -282,12 +282,17 @@ async fn an_outage_is_invisible_to_clients() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_listing_and_overrides() {
     let (primary, backup) = sims().await;
-    let gw = start(&config(&primary, &backup)).await;
+    // A small limit, so the whole oversized request arrives in the gateway's first
+    // read: a 413 sent while the client is still writing a large body can reach it as
+    // a broken pipe instead (the connection closes with unread data).
+    let mut small_limit = config(&primary, &backup);
+    small_limit.max_request_bytes = 1024;
+    let gw = start(&small_limit).await;
 
     // Bodies over the limit are refused before any provider sees them.
     let big = format!(
         r#"{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"{}"}}]}}"#,
-        "x".repeat(100_000)
+        "x".repeat(2_000)
     );
     let a = gw.send("POST", "/v1/chat/completions", big).await;
     assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE);
