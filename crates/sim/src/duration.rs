@@ -7,56 +7,9 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, Serializer};
-
-/// Parse `"300ms"`, `"1.5s"`, `"2m"`, `"1h"`, `"250us"`, `"6m0s"` or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    if s.is_empty() {
-        return Err("empty duration".into());
-    }
-    if let Ok(secs) = s.parse::<f64>() {
-        return secs_to_duration(secs).ok_or_else(|| format!("invalid duration {s:?}"));
-    }
-    // A sequence of <number><unit> groups, like Go's time.ParseDuration.
-    let mut total = 0f64;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(|| format!("duration {s:?} lacks a unit (ms, s, m, h)"))?;
-        if num_end == 0 {
-            return Err(format!("invalid duration {s:?}"));
-        }
-        let value: f64 = rest[..num_end]
-            .parse()
-            .map_err(|_| format!("invalid number in duration {s:?}"))?;
-        rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match rest[..unit_end].trim() {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" | "sec" | "secs" => 1.0,
-            "m" | "min" | "mins" => 60.0,
-            "h" => 3600.0,
-            other => return Err(format!("unknown unit {other:?} in duration {s:?}")),
-        };
-        total += value * scale;
-        rest = &rest[unit_end..];
-    }
-    secs_to_duration(total).ok_or_else(|| format!("invalid duration {s:?}"))
-}
-
-fn secs_to_duration(secs: f64) -> Option<Duration> {
-    if secs.is_finite() && (0.0..1e12).contains(&secs) {
-        Some(Duration::from_secs_f64(secs))
-    } else {
-        None
-    }
-}
+/// Parsing is the project's one duration parser (tower-failover-core); scripts use
+/// its serde helpers too.
+pub use tower_failover_core::parse_duration;
 
 /// Format like Go's `time.Duration.String`, rounded to milliseconds: `"6m0s"`,
 /// `"1.5s"`, `"20ms"`, `"0s"`. This is the format of OpenAI's `x-ratelimit-reset-*`.
@@ -106,73 +59,9 @@ pub(crate) fn format_short(d: Duration) -> String {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Repr {
-    Num(f64),
-    Str(String),
-}
-
-/// `#[serde(with = "...")]` for `Duration` fields.
-pub(crate) mod serde_duration {
-    use super::*;
-
-    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format_short(*d))
-    }
-
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        match Repr::deserialize(d)? {
-            Repr::Num(n) => secs_to_duration(n)
-                .ok_or_else(|| serde::de::Error::custom(format!("invalid duration {n}"))),
-            Repr::Str(s) => parse_duration(&s).map_err(serde::de::Error::custom),
-        }
-    }
-}
-
-/// `#[serde(with = "...")]` for `Option<Duration>` fields.
-pub(crate) mod serde_opt_duration {
-    use super::*;
-
-    pub(crate) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_str(&format_short(*d)),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<Duration>, D::Error> {
-        match Option::<Repr>::deserialize(d)? {
-            None => Ok(None),
-            Some(Repr::Num(n)) => secs_to_duration(n)
-                .map(Some)
-                .ok_or_else(|| serde::de::Error::custom(format!("invalid duration {n}"))),
-            Some(Repr::Str(s)) => parse_duration(&s)
-                .map(Some)
-                .map_err(serde::de::Error::custom),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses() {
-        assert_eq!(parse_duration("300ms").unwrap(), Duration::from_millis(300));
-        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
-        assert_eq!(parse_duration("6m0s").unwrap(), Duration::from_secs(360));
-        assert_eq!(parse_duration("1h2m").unwrap(), Duration::from_secs(3720));
-        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
-        assert_eq!(parse_duration("250us").unwrap(), Duration::from_micros(250));
-        assert!(parse_duration("").is_err());
-        assert!(parse_duration("-1").is_err());
-        assert!(parse_duration("5 parsecs").is_err());
-        assert!(parse_duration("ms").is_err());
-    }
 
     #[test]
     fn formats_like_go() {

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::duration::serde_opt_duration;
 use crate::error::SimError;
 
 /// One way a provider can misbehave.
@@ -393,14 +392,14 @@ pub struct FaultSpec {
     /// Start of the window on the sim's clock (inclusive); `None`: from the start.
     #[serde(
         default,
-        with = "serde_opt_duration",
+        with = "tower_failover_core::duration_serde::option",
         skip_serializing_if = "Option::is_none"
     )]
     pub from: Option<Duration>,
     /// End of the window on the sim's clock (exclusive); `None`: forever.
     #[serde(
         default,
-        with = "serde_opt_duration",
+        with = "tower_failover_core::duration_serde::option",
         skip_serializing_if = "Option::is_none"
     )]
     pub until: Option<Duration>,

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::duration::serde_duration;
 use crate::error::SimError;
 use crate::fault::FaultSpec;
 use crate::quota::Quota;
@@ -42,10 +41,10 @@ pub struct ProviderScript {
     #[serde(default)]
     pub seed: u64,
     /// Time to first token (default 0).
-    #[serde(default, with = "serde_duration")]
+    #[serde(default, with = "tower_failover_core::duration_serde")]
     pub ttft: Duration,
     /// Interval between tokens (default 0).
-    #[serde(default, with = "serde_duration")]
+    #[serde(default, with = "tower_failover_core::duration_serde")]
     pub token_interval: Duration,
     /// Relative jitter of delays in `[0, 1]` (default 0.1).
     #[serde(default = "default_jitter")]
