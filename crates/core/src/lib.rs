@@ -78,7 +78,7 @@ pub mod time;
 
 pub use classify::{Classify, LlmClassifier, classify_error_chain};
 pub use config::ConfigError;
-pub use deadline::Deadline;
+pub use deadline::{AttemptDeadline, Deadline};
 pub use duration::{ParseDurationError, duration_serde, format_duration, parse_duration};
 pub use event::{HealthEvent, HealthEventKind};
 pub use health::{CircuitState, Health, HealthConfig, InFlight, ProviderId, QuotaGroup};
