@@ -1,4 +1,5 @@
-//! The response body: whole, or paced SSE events, ending cleanly or with a reset.
+//! The response body: whole, or paced SSE events (or single bytes), ending cleanly,
+//! with a reset, or never (a stall).
 
 use std::collections::VecDeque;
 use std::io;
@@ -19,14 +20,20 @@ const RESET_DELAY: Duration = Duration::from_millis(20);
 
 /// The body of every response a sim sends.
 ///
-/// It is either one chunk of bytes, or a sequence of chunks (SSE events) sent one
-/// token interval apart; it ends cleanly, or by resetting the connection
-/// ([`Fault::Reset`](crate::Fault::Reset)).
+/// It is either one chunk of bytes, or a sequence of chunks (SSE events, or single
+/// bytes for [`Fault::Drip`](crate::Fault::Drip)) sent one interval apart; it ends
+/// cleanly, by resetting the connection ([`Fault::Reset`](crate::Fault::Reset),
+/// [`Fault::ResetAfter`](crate::Fault::ResetAfter)), or not at all
+/// ([`Fault::Stall`](crate::Fault::Stall)).
 pub struct SimBody {
     frames: VecDeque<Bytes>,
     pace: Option<Pace>,
     sleep: Option<Pin<Box<Sleep>>>,
     reset: Option<Arc<ConnCtl>>,
+    /// Whether the reset was already delayed once (for a body with no frame).
+    reset_delayed: bool,
+    /// After the last frame, send nothing more and never end.
+    stall: bool,
     exact_len: Option<u64>,
 }
 
@@ -41,6 +48,7 @@ impl std::fmt::Debug for SimBody {
         f.debug_struct("SimBody")
             .field("frames_left", &self.frames.len())
             .field("ends_with_reset", &self.reset.is_some())
+            .field("stalls", &self.stall)
             .finish()
     }
 }
@@ -59,6 +67,8 @@ impl SimBody {
             pace: None,
             sleep: None,
             reset: None,
+            reset_delayed: false,
+            stall: false,
             exact_len: Some(len),
         }
     }
@@ -74,14 +84,39 @@ impl SimBody {
             }),
             sleep: None,
             reset: None,
+            reset_delayed: false,
+            stall: false,
             exact_len: None,
         }
+    }
+
+    /// `bytes` one byte at a time, `interval` apart (the first at once).
+    pub(crate) fn drip(bytes: Bytes, interval: Duration) -> Self {
+        let frames = (0..bytes.len()).map(|i| bytes.slice(i..i + 1)).collect();
+        SimBody::paced(frames, interval, 0.0, Rng::new(0))
     }
 
     /// After the last chunk, reset the connection instead of ending cleanly.
     pub(crate) fn then_reset(mut self, ctl: Arc<ConnCtl>) -> Self {
         self.reset = Some(ctl);
+        self.stall = false;
         self.exact_len = None;
+        self
+    }
+
+    /// After the last chunk, send nothing more and never end (the connection stays
+    /// open until the client goes away or the sim stops).
+    pub(crate) fn then_stall(mut self) -> Self {
+        self.stall = true;
+        self.reset = None;
+        self.exact_len = None;
+        self
+    }
+
+    /// Declare a `content-length` of `len` bytes, whatever the frames hold (for a
+    /// body that is cut, stalls or drips: the client expects the whole answer).
+    pub(crate) fn declared_len(mut self, len: usize) -> Self {
+        self.exact_len = Some(len as u64);
         self
     }
 }
@@ -112,6 +147,9 @@ impl Body for SimBody {
                 ),
                 _ => None,
             };
+            if this.frames.is_empty() {
+                this.reset_delayed = true;
+            }
             if let Some(d) = wait {
                 let deadline = Instant::now() + d;
                 match this.sleep.as_mut() {
@@ -120,6 +158,19 @@ impl Body for SimBody {
                 }
             }
             return Poll::Ready(Some(Ok(Frame::data(frame))));
+        }
+        if this.stall {
+            // Nothing will ever wake this body: it waits for its connection to go.
+            return Poll::Pending;
+        }
+        if this.reset.is_some() && !this.reset_delayed {
+            // A body with no frame at all: let the headers reach the peer first.
+            this.reset_delayed = true;
+            let mut sleep = Box::pin(tokio::time::sleep(RESET_DELAY));
+            if sleep.as_mut().poll(cx).is_pending() {
+                this.sleep = Some(sleep);
+                return Poll::Pending;
+            }
         }
         match this.reset.take() {
             Some(ctl) => {
@@ -134,7 +185,7 @@ impl Body for SimBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.frames.is_empty() && self.reset.is_none()
+        self.frames.is_empty() && self.reset.is_none() && !self.stall
     }
 
     fn size_hint(&self) -> SizeHint {

@@ -12,10 +12,16 @@ use crate::error::SimError;
 /// Faults fall in three groups:
 ///
 /// * **outages** — [`Status`](Fault::Status), [`Refuse`](Fault::Refuse),
-///   [`Reset`](Fault::Reset), [`Hang`](Fault::Hang): apply to every API route
-///   (`/v1/models` included), so health probes see them too;
+///   [`Reset`](Fault::Reset), [`ResetAfter`](Fault::ResetAfter),
+///   [`Hang`](Fault::Hang), [`Stall`](Fault::Stall), [`Drip`](Fault::Drip),
+///   [`Credential`](Fault::Credential), [`HtmlPage`](Fault::HtmlPage),
+///   [`EmptyBody`](Fault::EmptyBody), [`AbsurdHeaders`](Fault::AbsurdHeaders):
+///   apply to every API route (`/v1/models` included), so health probes see them
+///   too;
 /// * **degradation** — [`Slowdown`](Fault::Slowdown) (multiplies time to first
 ///   token; several active slowdowns multiply), [`RateLimit`](Fault::RateLimit);
+/// * **account** — [`Billing`](Fault::Billing): completion routes only (a key
+///   without credit can still list models, as with the real providers);
 /// * **bad output** — [`MalformedJson`](Fault::MalformedJson),
 ///   [`ErrorObject`](Fault::ErrorObject), [`Truncate`](Fault::Truncate),
 ///   [`Refusal`](Fault::Refusal), [`WrongSchema`](Fault::WrongSchema),
@@ -34,7 +40,28 @@ use crate::error::SimError;
 /// {"kind": "rate_limit", "retry_after": 5, "retry_after_format": "http_date"}
 /// {"kind": "truncate", "after_events": 3}
 /// {"kind": "hang"}
+/// {"kind": "credential", "status": 401}
+/// {"kind": "billing", "shape": "insufficient_quota"}
+/// {"kind": "stall", "after_events": 1, "after_bytes": 0}
+/// {"kind": "reset_after", "after_events": 2, "after_bytes": 100}
+/// {"kind": "drip", "interval": "2s"}
+/// {"kind": "html_page"}
+/// {"kind": "empty_body"}
+/// {"kind": "absurd_headers", "value": "1e23", "count": 0}
 /// ```
+///
+/// # The faults modelled on how real providers fail
+///
+/// | fault | script | on the wire |
+/// | --- | --- | --- |
+/// | [`Credential`](Fault::Credential) | `credential`, `status` = 401 (default) or 403 | 401: OpenAI `invalid_api_key` naming a masked fragment of the key received; Anthropic `authentication_error` / 403: OpenAI `unsupported_country_region_territory`; Anthropic `permission_error` |
+/// | [`Billing`](Fault::Billing) | `billing`, `shape` = `native` (default), `payment_required`, `insufficient_quota`, `credit_balance` | 402 "Insufficient Balance" / 429 `insufficient_quota` without any rate-limit header / 400 "Your credit balance is too low…" ([`Billing`]) |
+/// | [`Stall`](Fault::Stall) | `stall`, `after_events` (default 1), `after_bytes` (default 0) | status, headers and that much body, then silence on an open connection |
+/// | [`ResetAfter`](Fault::ResetAfter) | `reset_after`, same fields | status, headers and that much body, then a TCP reset |
+/// | [`Drip`](Fault::Drip) | `drip`, `interval` (default `"1s"`) | the whole answer, one byte per `interval` |
+/// | [`HtmlPage`](Fault::HtmlPage) | `html_page` | `200`, `content-type: text/html`, a proxy's "502 Bad Gateway" page |
+/// | [`EmptyBody`](Fault::EmptyBody) | `empty_body` | `200`, `content-type: application/json`, `content-length: 0` |
+/// | [`AbsurdHeaders`](Fault::AbsurdHeaders) | `absurd_headers`, `value` (default: rotate [`ABSURD_HEADER_VALUES`]), `count` (default 200) | a good answer whose rate-limit headers ([`ABSURD_HEADER_NAMES`]) hold absurd values, plus `count` filler headers |
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "FaultRepr", into = "FaultRepr")]
 #[non_exhaustive]
@@ -85,7 +112,181 @@ pub enum Fault {
     /// The reply stops early: `finish_reason: "length"` / `stop_reason: "max_tokens"`,
     /// with about half of the normal content (JSON content is then cut, invalid).
     Length,
+    /// The provider rejects the credentials, on every route. `401`: the key is
+    /// wrong, revoked or rotated — OpenAI answers
+    /// `{"error": {"message": "Incorrect API key provided: sk-*****abcd. You can find
+    /// your API key at https://platform.openai.com/account/api-keys.", "type":
+    /// "invalid_request_error", "param": null, "code": "invalid_api_key"}}`, echoing
+    /// the first 3 and last 4 characters of the key it received (`Authorization:
+    /// Bearer`; Anthropic: `x-api-key`) with `*` between (as many as the characters
+    /// hidden, at most 40; a key shorter than 8 characters is all `*`; no key at
+    /// all: "You didn't provide an API key. …"); Anthropic answers
+    /// `{"type": "error", "error": {"type": "authentication_error", "message":
+    /// "invalid x-api-key"}}`. `403`: the key may not be used here — OpenAI `type`
+    /// `request_forbidden`, `code` `unsupported_country_region_territory`; Anthropic
+    /// `permission_error`. No rate-limit headers. Only 401 and 403 are accepted.
+    /// Script: `{"kind": "credential", "status": 401}` (`status` defaults to 401).
+    Credential(u16),
+    /// The account cannot pay: one of the three shapes real providers send (see
+    /// [`Billing`]), in this sim's wire format, on completion routes only. No
+    /// rate-limit or `Retry-After` headers, even with the 429 shape.
+    /// Script: `{"kind": "billing", "shape": "native"}`.
+    Billing(Billing),
+    /// Send the status, the headers and the first [`CutPoint::after_events`] SSE
+    /// events (streams) or [`CutPoint::after_bytes`] bytes (other bodies, which
+    /// declare their full `content-length`), then nothing more: the connection
+    /// stays open until the client goes away or the sim stops.
+    /// Script: `{"kind": "stall", "after_events": 1, "after_bytes": 0}`.
+    Stall(CutPoint),
+    /// Like [`Stall`](Fault::Stall), but the connection is reset (TCP RST) at
+    /// that point instead, once the bytes before it had time to reach the client.
+    /// [`Reset`](Fault::Reset) is the same at half of the body.
+    /// Script: `{"kind": "reset_after", "after_events": 2, "after_bytes": 100}`.
+    ResetAfter(CutPoint),
+    /// The whole answer, one byte at a time, one byte every `interval` (the first
+    /// byte with the headers; no jitter). Other bodies declare their full
+    /// `content-length`. Script: `{"kind": "drip", "interval": "2s"}`.
+    Drip(Duration),
+    /// `200` with `content-type: text/html; charset=utf-8` and a proxy's error page
+    /// (`<html>…<h1>502 Bad Gateway</h1>…cloudflare…</html>`), at once, whatever the
+    /// route. Script: `{"kind": "html_page"}`.
+    HtmlPage,
+    /// `200` with `content-type: application/json` and an empty body
+    /// (`content-length: 0`), at once, whatever the route.
+    /// Script: `{"kind": "empty_body"}`.
+    EmptyBody,
+    /// A good answer whose rate-limit headers hold absurd values, plus filler
+    /// headers (see [`AbsurdHeaders`]). Script:
+    /// `{"kind": "absurd_headers", "value": "1e23", "count": 0}` (both optional).
+    AbsurdHeaders(AbsurdHeaders),
 }
+
+/// Where a [`Fault::Stall`] or [`Fault::ResetAfter`] cuts the answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CutPoint {
+    /// SSE events sent before the cut, in a streamed answer (default 1). More
+    /// events than the answer has: all of them, then the cut (before the end of the
+    /// chunked body).
+    pub after_events: usize,
+    /// Bytes of the body sent before the cut, in an answer that is not streamed
+    /// (default 0: status and headers only). At most the whole body.
+    pub after_bytes: usize,
+}
+
+impl Default for CutPoint {
+    fn default() -> Self {
+        CutPoint {
+            after_events: 1,
+            after_bytes: 0,
+        }
+    }
+}
+
+impl CutPoint {
+    /// Cut after `after_events` SSE events in a stream, `after_bytes` bytes otherwise.
+    pub fn new(after_events: usize, after_bytes: usize) -> Self {
+        CutPoint {
+            after_events,
+            after_bytes,
+        }
+    }
+}
+
+/// Which billing failure a [`Fault::Billing`] sends.
+///
+/// Each shape is rendered in the sim's own envelope (`{"error": {...}}` for OpenAI,
+/// `{"type": "error", "error": {...}}` for Anthropic):
+///
+/// | shape | status | OpenAI envelope (`type` / `code`) | Anthropic envelope (`error.type`) | message |
+/// | --- | --- | --- | --- | --- |
+/// | `payment_required` (OpenRouter, DeepSeek) | 402 | `unknown_error` / `invalid_request_error` | `billing_error` | `Insufficient Balance` |
+/// | `insufficient_quota` (OpenAI) | 429 | `insufficient_quota` / `insufficient_quota` | `rate_limit_error` | `You exceeded your current quota, please check your plan and billing details. For more information on this error, read the docs: https://platform.openai.com/docs/guides/error-codes/api-errors.` |
+/// | `credit_balance` (Anthropic) | 400 | `invalid_request_error` / `null` | `invalid_request_error` | `Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits.` |
+///
+/// `native` (the default) is the provider's own: `insufficient_quota` for OpenAI,
+/// `credit_balance` for Anthropic. None of them carries rate-limit headers or
+/// `Retry-After`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Billing {
+    /// The sim's own provider's shape: `InsufficientQuota` (OpenAI) or
+    /// `CreditBalance` (Anthropic).
+    #[default]
+    Native,
+    /// `402 Payment Required`, "Insufficient Balance" (OpenRouter, DeepSeek).
+    PaymentRequired,
+    /// `429` with `insufficient_quota` (OpenAI), and no rate-limit headers.
+    InsufficientQuota,
+    /// `400 invalid_request_error`, "Your credit balance is too low…" (Anthropic).
+    CreditBalance,
+}
+
+/// The rate-limit headers a [`Fault::AbsurdHeaders`] fills with absurd values, in
+/// order: both providers' families, whatever the sim's flavor.
+pub const ABSURD_HEADER_NAMES: [&str; 18] = [
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-reset-tokens",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-limit-tokens",
+    "retry-after",
+    "retry-after-ms",
+    "anthropic-ratelimit-requests-reset",
+    "anthropic-ratelimit-tokens-reset",
+    "anthropic-ratelimit-input-tokens-reset",
+    "anthropic-ratelimit-output-tokens-reset",
+    "anthropic-ratelimit-requests-remaining",
+    "anthropic-ratelimit-tokens-remaining",
+    "anthropic-ratelimit-input-tokens-remaining",
+    "anthropic-ratelimit-output-tokens-remaining",
+    "anthropic-ratelimit-requests-limit",
+    "anthropic-ratelimit-tokens-limit",
+];
+
+/// The values a [`Fault::AbsurdHeaders`] without a `value` rotates through: header
+/// `i` of [`ABSURD_HEADER_NAMES`] gets value `i % 7`, so
+/// `x-ratelimit-reset-requests: 1e23`, `x-ratelimit-reset-tokens:
+/// 18446744073709551616` (2^64), … `retry-after: 0xFF 0xFE` (two obs-text bytes, not
+/// UTF-8), `retry-after-ms: 1e23`, and so on. Filler header `i` gets value `i % 7`
+/// too.
+pub const ABSURD_HEADER_VALUES: [&[u8]; 7] = [
+    b"1e23",
+    b"18446744073709551616",
+    b"-5",
+    b"NaN",
+    b"-0",
+    b"inf",
+    b"\xff\xfe",
+];
+
+/// What a [`Fault::AbsurdHeaders`] sends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AbsurdHeaders {
+    /// The value every header of [`ABSURD_HEADER_NAMES`] (and every filler) gets,
+    /// sent as its UTF-8 bytes (a non-ASCII string gives obs-text bytes); `None`
+    /// (default): rotate through [`ABSURD_HEADER_VALUES`].
+    pub value: Option<String>,
+    /// Filler headers added after the rate-limit ones, `x-sim-filler-0` to
+    /// `x-sim-filler-{count - 1}` (default 200, at most 10 000). hyper's client
+    /// (and so most Rust HTTP clients) refuses a response with more than 100
+    /// headers by default: with the default `count` the answer fails to parse,
+    /// which is realistic and must count as the provider's failure. `count = 0`
+    /// gives a parseable answer with absurd values.
+    pub count: usize,
+}
+
+impl Default for AbsurdHeaders {
+    fn default() -> Self {
+        AbsurdHeaders {
+            value: None,
+            count: DEFAULT_FILLER,
+        }
+    }
+}
+
+const DEFAULT_FILLER: usize = 200;
+const MAX_FILLER: usize = 10_000;
 
 /// How a [`Fault::RateLimit`] answer states when to come back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,11 +338,27 @@ pub enum FaultKind {
     EmptyContent,
     /// [`Fault::Length`].
     Length,
+    /// [`Fault::Credential`].
+    Credential,
+    /// [`Fault::Billing`].
+    Billing,
+    /// [`Fault::Stall`].
+    Stall,
+    /// [`Fault::ResetAfter`].
+    ResetAfter,
+    /// [`Fault::Drip`].
+    Drip,
+    /// [`Fault::HtmlPage`].
+    HtmlPage,
+    /// [`Fault::EmptyBody`].
+    EmptyBody,
+    /// [`Fault::AbsurdHeaders`].
+    AbsurdHeaders,
 }
 
 impl FaultKind {
     /// Every kind, in declaration order.
-    pub const ALL: [FaultKind; 14] = [
+    pub const ALL: [FaultKind; 22] = [
         FaultKind::Status,
         FaultKind::Refuse,
         FaultKind::Reset,
@@ -156,6 +373,14 @@ impl FaultKind {
         FaultKind::NotJson,
         FaultKind::EmptyContent,
         FaultKind::Length,
+        FaultKind::Credential,
+        FaultKind::Billing,
+        FaultKind::Stall,
+        FaultKind::ResetAfter,
+        FaultKind::Drip,
+        FaultKind::HtmlPage,
+        FaultKind::EmptyBody,
+        FaultKind::AbsurdHeaders,
     ];
 
     /// The snake_case name used in scripts, counters and the `x-sim-fault` header.
@@ -175,6 +400,14 @@ impl FaultKind {
             FaultKind::NotJson => "not_json",
             FaultKind::EmptyContent => "empty_content",
             FaultKind::Length => "length",
+            FaultKind::Credential => "credential",
+            FaultKind::Billing => "billing",
+            FaultKind::Stall => "stall",
+            FaultKind::ResetAfter => "reset_after",
+            FaultKind::Drip => "drip",
+            FaultKind::HtmlPage => "html_page",
+            FaultKind::EmptyBody => "empty_body",
+            FaultKind::AbsurdHeaders => "absurd_headers",
         }
     }
 
@@ -195,6 +428,11 @@ impl FaultKind {
                 | FaultKind::EmptyContent
                 | FaultKind::Length
         )
+    }
+
+    /// Whether this kind applies to completion routes only.
+    pub(crate) fn completion_only(self) -> bool {
+        self.is_output() || self == FaultKind::Billing
     }
 }
 
@@ -222,11 +460,34 @@ impl Fault {
             Fault::NotJson => FaultKind::NotJson,
             Fault::EmptyContent => FaultKind::EmptyContent,
             Fault::Length => FaultKind::Length,
+            Fault::Credential(_) => FaultKind::Credential,
+            Fault::Billing(_) => FaultKind::Billing,
+            Fault::Stall(_) => FaultKind::Stall,
+            Fault::ResetAfter(_) => FaultKind::ResetAfter,
+            Fault::Drip(_) => FaultKind::Drip,
+            Fault::HtmlPage => FaultKind::HtmlPage,
+            Fault::EmptyBody => FaultKind::EmptyBody,
+            Fault::AbsurdHeaders(_) => FaultKind::AbsurdHeaders,
         }
     }
 
     fn validate(&self) -> Result<(), String> {
         match *self {
+            Fault::Credential(s) if s != 401 && s != 403 => Err(format!(
+                "credential status {s} must be 401 (bad key) or 403 (permission)"
+            )),
+            Fault::Drip(d) if d.is_zero() || d > Duration::from_secs(3600) => Err(format!(
+                "drip interval {d:?} must be more than zero and at most an hour"
+            )),
+            Fault::AbsurdHeaders(ref a) if a.count > MAX_FILLER => Err(format!(
+                "absurd_headers count {} is more than {MAX_FILLER}",
+                a.count
+            )),
+            Fault::AbsurdHeaders(AbsurdHeaders {
+                value: Some(ref v), ..
+            }) if http::HeaderValue::from_bytes(v.as_bytes()).is_err() => Err(format!(
+                "absurd_headers value {v:?} cannot be sent as a header value (control characters)"
+            )),
             Fault::Status(s) if !(100..=599).contains(&s) => {
                 Err(format!("status {s} is not an HTTP status code (100..=599)"))
             }
@@ -249,6 +510,20 @@ impl fmt::Display for Fault {
             }
             Fault::RateLimit(RetryAfter::Absent) => write!(f, "rate_limit (no retry-after)"),
             Fault::Truncate(n) => write!(f, "truncate after {n} events"),
+            Fault::Credential(s) => write!(f, "credential {s}"),
+            Fault::Billing(b) => write!(f, "billing ({b:?})"),
+            Fault::Stall(c) => write!(
+                f,
+                "stall after {} events / {} bytes",
+                c.after_events, c.after_bytes
+            ),
+            Fault::ResetAfter(c) => write!(
+                f,
+                "reset after {} events / {} bytes",
+                c.after_events, c.after_bytes
+            ),
+            Fault::Drip(d) => write!(f, "drip one byte every {d:?}"),
+            Fault::AbsurdHeaders(a) => write!(f, "absurd_headers ({} fillers)", a.count),
             other => f.write_str(other.kind().as_str()),
         }
     }
@@ -283,10 +558,58 @@ enum FaultRepr {
     NotJson,
     EmptyContent,
     Length,
+    Credential {
+        #[serde(default = "unauthorized")]
+        status: u16,
+    },
+    Billing {
+        #[serde(default)]
+        shape: Billing,
+    },
+    Stall {
+        #[serde(default = "one_event")]
+        after_events: usize,
+        #[serde(default)]
+        after_bytes: usize,
+    },
+    ResetAfter {
+        #[serde(default = "one_event")]
+        after_events: usize,
+        #[serde(default)]
+        after_bytes: usize,
+    },
+    Drip {
+        #[serde(default = "one_second", with = "tower_failover_core::duration_serde")]
+        interval: Duration,
+    },
+    HtmlPage,
+    EmptyBody,
+    AbsurdHeaders {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        value: Option<String>,
+        #[serde(default = "default_filler")]
+        count: usize,
+    },
 }
 
 fn one() -> Option<u64> {
     Some(1)
+}
+
+fn unauthorized() -> u16 {
+    401
+}
+
+fn one_event() -> usize {
+    1
+}
+
+fn one_second() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_filler() -> usize {
+    DEFAULT_FILLER
 }
 
 #[derive(Clone, Copy, Default, Serialize, Deserialize)]
@@ -327,6 +650,22 @@ impl TryFrom<FaultRepr> for Fault {
             FaultRepr::NotJson => Fault::NotJson,
             FaultRepr::EmptyContent => Fault::EmptyContent,
             FaultRepr::Length => Fault::Length,
+            FaultRepr::Credential { status } => Fault::Credential(status),
+            FaultRepr::Billing { shape } => Fault::Billing(shape),
+            FaultRepr::Stall {
+                after_events,
+                after_bytes,
+            } => Fault::Stall(CutPoint::new(after_events, after_bytes)),
+            FaultRepr::ResetAfter {
+                after_events,
+                after_bytes,
+            } => Fault::ResetAfter(CutPoint::new(after_events, after_bytes)),
+            FaultRepr::Drip { interval } => Fault::Drip(interval),
+            FaultRepr::HtmlPage => Fault::HtmlPage,
+            FaultRepr::EmptyBody => Fault::EmptyBody,
+            FaultRepr::AbsurdHeaders { value, count } => {
+                Fault::AbsurdHeaders(AbsurdHeaders { value, count })
+            }
         };
         f.validate()?;
         Ok(f)
@@ -360,6 +699,22 @@ impl From<Fault> for FaultRepr {
             Fault::NotJson => FaultRepr::NotJson,
             Fault::EmptyContent => FaultRepr::EmptyContent,
             Fault::Length => FaultRepr::Length,
+            Fault::Credential(status) => FaultRepr::Credential { status },
+            Fault::Billing(shape) => FaultRepr::Billing { shape },
+            Fault::Stall(c) => FaultRepr::Stall {
+                after_events: c.after_events,
+                after_bytes: c.after_bytes,
+            },
+            Fault::ResetAfter(c) => FaultRepr::ResetAfter {
+                after_events: c.after_events,
+                after_bytes: c.after_bytes,
+            },
+            Fault::Drip(interval) => FaultRepr::Drip { interval },
+            Fault::HtmlPage => FaultRepr::HtmlPage,
+            Fault::EmptyBody => FaultRepr::EmptyBody,
+            Fault::AbsurdHeaders(AbsurdHeaders { value, count }) => {
+                FaultRepr::AbsurdHeaders { value, count }
+            }
         }
     }
 }
@@ -511,6 +866,18 @@ mod tests {
             FaultSpec::new(Fault::Truncate(3)),
             FaultSpec::new(Fault::Slowdown(2.5)),
             FaultSpec::new(Fault::Hang).from(Duration::from_millis(1500)),
+            FaultSpec::new(Fault::Credential(403)),
+            FaultSpec::new(Fault::Billing(Billing::CreditBalance)),
+            FaultSpec::new(Fault::Stall(CutPoint::new(4, 100))),
+            FaultSpec::new(Fault::ResetAfter(CutPoint::default())),
+            FaultSpec::new(Fault::Drip(Duration::from_millis(2500))),
+            FaultSpec::new(Fault::HtmlPage),
+            FaultSpec::new(Fault::EmptyBody),
+            FaultSpec::new(Fault::AbsurdHeaders(AbsurdHeaders::default())),
+            FaultSpec::new(Fault::AbsurdHeaders(AbsurdHeaders {
+                value: Some("-0".into()),
+                count: 0,
+            })),
         ];
         let json = serde_json::to_string(&specs).unwrap();
         let back: Vec<FaultSpec> = serde_json::from_str(&json).unwrap();
@@ -532,6 +899,63 @@ mod tests {
             toml::from_str("kind = \"slowdown\"\nfactor = 4\nfraction = 0.25").unwrap();
         assert_eq!(s.fault, Fault::Slowdown(4.0));
         assert_eq!(s.fraction, 0.25);
+    }
+
+    #[test]
+    fn new_kinds_have_defaults_and_limits() {
+        let parse = |t: &str| toml::from_str::<FaultSpec>(t).map(|s| s.fault);
+        assert_eq!(
+            parse("kind = \"credential\"").unwrap(),
+            Fault::Credential(401)
+        );
+        assert_eq!(
+            parse("kind = \"billing\"").unwrap(),
+            Fault::Billing(Billing::Native)
+        );
+        assert_eq!(
+            parse("kind = \"billing\"\nshape = \"insufficient_quota\"").unwrap(),
+            Fault::Billing(Billing::InsufficientQuota)
+        );
+        assert_eq!(
+            parse("kind = \"stall\"").unwrap(),
+            Fault::Stall(CutPoint::new(1, 0))
+        );
+        assert_eq!(
+            parse("kind = \"reset_after\"\nafter_bytes = 9").unwrap(),
+            Fault::ResetAfter(CutPoint::new(1, 9))
+        );
+        assert_eq!(
+            parse("kind = \"drip\"\ninterval = \"2s\"").unwrap(),
+            Fault::Drip(Duration::from_secs(2))
+        );
+        assert_eq!(
+            parse("kind = \"drip\"").unwrap(),
+            Fault::Drip(Duration::from_secs(1))
+        );
+        assert_eq!(
+            parse("kind = \"absurd_headers\"").unwrap(),
+            Fault::AbsurdHeaders(AbsurdHeaders {
+                value: None,
+                count: 200
+            })
+        );
+        for bad in [
+            "kind = \"credential\"\nstatus = 500",
+            "kind = \"drip\"\ninterval = 0",
+            "kind = \"drip\"\ninterval = \"2h\"",
+            "kind = \"absurd_headers\"\ncount = 10001",
+            "kind = \"absurd_headers\"\nvalue = \"a\\nb\"",
+            "kind = \"billing\"\nshape = \"broke\"",
+            "kind = \"stall\"\nafter_chunks = 2",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+        for v in ABSURD_HEADER_VALUES {
+            assert!(http::HeaderValue::from_bytes(v).is_ok());
+        }
+        for n in ABSURD_HEADER_NAMES {
+            assert!(http::HeaderName::from_static(n).as_str() == n);
+        }
     }
 
     #[test]

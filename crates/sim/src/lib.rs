@@ -4,7 +4,9 @@
 //! completions or the Anthropic messages wire format ([`Flavor`]), streaming (SSE)
 //! and not, with a seeded latency model, real RPM/TPM quotas ([`Quota`]), and
 //! [`Fault`]s you switch on and off over time: outages (status codes, refused
-//! connections, TCP resets, hangs), slowdowns, rate limits, and bad output. It
+//! connections, TCP resets, hangs, stalls and slow drips mid-answer, rejected keys,
+//! proxy error pages, absurd headers), billing failures, slowdowns, rate limits,
+//! and bad output. It
 //! counts what it received and answered ([`Counters`]), so a test can assert, for
 //! example, that no request reached a provider while its circuit was open.
 //!
@@ -162,7 +164,10 @@ mod wire;
 pub use body::SimBody;
 pub use counters::Counters;
 pub use error::SimError;
-pub use fault::{Fault, FaultKind, FaultSpec, RetryAfter};
+pub use fault::{
+    ABSURD_HEADER_NAMES, ABSURD_HEADER_VALUES, AbsurdHeaders, Billing, CutPoint, Fault, FaultKind,
+    FaultSpec, RetryAfter,
+};
 pub use quota::Quota;
 pub use script::{ProviderScript, Script};
 pub use sim::{Flavor, Sim, SimBuilder, SimHandle};

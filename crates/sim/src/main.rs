@@ -30,6 +30,16 @@ Fault kinds (`kind`, with its parameter):
   not_json        prose where JSON was asked for
   empty_content   empty content
   length          cut short: finish_reason length / stop_reason max_tokens
+  credential      status = 401 | 403  rejected key (OpenAI's 401 echoes a masked key)
+  billing         shape = native | payment_required | insufficient_quota | credit_balance
+                  402 / 429 insufficient_quota (no rate-limit headers) / Anthropic's 400
+  stall           after_events = 1, after_bytes = 0   then silence, connection open
+  reset_after     after_events = 1, after_bytes = 0   then a TCP reset
+  drip            interval = \"2s\"   the answer one byte at a time
+  html_page       200 with a proxy's HTML error page
+  empty_body      200 with content-length 0
+  absurd_headers  value = \"1e23\" (default: rotate 1e23, 2^64, -5, NaN, -0, inf,
+                  obs-text), count = 200 filler headers: on an otherwise good answer
 Conditions: from, until (sim clock, e.g. \"10s\"), fraction (0..1, seeded),
 limit (at most N requests). The first matching non-slowdown fault decides; every
 matching slowdown applies.

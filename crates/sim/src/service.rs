@@ -13,7 +13,10 @@ use crate::admin;
 use crate::body::SimBody;
 use crate::counters::CounterSet;
 use crate::duration::format_go_duration;
-use crate::fault::{Fault, FaultKind, RetryAfter};
+use crate::fault::{
+    ABSURD_HEADER_NAMES, ABSURD_HEADER_VALUES, AbsurdHeaders, Billing, CutPoint, Fault, FaultKind,
+    RetryAfter,
+};
 use crate::quota::{BucketView, QuotaView};
 use crate::rng::Rng;
 use crate::server::ConnCtl;
@@ -53,10 +56,13 @@ struct Ctx<'a> {
     shared: &'a Shared,
     request_id: String,
     fault: Option<FaultKind>,
+    /// Set by [`Fault::AbsurdHeaders`]: what every response of this request adds.
+    absurd: Option<AbsurdHeaders>,
 }
 
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 const SSE: HeaderValue = HeaderValue::from_static("text/event-stream; charset=utf-8");
+const HTML: HeaderValue = HeaderValue::from_static("text/html; charset=utf-8");
 
 impl Ctx<'_> {
     fn flavor(&self) -> Flavor {
@@ -115,8 +121,88 @@ impl Ctx<'_> {
                 HeaderValue::from_static(k.as_str()),
             );
         }
+        if let Some(a) = &self.absurd {
+            absurd_headers(a, h);
+        }
         self.shared.counters.answer(status);
         res
+    }
+}
+
+/// Overwrite both providers' rate-limit headers with absurd values and add fillers.
+fn absurd_headers(a: &AbsurdHeaders, h: &mut http::HeaderMap) {
+    let given = a
+        .value
+        .as_deref()
+        .and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok());
+    let value = |i: usize| match &given {
+        Some(v) => v.clone(),
+        None => HeaderValue::from_bytes(ABSURD_HEADER_VALUES[i % ABSURD_HEADER_VALUES.len()])
+            .unwrap_or(HeaderValue::from_static("1e23")),
+    };
+    for (i, name) in ABSURD_HEADER_NAMES.iter().enumerate() {
+        h.insert(HeaderName::from_static(name), value(i));
+    }
+    h.reserve(a.count);
+    for i in 0..a.count {
+        if let Ok(name) = HeaderName::try_from(format!("x-sim-filler-{i}")) {
+            h.insert(name, value(i));
+        }
+    }
+}
+
+/// The API key a request carries (`Authorization: Bearer`, or Anthropic's `x-api-key`).
+fn given_key(flavor: Flavor, headers: &http::HeaderMap) -> Option<&str> {
+    let bearer = || {
+        headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+    };
+    match flavor {
+        Flavor::OpenAi => bearer(),
+        Flavor::Anthropic => headers
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .or_else(bearer),
+    }
+}
+
+/// The provider's answer to credentials it rejects: 401 (bad key) or 403.
+fn credential(ctx: &Ctx<'_>, status: u16, key: Option<&str>) -> Response<SimBody> {
+    let body = match (ctx.flavor(), status) {
+        (Flavor::OpenAi, 403) => openai::forbidden_body(),
+        (Flavor::OpenAi, _) => openai::invalid_key_body(key),
+        (Flavor::Anthropic, s) => anthropic::error_body(s, None),
+    };
+    ctx.respond(status, JSON, SimBody::full(body), None)
+}
+
+/// A billing failure, without any rate-limit header (even as a 429).
+fn billing(ctx: &Ctx<'_>, shape: Billing) -> Response<SimBody> {
+    let (status, body) = match ctx.flavor() {
+        Flavor::OpenAi => openai::billing_body(shape),
+        Flavor::Anthropic => anthropic::billing_body(shape),
+    };
+    ctx.respond(status, JSON, SimBody::full(body), None)
+}
+
+/// A whole (not streamed) body, as a delivery fault shapes it.
+fn deliver(body: Vec<u8>, fault: Option<&Fault>, ctl: Arc<ConnCtl>) -> SimBody {
+    let len = body.len();
+    let cut = |c: &CutPoint| {
+        let mut b = Bytes::from(body.clone());
+        b.truncate(c.after_bytes.min(len));
+        SimBody::paced(vec![b], Duration::ZERO, 0.0, Rng::new(0))
+    };
+    match fault {
+        Some(Fault::Reset) => half(body).then_reset(ctl),
+        Some(Fault::ResetAfter(c)) => cut(c).then_reset(ctl).declared_len(len),
+        Some(Fault::Stall(c)) => cut(c).then_stall().declared_len(len),
+        Some(Fault::Drip(interval)) => {
+            SimBody::drip(Bytes::from(body), *interval).declared_len(len)
+        }
+        _ => SimBody::full(body),
     }
 }
 
@@ -219,6 +305,10 @@ pub(crate) async fn handle(
         shared: &shared,
         request_id,
         fault: decision.fault.as_ref().map(Fault::kind),
+        absurd: match &decision.fault {
+            Some(Fault::AbsurdHeaders(a)) => Some(a.clone()),
+            _ => None,
+        },
     };
 
     // Outages that answer before reading the request.
@@ -235,6 +325,12 @@ pub(crate) async fn handle(
         }
         Some(Fault::Status(s)) => return ctx.error(s, None),
         Some(Fault::RateLimit(ra)) => return rate_limited_fault(&ctx, ra),
+        Some(Fault::Credential(s)) => return credential(&ctx, s, given_key(flavor, req.headers())),
+        Some(Fault::Billing(shape)) => return billing(&ctx, shape),
+        Some(Fault::HtmlPage) => {
+            return ctx.respond(200, HTML, SimBody::full(wire::HTML_PAGE.as_bytes()), None);
+        }
+        Some(Fault::EmptyBody) => return ctx.respond(200, JSON, SimBody::full(Bytes::new()), None),
         _ => {}
     }
 
@@ -248,16 +344,9 @@ pub(crate) async fn handle(
     };
 
     if let Some(key) = &shared.cfg.api_key {
-        let given = match flavor {
-            Flavor::OpenAi => parts
-                .headers
-                .get(http::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer ")),
-            Flavor::Anthropic => parts.headers.get("x-api-key").and_then(|v| v.to_str().ok()),
-        };
+        let given = given_key(flavor, &parts.headers);
         if given != Some(key.as_str()) {
-            return ctx.error(401, None);
+            return credential(&ctx, 401, given);
         }
     }
 
@@ -278,10 +367,7 @@ pub(crate) async fn handle(
                 Flavor::Anthropic => anthropic::models(models),
             };
             let view = shared.quota_peek();
-            let body = match decision.fault {
-                Some(Fault::Reset) => half(body).then_reset(ctl),
-                _ => SimBody::full(body),
-            };
+            let body = deliver(body, decision.fault.as_ref(), ctl);
             ctx.respond(200, JSON, body, Some(view))
         }
         Route::Completion => {
@@ -433,22 +519,40 @@ async fn completion(
                 anthropic::stream(&meta, &ask, &reply, stream_fault)
             }
         };
-        let reset = match fault {
+        enum End {
+            Clean,
+            Reset,
+            Stall,
+        }
+        let end = match fault {
             Some(Fault::Truncate(n)) => {
                 events.truncate(n);
-                false
+                End::Clean
             }
             Some(Fault::Reset) => {
                 events.truncate(events.len() / 2);
-                true
+                End::Reset
             }
-            _ => false,
+            Some(Fault::ResetAfter(c)) => {
+                events.truncate(c.after_events);
+                End::Reset
+            }
+            Some(Fault::Stall(c)) => {
+                events.truncate(c.after_events);
+                End::Stall
+            }
+            _ => End::Clean,
         };
         sleep(ttft).await;
         let body_rng = Rng::derive(rng.next_u64(), 1);
-        let mut body = SimBody::paced(events, interval, shared.cfg.jitter, body_rng);
-        if reset {
-            body = body.then_reset(ctl);
+        let mut body = match fault {
+            Some(Fault::Drip(every)) => SimBody::drip(Bytes::from(events.concat()), every),
+            _ => SimBody::paced(events, interval, shared.cfg.jitter, body_rng),
+        };
+        match end {
+            End::Clean => {}
+            End::Reset => body = body.then_reset(ctl),
+            End::Stall => body = body.then_stall(),
         }
         CounterSet::inc(&shared.counters.streamed);
         if clean {
@@ -493,8 +597,7 @@ async fn completion(
             SimBody::full(b)
         }
         Some(Fault::Truncate(_)) => half(json),
-        Some(Fault::Reset) => half(json).then_reset(ctl),
-        _ => SimBody::full(json),
+        other => deliver(json, other.as_ref(), ctl),
     };
     if clean {
         CounterSet::inc(&shared.counters.completed);

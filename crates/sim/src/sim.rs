@@ -590,7 +590,7 @@ impl Shared {
             let kind = spec.fault.kind();
             let is_slowdown = kind == FaultKind::Slowdown;
             if (!is_slowdown && d.fault.is_some())
-                || (!completion && kind.is_output())
+                || (!completion && kind.completion_only())
                 || !spec.in_window(now)
             {
                 continue;

@@ -232,6 +232,20 @@ pub(crate) fn error_body(status: u16, message: Option<&str>) -> Vec<u8> {
     serde_json::to_vec(&body).unwrap_or_default()
 }
 
+/// A billing failure in Anthropic's envelope: `(status, body)`.
+pub(crate) fn billing_body(shape: crate::fault::Billing) -> (u16, Vec<u8>) {
+    use crate::fault::Billing;
+    let (status, ty, message) = match shape {
+        Billing::PaymentRequired => (402, "billing_error", super::INSUFFICIENT_BALANCE),
+        Billing::InsufficientQuota => (429, "rate_limit_error", super::INSUFFICIENT_QUOTA),
+        Billing::Native | Billing::CreditBalance => {
+            (400, "invalid_request_error", super::CREDIT_BALANCE)
+        }
+    };
+    let body = json!({"type": "error", "error": {"type": ty, "message": message}});
+    (status, serde_json::to_vec(&body).unwrap_or_default())
+}
+
 /// `GET /v1/models`.
 pub(crate) fn models(models: &[String]) -> Vec<u8> {
     let data: Vec<Value> = models

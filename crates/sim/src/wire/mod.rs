@@ -100,6 +100,16 @@ pub(crate) fn content_text(v: &Value, out: &mut String) {
     }
 }
 
+/// [`Billing::PaymentRequired`](crate::Billing::PaymentRequired)'s message.
+pub(crate) const INSUFFICIENT_BALANCE: &str = "Insufficient Balance";
+/// [`Billing::InsufficientQuota`](crate::Billing::InsufficientQuota)'s message.
+pub(crate) const INSUFFICIENT_QUOTA: &str = "You exceeded your current quota, please check your plan and billing details. For more information on this error, read the docs: https://platform.openai.com/docs/guides/error-codes/api-errors.";
+/// [`Billing::CreditBalance`](crate::Billing::CreditBalance)'s message.
+pub(crate) const CREDIT_BALANCE: &str = "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits.";
+
+/// A proxy's error page ([`Fault::HtmlPage`]).
+pub(crate) const HTML_PAGE: &str = "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>cloudflare</center>\r\n</body>\r\n</html>\r\n";
+
 pub(crate) const REFUSAL: &str = "I'm sorry, but I can't help with that request.";
 
 /// Generate the reply for `ask`, deterministically from `rng`, shaped by an output

@@ -273,6 +273,75 @@ pub(crate) fn error_body(status: u16, message: Option<&str>) -> Vec<u8> {
     serde_json::to_vec(&body).unwrap_or_default()
 }
 
+/// The key as OpenAI echoes it in a 401: the first 3 and last 4 characters, `*`
+/// between (one per hidden character, at most 40); all `*` under 8 characters.
+pub(crate) fn masked_key(key: &str) -> String {
+    let chars: Vec<char> = key.chars().collect();
+    let n = chars.len();
+    if n < 8 {
+        return "*".repeat(n);
+    }
+    let mut out: String = chars[..3].iter().collect();
+    out.push_str(&"*".repeat((n - 7).min(40)));
+    out.extend(&chars[n - 4..]);
+    out
+}
+
+/// OpenAI's 401 for a wrong, revoked or rotated key, naming the key it received.
+pub(crate) fn invalid_key_body(key: Option<&str>) -> Vec<u8> {
+    let message = match key.filter(|k| !k.is_empty()) {
+        Some(k) => format!(
+            "Incorrect API key provided: {}. You can find your API key at https://platform.openai.com/account/api-keys.",
+            masked_key(k)
+        ),
+        None => "You didn't provide an API key. You need to provide your API key in an \
+                 Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY), \
+                 or as the password field (with blank username) if you're accessing the API \
+                 from your browser and are prompted for a username and password. You can \
+                 obtain an API key from https://platform.openai.com/account/api-keys."
+            .to_string(),
+    };
+    let body = json!({
+        "error": {"message": message, "type": "invalid_request_error", "param": null, "code": "invalid_api_key"}
+    });
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+/// OpenAI's 403 for a key that may not be used from where the request came.
+pub(crate) fn forbidden_body() -> Vec<u8> {
+    let body = json!({
+        "error": {
+            "message": "Country, region, or territory not supported",
+            "type": "request_forbidden",
+            "param": null,
+            "code": "unsupported_country_region_territory"
+        }
+    });
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+/// A billing failure in OpenAI's envelope: `(status, body)`.
+pub(crate) fn billing_body(shape: crate::fault::Billing) -> (u16, Vec<u8>) {
+    use crate::fault::Billing;
+    let (status, message, ty, code) = match shape {
+        Billing::PaymentRequired => (
+            402,
+            super::INSUFFICIENT_BALANCE,
+            "unknown_error",
+            Some("invalid_request_error"),
+        ),
+        Billing::Native | Billing::InsufficientQuota => (
+            429,
+            super::INSUFFICIENT_QUOTA,
+            "insufficient_quota",
+            Some("insufficient_quota"),
+        ),
+        Billing::CreditBalance => (400, super::CREDIT_BALANCE, "invalid_request_error", None),
+    };
+    let body = json!({"error": {"message": message, "type": ty, "param": null, "code": code}});
+    (status, serde_json::to_vec(&body).unwrap_or_default())
+}
+
 /// The body of a 429 for a token (not request) quota.
 pub(crate) fn tokens_limit_body(message: &str) -> Vec<u8> {
     let body = json!({
