@@ -6,18 +6,37 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 
 use crate::config::{ConfigError, RedisConfig};
-use crate::wire::now_ms;
+use crate::wire::{MAX_INCREMENT, millis, now_ms};
 
 /// Takes `ARGV[1]` units from a fixed window's counter if that keeps it within
 /// `ARGV[2]`; the key expires with the window.
+///
+/// The counter is checked before it is incremented, so a value near `i64::MAX` can
+/// never make `INCRBY` overflow. A counter that is not a non-negative integer (the
+/// wrong type, garbage, a hostile writer) counts as spent for its window, and is
+/// given an expiry if it has none, so the next window starts clean.
 const TAKE: &str = r#"
-local n = redis.call('INCRBY', KEYS[1], ARGV[1])
-if n == tonumber(ARGV[1]) then
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+local t = redis.call('TYPE', KEYS[1])['ok']
+local cur = 0
+if t == 'string' then
+  cur = tonumber(redis.call('GET', KEYS[1]))
+elseif t ~= 'none' then
+  cur = nil
 end
-if n > tonumber(ARGV[2]) then
-  redis.call('DECRBY', KEYS[1], ARGV[1])
+local amount = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+if cur == nil or cur ~= cur or cur < 0 or cur > limit - amount then
+  if t ~= 'none' and redis.call('PTTL', KEYS[1]) < 0 then
+    redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  end
   return 0
+end
+local ok = redis.pcall('INCRBY', KEYS[1], ARGV[1])
+if type(ok) == 'table' and ok['err'] then
+  return 0
+end
+if redis.call('PTTL', KEYS[1]) < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
 end
 return 1
 "#;
@@ -31,6 +50,7 @@ return 1
 pub struct FleetBudget {
     conn: ConnectionManager,
     key: String,
+    /// At most `i64::MAX` (what a Redis counter can hold).
     limit: u64,
     window: Duration,
     script: redis::Script,
@@ -61,7 +81,7 @@ impl FleetBudget {
                 "must be at least 10ms",
             )));
         }
-        let client = redis::Client::open(config.url.as_str())?;
+        let client = crate::config::client(config)?;
         let conn =
             tokio::time::timeout(config.command_timeout * 2, client.get_connection_manager())
                 .await
@@ -69,16 +89,19 @@ impl FleetBudget {
         Ok(FleetBudget {
             conn,
             key: format!("{}:budget:{name}", config.namespace),
-            limit,
+            limit: limit.min(MAX_INCREMENT),
             window,
             script: redis::Script::new(TAKE),
         })
     }
 
     /// Takes `amount` units if the current window has them. `Ok(false)` means the
-    /// fleet's budget for this window is spent.
+    /// fleet's budget for this window is spent (or its counter in Redis is garbage).
     pub async fn try_take(&self, amount: u64) -> Result<bool, redis::RedisError> {
-        let window_ms = self.window.as_millis().max(1) as u64;
+        if amount > self.limit {
+            return Ok(false);
+        }
+        let window_ms = millis(self.window).max(1);
         let slot = now_ms() / window_ms;
         let mut conn = self.conn.clone();
         let taken: i32 = self
@@ -86,7 +109,7 @@ impl FleetBudget {
             .key(format!("{}:{slot}", self.key))
             .arg(amount)
             .arg(self.limit)
-            .arg(window_ms * 2)
+            .arg(window_ms.saturating_mul(2))
             .invoke_async(&mut conn)
             .await?;
         Ok(taken == 1)

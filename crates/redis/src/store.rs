@@ -17,28 +17,45 @@ use tower_failover_core::{
 };
 
 use crate::config::{ConfigError, RedisConfig};
-use crate::wire::{Message, Stored, Update, now_ms, parse_message, parse_stored};
+use crate::wire::{
+    MAX_HOLDER_LEN, MAX_INCREMENT, MAX_PAYLOAD, Message, Stored, Update, millis, now_ms,
+    parse_deadline, parse_message, parse_stored, plausible_ts,
+};
 
 /// How many updates may wait for the writer; past it, new updates are dropped (the
 /// latest state per key is kept and re-sent on reconnect, so nothing durable is lost).
 const QUEUE: usize = 4096;
 
-/// Writes only if the stored value is older (by `ts_ms`) than ours.
+/// The most per-provider keys (circuit and ramp versions, probe leases) one replica
+/// remembers. Only providers attached to this replica are remembered at all, so this is
+/// a second line of defence; past it, remote updates for new keys are ignored.
+const MAX_REMEMBERED: usize = 4096;
+
+/// Writes only if the stored value is older (by `ts_ms`) than ours. A stored value
+/// of the wrong type, that does not decode, or stamped later than `ARGV[4]` (now
+/// plus the allowed clock skew) is garbage and is overwritten.
 const SET_IF_NEWER: &str = r#"
-local cur = redis.call('GET', KEYS[1])
-if cur then
-  local ok, v = pcall(cjson.decode, cur)
-  if ok and type(v) == 'table' and tonumber(v['ts_ms']) and tonumber(v['ts_ms']) >= tonumber(ARGV[2]) then
-    return 0
+if redis.call('TYPE', KEYS[1])['ok'] == 'string' then
+  local ok, v = pcall(cjson.decode, redis.call('GET', KEYS[1]))
+  if ok and type(v) == 'table' then
+    local ts = tonumber(v['ts_ms'])
+    if ts and ts >= tonumber(ARGV[2]) and ts <= tonumber(ARGV[4]) then
+      return 0
+    end
   end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
 return 1
 "#;
 
-/// Moves a deadline later, never earlier.
+/// Moves a deadline later, never earlier. A stored deadline of the wrong type, not a
+/// number, or beyond `ARGV[2]` (now plus the deadline cap) is garbage and replaced.
 const EXTEND_DEADLINE: &str = r#"
-local cur = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+local cur = 0
+if redis.call('TYPE', KEYS[1])['ok'] == 'string' then
+  cur = tonumber(redis.call('GET', KEYS[1])) or 0
+end
+if cur ~= cur or cur > tonumber(ARGV[2]) then cur = 0 end
 local new = tonumber(ARGV[1])
 if new > cur then
   redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[1] + 1000)
@@ -46,6 +63,69 @@ if new > cur then
 end
 return 0
 "#;
+
+/// Adds usage to a hash, saturating at `i64::MAX` instead of failing on overflow. A
+/// key of the wrong type, or a field that is not an integer, is garbage: replaced.
+const ADD_USAGE: &str = r#"
+local t = redis.call('TYPE', KEYS[1])['ok']
+if t ~= 'hash' and t ~= 'none' then redis.call('DEL', KEYS[1]) end
+local fields = {'prompt_tokens', 'completion_tokens', 'cost_micros'}
+for i, f in ipairs(fields) do
+  local r = redis.pcall('HINCRBY', KEYS[1], f, ARGV[i])
+  if type(r) == 'table' and r['err'] then
+    if string.find(r['err'], 'overflow') then
+      redis.call('HSET', KEYS[1], f, '9223372036854775807')
+    else
+      redis.call('HSET', KEYS[1], f, ARGV[i])
+    end
+  end
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1
+"#;
+
+/// Reads string keys, each only if it is a string of at most `ARGV[1]` bytes (anything
+/// else reads as nil): a huge or wrongly typed value is never sent to us.
+const READ_BOUNDED: &str = r#"
+local out = {}
+for i, k in ipairs(KEYS) do
+  if redis.call('TYPE', k)['ok'] == 'string' and redis.call('STRLEN', k) <= tonumber(ARGV[1]) then
+    out[i] = redis.call('GET', k)
+  else
+    out[i] = false
+  end
+end
+return out
+"#;
+
+/// A lease's holder and remaining milliseconds, if it is a short string with a TTL.
+const READ_LEASE: &str = r#"
+if redis.call('TYPE', KEYS[1])['ok'] ~= 'string' or redis.call('STRLEN', KEYS[1]) > tonumber(ARGV[1]) then
+  return false
+end
+return {redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1])}
+"#;
+
+/// The Lua scripts, loaded once per store.
+struct Scripts {
+    set_if_newer: redis::Script,
+    extend: redis::Script,
+    add_usage: redis::Script,
+    read_bounded: redis::Script,
+    read_lease: redis::Script,
+}
+
+impl Scripts {
+    fn new() -> Scripts {
+        Scripts {
+            set_if_newer: redis::Script::new(SET_IF_NEWER),
+            extend: redis::Script::new(EXTEND_DEADLINE),
+            add_usage: redis::Script::new(ADD_USAGE),
+            read_bounded: redis::Script::new(READ_BOUNDED),
+            read_lease: redis::Script::new(READ_LEASE),
+        }
+    }
+}
 
 enum Outgoing {
     Update {
@@ -79,6 +159,9 @@ struct Inner {
     connected: AtomicBool,
     last_error: Mutex<Option<String>>,
     resync_now: Notify,
+    scripts: Scripts,
+    /// Whether the "too many keys" warning was logged (it is logged once).
+    warned_full: AtomicBool,
 }
 
 /// Shared provider state on Redis. See the [crate documentation](crate).
@@ -125,8 +208,7 @@ impl RedisStore {
     /// [`is_connected`](Self::is_connected) and [`replica_id`](Self::replica_id)).
     pub fn start_typed(config: RedisConfig) -> Result<RedisStore, ConfigError> {
         config.validate()?;
-        let client = redis::Client::open(config.url.as_str())
-            .map_err(|_| ConfigError::new("url", "is not a valid redis:// URL"))?;
+        let client = crate::config::client(&config)?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let mut rng = tower_failover_core::rng::Rng::from_entropy();
         let inner = Arc::new(Inner {
@@ -141,6 +223,8 @@ impl RedisStore {
             connected: AtomicBool::new(false),
             last_error: Mutex::new(Some("connecting".to_owned())),
             resync_now: Notify::new(),
+            scripts: Scripts::new(),
+            warned_full: AtomicBool::new(false),
         });
         let tasks = vec![
             tokio::spawn(writer(inner.clone(), rx)),
@@ -159,6 +243,14 @@ impl RedisStore {
     pub fn replica_id(&self) -> &str {
         &self.inner.replica
     }
+
+    /// How many per-provider keys (circuit and ramp versions, probe leases) this
+    /// replica holds in memory. Only providers attached to this replica are
+    /// remembered, whatever other writers publish, and never more than a fixed cap
+    /// (4096), so a hostile writer cannot grow it.
+    pub fn remembered_keys(&self) -> usize {
+        lock(&self.inner.versions).len() + lock(&self.inner.leases).len()
+    }
 }
 
 impl StateStore for RedisStore {
@@ -171,11 +263,11 @@ impl StateStore for RedisStore {
             cost_micros,
         } = update
         {
-            let mut usage = lock(&inner.usage);
-            let slot = usage.entry(name).or_default();
-            slot[0] += prompt_tokens;
-            slot[1] += completion_tokens;
-            slot[2] += cost_micros;
+            add_usage(
+                &mut lock(&inner.usage),
+                name,
+                [*prompt_tokens, *completion_tokens, *cost_micros],
+            );
             return;
         }
         let Some(update) = Update::from_shared(update) else {
@@ -212,6 +304,9 @@ impl StateStore for RedisStore {
         if let Some(l) = leases.get(&key).filter(|l| l.expires > now) {
             return l.holder == inner.replica;
         }
+        if leases.len() >= MAX_REMEMBERED {
+            leases.retain(|_, l| l.expires > now);
+        }
         // Not decided yet (Redis down, or a lease nobody raced for): take it locally
         // and claim it in Redis; if another replica holds it there, the next call
         // learns so. Serving never waits on Redis.
@@ -232,6 +327,14 @@ impl StateStore for RedisStore {
             connected: self.inner.connected.load(Ordering::Relaxed),
             detail: lock(&self.inner.last_error).clone(),
         }
+    }
+}
+
+/// Adds usage to the not-yet-written sums, saturating.
+fn add_usage(usage: &mut HashMap<String, [u64; 3]>, provider: String, add: [u64; 3]) {
+    let slot = usage.entry(provider).or_default();
+    for (total, add) in slot.iter_mut().zip(add) {
+        *total = total.saturating_add(add);
     }
 }
 
@@ -297,32 +400,60 @@ impl Inner {
     /// Applies an update from Redis (channel or resync) if it is newer than what we
     /// know and passes validation.
     fn apply(&self, provider: &str, ts_ms: u64, update: &Update) {
-        let Some(shared) = update.validate(now_ms(), self.config.max_deadline) else {
+        let now = now_ms();
+        if !plausible_ts(ts_ms, now) {
+            tracing::debug!(
+                provider,
+                "redis store: ignored a value stamped in the future"
+            );
+            return;
+        }
+        let Some(shared) = update.validate(now, self.config.max_deadline) else {
             tracing::debug!(
                 provider,
                 "redis store: ignored an untrustworthy or expired value"
             );
             return;
         };
+        // Only providers attached here are looked at, and only they are remembered:
+        // updates about providers this replica does not serve cost no memory.
+        let targets: Vec<Health> = self
+            .healths()
+            .into_iter()
+            .filter(|h| match update {
+                Update::RateLimited { group, .. } => match h.quota().name() {
+                    Some(name) => name == group,
+                    None => h.id().to_string() == *group,
+                },
+                _ => h.id().to_string() == provider,
+            })
+            .collect();
+        if targets.is_empty() {
+            return;
+        }
         if let Some(key) = self.versioned_key(provider, update) {
             let mut versions = lock(&self.versions);
+            if !versions.contains_key(&key) && versions.len() >= MAX_REMEMBERED {
+                self.warn_full();
+                return;
+            }
             let v = versions.entry(key).or_default();
             if ts_ms <= *v {
                 return;
             }
             *v = ts_ms;
         }
-        for h in self.healths() {
-            let matches = match update {
-                Update::RateLimited { group, .. } => match h.quota().name() {
-                    Some(name) => name == group,
-                    None => h.id().to_string() == *group,
-                },
-                _ => h.id().to_string() == provider,
-            };
-            if matches {
-                h.apply_remote(&shared);
-            }
+        for h in targets {
+            h.apply_remote(&shared);
+        }
+    }
+
+    fn warn_full(&self) {
+        if !self.warned_full.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                cap = MAX_REMEMBERED,
+                "redis store: too many provider keys remembered; updates for further ones are ignored"
+            );
         }
     }
 }
@@ -334,6 +465,9 @@ fn kind_of(err: &redis::RedisError) -> String {
 
 trait KindName {
     fn kind_name(&self) -> &'static str;
+    /// Whether the connection failed (retry later), as opposed to Redis refusing one
+    /// command (retrying it would fail again).
+    fn is_connection(&self) -> bool;
 }
 
 impl KindName for redis::RedisError {
@@ -346,13 +480,15 @@ impl KindName for redis::RedisError {
             "command"
         }
     }
+
+    fn is_connection(&self) -> bool {
+        self.kind_name() != "command"
+    }
 }
 
 /// The background writer: batches updates, writes them, keeps the latest state per
 /// key until Redis has it.
 async fn writer(inner: Arc<Inner>, mut rx: mpsc::Receiver<Outgoing>) {
-    let set_if_newer = redis::Script::new(SET_IF_NEWER);
-    let extend = redis::Script::new(EXTEND_DEADLINE);
     let mut conn: Option<ConnectionManager> = None;
     let mut pending: HashMap<String, Outgoing> = HashMap::new();
     let mut flush = tokio::time::interval(inner.config.usage_flush_interval);
@@ -369,76 +505,89 @@ async fn writer(inner: Arc<Inner>, mut rx: mpsc::Receiver<Outgoing>) {
         while let Ok(m) = rx.try_recv() {
             merge(&inner, &mut pending, m);
         }
-        let usage: Vec<(String, [u64; 3])> = lock(&inner.usage).drain().collect();
-        if pending.is_empty() && usage.is_empty() {
+        let has_usage = !lock(&inner.usage).is_empty();
+        if pending.is_empty() && !has_usage {
             continue;
         }
         if conn.is_none() {
             conn = inner.connect().await;
         }
         let Some(c) = conn.as_mut() else {
-            // Keep usage for later; wait a little before trying again.
-            {
-                let mut u = lock(&inner.usage);
-                for (k, v) in usage {
-                    let slot = u.entry(k).or_default();
-                    for (total, add) in slot.iter_mut().zip(v) {
-                        *total += add;
-                    }
-                }
-            }
+            // Usage stays where it is, merged with newer usage, until Redis is back.
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(2));
             continue;
         };
-        let mut failed = None;
-        let keys: Vec<String> = pending.keys().cloned().collect();
-        for key in keys {
-            let Some(item) = pending.get(&key) else {
-                continue;
-            };
-            match write(&inner, c, &set_if_newer, &extend, item).await {
-                Ok(()) => {
-                    pending.remove(&key);
-                }
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
-            }
-        }
-        if failed.is_none() {
-            for (provider, [p, cpl, cost]) in &usage {
-                let key = inner.key("usage", provider);
-                let r: redis::RedisResult<()> = redis::pipe()
-                    .hincr(&key, "prompt_tokens", *p)
-                    .ignore()
-                    .hincr(&key, "completion_tokens", *cpl)
-                    .ignore()
-                    .hincr(&key, "cost_micros", *cost)
-                    .ignore()
-                    .pexpire(&key, inner.config.key_ttl.as_millis() as i64)
-                    .ignore()
-                    .query_async(c)
-                    .await;
-                if let Err(e) = r {
-                    failed = Some(e);
-                    break;
-                }
-            }
-        }
-        match failed {
-            None => {
+        match write_batch(&inner, c, &mut pending).await {
+            Ok(()) => {
                 backoff = Duration::from_millis(100);
                 inner.set_connected(true, None);
             }
-            Some(e) => {
+            Err(e) => {
                 inner.set_connected(false, Some(kind_of(&e)));
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
             }
         }
     }
+}
+
+/// Writes every pending update, then the usage accumulated so far. Stops at the first
+/// connection error, keeping what was not written: pending updates stay pending, and
+/// drained usage goes back into the sums (merged with any usage added meanwhile), to
+/// be written on the next attempt. A command Redis refuses is dropped with a warning
+/// rather than retried forever.
+async fn write_batch(
+    inner: &Inner,
+    c: &mut ConnectionManager,
+    pending: &mut HashMap<String, Outgoing>,
+) -> redis::RedisResult<()> {
+    let keys: Vec<String> = pending.keys().cloned().collect();
+    for key in keys {
+        let Some(item) = pending.get(&key) else {
+            continue;
+        };
+        match write(inner, c, item).await {
+            Ok(()) => {}
+            Err(e) if !e.is_connection() => {
+                tracing::warn!(error = %kind_of(&e), "redis store: an update was refused by redis and dropped");
+            }
+            Err(e) => return Err(e),
+        }
+        pending.remove(&key);
+    }
+    let mut usage: Vec<(String, [u64; 3])> = lock(&inner.usage).drain().collect();
+    while let Some((provider, sums)) = usage.pop() {
+        if let Err(e) = write_usage(inner, c, &provider, sums).await {
+            let mut kept = lock(&inner.usage);
+            add_usage(&mut kept, provider, sums);
+            if e.is_connection() {
+                for (provider, sums) in usage {
+                    add_usage(&mut kept, provider, sums);
+                }
+                return Err(e);
+            }
+            tracing::warn!(error = %kind_of(&e), "redis store: a usage write was refused; kept for the next flush");
+        }
+    }
+    Ok(())
+}
+
+async fn write_usage(
+    inner: &Inner,
+    c: &mut ConnectionManager,
+    provider: &str,
+    sums: [u64; 3],
+) -> redis::RedisResult<()> {
+    let mut call = inner.scripts.add_usage.key(inner.key("usage", provider));
+    for n in sums {
+        call.arg(n.min(MAX_INCREMENT));
+    }
+    let _: i64 = call
+        .arg(millis(inner.config.key_ttl))
+        .invoke_async(c)
+        .await?;
+    Ok(())
 }
 
 fn merge(inner: &Inner, pending: &mut HashMap<String, Outgoing>, m: Outgoing) {
@@ -471,14 +620,8 @@ fn merge(inner: &Inner, pending: &mut HashMap<String, Outgoing>, m: Outgoing) {
     pending.insert(key, m);
 }
 
-async fn write(
-    inner: &Inner,
-    c: &mut ConnectionManager,
-    set_if_newer: &redis::Script,
-    extend: &redis::Script,
-    item: &Outgoing,
-) -> redis::RedisResult<()> {
-    let ttl_ms = inner.config.key_ttl.as_millis() as u64;
+async fn write(inner: &Inner, c: &mut ConnectionManager, item: &Outgoing) -> redis::RedisResult<()> {
+    let ttl_ms = millis(inner.config.key_ttl);
     match item {
         Outgoing::Update {
             provider,
@@ -492,11 +635,16 @@ async fn write(
                 update: update.clone(),
             };
             let payload = serde_json::to_string(&message).unwrap_or_default();
+            let now = now_ms();
             match update {
                 Update::RateLimited { group, until_ms } => {
-                    let _: i32 = extend
+                    let cap = now.saturating_add(millis(inner.config.max_deadline));
+                    let _: i32 = inner
+                        .scripts
+                        .extend
                         .key(inner.key("ratelimit", group))
-                        .arg(*until_ms)
+                        .arg((*until_ms).min(cap))
+                        .arg(cap)
                         .invoke_async(c)
                         .await?;
                 }
@@ -507,11 +655,14 @@ async fn write(
                         update: update.clone(),
                     };
                     let key = inner.versioned_key(provider, update).unwrap_or_default();
-                    let _: i32 = set_if_newer
+                    let _: i32 = inner
+                        .scripts
+                        .set_if_newer
                         .key(key)
                         .arg(serde_json::to_string(&stored).unwrap_or_default())
                         .arg(*ts_ms)
                         .arg(ttl_ms)
+                        .arg(now.saturating_add(crate::wire::MAX_CLOCK_SKEW_MS))
                         .invoke_async(c)
                         .await?;
                 }
@@ -529,16 +680,22 @@ async fn write(
                 ..
             } = update
             {
-                let ttl = until.saturating_sub(now_ms()) + 30_000;
+                let ttl = until.saturating_sub(now).saturating_add(30_000);
                 claim_lease(inner, c, &inner.key("lease:probe", provider), ttl).await?;
             }
             Ok(())
         }
         Outgoing::Lease { key, ttl } => {
-            claim_lease(inner, c, key, ttl.as_millis() as u64).await?;
+            claim_lease(inner, c, key, millis(*ttl)).await?;
             Ok(())
         }
     }
+}
+
+/// The longest a lease read from Redis is believed: a hostile TTL cannot keep every
+/// replica from probing for longer than a circuit may stay open, plus slack.
+fn lease_cap(inner: &Inner) -> Duration {
+    inner.config.max_deadline + Duration::from_secs(60)
 }
 
 async fn claim_lease(
@@ -547,12 +704,13 @@ async fn claim_lease(
     key: &str,
     ttl_ms: u64,
 ) -> redis::RedisResult<()> {
+    let ttl_ms = ttl_ms.clamp(1, millis(lease_cap(inner)));
     let _: Option<String> = redis::cmd("SET")
         .arg(key)
         .arg(&inner.replica)
         .arg("NX")
         .arg("PX")
-        .arg(ttl_ms.max(1))
+        .arg(ttl_ms)
         .query_async(c)
         .await?;
     learn_lease(inner, c, key).await
@@ -563,17 +721,39 @@ async fn learn_lease(
     c: &mut ConnectionManager,
     key: &str,
 ) -> redis::RedisResult<()> {
-    let (holder, pttl): (Option<String>, i64) =
-        redis::pipe().get(key).pttl(key).query_async(c).await?;
-    if let (Some(holder), true) = (holder, pttl > 0) {
-        lock(&inner.leases).insert(
-            key.to_owned(),
-            Lease {
-                holder,
-                expires: Instant::now() + Duration::from_millis(pttl as u64),
-            },
-        );
+    let read: Option<(Vec<u8>, i64)> = inner
+        .scripts
+        .read_lease
+        .key(key)
+        .arg(MAX_HOLDER_LEN)
+        .invoke_async(c)
+        .await?;
+    let Some((holder, pttl)) = read else {
+        return Ok(());
+    };
+    let (Ok(holder), Ok(pttl)) = (String::from_utf8(holder), u64::try_from(pttl)) else {
+        return Ok(());
+    };
+    if pttl == 0 || holder.is_empty() {
+        return Ok(());
     }
+    let ttl = Duration::from_millis(pttl).min(lease_cap(inner));
+    let mut leases = lock(&inner.leases);
+    if !leases.contains_key(key) && leases.len() >= MAX_REMEMBERED {
+        let now = Instant::now();
+        leases.retain(|_, l| l.expires > now);
+        if leases.len() >= MAX_REMEMBERED {
+            inner.warn_full();
+            return Ok(());
+        }
+    }
+    leases.insert(
+        key.to_owned(),
+        Lease {
+            holder,
+            expires: Instant::now() + ttl,
+        },
+    );
     Ok(())
 }
 
@@ -631,6 +811,22 @@ async fn resyncer(inner: Arc<Inner>) {
     }
 }
 
+/// Reads `keys`, each as a string of at most `max` bytes or nothing.
+async fn read_bounded(
+    inner: &Inner,
+    c: &mut ConnectionManager,
+    keys: &[String],
+    max: usize,
+) -> redis::RedisResult<Vec<Option<Vec<u8>>>> {
+    let mut call = inner.scripts.read_bounded.prepare_invoke();
+    for k in keys {
+        call.key(k);
+    }
+    let mut values: Vec<Option<Vec<u8>>> = call.arg(max).invoke_async(c).await?;
+    values.resize(keys.len(), None);
+    Ok(values)
+}
+
 async fn resync_once(
     inner: &Inner,
     c: &mut ConnectionManager,
@@ -642,7 +838,7 @@ async fn resync_once(
         keys.push(inner.key("circuit", n));
         keys.push(inner.key("ramp", n));
     }
-    let values: Vec<Option<Vec<u8>>> = redis::cmd("MGET").arg(&keys).query_async(c).await?;
+    let values = read_bounded(inner, c, &keys, MAX_PAYLOAD).await?;
     for (i, v) in values.iter().enumerate() {
         let Some(stored) = v.as_deref().and_then(parse_stored) else {
             continue;
@@ -662,9 +858,9 @@ async fn resync_once(
     groups.sort();
     groups.dedup();
     let keys: Vec<String> = groups.iter().map(|g| inner.key("ratelimit", g)).collect();
-    let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(c).await?;
+    let values = read_bounded(inner, c, &keys, 64).await?;
     for (group, v) in groups.iter().zip(values) {
-        let Some(until_ms) = v.and_then(|s| s.trim().parse::<u64>().ok()) else {
+        let Some(until_ms) = v.as_deref().and_then(parse_deadline) else {
             continue;
         };
         let update = Update::RateLimited {

@@ -13,11 +13,41 @@ pub(crate) const MAX_PAYLOAD: usize = 16 * 1024;
 const MAX_TRIPS: u32 = 32;
 /// The most ramp steps a remote value may claim.
 const MAX_STEP: u32 = 1024;
+/// The longest quota-group name accepted from a remote.
+pub(crate) const MAX_GROUP_LEN: usize = 256;
+/// How far in the future a remote timestamp may be (replicas' clocks disagree a
+/// little). A value stamped later is ignored, so a writer cannot stamp a key with a
+/// far-future version that would outrank every honest write after it.
+pub(crate) const MAX_CLOCK_SKEW_MS: u64 = 60_000;
+/// The longest lease holder name accepted from Redis.
+pub(crate) const MAX_HOLDER_LEN: usize = 64;
+/// The largest usage increment sent to Redis (`HINCRBY` takes an `i64`).
+pub(crate) const MAX_INCREMENT: u64 = i64::MAX as u64;
 
 pub(crate) fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
+}
+
+/// Whether a remote timestamp is believable: not later than now plus the allowed
+/// clock skew.
+pub(crate) fn plausible_ts(ts_ms: u64, now_ms: u64) -> bool {
+    ts_ms <= now_ms.saturating_add(MAX_CLOCK_SKEW_MS)
+}
+
+/// A duration in whole milliseconds, saturating.
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Parses a deadline stored as a plain number of milliseconds, refusing anything
+/// longer than a `u64` could spell (a huge string is not parsed at all).
+pub(crate) fn parse_deadline(raw: &[u8]) -> Option<u64> {
+    if raw.len() > 24 {
+        return None;
+    }
+    std::str::from_utf8(raw).ok()?.trim().parse::<u64>().ok()
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -81,7 +111,7 @@ impl Update {
     /// Checks and clamps a value read from Redis, turning it into a core update.
     /// Returns `None` for anything that cannot be trusted or is already over.
     pub(crate) fn validate(&self, now_ms: u64, max_deadline: Duration) -> Option<SharedUpdate> {
-        let cap_ms = now_ms.saturating_add(max_deadline.as_millis() as u64);
+        let cap_ms = now_ms.saturating_add(millis(max_deadline));
         let to_time = |ms: u64| UNIX_EPOCH + Duration::from_millis(ms.min(cap_ms));
         match self {
             Update::Circuit {
@@ -102,7 +132,7 @@ impl Update {
                 })
             }
             Update::RateLimited { group, until_ms } => {
-                if *until_ms <= now_ms || group.is_empty() || group.len() > 256 {
+                if *until_ms <= now_ms || group.is_empty() || group.len() > MAX_GROUP_LEN {
                     return None;
                 }
                 Some(SharedUpdate::RateLimitedUntil {
