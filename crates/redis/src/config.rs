@@ -164,8 +164,7 @@ pub(crate) fn client(config: &RedisConfig) -> Result<redis::Client, ConfigError>
         return redis::Client::open(config.url.as_str())
             .map_err(|_| ConfigError::new("url", "is not a valid redis:// URL"));
     };
-    let pem = std::fs::read(path)
-        .map_err(|_| ConfigError::new("tls_ca_file", "cannot be read"))?;
+    let pem = std::fs::read(path).map_err(|_| ConfigError::new("tls_ca_file", "cannot be read"))?;
     let certs = redis::TlsCertificates {
         client_tls: None,
         root_cert: Some(pem),
@@ -322,7 +321,11 @@ mod tests {
             "ter2",
             "redis://admin:***@cache:6379/0",
         );
-        hidden("redis://:p@ss@w@rd@cache:6379", "rd", "redis://:***@cache:6379");
+        hidden(
+            "redis://:p@ss@w@rd@cache:6379",
+            "rd",
+            "redis://:***@cache:6379",
+        );
         // Percent-encoded '@' (and other characters).
         hidden(
             "redis://admin:hun%40ter2@cache:6379/0",
@@ -369,7 +372,9 @@ mod tests {
     fn an_unparseable_url_is_not_shown_at_all() {
         assert_eq!(redact_url("redis://:hunter2@[bad"), "<unparseable url>");
         assert_eq!(redact_url("hunter2"), "<unparseable url>");
-        let err = RedisConfig::new("redis://:hunter2@[bad").validate().unwrap_err();
+        let err = RedisConfig::new("redis://:hunter2@[bad")
+            .validate()
+            .unwrap_err();
         assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 

@@ -620,7 +620,11 @@ fn merge(inner: &Inner, pending: &mut HashMap<String, Outgoing>, m: Outgoing) {
     pending.insert(key, m);
 }
 
-async fn write(inner: &Inner, c: &mut ConnectionManager, item: &Outgoing) -> redis::RedisResult<()> {
+async fn write(
+    inner: &Inner,
+    c: &mut ConnectionManager,
+    item: &Outgoing,
+) -> redis::RedisResult<()> {
     let ttl_ms = millis(inner.config.key_ttl);
     match item {
         Outgoing::Update {

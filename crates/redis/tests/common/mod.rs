@@ -10,6 +10,8 @@ use std::time::Duration;
 pub struct RedisServer {
     pub port: u16,
     child: Option<Child>,
+    /// Extra arguments (TLS); with them, `port` is the TLS port and plain TCP is off.
+    tls_args: Vec<String>,
 }
 
 /// Whether a redis-server binary is installed (CI installs it; see `.ci/run`).
@@ -49,9 +51,69 @@ impl RedisServer {
         let mut s = RedisServer {
             port: free_port(),
             child: None,
+            tls_args: Vec::new(),
         };
         s.restart().await;
         s
+    }
+
+    /// Starts a server that speaks only TLS, with the given PEM files and no client
+    /// certificates. `Err` says why it could not (for example a redis-server built
+    /// without TLS), so the caller can skip with that reason.
+    pub async fn start_tls(cert: &str, key: &str, ca: &str) -> Result<RedisServer, String> {
+        let port = free_port();
+        let tls_args: Vec<String> = [
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--tls-cert-file",
+            cert,
+            "--tls-key-file",
+            key,
+            "--tls-ca-cert-file",
+            ca,
+            "--tls-auth-clients",
+            "no",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let mut child = Command::new("redis-server")
+            .args(&tls_args)
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("redis-server did not start: {e}"))?;
+        for _ in 0..250 {
+            if let Ok(Some(status)) = child.try_wait() {
+                let mut out = String::new();
+                if let Some(mut o) = child.stdout.take() {
+                    let _ = std::io::Read::read_to_string(&mut o, &mut out);
+                }
+                return Err(format!(
+                    "redis-server with TLS options exited ({status}); this build may lack TLS: {}",
+                    out.lines().rev().take(3).collect::<Vec<_>>().join(" | ")
+                ));
+            }
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return Ok(RedisServer {
+                    port,
+                    child: Some(child),
+                    tls_args,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        Err(format!(
+            "redis-server with TLS did not listen on port {port}"
+        ))
     }
 
     pub fn url(&self) -> String {
@@ -59,6 +121,7 @@ impl RedisServer {
     }
 
     pub async fn restart(&mut self) {
+        assert!(self.tls_args.is_empty(), "restart is for plain servers");
         let child = Command::new("redis-server")
             .args([
                 "--port",
