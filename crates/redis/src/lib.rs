@@ -27,9 +27,45 @@
 //! when Redis returns. Nothing about a caller's request depends on Redis being up.
 //!
 //! Keys are namespaced (`<namespace>:circuit:<provider>/<model>`, …) and expire.
-//! Values read back are validated, never trusted blindly: a garbage or hostile deadline
-//! is clamped to [`RedisConfig::max_deadline`], so it cannot black out a provider for
-//! days.
+//!
+//! # Trust model: Redis is a neighbour, not an authority
+//!
+//! Anything that can write to the namespace (a buggy replica of another version, a
+//! compromised service sharing the Redis, an operator's typo) can put anything there
+//! and publish anything on the channel. A replica therefore treats every value it reads
+//! as a claim to check, and the worst a hostile writer can do is what an honest replica
+//! could: open a circuit, or mark a quota group rate limited, for at most
+//! [`RedisConfig::max_deadline`].
+//!
+//! - **Deadlines** (circuit open-until, rate-limit windows, probe leases) are clamped
+//!   to `max_deadline` from now; an open circuit without a deadline is ignored.
+//! - **Versions**: a value stamped more than a minute in the future is ignored, and
+//!   overwritten by the next honest write, so a forged stamp cannot outrank every
+//!   write after it.
+//! - **Counts** (consecutive trips, ramp steps and shares) are capped; usage sums
+//!   saturate at `u64::MAX` locally and at `i64::MAX` in Redis instead of wrapping or
+//!   failing; a [`FleetBudget`] counter near `i64::MAX` or not a number counts as spent.
+//! - **Sizes**: a message or key over 16 KiB is not parsed, and keys are read by a
+//!   script that returns only strings of bounded length, so a huge or wrongly typed
+//!   value is never sent to us. (The Redis client still reads a whole pub/sub message
+//!   before it is measured; Redis's own `client-output-buffer-limit` bounds that.)
+//! - **Memory**: only providers attached to this replica are looked at and
+//!   remembered, whatever others publish, with a hard cap of 4096 keys past which
+//!   updates are ignored with one warning ([`RedisStore::remembered_keys`]).
+//! - **Wrong types**: a key of the wrong type or with garbage is replaced by the next
+//!   write rather than failing it; a command Redis refuses is dropped with a warning,
+//!   never retried in a loop that would stall every other update.
+//! - **Secrets**: passwords in the URL (in the user part, with `@` or percent-encoded
+//!   characters, or in a `redis+unix://…?pass=` query) never appear in `Debug`, logs,
+//!   errors or the store status ([`RedisConfig::redacted_url`]).
+//!
+//! Usage drained for a write that fails is put back, merged with newer usage, and
+//! written with the next flush: at least once (a write whose reply was lost may be
+//! counted twice), never silently dropped.
+//!
+//! `rediss://` connects with TLS on rustls (the ring provider, the same TLS stack as
+//! the provider clients), verifying the server against the system's root
+//! certificates or [`RedisConfig::tls_ca_file`].
 //!
 //! # Example
 //!

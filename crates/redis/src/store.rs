@@ -879,3 +879,16 @@ async fn resync_once(
     inner.set_connected(true, None);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_usage_sums_saturate_instead_of_wrapping() {
+        let mut usage = HashMap::new();
+        add_usage(&mut usage, "p/m".into(), [u64::MAX - 1, 5, 1]);
+        add_usage(&mut usage, "p/m".into(), [10, u64::MAX, 2]);
+        assert_eq!(usage["p/m"], [u64::MAX, u64::MAX, 3]);
+    }
+}

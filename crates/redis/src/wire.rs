@@ -241,4 +241,45 @@ mod tests {
         }
         assert!(parse_message(&vec![b' '; MAX_PAYLOAD + 1]).is_none());
     }
+
+    #[test]
+    fn future_stamps_beyond_the_clock_skew_are_not_plausible() {
+        assert!(plausible_ts(NOW, NOW));
+        assert!(plausible_ts(NOW + MAX_CLOCK_SKEW_MS, NOW));
+        assert!(!plausible_ts(NOW + MAX_CLOCK_SKEW_MS + 1, NOW));
+        assert!(!plausible_ts(u64::MAX, NOW));
+        // Near the end of time, the bound saturates instead of wrapping.
+        assert!(plausible_ts(u64::MAX, u64::MAX - 1));
+    }
+
+    #[test]
+    fn stored_deadlines_parse_only_as_short_plain_numbers() {
+        assert_eq!(parse_deadline(b"1800000000000"), Some(1_800_000_000_000));
+        assert_eq!(parse_deadline(b" 42\n"), Some(42));
+        assert_eq!(parse_deadline(b"18446744073709551615"), Some(u64::MAX));
+        for bad in [
+            &b"18446744073709551616"[..],
+            b"-1",
+            b"1e30",
+            b"soon",
+            b"",
+            b"\xff\xfe",
+        ] {
+            assert_eq!(parse_deadline(bad), None, "{bad:?}");
+        }
+        assert_eq!(parse_deadline(&vec![b'9'; 1 << 20]), None);
+    }
+
+    #[test]
+    fn absurd_durations_convert_to_milliseconds_without_overflow() {
+        assert_eq!(millis(Duration::MAX), u64::MAX);
+        assert_eq!(millis(Duration::from_millis(1500)), 1500);
+        let far = UNIX_EPOCH + Duration::from_secs(u64::MAX / 1000 + 1);
+        assert_eq!(unix_ms(far), u64::MAX);
+        let u = Update::RateLimited {
+            group: "g".repeat(MAX_GROUP_LEN + 1),
+            until_ms: NOW + 1000,
+        };
+        assert!(u.validate(NOW, Duration::MAX).is_none());
+    }
 }
