@@ -162,6 +162,9 @@ struct Inner {
     scripts: Scripts,
     /// Whether the "too many keys" warning was logged (it is logged once).
     warned_full: AtomicBool,
+    /// Whether the connection state was logged at least once (so a replica that never
+    /// reaches Redis says so, not only one that loses it).
+    reported: AtomicBool,
 }
 
 /// Shared provider state on Redis. See the [crate documentation](crate).
@@ -225,6 +228,7 @@ impl RedisStore {
             resync_now: Notify::new(),
             scripts: Scripts::new(),
             warned_full: AtomicBool::new(false),
+            reported: AtomicBool::new(false),
         });
         let tasks = vec![
             tokio::spawn(writer(inner.clone(), rx)),
@@ -364,15 +368,18 @@ impl Inner {
     fn set_connected(&self, connected: bool, detail: Option<String>) {
         let was = self.connected.swap(connected, Ordering::AcqRel);
         *lock(&self.last_error) = detail.clone();
-        if was != connected {
+        let first = !self.reported.swap(true, Ordering::AcqRel);
+        if was != connected || first {
             if connected {
                 tracing::info!(url = %self.config.redacted_url(), "redis store connected");
             } else {
                 tracing::warn!(url = %self.config.redacted_url(), error = ?detail, "redis store unreachable: serving on local state");
             }
-            if let Some(h) = self.healths().first() {
-                h.emit(HealthEventKind::Store { connected });
-            }
+        }
+        if was != connected
+            && let Some(h) = self.healths().first()
+        {
+            h.emit(HealthEventKind::Store { connected });
         }
     }
 

@@ -203,9 +203,14 @@ async fn hostile_values_in_redis_are_clamped_or_ignored() {
         .query_async(&mut conn)
         .await
         .unwrap();
+    // Stamped now (a value stamped in the future is ignored outright; see
+    // tests/hostile.rs), open for ten years: clamped.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
     let stored = format!(
-        r#"{{"replica":"evil","ts_ms":{},"update":{{"type":"circuit","state":"open","open_until_ms":{},"trips":999999}}}}"#,
-        far, far
+        r#"{{"replica":"evil","ts_ms":{now_ms},"update":{{"type":"circuit","state":"open","open_until_ms":{far},"trips":999999}}}}"#
     );
     let _: () = redis::cmd("SET")
         .arg("hostile:circuit:openai/gpt-4o")
