@@ -44,10 +44,11 @@ pub trait Classify: Clone + Send + Sync + 'static {
 /// | 429 | `RateLimited`, with the wait from the rate-limit headers (clamped) |
 /// | 408, 500, 502, 503, 504 (and any other 5xx) | `Failure(Status)` |
 /// | 529 (Anthropic's "overloaded") | `Failure(Overloaded)` |
-/// | 401, 403 | `ClientError(Auth)` |
+/// | 401, 403 | `Failure(Credentials)`: the operator's key, not the caller's |
+/// | 402 | `Failure(Billing)` |
 /// | other 4xx | `ClientError(Status)` |
 /// | 1xx, 3xx (unexpected from an API) | `Failure(Status)` |
-/// | a response carrying an [`ErrorHint`] extension | what the hint says |
+/// | a response carrying an [`ErrorHint`] extension (any status, 429 included) | what the hint says: `Credentials` → `Failure(Credentials)`, `Billing` → `Failure(Billing)` (so OpenAI's 429 `insufficient_quota` is not a rate limit), `Overloaded` → `Failure(Overloaded)`, `ContextWindowExceeded`, `ContentPolicy` → `ClientError` of that kind |
 /// | [`TransportError`] | `Failure` of its kind |
 /// | [`Elapsed`], `io::ErrorKind::TimedOut` | `Failure(Timeout)` |
 /// | `io::ErrorKind::ConnectionRefused` | `Failure(Connect)` |
@@ -67,6 +68,36 @@ pub trait Classify: Clone + Send + Sync + 'static {
 /// assert_eq!(c.classify_response(&res), Outcome::failure(FailureKind::Overloaded));
 /// let res = Response::builder().status(429).header("retry-after", "2").body(()).unwrap();
 /// assert!(matches!(c.classify_response(&res), Outcome::RateLimited { retry_after: Some(_) }));
+/// let res = Response::builder().status(401).body(()).unwrap();
+/// assert_eq!(c.classify_response(&res), Outcome::failure(FailureKind::Credentials));
+/// ```
+///
+/// A stack that forwards each caller's *own* API key wants a 401 to be the
+/// caller's error again; wrap the default and override that one row:
+///
+/// ```
+/// use http::Response;
+/// use tower_failover_core::{Classify, ClientErrorKind, FailureKind, LlmClassifier, Outcome};
+///
+/// #[derive(Clone, Default)]
+/// struct CallerKeys(LlmClassifier);
+///
+/// impl Classify for CallerKeys {
+///     fn classify_response<B>(&self, res: &Response<B>) -> Outcome {
+///         match self.0.classify_response(res) {
+///             Outcome::Failure { kind: FailureKind::Credentials } => Outcome::ClientError {
+///                 kind: ClientErrorKind::Auth,
+///             },
+///             other => other,
+///         }
+///     }
+///     fn classify_error(&self, e: &(dyn std::error::Error + 'static)) -> Outcome {
+///         self.0.classify_error(e)
+///     }
+/// }
+///
+/// let res = Response::builder().status(401).body(()).unwrap();
+/// assert!(matches!(CallerKeys::default().classify_response(&res), Outcome::ClientError { .. }));
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LlmClassifier {
@@ -96,6 +127,8 @@ impl Classify for LlmClassifier {
                     kind: ClientErrorKind::ContentPolicy,
                 },
                 ErrorHint::Overloaded => Outcome::failure(FailureKind::Overloaded),
+                ErrorHint::Credentials => Outcome::failure(FailureKind::Credentials),
+                ErrorHint::Billing => Outcome::failure(FailureKind::Billing),
             };
         }
         let status = response.status();
@@ -112,9 +145,8 @@ impl Classify for LlmClassifier {
                 }
             }
             529 => Outcome::failure(FailureKind::Overloaded),
-            401 | 403 => Outcome::ClientError {
-                kind: ClientErrorKind::Auth,
-            },
+            401 | 403 => Outcome::failure(FailureKind::Credentials),
+            402 => Outcome::failure(FailureKind::Billing),
             408 => Outcome::failure(FailureKind::Status(408)),
             400..=499 => Outcome::ClientError {
                 kind: ClientErrorKind::Status(status.as_u16()),
@@ -202,8 +234,9 @@ mod tests {
             (501, f(FailureKind::Status(501))),
             (529, f(FailureKind::Overloaded)),
             (400, ce(ClientErrorKind::Status(400))),
-            (401, ce(ClientErrorKind::Auth)),
-            (403, ce(ClientErrorKind::Auth)),
+            (401, f(FailureKind::Credentials)),
+            (402, f(FailureKind::Billing)),
+            (403, f(FailureKind::Credentials)),
             (404, ce(ClientErrorKind::Status(404))),
             (413, ce(ClientErrorKind::Status(413))),
             (422, ce(ClientErrorKind::Status(422))),
@@ -273,11 +306,36 @@ mod tests {
                 ErrorHint::Overloaded,
                 Outcome::failure(FailureKind::Overloaded),
             ),
+            (
+                ErrorHint::Credentials,
+                Outcome::failure(FailureKind::Credentials),
+            ),
+            (ErrorHint::Billing, Outcome::failure(FailureKind::Billing)),
         ] {
             let mut res = Response::builder().status(400).body(()).unwrap();
             res.extensions_mut().insert(hint);
             assert_eq!(c.classify_response(&res), want);
         }
+    }
+
+    #[test]
+    fn a_429_that_says_insufficient_quota_is_billing_not_a_rate_limit() {
+        let c = LlmClassifier::default();
+        // OpenAI's quota answer carries no retry headers; with them it is billing too.
+        for retry_after in [None, Some("20")] {
+            let mut res = Response::builder().status(429);
+            if let Some(v) = retry_after {
+                res = res.header("retry-after", v);
+            }
+            let mut res = res.body(()).unwrap();
+            res.extensions_mut().insert(ErrorHint::Billing);
+            assert_eq!(
+                c.classify_response(&res),
+                Outcome::failure(FailureKind::Billing)
+            );
+        }
+        // A plain 429 stays a rate limit.
+        assert_eq!(status(429), Outcome::RateLimited { retry_after: None });
     }
 
     #[test]

@@ -22,7 +22,7 @@ use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 
 use crate::event::{HealthEvent, HealthEventKind};
-use crate::outcome::{Outcome, RejectKind};
+use crate::outcome::{FailureKind, Outcome, RejectKind};
 use crate::snapshot::{Counters, ProviderSnapshot, Usage};
 use crate::store::{LocalStore, SharedStore, SharedUpdate};
 use crate::time::{AtomicInstant, instant_from_system, system_from_instant};
@@ -306,6 +306,9 @@ struct Inner {
     counters: AtomicCounters,
     events: broadcast::Sender<HealthEvent>,
     store: SharedStore,
+    /// Why the breaker last opened, when it was an account failure (see
+    /// [`Health::account_failure`]): 0 none, 1 credentials, 2 billing.
+    account_failure: AtomicU8,
 }
 
 /// The health handle of one (provider, model). Cloning shares the state.
@@ -383,6 +386,7 @@ impl Health {
                 counters: AtomicCounters::default(),
                 events,
                 store,
+                account_failure: AtomicU8::new(0),
             }),
         }
     }
@@ -503,6 +507,31 @@ impl Health {
             },
         );
         true
+    }
+
+    /// The account failure ([`FailureKind::Credentials`] or [`FailureKind::Billing`])
+    /// that opened the circuit, while it is not closed; `None` when it opened for
+    /// anything else (or is closed). Set by the circuit breaker when it trips.
+    pub fn account_failure(&self) -> Option<FailureKind> {
+        if self.breaker_state() == CircuitState::Closed {
+            return None;
+        }
+        match self.inner.account_failure.load(Ordering::Acquire) {
+            1 => Some(FailureKind::Credentials),
+            2 => Some(FailureKind::Billing),
+            _ => None,
+        }
+    }
+
+    /// Records why the breaker is opening: the account failure that tripped it, or
+    /// `None` for any other cause. Call it before [`transition`](Health::transition).
+    pub fn set_account_failure(&self, kind: Option<FailureKind>) {
+        let raw = match kind {
+            Some(FailureKind::Credentials) => 1,
+            Some(FailureKind::Billing) => 2,
+            _ => 0,
+        };
+        self.inner.account_failure.store(raw, Ordering::Release);
     }
 
     /// A receiver that sees every change of the effective circuit state.
@@ -807,6 +836,7 @@ impl Health {
                 _ => None,
             },
             trips: self.trips(),
+            account_failure: self.account_failure(),
             rate_limited_for_ms: self.inner.quota.remaining(now).map(ms),
             ramp_step: self.ramp_step(),
             ramp_share: self.ramp_share(),

@@ -22,7 +22,8 @@ use serde::{Deserialize, Serialize};
 pub enum Outcome {
     /// The provider answered usefully.
     Success,
-    /// The provider is unhealthy: a 5xx, a connect error, a reset, a timeout.
+    /// The provider cannot serve: a 5xx, a connect error, a reset, a timeout, or a
+    /// refusal of the operator's account (rejected credentials, billing).
     Failure {
         /// What kind of failure, so policies can weigh kinds differently.
         kind: FailureKind,
@@ -107,6 +108,22 @@ impl fmt::Display for Outcome {
 }
 
 /// Why an attempt counted as a failure of the provider.
+///
+/// | kind | serialized | what happened | who must act |
+/// | --- | --- | --- | --- |
+/// | [`Connect`](FailureKind::Connect) | `"connect"` | refused, DNS, TLS handshake | nobody: fail over, probe later |
+/// | [`Reset`](FailureKind::Reset) | `"reset"` | the connection or stream broke | nobody |
+/// | [`Timeout`](FailureKind::Timeout) | `"timeout"` | a deadline passed | nobody |
+/// | [`Status`](FailureKind::Status) | `{"status": 503}` | an unhealthy status (5xx, 408) | nobody |
+/// | [`Overloaded`](FailureKind::Overloaded) | `"overloaded"` | 529 or an overload error | nobody |
+/// | [`Credentials`](FailureKind::Credentials) | `"credentials"` | 401, 403: the operator's API key was rejected (revoked, rotated, wrong) | the operator ([`is_account`](FailureKind::is_account)) |
+/// | [`Billing`](FailureKind::Billing) | `"billing"` | 402, OpenAI's `insufficient_quota`, Anthropic's "credit balance is too low" | the operator ([`is_account`](FailureKind::is_account)) |
+/// | [`Other`](FailureKind::Other) | `"other"` | any other transport or protocol error | nobody |
+///
+/// Credentials and billing failures are the provider's failures, not the caller's:
+/// in a failover stack the key and the bill belong to whoever runs the stack, so
+/// the request fails over, and the provider's own error text (which may quote a
+/// fragment of the key) is never passed on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -121,19 +138,50 @@ pub enum FailureKind {
     Status(u16),
     /// The provider said it is overloaded (Anthropic's 529, or an overload error body).
     Overloaded,
+    /// The provider rejected the operator's credentials (401, 403, or an error body
+    /// saying the API key is invalid): a revoked, rotated or mistyped key.
+    Credentials,
+    /// The provider refused for billing reasons (402, OpenAI's `insufficient_quota`
+    /// even on a 429, Anthropic's "credit balance is too low" 400).
+    Billing,
     /// Any other transport or protocol error.
     Other,
+}
+
+impl FailureKind {
+    /// A short stable name for logs and metrics: `connect`, `reset`, `timeout`,
+    /// `status`, `overloaded`, `credentials`, `billing`, `other` (the status code of
+    /// [`Status`](FailureKind::Status) is left out: log it as a field of its own).
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            FailureKind::Connect => "connect",
+            FailureKind::Reset => "reset",
+            FailureKind::Timeout => "timeout",
+            FailureKind::Status(_) => "status",
+            FailureKind::Overloaded => "overloaded",
+            FailureKind::Credentials => "credentials",
+            FailureKind::Billing => "billing",
+            FailureKind::Other => "other",
+        }
+    }
+
+    /// Whether the provider refused the operator's account ([`Credentials`] or
+    /// [`Billing`]): a failure that does not heal by itself, because a person must
+    /// rotate a key or pay. The circuit breaker opens at once on one of them, with a
+    /// long cooldown, and announces it with its own health event.
+    ///
+    /// [`Credentials`]: FailureKind::Credentials
+    /// [`Billing`]: FailureKind::Billing
+    pub const fn is_account(&self) -> bool {
+        matches!(self, FailureKind::Credentials | FailureKind::Billing)
+    }
 }
 
 impl fmt::Display for FailureKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            FailureKind::Connect => f.write_str("connect"),
-            FailureKind::Reset => f.write_str("reset"),
-            FailureKind::Timeout => f.write_str("timeout"),
             FailureKind::Status(s) => write!(f, "status {s}"),
-            FailureKind::Overloaded => f.write_str("overloaded"),
-            FailureKind::Other => f.write_str("other"),
+            other => f.write_str(other.as_str()),
         }
     }
 }
@@ -193,7 +241,12 @@ pub enum ClientErrorKind {
     ContextWindowExceeded,
     /// The provider's content policy refused the request: another provider may not.
     ContentPolicy,
-    /// Authentication or permission failed (401, 403).
+    /// The caller's own authentication or permission failed.
+    ///
+    /// [`LlmClassifier`](crate::LlmClassifier) never gives it: in a failover stack
+    /// the provider's key is the operator's, so a 401 or 403 is
+    /// [`FailureKind::Credentials`]. A custom classifier for a stack that forwards
+    /// each caller's own key can map those statuses here instead.
     Auth,
     /// Any other client error, with its status.
     Status(u16),
@@ -223,4 +276,45 @@ pub enum ErrorHint {
     ContentPolicy,
     /// The error body said the provider is overloaded.
     Overloaded,
+    /// The error body said the API key was rejected (`invalid_api_key`,
+    /// `authentication_error`, `permission_error`, "invalid x-api-key").
+    Credentials,
+    /// The error body said the account cannot pay (`insufficient_quota`,
+    /// `billing_hard_limit_reached`, "credit balance is too low", "insufficient
+    /// balance"), whatever its status: an OpenAI 429 that says `insufficient_quota`
+    /// is a billing failure, not a rate limit.
+    Billing,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_kinds_have_stable_names() {
+        let cases = [
+            (FailureKind::Connect, "connect", "\"connect\"", false),
+            (FailureKind::Reset, "reset", "\"reset\"", false),
+            (FailureKind::Timeout, "timeout", "\"timeout\"", false),
+            (FailureKind::Status(503), "status 503", r#"{"status":503}"#, false),
+            (FailureKind::Overloaded, "overloaded", "\"overloaded\"", false),
+            (FailureKind::Credentials, "credentials", "\"credentials\"", true),
+            (FailureKind::Billing, "billing", "\"billing\"", true),
+            (FailureKind::Other, "other", "\"other\"", false),
+        ];
+        for (kind, display, json, account) in cases {
+            assert_eq!(kind.to_string(), display);
+            assert_eq!(serde_json::to_string(&kind).unwrap(), json);
+            assert_eq!(serde_json::from_str::<FailureKind>(json).unwrap(), kind);
+            assert_eq!(kind.is_account(), account, "{kind}");
+            assert!(display.starts_with(kind.as_str()));
+        }
+        let outcome = Outcome::failure(FailureKind::Credentials);
+        assert_eq!(outcome.to_string(), "failure (credentials)");
+        assert!(outcome.is_retryable_elsewhere());
+        assert_eq!(
+            serde_json::to_string(&outcome).unwrap(),
+            r#"{"class":"failure","kind":"credentials"}"#
+        );
+    }
 }

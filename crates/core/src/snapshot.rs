@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::health::CircuitState;
+use crate::outcome::FailureKind;
 use crate::store::StoreStatus;
 
 /// Outcome counters of one provider since start.
@@ -52,6 +53,11 @@ pub struct ProviderSnapshot {
     pub open_for_ms: Option<u64>,
     /// Consecutive trips.
     pub trips: u32,
+    /// `"credentials"` or `"billing"` while the circuit is open (or probing) because
+    /// the provider refused the operator's account: a revoked key or an unpaid bill,
+    /// which a person must fix. `None` for any other cause.
+    #[serde(default)]
+    pub account_failure: Option<FailureKind>,
     /// Milliseconds left in the rate-limit window.
     pub rate_limited_for_ms: Option<u64>,
     /// Recovery ramp step, if a ramp is running.
