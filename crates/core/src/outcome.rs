@@ -296,9 +296,24 @@ mod tests {
             (FailureKind::Connect, "connect", "\"connect\"", false),
             (FailureKind::Reset, "reset", "\"reset\"", false),
             (FailureKind::Timeout, "timeout", "\"timeout\"", false),
-            (FailureKind::Status(503), "status 503", r#"{"status":503}"#, false),
-            (FailureKind::Overloaded, "overloaded", "\"overloaded\"", false),
-            (FailureKind::Credentials, "credentials", "\"credentials\"", true),
+            (
+                FailureKind::Status(503),
+                "status 503",
+                r#"{"status":503}"#,
+                false,
+            ),
+            (
+                FailureKind::Overloaded,
+                "overloaded",
+                "\"overloaded\"",
+                false,
+            ),
+            (
+                FailureKind::Credentials,
+                "credentials",
+                "\"credentials\"",
+                true,
+            ),
             (FailureKind::Billing, "billing", "\"billing\"", true),
             (FailureKind::Other, "other", "\"other\"", false),
         ];

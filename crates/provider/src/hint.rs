@@ -33,14 +33,55 @@ enum Field<'a> {
     Text(std::borrow::Cow<'a, str>),
 }
 
+/// Words that say the operator's account cannot pay, on any 4xx (429 included).
+///
+/// On a 429 only the machine codes count: Gemini's per-minute rate limits say "You
+/// exceeded your current quota" in prose too, and they are rate limits, so the
+/// prose of OpenAI's quota message is not matched; its `insufficient_quota` code is.
+const BILLING_CODES: &[&str] = &[
+    "insufficient_quota",
+    "billing_hard_limit_reached",
+    "billing_not_active",
+];
+
+/// Billing prose, on a 4xx other than 429.
+const BILLING_WORDS: &[&str] = &[
+    "credit balance is too low",
+    "insufficient balance",
+    "insufficient_balance",
+    "insufficient credits",
+    "payment required",
+];
+
+/// Words that say the operator's API key was rejected, on a 4xx other than 429.
+const CREDENTIAL_WORDS: &[&str] = &[
+    "invalid_api_key",
+    "incorrect api key",
+    "invalid api key",
+    "invalid x-api-key",
+    "authentication_error",
+    "permission_error",
+    "api key not valid",
+    "api_key_invalid",
+];
+
 /// What an error answer says beyond its status, in the words OpenAI, Anthropic,
-/// Azure, vLLM and Ollama use: a context window overflow or a content policy refusal
-/// (client errors other than 429), or an overload (server errors only: a 429 that
-/// says "overloaded" stays a rate limit, with its `Retry-After`).
+/// Azure, vLLM, Ollama, DeepSeek and OpenRouter use:
+///
+/// | hint | statuses | words |
+/// | --- | --- | --- |
+/// | `Billing` | any 4xx, 429 included | `insufficient_quota`, `billing_hard_limit_reached`, `billing_not_active`; and, not on a 429, "credit balance is too low", "insufficient balance", "insufficient credits", "payment required" |
+/// | `Credentials` | 4xx but 429 | `invalid_api_key`, "incorrect api key", "invalid api key", "invalid x-api-key", `authentication_error`, `permission_error`, "api key not valid" |
+/// | `ContextWindowExceeded` | 4xx but 429 | `context_length_exceeded`, "prompt is too long", … |
+/// | `ContentPolicy` | 4xx but 429 | `content_policy`, "safety system", … |
+/// | `Overloaded` | 5xx | "overloaded" (a 429 that says it stays a rate limit, with its `Retry-After`) |
+///
+/// A plain 429 gets no hint: it stays a rate limit.
 pub(crate) fn error_hint(status: u16, body: &[u8]) -> Option<ErrorHint> {
-    let client = (400..500).contains(&status) && status != 429;
+    let any_client = (400..500).contains(&status);
+    let client = any_client && status != 429;
     let server = status >= 500;
-    if !client && !server {
+    if !any_client && !server {
         return None;
     }
     let mut text = String::new();
@@ -69,7 +110,11 @@ pub(crate) fn error_hint(status: u16, body: &[u8]) -> Option<ErrorHint> {
     }
     let t = text.to_ascii_lowercase();
     let any = |needles: &[&str]| needles.iter().any(|n| t.contains(n));
-    if client
+    if any_client && any(BILLING_CODES) || client && any(BILLING_WORDS) {
+        Some(ErrorHint::Billing)
+    } else if client && any(CREDENTIAL_WORDS) {
+        Some(ErrorHint::Credentials)
+    } else if client
         && any(&[
             "context_length_exceeded",
             "context length",
@@ -138,11 +183,6 @@ mod tests {
                 r#"{"error":"model is overloaded"}"#,
                 Some(ErrorHint::Overloaded),
             ),
-            (
-                401,
-                r#"{"error":{"message":"Invalid API key","type":"invalid_request_error"}}"#,
-                None,
-            ),
             (502, "<html>502 Bad Gateway</html>", None),
             (500, "", None),
             (500, "{\"error\":", None),
@@ -158,5 +198,119 @@ mod tests {
         let too_long = br#"{"error":{"code":"context_length_exceeded"}}"#;
         assert_eq!(error_hint(500, too_long), None);
         assert_eq!(error_hint(429, too_long), None);
+    }
+
+    /// The wordings real providers answer with when the operator's key is rejected
+    /// or their account cannot pay (the key fragments are made up).
+    #[test]
+    fn credential_and_billing_wordings() {
+        use ErrorHint::{Billing, Credentials};
+        let cases: &[(&str, u16, &str, Option<ErrorHint>)] = &[
+            (
+                "openai revoked key",
+                401,
+                r#"{"error":{"message":"Incorrect API key provided: sk-proj-****************************wxyz. You can find your API key at https://platform.openai.com/account/api-keys.","type":"invalid_request_error","param":null,"code":"invalid_api_key"}}"#,
+                Some(Credentials),
+            ),
+            (
+                "openai-compatible, no code",
+                401,
+                r#"{"error":{"message":"Invalid API key","type":"invalid_request_error"}}"#,
+                Some(Credentials),
+            ),
+            (
+                "anthropic bad key",
+                401,
+                r#"{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}}"#,
+                Some(Credentials),
+            ),
+            (
+                "anthropic no permission",
+                403,
+                r#"{"type":"error","error":{"type":"permission_error","message":"Your API key does not have permission to use the specified resource."}}"#,
+                Some(Credentials),
+            ),
+            (
+                "gemini bad key on a 400",
+                400,
+                r#"{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT"}}"#,
+                Some(Credentials),
+            ),
+            (
+                "openai quota on a 429",
+                429,
+                r#"{"error":{"message":"You exceeded your current quota, please check your plan and billing details. For more information on this error, read the docs: https://platform.openai.com/docs/guides/error-codes/api-errors.","type":"insufficient_quota","param":null,"code":"insufficient_quota"}}"#,
+                Some(Billing),
+            ),
+            (
+                "openai hard limit",
+                400,
+                r#"{"error":{"message":"Billing hard limit has been reached","type":"invalid_request_error","param":null,"code":"billing_hard_limit_reached"}}"#,
+                Some(Billing),
+            ),
+            (
+                "openai inactive account",
+                429,
+                r#"{"error":{"message":"Your account is not active, please check your billing details on our website.","type":"billing_not_active","param":null,"code":"billing_not_active"}}"#,
+                Some(Billing),
+            ),
+            (
+                "anthropic credit balance",
+                400,
+                r#"{"type":"error","error":{"type":"invalid_request_error","message":"Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits."}}"#,
+                Some(Billing),
+            ),
+            (
+                "deepseek",
+                402,
+                r#"{"error":{"message":"Insufficient Balance","type":"unknown_error","param":null,"code":"invalid_request_error"}}"#,
+                Some(Billing),
+            ),
+            (
+                "openrouter",
+                402,
+                r#"{"error":{"message":"Insufficient credits. Add more using https://openrouter.ai/credits","code":402}}"#,
+                Some(Billing),
+            ),
+            ("plain 402", 402, "Payment Required", Some(Billing)),
+            // Rate limits stay rate limits.
+            (
+                "openai rate limit",
+                429,
+                r#"{"error":{"message":"Rate limit reached for gpt-4o-mini in organization org-x on requests per min (RPM): Limit 3, Used 3, Requested 1.","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#,
+                None,
+            ),
+            (
+                "gemini per-minute quota",
+                429,
+                r#"{"error":{"code":429,"message":"You exceeded your current quota, please check your plan and billing details.","status":"RESOURCE_EXHAUSTED"}}"#,
+                None,
+            ),
+            (
+                "anthropic rate limit",
+                429,
+                r#"{"type":"error","error":{"type":"rate_limit_error","message":"Number of request tokens has exceeded your per-minute rate limit"}}"#,
+                None,
+            ),
+            // A key complaint on a 429 or a 5xx is not a credentials failure.
+            ("429 key words", 429, r#"{"error":"invalid api key"}"#, None),
+            ("500 key words", 500, r#"{"error":"invalid_api_key"}"#, None),
+            (
+                "500 quota words",
+                500,
+                r#"{"error":"insufficient_quota"}"#,
+                None,
+            ),
+            // An ordinary bad request stays the caller's.
+            (
+                "bad request",
+                400,
+                r#"{"error":{"message":"'messages' is a required property","type":"invalid_request_error","param":null,"code":null}}"#,
+                None,
+            ),
+        ];
+        for (name, status, body, want) in cases {
+            assert_eq!(error_hint(*status, body.as_bytes()), *want, "{name}");
+        }
     }
 }

@@ -132,8 +132,17 @@
 //! [`LlmClassifier`](tower_failover_core::LlmClassifier) classifies them as usual.
 //! Error answers are read (up to 64 KiB) and, when they say so, carry an
 //! [`ErrorHint`](tower_failover_core::ErrorHint) extension: context window
-//! exceeded or content policy (client errors), overloaded (server errors).
-//! Anthropic's error bodies are rewritten in OpenAI's error shape.
+//! exceeded or content policy (client errors), overloaded (server errors), rejected
+//! credentials (`invalid_api_key`, `authentication_error`, …) or billing
+//! (`insufficient_quota` even on a 429, Anthropic's "credit balance is too low"
+//! 400, 402s). Anthropic's error bodies are rewritten in OpenAI's error shape.
+//!
+//! An answer that refuses the operator's account (401, 402, 403, or a credentials
+//! or billing hint) keeps its status, but its body is replaced by one of ours
+//! (`{"error": {"type": "upstream_credentials_error" | "upstream_billing_error", …}}`):
+//! the provider's text may quote a fragment of the key, and the key is the
+//! operator's, not the caller's. The provider's reason phrase (free text after the
+//! status code) is never passed on either.
 //!
 //! | what happened | error (found with [`find`](tower_failover_core::error::find)) | outcome |
 //! | --- | --- | --- |

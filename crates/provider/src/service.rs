@@ -12,7 +12,7 @@ use http_body::Body;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use tokio::time::Instant;
 use tower_failover_core::error::{BodyTooLarge, find};
-use tower_failover_core::{BoxError, Deadline, Health, ProviderId};
+use tower_failover_core::{BoxError, Deadline, ErrorHint, Health, ProviderId};
 use tower_service::Service;
 use tracing::Instrument;
 
@@ -215,6 +215,33 @@ fn local_error(status: StatusCode, kind: &str, message: &str) -> Response<Respon
     res
 }
 
+/// Whether an error answer refuses the operator's account (a rejected key: 401, 403
+/// or a credentials hint; billing: 402 or a billing hint), with the error type and
+/// message that replace the provider's own.
+fn account_refusal(
+    status: StatusCode,
+    hint: Option<ErrorHint>,
+) -> Option<(&'static str, &'static str)> {
+    const CREDENTIALS: (&str, &str) = (
+        "upstream_credentials_error",
+        "the provider rejected this service's credentials for it",
+    );
+    const BILLING: (&str, &str) = (
+        "upstream_billing_error",
+        "the provider refused this service's account for billing reasons",
+    );
+    match hint {
+        Some(ErrorHint::Credentials) => Some(CREDENTIALS),
+        Some(ErrorHint::Billing) => Some(BILLING),
+        Some(_) => None,
+        None => match status.as_u16() {
+            401 | 403 => Some(CREDENTIALS),
+            402 => Some(BILLING),
+            _ => None,
+        },
+    }
+}
+
 fn is_json(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
@@ -338,6 +365,9 @@ where
     let (mut rparts, incoming) = response.into_parts();
     tracing::Span::current().record("status", rparts.status.as_u16());
     clean_response_headers(&mut rparts.headers);
+    // A reason phrase is the provider's free text (a server writes whatever it
+    // likes after the status code): never pass it on.
+    rparts.extensions.remove::<hyper::ext::ReasonPhrase>();
 
     let provider = match &shared.health {
         Some(h) => h.id().clone(),
@@ -356,16 +386,19 @@ where
                 Bytes::new()
             }
         };
-        if let Some(hint) = error_hint(rparts.status.as_u16(), &body) {
+        let hint = error_hint(rparts.status.as_u16(), &body);
+        if let Some(hint) = hint {
             tracing::debug!(?hint, "error body hint");
             rparts.extensions.insert(hint);
         }
-        let body = if translate {
-            Bytes::from(error_to_openai(&body))
-        } else {
-            body
+        let (body, json) = match account_refusal(rparts.status, hint) {
+            // The operator's key or bill: the provider's text may quote a fragment
+            // of the key and is none of the caller's business. Ours replaces it.
+            Some((kind, message)) => (Bytes::from(openai_error(message, kind, None)), true),
+            None if translate => (Bytes::from(error_to_openai(&body)), true),
+            None => (body, false),
         };
-        set_full_body(&mut rparts, &body, translate);
+        set_full_body(&mut rparts, &body, json);
         return Ok(Response::from_parts(rparts, ResponseBody::full(body)));
     }
 

@@ -12,7 +12,7 @@ use tower_failover_core::error::{
     Elapsed, Invalid, TimeoutKind, TransportError, TruncatedStream, find,
 };
 use tower_failover_core::{
-    BoxError, Classify, ClientErrorKind, FailureKind, Health, LlmClassifier, Outcome, RejectKind,
+    BoxError, Classify, FailureKind, Health, LlmClassifier, Outcome, RejectKind,
 };
 use tower_failover_provider::{
     Anthropic, HttpVersion, OpenAiCompatible, Price, Provider, RootStore, Usage, UsageHandle,
@@ -379,18 +379,18 @@ async fn anthropic_faults_become_the_right_outcomes() {
 
     sim.handle().clear_faults();
 
-    // A wrong key is the caller's problem, not the provider's health.
+    // A wrong key is the operator's: the provider's failure, and its text (which
+    // may quote the key) is replaced by ours.
     let wrong: Provider = Anthropic::builder()
         .base_url(sim.base_url())
         .api_key("sk-ant-wrong")
         .build()
         .unwrap()
         .into();
-    assert_eq!(
-        outcome(&wrong, false).await.0,
-        Outcome::ClientError {
-            kind: ClientErrorKind::Auth
-        }
-    );
+    let (o, _, body) = outcome(&wrong, false).await;
+    assert_eq!(o, Outcome::failure(FailureKind::Credentials));
+    let body = body.unwrap();
+    assert_eq!(body["error"]["type"], "upstream_credentials_error");
+    assert!(!body.to_string().contains("sk-ant-wrong"));
     assert_eq!(outcome(&svc, false).await.0, Outcome::Success);
 }
