@@ -15,7 +15,9 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tower_failover_core::rng::SharedRng;
 use tower_failover_core::time::AtomicInstant;
-use tower_failover_core::{CircuitState, FailureKind, Health, Outcome, RejectKind};
+use tower_failover_core::{
+    CircuitState, FailureKind, Health, HealthEventKind, Outcome, RejectKind,
+};
 
 use crate::config::CircuitConfig;
 use crate::window::{ONE, Windows};
@@ -78,6 +80,15 @@ impl<C> fmt::Debug for Permit<C> {
     }
 }
 
+/// What one finished request counts as.
+#[derive(Clone, Copy)]
+struct Verdict {
+    /// Milli-failures; 0 for a success.
+    weight: u32,
+    /// The kind, when the failure is an account failure (credentials, billing).
+    account: Option<FailureKind>,
+}
+
 /// How the request that is now finishing was admitted.
 pub(crate) enum Ticket<C> {
     Closed,
@@ -94,8 +105,9 @@ pub(crate) struct Shared<C> {
     pub(crate) notify: Notify,
     /// Trip threshold of the consecutive policy in milli-failures; 0 is off.
     consecutive_limit: u64,
-    /// Weights in milli-failures: connect, reset, timeout, status, overloaded, other.
-    weights: [u32; 6],
+    /// Weights in milli-failures: connect, reset, timeout, status, overloaded,
+    /// credentials, billing, other.
+    weights: [u32; 8],
     slow_threshold: Option<Duration>,
     /// Milli-failures in a row.
     consecutive: AtomicU64,
@@ -139,6 +151,8 @@ impl<C> Shared<C> {
                 milli(w.timeout),
                 milli(w.status),
                 milli(w.overloaded),
+                milli(w.credentials),
+                milli(w.billing),
                 milli(w.other),
             ],
             slow_threshold: config.slow_calls.map(|s| s.threshold),
@@ -192,25 +206,42 @@ impl<C> Shared<C> {
             FailureKind::Timeout => 2,
             FailureKind::Status(_) => 3,
             FailureKind::Overloaded => 4,
-            _ => 5,
+            FailureKind::Credentials => 5,
+            FailureKind::Billing => 6,
+            _ => 7,
         }]
     }
 
-    /// What an outcome counts as: `None` to ignore it, `Some(0)` for a success,
-    /// `Some(w)` for a failure of `w` milli-failures.
+    /// What an outcome counts as: `None` to ignore it, a weight of 0 for a success,
+    /// `w` milli-failures for a failure (with its kind when it is an account
+    /// failure).
     #[inline]
-    fn verdict(&self, outcome: &Outcome) -> Option<u32> {
+    fn verdict(&self, outcome: &Outcome) -> Option<Verdict> {
+        let failure = |weight| Verdict {
+            weight,
+            account: None,
+        };
         match outcome {
             // A client error means the provider answered: it is up.
-            Outcome::Success | Outcome::ClientError { .. } => Some(0),
-            Outcome::Failure { kind } => Some(self.weight(*kind)).filter(|w| *w > 0),
-            Outcome::RateLimited { .. } => {
-                self.config.rate_limited_is_failure.then_some(ONE as u32)
+            Outcome::Success | Outcome::ClientError { .. } => Some(failure(0)),
+            Outcome::Failure { kind } => {
+                let weight = self.weight(*kind);
+                (weight > 0).then(|| Verdict {
+                    weight,
+                    account: kind.is_account().then_some(*kind),
+                })
             }
+            Outcome::RateLimited { .. } => self
+                .config
+                .rate_limited_is_failure
+                .then_some(failure(ONE as u32)),
             Outcome::Rejected {
                 kind: RejectKind::Shed,
             } => None,
-            Outcome::Rejected { .. } => self.config.rejected_is_failure.then_some(ONE as u32),
+            Outcome::Rejected { .. } => self
+                .config
+                .rejected_is_failure
+                .then_some(failure(ONE as u32)),
         }
     }
 
@@ -307,7 +338,11 @@ impl<C> Shared<C> {
         outcome: &Outcome,
         latency: Option<Duration>,
     ) {
-        let Some(failure) = self.verdict(outcome) else {
+        let Some(Verdict {
+            weight: failure,
+            account,
+        }) = self.verdict(outcome)
+        else {
             return;
         };
         let slow = match (self.slow_threshold, latency) {
@@ -317,12 +352,12 @@ impl<C> Shared<C> {
         match self.health.breaker_state() {
             // Every request that finishes while closed is recent evidence, including
             // a probe that finishes after others closed the circuit.
-            CircuitState::Closed => self.on_closed(failure, slow),
+            CircuitState::Closed => self.on_closed(failure, slow, account),
             // While half-open only probes count: a request admitted before the trip
             // says nothing about recovery.
             CircuitState::HalfOpen => {
                 if let Ticket::Probe(permit) = ticket {
-                    self.on_probe(permit.epoch, failure > 0 || slow);
+                    self.on_probe(permit.epoch, failure > 0 || slow, account);
                 }
             }
             CircuitState::Open => {}
@@ -330,7 +365,12 @@ impl<C> Shared<C> {
     }
 
     #[inline]
-    fn on_closed(&self, failure: u32, slow: bool) {
+    fn on_closed(&self, failure: u32, slow: bool, account: Option<FailureKind>) {
+        if account.is_some() && self.config.account.trip_at_once {
+            // One refused key or bill is enough evidence: no policy need agree.
+            self.trip(CircuitState::Closed, "account_failure", account);
+            return;
+        }
         let mut tripped = None;
         if failure == 0 {
             if self.consecutive.load(Ordering::Relaxed) != 0 {
@@ -357,16 +397,16 @@ impl<C> Shared<C> {
             tripped = tripped.or(by_window);
         }
         if let Some(policy) = tripped {
-            self.trip(CircuitState::Closed, policy);
+            self.trip(CircuitState::Closed, policy, account);
         }
     }
 
     #[cold]
     #[inline(never)]
-    fn on_probe(&self, probe_epoch: u32, failed: bool) {
+    fn on_probe(&self, probe_epoch: u32, failed: bool, account: Option<FailureKind>) {
         if failed {
             if epoch(self.probes.load(Ordering::Acquire)) == probe_epoch {
-                self.trip(CircuitState::HalfOpen, "probe_failed");
+                self.trip(CircuitState::HalfOpen, "probe_failed", account);
             }
             return;
         }
@@ -448,12 +488,20 @@ impl<C> Shared<C> {
     /// The cooldown after the `trips`-th trip in a row: base × 2^(trips−1), capped,
     /// then shortened by up to the jitter fraction.
     pub(crate) fn cooldown_for(&self, trips: u32) -> Duration {
+        self.grown_cooldown(trips, self.config.cooldown, self.config.max_cooldown)
+    }
+
+    /// The cooldown after the `trips`-th trip in a row when an account failure
+    /// (rejected credentials, billing) tripped it: the same growth from the
+    /// account's own base and cap.
+    pub(crate) fn account_cooldown_for(&self, trips: u32) -> Duration {
+        let a = &self.config.account;
+        self.grown_cooldown(trips, a.cooldown, a.max_cooldown)
+    }
+
+    fn grown_cooldown(&self, trips: u32, base: Duration, max: Duration) -> Duration {
         let doublings = trips.saturating_sub(1).min(31);
-        let full = self
-            .config
-            .cooldown
-            .saturating_mul(1u32 << doublings)
-            .min(self.config.max_cooldown);
+        let full = base.saturating_mul(1u32 << doublings).min(max);
         if self.config.jitter > 0.0 {
             full.mul_f64(1.0 - self.config.jitter * self.rng.f64())
         } else {
@@ -463,7 +511,7 @@ impl<C> Shared<C> {
 
     #[cold]
     #[inline(never)]
-    fn trip(&self, from: CircuitState, policy: &'static str) {
+    fn trip(&self, from: CircuitState, policy: &'static str, account: Option<FailureKind>) {
         let now = Instant::now();
         let _guard = self.lock_transitions();
         if self.health.breaker_state() != from {
@@ -478,9 +526,13 @@ impl<C> Shared<C> {
             before
         }
         .saturating_add(1);
-        let cooldown = self.cooldown_for(trips);
-        // Trips first: the transition publishes them to the store.
+        let cooldown = match account {
+            Some(_) => self.account_cooldown_for(trips),
+            None => self.cooldown_for(trips),
+        };
+        // Trips and cause first: the transition publishes them.
         self.health.set_trips(trips);
+        self.health.set_account_failure(account);
         if self
             .health
             .transition(from, CircuitState::Open, Some(now + cooldown))
@@ -495,6 +547,21 @@ impl<C> Shared<C> {
                 cooldown_ms = cooldown.as_millis() as u64,
                 "circuit breaker tripped"
             );
+            // Once per trip, never per answer: the answers that arrive while the
+            // circuit is open are not counted at all.
+            match account {
+                Some(FailureKind::Credentials) => {
+                    tracing::warn!(provider = %self.health.id(), kind = "credentials", cooldown_ms = cooldown.as_millis() as u64, "provider rejected the configured credentials: circuit opened; rotate the key");
+                    self.health
+                        .emit(HealthEventKind::CredentialsRejected { open_for: cooldown });
+                }
+                Some(FailureKind::Billing) => {
+                    tracing::warn!(provider = %self.health.id(), kind = "billing", cooldown_ms = cooldown.as_millis() as u64, "provider refused the account for billing: circuit opened");
+                    self.health
+                        .emit(HealthEventKind::BillingFailed { open_for: cooldown });
+                }
+                _ => {}
+            }
         } else {
             self.health.set_trips(before);
         }

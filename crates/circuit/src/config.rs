@@ -98,6 +98,13 @@ pub struct FailureWeights {
     pub status: f64,
     /// [`FailureKind::Overloaded`]: 529 or an overload error.
     pub overloaded: f64,
+    /// [`FailureKind::Credentials`]: the provider rejected the operator's key. 0
+    /// ignores these failures altogether (the [`account`](CircuitConfig::account)
+    /// rule included).
+    pub credentials: f64,
+    /// [`FailureKind::Billing`]: the provider refused the operator's account for
+    /// billing. 0 ignores these failures altogether.
+    pub billing: f64,
     /// [`FailureKind::Other`] and any future kind.
     pub other: f64,
 }
@@ -110,6 +117,8 @@ impl Default for FailureWeights {
             timeout: 1.0,
             status: 1.0,
             overloaded: 1.0,
+            credentials: 1.0,
+            billing: 1.0,
             other: 1.0,
         }
     }
@@ -124,6 +133,8 @@ impl FailureWeights {
             FailureKind::Timeout => self.timeout,
             FailureKind::Status(_) => self.status,
             FailureKind::Overloaded => self.overloaded,
+            FailureKind::Credentials => self.credentials,
+            FailureKind::Billing => self.billing,
             _ => self.other,
         }
     }
@@ -136,19 +147,71 @@ impl FailureWeights {
             FailureKind::Timeout => self.timeout = weight,
             FailureKind::Status(_) => self.status = weight,
             FailureKind::Overloaded => self.overloaded = weight,
+            FailureKind::Credentials => self.credentials = weight,
+            FailureKind::Billing => self.billing = weight,
             _ => self.other = weight,
         }
     }
 
-    fn fields(&self) -> [(&'static str, f64); 6] {
+    fn fields(&self) -> [(&'static str, f64); 8] {
         [
             ("weights.connect", self.connect),
             ("weights.reset", self.reset),
             ("weights.timeout", self.timeout),
             ("weights.status", self.status),
             ("weights.overloaded", self.overloaded),
+            ("weights.credentials", self.credentials),
+            ("weights.billing", self.billing),
             ("weights.other", self.other),
         ]
+    }
+}
+
+/// How the circuit treats *account failures*: the provider rejected the operator's
+/// credentials ([`FailureKind::Credentials`]: a revoked or rotated key) or refused
+/// the account for billing ([`FailureKind::Billing`]).
+///
+/// These do not heal by themselves: a person must rotate the key or pay. One such
+/// answer is therefore enough evidence, and probing every 30 s only sends more
+/// requests that are sure to fail, so by default the first one opens the circuit at
+/// once, whatever the trip policies say, for 5 min, doubling with each trip in a
+/// row up to 30 min (jittered like every cooldown). Each such trip also emits a
+/// [`HealthEventKind::CredentialsRejected`](tower_failover_core::HealthEventKind::CredentialsRejected)
+/// or [`BillingFailed`](tower_failover_core::HealthEventKind::BillingFailed) event, and
+/// the provider's snapshot shows `account_failure` while the circuit is open.
+///
+/// After the key is fixed, restart, or force the circuit closed
+/// ([`Health::force`](tower_failover_core::Health::force)) instead of waiting.
+///
+/// ```toml
+/// [circuit.account]
+/// trip_at_once = true
+/// cooldown = "5m"
+/// max_cooldown = "30m"
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccountFailures {
+    /// Open the circuit on the first account failure (of non-zero
+    /// [weight](FailureWeights)). With `false`, account failures count like any
+    /// other, by their weights, towards the trip policies. Default true.
+    pub trip_at_once: bool,
+    /// The cooldown after a trip caused by an account failure (however it tripped).
+    /// Default 5 min.
+    #[serde(with = "duration_serde")]
+    pub cooldown: Duration,
+    /// The longest such cooldown, however many trips in a row. Default 30 min.
+    #[serde(with = "duration_serde")]
+    pub max_cooldown: Duration,
+}
+
+impl Default for AccountFailures {
+    fn default() -> Self {
+        AccountFailures {
+            trip_at_once: true,
+            cooldown: Duration::from_secs(300),
+            max_cooldown: Duration::from_secs(1800),
+        }
     }
 }
 
@@ -159,7 +222,8 @@ impl FailureWeights {
 /// down 30 s doubling with each consecutive trip up to 5 min (jittered up to 20 %
 /// shorter), one probe at a time while half-open, close after 3 successful probes,
 /// one consecutive trip forgiven per 5 min spent closed. 429s and failed validations
-/// do not count as failures.
+/// do not count as failures. A rejected key or a billing failure opens the circuit
+/// at once, for 5 min growing to 30 min ([`AccountFailures`]).
 ///
 /// Deserializes from TOML or JSON; durations accept `"30s"`, `"500ms"` or seconds.
 ///
@@ -209,6 +273,9 @@ pub struct CircuitConfig {
     pub slow_calls: Option<SlowCalls>,
     /// How much a failure of each kind counts.
     pub weights: FailureWeights,
+    /// How rejected credentials and billing failures trip the circuit, and for how
+    /// long (by default: at once, for 5 min growing to 30 min).
+    pub account: AccountFailures,
     /// Count a 429 ([`Outcome::RateLimited`](tower_failover_core::Outcome::RateLimited))
     /// as a failure of weight 1. Default false: a rate limit is not an outage.
     pub rate_limited_is_failure: bool,
@@ -253,6 +320,7 @@ impl Default for CircuitConfig {
             failure_rate: None,
             slow_calls: None,
             weights: FailureWeights::default(),
+            account: AccountFailures::default(),
             rate_limited_is_failure: false,
             rejected_is_failure: false,
             cooldown: Duration::from_secs(30),
@@ -330,6 +398,22 @@ impl CircuitConfig {
     /// Sets how much a failure of `kind` counts (1.0 is an ordinary failure).
     pub fn weight(mut self, kind: FailureKind, weight: f64) -> Self {
         self.weights.set(kind, weight);
+        self
+    }
+
+    /// Sets how account failures (rejected credentials, billing) trip the circuit:
+    /// at once or by the trip policies, and the cooldown they get (first, longest).
+    pub fn account_failures(
+        mut self,
+        trip_at_once: bool,
+        cooldown: Duration,
+        max: Duration,
+    ) -> Self {
+        self.account = AccountFailures {
+            trip_at_once,
+            cooldown,
+            max_cooldown: max,
+        };
         self
     }
 
@@ -443,6 +527,16 @@ impl CircuitConfig {
                 "must be at least cooldown and at most 1 day",
             );
         }
+        let account = &self.account;
+        if account.cooldown.is_zero() || account.cooldown > MAX_DURATION {
+            return err("account.cooldown", "must be more than 0 and at most 1 day");
+        }
+        if account.max_cooldown < account.cooldown || account.max_cooldown > MAX_DURATION {
+            return err(
+                "account.max_cooldown",
+                "must be at least account.cooldown and at most 1 day",
+            );
+        }
         if !(self.jitter.is_finite() && (0.0..1.0).contains(&self.jitter)) {
             return err("jitter", "must be a fraction in 0..1");
         }
@@ -517,6 +611,38 @@ mod tests {
         assert_eq!(c.max_cooldown, Duration::from_secs(300));
         assert_eq!(c.success_threshold, 3);
         assert!(!c.rate_limited_is_failure && !c.rejected_is_failure);
+        assert!(c.account.trip_at_once);
+        assert_eq!(c.account.cooldown, Duration::from_secs(300));
+        assert_eq!(c.account.max_cooldown, Duration::from_secs(1800));
+        assert_eq!(c.weights.get(FailureKind::Credentials), 1.0);
+        assert_eq!(c.weights.get(FailureKind::Billing), 1.0);
+    }
+
+    #[test]
+    fn account_keys_read_from_toml() {
+        let c: CircuitConfig = toml::from_str(
+            r#"
+            weights = { credentials = 0.0, billing = 2.0 }
+            [account]
+            trip_at_once = false
+            cooldown = "10m"
+            max_cooldown = "2h"
+        "#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(
+            c,
+            CircuitConfig::default()
+                .weight(FailureKind::Credentials, 0.0)
+                .weight(FailureKind::Billing, 2.0)
+                .account_failures(false, Duration::from_secs(600), Duration::from_secs(7200))
+        );
+        // A partial table keeps the other defaults; unknown keys are refused.
+        let c: CircuitConfig = toml::from_str("account = { cooldown = \"1m\" }").unwrap();
+        assert!(c.account.trip_at_once);
+        assert_eq!(c.account.max_cooldown, Duration::from_secs(1800));
+        assert!(toml::from_str::<CircuitConfig>("account = { cooldwn = \"1m\" }").is_err());
     }
 
     #[test]
@@ -599,6 +725,34 @@ mod tests {
                 CircuitConfig::default()
                     .cooldown(Duration::from_secs(10), Duration::from_secs(10 * 86_400)),
                 "max_cooldown",
+            ),
+            (
+                CircuitConfig::default().account_failures(
+                    true,
+                    Duration::ZERO,
+                    Duration::from_secs(1),
+                ),
+                "account.cooldown",
+            ),
+            (
+                CircuitConfig::default().account_failures(
+                    true,
+                    Duration::from_secs(600),
+                    Duration::from_secs(60),
+                ),
+                "account.max_cooldown",
+            ),
+            (
+                CircuitConfig::default().account_failures(
+                    true,
+                    Duration::from_secs(600),
+                    Duration::from_secs(2 * 86_400),
+                ),
+                "account.max_cooldown",
+            ),
+            (
+                CircuitConfig::default().weight(FailureKind::Billing, f64::NAN),
+                "weights.billing",
             ),
             (CircuitConfig::default().jitter(1.0), "jitter"),
             (

@@ -50,6 +50,18 @@
 //! shortened by a seeded random jitter so that replicas do not probe in lockstep;
 //! every healthy period spent closed forgives one trip, so the cooldown shrinks back.
 //!
+//! # Rejected keys and billing: one answer is enough
+//!
+//! A provider that rejects the operator's API key (401, 403, `invalid_api_key`) or
+//! refuses the account for billing (402, `insufficient_quota`, Anthropic's "credit
+//! balance is too low") will not recover by itself: a person must rotate the key or
+//! pay. By default the first such failure opens the circuit at once, whatever the
+//! trip policies, for a long cooldown (5 min, doubling up to 30 min), and emits a
+//! [`CredentialsRejected`](tower_failover_core::HealthEventKind::CredentialsRejected)
+//! or [`BillingFailed`](tower_failover_core::HealthEventKind::BillingFailed) health
+//! event, once per trip, so operators can tell "key revoked" from "provider down".
+//! See [`AccountFailures`].
+//!
 //! # Open: fail fast or gate `poll_ready`
 //!
 //! [`OpenMode::FailFast`] (the default) keeps `poll_ready` ready and fails each call
@@ -177,8 +189,9 @@ mod service;
 mod window;
 
 pub use config::{
-    CircuitConfig, ConfigError, FailureCount, FailureRate, FailureWeights, MAX_DURATION,
-    MAX_PROBES, MAX_THRESHOLD, MAX_WEIGHT, MAX_WINDOW_CALLS, OpenMode, SlowCalls, Window,
+    AccountFailures, CircuitConfig, ConfigError, FailureCount, FailureRate, FailureWeights,
+    MAX_DURATION, MAX_PROBES, MAX_THRESHOLD, MAX_WEIGHT, MAX_WINDOW_CALLS, OpenMode, SlowCalls,
+    Window,
 };
 pub use layer::CircuitBreakerLayer;
 pub use service::CircuitBreaker;
