@@ -24,8 +24,9 @@
 //!   balancer never picks the provider meanwhile.
 //! - [`Overflow`], across providers: an ordered list of targets, primary first.
 //!   Each request goes to the first target that is not limited; on a 429 (or a
-//!   refusal made before sending) the same request goes on to the next target at
-//!   once. When a window ends, the router takes the primary back after a small
+//!   refusal made before sending, or an answer refusing the operator's account:
+//!   a rejected key, a billing failure such as OpenAI's 429 `insufficient_quota`)
+//!   the same request goes on to the next target at once. When a window ends, the router takes the primary back after a small
 //!   seeded random delay (`jitter`), so that a fleet of gateways does not return in
 //!   the same millisecond. When *every* target is limited, requests wait in a
 //!   bounded **pacing** queue and are released one by one as the quota refills,

@@ -565,3 +565,50 @@ async fn a_dropped_waiter_gives_its_place_back() {
     let _ = waiter.await;
     assert_eq!(router.waiting(), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_account_refusal_goes_on_at_once_and_opens_no_rate_limit_window() {
+    use tower_failover_core::{ErrorHint, FailureKind};
+    // 401 (a revoked key), and OpenAI's 429 `insufficient_quota` as the provider
+    // adapter hints it: neither reaches the caller, neither is a rate limit.
+    for (code, hint, kind) in [
+        (401, None, FailureKind::Credentials),
+        (429, Some(ErrorHint::Billing), FailureKind::Billing),
+    ] {
+        let reg = Registry::new();
+        let (p, o) = (reg.provider("primary", "m"), reg.provider("overflow", "m"));
+        let ps = Scripted::new("primary", move |_, _| {
+            let mut res = status(code, &[]);
+            if let Some(h) = hint {
+                res.extensions_mut().insert(h);
+            }
+            res
+        });
+        let os = Scripted::ok("overflow");
+        let mut router = Overflow::builder()
+            .target(p.clone(), stack(&p, ps.clone(), tracker()))
+            .target(o.clone(), stack(&o, os.clone(), tracker()))
+            .config(no_jitter())
+            .build()
+            .unwrap();
+        assert_eq!(send(&mut router, "hi").await.unwrap(), "overflow", "{code}");
+        assert_eq!(ps.calls(), 1);
+        let c = p.counters();
+        assert_eq!((c.failures, c.rate_limited), (1, 0), "{kind}");
+        assert_eq!(p.quota().remaining(Instant::now()), None, "{kind}");
+
+        // Every target refusing: the router's own error, listing the kinds.
+        let mut alone = Overflow::builder()
+            .target(p.clone(), stack(&p, ps.clone(), tracker()))
+            .config(no_jitter())
+            .build()
+            .unwrap();
+        let err = send(&mut alone, "hi").await.unwrap_err();
+        let failed = all_failed(&err);
+        assert_eq!(
+            failed.attempts()[0].outcome,
+            tower_failover_core::Outcome::failure(kind)
+        );
+        assert!(!error_response(&*err).body().contains("status 4"));
+    }
+}

@@ -6,9 +6,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use http::Response;
+use http::{Response, StatusCode};
 use pin_project_lite::pin_project;
 use tower::BoxError;
+use tower_failover_core::ErrorHint;
 use tower_failover_core::error::RateLimited;
 
 use crate::quota::service::Core;
@@ -69,7 +70,14 @@ where
         match self.project().kind.project() {
             KindProj::Sent { fut, core, ticket } => {
                 let res = ready!(fut.poll(cx)).map_err(Into::into)?;
-                core.observe(res.status(), res.headers(), ticket);
+                // A 429 that refuses the account for billing (`insufficient_quota`)
+                // is no rate-limit window: the circuit breaker handles it.
+                let billing = res.extensions().get::<ErrorHint>() == Some(&ErrorHint::Billing);
+                let status = match res.status() {
+                    StatusCode::TOO_MANY_REQUESTS if billing => StatusCode::PAYMENT_REQUIRED,
+                    s => s,
+                };
+                core.observe(status, res.headers(), ticket);
                 Poll::Ready(Ok(res))
             }
             KindProj::Refused { error } => Poll::Ready(Err(match error.take() {

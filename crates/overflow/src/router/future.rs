@@ -227,7 +227,7 @@ where
                 let wait = retry_after.unwrap_or(self.shared.config.default_retry_after);
                 target.health.quota().limit_until(now + wait);
             }
-            tracing::debug!(provider = %target.health.id(), "answered 429: overflowing");
+            tracing::debug!(provider = %target.health.id(), %outcome, "overflowing");
             self.sent |= bit(self.current);
             self.owe_budget = true;
         } else {
@@ -343,7 +343,13 @@ where
                 StateProj::Calling { fut } => match ready!(fut.poll(cx)) {
                     Ok(res) => {
                         let outcome = this.ctx.shared.classifier.classify_response(&res);
-                        if !matches!(outcome, Outcome::RateLimited { .. }) {
+                        // A 429, or a refusal of the operator's account (a rejected
+                        // key, a billing failure such as OpenAI's 429
+                        // `insufficient_quota`): the next target, at once. The
+                        // account refusal's body is never the caller's to see.
+                        let account =
+                            matches!(outcome, Outcome::Failure { kind } if kind.is_account());
+                        if !account && !matches!(outcome, Outcome::RateLimited { .. }) {
                             this.state.set(State::Done);
                             return Poll::Ready(Ok(res));
                         }
