@@ -435,3 +435,87 @@ async fn the_provider_client_replaces_the_refusal_text() {
         );
     }
 }
+
+/// The gateway example over real loopback HTTP, in front of the same refusing
+/// primary and the simulated backup; then with every provider refusing.
+#[tokio::test(flavor = "current_thread")]
+async fn through_the_gateway_callers_see_the_backup_or_our_503() {
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    use tower_failover_examples::gateway::{self, SERVED_BY};
+
+    let (logs, _guard) = capture_logs();
+    let backup = healthy_backup().await;
+    let refusal = &REFUSALS[0];
+    let primary = refusing(refusal).await;
+    let other = refusing(&REFUSALS[2]).await;
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+
+    for (all_refuse, providers) in [
+        (
+            false,
+            [
+                provider("primary", "openai", &primary.url, 0),
+                provider("backup", "openai", backup.base_url(), 1),
+            ],
+        ),
+        (
+            true,
+            [
+                provider("primary", "openai", &primary.url, 0),
+                provider("backup", "openai", &other.url, 1),
+            ],
+        ),
+    ] {
+        let text = format!("router = \"fallback\"\n{}", providers.concat());
+        let config = Config::from_toml_str(&text).unwrap();
+        let gw = gateway::build(&config).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(gateway::serve(
+            listener,
+            gw,
+            async move {
+                let _ = stopped.await;
+            },
+            std::time::Duration::from_secs(5),
+        ));
+        let before = primary.hits.load(Ordering::SeqCst);
+        for i in 0..20 {
+            let req = Request::post(format!("http://{addr}/v1/chat/completions"))
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(
+                    r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+                )))
+                .unwrap();
+            let res = client.request(req).await.unwrap();
+            let status = res.status().as_u16();
+            let headers = format!("{:?}", res.headers());
+            let served_by = res
+                .headers()
+                .get(SERVED_BY)
+                .map(|v| v.to_str().unwrap().to_owned());
+            let body = res.into_body().collect().await.unwrap().to_bytes();
+            let body = String::from_utf8_lossy(&body).into_owned();
+            assert_clean("a gateway answer's body", &body);
+            assert_clean("a gateway answer's headers", &headers);
+            if all_refuse {
+                assert_eq!(status, 503, "caller {i}: {body}");
+                assert!(headers.contains("retry-after"), "{headers}");
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                assert_eq!(v["error"]["type"], "all_providers_failed");
+            } else {
+                assert_eq!(status, 200, "caller {i}: {body}");
+                assert_eq!(served_by.as_deref(), Some("backup/m"));
+            }
+        }
+        // Each gateway has its own stack: its primary circuit opened on its first
+        // refusal.
+        assert_eq!(primary.hits.load(Ordering::SeqCst) - before, 1);
+        let _ = stop.send(());
+        task.await.unwrap().unwrap();
+    }
+    assert_eq!(other.hits.load(Ordering::SeqCst), 1);
+    assert_clean("the logs", &logs.text());
+}
