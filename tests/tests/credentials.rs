@@ -519,3 +519,50 @@ async fn through_the_gateway_callers_see_the_backup_or_our_503() {
     assert_eq!(other.hits.load(Ordering::SeqCst), 1);
     assert_clean("the logs", &logs.text());
 }
+
+/// The circuit's account keys, from the facade's configuration file, globally and
+/// per provider; bad values are refused with the field's whole path.
+#[tokio::test(flavor = "current_thread")]
+async fn the_account_keys_pass_through_the_configuration_file() {
+    let base = r#"
+        router = "fallback"
+        [circuit]
+        weights = { credentials = 1.0, billing = 0.0 }
+        [circuit.account]
+        trip_at_once = true
+        cooldown = "1m"
+        max_cooldown = "2h"
+    "#;
+    let p = r#"
+        [[providers]]
+        name = "a"
+        model = "m"
+        base_url = "http://127.0.0.1:9/v1"
+        circuit = { account = { cooldown = "10m", max_cooldown = "1h" } }
+    "#;
+    let config = Config::from_toml_str(&format!("{base}{p}")).unwrap();
+    Stack::from_config(&config).unwrap().build().unwrap();
+
+    let refused = |text: String| match Config::from_toml_str(&text) {
+        Ok(c) => match Stack::from_config(&c).and_then(|s| s.build()) {
+            Ok(_) => panic!("accepted: {text}"),
+            Err(e) => e.to_string(),
+        },
+        Err(e) => e.to_string(),
+    };
+    let err = refused(format!(
+        "[circuit.account]\ncooldown = \"0s\"\n{}",
+        p.replace(
+            "circuit = { account = { cooldown = \"10m\", max_cooldown = \"1h\" } }",
+            ""
+        )
+    ));
+    assert!(err.contains("circuit.account.cooldown"), "{err}");
+    let err = refused(p.replace("\"10m\"", "\"2h\""));
+    assert!(
+        err.contains("providers[0].circuit.account.max_cooldown"),
+        "{err}"
+    );
+    let err = refused(format!("[circuit.account]\ncooldwn = \"1m\"\n{p}"));
+    assert!(err.contains("cooldwn"), "{err}");
+}

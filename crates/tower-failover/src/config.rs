@@ -11,6 +11,7 @@
 //! [circuit]                   # tower_failover::circuit::CircuitConfig; `circuit = false` turns it off
 //! consecutive_failures = 5
 //! cooldown = "30s"
+//! account = { cooldown = "5m", max_cooldown = "30m" }  # a rejected key or bill opens it at once, this long
 //!
 //! [ramp]                      # tower_failover::ramp::RampConfig
 //! min_requests = 20
