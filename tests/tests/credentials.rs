@@ -6,9 +6,10 @@
 //! quotes reaches a caller or a log line. With every provider refusing, callers get
 //! the stack's own 503.
 //!
-//! The refusing upstream is a few lines of raw HTTP/1.1 below, so it can answer
-//! the providers' exact bodies, a reason phrase of its own, and a header quoting
-//! the key.
+//! The refusing upstream is the simulator with its credential and billing faults
+//! (which echo a masked fragment of the key they received, as OpenAI does), and,
+//! for what the simulator does not send (a reason phrase of the provider's own, a
+//! header quoting the key), a few lines of raw HTTP/1.1 below.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,7 +21,7 @@ use http_body_util::{BodyExt, Full};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
-use tower_failover::sim::{Flavor, Sim};
+use tower_failover::sim::{Billing, Fault, FaultSpec, Flavor, Sim};
 use tower_failover::{
     BoxBody, Config, Failover, FailureKind, HealthEventKind, Stack, error_response,
 };
@@ -565,4 +566,87 @@ async fn the_account_keys_pass_through_the_configuration_file() {
     );
     let err = refused(format!("[circuit.account]\ncooldwn = \"1m\"\n{p}"));
     assert!(err.contains("cooldwn"), "{err}");
+}
+
+/// The simulator's credential and billing faults, both wire formats.
+#[tokio::test(flavor = "current_thread")]
+async fn the_simulators_refusals_fail_over_once_and_show_nothing_of_the_provider() {
+    let (logs, _guard) = capture_logs();
+    let backup = healthy_backup().await;
+    let cases = [
+        (
+            Flavor::OpenAi,
+            Fault::Credential(401),
+            FailureKind::Credentials,
+        ),
+        (
+            Flavor::OpenAi,
+            Fault::Credential(403),
+            FailureKind::Credentials,
+        ),
+        (
+            Flavor::Anthropic,
+            Fault::Credential(401),
+            FailureKind::Credentials,
+        ),
+        (
+            Flavor::Anthropic,
+            Fault::Credential(403),
+            FailureKind::Credentials,
+        ),
+        (
+            Flavor::OpenAi,
+            Fault::Billing(Billing::PaymentRequired),
+            FailureKind::Billing,
+        ),
+        (
+            Flavor::OpenAi,
+            Fault::Billing(Billing::InsufficientQuota),
+            FailureKind::Billing,
+        ),
+        (
+            Flavor::Anthropic,
+            Fault::Billing(Billing::CreditBalance),
+            FailureKind::Billing,
+        ),
+        (
+            Flavor::Anthropic,
+            Fault::Billing(Billing::PaymentRequired),
+            FailureKind::Billing,
+        ),
+    ];
+    for (flavor, fault, kind) in cases {
+        let name = format!("{flavor:?} {fault}");
+        let primary = Sim::builder(flavor)
+            .name("primary")
+            .seed(3)
+            .start()
+            .await
+            .unwrap();
+        primary
+            .handle()
+            .set_faults([FaultSpec::always(fault)])
+            .unwrap();
+        let wire = match flavor {
+            Flavor::OpenAi => "openai",
+            _ => "anthropic",
+        };
+        let failover = stack(&[
+            provider("primary", wire, primary.base_url(), 0),
+            provider("backup", "openai", backup.base_url(), 1),
+        ]);
+        let mut events = failover.handle().subscribe();
+        for i in 0..20 {
+            let seen = call(&failover).await;
+            assert_eq!(seen.status, 200, "{name}: caller {i}: {}", seen.body);
+            assert_clean("a caller's body", &seen.body);
+            assert_clean("a caller's headers", &seen.headers);
+        }
+        assert_eq!(primary.counters().received, 1, "{name}");
+        let health = failover.handle().provider("primary", "m").unwrap();
+        assert_eq!(health.account_failure(), Some(kind), "{name}");
+        let raised = account_events(&mut events);
+        assert_eq!(raised.len(), 1, "{name}: {raised:?}");
+    }
+    assert_clean("the logs", &logs.text());
 }

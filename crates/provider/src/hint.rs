@@ -40,6 +40,7 @@ enum Field<'a> {
 /// prose of OpenAI's quota message is not matched; its `insufficient_quota` code is.
 const BILLING_CODES: &[&str] = &[
     "insufficient_quota",
+    "billing_error",
     "billing_hard_limit_reached",
     "billing_not_active",
 ];
@@ -70,7 +71,7 @@ const CREDENTIAL_WORDS: &[&str] = &[
 ///
 /// | hint | statuses | words |
 /// | --- | --- | --- |
-/// | `Billing` | any 4xx, 429 included | `insufficient_quota`, `billing_hard_limit_reached`, `billing_not_active`; and, not on a 429, "credit balance is too low", "insufficient balance", "insufficient credits", "payment required" |
+/// | `Billing` | any 4xx, 429 included | `insufficient_quota`, `billing_error` (Anthropic's 402), `billing_hard_limit_reached`, `billing_not_active`; and, not on a 429, "credit balance is too low", "insufficient balance", "insufficient credits", "payment required" |
 /// | `Credentials` | 4xx but 429 | `invalid_api_key`, "incorrect api key", "invalid api key", "invalid x-api-key", `authentication_error`, `permission_error`, "api key not valid" |
 /// | `ContextWindowExceeded` | 4xx but 429 | `context_length_exceeded`, "prompt is too long", … |
 /// | `ContentPolicy` | 4xx but 429 | `content_policy`, "safety system", … |
@@ -273,6 +274,12 @@ mod tests {
                 Some(Billing),
             ),
             ("plain 402", 402, "Payment Required", Some(Billing)),
+            (
+                "anthropic 402",
+                402,
+                r#"{"type":"error","error":{"type":"billing_error","message":"There is an issue with your account's billing."}}"#,
+                Some(Billing),
+            ),
             // Rate limits stay rate limits.
             (
                 "openai rate limit",
