@@ -14,9 +14,12 @@
 //! | `anthropic-ratelimit-…-reset` | `2026-11-21T10:00:30Z` | RFC 3339 instant of the refill |
 //!
 //! [`RateLimitInfo::from_headers`] reads all of them at once. Values are never trusted
-//! blindly: garbage and negative numbers are ignored, instants in the past mean "now",
+//! blindly: garbage, negative numbers, `NaN` and infinities are ignored, instants in
+//! the past mean "now", numbers too large for a [`Duration`] (`1e23`, 2^128) saturate,
 //! and anything further ahead than [`HeaderLimits::max_wait`] is clamped to it (a
-//! provider bug must not black out a route for days). Nothing here panics.
+//! provider bug must not black out a route for days). Nothing here panics: the
+//! property tests in `tests/header_props.rs` feed every parser the number forms that
+//! break float and time arithmetic.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -217,8 +220,9 @@ impl RateLimitInfo {
 }
 
 /// Parses a `Retry-After` value: delta-seconds (`"120"`, also `"1.5"` as sent by some
-/// providers) or an HTTP-date. Dates in the past give zero; garbage and negative
-/// numbers give `None`. Not clamped: see [`HeaderLimits::clamp`].
+/// providers) or an HTTP-date. Dates in the past give zero; garbage, negative numbers,
+/// `NaN` and infinities give `None`; a number too large for a [`Duration`] saturates
+/// at [`Duration::MAX`]. Not clamped: see [`HeaderLimits::clamp`].
 ///
 /// ```
 /// use std::time::{Duration, SystemTime};
@@ -226,6 +230,7 @@ impl RateLimitInfo {
 /// let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
 /// assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
 /// assert_eq!(parse_retry_after("Tue, 14 Nov 2023 22:14:20 GMT", now), Some(Duration::from_secs(60)));
+/// assert_eq!(parse_retry_after("1e23", now), Some(Duration::MAX));
 /// assert_eq!(parse_retry_after("-3", now), None);
 /// assert_eq!(parse_retry_after("soon", now), None);
 /// ```
@@ -235,34 +240,66 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
         return parse_seconds(value);
     }
     let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+    Some(until(at, now))
 }
 
-/// Parses `retry-after-ms`: a non-negative number of milliseconds.
+/// Parses `retry-after-ms`: a non-negative number of milliseconds (saturating at
+/// [`Duration::MAX`], like [`parse_retry_after`]).
 pub fn parse_retry_after_ms(value: &str) -> Option<Duration> {
     let ms: f64 = value.trim().parse().ok()?;
-    (ms.is_finite() && (0.0..=1.0e12).contains(&ms)).then(|| Duration::from_secs_f64(ms / 1000.0))
+    secs_saturating(ms / 1000.0)
 }
 
 /// Parses an OpenAI-style reset value: a Go-style duration (`"1s"`, `"6m0s"`,
 /// `"20ms"`), a number of seconds, or a Unix time in seconds or milliseconds (as some
 /// OpenAI-compatible providers send in `x-ratelimit-reset`).
+///
+/// Negative numbers, `NaN` and infinities give `None`; numbers and instants too far
+/// ahead to represent saturate at [`Duration::MAX`]. Not clamped: see
+/// [`HeaderLimits::clamp`].
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use tower_failover_core::parse_reset;
+/// let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+/// assert_eq!(parse_reset("6m0s", now), Some(Duration::from_secs(360)));
+/// assert_eq!(parse_reset("1700000030", now), Some(Duration::from_secs(30)));
+/// assert_eq!(parse_reset("1e23", now), Some(Duration::MAX));
+/// assert_eq!(parse_reset("NaN", now), None);
+/// ```
 pub fn parse_reset(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     if let Ok(n) = value.parse::<f64>() {
-        if !n.is_finite() || n < 0.0 {
-            return None;
-        }
         // Anything past 2001 in seconds (or later in ms) is a timestamp, not a delay.
         if n >= 1.0e12 {
-            return Some(until(UNIX_EPOCH + Duration::from_secs_f64(n / 1000.0), now));
+            return Some(until_unix(secs_saturating(n / 1000.0)?, now));
         }
         if n >= 1.0e9 {
-            return Some(until(UNIX_EPOCH + Duration::from_secs_f64(n), now));
+            return Some(until_unix(secs_saturating(n)?, now));
         }
-        return Some(Duration::from_secs_f64(n));
+        return secs_saturating(n);
     }
     parse_duration(value).ok()
+}
+
+/// Seconds as a [`Duration`]: `None` for negative numbers (`-0` is zero), `NaN` and
+/// infinities; finite values too large for a `Duration` saturate at
+/// [`Duration::MAX`]. The one place provider-sent floats become durations, so that
+/// none of them can reach the panicking `Duration::from_secs_f64`.
+fn secs_saturating(secs: f64) -> Option<Duration> {
+    if !secs.is_finite() || secs < 0.0 {
+        return None;
+    }
+    Some(Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX))
+}
+
+/// The wait until `since_epoch` after the Unix epoch; [`Duration::MAX`] for an
+/// instant beyond what [`SystemTime`] can hold.
+fn until_unix(since_epoch: Duration, now: SystemTime) -> Duration {
+    match UNIX_EPOCH.checked_add(since_epoch) {
+        Some(at) => until(at, now),
+        None => Duration::MAX,
+    }
 }
 
 fn until(at: SystemTime, now: SystemTime) -> Duration {
@@ -270,8 +307,7 @@ fn until(at: SystemTime, now: SystemTime) -> Duration {
 }
 
 fn parse_seconds(value: &str) -> Option<Duration> {
-    let secs: f64 = value.parse().ok()?;
-    (secs.is_finite() && (0.0..=1.0e10).contains(&secs)).then(|| Duration::from_secs_f64(secs))
+    secs_saturating(value.parse().ok()?)
 }
 
 fn parse_count(value: &str) -> Option<u64> {
@@ -344,7 +380,7 @@ pub fn parse_rfc3339(value: &str) -> Option<SystemTime> {
     let days = days_from_civil(year, month, day);
     let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_secs;
     let secs = u64::try_from(secs).ok()?;
-    Some(UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_nanos(nanos))
+    UNIX_EPOCH.checked_add(Duration::from_secs(secs).saturating_add(Duration::from_nanos(nanos)))
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
@@ -396,7 +432,10 @@ mod tests {
             ("30s", None),
             ("1e999", None),
             ("NaN", None),
-            ("99999999999999", None),
+            ("99999999999999", secs(99_999_999_999_999)), // unclamped here
+            ("1e23", Some(Duration::MAX)),                // saturates, then clamps
+            ("-0", None),                                 // not delta-seconds, not a date
+            ("+5", None),
             ("Tue, 32 Nov 2023 25:00:00 GMT", None),
         ];
         for (input, want) in cases {
@@ -413,7 +452,10 @@ mod tests {
             ("-1", None),
             ("abc", None),
             ("inf", None),
-            ("1e20", None),
+            ("NaN", None),
+            ("-0", Some(Duration::ZERO)),
+            ("1e20", Some(Duration::from_secs(100_000_000_000_000_000))),
+            ("1e23", Some(Duration::MAX)),
         ];
         for (input, want) in cases {
             assert_eq!(parse_retry_after_ms(input), *want, "input {input:?}");
@@ -433,6 +475,15 @@ mod tests {
             ("1700000000500", Some(Duration::from_millis(500))), // unix ms
             ("1600000000", Some(Duration::ZERO)),          // unix seconds, past
             ("-3", None),
+            ("1e23", Some(Duration::MAX)), // a Unix time in ms past SystemTime's range
+            ("9e999", None),               // infinite
+            (
+                "1e15",
+                Some(Duration::from_secs(1_000_000_000_000) - Duration::from_secs(1_700_000_000)),
+            ),
+            ("-0", Some(Duration::ZERO)),
+            ("NaN", None),
+            ("99999999999h", None), // beyond the duration parser's range
             ("later", None),
             ("", None),
         ];

@@ -36,7 +36,8 @@ fn jitter(d: Duration, fraction: f64, u: f64) -> Duration {
         0.0
     };
     let factor = 1.0 + fraction * (2.0 * u - 1.0);
-    Duration::from_secs_f64((d.as_secs_f64() * factor).max(0.0))
+    // A long duration times a factor above 1 can pass `Duration::MAX`: saturate.
+    Duration::try_from_secs_f64((d.as_secs_f64() * factor).max(0.0)).unwrap_or(Duration::MAX)
 }
 
 /// A seed drawn from the process's hasher keys and the clock, for callers that did
@@ -178,6 +179,17 @@ mod tests {
             assert!((9_000..11_000).contains(&h), "{hist:?}");
         }
         assert_eq!(r.below(0), 0);
+    }
+
+    #[test]
+    fn jitter_of_a_huge_duration_saturates() {
+        // `from_secs_f64(Duration::MAX × 1.5)` used to panic.
+        assert_eq!(jitter(Duration::MAX, 1.0, 0.999), Duration::MAX);
+        assert!(jitter(Duration::MAX, 1.0, 0.0) <= Duration::MAX);
+        let rng = SharedRng::seeded(7);
+        for _ in 0..100 {
+            let _ = rng.jitter(Duration::MAX, 0.5);
+        }
     }
 
     #[test]
