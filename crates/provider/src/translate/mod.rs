@@ -10,3 +10,17 @@
 pub mod anthropic;
 pub mod openai;
 mod str;
+
+use crate::error::TranslateError;
+
+/// Refuses a request body that is not a JSON object.
+///
+/// serde reads a struct from a JSON array too (its fields by position), so
+/// `["gpt-4o", true]` would otherwise pass for `{"model": "gpt-4o", "stream": true}`
+/// and be spliced into. Checked on the first non-blank byte, before any parse.
+pub(crate) fn require_object(body: &[u8]) -> Result<(), TranslateError> {
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => Ok(()),
+        _ => Err(TranslateError::new("request body must be a JSON object")),
+    }
+}

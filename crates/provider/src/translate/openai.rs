@@ -43,7 +43,9 @@ const INCLUDE_USAGE: &[u8] = br#""stream_options":{"include_usage":true},"#;
 /// Maps the model name and, for a stream without `stream_options` when
 /// `stream_usage` is on, asks for usage in the final chunk.
 ///
-/// An empty body passes as it is. A body that is not a JSON object is refused.
+/// An empty body passes as it is. A body that is not a JSON object (an array, a
+/// string, a number, `null`) is refused with a [`TranslateError`], which the adapter
+/// answers with a `400`.
 ///
 /// ```
 /// use bytes::Bytes;
@@ -72,6 +74,7 @@ pub fn prepare_request(
             stream: false,
         });
     }
+    super::require_object(&body)?;
     let peek: Peek<'_> = serde_json::from_slice(&body)
         .map_err(|e| TranslateError::new(format!("request body is not a JSON object: {e}")))?;
     let stream = peek.stream.unwrap_or(false);
@@ -240,6 +243,28 @@ mod tests {
                 .unwrap()
                 .model
                 .is_none()
+        );
+    }
+
+    #[test]
+    fn prepare_request_refuses_non_object_bodies() {
+        let models = ModelMap::from_iter([("*", "pinned")]);
+        for body in [
+            r#"["m", true]"#,
+            r#"  ["smart",true,{"include_usage":false}]"#,
+            "[]",
+            r#""model""#,
+            "42",
+            "null",
+            "true",
+        ] {
+            let err = prepare_request(Bytes::from(body), &models, true).unwrap_err();
+            assert!(err.message().contains("JSON object"), "{body}: {err}");
+        }
+        // An object (even with leading whitespace) still passes.
+        assert_eq!(
+            prep(" \n{\"model\":\"m\"}", &models, true).model.as_deref(),
+            Some("pinned")
         );
     }
 

@@ -511,3 +511,100 @@ fn conversation_round_trip() {
         json!([{"type": "text", "text": "It is -3°C and snowing in Oslo."}])
     );
 }
+
+/// A 4 MiB request of 100 000 tiny system messages (once quadratic: the system
+/// text was re-copied for every message) translates, joined in order.
+#[test]
+fn many_tiny_system_messages_join_in_order() {
+    let n = 100_000;
+    let mut body = String::with_capacity(4 << 20);
+    body.push_str(r#"{"model":"smart","messages":["#);
+    for i in 0..n {
+        // Both forms: a string, and text parts joined by a line break.
+        if i % 2 == 0 {
+            body.push_str(&format!(r#"{{"role":"system","content":"s{i}"}},"#));
+        } else {
+            body.push_str(&format!(
+                r#"{{"role":"developer","content":[{{"type":"text","text":"d{i}"}},{{"type":"text","text":"e"}}]}},"#
+            ));
+        }
+    }
+    body.push_str(r#"{"role":"user","content":"hi"}]}"#);
+    // Padded to 4 MiB with whitespace, as a body of that size would be.
+    while body.len() < 4 << 20 {
+        body.push(' ');
+    }
+    let models = ModelMap::new();
+    let out = request_to_anthropic(body.as_bytes(), &opts(&models)).unwrap();
+    let v: Value = serde_json::from_slice(&out.body).unwrap();
+    let system = v["system"].as_str().unwrap();
+    let want: Vec<String> = (0..n)
+        .map(|i| {
+            if i % 2 == 0 {
+                format!("s{i}")
+            } else {
+                format!("d{i}\ne")
+            }
+        })
+        .collect();
+    assert_eq!(system, want.join("\n\n"));
+    assert_eq!(
+        v["messages"],
+        json!([{"role": "user", "content": [{"type": "text", "text": "hi"}]}])
+    );
+}
+
+#[test]
+fn system_text_edge_cases_keep_their_shape() {
+    let (v, _) = translate(&json!({
+        "model": "smart",
+        "messages": [
+            {"role": "system"},
+            {"role": "system", "content": []},
+            {"role": "system", "content": "a"},
+            {"role": "user", "content": "hi"}
+        ]
+    }));
+    assert_eq!(v["system"], "\n\n\n\na");
+    let (v, _) = translate(&json!({"model": "smart", "messages": [{"role": "user", "content": "hi"}]}));
+    assert!(v.get("system").is_none());
+    let models = ModelMap::new();
+    let err = request_to_anthropic(
+        br#"{"model":"m","messages":[{"role":"system","content":[{"type":"image_url","image_url":{"url":"x"}}]}]}"#,
+        &opts(&models),
+    )
+    .unwrap_err();
+    assert!(err.message().contains("system content may only hold text"));
+}
+
+/// Many text blocks in a response are concatenated in order (once quadratic too).
+#[test]
+fn many_response_text_blocks_concatenate_in_order() {
+    let blocks: Vec<Value> = (0..50_000)
+        .map(|i| json!({"type": "text", "text": format!("{i},")}))
+        .collect();
+    let body = json!({
+        "id": "msg_1", "type": "message", "role": "assistant", "model": "m",
+        "content": blocks, "stop_reason": "end_turn",
+        "usage": {"input_tokens": 1, "output_tokens": 2}
+    });
+    let (out, _) = response_to_openai(&serde_json::to_vec(&body).unwrap()).unwrap();
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    let want: String = (0..50_000).map(|i| format!("{i},")).collect();
+    assert_eq!(v["choices"][0]["message"]["content"], want.as_str());
+}
+
+#[test]
+fn request_to_anthropic_refuses_non_object_bodies() {
+    let models = ModelMap::new();
+    for body in [
+        r#"["m", [{"role":"user","content":"hi"}]]"#,
+        "[]",
+        r#""x""#,
+        "7",
+        "null",
+    ] {
+        let err = request_to_anthropic(body.as_bytes(), &opts(&models)).unwrap_err();
+        assert!(err.message().contains("JSON object"), "{body}: {err}");
+    }
+}
