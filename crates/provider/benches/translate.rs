@@ -13,6 +13,13 @@
 //! After criterion's figures, a summary prints each case's time per request and its
 //! ratio to its baseline.
 //!
+//! Then `system_4mib`, a pathological body: 4 MiB of 100 000 tiny system messages
+//! (once quadratic: the system text was re-copied for every message), timed as the
+//! median of 5 single calls against the same round-trip baseline. It is not a
+//! criterion group so that the quadratic version can be timed too (a criterion run
+//! of it would take hours); `cargo bench … -- none` skips criterion's groups and
+//! prints only the summaries.
+//!
 //! Run with: `cargo bench -p tower-failover-provider --bench translate`
 
 use std::hint::black_box;
@@ -210,6 +217,56 @@ fn summary(cases: &[Case]) {
     }
 }
 
+/// An OpenAI request of `n` tiny system messages, then one user turn.
+fn many_system_messages(n: usize) -> Vec<u8> {
+    let mut body = String::with_capacity(n * 42 + 64);
+    body.push_str(r#"{"model":"smart","max_tokens":16,"messages":["#);
+    for i in 0..n {
+        body.push_str(&format!(r#"{{"role":"system","content":"rule {i:06}"}},"#));
+    }
+    body.push_str(r#"{"role":"user","content":"hi"}]}"#);
+    body.into_bytes()
+}
+
+/// Median of 5 single calls.
+#[allow(clippy::disallowed_types, clippy::disallowed_methods)]
+fn median_of_5(f: &dyn Fn() -> usize) -> Duration {
+    let mut t: Vec<Duration> = (0..5)
+        .map(|_| {
+            let start = std::time::Instant::now();
+            black_box(f());
+            start.elapsed()
+        })
+        .collect();
+    t.sort();
+    t[2]
+}
+
+fn pathological() {
+    let models = ModelMap::new();
+    let body = many_system_messages(100_000);
+    let opts = RequestOptions {
+        models: &models,
+        default_max_tokens: 4096,
+    };
+    let base = median_of_5(&|| round_trip(black_box(&body)).len());
+    let subj = median_of_5(&|| {
+        request_to_anthropic(black_box(&body), &opts)
+            .unwrap()
+            .body
+            .len()
+    });
+    println!(
+        "\nsystem_4mib: {:.1} MiB, 100 000 system messages (median of 5 calls):\n\
+         {:<16} {:>9.1} ms {:>9.1} ms {:>7.2}x",
+        body.len() as f64 / (1 << 20) as f64,
+        "system_4mib",
+        base.as_secs_f64() * 1e3,
+        subj.as_secs_f64() * 1e3,
+        subj.as_secs_f64() / base.as_secs_f64()
+    );
+}
+
 fn main() {
     let cases = cases();
     let mut c = Criterion::default()
@@ -223,4 +280,5 @@ fn main() {
     }
     c.final_summary();
     summary(&cases);
+    pathological();
 }

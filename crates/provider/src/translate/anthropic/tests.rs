@@ -566,7 +566,8 @@ fn system_text_edge_cases_keep_their_shape() {
         ]
     }));
     assert_eq!(v["system"], "\n\n\n\na");
-    let (v, _) = translate(&json!({"model": "smart", "messages": [{"role": "user", "content": "hi"}]}));
+    let (v, _) =
+        translate(&json!({"model": "smart", "messages": [{"role": "user", "content": "hi"}]}));
     assert!(v.get("system").is_none());
     let models = ModelMap::new();
     let err = request_to_anthropic(
