@@ -5,7 +5,7 @@
 //! | [`ValidJson`] | a body (or a streamed event) that is not JSON | [`InvalidJson`](RejectKind::InvalidJson) |
 //! | [`ErrorObject`] | `{"error": …}` / an `error` event with a success status | [`ErrorObject`](RejectKind::ErrorObject) |
 //! | [`Shape`] | no `choices[0].message` / `content` array; an answer with no content, refusal or tool call | [`Shape`](RejectKind::Shape), [`Empty`](RejectKind::Empty) |
-//! | [`FinishReason`] | `finish_reason: length`, `stop_reason: max_tokens` (configurable) | [`Truncated`](RejectKind::Truncated) |
+//! | [`FinishReason`] (opt-in) | `finish_reason: length`, `stop_reason: max_tokens` (configurable), unless the request set its own limit | [`Truncated`](RejectKind::Truncated) |
 //! | [`Refusal`] | OpenAI's `refusal` field, `stop_reason: refusal`, content starting with a refusal phrase | [`Refusal`](RejectKind::Refusal) |
 //! | [`JsonSchema`] | content (or body) that does not match a JSON Schema | [`Schema`](RejectKind::Schema) |
 //!
@@ -75,6 +75,13 @@ impl Validator for Shape {
 /// Rejects answers cut short: by default `finish_reason: "length"` (OpenAI) and
 /// `stop_reason: "max_tokens"` (Anthropic).
 ///
+/// Not among the default checks ([`Validators::llm`](crate::Validators::llm),
+/// [`Checks`](crate::Checks)): an answer cut at the caller's own limit is a correct
+/// answer, and every provider would cut it the same way. When it is on, an answer
+/// to a request that set its own limit still passes
+/// ([`Output::request_sets_max_tokens`]): only cuts the caller did not ask for (a
+/// provider's default limit, a model's context window) are rejected.
+///
 /// In a stream the finish reason comes last, after the commit point (unless the hold
 /// mode is [`StreamHold::Complete`](crate::StreamHold::Complete)); it is then reported
 /// as a late verdict.
@@ -110,7 +117,7 @@ impl Default for FinishReason {
 impl Validator for FinishReason {
     fn check(&self, out: &Output<'_>) -> Verdict {
         match out.finish_reason() {
-            Some(r) if self.reasons.iter().any(|x| x == r) => {
+            Some(r) if self.reasons.iter().any(|x| x == r) && !out.request_sets_max_tokens() => {
                 Verdict::reject(RejectKind::Truncated, format!("finish reason {r:?}"))
             }
             _ => Verdict::Pass,

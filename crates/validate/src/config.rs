@@ -72,7 +72,15 @@ pub struct Checks {
     /// checks only the refusal field and stop reason.
     pub refusal_phrases: Option<Vec<String>>,
     /// [`FinishReason`]: the rejected finish / stop reasons; empty turns it off.
-    /// Default: `["length", "max_tokens"]`.
+    /// Default: empty (off).
+    ///
+    /// An answer cut at a token limit is usually the answer the caller asked for:
+    /// a caller who sets `max_tokens` gets `finish_reason: "length"` from every
+    /// provider, so rejecting it would retry everywhere (paying for each) and end
+    /// in an error. Turn the check on (`["length", "max_tokens"]`) to fail over on
+    /// cuts the caller did not ask for, such as a provider's own default limit;
+    /// even then, an answer to a request that set `max_tokens`,
+    /// `max_completion_tokens` or `max_output_tokens` passes (see [`FinishReason`]).
     pub finish_reasons: Vec<String>,
     /// A JSON Schema the content must match ([`JsonSchema`]). Default: none.
     pub schema: Option<Value>,
@@ -86,7 +94,7 @@ impl Default for Checks {
             shape: true,
             refusal: true,
             refusal_phrases: None,
-            finish_reasons: vec!["length".into(), "max_tokens".into()],
+            finish_reasons: Vec::new(),
             schema: None,
         }
     }
@@ -234,7 +242,9 @@ mod tests {
         let cfg = ValidateConfig::default();
         cfg.validate().unwrap();
         assert_eq!(cfg.max_body, 8 * 1024 * 1024);
-        assert_eq!(cfg.checks.build().unwrap().len(), 5);
+        // JSON, error object, shape, refusal: the truncation check is opt-in.
+        assert_eq!(cfg.checks.build().unwrap().len(), 4);
+        assert!(cfg.checks.finish_reasons.is_empty());
         let empty: ValidateConfig = serde_json::from_str("{}").unwrap();
         assert_eq!(empty, cfg);
     }

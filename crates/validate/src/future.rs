@@ -32,6 +32,9 @@ pin_project! {
         #[pin]
         state: State<F, B>,
         shared: Arc<Shared>,
+        // The request's body, when the service could see it (for
+        // `Output::request_sets_max_tokens`).
+        request: Option<Bytes>,
     }
 }
 
@@ -129,10 +132,11 @@ fn declared_len(headers: &HeaderMap) -> Option<u64> {
 }
 
 impl<F, B> ResponseFuture<F, B> {
-    pub(crate) fn new(fut: F, shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(fut: F, shared: Arc<Shared>, request: Option<Bytes>) -> Self {
         ResponseFuture {
             state: State::Calling { fut },
             shared,
+            request,
         }
     }
 }
@@ -189,7 +193,8 @@ where
                     shared.stats.checked();
                     let (parts, body) = res.into_parts();
                     if is_event_stream(&parts.headers) {
-                        let tracker = Box::new(Tracker::new(shared, parts.status));
+                        let tracker =
+                            Box::new(Tracker::new(shared, parts.status, this.request.take()));
                         this.state.set(State::Holding {
                             hold: Some(Hold {
                                 parts,
@@ -256,6 +261,7 @@ where
                             &bytes,
                             shared.wire,
                             shared.max_body,
+                            this.request.as_ref(),
                         );
                         return Poll::Ready(match verdict {
                             Verdict::Reject(e) => Err(shared.reject(e)),

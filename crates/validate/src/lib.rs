@@ -115,10 +115,25 @@
 //! formats ([`Wire`]) and for buffered and streamed bodies — and returns a
 //! [`Verdict`]. The built-ins are in [`checks`]; [`from_fn`] makes one from a
 //! closure; [`Validators`] composes several in order. [`Validators::llm`] (what
-//! [`ValidateLayer::llm`] uses) checks valid JSON, error objects, the wire shape,
-//! refusals and a `length` / `max_tokens` finish. Structured output is checked with
-//! [`checks::JsonSchema`]. For configuration files, [`ValidateConfig`] (with its
-//! [`Checks`]) deserializes and builds the layer.
+//! [`ValidateLayer::llm`] uses) checks valid JSON, error objects, the wire shape
+//! and refusals. Structured output is checked with [`checks::JsonSchema`]. For
+//! configuration files, [`ValidateConfig`] (with its [`Checks`]) deserializes and
+//! builds the layer.
+//!
+//! # Truncated answers: opt-in
+//!
+//! A `finish_reason: "length"` (Anthropic: `stop_reason: "max_tokens"`) is **not**
+//! rejected by default. Most such answers were cut at a limit the caller set
+//! (`max_tokens`), and every provider cuts them the same way: rejecting them would
+//! retry the request on every provider, paying for each, and end in an error for a
+//! caller who got exactly what they asked for. Turn the check on with
+//! [`checks::FinishReason`] (or `checks.finish_reasons = ["length", "max_tokens"]` in
+//! [`ValidateConfig`]) to fail over on cuts nobody asked for, such as a provider's
+//! own default limit. Even then, an answer to a request that set `max_tokens`,
+//! `max_completion_tokens` or `max_output_tokens` passes
+//! ([`Output::request_sets_max_tokens`]; the layer sees that when the request body
+//! is a [`ReplayBody`](tower_failover_core::replay::ReplayBody), as in the
+//! tower-failover stack).
 //!
 //! # Rejections and health
 //!

@@ -38,6 +38,9 @@ pub struct Output<'a> {
     pub(crate) json: Option<&'a Value>,
     pub(crate) facts: &'a Facts,
     pub(crate) stream: bool,
+    /// The request's body, when the layer could see it (a
+    /// [`ReplayBody`](tower_failover_core::replay::ReplayBody) request).
+    pub(crate) request: Option<&'a Bytes>,
 }
 
 impl<'a> Output<'a> {
@@ -135,6 +138,19 @@ impl<'a> Output<'a> {
     /// How many server-sent events have been seen (0 for buffered bodies).
     pub fn events(&self) -> usize {
         self.facts.events
+    }
+
+    /// Whether the request set its own completion limit: a non-null `max_tokens`,
+    /// `max_completion_tokens` or `max_output_tokens` at the top level of its JSON
+    /// body. An answer cut at that limit is the answer the caller asked for.
+    ///
+    /// Known when the request body is a
+    /// [`ReplayBody`](tower_failover_core::replay::ReplayBody) (what the
+    /// tower-failover stack sends each provider); for other bodies the layer cannot
+    /// see the request and this is `false`. The body is read only when this is
+    /// called, so the check costs nothing on answers that were not cut.
+    pub fn request_sets_max_tokens(&self) -> bool {
+        self.request.is_some_and(|b| sets_max_tokens(b))
     }
 }
 
@@ -511,6 +527,29 @@ struct StartMessage<'a> {
     content: Option<Vec<Block<'a>>>,
     #[serde(borrow, default)]
     stop_reason: Option<Cow<'a, str>>,
+}
+
+/// Whether a JSON request body names a completion limit at its top level.
+pub(crate) fn sets_max_tokens(body: &[u8]) -> bool {
+    #[derive(Deserialize)]
+    struct Limits {
+        #[serde(default)]
+        max_tokens: Option<serde::de::IgnoredAny>,
+        #[serde(default)]
+        max_completion_tokens: Option<serde::de::IgnoredAny>,
+        #[serde(default)]
+        max_output_tokens: Option<serde::de::IgnoredAny>,
+    }
+    const NEEDLE: &[u8] = b"max_";
+    // Cheap refusals first: an object, that mentions a limit at all.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{')
+        || !body.windows(NEEDLE.len()).any(|w| w == NEEDLE)
+    {
+        return false;
+    }
+    serde_json::from_slice::<Limits>(body).is_ok_and(|l| {
+        l.max_tokens.is_some() || l.max_completion_tokens.is_some() || l.max_output_tokens.is_some()
+    })
 }
 
 #[cfg(test)]

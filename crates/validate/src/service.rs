@@ -1,5 +1,6 @@
 //! [`Validate`]: the service made by [`ValidateLayer`](crate::ValidateLayer).
 
+use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -7,6 +8,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::{Request, Response};
 use tower_failover_core::BoxError;
+use tower_failover_core::replay::ReplayBody;
 use tower_service::Service;
 
 use crate::body::ValidatedBody;
@@ -68,6 +70,7 @@ impl<S, ReqB, ResB> Service<Request<ReqB>> for Validate<S>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
     S::Error: Into<BoxError>,
+    ReqB: 'static,
     ResB: http_body::Body<Data = Bytes>,
     ResB::Error: Into<BoxError>,
 {
@@ -80,6 +83,11 @@ where
     }
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
-        ResponseFuture::new(self.inner.call(req), self.shared.clone())
+        // A replayable request's bytes are a reference-counted handle: keeping one
+        // lets a validator ask whether the caller set `max_tokens`, at no cost
+        // unless it does.
+        let body: &dyn Any = req.body();
+        let request = body.downcast_ref::<ReplayBody>().map(|b| b.bytes().clone());
+        ResponseFuture::new(self.inner.call(req), self.shared.clone(), request)
     }
 }

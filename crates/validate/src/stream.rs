@@ -1,5 +1,6 @@
 //! Following a stream: the SSE parser plus what its events say so far.
 
+use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 
 use crate::layer::Shared;
@@ -18,10 +19,12 @@ pub(crate) struct Tracker {
     pub(crate) headers: HeaderMap,
     /// Whether the validators have already seen the complete stream.
     pub(crate) judged_complete: bool,
+    /// The request's body, if the layer could see it.
+    pub(crate) request: Option<Bytes>,
 }
 
 impl Tracker {
-    pub(crate) fn new(shared: &Shared, status: StatusCode) -> Self {
+    pub(crate) fn new(shared: &Shared, status: StatusCode, request: Option<Bytes>) -> Self {
         Tracker {
             parser: SseParser::with_limits(shared.sse),
             scratch: Vec::new(),
@@ -29,6 +32,7 @@ impl Tracker {
             status,
             headers: HeaderMap::new(),
             judged_complete: false,
+            request,
         }
     }
 
@@ -53,6 +57,7 @@ impl Tracker {
             json: None,
             facts: &self.facts,
             stream: true,
+            request: self.request.as_ref(),
         };
         let verdict = shared.validator.check(&out);
         if complete {

@@ -147,9 +147,11 @@ impl Validators {
     }
 
     /// The default set for LLM APIs, in this order: [`ValidJson`](crate::checks::ValidJson),
-    /// [`ErrorObject`](crate::checks::ErrorObject), [`Shape`](crate::checks::Shape),
-    /// [`Refusal`](crate::checks::Refusal) (with its default phrases) and
-    /// [`FinishReason`](crate::checks::FinishReason) (`length`, `max_tokens`).
+    /// [`ErrorObject`](crate::checks::ErrorObject), [`Shape`](crate::checks::Shape)
+    /// and [`Refusal`](crate::checks::Refusal) (with its default phrases).
+    ///
+    /// [`FinishReason`](crate::checks::FinishReason) is opt-in (add it with
+    /// [`with`](Self::with)): an answer cut at the caller's `max_tokens` is correct.
     pub fn llm() -> Self {
         use crate::checks::*;
         Validators::new()
@@ -157,7 +159,6 @@ impl Validators {
             .with(ErrorObject)
             .with(Shape)
             .with(Refusal::default())
-            .with(FinishReason::default())
     }
 
     /// Adds a validator at the end.
@@ -215,6 +216,7 @@ pub fn check_body<V: Validator + ?Sized>(validator: &V, body: &[u8]) -> Verdict 
         &body,
         None,
         usize::MAX,
+        None,
     )
 }
 
@@ -226,6 +228,7 @@ pub(crate) fn check_buffered<V: Validator + ?Sized>(
     body: &Bytes,
     wire: Option<Wire>,
     cap: usize,
+    request: Option<&Bytes>,
 ) -> Verdict {
     let (facts, json) = Facts::from_body(body, wire, cap);
     let out = Output {
@@ -235,6 +238,7 @@ pub(crate) fn check_buffered<V: Validator + ?Sized>(
         json: json.as_ref(),
         facts: &facts,
         stream: false,
+        request,
     };
     match validator.check(&out) {
         Verdict::Wait => Verdict::Pass,

@@ -16,7 +16,7 @@ use support::*;
 use tower::{BoxError, Layer, ServiceExt};
 use tower_failover_core::error::{BodyTooLarge, Invalid, TransportError, TruncatedStream, find};
 use tower_failover_core::{Classify, FailureKind, LlmClassifier, Outcome, ProviderId, RejectKind};
-use tower_failover_validate::checks::JsonSchema;
+use tower_failover_validate::checks::{FinishReason, JsonSchema};
 use tower_failover_validate::{
     AfterCommit, StreamHold, ValidateLayer, ValidatedBody, Validators, Verdict, from_fn,
 };
@@ -25,6 +25,11 @@ type Res = Response<ValidatedBody<ChanBody>>;
 
 async fn run(layer: &ValidateLayer, res: Response<ChanBody>) -> Result<Res, BoxError> {
     layer.layer(once(res)).oneshot(Request::new(())).await
+}
+
+/// The default checks plus the opt-in truncation check.
+fn llm_truncating() -> ValidateLayer {
+    ValidateLayer::new(Validators::llm().with(FinishReason::default()))
 }
 
 fn reject_kind(err: &BoxError) -> RejectKind {
@@ -83,7 +88,7 @@ async fn bad_bodies_are_rejected_with_their_kind() {
         ),
     ];
     for (body, want) in cases {
-        let layer = ValidateLayer::llm();
+        let layer = llm_truncating();
         let err = run(&layer, json(chunks([body.clone()]))).await.unwrap_err();
         assert_eq!(reject_kind(&err), want, "{body}");
         assert_eq!(
@@ -409,12 +414,12 @@ async fn a_stream_broken_after_the_commit_point_is_an_error() {
 async fn a_length_finish_after_the_commit_point_is_reported_or_an_error() {
     let events = oa_stream(&["Half", " an"], "length");
 
-    let report = ValidateLayer::llm();
+    let report = llm_truncating();
     let res = run(&report, sse(chunks(events.clone()))).await.unwrap();
     assert_eq!(body_bytes(res).await.unwrap(), events.concat());
     assert_eq!(report.stats().snapshot().late_rejected, 1);
 
-    let strict = ValidateLayer::llm().after_commit(AfterCommit::Error);
+    let strict = llm_truncating().after_commit(AfterCommit::Error);
     let res = run(&strict, sse(chunks(events))).await.unwrap();
     let err = body_bytes(res).await.unwrap_err();
     assert_eq!(reject_kind(&err), RejectKind::Truncated);
@@ -422,7 +427,7 @@ async fn a_length_finish_after_the_commit_point_is_reported_or_an_error() {
 
 #[tokio::test]
 async fn hold_complete_fails_over_on_length_and_schema() {
-    let layer = ValidateLayer::llm().hold(StreamHold::Complete);
+    let layer = llm_truncating().hold(StreamHold::Complete);
     let err = run(&layer, sse(chunks(oa_stream(&["Half"], "length"))))
         .await
         .unwrap_err();

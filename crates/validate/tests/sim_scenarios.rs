@@ -17,12 +17,18 @@ use tower::{BoxError, Layer, ServiceExt};
 use tower_failover_core::error::{Invalid, TruncatedStream, find};
 use tower_failover_core::{Classify, LlmClassifier, RejectKind};
 use tower_failover_sim::{Fault, FaultSpec, Flavor, Sim};
-use tower_failover_validate::checks::JsonSchema;
+use tower_failover_validate::checks::{FinishReason, JsonSchema};
 use tower_failover_validate::{
     AfterCommit, StreamHold, Validate, ValidateLayer, ValidatedBody, Validators,
 };
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// The default checks plus the opt-in truncation check ([`FinishReason`]), so a
+/// `length` finish fails over.
+fn llm_truncating() -> ValidateLayer {
+    ValidateLayer::new(Validators::llm().with(FinishReason::default()))
+}
 
 fn client() -> HttpClient {
     Client::builder(TokioExecutor::new()).build_http()
@@ -185,7 +191,7 @@ async fn buffered_bad_output_fails_over_to_a_valid_answer() {
     ];
     for (fault, want) in cases {
         let bad = sim(Flavor::OpenAi, "bad", Some(fault.clone())).await;
-        let layer = ValidateLayer::llm();
+        let layer = llm_truncating();
         let (name, res, rejected) = failover(&[&bad, &healthy], &layer, &chat(false))
             .await
             .unwrap_or_else(|e| panic!("{fault}: {e}"));
@@ -230,7 +236,7 @@ async fn streamed_bad_output_fails_over_before_the_commit_point() {
     ];
     for (fault, want) in cases {
         let bad = sim(Flavor::OpenAi, "bad", Some(fault.clone())).await;
-        let layer = ValidateLayer::llm();
+        let layer = llm_truncating();
         let (name, res, rejected) = failover(&[&bad, &healthy], &layer, &chat(true))
             .await
             .unwrap_or_else(|e| panic!("{fault}: {e}"));
@@ -246,7 +252,7 @@ async fn streamed_bad_output_fails_over_before_the_commit_point() {
 #[tokio::test]
 async fn streamed_late_faults_fail_over_when_holding_the_whole_stream() {
     let healthy = sim(Flavor::OpenAi, "healthy", None).await;
-    let plain = ValidateLayer::llm().hold(StreamHold::Complete);
+    let plain = llm_truncating().hold(StreamHold::Complete);
     let with_schema =
         ValidateLayer::new(Validators::llm().with(JsonSchema::new(&schema()).unwrap()))
             .hold(StreamHold::Complete);
@@ -297,7 +303,7 @@ async fn streamed_late_faults_fail_over_when_holding_the_whole_stream() {
 #[tokio::test]
 async fn a_broken_event_after_the_commit_point_is_reported_or_an_error() {
     let bad = sim(Flavor::OpenAi, "bad", Some(Fault::MalformedJson)).await;
-    let report = ValidateLayer::llm();
+    let report = llm_truncating();
     let res = stack(&client(), &report)
         .oneshot(request(&bad, &chat(true)))
         .await
@@ -308,7 +314,7 @@ async fn a_broken_event_after_the_commit_point_is_reported_or_an_error() {
         .expect("passed through, reported");
     assert_eq!(report.stats().snapshot().late_rejected, 1);
 
-    let strict = ValidateLayer::llm().after_commit(AfterCommit::Error);
+    let strict = llm_truncating().after_commit(AfterCommit::Error);
     let res = stack(&client(), &strict)
         .oneshot(request(&bad, &chat(true)))
         .await
@@ -339,7 +345,7 @@ async fn a_stream_truncated_after_the_commit_point_is_an_error_for_the_caller() 
 #[tokio::test]
 async fn a_length_finish_after_the_commit_point_is_reported() {
     let bad = sim(Flavor::OpenAi, "bad", Some(Fault::Length)).await;
-    let layer = ValidateLayer::llm();
+    let layer = llm_truncating();
     let res = stack(&client(), &layer)
         .oneshot(request(&bad, &chat(true)))
         .await
@@ -360,7 +366,7 @@ async fn anthropic_bad_output_fails_over_too() {
         (Fault::Refusal, true, RejectKind::Refusal),
     ] {
         let bad = sim(Flavor::Anthropic, "bad", Some(fault.clone())).await;
-        let layer = ValidateLayer::llm();
+        let layer = llm_truncating();
         let (name, res, rejected) = failover(&[&bad, &healthy], &layer, &messages(stream))
             .await
             .unwrap_or_else(|e| panic!("{fault} stream={stream}: {e}"));
