@@ -1,0 +1,387 @@
+//! What callers send, and what a hostile provider sends back, through the assembled
+//! stack (`Stack::from_config`) and the gateway over real loopback HTTP:
+//!
+//! - a caller's own `max_tokens` gives a normal answer with `finish_reason:
+//!   "length"`, streamed or not, from either wire format (the simulator honours
+//!   `max_tokens` itself), with no retry on another provider;
+//! - a request body that is not a JSON object is a `400` in OpenAI's error shape,
+//!   and no provider is asked;
+//! - a provider whose rate-limit headers hold absurd numbers (`1e23`, 2^64, `NaN`)
+//!   still serves: no panic, every caller gets a 200.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tower::ServiceExt;
+use tower_failover::sim::{Fault, FaultSpec, Flavor, Sim};
+use tower_failover::{Config, Stack};
+use tower_failover_examples::gateway;
+
+async fn sim(flavor: Flavor, name: &str) -> Sim {
+    Sim::builder(flavor)
+        .name(name)
+        .seed(7)
+        .ttft(Duration::from_millis(1))
+        .token_interval(Duration::from_millis(1))
+        .start()
+        .await
+        .unwrap()
+}
+
+/// An ordered chain of providers at these base URLs (`openai` or `anthropic`),
+/// everything else at its defaults (validation included).
+fn config(providers: &[(&str, &str, String)]) -> Config {
+    let mut text = String::from("router = \"fallback\"\ndeadline = \"10s\"\n");
+    for (i, (name, kind, base)) in providers.iter().enumerate() {
+        let model = if *kind == "anthropic" {
+            "claude-haiku-4-5"
+        } else {
+            "gpt-4o-mini"
+        };
+        text.push_str(&format!(
+            "\n[[providers]]\nname = \"{name}\"\nmodel = \"{model}\"\nkind = \"{kind}\"\nbase_url = \"{base}\"\npriority = {i}\n"
+        ));
+    }
+    Config::from_toml_str(&text).expect("a valid configuration")
+}
+
+fn openai_base(s: &Sim) -> String {
+    format!("{}/v1", s.base_url())
+}
+
+fn chat_body(stream: bool, max_tokens: Option<(&str, u64)>) -> String {
+    let mut v = serde_json::json!({
+        "model": "gpt-4o-mini",
+        "stream": stream,
+        "messages": [{"role": "user", "content": "Tell me a long story about failover"}],
+    });
+    if let Some((key, n)) = max_tokens {
+        v[key] = n.into();
+    }
+    v.to_string()
+}
+
+fn post(body: impl Into<Bytes>) -> Request<Full<Bytes>> {
+    Request::post("http://gateway.invalid/v1/chat/completions")
+        .header("content-type", "application/json")
+        .body(Full::new(body.into()))
+        .unwrap()
+}
+
+/// The finish reason of a JSON answer, or of the last chunk of a stream that has
+/// one; checks a stream ends in `[DONE]`.
+fn finish_reason(body: &str, stream: bool) -> String {
+    if !stream {
+        let v: serde_json::Value = serde_json::from_str(body).expect("a JSON answer");
+        assert!(
+            !v["choices"][0]["message"]["content"]
+                .as_str()
+                .unwrap_or("")
+                .is_empty(),
+            "{body}"
+        );
+        return v["choices"][0]["finish_reason"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+    }
+    assert!(body.trim_end().ends_with("data: [DONE]"), "{body}");
+    body.split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .filter_map(|v| v["choices"][0]["finish_reason"].as_str().map(str::to_owned))
+        .last()
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_tokens_gives_a_length_finish_through_the_stack() {
+    let primary = sim(Flavor::OpenAi, "primary").await;
+    let backup = sim(Flavor::Anthropic, "backup").await;
+    let stack = Stack::from_config(&config(&[
+        ("primary", "openai", openai_base(&primary)),
+        ("backup", "anthropic", backup.base_url().to_string()),
+    ]))
+    .unwrap()
+    .build()
+    .unwrap();
+
+    for key in ["max_tokens", "max_completion_tokens"] {
+        for stream in [false, true] {
+            let res = stack
+                .clone()
+                .oneshot(post(chat_body(stream, Some((key, 3)))))
+                .await
+                .expect("an answer, not an error");
+            assert_eq!(res.status(), StatusCode::OK, "{key} stream={stream}");
+            let body = res.into_body().collect().await.unwrap().to_bytes();
+            let body = String::from_utf8_lossy(&body);
+            assert_eq!(finish_reason(&body, stream), "length", "{key}: {body}");
+        }
+    }
+    // Each request was answered by the primary alone: no retry elsewhere.
+    assert_eq!(primary.counters().received, 4);
+    assert_eq!(backup.counters().received, 0);
+
+    // The same from the Anthropic backup (`stop_reason: max_tokens`, translated).
+    primary
+        .set_faults([FaultSpec::always(Fault::Status(503))])
+        .unwrap();
+    for stream in [false, true] {
+        let res = stack
+            .clone()
+            .oneshot(post(chat_body(stream, Some(("max_tokens", 3)))))
+            .await
+            .expect("an answer from the backup");
+        assert_eq!(res.status(), StatusCode::OK);
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(
+            finish_reason(&String::from_utf8_lossy(&body), stream),
+            "length"
+        );
+    }
+    assert_eq!(backup.counters().received, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_is_not_a_json_object_is_a_400_through_the_stack() {
+    let primary = sim(Flavor::OpenAi, "primary").await;
+    let backup = sim(Flavor::Anthropic, "backup").await;
+    let stack = Stack::from_config(&config(&[
+        ("primary", "openai", openai_base(&primary)),
+        ("backup", "anthropic", backup.base_url().to_string()),
+    ]))
+    .unwrap()
+    .build()
+    .unwrap();
+    for body in [
+        r#"["gpt-4o-mini", true]"#,
+        r#"["gpt-4o-mini",[{"role":"user","content":"hi"}]]"#,
+        "[]",
+        r#""a string""#,
+        "42",
+        "null",
+    ] {
+        let res = stack.clone().oneshot(post(body)).await.expect("a response");
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{body}");
+        let text = res.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&text).expect("a JSON error");
+        assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("JSON object"),
+            "{v}"
+        );
+    }
+    // Refused before sending: neither provider saw any of them.
+    assert_eq!(primary.counters().received, 0);
+    assert_eq!(backup.counters().received, 0);
+
+    // Also as the first provider's wire format is Anthropic's.
+    let stack = Stack::from_config(&config(&[(
+        "backup",
+        "anthropic",
+        backup.base_url().to_string(),
+    )]))
+    .unwrap()
+    .build()
+    .unwrap();
+    let res = stack
+        .oneshot(post(r#"["claude-haiku-4-5", []]"#))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(backup.counters().received, 0);
+}
+
+// ---- the gateway, over real loopback HTTP ------------------------------------------
+
+struct Gateway {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+async fn start_gateway(config: &Config) -> Gateway {
+    let gw = gateway::build(config).expect("a valid gateway configuration");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel();
+    let task = tokio::spawn(gateway::serve(
+        listener,
+        gw,
+        async move {
+            let _ = rx.await;
+        },
+        Duration::from_secs(5),
+    ));
+    Gateway {
+        addr,
+        stop: Some(tx),
+        task,
+    }
+}
+
+impl Gateway {
+    async fn post(&self, body: String) -> (StatusCode, String) {
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let req = Request::post(format!("http://{}/v1/chat/completions", self.addr))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        // A failure guard only: the answer comes in milliseconds.
+        let res = tokio::time::timeout(Duration::from_secs(30), client.request(req))
+            .await
+            .expect("the gateway answers")
+            .expect("the gateway answers");
+        let status = res.status();
+        let body = res.into_body().collect().await.expect("a whole body");
+        (
+            status,
+            String::from_utf8_lossy(&body.to_bytes()).into_owned(),
+        )
+    }
+
+    async fn shutdown(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_tokens_gives_a_length_finish_through_the_gateway() {
+    let primary = sim(Flavor::OpenAi, "primary").await;
+    let backup = sim(Flavor::Anthropic, "backup").await;
+    let gw = start_gateway(&config(&[
+        ("primary", "openai", openai_base(&primary)),
+        ("backup", "anthropic", backup.base_url().to_string()),
+    ]))
+    .await;
+    for stream in [false, true] {
+        let (status, body) = gw.post(chat_body(stream, Some(("max_tokens", 3)))).await;
+        assert_eq!(status, StatusCode::OK, "stream={stream}: {body}");
+        assert_eq!(finish_reason(&body, stream), "length", "{body}");
+    }
+    assert_eq!(primary.counters().received, 2);
+    assert_eq!(backup.counters().received, 0);
+
+    // From the Anthropic backup too.
+    primary
+        .set_faults([FaultSpec::always(Fault::Status(503))])
+        .unwrap();
+    for stream in [false, true] {
+        let (status, body) = gw
+            .post(chat_body(stream, Some(("max_completion_tokens", 3))))
+            .await;
+        assert_eq!(status, StatusCode::OK, "stream={stream}: {body}");
+        assert_eq!(finish_reason(&body, stream), "length", "{body}");
+    }
+    assert_eq!(backup.counters().received, 2);
+    gw.shutdown().await;
+}
+
+// ---- a provider with absurd rate-limit headers -------------------------------------
+
+/// A minimal OpenAI-compatible provider on loopback that answers every request with
+/// a valid chat completion and rate-limit headers full of numbers that break float
+/// and time arithmetic. Returns its base URL and a counter of requests.
+async fn hostile_header_provider() -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicU64::new(0));
+    let counter = hits.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    // Read one request: headers, then the declared body.
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    while buf.len() < end + 4 + len {
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buf.drain(..end + 4 + len);
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    let body = r#"{"id":"c1","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hello!"},"finish_reason":"stop"}],"usage":{"prompt_tokens":18446744073709551615,"completion_tokens":18446744073709551615,"total_tokens":18446744073709551615}}"#;
+                    let res = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+                         retry-after: 1e23\r\nretry-after-ms: 9e999\r\n\
+                         x-ratelimit-reset-requests: 1e23\r\nx-ratelimit-reset-tokens: 99999999999h\r\n\
+                         x-ratelimit-reset: 340282366920938463463374607431768211456\r\n\
+                         x-ratelimit-remaining-requests: 0\r\nx-ratelimit-limit-requests: 18446744073709551616\r\n\
+                         x-ratelimit-remaining-tokens: -0\r\nx-ratelimit-limit-tokens: NaN\r\n\
+                         anthropic-ratelimit-requests-reset: 9999-12-31T23:59:60.999999999999Z\r\n\
+                         anthropic-ratelimit-tokens-remaining: 0\r\n\
+                         anthropic-ratelimit-tokens-reset: 0000-01-01T00:00:00Z\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if sock.write_all(res.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (format!("http://{addr}/v1"), hits)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absurd_rate_limit_headers_still_serve_200s_through_the_stack() {
+    let (hostile, hits) = hostile_header_provider().await;
+    let backup = sim(Flavor::Anthropic, "backup").await;
+    let stack = Stack::from_config(&config(&[
+        ("primary", "openai", hostile),
+        ("backup", "anthropic", backup.base_url().to_string()),
+    ]))
+    .unwrap()
+    .build()
+    .unwrap();
+    for _ in 0..20 {
+        let res = stack
+            .clone()
+            .oneshot(post(chat_body(false, None)))
+            .await
+            .expect("an answer");
+        assert_eq!(res.status(), StatusCode::OK);
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(
+            finish_reason(&String::from_utf8_lossy(&body), false),
+            "stop"
+        );
+    }
+    // The process is still serving, and the answers came from somewhere healthy.
+    let served = hits.load(std::sync::atomic::Ordering::Relaxed) + backup.counters().received;
+    assert!(served >= 20, "{served}");
+}
