@@ -709,10 +709,17 @@ impl Health {
     /// store.
     pub fn record_usage(&self, prompt_tokens: u64, completion_tokens: u64, cost_micros: u64) {
         let c = &self.inner.counters;
-        c.prompt_tokens.fetch_add(prompt_tokens, Ordering::Relaxed);
-        c.completion_tokens
-            .fetch_add(completion_tokens, Ordering::Relaxed);
-        c.cost_micros.fetch_add(cost_micros, Ordering::Relaxed);
+        // Saturating: a provider reporting `u64::MAX` tokens must not wrap the totals.
+        let add = |a: &AtomicU64, n: u64| {
+            a.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                Some(v.saturating_add(n))
+            })
+        };
+        let _ = (
+            add(&c.prompt_tokens, prompt_tokens),
+            add(&c.completion_tokens, completion_tokens),
+            add(&c.cost_micros, cost_micros),
+        );
         self.inner.store.publish(
             &self.inner.id,
             &SharedUpdate::Usage {
