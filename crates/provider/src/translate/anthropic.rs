@@ -646,13 +646,13 @@ struct RespBlock<'a> {
 
 #[derive(DeriveDeserialize, Default, Clone, Copy)]
 struct AnthUsage {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::count::de_opt")]
     input_tokens: Option<u64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::count::de_opt")]
     output_tokens: Option<u64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::count::de_opt")]
     cache_creation_input_tokens: Option<u64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::count::de_opt")]
     cache_read_input_tokens: Option<u64>,
 }
 

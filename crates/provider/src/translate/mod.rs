@@ -24,3 +24,77 @@ pub(crate) fn require_object(body: &[u8]) -> Result<(), TranslateError> {
         _ => Err(TranslateError::new("request body must be a JSON object")),
     }
 }
+
+/// Token counts as providers send them, read leniently: a count is bookkeeping, so
+/// an odd one (`1e20`, `-1`, `2.5`, a string, 2^64) must not turn a good answer into
+/// a rejected one. Negative and non-numeric values read as 0 (`None` for the
+/// optional form), fractions are truncated and values beyond `u64` saturate.
+pub(crate) mod count {
+    use std::fmt;
+
+    use serde::Deserializer;
+    use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+    struct Count;
+
+    impl<'de> Visitor<'de> for Count {
+        type Value = Option<u64>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a token count")
+        }
+
+        fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+
+        fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(u64::try_from(v).unwrap_or(0)))
+        }
+
+        fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+            // `as` saturates at u64::MAX; NaN cannot come from JSON.
+            Ok(Some(if v > 0.0 { v as u64 } else { 0 }))
+        }
+
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(Count)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+    }
+
+    /// A count; anything unreadable is 0.
+    pub(crate) fn de<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        Ok(d.deserialize_any(Count)?.unwrap_or(0))
+    }
+
+    /// An optional count; `null` and anything unreadable are `None`.
+    pub(crate) fn de_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        d.deserialize_any(Count)
+    }
+}

@@ -133,9 +133,9 @@ pub fn prepare_request(
 /// Token counts in OpenAI's `usage` object.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 pub(crate) struct WireUsage {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::count::de")]
     pub(crate) prompt_tokens: u64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::count::de")]
     pub(crate) completion_tokens: u64,
 }
 
@@ -266,6 +266,30 @@ mod tests {
             prep(" \n{\"model\":\"m\"}", &models, true).model.as_deref(),
             Some("pinned")
         );
+    }
+
+    #[test]
+    fn absurd_usage_counts_do_not_reject_the_answer() {
+        for (usage, want) in [
+            (
+                r#"{"prompt_tokens":1e20,"completion_tokens":-1}"#,
+                (u64::MAX, 0),
+            ),
+            (
+                r#"{"prompt_tokens":18446744073709551616,"completion_tokens":2.9}"#,
+                (u64::MAX, 2),
+            ),
+            (r#"{"prompt_tokens":"12","completion_tokens":null}"#, (0, 0)),
+            (
+                r#"{"prompt_tokens":[1],"completion_tokens":{"a":1}}"#,
+                (0, 0),
+            ),
+            (r#"{"prompt_tokens":-0.0,"completion_tokens":7}"#, (0, 7)),
+        ] {
+            let body = format!(r#"{{"choices":[],"usage":{usage}}}"#);
+            let u = response_usage(body.as_bytes()).unwrap().unwrap();
+            assert_eq!((u.prompt_tokens, u.completion_tokens), want, "{usage}");
+        }
     }
 
     #[test]

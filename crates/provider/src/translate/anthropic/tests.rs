@@ -609,3 +609,18 @@ fn request_to_anthropic_refuses_non_object_bodies() {
         assert!(err.message().contains("JSON object"), "{body}: {err}");
     }
 }
+
+/// A valid answer with absurd usage numbers is still a valid answer; the counts
+/// saturate (they were a `Shape` rejection).
+#[test]
+fn absurd_usage_counts_saturate_instead_of_rejecting() {
+    let body = br#"{"id":"m","type":"message","role":"assistant","model":"c",
+        "content":[{"type":"text","text":"Hi"}],"stop_reason":"end_turn",
+        "usage":{"input_tokens":1e30,"cache_read_input_tokens":18446744073709551615,
+                 "cache_creation_input_tokens":-3,"output_tokens":2.5}}"#;
+    let (out, counts) = response_to_openai(body).unwrap();
+    assert_eq!(counts.prompt_tokens, u64::MAX);
+    assert_eq!(counts.completion_tokens, 2);
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["usage"]["total_tokens"], u64::MAX);
+}
