@@ -92,11 +92,12 @@ impl<B: Body + 'static> EstimateTokens<B> for BodyEstimator {
             Some(replay) => {
                 let bytes = replay.bytes();
                 let prompt = (bytes.len() as u64).div_ceil(self.bytes_per_token);
-                prompt + completion_limit(bytes).unwrap_or(self.default_completion)
+                prompt.saturating_add(completion_limit(bytes).unwrap_or(self.default_completion))
             }
             None => {
                 let len = req.body().size_hint().exact().unwrap_or(0);
-                len.div_ceil(self.bytes_per_token) + self.default_completion
+                len.div_ceil(self.bytes_per_token)
+                    .saturating_add(self.default_completion)
             }
         }
     }
