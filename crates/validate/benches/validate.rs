@@ -6,8 +6,8 @@
 //! - `copy`: `Bytes::copy_from_slice` of the body: the baseline;
 //! - `json_shape`: a buffered OpenAI completion through `ValidJson` + `ErrorObject` +
 //!   `Shape` (one JSON parse plus the shape walk);
-//! - `llm_default`: the same body through `Validators::llm()` (adds refusal and
-//!   finish-reason checks);
+//! - `llm_default`: the same body through `Validators::llm()` (adds the refusal
+//!   check; the finish-reason check is opt-in);
 //! - `schema`: structured output (the content is a JSON document of that size)
 //!   through `Validators::llm()` plus a `JsonSchema`;
 //! - `sse_parse`: the SSE parser alone over an OpenAI stream of that size, fed in
