@@ -205,7 +205,7 @@ fn assert_bounded(info: &RateLimitInfo, limits: &HeaderLimits) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2048))]
+    #![proptest_config(ProptestConfig::with_cases(1024))]
 
     /// Each parser alone: no panic, and what it returns can be clamped and added to
     /// an instant without overflow.
