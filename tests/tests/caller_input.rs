@@ -385,3 +385,33 @@ async fn absurd_rate_limit_headers_still_serve_200s_through_the_stack() {
     let served = hits.load(std::sync::atomic::Ordering::Relaxed) + backup.counters().received;
     assert!(served >= 20, "{served}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absurd_rate_limit_headers_and_array_bodies_through_the_gateway() {
+    let (hostile, hits) = hostile_header_provider().await;
+    let backup = sim(Flavor::Anthropic, "backup").await;
+    let gw = start_gateway(&config(&[
+        ("primary", "openai", hostile),
+        ("backup", "anthropic", backup.base_url().to_string()),
+    ]))
+    .await;
+    for stream in [false, true] {
+        for _ in 0..5 {
+            let (status, body) = gw.post(chat_body(stream, None)).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            if !stream {
+                assert_eq!(finish_reason(&body, false), "stop");
+            }
+        }
+    }
+    // A caller's array body: a 400 in OpenAI's shape, and the gateway still serves.
+    let (status, body) = gw.post(r#"["gpt-4o-mini", true]"#.to_owned()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("a JSON error");
+    assert!(v["error"]["message"].is_string(), "{v}");
+    let (status, _) = gw.post(chat_body(false, None)).await;
+    assert_eq!(status, StatusCode::OK);
+    let served = hits.load(std::sync::atomic::Ordering::Relaxed) + backup.counters().received;
+    assert!(served >= 11, "{served}");
+    gw.shutdown().await;
+}
