@@ -1082,7 +1082,11 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         if self.waiting {
             // Given up unanswered (a timer above, or the caller): no sign of life.
-            self.health.inner.waiting.fetch_sub(1, Ordering::AcqRel);
+            let was = self.health.inner.waiting.fetch_sub(1, Ordering::AcqRel);
+            if was == 1 && self.health.inner.suspect.load(Ordering::Relaxed) {
+                // Nothing waits any more: nothing to suspect.
+                self.health.set_suspect(false, Duration::ZERO);
+            }
         }
         self.health.inner.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
@@ -1306,7 +1310,9 @@ mod tests {
         tokio::time::advance(Duration::from_millis(501)).await;
         assert!(h.is_suspect(Instant::now()), "a timeout did not reset it");
         // The last waiting request given up: nothing waits, nothing to suspect.
+        let mut events = h.subscribe();
         drop(b);
+        assert_eq!(suspect_events(&mut events), vec![false]);
         assert!(!h.is_suspect(Instant::now()));
         // A fast error is a sign of life.
         let mut c = h.start_request();
