@@ -155,6 +155,14 @@ fn refuses_bad_files_naming_the_field() {
             &format!("max_request_bytes = 0\n{OK_PROVIDER}"),
             "max_request_bytes: must be at least 1 byte",
         ),
+        (
+            &format!("[health]\nsuspect_factor = 0.5\n{OK_PROVIDER}"),
+            "health.suspect_factor: must be a number from 1 to 1000",
+        ),
+        (
+            &format!("[health]\nsuspect_floor = \"0s\"\n{OK_PROVIDER}"),
+            "health.suspect_floor: must be above zero",
+        ),
         // A per-provider override is named under its provider.
         (
             r#"

@@ -34,9 +34,12 @@ use tower::BoxError;
 use tower_failover_core::error::{AllProvidersFailed, Attempt, Elapsed, TimeoutKind};
 use tower_failover_core::replay::clone_request;
 use tower_failover_core::rng::Rng;
-use tower_failover_core::{Classify, ClientErrorKind, FailureKind, Outcome, RejectKind};
+use tower_failover_core::{
+    AttemptDeadline, Classify, ClientErrorKind, FailureKind, Outcome, RejectKind,
+};
 use tower_service::Service;
 
+use crate::error::TotalTimeout;
 use crate::pick::{LazyNow, Pick, available, select};
 use crate::table::{Admitted, Route, Table, Tried};
 
@@ -248,18 +251,26 @@ where
             }
             self.owe_budget = false;
         }
-        let fut = svc.call(clone_request(&self.request));
-        self.table
-            .endpoint(i)
-            .pending
-            .fetch_add(1, Ordering::Relaxed);
-        self.current = Some((i, now));
+        let mut attempt = clone_request(&self.request);
         self.attempt_until = self
             .table
             .settings
             .failover
             .attempt_timeout
             .map(|d| now + d);
+        if let Some(at) = self.attempt_until {
+            // Tell the layers below when this router's timer gives up on the
+            // attempt, so that they count its end as the provider's timeout rather
+            // than a cancelled caller. (The request's `Deadline`, when there is
+            // one, is already in its extensions.)
+            AttemptDeadline::set_on(&mut attempt, at);
+        }
+        let fut = svc.call(attempt);
+        self.table
+            .endpoint(i)
+            .pending
+            .fetch_add(1, Ordering::Relaxed);
+        self.current = Some((i, now));
         self.wait_until = None;
         Advance::Call(fut)
     }
@@ -381,6 +392,27 @@ where
             elapsed,
             Some(&err),
         );
+    }
+
+    /// The total deadline passed: the attempt in flight (if any) is listed as a
+    /// timeout of its provider, and the error keeps every attempt.
+    fn on_total_timeout(&mut self, after: Duration) -> BoxError {
+        let elapsed = Elapsed::new(TimeoutKind::Total, after);
+        if let Some((i, sent_at)) = self.finish_current() {
+            let waited = Instant::now().saturating_duration_since(sent_at);
+            self.table.endpoint(i).health.observe_ttfb(waited);
+            self.push_attempt(
+                i,
+                Outcome::failure(FailureKind::Timeout),
+                waited,
+                Some(&elapsed),
+            );
+        }
+        let attempts = std::mem::take(&mut self.attempts);
+        if attempts.is_empty() {
+            return elapsed.into();
+        }
+        TotalTimeout::new(elapsed, attempts).into()
     }
 
     fn all_failed(&mut self, reason: Option<&'static str>, now: Instant) -> BoxError {
@@ -517,7 +549,7 @@ where
                 Some(Expired::Total(after)) => {
                     this.state.set(State::Done);
                     this.ctx.parked = None;
-                    return Poll::Ready(Err(Elapsed::new(TimeoutKind::Total, after).into()));
+                    return Poll::Ready(Err(this.ctx.on_total_timeout(after)));
                 }
                 Some(Expired::Attempt) => {
                     this.state.set(State::Idle);

@@ -101,7 +101,11 @@
 //!
 //! A candidate is skipped without spending any time on it when its [`Health`]
 //! says it is unavailable: circuit open (until its cooldown ends), quota group
-//! rate limited, recovery ramp at 0 %. Otherwise the router clones the provider's
+//! rate limited, recovery ramp at 0 %. A provider that is *suspect*
+//! ([`Health::is_suspect`]: requests wait for it and it has said nothing for far
+//! longer than its usual time to first byte) is passed over too, before any timeout
+//! fires, unless no other candidate is left: suspicion never fails a request, and
+//! the requests already waiting on it keep their own timeouts. Otherwise the router clones the provider's
 //! service and polls its readiness: a breaker gating `poll_ready` (pending while
 //! open) or a concurrency limit makes it pass to another candidate; a `poll_ready`
 //! error (a breaker refusing) is recorded and skipped. Only when no candidate is left
@@ -132,7 +136,13 @@
 //! [`Budget`](tower::retry::budget::Budget) trait) receives one deposit per request
 //! and one withdrawal per retry; an attempt timeout and a total deadline bound
 //! the time spent ([`Elapsed`] with [`TimeoutKind::Attempt`] or
-//! [`TimeoutKind::Total`]). The total deadline is also written to the request as a
+//! [`TimeoutKind::Total`]). An attempt cut short by the attempt timeout is listed
+//! in [`AllProvidersFailed`] as a timeout of its provider; when the total deadline
+//! passes, the error is a [`TotalTimeout`] that keeps every attempt. Each attempt's
+//! request carries an [`AttemptDeadline`](tower_failover_core::AttemptDeadline)
+//! (when an attempt timeout is set), so that the layers of the provider's stack can
+//! tell the router's timer ending the attempt (that provider's timeout) from a
+//! caller who went away (neutral). The total deadline is also written to the request as a
 //! [`Deadline`](tower_failover_core::Deadline) so inner timeouts see the time left,
 //! and a `Deadline` set by an outer layer is honoured.
 //!
@@ -172,6 +182,7 @@
 //! [`ObserveLayer`]: tower_failover_core::observe::ObserveLayer
 //! [`Health`]: tower_failover_core::Health
 //! [`Health::recovers_in`]: tower_failover_core::Health::recovers_in
+//! [`Health::is_suspect`]: tower_failover_core::Health::is_suspect
 //! [`Health::ramp_step`]: tower_failover_core::Health::ramp_step
 //! [`Health::ramp_share`]: tower_failover_core::Health::ramp_share
 //! [`AllProvidersFailed`]: tower_failover_core::error::AllProvidersFailed
@@ -197,7 +208,7 @@ pub use attrs::{
 };
 pub use balance::{Balance, BalanceBuilder};
 pub use config::{BalanceConfig, FallbackConfig, Policy, Weighting};
-pub use error::ConfigError;
+pub use error::{ConfigError, TotalTimeout};
 pub use fallback::{Fallback, FallbackBuilder};
 pub use provider::ProviderOptions;
 pub use router::Handle;

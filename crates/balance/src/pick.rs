@@ -79,6 +79,13 @@ pub(crate) fn available(h: &Health, now: &LazyNow) -> bool {
     h.is_available(now.get())
 }
 
+/// [`Health::is_suspect`] at `now`, reading the clock only when requests are
+/// waiting for the provider (nothing waiting: nothing to suspect).
+#[inline]
+pub(crate) fn suspect(h: &Health, now: &LazyNow) -> bool {
+    h.waiting() > 0 && h.is_suspect(now.get())
+}
+
 /// The per-request state a pick depends on.
 pub(crate) struct Pick<'a> {
     pub(crate) tried: &'a Tried,
@@ -98,10 +105,11 @@ pub(crate) fn select<S>(
     if pick.closed {
         return None;
     }
-    // First without the ramping providers this request was not sampled into; if
-    // that leaves nothing, they are the last resort.
+    // First without the ramping providers this request was not sampled into and
+    // without suspect ones (silent with requests waiting); if that leaves nothing,
+    // they are the last resort: suspicion never fails a request.
     for last_resort in [false, true] {
-        let mut skipped_ramp = false;
+        let mut skipped = false;
         let filter_window = table.settings.strategy != Strategy::LeastLoaded;
         let mut eligible = |i: u32| {
             if pick.tried.contains(i) {
@@ -114,8 +122,11 @@ pub(crate) fn select<S>(
             if filter_window && !table.fits(i, route) {
                 return false;
             }
-            if !last_resort && is_ramping(&ep.health) && !pick.admitted.contains(i) {
-                skipped_ramp = true;
+            if !last_resort
+                && ((is_ramping(&ep.health) && !pick.admitted.contains(i))
+                    || suspect(&ep.health, &pick.now))
+            {
+                skipped = true;
                 return false;
             }
             true
@@ -132,7 +143,7 @@ pub(crate) fn select<S>(
             Strategy::RoundRobin => round_robin(table, route, &mut eligible),
             Strategy::Ordered => pool.members.iter().copied().find(|&i| eligible(i)),
         };
-        if found.is_some() || !skipped_ramp {
+        if found.is_some() || !skipped {
             return found;
         }
     }

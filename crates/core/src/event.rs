@@ -99,6 +99,15 @@ pub enum HealthEventKind {
         /// Whether it passed.
         ok: bool,
     },
+    /// The provider became suspect (silent with requests waiting, see
+    /// [`Health::is_suspect`](crate::Health::is_suspect)) or stopped being so.
+    Suspect {
+        /// Whether it is suspect now.
+        suspect: bool,
+        /// How long it had been silent, when it became suspect.
+        #[serde(with = "crate::duration_serde")]
+        silent_for: Duration,
+    },
     /// The shared state store lost or regained its connection.
     Store {
         /// Whether it is connected now.

@@ -10,10 +10,35 @@
 //!
 //! Create handles from a [`Registry`](crate::Registry) so that they share an event
 //! channel, quota groups and a store; [`Health::standalone`] makes a lone one.
+//!
+//! # Hangs: suspicion before any timeout
+//!
+//! A provider that accepts connections and then says nothing is the costliest
+//! failure: every request sent to it waits for a whole timeout, and a first-byte
+//! timeout of 10 s at 100 requests per second still sends it 1,000 requests before
+//! the first one fails. So the handle also watches *silence*: it counts the
+//! requests waiting for their answer (from [`Health::start_request`] until
+//! [`InFlight::answered`]) and remembers the instant of the provider's last sign of
+//! life (an answer, an error that is not a timeout, or the moment a request started
+//! waiting while none was). A provider is **suspect** ([`Health::is_suspect`]) when
+//! requests are waiting and it has been silent for longer than
+//!
+//! ```text
+//! max(suspect_factor × time-to-first-byte EWMA, suspect_floor)    (defaults: 4 ×, 500 ms)
+//! ```
+//!
+//! (an unmeasured provider counts as 500 ms, so 2 s). Routers send new requests to a
+//! provider that is not suspect when they have one, and to a suspect one only as a
+//! last resort: suspicion never fails a request. Requests already waiting keep
+//! their own timeouts, which end them and count against the provider's circuit.
+//! The first answer (or the last waiting request ending) clears it. Entering and
+//! leaving emit [`HealthEventKind::Suspect`], and snapshots show `suspect`.
+//! Checking costs a few atomic loads; nothing is allocated. Tune or turn it off
+//! with [`HealthConfig`].
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -257,18 +282,84 @@ impl QuotaGroup {
 }
 
 /// Settings shared by the handles of a registry.
-#[derive(Debug, Clone, Copy, PartialEq)]
+///
+/// Deserializable (every key optional; durations as `"500ms"`, `"5s"` or seconds):
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_failover_core::HealthConfig;
+///
+/// let c: HealthConfig = serde_json::from_str(r#"{"suspect_floor": "1s"}"#).unwrap();
+/// assert_eq!(c.suspect_floor, Duration::from_secs(1));
+/// assert_eq!(c.suspect_factor, 4.0);
+/// assert!(c.validate().is_ok());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct HealthConfig {
     /// Decay constant of the latency and time-to-first-byte averages. Default: 5 s.
+    #[serde(with = "crate::duration_serde")]
     pub ewma_decay: Duration,
+    /// Whether silent providers become suspect (see the [module
+    /// documentation](self)). Default: on.
+    pub detect_hangs: bool,
+    /// A provider whose waiting requests have heard nothing for this many times its
+    /// time-to-first-byte EWMA is suspect. Default: 4. At least 1.
+    pub suspect_factor: f64,
+    /// ... and for at least this long, whatever its EWMA. Default: 500 ms: at
+    /// 100 requests per second, about 50 requests reach a provider that has just
+    /// gone silent before the others go elsewhere; an LLM's time to first token is
+    /// rarely below it, and a fast local model should not be suspected for the
+    /// length of one garbage-collection pause.
+    #[serde(with = "crate::duration_serde")]
+    pub suspect_floor: Duration,
 }
 
 impl Default for HealthConfig {
     fn default() -> Self {
         HealthConfig {
             ewma_decay: Duration::from_secs(5),
+            detect_hangs: true,
+            suspect_factor: 4.0,
+            suspect_floor: Duration::from_millis(500),
         }
     }
+}
+
+impl HealthConfig {
+    /// Refuses a zero decay, a factor below 1 (or not finite) and a floor of zero or
+    /// above an hour, naming the field.
+    pub fn validate(&self) -> Result<(), crate::ConfigError> {
+        use crate::ConfigError;
+        if self.ewma_decay.is_zero() {
+            return Err(ConfigError::new("ewma_decay", "must be above zero"));
+        }
+        if !(self.suspect_factor.is_finite() && (1.0..=1000.0).contains(&self.suspect_factor)) {
+            return Err(ConfigError::new(
+                "suspect_factor",
+                "must be a number from 1 to 1000",
+            ));
+        }
+        if self.suspect_floor.is_zero() || self.suspect_floor > Duration::from_secs(3600) {
+            return Err(ConfigError::new(
+                "suspect_floor",
+                "must be above zero and at most 1h",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The time to first byte assumed for a provider not measured yet, when deciding
+/// whether it is suspect.
+const UNMEASURED_TTFB_NS: f64 = 500e6;
+
+/// Hang detection settings, as the handle keeps them.
+#[derive(Debug, Clone, Copy)]
+struct Suspicion {
+    enabled: bool,
+    factor: f64,
+    floor_ns: f64,
 }
 
 const FORCED_NONE: u8 = u8::MAX;
@@ -301,6 +392,14 @@ struct Inner {
     ttfb: PeakEwma,
     latency: PeakEwma,
     in_flight: AtomicU64,
+    /// Requests sent and not answered yet (a subset of `in_flight`).
+    waiting: AtomicU64,
+    /// The provider's last sign of life, or when a request started waiting while
+    /// none was.
+    last_progress: AtomicInstant,
+    /// Whether the provider was last seen suspect (for the events).
+    suspect: AtomicBool,
+    suspicion: Suspicion,
     ramp_step: AtomicU32,
     ramp_ppm: AtomicU32,
     counters: AtomicCounters,
@@ -381,6 +480,18 @@ impl Health {
                 ttfb: PeakEwma::new(config.ewma_decay),
                 latency: PeakEwma::new(config.ewma_decay),
                 in_flight: AtomicU64::new(0),
+                waiting: AtomicU64::new(0),
+                last_progress: AtomicInstant::new(),
+                suspect: AtomicBool::new(false),
+                suspicion: Suspicion {
+                    enabled: config.detect_hangs,
+                    factor: if config.suspect_factor.is_finite() {
+                        config.suspect_factor.max(1.0)
+                    } else {
+                        4.0
+                    },
+                    floor_ns: config.suspect_floor.as_nanos() as f64,
+                },
                 ramp_step: AtomicU32::new(NO_RAMP),
                 ramp_ppm: AtomicU32::new(FULL_SHARE_PPM),
                 counters: AtomicCounters::default(),
@@ -542,6 +653,11 @@ impl Health {
     /// A quick availability hint at `now`: the circuit is not open (or its cooldown
     /// is over), the quota group is not rate limited, and the ramp admits something.
     /// The authoritative answer is the per-provider stack's `poll_ready`.
+    ///
+    /// It does not include suspicion ([`Health::is_suspect`]): a suspect provider
+    /// is available, only not preferred. A router should pick among the available
+    /// providers that are not suspect, and fall back to suspect ones when that
+    /// leaves none.
     #[inline]
     pub fn is_available(&self, now: Instant) -> bool {
         let circuit_ok = match self.circuit() {
@@ -676,13 +792,90 @@ impl Health {
         self.inner.in_flight.load(Ordering::Relaxed)
     }
 
-    /// Counts a request in flight until the guard drops.
+    /// Counts a request in flight until the guard drops, and as waiting for its
+    /// answer until [`InFlight::answered`] (or the drop).
     #[inline]
     pub fn start_request(&self) -> InFlight {
         self.inner.in_flight.fetch_add(1, Ordering::Relaxed);
+        if self.inner.waiting.fetch_add(1, Ordering::AcqRel) == 0 {
+            // Nothing was waiting: silence is counted from now, not from the last
+            // answer of an idle provider.
+            self.inner.last_progress.set(Some(Instant::now()));
+        }
         InFlight {
             health: self.clone(),
+            waiting: true,
         }
+    }
+
+    /// Requests sent to this provider and not answered yet.
+    #[inline]
+    pub fn waiting(&self) -> u64 {
+        self.inner.waiting.load(Ordering::Relaxed)
+    }
+
+    /// The provider gave a sign of life now: an answer, or an error that is not a
+    /// timeout. Clears suspicion. Called by [`InFlight::answered`]; call it from a
+    /// layer of your own that sees answers the observer does not.
+    pub fn note_progress(&self) {
+        let now = Instant::now();
+        self.inner.last_progress.set(Some(now));
+        if self.inner.suspect.load(Ordering::Relaxed) {
+            self.set_suspect(false, Duration::ZERO);
+        }
+    }
+
+    /// How long this provider may stay silent, with requests waiting, before it is
+    /// suspect: `max(suspect_factor × time-to-first-byte EWMA, suspect_floor)`.
+    pub fn suspect_threshold(&self) -> Duration {
+        Duration::from_nanos(self.threshold_ns() as u64)
+    }
+
+    #[inline]
+    fn threshold_ns(&self) -> f64 {
+        let s = &self.inner.suspicion;
+        let ttfb = self.inner.ttfb.get_ns();
+        let ttfb = if ttfb > 0.0 { ttfb } else { UNMEASURED_TTFB_NS };
+        (s.factor * ttfb).max(s.floor_ns)
+    }
+
+    /// Whether the provider looks hung at `now`: requests are waiting for it and it
+    /// has said nothing for longer than [`suspect_threshold`](Self::suspect_threshold).
+    /// See the [module documentation](self). A few atomic loads when requests are
+    /// waiting, one when none is; emits [`HealthEventKind::Suspect`] when the
+    /// answer changes.
+    #[inline]
+    pub fn is_suspect(&self, now: Instant) -> bool {
+        let inner = &*self.inner;
+        let suspect = inner.suspicion.enabled
+            && inner.waiting.load(Ordering::Acquire) > 0
+            && inner.last_progress.get().is_some_and(|last| {
+                now.saturating_duration_since(last).as_nanos() as f64 > self.threshold_ns()
+            });
+        if suspect != inner.suspect.load(Ordering::Relaxed) {
+            let silent = match inner.last_progress.get() {
+                Some(last) if suspect => now.saturating_duration_since(last),
+                _ => Duration::ZERO,
+            };
+            self.set_suspect(suspect, silent);
+        }
+        suspect
+    }
+
+    #[cold]
+    fn set_suspect(&self, suspect: bool, silent_for: Duration) {
+        if self.inner.suspect.swap(suspect, Ordering::AcqRel) == suspect {
+            return;
+        }
+        if suspect {
+            tracing::warn!(provider = %self.inner.id, silent_ms = silent_for.as_millis() as u64, waiting = self.waiting(), "provider suspect: silent with requests waiting; new requests go elsewhere");
+        } else {
+            tracing::info!(provider = %self.inner.id, "provider no longer suspect");
+        }
+        self.emit(HealthEventKind::Suspect {
+            suspect,
+            silent_for,
+        });
     }
 
     // ---- counters ------------------------------------------------------------
@@ -850,16 +1043,20 @@ impl Health {
             ttfb_ms: self.inner.ttfb.get_ns() / 1e6,
             latency_ms: self.inner.latency.get_ns() / 1e6,
             in_flight: self.in_flight(),
+            waiting: self.waiting(),
+            suspect: self.is_suspect(now),
             counters: self.counters(),
             usage: self.usage(),
         }
     }
 }
 
-/// Counts a request as in flight until dropped. See [`Health::start_request`].
+/// Counts a request as in flight until dropped, and as waiting for its answer
+/// until [`answered`](InFlight::answered). See [`Health::start_request`].
 #[derive(Debug)]
 pub struct InFlight {
     health: Health,
+    waiting: bool,
 }
 
 impl InFlight {
@@ -867,10 +1064,37 @@ impl InFlight {
     pub fn health(&self) -> &Health {
         &self.health
     }
+
+    /// The request got its answer (response headers, or an error) with this
+    /// outcome: it stops waiting and, unless the outcome is a timeout, the provider
+    /// showed a sign of life ([`Health::note_progress`]). Later calls do nothing.
+    #[inline]
+    pub fn answered(&mut self, outcome: &Outcome) {
+        if !std::mem::take(&mut self.waiting) {
+            return;
+        }
+        if !matches!(
+            outcome,
+            Outcome::Failure {
+                kind: FailureKind::Timeout
+            }
+        ) {
+            self.health.note_progress();
+        }
+        self.health.inner.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
+        if self.waiting {
+            // Given up unanswered (a timer above, or the caller): no sign of life.
+            let was = self.health.inner.waiting.fetch_sub(1, Ordering::AcqRel);
+            if was == 1 && self.health.inner.suspect.load(Ordering::Relaxed) {
+                // Nothing waits any more: nothing to suspect.
+                self.health.set_suspect(false, Duration::ZERO);
+            }
+        }
         self.health.inner.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -878,7 +1102,6 @@ impl Drop for InFlight {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outcome::FailureKind;
 
     #[test]
     fn provider_id_round_trips() {
@@ -1038,5 +1261,164 @@ mod tests {
             until: std::time::SystemTime::now() + Duration::from_secs(9),
         });
         assert!(h.is_rate_limited(Instant::now()));
+    }
+
+    fn suspect_events(rx: &mut broadcast::Receiver<HealthEvent>) -> Vec<bool> {
+        let mut out = Vec::new();
+        while let Ok(ev) = rx.try_recv() {
+            if let HealthEventKind::Suspect { suspect, .. } = ev.kind {
+                out.push(suspect);
+            }
+        }
+        out
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_provider_becomes_suspect_and_an_answer_clears_it() {
+        let h = Health::standalone("p", "m");
+        let mut events = h.subscribe();
+        h.observe_ttfb(Duration::from_millis(50));
+        // Threshold: max(4 × 50 ms, 500 ms floor).
+        assert_eq!(h.suspect_threshold(), Duration::from_millis(500));
+        let mut waiting = h.start_request();
+        assert_eq!(h.waiting(), 1);
+        tokio::time::advance(Duration::from_millis(500)).await;
+        assert!(!h.is_suspect(Instant::now()), "at the threshold, not yet");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(h.is_suspect(Instant::now()));
+        assert!(h.is_available(Instant::now()), "suspect is not unavailable");
+        assert!(h.snapshot().suspect);
+        // More requests while it is silent do not reset the silence.
+        let second = h.start_request();
+        assert!(h.is_suspect(Instant::now()));
+        assert_eq!(suspect_events(&mut events), vec![true]);
+        waiting.answered(&Outcome::Success);
+        assert_eq!(h.waiting(), 1);
+        assert!(!h.is_suspect(Instant::now()), "an answer is a sign of life");
+        assert!(!h.snapshot().suspect);
+        assert_eq!(suspect_events(&mut events), vec![false]);
+        drop(second);
+        drop(waiting);
+        assert_eq!((h.waiting(), h.in_flight()), (0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn timeouts_are_no_sign_of_life_and_idle_time_is_not_silence() {
+        let h = Health::standalone("p", "m");
+        // Idle for a long time: the first request starts the silence clock.
+        tokio::time::advance(Duration::from_secs(60)).await;
+        let mut a = h.start_request();
+        let b = h.start_request();
+        assert!(!h.is_suspect(Instant::now()));
+        // Unmeasured: the threshold is 4 × 500 ms.
+        assert_eq!(h.suspect_threshold(), Duration::from_secs(2));
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        a.answered(&Outcome::failure(FailureKind::Timeout));
+        tokio::time::advance(Duration::from_millis(501)).await;
+        assert!(h.is_suspect(Instant::now()), "a timeout did not reset it");
+        // The last waiting request given up: nothing waits, nothing to suspect.
+        let mut events = h.subscribe();
+        drop(b);
+        assert_eq!(suspect_events(&mut events), vec![false]);
+        assert!(!h.is_suspect(Instant::now()));
+        // A fast error is a sign of life.
+        let mut c = h.start_request();
+        tokio::time::advance(Duration::from_millis(1999)).await;
+        let d = h.start_request();
+        c.answered(&Outcome::failure(FailureKind::Status(503)));
+        tokio::time::advance(Duration::from_millis(1999)).await;
+        assert!(!h.is_suspect(Instant::now()));
+        tokio::time::advance(Duration::from_millis(2)).await;
+        assert!(h.is_suspect(Instant::now()));
+        drop(d);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_threshold_follows_the_ttfb_average_and_the_config() {
+        let h = Health::standalone("p", "m");
+        h.observe_ttfb(Duration::from_secs(3));
+        assert_eq!(h.suspect_threshold(), Duration::from_secs(12));
+        let _g = h.start_request();
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert!(
+            !h.is_suspect(Instant::now()),
+            "a slow provider is given its time"
+        );
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(h.is_suspect(Instant::now()));
+
+        let (events, _) = broadcast::channel(8);
+        let off = Health::with_parts(
+            ProviderId::new("q", "m"),
+            QuotaGroup::new(None),
+            events,
+            Arc::new(LocalStore),
+            HealthConfig {
+                detect_hangs: false,
+                ..HealthConfig::default()
+            },
+        );
+        let _g = off.start_request();
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        assert!(!off.is_suspect(Instant::now()), "detection off");
+    }
+
+    #[test]
+    fn health_config_defaults_parse_and_validate() {
+        let d = HealthConfig::default();
+        assert_eq!(
+            (
+                d.ewma_decay,
+                d.detect_hangs,
+                d.suspect_factor,
+                d.suspect_floor
+            ),
+            (
+                Duration::from_secs(5),
+                true,
+                4.0,
+                Duration::from_millis(500)
+            )
+        );
+        assert!(d.validate().is_ok());
+        let c: HealthConfig =
+            serde_json::from_str(r#"{"suspect_factor": 6, "suspect_floor": "2s"}"#).unwrap();
+        assert_eq!(
+            (c.suspect_factor, c.suspect_floor),
+            (6.0, Duration::from_secs(2))
+        );
+        assert!(serde_json::from_str::<HealthConfig>(r#"{"suspect": 1}"#).is_err());
+        for (bad, field) in [
+            (
+                HealthConfig {
+                    suspect_factor: 0.5,
+                    ..d
+                },
+                "suspect_factor",
+            ),
+            (
+                HealthConfig {
+                    suspect_factor: f64::NAN,
+                    ..d
+                },
+                "suspect_factor",
+            ),
+            (
+                HealthConfig {
+                    suspect_floor: Duration::ZERO,
+                    ..d
+                },
+                "suspect_floor",
+            ),
+            (
+                HealthConfig {
+                    ewma_decay: Duration::ZERO,
+                    ..d
+                },
+                "ewma_decay",
+            ),
+        ] {
+            assert_eq!(bad.validate().unwrap_err().field(), field);
+        }
     }
 }

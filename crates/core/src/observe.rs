@@ -225,12 +225,13 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = ready!(this.fut.poll(cx));
-        let Some(guard) = this.guard.take() else {
+        let Some(mut guard) = this.guard.take() else {
             return Poll::Ready(Err("observe future polled after completion".into()));
         };
         match result {
             Ok(res) => {
                 let outcome = this.classifier.classify_response(&res);
+                guard.answered(&outcome);
                 note(
                     guard.health(),
                     &outcome,
@@ -249,6 +250,7 @@ where
             Err(e) => {
                 let err = e.into();
                 let outcome = this.classifier.classify_error(&*err);
+                guard.answered(&outcome);
                 note(
                     guard.health(),
                     &outcome,
@@ -422,5 +424,31 @@ mod tests {
             health.quota().remaining(Instant::now()),
             Some(Duration::from_secs(3))
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_provider_is_suspect_while_its_request_waits() {
+        let health = Health::standalone("p", "m");
+        let svc =
+            ObserveLayer::new(health.clone()).layer(service_fn(|req: Request<u64>| async move {
+                tokio::time::sleep(Duration::from_millis(*req.body())).await;
+                Ok::<_, BoxError>(Response::new(ReplayBody::from("x")))
+            }));
+        let first = svc.clone().oneshot(Request::new(20)).await.unwrap();
+        let _ = first.into_body().collect().await.unwrap();
+        assert_eq!(health.suspect_threshold(), Duration::from_millis(500));
+        let hung = tokio::spawn(svc.clone().oneshot(Request::new(60_000)));
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(!health.is_suspect(Instant::now()));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(health.is_suspect(Instant::now()), "silent past 500 ms");
+        // An answer from another request clears it; the hung one keeps waiting.
+        let res = svc.oneshot(Request::new(10)).await.unwrap();
+        assert!(!health.is_suspect(Instant::now()));
+        assert_eq!(health.waiting(), 1);
+        drop(res);
+        hung.abort();
+        let _ = hung.await;
+        assert_eq!((health.waiting(), health.in_flight()), (0, 0));
     }
 }

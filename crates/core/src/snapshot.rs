@@ -70,6 +70,14 @@ pub struct ProviderSnapshot {
     pub latency_ms: f64,
     /// Requests in flight.
     pub in_flight: u64,
+    /// Requests sent and not answered yet.
+    #[serde(default)]
+    pub waiting: u64,
+    /// Whether the provider looks hung: requests wait and it has been silent far
+    /// longer than its usual time to first byte (see
+    /// [`Health::is_suspect`](crate::Health::is_suspect)).
+    #[serde(default)]
+    pub suspect: bool,
     /// Outcome counters.
     pub counters: Counters,
     /// Usage and cost.

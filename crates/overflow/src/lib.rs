@@ -50,6 +50,13 @@
 //! [`RateLimited`](tower_failover_core::Outcome::RateLimited), never a failure, so a
 //! circuit breaker in the same stack ignores it.
 //!
+//! A target that is *suspect*
+//! ([`Health::is_suspect`](tower_failover_core::Health::is_suspect): requests wait
+//! for it and it has said nothing for far longer than its usual time to first byte)
+//! is passed over like a limited one, before any timeout fires, but only while
+//! another target is available: suspicion never fails a request, and the requests
+//! already waiting on it keep their own timeouts.
+//!
 //! # Example
 //!
 //! The primary's headers say its quota runs out after two requests: the third goes

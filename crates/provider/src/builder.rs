@@ -125,9 +125,21 @@ impl<W> Builder<W> {
         self
     }
 
-    /// Deadline of the first response body byte (time to first token for streams).
+    /// Deadline of the first response body byte, for streamed and non-streamed
+    /// requests alike (sets both `timeouts.first_byte` and
+    /// `timeouts.first_byte_unstreamed`; call
+    /// [`unstreamed_first_byte_timeout`](Self::unstreamed_first_byte_timeout)
+    /// after it to give non-streamed answers longer).
     pub fn first_byte_timeout(mut self, d: Duration) -> Self {
         self.config.timeouts.first_byte = d;
+        self.config.timeouts.first_byte_unstreamed = d;
+        self
+    }
+
+    /// Deadline of the first response body byte of a non-streamed request (which
+    /// comes once the whole answer is generated).
+    pub fn unstreamed_first_byte_timeout(mut self, d: Duration) -> Self {
+        self.config.timeouts.first_byte_unstreamed = d;
         self
     }
 
@@ -417,6 +429,7 @@ pub(crate) fn build_engine(
     for (field, d) in [
         ("timeouts.connect", t.connect),
         ("timeouts.first_byte", t.first_byte),
+        ("timeouts.first_byte_unstreamed", t.first_byte_unstreamed),
         ("timeouts.total", t.total),
     ] {
         if d.is_zero() || d > MAX_TIMEOUT {

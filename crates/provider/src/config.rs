@@ -51,6 +51,38 @@ impl fmt::Display for ProviderKind {
 }
 
 /// Deadlines of one attempt. Each must be positive.
+///
+/// # The defaults, and why
+///
+/// A provider that accepts the connection and then says nothing costs each caller
+/// whatever the first-byte deadline is, so it must suit LLM traffic rather than be
+/// a generous catch-all. But a *streamed* and a *non-streamed* answer start very
+/// differently:
+///
+/// - a stream's first event comes when the model has produced its first token
+///   (time to first token: typically 0.2–2 s, rarely above 5 s even for long
+///   prompts), so `first_byte` (default **10 s**, the upper end of what failover
+///   guides recommend per call) ends a silent provider quickly;
+/// - a non-streamed answer's first byte comes only when the *whole* answer is
+///   generated, which legitimately takes a minute for a few thousand tokens, so it
+///   gets its own `first_byte_unstreamed` (default **120 s**): a shorter one would
+///   cut long answers and pay for them twice.
+///
+/// Silence costs non-streamed callers more, but only the first ones: a provider
+/// whose requests wait far longer than its usual time to first byte becomes
+/// *suspect* and new requests go elsewhere within about a second (see
+/// `tower_failover_core::Health::is_suspect`), and its circuit opens as the
+/// waiting requests time out. Reasoning models that think for long before their
+/// first streamed token need a larger `first_byte`.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_failover_provider::Timeouts;
+///
+/// let t = Timeouts::default();
+/// assert_eq!(t.first_byte, Duration::from_secs(10));
+/// assert_eq!(t.first_byte_unstreamed, Duration::from_secs(120));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Timeouts {
@@ -58,23 +90,40 @@ pub struct Timeouts {
     /// Fails with `Elapsed(Connect)`.
     #[serde(with = "duration_serde")]
     pub connect: Duration,
-    /// From sending the request to the first byte of the response body (default
-    /// 120 s). For a streamed answer this is the time to first token; a non-streamed
-    /// answer's first byte comes only once it is complete, so keep this generous if
-    /// you send long non-streamed requests. Fails with `Elapsed(FirstByte)`.
+    /// For a streamed request (`"stream": true`): from sending the request to the
+    /// first byte of the response body, its time to first token (default 10 s).
+    /// Fails with `Elapsed(FirstByte)`.
     #[serde(with = "duration_serde")]
     pub first_byte: Duration,
+    /// For any other request: from sending it to the first byte of the response
+    /// body, which for a non-streamed answer comes once it is complete (default
+    /// 120 s). Fails with `Elapsed(FirstByte)`.
+    #[serde(with = "duration_serde")]
+    pub first_byte_unstreamed: Duration,
     /// The whole attempt, until the last byte of the body (default 600 s). Fails
     /// with `Elapsed(Attempt)`, also in the middle of a stream.
     #[serde(with = "duration_serde")]
     pub total: Duration,
 }
 
+impl Timeouts {
+    /// The first-byte deadline of a request: [`first_byte`](Self::first_byte) for
+    /// a stream, [`first_byte_unstreamed`](Self::first_byte_unstreamed) otherwise.
+    pub fn first_byte_for(&self, streamed: bool) -> Duration {
+        if streamed {
+            self.first_byte
+        } else {
+            self.first_byte_unstreamed
+        }
+    }
+}
+
 impl Default for Timeouts {
     fn default() -> Self {
         Timeouts {
             connect: Duration::from_secs(10),
-            first_byte: Duration::from_secs(120),
+            first_byte: Duration::from_secs(10),
+            first_byte_unstreamed: Duration::from_secs(120),
             total: Duration::from_secs(600),
         }
     }
@@ -371,6 +420,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.timeouts.connect, Duration::from_secs(2));
         assert_eq!(c.timeouts.first_byte, Duration::from_millis(500));
+        assert_eq!(c.timeouts.first_byte_unstreamed, Duration::from_secs(120));
         assert_eq!(c.http, HttpVersion::Http1);
         assert_eq!(c.tls.roots, RootStore::None);
     }
@@ -407,5 +457,22 @@ mod tests {
         assert!(!dbg.contains("sk-top-secret"));
         assert!(!dbg.contains("hdr-secret"));
         assert!(dbg.contains("x-custom-token"));
+    }
+
+    #[test]
+    fn timeout_defaults_suit_llm_traffic() {
+        let t = Timeouts::default();
+        assert_eq!(
+            (t.connect, t.first_byte, t.first_byte_unstreamed, t.total),
+            (
+                Duration::from_secs(10),
+                Duration::from_secs(10),
+                Duration::from_secs(120),
+                Duration::from_secs(600)
+            )
+        );
+        assert_eq!(t.first_byte_for(true), Duration::from_secs(10));
+        assert_eq!(t.first_byte_for(false), Duration::from_secs(120));
+        assert_eq!(ProviderConfig::default().timeouts, t);
     }
 }

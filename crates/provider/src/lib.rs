@@ -157,8 +157,11 @@
 //! | the caller's request cannot be translated, or is too large | none: a local `400` / `413` in OpenAI's error shape | `ClientError` |
 //!
 //! Deadlines ([`Timeouts`]): `connect` covers TCP and TLS together; `first_byte`
-//! runs from sending the request to the first body byte (time to first token for a
-//! stream); `total` runs to the last byte, also mid-stream. A
+//! runs from sending a streamed request to the first body byte, its time to first
+//! token (default 10 s), and `first_byte_unstreamed` does the same for any other
+//! request, whose first byte comes only once the whole answer is generated
+//! (default 120 s; [`Timeouts`] explains the choice); `total` runs to the last
+//! byte, also mid-stream. A
 //! [`Deadline`](tower_failover_core::Deadline) request extension (set by a retry
 //! or fallback layer for the whole request) caps all of them.
 //!

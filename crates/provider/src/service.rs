@@ -128,6 +128,8 @@ enum Plan {
 
 struct Prepared {
     plan: Plan,
+    /// Whether the caller asked for a stream (picks the first-byte deadline).
+    stream: bool,
     path: String,
     body: Bytes,
     requested_model: Option<String>,
@@ -160,6 +162,7 @@ fn prepare(
                     || rest.trim_end_matches('/') == "/completions");
             Ok(Prepared {
                 plan: Plan::OpenAi { expect_done },
+                stream: p.stream,
                 path: format!("{}{rest}", shared.base.path),
                 body: p.body,
                 requested_model: p.requested_model,
@@ -178,6 +181,7 @@ fn prepare(
                 plan: Plan::Translate {
                     include_usage: t.include_usage || shared.stream_usage,
                 },
+                stream: t.stream,
                 path: format!("{}/v1/messages", shared.base.path),
                 body: t.body.into(),
                 requested_model: Some(t.requested_model),
@@ -192,6 +196,8 @@ fn prepare(
             };
             Ok(Prepared {
                 plan: Plan::Raw,
+                // Not parsed: the longer, non-streamed deadline.
+                stream: false,
                 path: format!("{}{rest}", shared.base.path),
                 body,
                 requested_model: None,
@@ -345,7 +351,7 @@ where
 
     let deadlines = Deadlines {
         start: Instant::now(),
-        first_byte: shared.timeouts.first_byte,
+        first_byte: shared.timeouts.first_byte_for(prepared.stream),
         total: shared.timeouts.total,
         request: request_deadline,
     };

@@ -16,6 +16,10 @@
 //! [ramp]                      # tower_failover::ramp::RampConfig
 //! min_requests = 20
 //!
+//! [health]                    # tower_failover::core::HealthConfig
+//! suspect_factor = 4.0        # a provider silent for 4 × its usual time to first byte
+//! suspect_floor = "500ms"     # (and at least this) with requests waiting is passed over
+//!
 //! [[providers]]
 //! name = "openai"             # provider name and model: the key of its health
 //! model = "gpt-4o-mini"
@@ -125,6 +129,9 @@ pub struct Config {
     /// Share health across gateway replicas through Redis. Default: none.
     #[cfg(feature = "redis")]
     pub redis: Option<RedisConfig>,
+    /// Health tracking shared by every provider: the latency averages and hang
+    /// detection (when a silent provider becomes suspect and is passed over).
+    pub health: HealthConfig,
     /// The providers.
     pub providers: Vec<ProviderEntry>,
 }
@@ -155,6 +162,7 @@ impl Default for Config {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             #[cfg(feature = "redis")]
             redis: None,
+            health: HealthConfig::default(),
             providers: Vec::new(),
         }
     }
@@ -383,6 +391,9 @@ impl Config {
                 "must be at least 1 byte",
             ));
         }
+        self.health
+            .validate()
+            .map_err(|e| ConfigError::new(e.field(), e.reason()).within("health"))?;
         let section = |name: &str, e: tower_failover_balance::ConfigError| {
             ConfigError::new(e.field(), e.reason()).within(name)
         };
@@ -532,14 +543,11 @@ impl Config {
         if let Some(r) = &self.redis {
             let store = tower_failover_redis::RedisStore::start(r.clone())
                 .map_err(|e| ConfigError::from_display("redis", &e))?;
-            return Ok(tower_failover_core::Registry::with_store(
-                store,
-                HealthConfig::default(),
-            ));
+            return Ok(tower_failover_core::Registry::with_store(store, self.health));
         }
         Ok(tower_failover_core::Registry::with_store(
             std::sync::Arc::new(tower_failover_core::LocalStore),
-            HealthConfig::default(),
+            self.health,
         ))
     }
 

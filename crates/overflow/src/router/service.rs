@@ -32,6 +32,14 @@ pub(crate) fn not_sent(outcome: &Outcome) -> bool {
     )
 }
 
+/// Every target index twice: first with `false` (look at the targets that are not
+/// suspect), then with `true` (the suspect ones).
+fn passes(n: usize) -> impl Iterator<Item = (bool, usize)> {
+    [false, true]
+        .into_iter()
+        .flat_map(move |pass| (0..n).map(move |i| (pass, i)))
+}
+
 /// Routes each request to the first target, in order, that is not rate limited,
 /// and on a 429 sends it on to the next one without waiting. See the
 /// [crate documentation](crate) for the whole story.
@@ -141,8 +149,10 @@ where
         let now = Instant::now();
         self.now = Some(now);
         let mut pending = false;
-        for i in 0..self.services.len() {
-            if !self.shared.available(i, now) {
+        // Targets that are not suspect first, in order; then suspect ones (a last
+        // resort: suspicion never fails a request).
+        for (pass, i) in passes(self.services.len()) {
+            if !self.shared.available(i, now) || self.shared.suspect(i, now) != pass {
                 continue;
             }
             if self.ready & bit(i) != 0 {
@@ -176,8 +186,8 @@ where
             budget.deposit();
         }
         let mut first = None;
-        for i in 0..self.services.len() {
-            if !self.shared.available(i, now) {
+        for (pass, i) in passes(self.services.len()) {
+            if !self.shared.available(i, now) || self.shared.suspect(i, now) != pass {
                 continue;
             }
             if self.ready & bit(i) != 0 {

@@ -107,9 +107,28 @@ impl<S, C> Shared<S, C> {
         false
     }
 
-    /// The first target in order, not in `exclude`, available at `now`.
+    /// Whether target `i` looks hung at `now` (see
+    /// [`Health::is_suspect`]): new requests prefer the others.
+    #[inline]
+    pub(crate) fn suspect(&self, i: usize, now: Instant) -> bool {
+        let h = &self.targets[i].health;
+        h.waiting() > 0 && h.is_suspect(now)
+    }
+
+    /// The first target in order, not in `exclude`, available at `now`; one that is
+    /// not suspect if there is one.
     pub(crate) fn first_available(&self, now: Instant, exclude: u64) -> Option<usize> {
-        (0..self.len()).find(|&i| exclude & bit(i) == 0 && self.available(i, now))
+        let mut fallback = None;
+        for i in (0..self.len()).filter(|&i| exclude & bit(i) == 0) {
+            if !self.available(i, now) {
+                continue;
+            }
+            if !self.suspect(i, now) {
+                return Some(i);
+            }
+            fallback.get_or_insert(i);
+        }
+        fallback
     }
 
     /// Draws the take-back jitter once per rate-limit window seen.
