@@ -15,14 +15,21 @@
 //! OpenAI-compatible primary, an Anthropic-format secondary (reached through the
 //! Anthropic adapter, which translates to and from the OpenAI shape), and a cheap
 //! OpenAI-compatible tertiary. The default script (`examples/drill/default.toml`)
-//! runs six phases: baseline; primary full outage; secondary time-to-first-token
+//! runs seven phases: baseline; primary full outage; secondary time-to-first-token
 //! degradation; a 429 storm on the tertiary; primary recovery and the gradual ramp;
-//! a second recovery that flaps and must roll back.
+//! a second recovery that flaps and must roll back; and last, a revoked primary key
+//! (401) while the secondary's streams and bodies die mid-answer.
+//!
+//! A share of the requests (`--stream-share`, 25 % by default) is streamed and read
+//! to its end; a stream that breaks or ends without its terminal event is a caller
+//! error.
 //!
 //! The exit code is non-zero when the drill misses its targets: a caller error in a
-//! phase where some provider is healthy, or a request reaching a provider whose
-//! circuit is open (outside half-open probes). See `docs/drill.md`.
+//! phase where some provider is healthy, a request reaching a provider whose
+//! circuit is open (outside half-open probes), or a caller seeing a provider's
+//! rejection text or key material. See `docs/drill.md`.
 
+mod leak;
 mod load;
 mod metrics;
 mod report;
@@ -70,6 +77,10 @@ struct Args {
     /// Print plain lines even on a terminal.
     #[arg(long)]
     plain: bool,
+    /// The fraction of requests sent with `"stream": true` (spread evenly; 0.25 is
+    /// every 4th). Each streamed answer is read to its end.
+    #[arg(long, default_value_t = 0.25, value_name = "FRACTION")]
+    stream_share: f64,
     /// At most this many caller requests in flight (ticks beyond it are counted as errors).
     #[arg(long, default_value_t = 1000)]
     max_in_flight: u64,
@@ -147,8 +158,9 @@ async fn follow_ramps(registry: Registry, recorder: Arc<Recorder>) {
 fn banner(script: &Script, args: &Args, rps: u32) -> String {
     let t = &script.timings;
     let mut s = format!(
-        "tower-failover outage drill: {rps} req/s for {:.0} s, seed {}{}\n\nstack (per provider, innermost first; then across providers):\n",
+        "tower-failover outage drill: {rps} req/s for {:.0} s ({:.0} % streamed), seed {}{}\n\nstack (per provider, innermost first; then across providers):\n",
         script.total().as_secs_f64(),
+        args.stream_share * 100.0,
         args.seed,
         if args.quick { ", --quick" } else { "" }
     );
@@ -187,6 +199,9 @@ async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let rps = args.rps.unwrap_or(script.rps);
     if rps == 0 {
         return Err("--rps must be at least 1".into());
+    }
+    if !(0.0..=1.0).contains(&args.stream_share) {
+        return Err("--stream-share must be between 0 and 1".into());
     }
     let terminal = std::io::stdout().is_terminal() && !args.plain;
     println!("{}", banner(&script, &args, rps));
@@ -278,6 +293,7 @@ async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             duration: total,
             deadline: script.timings.request_deadline,
             max_in_flight: args.max_in_flight,
+            stream_share: args.stream_share,
         },
     )
     .await;

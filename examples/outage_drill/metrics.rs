@@ -22,6 +22,11 @@ pub(crate) struct Record {
     pub(crate) served: Option<usize>,
     /// Why the caller got no good answer, when it did not.
     pub(crate) error: Option<String>,
+    /// Whether the request asked for a streamed answer.
+    pub(crate) stream: bool,
+    /// Whether anything the caller saw (headers, body, error text) held the
+    /// provider's rejection text or key material (see `leak::Needles`).
+    pub(crate) leaked: bool,
 }
 
 /// A step of a recovery ramp, as the drill observed it.

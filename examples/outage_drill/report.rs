@@ -20,6 +20,11 @@ pub(crate) struct PhaseReport {
     pub(crate) requests: u64,
     pub(crate) client_errors: u64,
     pub(crate) requests_to_open_providers: u64,
+    /// Requests sent with `"stream": true`.
+    pub(crate) streamed: u64,
+    /// Answers in which the caller could see the provider's rejection text or key
+    /// material: a target miss in any phase.
+    pub(crate) provider_text_leaks: u64,
     pub(crate) p50_ms: f64,
     pub(crate) p99_ms: f64,
     pub(crate) added_p99_ms: f64,
@@ -83,6 +88,8 @@ impl Report {
                 requests: n + skip,
                 client_errors: errors.values().sum(),
                 requests_to_open_providers: open.get(i).map_or(0, |row| row.iter().sum()),
+                streamed: mine.iter().filter(|r| r.stream).count() as u64,
+                provider_text_leaks: mine.iter().filter(|r| r.leaked).count() as u64,
                 p50_ms: percentile(&lat, 0.5),
                 p99_ms: p99,
                 added_p99_ms: p99 - base,
@@ -142,6 +149,12 @@ impl Report {
                     p.name, p.requests_to_open_providers
                 ));
             }
+            if p.provider_text_leaks > 0 {
+                out.push(format!(
+                    "{}: {} answers showed the caller a provider's rejection text or key material",
+                    p.name, p.provider_text_leaks
+                ));
+            }
         }
         out
     }
@@ -161,6 +174,8 @@ impl Report {
                     "requests": p.requests,
                     "client_errors": p.client_errors,
                     "requests_to_open_providers": p.requests_to_open_providers,
+                    "streamed": p.streamed,
+                    "provider_text_leaks": p.provider_text_leaks,
                     "p50_ms": round(p.p50_ms, 1),
                     "p99_ms": round(p.p99_ms, 1),
                     "added_p99_ms": round(p.added_p99_ms, 1),
@@ -187,11 +202,13 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{:<20} {:>7} {:>7} {:>6} {:>8} {:>8} {:>9}  {:>8} {:>9} {:>8}",
+            "{:<28} {:>7} {:>7} {:>7} {:>6} {:>6} {:>8} {:>8} {:>9}  {:>8} {:>9} {:>8}",
             "phase",
             "reqs",
+            "stream",
             "errors",
             "open",
+            "leaks",
             "p50 ms",
             "p99 ms",
             "+p99 ms",
@@ -202,11 +219,13 @@ impl Report {
         for p in &self.phases {
             let _ = writeln!(
                 out,
-                "{:<20} {:>7} {:>7} {:>6} {:>8.1} {:>8.1} {:>+9.1}  {:>7.1}% {:>8.1}% {:>7.1}%",
+                "{:<28} {:>7} {:>7} {:>7} {:>6} {:>6} {:>8.1} {:>8.1} {:>+9.1}  {:>7.1}% {:>8.1}% {:>7.1}%",
                 p.name,
                 p.requests,
+                p.streamed,
                 p.client_errors,
                 p.requests_to_open_providers,
+                p.provider_text_leaks,
                 p.p50_ms,
                 p.p99_ms,
                 p.added_p99_ms,
@@ -358,6 +377,8 @@ mod tests {
             latency: Duration::from_millis(latency_ms),
             served: if error { None } else { served },
             error: error.then(|| "all providers failed (3 attempts)".to_owned()),
+            stream: at_ms % 40 == 0,
+            leaked: false,
         }
     }
 
@@ -397,6 +418,8 @@ mod tests {
         assert_eq!(phase["name"], "primary outage");
         assert_eq!(phase["client_errors"], 1);
         assert_eq!(phase["share"]["tertiary"], 0.75);
+        assert_eq!(phase["streamed"], 25);
+        assert_eq!(phase["provider_text_leaks"], 0);
         assert_eq!(json["ramp"]["rollbacks"], 0);
         assert!(json["ramp"]["steps"].as_array().unwrap().is_empty());
         let keys: Vec<&str> = json
@@ -406,6 +429,22 @@ mod tests {
             .map(String::as_str)
             .collect();
         assert_eq!(keys, ["phases", "ramp"]);
+    }
+
+    #[test]
+    fn a_leak_is_a_miss_even_without_a_healthy_provider() {
+        let script = Script::load(None).unwrap();
+        let recorder = Recorder::new(script.phases.len());
+        let mut r = record(0, 0, 50, Some(0), false);
+        r.leaked = true;
+        recorder.push(r);
+        let report = Report::build(&script, &recorder, Duration::from_secs(1));
+        assert_eq!(report.phases[0].provider_text_leaks, 1);
+        assert_eq!(report.phases[0].client_errors, 0);
+        let misses = report.misses();
+        assert_eq!(misses.len(), 1);
+        assert!(misses[0].contains("rejection text or key material"), "{misses:?}");
+        assert_eq!(report.json()["phases"][0]["provider_text_leaks"], 1);
     }
 
     #[test]

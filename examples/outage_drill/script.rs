@@ -178,9 +178,28 @@ mod tests {
     #[test]
     fn the_default_script_loads_and_has_healthy_providers() {
         let s = Script::load(None).unwrap();
-        assert_eq!(s.phases.len(), 6);
+        assert_eq!(s.phases.len(), 7);
         assert!(s.phases.iter().all(Phase::has_healthy_provider));
         let q = s.clone().scaled(s.quick_scale);
         assert!(q.total() < s.total() / 3);
+    }
+
+    #[test]
+    fn the_revoked_key_phase_comes_last() {
+        use tower_failover_sim::Fault;
+        let s = Script::load(None).unwrap();
+        let (last, before) = s.phases.split_last().unwrap();
+        let primary = &last.faults["primary"];
+        assert!(matches!(primary[..], [ref f] if f.fault == Fault::Credential(401)));
+        let secondary = &last.faults["secondary"];
+        assert!(!secondary.is_empty());
+        assert!(secondary.iter().all(|f| matches!(f.fault, Fault::ResetAfter(_))));
+        assert!(!last.faults.contains_key("tertiary"));
+        // The credential failure's long cooldown must not overlap the recovery phases.
+        assert!(before.iter().all(|p| p
+            .faults
+            .values()
+            .flatten()
+            .all(|f| !matches!(f.fault, Fault::Credential(_)))));
     }
 }
