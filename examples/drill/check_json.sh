@@ -33,18 +33,23 @@ if set(report) != {"phases", "ramp"}:
 phases = report["phases"]
 if not isinstance(phases, list) or len(phases) < 2:
     fail("`phases` must be a list of at least two phases")
+# The report's shape may grow; these fields stay.
 want = {"name", "requests", "client_errors", "requests_to_open_providers",
-        "p50_ms", "p99_ms", "added_p99_ms", "share"}
+        "streamed", "provider_text_leaks", "p50_ms", "p99_ms", "added_p99_ms", "share"}
 for i, p in enumerate(phases):
-    if set(p) != want:
-        fail(f"phase {i} has keys {sorted(p)}, expected {sorted(want)}")
+    if not want <= set(p):
+        fail(f"phase {i} lacks keys {sorted(want - set(p))}")
     if not isinstance(p["name"], str) or not p["name"]:
         fail(f"phase {i}: `name` must be a non-empty string")
-    for k in ("requests", "client_errors", "requests_to_open_providers"):
+    for k in ("requests", "client_errors", "requests_to_open_providers",
+              "streamed", "provider_text_leaks"):
         if not isinstance(p[k], int) or p[k] < 0:
             fail(f"phase {i} ({p['name']}): `{k}` must be a non-negative integer")
     if p["requests"] == 0:
         fail(f"phase {i} ({p['name']}): no requests were sent")
+    if not 0 < p["streamed"] < p["requests"]:
+        fail(f"phase {i} ({p['name']}): {p['streamed']} of {p['requests']} requests streamed, "
+             "expected some but not all (--stream-share 0.25)")
     for k in ("p50_ms", "p99_ms", "added_p99_ms"):
         if not isinstance(p[k], (int, float)):
             fail(f"phase {i} ({p['name']}): `{k}` must be a number")
@@ -75,6 +80,11 @@ errors = sum(p["client_errors"] for p in phases)
 to_open = sum(p["requests_to_open_providers"] for p in phases)
 if to_open:
     fail(f"{to_open} requests reached providers whose circuit was open")
+leaks = sum(p["provider_text_leaks"] for p in phases)
+if leaks:
+    fail(f"{leaks} answers showed a caller the provider's rejection text or key material")
+if not any(p["name"].startswith("revoked key") for p in phases):
+    fail("the revoked-key phase is missing")
 if not ramp["steps"]:
     fail("the recovery ramp never ran")
 if ramp["rollbacks"] < 1:
@@ -82,8 +92,8 @@ if ramp["rollbacks"] < 1:
 with open(svg) as f:
     if "<svg" not in f.read(512):
         fail("the SVG timeline is not an SVG file")
-print(f"drill JSON check: ok ({len(phases)} phases, {sum(p['requests'] for p in phases)} requests, "
-      f"{errors} caller errors, {len(ramp['steps'])} ramp steps, {ramp['rollbacks']} rollbacks)")
+print(f"drill JSON check: ok ({len(phases)} phases, {sum(p['requests'] for p in phases)} requests "
+      f"({sum(p['streamed'] for p in phases)} streamed), {errors} caller errors, {leaks} leaks, {len(ramp['steps'])} ramp steps, {ramp['rollbacks']} rollbacks)")
 PY
 
 if [ "$status" -ne 0 ]; then
