@@ -107,9 +107,7 @@ mod tests {
         );
         assert!(n.found_in(echo.as_bytes()));
         assert!(n.found_in(b"key sk-**********************Zq9X."));
-        assert!(!n.found_in(
-            br#"{"choices":[{"message":{"content":"lorem ipsum"}}]}"#
-        ));
+        assert!(!n.found_in(br#"{"choices":[{"message":{"content":"lorem ipsum"}}]}"#));
         assert!(!n.found_in(b"all providers failed (3 attempts)"));
         let err: Box<dyn std::error::Error> = "upstream said: Incorrect API key provided".into();
         assert!(n.found_in_error(&*err));

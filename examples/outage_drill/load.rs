@@ -272,6 +272,9 @@ mod tests {
         );
         let mut status = answer("application/json", "{}");
         status.status = StatusCode::UNAUTHORIZED;
-        assert_eq!(judge(&status, false).as_deref(), Some("status 401 Unauthorized"));
+        assert_eq!(
+            judge(&status, false).as_deref(),
+            Some("status 401 Unauthorized")
+        );
     }
 }

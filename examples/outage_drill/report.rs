@@ -377,7 +377,7 @@ mod tests {
             latency: Duration::from_millis(latency_ms),
             served: if error { None } else { served },
             error: error.then(|| "all providers failed (3 attempts)".to_owned()),
-            stream: at_ms % 40 == 0,
+            stream: at_ms.is_multiple_of(40),
             leaked: false,
         }
     }
@@ -443,7 +443,10 @@ mod tests {
         assert_eq!(report.phases[0].client_errors, 0);
         let misses = report.misses();
         assert_eq!(misses.len(), 1);
-        assert!(misses[0].contains("rejection text or key material"), "{misses:?}");
+        assert!(
+            misses[0].contains("rejection text or key material"),
+            "{misses:?}"
+        );
         assert_eq!(report.json()["phases"][0]["provider_text_leaks"], 1);
     }
 

@@ -193,13 +193,18 @@ mod tests {
         assert!(matches!(primary[..], [ref f] if f.fault == Fault::Credential(401)));
         let secondary = &last.faults["secondary"];
         assert!(!secondary.is_empty());
-        assert!(secondary.iter().all(|f| matches!(f.fault, Fault::ResetAfter(_))));
+        assert!(
+            secondary
+                .iter()
+                .all(|f| matches!(f.fault, Fault::ResetAfter(_)))
+        );
         assert!(!last.faults.contains_key("tertiary"));
         // The credential failure's long cooldown must not overlap the recovery phases.
-        assert!(before.iter().all(|p| p
-            .faults
-            .values()
-            .flatten()
-            .all(|f| !matches!(f.fault, Fault::Credential(_)))));
+        assert!(before.iter().all(|p| {
+            p.faults
+                .values()
+                .flatten()
+                .all(|f| !matches!(f.fault, Fault::Credential(_)))
+        }));
     }
 }
