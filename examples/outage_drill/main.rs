@@ -5,8 +5,8 @@
 //! Run with:
 //!
 //! ```text
-//! cargo run --release --example outage_drill                 # about a minute
-//! cargo run --release --example outage_drill -- --quick      # about 15 seconds
+//! cargo run --release --example outage_drill                 # about 70 seconds
+//! cargo run --release --example outage_drill -- --quick      # about 17 seconds
 //! cargo run --release --example outage_drill -- --quick --json drill.json --svg drill.svg
 //! cargo run --release --example outage_drill -- --rps 100 --seed 7 --script examples/drill/default.toml
 //! ```
@@ -56,7 +56,7 @@ use crate::script::{PROVIDERS, Script};
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// Run every phase at the script's `quick_scale` (about 15 s instead of 60 s).
+    /// Run every phase at the script's `quick_scale` (about 17 s instead of 68 s).
     #[arg(long)]
     quick: bool,
     /// Seed for the simulators and the stack's randomness.
