@@ -325,7 +325,7 @@ async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let misses = report.misses();
     if misses.is_empty() {
         println!(
-            "targets met: no caller errors while a provider was healthy, no requests to open circuits"
+            "targets met: no caller errors while a provider was healthy, no requests to open circuits, no provider rejection text or key material shown to a caller"
         );
         Ok(ExitCode::SUCCESS)
     } else {
