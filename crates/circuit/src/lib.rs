@@ -181,6 +181,7 @@
 //! finishes; no heap allocation and no lock (windowed policies add one uncontended
 //! mutex). See `docs/bench-circuit.md` for figures.
 
+mod body;
 mod breaker;
 mod config;
 pub mod future;
