@@ -8,8 +8,8 @@ use std::task::{Context, Poll, ready};
 
 use http::Response;
 use pin_project_lite::pin_project;
-use tokio::time::Instant;
 use std::time::Duration;
+use tokio::time::Instant;
 
 use tower_failover_core::error::CircuitOpen;
 use tower_failover_core::{AttemptDeadline, BoxError, Classify, FailureKind, Outcome};
