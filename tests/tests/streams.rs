@@ -8,7 +8,9 @@
 //! every later caller is answered by the backup without the primary seeing it.
 //!
 //! The primary is a tiny local HTTP/1.1 server (one SSE chunk, then it closes the
-//! connection or goes silent), until the simulator's own mid-stream faults land.
+//! connection or goes silent), which controls exactly which side of the commit
+//! point the cut falls on, and the simulator with its `stall` and `reset_after`
+//! faults.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,7 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 use tower_failover::error::{TruncatedStream, find};
-use tower_failover::sim::{Flavor, Sim};
+use tower_failover::sim::{CutPoint, Fault, FaultSpec, Flavor, Sim};
 use tower_failover::{CircuitState, Config, Stack};
 
 /// What the primary does after its first chunk.
@@ -130,6 +132,16 @@ enum Got {
 
 async fn run(after: After, content: bool, idle: &str) -> Vec<Got> {
     let (primary_url, primary_hits) = broken_primary(after, content).await;
+    run_against(
+        &primary_url,
+        move || primary_hits.load(Ordering::SeqCst),
+        idle,
+    )
+    .await
+}
+
+/// 20 callers through a fallback stack whose primary is at `primary_url`.
+async fn run_against(primary_url: &str, primary_hits: impl Fn() -> usize, idle: &str) -> Vec<Got> {
     let backup = Sim::builder(Flavor::OpenAi)
         .name("backup")
         .seed(5)
@@ -189,7 +201,7 @@ priority = 1
         });
     }
 
-    let hits = primary_hits.load(Ordering::SeqCst);
+    let hits = primary_hits();
     assert_eq!(
         hits, threshold,
         "the primary saw its threshold, then nothing (got {got:?})"
@@ -227,4 +239,29 @@ async fn a_stream_that_stalls_before_the_commit_point_fails_over_at_the_idle_tim
 async fn a_primary_whose_streams_stall_after_one_chunk_trips_at_the_idle_timeout() {
     let got = run(After::Stall, true, "300ms").await;
     assert_eq!(got[..3], [Got::Truncated, Got::Truncated, Got::Truncated]);
+}
+
+/// The simulator as the primary, with `fault` on every request.
+async fn sim_primary(fault: Fault, idle: &str) -> Vec<Got> {
+    let primary = Sim::builder(Flavor::OpenAi)
+        .name("primary")
+        .seed(9)
+        .start()
+        .await
+        .unwrap();
+    primary.set_faults([FaultSpec::always(fault)]).unwrap();
+    let url = format!("{}/v1", primary.base_url());
+    let got = run_against(&url, || primary.counters().received as usize, idle).await;
+    primary.shutdown().await;
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulators_reset_after_two_events_trips_the_primary() {
+    sim_primary(Fault::ResetAfter(CutPoint::new(2, 0)), "30s").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulators_stall_after_two_events_trips_the_primary_at_the_idle_timeout() {
+    sim_primary(Fault::Stall(CutPoint::new(2, 0)), "300ms").await;
 }
