@@ -1,5 +1,5 @@
 //! The response body of every adapter: buffered JSON, or a stream passed through
-//! or translated event by event, under the first-byte and total deadlines.
+//! or translated event by event, under the first-byte, idle and total deadlines.
 
 use std::fmt;
 use std::pin::Pin;
@@ -28,7 +28,12 @@ use crate::usage::UsageSink;
 /// translated chunk by chunk for Anthropic; it fails with
 /// [`TruncatedStream`] if it ends early, with
 /// [`TransportError`](tower_failover_core::error::TransportError) if the connection
-/// breaks, and with [`Elapsed`] if a deadline passes mid-stream.
+/// breaks, and with [`Elapsed`] if a deadline passes mid-stream. A stream that goes
+/// silent for longer than the idle timeout
+/// ([`Timeouts::idle`](crate::Timeouts::idle)) between two chunks ends with a
+/// [`TruncatedStream`] whose source is an [`Elapsed`] of kind
+/// [`Idle`](TimeoutKind::Idle): the caller sees the typed truncation, and the
+/// provider's health counts a timeout.
 pub struct ResponseBody {
     kind: Kind,
 }
