@@ -333,6 +333,23 @@ where
     }
 }
 
+/// The body ended cleanly: a 2xx is now a success; latency is measured.
+fn ended(mut o: Owed) {
+    // One clock read for the end of the body.
+    let now = Instant::now();
+    let took = now.saturating_duration_since(o.started);
+    let health = o.health();
+    if o.pending {
+        health.record(&Outcome::Success);
+    }
+    if o.first_byte {
+        // An empty body: its end is its first byte.
+        health.ttfb().observe(took, now);
+    }
+    health.latency().observe(took, now);
+    o.pending = false;
+}
+
 pin_project! {
     /// A response body that records the time to its first data frame, keeps the
     /// request counted in flight until it ends (or is dropped), and gives a 2xx
@@ -386,8 +403,8 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, BoxError>>> {
-        let this = self.project();
-        match ready!(this.inner.poll_frame(cx)) {
+        let mut this = self.project();
+        match ready!(this.inner.as_mut().poll_frame(cx)) {
             Some(Ok(frame)) => {
                 if frame.is_data()
                     && let Some(o) = this.owed.as_mut()
@@ -398,6 +415,13 @@ where
                     o.health()
                         .ttfb()
                         .observe(now.saturating_duration_since(o.started), now);
+                }
+                // Trailers are a body's last frame, and a consumer may stop at
+                // them (gRPC's does) or when the body says it has ended.
+                if (frame.is_trailers() || this.inner.is_end_stream())
+                    && let Some(o) = this.owed.take()
+                {
+                    ended(o);
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -419,20 +443,8 @@ where
                 Poll::Ready(Some(Err(err)))
             }
             None => {
-                if let Some(mut o) = this.owed.take() {
-                    // One clock read for the end of the body.
-                    let now = Instant::now();
-                    let took = now.saturating_duration_since(o.started);
-                    let health = o.health();
-                    if o.pending {
-                        health.record(&Outcome::Success);
-                    }
-                    if o.first_byte {
-                        // An empty body: its end is its first byte.
-                        health.ttfb().observe(took, now);
-                    }
-                    health.latency().observe(took, now);
-                    o.pending = false;
+                if let Some(o) = this.owed.take() {
+                    ended(o);
                 }
                 Poll::Ready(None)
             }

@@ -190,9 +190,18 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, BoxError>>> {
-        let this = self.project();
-        match ready!(this.inner.poll_frame(cx)) {
-            Some(Ok(frame)) => Poll::Ready(Some(Ok(frame))),
+        let mut this = self.project();
+        match ready!(this.inner.as_mut().poll_frame(cx)) {
+            Some(Ok(frame)) => {
+                // Trailers are a body's last frame, and a consumer may stop at
+                // them (gRPC's does) or when the body says it has ended.
+                if (frame.is_trailers() || this.inner.is_end_stream())
+                    && let Some(mut track) = this.owed.take()
+                {
+                    track.finish(&Outcome::Success);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
             Some(Err(e)) => {
                 let err: BoxError = e.into();
                 if let Some(mut track) = this.owed.take() {
