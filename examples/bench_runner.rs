@@ -191,6 +191,7 @@ where
     S: Service<Request<ReplayBody>, Response = Response<B>> + Clone,
     S::Error: Into<BoxError>,
     B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
 {
     let observed = ObserveLayer::new(health.clone()).layer(inner);
     let quota = QuotaLayer::new(
@@ -210,6 +211,7 @@ where
     S: Service<Request<ReplayBody>, Response = Response<B>> + Clone,
     S::Error: Into<BoxError>,
     B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
 {
     let registry = Registry::new();
     let providers: Vec<_> = ["a", "b", "c"]

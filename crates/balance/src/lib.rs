@@ -43,6 +43,8 @@
 //! for _ in 0..10 {
 //!     let res = svc.clone().oneshot(Request::new(http_body_util::Full::new(bytes::Bytes::from("{}")))).await?;
 //!     assert_eq!(res.status(), 200); // a 503 is retried on the other provider
+//!     // A 2xx counts as a success once its body has ended: read it.
+//!     http_body_util::BodyExt::collect(res.into_body()).await?;
 //! }
 //! assert_eq!(up.counters().successes, 10);
 //! assert!(down.counters().failures <= 10);

@@ -101,7 +101,7 @@ where
 {
     let res = svc.oneshot(req()).await?;
     let from = res.headers()["x-from"].to_str()?.to_owned();
-    res.into_body().collect().await.map_err(|e| match e {})?;
+    res.into_body().collect().await?;
     Ok(from)
 }
 

@@ -30,9 +30,7 @@ fn spawn_one<S>(tasks: &mut Tasks, svc: S)
 where
     S: tower::Service<
             http::Request<tower_failover_core::replay::ReplayBody>,
-            Response = http::Response<
-                tower_failover_core::observe::ObservedBody<hyper::body::Incoming>,
-            >,
+            Response = http::Response<common::StackBody>,
             Error = BoxError,
         > + Send
         + 'static,
@@ -46,9 +44,7 @@ async fn drive<S>(svc: &S, rate: u64, duration: Duration, tasks: &mut Tasks)
 where
     S: tower::Service<
             http::Request<tower_failover_core::replay::ReplayBody>,
-            Response = http::Response<
-                tower_failover_core::observe::ObservedBody<hyper::body::Incoming>,
-            >,
+            Response = http::Response<common::StackBody>,
             Error = BoxError,
         > + Clone
         + Send

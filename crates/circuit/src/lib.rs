@@ -46,6 +46,24 @@
 //! default (both configurable); an attempt shed by another layer never counts; a
 //! client error (4xx) counts as a success, since the provider answered.
 //!
+//! # When a verdict is made
+//!
+//! - An error from the inner service, or an answer that is not 2xx, is counted when
+//!   the response future finishes (at the headers).
+//! - A 2xx answer is a success only once its body **ends cleanly**: the response
+//!   comes back with a [`CircuitBody`](future::CircuitBody) that carries the
+//!   request's ticket (and its half-open probe permit) until then. A stream that
+//!   answers 200, sends a chunk and then breaks or stalls counts as that provider's
+//!   failure, classified from the body's error (a truncation is a `Reset`, an idle
+//!   timeout a `Timeout`), so a provider whose streams die mid-way trips its circuit.
+//! - A future or body dropped unfinished **at or after** the attempt's
+//!   [`AttemptDeadline`](tower_failover_core::AttemptDeadline) (set by a router's
+//!   attempt timeout, or the request's
+//!   [`Deadline`](tower_failover_core::Deadline)) was ended by that timer: it counts
+//!   as a `Timeout`, so a hung provider trips its circuit whichever layer's timer
+//!   fires. Dropped before it, the caller went away: nothing is counted, and a probe
+//!   permit goes back.
+//!
 //! The cooldown starts at 30 s and doubles with each trip in a row, up to 5 min,
 //! shortened by a seeded random jitter so that replicas do not probe in lockstep;
 //! every healthy period spent closed forgives one trip, so the cooldown shrinks back.
@@ -181,6 +199,7 @@
 //! finishes; no heap allocation and no lock (windowed policies add one uncontended
 //! mutex). See `docs/bench-circuit.md` for figures.
 
+mod body;
 mod breaker;
 mod config;
 pub mod future;

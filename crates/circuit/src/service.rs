@@ -10,12 +10,14 @@ use std::time::Duration;
 use http::{Request, Response};
 use tokio::time::{Instant, sleep_until};
 use tower_failover_core::error::CircuitOpen;
-use tower_failover_core::{BoxError, CircuitState, Classify, Health, LlmClassifier};
+use tower_failover_core::{
+    AttemptDeadline, BoxError, CircuitState, Classify, Health, LlmClassifier,
+};
 use tower_service::Service;
 
 use crate::breaker::{Decision, Shared, Ticket};
 use crate::config::{CircuitConfig, ConfigError, OpenMode};
-use crate::future::ResponseFuture;
+use crate::future::{CircuitBody, ResponseFuture};
 
 /// What `poll_ready` granted, for `call` to consume.
 enum Admission<C> {
@@ -275,7 +277,7 @@ where
     S::Error: Into<BoxError>,
     C: Classify,
 {
-    type Response = Response<ResB>;
+    type Response = Response<CircuitBody<ResB, C>>;
     type Error = BoxError;
     type Future = ResponseFuture<S::Future, C>;
 
@@ -320,11 +322,13 @@ where
             },
         };
         let started = self.shared.needs_clock.then(Instant::now);
+        let deadline = AttemptDeadline::of(&req);
         ResponseFuture::called(
             self.inner.call(req),
             Arc::clone(&self.shared),
             ticket,
             started,
+            deadline,
         )
     }
 }

@@ -17,12 +17,28 @@ use tower_failover_core::{
 use tower_test::mock::{self, Handle, Mock, Spawn};
 
 type Req = Request<()>;
+/// What the provider answers.
+type Up = Response<String>;
+/// What a caller keeps once the body has been read to its end.
 type Res = Response<()>;
 
 struct Harness {
-    svc: Spawn<CircuitBreaker<Mock<Req, Res>>>,
-    handle: Handle<Req, Res>,
+    svc: Spawn<CircuitBreaker<Mock<Req, Up>>>,
+    handle: Handle<Req, Up>,
     health: Health,
+}
+
+/// Reads a response's body to its end (where a 2xx answer's verdict is made).
+async fn drain<B>(res: Result<Response<B>, BoxError>) -> Result<Res, BoxError>
+where
+    B: http_body::Body,
+    B::Error: Into<BoxError>,
+{
+    let (parts, body) = res?.into_parts();
+    http_body_util::BodyExt::collect(body)
+        .await
+        .map_err(Into::into)?;
+    Ok(Response::from_parts(parts, ()))
 }
 
 fn harness(config: CircuitConfig) -> Harness {
@@ -37,8 +53,11 @@ fn harness(config: CircuitConfig) -> Harness {
 }
 
 /// A response with `status` and, optionally, the hint a provider adapter attaches.
-fn response(status: u16, hint: Option<ErrorHint>) -> Res {
-    let mut res = Response::builder().status(status).body(()).unwrap();
+fn response(status: u16, hint: Option<ErrorHint>) -> Up {
+    let mut res = Response::builder()
+        .status(status)
+        .body(String::new())
+        .unwrap();
     if let Some(h) = hint {
         res.extensions_mut().insert(h);
     }
@@ -55,7 +74,7 @@ impl Harness {
             .await
             .expect("request reached the provider");
         send.send_response(response(status, hint));
-        fut.await
+        drain(fut.await).await
     }
 
     async fn refused(&mut self) -> CircuitOpen {

@@ -19,9 +19,10 @@ use tower::balance::p2c::Balance;
 use tower::discover::ServiceList;
 use tower::load::{CompleteOnResponse, PendingRequests};
 use tower::{BoxError, Service, ServiceExt, service_fn};
+use tower_failover_circuit::future::CircuitBody;
 use tower_failover_circuit::{CircuitBreakerLayer, CircuitConfig, OpenMode};
 use tower_failover_core::error::{CircuitOpen, find};
-use tower_failover_core::{CircuitState, Health};
+use tower_failover_core::{CircuitState, Health, LlmClassifier};
 
 /// tower's balancer with our seeded generator, so the picks replay.
 struct Seeded(tower_failover_core::rng::Rng);
@@ -39,9 +40,13 @@ struct Setup<B> {
     balance: B,
 }
 
+/// What a caller gets: the provider's body, wrapped by the breaker (whose 2xx
+/// verdicts wait for the end of the body; these tests count only 503s).
+type Res = Response<CircuitBody<(), LlmClassifier>>;
+
 impl<B> Setup<B>
 where
-    B: Service<Request<()>, Response = Response<()>, Error = BoxError>,
+    B: Service<Request<()>, Response = Res, Error = BoxError>,
 {
     async fn send(&mut self) -> Result<u16, BoxError> {
         let res = self.balance.ready().await?.call(Request::new(())).await?;
@@ -49,9 +54,7 @@ where
     }
 }
 
-fn setup(
-    mode: OpenMode,
-) -> Setup<impl Service<Request<()>, Response = Response<()>, Error = BoxError>> {
+fn setup(mode: OpenMode) -> Setup<impl Service<Request<()>, Response = Res, Error = BoxError>> {
     let down = Health::standalone("down", "m");
     let up = Health::standalone("up", "m");
     let down_calls = Arc::new(AtomicUsize::new(0));

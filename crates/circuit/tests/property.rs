@@ -102,10 +102,10 @@ impl Drop for ProbeGuard {
     }
 }
 
-type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<()>, BoxError>> + Send>>;
+type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<String>, BoxError>> + Send>>;
 
 impl Service<Request<()>> for Provider {
-    type Response = Response<()>;
+    type Response = Response<String>;
     type Error = BoxError;
     type Future = BoxFuture;
 
@@ -136,7 +136,9 @@ impl Service<Request<()>> for Provider {
             // or its future is dropped.
             let _guard = guard;
             match rx.await {
-                Ok(Answer::Status(s)) => Ok(Response::builder().status(s).body(()).unwrap()),
+                Ok(Answer::Status(s)) => {
+                    Ok(Response::builder().status(s).body(String::new()).unwrap())
+                }
                 Ok(Answer::Connect) => {
                     Err(TransportError::new(FailureKind::Connect, "refused").into())
                 }
@@ -151,6 +153,22 @@ impl Service<Request<()>> for Provider {
 
 type Svc = CircuitBreaker<Provider, LlmClassifier>;
 type Fut = Pin<Box<ResponseFuture<BoxFuture, LlmClassifier>>>;
+
+/// Reads a finished call's body to its end, where a 2xx answer is counted.
+fn read_to_end<B: http_body::Body + Unpin>(
+    res: Result<Response<B>, BoxError>,
+    cx: &mut Context<'_>,
+) -> bool {
+    let Ok(res) = res else { return false };
+    let mut body = res.into_body();
+    loop {
+        match Pin::new(&mut body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(_))) => {}
+            Poll::Ready(None) => return true,
+            Poll::Ready(Some(Err(_))) | Poll::Pending => return false,
+        }
+    }
+}
 
 fn run(mode: OpenMode, permits: u32, with_window: bool, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -222,7 +240,13 @@ fn run(mode: OpenMode, permits: u32, with_window: bool, ops: Vec<Op>) -> Result<
                     }
                 }
                 Op::PollAll => {
-                    futures.retain_mut(|f| f.as_mut().poll(&mut cx).is_pending());
+                    futures.retain_mut(|f| match f.as_mut().poll(&mut cx) {
+                        Poll::Pending => true,
+                        Poll::Ready(res) => {
+                            read_to_end(res, &mut cx);
+                            false
+                        }
+                    });
                 }
                 Op::DropFuture(k) => {
                     if !futures.is_empty() {
@@ -269,7 +293,10 @@ fn run(mode: OpenMode, permits: u32, with_window: bool, ops: Vec<Op>) -> Result<
             prop_assert!(fut.as_mut().poll(&mut cx).is_pending());
             let tx = provider.pending.lock().unwrap().pop().unwrap();
             let _ = tx.send(Answer::Status(200));
-            prop_assert!(matches!(fut.as_mut().poll(&mut cx), Poll::Ready(Ok(_))));
+            let Poll::Ready(res) = fut.as_mut().poll(&mut cx) else {
+                return Err(TestCaseError::fail("a 200 did not finish the call"));
+            };
+            prop_assert!(read_to_end(res, &mut cx), "the 200's body did not end");
         }
         prop_assert_eq!(health.circuit(), CircuitState::Closed);
         prop_assert_eq!(layer.probes_in_flight(), 0);

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, header};
+use http_body_util::BodyExt;
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -60,7 +61,12 @@ async fn send(svc: &mut CircuitBreaker<HttpClient>, sim: &Sim) -> Result<u16, Du
         .expect("poll_ready hung")
         .unwrap();
     match ready.call(request(sim)).await {
-        Ok(res) => Ok(res.status().as_u16()),
+        Ok(res) => {
+            let status = res.status().as_u16();
+            // A 2xx is counted when its body ends: read it, as a caller would.
+            let _ = res.into_body().collect().await;
+            Ok(status)
+        }
         Err(err) => Err(refusal(&err)),
     }
 }

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use http::{Request, Response};
+use http_body_util::BodyExt;
 use tokio::time::{Instant, advance};
 use tokio_test::{assert_pending, assert_ready, assert_ready_ok};
 use tower::BoxError;
@@ -14,16 +15,33 @@ use tower_failover_core::{CircuitState, FailureKind, Health, HealthEventKind, Sh
 use tower_test::mock::{self, Handle, Mock, Spawn};
 
 type Req = Request<()>;
+/// What the provider answers.
+type Up = Response<String>;
+/// What a caller keeps once the body has been read to its end.
 type Res = Response<()>;
 
 struct Harness {
-    svc: Spawn<CircuitBreaker<Mock<Req, Res>>>,
-    handle: Handle<Req, Res>,
+    svc: Spawn<CircuitBreaker<Mock<Req, Up>>>,
+    handle: Handle<Req, Up>,
     health: Health,
 }
 
-fn response(status: u16) -> Res {
-    Response::builder().status(status).body(()).unwrap()
+fn response(status: u16) -> Up {
+    Response::builder()
+        .status(status)
+        .body(String::new())
+        .unwrap()
+}
+
+/// Reads a response's body to its end (where a 2xx answer's verdict is made).
+async fn drain<B>(res: Result<Response<B>, BoxError>) -> Result<Res, BoxError>
+where
+    B: http_body::Body,
+    B::Error: Into<BoxError>,
+{
+    let (parts, body) = res?.into_parts();
+    body.collect().await.map_err(Into::into)?;
+    Ok(Response::from_parts(parts, ()))
 }
 
 fn harness(config: CircuitConfig) -> Harness {
@@ -48,7 +66,7 @@ impl Harness {
             .await
             .expect("request reached the provider");
         send.send_response(response(status));
-        fut.await
+        drain(fut.await).await
     }
 
     /// One request that must reach the provider and fail with `err`.
@@ -61,7 +79,7 @@ impl Harness {
             .await
             .expect("request reached the provider");
         send.send_error(err);
-        fut.await
+        drain(fut.await).await
     }
 
     /// One request that reaches the provider and is answered 200 after `secs`.
@@ -71,7 +89,7 @@ impl Harness {
         let (_, send) = self.handle.next_request().await.unwrap();
         advance(Duration::from_secs(secs)).await;
         send.send_response(response(200));
-        fut.await
+        drain(fut.await).await
     }
 
     async fn answers(&mut self, status: u16, n: usize) {
@@ -172,7 +190,7 @@ async fn open_half_opens_after_cooldown_and_closes_after_successful_probes() {
 
     let (_, send) = h.handle.next_request().await.unwrap();
     send.send_response(response(200));
-    probe.await.unwrap();
+    drain(probe.await).await.unwrap();
     assert_eq!(h.svc.get_ref().probes_in_flight(), 0);
     assert_eq!(
         h.health.circuit(),
@@ -264,7 +282,7 @@ async fn jitter_only_shortens_and_is_seeded() {
             CircuitConfig::default().consecutive_failures(1).seed(seed),
         )
         .unwrap();
-        let (mut svc, mut handle) = mock::spawn_layer::<Req, Res, _>(layer);
+        let (mut svc, mut handle) = mock::spawn_layer::<Req, Up, _>(layer);
         assert_ready_ok!(svc.poll_ready());
         let fut = svc.call(Request::new(()));
         handle
@@ -401,7 +419,7 @@ async fn dropping_a_service_that_reserved_a_permit_gives_it_back() {
 impl Harness {
     async fn refused_with(
         &mut self,
-        svc: &mut Spawn<CircuitBreaker<Mock<Req, Res>>>,
+        svc: &mut Spawn<CircuitBreaker<Mock<Req, Up>>>,
     ) -> CircuitOpen {
         assert_ready_ok!(svc.poll_ready());
         let err = svc.call(Request::new(())).await.unwrap_err();
@@ -433,7 +451,7 @@ async fn stragglers_from_before_the_trip_do_not_count_as_probes() {
         .unwrap()
         .1
         .send_response(response(200));
-    probe.await.unwrap();
+    drain(probe.await).await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]

@@ -247,6 +247,7 @@ impl Error for Invalid {}
 pub struct TruncatedStream {
     provider: Option<ProviderId>,
     detail: String,
+    timeout: Option<Elapsed>,
 }
 
 impl TruncatedStream {
@@ -255,7 +256,22 @@ impl TruncatedStream {
         TruncatedStream {
             provider: None,
             detail: detail.into(),
+            timeout: None,
         }
+    }
+
+    /// Records that a deadline cut the stream (for example the idle timeout
+    /// between chunks, [`TimeoutKind::Idle`]). It becomes this error's
+    /// [`source`](Error::source), so classifiers count the stream as a
+    /// [`Timeout`](crate::FailureKind::Timeout) rather than a reset.
+    pub fn with_timeout(mut self, elapsed: Elapsed) -> Self {
+        self.timeout = Some(elapsed);
+        self
+    }
+
+    /// The deadline that cut the stream, if one did.
+    pub fn timeout(&self) -> Option<&Elapsed> {
+        self.timeout.as_ref()
     }
 
     /// Names the provider.
@@ -282,7 +298,11 @@ impl fmt::Display for TruncatedStream {
     }
 }
 
-impl Error for TruncatedStream {}
+impl Error for TruncatedStream {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.timeout.as_ref().map(|e| e as &(dyn Error + 'static))
+    }
+}
 
 /// Which deadline passed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -298,6 +318,8 @@ pub enum TimeoutKind {
     Total,
     /// Waiting in a queue for a provider to become available.
     Queue,
+    /// The gap between two chunks of a response body (a stream that went silent).
+    Idle,
 }
 
 impl fmt::Display for TimeoutKind {
@@ -308,6 +330,7 @@ impl fmt::Display for TimeoutKind {
             TimeoutKind::Attempt => "attempt",
             TimeoutKind::Total => "total",
             TimeoutKind::Queue => "queue",
+            TimeoutKind::Idle => "idle",
         })
     }
 }

@@ -7,6 +7,21 @@
 //! token) and whole-request latency, and marks the quota group rate limited on a 429.
 //! Balancers, fallbacks, ramps and snapshots then only read the handle.
 //!
+//! # When the verdict is made
+//!
+//! - An error from the provider's service, or a non-2xx answer, is decided at once.
+//! - A 2xx answer is a success only once its body **ends cleanly**: a stream that
+//!   answers 200, sends a chunk and then breaks (a reset, a truncation, an idle
+//!   timeout) is that provider's failure, classified with
+//!   [`Classify::classify_error`] from the body's error. Until then nothing is
+//!   counted, so the counters of a stream move when it ends, not at its headers.
+//! - An attempt (future or body) dropped unfinished **at or after** its
+//!   [`AttemptDeadline`] was ended by a timer above (a router's attempt timeout, the
+//!   request's [`Deadline`](crate::Deadline)): it counts as a
+//!   [`Timeout`](FailureKind::Timeout) failure, so a hung provider trips its circuit
+//!   whichever timer fires. Dropped before it, the caller cancelled: nothing is
+//!   counted.
+//!
 //! Place it below the circuit breaker and the ramp, so that requests they refuse are
 //! not counted as requests to the provider:
 //!
@@ -45,6 +60,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::classify::{Classify, LlmClassifier};
+use crate::deadline::AttemptDeadline;
 use crate::health::{Health, InFlight};
 use crate::outcome::{FailureKind, Outcome};
 
@@ -152,8 +168,9 @@ where
     S::Error: Into<BoxError>,
     C: Classify,
     RB: Body,
+    RB::Error: Into<BoxError>,
 {
-    type Response = Response<ObservedBody<RB>>;
+    type Response = Response<ObservedBody<RB, C>>;
     type Error = BoxError;
     type Future = ResponseFuture<S::Future, C>;
 
@@ -164,13 +181,58 @@ where
 
     #[inline]
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let guard = self.health.start_request();
+        let started = Instant::now();
+        let owed = Owed {
+            guard: self.health.start_request(),
+            deadline: AttemptDeadline::of(&req),
+            started,
+            pending: true,
+            first_byte: true,
+        };
         ResponseFuture {
             fut: self.inner.call(req),
-            guard: Some(guard),
+            owed: Some(owed),
             classifier: self.classifier.clone(),
-            started: Instant::now(),
             default_retry_after: self.default_retry_after,
+        }
+    }
+}
+
+/// One attempt still owed its verdict: counted in flight while it lives, and, if it
+/// is dropped unfinished at or after the instant a timer above gives up on it (its
+/// [`AttemptDeadline`]), counted as that provider's
+/// [`Timeout`](FailureKind::Timeout). Dropped earlier, the caller cancelled: nothing
+/// is counted.
+struct Owed {
+    guard: InFlight,
+    deadline: Option<Instant>,
+    started: Instant,
+    /// No verdict recorded yet (the future has not finished, or a 2xx body has not
+    /// ended).
+    pending: bool,
+    /// The time to first byte is still to be measured.
+    first_byte: bool,
+}
+
+impl Owed {
+    #[inline]
+    fn health(&self) -> &Health {
+        self.guard.health()
+    }
+}
+
+impl Drop for Owed {
+    fn drop(&mut self) {
+        if self.pending && AttemptDeadline::timed_out(self.deadline) {
+            let health = self.guard.health();
+            health.record(&Outcome::failure(FailureKind::Timeout));
+            if self.first_byte {
+                // As for a timeout error: a lower bound of the time to first byte.
+                let now = Instant::now();
+                health
+                    .ttfb()
+                    .observe(now.saturating_duration_since(self.started), now);
+            }
         }
     }
 }
@@ -180,9 +242,8 @@ pin_project! {
     pub struct ResponseFuture<F, C> {
         #[pin]
         fut: F,
-        guard: Option<InFlight>,
+        owed: Option<Owed>,
         classifier: C,
-        started: Instant,
         default_retry_after: Duration,
     }
 }
@@ -220,41 +281,50 @@ where
     C: Classify,
     RB: Body,
 {
-    type Output = Result<Response<ObservedBody<RB>>, BoxError>;
+    type Output = Result<Response<ObservedBody<RB, C>>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = ready!(this.fut.poll(cx));
-        let Some(mut guard) = this.guard.take() else {
+        let Some(mut owed) = this.owed.take() else {
             return Poll::Ready(Err("observe future polled after completion".into()));
         };
         match result {
             Ok(res) => {
                 let outcome = this.classifier.classify_response(&res);
-                guard.answered(&outcome);
-                note(
-                    guard.health(),
-                    &outcome,
-                    *this.started,
-                    *this.default_retry_after,
-                );
-                let measure = outcome.is_success();
-                let started = *this.started;
+                owed.guard.answered(&outcome);
+                // A 2xx is a success only once its body has ended cleanly: a stream
+                // that dies or stalls after its headers is the provider's failure.
+                // Anything else is decided here, at the headers.
+                let provisional = outcome.is_success();
+                if !provisional {
+                    note(
+                        owed.health(),
+                        &outcome,
+                        owed.started,
+                        *this.default_retry_after,
+                    );
+                }
+                owed.pending = provisional;
+                owed.first_byte = provisional;
+                let classifier = this.classifier.clone();
+                let default_retry_after = *this.default_retry_after;
                 Poll::Ready(Ok(res.map(|inner| ObservedBody {
                     inner,
-                    guard: Some(guard),
-                    started,
-                    first_byte_pending: measure,
+                    owed: Some(owed),
+                    classifier,
+                    default_retry_after,
                 })))
             }
             Err(e) => {
+                owed.pending = false;
                 let err = e.into();
                 let outcome = this.classifier.classify_error(&*err);
-                guard.answered(&outcome);
+                owed.guard.answered(&outcome);
                 note(
-                    guard.health(),
+                    owed.health(),
                     &outcome,
-                    *this.started,
+                    owed.started,
                     *this.default_retry_after,
                 );
                 Poll::Ready(Err(err))
@@ -263,73 +333,122 @@ where
     }
 }
 
+/// The body ended cleanly: a 2xx is now a success; latency is measured.
+fn ended(mut o: Owed) {
+    // One clock read for the end of the body.
+    let now = Instant::now();
+    let took = now.saturating_duration_since(o.started);
+    let health = o.health();
+    if o.pending {
+        health.record(&Outcome::Success);
+    }
+    if o.first_byte {
+        // An empty body: its end is its first byte.
+        health.ttfb().observe(took, now);
+    }
+    health.latency().observe(took, now);
+    o.pending = false;
+}
+
 pin_project! {
-    /// A response body that records the time to its first data frame and keeps the
-    /// request counted in flight until it ends (or is dropped).
-    pub struct ObservedBody<B> {
+    /// A response body that records the time to its first data frame, keeps the
+    /// request counted in flight until it ends (or is dropped), and gives a 2xx
+    /// answer its verdict when it ends: a clean end is a success, an error frame is
+    /// the provider's failure (classified with
+    /// [`Classify::classify_error`]).
+    pub struct ObservedBody<B, C = LlmClassifier> {
         #[pin]
         inner: B,
-        guard: Option<InFlight>,
-        started: Instant,
-        first_byte_pending: bool,
+        owed: Option<Owed>,
+        classifier: C,
+        default_retry_after: Duration,
     }
 }
 
-impl<B> ObservedBody<B> {
+impl<B, C> ObservedBody<B, C> {
     /// The wrapped body.
     pub fn get_ref(&self) -> &B {
         &self.inner
     }
 
-    /// Unwraps the body (the request stops counting as in flight).
+    /// Unwraps the body (the request stops counting as in flight, and a 2xx answer
+    /// whose body has not ended gets no verdict).
     pub fn into_inner(self) -> B {
-        self.inner
+        let ObservedBody {
+            inner, mut owed, ..
+        } = self;
+        if let Some(o) = owed.as_mut() {
+            o.pending = false;
+        }
+        inner
     }
 }
 
-impl<B> fmt::Debug for ObservedBody<B> {
+impl<B, C> fmt::Debug for ObservedBody<B, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ObservedBody").finish_non_exhaustive()
     }
 }
 
-impl<B: Body> Body for ObservedBody<B> {
+impl<B, C> Body for ObservedBody<B, C>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+    C: Classify,
+{
     type Data = B::Data;
-    type Error = B::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        let this = self.project();
-        let frame = ready!(this.inner.poll_frame(cx));
-        match &frame {
-            Some(Ok(f)) if f.is_data() => {
-                if *this.first_byte_pending {
-                    *this.first_byte_pending = false;
-                    if let Some(g) = this.guard.as_ref() {
-                        let now = Instant::now();
-                        g.health()
-                            .ttfb()
-                            .observe(now.saturating_duration_since(*this.started), now);
-                    }
-                }
-            }
-            Some(Ok(_)) => {}
-            Some(Err(_)) | None => {
-                if let (Some(g), true) = (this.guard.take(), frame.is_none()) {
-                    // One clock read for the end of the body.
+    ) -> Poll<Option<Result<Frame<B::Data>, BoxError>>> {
+        let mut this = self.project();
+        match ready!(this.inner.as_mut().poll_frame(cx)) {
+            Some(Ok(frame)) => {
+                if frame.is_data()
+                    && let Some(o) = this.owed.as_mut()
+                    && o.first_byte
+                {
+                    o.first_byte = false;
                     let now = Instant::now();
-                    let took = now.saturating_duration_since(*this.started);
-                    if *this.first_byte_pending {
-                        // An empty body: its end is its first byte.
-                        g.health().ttfb().observe(took, now);
-                    }
-                    g.health().latency().observe(took, now);
+                    o.health()
+                        .ttfb()
+                        .observe(now.saturating_duration_since(o.started), now);
                 }
+                // Trailers are a body's last frame, and a consumer may stop at
+                // them (gRPC's does) or when the body says it has ended.
+                if (frame.is_trailers() || this.inner.is_end_stream())
+                    && let Some(o) = this.owed.take()
+                {
+                    ended(o);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Some(Err(e)) => {
+                let err: BoxError = e.into();
+                if let Some(mut o) = this.owed.take()
+                    && o.pending
+                {
+                    // The answer broke after its headers: the provider's failure.
+                    o.pending = false;
+                    let outcome = match this.classifier.classify_error(&*err) {
+                        // A body error is never a success, whatever a custom
+                        // classifier says of it.
+                        Outcome::Success => Outcome::failure(FailureKind::Other),
+                        other => other,
+                    };
+                    note(o.health(), &outcome, o.started, *this.default_retry_after);
+                }
+                Poll::Ready(Some(Err(err)))
+            }
+            None => {
+                if let Some(o) = this.owed.take() {
+                    ended(o);
+                }
+                Poll::Ready(None)
             }
         }
-        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -358,10 +477,15 @@ mod tests {
         }));
         let res = svc.oneshot(Request::new(())).await.unwrap();
         assert_eq!(health.in_flight(), 1, "the body has not been read yet");
-        assert_eq!(health.counters().successes, 1);
+        assert_eq!(
+            health.counters().successes,
+            0,
+            "a 2xx is a success only once its body ends"
+        );
         tokio::time::advance(Duration::from_millis(100)).await;
         let body = res.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(body, "hello");
+        assert_eq!(health.counters().successes, 1);
         assert_eq!(health.in_flight(), 0);
         assert_eq!(health.ttfb().get(), Duration::from_millis(400));
         assert_eq!(health.latency().get(), Duration::from_millis(400));
@@ -377,6 +501,135 @@ mod tests {
         assert_eq!(health.in_flight(), 1);
         drop(res);
         assert_eq!(health.in_flight(), 0);
+        assert_eq!(
+            health.counters().requests,
+            0,
+            "a caller who walks away is neutral"
+        );
+    }
+
+    /// A body that yields one chunk, then what `then` says (an error, or nothing for
+    /// ever).
+    struct OneChunk {
+        sent: bool,
+        then: Option<BoxError>,
+    }
+
+    impl Body for OneChunk {
+        type Data = bytes::Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<bytes::Bytes>, BoxError>>> {
+            if !self.sent {
+                self.sent = true;
+                return Poll::Ready(Some(Ok(Frame::data(bytes::Bytes::from_static(
+                    b"data: {}\n\n",
+                )))));
+            }
+            match self.then.take() {
+                Some(e) => Poll::Ready(Some(Err(e))),
+                None => Poll::Pending,
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_that_breaks_after_its_headers_is_a_failure() {
+        let health = Health::standalone("p", "m");
+        let svc = ObserveLayer::new(health.clone()).layer(service_fn(|_req: Request<()>| async {
+            Ok::<_, BoxError>(Response::new(OneChunk {
+                sent: false,
+                then: Some(crate::error::TruncatedStream::new("cut").into()),
+            }))
+        }));
+        let res = svc.oneshot(Request::new(())).await.unwrap();
+        assert_eq!(health.counters().requests, 0, "200: the verdict waits");
+        let err = res.into_body().collect().await.unwrap_err();
+        assert!(crate::error::find::<crate::error::TruncatedStream>(&*err).is_some());
+        let c = health.counters();
+        assert_eq!((c.requests, c.failures, c.successes), (1, 1, 0));
+        assert_eq!(health.in_flight(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn error_statuses_are_decided_at_the_headers() {
+        let health = Health::standalone("p", "m");
+        let svc = ObserveLayer::new(health.clone()).layer(service_fn(|_req: Request<()>| async {
+            let mut res = Response::new(OneChunk {
+                sent: false,
+                then: Some("boom".into()),
+            });
+            *res.status_mut() = http::StatusCode::BAD_GATEWAY;
+            Ok::<_, BoxError>(res)
+        }));
+        let res = svc.oneshot(Request::new(())).await.unwrap();
+        assert_eq!(health.counters().failures, 1);
+        let _ = res.into_body().collect().await;
+        assert_eq!(health.counters().requests, 1, "counted once");
+    }
+
+    fn with_deadline(after: Duration) -> Request<()> {
+        let mut req = Request::new(());
+        AttemptDeadline::set_on(&mut req, Instant::now() + after);
+        req
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_attempt_dropped_by_its_timer_is_a_timeout() {
+        let health = Health::standalone("p", "m");
+        let svc = ObserveLayer::new(health.clone()).layer(service_fn(|_req: Request<()>| {
+            std::future::pending::<Result<Response<ReplayBody>, BoxError>>()
+        }));
+        let timed = tokio::time::timeout(
+            Duration::from_secs(2),
+            svc.clone().oneshot(with_deadline(Duration::from_secs(2))),
+        )
+        .await;
+        assert!(timed.is_err());
+        let c = health.counters();
+        assert_eq!((c.requests, c.failures), (1, 1));
+        assert_eq!(health.ttfb().get(), Duration::from_secs(2));
+        assert_eq!(health.in_flight(), 0);
+
+        // Dropped before its deadline: the caller went away; nothing counted.
+        let cancelled = tokio::time::timeout(
+            Duration::from_secs(1),
+            svc.oneshot(with_deadline(Duration::from_secs(5))),
+        )
+        .await;
+        assert!(cancelled.is_err());
+        assert_eq!(health.counters().requests, 1);
+        assert_eq!(health.in_flight(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_body_dropped_by_its_timer_is_a_timeout() {
+        let health = Health::standalone("p", "m");
+        let svc = ObserveLayer::new(health.clone()).layer(service_fn(|_req: Request<()>| async {
+            Ok::<_, BoxError>(Response::new(OneChunk {
+                sent: false,
+                then: None,
+            }))
+        }));
+        for (deadline, failures) in [(Duration::from_secs(1), 1), (Duration::from_secs(9), 1)] {
+            let read = async {
+                let res = svc.clone().oneshot(with_deadline(deadline)).await?;
+                res.into_body().collect().await.map(|_| ())
+            };
+            assert!(
+                tokio::time::timeout(Duration::from_secs(1), read)
+                    .await
+                    .is_err()
+            );
+            let c = health.counters();
+            assert_eq!((c.failures, c.successes), (failures, 0));
+            assert_eq!(health.in_flight(), 0);
+        }
+        // The first byte came at once: the timeout does not pose as a slow first byte.
+        assert_eq!(health.ttfb().get(), Duration::ZERO);
     }
 
     #[tokio::test(start_paused = true)]

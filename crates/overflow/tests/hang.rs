@@ -67,7 +67,7 @@ fn req() -> Request<ReplayBody> {
 /// Sends one request: the answer's body (the provider's name).
 async fn send(router: Overflow<Stack>) -> Result<String, BoxError> {
     let res = router.oneshot(req()).await?;
-    let body = res.into_body().collect().await.map_err(|e| match e {})?;
+    let body = res.into_body().collect().await?;
     Ok(String::from_utf8_lossy(&body.to_bytes()).into_owned())
 }
 

@@ -1,5 +1,5 @@
 //! The response body of every adapter: buffered JSON, or a stream passed through
-//! or translated event by event, under the first-byte and total deadlines.
+//! or translated event by event, under the first-byte, idle and total deadlines.
 
 use std::fmt;
 use std::pin::Pin;
@@ -28,7 +28,12 @@ use crate::usage::UsageSink;
 /// translated chunk by chunk for Anthropic; it fails with
 /// [`TruncatedStream`] if it ends early, with
 /// [`TransportError`](tower_failover_core::error::TransportError) if the connection
-/// breaks, and with [`Elapsed`] if a deadline passes mid-stream.
+/// breaks, and with [`Elapsed`] if a deadline passes mid-stream. A stream that goes
+/// silent for longer than the idle timeout
+/// ([`Timeouts::idle`](crate::Timeouts::idle)) between two chunks ends with a
+/// [`TruncatedStream`] whose source is an [`Elapsed`] of kind
+/// [`Idle`](TimeoutKind::Idle): the caller sees the typed truncation, and the
+/// provider's health counts a timeout.
 pub struct ResponseBody {
     kind: Kind,
 }
@@ -130,6 +135,8 @@ pub(crate) struct Deadlines {
     pub(crate) start: Instant,
     pub(crate) first_byte: Duration,
     pub(crate) total: Duration,
+    /// The longest gap allowed between two body chunks once bytes flow.
+    pub(crate) idle: Duration,
     pub(crate) request: Option<Instant>,
 }
 
@@ -164,6 +171,19 @@ impl Deadlines {
         )
     }
 
+    /// The deadline of the next chunk after one that came `now`: the idle timeout,
+    /// unless the attempt's (or the request's) deadline comes first. `true` when it
+    /// is the idle timeout.
+    pub(crate) fn next_chunk(&self, now: Instant) -> (Instant, Elapsed, bool) {
+        let (at, elapsed) = self.after_first_byte();
+        match now.checked_add(self.idle) {
+            Some(idle_at) if idle_at < at => {
+                (idle_at, Elapsed::new(TimeoutKind::Idle, self.idle), true)
+            }
+            _ => (at, elapsed, false),
+        }
+    }
+
     /// The request's own deadline when it comes first.
     fn or_request(&self, at: Instant, elapsed: Elapsed) -> (Instant, Elapsed) {
         match self.request {
@@ -195,7 +215,10 @@ pub(crate) async fn collect(
     loop {
         let got_any = first.is_some();
         let (deadline, elapsed) = if got_any {
-            deadlines.after_first_byte()
+            // A body that stops half-way ends at the idle timeout, not at the
+            // attempt's whole deadline.
+            let (at, elapsed, _) = deadlines.next_chunk(Instant::now());
+            (at, elapsed)
         } else {
             deadlines.before_first_byte()
         };
@@ -271,6 +294,8 @@ pub(crate) struct StreamBody {
     deadlines: Deadlines,
     timer: Pin<Box<Sleep>>,
     got_first: bool,
+    /// The timer is the idle timeout between chunks (rather than a deadline).
+    idle_armed: bool,
     /// Translated bytes not yet handed out.
     out: Vec<u8>,
     sink: UsageSink,
@@ -294,6 +319,7 @@ impl StreamBody {
             deadlines,
             timer: Box::pin(tokio::time::sleep_until(deadline)),
             got_first: false,
+            idle_armed: false,
             out: Vec::new(),
             sink,
             provider,
@@ -336,6 +362,16 @@ impl StreamBody {
                 return Poll::Ready(None);
             }
             if self.timer.as_mut().poll(cx).is_ready() {
+                if self.idle_armed {
+                    // The stream went silent: it ends now, with the typed truncation
+                    // error (a timeout for health), not at the caller's deadline.
+                    let idle = self.deadlines.idle;
+                    tracing::debug!(provider = %self.provider, ?idle, "stream idle timeout");
+                    let err = TruncatedStream::new(format!("no data for {idle:?} (idle timeout)"))
+                        .with_timeout(Elapsed::new(TimeoutKind::Idle, idle))
+                        .with_provider(self.provider.clone());
+                    return self.fail(err.into());
+                }
                 let (_, elapsed) = if self.got_first {
                     self.deadlines.after_first_byte()
                 } else {
@@ -356,11 +392,11 @@ impl StreamBody {
                     if data.is_empty() {
                         continue;
                     }
-                    if !self.got_first {
-                        self.got_first = true;
-                        let (deadline, _) = self.deadlines.after_first_byte();
-                        self.timer.as_mut().reset(deadline);
-                    }
+                    // Every chunk re-arms the idle timeout (capped by the deadlines).
+                    self.got_first = true;
+                    let (deadline, _, idle) = self.deadlines.next_chunk(Instant::now());
+                    self.idle_armed = idle;
+                    self.timer.as_mut().reset(deadline);
                     match &mut self.mode {
                         Mode::Raw => return Poll::Ready(Some(Ok(Frame::data(data)))),
                         Mode::Watch { parser, scan, .. } => {

@@ -143,6 +143,13 @@ impl<W> Builder<W> {
         self
     }
 
+    /// The longest silence allowed between two chunks of a response body (see
+    /// [`Timeouts::idle`](crate::Timeouts::idle)).
+    pub fn idle_timeout(mut self, d: Duration) -> Self {
+        self.config.timeouts.idle = d;
+        self
+    }
+
     /// Deadline of the whole attempt, to the last byte.
     pub fn total_timeout(mut self, d: Duration) -> Self {
         self.config.timeouts.total = d;
@@ -431,6 +438,7 @@ pub(crate) fn build_engine(
         ("timeouts.first_byte", t.first_byte),
         ("timeouts.first_byte_unstreamed", t.first_byte_unstreamed),
         ("timeouts.total", t.total),
+        ("timeouts.idle", t.idle),
     ] {
         if d.is_zero() || d > MAX_TIMEOUT {
             return Err(ConfigError::new(

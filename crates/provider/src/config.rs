@@ -104,6 +104,20 @@ pub struct Timeouts {
     /// with `Elapsed(Attempt)`, also in the middle of a stream.
     #[serde(with = "duration_serde")]
     pub total: Duration,
+    /// The longest silence allowed between two chunks of a response body, once
+    /// its first byte has come (default 30 s; TOML key `idle`). LLM providers send
+    /// a token, or a keep-alive event (Anthropic's `ping`, an SSE comment), every
+    /// few seconds while they generate, so a gap of 30 s means the stream has
+    /// stalled, while a slow but healthy model is still far from it. A stream that
+    /// stalls ends with a
+    /// [`TruncatedStream`](tower_failover_core::error::TruncatedStream) whose
+    /// source is an `Elapsed(Idle)`: the caller sees the typed truncation (or,
+    /// before a validation commit point, the request fails over), and the
+    /// provider's health counts a `Timeout` failure, without waiting for the
+    /// caller's whole deadline. A non-streamed body that stops half-way fails with
+    /// `Elapsed(Idle)`.
+    #[serde(with = "duration_serde")]
+    pub idle: Duration,
 }
 
 impl Timeouts {
@@ -125,6 +139,7 @@ impl Default for Timeouts {
             first_byte: Duration::from_secs(10),
             first_byte_unstreamed: Duration::from_secs(120),
             total: Duration::from_secs(600),
+            idle: Duration::from_secs(30),
         }
     }
 }

@@ -160,8 +160,12 @@
 //! runs from sending a streamed request to the first body byte, its time to first
 //! token (default 10 s), and `first_byte_unstreamed` does the same for any other
 //! request, whose first byte comes only once the whole answer is generated
-//! (default 120 s; [`Timeouts`] explains the choice); `total` runs to the last
-//! byte, also mid-stream. A
+//! (default 120 s; [`Timeouts`] explains the choice); `idle` (default 30 s) is the
+//! longest silence between two body chunks once bytes flow, so a stream that stalls
+//! mid-way ends at it with a typed
+//! [`TruncatedStream`](tower_failover_core::error::TruncatedStream) (a `Timeout`
+//! for the provider's health) instead of at the caller's whole deadline; `total`
+//! runs to the last byte, also mid-stream. A
 //! [`Deadline`](tower_failover_core::Deadline) request extension (set by a retry
 //! or fallback layer for the whole request) caps all of them.
 //!

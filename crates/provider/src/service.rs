@@ -353,6 +353,7 @@ where
         start: Instant::now(),
         first_byte: shared.timeouts.first_byte_for(prepared.stream),
         total: shared.timeouts.total,
+        idle: shared.timeouts.idle,
         request: request_deadline,
     };
     let (deadline, elapsed) = deadlines.before_first_byte();

@@ -525,3 +525,73 @@ fn services_fit_in_stacks() {
     sendable::<tower_failover_provider::ResponseBody>();
     sendable::<tower_failover_provider::ResponseFuture>();
 }
+
+#[tokio::test]
+async fn a_stalled_body_ends_at_the_idle_timeout_as_a_typed_truncation() {
+    // The first event at once, then silence far longer than the idle timeout.
+    let stalls = TestServer::start(None, |_| {
+        sse(vec![
+            (Duration::ZERO, "data: {\"choices\":[]}\n\n"),
+            (Duration::from_secs(60), "data: [DONE]\n\n"),
+        ])
+    })
+    .await;
+    // A JSON answer whose second half never comes.
+    let half_json = TestServer::start(None, |_| {
+        let mut r = json(200, OPENAI_JSON);
+        *r.body_mut() = Scripted::new([
+            (Duration::ZERO, Bytes::from_static(b"{\"id\":")),
+            (Duration::from_secs(60), Bytes::from(OPENAI_JSON)),
+        ]);
+        r
+    })
+    .await;
+    let svc = |s: &TestServer| -> OpenAiCompatible {
+        OpenAiCompatible::builder()
+            .base_url(format!("{}/v1", local(s)))
+            .first_byte_timeout(Duration::from_secs(60))
+            .total_timeout(Duration::from_secs(120))
+            .idle_timeout(Duration::from_millis(200))
+            .build()
+            .unwrap()
+    };
+
+    let res = svc(&stalls).oneshot(post(chat("m", true))).await.unwrap();
+    let (body, err) = read_body(res.into_body()).await;
+    assert_eq!(
+        body, b"data: {\"choices\":[]}\n\n",
+        "what came is passed on"
+    );
+    let err = err.expect("the stall ends the stream with an error");
+    let truncated =
+        find::<tower_failover_core::error::TruncatedStream>(&*err).expect("a typed truncation");
+    assert_eq!(
+        truncated.timeout().map(Elapsed::kind),
+        Some(TimeoutKind::Idle)
+    );
+    assert_eq!(
+        LlmClassifier::default().classify_error(&*err),
+        Outcome::failure(tower_failover_core::FailureKind::Timeout),
+        "a stall is the provider's timeout"
+    );
+
+    let err = svc(&half_json)
+        .oneshot(post(chat("m", false)))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        find::<Elapsed>(&*err).map(Elapsed::kind),
+        Some(TimeoutKind::Idle)
+    );
+}
+
+#[test]
+fn the_idle_timeout_is_read_from_toml_and_defaults_to_30_s() {
+    let c: ProviderConfig =
+        toml::from_str("kind = \"openai\"\ntimeouts = { idle = \"5s\" }\n").unwrap();
+    assert_eq!(c.timeouts.idle, Duration::from_secs(5));
+    assert_eq!(
+        ProviderConfig::default().timeouts.idle,
+        Duration::from_secs(30)
+    );
+}

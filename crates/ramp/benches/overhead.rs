@@ -19,24 +19,36 @@ static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 /// One request through `svc`: poll_ready, call, and poll the (ready) future.
 #[inline]
-fn one<S>(svc: &mut S, cx: &mut Context<'_>) -> bool
+fn one<S, B>(svc: &mut S, cx: &mut Context<'_>) -> bool
 where
-    S: Service<Request<()>, Response = Response<()>>,
+    S: Service<Request<()>, Response = Response<B>>,
+    B: http_body::Body,
 {
     let Poll::Ready(Ok(())) = svc.poll_ready(cx) else {
         unreachable!("always ready")
     };
     let mut fut = std::pin::pin!(svc.call(Request::new(())));
     match fut.as_mut().poll(cx) {
-        Poll::Ready(r) => r.is_ok(),
+        // A 2xx counts for the ramp when its body ends: read it.
+        Poll::Ready(Ok(res)) => {
+            let mut body = std::pin::pin!(res.into_body());
+            matches!(body.as_mut().poll_frame(cx), Poll::Ready(None))
+        }
+        Poll::Ready(Err(_)) => false,
         Poll::Pending => unreachable!("always ready"),
     }
 }
 
+/// An empty body that allocates nothing.
+type Empty = http_body_util::Empty<&'static [u8]>;
+
 use std::future::Future;
 
-fn inner() -> impl Service<Request<()>, Response = Response<()>, Error = tower::BoxError> + Clone {
-    service_fn(|_req: Request<()>| std::future::ready(Ok::<_, tower::BoxError>(Response::new(()))))
+fn inner() -> impl Service<Request<()>, Response = Response<Empty>, Error = tower::BoxError> + Clone
+{
+    service_fn(|_req: Request<()>| {
+        std::future::ready(Ok::<_, tower::BoxError>(Response::new(Empty::new())))
+    })
 }
 
 /// The cases: name, and the ramp share in ppm (`None`: the bare inner service).
@@ -47,7 +59,9 @@ const CASES: [(&str, Option<u32>); 4] = [
     ("ramp at 50 % (half shed)", Some(500_000)),
 ];
 
-fn ramped(ppm: u32) -> impl Service<Request<()>, Response = Response<()>, Error = tower::BoxError> {
+fn ramped(
+    ppm: u32,
+) -> impl Service<Request<()>, Response = Response<impl http_body::Body>, Error = tower::BoxError> {
     let health = Health::standalone("bench", "model");
     if ppm < 1_000_000 {
         health.set_ramp(Some(2), ppm);

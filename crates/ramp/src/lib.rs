@@ -67,9 +67,11 @@
 //!
 //! - Make **one** `RampLayer` per provider and clone it: two layers on the same
 //!   `Health` would both drive its ramp.
-//! - An outcome is classified when the response head arrives; a stream that breaks
-//!   after its headers is not counted against the step (put the validation layer,
-//!   which turns a broken stream into an error, below the ramp).
+//! - A 2xx answer counts when its body ends ([`RampBody`]): a stream that breaks or
+//!   stalls after its headers counts against the step as the provider's failure;
+//!   any other answer counts at its headers. An attempt dropped by a timer above at
+//!   its [`AttemptDeadline`](tower_failover_core::AttemptDeadline) counts as a
+//!   timeout; one dropped earlier by its caller counts nothing.
 //! - Requests that span two steps are counted in neither.
 //! - In a fleet, the lease decides the leader within one store round trip: until
 //!   then several replicas may publish the first step's share (the same value).
@@ -82,6 +84,7 @@
 //! ```
 //! use std::time::Duration;
 //! use http::{Request, Response};
+//! use http_body_util::BodyExt;
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
 //! use tower_failover_core::error::{Shed, find};
 //! use tower_failover_core::{CircuitState, Health};
@@ -111,7 +114,11 @@
 //!     let mut admitted = 0;
 //!     for _ in 0..1000 {
 //!         match svc.clone().oneshot(Request::new(String::new())).await {
-//!             Ok(_) => admitted += 1,
+//!             Ok(res) => {
+//!                 // A 2xx counts toward the step once its body has been read.
+//!                 res.into_body().collect().await?;
+//!                 admitted += 1;
+//!             }
 //!             // Not admitted: a router would send it to another provider.
 //!             Err(e) if find::<Shed>(&*e).is_some() => {}
 //!             Err(e) => return Err(e),
@@ -141,7 +148,7 @@ mod state;
 mod status;
 
 pub use config::{ConfigError, Curve, CurveShape, ProbeConfig, RampConfig, Schedule, Step};
-pub use future::ResponseFuture;
+pub use future::{RampBody, ResponseFuture};
 pub use layer::RampLayer;
 pub use probe::Prober;
 pub use service::Ramp;

@@ -7,10 +7,10 @@ use std::task::{Context, Poll};
 use http::{Request, Response};
 use tower::BoxError;
 use tower_failover_core::error::Shed;
-use tower_failover_core::{Classify, Health, LlmClassifier};
+use tower_failover_core::{AttemptDeadline, Classify, Health, LlmClassifier};
 use tower_service::Service;
 
-use crate::future::ResponseFuture;
+use crate::future::{RampBody, ResponseFuture};
 use crate::state::Shared;
 use crate::status::RampStatus;
 
@@ -89,7 +89,7 @@ where
     S::Error: Into<BoxError>,
     C: Classify,
 {
-    type Response = Response<RB>;
+    type Response = Response<RampBody<RB, C>>;
     type Error = BoxError;
     type Future = ResponseFuture<S::Future, C>;
 
@@ -104,11 +104,13 @@ where
         let core = &self.shared.core;
         if core.admit() {
             let epoch = core.epoch();
+            let deadline = AttemptDeadline::of(&req);
             ResponseFuture::admitted(
                 self.inner.call(req),
                 core.clone(),
                 epoch,
                 self.classifier.clone(),
+                deadline,
             )
         } else {
             ResponseFuture::shed(Shed::new("ramp").with_provider(core.health.id().clone()))

@@ -50,7 +50,7 @@ async fn admitted_requests_and_their_errors_pass_through() {
     let (req, send) = handle.next_request().await.unwrap();
     assert_eq!(req.body(), "hello");
     send.send_response(Response::new("world".to_owned()));
-    assert_eq!(fut.await.unwrap().body(), "world");
+    assert_eq!(fut.await.unwrap().body().get_ref(), "world");
 
     assert_ready_ok!(svc.poll_ready());
     let fut = svc.call(Request::new(String::new()));

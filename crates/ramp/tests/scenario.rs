@@ -37,22 +37,20 @@ enum Served {
 
 /// Tries the primary stack, and on anything but a success (a shed request, an
 /// open circuit, a 503) the backup provider. Errs only if the backup fails too.
-async fn call<S>(
+async fn call<S, B>(
     primary: &mut S,
     primary_url: &str,
     backup: &HttpClient,
     backup_url: &str,
 ) -> Result<Served, BoxError>
 where
-    S: Service<
-            Request<Full<Bytes>>,
-            Response = http::Response<hyper::body::Incoming>,
-            Error = BoxError,
-        >,
+    S: Service<Request<Full<Bytes>>, Response = http::Response<B>, Error = BoxError>,
+    B: http_body::Body,
+    B::Error: Into<BoxError>,
 {
     if let Ok(res) = primary.ready().await?.call(completion(primary_url)).await {
         let ok = res.status() == StatusCode::OK;
-        res.into_body().collect().await?;
+        res.into_body().collect().await.map_err(Into::into)?;
         if ok {
             return Ok(Served::Primary);
         }

@@ -57,22 +57,40 @@ fn stack(sim: &Sim, health: &Health, circuit: Option<CircuitConfig>) -> Stack {
         .build()
         .unwrap();
     let observed = ObserveLayer::new(health.clone()).layer(client);
-    let collected = ServiceExt::<Request<ReplayBody>>::and_then(
-        observed,
-        |res: http::Response<ObservedBody<ResponseBody>>| async move {
-            let (parts, body) = res.into_parts();
-            let bytes = http_body_util::BodyExt::collect(body).await?.to_bytes();
-            Ok::<_, BoxError>(http::Response::from_parts(parts, bytes))
-        },
-    );
+    let collected = ServiceExt::<Request<ReplayBody>>::and_then(observed, to_full);
     match circuit {
-        Some(cfg) => BoxCloneSyncService::new(
+        // The breaker counts a 2xx when its body ends: read it through.
+        Some(cfg) => BoxCloneSyncService::new(ServiceExt::<Request<ReplayBody>>::and_then(
             CircuitBreakerLayer::with_config(health.clone(), cfg)
                 .unwrap()
                 .layer(collected),
-        ),
-        None => BoxCloneSyncService::new(collected),
+            to_bytes,
+        )),
+        None => BoxCloneSyncService::new(ServiceExt::<Request<ReplayBody>>::and_then(
+            collected, to_bytes,
+        )),
     }
+}
+
+/// Reads a body whole (where the observer and the breaker judge a 2xx).
+async fn to_bytes<B>(res: http::Response<B>) -> Result<http::Response<Bytes>, BoxError>
+where
+    B: http_body::Body,
+    B::Error: Into<BoxError>,
+{
+    let (parts, body) = res.into_parts();
+    let bytes = http_body_util::BodyExt::collect(body)
+        .await
+        .map_err(Into::into)?
+        .to_bytes();
+    Ok(http::Response::from_parts(parts, bytes))
+}
+
+async fn to_full(
+    res: http::Response<ObservedBody<ResponseBody>>,
+) -> Result<http::Response<http_body_util::Full<Bytes>>, BoxError> {
+    let res = to_bytes(res).await?;
+    Ok(res.map(http_body_util::Full::new))
 }
 
 fn router(

@@ -36,6 +36,7 @@
 //!
 //! ```
 //! use http::{Request, Response};
+//! use http_body_util::BodyExt;
 //! use tower::{ServiceExt, service_fn};
 //! use tower_failover::balance::FallbackConfig;
 //! use tower_failover::circuit::CircuitConfig;
@@ -65,6 +66,9 @@
 //!     let req = Request::post("/v1/chat/completions").body(String::from("{}"))?;
 //!     let res = stack.clone().oneshot(req).await?;
 //!     assert_eq!(res.status(), 200); // every 503 was retried on the other provider
+//!     // A 2xx counts as a success once its body has ended (a stream can still
+//!     // break after its headers): read it, as a caller does.
+//!     res.into_body().collect().await?;
 //! }
 //!
 //! // The first provider's circuit opened after three failures; nothing more was sent

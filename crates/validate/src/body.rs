@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tower_failover_core::BoxError;
-use tower_failover_core::error::TruncatedStream;
+use tower_failover_core::error::{Elapsed, TruncatedStream, find};
 
 use crate::config::AfterCommit;
 use crate::layer::Shared;
@@ -120,6 +120,27 @@ fn truncated(shared: &Shared, detail: String) -> BoxError {
     }
 }
 
+/// An upstream error after the commit point, as the caller's typed truncation. An
+/// error that already is one (the provider's idle timeout, say) is passed on as it
+/// is; a deadline that cut the stream stays its source, so the provider's health
+/// still counts a timeout rather than a reset.
+fn truncated_by(shared: &Shared, e: BoxError) -> BoxError {
+    if find::<TruncatedStream>(&*e).is_some() {
+        shared.stats.truncated();
+        tracing::warn!(provider = ?shared.provider, error = %e, "stream truncated after the commit point");
+        return e;
+    }
+    let timeout = find::<Elapsed>(&*e).cloned();
+    let detail = format!("upstream error: {e}");
+    match timeout {
+        Some(elapsed) => match truncated(shared, detail).downcast::<TruncatedStream>() {
+            Ok(t) => (*t).with_timeout(elapsed).into(),
+            Err(other) => other,
+        },
+        None => truncated(shared, detail),
+    }
+}
+
 impl<B> Body for ValidatedBody<B>
 where
     B: Body<Data = Bytes>,
@@ -162,8 +183,7 @@ where
                     Some(Err(e)) => {
                         *done = true;
                         let e: BoxError = e.into();
-                        let detail = format!("upstream error: {e}");
-                        Poll::Ready(Some(Err(truncated(shared, detail))))
+                        Poll::Ready(Some(Err(truncated_by(shared, e))))
                     }
                     None => {
                         *done = true;

@@ -523,3 +523,76 @@ fn futures_and_bodies_are_send() {
         "\"anthropic\""
     );
 }
+
+// ---- streams that die or stall, before and after the commit point ----------------
+
+/// The provider's idle timeout, as the provider crate reports it.
+fn idle_cut() -> BoxError {
+    use tower_failover_core::error::{Elapsed, TimeoutKind};
+    TruncatedStream::new("no data for 30s (idle timeout)")
+        .with_timeout(Elapsed::new(
+            TimeoutKind::Idle,
+            std::time::Duration::from_secs(30),
+        ))
+        .into()
+}
+
+#[tokio::test]
+async fn a_stream_that_dies_or_stalls_before_the_commit_point_fails_over() {
+    let classifier = LlmClassifier::default();
+    for (cut, expected) in [
+        (
+            BoxError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
+            FailureKind::Reset,
+        ),
+        (idle_cut(), FailureKind::Timeout),
+    ] {
+        let layer = ValidateLayer::llm();
+        let (body, tx) = open();
+        // The role chunk alone is not enough to commit: it is held back.
+        tx.send(Ok(oa_role().into())).unwrap();
+        tx.send(Err(cut)).unwrap();
+        let err = run(&layer, sse(body)).await.unwrap_err();
+        // Nothing reached the caller; the router sees the provider's failure and
+        // retries elsewhere.
+        let outcome = classifier.classify_error(&*err);
+        assert_eq!(outcome, Outcome::failure(expected), "{err}");
+        assert!(outcome.is_retryable_elsewhere(), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn a_stall_after_the_commit_point_is_the_typed_truncation_and_a_timeout() {
+    let layer = ValidateLayer::llm();
+    let (body, tx) = open();
+    tx.send(Ok([oa_role(), oa_text("Hi")].concat().into()))
+        .unwrap();
+    let res = run(&layer, sse(body)).await.unwrap();
+    tx.send(Err(idle_cut())).unwrap();
+    let err = body_bytes(res).await.unwrap_err();
+    assert!(find::<TruncatedStream>(&*err).is_some(), "{err}");
+    assert_eq!(
+        LlmClassifier::default().classify_error(&*err),
+        Outcome::failure(FailureKind::Timeout),
+        "the provider's health hears a timeout"
+    );
+    assert_eq!(layer.stats().snapshot().truncated, 1);
+
+    // Another deadline mid-stream (the attempt's) keeps its kind too.
+    let (body, tx) = open();
+    tx.send(Ok([oa_role(), oa_text("Hi")].concat().into()))
+        .unwrap();
+    let res = run(&layer, sse(body)).await.unwrap();
+    tx.send(Err(tower_failover_core::error::Elapsed::new(
+        tower_failover_core::error::TimeoutKind::Attempt,
+        std::time::Duration::from_secs(600),
+    )
+    .into()))
+        .unwrap();
+    let err = body_bytes(res).await.unwrap_err();
+    assert!(find::<TruncatedStream>(&*err).is_some(), "{err}");
+    assert_eq!(
+        LlmClassifier::default().classify_error(&*err),
+        Outcome::failure(FailureKind::Timeout)
+    );
+}

@@ -11,17 +11,20 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, ServiceBuilder};
+use tower_failover_circuit::future::CircuitBody;
 use tower_failover_circuit::{CircuitBreakerLayer, CircuitConfig, OpenMode};
-use tower_failover_core::Health;
 use tower_failover_core::observe::{ObserveLayer, ObservedBody};
 use tower_failover_core::replay::ReplayBody;
+use tower_failover_core::{Health, LlmClassifier};
 use tower_failover_sim::{Flavor, Sim};
 
 pub type HttpClient = Client<HttpConnector, ReplayBody>;
 
 /// One provider's stack, boxed so that stacks of any shape fit one router.
-pub type Stack =
-    BoxCloneSyncService<Request<ReplayBody>, Response<ObservedBody<Incoming>>, BoxError>;
+pub type Stack = BoxCloneSyncService<Request<ReplayBody>, Response<StackBody>, BoxError>;
+
+/// The body of a stack's response: the breaker's over the observer's.
+pub type StackBody = CircuitBody<ObservedBody<Incoming>, LlmClassifier>;
 
 pub fn client() -> HttpClient {
     Client::builder(TokioExecutor::new()).build_http()
@@ -72,9 +75,7 @@ pub fn chat() -> Request<ReplayBody> {
 
 /// Reads the whole answer (so that time to first byte is measured) and returns its
 /// status.
-pub async fn status_of(
-    res: Result<Response<ObservedBody<Incoming>>, BoxError>,
-) -> Result<u16, BoxError> {
+pub async fn status_of(res: Result<Response<StackBody>, BoxError>) -> Result<u16, BoxError> {
     let res = res?;
     let status = res.status().as_u16();
     res.into_body().collect().await?;

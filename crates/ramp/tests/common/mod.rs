@@ -66,9 +66,11 @@ impl Service<Request<String>> for Provider {
 
 /// Sends `n` requests; returns how many were admitted. Anything but a success, a
 /// 503 or a `Shed` fails the test.
-pub async fn send<S>(svc: &mut S, n: u64) -> u64
+pub async fn send<S, B>(svc: &mut S, n: u64) -> u64
 where
-    S: Service<Request<String>, Response = Response<String>, Error = BoxError>,
+    S: Service<Request<String>, Response = Response<B>, Error = BoxError>,
+    B: http_body::Body,
+    B::Error: std::fmt::Display,
 {
     let mut admitted = 0;
     for _ in 0..n {
@@ -79,7 +81,14 @@ where
             .call(Request::new(String::new()))
             .await
         {
-            Ok(_) => admitted += 1,
+            Ok(res) => {
+                // A 2xx counts when its body ends: read it, as a caller would.
+                use http_body_util::BodyExt;
+                if let Err(e) = res.into_body().collect().await {
+                    panic!("unexpected body error: {e}");
+                }
+                admitted += 1
+            }
             Err(e) if find::<Shed>(&*e).is_some() => {}
             Err(e) => panic!("unexpected error: {e}"),
         }
