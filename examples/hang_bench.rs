@@ -166,7 +166,9 @@ async fn main() {
                 if ev.provider.provider() != "primary" {
                     continue;
                 }
-                let after = Instant::now().saturating_duration_since(silent_at).as_millis() as u64;
+                let after = Instant::now()
+                    .saturating_duration_since(silent_at)
+                    .as_millis() as u64;
                 match ev.kind {
                     HealthEventKind::Suspect { suspect: true, .. } => {
                         let _ = suspect_after.compare_exchange(
@@ -211,7 +213,10 @@ async fn main() {
             if let Err(e) = primary.set_faults([FaultSpec::always(Fault::Hang)]) {
                 panic!("cannot switch the fault on: {e}");
             }
-            eprintln!("{:>6.1} s  primary goes silent", now.duration_since(start).as_secs_f64());
+            eprintln!(
+                "{:>6.1} s  primary goes silent",
+                now.duration_since(start).as_secs_f64()
+            );
         }
         sent += 1;
         let svc = stack.clone();
@@ -265,7 +270,11 @@ async fn main() {
         "callers {sent} ({} req/s, {}), failed {failed}; reached the silent primary {reached}; \
          suspect after {:?} ms, circuit open after {:?} ms; latency p50 {} ms, p99 {} ms, max {} ms",
         args.rate,
-        if args.unstreamed { "not streamed" } else { "streamed" },
+        if args.unstreamed {
+            "not streamed"
+        } else {
+            "streamed"
+        },
         ms(&suspect_after),
         ms(&open_after),
         p50.as_millis(),

@@ -163,6 +163,23 @@ impl Deadlines {
         self.or_request(at, elapsed)
     }
 
+    /// The deadline of the first body byte once the response headers came `now`:
+    /// the first-byte deadline, or the idle timeout counted from the headers if it
+    /// comes first (an answer whose headers arrived and whose body then never
+    /// starts has gone silent, like one that stops half-way). `true` when it is the
+    /// idle timeout. With the defaults (10 s to the first byte of a stream, 30 s
+    /// idle) a stream's first byte keeps its own deadline; a non-streamed body that
+    /// stalls after its headers ends at the idle timeout instead of 120 s.
+    pub(crate) fn after_headers(&self, now: Instant) -> (Instant, Elapsed, bool) {
+        let (at, elapsed) = self.before_first_byte();
+        match now.checked_add(self.idle) {
+            Some(idle_at) if idle_at < at => {
+                (idle_at, Elapsed::new(TimeoutKind::Idle, self.idle), true)
+            }
+            _ => (at, elapsed, false),
+        }
+    }
+
     /// The deadline that applies once bytes flow, and its error.
     pub(crate) fn after_first_byte(&self) -> (Instant, Elapsed) {
         self.or_request(
@@ -212,15 +229,15 @@ pub(crate) async fn collect(
 ) -> Result<Collected, BoxError> {
     let mut first: Option<Bytes> = None;
     let mut buf = BytesMut::new();
+    let headers_at = Instant::now();
     loop {
         let got_any = first.is_some();
-        let (deadline, elapsed) = if got_any {
-            // A body that stops half-way ends at the idle timeout, not at the
-            // attempt's whole deadline.
-            let (at, elapsed, _) = deadlines.next_chunk(Instant::now());
-            (at, elapsed)
+        // A body that stops half-way (or never starts after its headers) ends at
+        // the idle timeout, not at the attempt's whole deadline.
+        let (deadline, elapsed, _) = if got_any {
+            deadlines.next_chunk(Instant::now())
         } else {
-            deadlines.before_first_byte()
+            deadlines.after_headers(headers_at)
         };
         let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
             Err(_) => return Err(elapsed.into()),
@@ -312,14 +329,14 @@ impl StreamBody {
         sink: UsageSink,
         provider: ProviderId,
     ) -> Self {
-        let (deadline, _) = deadlines.before_first_byte();
+        let (deadline, _, idle_armed) = deadlines.after_headers(Instant::now());
         StreamBody {
             incoming,
             mode,
             deadlines,
             timer: Box::pin(tokio::time::sleep_until(deadline)),
             got_first: false,
-            idle_armed: false,
+            idle_armed,
             out: Vec::new(),
             sink,
             provider,

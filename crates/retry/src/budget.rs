@@ -29,7 +29,10 @@ pub struct BudgetConfig {
     #[serde(with = "tower_failover_core::duration_serde")]
     pub window: Duration,
     /// Retries allowed per second regardless of traffic (so a quiet service can still
-    /// retry). Default: 1.
+    /// retry). Default: 10, as Finagle and Linkerd use: failover comes in bursts (every
+    /// request waiting on a provider that went silent fails over at its timeout at
+    /// once), and a floor of 1 per second made a service at 10 requests per second
+    /// answer 503s to callers in such a burst while a healthy provider was there.
     pub min_per_second: u32,
     /// Retries allowed as a fraction of the requests in the window. Default: 0.2.
     pub ratio: f64,
@@ -39,7 +42,7 @@ impl Default for BudgetConfig {
     fn default() -> Self {
         BudgetConfig {
             window: Duration::from_secs(10),
-            min_per_second: 1,
+            min_per_second: 10,
             ratio: 0.2,
         }
     }

@@ -543,7 +543,10 @@ impl Config {
         if let Some(r) = &self.redis {
             let store = tower_failover_redis::RedisStore::start(r.clone())
                 .map_err(|e| ConfigError::from_display("redis", &e))?;
-            return Ok(tower_failover_core::Registry::with_store(store, self.health));
+            return Ok(tower_failover_core::Registry::with_store(
+                store,
+                self.health,
+            ));
         }
         Ok(tower_failover_core::Registry::with_store(
             std::sync::Arc::new(tower_failover_core::LocalStore),
