@@ -631,3 +631,112 @@ both_fronts!(
     stream_reset_after_content_through_the_gateway,
     |front| dies_mid_stream(front, 4).await
 );
+
+/// Streams (and plain bodies) that go silent after their first bytes end at the
+/// idle timeout (short here; 30 s by default), count as the provider's timeout, and
+/// trip its circuit.
+async fn stalls(front: Front, stream: bool) {
+    let pair = Pair::new(Flavor::OpenAi).await;
+    let config = pair.config("", r#"timeouts = { idle = "300ms" }"#);
+    let fault = Fault::Stall(CutPoint::new(1, 0));
+    let run = run(front, &pair, &config, fault, stream, CALLERS).await;
+    let truncated = assert_complete_or_truncated(&run, stream);
+    assert!(truncated as u64 <= DEFAULT_THRESHOLD, "{truncated} truncated");
+    assert!(
+        run.primary_received <= DEFAULT_THRESHOLD,
+        "the primary received {}",
+        run.primary_received
+    );
+}
+
+both_fronts!(
+    stream_stall_after_first_event_through_the_stack,
+    stream_stall_after_first_event_through_the_gateway,
+    |front| stalls(front, true).await
+);
+
+both_fronts!(
+    body_stall_after_headers_through_the_stack,
+    body_stall_after_headers_through_the_gateway,
+    |front| stalls(front, false).await
+);
+
+// ---------------------------------------------------------------------------
+// A provider that accepts connections and never answers.
+
+/// The router's attempt timeout drops each attempt at the hung primary: the
+/// primary's health hears a timeout every time, so its circuit opens at its
+/// threshold and later callers never wait on it.
+async fn hang_with_attempt_timeout(front: Front) {
+    let pair = Pair::new(Flavor::OpenAi).await;
+    let config = pair.config("[fallback]\nattempt_timeout = \"300ms\"", "");
+    let run = run(front, &pair, &config, Fault::Hang, false, CALLERS).await;
+    assert_all_complete(&run, false);
+    assert!(
+        run.primary_received <= DEFAULT_THRESHOLD,
+        "the primary received {}",
+        run.primary_received
+    );
+}
+
+both_fronts!(
+    hang_under_attempt_timeout_through_the_stack,
+    hang_under_attempt_timeout_through_the_gateway,
+    |front| hang_with_attempt_timeout(front).await
+);
+
+/// The shipped defaults, with callers arriving every 100 ms (streamed): the first
+/// ones wait for the 10 s first-byte timeout and then get the backup; once the
+/// primary has been silent with requests waiting for longer than its suspicion
+/// threshold, new callers go straight to the backup. Every caller is served.
+async fn hang_with_defaults(front: Front) {
+    const PACED: usize = 40;
+    let pair = Pair::new(Flavor::OpenAi).await;
+    let config = pair.config("", "");
+    logs();
+    pair.break_primary(Fault::Hang);
+    let gateway = match front {
+        Front::Gateway => Some(Arc::new(Gateway::start(&config).await)),
+        Front::Stack => None,
+    };
+    let failover = Stack::from_config(&config).unwrap().build().unwrap();
+    let mut callers = tokio::task::JoinSet::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    for i in 0..PACED {
+        tick.tick().await;
+        let (gateway, failover) = (gateway.clone(), failover.clone());
+        callers.spawn(async move {
+            let got = match gateway {
+                Some(gw) => gw.call(true).await,
+                None => through_stack(&failover, true).await,
+            };
+            (i, got)
+        });
+    }
+    let mut served = 0;
+    while let Some(joined) = callers.join_next().await {
+        let (i, got) = joined.unwrap();
+        assert!(got.complete(true), "caller {i} got {got:?}");
+        got.assert_clean();
+        served += 1;
+    }
+    assert_eq!(served, PACED);
+    assert_logs_clean();
+    // Callers arrive every 100 ms; the primary is suspect about 2 s after the first
+    // one started waiting (4 × an unmeasured 500 ms), so about twenty reached it. A
+    // slower machine only sends fewer there. Without detection all forty would.
+    let received = pair.primary.counters().received;
+    assert!(
+        received <= 30,
+        "{received} of {PACED} callers were sent to the silent primary"
+    );
+    if let Some(gw) = gateway {
+        Arc::into_inner(gw).unwrap().shutdown().await;
+    }
+}
+
+both_fronts!(
+    hang_with_shipped_defaults_through_the_stack,
+    hang_with_shipped_defaults_through_the_gateway,
+    |front| hang_with_defaults(front).await
+);
