@@ -661,11 +661,7 @@ mod tests {
                 (false, 4.0),
                 "{kind}"
             );
-            assert_eq!(
-                trips_after(CircuitConfig::default(), kind, 5).0,
-                true,
-                "{kind}"
-            );
+            assert!(trips_after(CircuitConfig::default(), kind, 5).0, "{kind}");
             // Off: they follow `rejected_is_failure`.
             let off = CircuitConfig::default().malformed_is_failure(false);
             assert_eq!(trips_after(off.clone(), kind, 20), (false, 0.0), "{kind}");
