@@ -333,15 +333,26 @@ async fn streamed_malformed_answers_open_the_circuit_and_callers_get_the_backup(
 /// point reaches the circuit); today the circuit hears only the response head, so
 /// all 20 callers reach the primary and get its broken stream.
 #[tokio::test(flavor = "current_thread")]
-#[ignore = "needs late verdicts at the end of a 2xx body (the streaming branch)"]
+#[ignore = "needs a late rejection reported (after_commit = \"report\") to reach the circuit"]
 async fn a_malformed_event_after_the_commit_point_opens_the_circuit() {
+    after_the_commit_point("").await;
+}
+
+/// The same with `after_commit = "error"`: the caller's body ends with the typed
+/// error, which the circuit's body wrapper classifies as a malformed rejection.
+#[tokio::test(flavor = "current_thread")]
+async fn a_malformed_event_after_the_commit_point_ending_in_an_error_opens_the_circuit() {
+    after_the_commit_point("[validate]\nafter_commit = \"error\"").await;
+}
+
+async fn after_the_commit_point(extra: &str) {
     let (logs, _guard) = capture_logs();
     let backup = healthy_backup().await;
     for flavor in [Flavor::OpenAi, Flavor::Anthropic] {
         let name = format!("{flavor:?} streamed malformed_json");
         let primary = broken_primary(flavor, &Fault::MalformedJson).await;
         let failover = Stack::from_config(&config(
-            "",
+            extra,
             &[
                 provider("primary", wire(flavor), primary.base_url(), 0),
                 provider("backup", "openai", backup.base_url(), 1),
