@@ -238,10 +238,14 @@ impl<C> Shared<C> {
             Outcome::Rejected {
                 kind: RejectKind::Shed,
             } => None,
-            Outcome::Rejected { .. } => self
-                .config
-                .rejected_is_failure
-                .then_some(failure(ONE as u32)),
+            Outcome::Rejected { kind } => {
+                let counts = if kind.is_malformed() && self.config.malformed_is_failure {
+                    true
+                } else {
+                    self.config.rejected_is_failure
+                };
+                counts.then_some(failure(ONE as u32))
+            }
         }
     }
 
@@ -594,6 +598,7 @@ impl<C> Shared<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Window;
 
     #[test]
     fn word_packing_round_trips() {
@@ -629,5 +634,120 @@ mod tests {
             let d = jittered.cooldown_for(trips);
             assert!(d <= full && d > full.mul_f64(0.79), "{trips}: {d:?}");
         }
+    }
+
+    fn trips_after(config: CircuitConfig, kind: RejectKind, calls: u32) -> (bool, f64) {
+        let health = Health::standalone("p", "m");
+        let shared = Shared::new(health.clone(), config, ());
+        for _ in 0..calls {
+            shared.complete(&Ticket::Closed, &Outcome::rejected(kind), None);
+        }
+        (
+            health.circuit() == CircuitState::Open,
+            shared.consecutive_failures(),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn malformed_answers_count_by_default_content_rejections_do_not() {
+        let malformed = [
+            RejectKind::InvalidJson,
+            RejectKind::Shape,
+            RejectKind::ErrorObject,
+        ];
+        for kind in malformed {
+            assert_eq!(
+                trips_after(CircuitConfig::default(), kind, 4),
+                (false, 4.0),
+                "{kind}"
+            );
+            assert!(trips_after(CircuitConfig::default(), kind, 5).0, "{kind}");
+            // Off: they follow `rejected_is_failure`.
+            let off = CircuitConfig::default().malformed_is_failure(false);
+            assert_eq!(trips_after(off.clone(), kind, 20), (false, 0.0), "{kind}");
+            let all = off.rejected_is_failure(true);
+            assert!(trips_after(all, kind, 5).0, "{kind}");
+        }
+        let content = [
+            RejectKind::Empty,
+            RejectKind::Truncated,
+            RejectKind::Refusal,
+            RejectKind::Schema,
+            RejectKind::Custom,
+        ];
+        for kind in content {
+            assert_eq!(
+                trips_after(CircuitConfig::default(), kind, 20),
+                (false, 0.0),
+                "{kind}"
+            );
+            let all = CircuitConfig::default().rejected_is_failure(true);
+            assert!(trips_after(all, kind, 5).0, "{kind}");
+        }
+        // Shed never counts, whatever the settings.
+        let everything = CircuitConfig::default().rejected_is_failure(true);
+        assert_eq!(trips_after(everything, RejectKind::Shed, 20), (false, 0.0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn malformed_answers_count_under_every_trip_policy() {
+        // Failures in a time window.
+        let windowed = CircuitConfig::default()
+            .consecutive_failures(0)
+            .failures_in_window(3, Duration::from_secs(60));
+        assert!(!trips_after(windowed.clone(), RejectKind::InvalidJson, 2).0);
+        assert!(trips_after(windowed, RejectKind::InvalidJson, 3).0);
+        // A failure rate over the last calls: malformed answers mixed with successes.
+        let health = Health::standalone("p", "m");
+        let rate = CircuitConfig::default()
+            .consecutive_failures(0)
+            .failure_rate(0.5, Window::Calls(10), 10);
+        let shared = Shared::new(health.clone(), rate, ());
+        for i in 0..10 {
+            let outcome = if i % 2 == 0 {
+                Outcome::Success
+            } else {
+                Outcome::rejected(RejectKind::ErrorObject)
+            };
+            shared.complete(&Ticket::Closed, &outcome, None);
+            tokio::time::advance(Duration::from_millis(10)).await;
+        }
+        assert_eq!(health.circuit(), CircuitState::Open);
+        // A success between malformed answers breaks the run, like any failure.
+        let health = Health::standalone("p", "m");
+        let shared = Shared::new(health.clone(), CircuitConfig::default(), ());
+        for _ in 0..3 {
+            for _ in 0..4 {
+                shared.complete(&Ticket::Closed, &Outcome::rejected(RejectKind::Shape), None);
+            }
+            shared.complete(&Ticket::Closed, &Outcome::Success, None);
+        }
+        assert_eq!(health.circuit(), CircuitState::Closed);
+        // A malformed probe answer re-opens a half-open circuit.
+        let health = Health::standalone("p", "m");
+        let shared = Arc::new(Shared::new(
+            health.clone(),
+            CircuitConfig::default().jitter(0.0),
+            (),
+        ));
+        for _ in 0..5 {
+            shared.complete(
+                &Ticket::Closed,
+                &Outcome::rejected(RejectKind::InvalidJson),
+                None,
+            );
+        }
+        assert_eq!(health.circuit(), CircuitState::Open);
+        tokio::time::advance(Duration::from_secs(31)).await;
+        let Decision::Probe(permit) = shared.admit() else {
+            panic!("a probe is due");
+        };
+        assert_eq!(health.circuit(), CircuitState::HalfOpen);
+        shared.complete(
+            &Ticket::Probe(permit),
+            &Outcome::rejected(RejectKind::InvalidJson),
+            None,
+        );
+        assert_eq!(health.circuit(), CircuitState::Open);
     }
 }

@@ -221,8 +221,10 @@ impl Default for AccountFailures {
 /// says so. Defaults: open after 5 consecutive failures, fail fast while open, cool
 /// down 30 s doubling with each consecutive trip up to 5 min (jittered up to 20 %
 /// shorter), one probe at a time while half-open, close after 3 successful probes,
-/// one consecutive trip forgiven per 5 min spent closed. 429s and failed validations
-/// do not count as failures. A rejected key or a billing failure opens the circuit
+/// one consecutive trip forgiven per 5 min spent closed. A malformed answer (not
+/// JSON, the wrong envelope, an error object with a 200) counts as a failure; 429s
+/// and answers that fail a content check (empty, truncated, refusal, schema) do not.
+/// A rejected key or a billing failure opens the circuit
 /// at once, for 5 min growing to 30 min ([`AccountFailures`]).
 ///
 /// Deserializes from TOML or JSON; durations accept `"30s"`, `"500ms"` or seconds.
@@ -279,9 +281,20 @@ pub struct CircuitConfig {
     /// Count a 429 ([`Outcome::RateLimited`](tower_failover_core::Outcome::RateLimited))
     /// as a failure of weight 1. Default false: a rate limit is not an outage.
     pub rate_limited_is_failure: bool,
-    /// Count a failed validation or refusal
-    /// ([`Outcome::Rejected`](tower_failover_core::Outcome::Rejected)) as a failure of
-    /// weight 1. Default false. An attempt shed by another layer
+    /// Count a *malformed* answer (a rejection for which
+    /// [`RejectKind::is_malformed`](tower_failover_core::RejectKind::is_malformed) is
+    /// true: the body is not JSON, the envelope has the wrong shape, or an error
+    /// object came with a 200) as a failure of weight 1, under every trip policy.
+    /// Default true: a proxy's HTML error page or an empty body says the provider is
+    /// broken whatever the prompt, and without this every caller would first be sent
+    /// to it and retried elsewhere, spending the shared retry budget. With `false`,
+    /// malformed answers follow [`rejected_is_failure`](Self::rejected_is_failure).
+    pub malformed_is_failure: bool,
+    /// Count any other failed validation or refusal
+    /// ([`Outcome::Rejected`](tower_failover_core::Outcome::Rejected): empty or
+    /// truncated output, a refusal, a schema mismatch, a custom check) as a failure
+    /// of weight 1. Default false: these judge the content, which depends on the
+    /// prompt. An attempt shed by another layer
     /// ([`RejectKind::Shed`](tower_failover_core::RejectKind::Shed)) never counts: it
     /// did not reach the provider.
     pub rejected_is_failure: bool,
@@ -322,6 +335,7 @@ impl Default for CircuitConfig {
             weights: FailureWeights::default(),
             account: AccountFailures::default(),
             rate_limited_is_failure: false,
+            malformed_is_failure: true,
             rejected_is_failure: false,
             cooldown: Duration::from_secs(30),
             max_cooldown: Duration::from_secs(300),
@@ -423,7 +437,14 @@ impl CircuitConfig {
         self
     }
 
-    /// Whether a failed validation or refusal counts as a failure.
+    /// Whether a malformed answer (not JSON, the wrong envelope, an error object
+    /// with a 200) counts as a failure. Default true.
+    pub fn malformed_is_failure(mut self, yes: bool) -> Self {
+        self.malformed_is_failure = yes;
+        self
+    }
+
+    /// Whether any other failed validation or refusal counts as a failure.
     pub fn rejected_is_failure(mut self, yes: bool) -> Self {
         self.rejected_is_failure = yes;
         self
@@ -611,6 +632,7 @@ mod tests {
         assert_eq!(c.max_cooldown, Duration::from_secs(300));
         assert_eq!(c.success_threshold, 3);
         assert!(!c.rate_limited_is_failure && !c.rejected_is_failure);
+        assert!(c.malformed_is_failure);
         assert!(c.account.trip_at_once);
         assert_eq!(c.account.cooldown, Duration::from_secs(300));
         assert_eq!(c.account.max_cooldown, Duration::from_secs(1800));
@@ -643,6 +665,21 @@ mod tests {
         assert!(c.account.trip_at_once);
         assert_eq!(c.account.max_cooldown, Duration::from_secs(1800));
         assert!(toml::from_str::<CircuitConfig>("account = { cooldwn = \"1m\" }").is_err());
+    }
+
+    #[test]
+    fn malformed_key_reads_from_toml() {
+        let c: CircuitConfig =
+            toml::from_str("malformed_is_failure = false\nrejected_is_failure = true").unwrap();
+        c.validate().unwrap();
+        assert_eq!(
+            c,
+            CircuitConfig::default()
+                .malformed_is_failure(false)
+                .rejected_is_failure(true)
+        );
+        assert!(toml::from_str::<CircuitConfig>("malformed_is_failure = \"yes\"").is_err());
+        assert!(toml::from_str::<CircuitConfig>("malformed_is_falure = true").is_err());
     }
 
     #[test]

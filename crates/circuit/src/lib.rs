@@ -41,10 +41,15 @@
 //! failure is decided by a [`Classify`](tower_failover_core::Classify)
 //! implementation, by default
 //! [`LlmClassifier`](tower_failover_core::LlmClassifier). A 429
-//! ([`RateLimited`](tower_failover_core::Outcome::RateLimited)) and a failed
-//! validation ([`Rejected`](tower_failover_core::Outcome::Rejected)) do not count by
-//! default (both configurable); an attempt shed by another layer never counts; a
-//! client error (4xx) counts as a success, since the provider answered.
+//! ([`RateLimited`](tower_failover_core::Outcome::RateLimited)) does not count by
+//! default. A failed validation
+//! ([`Rejected`](tower_failover_core::Outcome::Rejected)) counts when the answer was
+//! malformed ([`RejectKind::is_malformed`](tower_failover_core::RejectKind::is_malformed):
+//! not JSON, the wrong envelope, an error object with a 200), which is the
+//! provider's fault whatever the prompt, and does not when only its content failed
+//! a check (empty, truncated, a refusal, a schema mismatch); all three are
+//! configurable. An attempt shed by another layer never counts; a client error
+//! (4xx) counts as a success, since the provider answered.
 //!
 //! # When a verdict is made
 //!

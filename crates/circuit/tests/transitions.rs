@@ -494,6 +494,37 @@ async fn rate_limits_rejections_and_shed_do_not_count_by_default() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn malformed_answers_count_by_default_through_the_service() {
+    use tower_failover_core::RejectKind;
+    use tower_failover_core::error::Invalid;
+    let mut h = harness(CircuitConfig::default().consecutive_failures(3));
+    for kind in [
+        RejectKind::InvalidJson,
+        RejectKind::Shape,
+        RejectKind::ErrorObject,
+    ] {
+        let err = h
+            .fail(Invalid::new(kind, "provider text"))
+            .await
+            .unwrap_err();
+        assert_eq!(find::<Invalid>(&*err).map(Invalid::kind), Some(kind));
+    }
+    assert_eq!(h.health.circuit(), CircuitState::Open);
+
+    let mut off = harness(
+        CircuitConfig::default()
+            .consecutive_failures(3)
+            .malformed_is_failure(false),
+    );
+    for _ in 0..6 {
+        let _ = off
+            .fail(Invalid::new(RejectKind::InvalidJson, "not json"))
+            .await;
+    }
+    assert_eq!(off.health.circuit(), CircuitState::Closed);
+}
+
+#[tokio::test(start_paused = true)]
 async fn errors_are_classified_and_passed_through() {
     let mut h = harness(CircuitConfig::default().consecutive_failures(2));
     let err = h

@@ -179,7 +179,13 @@ impl fmt::Display for Shed {
 impl Error for Shed {}
 
 /// A response failed validation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Its `Display` (and so every message a caller or a log can see: an error
+/// response's body, [`AllProvidersFailed`]'s attempts) names the provider and the
+/// [`RejectKind`] only. The [`detail`](Invalid::detail) may quote the provider's own
+/// words (the message of an error object, which can name a fragment of an API key),
+/// so it is kept for programmatic use and left out of `Display` and `Debug`.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Invalid {
     provider: Option<ProviderId>,
     kind: RejectKind,
@@ -222,20 +228,27 @@ impl Invalid {
         self.kind
     }
 
-    /// A short description.
+    /// A short description, at most 200 bytes. It may quote the provider's text
+    /// (an error object's message): never show it to callers or write it to logs.
     pub fn detail(&self) -> &str {
         &self.detail
+    }
+}
+
+impl fmt::Debug for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Invalid")
+            .field("provider", &self.provider)
+            .field("kind", &self.kind)
+            .field("detail_len", &self.detail.len())
+            .finish()
     }
 }
 
 impl fmt::Display for Invalid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         provider_prefix(f, &self.provider)?;
-        write!(f, "invalid response ({})", self.kind)?;
-        if !self.detail.is_empty() {
-            write!(f, ": {}", self.detail)?;
-        }
-        Ok(())
+        write!(f, "invalid response ({})", self.kind)
     }
 }
 
@@ -616,7 +629,7 @@ mod tests {
                     RejectKind::InvalidJson,
                     "expected value at line 1",
                 )),
-                "invalid response (invalid json): expected value at line 1",
+                "invalid response (invalid json)",
             ),
             (
                 Box::new(Elapsed::new(TimeoutKind::Total, Duration::from_secs(30))),
@@ -663,5 +676,31 @@ mod tests {
     fn invalid_detail_is_bounded() {
         let e = Invalid::new(RejectKind::Shape, "é".repeat(500));
         assert!(e.detail().len() <= 204);
+    }
+
+    #[test]
+    fn invalid_keeps_provider_text_out_of_display_and_debug() {
+        let text = "Incorrect API key provided: sk-live-abc123";
+        let e = Invalid::new(RejectKind::ErrorObject, text)
+            .with_provider(ProviderId::new("openai", "gpt-4o"));
+        assert_eq!(e.detail(), text);
+        let shown = [e.to_string(), format!("{e:?}")];
+        for s in &shown {
+            assert!(!s.contains("sk-live") && !s.contains("Incorrect"), "{s}");
+        }
+        assert_eq!(
+            shown[0],
+            "openai/gpt-4o: invalid response (error object in a success response)"
+        );
+        let all = AllProvidersFailed::new(vec![
+            Attempt::new(
+                ProviderId::new("openai", "gpt-4o"),
+                Outcome::rejected(RejectKind::ErrorObject),
+                Duration::from_millis(3),
+            )
+            .with_error(&e),
+        ]);
+        assert!(!all.to_string().contains("sk-live"));
+        assert!(!format!("{all:?}").contains("sk-live"));
     }
 }

@@ -15,8 +15,18 @@ use serde::{Deserialize, Serialize};
 /// | [`Success`](Outcome::Success) | no (it heals) | no |
 /// | [`Failure`](Outcome::Failure) | yes | yes |
 /// | [`RateLimited`](Outcome::RateLimited) | no | yes, without waiting |
-/// | [`Rejected`](Outcome::Rejected) | no, by default | yes |
+/// | [`Rejected`](Outcome::Rejected), malformed ([`RejectKind::is_malformed`]) | yes, by default | yes |
+/// | [`Rejected`](Outcome::Rejected), any other kind | no, by default | yes |
 /// | [`ClientError`](Outcome::ClientError) | no | only by a typed fallback |
+///
+/// A rejection splits in two. An answer that is not a well-formed answer of its wire
+/// format (not JSON, the wrong envelope, an error object sent with a 200) is the
+/// provider's fault whatever the prompt was: a proxy's HTML error page or an empty
+/// body says the provider is broken as surely as a 502 does, so it counts against
+/// the provider's health by default. A well-formed answer whose *content* fails a
+/// check (empty, cut short, a refusal, a schema mismatch, a custom check) depends on
+/// the prompt, and another prompt may pass: it stays neutral by default. An attempt
+/// [`Shed`](RejectKind::Shed) by a layer never reached the provider and never counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "class", rename_all = "snake_case")]
 pub enum Outcome {
@@ -187,6 +197,22 @@ impl fmt::Display for FailureKind {
 }
 
 /// Why an attempt was rejected (refused by a layer, or its output failed validation).
+///
+/// | kind | serialized | [`is_malformed`](RejectKind::is_malformed) | counts against health by default |
+/// | --- | --- | --- | --- |
+/// | [`InvalidJson`](RejectKind::InvalidJson) | `"invalid_json"` | yes | yes |
+/// | [`Shape`](RejectKind::Shape) | `"shape"` | yes | yes |
+/// | [`ErrorObject`](RejectKind::ErrorObject) | `"error_object"` | yes | yes |
+/// | [`Empty`](RejectKind::Empty) | `"empty"` | no | no |
+/// | [`Truncated`](RejectKind::Truncated) | `"truncated"` | no | no |
+/// | [`Refusal`](RejectKind::Refusal) | `"refusal"` | no | no |
+/// | [`Schema`](RejectKind::Schema) | `"schema"` | no | no |
+/// | [`Custom`](RejectKind::Custom) | `"custom"` | no | no |
+/// | [`Shed`](RejectKind::Shed) | `"shed"` | no | never (it did not reach the provider) |
+///
+/// "By default" is the circuit breaker's `malformed_is_failure` (on) and
+/// `rejected_is_failure` (off); the ramp's rollback counts malformed answers as
+/// failures too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -209,6 +235,32 @@ pub enum RejectKind {
     Custom,
     /// A layer shed the attempt before it reached the provider (ramp, overflow).
     Shed,
+}
+
+impl RejectKind {
+    /// Whether the answer was not a well-formed answer of its wire format:
+    /// [`InvalidJson`](RejectKind::InvalidJson), [`Shape`](RejectKind::Shape) or
+    /// [`ErrorObject`](RejectKind::ErrorObject).
+    ///
+    /// Such an answer is evidence against the provider whatever the prompt (an HTML
+    /// error page from a proxy, an empty body, an error object sent with a 200), so
+    /// health-keeping layers count it as a failure by default. The other kinds judge
+    /// the content of a well-formed answer, which depends on the prompt.
+    ///
+    /// ```
+    /// use tower_failover_core::RejectKind;
+    ///
+    /// assert!(RejectKind::InvalidJson.is_malformed());
+    /// assert!(RejectKind::ErrorObject.is_malformed());
+    /// assert!(!RejectKind::Truncated.is_malformed());
+    /// assert!(!RejectKind::Shed.is_malformed());
+    /// ```
+    pub const fn is_malformed(&self) -> bool {
+        matches!(
+            self,
+            RejectKind::InvalidJson | RejectKind::Shape | RejectKind::ErrorObject
+        )
+    }
 }
 
 impl fmt::Display for RejectKind {
@@ -331,5 +383,24 @@ mod tests {
             serde_json::to_string(&outcome).unwrap(),
             r#"{"class":"failure","kind":"credentials"}"#
         );
+    }
+
+    #[test]
+    fn malformed_kinds_are_the_wire_format_ones() {
+        let cases = [
+            (RejectKind::InvalidJson, "\"invalid_json\"", true),
+            (RejectKind::Shape, "\"shape\"", true),
+            (RejectKind::ErrorObject, "\"error_object\"", true),
+            (RejectKind::Empty, "\"empty\"", false),
+            (RejectKind::Truncated, "\"truncated\"", false),
+            (RejectKind::Refusal, "\"refusal\"", false),
+            (RejectKind::Schema, "\"schema\"", false),
+            (RejectKind::Custom, "\"custom\"", false),
+            (RejectKind::Shed, "\"shed\"", false),
+        ];
+        for (kind, json, malformed) in cases {
+            assert_eq!(kind.is_malformed(), malformed, "{kind}");
+            assert_eq!(serde_json::to_string(&kind).unwrap(), json);
+        }
     }
 }

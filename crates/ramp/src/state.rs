@@ -101,12 +101,17 @@ impl Core {
     }
 
     /// Counts an admitted request's outcome into the window it started in.
-    /// Rate limits and rejections are not counted.
+    /// A malformed answer ([`RejectKind::is_malformed`]) is a failure, as the
+    /// circuit breaker counts it by default; rate limits and other rejections are
+    /// not counted.
+    ///
+    /// [`RejectKind::is_malformed`]: tower_failover_core::RejectKind::is_malformed
     #[inline]
     pub(crate) fn record(&self, epoch: u64, outcome: &Outcome) {
         let failed = match outcome {
             Outcome::Success | Outcome::ClientError { .. } => false,
             Outcome::Failure { .. } => true,
+            Outcome::Rejected { kind } if kind.is_malformed() => true,
             Outcome::RateLimited { .. } | Outcome::Rejected { .. } => return,
         };
         if self.epoch.load(Ordering::Relaxed) != epoch {
@@ -321,11 +326,20 @@ mod tests {
         core.record(e, &Outcome::failure(FailureKind::Timeout));
         core.record(e, &Outcome::RateLimited { retry_after: None });
         core.record(e, &Outcome::rejected(tower_failover_core::RejectKind::Shed));
+        // A content rejection is neutral; a malformed answer is the provider's fault.
+        core.record(
+            e,
+            &Outcome::rejected(tower_failover_core::RejectKind::Truncated),
+        );
+        core.record(
+            e,
+            &Outcome::rejected(tower_failover_core::RejectKind::InvalidJson),
+        );
         assert_eq!(
             core.counts().since(start),
             Counts {
-                counted: 2,
-                failures: 1
+                counted: 3,
+                failures: 2
             }
         );
         let next = core.begin_window(false);

@@ -201,10 +201,11 @@ where
                             Verdict::Reject(e) => {
                                 let e = shared.name(e);
                                 shared.stats.late_rejected();
+                                // The kind only: the detail may be the provider's text.
                                 tracing::warn!(
                                     provider = ?shared.provider,
                                     kind = %e.kind(),
-                                    detail = e.detail(),
+                                    malformed = e.kind().is_malformed(),
                                     "stream failed validation after the commit point"
                                 );
                                 match shared.after_commit {

@@ -10,6 +10,13 @@
 //! | [`JsonSchema`] | content (or body) that does not match a JSON Schema | [`Schema`](RejectKind::Schema) |
 //!
 //! Any closure is a validator too, with [`from_fn`](crate::from_fn).
+//!
+//! [`InvalidJson`](RejectKind::InvalidJson), [`ErrorObject`](RejectKind::ErrorObject)
+//! and [`Shape`](RejectKind::Shape) say the answer is malformed, not a well-formed
+//! answer of its wire format ([`RejectKind::is_malformed`]): evidence against the
+//! provider whatever the prompt, which the circuit breaker and the ramp count as a
+//! failure by default. The other kinds judge the content of a well-formed answer
+//! and are neutral by default.
 
 use std::fmt;
 use std::sync::Arc;
@@ -35,6 +42,10 @@ impl Validator for ValidJson {
 
 /// Rejects an error object sent with a success status: `{"error": {...}}` (OpenAI),
 /// `{"type": "error", ...}` (Anthropic), or an error event in a stream.
+///
+/// The rejection's [`detail`](tower_failover_core::error::Invalid::detail) is the
+/// provider's own message (bounded), for programmatic use only: it may quote key
+/// material, so neither the error's `Display` nor the layer's log shows it.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ErrorObject;
 

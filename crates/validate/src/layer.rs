@@ -38,13 +38,16 @@ impl Shared {
 
     /// Counts a rejection before the commit point and turns it into the error the
     /// future returns.
+    ///
+    /// The log line names the kind, never the [`detail`](Invalid::detail): for an
+    /// error object that is the provider's own text, which may quote key material.
     pub(crate) fn reject(&self, e: Invalid) -> BoxError {
         let e = self.name(e);
         let in_a_row = self.stats.rejected();
         tracing::debug!(
             provider = ?self.provider,
             kind = %e.kind(),
-            detail = e.detail(),
+            malformed = e.kind().is_malformed(),
             in_a_row,
             "response rejected by validation"
         );

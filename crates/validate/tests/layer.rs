@@ -341,7 +341,8 @@ async fn an_absurd_line_is_refused_before_the_commit_point() {
     }
     let err = run(&layer, sse(body)).await.unwrap_err();
     assert_eq!(reject_kind(&err), RejectKind::Shape);
-    assert!(err.to_string().contains("longer than 1024 bytes"), "{err}");
+    let detail = find::<Invalid>(&*err).unwrap().detail();
+    assert!(detail.contains("longer than 1024 bytes"), "{detail}");
     assert!(polls.load(Ordering::SeqCst) < 20);
 }
 
