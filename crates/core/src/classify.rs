@@ -56,7 +56,7 @@ pub trait Classify: Clone + Send + Sync + 'static {
 /// | [`RateLimited`] | `RateLimited` |
 /// | [`CircuitOpen`], [`Shed`] | `Rejected(Shed)`: not sent, so not the provider's fault again |
 /// | [`Invalid`] | `Rejected` of its kind |
-/// | [`TruncatedStream`] | `Failure(Reset)` |
+/// | [`TruncatedStream`] | `Failure(Reset)`, or `Failure(Timeout)` when a timer cut it (it carries an [`Elapsed`], found first: an idle stream) |
 /// | anything else | `Failure(Other)` |
 ///
 /// ```
