@@ -20,9 +20,14 @@
 //! suspect_factor = 4.0        # a provider silent for 4 × its usual time to first byte
 //! suspect_floor = "500ms"     # (and at least this) with requests waiting is passed over
 //!
+//! default_model = "gpt-4o-mini"  # requests naming no model (unset: any provider)
+//!
+//! [models."gpt-4o-mini"]      # when every gpt-4o-mini provider is down or busy,
+//! fallbacks = ["claude-haiku-4-5"]  # these model groups, in order
+//!
 //! [[providers]]
 //! name = "openai"             # provider name and model: the key of its health
-//! model = "gpt-4o-mini"
+//! model = "gpt-4o-mini"       # the name callers ask for (with `aliases`)
 //! kind = "openai"             # the rest is tower_failover::provider::ProviderConfig
 //! api_key_env = "OPENAI_API_KEY"
 //! weight = 2.0
@@ -41,6 +46,18 @@
 //! `circuit = false`, `ramp = false`, `observe = false`, `retry_budget = false`
 //! turn a layer off, and `wait_queue = true` (or a table) turns the wait queue on.
 //! Durations read `"30s"`, `"250ms"`, `"5m"` or a number of seconds.
+//!
+//! **Model routing.** A request goes to the providers that serve the model it asks
+//! for: each entry answers to its `model` and its `aliases`, and the entries that
+//! answer to one name form a group (the same model at several providers or keys).
+//! The router picks and fails over inside the group, then along the group's
+//! `[models."<name>"] fallbacks`, each a whole group. A model nobody serves fails
+//! with [`ModelNotFound`](crate::ModelNotFound) (a gateway's `404
+//! model_not_found`). A request naming no model goes to `default_model`'s group, or
+//! to every provider when it is unset. A request with tools skips entries with
+//! `tools = false`; a prompt estimated (at 4 bytes a token) above an entry's
+//! `context_window` skips it. `route_by_model = false` sends every request to every
+//! provider, whatever its model. See [`crate::models`].
 //! [`Config::validate`] refuses invalid values with a [`ConfigError`] naming the
 //! field (`providers[1].base_url: not a valid URL ...`).
 
@@ -132,8 +149,27 @@ pub struct Config {
     /// Health tracking shared by every provider: the latency averages and hang
     /// detection (when a silent provider becomes suspect and is passed over).
     pub health: HealthConfig,
+    // --- Model routing (see `crate::models`) ---
+    /// Route each request to the providers serving its model. Default: true.
+    pub route_by_model: bool,
+    /// The model group serving requests that name no model. Default: none (any
+    /// provider serves them).
+    pub default_model: Option<String>,
+    /// Per public model name: its group's fallbacks (`[models."gpt-4o-mini"]`).
+    pub models: std::collections::BTreeMap<String, ModelGroup>,
+    // --- end of model routing ---
     /// The providers.
     pub providers: Vec<ProviderEntry>,
+}
+
+/// One model group's settings (`[models."<name>"]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ModelGroup {
+    /// The model groups tried, in order, when every provider of this one failed or
+    /// is unavailable (not transitively). Each must be a name some provider serves.
+    pub fallbacks: Vec<String>,
 }
 
 impl Default for Config {
@@ -163,6 +199,9 @@ impl Default for Config {
             #[cfg(feature = "redis")]
             redis: None,
             health: HealthConfig::default(),
+            route_by_model: true,
+            default_model: None,
+            models: std::collections::BTreeMap::new(),
             providers: Vec::new(),
         }
     }
@@ -224,7 +263,8 @@ pub struct ProviderEntry {
     /// The blended price per million tokens, if not the one derived from `price`.
     #[serde(default)]
     pub price_per_million: Option<f64>,
-    /// Model names callers may ask for that this entry serves (empty: any).
+    /// More model names callers may ask for that this entry serves, besides
+    /// `model` (see the [module documentation](self) on model routing).
     #[serde(default)]
     pub aliases: Vec<String>,
     /// Tiers this entry belongs to, selected by a request header.
@@ -458,6 +498,22 @@ impl Config {
             let at = format!("providers[{i}]");
             self.check_provider(i, p).map_err(|e| e.within(&at))?;
         }
+        // Model routing: every name given must be one a provider serves.
+        #[cfg(feature = "balance")]
+        {
+            let served = |m: &str| {
+                self.providers
+                    .iter()
+                    .any(|p| p.model == m || p.aliases.iter().any(|a| a == m))
+            };
+            crate::models::check_names(
+                &served,
+                self.default_model.as_deref(),
+                self.models
+                    .iter()
+                    .map(|(m, g)| (m.as_str(), g.fallbacks.as_slice())),
+            )?;
+        }
         Ok(())
     }
 
@@ -572,7 +628,12 @@ impl Config {
             .registry(registry.clone())
             .routing(routing)
             .observe(Slot::from(self.observe.clone()))
-            .max_request_bytes(self.max_request_bytes);
+            .max_request_bytes(self.max_request_bytes)
+            .route_by_model(self.route_by_model)
+            .default_model(self.default_model.clone());
+        for (model, group) in &self.models {
+            b = b.model_fallbacks(model, group.fallbacks.iter().cloned());
+        }
         #[cfg(feature = "validate")]
         {
             b = b.validate(Slot::from(self.validate.clone()));

@@ -141,9 +141,11 @@ mod service;
 mod slot;
 #[cfg(feature = "balance")]
 mod stack;
+#[cfg(feature = "balance")]
+pub mod models;
 
 #[cfg(feature = "balance")]
-pub use config::{Config, Price, ProviderEntry, RouterKind};
+pub use config::{Config, ModelGroup, Price, ProviderEntry, RouterKind};
 #[cfg(feature = "balance")]
 pub use config_error::ConfigError;
 #[cfg(feature = "balance")]
@@ -152,6 +154,9 @@ pub use handle::{Handle, ProviderStatus, StackSnapshot, UnknownProvider};
 pub use service::{BoxBody, Failover, ProviderService, boxed};
 #[cfg(feature = "balance")]
 pub use slot::{CustomLayer, ObserveConfig, Slot, Toggle};
+#[cfg(feature = "balance")]
+#[cfg(feature = "balance")]
+pub use models::ModelNotFound;
 #[cfg(feature = "balance")]
 pub use stack::{
     CustomRouter, DEFAULT_MAX_REQUEST_BYTES, ProviderDef, RouterEntry, Routing, Stack, StackBuilder,

@@ -11,7 +11,8 @@ use http::{Request, Response};
 use http_body::Body;
 use tower::BoxError;
 use tower_failover_balance::{
-    Balance, BalanceConfig, Fallback, FallbackConfig, ProviderOptions, SharedBudget,
+    Balance, BalanceConfig, DefaultAttributes, Fallback, FallbackConfig, ProviderOptions,
+    SharedBudget,
 };
 use tower_failover_core::observe::ObserveLayer;
 use tower_failover_core::replay::ReplayBody;
@@ -21,6 +22,7 @@ use tower_service::Service;
 
 use crate::config_error::ConfigError;
 use crate::handle::{Handle, ProviderInfo, Remaining};
+use crate::models::{ModelRouter, check_names};
 use crate::service::{Failover, ProviderService, boxed};
 use crate::slot::{CustomLayer, ObserveConfig, Slot};
 
@@ -334,6 +336,10 @@ pub struct StackBuilder {
     #[cfg(feature = "retry")]
     wait_queue: Option<QueueConfig>,
     max_request_bytes: usize,
+    // Model routing (see `crate::models`).
+    route_by_model: bool,
+    default_model: Option<String>,
+    model_fallbacks: Vec<(String, Vec<String>)>,
 }
 
 #[derive(Clone)]
@@ -387,6 +393,9 @@ impl StackBuilder {
             #[cfg(feature = "retry")]
             wait_queue: None,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            route_by_model: true,
+            default_model: None,
+            model_fallbacks: Vec::new(),
         }
     }
 
@@ -492,6 +501,47 @@ impl StackBuilder {
     /// [`BodyTooLarge`](tower_failover_core::error::BodyTooLarge) (a 413).
     pub fn max_request_bytes(mut self, limit: usize) -> Self {
         self.max_request_bytes = limit;
+        self
+    }
+
+    /// Whether requests are routed by the model they ask for (default: yes).
+    ///
+    /// On, each provider answers to its [model](ProviderDef::model) and to the
+    /// names in its [`ProviderOptions::models`] (its aliases); the providers that
+    /// answer to one name form a group, and a request goes to its model's group,
+    /// then to the group's [fallbacks](StackBuilder::model_fallbacks). A model nobody
+    /// serves fails with [`ModelNotFound`](crate::ModelNotFound). Requests without a
+    /// model go to the [default model](StackBuilder::default_model)'s group, or to
+    /// every provider when none is set. The request's tools and prompt size filter
+    /// the candidates in every case. See the [`models`](crate::models) module.
+    ///
+    /// Off, every request may go to every provider whatever its model, as the
+    /// router's own capability routing (headers only) allows.
+    pub fn route_by_model(mut self, on: bool) -> Self {
+        self.route_by_model = on;
+        self
+    }
+
+    /// The group that serves requests naming no model (`None`, the default: every
+    /// provider serves them). Must be a name some provider answers to.
+    pub fn default_model(mut self, model: Option<String>) -> Self {
+        self.default_model = model;
+        self
+    }
+
+    /// When every provider of `model`'s group failed or is unavailable, try the
+    /// groups of `fallbacks`, in order (for example the same family's cheaper
+    /// model). Each name must be one some provider answers to. Replaces any
+    /// fallbacks set before for `model`.
+    pub fn model_fallbacks<I, M>(mut self, model: impl Into<String>, fallbacks: I) -> Self
+    where
+        I: IntoIterator<Item = M>,
+        M: Into<String>,
+    {
+        let model = model.into();
+        let list = fallbacks.into_iter().map(Into::into).collect();
+        self.model_fallbacks.retain(|(m, _)| *m != model);
+        self.model_fallbacks.push((model, list));
         self
     }
 
@@ -671,7 +721,11 @@ impl StackBuilder {
             });
         }
 
-        let routed = route(&self.routing, entries, budget.clone())?;
+        let routed = if self.route_by_model {
+            self.route_models(entries, budget.clone())?
+        } else {
+            route(&self.routing, entries, budget.clone(), false)?
+        };
         #[cfg(feature = "retry")]
         let (routed, queue) = match &self.wait_queue {
             Some(c) => {
@@ -706,6 +760,71 @@ impl StackBuilder {
     }
 }
 
+impl StackBuilder {
+    /// The names each provider answers to: its model, then its aliases.
+    fn served_names(&self) -> Vec<Vec<&str>> {
+        self.providers
+            .iter()
+            .map(|d| {
+                let mut names = vec![d.model.as_str()];
+                for m in &d.options.models {
+                    if !names.contains(&m.as_str()) {
+                        names.push(m);
+                    }
+                }
+                names
+            })
+            .collect()
+    }
+
+    /// One router per model group, one over every provider, and the model router
+    /// in front of them.
+    fn route_models(
+        &self,
+        entries: Vec<RouterEntry>,
+        budget: Option<SharedBudget>,
+    ) -> Result<ProviderService, ConfigError> {
+        let names = self.served_names();
+        let served = |m: &str| names.iter().any(|n| n.contains(&m));
+        check_names(
+            &served,
+            self.default_model.as_deref(),
+            self.model_fallbacks
+                .iter()
+                .map(|(m, f)| (m.as_str(), f.as_slice())),
+        )?;
+        let mut order: Vec<&str> = Vec::new();
+        for n in names.iter().flatten() {
+            if !order.contains(n) {
+                order.push(n);
+            }
+        }
+        let mut groups = Vec::with_capacity(order.len());
+        for name in order {
+            let members: Vec<RouterEntry> = entries
+                .iter()
+                .zip(&names)
+                .filter(|(_, n)| n.contains(&name))
+                .map(|(e, _)| e.clone())
+                .collect();
+            let service = route(&self.routing, members, budget.clone(), true)?;
+            let fallbacks = self
+                .model_fallbacks
+                .iter()
+                .find(|(m, _)| m == name)
+                .map(|(_, f)| f.clone())
+                .unwrap_or_default();
+            groups.push((name.to_owned(), service, fallbacks));
+        }
+        let any = route(&self.routing, entries, budget, true)?;
+        Ok(boxed(ModelRouter::new(
+            groups,
+            any,
+            self.default_model.clone(),
+        )))
+    }
+}
+
 /// `providers[i].<layer>` when the provider overrides the layer, else `<layer>`.
 #[cfg(any(
     feature = "validate",
@@ -728,11 +847,20 @@ fn strip_provider(field: &str) -> &str {
     }
 }
 
+/// One router over `entries`. Under the model router (`by_model`), the routers
+/// read the attributes it leaves on the request and no model header (the group is
+/// already chosen).
 fn route(
     routing: &Routing,
     entries: Vec<RouterEntry>,
     budget: Option<SharedBudget>,
+    by_model: bool,
 ) -> Result<ProviderService, ConfigError> {
+    let attributes = if by_model {
+        DefaultAttributes::new().model_header(None)
+    } else {
+        DefaultAttributes::new()
+    };
     let balance_err = |section: &str, e: tower_failover_balance::ConfigError| {
         if e.field().starts_with("providers") {
             ConfigError::new(e.field(), e.reason())
@@ -742,7 +870,9 @@ fn route(
     };
     match routing {
         Routing::Balance(c) => {
-            let mut b = Balance::builder().config(c.clone());
+            let mut b = Balance::builder()
+                .config(c.clone())
+                .attributes(attributes);
             if let Some(budget) = budget {
                 b = b.budget(budget);
             }
@@ -752,7 +882,9 @@ fn route(
             Ok(boxed(b.build().map_err(|e| balance_err("balance", e))?))
         }
         Routing::Fallback(c) => {
-            let mut b = Fallback::builder().config(c.clone());
+            let mut b = Fallback::builder()
+                .config(c.clone())
+                .attributes(attributes);
             if let Some(budget) = budget {
                 b = b.budget(budget);
             }

@@ -1,0 +1,288 @@
+//! Routing by the requested model: model groups and their fallbacks.
+//!
+//! Every provider entry answers to its own model name and to its aliases
+//! ([`ProviderOptions::models`](tower_failover_balance::ProviderOptions::models)).
+//! The entries that answer to one name form that name's **group** (the same model at
+//! several providers, or on several keys). A request is routed like this:
+//!
+//! 1. Its model is read once, from the `x-failover-model` header or else the
+//!    buffered JSON body (`"model"`), together with whether it defines tools and an
+//!    estimate of its prompt's size (see
+//!    [`JsonBodyAttributes`](tower_failover_balance::JsonBodyAttributes)). What was
+//!    read is left on the request as a
+//!    [`RequestInfo`](tower_failover_balance::RequestInfo) extension, so the routers
+//!    below do not parse the body again.
+//! 2. A model that no entry answers to fails at once with [`ModelNotFound`] (an HTTP
+//!    gateway answers `404 model_not_found`; no provider is called).
+//! 3. The group's router (the configured [`Routing`](crate::Routing), over the
+//!    group's members only) picks a member and fails over inside the group; members
+//!    without tool support (for a request with tools) or with a context window
+//!    smaller than the prompt are skipped.
+//! 4. When every member of the group failed or is unavailable, the group's declared
+//!    fallbacks are tried in order, each as a whole group (not transitively: a
+//!    fallback group's own fallbacks are not followed). The error of the last one
+//!    lists every attempt made.
+//!
+//! A request that names no model goes to the [default
+//! model](crate::StackBuilder::default_model)'s group when one is set, and otherwise
+//! to every provider (one router over all of them, as without model routing).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use tower::BoxError;
+use tower_failover_balance::{Attributes, JsonBodyAttributes, RequestInfo};
+use tower_failover_core::error::{AllProvidersFailed, Attempt};
+use tower_failover_core::replay::{ReplayBody, clone_request};
+use tower_service::Service;
+
+use crate::service::{BoxBody, ProviderService};
+
+/// The longest model name quoted back in a [`ModelNotFound`] error.
+const MAX_QUOTED: usize = 256;
+
+/// The request asked for a model that no provider serves.
+///
+/// An HTTP front end should answer `404` with OpenAI's `model_not_found` error (not
+/// a `503`, which clients would retry); see [`ModelNotFound::openai_body`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelNotFound {
+    model: String,
+}
+
+impl ModelNotFound {
+    /// The error for `model` (quoted back truncated to 256 bytes).
+    pub fn new(model: &str) -> Self {
+        let mut end = model.len().min(MAX_QUOTED);
+        while !model.is_char_boundary(end) {
+            end -= 1;
+        }
+        ModelNotFound {
+            model: model[..end].to_owned(),
+        }
+    }
+
+    /// The model asked for.
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// The error as OpenAI sends it with a `404`:
+    /// `{"error": {"message", "type": "invalid_request_error", "param": "model", "code": "model_not_found"}}`.
+    pub fn openai_body(&self) -> serde_json::Value {
+        serde_json::json!({
+            "error": {
+                "message": self.to_string(),
+                "type": "invalid_request_error",
+                "param": "model",
+                "code": "model_not_found",
+            }
+        })
+    }
+}
+
+impl fmt::Display for ModelNotFound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "The model `{}` does not exist or you do not have access to it.",
+            self.model
+        )
+    }
+}
+
+impl std::error::Error for ModelNotFound {}
+
+/// One public model name: its router and the groups to try after it.
+struct Group {
+    service: ProviderService,
+    fallbacks: Vec<String>,
+}
+
+/// The router by model: one router per group, one over every provider.
+#[derive(Clone)]
+pub(crate) struct ModelRouter {
+    groups: Arc<HashMap<String, Group>>,
+    any: ProviderService,
+    default_model: Option<Arc<str>>,
+    attributes: JsonBodyAttributes,
+}
+
+impl ModelRouter {
+    pub(crate) fn new(
+        groups: Vec<(String, ProviderService, Vec<String>)>,
+        any: ProviderService,
+        default_model: Option<String>,
+    ) -> Self {
+        let groups = groups
+            .into_iter()
+            .map(|(name, service, fallbacks)| (name, Group { service, fallbacks }))
+            .collect();
+        ModelRouter {
+            groups: Arc::new(groups),
+            any,
+            default_model: default_model.map(Into::into),
+            attributes: JsonBodyAttributes::default(),
+        }
+    }
+}
+
+impl Service<Request<ReplayBody>> for ModelRouter {
+    type Response = Response<BoxBody>;
+    type Error = BoxError;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response<BoxBody>, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // Readiness is the routers' business, per request (they are always ready).
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<ReplayBody>) -> Self::Future {
+        // One look at the request (the header, else the buffered body).
+        let attrs = self.attributes.attributes(&req);
+        let model = attrs.model.as_deref().map(str::to_owned);
+        let info = RequestInfo {
+            // The group is chosen here: the routers below must not filter by model.
+            model: None,
+            tier: attrs.tier.map(std::borrow::Cow::into_owned),
+            tools: attrs.tools,
+            prompt_tokens: attrs.prompt_tokens,
+        };
+        req.extensions_mut().insert(info);
+        let name = model.or_else(|| self.default_model.as_deref().map(str::to_owned));
+        let Some(name) = name else {
+            let mut any = self.any.clone();
+            return Box::pin(async move {
+                std::future::poll_fn(|cx| any.poll_ready(cx)).await?;
+                any.call(req).await
+            });
+        };
+        if !self.groups.contains_key(&name) {
+            let err: BoxError = ModelNotFound::new(&name).into();
+            return Box::pin(async move { Err(err) });
+        }
+        let groups = self.groups.clone();
+        Box::pin(async move {
+            let first = &groups[&name];
+            let chain = std::iter::once(&name).chain(&first.fallbacks);
+            let mut earlier: Vec<Attempt> = Vec::new();
+            let mut last: Option<BoxError> = None;
+            for group in chain {
+                let Some(g) = groups.get(group) else { continue };
+                let mut svc = g.service.clone();
+                let attempt = clone_request(&req);
+                let res = async {
+                    std::future::poll_fn(|cx| svc.poll_ready(cx)).await?;
+                    svc.call(attempt).await
+                }
+                .await;
+                match res {
+                    Ok(res) => return Ok(res),
+                    Err(e) => match e.downcast_ref::<AllProvidersFailed>() {
+                        // The whole group is down: on to the next group.
+                        Some(all) => {
+                            earlier.extend(all.attempts().iter().cloned());
+                            last = Some(e);
+                        }
+                        None => return Err(e),
+                    },
+                }
+            }
+            let Some(last) = last else {
+                return Err("model router: empty group chain".into());
+            };
+            if let Some(all) = last.downcast_ref::<AllProvidersFailed>()
+                && earlier.len() > all.attempts().len()
+            {
+                // Several groups were tried: one error listing every attempt.
+                let mut merged =
+                    AllProvidersFailed::new(earlier).with_retry_after(all.retry_after());
+                if let Some(reason) = all.reason() {
+                    merged = merged.with_reason(reason);
+                }
+                return Err(merged.into());
+            }
+            Err(last)
+        })
+    }
+}
+
+impl fmt::Debug for ModelRouter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut names: Vec<&String> = self.groups.keys().collect();
+        names.sort();
+        f.debug_struct("ModelRouter")
+            .field("groups", &names)
+            .field("default_model", &self.default_model)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checks a default model and declared fallbacks against the names served
+/// (`served`): every name must be served, and a group must not fall back to
+/// itself. Fields are named as in a configuration file (`default_model`,
+/// `models."gpt-4o-mini".fallbacks`).
+pub(crate) fn check_names<'a>(
+    served: &dyn Fn(&str) -> bool,
+    default_model: Option<&str>,
+    fallbacks: impl IntoIterator<Item = (&'a str, &'a [String])>,
+) -> Result<(), crate::ConfigError> {
+    use crate::ConfigError;
+    if let Some(m) = default_model
+        && !served(m)
+    {
+        return Err(ConfigError::new(
+            "default_model",
+            format!("no provider serves `{m}` (a provider's `model` or one of its `aliases`)"),
+        ));
+    }
+    for (name, list) in fallbacks {
+        let at = format!("models.{name:?}");
+        if !served(name) {
+            return Err(ConfigError::new(
+                at,
+                format!("no provider serves `{name}` (a provider's `model` or one of its `aliases`)"),
+            ));
+        }
+        for f in list {
+            if f == name {
+                return Err(ConfigError::new(
+                    format!("{at}.fallbacks"),
+                    format!("`{name}` cannot fall back to itself"),
+                ));
+            }
+            if !served(f) {
+                return Err(ConfigError::new(
+                    format!("{at}.fallbacks"),
+                    format!("no provider serves `{f}` (a provider's `model` or one of its `aliases`)"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_found_is_openai_shaped_and_bounded() {
+        let e = ModelNotFound::new("gpt-9");
+        assert_eq!(
+            e.openai_body(),
+            serde_json::json!({"error": {
+                "message": "The model `gpt-9` does not exist or you do not have access to it.",
+                "type": "invalid_request_error",
+                "param": "model",
+                "code": "model_not_found",
+            }})
+        );
+        let long = "é".repeat(300);
+        assert!(ModelNotFound::new(&long).model().len() <= MAX_QUOTED);
+    }
+}
