@@ -50,6 +50,10 @@ fn config(providers: &[(&str, &str, String)]) -> Config {
             "\n[[providers]]\nname = \"{name}\"\nmodel = \"{model}\"\nkind = \"{kind}\"\nbase_url = \"{base}\"\npriority = {i}\n"
         ));
     }
+    // Requests ask for gpt-4o-mini: the Anthropic backup serves them as its fallback.
+    if providers.iter().any(|p| p.1 == "anthropic") && providers.iter().any(|p| p.1 == "openai") {
+        text.push_str("\n[models.\"gpt-4o-mini\"]\nfallbacks = [\"claude-haiku-4-5\"]\n");
+    }
     Config::from_toml_str(&text).expect("a valid configuration")
 }
 

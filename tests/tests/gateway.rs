@@ -154,6 +154,9 @@ fn config(primary: &Sim, backup: &Sim) -> Config {
         deadline = "10s"
         max_request_bytes = 65536
 
+        [models."gpt-4o-mini"]      # the Anthropic backup answers for gpt-4o-mini
+        fallbacks = ["claude-haiku-4-5"]
+
         [circuit]
         consecutive_failures = 3
         cooldown = "300ms"

@@ -171,6 +171,7 @@ impl Service<Request<ReplayBody>> for ModelRouter {
             let chain = std::iter::once(&name).chain(&first.fallbacks);
             let mut earlier: Vec<Attempt> = Vec::new();
             let mut last: Option<BoxError> = None;
+            let mut retry_after: Option<std::time::Duration> = None;
             for group in chain {
                 let Some(g) = groups.get(group) else { continue };
                 let mut svc = g.service.clone();
@@ -186,6 +187,10 @@ impl Service<Request<ReplayBody>> for ModelRouter {
                         // The whole group is down: on to the next group.
                         Some(all) => {
                             earlier.extend(all.attempts().iter().cloned());
+                            retry_after = match (retry_after, all.retry_after()) {
+                                (Some(a), Some(b)) => Some(a.min(b)),
+                                (a, b) => a.or(b),
+                            };
                             last = Some(e);
                         }
                         None => return Err(e),
@@ -199,8 +204,8 @@ impl Service<Request<ReplayBody>> for ModelRouter {
                 && earlier.len() > all.attempts().len()
             {
                 // Several groups were tried: one error listing every attempt.
-                let mut merged =
-                    AllProvidersFailed::new(earlier).with_retry_after(all.retry_after());
+                // The soonest any of the groups expects a provider back.
+                let mut merged = AllProvidersFailed::new(earlier).with_retry_after(retry_after);
                 if let Some(reason) = all.reason() {
                     merged = merged.with_reason(reason);
                 }
