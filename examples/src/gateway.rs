@@ -5,8 +5,8 @@
 //!
 //! | route | what it does |
 //! | --- | --- |
-//! | `POST /v1/chat/completions` | through the failover stack, streaming (`"stream": true`) or not |
-//! | `GET /v1/models` | the models the configuration serves, OpenAI's list shape |
+//! | `POST /v1/chat/completions` | to the providers serving the requested `model` (then its group's fallbacks), streaming (`"stream": true`) or not; `404 model_not_found` for a model nobody serves |
+//! | `GET /v1/models` | exactly the models that can be asked for (every provider's model and aliases, once), OpenAI's list shape |
 //! | `GET /health` | the stack's snapshot as JSON (`503` when no provider is available) |
 //! | `GET /health/events` | every health event (circuit transitions, overrides, rate-limit windows, ramp steps) as server-sent events |
 //! | `POST /health/force` | `{"provider", "model", "state": "open" \| "closed" \| null}`: a manual override |
@@ -37,8 +37,8 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 use tower_failover::sim::{Flavor, Sim};
 use tower_failover::{
-    CircuitState, Config, ConfigError, CustomLayer, Failover, Handle, ProviderEntry, Stack, boxed,
-    error_response,
+    CircuitState, Config, ConfigError, CustomLayer, Failover, Handle, ModelNotFound, ProviderEntry,
+    Stack, boxed, error_response,
 };
 
 /// The header naming the provider that answered.
@@ -148,6 +148,10 @@ async fn chat(State(state): State<AppState>, req: Request) -> Response {
             Response::from_parts(parts, Body::new(body))
         }
         Err(err) => {
+            if let Some(e) = err.downcast_ref::<ModelNotFound>() {
+                // Not a 503: clients retry those, and no provider will ever serve it.
+                return (StatusCode::NOT_FOUND, axum::Json(e.openai_body())).into_response();
+            }
             tracing::warn!(error = %err, "no provider could answer");
             error_response(&*err).into_response()
         }
@@ -339,6 +343,13 @@ pub async fn simulated() -> Result<Simulated, tower::BoxError> {
                 .client("base_url", base_url),
         );
         sims.push(sim);
+    }
+    // Each model is its own group; when it is down, the others answer for it.
+    let models: Vec<String> = config.providers.iter().map(|p| p.model.clone()).collect();
+    for m in &models {
+        let mut group = tower_failover::ModelGroup::default();
+        group.fallbacks = models.iter().filter(|o| *o != m).cloned().collect();
+        config.models.insert(m.clone(), group);
     }
     config.validate()?;
     Ok(Simulated { sims, config })

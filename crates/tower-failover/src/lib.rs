@@ -136,13 +136,13 @@ pub mod guide;
 #[cfg(feature = "balance")]
 mod handle;
 #[cfg(feature = "balance")]
+pub mod models;
+#[cfg(feature = "balance")]
 mod service;
 #[cfg(feature = "balance")]
 mod slot;
 #[cfg(feature = "balance")]
 mod stack;
-#[cfg(feature = "balance")]
-pub mod models;
 
 #[cfg(feature = "balance")]
 pub use config::{Config, ModelGroup, Price, ProviderEntry, RouterKind};
@@ -151,12 +151,12 @@ pub use config_error::ConfigError;
 #[cfg(feature = "balance")]
 pub use handle::{Handle, ProviderStatus, StackSnapshot, UnknownProvider};
 #[cfg(feature = "balance")]
+#[cfg(feature = "balance")]
+pub use models::ModelNotFound;
+#[cfg(feature = "balance")]
 pub use service::{BoxBody, Failover, ProviderService, boxed};
 #[cfg(feature = "balance")]
 pub use slot::{CustomLayer, ObserveConfig, Slot, Toggle};
-#[cfg(feature = "balance")]
-#[cfg(feature = "balance")]
-pub use models::ModelNotFound;
 #[cfg(feature = "balance")]
 pub use stack::{
     CustomRouter, DEFAULT_MAX_REQUEST_BYTES, ProviderDef, RouterEntry, Routing, Stack, StackBuilder,

@@ -133,8 +133,9 @@ impl ModelRouter {
 impl Service<Request<ReplayBody>> for ModelRouter {
     type Response = Response<BoxBody>;
     type Error = BoxError;
-    type Future =
-        std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response<BoxBody>, BoxError>> + Send>>;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Response<BoxBody>, BoxError>> + Send>,
+    >;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         // Readiness is the routers' business, per request (they are always ready).
@@ -250,7 +251,9 @@ pub(crate) fn check_names<'a>(
         if !served(name) {
             return Err(ConfigError::new(
                 at,
-                format!("no provider serves `{name}` (a provider's `model` or one of its `aliases`)"),
+                format!(
+                    "no provider serves `{name}` (a provider's `model` or one of its `aliases`)"
+                ),
             ));
         }
         for f in list {
@@ -263,7 +266,9 @@ pub(crate) fn check_names<'a>(
             if !served(f) {
                 return Err(ConfigError::new(
                     format!("{at}.fallbacks"),
-                    format!("no provider serves `{f}` (a provider's `model` or one of its `aliases`)"),
+                    format!(
+                        "no provider serves `{f}` (a provider's `model` or one of its `aliases`)"
+                    ),
                 ));
             }
         }

@@ -870,9 +870,7 @@ fn route(
     };
     match routing {
         Routing::Balance(c) => {
-            let mut b = Balance::builder()
-                .config(c.clone())
-                .attributes(attributes);
+            let mut b = Balance::builder().config(c.clone()).attributes(attributes);
             if let Some(budget) = budget {
                 b = b.budget(budget);
             }
@@ -882,9 +880,7 @@ fn route(
             Ok(boxed(b.build().map_err(|e| balance_err("balance", e))?))
         }
         Routing::Fallback(c) => {
-            let mut b = Fallback::builder()
-                .config(c.clone())
-                .attributes(attributes);
+            let mut b = Fallback::builder().config(c.clone()).attributes(attributes);
             if let Some(budget) = budget {
                 b = b.budget(budget);
             }
