@@ -8,9 +8,9 @@
 //! 1. Its model is read once, from the `x-failover-model` header or else the
 //!    buffered JSON body (`"model"`), together with whether it defines tools and an
 //!    estimate of its prompt's size (see
-//!    [`JsonBodyAttributes`](tower_failover_balance::JsonBodyAttributes)). What was
+//!    [`tower_failover_balance::JsonBodyAttributes`]). What was
 //!    read is left on the request as a
-//!    [`RequestInfo`](tower_failover_balance::RequestInfo) extension, so the routers
+//!    [`tower_failover_balance::RequestInfo`] extension, so the routers
 //!    below do not parse the body again.
 //! 2. A model that no entry answers to fails at once with [`ModelNotFound`] (an HTTP
 //!    gateway answers `404 model_not_found`; no provider is called).
