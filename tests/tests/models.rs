@@ -503,3 +503,54 @@ fn model_names_in_the_configuration_must_be_served() {
     let err = with("[models.\"gpt-4o-mini\"]\nfallback = [\"mini\"]").unwrap_err();
     assert!(err.to_string().contains("fallback"), "{err}");
 }
+
+/// A test double answering `400` with a typed hint, as the provider adapters mark a
+/// context window exceeded or a content-policy refusal.
+fn refusing(name: &'static str, hint: tower_failover::ErrorHint) -> tower_failover::ProviderDef {
+    let svc = tower::service_fn(
+        move |_req: http::Request<tower_failover::replay::ReplayBody>| async move {
+            let mut res = http::Response::builder()
+                .status(400)
+                .header("x-from", name)
+                .body(Full::new(Bytes::from_static(b"{\"error\":{}}")))
+                .unwrap();
+            res.extensions_mut().insert(hint);
+            Ok::<_, tower::BoxError>(res)
+        },
+    );
+    tower_failover::ProviderDef::new(name, name, svc)
+}
+
+#[tokio::test]
+async fn typed_refusals_move_along_the_group_fallbacks() {
+    use tower_failover::ErrorHint;
+    let stack = |hint| {
+        Stack::builder()
+            .validate(tower_failover::Slot::Off)
+            .provider(refusing("small", hint))
+            .provider(named("big"))
+            .model_fallbacks("small", ["big"])
+            .build()
+            .unwrap()
+    };
+    let ask_small = || {
+        http::Request::post("/")
+            .body(Full::new(Bytes::from(ask("small").to_string())))
+            .unwrap()
+    };
+    for hint in [ErrorHint::ContextWindowExceeded, ErrorHint::ContentPolicy] {
+        let res = stack(hint).oneshot(ask_small()).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{hint:?}");
+        assert_eq!(res.headers()["x-from"], "big");
+    }
+    // Without a fallback group, the refusal is the answer.
+    let alone = Stack::builder()
+        .validate(tower_failover::Slot::Off)
+        .provider(refusing("small", ErrorHint::ContextWindowExceeded))
+        .provider(named("big"))
+        .build()
+        .unwrap();
+    let res = alone.oneshot(ask_small()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(res.headers()["x-from"], "small");
+}

@@ -21,7 +21,15 @@
 //! 4. When every member of the group failed or is unavailable, the group's declared
 //!    fallbacks are tried in order, each as a whole group (not transitively: a
 //!    fallback group's own fallbacks are not followed). The error of the last one
-//!    lists every attempt made.
+//!    lists every attempt made. So does an answer that a bigger or more lenient
+//!    model may give: a `400` the provider says is a context window exceeded or a
+//!    content-policy refusal (an [`ErrorHint`] on the response) moves on to the
+//!    next fallback group, if there is one, and is returned as it is otherwise.
+//!
+//! Tools and context windows filter candidates under the `balance` and `fallback`
+//! routers (and custom routers that read the
+//! [`RequestInfo`](tower_failover_balance::RequestInfo) extension); the `overflow`
+//! router does not filter.
 //!
 //! A request that names no model goes to the [default
 //! model](crate::StackBuilder::default_model)'s group when one is set, and otherwise
@@ -37,6 +45,7 @@ use tower::BoxError;
 use tower_failover_balance::{Attributes, JsonBodyAttributes, RequestInfo};
 use tower_failover_core::error::{AllProvidersFailed, Attempt};
 use tower_failover_core::replay::{ReplayBody, clone_request};
+use tower_failover_core::{Classify, ClientErrorKind, ErrorHint, LlmClassifier, Outcome};
 use tower_service::Service;
 
 use crate::service::{BoxBody, ProviderService};
@@ -169,12 +178,18 @@ impl Service<Request<ReplayBody>> for ModelRouter {
         let groups = self.groups.clone();
         Box::pin(async move {
             let first = &groups[&name];
-            let chain = std::iter::once(&name).chain(&first.fallbacks);
+            let chain: Vec<&String> = std::iter::once(&name)
+                .chain(&first.fallbacks)
+                .filter(|g| groups.contains_key(*g))
+                .collect();
             let mut earlier: Vec<Attempt> = Vec::new();
             let mut last: Option<BoxError> = None;
             let mut retry_after: Option<std::time::Duration> = None;
-            for group in chain {
-                let Some(g) = groups.get(group) else { continue };
+            for (n, group) in chain.iter().enumerate() {
+                let Some(g) = groups.get(*group) else {
+                    continue;
+                };
+                let more = n + 1 < chain.len();
                 let mut svc = g.service.clone();
                 let attempt = clone_request(&req);
                 let res = async {
@@ -183,6 +198,10 @@ impl Service<Request<ReplayBody>> for ModelRouter {
                 }
                 .await;
                 match res {
+                    Ok(res) if more && moves_on(&res) => {
+                        // A bigger or more lenient model may take it.
+                        continue;
+                    }
                     Ok(res) => return Ok(res),
                     Err(e) => match e.downcast_ref::<AllProvidersFailed>() {
                         // The whole group is down: on to the next group.
@@ -215,6 +234,20 @@ impl Service<Request<ReplayBody>> for ModelRouter {
             Err(last)
         })
     }
+}
+
+/// Whether an answer is a typed client error that another model may not give:
+/// a context window exceeded, a content-policy refusal.
+fn moves_on<B>(res: &Response<B>) -> bool {
+    if res.status().is_success() || res.extensions().get::<ErrorHint>().is_none() {
+        return false;
+    }
+    matches!(
+        LlmClassifier::default().classify_response(res),
+        Outcome::ClientError {
+            kind: ClientErrorKind::ContextWindowExceeded | ClientErrorKind::ContentPolicy
+        }
+    )
 }
 
 impl fmt::Debug for ModelRouter {
