@@ -14,7 +14,8 @@
 //! Every answer that went through a provider carries `x-failover-provider:
 //! <provider>/<model>`; of the provider's own headers only the content type and
 //! length, `cache-control` and the request id are passed on. Errors are OpenAI-shaped JSON from
-//! [`error_response`]: `503` with `Retry-After` when every provider is down, `413`
+//! [`error_response`]: `404 model_not_found` for a model nobody serves, `503` with
+//! `Retry-After` when every provider is down, `413`
 //! past the body limit, `429`, `502`, `504`.
 
 use std::collections::BTreeSet;
@@ -37,8 +38,8 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 use tower_failover::sim::{Flavor, Sim};
 use tower_failover::{
-    CircuitState, Config, ConfigError, CustomLayer, Failover, Handle, ModelNotFound, ProviderEntry,
-    Stack, boxed, error_response,
+    CircuitState, Config, ConfigError, CustomLayer, Failover, Handle, ProviderEntry, Stack, boxed,
+    error_response,
 };
 
 /// The header naming the provider that answered.
@@ -148,10 +149,6 @@ async fn chat(State(state): State<AppState>, req: Request) -> Response {
             Response::from_parts(parts, Body::new(body))
         }
         Err(err) => {
-            if let Some(e) = err.downcast_ref::<ModelNotFound>() {
-                // Not a 503: clients retry those, and no provider will ever serve it.
-                return (StatusCode::NOT_FOUND, axum::Json(e.openai_body())).into_response();
-            }
             tracing::warn!(error = %err, "no provider could answer");
             error_response(&*err).into_response()
         }

@@ -152,7 +152,7 @@ pub use config_error::ConfigError;
 pub use handle::{Handle, ProviderStatus, StackSnapshot, UnknownProvider};
 #[cfg(feature = "balance")]
 #[cfg(feature = "balance")]
-pub use models::ModelNotFound;
+pub use models::{ModelNotFound, error_response};
 #[cfg(feature = "balance")]
 pub use service::{BoxBody, Failover, ProviderService, boxed};
 #[cfg(feature = "balance")]

@@ -28,7 +28,7 @@
 //!
 //! Tools and context windows filter candidates under the `balance` and `fallback`
 //! routers (and custom routers that read the
-//! [`RequestInfo`](tower_failover_balance::RequestInfo) extension); the `overflow`
+//! [`tower_failover_balance::RequestInfo`] extension); the `overflow`
 //! router does not filter.
 //!
 //! A request that names no model goes to the [default
@@ -56,7 +56,7 @@ const MAX_QUOTED: usize = 256;
 /// The request asked for a model that no provider serves.
 ///
 /// An HTTP front end should answer `404` with OpenAI's `model_not_found` error (not
-/// a `503`, which clients would retry); see [`ModelNotFound::openai_body`].
+/// a `503`, which clients would retry), as [`error_response`] does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelNotFound {
     model: String,
@@ -104,6 +104,37 @@ impl fmt::Display for ModelNotFound {
 }
 
 impl std::error::Error for ModelNotFound {}
+
+/// The HTTP answer to an error of the stack: [`ModelNotFound`] (anywhere in the
+/// error's source chain) as OpenAI's `404 model_not_found`
+/// ([`ModelNotFound::openai_body`]), everything else as
+/// [`tower_failover_core::error_response`] answers it (`503` with `Retry-After`
+/// when every provider is down, `413`, `429`, `504`, …).
+///
+/// ```
+/// use tower_failover::{ModelNotFound, error_response};
+///
+/// let err: tower::BoxError = ModelNotFound::new("gpt-9").into();
+/// let res = error_response(&*err);
+/// assert_eq!(res.status(), 404);
+/// assert!(res.body().contains("model_not_found"));
+/// ```
+pub fn error_response(err: &(dyn std::error::Error + 'static)) -> Response<String> {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(nf) = e.downcast_ref::<ModelNotFound>() {
+            let mut res = Response::new(nf.openai_body().to_string());
+            *res.status_mut() = http::StatusCode::NOT_FOUND;
+            res.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            return res;
+        }
+        cur = e.source();
+    }
+    tower_failover_core::error_response(err)
+}
 
 /// One public model name: its router and the groups to try after it.
 struct Group {
