@@ -16,6 +16,11 @@
 //!   Anthropic shape) for `model` and `tools`, and estimates the prompt's tokens from
 //!   its size (about 4 bytes per token).
 //!
+//! The facade's `Stack` reads a request once with [`JsonBodyAttributes`] (its model
+//! routing picks the model's group from it) and leaves the result on the request as
+//! a [`RequestInfo`] extension, which the routers below it read with
+//! [`DefaultAttributes`] instead of parsing the body again.
+//!
 //! ```
 //! use http::Request;
 //! use tower_failover_balance::{Attributes, JsonBodyAttributes};

@@ -57,7 +57,9 @@
 //! to every provider when it is unset. A request with tools skips entries with
 //! `tools = false`; a prompt estimated (at 4 bytes a token) above an entry's
 //! `context_window` skips it. `route_by_model = false` sends every request to every
-//! provider, whatever its model. See [`crate::models`].
+//! provider, whatever its model. See [`crate::models`]. Two entries of one group at
+//! the same provider (two keys) need distinct names (`name = "openai-2"`): the name
+//! and model are the key of each entry's health.
 //! [`Config::validate`] refuses invalid values with a [`ConfigError`] naming the
 //! field (`providers[1].base_url: not a valid URL ...`).
 
