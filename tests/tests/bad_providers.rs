@@ -160,6 +160,7 @@ impl Pair {
             [[providers]]
             name = "backup"
             model = "gpt-4o-mini-backup"
+            aliases = ["gpt-4o-mini"]    # in gpt-4o-mini's group: requests are routed by model
             kind = "openai"
             base_url = "{}"
             api_key = "{BACKUP_KEY}"
