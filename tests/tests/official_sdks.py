@@ -1,4 +1,4 @@
-"""Drive the gateway example with the official OpenAI Python SDK.
+"""Drive the gateway example with the official OpenAI and Anthropic Python SDKs.
 
 Run by tests/official_sdks.rs with the gateway's and the sims' URLs in the
 environment. Every call goes through the gateway; the sims are touched only
@@ -91,22 +91,39 @@ def chat_tools():
     assert r.choices[0].message.content or r.choices[0].message.tool_calls, r
 
 
+def embeddings():
+    raw = oa.embeddings.with_raw_response.create(
+        model="text-embedding-3-small", input=["failover", "circuit", "failover"]
+    )
+    r = raw.parse()  # the SDK asks for base64 and decodes it
+    vecs = [d.embedding for d in r.data]
+    assert [len(v) for v in vecs] == [1536] * 3, [len(v) for v in vecs]
+    assert vecs[0] == vecs[2] and vecs[0] != vecs[1]
+    assert abs(sum(x * x for x in vecs[0]) - 1.0) < 1e-3
+    floats = oa.embeddings.create(
+        model="text-embedding-3-small", input="failover", encoding_format="float", dimensions=8
+    )
+    assert len(floats.data[0].embedding) == 8, floats
+    assert r.usage.prompt_tokens > 0, r.usage
+    return raw.headers["x-failover-provider"]
+
+
 def everything():
     served = chat_plain()
     chat_streamed()
     chat_tools()
-    return served
+    return served, embeddings()
 
 
 # --- healthy: the primary answers -------------------------------------------
-assert everything() == "primary/gpt-4o-mini"
+assert everything() == ("primary/gpt-4o-mini", "primary/text-embedding-3-small")
 models = {m.id for m in oa.models.list()}
-assert {"gpt-4o-mini", "claude-haiku-4-5"} <= models, models
+assert {"gpt-4o-mini", "claude-haiku-4-5", "text-embedding-3-small"} <= models, models
 
 # --- the primary goes down in the middle: the SDK sees nothing ---------------
 outage(True)
 served = {everything() for _ in range(3)}
-assert served == {"backup/claude-haiku-4-5"}, served
+assert served == {("backup/claude-haiku-4-5", "embed-backup/text-embedding-3-small")}, served
 outage(False)
 
 print("official SDKs through the gateway OK")

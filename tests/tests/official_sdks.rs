@@ -66,8 +66,9 @@ async fn sim(flavor: Flavor, name: &str, seed: u64) -> Sim {
         .expect("a sim starts")
 }
 
-/// The OpenAI-compatible primary first, the Anthropic backup (translated) next.
-fn config(primary: &Sim, backup: &Sim) -> Config {
+/// The OpenAI-compatible primary first, the Anthropic backup (translated) next;
+/// for embeddings, the primary first, another OpenAI-compatible sim next.
+fn config(primary: &Sim, backup: &Sim, embed_backup: &Sim) -> Config {
     Config::from_toml_str(&format!(
         r#"
         router = "fallback"
@@ -90,9 +91,27 @@ fn config(primary: &Sim, backup: &Sim) -> Config {
         kind = "anthropic"
         base_url = "{}"
         priority = 1
+
+        [[providers]]
+        name = "primary"
+        model = "text-embedding-3-small"
+        embeddings = true
+        kind = "openai"
+        base_url = "{}/v1"
+        priority = 0
+
+        [[providers]]
+        name = "embed-backup"
+        model = "text-embedding-3-small"
+        embeddings = true
+        kind = "openai"
+        base_url = "{}/v1"
+        priority = 1
         "#,
         primary.base_url(),
         backup.base_url(),
+        primary.base_url(),
+        embed_backup.base_url(),
     ))
     .expect("a valid configuration")
 }
@@ -102,7 +121,8 @@ async fn official_sdks_through_the_gateway() {
     let Some(py) = interpreter() else { return };
     let primary = sim(Flavor::OpenAi, "primary", 1).await;
     let backup = sim(Flavor::Anthropic, "backup", 2).await;
-    let gw = gateway::build(&config(&primary, &backup)).expect("the gateway builds");
+    let embed_backup = sim(Flavor::OpenAi, "embed-backup", 3).await;
+    let gw = gateway::build(&config(&primary, &backup, &embed_backup)).expect("the gateway builds");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -143,6 +163,7 @@ async fn official_sdks_through_the_gateway() {
     // The primary saw the outage; the backup answered during it.
     assert!(primary.counters().status(503) >= 1);
     assert!(backup.counters().ok() >= 3);
+    assert!(embed_backup.counters().ok() >= 3);
     let _ = stop.send(());
     server.await.unwrap().unwrap();
 }

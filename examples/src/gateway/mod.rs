@@ -6,7 +6,8 @@
 //! | route | what it does |
 //! | --- | --- |
 //! | `POST /v1/chat/completions` | through the failover stack, streaming (`"stream": true`) or not |
-//! | `GET /v1/models` | the models the configuration serves, OpenAI's list shape |
+//! | `POST /v1/embeddings` | through a second stack of the entries marked `embeddings = true` ([`embeddings`]) |
+//! | `GET /v1/models` | the models the configuration serves (chat and embeddings), OpenAI's list shape |
 //! | `GET /health` | the stack's snapshot as JSON (`503` when no provider is available) |
 //! | `GET /health/events` | every health event (circuit transitions, overrides, rate-limit windows, ramp steps) as server-sent events |
 //! | `POST /health/force` | `{"provider", "model", "state": "open" \| "closed" \| null}`: a manual override |
@@ -24,7 +25,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
@@ -36,9 +36,11 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tower::ServiceExt;
 use tower_failover::sim::{Flavor, Sim};
+mod chat;
+pub mod embeddings;
+
 use tower_failover::{
     CircuitState, Config, ConfigError, CustomLayer, Failover, Handle, ProviderEntry, Stack, boxed,
-    error_response,
 };
 
 /// The header naming the provider that answered.
@@ -49,8 +51,10 @@ pub const SERVED_BY: &str = "x-failover-provider";
 pub struct Gateway {
     /// The routes, ready for `axum::serve` (or [`serve`]).
     pub router: Router,
-    /// Snapshots, events and overrides of the stack behind it.
+    /// Snapshots, events and overrides of the chat stack behind it.
     pub handle: Handle,
+    /// The same for the embeddings stack, when an entry serves embeddings.
+    pub embeddings_handle: Option<Handle>,
     /// Ends the event streams at shutdown, so they do not hold up the drain.
     closing: Arc<watch::Sender<bool>>,
 }
@@ -58,6 +62,8 @@ pub struct Gateway {
 #[derive(Clone)]
 struct AppState {
     failover: Failover,
+    /// The stack of the entries that serve embeddings, if any.
+    embeddings: Option<Failover>,
     models: serde_json::Value,
     closing: watch::Receiver<bool>,
 }
@@ -71,25 +77,24 @@ pub fn router(config: &Config) -> Result<Router, ConfigError> {
 /// variables it names), tags each answer with the provider that gave it, and
 /// wraps it in the gateway's routes. Call it inside a tokio runtime.
 pub fn build(config: &Config) -> Result<Gateway, ConfigError> {
-    let failover = Stack::from_config(config)?
-        .provider_layer(CustomLayer::new(|health, inner| {
-            let tag = HeaderValue::from_str(&health.id().to_string())
-                .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-            boxed(inner.map_response(move |mut res: http::Response<_>| {
-                res.headers_mut().insert(SERVED_BY, tag.clone());
-                res
-            }))
-        }))
-        .build()?;
+    let (chat_config, embeddings_config) = embeddings::split(config);
+    let failover = stack(&chat_config)?;
+    let embeddings = match embeddings_config {
+        Some(c) => Some(stack(&c)?),
+        None => None,
+    };
     let handle = failover.handle().clone();
+    let embeddings_handle = embeddings.as_ref().map(|f| f.handle().clone());
     let (closing, closed) = watch::channel(false);
     let state = AppState {
         models: models(config),
         failover,
+        embeddings,
         closing: closed,
     };
     let router = Router::new()
-        .route("/v1/chat/completions", post(chat))
+        .route("/v1/chat/completions", post(chat::chat))
+        .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/v1/models", get(list_models))
         .route("/health", get(health))
         .route("/health/force", post(force))
@@ -99,8 +104,24 @@ pub fn build(config: &Config) -> Result<Gateway, ConfigError> {
     Ok(Gateway {
         router,
         handle,
+        embeddings_handle,
         closing: Arc::new(closing),
     })
+}
+
+/// The failover stack of `config`'s entries, each answer tagged with
+/// [`SERVED_BY`].
+fn stack(config: &Config) -> Result<Failover, ConfigError> {
+    Stack::from_config(config)?
+        .provider_layer(CustomLayer::new(|health, inner| {
+            let tag = HeaderValue::from_str(&health.id().to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+            boxed(inner.map_response(move |mut res: http::Response<_>| {
+                res.headers_mut().insert(SERVED_BY, tag.clone());
+                res
+            }))
+        }))
+        .build()
 }
 
 /// The models a configuration serves, as OpenAI's `GET /v1/models` lists them:
@@ -121,37 +142,6 @@ fn models(config: &Config) -> serde_json::Value {
         }
     }
     serde_json::json!({ "object": "list", "data": data })
-}
-
-/// The upstream headers passed to the caller. The rest (a provider's own
-/// rate-limit headers, its name, its cookies) describe one provider's state, not
-/// the gateway's, and could mislead a client's own retry logic.
-const PASSED: [&str; 6] = [
-    "content-type",
-    "content-length",
-    "cache-control",
-    "x-request-id",
-    "request-id",
-    SERVED_BY,
-];
-
-async fn chat(State(state): State<AppState>, req: Request) -> Response {
-    match state.failover.oneshot(req).await {
-        Ok(res) => {
-            let (mut parts, body) = res.into_parts();
-            let upstream = std::mem::take(&mut parts.headers);
-            for name in PASSED {
-                for value in upstream.get_all(name) {
-                    parts.headers.append(name, value.clone());
-                }
-            }
-            Response::from_parts(parts, Body::new(body))
-        }
-        Err(err) => {
-            tracing::warn!(error = %err, "no provider could answer");
-            error_response(&*err).into_response()
-        }
-    }
 }
 
 async fn list_models(State(state): State<AppState>) -> Response {
@@ -304,9 +294,13 @@ pub struct Simulated {
     pub config: Config,
 }
 
+/// The embeddings model the simulated OpenAI provider also serves.
+pub const SIMULATED_EMBEDDINGS_MODEL: &str = "text-embedding-3-small";
+
 /// Starts three simulated providers on loopback (two OpenAI-compatible, one
 /// Anthropic, no keys needed) and returns a configuration that balances across
-/// them, for running the gateway on a fresh machine.
+/// them, for running the gateway on a fresh machine. The first OpenAI one also
+/// serves [`SIMULATED_EMBEDDINGS_MODEL`] (an `embeddings = true` entry).
 pub async fn simulated() -> Result<Simulated, tower::BoxError> {
     let specs = [
         ("openai", Flavor::OpenAi, "gpt-4o-mini", 1u64),
@@ -316,11 +310,16 @@ pub async fn simulated() -> Result<Simulated, tower::BoxError> {
     let mut sims = Vec::new();
     let mut config = Config::default();
     config.deadline = Some(Duration::from_secs(60));
-    for (name, flavor, model, seed) in specs {
+    for (i, (name, flavor, model, seed)) in specs.into_iter().enumerate() {
+        let embeds = i == 0;
+        let mut models = vec![model];
+        if embeds {
+            models.push(SIMULATED_EMBEDDINGS_MODEL);
+        }
         let sim = Sim::builder(flavor)
             .name(name)
             .seed(seed)
-            .models([model])
+            .models(models)
             .ttft(Duration::from_millis(40))
             .token_interval(Duration::from_millis(5))
             .start()
@@ -336,8 +335,15 @@ pub async fn simulated() -> Result<Simulated, tower::BoxError> {
         config.providers.push(
             ProviderEntry::new(name, model)
                 .client("kind", kind)
-                .client("base_url", base_url),
+                .client("base_url", base_url.clone()),
         );
+        if embeds {
+            let mut entry = ProviderEntry::new(name, SIMULATED_EMBEDDINGS_MODEL)
+                .client("kind", kind)
+                .client("base_url", base_url);
+            entry.embeddings = true;
+            config.providers.push(entry);
+        }
         sims.push(sim);
     }
     config.validate()?;
