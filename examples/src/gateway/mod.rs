@@ -6,6 +6,7 @@
 //! | route | what it does |
 //! | --- | --- |
 //! | `POST /v1/chat/completions` | through the failover stack, streaming (`"stream": true`) or not |
+//! | `POST /v1/messages` | Anthropic's Messages API through the chat stack, streaming or not, translated both ways ([`messages`]) |
 //! | `POST /v1/embeddings` | through a second stack of the entries marked `embeddings = true` ([`embeddings`]) |
 //! | `GET /v1/models` | the models the configuration serves (chat and embeddings), OpenAI's list shape |
 //! | `GET /health` | the stack's snapshot as JSON (`503` when no provider is available) |
@@ -14,7 +15,8 @@
 //!
 //! Every answer that went through a provider carries `x-failover-provider:
 //! <provider>/<model>`; of the provider's own headers only the content type and
-//! length, `cache-control` and the request id are passed on. Errors are OpenAI-shaped JSON from
+//! length, `cache-control` and the request id are passed on. Errors (on `/v1/messages`:
+//! Anthropic-shaped, see [`messages`]) are OpenAI-shaped JSON from
 //! [`error_response`]: `503` with `Retry-After` when every provider is down, `413`
 //! past the body limit, `429`, `502`, `504`.
 
@@ -38,6 +40,7 @@ use tower::ServiceExt;
 use tower_failover::sim::{Flavor, Sim};
 mod chat;
 pub mod embeddings;
+pub mod messages;
 
 use tower_failover::{
     CircuitState, Config, ConfigError, CustomLayer, Failover, Handle, ProviderEntry, Stack, boxed,
@@ -64,6 +67,8 @@ struct AppState {
     failover: Failover,
     /// The stack of the entries that serve embeddings, if any.
     embeddings: Option<Failover>,
+    /// The body limit, for the front doors that read the body themselves.
+    max_request_bytes: usize,
     models: serde_json::Value,
     closing: watch::Receiver<bool>,
 }
@@ -88,6 +93,7 @@ pub fn build(config: &Config) -> Result<Gateway, ConfigError> {
     let (closing, closed) = watch::channel(false);
     let state = AppState {
         models: models(config),
+        max_request_bytes: config.max_request_bytes,
         failover,
         embeddings,
         closing: closed,
@@ -95,6 +101,7 @@ pub fn build(config: &Config) -> Result<Gateway, ConfigError> {
     let router = Router::new()
         .route("/v1/chat/completions", post(chat::chat))
         .route("/v1/embeddings", post(embeddings::embeddings))
+        .route("/v1/messages", post(messages::messages))
         .route("/v1/models", get(list_models))
         .route("/health", get(health))
         .route("/health/force", post(force))
