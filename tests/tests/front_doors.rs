@@ -285,3 +285,234 @@ async fn embeddings_without_an_embeddings_entry_is_a_typed_404() {
     assert_eq!(chat.counters().received, 0);
     gw.shutdown().await;
 }
+
+// --- Anthropic's Messages API ------------------------------------------------
+
+/// An OpenAI-compatible primary and an Anthropic backup, both answering
+/// `/v1/messages` callers.
+async fn messages_gateway() -> (Sim, Sim, Running) {
+    let primary = sim(Flavor::OpenAi, "primary", 1, &["gpt-4o-mini"]).await;
+    let backup = sim(Flavor::Anthropic, "backup", 2, &["claude-haiku-4-5"]).await;
+    let config = Config::from_toml_str(&format!(
+        r#"
+        router = "fallback"
+        deadline = "10s"
+        max_request_bytes = 65536
+
+        [circuit]
+        consecutive_failures = 2
+        cooldown = "30s"
+
+        [[providers]]
+        name = "primary"
+        model = "gpt-4o-mini"
+        kind = "openai"
+        base_url = "{}/v1"
+        priority = 0
+
+        [[providers]]
+        name = "backup"
+        model = "claude-haiku-4-5"
+        kind = "anthropic"
+        base_url = "{}"
+        priority = 1
+        "#,
+        primary.base_url(),
+        backup.base_url()
+    ))
+    .unwrap();
+    let gw = start(&config).await;
+    (primary, backup, gw)
+}
+
+const ANTHROPIC_HEADERS: [(&str, &str); 2] = [
+    ("x-api-key", "caller-key"),
+    ("anthropic-version", "2023-06-01"),
+];
+
+fn message_request(stream: bool) -> Value {
+    json!({
+        "model": "claude-haiku-4-5",
+        "max_tokens": 200,
+        "stream": stream,
+        "system": [{"type": "text", "text": "Be brief."}],
+        "messages": [
+            {"role": "user", "content": "What is the weather in Paris?"},
+            {"role": "assistant", "content": [
+                {"type": "text", "text": "Let me look."},
+                {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}
+            ]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_1", "content": "Sunny"},
+                {"type": "text", "text": "Thanks, and in one word?"}
+            ]}
+        ],
+        "tools": [{"name": "get_weather", "description": "Weather in a city",
+                   "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}],
+        "tool_choice": {"type": "auto"}
+    })
+}
+
+impl Running {
+    async fn message(&self, body: &Value) -> Answer {
+        self.send_with("POST", "/v1/messages", &ANTHROPIC_HEADERS, body.to_string())
+            .await
+    }
+}
+
+fn assert_message(a: &Answer) {
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let m = a.json();
+    assert_eq!(m["type"], "message");
+    assert_eq!(m["role"], "assistant");
+    assert!(m["id"].as_str().unwrap().starts_with("msg_"), "{m}");
+    assert_eq!(m["content"][0]["type"], "text");
+    assert!(!m["content"][0]["text"].as_str().unwrap().is_empty());
+    assert_eq!(m["stop_reason"], "end_turn");
+    assert!(m["usage"]["input_tokens"].as_u64().unwrap() > 0, "{m}");
+    assert!(m["usage"]["output_tokens"].as_u64().unwrap() > 0, "{m}");
+}
+
+/// The event names and data of an SSE body, in order.
+fn events(body: &str) -> Vec<(String, Value)> {
+    body.split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            let mut name = String::new();
+            let mut data = Value::Null;
+            for line in e.lines() {
+                if let Some(n) = line.strip_prefix("event: ") {
+                    name = n.to_owned();
+                } else if let Some(d) = line.strip_prefix("data: ") {
+                    data = serde_json::from_str(d).unwrap_or_else(|e| panic!("{e}: {d}"));
+                }
+            }
+            assert_eq!(data["type"], name.as_str(), "event name and type agree");
+            (name, data)
+        })
+        .collect()
+}
+
+fn assert_message_stream(a: &Answer) -> String {
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert!(
+        a.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let evs = events(&a.body);
+    let names: Vec<&str> = evs.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names[0], "message_start", "{names:?}");
+    assert_eq!(names[1], "content_block_start", "{names:?}");
+    assert_eq!(
+        &names[names.len() - 3..],
+        ["content_block_stop", "message_delta", "message_stop"],
+        "{names:?}"
+    );
+    let text: String = evs
+        .iter()
+        .filter(|(n, _)| n == "content_block_delta")
+        .map(|(_, d)| d["delta"]["text"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(!text.is_empty());
+    let delta = &evs[evs.len() - 2].1;
+    assert_eq!(delta["delta"]["stop_reason"], "end_turn");
+    assert!(
+        delta["usage"]["output_tokens"].as_u64().unwrap() > 0,
+        "{delta}"
+    );
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_are_served_by_any_provider_through_an_outage() {
+    let (primary, backup, gw) = messages_gateway().await;
+
+    // An OpenAI-compatible provider answers an Anthropic caller.
+    let a = gw.message(&message_request(false)).await;
+    assert_message(&a);
+    assert_eq!(a.served_by(), "primary/gpt-4o-mini");
+    let s = gw.message(&message_request(true)).await;
+    assert_message_stream(&s);
+    assert_eq!(s.served_by(), "primary/gpt-4o-mini");
+    // The tool history reached the provider as OpenAI messages (a 400 otherwise).
+    assert_eq!(primary.counters().chat_completions, 2);
+
+    // The primary goes down: the Anthropic backup answers, translated twice.
+    primary.set_faults([Fault::Status(503).into()]).unwrap();
+    for _ in 0..3 {
+        let a = gw.message(&message_request(false)).await;
+        assert_message(&a);
+        assert_eq!(a.served_by(), "backup/claude-haiku-4-5");
+        let s = gw.message(&message_request(true)).await;
+        assert_message_stream(&s);
+        assert_eq!(s.served_by(), "backup/claude-haiku-4-5");
+    }
+    assert!(backup.counters().messages >= 6);
+
+    // Everything down: 529 overloaded_error with retry-after, Anthropic's shape.
+    backup.set_faults([Fault::Status(529).into()]).unwrap();
+    let mut last = None;
+    for _ in 0..4 {
+        last = Some(gw.message(&message_request(false)).await);
+    }
+    let down = last.unwrap();
+    assert_eq!(down.status.as_u16(), 529, "{}", down.body);
+    assert!(
+        down.headers.contains_key("retry-after"),
+        "{:?}",
+        down.headers
+    );
+    let e = down.json();
+    assert_eq!(e["type"], "error");
+    assert_eq!(e["error"]["type"], "overloaded_error");
+    assert!(e["error"]["message"].is_string());
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_messages_requests_get_anthropic_errors() {
+    let (primary, _backup, gw) = messages_gateway().await;
+    for (body, status, kind) in [
+        (
+            json!({"max_tokens": 5, "messages": []}),
+            400,
+            "invalid_request_error",
+        ),
+        (json!(["not", "an", "object"]), 400, "invalid_request_error"),
+        (
+            json!({"model": "m", "messages": [{"role": "system", "content": "x"}]}),
+            400,
+            "invalid_request_error",
+        ),
+        (
+            json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "tool_use"}]}]}),
+            400,
+            "invalid_request_error",
+        ),
+    ] {
+        let a = gw.message(&body).await;
+        assert_eq!(a.status.as_u16(), status, "{body}: {}", a.body);
+        assert_eq!(a.json()["type"], "error");
+        assert_eq!(a.json()["error"]["type"], kind);
+    }
+    let huge = json!({"model": "m", "max_tokens": 5,
+        "messages": [{"role": "user", "content": "x".repeat(100_000)}]});
+    let a = gw.message(&huge).await;
+    assert_eq!(a.status.as_u16(), 413, "{}", a.body);
+    assert_eq!(a.json()["error"]["type"], "request_too_large");
+    assert_eq!(primary.counters().received, 0);
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulated_gateway_answers_messages() {
+    let simulated = gateway::simulated().await.unwrap();
+    let gw = start(&simulated.config).await;
+    let a = gw.message(&message_request(false)).await;
+    assert_message(&a);
+    let s = gw.message(&message_request(true)).await;
+    assert_message_stream(&s);
+    gw.shutdown().await;
+}

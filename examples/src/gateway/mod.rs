@@ -15,9 +15,9 @@
 //!
 //! Every answer that went through a provider carries `x-failover-provider:
 //! <provider>/<model>`; of the provider's own headers only the content type and
-//! length, `cache-control` and the request id are passed on. Errors (on `/v1/messages`:
-//! Anthropic-shaped, see [`messages`]) are OpenAI-shaped JSON from
-//! [`error_response`]: `503` with `Retry-After` when every provider is down, `413`
+//! length, `cache-control` and the request id are passed on. Errors are OpenAI-shaped
+//! JSON from [`error_response`](tower_failover::error_response) (Anthropic-shaped on
+//! `/v1/messages`, see [`messages`]): `503` with `Retry-After` when every provider is down, `413`
 //! past the body limit, `429`, `502`, `504`.
 
 use std::collections::BTreeSet;
