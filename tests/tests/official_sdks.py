@@ -2,15 +2,16 @@
 
 Run by tests/official_sdks.rs with the gateway's and the sims' URLs in the
 environment. Every call goes through the gateway; the sims are touched only
-through their admin routes, to start and end an outage of the primary.
+through their admin routes, to start and end outages (the primary, then every provider).
 """
 import json
 import os
 import urllib.request
 
+import anthropic
 import openai
 
-GW, PRIMARY = os.environ["GW"], os.environ["PRIMARY"]
+GW, PRIMARY, BACKUP = os.environ["GW"], os.environ["PRIMARY"], os.environ["BACKUP"]
 MSGS = [{"role": "user", "content": "Say something about failover."}]
 TOOLS = [
     {
@@ -28,9 +29,9 @@ TOOLS = [
 ]
 
 
-def admin(method, path, body=None):
+def admin(method, path, body=None, base=None):
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(PRIMARY + path, data=data, method=method)
+    req = urllib.request.Request((base or PRIMARY) + path, data=data, method=method)
     req.add_header("content-type", "application/json")
     with urllib.request.urlopen(req, timeout=10) as r:
         assert r.status == 200, r.status
@@ -108,11 +109,72 @@ def embeddings():
     return raw.headers["x-failover-provider"]
 
 
+an = anthropic.Anthropic(base_url=GW, api_key="caller-key", max_retries=0)
+AN_TOOLS = [
+    {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
+    }
+]
+AN_MSGS = [
+    {"role": "user", "content": "What is the weather in Paris?"},
+    {
+        "role": "assistant",
+        "content": [
+            {"type": "text", "text": "Let me look."},
+            {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}},
+        ],
+    },
+    {
+        "role": "user",
+        "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "Sunny, 21 C"}],
+    },
+]
+
+
+def messages_create():
+    raw = an.messages.with_raw_response.create(
+        model="claude-haiku-4-5", max_tokens=200, system="Be brief.", messages=MSGS
+    )
+    m = raw.parse()
+    assert m.type == "message" and m.role == "assistant", m
+    assert m.content[0].type == "text" and m.content[0].text, m
+    assert m.stop_reason == "end_turn", m
+    assert m.usage.input_tokens > 0 and m.usage.output_tokens > 0, m.usage
+    m = an.messages.create(
+        model="claude-haiku-4-5", max_tokens=200, messages=AN_MSGS, tools=AN_TOOLS,
+        tool_choice={"type": "auto"},
+    )
+    assert m.content and m.stop_reason in ("end_turn", "tool_use"), m
+    return raw.headers["x-failover-provider"]
+
+
+def messages_stream():
+    with an.messages.stream(
+        model="claude-haiku-4-5", max_tokens=200, system="Be brief.", messages=MSGS
+    ) as s:
+        streamed = "".join(s.text_stream)
+        final = s.get_final_message()
+    assert streamed and final.content[0].text == streamed, (streamed, final)
+    assert final.stop_reason == "end_turn", final
+    assert final.usage.output_tokens > 0, final.usage
+    with an.messages.stream(
+        model="claude-haiku-4-5", max_tokens=200, messages=AN_MSGS, tools=AN_TOOLS
+    ) as s:
+        final = s.get_final_message()
+    assert final.content, final
+
+
 def everything():
     served = chat_plain()
     chat_streamed()
     chat_tools()
-    return served, embeddings()
+    embedded = embeddings()
+    messaged = messages_create()
+    messages_stream()
+    assert messaged == served, (messaged, served)
+    return served, embedded
 
 
 # --- healthy: the primary answers -------------------------------------------
@@ -124,6 +186,23 @@ assert {"gpt-4o-mini", "claude-haiku-4-5", "text-embedding-3-small"} <= models, 
 outage(True)
 served = {everything() for _ in range(3)}
 assert served == {("backup/claude-haiku-4-5", "embed-backup/text-embedding-3-small")}, served
+
+# --- every provider down: the Anthropic SDK sees 529 overloaded_error -------
+admin("POST", "/_sim/faults", [{"kind": "status", "status": 503}], base=BACKUP)
+try:
+    for _ in range(4):  # until the backup's circuit opens too
+        an.messages.create(model="claude-haiku-4-5", max_tokens=50, messages=MSGS)
+    raise AssertionError("expected an error")
+except anthropic.APIStatusError as e:
+    assert e.status_code == 529, e
+    assert isinstance(e, anthropic.OverloadedError) or e.body["error"]["type"] == "overloaded_error", e
+    assert e.response.headers.get("retry-after"), e.response.headers
+try:
+    oa.chat.completions.create(model="gpt-4o-mini", messages=MSGS)
+    raise AssertionError("expected an error")
+except openai.APIStatusError as e:
+    assert e.status_code == 503, e
+admin("DELETE", "/_sim/faults", base=BACKUP)
 outage(False)
 
 print("official SDKs through the gateway OK")
