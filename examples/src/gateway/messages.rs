@@ -208,6 +208,17 @@ fn translate_stream(
                     st.tr.fail("api_error", &e.to_string(), &mut out);
                 }
                 None => {
+                    // A last event that lacked its blank line.
+                    let St { parser, tr, .. } = &mut st;
+                    let _ = parser.finish(&mut |ev| {
+                        if ev.data == b"[DONE]" {
+                            tr.finish(&mut out);
+                            return Ok::<(), tower_failover::error::Invalid>(());
+                        }
+                        let _ = tr.push(ev.data, &mut out);
+                        Ok(())
+                    });
+                    // Both are no-ops once the message has ended.
                     if st.tr.stopped() {
                         st.tr.finish(&mut out);
                     } else {
