@@ -516,3 +516,28 @@ async fn the_simulated_gateway_answers_messages() {
     assert_message_stream(&s);
     gw.shutdown().await;
 }
+
+/// A stream cut after it reached the caller cannot fail over: the caller gets
+/// Anthropic's `error` event, never a `message_stop` for half an answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_stream_cut_midway_ends_with_an_error_event() {
+    use tower_failover::sim::CutPoint;
+    let (primary, backup, gw) = messages_gateway().await;
+    let cut = Fault::ResetAfter(CutPoint {
+        after_events: 4,
+        after_bytes: 0,
+    });
+    primary.set_faults([cut.clone().into()]).unwrap();
+    backup.set_faults([cut.into()]).unwrap();
+    let a = gw.message(&message_request(true)).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let evs = events(&a.body);
+    let names: Vec<&str> = evs.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names[0], "message_start", "{names:?}");
+    assert!(names.contains(&"content_block_delta"), "{names:?}");
+    assert!(!names.contains(&"message_stop"), "{names:?}");
+    let (last, data) = evs.last().unwrap();
+    assert_eq!(last, "error", "{names:?}");
+    assert!(data["error"]["message"].is_string());
+    gw.shutdown().await;
+}

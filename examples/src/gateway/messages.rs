@@ -236,3 +236,31 @@ fn translate_stream(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_callers_credentials_and_anthropic_headers_stay_here() {
+        for name in [
+            "x-api-key",
+            "authorization",
+            "anthropic-version",
+            "anthropic-beta",
+            "cookie",
+            "content-length",
+            "host",
+        ] {
+            assert!(stays_here(&HeaderName::from_static(name)), "{name}");
+        }
+        for name in [
+            "x-request-id",
+            "x-failover-tier",
+            "traceparent",
+            "user-agent",
+        ] {
+            assert!(!stays_here(&HeaderName::from_static(name)), "{name}");
+        }
+    }
+}
