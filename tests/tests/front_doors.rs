@@ -161,6 +161,35 @@ async fn simulated_gateway_serves_embeddings_and_lists_the_model() {
     assert_ne!(data[0]["embedding"], data[1]["embedding"]);
     assert!(v["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
 
+    // The embeddings stack's health is on /health, and it takes overrides.
+    let health = gw.send_with("GET", "/health", &[], "").await.json();
+    assert_eq!(health["embeddings"]["status"], "ok", "{health}");
+    assert!(
+        health["embeddings"]
+            .to_string()
+            .contains("text-embedding-3-small"),
+        "{health}"
+    );
+    let force = |state: Value| json!({"provider": "openai", "model": "text-embedding-3-small", "state": state});
+    let forced = gw.post("/health/force", &force(json!("open"))).await;
+    assert_eq!(forced.status, StatusCode::OK, "{}", forced.body);
+    let refused = gw
+        .post("/v1/embeddings", &embed_request(json!("one")))
+        .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        refused.body
+    );
+    let released = gw.post("/health/force", &force(json!("closed"))).await;
+    assert_eq!(released.status, StatusCode::OK, "{}", released.body);
+    let again = gw
+        .post("/v1/embeddings", &embed_request(json!("one")))
+        .await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    assert_eq!(again.json()["data"][0], data[0]);
+
     // Chat never reaches the embeddings entry.
     let chat = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
     for _ in 0..6 {

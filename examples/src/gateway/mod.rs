@@ -9,7 +9,7 @@
 //! | `POST /v1/messages` | Anthropic's Messages API through the chat stack, streaming or not, translated both ways ([`messages`]) |
 //! | `POST /v1/embeddings` | through a second stack of the entries marked `embeddings = true` ([`embeddings`]) |
 //! | `GET /v1/models` | the models the configuration serves (chat and embeddings), OpenAI's list shape |
-//! | `GET /health` | the stack's snapshot as JSON (`503` when no provider is available) |
+//! | `GET /health` | the stack's snapshot as JSON (`503` when no provider is available); the embeddings stack's under `"embeddings"` |
 //! | `GET /health/events` | every health event (circuit transitions, overrides, rate-limit windows, ramp steps) as server-sent events |
 //! | `POST /health/force` | `{"provider", "model", "state": "open" \| "closed" \| null}`: a manual override |
 //!
@@ -155,6 +155,8 @@ async fn list_models(State(state): State<AppState>) -> Response {
     axum::Json(state.models).into_response()
 }
 
+/// The chat stack's snapshot; with embeddings entries, theirs under
+/// `"embeddings"` (the status is the chat stack's).
 async fn health(State(state): State<AppState>) -> Response {
     let snapshot = state.failover.handle().snapshot();
     let status = if snapshot.status == "ok" {
@@ -162,7 +164,17 @@ async fn health(State(state): State<AppState>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, axum::Json(snapshot)).into_response()
+    let Some(embeddings) = &state.embeddings else {
+        return (status, axum::Json(snapshot)).into_response();
+    };
+    let mut body = serde_json::to_value(&snapshot).unwrap_or_default();
+    if let Some(obj) = body.as_object_mut() {
+        obj.insert(
+            "embeddings".into(),
+            serde_json::to_value(embeddings.handle().snapshot()).unwrap_or_default(),
+        );
+    }
+    (status, axum::Json(body)).into_response()
 }
 
 /// The stack's health events as server-sent events, one JSON object each
@@ -217,14 +229,25 @@ async fn force(State(state): State<AppState>, body: axum::body::Bytes) -> Respon
             return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
         }
     };
-    match state
+    // The chat stack first, then the embeddings stack.
+    let mut forced = state
         .failover
         .handle()
         .force(&force.provider, &force.model, force.state)
+        .map(|()| &state.failover);
+    if forced.is_err()
+        && let Some(embeddings) = &state.embeddings
+        && embeddings
+            .handle()
+            .force(&force.provider, &force.model, force.state)
+            .is_ok()
     {
-        Ok(()) => {
+        forced = Ok(embeddings);
+    }
+    match forced {
+        Ok(stack) => {
             tracing::info!(provider = %force.provider, model = %force.model, state = ?force.state, "manual override");
-            axum::Json(state.failover.handle().snapshot()).into_response()
+            axum::Json(stack.handle().snapshot()).into_response()
         }
         Err(e) => {
             let body = serde_json::json!({"error": {"message": e.to_string(), "type": "not_found", "code": 404}});
