@@ -16,6 +16,10 @@
 //!   -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello"}]}'
 //! curl -sN localhost:8080/v1/chat/completions -H 'content-type: application/json' \
 //!   -d '{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"Hello"}]}'
+//! curl -s localhost:8080/v1/messages -H 'content-type: application/json' -H 'anthropic-version: 2023-06-01' \
+//!   -d '{"model":"claude-haiku-4-5","max_tokens":100,"messages":[{"role":"user","content":"Hello"}]}'
+//! curl -s localhost:8080/v1/embeddings -H 'content-type: application/json' \
+//!   -d '{"model":"text-embedding-3-small","input":["failover"]}'
 //! curl -s localhost:8080/v1/models
 //! curl -s localhost:8080/health
 //! curl -sN localhost:8080/health/events      # circuit changes, overrides, ramp steps as they happen

@@ -51,7 +51,7 @@
 //!
 //! | flavor | routes | rate-limit headers |
 //! | --- | --- | --- |
-//! | [`Flavor::OpenAi`] | `POST /v1/chat/completions`, `GET /v1/models` | `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` (resets as Go durations: `6m0s`, `1s`, `20ms`) |
+//! | [`Flavor::OpenAi`] | `POST /v1/chat/completions`, `POST /v1/embeddings` (deterministic unit vectors seeded by the text), `GET /v1/models` | `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` (resets as Go durations: `6m0s`, `1s`, `20ms`) |
 //! | [`Flavor::Anthropic`] | `POST /v1/messages`, `GET /v1/models` | `anthropic-ratelimit-{requests,tokens}-{limit,remaining,reset}` (resets in RFC 3339) |
 //!
 //! Bodies are what the official SDKs expect (a test runs the Python `openai` and

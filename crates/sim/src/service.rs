@@ -27,6 +27,7 @@ use crate::wire::{self, Ask, GenSettings, alnum, anthropic, openai};
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Route {
     Completion,
+    Embeddings,
     Models,
     WrongMethod,
     NotFound,
@@ -37,6 +38,12 @@ fn route(flavor: Flavor, method: &Method, path: &str) -> Route {
     if path == flavor.completion_path() {
         if method == Method::POST {
             Route::Completion
+        } else {
+            Route::WrongMethod
+        }
+    } else if flavor == Flavor::OpenAi && path == "/v1/embeddings" {
+        if method == Method::POST {
+            Route::Embeddings
         } else {
             Route::WrongMethod
         }
@@ -373,7 +380,39 @@ pub(crate) async fn handle(
         Route::Completion => {
             completion(&ctx, ctl, &bytes, decision.fault, decision.slowdown, rng).await
         }
+        Route::Embeddings => embeddings(&ctx, ctl, &bytes, decision.fault.as_ref()),
     }
+}
+
+/// `POST /v1/embeddings`: deterministic unit vectors ([`wire::embeddings`]),
+/// counted against the token quota like a completion's prompt.
+fn embeddings(
+    ctx: &Ctx<'_>,
+    ctl: Arc<ConnCtl>,
+    body: &[u8],
+    fault: Option<&Fault>,
+) -> Response<SimBody> {
+    let shared = ctx.shared;
+    let ask = match wire::embeddings::parse(body) {
+        Ok(a) => a,
+        Err(msg) => return ctx.error(400, Some(&msg)),
+    };
+    if let Some(models) = &shared.cfg.models
+        && !models.contains(&ask.model)
+    {
+        let msg = format!(
+            "The model `{}` does not exist or you do not have access to it.",
+            ask.model
+        );
+        return ctx.error(404, Some(&msg));
+    }
+    let (admitted, view) = shared.quota_take(ask.prompt_tokens());
+    if admitted.is_err() {
+        CounterSet::inc(&shared.counters.quota_limited);
+        return rate_limited_fault(ctx, RetryAfter::Seconds(1));
+    }
+    let body = deliver(wire::embeddings::render(&ask), fault, ctl);
+    ctx.respond(200, JSON, body, Some(view))
 }
 
 /// First half of a body, ending the body there.

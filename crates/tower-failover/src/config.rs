@@ -278,6 +278,13 @@ pub struct ProviderEntry {
     /// Whether the model accepts tool definitions. Default true.
     #[serde(default = "yes")]
     pub tools: bool,
+    /// The model is an embeddings model: the entry serves OpenAI's
+    /// `POST /v1/embeddings`, not chat. Default false. A front door that serves
+    /// both builds one stack from the chat entries and one from these (the
+    /// gateway example does), so each request only reaches entries that can
+    /// answer it.
+    #[serde(default)]
+    pub embeddings: bool,
     /// This provider's own output validation.
     #[cfg(feature = "validate")]
     #[serde(default)]
@@ -329,6 +336,7 @@ impl ProviderEntry {
             tiers: Vec::new(),
             context_window: None,
             tools: true,
+            embeddings: false,
             #[cfg(feature = "validate")]
             validate: None,
             #[cfg(feature = "overflow")]
@@ -379,7 +387,7 @@ impl ProviderEntry {
                         reason.push_str(
                             "; or one of the entry's own: `name`, `model`, `quota_group`, \
                              `weight`, `priority`, `price`, `price_per_million`, `aliases`, \
-                             `tiers`, `context_window`, `tools`, `validate`, `quota`, \
+                             `tiers`, `context_window`, `tools`, `embeddings`, `validate`, `quota`, \
                              `circuit`, `ramp`",
                         );
                     }

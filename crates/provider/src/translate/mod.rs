@@ -8,6 +8,7 @@
 //! same shape either way.
 
 pub mod anthropic;
+pub mod messages;
 pub mod openai;
 mod str;
 

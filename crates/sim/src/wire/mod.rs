@@ -1,6 +1,7 @@
 //! Wire formats: parsing requests and rendering replies for each provider flavor.
 
 pub(crate) mod anthropic;
+pub(crate) mod embeddings;
 pub(crate) mod openai;
 pub(crate) mod text;
 

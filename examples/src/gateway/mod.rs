@@ -6,16 +6,19 @@
 //! | route | what it does |
 //! | --- | --- |
 //! | `POST /v1/chat/completions` | to the providers serving the requested `model` (then its group's fallbacks), streaming (`"stream": true`) or not; `404 model_not_found` for a model nobody serves |
-//! | `GET /v1/models` | exactly the models that can be asked for (every provider's model and aliases, once), OpenAI's list shape |
-//! | `GET /health` | the stack's snapshot as JSON (`503` when no provider is available) |
+//! | `POST /v1/messages` | Anthropic's Messages API through the chat stack, streaming or not, translated both ways ([`messages`]) |
+//! | `POST /v1/embeddings` | through a second stack of the entries marked `embeddings = true` ([`embeddings`]) |
+//! | `GET /v1/models` | exactly the models that can be asked for (every entry's model and aliases, chat and embeddings, once), OpenAI's list shape |
+//! | `GET /health` | the stack's snapshot as JSON (`503` when no provider is available); the embeddings stack's under `"embeddings"` |
 //! | `GET /health/events` | every health event (circuit transitions, overrides, rate-limit windows, ramp steps) as server-sent events |
 //! | `POST /health/force` | `{"provider", "model", "state": "open" \| "closed" \| null}`: a manual override |
 //!
 //! Every answer that went through a provider carries `x-failover-provider:
 //! <provider>/<model>`; of the provider's own headers only the content type and
-//! length, `cache-control` and the request id are passed on. Errors are OpenAI-shaped JSON from
-//! [`error_response`]: `404 model_not_found` for a model nobody serves, `503` with
-//! `Retry-After` when every provider is down, `413`
+//! length, `cache-control` and the request id are passed on. Errors are OpenAI-shaped
+//! JSON from [`error_response`](tower_failover::error_response) (Anthropic-shaped on
+//! `/v1/messages`, see [`messages`]): `404 model_not_found` for a model nobody serves,
+//! `503` with `Retry-After` when every provider is down, `413`
 //! past the body limit, `429`, `502`, `504`.
 
 use std::collections::BTreeSet;
@@ -25,7 +28,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
@@ -37,9 +39,12 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tower::ServiceExt;
 use tower_failover::sim::{Flavor, Sim};
+mod chat;
+pub mod embeddings;
+pub mod messages;
+
 use tower_failover::{
     CircuitState, Config, ConfigError, CustomLayer, Failover, Handle, ProviderEntry, Stack, boxed,
-    error_response,
 };
 
 /// The header naming the provider that answered.
@@ -50,8 +55,10 @@ pub const SERVED_BY: &str = "x-failover-provider";
 pub struct Gateway {
     /// The routes, ready for `axum::serve` (or [`serve`]).
     pub router: Router,
-    /// Snapshots, events and overrides of the stack behind it.
+    /// Snapshots, events and overrides of the chat stack behind it.
     pub handle: Handle,
+    /// The same for the embeddings stack, when an entry serves embeddings.
+    pub embeddings_handle: Option<Handle>,
     /// Ends the event streams at shutdown, so they do not hold up the drain.
     closing: Arc<watch::Sender<bool>>,
 }
@@ -59,6 +66,10 @@ pub struct Gateway {
 #[derive(Clone)]
 struct AppState {
     failover: Failover,
+    /// The stack of the entries that serve embeddings, if any.
+    embeddings: Option<Failover>,
+    /// The body limit, for the front doors that read the body themselves.
+    max_request_bytes: usize,
     models: serde_json::Value,
     closing: watch::Receiver<bool>,
 }
@@ -72,25 +83,26 @@ pub fn router(config: &Config) -> Result<Router, ConfigError> {
 /// variables it names), tags each answer with the provider that gave it, and
 /// wraps it in the gateway's routes. Call it inside a tokio runtime.
 pub fn build(config: &Config) -> Result<Gateway, ConfigError> {
-    let failover = Stack::from_config(config)?
-        .provider_layer(CustomLayer::new(|health, inner| {
-            let tag = HeaderValue::from_str(&health.id().to_string())
-                .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-            boxed(inner.map_response(move |mut res: http::Response<_>| {
-                res.headers_mut().insert(SERVED_BY, tag.clone());
-                res
-            }))
-        }))
-        .build()?;
+    let (chat_config, embeddings_config) = embeddings::split(config);
+    let failover = stack(&chat_config)?;
+    let embeddings = match embeddings_config {
+        Some(c) => Some(stack(&c)?),
+        None => None,
+    };
     let handle = failover.handle().clone();
+    let embeddings_handle = embeddings.as_ref().map(|f| f.handle().clone());
     let (closing, closed) = watch::channel(false);
     let state = AppState {
         models: models(config),
+        max_request_bytes: config.max_request_bytes,
         failover,
+        embeddings,
         closing: closed,
     };
     let router = Router::new()
-        .route("/v1/chat/completions", post(chat))
+        .route("/v1/chat/completions", post(chat::chat))
+        .route("/v1/embeddings", post(embeddings::embeddings))
+        .route("/v1/messages", post(messages::messages))
         .route("/v1/models", get(list_models))
         .route("/health", get(health))
         .route("/health/force", post(force))
@@ -100,8 +112,24 @@ pub fn build(config: &Config) -> Result<Gateway, ConfigError> {
     Ok(Gateway {
         router,
         handle,
+        embeddings_handle,
         closing: Arc::new(closing),
     })
+}
+
+/// The failover stack of `config`'s entries, each answer tagged with
+/// [`SERVED_BY`].
+fn stack(config: &Config) -> Result<Failover, ConfigError> {
+    Stack::from_config(config)?
+        .provider_layer(CustomLayer::new(|health, inner| {
+            let tag = HeaderValue::from_str(&health.id().to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+            boxed(inner.map_response(move |mut res: http::Response<_>| {
+                res.headers_mut().insert(SERVED_BY, tag.clone());
+                res
+            }))
+        }))
+        .build()
 }
 
 /// The models a configuration serves, as OpenAI's `GET /v1/models` lists them:
@@ -124,41 +152,12 @@ fn models(config: &Config) -> serde_json::Value {
     serde_json::json!({ "object": "list", "data": data })
 }
 
-/// The upstream headers passed to the caller. The rest (a provider's own
-/// rate-limit headers, its name, its cookies) describe one provider's state, not
-/// the gateway's, and could mislead a client's own retry logic.
-const PASSED: [&str; 6] = [
-    "content-type",
-    "content-length",
-    "cache-control",
-    "x-request-id",
-    "request-id",
-    SERVED_BY,
-];
-
-async fn chat(State(state): State<AppState>, req: Request) -> Response {
-    match state.failover.oneshot(req).await {
-        Ok(res) => {
-            let (mut parts, body) = res.into_parts();
-            let upstream = std::mem::take(&mut parts.headers);
-            for name in PASSED {
-                for value in upstream.get_all(name) {
-                    parts.headers.append(name, value.clone());
-                }
-            }
-            Response::from_parts(parts, Body::new(body))
-        }
-        Err(err) => {
-            tracing::warn!(error = %err, "no provider could answer");
-            error_response(&*err).into_response()
-        }
-    }
-}
-
 async fn list_models(State(state): State<AppState>) -> Response {
     axum::Json(state.models).into_response()
 }
 
+/// The chat stack's snapshot; with embeddings entries, theirs under
+/// `"embeddings"` (the status is the chat stack's).
 async fn health(State(state): State<AppState>) -> Response {
     let snapshot = state.failover.handle().snapshot();
     let status = if snapshot.status == "ok" {
@@ -166,7 +165,17 @@ async fn health(State(state): State<AppState>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, axum::Json(snapshot)).into_response()
+    let Some(embeddings) = &state.embeddings else {
+        return (status, axum::Json(snapshot)).into_response();
+    };
+    let mut body = serde_json::to_value(&snapshot).unwrap_or_default();
+    if let Some(obj) = body.as_object_mut() {
+        obj.insert(
+            "embeddings".into(),
+            serde_json::to_value(embeddings.handle().snapshot()).unwrap_or_default(),
+        );
+    }
+    (status, axum::Json(body)).into_response()
 }
 
 /// The stack's health events as server-sent events, one JSON object each
@@ -221,14 +230,25 @@ async fn force(State(state): State<AppState>, body: axum::body::Bytes) -> Respon
             return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
         }
     };
-    match state
+    // The chat stack first, then the embeddings stack.
+    let mut forced = state
         .failover
         .handle()
         .force(&force.provider, &force.model, force.state)
+        .map(|()| &state.failover);
+    if forced.is_err()
+        && let Some(embeddings) = &state.embeddings
+        && embeddings
+            .handle()
+            .force(&force.provider, &force.model, force.state)
+            .is_ok()
     {
-        Ok(()) => {
+        forced = Ok(embeddings);
+    }
+    match forced {
+        Ok(stack) => {
             tracing::info!(provider = %force.provider, model = %force.model, state = ?force.state, "manual override");
-            axum::Json(state.failover.handle().snapshot()).into_response()
+            axum::Json(stack.handle().snapshot()).into_response()
         }
         Err(e) => {
             let body = serde_json::json!({"error": {"message": e.to_string(), "type": "not_found", "code": 404}});
@@ -305,9 +325,13 @@ pub struct Simulated {
     pub config: Config,
 }
 
+/// The embeddings model the simulated OpenAI provider also serves.
+pub const SIMULATED_EMBEDDINGS_MODEL: &str = "text-embedding-3-small";
+
 /// Starts three simulated providers on loopback (two OpenAI-compatible, one
 /// Anthropic, no keys needed) and returns a configuration that balances across
-/// them, for running the gateway on a fresh machine.
+/// them, for running the gateway on a fresh machine. The first OpenAI one also
+/// serves [`SIMULATED_EMBEDDINGS_MODEL`] (an `embeddings = true` entry).
 pub async fn simulated() -> Result<Simulated, tower::BoxError> {
     let specs = [
         ("openai", Flavor::OpenAi, "gpt-4o-mini", 1u64),
@@ -317,11 +341,16 @@ pub async fn simulated() -> Result<Simulated, tower::BoxError> {
     let mut sims = Vec::new();
     let mut config = Config::default();
     config.deadline = Some(Duration::from_secs(60));
-    for (name, flavor, model, seed) in specs {
+    for (i, (name, flavor, model, seed)) in specs.into_iter().enumerate() {
+        let embeds = i == 0;
+        let mut models = vec![model];
+        if embeds {
+            models.push(SIMULATED_EMBEDDINGS_MODEL);
+        }
         let sim = Sim::builder(flavor)
             .name(name)
             .seed(seed)
-            .models([model])
+            .models(models)
             .ttft(Duration::from_millis(40))
             .token_interval(Duration::from_millis(5))
             .start()
@@ -337,12 +366,24 @@ pub async fn simulated() -> Result<Simulated, tower::BoxError> {
         config.providers.push(
             ProviderEntry::new(name, model)
                 .client("kind", kind)
-                .client("base_url", base_url),
+                .client("base_url", base_url.clone()),
         );
+        if embeds {
+            let mut entry = ProviderEntry::new(name, SIMULATED_EMBEDDINGS_MODEL)
+                .client("kind", kind)
+                .client("base_url", base_url);
+            entry.embeddings = true;
+            config.providers.push(entry);
+        }
         sims.push(sim);
     }
     // Each model is its own group; when it is down, the others answer for it.
-    let models: Vec<String> = config.providers.iter().map(|p| p.model.clone()).collect();
+    let models: Vec<String> = config
+        .providers
+        .iter()
+        .filter(|p| !p.embeddings)
+        .map(|p| p.model.clone())
+        .collect();
     for m in &models {
         let mut group = tower_failover::ModelGroup::default();
         group.fallbacks = models.iter().filter(|o| *o != m).cloned().collect();

@@ -1,0 +1,614 @@
+//! Anthropic's Messages API in front of the stack (`translate::messages`):
+//! request translation, answers and streams event by event, and round trips
+//! through the other direction (`translate::anthropic`) that keep the text,
+//! the tool calls and the usage.
+
+use proptest::prelude::*;
+use serde_json::{Value, json};
+use tower_failover_provider::ModelMap;
+use tower_failover_provider::translate::anthropic::{
+    RequestOptions, StreamTranslator, request_to_anthropic, response_to_openai,
+};
+use tower_failover_provider::translate::messages::{
+    MessagesStream, error_for_status, request_from_anthropic, response_to_anthropic,
+};
+
+fn openai_request(anthropic: &Value) -> Value {
+    let t = request_from_anthropic(anthropic.to_string().as_bytes()).expect("translates");
+    serde_json::from_slice(&t.body).unwrap()
+}
+
+#[test]
+fn request_maps_system_tools_results_and_images() {
+    let r = openai_request(&json!({
+        "model": "claude-haiku-4-5",
+        "max_tokens": 100,
+        "stream": true,
+        "system": [{"type": "text", "text": "Be"}, {"type": "text", "text": "brief."}],
+        "stop_sequences": ["END"],
+        "temperature": 0.5,
+        "top_k": 5,
+        "metadata": {"user_id": "u1"},
+        "messages": [
+            {"role": "user", "content": [
+                {"type": "text", "text": "Look:"},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}}
+            ]},
+            {"role": "assistant", "content": [
+                {"type": "thinking", "thinking": "hmm", "signature": "s"},
+                {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {"a": 1}}
+            ]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_1", "content": [{"type": "text", "text": "42"}]},
+                {"type": "tool_result", "tool_use_id": "toolu_2", "content": "no", "is_error": true},
+                {"type": "text", "text": "and?"}
+            ]}
+        ],
+        "tools": [{"name": "f", "description": "d", "input_schema": {"type": "object"}}],
+        "tool_choice": {"type": "any", "disable_parallel_tool_use": true}
+    }));
+    assert_eq!(
+        r,
+        json!({
+            "model": "claude-haiku-4-5",
+            "max_tokens": 100,
+            "temperature": 0.5,
+            "stop": ["END"],
+            "user": "u1",
+            "stream": true,
+            "stream_options": {"include_usage": true},
+            "messages": [
+                {"role": "system", "content": "Be\nbrief."},
+                {"role": "user", "content": [
+                    {"type": "text", "text": "Look:"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+                ]},
+                {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "toolu_1", "type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"}}
+                ]},
+                {"role": "tool", "tool_call_id": "toolu_1", "content": "42"},
+                {"role": "tool", "tool_call_id": "toolu_2", "content": "Error: no"},
+                {"role": "user", "content": "and?"}
+            ],
+            "tools": [{"type": "function", "function": {"name": "f", "description": "d", "parameters": {"type": "object"}}}],
+            "tool_choice": "required",
+            "parallel_tool_calls": false
+        })
+    );
+}
+
+#[test]
+fn requests_without_what_anthropic_requires_are_refused() {
+    for bad in [
+        json!([]),
+        json!({"messages": []}),
+        json!({"model": "m"}),
+        json!({"model": "m", "messages": [{"role": "system", "content": "x"}]}),
+        json!({"model": "m", "messages": [{"role": "user", "content": 5}]}),
+        json!({"model": "m", "messages": [], "stream": "yes"}),
+        json!({"model": "m", "messages": [], "tools": [{"type": "web_search_20250305", "name": "w"}]}),
+        json!({"model": "m", "messages": [], "tool_choice": {"type": "tool"}}),
+    ] {
+        assert!(
+            request_from_anthropic(bad.to_string().as_bytes()).is_err(),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn answer_with_tool_calls_and_cached_usage() {
+    let body = json!({
+        "id": "chatcmpl-1", "object": "chat.completion", "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+            "role": "assistant", "content": "Checking.",
+            "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"}},
+                {"id": "call_2", "type": "function", "function": {"name": "g", "arguments": "not json"}}
+            ]}}],
+        "usage": {"prompt_tokens": 30, "completion_tokens": 7, "total_tokens": 37,
+                  "prompt_tokens_details": {"cached_tokens": 10}}
+    });
+    let m: Value = serde_json::from_slice(
+        &response_to_anthropic(body.to_string().as_bytes(), "asked").unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        m,
+        json!({
+            "id": "msg_chatcmpl-1", "type": "message", "role": "assistant", "model": "gpt-4o-mini",
+            "content": [
+                {"type": "text", "text": "Checking."},
+                {"type": "tool_use", "id": "call_1", "name": "f", "input": {"a": 1}},
+                {"type": "tool_use", "id": "call_2", "name": "g", "input": {"arguments": "not json"}}
+            ],
+            "stop_reason": "tool_use", "stop_sequence": null,
+            "usage": {"input_tokens": 20, "output_tokens": 7,
+                      "cache_read_input_tokens": 10, "cache_creation_input_tokens": 0}
+        })
+    );
+    assert!(response_to_anthropic(b"{}", "m").is_err());
+    assert!(response_to_anthropic(b"not json", "m").is_err());
+}
+
+#[test]
+fn error_statuses_are_anthropics() {
+    assert_eq!(error_for_status(503), (529, "overloaded_error"));
+    assert_eq!(error_for_status(429), (429, "rate_limit_error"));
+    assert_eq!(error_for_status(413), (413, "request_too_large"));
+    assert_eq!(error_for_status(400), (400, "invalid_request_error"));
+    assert_eq!(error_for_status(502), (500, "api_error"));
+    assert_eq!(error_for_status(504), (504, "timeout_error"));
+}
+
+/// The events of an Anthropic SSE body: `(name, data)`, checking that every
+/// event's name is its data's `type`.
+fn events(sse: &[u8]) -> Vec<(String, Value)> {
+    let text = std::str::from_utf8(sse).unwrap();
+    assert!(text.ends_with("\n\n"), "{text}");
+    text.split("\n\n")
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            let (name, data) = e.split_once('\n').unwrap();
+            let name = name.strip_prefix("event: ").unwrap().to_owned();
+            let data: Value = serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap();
+            assert_eq!(data["type"], name.as_str());
+            (name, data)
+        })
+        .collect()
+}
+
+fn chunk(delta: Value, finish: Option<&str>) -> Vec<u8> {
+    json!({"id": "chatcmpl-9", "object": "chat.completion.chunk", "model": "gpt-4o-mini",
+           "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+    .to_string()
+    .into_bytes()
+}
+
+fn usage_chunk(prompt: u64, completion: u64) -> Vec<u8> {
+    json!({"id": "chatcmpl-9", "object": "chat.completion.chunk", "model": "gpt-4o-mini",
+           "choices": [], "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                                    "total_tokens": prompt + completion}})
+    .to_string()
+    .into_bytes()
+}
+
+#[test]
+fn a_text_stream_event_by_event() {
+    let mut t = MessagesStream::new("asked");
+    let mut out = Vec::new();
+    t.push(
+        &chunk(json!({"role": "assistant", "content": ""}), None),
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!(
+        events(&out),
+        [(
+            "message_start".to_owned(),
+            json!({"type": "message_start", "message": {
+                "id": "msg_chatcmpl-9", "type": "message", "role": "assistant",
+                "model": "gpt-4o-mini", "content": [], "stop_reason": null, "stop_sequence": null,
+                "usage": {"input_tokens": 0, "output_tokens": 0,
+                          "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0}}})
+        )]
+    );
+    out.clear();
+    t.push(&chunk(json!({"content": "Hel"}), None), &mut out)
+        .unwrap();
+    assert_eq!(
+        events(&out),
+        [
+            (
+                "content_block_start".to_owned(),
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
+            ),
+            (
+                "content_block_delta".to_owned(),
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hel"}})
+            ),
+        ]
+    );
+    out.clear();
+    t.push(&chunk(json!({"content": "lo"}), None), &mut out)
+        .unwrap();
+    assert_eq!(events(&out).len(), 1);
+    out.clear();
+    t.push(&chunk(json!({}), Some("length")), &mut out).unwrap();
+    t.push(&usage_chunk(12, 2), &mut out).unwrap();
+    assert!(out.is_empty(), "nothing to say until the end");
+    assert!(t.stopped());
+    t.finish(&mut out);
+    assert_eq!(
+        events(&out),
+        [
+            (
+                "content_block_stop".to_owned(),
+                json!({"type": "content_block_stop", "index": 0})
+            ),
+            (
+                "message_delta".to_owned(),
+                json!({"type": "message_delta", "delta": {"stop_reason": "max_tokens", "stop_sequence": null},
+                       "usage": {"input_tokens": 12, "output_tokens": 2,
+                                 "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0}})
+            ),
+            ("message_stop".to_owned(), json!({"type": "message_stop"})),
+        ]
+    );
+    out.clear();
+    t.finish(&mut out);
+    t.push(&chunk(json!({"content": "late"}), None), &mut out)
+        .unwrap();
+    assert!(out.is_empty(), "nothing after message_stop");
+}
+
+#[test]
+fn a_tool_call_stream_event_by_event() {
+    let mut t = MessagesStream::new("m");
+    let mut out = Vec::new();
+    for c in [
+        chunk(json!({"content": "Let me check."}), None),
+        chunk(
+            json!({"tool_calls": [{"index": 0, "id": "call_a", "type": "function",
+                                   "function": {"name": "f", "arguments": ""}}]}),
+            None,
+        ),
+        chunk(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"a\""}}]}),
+            None,
+        ),
+        chunk(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": ":1}"}}]}),
+            None,
+        ),
+        chunk(
+            json!({"tool_calls": [{"index": 1, "id": "call_b", "type": "function",
+                                   "function": {"name": "g", "arguments": "{}"}}]}),
+            None,
+        ),
+        chunk(json!({}), Some("tool_calls")),
+    ] {
+        t.push(&c, &mut out).unwrap();
+    }
+    t.finish(&mut out);
+    let evs = events(&out);
+    let shape: Vec<(String, Value)> = evs
+        .iter()
+        .map(|(n, d)| {
+            let detail = match n.as_str() {
+                "content_block_start" => d["content_block"].clone(),
+                "content_block_delta" => d["delta"].clone(),
+                "message_delta" => d["delta"]["stop_reason"].clone(),
+                _ => Value::Null,
+            };
+            (format!("{n}@{}", d["index"]), detail)
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            ("message_start@null".into(), Value::Null),
+            (
+                "content_block_start@0".into(),
+                json!({"type": "text", "text": ""})
+            ),
+            (
+                "content_block_delta@0".into(),
+                json!({"type": "text_delta", "text": "Let me check."})
+            ),
+            ("content_block_stop@0".into(), Value::Null),
+            (
+                "content_block_start@1".into(),
+                json!({"type": "tool_use", "id": "call_a", "name": "f", "input": {}})
+            ),
+            (
+                "content_block_delta@1".into(),
+                json!({"type": "input_json_delta", "partial_json": "{\"a\""})
+            ),
+            (
+                "content_block_delta@1".into(),
+                json!({"type": "input_json_delta", "partial_json": ":1}"})
+            ),
+            ("content_block_stop@1".into(), Value::Null),
+            (
+                "content_block_start@2".into(),
+                json!({"type": "tool_use", "id": "call_b", "name": "g", "input": {}})
+            ),
+            (
+                "content_block_delta@2".into(),
+                json!({"type": "input_json_delta", "partial_json": "{}"})
+            ),
+            ("content_block_stop@2".into(), Value::Null),
+            ("message_delta@null".into(), json!("tool_use")),
+            ("message_stop@null".into(), Value::Null),
+        ]
+    );
+}
+
+#[test]
+fn a_broken_stream_ends_with_an_error_event() {
+    let mut t = MessagesStream::new("m");
+    let mut out = Vec::new();
+    t.push(&chunk(json!({"content": "Hi"}), None), &mut out)
+        .unwrap();
+    assert!(!t.stopped());
+    assert!(t.push(b"{not json", &mut out).is_err());
+    out.clear();
+    t.fail("api_error", "cut", &mut out);
+    assert_eq!(
+        events(&out),
+        [(
+            "error".to_owned(),
+            json!({"type": "error", "error": {"type": "api_error", "message": "cut"}})
+        )]
+    );
+    assert!(t.is_done());
+}
+
+// --- round trips ---------------------------------------------------------------
+
+/// What a round trip must keep.
+#[derive(Debug, Clone, PartialEq)]
+struct Kept {
+    text: String,
+    /// (id, name, arguments as JSON)
+    calls: Vec<(String, String, Value)>,
+    usage: (u64, u64),
+}
+
+fn text_strategy() -> impl Strategy<Value = String> {
+    // Any text, including quotes, escapes and multi-byte characters.
+    "[a-zA-Z0-9 \"\\\\\n\u{e9}\u{4e2d}\u{1f600}]{1,40}"
+}
+
+fn calls_strategy() -> impl Strategy<Value = Vec<(String, String, Value)>> {
+    prop::collection::vec(
+        ("[a-z]{1,8}", "[a-z_]{1,12}", "[a-z]{0,6}", any::<i32>()).prop_map(|(id, name, k, n)| {
+            (
+                format!("toolu_{id}"),
+                name,
+                if k.is_empty() {
+                    json!({})
+                } else {
+                    json!({ k: n })
+                },
+            )
+        }),
+        0..3,
+    )
+}
+
+fn openai_answer(k: &Kept) -> Value {
+    let calls: Vec<Value> = k
+        .calls
+        .iter()
+        .map(|(id, name, args)| {
+            json!({"id": id, "type": "function",
+                   "function": {"name": name, "arguments": args.to_string()}})
+        })
+        .collect();
+    let mut message = json!({"role": "assistant", "content": k.text});
+    if !calls.is_empty() {
+        message["tool_calls"] = Value::Array(calls);
+    }
+    json!({
+        "id": "chatcmpl-1", "object": "chat.completion", "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "message": message,
+                     "finish_reason": if k.calls.is_empty() { "stop" } else { "tool_calls" }}],
+        "usage": {"prompt_tokens": k.usage.0, "completion_tokens": k.usage.1,
+                  "total_tokens": k.usage.0 + k.usage.1}
+    })
+}
+
+fn kept_of_openai_answer(v: &Value) -> Kept {
+    let m = &v["choices"][0]["message"];
+    let calls = m["tool_calls"]
+        .as_array()
+        .map(|c| {
+            c.iter()
+                .map(|c| {
+                    (
+                        c["id"].as_str().unwrap().to_owned(),
+                        c["function"]["name"].as_str().unwrap().to_owned(),
+                        serde_json::from_str(c["function"]["arguments"].as_str().unwrap()).unwrap(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Kept {
+        text: m["content"].as_str().unwrap_or("").to_owned(),
+        calls,
+        usage: (
+            v["usage"]["prompt_tokens"].as_u64().unwrap(),
+            v["usage"]["completion_tokens"].as_u64().unwrap(),
+        ),
+    }
+}
+
+/// An OpenAI stream of `k`: the text in pieces of `split` characters, each
+/// call's arguments in two pieces, usage last.
+fn openai_stream(k: &Kept, split: usize) -> Vec<Vec<u8>> {
+    let mut chunks = vec![chunk(json!({"role": "assistant", "content": ""}), None)];
+    let chars: Vec<char> = k.text.chars().collect();
+    for piece in chars.chunks(split.max(1)) {
+        chunks.push(chunk(
+            json!({"content": piece.iter().collect::<String>()}),
+            None,
+        ));
+    }
+    for (i, (id, name, args)) in k.calls.iter().enumerate() {
+        let args = args.to_string();
+        let (a, b) = args.split_at(args.len() / 2);
+        chunks.push(chunk(
+            json!({"tool_calls": [{"index": i, "id": id, "type": "function",
+                                   "function": {"name": name, "arguments": a}}]}),
+            None,
+        ));
+        chunks.push(chunk(
+            json!({"tool_calls": [{"index": i, "function": {"arguments": b}}]}),
+            None,
+        ));
+    }
+    let finish = if k.calls.is_empty() {
+        "stop"
+    } else {
+        "tool_calls"
+    };
+    chunks.push(chunk(json!({}), Some(finish)));
+    chunks.push(usage_chunk(k.usage.0, k.usage.1));
+    chunks
+}
+
+/// What an OpenAI SSE body says, accumulated as a client would.
+fn kept_of_openai_sse(sse: &[u8]) -> Kept {
+    let text = std::str::from_utf8(sse).unwrap();
+    let mut kept = Kept {
+        text: String::new(),
+        calls: Vec::new(),
+        usage: (0, 0),
+    };
+    let mut args: Vec<String> = Vec::new();
+    for line in text.lines() {
+        let Some(data) = line.strip_prefix("data: ") else {
+            continue;
+        };
+        if data == "[DONE]" {
+            continue;
+        }
+        let v: Value = serde_json::from_str(data).unwrap();
+        if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
+            kept.usage = (
+                u["prompt_tokens"].as_u64().unwrap(),
+                u["completion_tokens"].as_u64().unwrap(),
+            );
+        }
+        let delta = &v["choices"][0]["delta"];
+        if let Some(t) = delta["content"].as_str() {
+            kept.text.push_str(t);
+        }
+        for c in delta["tool_calls"].as_array().into_iter().flatten() {
+            let i = c["index"].as_u64().unwrap() as usize;
+            if i >= kept.calls.len() {
+                kept.calls.push((
+                    c["id"].as_str().unwrap().to_owned(),
+                    c["function"]["name"].as_str().unwrap().to_owned(),
+                    Value::Null,
+                ));
+                args.push(String::new());
+            }
+            if let Some(a) = c["function"]["arguments"].as_str() {
+                args[i].push_str(a);
+            }
+        }
+    }
+    for (call, a) in kept.calls.iter_mut().zip(args) {
+        call.2 = serde_json::from_str(&a).unwrap();
+    }
+    kept
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// OpenAI answer → Anthropic Message (this module) → OpenAI answer
+    /// (`translate::anthropic`): text, tool calls and usage survive.
+    #[test]
+    fn an_answer_round_trip_keeps_text_calls_and_usage(
+        text in text_strategy(),
+        calls in calls_strategy(),
+        prompt in 0u64..1_000_000,
+        completion in 0u64..100_000,
+    ) {
+        let k = Kept { text, calls, usage: (prompt, completion) };
+        let anthropic = response_to_anthropic(openai_answer(&k).to_string().as_bytes(), "m").unwrap();
+        let (back, counts) = response_to_openai(&anthropic).unwrap();
+        let back: Value = serde_json::from_slice(&back).unwrap();
+        prop_assert_eq!(kept_of_openai_answer(&back), k.clone());
+        prop_assert_eq!((counts.prompt_tokens, counts.completion_tokens), k.usage);
+    }
+
+    /// OpenAI stream → Anthropic events (this module) → OpenAI stream
+    /// (`translate::anthropic`'s stream translator), whatever the chunking.
+    #[test]
+    fn a_stream_round_trip_keeps_text_calls_and_usage(
+        text in text_strategy(),
+        calls in calls_strategy(),
+        prompt in 0u64..1_000_000,
+        completion in 0u64..100_000,
+        split in 1usize..8,
+        cut in 1usize..64,
+    ) {
+        let k = Kept { text, calls, usage: (prompt, completion) };
+        let mut t = MessagesStream::new("m");
+        let mut anthropic = Vec::new();
+        for c in openai_stream(&k, split) {
+            t.push(&c, &mut anthropic).unwrap();
+        }
+        t.finish(&mut anthropic);
+        // The Anthropic bytes arrive in arbitrary pieces.
+        let mut back = StreamTranslator::new(true, 1 << 20);
+        let mut openai = Vec::new();
+        for piece in anthropic.chunks(cut) {
+            back.push(piece, &mut openai).unwrap();
+        }
+        back.finish(&mut openai).unwrap();
+        prop_assert!(back.is_complete());
+        prop_assert_eq!(kept_of_openai_sse(&openai), k);
+    }
+
+    /// Anthropic request → OpenAI request (this module) → Anthropic request
+    /// (`translate::anthropic`): system prompt, texts, tool uses and tool
+    /// results survive.
+    #[test]
+    fn a_request_round_trip_keeps_text_and_tool_use(
+        system in text_strategy(),
+        question in text_strategy(),
+        calls in calls_strategy(),
+        result in text_strategy(),
+    ) {
+        let mut messages = vec![json!({"role": "user", "content": [{"type": "text", "text": question}]})];
+        if !calls.is_empty() {
+            let uses: Vec<Value> = calls.iter().map(|(id, name, input)| {
+                json!({"type": "tool_use", "id": id, "name": name, "input": input})
+            }).collect();
+            messages.push(json!({"role": "assistant", "content": uses}));
+            let results: Vec<Value> = calls.iter().map(|(id, _, _)| {
+                json!({"type": "tool_result", "tool_use_id": id, "content": result})
+            }).collect();
+            messages.push(json!({"role": "user", "content": results}));
+        }
+        let req = json!({"model": "claude-haiku-4-5", "max_tokens": 64, "system": system, "messages": messages});
+        let openai = request_from_anthropic(req.to_string().as_bytes()).unwrap();
+        let models = ModelMap::default();
+        let back = request_to_anthropic(
+            &openai.body,
+            &RequestOptions { models: &models, default_max_tokens: 1 },
+        ).unwrap();
+        let back: Value = serde_json::from_slice(&back.body).unwrap();
+        prop_assert_eq!(&back["system"], &json!(system));
+        prop_assert_eq!(&back["max_tokens"], &json!(64));
+        let msgs = back["messages"].as_array().unwrap();
+        prop_assert_eq!(&msgs[0]["content"][0]["text"], &json!(question));
+        if !calls.is_empty() {
+            let uses = msgs[1]["content"].as_array().unwrap();
+            prop_assert_eq!(uses.len(), calls.len());
+            for (u, (id, name, input)) in uses.iter().zip(&calls) {
+                prop_assert_eq!(&u["id"], &json!(id));
+                prop_assert_eq!(&u["name"], &json!(name));
+                prop_assert_eq!(&u["input"], input);
+            }
+            let results = msgs[2]["content"].as_array().unwrap();
+            prop_assert_eq!(results.len(), calls.len());
+            for (r, (id, _, _)) in results.iter().zip(&calls) {
+                prop_assert_eq!(&r["tool_use_id"], &json!(id));
+                let content = match &r["content"] {
+                    Value::String(s) => s.clone(),
+                    Value::Array(b) => b.iter().filter_map(|b| b["text"].as_str()).collect(),
+                    other => other.to_string(),
+                };
+                prop_assert_eq!(content, result.clone());
+            }
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! `POST /v1/messages`: Anthropic's Messages API, served by the same stack as
+//! chat completions, so any provider behind it can answer.
+//!
+//! The request is translated to the stack's OpenAI shape
+//! ([`request_from_anthropic`]), sent through the chat stack (failover, circuits,
+//! ramps, quotas and the streaming commit point as for `/v1/chat/completions`),
+//! and the answer translated back: a Message as JSON, or Anthropic's event
+//! sequence for `"stream": true` ([`MessagesStream`]). Errors are Anthropic's
+//! `{"type":"error","error":{"type","message"}}` with the statuses its SDKs
+//! expect; with every provider down that is `529 overloaded_error` with
+//! `retry-after`. The caller's `x-api-key` / `authorization` and `anthropic-*`
+//! headers are the caller's credentials for the gateway: never sent upstream.
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use tower::ServiceExt;
+use tower_failover::provider::SseParser;
+use tower_failover::provider::translate::messages::{
+    MessagesStream, error_body, error_for_status, error_message, request_from_anthropic,
+    response_to_anthropic,
+};
+use tower_failover::{Failover, error_response};
+
+use super::{AppState, SERVED_BY};
+
+/// The most an answer body the gateway buffers to translate (a non-streamed
+/// answer; streams are translated chunk by chunk).
+const MAX_ANSWER_BYTES: usize = 16 << 20;
+/// The largest SSE event of an upstream stream.
+const MAX_EVENT_BYTES: usize = 1 << 20;
+
+/// Request headers that stay at the gateway: the caller's credentials and
+/// Anthropic's protocol headers (the provider client sets its own).
+fn stays_here(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    matches!(
+        n,
+        "x-api-key" | "authorization" | "content-length" | "host" | "cookie"
+    ) || n.starts_with("anthropic-")
+}
+
+/// An Anthropic-shaped error answer.
+fn anthropic_error(status: u16, kind: &str, message: &str) -> Response {
+    let mut res = Response::new(Body::from(error_body(kind, message)));
+    *res.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
+}
+
+/// Copies what the caller should see of the stack's answer headers.
+fn pass_headers(from: &HeaderMap, to: &mut HeaderMap) {
+    for name in [SERVED_BY, "request-id", "x-request-id", "retry-after"] {
+        if let Some(v) = from.get(name) {
+            to.insert(HeaderName::from_static(name), v.clone());
+        }
+    }
+}
+
+/// An error answer of the stack (OpenAI-shaped) in Anthropic's shape.
+async fn translate_error(res: http::Response<Body>) -> Response {
+    let (parts, body) = res.into_parts();
+    let bytes = axum::body::to_bytes(body, MAX_ANSWER_BYTES)
+        .await
+        .unwrap_or_default();
+    let (status, kind) = error_for_status(parts.status.as_u16());
+    let mut out = anthropic_error(status, kind, &error_message(&bytes));
+    pass_headers(&parts.headers, out.headers_mut());
+    out
+}
+
+pub(super) async fn messages(State(state): State<AppState>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, state.max_request_bytes).await {
+        Ok(b) => b,
+        Err(_) => {
+            return anthropic_error(
+                413,
+                "request_too_large",
+                &format!(
+                    "the request body is larger than {} bytes",
+                    state.max_request_bytes
+                ),
+            );
+        }
+    };
+    let inbound = match request_from_anthropic(&bytes) {
+        Ok(i) => i,
+        Err(e) => return anthropic_error(400, "invalid_request_error", &e.to_string()),
+    };
+    let mut upstream = http::Request::builder()
+        .method(http::Method::POST)
+        .uri("/v1/chat/completions");
+    if let Some(h) = upstream.headers_mut() {
+        for (name, value) in &parts.headers {
+            if !stays_here(name) {
+                h.append(name.clone(), value.clone());
+            }
+        }
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
+    let Ok(upstream) = upstream.body(Body::from(inbound.body)) else {
+        return anthropic_error(500, "api_error", "could not build the upstream request");
+    };
+    answer(state.failover, upstream, inbound.model).await
+}
+
+async fn answer(failover: Failover, req: http::Request<Body>, model: String) -> Response {
+    let res = match failover.oneshot(req).await {
+        Ok(res) => res.map(Body::new),
+        Err(err) => {
+            tracing::warn!(error = %err, "no provider could answer");
+            return translate_error(error_response(&*err).into_response()).await;
+        }
+    };
+    if !res.status().is_success() {
+        return translate_error(res).await;
+    }
+    let streamed = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let (parts, body) = res.into_parts();
+    let mut out = if streamed {
+        let mut out = Response::new(Body::from_stream(translate_stream(body, model)));
+        out.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream; charset=utf-8"),
+        );
+        out.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        out
+    } else {
+        let bytes = match axum::body::to_bytes(body, MAX_ANSWER_BYTES).await {
+            Ok(b) => b,
+            Err(e) => return anthropic_error(502, "api_error", &format!("the answer broke: {e}")),
+        };
+        match response_to_anthropic(&bytes, &model) {
+            Ok(json) => {
+                let mut out = Response::new(Body::from(json));
+                out.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                out
+            }
+            Err(e) => return anthropic_error(502, "api_error", &e.to_string()),
+        }
+    };
+    pass_headers(&parts.headers, out.headers_mut());
+    out
+}
+
+/// The stack's OpenAI SSE body as Anthropic events, chunk by chunk. A body
+/// that breaks (the stack's typed truncation error included) ends with an
+/// `error` event; one that ends without `[DONE]` gets its `message_stop` only
+/// if the provider said why it stopped.
+fn translate_stream(
+    body: Body,
+    model: String,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> + Send {
+    struct St {
+        upstream: axum::body::BodyDataStream,
+        parser: SseParser,
+        tr: MessagesStream,
+    }
+    let st = St {
+        upstream: body.into_data_stream(),
+        parser: SseParser::new(MAX_EVENT_BYTES),
+        tr: MessagesStream::new(model),
+    };
+    futures_util::stream::unfold(st, |mut st| async move {
+        loop {
+            if st.tr.is_done() {
+                return None;
+            }
+            let mut out = Vec::new();
+            match st.upstream.next().await {
+                Some(Ok(chunk)) => {
+                    let St { parser, tr, .. } = &mut st;
+                    let fed = parser.feed(&chunk, &mut |ev| {
+                        if ev.data == b"[DONE]" {
+                            tr.finish(&mut out);
+                            return Ok(());
+                        }
+                        tr.push(ev.data, &mut out).map_err(|e| {
+                            tower_failover::error::Invalid::new(
+                                tower_failover::RejectKind::Shape,
+                                e.to_string(),
+                            )
+                        })
+                    });
+                    if let Err(e) = fed {
+                        st.tr.fail("api_error", &e.to_string(), &mut out);
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "the answer broke after it started");
+                    st.tr.fail("api_error", &e.to_string(), &mut out);
+                }
+                None => {
+                    // A last event that lacked its blank line.
+                    let St { parser, tr, .. } = &mut st;
+                    let _ = parser.finish(&mut |ev| {
+                        if ev.data == b"[DONE]" {
+                            tr.finish(&mut out);
+                            return Ok::<(), tower_failover::error::Invalid>(());
+                        }
+                        let _ = tr.push(ev.data, &mut out);
+                        Ok(())
+                    });
+                    // Both are no-ops once the message has ended.
+                    if st.tr.stopped() {
+                        st.tr.finish(&mut out);
+                    } else {
+                        st.tr.fail(
+                            "api_error",
+                            "the answer ended before it was complete",
+                            &mut out,
+                        );
+                    }
+                }
+            }
+            if !out.is_empty() {
+                return Some((Ok(Bytes::from(out)), st));
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_callers_credentials_and_anthropic_headers_stay_here() {
+        for name in [
+            "x-api-key",
+            "authorization",
+            "anthropic-version",
+            "anthropic-beta",
+            "cookie",
+            "content-length",
+            "host",
+        ] {
+            assert!(stays_here(&HeaderName::from_static(name)), "{name}");
+        }
+        for name in [
+            "x-request-id",
+            "x-failover-tier",
+            "traceparent",
+            "user-agent",
+        ] {
+            assert!(!stays_here(&HeaderName::from_static(name)), "{name}");
+        }
+    }
+}

@@ -1,0 +1,572 @@
+//! The gateway's other front doors over real loopback HTTP, simulated providers
+//! behind them: OpenAI's embeddings and Anthropic's Messages API.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tower_failover::Config;
+use tower_failover::sim::{Fault, Flavor, Sim};
+use tower_failover_examples::gateway::{self, SERVED_BY};
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+struct Running {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+    client: HttpClient,
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Answer {
+    fn served_by(&self) -> &str {
+        self.headers
+            .get(SERVED_BY)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+}
+
+async fn start(config: &Config) -> Running {
+    let gw = gateway::build(config).expect("a valid gateway configuration");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel();
+    let task = tokio::spawn(gateway::serve(
+        listener,
+        gw,
+        async move {
+            let _ = rx.await;
+        },
+        Duration::from_secs(5),
+    ));
+    Running {
+        addr,
+        stop: Some(tx),
+        task,
+        client: Client::builder(TokioExecutor::new()).build_http(),
+    }
+}
+
+impl Running {
+    async fn send_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Answer {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.addr))
+            .header("content-type", "application/json");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Full::new(body.into())).unwrap();
+        // A generous guard, not a timing assertion.
+        let res = tokio::time::timeout(Duration::from_secs(20), self.client.request(req))
+            .await
+            .expect("the gateway answers in time")
+            .expect("the gateway answers");
+        let (parts, body) = res.into_parts();
+        let body = body.collect().await.expect("a whole body").to_bytes();
+        Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> Answer {
+        self.send_with("POST", path, &[], body.to_string()).await
+    }
+
+    async fn shutdown(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+async fn sim(flavor: Flavor, name: &str, seed: u64, models: &[&str]) -> Sim {
+    Sim::builder(flavor)
+        .name(name)
+        .seed(seed)
+        .models(models.iter().copied())
+        .ttft(Duration::from_millis(2))
+        .token_interval(Duration::from_millis(1))
+        .start()
+        .await
+        .expect("a sim starts")
+}
+
+fn embed_request(input: Value) -> Value {
+    json!({"model": "text-embedding-3-small", "input": input})
+}
+
+// --- embeddings --------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulated_gateway_serves_embeddings_and_lists_the_model() {
+    let simulated = gateway::simulated().await.unwrap();
+    let gw = start(&simulated.config).await;
+
+    let models = gw.send_with("GET", "/v1/models", &[], "").await.json();
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
+    assert!(
+        ids.contains(&gateway::SIMULATED_EMBEDDINGS_MODEL),
+        "{ids:?}"
+    );
+    assert!(ids.contains(&"gpt-4o-mini"), "{ids:?}");
+
+    let a = gw
+        .post(
+            "/v1/embeddings",
+            &embed_request(json!(["one", "two", "one"])),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(a.served_by(), "openai/text-embedding-3-small");
+    let v = a.json();
+    assert_eq!(v["object"], "list");
+    let data = v["data"].as_array().unwrap();
+    assert_eq!(data.len(), 3);
+    assert_eq!(data[0]["embedding"].as_array().unwrap().len(), 1536);
+    // Deterministic: the same text, the same vector; another text, another.
+    assert_eq!(data[0]["embedding"], data[2]["embedding"]);
+    assert_ne!(data[0]["embedding"], data[1]["embedding"]);
+    assert!(v["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
+
+    // The embeddings stack's health is on /health, and it takes overrides.
+    let health = gw.send_with("GET", "/health", &[], "").await.json();
+    assert_eq!(health["embeddings"]["status"], "ok", "{health}");
+    assert!(
+        health["embeddings"]
+            .to_string()
+            .contains("text-embedding-3-small"),
+        "{health}"
+    );
+    let force = |state: Value| json!({"provider": "openai", "model": "text-embedding-3-small", "state": state});
+    let forced = gw.post("/health/force", &force(json!("open"))).await;
+    assert_eq!(forced.status, StatusCode::OK, "{}", forced.body);
+    let refused = gw
+        .post("/v1/embeddings", &embed_request(json!("one")))
+        .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        refused.body
+    );
+    let released = gw.post("/health/force", &force(json!("closed"))).await;
+    assert_eq!(released.status, StatusCode::OK, "{}", released.body);
+    let again = gw
+        .post("/v1/embeddings", &embed_request(json!("one")))
+        .await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    assert_eq!(again.json()["data"][0], data[0]);
+
+    // Chat never reaches the embeddings entry.
+    let chat = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
+    for _ in 0..6 {
+        let a = gw.post("/v1/chat/completions", &chat).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+        assert!(!a.served_by().contains("embedding"), "{}", a.served_by());
+    }
+    gw.shutdown().await;
+}
+
+/// Two embeddings entries and a chat entry: an outage of the first embeddings
+/// provider is invisible; chat requests never reach an embeddings entry and
+/// embeddings requests never reach the chat entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embeddings_fail_over_only_between_embeddings_entries() {
+    let chat = sim(Flavor::OpenAi, "chat", 1, &["gpt-4o-mini"]).await;
+    let first = sim(Flavor::OpenAi, "first", 2, &["text-embedding-3-small"]).await;
+    let second = sim(Flavor::OpenAi, "second", 3, &["text-embedding-3-small"]).await;
+    let config = Config::from_toml_str(&format!(
+        r#"
+        router = "fallback"
+        deadline = "10s"
+
+        [circuit]
+        consecutive_failures = 2
+        cooldown = "30s"
+
+        [[providers]]
+        name = "chat"
+        model = "gpt-4o-mini"
+        kind = "openai"
+        base_url = "{}/v1"
+        priority = 0
+
+        [[providers]]
+        name = "first"
+        model = "text-embedding-3-small"
+        embeddings = true
+        kind = "openai"
+        base_url = "{}/v1"
+        priority = 0
+
+        [[providers]]
+        name = "second"
+        model = "text-embedding-3-small"
+        embeddings = true
+        kind = "openai"
+        base_url = "{}/v1"
+        priority = 1
+        "#,
+        chat.base_url(),
+        first.base_url(),
+        second.base_url()
+    ))
+    .unwrap();
+    let gw = start(&config).await;
+
+    let healthy = gw
+        .post("/v1/embeddings", &embed_request(json!("hello")))
+        .await;
+    assert_eq!(healthy.status, StatusCode::OK, "{}", healthy.body);
+    assert_eq!(healthy.served_by(), "first/text-embedding-3-small");
+
+    first.set_faults([Fault::Status(503).into()]).unwrap();
+    for _ in 0..4 {
+        let a = gw
+            .post("/v1/embeddings", &embed_request(json!("hello")))
+            .await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+        assert_eq!(a.served_by(), "second/text-embedding-3-small");
+        // Another provider, the same model: the same vector.
+        assert_eq!(a.json()["data"], healthy.json()["data"]);
+    }
+    assert!(first.counters().status(503) >= 1);
+
+    // Everything down: OpenAI's error shape, 503 with retry-after.
+    second.set_faults([Fault::Status(503).into()]).unwrap();
+    let mut last = None;
+    for _ in 0..4 {
+        last = Some(
+            gw.post("/v1/embeddings", &embed_request(json!("hello")))
+                .await,
+        );
+    }
+    let down = last.unwrap();
+    assert_eq!(
+        down.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        down.body
+    );
+    assert!(down.headers.contains_key("retry-after"));
+    assert!(down.json()["error"]["message"].is_string());
+
+    // The chat entry saw no embeddings request, and vice versa.
+    let c = gw
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert_eq!(c.status, StatusCode::OK, "{}", c.body);
+    assert_eq!(c.served_by(), "chat/gpt-4o-mini");
+    assert_eq!(chat.counters().received, 1);
+    assert_eq!(first.counters().chat_completions, 0);
+    assert_eq!(second.counters().chat_completions, 0);
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embeddings_without_an_embeddings_entry_is_a_typed_404() {
+    let chat = sim(Flavor::OpenAi, "chat", 1, &["gpt-4o-mini"]).await;
+    let config = Config::from_toml_str(&format!(
+        "[[providers]]\nname = \"chat\"\nmodel = \"gpt-4o-mini\"\nkind = \"openai\"\nbase_url = \"{}/v1\"\n",
+        chat.base_url()
+    ))
+    .unwrap();
+    let gw = start(&config).await;
+    let a = gw.post("/v1/embeddings", &embed_request(json!("x"))).await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    assert_eq!(a.json()["error"]["code"], "model_not_found");
+    assert_eq!(chat.counters().received, 0);
+    gw.shutdown().await;
+}
+
+// --- Anthropic's Messages API ------------------------------------------------
+
+/// An OpenAI-compatible primary and an Anthropic backup, both answering
+/// `/v1/messages` callers.
+async fn messages_gateway() -> (Sim, Sim, Running) {
+    let primary = sim(Flavor::OpenAi, "primary", 1, &["gpt-4o-mini"]).await;
+    let backup = sim(Flavor::Anthropic, "backup", 2, &["claude-haiku-4-5"]).await;
+    let config = Config::from_toml_str(&format!(
+        r#"
+        router = "fallback"
+        deadline = "10s"
+        max_request_bytes = 65536
+
+        [circuit]
+        consecutive_failures = 2
+        cooldown = "30s"
+
+        [[providers]]
+        name = "primary"
+        model = "gpt-4o-mini"
+        kind = "openai"
+        base_url = "{}/v1"
+        priority = 0
+
+        [[providers]]
+        name = "backup"
+        model = "claude-haiku-4-5"
+        kind = "anthropic"
+        base_url = "{}"
+        priority = 1
+        "#,
+        primary.base_url(),
+        backup.base_url()
+    ))
+    .unwrap();
+    let gw = start(&config).await;
+    (primary, backup, gw)
+}
+
+const ANTHROPIC_HEADERS: [(&str, &str); 2] = [
+    ("x-api-key", "caller-key"),
+    ("anthropic-version", "2023-06-01"),
+];
+
+fn message_request(stream: bool) -> Value {
+    json!({
+        "model": "claude-haiku-4-5",
+        "max_tokens": 200,
+        "stream": stream,
+        "system": [{"type": "text", "text": "Be brief."}],
+        "messages": [
+            {"role": "user", "content": "What is the weather in Paris?"},
+            {"role": "assistant", "content": [
+                {"type": "text", "text": "Let me look."},
+                {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}
+            ]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_1", "content": "Sunny"},
+                {"type": "text", "text": "Thanks, and in one word?"}
+            ]}
+        ],
+        "tools": [{"name": "get_weather", "description": "Weather in a city",
+                   "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}],
+        "tool_choice": {"type": "auto"}
+    })
+}
+
+impl Running {
+    async fn message(&self, body: &Value) -> Answer {
+        self.send_with("POST", "/v1/messages", &ANTHROPIC_HEADERS, body.to_string())
+            .await
+    }
+}
+
+fn assert_message(a: &Answer) {
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let m = a.json();
+    assert_eq!(m["type"], "message");
+    assert_eq!(m["role"], "assistant");
+    assert!(m["id"].as_str().unwrap().starts_with("msg_"), "{m}");
+    assert_eq!(m["content"][0]["type"], "text");
+    assert!(!m["content"][0]["text"].as_str().unwrap().is_empty());
+    assert_eq!(m["stop_reason"], "end_turn");
+    assert!(m["usage"]["input_tokens"].as_u64().unwrap() > 0, "{m}");
+    assert!(m["usage"]["output_tokens"].as_u64().unwrap() > 0, "{m}");
+}
+
+/// The event names and data of an SSE body, in order.
+fn events(body: &str) -> Vec<(String, Value)> {
+    body.split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            let mut name = String::new();
+            let mut data = Value::Null;
+            for line in e.lines() {
+                if let Some(n) = line.strip_prefix("event: ") {
+                    name = n.to_owned();
+                } else if let Some(d) = line.strip_prefix("data: ") {
+                    data = serde_json::from_str(d).unwrap_or_else(|e| panic!("{e}: {d}"));
+                }
+            }
+            assert_eq!(data["type"], name.as_str(), "event name and type agree");
+            (name, data)
+        })
+        .collect()
+}
+
+fn assert_message_stream(a: &Answer) -> String {
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert!(
+        a.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let evs = events(&a.body);
+    let names: Vec<&str> = evs.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names[0], "message_start", "{names:?}");
+    assert_eq!(names[1], "content_block_start", "{names:?}");
+    assert_eq!(
+        &names[names.len() - 3..],
+        ["content_block_stop", "message_delta", "message_stop"],
+        "{names:?}"
+    );
+    let text: String = evs
+        .iter()
+        .filter(|(n, _)| n == "content_block_delta")
+        .map(|(_, d)| d["delta"]["text"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(!text.is_empty());
+    let delta = &evs[evs.len() - 2].1;
+    assert_eq!(delta["delta"]["stop_reason"], "end_turn");
+    assert!(
+        delta["usage"]["output_tokens"].as_u64().unwrap() > 0,
+        "{delta}"
+    );
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_are_served_by_any_provider_through_an_outage() {
+    let (primary, backup, gw) = messages_gateway().await;
+
+    // An OpenAI-compatible provider answers an Anthropic caller.
+    let a = gw.message(&message_request(false)).await;
+    assert_message(&a);
+    assert_eq!(a.served_by(), "primary/gpt-4o-mini");
+    let s = gw.message(&message_request(true)).await;
+    assert_message_stream(&s);
+    assert_eq!(s.served_by(), "primary/gpt-4o-mini");
+    // The tool history reached the provider as OpenAI messages (a 400 otherwise).
+    assert_eq!(primary.counters().chat_completions, 2);
+
+    // The primary goes down: the Anthropic backup answers, translated twice.
+    primary.set_faults([Fault::Status(503).into()]).unwrap();
+    for _ in 0..3 {
+        let a = gw.message(&message_request(false)).await;
+        assert_message(&a);
+        assert_eq!(a.served_by(), "backup/claude-haiku-4-5");
+        let s = gw.message(&message_request(true)).await;
+        assert_message_stream(&s);
+        assert_eq!(s.served_by(), "backup/claude-haiku-4-5");
+    }
+    assert!(backup.counters().messages >= 6);
+
+    // Everything down: 529 overloaded_error with retry-after, Anthropic's shape.
+    backup.set_faults([Fault::Status(529).into()]).unwrap();
+    let mut last = None;
+    for _ in 0..4 {
+        last = Some(gw.message(&message_request(false)).await);
+    }
+    let down = last.unwrap();
+    assert_eq!(down.status.as_u16(), 529, "{}", down.body);
+    assert!(
+        down.headers.contains_key("retry-after"),
+        "{:?}",
+        down.headers
+    );
+    let e = down.json();
+    assert_eq!(e["type"], "error");
+    assert_eq!(e["error"]["type"], "overloaded_error");
+    assert!(e["error"]["message"].is_string());
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_messages_requests_get_anthropic_errors() {
+    let (primary, _backup, gw) = messages_gateway().await;
+    for (body, status, kind) in [
+        (
+            json!({"max_tokens": 5, "messages": []}),
+            400,
+            "invalid_request_error",
+        ),
+        (json!(["not", "an", "object"]), 400, "invalid_request_error"),
+        (
+            json!({"model": "m", "messages": [{"role": "system", "content": "x"}]}),
+            400,
+            "invalid_request_error",
+        ),
+        (
+            json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "tool_use"}]}]}),
+            400,
+            "invalid_request_error",
+        ),
+    ] {
+        let a = gw.message(&body).await;
+        assert_eq!(a.status.as_u16(), status, "{body}: {}", a.body);
+        assert_eq!(a.json()["type"], "error");
+        assert_eq!(a.json()["error"]["type"], kind);
+    }
+    let huge = json!({"model": "m", "max_tokens": 5,
+        "messages": [{"role": "user", "content": "x".repeat(100_000)}]});
+    let a = gw.message(&huge).await;
+    assert_eq!(a.status.as_u16(), 413, "{}", a.body);
+    assert_eq!(a.json()["error"]["type"], "request_too_large");
+    assert_eq!(primary.counters().received, 0);
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulated_gateway_answers_messages() {
+    let simulated = gateway::simulated().await.unwrap();
+    let gw = start(&simulated.config).await;
+    let a = gw.message(&message_request(false)).await;
+    assert_message(&a);
+    let s = gw.message(&message_request(true)).await;
+    assert_message_stream(&s);
+    gw.shutdown().await;
+}
+
+/// A stream cut after it reached the caller cannot fail over: the caller gets
+/// Anthropic's `error` event, never a `message_stop` for half an answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_stream_cut_midway_ends_with_an_error_event() {
+    use tower_failover::sim::CutPoint;
+    let (primary, backup, gw) = messages_gateway().await;
+    let cut = Fault::ResetAfter(CutPoint {
+        after_events: 4,
+        after_bytes: 0,
+    });
+    primary.set_faults([cut.clone().into()]).unwrap();
+    backup.set_faults([cut.into()]).unwrap();
+    let a = gw.message(&message_request(true)).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let evs = events(&a.body);
+    let names: Vec<&str> = evs.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names[0], "message_start", "{names:?}");
+    assert!(names.contains(&"content_block_delta"), "{names:?}");
+    assert!(!names.contains(&"message_stop"), "{names:?}");
+    let (last, data) = evs.last().unwrap();
+    assert_eq!(last, "error", "{names:?}");
+    assert!(data["error"]["message"].is_string());
+    gw.shutdown().await;
+}
