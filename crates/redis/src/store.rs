@@ -277,11 +277,16 @@ impl StateStore for RedisStore {
         let Some(update) = Update::from_shared(update) else {
             return;
         };
-        let ts_ms = now_ms();
+        // Versions of one key strictly increase from this replica, even for two
+        // transitions in the same millisecond (half-open then closed): with equal
+        // stamps the second was dropped by every reader and by the set-if-newer
+        // script, and the fleet stayed half-open.
+        let mut ts_ms = now_ms();
         if let Some(key) = inner.versioned_key(&name, &update) {
             let mut versions = lock(&inner.versions);
             let v = versions.entry(key).or_default();
-            *v = (*v).max(ts_ms);
+            ts_ms = ts_ms.max(v.saturating_add(1));
+            *v = ts_ms;
         }
         let msg = Outgoing::Update {
             provider: name,

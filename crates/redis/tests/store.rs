@@ -283,3 +283,47 @@ fn secrets_stay_out_of_debug_and_status() {
         assert!(!format!("{status:?}").contains("s3cret"));
     });
 }
+
+/// Regression: transitions made in the same millisecond (open, half-open, closed, as
+/// a probe that passes at once does) carried equal stamps, so every other replica
+/// (and Redis's set-if-newer) kept the first and dropped the rest: the fleet stayed
+/// half-open while the replica that probed was closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transitions_in_one_millisecond_all_reach_the_fleet() {
+    require_redis!();
+    let server = RedisServer::start().await;
+    let [a, b] = [0, 1].map(|_| replica(&server, "same-ms"));
+    let ha = a.provider("openai", "gpt-4o");
+    let hb = b.provider("openai", "gpt-4o");
+    for r in [&a, &b] {
+        assert!(connected(r).await);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    ha.transition(
+        CircuitState::Closed,
+        CircuitState::Open,
+        Some(Instant::now() + Duration::from_secs(30)),
+    );
+    assert!(
+        eventually(Duration::from_secs(30), || hb.circuit()
+            == CircuitState::Open)
+        .await
+    );
+    // A probe passed: half-open and closed within one millisecond, with a pause
+    // between them for the writer to send the first on its own (as it does on a
+    // busy machine).
+    ha.transition(CircuitState::Open, CircuitState::HalfOpen, None);
+    let paused = Instant::now();
+    while paused.elapsed() < Duration::from_micros(300) {
+        std::hint::spin_loop();
+    }
+    ha.transition(CircuitState::HalfOpen, CircuitState::Closed, None);
+    assert_eq!(ha.circuit(), CircuitState::Closed);
+    assert!(
+        eventually(Duration::from_secs(30), || hb.circuit()
+            == CircuitState::Closed)
+        .await,
+        "B ends where A ended: {:?}",
+        hb.circuit()
+    );
+}
