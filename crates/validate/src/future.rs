@@ -14,8 +14,8 @@ use http::{HeaderMap, Response, header};
 use http_body::{Body, Frame};
 use pin_project_lite::pin_project;
 use tower_failover_core::BoxError;
-use tower_failover_core::{LateVerdict, RejectKind};
 use tower_failover_core::error::{BodyTooLarge, Invalid};
+use tower_failover_core::{LateVerdict, RejectKind};
 
 use crate::body::ValidatedBody;
 use crate::config::StreamHold;
