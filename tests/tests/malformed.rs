@@ -329,11 +329,9 @@ async fn streamed_malformed_answers_open_the_circuit_and_callers_get_the_backup(
 /// the end of the body must count against the primary, so that after the circuit's
 /// threshold the remaining callers get the backup's complete answers.
 ///
-/// Needs the late verdicts of the streaming work (a rejection after the commit
-/// point reaches the circuit); today the circuit hears only the response head, so
-/// all 20 callers reach the primary and get its broken stream.
+/// In the default `after_commit = "report"` mode the caller's body ends cleanly;
+/// the rejection reaches the circuit through the response's `LateVerdict`.
 #[tokio::test(flavor = "current_thread")]
-#[ignore = "needs a late rejection reported (after_commit = \"report\") to reach the circuit"]
 async fn a_malformed_event_after_the_commit_point_opens_the_circuit() {
     after_the_commit_point("").await;
 }

@@ -15,7 +15,10 @@ pin_project! {
     /// The response body of [`CircuitBreaker`](crate::CircuitBreaker).
     ///
     /// A 2xx answer's body carries the request's ticket (and its half-open probe
-    /// permit, if it held one): a clean end of the body counts a success, an error
+    /// permit, if it held one): a clean end of the body counts a success (or, if a
+    /// layer below set the response's
+    /// [`LateVerdict`](tower_failover_core::LateVerdict) after the commit point, that
+    /// rejection, counted as the circuit's configuration says of its kind), an error
     /// frame counts the provider's failure (classified with
     /// [`Classify::classify_error`], so a truncated stream is a `Reset` and an idle
     /// timeout a `Timeout`). Dropped before its end, it gives the permit back and
@@ -77,7 +80,7 @@ where
                 if (frame.is_trailers() || this.inner.is_end_stream())
                     && let Some(mut tracker) = this.owed.take()
                 {
-                    tracker.finish(&Outcome::Success);
+                    tracker.finish_clean();
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -96,7 +99,7 @@ where
             }
             None => {
                 if let Some(mut tracker) = this.owed.take() {
-                    tracker.finish(&Outcome::Success);
+                    tracker.finish_clean();
                 }
                 Poll::Ready(None)
             }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use tower_failover_core::error::CircuitOpen;
-use tower_failover_core::{AttemptDeadline, BoxError, Classify, FailureKind, Outcome};
+use tower_failover_core::{AttemptDeadline, BoxError, Classify, FailureKind, LateVerdict, Outcome};
 
 pub use crate::body::CircuitBody;
 use crate::breaker::{Shared, Ticket};
@@ -29,6 +29,8 @@ pub(crate) struct Tracker<C> {
     /// The call's latency, once its response headers came (a 2xx body then owes its
     /// verdict; the slow-call policy still times the headers).
     latency: Option<Duration>,
+    /// A verdict a layer below may set before a 2xx body ends.
+    late: Option<LateVerdict>,
     done: bool,
 }
 
@@ -40,6 +42,14 @@ impl<C> Tracker<C> {
             self.done = true;
             self.shared.complete(&self.ticket, outcome, self.latency);
         }
+    }
+
+    /// Counts a clean end of a 2xx body: a success, or the rejection a layer below
+    /// found after the commit point ([`LateVerdict`]).
+    #[inline]
+    pub(crate) fn finish_clean(&mut self) {
+        let outcome = LateVerdict::outcome(self.late.as_ref());
+        self.finish(&outcome);
     }
 
     /// What the classifier makes of an error.
@@ -117,6 +127,7 @@ impl<F, C> ResponseFuture<F, C> {
                 started,
                 deadline,
                 latency: None,
+                late: None,
                 done: false,
             }),
         }
@@ -175,6 +186,7 @@ where
                         // A 2xx is a success only once its body ends cleanly: the
                         // body carries the ticket on. Anything else is decided now.
                         let owed = if outcome.is_success() {
+                            tracker.late = LateVerdict::of(&response);
                             Some(tracker)
                         } else {
                             tracker.finish(&outcome);

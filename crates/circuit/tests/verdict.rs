@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use tower::{BoxError, Service, ServiceExt, service_fn};
 use tower_failover_circuit::{CircuitBreakerLayer, CircuitConfig};
 use tower_failover_core::error::{TruncatedStream, find};
-use tower_failover_core::{AttemptDeadline, CircuitState, Health};
+use tower_failover_core::{AttemptDeadline, CircuitState, Health, LateVerdict, RejectKind};
 use tower_layer::Layer;
 
 /// One SSE chunk, then an error (`Some`) or silence for ever (`None`).
@@ -188,4 +188,95 @@ async fn a_stalled_stream_dropped_by_its_timer_counts_as_a_timeout() {
         );
     }
     assert_eq!(health.circuit(), CircuitState::Open);
+}
+
+/// A stand-in for output validation below the breaker: one chunk, then a clean end
+/// that first sets the response's late verdict to `kind` (if any), as validation in
+/// its `after_commit = "report"` mode does.
+struct EndsWithVerdict {
+    chunk: Option<Bytes>,
+    late: LateVerdict,
+    kind: Option<RejectKind>,
+}
+
+impl Body for EndsWithVerdict {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(chunk) = self.chunk.take() {
+            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+        }
+        if let Some(kind) = self.kind.take() {
+            self.late.reject(kind);
+        }
+        Poll::Ready(None)
+    }
+}
+
+/// Three answers that end cleanly but carry a late rejection of `kind`, through a
+/// breaker with `config` and a threshold of three: the circuit's state after them.
+async fn after_three_late(kind: RejectKind, config: CircuitConfig) -> (CircuitState, Health) {
+    let health = Health::standalone("p", "m");
+    let svc = CircuitBreakerLayer::with_config(
+        health.clone(),
+        config.consecutive_failures(3).half_open(1, 1).jitter(0.0),
+    )
+    .unwrap()
+    .layer(service_fn(move |_req: Request<()>| async move {
+        let late = LateVerdict::new();
+        let mut res = Response::new(EndsWithVerdict {
+            chunk: Some(Bytes::from_static(b"data: {\"x\n\n")),
+            late: late.clone(),
+            kind: Some(kind),
+        });
+        res.extensions_mut().insert(late);
+        Ok::<_, BoxError>(res)
+    }));
+    for i in 0..3 {
+        assert_eq!(health.circuit(), CircuitState::Closed, "{kind}: call {i}");
+        let res = svc.clone().oneshot(Request::new(())).await.unwrap();
+        assert!(res.body().verdict_pending());
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "data: {\"x\n\n", "the caller's body ends cleanly");
+    }
+    (health.circuit(), health)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_late_malformed_rejection_at_a_clean_end_trips_the_circuit() {
+    let (state, health) = after_three_late(RejectKind::InvalidJson, CircuitConfig::default()).await;
+    assert_eq!(state, CircuitState::Open);
+    let err = health_call_refused(&health).await;
+    assert!(err, "the open circuit refuses the next call");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_late_content_rejection_is_neutral_unless_configured() {
+    let (state, _) = after_three_late(RejectKind::Refusal, CircuitConfig::default()).await;
+    assert_eq!(state, CircuitState::Closed, "content kinds stay neutral");
+    let (state, _) = after_three_late(
+        RejectKind::Refusal,
+        CircuitConfig::default().rejected_is_failure(true),
+    )
+    .await;
+    assert_eq!(state, CircuitState::Open);
+    let (state, _) = after_three_late(
+        RejectKind::InvalidJson,
+        CircuitConfig::default().malformed_is_failure(false),
+    )
+    .await;
+    assert_eq!(state, CircuitState::Closed, "malformed_is_failure = false");
+}
+
+/// Whether a breaker on `health` refuses a call (its circuit is open).
+async fn health_call_refused(health: &Health) -> bool {
+    let svc =
+        CircuitBreakerLayer::new(health.clone()).layer(service_fn(|_req: Request<()>| async {
+            Ok::<_, BoxError>(Response::new(()))
+        }));
+    svc.oneshot(Request::new(())).await.is_err()
 }

@@ -82,6 +82,7 @@ pub use deadline::{AttemptDeadline, Deadline};
 pub use duration::{ParseDurationError, duration_serde, format_duration, parse_duration};
 pub use event::{HealthEvent, HealthEventKind};
 pub use health::{CircuitState, Health, HealthConfig, InFlight, ProviderId, QuotaGroup};
+pub use observe::LateVerdict;
 pub use outcome::{ClientErrorKind, ErrorHint, FailureKind, Outcome, RejectKind};
 pub use ratelimit::{
     HeaderLimits, RateLimitInfo, parse_reset, parse_retry_after, parse_retry_after_ms,

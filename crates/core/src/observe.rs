@@ -21,6 +21,15 @@
 //!   [`Timeout`](FailureKind::Timeout) failure, so a hung provider trips its circuit
 //!   whichever timer fires. Dropped before it, the caller cancelled: nothing is
 //!   counted.
+//! - A 2xx body that ends cleanly can still carry a **late verdict**: output
+//!   validation below this layer may only find a bad answer after its commit point
+//!   (a malformed event in the middle of a stream that has already reached the
+//!   caller). With `after_commit = "report"` it ends the caller's body cleanly, but
+//!   it sets the response's [`LateVerdict`] first, and the clean end then counts as
+//!   [`Outcome::Rejected`] of that kind instead of a success. Each layer that judges
+//!   at the end of a body (this one, the circuit breaker's and the ramp's) looks the
+//!   cell up once, at the response headers, and reads it once, at the end of the
+//!   body: nothing per frame, and nothing at all when no validation is installed.
 //!
 //! Place it below the circuit breaker and the ramp, so that requests they refuse are
 //! not counted as requests to the provider:
@@ -48,6 +57,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -62,7 +72,93 @@ use tower_service::Service;
 use crate::classify::{Classify, LlmClassifier};
 use crate::deadline::AttemptDeadline;
 use crate::health::{Health, InFlight};
-use crate::outcome::{FailureKind, Outcome};
+use crate::outcome::{FailureKind, Outcome, RejectKind};
+
+/// A verdict on a 2xx answer found after its body's commit point, handed from the
+/// layer that found it to the layers above that count the answer's outcome.
+///
+/// Output validation that checks a stream puts one into the response's
+/// [extensions](http::Response::extensions) with its headers, and sets it if the
+/// stream fails validation after bytes have already gone to the caller. The layers
+/// that give a 2xx its verdict at the end of its body ([`ObservedBody`], the circuit
+/// breaker's and the ramp's bodies) take the cell at the headers
+/// ([`LateVerdict::of`]) and, when the body ends cleanly, count
+/// [`LateVerdict::outcome`] instead of a plain success: the provider's health hears
+/// the rejection as the rejection it is (a malformed kind counts as a failure by
+/// default, a content kind stays neutral unless configured otherwise), while the
+/// caller's body still ends as the validation's `after_commit` mode says.
+///
+/// Clones share one cell; the first rejection set wins. It is a pointer-sized
+/// handle, allocated once per validated stream, and absent otherwise.
+///
+/// ```
+/// use http::Response;
+/// use tower_failover_core::{LateVerdict, Outcome, RejectKind};
+///
+/// let late = LateVerdict::new();
+/// let mut res = Response::new(());
+/// res.extensions_mut().insert(late.clone());
+///
+/// // A layer above, at the headers:
+/// let seen = LateVerdict::of(&res);
+/// assert_eq!(LateVerdict::outcome(seen.as_ref()), Outcome::Success);
+///
+/// // Validation below finds a cut event after the commit point:
+/// assert!(late.reject(RejectKind::InvalidJson));
+/// assert!(!late.reject(RejectKind::Refusal), "the first verdict stays");
+///
+/// // The layer above, at the clean end of the body:
+/// assert_eq!(
+///     LateVerdict::outcome(seen.as_ref()),
+///     Outcome::Rejected { kind: RejectKind::InvalidJson }
+/// );
+/// ```
+#[derive(Clone, Default)]
+pub struct LateVerdict(Arc<OnceLock<RejectKind>>);
+
+impl LateVerdict {
+    /// An empty cell: no late verdict yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The cell a response carries, if a layer below put one there (a clone
+    /// sharing it). Call it once, at the response headers.
+    #[inline]
+    pub fn of<B>(res: &Response<B>) -> Option<LateVerdict> {
+        res.extensions().get::<LateVerdict>().cloned()
+    }
+
+    /// Records that the answer failed validation after its commit point. Returns
+    /// `false` (and keeps the first) if a verdict was already set.
+    pub fn reject(&self, kind: RejectKind) -> bool {
+        self.0.set(kind).is_ok()
+    }
+
+    /// The late rejection, if one was found.
+    #[inline]
+    pub fn rejected(&self) -> Option<RejectKind> {
+        self.0.get().copied()
+    }
+
+    /// What a 2xx answer whose body ended cleanly amounts to: a success, unless
+    /// `late` holds a rejection.
+    #[inline]
+    pub fn outcome(late: Option<&LateVerdict>) -> Outcome {
+        match late.and_then(LateVerdict::rejected) {
+            Some(kind) => Outcome::Rejected { kind },
+            None => Outcome::Success,
+        }
+    }
+}
+
+impl fmt::Debug for LateVerdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("LateVerdict")
+            .field(&self.rejected())
+            .finish()
+    }
+}
 
 /// Records each attempt's outcome, load and latency into a [`Health`] handle.
 #[derive(Clone)]
@@ -188,6 +284,7 @@ where
             started,
             pending: true,
             first_byte: true,
+            late: None,
         };
         ResponseFuture {
             fut: self.inner.call(req),
@@ -212,6 +309,8 @@ struct Owed {
     pending: bool,
     /// The time to first byte is still to be measured.
     first_byte: bool,
+    /// A verdict a layer below may set before the body ends (a 2xx only).
+    late: Option<LateVerdict>,
 }
 
 impl Owed {
@@ -307,6 +406,9 @@ where
                 }
                 owed.pending = provisional;
                 owed.first_byte = provisional;
+                if provisional {
+                    owed.late = LateVerdict::of(&res);
+                }
                 let classifier = this.classifier.clone();
                 let default_retry_after = *this.default_retry_after;
                 Poll::Ready(Ok(res.map(|inner| ObservedBody {
@@ -333,14 +435,15 @@ where
     }
 }
 
-/// The body ended cleanly: a 2xx is now a success; latency is measured.
+/// The body ended cleanly: a 2xx is now a success (or the rejection a layer below
+/// found late); latency is measured.
 fn ended(mut o: Owed) {
     // One clock read for the end of the body.
     let now = Instant::now();
     let took = now.saturating_duration_since(o.started);
     let health = o.health();
     if o.pending {
-        health.record(&Outcome::Success);
+        health.record(&LateVerdict::outcome(o.late.as_ref()));
     }
     if o.first_byte {
         // An empty body: its end is its first byte.
@@ -353,9 +456,9 @@ fn ended(mut o: Owed) {
 pin_project! {
     /// A response body that records the time to its first data frame, keeps the
     /// request counted in flight until it ends (or is dropped), and gives a 2xx
-    /// answer its verdict when it ends: a clean end is a success, an error frame is
-    /// the provider's failure (classified with
-    /// [`Classify::classify_error`]).
+    /// answer its verdict when it ends: a clean end is a success (unless a layer
+    /// below set the response's [`LateVerdict`]: then that rejection), an error frame
+    /// is the provider's failure (classified with [`Classify::classify_error`]).
     pub struct ObservedBody<B, C = LlmClassifier> {
         #[pin]
         inner: B,
@@ -489,6 +592,97 @@ mod tests {
         assert_eq!(health.in_flight(), 0);
         assert_eq!(health.ttfb().get(), Duration::from_millis(400));
         assert_eq!(health.latency().get(), Duration::from_millis(400));
+    }
+
+    /// A stand-in for output validation below: one chunk, then, at its clean end,
+    /// a late rejection of `kind` (if any) set in the response's cell.
+    struct EndsWithVerdict {
+        chunk: Option<bytes::Bytes>,
+        late: LateVerdict,
+        kind: Option<RejectKind>,
+    }
+
+    impl Body for EndsWithVerdict {
+        type Data = bytes::Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<bytes::Bytes>, BoxError>>> {
+            if let Some(chunk) = self.chunk.take() {
+                return Poll::Ready(Some(Ok(Frame::data(chunk))));
+            }
+            if let Some(kind) = self.kind.take() {
+                self.late.reject(kind);
+            }
+            Poll::Ready(None)
+        }
+    }
+
+    fn late_service(
+        kind: Option<RejectKind>,
+    ) -> impl Service<
+        Request<()>,
+        Response = Response<EndsWithVerdict>,
+        Error = BoxError,
+        Future = impl Future<Output = Result<Response<EndsWithVerdict>, BoxError>>,
+    > + Clone {
+        service_fn(move |_req: Request<()>| async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let late = LateVerdict::new();
+            let mut res = Response::new(EndsWithVerdict {
+                chunk: Some(bytes::Bytes::from_static(b"data: {}\n\n")),
+                late: late.clone(),
+                kind,
+            });
+            res.extensions_mut().insert(late);
+            Ok::<_, BoxError>(res)
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_clean_end_with_a_late_rejection_counts_the_rejection() {
+        for (kind, what) in [
+            (RejectKind::InvalidJson, "malformed"),
+            (RejectKind::Refusal, "content"),
+        ] {
+            let health = Health::standalone("p", "m");
+            let svc = ObserveLayer::new(health.clone()).layer(late_service(Some(kind)));
+            let res = svc.oneshot(Request::new(())).await.unwrap();
+            let body = res.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(
+                body, "data: {}\n\n",
+                "{what}: the caller's body is untouched"
+            );
+            let c = health.counters();
+            assert_eq!((c.requests, c.rejected, c.successes), (1, 1, 0), "{what}");
+            assert_eq!(health.in_flight(), 0);
+            assert_eq!(health.latency().get(), Duration::from_millis(50));
+        }
+        // The same cell left unset: a plain success.
+        let health = Health::standalone("p", "m");
+        let svc = ObserveLayer::new(health.clone()).layer(late_service(None));
+        let res = svc.oneshot(Request::new(())).await.unwrap();
+        res.into_body().collect().await.unwrap();
+        let c = health.counters();
+        assert_eq!((c.requests, c.rejected, c.successes), (1, 0, 1));
+    }
+
+    #[test]
+    fn a_late_verdict_keeps_the_first_rejection_and_is_shared_by_clones() {
+        let late = LateVerdict::new();
+        let seen = late.clone();
+        assert_eq!(seen.rejected(), None);
+        assert_eq!(LateVerdict::outcome(None), Outcome::Success);
+        assert!(late.reject(RejectKind::ErrorObject));
+        assert!(!late.reject(RejectKind::Refusal));
+        assert_eq!(seen.rejected(), Some(RejectKind::ErrorObject));
+        assert_eq!(format!("{seen:?}"), "LateVerdict(Some(ErrorObject))");
+        assert_eq!(
+            LateVerdict::of(&Response::new(())).map(|l| l.rejected()),
+            None
+        );
     }
 
     #[tokio::test(start_paused = true)]

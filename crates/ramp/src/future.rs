@@ -12,7 +12,7 @@ use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower::BoxError;
 use tower_failover_core::error::Shed;
-use tower_failover_core::{AttemptDeadline, Classify, FailureKind, Outcome};
+use tower_failover_core::{AttemptDeadline, Classify, FailureKind, LateVerdict, Outcome};
 
 use crate::state::Core;
 
@@ -48,10 +48,19 @@ struct Track<C> {
     epoch: u64,
     classifier: C,
     deadline: Option<Instant>,
+    /// A verdict a layer below may set before a 2xx body ends.
+    late: Option<LateVerdict>,
     done: bool,
 }
 
 impl<C> Track<C> {
+    /// Counts a clean end of a 2xx body: a success, or the rejection a layer below
+    /// found after the commit point ([`LateVerdict`]).
+    fn finish_clean(&mut self) {
+        let outcome = LateVerdict::outcome(self.late.as_ref());
+        self.finish(&outcome);
+    }
+
     fn finish(&mut self, outcome: &Outcome) {
         if !self.done {
             self.done = true;
@@ -83,6 +92,7 @@ impl<F, C> ResponseFuture<F, C> {
                 epoch,
                 classifier,
                 deadline,
+                late: None,
                 done: false,
             }),
         }
@@ -130,6 +140,7 @@ where
                         let outcome = track.classifier.classify_response(&res);
                         // A 2xx counts once its body ends cleanly.
                         let owed = if outcome.is_success() {
+                            track.late = LateVerdict::of(&res);
                             Some(track)
                         } else {
                             track.finish(&outcome);
@@ -151,8 +162,10 @@ where
 
 pin_project! {
     /// The response body of [`Ramp`](crate::Ramp). A 2xx answer counts for the
-    /// ramp's checks when its body ends: cleanly, a success; with an error frame,
-    /// the provider's failure (a stream that dies or stalls after its headers).
+    /// ramp's checks when its body ends: cleanly, a success (or, if a layer below
+    /// set the response's [`LateVerdict`] after the commit point, that rejection: a
+    /// malformed answer counts as a failure, any other kind is neutral); with an
+    /// error frame, the provider's failure (a stream that dies or stalls after its headers).
     /// Dropped before its end, it counts nothing, unless a timer above dropped it
     /// at its [`AttemptDeadline`] (a timeout).
     pub struct RampBody<B, C> {
@@ -198,7 +211,7 @@ where
                 if (frame.is_trailers() || this.inner.is_end_stream())
                     && let Some(mut track) = this.owed.take()
                 {
-                    track.finish(&Outcome::Success);
+                    track.finish_clean();
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -215,7 +228,7 @@ where
             }
             None => {
                 if let Some(mut track) = this.owed.take() {
-                    track.finish(&Outcome::Success);
+                    track.finish_clean();
                 }
                 Poll::Ready(None)
             }

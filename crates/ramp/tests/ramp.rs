@@ -417,3 +417,78 @@ fn an_invalid_config_is_refused_or_replaced() {
     let layer = RampLayer::new(health, bad);
     assert_eq!(layer.config(), &RampConfig::default());
 }
+
+/// A stand-in for output validation below the ramp: one chunk, then a clean end
+/// that first sets the response's late verdict to `kind` (if any), as validation in
+/// its `after_commit = "report"` mode does for a stream it rejects after its commit
+/// point.
+struct EndsWithVerdict {
+    chunk: Option<bytes::Bytes>,
+    late: tower_failover_core::LateVerdict,
+    kind: Option<tower_failover_core::RejectKind>,
+}
+
+impl http_body::Body for EndsWithVerdict {
+    type Data = bytes::Bytes;
+    type Error = tower::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, tower::BoxError>>> {
+        if let Some(chunk) = self.chunk.take() {
+            return std::task::Poll::Ready(Some(Ok(http_body::Frame::data(chunk))));
+        }
+        if let Some(kind) = self.kind.take() {
+            self.late.reject(kind);
+        }
+        std::task::Poll::Ready(None)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_late_malformed_rejection_at_a_clean_end_rolls_the_step_back() {
+    use http::{Request, Response};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tower::service_fn;
+    use tower_failover_core::{LateVerdict, RejectKind};
+    for (kind, malformed) in [
+        (RejectKind::InvalidJson, true),
+        (RejectKind::Refusal, false),
+    ] {
+        let health = Health::standalone("p", "m");
+        let calls = Arc::new(AtomicU64::new(0));
+        let seen = calls.clone();
+        // Every third answer streams fine but fails validation after its commit point.
+        let inner = service_fn(move |_req: Request<String>| {
+            let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
+            async move {
+                let late = LateVerdict::new();
+                let mut res = Response::new(EndsWithVerdict {
+                    chunk: Some(bytes::Bytes::from_static(b"data: {}\n\n")),
+                    late: late.clone(),
+                    kind: n.is_multiple_of(3).then_some(kind),
+                });
+                res.extensions_mut().insert(late);
+                Ok::<_, tower::BoxError>(res)
+            }
+        });
+        let config = RampConfig::default().seed(3).shed(false);
+        let mut svc = RampLayer::new(health.clone(), config).layer(inner);
+        outage(&health).await;
+        sleep(Duration::from_secs(30)).await;
+        recovery(&health).await;
+        assert_eq!(health.ramp_step(), Some(0));
+        send(&mut svc, 300).await;
+        settle().await;
+        assert_eq!(calls.load(Ordering::SeqCst), 300);
+        if malformed {
+            assert_eq!(health.circuit(), CircuitState::Open, "{kind}: rolled back");
+            assert_eq!(health.ramp_step(), None);
+        } else {
+            assert_eq!(health.circuit(), CircuitState::Closed, "{kind}: neutral");
+            assert_eq!(health.ramp_step(), Some(0));
+        }
+    }
+}

@@ -9,8 +9,8 @@ use std::task::{Context, Poll, ready};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use tower_failover_core::BoxError;
 use tower_failover_core::error::{Elapsed, TruncatedStream, find};
+use tower_failover_core::{BoxError, LateVerdict, classify_error_chain};
 
 use crate::config::AfterCommit;
 use crate::layer::Shared;
@@ -46,6 +46,7 @@ pin_project! {
             held: VecDeque<Frame<Bytes>>,
             inner: Pin<Box<B>>,
             tracker: Box<Tracker>,
+            late: Option<LateVerdict>,
             shared: Arc<Shared>,
             done: bool,
         },
@@ -72,6 +73,7 @@ impl<B> ValidatedBody<B> {
         inner: Pin<Box<B>>,
         ended: bool,
         tracker: Box<Tracker>,
+        late: Option<LateVerdict>,
         shared: Arc<Shared>,
     ) -> Self {
         ValidatedBody {
@@ -79,6 +81,7 @@ impl<B> ValidatedBody<B> {
                 held,
                 inner,
                 tracker,
+                late,
                 shared,
                 done: ended,
             },
@@ -120,24 +123,21 @@ fn truncated(shared: &Shared, detail: String) -> BoxError {
     }
 }
 
-/// An upstream error after the commit point, as the caller's typed truncation. An
-/// error that already is one (the provider's idle timeout, say) is passed on as it
-/// is; a deadline that cut the stream stays its source, so the provider's health
-/// still counts a timeout rather than a reset.
+/// An upstream error after the commit point, as the caller's typed truncation, in
+/// our own words: an upstream error's text may be the provider's own (an error event's
+/// message, a proxy's page), so neither the caller's error nor the log line repeats
+/// it; they name what kind of failure it was instead. A deadline that cut the stream
+/// stays the truncation's source, so the provider's health still counts a timeout
+/// rather than a reset.
 fn truncated_by(shared: &Shared, e: BoxError) -> BoxError {
-    if find::<TruncatedStream>(&*e).is_some() {
-        shared.stats.truncated();
-        tracing::warn!(provider = ?shared.provider, error = %e, "stream truncated after the commit point");
-        return e;
-    }
-    let timeout = find::<Elapsed>(&*e).cloned();
-    let detail = format!("upstream error: {e}");
-    match timeout {
-        Some(elapsed) => match truncated(shared, detail).downcast::<TruncatedStream>() {
-            Ok(t) => (*t).with_timeout(elapsed).into(),
-            Err(other) => other,
-        },
-        None => truncated(shared, detail),
+    let Some(elapsed) = find::<Elapsed>(&*e).cloned() else {
+        let outcome = classify_error_chain(&*e);
+        return truncated(shared, format!("upstream body error: {outcome}"));
+    };
+    // Our own wording: which timer, and after how long.
+    match truncated(shared, elapsed.to_string()).downcast::<TruncatedStream>() {
+        Ok(t) => (*t).with_timeout(elapsed).into(),
+        Err(other) => other,
     }
 }
 
@@ -160,6 +160,7 @@ where
                 held,
                 inner,
                 tracker,
+                late,
                 shared,
                 done,
             } => {
@@ -208,6 +209,11 @@ where
                                     malformed = e.kind().is_malformed(),
                                     "stream failed validation after the commit point"
                                 );
+                                // The layers above (observe, circuit, ramp) count the
+                                // rejection at the end of the body, whatever the mode.
+                                if let Some(late) = late {
+                                    late.reject(e.kind());
+                                }
                                 match shared.after_commit {
                                     AfterCommit::Report => Poll::Ready(None),
                                     AfterCommit::Error => Poll::Ready(Some(Err(e.into()))),

@@ -35,13 +35,27 @@ pub enum StreamHold {
 }
 
 /// What happens when a check fails after the commit point (a stream whose finish
-/// reason or schema is only known at its end).
+/// reason or schema is only known at its end, or whose broken event comes after
+/// bytes have reached the caller).
+///
+/// The mode decides only how the **caller's** body ends. The provider's health hears
+/// the rejection in both: a validated stream's response carries a
+/// [`LateVerdict`](tower_failover_core::LateVerdict) in its extensions, set when the
+/// late check fails, and the layers above that judge a 2xx at the end of its body
+/// (the observer, the circuit breaker, the ramp) count the
+/// [`Rejected`](tower_failover_core::Outcome::Rejected) outcome of its kind instead
+/// of a success. A malformed kind ([`RejectKind::is_malformed`]) counts as the
+/// provider's failure by default, a content kind (a `length` finish, a schema
+/// mismatch) stays neutral unless the circuit's `rejected_is_failure` says otherwise.
+///
+/// [`RejectKind::is_malformed`]: tower_failover_core::RejectKind::is_malformed
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AfterCommit {
-    /// Log a warning and count it in [`StatsSnapshot::late_rejected`](crate::StatsSnapshot):
-    /// the caller has the whole stream, `finish_reason` included, and can act on it.
-    /// The default.
+    /// Log a warning (naming the kind, never the provider's text), count it in
+    /// [`StatsSnapshot::late_rejected`](crate::StatsSnapshot), set the response's
+    /// late verdict, and end the caller's body cleanly: the caller has the whole
+    /// stream, `finish_reason` included, and can act on it. The default.
     #[default]
     Report,
     /// End the caller's body with the [`Invalid`](tower_failover_core::error::Invalid)

@@ -14,8 +14,8 @@ use http::{HeaderMap, Response, header};
 use http_body::{Body, Frame};
 use pin_project_lite::pin_project;
 use tower_failover_core::BoxError;
-use tower_failover_core::RejectKind;
 use tower_failover_core::error::{BodyTooLarge, Invalid};
+use tower_failover_core::{LateVerdict, RejectKind};
 
 use crate::body::ValidatedBody;
 use crate::config::StreamHold;
@@ -331,7 +331,7 @@ where
                             this.state.set(State::Done);
                             shared.stats.passed();
                             let Hold {
-                                parts,
+                                mut parts,
                                 body,
                                 mut tracker,
                                 held,
@@ -341,8 +341,25 @@ where
                             if !tracker.judged_complete {
                                 tracker.headers = parts.headers.clone();
                             }
-                            let body =
-                                ValidatedBody::stream(held, body, ended, tracker, shared.clone());
+                            // The layers above that judge the answer at the end of its
+                            // body learn of a rejection found after this point through
+                            // the response's late verdict (shared with a validation
+                            // further below, if one put it there first). A stream that
+                            // has already ended, or been judged complete, can find none.
+                            let late = (!ended && !tracker.judged_complete).then(|| {
+                                parts
+                                    .extensions
+                                    .get_or_insert_with(LateVerdict::new)
+                                    .clone()
+                            });
+                            let body = ValidatedBody::stream(
+                                held,
+                                body,
+                                ended,
+                                tracker,
+                                late,
+                                shared.clone(),
+                            );
                             return Poll::Ready(Ok(Response::from_parts(parts, body)));
                         }
                     }

@@ -77,7 +77,13 @@
 //!   clean end. Checks that need the whole answer (the finish reason, a JSON Schema)
 //!   run once more at the end; a failure there is reported (a warning and
 //!   [`StatsSnapshot::late_rejected`]) or, with [`AfterCommit::Error`], ends the body
-//!   with the `Invalid` error. The caller always has the `finish_reason` in the
+//!   with the `Invalid` error. Either way the provider's health hears it: the
+//!   response carries a [`LateVerdict`](tower_failover_core::LateVerdict) that the
+//!   observer, circuit breaker and ramp above read when the body ends, so a provider
+//!   whose streams break late trips its circuit like one whose answers break early
+//!   (see [`AfterCommit`]). A truncation's error and log line name what happened in
+//!   our words (a reset, which timer fired), never the upstream error's text, which
+//!   may be the provider's. The caller always has the `finish_reason` in the
 //!   stream itself. To fail over on a `length` finish or a schema mismatch in a
 //!   stream, use [`StreamHold::Complete`] (at the cost of time to first token).
 //!

@@ -15,7 +15,9 @@ use serde_json::json;
 use support::*;
 use tower::{BoxError, Layer, ServiceExt};
 use tower_failover_core::error::{BodyTooLarge, Invalid, TransportError, TruncatedStream, find};
-use tower_failover_core::{Classify, FailureKind, LlmClassifier, Outcome, ProviderId, RejectKind};
+use tower_failover_core::{
+    Classify, FailureKind, LateVerdict, LlmClassifier, Outcome, ProviderId, RejectKind,
+};
 use tower_failover_validate::checks::{FinishReason, JsonSchema};
 use tower_failover_validate::{
     AfterCommit, StreamHold, ValidateLayer, ValidatedBody, Validators, Verdict, from_fn,
@@ -596,4 +598,117 @@ async fn a_stall_after_the_commit_point_is_the_typed_truncation_and_a_timeout() 
         LlmClassifier::default().classify_error(&*err),
         Outcome::failure(FailureKind::Timeout)
     );
+}
+
+// ---- what the layers above hear of a stream judged after its commit point --------
+
+#[tokio::test]
+async fn a_late_rejection_sets_the_responses_late_verdict_in_either_mode() {
+    let events = oa_stream(&["Half", " an"], "length");
+    for mode in [AfterCommit::Report, AfterCommit::Error] {
+        let layer = llm_truncating().after_commit(mode);
+        let res = run(&layer, sse(chunks(events.clone()))).await.unwrap();
+        // Taken at the headers, as the observer, the circuit and the ramp do.
+        let late = LateVerdict::of(&res).expect("a validated stream carries a late verdict");
+        assert_eq!(late.rejected(), None, "{mode:?}: nothing is known yet");
+        let ended = body_bytes(res).await;
+        assert_eq!(ended.is_ok(), mode == AfterCommit::Report, "{mode:?}");
+        assert_eq!(late.rejected(), Some(RejectKind::Truncated), "{mode:?}");
+        assert_eq!(
+            LateVerdict::outcome(Some(&late)),
+            Outcome::Rejected {
+                kind: RejectKind::Truncated
+            }
+        );
+    }
+
+    // A stream that passes its late checks leaves the cell empty.
+    let layer = ValidateLayer::llm();
+    let res = run(&layer, sse(chunks(oa_stream(&["Hi"], "stop"))))
+        .await
+        .unwrap();
+    let late = LateVerdict::of(&res).unwrap();
+    body_bytes(res).await.unwrap();
+    assert_eq!(LateVerdict::outcome(Some(&late)), Outcome::Success);
+}
+
+#[tokio::test]
+async fn only_a_stream_still_open_at_its_commit_point_carries_a_late_verdict() {
+    let layer = ValidateLayer::llm();
+    // A buffered answer is judged whole before it is returned.
+    let res = run(&layer, json(chunks([oa_body("Hi", "stop")])))
+        .await
+        .unwrap();
+    assert!(LateVerdict::of(&res).is_none());
+    // An error status passes through unchecked.
+    let mut res = json(chunks(["{}"]));
+    *res.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+    let res = run(&layer, res).await.unwrap();
+    assert!(LateVerdict::of(&res).is_none());
+    // A stream that ended while held back was judged whole before its commit point.
+    let strict = llm_truncating().hold(StreamHold::Complete);
+    let res = run(&strict, sse(chunks(oa_stream(&["Hi"], "stop"))))
+        .await
+        .unwrap();
+    assert!(LateVerdict::of(&res).is_none());
+}
+
+#[tokio::test]
+async fn a_late_verdict_already_on_the_response_is_shared_not_replaced() {
+    let events = oa_stream(&["Half", " an"], "length");
+    let below = LateVerdict::new();
+    let mut upstream = sse(chunks(events));
+    upstream.extensions_mut().insert(below.clone());
+    let res = run(&llm_truncating(), upstream).await.unwrap();
+    let late = LateVerdict::of(&res).unwrap();
+    body_bytes(res).await.unwrap();
+    assert_eq!(late.rejected(), Some(RejectKind::Truncated));
+    assert_eq!(below.rejected(), Some(RejectKind::Truncated), "one cell");
+}
+
+/// An upstream error whose text is the provider's own (an error event's message,
+/// say) must not reach the caller's truncation error nor its log line: they say
+/// what happened in our words.
+#[tokio::test]
+async fn a_truncation_never_repeats_the_upstream_errors_text() {
+    const PROVIDER_TEXT: &str = "Incorrect API key provided: sk-proj-abc123";
+    let cuts: [(BoxError, &str); 3] = [
+        (
+            TruncatedStream::new(format!(
+                "anthropic stream error: overloaded_error: {PROVIDER_TEXT}"
+            ))
+            .into(),
+            "reset",
+        ),
+        (
+            std::io::Error::other(PROVIDER_TEXT).into(),
+            "upstream body error",
+        ),
+        (
+            TruncatedStream::new(PROVIDER_TEXT)
+                .with_timeout(tower_failover_core::error::Elapsed::new(
+                    tower_failover_core::error::TimeoutKind::Idle,
+                    std::time::Duration::from_secs(30),
+                ))
+                .into(),
+            "idle timeout after 30000 ms",
+        ),
+    ];
+    for (cut, says) in cuts {
+        let layer = ValidateLayer::llm().provider(ProviderId::new("sim", "m"));
+        let (body, tx) = open();
+        tx.send(Ok([oa_role(), oa_text("Hi")].concat().into()))
+            .unwrap();
+        let res = run(&layer, sse(body)).await.unwrap();
+        tx.send(Err(cut)).unwrap();
+        let err = body_bytes(res).await.unwrap_err();
+        let t = find::<TruncatedStream>(&*err).expect("the typed truncation");
+        for shown in [err.to_string(), format!("{err:?}"), t.detail().to_owned()] {
+            assert!(!shown.contains("sk-proj"), "{shown}");
+            assert!(!shown.contains("Incorrect API key"), "{shown}");
+        }
+        assert!(t.detail().contains(says), "{}", t.detail());
+        assert_eq!(t.provider().unwrap().provider(), "sim");
+        assert_eq!(layer.stats().snapshot().truncated, 1);
+    }
 }
