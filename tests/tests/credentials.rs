@@ -11,9 +11,12 @@
 //! for what the simulator does not send (a reason phrase of the provider's own, a
 //! header quoting the key), a few lines of raw HTTP/1.1 below.
 
-use std::io::Write;
+mod common;
+
+use common::capture_logs;
+
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -220,37 +223,6 @@ fn assert_clean(what: &str, text: &str) {
         !text.contains(FRAGMENT) && !text.contains(PROVIDER_TEXT),
         "{what} shows the provider's text: {text}"
     );
-}
-
-/// Captures every log line (all levels) of the current thread.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Logs {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-fn capture_logs() -> (Logs, tracing::subscriber::DefaultGuard) {
-    let logs = Logs::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    (logs, tracing::subscriber::set_default(subscriber))
 }
 
 fn account_events(

@@ -1,109 +1,21 @@
 //! The gateway's other front doors over real loopback HTTP, simulated providers
 //! behind them: OpenAI's embeddings and Anthropic's Messages API.
 
-use std::net::SocketAddr;
+mod common;
+
+use common::{Answer, Running, start};
+
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{HeaderMap, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use http::StatusCode;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tower_failover::Config;
 use tower_failover::sim::{Fault, Flavor, Sim};
-use tower_failover_examples::gateway::{self, SERVED_BY};
-
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
-struct Running {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<std::io::Result<()>>,
-    client: HttpClient,
-}
-
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
-}
-
-impl Answer {
-    fn served_by(&self) -> &str {
-        self.headers
-            .get(SERVED_BY)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
-    }
-}
-
-async fn start(config: &Config) -> Running {
-    let gw = gateway::build(config).expect("a valid gateway configuration");
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = oneshot::channel();
-    let task = tokio::spawn(gateway::serve(
-        listener,
-        gw,
-        async move {
-            let _ = rx.await;
-        },
-        Duration::from_secs(5),
-    ));
-    Running {
-        addr,
-        stop: Some(tx),
-        task,
-        client: Client::builder(TokioExecutor::new()).build_http(),
-    }
-}
+use tower_failover_examples::gateway::{self};
 
 impl Running {
-    async fn send_with(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: impl Into<Bytes>,
-    ) -> Answer {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(format!("http://{}{path}", self.addr))
-            .header("content-type", "application/json");
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let req = req.body(Full::new(body.into())).unwrap();
-        // A generous guard, not a timing assertion.
-        let res = tokio::time::timeout(Duration::from_secs(20), self.client.request(req))
-            .await
-            .expect("the gateway answers in time")
-            .expect("the gateway answers");
-        let (parts, body) = res.into_parts();
-        let body = body.collect().await.expect("a whole body").to_bytes();
-        Answer {
-            status: parts.status,
-            headers: parts.headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        }
-    }
-
     async fn post(&self, path: &str, body: &Value) -> Answer {
         self.send_with("POST", path, &[], body.to_string()).await
-    }
-
-    async fn shutdown(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.await.unwrap().unwrap();
     }
 }
 
@@ -197,7 +109,7 @@ async fn simulated_gateway_serves_embeddings_and_lists_the_model() {
         assert_eq!(a.status, StatusCode::OK, "{}", a.body);
         assert!(!a.served_by().contains("embedding"), "{}", a.served_by());
     }
-    gw.shutdown().await;
+    gw.shutdown().await.unwrap();
 }
 
 /// Two embeddings entries and a chat entry: an outage of the first embeddings
@@ -296,7 +208,7 @@ async fn embeddings_fail_over_only_between_embeddings_entries() {
     assert_eq!(chat.counters().received, 1);
     assert_eq!(first.counters().chat_completions, 0);
     assert_eq!(second.counters().chat_completions, 0);
-    gw.shutdown().await;
+    gw.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -312,7 +224,7 @@ async fn embeddings_without_an_embeddings_entry_is_a_typed_404() {
     assert_eq!(a.status, StatusCode::NOT_FOUND);
     assert_eq!(a.json()["error"]["code"], "model_not_found");
     assert_eq!(chat.counters().received, 0);
-    gw.shutdown().await;
+    gw.shutdown().await.unwrap();
 }
 
 // --- Anthropic's Messages API ------------------------------------------------
@@ -502,7 +414,7 @@ async fn messages_are_served_by_any_provider_through_an_outage() {
     assert_eq!(e["type"], "error");
     assert_eq!(e["error"]["type"], "overloaded_error");
     assert!(e["error"]["message"].is_string());
-    gw.shutdown().await;
+    gw.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -537,7 +449,7 @@ async fn bad_messages_requests_get_anthropic_errors() {
     assert_eq!(a.status.as_u16(), 413, "{}", a.body);
     assert_eq!(a.json()["error"]["type"], "request_too_large");
     assert_eq!(primary.counters().received, 0);
-    gw.shutdown().await;
+    gw.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -548,7 +460,7 @@ async fn the_simulated_gateway_answers_messages() {
     assert_message(&a);
     let s = gw.message(&message_request(true)).await;
     assert_message_stream(&s);
-    gw.shutdown().await;
+    gw.shutdown().await.unwrap();
 }
 
 /// A stream cut after it reached the caller cannot fail over: the caller gets
@@ -573,5 +485,5 @@ async fn a_message_stream_cut_midway_ends_with_an_error_event() {
     let (last, data) = evs.last().unwrap();
     assert_eq!(last, "error", "{names:?}");
     assert!(data["error"]["message"].is_string());
-    gw.shutdown().await;
+    gw.shutdown().await.unwrap();
 }

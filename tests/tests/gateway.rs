@@ -2,88 +2,20 @@
 //! providers: an outage (errors, then refused connections), recovery, both
 //! providers down, the body limit, the listing routes, graceful shutdown.
 
-use std::net::SocketAddr;
+mod common;
+
+use common::{Answer, Running, start};
+
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, StatusCode};
+use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tower_failover::Config;
 use tower_failover::sim::{Fault, FaultSpec, Flavor, Sim};
-use tower_failover_examples::gateway::{self, SERVED_BY};
-
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
-struct Running {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<std::io::Result<()>>,
-    client: HttpClient,
-}
-
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
-}
-
-impl Answer {
-    fn served_by(&self) -> &str {
-        self.headers
-            .get(SERVED_BY)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-    }
-}
-
-async fn start(config: &Config) -> Running {
-    let gw = gateway::build(config).expect("a valid gateway configuration");
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = oneshot::channel();
-    let task = tokio::spawn(gateway::serve(
-        listener,
-        gw,
-        async move {
-            let _ = rx.await;
-        },
-        Duration::from_secs(5),
-    ));
-    Running {
-        addr,
-        stop: Some(tx),
-        task,
-        client: Client::builder(TokioExecutor::new()).build_http(),
-    }
-}
+use tower_failover_examples::gateway::{self};
 
 impl Running {
-    async fn send(&self, method: &str, path: &str, body: impl Into<Bytes>) -> Answer {
-        let req = Request::builder()
-            .method(method)
-            .uri(format!("http://{}{path}", self.addr))
-            .header("content-type", "application/json")
-            .body(Full::new(body.into()))
-            .unwrap();
-        let res = tokio::time::timeout(Duration::from_secs(10), self.client.request(req))
-            .await
-            .expect("the gateway answers in time")
-            .expect("the gateway answers");
-        let (parts, body) = res.into_parts();
-        let body = body.collect().await.expect("a whole body").to_bytes();
-        Answer {
-            status: parts.status,
-            headers: parts.headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        }
-    }
-
     async fn chat(&self, stream: bool) -> Answer {
         let body = serde_json::json!({
             "model": "gpt-4o-mini",
@@ -97,11 +29,6 @@ impl Running {
     async fn health(&self) -> serde_json::Value {
         let a = self.send("GET", "/health", "").await;
         serde_json::from_str(&a.body).expect("health is JSON")
-    }
-
-    async fn shutdown(mut self) -> std::io::Result<()> {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.await.unwrap()
     }
 }
 

@@ -4,99 +4,25 @@
 //! an unknown model is a 404, tools and context windows filter the candidates.
 //! Plus the same group failover through `Stack::from_config` alone.
 
+mod common;
+
+use common::{Answer, Running, start};
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use http::{Request, StatusCode};
+use http_body_util::Full;
 use tower::ServiceExt;
 use tower_failover::sim::{Fault, FaultSpec, Flavor, Sim};
 use tower_failover::{Config, Stack};
-use tower_failover_examples::gateway::{self, SERVED_BY};
-
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
-struct Running {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<std::io::Result<()>>,
-    client: HttpClient,
-}
-
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
-}
-
-impl Answer {
-    fn served_by(&self) -> &str {
-        self.headers
-            .get(SERVED_BY)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-    }
-}
-
-async fn start(config: &Config) -> Running {
-    let gw = gateway::build(config).expect("a valid gateway configuration");
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = oneshot::channel();
-    let task = tokio::spawn(gateway::serve(
-        listener,
-        gw,
-        async move {
-            let _ = rx.await;
-        },
-        Duration::from_secs(5),
-    ));
-    Running {
-        addr,
-        stop: Some(tx),
-        task,
-        client: Client::builder(TokioExecutor::new()).build_http(),
-    }
-}
+use tower_failover_examples::gateway::SERVED_BY;
 
 impl Running {
-    async fn send(&self, method: &str, path: &str, body: impl Into<Bytes>) -> Answer {
-        let req = Request::builder()
-            .method(method)
-            .uri(format!("http://{}{path}", self.addr))
-            .header("content-type", "application/json")
-            .body(Full::new(body.into()))
-            .unwrap();
-        // A generous guard against a hang, not a timing assertion.
-        let res = tokio::time::timeout(Duration::from_secs(20), self.client.request(req))
-            .await
-            .expect("the gateway answers in time")
-            .expect("the gateway answers");
-        let (parts, body) = res.into_parts();
-        let body = body.collect().await.expect("a whole body").to_bytes();
-        Answer {
-            status: parts.status,
-            headers: parts.headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        }
-    }
-
     async fn chat(&self, body: serde_json::Value) -> Answer {
         self.send("POST", "/v1/chat/completions", body.to_string())
             .await
-    }
-
-    async fn shutdown(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.await.unwrap().unwrap();
     }
 }
 
@@ -235,7 +161,7 @@ async fn each_listed_model_is_answered_by_an_entry_that_serves_it() {
         }
     }
     assert!(answered_by.contains(CLAUDE));
-    gw.shutdown().await;
+    gw.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -276,7 +202,7 @@ async fn a_member_outage_fails_over_inside_the_group_then_to_the_fallback() {
         fleet.east.counters().received + fleet.west.counters().received,
         before
     );
-    gw.shutdown().await;
+    gw.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -309,7 +235,7 @@ async fn an_unknown_model_is_a_404_model_not_found() {
     let res = gw.client.request(req).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.headers()[SERVED_BY], CLAUDE);
-    gw.shutdown().await;
+    gw.shutdown().await.unwrap();
 }
 
 /// A test double that answers with its own name.
@@ -424,7 +350,7 @@ async fn tools_and_long_prompts_skip_entries_that_cannot_take_them() {
         assert_eq!(a.served_by(), CLAUDE);
         assert_eq!(fleet.east.counters().received, east);
     }
-    gw.shutdown().await;
+    gw.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
