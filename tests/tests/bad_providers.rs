@@ -8,23 +8,18 @@
 //! body, header or log line carries the provider's error text or any key material,
 //! and that the stack is still serving afterwards.
 
+mod common;
+
 use std::io::Write;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tower::ServiceExt;
 use tower_failover::sim::{AbsurdHeaders, Billing, CutPoint, Fault, FaultSpec, Flavor, Sim};
 use tower_failover::{Config, Stack, error_response};
-use tower_failover_examples::gateway;
 
 /// The primary's API key. The simulator echoes a masked fragment of it in its 401
 /// text, as OpenAI does ("Incorrect API key provided: sk-*****zq81").
@@ -302,41 +297,19 @@ async fn through_stack(failover: &tower_failover::Failover, stream: bool) -> Got
 }
 
 /// A gateway on loopback, in front of the same configuration.
-struct Gateway {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
-    client: Client<HttpConnector, Full<Bytes>>,
-}
+struct Gateway(common::Running);
 
 impl Gateway {
     async fn start(config: &Config) -> Gateway {
-        let gw = gateway::build(config).expect("a valid gateway configuration");
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel();
-        let task = tokio::spawn(gateway::serve(
-            listener,
-            gw,
-            async move {
-                let _ = rx.await;
-            },
-            Duration::from_secs(5),
-        ));
-        Gateway {
-            addr,
-            stop: Some(tx),
-            task,
-            client: Client::builder(TokioExecutor::new()).build_http(),
-        }
+        Gateway(common::start(config).await)
     }
 
     async fn call(&self, stream: bool) -> Got {
-        let req = Request::post(format!("http://{}/v1/chat/completions", self.addr))
+        let req = Request::post(format!("http://{}/v1/chat/completions", self.0.addr))
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(chat_body(stream))))
             .unwrap();
-        let res = tokio::time::timeout(Duration::from_secs(120), self.client.request(req))
+        let res = tokio::time::timeout(Duration::from_secs(120), self.0.client.request(req))
             .await
             .expect("the gateway answers")
             .expect("the gateway answers");
@@ -351,17 +324,11 @@ impl Gateway {
     }
 
     async fn health(&self) -> serde_json::Value {
-        let req = Request::get(format!("http://{}/health", self.addr))
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        let res = self.client.request(req).await.unwrap();
-        let body = res.into_body().collect().await.unwrap().to_bytes();
-        serde_json::from_slice(&body).unwrap()
+        self.0.send("GET", "/health", "").await.json()
     }
 
-    async fn shutdown(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.await.unwrap().unwrap();
+    async fn shutdown(self) {
+        self.0.shutdown().await.unwrap();
     }
 }
 
