@@ -135,7 +135,7 @@ AN_MSGS = [
 
 def messages_create():
     raw = an.messages.with_raw_response.create(
-        model="claude-haiku-4-5", max_tokens=200, system="Be brief.", messages=MSGS
+        model="gpt-4o-mini", max_tokens=200, system="Be brief.", messages=MSGS
     )
     m = raw.parse()
     assert m.type == "message" and m.role == "assistant", m
@@ -143,7 +143,7 @@ def messages_create():
     assert m.stop_reason == "end_turn", m
     assert m.usage.input_tokens > 0 and m.usage.output_tokens > 0, m.usage
     m = an.messages.create(
-        model="claude-haiku-4-5", max_tokens=200, messages=AN_MSGS, tools=AN_TOOLS,
+        model="gpt-4o-mini", max_tokens=200, messages=AN_MSGS, tools=AN_TOOLS,
         tool_choice={"type": "auto"},
     )
     assert m.content and m.stop_reason in ("end_turn", "tool_use"), m
@@ -152,7 +152,7 @@ def messages_create():
 
 def messages_stream():
     with an.messages.stream(
-        model="claude-haiku-4-5", max_tokens=200, system="Be brief.", messages=MSGS
+        model="gpt-4o-mini", max_tokens=200, system="Be brief.", messages=MSGS
     ) as s:
         streamed = "".join(s.text_stream)
         final = s.get_final_message()
@@ -160,7 +160,7 @@ def messages_stream():
     assert final.stop_reason == "end_turn", final
     assert final.usage.output_tokens > 0, final.usage
     with an.messages.stream(
-        model="claude-haiku-4-5", max_tokens=200, messages=AN_MSGS, tools=AN_TOOLS
+        model="gpt-4o-mini", max_tokens=200, messages=AN_MSGS, tools=AN_TOOLS
     ) as s:
         final = s.get_final_message()
     assert final.content, final
@@ -191,7 +191,7 @@ assert served == {("backup/claude-haiku-4-5", "embed-backup/text-embedding-3-sma
 admin("POST", "/_sim/faults", [{"kind": "status", "status": 503}], base=BACKUP)
 try:
     for _ in range(4):  # until the backup's circuit opens too
-        an.messages.create(model="claude-haiku-4-5", max_tokens=50, messages=MSGS)
+        an.messages.create(model="gpt-4o-mini", max_tokens=50, messages=MSGS)
     raise AssertionError("expected an error")
 except anthropic.APIStatusError as e:
     assert e.status_code == 529, e

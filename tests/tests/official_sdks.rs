@@ -78,6 +78,11 @@ fn config(primary: &Sim, backup: &Sim, embed_backup: &Sim) -> Config {
         consecutive_failures = 2
         cooldown = "30s"
 
+        # Requests are routed by the model they ask for (both SDKs ask for
+        # gpt-4o-mini); when its group is down the Anthropic model answers.
+        [models."gpt-4o-mini"]
+        fallbacks = ["claude-haiku-4-5"]
+
         [[providers]]
         name = "primary"
         model = "gpt-4o-mini"

@@ -252,10 +252,12 @@ impl Service<Request<ReplayBody>> for ModelRouter {
                 return Err("model router: empty group chain".into());
             };
             if let Some(all) = last.downcast_ref::<AllProvidersFailed>()
-                && earlier.len() > all.attempts().len()
+                && (earlier.len() > all.attempts().len() || retry_after != all.retry_after())
             {
-                // Several groups were tried: one error listing every attempt.
-                // The soonest any of the groups expects a provider back.
+                // Several groups were tried: one error listing every attempt, and
+                // the soonest any of the groups expects a provider back (an earlier
+                // group whose circuits are open knows it, though it made no
+                // attempt the list would show).
                 let mut merged = AllProvidersFailed::new(earlier).with_retry_after(retry_after);
                 if let Some(reason) = all.reason() {
                     merged = merged.with_reason(reason);
