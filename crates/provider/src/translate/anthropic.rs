@@ -1240,21 +1240,24 @@ impl StreamState {
                 Ok(())
             }
             "error" => {
-                let (kind, message) = ev
+                // The error's type, when it is a short identifier; never its
+                // message, which is the provider's own text and may quote a key.
+                let kind = ev
                     .error
                     .as_ref()
-                    .map_or(("error", ""), |e| (&*e.kind, &*e.message));
+                    .map(|e| &*e.kind)
+                    .filter(|k| {
+                        k.len() <= 40 && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                    })
+                    .unwrap_or("error");
                 if kind == "overloaded_error" {
                     Err(TransportError::new(
                         FailureKind::Overloaded,
-                        format!("anthropic stream error: {kind}: {message}"),
+                        format!("anthropic stream error: {kind}"),
                     )
                     .into())
                 } else {
-                    Err(
-                        TruncatedStream::new(format!("anthropic stream error: {kind}: {message}"))
-                            .into(),
-                    )
+                    Err(TruncatedStream::new(format!("anthropic stream error: {kind}")).into())
                 }
             }
             // ping, content_block_stop and future event types.

@@ -624,3 +624,25 @@ fn absurd_usage_counts_saturate_instead_of_rejecting() {
     let v: Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(v["usage"]["total_tokens"], u64::MAX);
 }
+
+/// Regression: an error event's message is the provider's own text (it may quote a
+/// key); the stream's error names the error type in our words and nothing else.
+#[test]
+fn a_stream_error_event_never_repeats_the_providers_message() {
+    for (kind, shown) in [
+        ("api_error", "api_error"),
+        ("overloaded_error", "overloaded_error"),
+        ("sk-proj-abc123 <html>", "error"),
+    ] {
+        let mut t = StreamTranslator::new(true, 1 << 20);
+        let mut out = Vec::new();
+        let event = format!(
+            "data: {{\"type\":\"error\",\"error\":{{\"type\":\"{kind}\",\"message\":\"Incorrect API key provided: sk-proj-abc123\"}}}}\n\n"
+        );
+        let err = t.push(event.as_bytes(), &mut out).unwrap_err();
+        let text = err.to_string();
+        assert!(!text.contains("sk-proj"), "{text}");
+        assert!(!text.contains("Incorrect API key"), "{text}");
+        assert!(text.contains(shown), "{text}");
+    }
+}
