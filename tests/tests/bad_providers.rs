@@ -111,13 +111,6 @@ fn base_url(sim: &Sim, flavor: Flavor) -> String {
     }
 }
 
-fn kind(flavor: Flavor) -> &'static str {
-    match flavor {
-        Flavor::OpenAi => "openai",
-        Flavor::Anthropic => "anthropic",
-    }
-}
-
 /// A bad primary and a healthy backup.
 struct Pair {
     primary: Sim,
@@ -161,7 +154,7 @@ impl Pair {
             api_key = "{BACKUP_KEY}"
             priority = 1
             "#,
-            kind(self.primary_flavor),
+            common::wire(self.primary_flavor),
             base_url(&self.primary, self.primary_flavor),
             base_url(&self.backup, Flavor::OpenAi),
         );

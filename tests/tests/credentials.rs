@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::capture_logs;
+use common::{capture_logs, provider_entry as provider};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -145,25 +145,6 @@ async fn healthy_backup() -> Sim {
         .start()
         .await
         .unwrap()
-}
-
-fn provider(name: &str, wire: &str, base_url: &str, priority: u32) -> String {
-    let base_url = if wire == "openai" {
-        format!("{base_url}/v1")
-    } else {
-        base_url.to_owned()
-    };
-    format!(
-        r#"
-        [[providers]]
-        name = "{name}"
-        model = "m"
-        kind = "{wire}"
-        base_url = "{base_url}"
-        api_key = "sk-test-0000{FRAGMENT}"
-        priority = {priority}
-        "#
-    )
 }
 
 /// The stack as a user would write it: defaults everywhere but the router.

@@ -16,7 +16,7 @@
 
 mod common;
 
-use common::capture_logs;
+use common::{capture_logs, provider_entry as provider, wire};
 
 use std::time::Duration;
 
@@ -91,32 +91,6 @@ async fn broken_primary(flavor: Flavor, fault: &Fault) -> Sim {
         .set_faults([FaultSpec::always(fault.clone())])
         .unwrap();
     sim
-}
-
-fn wire(flavor: Flavor) -> &'static str {
-    match flavor {
-        Flavor::OpenAi => "openai",
-        _ => "anthropic",
-    }
-}
-
-fn provider(name: &str, wire: &str, base_url: &str, priority: u32) -> String {
-    let base_url = if wire == "openai" {
-        format!("{base_url}/v1")
-    } else {
-        base_url.to_owned()
-    };
-    format!(
-        r#"
-        [[providers]]
-        name = "{name}"
-        model = "m"
-        kind = "{wire}"
-        base_url = "{base_url}"
-        api_key = "sk-test-0000wxyz"
-        priority = {priority}
-        "#
-    )
 }
 
 /// The configuration as a user would write it: defaults everywhere but the router

@@ -148,3 +148,32 @@ pub(crate) fn capture_logs() -> (Logs, tracing::subscriber::DefaultGuard) {
         .finish();
     (logs, tracing::subscriber::set_default(subscriber))
 }
+
+/// The configuration's `kind` for a simulator's wire format.
+pub(crate) fn wire(flavor: tower_failover::sim::Flavor) -> &'static str {
+    match flavor {
+        tower_failover::sim::Flavor::OpenAi => "openai",
+        _ => "anthropic",
+    }
+}
+
+/// One `[[providers]]` entry for model `m` of a simulator at `base_url` (`/v1` is
+/// added for the OpenAI wire), with a key ending in `wxyz` that tests look for.
+pub(crate) fn provider_entry(name: &str, wire: &str, base_url: &str, priority: u32) -> String {
+    let base_url = if wire == "openai" {
+        format!("{base_url}/v1")
+    } else {
+        base_url.to_owned()
+    };
+    format!(
+        r#"
+        [[providers]]
+        name = "{name}"
+        model = "m"
+        kind = "{wire}"
+        base_url = "{base_url}"
+        api_key = "sk-test-0000wxyz"
+        priority = {priority}
+        "#
+    )
+}
