@@ -298,7 +298,12 @@ async fn a_redis_section_shares_health_between_replicas() {
         eprintln!("SKIPPED: set TOWER_FAILOVER_REDIS_URL to run against a Redis");
         return;
     };
-    let namespace = format!("config-test-{}", std::process::id());
+    // Unique per run: the Redis outlives the test binary, and a process id can come
+    // back in a later run (whose state, an open circuit, would still be there).
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let namespace = format!("config-test-{}-{nanos}", std::process::id());
     let text = format!(
         "[redis]\nurl = \"{url}\"\nnamespace = \"{namespace}\"\nresync_interval = \"100ms\"\n{OK_PROVIDER}"
     );
@@ -311,7 +316,8 @@ async fn a_redis_section_shares_health_between_replicas() {
         b.provider("openai", "gpt-4o-mini"),
     );
     let connected = |r: &tower_failover_core::Registry| r.store().status().connected;
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    // Generous bounds: they only matter when something is broken.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     while !(connected(&a) && connected(&b)) && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
@@ -324,7 +330,7 @@ async fn a_redis_section_shares_health_between_replicas() {
         CircuitState::Open,
         Some(tokio::time::Instant::now() + std::time::Duration::from_secs(30))
     ));
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     while hb.circuit() != CircuitState::Open && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
