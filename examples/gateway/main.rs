@@ -43,7 +43,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use tower_failover::Config;
-use tower_failover_examples::gateway;
+use tower_failover_gateway as gateway;
 use tracing_subscriber::EnvFilter;
 
 /// An OpenAI-compatible LLM gateway with failover.

@@ -13,7 +13,7 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use tower_failover::Config;
 use tower_failover::sim::{Fault, FaultSpec, Flavor, Sim};
-use tower_failover_examples::gateway::{self};
+use tower_failover_gateway as gateway;
 
 impl Running {
     async fn chat(&self, stream: bool) -> Answer {

@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tower_failover::Config;
-use tower_failover_examples::gateway::{self, SERVED_BY};
+use tower_failover_gateway::{self as gateway, SERVED_BY};
 
 /// The gateway example serving `config` on a loopback port, and a client for it.
 pub(crate) struct Running {

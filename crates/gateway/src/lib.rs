@@ -1,7 +1,9 @@
-//! An OpenAI-compatible HTTP gateway on axum, built from the tower-failover facade.
+//! An OpenAI- and Anthropic-compatible LLM gateway on axum, built from the
+//! tower-failover facade.
 //!
-//! The program is `examples/gateway/main.rs`; this module is its library half, so
-//! tests can build the same router and drive it over real HTTP.
+//! This crate is both the gateway's library (the axum [`Router`] for people who
+//! embed it in their own server: [`build`], then [`serve`] or their own
+//! `axum::serve`) and the `tower-failover-gateway` binary that deploys it.
 //!
 //! | route | what it does |
 //! | --- | --- |
