@@ -197,6 +197,15 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_is_valid_and_shows_the_defaults() {
+        let c = GatewayConfig::from_toml_str(include_str!("../gateway.toml")).unwrap();
+        assert_eq!(c.server, ServerConfig::default());
+        assert_eq!(c.upstream, UpstreamConfig::default());
+        assert_eq!(c.log, LogConfig::default());
+        assert_eq!(c.stack.providers.len(), 3);
+    }
+
+    #[test]
     fn mistakes_name_their_field() {
         let bad = FILE.replace("max_in_flight = 8", "max_in_flight = 0");
         assert_eq!(

@@ -122,6 +122,16 @@ struct AppState {
     forwarding: Arc<Forwarding>,
 }
 
+impl Gateway {
+    /// The same gateway with its router replaced by `f(router)`: wrap it in
+    /// middleware (authentication, metrics, tracing) or nest it in a larger app,
+    /// and keep serving it with [`serve_with`].
+    pub fn map_router(mut self, f: impl FnOnce(Router) -> Router) -> Gateway {
+        self.router = f(self.router);
+        self
+    }
+}
+
 /// Builds the gateway's router from a configuration (see [`build`]).
 pub fn router(config: &Config) -> Result<Router, ConfigError> {
     build(config).map(|g| g.router)

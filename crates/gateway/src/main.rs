@@ -35,6 +35,11 @@ struct Args {
     /// Validate the configuration (and the environment's overrides), then exit.
     #[arg(long)]
     check: bool,
+    /// Ask the gateway listening at the configured address for `GET /livez` and
+    /// exit with success if it answers `200` (a container's health check; starts
+    /// nothing).
+    #[arg(long)]
+    probe: bool,
 }
 
 #[tokio::main]
@@ -49,6 +54,9 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), tower::BoxError> {
+    if args.probe {
+        return probe(&args).await;
+    }
     // Keeps the simulated providers alive while the gateway runs.
     let (mut config, sims) = match &args.config {
         Some(path) => (GatewayConfig::from_file(path)?, None),
@@ -76,12 +84,11 @@ async fn run(args: Args) -> Result<(), tower::BoxError> {
              (no real model answers; no API keys, no network). \
              Pass --config FILE for real providers."
         );
-        for (s, p) in sim.sims.iter().zip(&sim.config.providers) {
+        for s in &sim.sims {
             tracing::warn!(
-                provider = %p.name,
-                model = %p.model,
+                provider = %s.handle().name(),
                 faults = %format!("http://{}/_sim/faults", s.addr()),
-                "simulated provider"
+                "simulated provider (POST a fault to its address to cause an outage)"
             );
         }
     }
@@ -98,6 +105,44 @@ async fn run(args: Args) -> Result<(), tower::BoxError> {
     gateway::serve_with(listener, built, &config.server, shutdown_signal()).await?;
     drop(sims);
     Ok(())
+}
+
+/// `GET /livez` on the address this configuration listens on (loopback when it
+/// listens on every interface).
+async fn probe(args: &Args) -> Result<(), tower::BoxError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut server = match &args.config {
+        Some(path) => GatewayConfig::from_file(path)?.server,
+        None => gateway::ServerConfig::default(),
+    };
+    if let Ok(v) = std::env::var(gateway::config::ENV_LISTEN) {
+        server.listen = v.trim().parse()?;
+    }
+    let mut addr = args.listen.unwrap_or(server.listen);
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(3), async {
+        let mut conn = tokio::net::TcpStream::connect(addr).await?;
+        conn.write_all(b"GET /livez HTTP/1.1\r\nhost: probe\r\nconnection: close\r\n\r\n")
+            .await?;
+        let mut head = [0u8; 12];
+        conn.read_exact(&mut head).await?;
+        Ok::<_, std::io::Error>(head)
+    })
+    .await
+    .map_err(|_| format!("no answer from {addr} in 3 s"))??;
+    if &head_status(&answer) == b"200" {
+        Ok(())
+    } else {
+        Err(format!("{addr}/livez answered {}", String::from_utf8_lossy(&answer)).into())
+    }
+}
+
+/// The status code of an HTTP/1.1 status line's first 12 bytes.
+fn head_status(head: &[u8; 12]) -> [u8; 3] {
+    [head[9], head[10], head[11]]
 }
 
 /// Ctrl-C, or SIGTERM (what container runtimes and systemd send).

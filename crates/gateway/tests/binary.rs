@@ -109,7 +109,21 @@ async fn without_arguments_it_serves_simulated_providers_and_says_so() {
     assert!(answer.contains("x-failover-provider: "), "{answer}");
     assert!(answer.contains("chat.completion"), "{answer}");
 
+    // The container's health check.
+    let probe = gateway()
+        .args(["--probe", "--listen", &addr])
+        .status()
+        .await
+        .unwrap();
+    assert!(probe.success());
+
     let rest = terminate(child, &mut lines).await;
+    let probe = gateway()
+        .args(["--probe", "--listen", &addr])
+        .status()
+        .await
+        .unwrap();
+    assert!(!probe.success(), "nothing listens any more");
     assert!(
         rest.iter().any(|l| l.contains("drained")),
         "a graceful drain on SIGTERM: {rest:#?}"
