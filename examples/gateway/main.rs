@@ -33,7 +33,9 @@ use tower_failover_gateway::{self as gateway, ServerConfig};
 
 #[tokio::main]
 async fn main() -> Result<(), tower::BoxError> {
-    tracing_subscriber::fmt().with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .init();
 
     // 1. The stack's configuration: a file, or simulated providers (kept alive in
     //    `_sims` while the app runs).

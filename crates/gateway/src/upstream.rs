@@ -250,10 +250,11 @@ mod tests {
 
     #[test]
     fn the_query_and_listed_headers_cross_when_configured() {
-        let mut c = UpstreamConfig::default();
-        c.forward_query = true;
-        c.header_prefix = String::new();
-        c.headers = vec!["x-internal-user".into()];
+        let c = UpstreamConfig {
+            forward_query: true,
+            header_prefix: String::new(),
+            headers: vec!["x-internal-user".into()],
+        };
         c.validate().unwrap();
         let req = c
             .compile()
@@ -265,8 +266,10 @@ mod tests {
 
     #[test]
     fn credentials_are_never_forwarded_even_when_listed() {
-        let mut c = UpstreamConfig::default();
-        c.headers = vec!["authorization".into()];
+        let mut c = UpstreamConfig {
+            headers: vec!["authorization".into()],
+            ..UpstreamConfig::default()
+        };
         let e = c.validate().unwrap_err();
         assert_eq!(e.field(), "upstream.headers");
         // A prefix matching credentials still does not forward them.

@@ -227,7 +227,7 @@ mod tests {
         let mut io = TimedIo::new(server, activity.clone(), T);
         client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
         let mut buf = [0u8; 64];
-        io.read(&mut buf).await.unwrap();
+        assert!(io.read(&mut buf).await.unwrap() > 0);
         let busy = activity.begin();
         // An answer streaming for ten minutes: the connection stays.
         let waited = tokio::time::timeout(Duration::from_secs(600), io.read(&mut buf)).await;
@@ -245,7 +245,7 @@ mod tests {
         drop(activity.begin());
         tokio::time::advance(Duration::from_secs(70)).await;
         client.write_all(b"GET").await.unwrap();
-        io.read(&mut buf).await.unwrap();
+        assert!(io.read(&mut buf).await.unwrap() > 0);
         let head_from = Instant::now();
         io.read(&mut buf).await.unwrap_err();
         assert_eq!(head_from.elapsed(), T.header);
@@ -261,12 +261,12 @@ mod tests {
             .await
             .unwrap();
         let mut buf = [0u8; 64];
-        io.read(&mut buf).await.unwrap();
+        assert!(io.read(&mut buf).await.unwrap() > 0);
         drop(activity.begin());
         let idle_from = Instant::now();
         tokio::time::advance(Duration::from_secs(30)).await;
         client.write_all(b"ping").await.unwrap();
-        io.read(&mut buf).await.unwrap();
+        assert!(io.read(&mut buf).await.unwrap() > 0);
         io.read(&mut buf).await.unwrap_err();
         assert_eq!(idle_from.elapsed(), T.idle);
     }
