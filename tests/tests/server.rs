@@ -107,6 +107,8 @@ async fn slow_loris_heads_and_bodies_are_cut_while_others_are_served() {
 async fn an_idle_kept_alive_connection_is_closed() {
     let (_sim, gw) = gateway_with(|c| {
         c.server.keep_alive_idle = Duration::from_millis(300);
+        // Longer than the guard: only the idle clock can close it in time.
+        c.server.header_read_timeout = Duration::from_secs(120);
     })
     .await;
     let mut conn = TcpStream::connect(gw.addr).await.unwrap();
