@@ -272,3 +272,46 @@ async fn shutdown_lets_a_stream_in_flight_finish_then_refuses_connections() {
     // No new connections after the drain.
     assert!(TcpStream::connect(addr).await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_clients_are_served_and_each_stream_counts_against_the_limit() {
+    let (_sim, gw) = gateway_with(|c| {
+        c.server.max_in_flight = 1;
+    })
+    .await;
+    // HTTP/2 with prior knowledge (h2c), one connection for every request.
+    let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let request = |path: &str, body: &'static str| {
+        Request::post(format!("http://{}{path}", gw.addr))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap()
+    };
+    let res = tokio::time::timeout(GUARD, h2.request(request("/v1/chat/completions", CHAT)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(res.version(), http::Version::HTTP_2);
+    assert_eq!(res.status(), StatusCode::OK);
+    res.into_body().collect().await.unwrap();
+
+    // An event stream holds the only place; the next stream is shed.
+    let events = Request::get(format!("http://{}/health/events", gw.addr))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let events = tokio::time::timeout(GUARD, h2.request(events))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(events.status(), StatusCode::OK);
+    let shed = tokio::time::timeout(GUARD, h2.request(request("/v1/chat/completions", CHAT)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(shed.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(shed.headers()["retry-after"], "1");
+    drop(events);
+    gw.shutdown().await.unwrap();
+}

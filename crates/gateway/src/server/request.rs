@@ -148,6 +148,8 @@ pub(super) async fn handle(
 ) -> Result<Response<Guarded>, Infallible> {
     let busy = activity.begin();
     let path = req.uri().path().to_owned();
+    // `connection: close` is HTTP/1's; an HTTP/2 stream just ends.
+    let close = req.version() <= http::Version::HTTP_11;
     let permit = if is_probe(&path) {
         None
     } else {
@@ -163,7 +165,7 @@ pub(super) async fn handle(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "overloaded",
                     &message,
-                    true,
+                    close,
                 );
                 res.headers_mut()
                     .insert(header::RETRY_AFTER, ctx.retry_after.clone());
@@ -186,7 +188,7 @@ pub(super) async fn handle(
             StatusCode::PAYLOAD_TOO_LARGE,
             "request_too_large",
             &format!("the request body is larger than {} bytes", ctx.max_body),
-            true,
+            close,
         ),
         Err(BodyError::TimedOut) => {
             tracing::debug!(%path, "request body not received in time");
@@ -198,7 +200,7 @@ pub(super) async fn handle(
                     "the request body did not arrive within {} s",
                     ctx.body_timeout.as_secs_f64()
                 ),
-                true,
+                close,
             )
         }
         Err(BodyError::Broken) => error(
@@ -206,7 +208,7 @@ pub(super) async fn handle(
             StatusCode::BAD_REQUEST,
             "invalid_request_error",
             "the request body could not be read",
-            true,
+            close,
         ),
     };
     Ok(res.map(|b| Guarded::new(b, busy, permit)))
