@@ -206,3 +206,124 @@ async fn with_a_configuration_file_it_serves_its_providers() {
     assert!(err.contains("server.max_connections"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The body of `GET /health` of the gateway at `addr`.
+async fn health(addr: &str) -> serde_json::Value {
+    let answer = http(addr, "GET", "/health", "").await;
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or("");
+    // A chunked body: the JSON is the line that starts with `{`.
+    let json = body
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON in {answer}"));
+    serde_json::from_str(json).unwrap()
+}
+
+/// What `compose.yaml` promises: two gateway processes given one Redis
+/// (`TOWER_FAILOVER_REDIS_URL`) share circuit state. Needs the Redis `.ci/run`
+/// starts; skipped without it outside CI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_one_redis_share_circuit_openings() {
+    let Ok(redis) = std::env::var("TOWER_FAILOVER_REDIS_URL") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must provide TOWER_FAILOVER_REDIS_URL (.ci/run starts Redis)"
+        );
+        eprintln!("SKIPPED: set TOWER_FAILOVER_REDIS_URL to run against a Redis");
+        return;
+    };
+    let primary = Sim::builder(Flavor::OpenAi)
+        .name("primary")
+        .models(["m"])
+        .start()
+        .await
+        .unwrap();
+    let backup = Sim::builder(Flavor::OpenAi)
+        .name("backup")
+        .models(["m"])
+        .start()
+        .await
+        .unwrap();
+    // Unique per run: the Redis outlives the test.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let dir = std::env::temp_dir().join(format!("tfg-replicas-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("gateway.toml");
+    let entry = |name: &str, url: &str, priority: u32| {
+        format!(
+            "[[providers]]\nname = \"{name}\"\nmodel = \"m\"\nkind = \"openai\"\nbase_url = \"{url}/v1\"\napi_key = \"sk-test\"\npriority = {priority}\n"
+        )
+    };
+    std::fs::write(
+        &file,
+        format!(
+            "router = \"fallback\"\n[circuit]\nconsecutive_failures = 2\ncooldown = \"5m\"\n\
+             [redis]\nnamespace = \"replicas-{nanos}\"\nresync_interval = \"100ms\"\n{}{}",
+            entry("primary", primary.base_url(), 0),
+            entry("backup", backup.base_url(), 1),
+        ),
+    )
+    .unwrap();
+
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let mut child = gateway()
+            .env("TOWER_FAILOVER_REDIS_URL", &redis)
+            .arg("--config")
+            .arg(&file)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let (_, addr) = wait_listening(&mut lines).await;
+        replicas.push((child, lines, addr));
+    }
+    let (a, b) = (replicas[0].2.clone(), replicas[1].2.clone());
+    let circuit = |h: &serde_json::Value| {
+        h["providers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["provider"] == "primary")
+            .map(|p| p["circuit"].as_str().unwrap_or("").to_owned())
+            .unwrap()
+    };
+    assert_eq!(circuit(&health(&b).await), "closed");
+
+    // The primary fails; replica A's circuit for it opens (its callers are
+    // served by the backup meanwhile).
+    primary
+        .set_faults([tower_failover::sim::FaultSpec::always(
+            tower_failover::sim::Fault::Status(503),
+        )])
+        .unwrap();
+    let chat = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+    for _ in 0..4 {
+        let answer = http(&a, "POST", "/v1/chat/completions", chat).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    assert_eq!(circuit(&health(&a).await), "open");
+
+    // Replica B learns it through Redis, without a request of its own.
+    let seen_by_b = tokio::time::timeout(GUARD, async {
+        while circuit(&health(&b).await) != "open" {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(seen_by_b.is_ok(), "replica B sees the circuit A opened");
+    let before = primary.counters().received;
+    let answer = http(&b, "POST", "/v1/chat/completions", chat).await;
+    assert!(answer.contains("x-failover-provider: backup/m"), "{answer}");
+    assert_eq!(
+        primary.counters().received,
+        before,
+        "B does not try the primary"
+    );
+
+    for (child, mut lines, _) in replicas {
+        terminate(child, &mut lines).await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
