@@ -315,3 +315,34 @@ async fn http2_clients_are_served_and_each_stream_counts_against_the_limit() {
     drop(events);
     gw.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn middleware_around_the_router_never_covers_the_probes() {
+    let sim = gateway::simulated().await.unwrap();
+    let config = GatewayConfig::new(sim.config.clone());
+    // A stand-in for authentication: every request to the router is refused.
+    let gw = gateway::build_with(&config).unwrap().map_router(|router| {
+        router.layer(axum::middleware::from_fn(
+            |_req: axum::extract::Request, _next: axum::middleware::Next| async {
+                http::Response::builder()
+                    .status(StatusCode::UNAUTHORIZED)
+                    .body(axum::body::Body::empty())
+                    .unwrap()
+            },
+        ))
+    });
+    let gw = common::serve_built(gw, &config.server).await;
+    assert_eq!(
+        gw.send("POST", "/v1/chat/completions", CHAT).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        gw.send("GET", "/health", "").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(gw.send("GET", "/livez", "").await.status, StatusCode::OK);
+    let ready = gw.send("GET", "/readyz", "").await;
+    assert_eq!(ready.status, StatusCode::OK);
+    assert_eq!(ready.body, "ready\n");
+    gw.shutdown().await.unwrap();
+}

@@ -38,8 +38,9 @@
 //! | `GET /livez` | `200` while the process serves: for liveness probes and the container's health check |
 //! | `GET /readyz` | `200` while accepting traffic, `503` once shutdown began (load balancers stop sending before the drain ends) |
 //!
-//! The probes ([`probes`]) are never shed by the server's limits and are meant
-//! to stay open to unauthenticated callers.
+//! The probes ([`Gateway::probes`]) are served apart from the router: never
+//! shed by the server's limits, never behind middleware added to the router,
+//! open to unauthenticated callers.
 //!
 //! Every answer that went through a provider carries `x-failover-provider:
 //! <provider>/<model>`; of the provider's own headers only the content type and
@@ -107,6 +108,8 @@ pub struct Gateway {
     closing: Arc<watch::Sender<bool>>,
     /// The stack's body limit, which the server enforces before routing.
     max_request_bytes: usize,
+    /// `/livez` and `/readyz`, served apart from `router`.
+    probes: Router,
 }
 
 #[derive(Clone)]
@@ -123,6 +126,15 @@ struct AppState {
 }
 
 impl Gateway {
+    /// `GET /livez` (`200` while the process serves) and `GET /readyz` (`200`,
+    /// then `503` once [`serve_with`] begins to shut down). [`serve_with`] answers
+    /// them before `router` (so middleware added to the router, such as
+    /// authentication, never covers them) and never sheds them; when you serve
+    /// `router` yourself, merge these in your app.
+    pub fn probes(&self) -> Router {
+        self.probes.clone()
+    }
+
     /// The same gateway with its router replaced by `f(router)`: wrap it in
     /// middleware (authentication, metrics, tracing) or nest it in a larger app,
     /// and keep serving it with [`serve_with`].
@@ -176,10 +188,10 @@ pub fn build_with(config: &GatewayConfig) -> Result<Gateway, ConfigError> {
         .route("/health/force", post(force))
         .route("/health/events", get(events))
         .with_state(state)
-        .merge(probes(closed))
         .layer(middleware::from_fn(access_log));
     Ok(Gateway {
         router,
+        probes: probes(closed),
         handle,
         embeddings_handle,
         closing: Arc::new(closing),
@@ -191,7 +203,7 @@ pub fn build_with(config: &GatewayConfig) -> Result<Gateway, ConfigError> {
 /// once `closing` turns true at shutdown). They read no configuration and no
 /// provider state, so they answer even when every provider is down (that is
 /// what `/health` reports).
-pub fn probes(closing: watch::Receiver<bool>) -> Router {
+fn probes(closing: watch::Receiver<bool>) -> Router {
     Router::new().route(LIVEZ, get(|| async { "ok\n" })).route(
         READYZ,
         get(move || {

@@ -61,10 +61,15 @@ pub(crate) async fn start(config: &Config) -> Running {
 /// `[upstream]`, …) and serves it on `127.0.0.1:0` (`server.listen` is ignored).
 pub(crate) async fn start_with(config: &GatewayConfig) -> Running {
     let gw = gateway::build_with(config).expect("a valid gateway configuration");
+    serve_built(gw, &config.server).await
+}
+
+/// Serves an already built (perhaps wrapped) gateway on `127.0.0.1:0`.
+pub(crate) async fn serve_built(gw: gateway::Gateway, server: &gateway::ServerConfig) -> Running {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel();
-    let server = config.server.clone();
+    let server = server.clone();
     let task = tokio::spawn(async move {
         gateway::serve_with(listener, gw, &server, async move {
             let _ = rx.await;

@@ -27,6 +27,7 @@ use crate::Gateway;
 /// What every request of one server shares.
 pub(super) struct Ctx {
     router: Router,
+    probes: Router,
     in_flight: Arc<Semaphore>,
     max_in_flight: usize,
     max_body: usize,
@@ -41,6 +42,7 @@ impl Ctx {
         let secs = config.retry_after.as_secs().max(1);
         Ctx {
             router: gateway.router.clone(),
+            probes: gateway.probes(),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
             max_in_flight: config.max_in_flight,
             max_body: gateway.max_request_bytes,
@@ -52,7 +54,7 @@ impl Ctx {
     }
 }
 
-/// Routes that are never shed: the probes.
+/// The probes' routes: answered by [`Gateway::probes`], never shed.
 fn is_probe(path: &str) -> bool {
     path == crate::LIVEZ || path == crate::READYZ
 }
@@ -150,7 +152,8 @@ pub(super) async fn handle(
     let path = req.uri().path().to_owned();
     // `connection: close` is HTTP/1's; an HTTP/2 stream just ends.
     let close = req.version() <= http::Version::HTTP_11;
-    let permit = if is_probe(&path) {
+    let probe = is_probe(&path);
+    let permit = if probe {
         None
     } else {
         match ctx.in_flight.clone().try_acquire_owned() {
@@ -178,7 +181,8 @@ pub(super) async fn handle(
     let res = match read_body(&ctx, body, deadline).await {
         Ok(bytes) => {
             let req = Request::from_parts(parts, Body::from(bytes));
-            match ctx.router.clone().oneshot(req).await {
+            let router = if probe { &ctx.probes } else { &ctx.router };
+            match router.clone().oneshot(req).await {
                 Ok(res) => res,
                 Err(never) => match never {},
             }
