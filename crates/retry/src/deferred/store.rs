@@ -1,119 +1,18 @@
-//! Deferred mode: accept now, answer later.
-//!
-//! For callers that can wait longer than one HTTP request (batch jobs, offline
-//! enrichment), a gateway can answer `202 Accepted` with a job id when every provider
-//! is down, run the request as soon as one recovers, and let the caller fetch the
-//! result by id. [`Deferred`] is that job store: bounded in the number of jobs, in how
-//! long each waits, in the size of a stored answer, and in how long an answer is kept.
-//! Each job runs in a task owned by the store and aborted when the store is dropped.
-
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
-use bytes::Bytes;
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::{Request, Response};
 use http_body::Body;
 use http_body_util::{BodyExt, Limited};
-use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tower::BoxError;
 use tower::util::ServiceExt;
 use tower_service::Service;
 
-/// Settings of the deferred job store.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DeferredConfig {
-    /// The most jobs held (waiting or finished). Default: 1024.
-    pub capacity: usize,
-    /// How long a job may wait and run before it fails. Default: 10 min.
-    #[serde(with = "tower_failover_core::duration_serde")]
-    pub max_wait: Duration,
-    /// How long a finished job's answer is kept. Default: 15 min.
-    #[serde(with = "tower_failover_core::duration_serde")]
-    pub keep_results: Duration,
-    /// The largest answer body stored. Default: 8 MiB.
-    pub max_body_bytes: usize,
-}
-
-impl Default for DeferredConfig {
-    fn default() -> Self {
-        DeferredConfig {
-            capacity: 1024,
-            max_wait: Duration::from_secs(600),
-            keep_results: Duration::from_secs(900),
-            max_body_bytes: 8 * 1024 * 1024,
-        }
-    }
-}
-
-/// A job's id: opaque, unguessable enough to hand to the caller who submitted it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct JobId(String);
-
-impl JobId {
-    /// The id as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for JobId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl From<&str> for JobId {
-    fn from(s: &str) -> Self {
-        JobId(s.to_owned())
-    }
-}
-
-/// Where a job is.
-#[derive(Debug, Clone, PartialEq)]
-pub enum JobStatus {
-    /// Waiting for a provider or running.
-    Pending {
-        /// How long it has waited.
-        waited: Duration,
-    },
-    /// Answered.
-    Done {
-        /// The provider's status.
-        status: StatusCode,
-        /// The provider's headers.
-        headers: HeaderMap,
-        /// The answer body.
-        body: Bytes,
-    },
-    /// Failed for good.
-    Failed {
-        /// Why (the error's `Display`).
-        error: String,
-    },
-    /// No such job (never submitted, or expired).
-    Unknown,
-}
-
-/// The store refused a job because it is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DeferredFull {
-    capacity: usize,
-}
-
-impl fmt::Display for DeferredFull {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "deferred job store full ({} jobs)", self.capacity)
-    }
-}
-
-impl std::error::Error for DeferredFull {}
+use super::{DeferredConfig, DeferredFull, JobId, JobStatus};
 
 enum Entry {
     Pending {
@@ -204,6 +103,22 @@ impl<S> Deferred<S> {
                 salt: tower_failover_core::rng::entropy_seed(),
             }),
         }
+    }
+
+    /// The service jobs run through.
+    pub fn get_ref(&self) -> &S {
+        &self.svc
+    }
+
+    /// The service jobs run through, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.svc
+    }
+
+    /// Unwraps the service jobs run through (jobs still running keep running while
+    /// another clone of this store lives).
+    pub fn into_inner(self) -> S {
+        self.svc
     }
 
     /// How many jobs are waiting or running.
@@ -324,77 +239,5 @@ impl<S> Deferred<S> {
         drop(jobs);
         tracing::warn!(job = %id, waiting, "request deferred: jobs are waiting for a provider");
         Ok(id)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tower::service_fn;
-
-    #[tokio::test(start_paused = true)]
-    async fn failures_timeouts_and_capacity() {
-        let stack = service_fn(|req: Request<u64>| async move {
-            let ms = *req.body();
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-            if ms == 13 {
-                return Err::<Response<String>, BoxError>("all providers failed".into());
-            }
-            Ok(Response::new("x".repeat(ms as usize)))
-        });
-        let jobs = Deferred::new(
-            stack,
-            DeferredConfig {
-                capacity: 3,
-                max_wait: Duration::from_secs(1),
-                max_body_bytes: 100,
-                ..Default::default()
-            },
-        );
-        let failing = jobs.submit(Request::new(13)).unwrap();
-        let slow = jobs.submit(Request::new(5_000)).unwrap();
-        let big = jobs.submit(Request::new(500)).unwrap();
-        assert_eq!(
-            jobs.submit(Request::new(1)).unwrap_err().to_string(),
-            "deferred job store full (3 jobs)"
-        );
-        assert_eq!(jobs.pending(), 3);
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        assert_eq!(
-            jobs.status(&failing),
-            JobStatus::Failed {
-                error: "all providers failed".into()
-            }
-        );
-        assert!(
-            matches!(jobs.status(&slow), JobStatus::Failed { error } if error.contains("within 1000 ms"))
-        );
-        assert!(
-            matches!(jobs.status(&big), JobStatus::Failed { error } if error.contains("length limit")),
-            "{:?}",
-            jobs.status(&big)
-        );
-        assert_eq!(jobs.status(&JobId::from("nope")), JobStatus::Unknown);
-        assert_ne!(failing, slow);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn results_expire() {
-        let stack = service_fn(|_req: Request<()>| async {
-            Ok::<_, BoxError>(Response::new(String::from("ok")))
-        });
-        let jobs = Deferred::new(
-            stack,
-            DeferredConfig {
-                keep_results: Duration::from_secs(60),
-                ..Default::default()
-            },
-        );
-        let id = jobs.submit(Request::new(())).unwrap();
-        tokio::time::sleep(Duration::from_millis(1)).await;
-        assert!(matches!(jobs.status(&id), JobStatus::Done { .. }));
-        tokio::time::sleep(Duration::from_secs(61)).await;
-        let _ = jobs.submit(Request::new(())).unwrap(); // sweeps expired answers
-        assert_eq!(jobs.status(&id), JobStatus::Unknown);
     }
 }
