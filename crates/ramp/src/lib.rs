@@ -143,13 +143,17 @@ mod driver;
 mod future;
 mod layer;
 mod probe;
+mod probe_config;
+mod schedule;
 mod service;
 mod state;
 mod status;
 
-pub use config::{ConfigError, Curve, CurveShape, ProbeConfig, RampConfig, Schedule, Step};
+pub use config::{ConfigError, RampConfig};
 pub use future::{RampBody, ResponseFuture};
 pub use layer::RampLayer;
 pub use probe::Prober;
+pub use probe_config::ProbeConfig;
+pub use schedule::{Curve, CurveShape, Schedule, Step};
 pub use service::Ramp;
 pub use status::RampStatus;
