@@ -84,7 +84,9 @@
 
 mod budget;
 mod config;
+mod scripts;
 mod store;
+mod tasks;
 mod wire;
 
 pub use budget::FleetBudget;
