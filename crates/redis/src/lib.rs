@@ -85,6 +85,7 @@
 mod budget;
 mod config;
 mod scripts;
+mod shared;
 mod store;
 mod tasks;
 mod wire;

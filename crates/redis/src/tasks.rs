@@ -15,39 +15,11 @@ use tower_failover_core::{CircuitState, Health};
 
 #[cfg(doc)]
 use crate::RedisStore;
-use crate::store::{Inner, Lease, MAX_REMEMBERED, Outgoing, add_usage, lock};
+use crate::shared::{Inner, KindName, Lease, MAX_REMEMBERED, Outgoing, add_usage, kind_of, lock};
 use crate::wire::{
     MAX_HOLDER_LEN, MAX_INCREMENT, MAX_PAYLOAD, Message, Stored, Update, millis, now_ms,
     parse_deadline, parse_message, parse_stored,
 };
-
-pub(crate) fn kind_of(err: &redis::RedisError) -> String {
-    // Only the error's kind: messages may quote commands and keys, never needed here.
-    format!("redis error: {}", err.kind_name())
-}
-
-pub(crate) trait KindName {
-    fn kind_name(&self) -> &'static str;
-    /// Whether the connection failed (retry later), as opposed to Redis refusing one
-    /// command (retrying it would fail again).
-    fn is_connection(&self) -> bool;
-}
-
-impl KindName for redis::RedisError {
-    fn kind_name(&self) -> &'static str {
-        if self.is_io_error() || self.is_connection_dropped() || self.is_connection_refusal() {
-            "connection"
-        } else if self.is_timeout() {
-            "timeout"
-        } else {
-            "command"
-        }
-    }
-
-    fn is_connection(&self) -> bool {
-        self.kind_name() != "command"
-    }
-}
 
 /// The background writer: batches updates, writes them, keeps the latest state per
 /// key until Redis has it.
