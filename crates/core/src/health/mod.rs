@@ -5,7 +5,7 @@
 //! requests, rate-limit deadline (through its [`QuotaGroup`]), recovery-ramp share,
 //! outcome counters, and usage. Layers write it; balancers, ramps and snapshots read
 //! it. Every read on the hot path is an atomic load of local memory. Changes are
-//! published as [`HealthEvent`]s and, for the shared part, to the
+//! published as [`HealthEvent`](crate::event::HealthEvent)s and, for the shared part, to the
 //! [`StateStore`](crate::store::StateStore).
 //!
 //! Create handles from a [`Registry`](crate::Registry) so that they share an event
@@ -32,7 +32,7 @@
 //! last resort: suspicion never fails a request. Requests already waiting keep
 //! their own timeouts, which end them and count against the provider's circuit.
 //! The first answer (or the last waiting request ending) clears it. Entering and
-//! leaving emit [`HealthEventKind::Suspect`], and snapshots show `suspect`.
+//! leaving emit [`HealthEventKind::Suspect`](crate::event::HealthEventKind::Suspect), and snapshots show `suspect`.
 //! Checking costs a few atomic loads; nothing is allocated. Tune or turn it off
 //! with [`HealthConfig`].
 //!
@@ -40,9 +40,6 @@
 //! [`PeakEwma`] (`ewma.rs`), [`QuotaGroup`] (`quota.rs`), [`HealthConfig`]
 //! (`config.rs`), [`Health`] and [`WeakHealth`] (`handle.rs`) and [`InFlight`]
 //! (`in_flight.rs`).
-
-#[cfg(doc)]
-use crate::event::{HealthEvent, HealthEventKind};
 
 mod circuit;
 mod config;
