@@ -75,6 +75,7 @@ pub mod rng;
 mod snapshot;
 pub mod store;
 pub mod time;
+pub mod wire;
 
 pub use classify::{Classify, LlmClassifier, classify_error_chain};
 pub use config::ConfigError;
@@ -92,6 +93,7 @@ pub use registry::Registry;
 pub use response::{ErrorClass, classify_error, error_response};
 pub use snapshot::{Counters, ProviderSnapshot, Snapshot, Usage};
 pub use store::{LocalStore, SharedStore, SharedUpdate, StateStore, StoreStatus};
+pub use wire::Wire;
 
 /// The boxed error type every layer uses (re-exported from tower).
 pub use tower::BoxError;

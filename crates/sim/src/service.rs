@@ -365,7 +365,7 @@ pub(crate) async fn handle(
             let models = match &shared.cfg.models {
                 Some(m) => m,
                 None => {
-                    default_models = flavor.default_models();
+                    default_models = crate::sim::default_models(flavor);
                     &default_models
                 }
             };
@@ -478,7 +478,7 @@ async fn completion(
     if ask.model.is_empty() {
         ask.model = match &shared.cfg.models {
             Some(m) => m[0].clone(),
-            None => flavor.default_models().swap_remove(0),
+            None => crate::sim::default_models(flavor).swap_remove(0),
         };
     }
     let g = GenSettings {

@@ -6,11 +6,11 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tower_failover_core::Wire;
 
 use crate::counters::{CounterSet, Counters};
 use crate::error::SimError;
@@ -19,52 +19,19 @@ use crate::quota::{Quota, QuotaState, QuotaView};
 use crate::rng::{Rng, unit};
 use crate::server::{self, Acceptor};
 
-/// Which provider's wire format a sim speaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Flavor {
-    /// OpenAI chat completions: `POST /v1/chat/completions`, `GET /v1/models`,
-    /// `x-ratelimit-*` headers. Also what OpenAI-compatible providers speak.
-    #[serde(alias = "openai", alias = "open_ai", alias = "OpenAi")]
-    OpenAi,
-    /// Anthropic messages: `POST /v1/messages`, `GET /v1/models`,
-    /// `anthropic-ratelimit-*` headers.
-    #[serde(alias = "Anthropic")]
-    Anthropic,
-}
+/// Which provider's wire format a sim speaks: core's one [`Wire`] enum under the
+/// name this crate has always used.
+pub type Flavor = Wire;
 
-impl Flavor {
-    /// `"openai"` or `"anthropic"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Flavor::OpenAi => "openai",
-            Flavor::Anthropic => "anthropic",
-        }
-    }
-
-    /// The completion route: `/v1/chat/completions` or `/v1/messages`.
-    pub fn completion_path(self) -> &'static str {
-        match self {
-            Flavor::OpenAi => "/v1/chat/completions",
-            Flavor::Anthropic => "/v1/messages",
-        }
-    }
-
-    pub(crate) fn default_models(self) -> Vec<String> {
-        match self {
-            Flavor::OpenAi => vec!["gpt-4o-mini".into(), "gpt-4o".into(), "gpt-4.1".into()],
-            Flavor::Anthropic => vec![
-                "claude-sonnet-4-5".into(),
-                "claude-haiku-4-5".into(),
-                "claude-opus-4-1".into(),
-            ],
-        }
-    }
-}
-
-impl fmt::Display for Flavor {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+/// The models a sim of `flavor` lists when none are configured.
+pub(crate) fn default_models(flavor: Flavor) -> Vec<String> {
+    match flavor {
+        Wire::OpenAi => vec!["gpt-4o-mini".into(), "gpt-4o".into(), "gpt-4.1".into()],
+        Wire::Anthropic => vec![
+            "claude-sonnet-4-5".into(),
+            "claude-haiku-4-5".into(),
+            "claude-opus-4-1".into(),
+        ],
     }
 }
 
