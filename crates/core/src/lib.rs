@@ -67,6 +67,7 @@ mod event;
 pub mod health;
 pub mod observe;
 mod outcome;
+pub mod price;
 mod ratelimit;
 mod registry;
 pub mod replay;
@@ -85,6 +86,7 @@ pub use event::{HealthEvent, HealthEventKind};
 pub use health::{CircuitState, Health, HealthConfig, InFlight, ProviderId, QuotaGroup};
 pub use observe::LateVerdict;
 pub use outcome::{ClientErrorKind, ErrorHint, FailureKind, Outcome, RejectKind};
+pub use price::{Cost, Price};
 pub use ratelimit::{
     HeaderLimits, RateLimitInfo, parse_reset, parse_retry_after, parse_retry_after_ms,
     parse_rfc3339, parse_rfc3339_wait,
