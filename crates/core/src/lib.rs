@@ -58,6 +58,7 @@
 //! assert_eq!(answer.headers()["retry-after"], "12");
 //! ```
 
+mod budget;
 mod classify;
 mod config;
 pub mod deadline;
@@ -78,6 +79,7 @@ pub mod store;
 pub mod time;
 pub mod wire;
 
+pub use budget::SharedBudget;
 pub use classify::{Classify, LlmClassifier, classify_error_chain};
 pub use config::ConfigError;
 pub use deadline::{AttemptDeadline, Deadline};
