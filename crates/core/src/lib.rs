@@ -77,6 +77,7 @@ pub mod rng;
 mod snapshot;
 pub mod store;
 pub mod time;
+pub mod tokens;
 pub mod wire;
 
 pub use budget::SharedBudget;
