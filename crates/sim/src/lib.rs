@@ -152,7 +152,6 @@ pub mod duration;
 mod error;
 mod fault;
 mod quota;
-mod rng;
 mod script;
 mod server;
 mod service;

@@ -18,11 +18,11 @@ use crate::fault::{
     RetryAfter,
 };
 use crate::quota::{BucketView, QuotaView};
-use crate::rng::Rng;
 use crate::server::ConnCtl;
 use crate::sim::{Flavor, Shared, jittered};
 use crate::wire::openai::StreamFault;
 use crate::wire::{self, Ask, GenSettings, alnum, anthropic, openai};
+use tower_failover_core::rng::Rng;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Route {
@@ -200,7 +200,7 @@ fn deliver(body: Vec<u8>, fault: Option<&Fault>, ctl: Arc<ConnCtl>) -> SimBody {
     let cut = |c: &CutPoint| {
         let mut b = Bytes::from(body.clone());
         b.truncate(c.after_bytes.min(len));
-        SimBody::paced(vec![b], Duration::ZERO, 0.0, Rng::new(0))
+        SimBody::paced(vec![b], Duration::ZERO, 0.0, Rng::seeded(0))
     };
     match fault {
         Some(Fault::Reset) => half(body).then_reset(ctl),
@@ -419,7 +419,7 @@ fn embeddings(
 fn half(body: Vec<u8>) -> SimBody {
     let mut b = Bytes::from(body);
     b.truncate(b.len() / 2);
-    SimBody::paced(vec![b], Duration::ZERO, 0.0, Rng::new(0))
+    SimBody::paced(vec![b], Duration::ZERO, 0.0, Rng::seeded(0))
 }
 
 fn rate_limited_fault(ctx: &Ctx<'_>, ra: RetryAfter) -> Response<SimBody> {

@@ -16,8 +16,8 @@ use crate::counters::{CounterSet, Counters};
 use crate::error::SimError;
 use crate::fault::{Fault, FaultKind, FaultSpec};
 use crate::quota::{Quota, QuotaState, QuotaView};
-use crate::rng::{Rng, unit};
 use crate::server::{self, Acceptor};
+use tower_failover_core::rng::Rng;
 
 /// Which provider's wire format a sim speaks: core's one [`Wire`] enum under the
 /// name this crate has always used.
@@ -562,7 +562,9 @@ impl Shared {
             {
                 continue;
             }
-            if spec.fraction < 1.0 && unit(self.cfg.seed, seq, i as u64) >= spec.fraction {
+            if spec.fraction < 1.0
+                && Rng::derive(self.cfg.seed ^ seq.rotate_left(32), i as u64).f64() >= spec.fraction
+            {
                 continue;
             }
             match spec.limit {
@@ -629,6 +631,6 @@ pub(crate) fn jittered(d: Duration, jitter: f64, rng: &mut Rng) -> Duration {
     if d.is_zero() || jitter == 0.0 {
         return d;
     }
-    let f = 1.0 + jitter * (2.0 * rng.next_f64() - 1.0);
+    let f = 1.0 + jitter * (2.0 * rng.f64() - 1.0);
     d.mul_f64(f.max(0.0))
 }
