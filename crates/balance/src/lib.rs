@@ -202,6 +202,7 @@ mod fallback;
 pub mod future;
 mod pick;
 mod provider;
+mod routed;
 mod router;
 mod table;
 
@@ -213,5 +214,6 @@ pub use config::{BalanceConfig, FallbackConfig, Policy, Weighting};
 pub use error::{ConfigError, TotalTimeout};
 pub use fallback::{Fallback, FallbackBuilder};
 pub use provider::ProviderOptions;
+pub use routed::{RouterConfig, Routing, RoutingBuilder};
 pub use router::Handle;
 pub use table::SharedBudget;
