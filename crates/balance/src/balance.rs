@@ -3,12 +3,11 @@
 //! providers. The router itself is [`Routing`] (shared with
 //! [`Fallback`](crate::Fallback)); this file holds what is the balancer's own.
 
-use tower_failover_core::{LlmClassifier, ProviderId};
+use tower_failover_core::LlmClassifier;
 
 use crate::attrs::DefaultAttributes;
 use crate::config::{BalanceConfig, Policy, Settings, Weighting};
-use crate::error::ConfigError;
-use crate::routed::{RouterConfig, Routing, RoutingBuilder, Sealed};
+use crate::routed::{Routing, RoutingBuilder, router_config};
 
 /// Balances requests over per-provider stacks. See the [crate documentation](crate)
 /// for how it chooses.
@@ -51,32 +50,12 @@ pub type Balance<S, C = LlmClassifier, A = DefaultAttributes> = Routing<BalanceC
 pub type BalanceBuilder<S, C = LlmClassifier, A = DefaultAttributes> =
     RoutingBuilder<BalanceConfig, S, C, A>;
 
-impl Sealed for BalanceConfig {}
-
-impl RouterConfig for BalanceConfig {
-    const NAME: &'static str = "Balance";
-    const BUILDER: &'static str = "BalanceBuilder";
-
-    #[allow(private_interfaces)]
-    fn settings(&self) -> Settings {
-        Settings::balance(self)
-    }
-
-    fn check(&self) -> Result<(), ConfigError> {
-        self.validate()
-    }
-
-    fn typed_fallbacks(&self) -> (Option<ProviderId>, Option<ProviderId>) {
-        (
-            self.context_window_fallback.clone(),
-            self.content_policy_fallback.clone(),
-        )
-    }
-
-    fn rng_seed(&self) -> Option<u64> {
-        self.seed
-    }
-}
+router_config!(
+    BalanceConfig,
+    "Balance",
+    "BalanceBuilder",
+    Settings::balance
+);
 
 impl<S, C, A> RoutingBuilder<BalanceConfig, S, C, A> {
     /// Sets the [`policy`](BalanceConfig::policy).

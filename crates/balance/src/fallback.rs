@@ -3,14 +3,13 @@
 //! [`Routing`] (shared with [`Balance`](crate::Balance)); this file holds what is
 //! the chain's own.
 
-use tower_failover_core::{LlmClassifier, ProviderId};
+use tower_failover_core::LlmClassifier;
 
 use crate::attrs::DefaultAttributes;
 use crate::config::{FallbackConfig, Settings};
-use crate::error::ConfigError;
 #[cfg(doc)]
 use crate::provider::ProviderOptions;
-use crate::routed::{RouterConfig, Routing, RoutingBuilder, Sealed};
+use crate::routed::{Routing, RoutingBuilder, router_config};
 
 /// Sends each request to the first provider of a chain that is available, and on a
 /// retryable outcome to the next one it has not tried.
@@ -51,29 +50,9 @@ pub type Fallback<S, C = LlmClassifier, A = DefaultAttributes> = Routing<Fallbac
 pub type FallbackBuilder<S, C = LlmClassifier, A = DefaultAttributes> =
     RoutingBuilder<FallbackConfig, S, C, A>;
 
-impl Sealed for FallbackConfig {}
-
-impl RouterConfig for FallbackConfig {
-    const NAME: &'static str = "Fallback";
-    const BUILDER: &'static str = "FallbackBuilder";
-
-    #[allow(private_interfaces)]
-    fn settings(&self) -> Settings {
-        Settings::fallback(self)
-    }
-
-    fn check(&self) -> Result<(), ConfigError> {
-        self.validate()
-    }
-
-    fn typed_fallbacks(&self) -> (Option<ProviderId>, Option<ProviderId>) {
-        (
-            self.context_window_fallback.clone(),
-            self.content_policy_fallback.clone(),
-        )
-    }
-
-    fn rng_seed(&self) -> Option<u64> {
-        self.seed
-    }
-}
+router_config!(
+    FallbackConfig,
+    "Fallback",
+    "FallbackBuilder",
+    Settings::fallback
+);

@@ -55,6 +55,47 @@ pub trait RouterConfig: sealed::Sealed + Default + fmt::Debug {
 
 pub(crate) use sealed::Sealed;
 
+/// Implements [`RouterConfig`] for a configuration type with the fields every router
+/// configuration has (`context_window_fallback`, `content_policy_fallback`, `seed`)
+/// and a `validate` method: its name, its builder's name and how it becomes
+/// [`Settings`] are all that differ.
+macro_rules! router_config {
+    ($config:ty, $name:literal, $builder:literal, $settings:path) => {
+        impl $crate::routed::Sealed for $config {}
+
+        impl $crate::routed::RouterConfig for $config {
+            const NAME: &'static str = $name;
+            const BUILDER: &'static str = $builder;
+
+            #[allow(private_interfaces)]
+            fn settings(&self) -> $crate::config::Settings {
+                $settings(self)
+            }
+
+            fn check(&self) -> Result<(), $crate::error::ConfigError> {
+                self.validate()
+            }
+
+            fn typed_fallbacks(
+                &self,
+            ) -> (
+                Option<tower_failover_core::ProviderId>,
+                Option<tower_failover_core::ProviderId>,
+            ) {
+                (
+                    self.context_window_fallback.clone(),
+                    self.content_policy_fallback.clone(),
+                )
+            }
+
+            fn rng_seed(&self) -> Option<u64> {
+                self.seed
+            }
+        }
+    };
+}
+pub(crate) use router_config;
+
 /// A router over per-provider stacks, configured by `K` ([`BalanceConfig`] or
 /// [`FallbackConfig`]). Use it by its two names, [`Balance`] and [`Fallback`].
 ///
