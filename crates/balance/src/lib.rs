@@ -176,7 +176,7 @@
 //! stacks must be `Clone` (cloned per attempt; clones share state, not readiness)
 //! and, for the response future to be `Send`, `Sync`: stacks of different types go
 //! in a `tower::util::BoxCloneSyncService`. Providers are added and removed at
-//! runtime through a [`Handle`]. Everything random comes from a seeded
+//! runtime through a [`RouterHandle`]. Everything random comes from a seeded
 //! [`Rng`](tower_failover_core::rng::Rng) ([`BalanceConfig::seed`]), so tests and
 //! drills replay exactly. In axum, turn the errors into responses with
 //! `HandleErrorLayer` and [`error_response`](tower_failover_core::error_response).
@@ -215,5 +215,10 @@ pub use error::{ConfigError, TotalTimeout};
 pub use fallback::{Fallback, FallbackBuilder};
 pub use provider::ProviderOptions;
 pub use routed::{RouterConfig, Routing, RoutingBuilder};
-pub use router::Handle;
+pub use router::RouterHandle;
+
+/// The old name of [`RouterHandle`] (the facade's `Handle` is another thing: the
+/// whole stack's).
+#[deprecated(note = "renamed RouterHandle")]
+pub type Handle<S> = RouterHandle<S>;
 pub use table::SharedBudget;

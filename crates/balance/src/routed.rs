@@ -18,7 +18,7 @@ use crate::config::Settings;
 use crate::error::ConfigError;
 use crate::future::ResponseFuture;
 use crate::provider::ProviderOptions;
-use crate::router::{Handle, Router, Shared};
+use crate::router::{Router, RouterHandle, Shared};
 use crate::table::{Entry, SharedBudget, Spec};
 
 mod sealed {
@@ -159,11 +159,11 @@ impl<K: RouterConfig, S> Routing<K, S> {
 
 impl<K, S, C, A> Routing<K, S, C, A> {
     /// A handle to add and remove providers at runtime.
-    pub fn handle(&self) -> Handle<S>
+    pub fn handle(&self) -> RouterHandle<S>
     where
         S: Clone,
     {
-        Handle::new(self.router.shared().clone())
+        RouterHandle::new(self.router.shared().clone())
     }
 
     /// The providers, in the order they were added.

@@ -95,8 +95,12 @@ pub use ratelimit::{
     parse_rfc3339, parse_rfc3339_wait,
 };
 pub use registry::Registry;
-pub use response::{ErrorClass, classify_error, error_response};
-pub use snapshot::{Counters, ProviderSnapshot, Snapshot, Usage};
+#[allow(deprecated)]
+pub use response::classify_error;
+pub use response::{ErrorClass, error_class, error_response};
+#[allow(deprecated)]
+pub use snapshot::Usage;
+pub use snapshot::{Counters, ProviderSnapshot, Snapshot, UsageTotals};
 pub use store::{LocalStore, SharedStore, SharedUpdate, StateStore, StoreStatus};
 pub use wire::Wire;
 

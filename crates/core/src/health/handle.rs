@@ -8,7 +8,7 @@ use tokio::time::Instant;
 
 use crate::event::{HealthEvent, HealthEventKind};
 use crate::outcome::{FailureKind, Outcome, RejectKind};
-use crate::snapshot::{Counters, ProviderSnapshot, Usage};
+use crate::snapshot::{Counters, ProviderSnapshot, UsageTotals};
 use crate::store::{LocalStore, SharedStore, SharedUpdate};
 use crate::time::{AtomicInstant, instant_from_system, system_from_instant};
 
@@ -603,9 +603,9 @@ impl Health {
     }
 
     /// The usage totals.
-    pub fn usage(&self) -> Usage {
+    pub fn usage(&self) -> UsageTotals {
         let c = &self.inner.counters;
-        Usage {
+        UsageTotals {
             prompt_tokens: c.prompt_tokens.load(Ordering::Relaxed),
             completion_tokens: c.completion_tokens.load(Ordering::Relaxed),
             cost: c.cost_micros.load(Ordering::Relaxed) as f64 / 1e6,
