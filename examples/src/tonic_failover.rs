@@ -1,7 +1,7 @@
 //! The failover layers around tonic client channels: nothing in them is tied to
 //! LLM wire formats.
 //!
-//! The program is `examples/tonic/main.rs`; this module is its library half (the
+//! The program is `examples/tonic_failover/main.rs`; this module is its library half (the
 //! message types, a small gRPC backend, the classifier and the client stack), so a
 //! test can run the same failover.
 //!

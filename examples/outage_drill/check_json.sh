@@ -2,7 +2,7 @@
 # CI smoke test of the outage drill: run `--quick` in release, then check its JSON
 # report's shape and targets with python3's json module.
 #
-#   bash examples/drill/check_json.sh
+#   bash examples/outage_drill/check_json.sh
 #
 # Fails (non-zero) when the drill exits non-zero (targets missed), when the JSON lacks
 # a field, or when a figure is out of range.

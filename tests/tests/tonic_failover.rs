@@ -6,7 +6,7 @@ use std::time::Duration;
 use http::Response;
 use tower_failover::circuit::CircuitConfig;
 use tower_failover::{CircuitState, Classify, ClientErrorKind, FailureKind, Outcome, Registry};
-use tower_failover_examples::grpc::{self, Backend, GrpcClassifier};
+use tower_failover_examples::tonic_failover::{self as grpc, Backend, GrpcClassifier};
 
 fn circuit() -> CircuitConfig {
     CircuitConfig::default()

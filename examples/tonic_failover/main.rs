@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use tower_failover::Registry;
 use tower_failover::circuit::CircuitConfig;
-use tower_failover_examples::grpc::{self, Backend, GreeterClient};
+use tower_failover_examples::tonic_failover::{self as grpc, Backend, GreeterClient};
 
 #[tokio::main]
 async fn main() -> Result<(), tower::BoxError> {
