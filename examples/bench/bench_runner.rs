@@ -200,7 +200,9 @@ where
     )
     .layer(observed);
     let circuit = CircuitBreakerLayer::new(health.clone()).layer(quota);
-    RampLayer::new(health.clone(), RampConfig::default().seed(1)).layer(circuit)
+    RampLayer::new(health.clone(), RampConfig::default().seed(1))
+        .expect("the default ramp configuration is valid")
+        .layer(circuit)
 }
 
 /// A balancer over three such provider stacks.
@@ -267,7 +269,9 @@ fn main() {
     results.push(measure(
         "ramp",
         "tower-failover-ramp RampLayer (no ramp running)",
-        RampLayer::new(health(), RampConfig::default().seed(1)).layer(Ready200),
+        RampLayer::new(health(), RampConfig::default().seed(1))
+            .expect("the default ramp configuration is valid")
+            .layer(Ready200),
         iters,
     ));
     results.push(measure(
