@@ -194,6 +194,8 @@
 //! [`TimeoutKind::Attempt`]: tower_failover_core::error::TimeoutKind::Attempt
 //! [`TimeoutKind::Total`]: tower_failover_core::error::TimeoutKind::Total
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 pub mod attrs;
 mod balance;
 mod config;

@@ -58,6 +58,8 @@
 //! assert_eq!(answer.headers()["retry-after"], "12");
 //! ```
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod budget;
 mod classify;
 mod config;

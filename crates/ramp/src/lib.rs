@@ -138,6 +138,8 @@
 //! [`error_response`](tower_failover_core::error_response); in practice the ramp
 //! sits behind a router that never lets a `Shed` reach the caller.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod config;
 mod driver;
 mod future;

@@ -82,6 +82,8 @@
 //! # let _ = primary; Ok(()) }
 //! ```
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod budget;
 mod config;
 mod scripts;

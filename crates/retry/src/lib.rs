@@ -49,6 +49,8 @@
 //! # }
 //! ```
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod backoff;
 mod budget;
 pub mod deadline;

@@ -242,6 +242,7 @@ impl SimBuilder {
     /// Serve HTTPS (HTTP/1.1 and HTTP/2 by ALPN) with this TLS configuration,
     /// e.g. from [`tls::self_signed`](crate::tls::self_signed).
     #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
         self.tls = Some(config);
         self

@@ -210,7 +210,7 @@ impl Default for Config {
 }
 
 /// A price per million tokens, input and output: the provider adapters' own
-/// [`Price`](tower_failover_core::Price), so one type serves both.
+/// `Price` (`tower_failover_core::Price`), so one type serves both.
 pub use tower_failover_core::Price;
 
 fn one() -> f64 {

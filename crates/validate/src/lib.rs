@@ -159,6 +159,8 @@
 //! router, put a `HandleErrorLayer` in front and answer with
 //! [`tower_failover_core::error_response`].
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod body;
 pub mod checks;
 mod config;
