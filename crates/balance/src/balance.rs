@@ -1,19 +1,19 @@
 //! [`Balance`]: latency- and cost-weighted power of two choices over per-provider
 //! stacks, with capability routing, recovery-ramp shares and failover to untried
-//! providers. The router itself is [`Routing`] (shared with
+//! providers. The router itself is [`Router`] (shared with
 //! [`Fallback`](crate::Fallback)); this file holds what is the balancer's own.
 
 use tower_failover_core::LlmClassifier;
 
 use crate::attrs::DefaultAttributes;
 use crate::config::{BalanceConfig, Policy, Settings, Weighting};
-use crate::routed::{Routing, RoutingBuilder, router_config};
+use crate::routed::{Router, RouterBuilder, router_config};
 
 /// Balances requests over per-provider stacks. See the [crate documentation](crate)
 /// for how it chooses.
 ///
 /// Built from `(Health, S)` pairs (each provider's stack and its health handle)
-/// with [`Balance::new`](Routing::new) or [`Balance::builder`](Routing::builder). Clones share the providers and
+/// with [`Balance::new`](Router::new) or [`Balance::builder`](Router::builder). Clones share the providers and
 /// their handle, each with its own random generator (derived from the seed).
 ///
 /// ```
@@ -44,11 +44,11 @@ use crate::routed::{Routing, RoutingBuilder, router_config};
 /// assert_eq!(res.status(), 200);
 /// # Ok(()) }
 /// ```
-pub type Balance<S, C = LlmClassifier, A = DefaultAttributes> = Routing<BalanceConfig, S, C, A>;
+pub type Balance<S, C = LlmClassifier, A = DefaultAttributes> = Router<BalanceConfig, S, C, A>;
 
-/// Builds a [`Balance`]. From [`Balance::builder`](Routing::builder).
+/// Builds a [`Balance`]. From [`Balance::builder`](Router::builder).
 pub type BalanceBuilder<S, C = LlmClassifier, A = DefaultAttributes> =
-    RoutingBuilder<BalanceConfig, S, C, A>;
+    RouterBuilder<BalanceConfig, S, C, A>;
 
 router_config!(
     BalanceConfig,
@@ -57,7 +57,7 @@ router_config!(
     Settings::balance
 );
 
-impl<S, C, A> RoutingBuilder<BalanceConfig, S, C, A> {
+impl<S, C, A> RouterBuilder<BalanceConfig, S, C, A> {
     /// Sets the [`policy`](BalanceConfig::policy).
     pub fn policy(mut self, policy: Policy) -> Self {
         self.config.policy = policy;

@@ -1,6 +1,6 @@
 //! [`Fallback`]: an ordered chain of providers by priority that skips open ones
 //! instantly and moves down the chain on a retryable outcome. The router itself is
-//! [`Routing`] (shared with [`Balance`](crate::Balance)); this file holds what is
+//! [`Router`] (shared with [`Balance`](crate::Balance)); this file holds what is
 //! the chain's own.
 
 use tower_failover_core::LlmClassifier;
@@ -9,7 +9,7 @@ use crate::attrs::DefaultAttributes;
 use crate::config::{FallbackConfig, Settings};
 #[cfg(doc)]
 use crate::provider::ProviderOptions;
-use crate::routed::{Routing, RoutingBuilder, router_config};
+use crate::routed::{Router, RouterBuilder, router_config};
 
 /// Sends each request to the first provider of a chain that is available, and on a
 /// retryable outcome to the next one it has not tried.
@@ -44,11 +44,11 @@ use crate::routed::{Routing, RoutingBuilder, router_config};
 /// assert_eq!(res.headers()["x-from"], "secondary");
 /// # Ok(()) }
 /// ```
-pub type Fallback<S, C = LlmClassifier, A = DefaultAttributes> = Routing<FallbackConfig, S, C, A>;
+pub type Fallback<S, C = LlmClassifier, A = DefaultAttributes> = Router<FallbackConfig, S, C, A>;
 
-/// Builds a [`Fallback`]. From [`Fallback::builder`](Routing::builder).
+/// Builds a [`Fallback`]. From [`Fallback::builder`](Router::builder).
 pub type FallbackBuilder<S, C = LlmClassifier, A = DefaultAttributes> =
-    RoutingBuilder<FallbackConfig, S, C, A>;
+    RouterBuilder<FallbackConfig, S, C, A>;
 
 router_config!(
     FallbackConfig,

@@ -216,7 +216,7 @@ pub use config::{BalanceConfig, FallbackConfig, Policy, Weighting};
 pub use error::{ConfigError, TotalTimeout};
 pub use fallback::{Fallback, FallbackBuilder};
 pub use provider::ProviderOptions;
-pub use routed::{RouterConfig, Routing, RoutingBuilder};
+pub use routed::{Router, RouterBuilder, RouterConfig};
 pub use router::RouterHandle;
 
 /// The old name of [`RouterHandle`] (the facade's `Handle` is another thing: the

@@ -18,7 +18,7 @@ use crate::config::Settings;
 use crate::error::ConfigError;
 use crate::future::ResponseFuture;
 use crate::provider::ProviderOptions;
-use crate::router::{Router, RouterHandle, Shared};
+use crate::router::{RouterCore, RouterHandle, Shared};
 use crate::table::{Entry, SharedBudget, Spec};
 
 mod sealed {
@@ -106,12 +106,12 @@ pub(crate) use router_config;
 /// [`FallbackConfig`]: crate::FallbackConfig
 /// [`Balance`]: crate::Balance
 /// [`Fallback`]: crate::Fallback
-pub struct Routing<K, S, C = LlmClassifier, A = DefaultAttributes> {
-    router: Router<S, C, A>,
+pub struct Router<K, S, C = LlmClassifier, A = DefaultAttributes> {
+    router: RouterCore<S, C, A>,
     kind: PhantomData<fn() -> K>,
 }
 
-impl<K: RouterConfig, S: Clone> Routing<K, S> {
+impl<K: RouterConfig, S: Clone> Router<K, S> {
     /// A router over `providers` with the default configuration (the LLM
     /// classifier, attributes from the default headers). A later provider with the
     /// same id replaces an earlier one.
@@ -132,8 +132,8 @@ impl<K: RouterConfig, S: Clone> Routing<K, S> {
             spec.entries.retain(|e| e.health.id() != entry.health.id());
             spec.entries.push(entry);
         }
-        Routing {
-            router: Router::new(
+        Router {
+            router: RouterCore::new(
                 Shared::new(spec, None),
                 LlmClassifier::default(),
                 DefaultAttributes::default(),
@@ -143,11 +143,11 @@ impl<K: RouterConfig, S: Clone> Routing<K, S> {
     }
 }
 
-impl<K: RouterConfig, S> Routing<K, S> {
+impl<K: RouterConfig, S> Router<K, S> {
     /// A builder, for configuration, provider options (priorities, capabilities,
     /// prices), a classifier, an attributes reader or a retry budget.
-    pub fn builder() -> RoutingBuilder<K, S> {
-        RoutingBuilder {
+    pub fn builder() -> RouterBuilder<K, S> {
+        RouterBuilder {
             config: K::default(),
             entries: Vec::new(),
             classifier: LlmClassifier::default(),
@@ -157,7 +157,7 @@ impl<K: RouterConfig, S> Routing<K, S> {
     }
 }
 
-impl<K, S, C, A> Routing<K, S, C, A> {
+impl<K, S, C, A> Router<K, S, C, A> {
     /// A handle to add and remove providers at runtime.
     pub fn handle(&self) -> RouterHandle<S>
     where
@@ -180,22 +180,22 @@ impl<K, S, C, A> Routing<K, S, C, A> {
     }
 }
 
-impl<K, S, C: Clone, A: Clone> Clone for Routing<K, S, C, A> {
+impl<K, S, C: Clone, A: Clone> Clone for Router<K, S, C, A> {
     fn clone(&self) -> Self {
-        Routing {
+        Router {
             router: self.router.clone(),
             kind: PhantomData,
         }
     }
 }
 
-impl<K: RouterConfig, S, C, A> fmt::Debug for Routing<K, S, C, A> {
+impl<K: RouterConfig, S, C, A> fmt::Debug for Router<K, S, C, A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple(K::NAME).field(&self.router).finish()
     }
 }
 
-impl<K, S, C, A, B, RB> Service<Request<B>> for Routing<K, S, C, A>
+impl<K, S, C, A, B, RB> Service<Request<B>> for Router<K, S, C, A>
 where
     S: Service<Request<B>, Response = Response<RB>> + Clone,
     S::Error: Into<BoxError>,
@@ -223,7 +223,7 @@ where
 /// [`Balance::builder`](crate::Balance::builder),
 /// [`FallbackBuilder`](crate::FallbackBuilder) from
 /// [`Fallback::builder`](crate::Fallback::builder).
-pub struct RoutingBuilder<K, S, C = LlmClassifier, A = DefaultAttributes> {
+pub struct RouterBuilder<K, S, C = LlmClassifier, A = DefaultAttributes> {
     pub(crate) config: K,
     entries: Vec<Entry<S>>,
     classifier: C,
@@ -231,7 +231,7 @@ pub struct RoutingBuilder<K, S, C = LlmClassifier, A = DefaultAttributes> {
     budget: Option<SharedBudget>,
 }
 
-impl<K: RouterConfig, S, C, A> fmt::Debug for RoutingBuilder<K, S, C, A> {
+impl<K: RouterConfig, S, C, A> fmt::Debug for RouterBuilder<K, S, C, A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct(K::BUILDER)
             .field("config", &self.config)
@@ -247,7 +247,7 @@ impl<K: RouterConfig, S, C, A> fmt::Debug for RoutingBuilder<K, S, C, A> {
     }
 }
 
-impl<K: RouterConfig, S, C, A> RoutingBuilder<K, S, C, A> {
+impl<K: RouterConfig, S, C, A> RouterBuilder<K, S, C, A> {
     /// Uses this configuration (replacing any set before).
     pub fn config(mut self, config: K) -> Self {
         self.config = config;
@@ -288,8 +288,8 @@ impl<K: RouterConfig, S, C, A> RoutingBuilder<K, S, C, A> {
     }
 
     /// Uses another classifier to decide each attempt's outcome.
-    pub fn classifier<C2: Classify>(self, classifier: C2) -> RoutingBuilder<K, S, C2, A> {
-        RoutingBuilder {
+    pub fn classifier<C2: Classify>(self, classifier: C2) -> RouterBuilder<K, S, C2, A> {
+        RouterBuilder {
             config: self.config,
             entries: self.entries,
             classifier,
@@ -300,8 +300,8 @@ impl<K: RouterConfig, S, C, A> RoutingBuilder<K, S, C, A> {
 
     /// Uses another reader of request attributes (for example
     /// [`JsonBodyAttributes`](crate::JsonBodyAttributes)).
-    pub fn attributes<A2>(self, attributes: A2) -> RoutingBuilder<K, S, C, A2> {
-        RoutingBuilder {
+    pub fn attributes<A2>(self, attributes: A2) -> RouterBuilder<K, S, C, A2> {
+        RouterBuilder {
             config: self.config,
             entries: self.entries,
             classifier: self.classifier,
@@ -311,7 +311,7 @@ impl<K: RouterConfig, S, C, A> RoutingBuilder<K, S, C, A> {
     }
 
     /// Validates everything and builds the router.
-    pub fn build(self) -> Result<Routing<K, S, C, A>, ConfigError>
+    pub fn build(self) -> Result<Router<K, S, C, A>, ConfigError>
     where
         S: Clone,
     {
@@ -328,8 +328,8 @@ impl<K: RouterConfig, S, C, A> RoutingBuilder<K, S, C, A> {
             spec.insert(entry)?;
         }
         spec.check_targets()?;
-        Ok(Routing {
-            router: Router::new(
+        Ok(Router {
+            router: RouterCore::new(
                 Shared::new(spec, self.config.rng_seed()),
                 self.classifier,
                 self.attributes,

@@ -245,7 +245,7 @@ impl RampView {
 }
 
 /// One clone of a router: a cached table, its ramp view and its random generator.
-pub(crate) struct Router<S, C, A> {
+pub(crate) struct RouterCore<S, C, A> {
     shared: Arc<Shared<S>>,
     table: Arc<Table<S>>,
     view: RampView,
@@ -254,9 +254,9 @@ pub(crate) struct Router<S, C, A> {
     attributes: A,
 }
 
-impl<S, C: Clone, A: Clone> Clone for Router<S, C, A> {
+impl<S, C: Clone, A: Clone> Clone for RouterCore<S, C, A> {
     fn clone(&self) -> Self {
-        Router {
+        RouterCore {
             shared: self.shared.clone(),
             table: self.table.clone(),
             view: RampView::default(),
@@ -267,9 +267,9 @@ impl<S, C: Clone, A: Clone> Clone for Router<S, C, A> {
     }
 }
 
-impl<S, C, A> fmt::Debug for Router<S, C, A> {
+impl<S, C, A> fmt::Debug for RouterCore<S, C, A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Router")
+        f.debug_struct("RouterCore")
             .field(
                 "providers",
                 &self
@@ -284,11 +284,11 @@ impl<S, C, A> fmt::Debug for Router<S, C, A> {
     }
 }
 
-impl<S, C, A> Router<S, C, A> {
+impl<S, C, A> RouterCore<S, C, A> {
     pub(crate) fn new(shared: Arc<Shared<S>>, classifier: C, attributes: A) -> Self {
         let table = shared.current();
         let rng = Rng::seeded(shared.seeder.next_u64());
-        Router {
+        RouterCore {
             shared,
             table,
             view: RampView::default(),
