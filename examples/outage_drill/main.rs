@@ -8,13 +8,13 @@
 //! cargo run --release --example outage_drill                 # about 70 seconds
 //! cargo run --release --example outage_drill -- --quick      # about 17 seconds
 //! cargo run --release --example outage_drill -- --quick --json drill.json --svg drill.svg
-//! cargo run --release --example outage_drill -- --rps 100 --seed 7 --script examples/drill/default.toml
+//! cargo run --release --example outage_drill -- --rps 100 --seed 7 --script examples/outage_drill/default.toml
 //! ```
 //!
 //! The three providers are simulators from `tower-failover-sim` on loopback: an
 //! OpenAI-compatible primary, an Anthropic-format secondary (reached through the
 //! Anthropic adapter, which translates to and from the OpenAI shape), and a cheap
-//! OpenAI-compatible tertiary. The default script (`examples/drill/default.toml`)
+//! OpenAI-compatible tertiary. The default script (`examples/outage_drill/default.toml`)
 //! runs seven phases: baseline; primary full outage; secondary time-to-first-token
 //! degradation; a 429 storm on the tertiary; primary recovery and the gradual ramp;
 //! a second recovery that flaps and must roll back; and last, a revoked primary key
@@ -65,7 +65,7 @@ struct Args {
     /// Requests per second (default: the script's, 200).
     #[arg(long)]
     rps: Option<u32>,
-    /// A custom script (TOML, like examples/drill/default.toml).
+    /// A custom script (TOML, like examples/outage_drill/default.toml).
     #[arg(long, value_name = "FILE")]
     script: Option<PathBuf>,
     /// Write the report as JSON to this file.

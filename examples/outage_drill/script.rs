@@ -12,7 +12,7 @@ use tower_failover_sim::FaultSpec;
 pub(crate) const PROVIDERS: [&str; 3] = ["primary", "secondary", "tertiary"];
 
 /// The script the drill runs without `--script`.
-pub(crate) const DEFAULT_SCRIPT: &str = include_str!("../drill/default.toml");
+pub(crate) const DEFAULT_SCRIPT: &str = include_str!("default.toml");
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

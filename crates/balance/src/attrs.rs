@@ -46,6 +46,7 @@ use http::{HeaderName, Request};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use tower_failover_core::replay::ReplayBody;
+use tower_failover_core::tokens::{BYTES_PER_TOKEN, estimate_tokens};
 
 /// What a request needs from a provider. Borrowed from the request where possible.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -138,9 +139,6 @@ impl RequestInfo {
     }
 }
 
-/// Bytes per token assumed when estimating a prompt's size from its body.
-const BYTES_PER_TOKEN: u64 = 4;
-
 #[derive(Deserialize)]
 struct Peek<'a> {
     #[serde(borrow, default)]
@@ -159,7 +157,7 @@ fn peek_json(body: &[u8]) -> Option<RequestAttrs<'_>> {
         model: peek.model,
         tier: None,
         tools,
-        prompt_tokens: Some((body.len() as u64).div_ceil(BYTES_PER_TOKEN)),
+        prompt_tokens: Some(estimate_tokens(body.len() as u64, BYTES_PER_TOKEN)),
     })
 }
 
@@ -266,7 +264,7 @@ impl BodyBytes for String {
 /// [`DefaultAttributes`], then a look into the buffered JSON body when no
 /// [`RequestInfo`] extension describes the request: `model` (if no header named
 /// one), whether tools are defined, and the prompt's size in tokens (estimated at
-/// 4 bytes per token). The JSON is scanned, not kept; the model name is borrowed
+/// [`BYTES_PER_TOKEN`] bytes per token). The JSON is scanned, not kept; the model name is borrowed
 /// from the body.
 #[derive(Debug, Clone, Default)]
 pub struct JsonBodyAttributes {

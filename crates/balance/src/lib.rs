@@ -176,7 +176,7 @@
 //! stacks must be `Clone` (cloned per attempt; clones share state, not readiness)
 //! and, for the response future to be `Send`, `Sync`: stacks of different types go
 //! in a `tower::util::BoxCloneSyncService`. Providers are added and removed at
-//! runtime through a [`Handle`]. Everything random comes from a seeded
+//! runtime through a [`RouterHandle`]. Everything random comes from a seeded
 //! [`Rng`](tower_failover_core::rng::Rng) ([`BalanceConfig::seed`]), so tests and
 //! drills replay exactly. In axum, turn the errors into responses with
 //! `HandleErrorLayer` and [`error_response`](tower_failover_core::error_response).
@@ -194,6 +194,8 @@
 //! [`TimeoutKind::Attempt`]: tower_failover_core::error::TimeoutKind::Attempt
 //! [`TimeoutKind::Total`]: tower_failover_core::error::TimeoutKind::Total
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 pub mod attrs;
 mod balance;
 mod config;
@@ -202,6 +204,7 @@ mod fallback;
 pub mod future;
 mod pick;
 mod provider;
+mod routed;
 mod router;
 mod table;
 
@@ -213,5 +216,11 @@ pub use config::{BalanceConfig, FallbackConfig, Policy, Weighting};
 pub use error::{ConfigError, TotalTimeout};
 pub use fallback::{Fallback, FallbackBuilder};
 pub use provider::ProviderOptions;
-pub use router::Handle;
+pub use routed::{Router, RouterBuilder, RouterConfig};
+pub use router::RouterHandle;
+
+/// The old name of [`RouterHandle`] (the facade's `Handle` is another thing: the
+/// whole stack's).
+#[deprecated(note = "renamed RouterHandle")]
+pub type Handle<S> = RouterHandle<S>;
 pub use table::SharedBudget;

@@ -1,5 +1,5 @@
 //! The engine behind [`Balance`](crate::Balance) and [`Fallback`](crate::Fallback):
-//! the shared provider table, its runtime [`Handle`], and the per-clone router that
+//! the shared provider table, its runtime [`RouterHandle`], and the per-clone router that
 //! starts each request.
 
 use std::fmt;
@@ -90,29 +90,29 @@ impl<S> Shared<S> {
 /// assert!(handle.remove(&"a/m".parse().unwrap()));
 /// assert_eq!(handle.ids().len(), 2);
 /// ```
-pub struct Handle<S> {
+pub struct RouterHandle<S> {
     shared: Arc<Shared<S>>,
 }
 
-impl<S> Clone for Handle<S> {
+impl<S> Clone for RouterHandle<S> {
     fn clone(&self) -> Self {
-        Handle {
+        RouterHandle {
             shared: self.shared.clone(),
         }
     }
 }
 
-impl<S> fmt::Debug for Handle<S> {
+impl<S> fmt::Debug for RouterHandle<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Handle")
+        f.debug_struct("RouterHandle")
             .field("providers", &self.ids())
             .finish()
     }
 }
 
-impl<S: Clone> Handle<S> {
+impl<S: Clone> RouterHandle<S> {
     pub(crate) fn new(shared: Arc<Shared<S>>) -> Self {
-        Handle { shared }
+        RouterHandle { shared }
     }
 
     /// Adds a provider with default options (or replaces the one with the same id).
@@ -139,7 +139,7 @@ impl<S: Clone> Handle<S> {
     }
 }
 
-impl<S> Handle<S> {
+impl<S> RouterHandle<S> {
     /// The providers, in the order they were added.
     pub fn ids(&self) -> Vec<ProviderId> {
         self.shared
@@ -245,7 +245,7 @@ impl RampView {
 }
 
 /// One clone of a router: a cached table, its ramp view and its random generator.
-pub(crate) struct Router<S, C, A> {
+pub(crate) struct RouterCore<S, C, A> {
     shared: Arc<Shared<S>>,
     table: Arc<Table<S>>,
     view: RampView,
@@ -254,9 +254,9 @@ pub(crate) struct Router<S, C, A> {
     attributes: A,
 }
 
-impl<S, C: Clone, A: Clone> Clone for Router<S, C, A> {
+impl<S, C: Clone, A: Clone> Clone for RouterCore<S, C, A> {
     fn clone(&self) -> Self {
-        Router {
+        RouterCore {
             shared: self.shared.clone(),
             table: self.table.clone(),
             view: RampView::default(),
@@ -267,9 +267,9 @@ impl<S, C: Clone, A: Clone> Clone for Router<S, C, A> {
     }
 }
 
-impl<S, C, A> fmt::Debug for Router<S, C, A> {
+impl<S, C, A> fmt::Debug for RouterCore<S, C, A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Router")
+        f.debug_struct("RouterCore")
             .field(
                 "providers",
                 &self
@@ -284,11 +284,11 @@ impl<S, C, A> fmt::Debug for Router<S, C, A> {
     }
 }
 
-impl<S, C, A> Router<S, C, A> {
+impl<S, C, A> RouterCore<S, C, A> {
     pub(crate) fn new(shared: Arc<Shared<S>>, classifier: C, attributes: A) -> Self {
         let table = shared.current();
         let rng = Rng::seeded(shared.seeder.next_u64());
-        Router {
+        RouterCore {
             shared,
             table,
             view: RampView::default(),

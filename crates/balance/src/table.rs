@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tower::retry::budget::Budget;
 use tower_failover_core::health::FULL_SHARE_PPM;
 use tower_failover_core::{Health, ProviderId};
 
@@ -21,9 +20,7 @@ use crate::config::{Settings, Strategy, Weighting};
 use crate::error::ConfigError;
 use crate::provider::ProviderOptions;
 
-/// A retry budget shared by every hop (tower's [`Budget`] trait, for example
-/// [`TpsBudget`](tower::retry::budget::TpsBudget)).
-pub type SharedBudget = Arc<dyn Budget + Send + Sync>;
+pub use tower_failover_core::SharedBudget;
 
 /// One provider as configured.
 pub(crate) struct Entry<S> {

@@ -204,6 +204,8 @@
 //! finishes; no heap allocation and no lock (windowed policies add one uncontended
 //! mutex). See `docs/bench-circuit.md` for figures.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod body;
 mod breaker;
 mod config;

@@ -58,6 +58,9 @@
 //! assert_eq!(answer.headers()["retry-after"], "12");
 //! ```
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod budget;
 mod classify;
 mod config;
 pub mod deadline;
@@ -67,6 +70,7 @@ mod event;
 pub mod health;
 pub mod observe;
 mod outcome;
+pub mod price;
 mod ratelimit;
 mod registry;
 pub mod replay;
@@ -75,7 +79,10 @@ pub mod rng;
 mod snapshot;
 pub mod store;
 pub mod time;
+pub mod tokens;
+pub mod wire;
 
+pub use budget::SharedBudget;
 pub use classify::{Classify, LlmClassifier, classify_error_chain};
 pub use config::ConfigError;
 pub use deadline::{AttemptDeadline, Deadline};
@@ -84,14 +91,20 @@ pub use event::{HealthEvent, HealthEventKind};
 pub use health::{CircuitState, Health, HealthConfig, InFlight, ProviderId, QuotaGroup};
 pub use observe::LateVerdict;
 pub use outcome::{ClientErrorKind, ErrorHint, FailureKind, Outcome, RejectKind};
+pub use price::{Cost, Price};
 pub use ratelimit::{
     HeaderLimits, RateLimitInfo, parse_reset, parse_retry_after, parse_retry_after_ms,
     parse_rfc3339, parse_rfc3339_wait,
 };
 pub use registry::Registry;
-pub use response::{ErrorClass, classify_error, error_response};
-pub use snapshot::{Counters, ProviderSnapshot, Snapshot, Usage};
+#[allow(deprecated)]
+pub use response::classify_error;
+pub use response::{ErrorClass, error_class, error_response};
+#[allow(deprecated)]
+pub use snapshot::Usage;
+pub use snapshot::{Counters, ProviderSnapshot, Snapshot, UsageTotals};
 pub use store::{LocalStore, SharedStore, SharedUpdate, StateStore, StoreStatus};
+pub use wire::Wire;
 
 /// The boxed error type every layer uses (re-exported from tower).
 pub use tower::BoxError;

@@ -34,7 +34,7 @@ pub struct ErrorClass {
 /// | [`Elapsed`] | 504 | |
 /// | [`Invalid`], [`TruncatedStream`], [`TransportError`] | 502 | |
 /// | anything else | 502 | |
-pub fn classify_error(err: &(dyn Error + 'static)) -> ErrorClass {
+pub fn error_class(err: &(dyn Error + 'static)) -> ErrorClass {
     let class = |status, kind, retry_after| ErrorClass {
         status,
         kind,
@@ -84,6 +84,15 @@ pub fn classify_error(err: &(dyn Error + 'static)) -> ErrorClass {
     class(StatusCode::BAD_GATEWAY, "upstream_error", None)
 }
 
+/// The old name of [`error_class`] (it read like [`Classify::classify_error`], which
+/// decides an [`Outcome`](crate::Outcome), not an HTTP error class).
+///
+/// [`Classify::classify_error`]: crate::Classify::classify_error
+#[deprecated(note = "renamed error_class")]
+pub fn classify_error(err: &(dyn Error + 'static)) -> ErrorClass {
+    error_class(err)
+}
+
 /// Builds an OpenAI-style JSON error response for any error of ours:
 /// `{"error": {"message": …, "type": …, "code": status}}`, with `Retry-After` (whole
 /// seconds, rounded up) where a hint is known. The message is the error's `Display`,
@@ -103,7 +112,7 @@ pub fn classify_error(err: &(dyn Error + 'static)) -> ErrorClass {
 /// assert!(res.body().contains("all_providers_failed"));
 /// ```
 pub fn error_response(err: &(dyn Error + 'static)) -> Response<String> {
-    let class = classify_error(err);
+    let class = error_class(err);
     let body = serde_json::json!({
         "error": {
             "message": err.to_string(),

@@ -71,6 +71,12 @@ impl Rng {
         Rng::seeded(entropy_seed())
     }
 
+    /// The generator of stream number `stream` of `seed`: independent streams of one
+    /// seed (a simulator's requests, say), each replayable on its own.
+    pub fn derive(seed: u64, stream: u64) -> Self {
+        Rng::seeded(mix(seed ^ mix(stream.wrapping_add(MIX))))
+    }
+
     /// The next 64 random bits.
     #[inline]
     pub fn next_u64(&mut self) -> u64 {
@@ -88,6 +94,16 @@ impl Rng {
     #[inline]
     pub fn below(&mut self, n: u64) -> u64 {
         below(self.next_u64(), n)
+    }
+
+    /// A number in `lo..=hi` (`lo` when `hi <= lo`).
+    #[inline]
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        if hi <= lo {
+            lo
+        } else {
+            lo + self.below((hi - lo).saturating_add(1))
+        }
     }
 
     /// `d` scaled by a random factor in `[1 - fraction, 1 + fraction]` (fraction is
@@ -163,6 +179,24 @@ mod tests {
             assert_eq!(a.next_u64(), b.next_u64());
         }
         assert_ne!(Rng::seeded(1).next_u64(), Rng::seeded(2).next_u64());
+    }
+
+    #[test]
+    fn derived_streams_differ_and_ranges_are_inclusive() {
+        assert_eq!(Rng::derive(1, 1).next_u64(), Rng::derive(1, 1).next_u64());
+        assert_ne!(Rng::derive(1, 1).next_u64(), Rng::derive(1, 2).next_u64());
+        assert_ne!(Rng::derive(1, 1).next_u64(), Rng::derive(2, 1).next_u64());
+        let mut r = Rng::seeded(5);
+        let mut seen = [false; 7];
+        for _ in 0..1000 {
+            let x = r.range(3, 9);
+            assert!((3..=9).contains(&x));
+            seen[(x - 3) as usize] = true;
+        }
+        assert!(seen.iter().all(|s| *s), "every value of 3..=9 comes up");
+        assert_eq!(r.range(4, 4), 4);
+        assert_eq!(r.range(9, 3), 9);
+        let _ = r.range(0, u64::MAX); // the widest range does not overflow
     }
 
     #[test]

@@ -25,9 +25,10 @@ pub struct Counters {
     pub shed: u64,
 }
 
-/// Token usage and cost of one provider since start.
+/// Token usage and cost of one provider since start (the running totals; one
+/// response's usage is `tower_failover_provider::Usage`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct Usage {
+pub struct UsageTotals {
     /// Prompt (input) tokens.
     pub prompt_tokens: u64,
     /// Completion (output) tokens.
@@ -35,6 +36,10 @@ pub struct Usage {
     /// Cost in the price table's currency.
     pub cost: f64,
 }
+
+/// The old name of [`UsageTotals`].
+#[deprecated(note = "renamed UsageTotals: one response's usage is tower_failover_provider::Usage")]
+pub type Usage = UsageTotals;
 
 /// One provider, now.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -81,7 +86,7 @@ pub struct ProviderSnapshot {
     /// Outcome counters.
     pub counters: Counters,
     /// Usage and cost.
-    pub usage: Usage,
+    pub usage: UsageTotals,
 }
 
 /// Every provider of a registry, now.

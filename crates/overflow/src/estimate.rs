@@ -30,6 +30,7 @@ use std::any::Any;
 use http::Request;
 use http_body::Body;
 use tower_failover_core::replay::ReplayBody;
+use tower_failover_core::tokens::{BYTES_PER_TOKEN, estimate_tokens};
 
 /// Estimates the tokens a request will be charged against a token quota.
 ///
@@ -65,7 +66,7 @@ pub struct BodyEstimator {
 impl Default for BodyEstimator {
     fn default() -> Self {
         BodyEstimator {
-            bytes_per_token: 4,
+            bytes_per_token: BYTES_PER_TOKEN,
             default_completion: 0,
         }
     }
@@ -91,13 +92,12 @@ impl<B: Body + 'static> EstimateTokens<B> for BodyEstimator {
         match body.downcast_ref::<ReplayBody>() {
             Some(replay) => {
                 let bytes = replay.bytes();
-                let prompt = (bytes.len() as u64).div_ceil(self.bytes_per_token);
+                let prompt = estimate_tokens(bytes.len() as u64, self.bytes_per_token);
                 prompt.saturating_add(completion_limit(bytes).unwrap_or(self.default_completion))
             }
             None => {
                 let len = req.body().size_hint().exact().unwrap_or(0);
-                len.div_ceil(self.bytes_per_token)
-                    .saturating_add(self.default_completion)
+                estimate_tokens(len, self.bytes_per_token).saturating_add(self.default_completion)
             }
         }
     }

@@ -184,6 +184,8 @@
 //! request kept for a possible hop allocates its header map, if it has headers).
 //! See `docs/bench-overflow.md` for measured figures.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 pub mod config;
 pub mod error;
 pub mod estimate;

@@ -6,49 +6,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
-use tower_failover_core::duration_serde;
+use tower_failover_core::{Wire, duration_serde};
 
 use crate::secret::Secret;
 use crate::usage::Price;
 
-/// Which wire protocol a provider speaks.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ProviderKind {
-    /// OpenAI chat completions, forwarded as they are: OpenAI, Groq, DeepSeek,
-    /// Mistral, Together, OpenRouter, vLLM, Ollama and every other OpenAI-compatible
-    /// server.
-    #[default]
-    #[serde(rename = "openai", alias = "openai_compatible", alias = "open_ai")]
-    OpenAi,
-    /// Anthropic's messages API, translated from and to OpenAI chat completions.
-    Anthropic,
-}
-
-impl ProviderKind {
-    /// `"openai"` or `"anthropic"`: the default provider name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProviderKind::OpenAi => "openai",
-            ProviderKind::Anthropic => "anthropic",
-        }
-    }
-
-    /// The official API's base URL: `https://api.openai.com/v1` or
-    /// `https://api.anthropic.com`.
-    pub fn default_base_url(self) -> &'static str {
-        match self {
-            ProviderKind::OpenAi => "https://api.openai.com/v1",
-            ProviderKind::Anthropic => "https://api.anthropic.com",
-        }
-    }
-}
-
-impl fmt::Display for ProviderKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// Which wire protocol a provider speaks: core's one [`Wire`] enum under the name
+/// this crate has always used (`kind = "openai"` or `"anthropic"` in configuration).
+pub type ProviderKind = Wire;
 
 /// Deadlines of one attempt. Each must be positive.
 ///

@@ -192,6 +192,8 @@
 //! wrap the stack in `HandleErrorLayer` and answer with
 //! [`error_response`](tower_failover_core::error_response).
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod body;
 mod builder;
 mod client;

@@ -24,22 +24,21 @@ pub struct RampLayer<C = LlmClassifier> {
 }
 
 impl RampLayer {
-    /// A ramp for `health`'s provider. An invalid `config` is logged and replaced
-    /// by the default one; use [`try_new`](RampLayer::try_new) to refuse it.
-    pub fn new(health: Health, config: RampConfig) -> Self {
-        match RampLayer::try_new(health.clone(), config) {
-            Ok(layer) => layer,
-            Err(e) => {
-                tracing::error!(provider = %health.id(), error = %e, "using the default ramp configuration");
-                RampLayer::build(health, RampConfig::default())
-            }
-        }
-    }
-
-    /// A ramp for `health`'s provider, refusing an invalid `config`.
-    pub fn try_new(health: Health, config: RampConfig) -> Result<Self, ConfigError> {
+    /// A ramp for `health`'s provider with `config`; an invalid `config` is
+    /// refused with an error naming the field (never replaced by the default).
+    pub fn with_config(health: Health, config: RampConfig) -> Result<Self, ConfigError> {
         config.validate()?;
         Ok(RampLayer::build(health, config))
+    }
+
+    /// The same as [`with_config`](RampLayer::with_config).
+    pub fn new(health: Health, config: RampConfig) -> Result<Self, ConfigError> {
+        RampLayer::with_config(health, config)
+    }
+
+    /// The same as [`with_config`](RampLayer::with_config) (its older name).
+    pub fn try_new(health: Health, config: RampConfig) -> Result<Self, ConfigError> {
+        RampLayer::with_config(health, config)
     }
 
     fn build(health: Health, config: RampConfig) -> Self {

@@ -97,7 +97,7 @@
 //!     Ok::<_, tower::BoxError>(Response::new("hello".to_owned()))
 //! });
 //! let svc = ServiceBuilder::new()
-//!     .layer(RampLayer::new(health.clone(), RampConfig::default().seed(7)))
+//!     .layer(RampLayer::new(health.clone(), RampConfig::default().seed(7))?)
 //!     // .layer(CircuitBreakerLayer::new(health.clone(), ..)) goes here
 //!     .service(provider);
 //!
@@ -138,18 +138,24 @@
 //! [`error_response`](tower_failover_core::error_response); in practice the ramp
 //! sits behind a router that never lets a `Shed` reach the caller.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod config;
 mod driver;
 mod future;
 mod layer;
 mod probe;
+mod probe_config;
+mod schedule;
 mod service;
 mod state;
 mod status;
 
-pub use config::{ConfigError, Curve, CurveShape, ProbeConfig, RampConfig, Schedule, Step};
+pub use config::{ConfigError, RampConfig};
 pub use future::{RampBody, ResponseFuture};
 pub use layer::RampLayer;
 pub use probe::Prober;
+pub use probe_config::ProbeConfig;
+pub use schedule::{Curve, CurveShape, Schedule, Step};
 pub use service::Ramp;
 pub use status::RampStatus;

@@ -16,7 +16,8 @@ use tower_failover_core::{
 };
 use tower_service::Service;
 
-use crate::config::{ConfigError, ProbeConfig};
+use crate::config::ConfigError;
+use crate::probe_config::ProbeConfig;
 use crate::state::Core;
 
 type ProbeFuture = Pin<Box<dyn Future<Output = Outcome> + Send>>;

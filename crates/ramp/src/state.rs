@@ -12,8 +12,9 @@ use tower_failover_core::rng::entropy_seed;
 use tower_failover_core::time::AtomicInstant;
 use tower_failover_core::{CircuitState, Health, Outcome};
 
-use crate::config::{PpmStep, RampConfig, ppm_steps};
+use crate::config::RampConfig;
 use crate::probe::Prober;
+use crate::schedule::{PpmStep, ppm_steps};
 
 /// 2^64 divided by the golden ratio: the step of the admission sequence.
 const WEYL: u64 = 0x9e37_79b9_7f4a_7c15;

@@ -82,9 +82,14 @@
 //! # let _ = primary; Ok(()) }
 //! ```
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod budget;
 mod config;
+mod scripts;
+mod shared;
 mod store;
+mod tasks;
 mod wire;
 
 pub use budget::FleetBudget;

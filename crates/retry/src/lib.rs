@@ -49,13 +49,15 @@
 //! # }
 //! ```
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod backoff;
 mod budget;
-mod deadline;
-mod deferred;
-mod hedge;
+pub mod deadline;
+pub mod deferred;
+pub mod hedge;
 mod policy;
-mod queue;
+pub mod queue;
 
 pub use backoff::Backoff;
 pub use budget::{BudgetConfig, RetryBudget};
@@ -66,9 +68,10 @@ pub use policy::SameProviderRetry;
 pub use queue::{QueueConfig, WaitQueue, WaitQueueLayer};
 pub use tower_failover_core::ConfigError;
 
-/// Named futures of the services in this crate.
+/// Named futures of the services in this crate (each also at
+/// `<middleware>::future::ResponseFuture`, as in tower).
 pub mod future {
-    pub use crate::deadline::ResponseFuture as DeadlineFuture;
-    pub use crate::hedge::ResponseFuture as HedgeFuture;
-    pub use crate::queue::ResponseFuture as WaitQueueFuture;
+    pub use crate::deadline::future::ResponseFuture as DeadlineFuture;
+    pub use crate::hedge::future::ResponseFuture as HedgeFuture;
+    pub use crate::queue::future::ResponseFuture as WaitQueueFuture;
 }

@@ -12,8 +12,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
-use crate::rng::Rng;
 use crate::server::ConnCtl;
+use tower_failover_core::rng::Rng;
 
 /// How long a body waits after its last bytes before resetting the connection.
 const RESET_DELAY: Duration = Duration::from_millis(20);
@@ -93,7 +93,7 @@ impl SimBody {
     /// `bytes` one byte at a time, `interval` apart (the first at once).
     pub(crate) fn drip(bytes: Bytes, interval: Duration) -> Self {
         let frames = (0..bytes.len()).map(|i| bytes.slice(i..i + 1)).collect();
-        SimBody::paced(frames, interval, 0.0, Rng::new(0))
+        SimBody::paced(frames, interval, 0.0, Rng::seeded(0))
     }
 
     /// After the last chunk, reset the connection instead of ending cleanly.

@@ -124,6 +124,7 @@
 //! example). Here is that example:
 //!
 //! ```toml
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc = include_str!("example_script.toml")]
 //! ```
 //!
@@ -153,12 +154,12 @@ mod error;
 mod fault;
 mod quota;
 mod received;
-mod rng;
 mod script;
 mod server;
 mod service;
 mod sim;
 #[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub mod tls;
 mod wire;
 

@@ -19,11 +19,11 @@ use crate::fault::{
 };
 use crate::quota::{BucketView, QuotaView};
 use crate::received::Received;
-use crate::rng::Rng;
 use crate::server::ConnCtl;
 use crate::sim::{Flavor, Shared, jittered};
 use crate::wire::openai::StreamFault;
 use crate::wire::{self, Ask, GenSettings, alnum, anthropic, openai};
+use tower_failover_core::rng::Rng;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Route {
@@ -201,7 +201,7 @@ fn deliver(body: Vec<u8>, fault: Option<&Fault>, ctl: Arc<ConnCtl>) -> SimBody {
     let cut = |c: &CutPoint| {
         let mut b = Bytes::from(body.clone());
         b.truncate(c.after_bytes.min(len));
-        SimBody::paced(vec![b], Duration::ZERO, 0.0, Rng::new(0))
+        SimBody::paced(vec![b], Duration::ZERO, 0.0, Rng::seeded(0))
     };
     match fault {
         Some(Fault::Reset) => half(body).then_reset(ctl),
@@ -371,7 +371,7 @@ pub(crate) async fn handle(
             let models = match &shared.cfg.models {
                 Some(m) => m,
                 None => {
-                    default_models = flavor.default_models();
+                    default_models = crate::sim::default_models(flavor);
                     &default_models
                 }
             };
@@ -425,7 +425,7 @@ fn embeddings(
 fn half(body: Vec<u8>) -> SimBody {
     let mut b = Bytes::from(body);
     b.truncate(b.len() / 2);
-    SimBody::paced(vec![b], Duration::ZERO, 0.0, Rng::new(0))
+    SimBody::paced(vec![b], Duration::ZERO, 0.0, Rng::seeded(0))
 }
 
 fn rate_limited_fault(ctx: &Ctx<'_>, ra: RetryAfter) -> Response<SimBody> {
@@ -484,7 +484,7 @@ async fn completion(
     if ask.model.is_empty() {
         ask.model = match &shared.cfg.models {
             Some(m) => m[0].clone(),
-            None => flavor.default_models().swap_remove(0),
+            None => crate::sim::default_models(flavor).swap_remove(0),
         };
     }
     let g = GenSettings {

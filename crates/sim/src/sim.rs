@@ -6,66 +6,33 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tower_failover_core::Wire;
 
 use crate::counters::{CounterSet, Counters};
 use crate::error::SimError;
 use crate::fault::{Fault, FaultKind, FaultSpec};
 use crate::quota::{Quota, QuotaState, QuotaView};
 use crate::received::{Received, ReceivedLog};
-use crate::rng::{Rng, unit};
 use crate::server::{self, Acceptor};
+use tower_failover_core::rng::Rng;
 
-/// Which provider's wire format a sim speaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Flavor {
-    /// OpenAI chat completions: `POST /v1/chat/completions`, `GET /v1/models`,
-    /// `x-ratelimit-*` headers. Also what OpenAI-compatible providers speak.
-    #[serde(alias = "openai", alias = "open_ai", alias = "OpenAi")]
-    OpenAi,
-    /// Anthropic messages: `POST /v1/messages`, `GET /v1/models`,
-    /// `anthropic-ratelimit-*` headers.
-    #[serde(alias = "Anthropic")]
-    Anthropic,
-}
+/// Which provider's wire format a sim speaks: core's one [`Wire`] enum under the
+/// name this crate has always used.
+pub type Flavor = Wire;
 
-impl Flavor {
-    /// `"openai"` or `"anthropic"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Flavor::OpenAi => "openai",
-            Flavor::Anthropic => "anthropic",
-        }
-    }
-
-    /// The completion route: `/v1/chat/completions` or `/v1/messages`.
-    pub fn completion_path(self) -> &'static str {
-        match self {
-            Flavor::OpenAi => "/v1/chat/completions",
-            Flavor::Anthropic => "/v1/messages",
-        }
-    }
-
-    pub(crate) fn default_models(self) -> Vec<String> {
-        match self {
-            Flavor::OpenAi => vec!["gpt-4o-mini".into(), "gpt-4o".into(), "gpt-4.1".into()],
-            Flavor::Anthropic => vec![
-                "claude-sonnet-4-5".into(),
-                "claude-haiku-4-5".into(),
-                "claude-opus-4-1".into(),
-            ],
-        }
-    }
-}
-
-impl fmt::Display for Flavor {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+/// The models a sim of `flavor` lists when none are configured.
+pub(crate) fn default_models(flavor: Flavor) -> Vec<String> {
+    match flavor {
+        Wire::OpenAi => vec!["gpt-4o-mini".into(), "gpt-4o".into(), "gpt-4.1".into()],
+        Wire::Anthropic => vec![
+            "claude-sonnet-4-5".into(),
+            "claude-haiku-4-5".into(),
+            "claude-opus-4-1".into(),
+        ],
     }
 }
 
@@ -276,6 +243,7 @@ impl SimBuilder {
     /// Serve HTTPS (HTTP/1.1 and HTTP/2 by ALPN) with this TLS configuration,
     /// e.g. from [`tls::self_signed`](crate::tls::self_signed).
     #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
         self.tls = Some(config);
         self
@@ -616,7 +584,9 @@ impl Shared {
             {
                 continue;
             }
-            if spec.fraction < 1.0 && unit(self.cfg.seed, seq, i as u64) >= spec.fraction {
+            if spec.fraction < 1.0
+                && Rng::derive(self.cfg.seed ^ seq.rotate_left(32), i as u64).f64() >= spec.fraction
+            {
                 continue;
             }
             match spec.limit {
@@ -683,6 +653,6 @@ pub(crate) fn jittered(d: Duration, jitter: f64, rng: &mut Rng) -> Duration {
     if d.is_zero() || jitter == 0.0 {
         return d;
     }
-    let f = 1.0 + jitter * (2.0 * rng.next_f64() - 1.0);
+    let f = 1.0 + jitter * (2.0 * rng.f64() - 1.0);
     d.mul_f64(f.max(0.0))
 }

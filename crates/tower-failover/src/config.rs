@@ -209,23 +209,9 @@ impl Default for Config {
     }
 }
 
-/// A price per million tokens, input and output.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Price {
-    /// Price of a million prompt (input) tokens.
-    pub input_per_million: f64,
-    /// Price of a million completion (output) tokens.
-    pub output_per_million: f64,
-}
-
-impl Price {
-    /// The blended price the balancer weighs providers by: three input tokens for
-    /// one output token, a typical chat mix.
-    pub fn blended(&self) -> f64 {
-        (3.0 * self.input_per_million + self.output_per_million) / 4.0
-    }
-}
+/// A price per million tokens, input and output: the provider adapters' own
+/// `Price` (`tower_failover_core::Price`), so one type serves both.
+pub use tower_failover_core::Price;
 
 fn one() -> f64 {
     1.0
@@ -398,12 +384,7 @@ impl ProviderEntry {
             config.models.insert("*".to_owned(), self.model.clone());
         }
         if let Some(p) = self.price {
-            config.prices.entry(self.model.clone()).or_insert(
-                tower_failover_provider::Price::per_million(
-                    p.input_per_million,
-                    p.output_per_million,
-                ),
-            );
+            config.prices.entry(self.model.clone()).or_insert(p);
         }
         Ok(config)
     }

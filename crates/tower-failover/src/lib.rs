@@ -97,45 +97,59 @@
 //! them can be yours), which costs one small allocation per layer per attempt.
 //! Compose the crates directly (as in [`guide`]'s last example) where that matters.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 pub use tower_failover_core::*;
 
 #[cfg(feature = "balance")]
+#[cfg_attr(docsrs, doc(cfg(feature = "balance")))]
 #[doc(inline)]
 pub use tower_failover_balance as balance;
 #[cfg(feature = "circuit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "circuit")))]
 #[doc(inline)]
 pub use tower_failover_circuit as circuit;
 #[cfg(feature = "overflow")]
+#[cfg_attr(docsrs, doc(cfg(feature = "overflow")))]
 #[doc(inline)]
 pub use tower_failover_overflow as overflow;
 #[cfg(feature = "provider")]
+#[cfg_attr(docsrs, doc(cfg(feature = "provider")))]
 #[doc(inline)]
 pub use tower_failover_provider as provider;
 #[cfg(feature = "ramp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "ramp")))]
 #[doc(inline)]
 pub use tower_failover_ramp as ramp;
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 #[doc(inline)]
 pub use tower_failover_redis as redis;
 #[cfg(feature = "retry")]
+#[cfg_attr(docsrs, doc(cfg(feature = "retry")))]
 #[doc(inline)]
 pub use tower_failover_retry as retry;
 #[cfg(feature = "sim")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sim")))]
 #[doc(inline)]
 pub use tower_failover_sim as sim;
 #[cfg(feature = "validate")]
+#[cfg_attr(docsrs, doc(cfg(feature = "validate")))]
 #[doc(inline)]
 pub use tower_failover_validate as validate;
 
 #[cfg(feature = "balance")]
+#[cfg_attr(docsrs, doc(cfg(feature = "balance")))]
 pub mod config;
 #[cfg(feature = "balance")]
 mod config_error;
 #[cfg(feature = "balance")]
+#[cfg_attr(docsrs, doc(cfg(feature = "balance")))]
 pub mod guide;
 #[cfg(feature = "balance")]
 mod handle;
 #[cfg(feature = "balance")]
+#[cfg_attr(docsrs, doc(cfg(feature = "balance")))]
 pub mod models;
 #[cfg(feature = "balance")]
 mod service;
@@ -145,19 +159,27 @@ mod slot;
 mod stack;
 
 #[cfg(feature = "balance")]
+#[cfg_attr(docsrs, doc(cfg(feature = "balance")))]
 pub use config::{Config, ModelGroup, Price, ProviderEntry, RouterKind};
 #[cfg(feature = "balance")]
+#[cfg_attr(docsrs, doc(cfg(feature = "balance")))]
 pub use config_error::ConfigError;
 #[cfg(feature = "balance")]
+#[cfg_attr(docsrs, doc(cfg(feature = "balance")))]
 pub use handle::{Handle, ProviderStatus, StackSnapshot, UnknownProvider};
 #[cfg(feature = "balance")]
+#[cfg_attr(docsrs, doc(cfg(feature = "balance")))]
 #[cfg(feature = "balance")]
+#[cfg_attr(docsrs, doc(cfg(feature = "balance")))]
 pub use models::{ModelNotFound, error_response};
 #[cfg(feature = "balance")]
+#[cfg_attr(docsrs, doc(cfg(feature = "balance")))]
 pub use service::{BoxBody, Failover, ProviderService, boxed};
 #[cfg(feature = "balance")]
+#[cfg_attr(docsrs, doc(cfg(feature = "balance")))]
 pub use slot::{CustomLayer, ObserveConfig, Slot, Toggle};
 #[cfg(feature = "balance")]
+#[cfg_attr(docsrs, doc(cfg(feature = "balance")))]
 pub use stack::{
     CustomRouter, DEFAULT_MAX_REQUEST_BYTES, ProviderDef, RouterEntry, Routing, Stack, StackBuilder,
 };

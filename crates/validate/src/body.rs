@@ -13,7 +13,7 @@ use tower_failover_core::error::{Elapsed, TruncatedStream, find};
 use tower_failover_core::{BoxError, LateVerdict, classify_error_chain};
 
 use crate::config::AfterCommit;
-use crate::layer::Shared;
+use crate::shared::Shared;
 use crate::stream::Tracker;
 use crate::validator::Verdict;
 

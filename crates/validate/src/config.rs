@@ -6,6 +6,7 @@ use serde_json::Value;
 use crate::checks::{
     DEFAULT_REFUSAL_PHRASES, ErrorObject, FinishReason, JsonSchema, Refusal, Shape, ValidJson,
 };
+#[cfg(doc)]
 use crate::layer::ValidateLayer;
 use crate::output::Wire;
 use crate::validator::Validators;
@@ -237,13 +238,6 @@ impl ValidateConfig {
             ));
         }
         Ok(())
-    }
-
-    /// Validates the configuration and builds the layer with the configured checks.
-    pub fn build(&self) -> Result<ValidateLayer, ConfigError> {
-        self.validate()?;
-        let validators = self.checks.build()?;
-        Ok(ValidateLayer::new(validators).with_config(self))
     }
 }
 

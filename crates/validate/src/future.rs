@@ -19,7 +19,7 @@ use tower_failover_core::{LateVerdict, RejectKind};
 
 use crate::body::ValidatedBody;
 use crate::config::StreamHold;
-use crate::layer::Shared;
+use crate::shared::Shared;
 use crate::stream::Tracker;
 use crate::validator::{Verdict, check_buffered};
 

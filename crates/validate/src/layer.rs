@@ -3,98 +3,20 @@
 use std::fmt;
 use std::sync::Arc;
 
-use tower_failover_core::error::{Invalid, TransportError};
-use tower_failover_core::{BoxError, FailureKind, ProviderId};
+use tower_failover_core::ProviderId;
 use tower_layer::Layer;
 
-use crate::config::{AfterCommit, StreamHold, ValidateConfig};
+use crate::config::{AfterCommit, ConfigError, StreamHold, ValidateConfig};
+#[cfg(doc)]
+use crate::error::RepeatedRejections;
 use crate::output::Wire;
 use crate::service::Validate;
+use crate::shared::Shared;
 use crate::sse::SseLimits;
 use crate::stats::ValidateStats;
 use crate::validator::{Validator, Validators};
-
-/// What every service, future and body made by one layer shares.
-pub(crate) struct Shared {
-    pub(crate) validator: Arc<dyn Validator>,
-    pub(crate) max_body: usize,
-    pub(crate) hold: StreamHold,
-    pub(crate) hold_limit: usize,
-    pub(crate) sse: SseLimits,
-    pub(crate) wire: Option<Wire>,
-    pub(crate) after_commit: AfterCommit,
-    pub(crate) fail_after: Option<u32>,
-    pub(crate) provider: Option<ProviderId>,
-    pub(crate) stats: ValidateStats,
-}
-
-impl Shared {
-    pub(crate) fn name(&self, e: Invalid) -> Invalid {
-        match &self.provider {
-            Some(p) => e.with_provider(p.clone()),
-            None => e,
-        }
-    }
-
-    /// Counts a rejection before the commit point and turns it into the error the
-    /// future returns.
-    ///
-    /// The log line names the kind, never the [`detail`](Invalid::detail): for an
-    /// error object that is the provider's own text, which may quote key material.
-    pub(crate) fn reject(&self, e: Invalid) -> BoxError {
-        let e = self.name(e);
-        let in_a_row = self.stats.rejected();
-        tracing::debug!(
-            provider = ?self.provider,
-            kind = %e.kind(),
-            malformed = e.kind().is_malformed(),
-            in_a_row,
-            "response rejected by validation"
-        );
-        match self.fail_after {
-            Some(n) if in_a_row >= n => {
-                TransportError::new(FailureKind::Other, RepeatedRejections { in_a_row, last: e })
-                    .into()
-            }
-            _ => e.into(),
-        }
-    }
-}
-
-/// The error a rejection becomes once
-/// [`fail_after_rejections`](ValidateLayer::fail_after_rejections) is reached: it is
-/// wrapped in a [`TransportError`] of kind [`FailureKind::Other`], so the default
-/// classifier counts it as a failure; the [`Invalid`] is still in the chain
-/// ([`find`](tower_failover_core::error::find) finds it).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RepeatedRejections {
-    in_a_row: u32,
-    last: Invalid,
-}
-
-impl RepeatedRejections {
-    /// How many rejections in a row, this one included.
-    pub fn in_a_row(&self) -> u32 {
-        self.in_a_row
-    }
-
-    /// The last rejection.
-    pub fn last(&self) -> &Invalid {
-        &self.last
-    }
-}
-
-impl fmt::Display for RepeatedRejections {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} invalid responses in a row", self.in_a_row)
-    }
-}
-
-impl std::error::Error for RepeatedRejections {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.last)
-    }
-}
+#[cfg(doc)]
+use tower_failover_core::error::Invalid;
 
 /// Validates every success response of the wrapped service, buffered or streamed,
 /// and turns unusable output into an [`Invalid`] error (a `Rejected` outcome that
@@ -257,5 +179,14 @@ impl<S> Layer<S> for ValidateLayer {
 
     fn layer(&self, inner: S) -> Validate<S> {
         Validate::from_shared(inner, self.shared())
+    }
+}
+
+impl ValidateConfig {
+    /// Validates the configuration and builds the layer with the configured checks.
+    pub fn build(&self) -> Result<ValidateLayer, ConfigError> {
+        self.validate()?;
+        let validators = self.checks.build()?;
+        Ok(ValidateLayer::new(validators).with_config(self))
     }
 }

@@ -159,13 +159,17 @@
 //! router, put a `HandleErrorLayer` in front and answer with
 //! [`tower_failover_core::error_response`].
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod body;
 pub mod checks;
 mod config;
+mod error;
 pub mod future;
 mod layer;
 mod output;
 mod service;
+mod shared;
 pub mod sse;
 mod stats;
 mod stream;
@@ -176,7 +180,8 @@ pub use config::{
     AfterCommit, Checks, ConfigError, DEFAULT_HOLD_LIMIT, DEFAULT_MAX_BODY, DEFAULT_MAX_LINE,
     StreamHold, ValidateConfig,
 };
-pub use layer::{RepeatedRejections, ValidateLayer};
+pub use error::RepeatedRejections;
+pub use layer::ValidateLayer;
 pub use output::{Output, Wire};
 pub use service::Validate;
 pub use stats::{StatsSnapshot, ValidateStats};

@@ -4,22 +4,13 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::sse::SseEvent;
 
-/// The wire format of a response body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Wire {
-    /// OpenAI chat completions (`choices[0].message` / `choices[0].delta`), and the
-    /// many providers that speak it.
-    #[serde(rename = "openai", alias = "open_ai")]
-    OpenAi,
-    /// Anthropic messages (`content` blocks, `message_start` … `message_stop`).
-    Anthropic,
-}
+/// The wire format of a response body: core's one [`Wire`] enum.
+pub use tower_failover_core::Wire;
 
 /// A normalized view of one response, handed to every [`Validator`](crate::Validator).
 ///

@@ -13,7 +13,7 @@ use tower_service::Service;
 
 use crate::body::ValidatedBody;
 use crate::future::ResponseFuture;
-use crate::layer::Shared;
+use crate::shared::Shared;
 use crate::stats::ValidateStats;
 
 /// Validates the responses of `S`. Made by [`ValidateLayer`](crate::ValidateLayer).

@@ -3,8 +3,8 @@
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 
-use crate::layer::Shared;
 use crate::output::{Facts, Output};
+use crate::shared::Shared;
 use crate::sse::{SseError, SseEvent, SseParser};
 use crate::validator::Verdict;
 

@@ -1,7 +1,7 @@
 //! The layer with in-memory bodies: buffered validation, limits, and the streaming
 //! commit point.
 
-mod support;
+mod common;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -9,10 +9,10 @@ use std::sync::atomic::Ordering;
 use std::task::Poll;
 
 use bytes::Bytes;
+use common::*;
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use serde_json::json;
-use support::*;
 use tower::{BoxError, Layer, ServiceExt};
 use tower_failover_core::error::{BodyTooLarge, Invalid, TransportError, TruncatedStream, find};
 use tower_failover_core::{

@@ -3,12 +3,12 @@
 //! The truncation check ([`FinishReason`]) is off by default; when it is on, it still
 //! passes answers to requests that set their own limit.
 
-mod support;
+mod common;
 
 use bytes::Bytes;
+use common::*;
 use http::{Request, Response};
 use http_body_util::BodyExt;
-use support::*;
 use tower::{BoxError, Layer, ServiceExt};
 use tower_failover_core::RejectKind;
 use tower_failover_core::error::Invalid;

@@ -2,14 +2,14 @@
 //! agrees with a naive whole-stream reference, and the layer hands the caller exactly
 //! the bytes the provider sent.
 
-mod support;
+mod common;
 
 use bytes::Bytes;
+use common::*;
 use http::Request;
 use http_body_util::BodyExt;
 use proptest::prelude::*;
 use proptest::sample::Index;
-use support::*;
 use tower::{Layer, ServiceExt};
 use tower_failover_validate::ValidateLayer;
 use tower_failover_validate::sse::{SseError, SseEvent, SseLimits, SseParser};

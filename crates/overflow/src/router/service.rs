@@ -78,7 +78,7 @@ impl<S> Overflow<S> {
     where
         S: Clone,
     {
-        Overflow::builder().targets(targets).build()
+        Overflow::builder().providers(targets).build()
     }
 }
 
@@ -237,18 +237,29 @@ impl<S, C> fmt::Debug for OverflowBuilder<S, C> {
 }
 
 impl<S, C> OverflowBuilder<S, C> {
-    /// Adds a target: its health handle (whose quota group says when it is limited)
-    /// and its per-provider service stack. The first target is the primary; the
-    /// others take the overflow, in order.
-    pub fn target(mut self, health: Health, service: S) -> Self {
+    /// Adds a provider: its health handle (whose quota group says when it is
+    /// limited) and its per-provider service stack. The first is the primary; the
+    /// others take the overflow, in order. The same word as the balancer's and the
+    /// fallback chain's builders.
+    pub fn provider(mut self, health: Health, service: S) -> Self {
         self.targets.push((health, service));
         self
     }
 
-    /// Adds several targets, in order.
-    pub fn targets(mut self, targets: impl IntoIterator<Item = (Health, S)>) -> Self {
-        self.targets.extend(targets);
+    /// Adds several providers, in order.
+    pub fn providers(mut self, providers: impl IntoIterator<Item = (Health, S)>) -> Self {
+        self.targets.extend(providers);
         self
+    }
+
+    /// The same as [`provider`](Self::provider) (its older name).
+    pub fn target(self, health: Health, service: S) -> Self {
+        self.provider(health, service)
+    }
+
+    /// The same as [`providers`](Self::providers) (its older name).
+    pub fn targets(self, targets: impl IntoIterator<Item = (Health, S)>) -> Self {
+        self.providers(targets)
     }
 
     /// Sets the configuration.
@@ -277,9 +288,15 @@ impl<S, C> OverflowBuilder<S, C> {
     ///
     /// The router does not deposit: the layer that first sees each request (the
     /// retry layer) does. Alone, call [`deposit_requests`](Self::deposit_requests).
-    pub fn retry_budget(mut self, budget: SharedBudget) -> Self {
+    /// The same word as the balancer's and the fallback chain's builders.
+    pub fn budget(mut self, budget: SharedBudget) -> Self {
         self.budget = Some(budget);
         self
+    }
+
+    /// The same as [`budget`](Self::budget) (its older name).
+    pub fn retry_budget(self, budget: SharedBudget) -> Self {
+        self.budget(budget)
     }
 
     /// Deposits every request into the retry budget (when this router is the first

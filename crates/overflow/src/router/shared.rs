@@ -3,19 +3,17 @@
 //! pacing queue's count.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tower::retry::budget::Budget;
 use tower_failover_core::rng::SharedRng;
 use tower_failover_core::time::AtomicInstant;
 use tower_failover_core::{CircuitState, Health};
 
 use crate::config::OverflowConfig;
 
-/// A retry budget shared with other routers (tower's trait).
-pub type SharedBudget = Arc<dyn Budget + Send + Sync>;
+pub use tower_failover_core::SharedBudget;
 
 pub(crate) struct Target {
     pub(crate) health: Health,

@@ -7,8 +7,8 @@
 
 use serde_json::{Value, json};
 
-use crate::rng::{Rng, mix};
 use crate::wire::tokens;
+use tower_failover_core::rng::Rng;
 
 /// The vector length when the request names no `dimensions`
 /// (OpenAI's `text-embedding-3-small`).
@@ -91,21 +91,19 @@ pub(crate) fn parse(body: &[u8]) -> Result<EmbeddingsAsk, String> {
     })
 }
 
-/// FNV-1a over `bytes`, mixed: the seed of one input's vector.
+/// FNV-1a over `bytes`: the seed of one input's vector.
 fn text_seed(model: &str, text: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in model.bytes().chain([0]).chain(text.bytes()) {
         h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
     }
-    mix(h)
+    h
 }
 
 /// The unit vector of `text` for `model`, `dimensions` long.
 pub(crate) fn vector(model: &str, text: &str, dimensions: usize) -> Vec<f32> {
-    let mut rng = Rng::new(text_seed(model, text));
-    let mut v: Vec<f64> = (0..dimensions)
-        .map(|_| rng.next_f64() * 2.0 - 1.0)
-        .collect();
+    let mut rng = Rng::seeded(text_seed(model, text));
+    let mut v: Vec<f64> = (0..dimensions).map(|_| rng.f64() * 2.0 - 1.0).collect();
     let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
     if norm > 0.0 {
         for x in &mut v {

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use crate::fault::Fault;
-use crate::rng::Rng;
+use tower_failover_core::rng::Rng;
 
 /// What a completion request asks for, whatever the flavor.
 #[derive(Debug)]
@@ -283,8 +283,8 @@ mod tests {
 
     #[test]
     fn generation_is_deterministic_and_shaped() {
-        let a = generate(&ask(JsonMode::Off, None), G, &mut Rng::new(1), None);
-        let b = generate(&ask(JsonMode::Off, None), G, &mut Rng::new(1), None);
+        let a = generate(&ask(JsonMode::Off, None), G, &mut Rng::seeded(1), None);
+        let b = generate(&ask(JsonMode::Off, None), G, &mut Rng::seeded(1), None);
         assert_eq!(a.content, b.content);
         assert!(
             a.content.starts_with("You said: \"hello there\". "),
@@ -296,27 +296,27 @@ mod tests {
         assert_eq!(joined, a.content);
         assert_eq!(a.completion_tokens, tokens(&a.content));
 
-        let cut = generate(&ask(JsonMode::Off, Some(5)), G, &mut Rng::new(1), None);
+        let cut = generate(&ask(JsonMode::Off, Some(5)), G, &mut Rng::seeded(1), None);
         assert_eq!(cut.finish, Finish::Length);
         assert!(cut.completion_tokens <= 5);
 
         let len = generate(
             &ask(JsonMode::Off, None),
             G,
-            &mut Rng::new(1),
+            &mut Rng::seeded(1),
             Some(&Fault::Length),
         );
         assert_eq!(len.finish, Finish::Length);
         assert!(len.content.len() < a.content.len());
 
-        let j = generate(&ask(JsonMode::Object, None), G, &mut Rng::new(1), None);
+        let j = generate(&ask(JsonMode::Object, None), G, &mut Rng::seeded(1), None);
         let v: Value = serde_json::from_str(&j.content).unwrap();
         assert!(v["answer"].is_string());
 
         let r = generate(
             &ask(JsonMode::Schema(serde_json::json!({"type":"object"})), None),
             G,
-            &mut Rng::new(1),
+            &mut Rng::seeded(1),
             Some(&Fault::Refusal),
         );
         assert_eq!(r.refusal.as_deref(), Some(REFUSAL));
@@ -324,7 +324,7 @@ mod tests {
         let e = generate(
             &ask(JsonMode::Off, None),
             G,
-            &mut Rng::new(1),
+            &mut Rng::seeded(1),
             Some(&Fault::EmptyContent),
         );
         assert!(e.content.is_empty() && e.pieces.is_empty());

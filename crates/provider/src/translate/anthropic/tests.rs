@@ -1,6 +1,10 @@
 use serde_json::{Value, json};
 
+use tower_failover_core::error::{Invalid, TransportError, TruncatedStream};
+use tower_failover_core::{FailureKind, RejectKind};
+
 use super::*;
+use crate::config::ModelMap;
 
 fn opts(models: &ModelMap) -> RequestOptions<'_> {
     RequestOptions {

@@ -1,0 +1,67 @@
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// A peak-sensitive exponentially weighted moving average of a duration, lock-free.
+///
+/// A sample above the current estimate replaces it at once (a slowdown shows up on
+/// the first slow response); a sample below pulls it down with a weight that depends
+/// on the time since the last sample and the decay constant (recovery is believed
+/// gradually). Concurrent updates may overwrite each other, which only costs one
+/// sample of precision.
+#[derive(Debug)]
+pub struct PeakEwma {
+    base: Instant,
+    decay_ns: f64,
+    /// f64 bits of the estimate in nanoseconds.
+    value: AtomicU64,
+    /// Nanoseconds after `base` of the last sample.
+    stamp: AtomicU64,
+}
+
+impl PeakEwma {
+    /// An estimate with no samples (reads as zero) and the given decay constant.
+    pub fn new(decay: Duration) -> Self {
+        PeakEwma {
+            base: Instant::now(),
+            decay_ns: (decay.as_nanos() as f64).max(1.0),
+            value: AtomicU64::new(0f64.to_bits()),
+            stamp: AtomicU64::new(0),
+        }
+    }
+
+    /// Adds a sample observed at `now`.
+    pub fn observe(&self, sample: Duration, now: Instant) {
+        let sample_ns = sample.as_nanos() as f64;
+        let now_ns = now.saturating_duration_since(self.base).as_nanos() as u64;
+        let prev = f64::from_bits(self.value.load(Ordering::Relaxed));
+        let last = self.stamp.swap(now_ns, Ordering::Relaxed);
+        let next = if sample_ns >= prev || prev == 0.0 {
+            sample_ns
+        } else {
+            let elapsed = now_ns.saturating_sub(last) as f64;
+            let keep = (-elapsed / self.decay_ns).exp();
+            prev * keep + sample_ns * (1.0 - keep)
+        };
+        self.value.store(next.to_bits(), Ordering::Relaxed);
+    }
+
+    /// The current estimate (zero before any sample).
+    #[inline]
+    pub fn get(&self) -> Duration {
+        Duration::from_nanos(f64::from_bits(self.value.load(Ordering::Relaxed)) as u64)
+    }
+
+    /// The current estimate in nanoseconds, as a float (for load arithmetic).
+    #[inline]
+    pub fn get_ns(&self) -> f64 {
+        f64::from_bits(self.value.load(Ordering::Relaxed))
+    }
+
+    /// When the last sample was taken, if any.
+    pub fn last_sample(&self) -> Option<Instant> {
+        let s = self.stamp.load(Ordering::Relaxed);
+        (s != 0).then(|| self.base + Duration::from_nanos(s))
+    }
+}

@@ -1,0 +1,53 @@
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crate::outcome::{FailureKind, Outcome};
+
+use super::Health;
+
+/// until [`answered`](InFlight::answered). See [`Health::start_request`].
+#[derive(Debug)]
+pub struct InFlight {
+    pub(super) health: Health,
+    pub(super) waiting: bool,
+}
+
+impl InFlight {
+    /// The provider this request is in flight to.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// The request got its answer (response headers, or an error) with this
+    /// outcome: it stops waiting and, unless the outcome is a timeout, the provider
+    /// showed a sign of life ([`Health::note_progress`]). Later calls do nothing.
+    #[inline]
+    pub fn answered(&mut self, outcome: &Outcome) {
+        if !std::mem::take(&mut self.waiting) {
+            return;
+        }
+        if !matches!(
+            outcome,
+            Outcome::Failure {
+                kind: FailureKind::Timeout
+            }
+        ) {
+            self.health.note_progress();
+        }
+        self.health.inner.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.waiting {
+            // Given up unanswered (a timer above, or the caller): no sign of life.
+            let was = self.health.inner.waiting.fetch_sub(1, Ordering::AcqRel);
+            if was == 1 && self.health.inner.suspect.load(Ordering::Relaxed) {
+                // Nothing waits any more: nothing to suspect.
+                self.health.set_suspect(false, Duration::ZERO);
+            }
+        }
+        self.health.inner.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}

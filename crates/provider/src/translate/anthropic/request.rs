@@ -1,0 +1,586 @@
+//! OpenAI chat completion requests in, Anthropic messages requests out.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserialize, Deserializer, SeqAccess, Visitor};
+use serde::{Deserialize as DeriveDeserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::config::ModelMap;
+use crate::error::TranslateError;
+use crate::translate::str::{OneOrMany, Str};
+
+// ---- request: OpenAI in ----------------------------------------------------------
+
+#[derive(DeriveDeserialize)]
+struct ChatRequest<'a> {
+    #[serde(borrow)]
+    model: Str<'a>,
+    #[serde(borrow)]
+    messages: Vec<ChatMessage<'a>>,
+    #[serde(default)]
+    max_tokens: Option<u64>,
+    #[serde(default)]
+    max_completion_tokens: Option<u64>,
+    #[serde(default)]
+    temperature: Option<f64>,
+    #[serde(default)]
+    top_p: Option<f64>,
+    #[serde(borrow, default)]
+    stop: Option<OneOrMany<'a>>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+    #[serde(borrow, default)]
+    tools: Option<Vec<ChatTool<'a>>>,
+    #[serde(borrow, default)]
+    tool_choice: Option<&'a RawValue>,
+    #[serde(default)]
+    parallel_tool_calls: Option<bool>,
+    #[serde(borrow, default)]
+    user: Option<Str<'a>>,
+    #[serde(default)]
+    n: Option<u32>,
+}
+
+#[derive(DeriveDeserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: Option<bool>,
+}
+
+#[derive(DeriveDeserialize)]
+struct ChatMessage<'a> {
+    #[serde(borrow)]
+    role: Str<'a>,
+    #[serde(borrow, default)]
+    content: Option<Content<'a>>,
+    #[serde(borrow, default)]
+    tool_calls: Option<Vec<ChatToolCall<'a>>>,
+    #[serde(borrow, default)]
+    tool_call_id: Option<Str<'a>>,
+}
+
+/// Message content: a string or a list of parts.
+enum Content<'a> {
+    Text(Str<'a>),
+    Parts(Vec<Part<'a>>),
+}
+
+struct ContentVisitor;
+
+impl<'de> Visitor<'de> for ContentVisitor {
+    type Value = Content<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string or a list of content parts")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Content::Text(Str(Cow::Borrowed(v))))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Content::Text(Str(Cow::Owned(v.to_owned()))))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Content::Text(Str(Cow::Owned(v))))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut parts = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(16));
+        while let Some(p) = seq.next_element::<Part<'de>>()? {
+            parts.push(p);
+        }
+        Ok(Content::Parts(parts))
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Content<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ContentVisitor)
+    }
+}
+
+#[derive(DeriveDeserialize)]
+struct Part<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Str<'a>,
+    #[serde(borrow, default)]
+    text: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    refusal: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    image_url: Option<ImageUrl<'a>>,
+}
+
+#[derive(DeriveDeserialize)]
+struct ImageUrl<'a> {
+    #[serde(borrow)]
+    url: Str<'a>,
+}
+
+#[derive(DeriveDeserialize)]
+struct ChatToolCall<'a> {
+    #[serde(borrow)]
+    id: Str<'a>,
+    #[serde(borrow)]
+    function: FunctionCall<'a>,
+}
+
+#[derive(DeriveDeserialize)]
+struct FunctionCall<'a> {
+    #[serde(borrow)]
+    name: Str<'a>,
+    #[serde(borrow, default)]
+    arguments: Str<'a>,
+}
+
+#[derive(DeriveDeserialize)]
+struct ChatTool<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<Str<'a>>,
+    #[serde(borrow)]
+    function: FunctionDef<'a>,
+}
+
+#[derive(DeriveDeserialize)]
+struct FunctionDef<'a> {
+    #[serde(borrow)]
+    name: Str<'a>,
+    #[serde(borrow, default)]
+    description: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    parameters: Option<&'a RawValue>,
+}
+
+#[derive(DeriveDeserialize)]
+#[serde(untagged)]
+enum ToolChoiceIn {
+    Mode(String),
+    Function { function: NamedFunction },
+}
+
+#[derive(DeriveDeserialize)]
+struct NamedFunction {
+    name: String,
+}
+
+// ---- request: Anthropic out ------------------------------------------------------
+
+#[derive(Serialize)]
+struct MessagesRequest<'a> {
+    model: &'a str,
+    max_tokens: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system: Option<Cow<'a, str>>,
+    messages: Vec<AnthMessage<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    stop_sequences: Vec<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    stream: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<AnthTool<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<AnthToolChoice<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<Metadata<'a>>,
+}
+
+#[derive(Serialize)]
+struct AnthMessage<'a> {
+    role: &'static str,
+    content: Vec<Block<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Block<'a> {
+    Text {
+        text: &'a str,
+    },
+    Image {
+        source: ImageSource<'a>,
+    },
+    ToolUse {
+        id: &'a str,
+        name: &'a str,
+        input: &'a RawValue,
+    },
+    ToolResult {
+        tool_use_id: &'a str,
+        content: Vec<Block<'a>>,
+    },
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ImageSource<'a> {
+    Base64 { media_type: &'a str, data: &'a str },
+    Url { url: &'a str },
+}
+
+#[derive(Serialize)]
+struct AnthTool<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<&'a str>,
+    input_schema: &'a RawValue,
+}
+
+#[derive(Serialize)]
+struct AnthToolChoice<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    disable_parallel_tool_use: Option<bool>,
+}
+
+#[derive(Serialize)]
+struct Metadata<'a> {
+    user_id: &'a str,
+}
+
+/// An OpenAI chat completion request, translated for Anthropic's messages API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TranslatedRequest {
+    /// The Anthropic request body.
+    pub body: Vec<u8>,
+    /// The model the caller asked for.
+    pub requested_model: String,
+    /// The Anthropic model sent (after mapping).
+    pub model: String,
+    /// Whether the caller asked for a stream.
+    pub stream: bool,
+    /// Whether the caller asked for usage in the stream
+    /// (`stream_options.include_usage`).
+    pub include_usage: bool,
+}
+
+/// Options of [`request_to_anthropic`].
+#[derive(Debug, Clone, Copy)]
+pub struct RequestOptions<'a> {
+    /// Logical → Anthropic model names.
+    pub models: &'a ModelMap,
+    /// `max_tokens` when the caller gave none.
+    pub default_max_tokens: u64,
+}
+
+fn empty_object() -> &'static RawValue {
+    serde_json::from_str("{}").expect("a constant JSON object parses")
+}
+
+fn empty_schema() -> &'static RawValue {
+    serde_json::from_str(r#"{"type":"object","properties":{}}"#)
+        .expect("a constant JSON object parses")
+}
+
+/// Translates an OpenAI chat completion request body into an Anthropic messages
+/// request body.
+///
+/// ```
+/// use tower_failover_provider::ModelMap;
+/// use tower_failover_provider::translate::anthropic::{RequestOptions, request_to_anthropic};
+///
+/// let models = ModelMap::from_iter([("smart", "claude-sonnet-4-5")]);
+/// let opts = RequestOptions { models: &models, default_max_tokens: 1024 };
+/// let out = request_to_anthropic(br#"{
+///     "model": "smart",
+///     "messages": [
+///         {"role": "system", "content": "Be brief."},
+///         {"role": "user", "content": "Hello"}
+///     ],
+///     "stop": "END"
+/// }"#, &opts).unwrap();
+/// let body: serde_json::Value = serde_json::from_slice(&out.body).unwrap();
+/// assert_eq!(body, serde_json::json!({
+///     "model": "claude-sonnet-4-5",
+///     "max_tokens": 1024,
+///     "system": "Be brief.",
+///     "messages": [{"role": "user", "content": [{"type": "text", "text": "Hello"}]}],
+///     "stop_sequences": ["END"]
+/// }));
+/// ```
+pub fn request_to_anthropic(
+    body: &[u8],
+    opts: &RequestOptions<'_>,
+) -> Result<TranslatedRequest, TranslateError> {
+    crate::translate::require_object(body)?;
+    let req: ChatRequest<'_> = serde_json::from_slice(body)
+        .map_err(|e| TranslateError::new(format!("not a chat completion request: {e}")))?;
+    if req.n.unwrap_or(1) > 1 {
+        return Err(TranslateError::new("n > 1 is not supported by Anthropic"));
+    }
+    let model = opts.models.map(&req.model);
+
+    let mut system = SystemPrompt::default();
+    let mut messages: Vec<AnthMessage<'_>> = Vec::with_capacity(req.messages.len());
+    for (i, msg) in req.messages.iter().enumerate() {
+        let role: &'static str = match &*msg.role {
+            "system" | "developer" => {
+                system.push(msg.content.as_ref(), i)?;
+                continue;
+            }
+            "user" => "user",
+            "assistant" => "assistant",
+            "tool" => "user",
+            other => {
+                return Err(TranslateError::new(format!(
+                    "messages[{i}]: unsupported role {other:?}"
+                )));
+            }
+        };
+        let mut blocks = Vec::new();
+        match &*msg.role {
+            "tool" => {
+                let id = msg.tool_call_id.as_deref().ok_or_else(|| {
+                    TranslateError::new(format!("messages[{i}]: tool message without tool_call_id"))
+                })?;
+                let mut content = Vec::new();
+                push_content(&mut content, msg.content.as_ref(), i)?;
+                blocks.push(Block::ToolResult {
+                    tool_use_id: id,
+                    content,
+                });
+            }
+            _ => {
+                push_content(&mut blocks, msg.content.as_ref(), i)?;
+                for call in msg.tool_calls.iter().flatten() {
+                    let args = call.function.arguments.trim();
+                    let input = if args.is_empty() {
+                        empty_object()
+                    } else {
+                        serde_json::from_str::<&RawValue>(args).map_err(|e| {
+                            TranslateError::new(format!(
+                                "messages[{i}]: tool call arguments are not JSON: {e}"
+                            ))
+                        })?
+                    };
+                    blocks.push(Block::ToolUse {
+                        id: &call.id,
+                        name: &call.function.name,
+                        input,
+                    });
+                }
+            }
+        }
+        match messages.last_mut() {
+            Some(last) if last.role == role => last.content.extend(blocks),
+            _ => messages.push(AnthMessage {
+                role,
+                content: blocks,
+            }),
+        }
+    }
+
+    let tools: Vec<AnthTool<'_>> = req
+        .tools
+        .iter()
+        .flatten()
+        .filter(|t| t.kind.as_deref().is_none_or(|k| k == "function"))
+        .map(|t| AnthTool {
+            name: &t.function.name,
+            description: t.function.description.as_deref(),
+            input_schema: t.function.parameters.unwrap_or_else(|| empty_schema()),
+        })
+        .collect();
+
+    let choice = match req.tool_choice {
+        None => None,
+        Some(raw) => Some(
+            serde_json::from_str::<ToolChoiceIn>(raw.get())
+                .map_err(|_| TranslateError::new("unsupported tool_choice"))?,
+        ),
+    };
+    let disable_parallel = (req.parallel_tool_calls == Some(false)).then_some(true);
+    let tool_choice = match &choice {
+        None if disable_parallel.is_some() && !tools.is_empty() => Some(AnthToolChoice {
+            kind: "auto",
+            name: None,
+            disable_parallel_tool_use: disable_parallel,
+        }),
+        None => None,
+        Some(ToolChoiceIn::Mode(mode)) => Some(match mode.as_str() {
+            "auto" => AnthToolChoice {
+                kind: "auto",
+                name: None,
+                disable_parallel_tool_use: disable_parallel,
+            },
+            "required" => AnthToolChoice {
+                kind: "any",
+                name: None,
+                disable_parallel_tool_use: disable_parallel,
+            },
+            "none" => AnthToolChoice {
+                kind: "none",
+                name: None,
+                disable_parallel_tool_use: None,
+            },
+            other => {
+                return Err(TranslateError::new(format!(
+                    "unsupported tool_choice {other:?}"
+                )));
+            }
+        }),
+        Some(ToolChoiceIn::Function { function }) => Some(AnthToolChoice {
+            kind: "tool",
+            name: Some(&function.name),
+            disable_parallel_tool_use: disable_parallel,
+        }),
+    };
+
+    let stream = req.stream.unwrap_or(false);
+    let out = MessagesRequest {
+        model,
+        max_tokens: req
+            .max_completion_tokens
+            .or(req.max_tokens)
+            .unwrap_or(opts.default_max_tokens),
+        system: system.finish(),
+        messages,
+        temperature: req.temperature.map(|t| t.clamp(0.0, 1.0)),
+        top_p: req.top_p,
+        stop_sequences: req
+            .stop
+            .as_ref()
+            .map(|s| s.iter().collect())
+            .unwrap_or_default(),
+        stream,
+        tools,
+        tool_choice,
+        metadata: req.user.as_deref().map(|user_id| Metadata { user_id }),
+    };
+    let body = serde_json::to_vec(&out).map_err(|e| TranslateError::new(e.to_string()))?;
+    Ok(TranslatedRequest {
+        body,
+        requested_model: req.model.to_string(),
+        model: model.to_string(),
+        stream,
+        include_usage: req
+            .stream_options
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false),
+    })
+}
+
+/// The top-level `system` text: every system and developer message, joined by blank
+/// lines (the text parts of one message by a line break).
+///
+/// The pieces are borrowed as they come and copied once, into one `String` of the
+/// right size, at the end: a request of 100 000 tiny system messages costs time
+/// linear in its size, not quadratic as joining message by message would.
+#[derive(Default)]
+struct SystemPrompt<'a> {
+    pieces: Vec<&'a str>,
+    messages: usize,
+}
+
+impl<'a> SystemPrompt<'a> {
+    /// Adds the text of system message `i` (a string, or text parts only).
+    fn push(&mut self, content: Option<&'a Content<'a>>, i: usize) -> Result<(), TranslateError> {
+        if self.messages > 0 {
+            self.pieces.push("\n\n");
+        }
+        self.messages += 1;
+        match content {
+            None => {}
+            Some(Content::Text(s)) => self.pieces.push(s),
+            Some(Content::Parts(parts)) => {
+                for (k, p) in parts.iter().enumerate() {
+                    let text = match (&*p.kind, &p.text) {
+                        ("text", Some(t)) => &**t,
+                        _ => {
+                            return Err(TranslateError::new(format!(
+                                "messages[{i}]: system content may only hold text"
+                            )));
+                        }
+                    };
+                    if k > 0 {
+                        self.pieces.push("\n");
+                    }
+                    self.pieces.push(text);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The joined text; `None` if there was no system message.
+    fn finish(self) -> Option<Cow<'a, str>> {
+        (self.messages > 0).then(|| concat(&self.pieces))
+    }
+}
+
+/// The pieces one after another: borrowed if there is only one, else copied once
+/// into a `String` allocated at its final size.
+pub(super) fn concat<'a>(pieces: &[&'a str]) -> Cow<'a, str> {
+    match pieces {
+        [] => Cow::Borrowed(""),
+        [one] => Cow::Borrowed(one),
+        many => {
+            let mut out = String::with_capacity(many.iter().map(|p| p.len()).sum());
+            for p in many {
+                out.push_str(p);
+            }
+            Cow::Owned(out)
+        }
+    }
+}
+
+/// Appends a message's content as blocks. Empty texts are skipped (Anthropic
+/// refuses empty text blocks).
+fn push_content<'a>(
+    blocks: &mut Vec<Block<'a>>,
+    content: Option<&'a Content<'a>>,
+    i: usize,
+) -> Result<(), TranslateError> {
+    match content {
+        None => {}
+        Some(Content::Text(s)) if !s.is_empty() => blocks.push(Block::Text { text: s }),
+        Some(Content::Text(_)) => {}
+        Some(Content::Parts(parts)) => {
+            for p in parts {
+                match (&*p.kind, &p.text, &p.image_url, &p.refusal) {
+                    ("text", Some(t), _, _) if !t.is_empty() => {
+                        blocks.push(Block::Text { text: t })
+                    }
+                    ("text", _, _, _) => {}
+                    ("refusal", _, _, Some(r)) => blocks.push(Block::Text { text: r }),
+                    ("image_url", _, Some(img), _) => blocks.push(Block::Image {
+                        source: image_source(&img.url).ok_or_else(|| {
+                            TranslateError::new(format!(
+                                "messages[{i}]: image data URLs must be base64"
+                            ))
+                        })?,
+                    }),
+                    (other, _, _, _) => {
+                        return Err(TranslateError::new(format!(
+                            "messages[{i}]: unsupported content part {other:?}"
+                        )));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn image_source(url: &str) -> Option<ImageSource<'_>> {
+    match url.strip_prefix("data:") {
+        None => Some(ImageSource::Url { url }),
+        Some(rest) => {
+            let (meta, data) = rest.split_once(',')?;
+            let media_type = meta.strip_suffix(";base64")?;
+            Some(ImageSource::Base64 { media_type, data })
+        }
+    }
+}

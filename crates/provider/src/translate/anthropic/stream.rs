@@ -1,0 +1,416 @@
+//! Anthropic SSE streams in, OpenAI chat completion chunks out, event by event.
+
+use serde::{Deserialize as DeriveDeserialize, Serialize};
+use tower_failover_core::error::{Invalid, TransportError, TruncatedStream};
+use tower_failover_core::{BoxError, FailureKind, RejectKind};
+
+use crate::sse::{SseEvent, SseParser};
+use crate::translate::str::Str;
+
+use super::response::{
+    AnthError, AnthUsage, ChatUsage, RespBlock, TokenCounts, finish_reason, now_unix,
+};
+
+// ---- streams ------------------------------------------------------------------------
+
+#[derive(DeriveDeserialize)]
+struct Event<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Str<'a>,
+    #[serde(borrow, default)]
+    message: Option<EventMessage<'a>>,
+    #[serde(default)]
+    index: Option<usize>,
+    #[serde(borrow, default)]
+    content_block: Option<RespBlock<'a>>,
+    #[serde(borrow, default)]
+    delta: Option<EventDelta<'a>>,
+    #[serde(default)]
+    usage: Option<AnthUsage>,
+    #[serde(borrow, default)]
+    error: Option<AnthError<'a>>,
+}
+
+#[derive(DeriveDeserialize)]
+struct EventMessage<'a> {
+    #[serde(borrow, default)]
+    id: Str<'a>,
+    #[serde(borrow, default)]
+    model: Str<'a>,
+    #[serde(default)]
+    usage: Option<AnthUsage>,
+}
+
+#[derive(DeriveDeserialize)]
+struct EventDelta<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    text: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    partial_json: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    stop_reason: Option<Str<'a>>,
+}
+
+/// The fields every chunk of one stream repeats; serialized once per stream.
+#[derive(Serialize)]
+struct ChunkHead<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+}
+
+#[derive(Serialize)]
+struct ChunkChoice<'a> {
+    index: u32,
+    delta: Delta<'a>,
+    logprobs: Option<()>,
+    finish_reason: Option<&'a str>,
+}
+
+#[derive(Serialize, Default)]
+struct Delta<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<[DeltaToolCall<'a>; 1]>,
+}
+
+#[derive(Serialize)]
+struct DeltaToolCall<'a> {
+    index: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    function: DeltaFunction<'a>,
+}
+
+#[derive(Serialize)]
+struct DeltaFunction<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    arguments: Option<&'a str>,
+}
+
+/// Translates an Anthropic SSE stream into OpenAI chat completion chunks, chunk by
+/// chunk, holding only the unfinished tail event.
+///
+/// ```
+/// use tower_failover_provider::translate::anthropic::StreamTranslator;
+///
+/// let mut t = StreamTranslator::new(true, 1 << 20);
+/// let mut out = Vec::new();
+/// t.push(b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\
+///          \"model\":\"claude-haiku-4-5\",\"usage\":{\"input_tokens\":9,\"output_tokens\":1}}}\n\n\
+///          event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\
+///          \"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n", &mut out).unwrap();
+/// t.push(b"data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\
+///          \"usage\":{\"output_tokens\":2}}\n\ndata: {\"type\":\"message_stop\"}\n\n", &mut out).unwrap();
+/// t.finish(&mut out).unwrap();
+/// let text = String::from_utf8(out).unwrap();
+/// assert!(text.contains(r#""delta":{"content":"Hi"}"#));
+/// assert!(text.contains(r#""finish_reason":"stop""#));
+/// assert!(text.contains(r#""usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11}"#));
+/// assert!(text.ends_with("data: [DONE]\n\n"));
+/// assert_eq!(t.usage().unwrap().completion_tokens, 2);
+/// ```
+#[derive(Debug, Clone)]
+pub struct StreamTranslator {
+    parser: SseParser,
+    state: StreamState,
+}
+
+#[derive(Debug, Clone, Default)]
+struct StreamState {
+    id: String,
+    model: String,
+    created: u64,
+    /// (Anthropic block index, OpenAI tool call index) of each tool_use block.
+    tools: Vec<(usize, usize)>,
+    prompt: Option<u64>,
+    completion: Option<u64>,
+    include_usage: bool,
+    stopped: bool,
+    /// `data: {"id":…,"object":…,"created":…,"model":…,"choices":`, built once.
+    head: Vec<u8>,
+}
+
+impl StreamTranslator {
+    /// A translator; `include_usage` ends the stream with OpenAI's usage chunk
+    /// (`choices: []`). Events larger than `max_event` bytes are refused.
+    pub fn new(include_usage: bool, max_event: usize) -> Self {
+        StreamTranslator {
+            parser: SseParser::new(max_event),
+            state: StreamState {
+                created: now_unix(),
+                include_usage,
+                ..StreamState::default()
+            },
+        }
+    }
+
+    /// Translates a chunk of the Anthropic stream, appending OpenAI SSE to `out`.
+    ///
+    /// Errors: [`Invalid`] for an event that is not JSON or too large;
+    /// [`TransportError`] of kind `Overloaded` for an `overloaded_error` event;
+    /// [`TruncatedStream`] for any other error event.
+    pub fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), BoxError> {
+        let state = &mut self.state;
+        self.parser
+            .feed(chunk, &mut |ev: SseEvent<'_>| state.event(ev.data, out))
+    }
+
+    /// The Anthropic stream ended: translates a last event that lacked its blank
+    /// line, and fails with [`TruncatedStream`] if `message_stop` never came.
+    pub fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), BoxError> {
+        let state = &mut self.state;
+        self.parser
+            .finish(&mut |ev: SseEvent<'_>| state.event(ev.data, out))?;
+        if !self.state.stopped {
+            return Err(TruncatedStream::new("anthropic stream ended before message_stop").into());
+        }
+        Ok(())
+    }
+
+    /// Whether `message_stop` has been translated.
+    pub fn is_complete(&self) -> bool {
+        self.state.stopped
+    }
+
+    /// The token counts seen so far (final once complete), if any.
+    pub fn usage(&self) -> Option<TokenCounts> {
+        if self.state.prompt.is_none() && self.state.completion.is_none() {
+            return None;
+        }
+        Some(TokenCounts {
+            prompt_tokens: self.state.prompt.unwrap_or(0),
+            completion_tokens: self.state.completion.unwrap_or(0),
+        })
+    }
+}
+
+impl StreamState {
+    fn event(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), BoxError> {
+        let ev: Event<'_> = serde_json::from_slice(data)
+            .map_err(|e| Invalid::new(RejectKind::InvalidJson, format!("anthropic event: {e}")))?;
+        match &*ev.kind {
+            "message_start" => {
+                if let Some(m) = ev.message {
+                    self.id = m.id.0.into_owned();
+                    self.model = m.model.0.into_owned();
+                    self.head.clear();
+                    if let Some(u) = m.usage {
+                        self.absorb(u);
+                    }
+                }
+                self.chunk(
+                    out,
+                    Delta {
+                        role: Some("assistant"),
+                        content: Some(""),
+                        ..Delta::default()
+                    },
+                    None,
+                )
+            }
+            "content_block_start" => {
+                let (Some(block), Some(index)) = (ev.content_block, ev.index) else {
+                    return Ok(());
+                };
+                match &*block.kind {
+                    "text" => match block.text.as_deref() {
+                        Some(t) if !t.is_empty() => self.chunk(
+                            out,
+                            Delta {
+                                content: Some(t),
+                                ..Delta::default()
+                            },
+                            None,
+                        ),
+                        _ => Ok(()),
+                    },
+                    "tool_use" => {
+                        let tool_index = self.tools.len();
+                        self.tools.push((index, tool_index));
+                        self.chunk(
+                            out,
+                            Delta {
+                                tool_calls: Some([DeltaToolCall {
+                                    index: tool_index,
+                                    id: block.id.as_deref(),
+                                    kind: Some("function"),
+                                    function: DeltaFunction {
+                                        name: block.name.as_deref(),
+                                        arguments: Some(""),
+                                    },
+                                }]),
+                                ..Delta::default()
+                            },
+                            None,
+                        )
+                    }
+                    _ => Ok(()),
+                }
+            }
+            "content_block_delta" => {
+                let Some(delta) = ev.delta else {
+                    return Ok(());
+                };
+                match delta.kind.as_deref() {
+                    Some("text_delta") => match delta.text.as_deref() {
+                        Some(t) if !t.is_empty() => self.chunk(
+                            out,
+                            Delta {
+                                content: Some(t),
+                                ..Delta::default()
+                            },
+                            None,
+                        ),
+                        _ => Ok(()),
+                    },
+                    Some("input_json_delta") => {
+                        let tool = ev
+                            .index
+                            .and_then(|i| self.tools.iter().find(|(b, _)| *b == i))
+                            .map(|(_, t)| *t);
+                        match (tool, delta.partial_json.as_deref()) {
+                            (Some(index), Some(json)) if !json.is_empty() => self.chunk(
+                                out,
+                                Delta {
+                                    tool_calls: Some([DeltaToolCall {
+                                        index,
+                                        id: None,
+                                        kind: None,
+                                        function: DeltaFunction {
+                                            name: None,
+                                            arguments: Some(json),
+                                        },
+                                    }]),
+                                    ..Delta::default()
+                                },
+                                None,
+                            ),
+                            _ => Ok(()),
+                        }
+                    }
+                    // thinking, signature and citation deltas have no OpenAI form.
+                    _ => Ok(()),
+                }
+            }
+            "message_delta" => {
+                if let Some(u) = ev.usage {
+                    self.absorb(u);
+                }
+                let reason = ev
+                    .delta
+                    .and_then(|d| d.stop_reason)
+                    .map(|r| finish_reason(&r));
+                match reason {
+                    Some(r) => self.chunk(out, Delta::default(), Some(r)),
+                    None => Ok(()),
+                }
+            }
+            "message_stop" => {
+                if self.stopped {
+                    return Ok(());
+                }
+                self.stopped = true;
+                if self.include_usage {
+                    let usage =
+                        ChatUsage::new(self.prompt.unwrap_or(0), self.completion.unwrap_or(0));
+                    self.write(out, &[], Some(usage))?;
+                }
+                out.extend_from_slice(b"data: [DONE]\n\n");
+                Ok(())
+            }
+            "error" => {
+                // The error's type, when it is a short identifier; never its
+                // message, which is the provider's own text and may quote a key.
+                let kind = ev
+                    .error
+                    .as_ref()
+                    .map(|e| &*e.kind)
+                    .filter(|k| {
+                        k.len() <= 40 && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                    })
+                    .unwrap_or("error");
+                if kind == "overloaded_error" {
+                    Err(TransportError::new(
+                        FailureKind::Overloaded,
+                        format!("anthropic stream error: {kind}"),
+                    )
+                    .into())
+                } else {
+                    Err(TruncatedStream::new(format!("anthropic stream error: {kind}")).into())
+                }
+            }
+            // ping, content_block_stop and future event types.
+            _ => Ok(()),
+        }
+    }
+
+    fn absorb(&mut self, u: AnthUsage) {
+        if let Some(p) = u.prompt() {
+            self.prompt = Some(p);
+        }
+        if let Some(c) = u.output_tokens {
+            self.completion = Some(c);
+        }
+    }
+
+    fn chunk(
+        &mut self,
+        out: &mut Vec<u8>,
+        delta: Delta<'_>,
+        finish_reason: Option<&str>,
+    ) -> Result<(), BoxError> {
+        self.write(
+            out,
+            &[ChunkChoice {
+                index: 0,
+                delta,
+                logprobs: None,
+                finish_reason,
+            }],
+            None,
+        )
+    }
+
+    fn write(
+        &mut self,
+        out: &mut Vec<u8>,
+        choices: &[ChunkChoice<'_>],
+        usage: Option<ChatUsage>,
+    ) -> Result<(), BoxError> {
+        let err = |e: serde_json::Error| Invalid::new(RejectKind::Shape, e.to_string());
+        if self.head.is_empty() {
+            self.head.extend_from_slice(b"data: ");
+            serde_json::to_writer(
+                &mut self.head,
+                &ChunkHead {
+                    id: &self.id,
+                    object: "chat.completion.chunk",
+                    created: self.created,
+                    model: &self.model,
+                },
+            )
+            .map_err(err)?;
+            self.head.pop(); // the closing brace
+            self.head.extend_from_slice(b",\"choices\":");
+        }
+        out.extend_from_slice(&self.head);
+        serde_json::to_writer(&mut *out, choices).map_err(err)?;
+        if let Some(usage) = usage {
+            out.extend_from_slice(b",\"usage\":");
+            serde_json::to_writer(&mut *out, &usage).map_err(err)?;
+        }
+        out.extend_from_slice(b"}\n\n");
+        Ok(())
+    }
+}

@@ -1,0 +1,75 @@
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+
+use http::Request;
+use tower::BoxError;
+use tower_failover_core::replay::clone_request;
+use tower_service::Service;
+
+use super::future::ResponseFuture;
+use super::wait::Shared;
+
+/// The service made by [`WaitQueueLayer`](super::WaitQueueLayer).
+#[derive(Clone)]
+pub struct WaitQueue<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S> WaitQueue<S> {
+    pub(super) fn new(inner: S, shared: Arc<Shared>) -> Self {
+        WaitQueue { inner, shared }
+    }
+
+    /// How many requests are waiting now.
+    pub fn waiting(&self) -> usize {
+        self.shared.waiting.load(Ordering::Relaxed)
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for WaitQueue<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WaitQueue")
+            .field("inner", &self.inner)
+            .field("waiting", &self.waiting())
+            .finish()
+    }
+}
+impl<S, B> Service<Request<B>> for WaitQueue<S>
+where
+    S: Service<Request<B>, Error = BoxError> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Response: Send + 'static,
+    B: Clone + Send + 'static,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, B>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let copy = clone_request(&req);
+        let fut = self.inner.call(req);
+        ResponseFuture::new(fut, copy, self.inner.clone(), self.shared.clone())
+    }
+}

@@ -1,0 +1,375 @@
+//! A quick benchmark runner: nanoseconds and heap allocations per request for each
+//! tower-failover layer and for the full stack, over an always-ready inner service,
+//! against the bare inner service and a comparable stack of tower's own middleware
+//! measured in the same run. Prints a table on stderr and a JSON summary on stdout.
+//!
+//! Run with:
+//!
+//! ```text
+//! cargo run --release --example bench_runner                  # about 10 seconds
+//! cargo run --release --example bench_runner -- --iters 1000000 > bench.json
+//! ```
+//!
+//! One request = `poll_ready` + `call` + polling the response future and then the
+//! response body to their ends with a no-op waker (the inner service answers at once
+//! with a small chat completion, so the figures are the layers' own work). Each case
+//! runs five rounds after a warm-up, interleaved with five rounds of the bare inner
+//! service, and the fastest of each is kept: the added cost is the difference, so
+//! the load of a shared machine drifts over both alike. Allocations are
+//! counted by a counting global allocator over a separate round. The criterion
+//! benches in `crates/*/benches` measure the same things with more statistics; this
+//! runner is the quick, machine-readable summary.
+
+use std::alloc::System;
+use std::convert::Infallible;
+use std::future::{Future, Ready, ready};
+use std::hint::black_box;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::Parser;
+use http::{Request, Response, Uri};
+use http_body::Body;
+use serde_json::json;
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+use tokio::time::Instant;
+use tower::{BoxError, Layer, Service, ServiceBuilder};
+use tower_failover_balance::{Balance, BalanceConfig};
+use tower_failover_circuit::CircuitBreakerLayer;
+use tower_failover_core::observe::ObserveLayer;
+use tower_failover_core::replay::ReplayBody;
+use tower_failover_core::{Health, Registry};
+use tower_failover_overflow::{QuotaConfig, QuotaLayer, QuotaTracker};
+use tower_failover_ramp::{RampConfig, RampLayer};
+use tower_failover_validate::ValidateLayer;
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+/// Quick per-layer benchmarks with a JSON summary.
+#[derive(Debug, Parser)]
+#[command(about)]
+struct Args {
+    /// Requests per measured round.
+    #[arg(long, default_value_t = 200_000)]
+    iters: u64,
+}
+
+const COMPLETION: &str = r#"{"id":"chatcmpl-1","object":"chat.completion","model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there."},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":3,"total_tokens":12}}"#;
+const REQUEST: &str =
+    r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello."}]}"#;
+
+/// A provider that answers 200 with a small completion at once, without allocating.
+#[derive(Clone, Copy)]
+struct Ready200;
+
+impl Service<Request<ReplayBody>> for Ready200 {
+    type Response = Response<ReplayBody>;
+    type Error = Infallible;
+    type Future = Ready<Result<Response<ReplayBody>, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Request<ReplayBody>) -> Self::Future {
+        ready(Ok(Response::new(ReplayBody::new(Bytes::from_static(
+            COMPLETION.as_bytes(),
+        )))))
+    }
+}
+
+fn request() -> Request<ReplayBody> {
+    let mut req = Request::new(ReplayBody::new(Bytes::from_static(REQUEST.as_bytes())));
+    *req.method_mut() = http::Method::POST;
+    *req.uri_mut() = Uri::from_static("/v1/chat/completions");
+    req
+}
+
+/// One request through `svc`, driven by hand to the end of its body.
+#[inline]
+fn one<S, B>(svc: &mut S, cx: &mut Context<'_>)
+where
+    S: Service<Request<ReplayBody>, Response = Response<B>>,
+    S::Error: std::fmt::Debug,
+    B: Body,
+{
+    match svc.poll_ready(cx) {
+        Poll::Ready(Ok(())) => {}
+        other => panic!("the stack is not ready: {:?}", other.map(|r| r.err())),
+    }
+    let mut fut = pin!(svc.call(request()));
+    let res = loop {
+        // A router's future may take a few polls (readiness, then the call).
+        match fut.as_mut().poll(cx) {
+            Poll::Ready(Ok(res)) => break res,
+            Poll::Ready(Err(e)) => panic!("the stack failed: {e:?}"),
+            Poll::Pending => {}
+        }
+    };
+    let mut body = pin!(res.into_body());
+    loop {
+        match body.as_mut().poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                black_box(frame);
+            }
+            Poll::Ready(None) => break,
+            Poll::Ready(Some(Err(_))) => panic!("the body failed"),
+            Poll::Pending => {}
+        }
+    }
+}
+
+struct Measured {
+    name: &'static str,
+    what: &'static str,
+    /// Fastest round of the case.
+    ns: f64,
+    /// Fastest round of the bare service, in rounds interleaved with the case's.
+    bare_ns: f64,
+    allocs: f64,
+}
+
+/// The fastest of `rounds` rounds of `iters` requests, ns per request.
+fn round<S, B>(svc: &mut S, iters: u64, cx: &mut Context<'_>) -> f64
+where
+    S: Service<Request<ReplayBody>, Response = Response<B>>,
+    S::Error: std::fmt::Debug,
+    B: Body,
+{
+    let start = Instant::now();
+    for _ in 0..iters {
+        one(svc, cx);
+    }
+    start.elapsed().as_nanos() as f64 / iters as f64
+}
+
+/// Measures `svc` in five rounds interleaved with five rounds of the bare service,
+/// so that the machine's load drifts over both alike; keeps the fastest of each.
+fn measure<S, B>(name: &'static str, what: &'static str, mut svc: S, iters: u64) -> Measured
+where
+    S: Service<Request<ReplayBody>, Response = Response<B>>,
+    S::Error: std::fmt::Debug,
+    B: Body,
+{
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut bare = Ready200;
+    for _ in 0..iters / 10 {
+        one(&mut svc, &mut cx);
+        one(&mut bare, &mut cx);
+    }
+    let (mut best, mut best_bare) = (f64::INFINITY, f64::INFINITY);
+    for _ in 0..5 {
+        best_bare = best_bare.min(round(&mut bare, iters, &mut cx));
+        best = best.min(round(&mut svc, iters, &mut cx));
+    }
+    let n = (iters / 10).max(1000);
+    let region = Region::new(GLOBAL);
+    for _ in 0..n {
+        one(&mut svc, &mut cx);
+    }
+    let allocs = region.change().allocations as f64 / n as f64;
+    Measured {
+        name,
+        what,
+        ns: best,
+        bare_ns: best_bare,
+        allocs,
+    }
+}
+
+/// The per-provider stack of the drill above `inner` (the client's place): observe,
+/// quota, circuit breaker, ramp.
+fn provider_stack<S, B>(
+    health: Health,
+    inner: S,
+) -> impl Service<Request<ReplayBody>, Response = Response<impl Body<Data = Bytes>>, Error = BoxError>
++ Clone
+where
+    S: Service<Request<ReplayBody>, Response = Response<B>> + Clone,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let observed = ObserveLayer::new(health.clone()).layer(inner);
+    let quota = QuotaLayer::new(
+        health.clone(),
+        QuotaTracker::new(QuotaConfig::default()).expect("valid quota config"),
+    )
+    .layer(observed);
+    let circuit = CircuitBreakerLayer::new(health.clone()).layer(quota);
+    RampLayer::new(health.clone(), RampConfig::default().seed(1))
+        .expect("the default ramp configuration is valid")
+        .layer(circuit)
+}
+
+/// A balancer over three such provider stacks.
+fn full_stack<S, B>(
+    inner: S,
+) -> impl Service<Request<ReplayBody>, Response = Response<impl Body<Data = Bytes>>, Error = BoxError>
+where
+    S: Service<Request<ReplayBody>, Response = Response<B>> + Clone,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let registry = Registry::new();
+    let providers: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|p| {
+            let h = registry.provider(p, "m");
+            let s = provider_stack(h.clone(), inner.clone());
+            (h, s)
+        })
+        .collect();
+    Balance::builder()
+        .config(BalanceConfig::default().seed(7))
+        .providers(providers)
+        .build()
+        .expect("valid balancer config")
+}
+
+#[allow(clippy::print_stdout)]
+fn main() {
+    let args = Args::parse();
+    let iters = args.iters.max(1000);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a tokio runtime");
+    // Layers that spawn a driver (the ramp) or arm timers need a runtime context;
+    // the measured loops never yield to it.
+    let _guard = rt.enter();
+    let health = || Health::standalone("bench", "gpt-4o-mini");
+
+    let mut results = vec![measure("bare", "the inner service alone", Ready200, iters)];
+    results.push(measure(
+        "tower_baseline",
+        "tower ConcurrencyLimit(1024) + Timeout(30 s): a comparable stack of tower's own middleware",
+        ServiceBuilder::new()
+            .concurrency_limit(1024)
+            .timeout(Duration::from_secs(30))
+            .service(Ready200),
+        iters,
+    ));
+    results.push(measure(
+        "observe",
+        "tower-failover-core ObserveLayer",
+        ObserveLayer::new(health()).layer(Ready200),
+        iters,
+    ));
+    results.push(measure(
+        "circuit",
+        "tower-failover-circuit CircuitBreakerLayer (closed, default policy)",
+        CircuitBreakerLayer::new(health()).layer(Ready200),
+        iters,
+    ));
+    results.push(measure(
+        "ramp",
+        "tower-failover-ramp RampLayer (no ramp running)",
+        RampLayer::new(health(), RampConfig::default().seed(1))
+            .expect("the default ramp configuration is valid")
+            .layer(Ready200),
+        iters,
+    ));
+    results.push(measure(
+        "quota",
+        "tower-failover-overflow QuotaLayer (default tracker)",
+        QuotaLayer::new(
+            health(),
+            QuotaTracker::new(QuotaConfig::default()).expect("valid quota config"),
+        )
+        .layer(Ready200),
+        iters,
+    ));
+    results.push(measure(
+        "validate",
+        "tower-failover-validate ValidateLayer::llm() on a small completion",
+        ValidateLayer::llm().layer(Ready200),
+        iters,
+    ));
+    results.push(measure(
+        "full_stack",
+        "Balance over 3 providers, each ramp → circuit → quota → observe (no validation)",
+        full_stack(Ready200),
+        iters,
+    ));
+    results.push(measure(
+        "full_stack_validated",
+        "the same with ValidateLayer::llm() in each provider stack",
+        full_stack(ValidateLayer::llm().layer(Ready200)),
+        iters,
+    ));
+
+    // Memory after a million requests through the full stack: bytes still held
+    // (allocated minus freed) once they are done, against the stack just built.
+    let memory = {
+        let mut svc = full_stack(Ready200);
+        let mut cx = Context::from_waker(Waker::noop());
+        one(&mut svc, &mut cx); // first request: lazily built state
+        let region = Region::new(GLOBAL);
+        for _ in 0..1_000_000u64 {
+            one(&mut svc, &mut cx);
+        }
+        let stats = region.change();
+        let held = stats.bytes_allocated as i64 - stats.bytes_deallocated as i64
+            + stats.bytes_reallocated as i64;
+        eprintln!(
+            "memory after 1,000,000 requests through the full stack: {held} bytes still held ({} allocations in all)",
+            stats.allocations
+        );
+        held
+    };
+
+    // Context for the figures: what one clock read costs on this machine (the
+    // layers that measure latency read the clock a few times per request).
+    let clock_ns = {
+        let n = iters * 5;
+        let start = Instant::now();
+        for _ in 0..n {
+            black_box(Instant::now());
+        }
+        start.elapsed().as_nanos() as f64 / n as f64
+    };
+    eprintln!("one clock read (tokio::time::Instant::now): {clock_ns:.1} ns");
+    let added = |r: &Measured| r.ns - r.bare_ns;
+    let tower = added(&results[1]).max(1e-9);
+    eprintln!(
+        "{:<22} {:>8} {:>8} {:>9} {:>10} {:>9}",
+        "case", "ns/req", "bare ns", "+ns", "allocs/req", "vs tower"
+    );
+    for r in &results {
+        eprintln!(
+            "{:<22} {:>8.1} {:>8.1} {:>+9.1} {:>10.2} {:>8.2}x",
+            r.name,
+            r.ns,
+            r.bare_ns,
+            added(r),
+            r.allocs,
+            added(r) / tower
+        );
+    }
+    let round1 = |x: f64| (x * 10.0).round() / 10.0;
+    let summary = json!({
+        "iterations_per_round": iters,
+        "rounds": 5,
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "clock_read_ns": round1(clock_ns),
+        "full_stack_bytes_held_after_1m_requests": memory,
+        "results": results.iter().map(|r| json!({
+            "name": r.name,
+            "what": r.what,
+            "ns_per_request": round1(r.ns),
+            "bare_ns_per_request": round1(r.bare_ns),
+            "added_ns": round1(added(r)),
+            "allocations_per_request": (r.allocs * 100.0).round() / 100.0,
+            "added_vs_tower_baseline": (added(r) / tower * 100.0).round() / 100.0,
+        })).collect::<Vec<_>>(),
+    });
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&summary).expect("JSON serializes")
+    );
+}
