@@ -2,11 +2,21 @@
 //!
 //! ```toml
 //! router = "balance"          # or "fallback" (ordered by priority), "overflow"
-//! deadline = "60s"            # total per request, across attempts
+//! deadline = "60s"            # total per request, across attempts, whatever the router
+//! attempt_timeout = "30s"     # one attempt at one provider, whatever the router
 //! max_request_bytes = 4194304
 //!
-//! [balance]                   # tower_failover::balance::BalanceConfig
-//! attempt_timeout = "30s"
+//! [balance]                   # tower_failover::balance::BalanceConfig; only with router = "balance"
+//! error_penalty = 20          # the health score: load × (1 + 20 × recent error rate)
+//!
+//! [retry]                     # same-provider retry of a 502/503 blip (`retry = false` turns it off)
+//! max_retries = 1
+//! backoff = { base = "50ms" }
+//!
+//! [probe]                     # active probes of open circuits (`probe = false` turns them off)
+//! interval = "10s"            # GET /v1/models; `completion = true` sends a one-token completion
+//!
+//! hedge = false               # or [hedge] percentile = 0.9: a second attempt when the first is slow
 //!
 //! [circuit]                   # tower_failover::circuit::CircuitConfig; `circuit = false` turns it off
 //! consecutive_failures = 5
@@ -42,9 +52,15 @@
 //! ```
 //!
 //! Every section is optional and takes the layer crate's own configuration struct
-//! (each refuses unknown keys); `validate = false`, `quota = false`,
-//! `circuit = false`, `ramp = false`, `observe = false`, `retry_budget = false`
-//! turn a layer off, and `wait_queue = true` (or a table) turns the wait queue on.
+//! (each refuses unknown keys, and validates itself once, whichever router is
+//! chosen); `validate = false`, `quota = false`, `circuit = false`, `ramp = false`,
+//! `observe = false`, `retry_budget = false`, `retry = false`, `probe = false`
+//! turn a layer off, and `wait_queue = true` or `hedge = true` (or a table) turn
+//! the wait queue or hedging on. Nothing is ignored: a router section
+//! (`[balance]`, `[fallback]`, `[overflow]`) for a router other than the chosen
+//! one is refused with an error naming it, and so is a router section's own
+//! `attempt_timeout` or `total_timeout` (the top-level `attempt_timeout` and
+//! `deadline` apply to every router).
 //! Durations read `"30s"`, `"250ms"`, `"5m"` or a number of seconds.
 //!
 //! **Model routing.** A request goes to the providers that serve the model it asks
@@ -65,12 +81,10 @@
 
 use std::fmt;
 use std::path::Path;
-#[cfg(feature = "retry")]
 use std::time::Duration;
 
 use serde::Deserialize;
 use tower_failover_balance::{BalanceConfig, FallbackConfig, ProviderOptions};
-#[cfg(feature = "retry")]
 use tower_failover_core::duration_serde;
 use tower_failover_core::{HealthConfig, ProviderId};
 
@@ -83,11 +97,11 @@ use tower_failover_circuit::CircuitConfig;
 #[cfg(feature = "overflow")]
 use tower_failover_overflow::{OverflowConfig, QuotaConfig};
 #[cfg(feature = "ramp")]
-use tower_failover_ramp::RampConfig;
+use tower_failover_ramp::{ProbeConfig, RampConfig};
 #[cfg(feature = "redis")]
 use tower_failover_redis::RedisConfig;
 #[cfg(feature = "retry")]
-use tower_failover_retry::{BudgetConfig, QueueConfig};
+use tower_failover_retry::{BudgetConfig, HedgeConfig, QueueConfig, RetryConfig};
 #[cfg(feature = "validate")]
 use tower_failover_validate::ValidateConfig;
 
@@ -105,6 +119,18 @@ pub enum RouterKind {
     Overflow,
 }
 
+impl RouterKind {
+    /// The name a configuration file uses: `balance`, `fallback`, `overflow`.
+    pub fn name(self) -> &'static str {
+        match self {
+            RouterKind::Balance => "balance",
+            RouterKind::Fallback => "fallback",
+            #[cfg(feature = "overflow")]
+            RouterKind::Overflow => "overflow",
+        }
+    }
+}
+
 /// The whole stack, as read from a file. See the [module documentation](self).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -112,13 +138,30 @@ pub enum RouterKind {
 pub struct Config {
     /// The router. Default: `balance`.
     pub router: RouterKind,
-    /// The balancer's settings (`router = "balance"`).
-    pub balance: BalanceConfig,
-    /// The fallback chain's settings (`router = "fallback"`).
-    pub fallback: FallbackConfig,
-    /// The overflow router's settings (`router = "overflow"`).
+    /// The balancer's settings: only with `router = "balance"` (a section for
+    /// another router is refused, never ignored).
+    pub balance: Option<BalanceConfig>,
+    /// The fallback chain's settings: only with `router = "fallback"`.
+    pub fallback: Option<FallbackConfig>,
+    /// The overflow router's settings: only with `router = "overflow"`.
     #[cfg(feature = "overflow")]
-    pub overflow: OverflowConfig,
+    pub overflow: Option<OverflowConfig>,
+    /// Time allowed for one attempt at one provider, whatever the router.
+    /// Default: none (the provider client's own timeouts). See
+    /// [`StackBuilder::attempt_timeout`](crate::StackBuilder::attempt_timeout).
+    #[serde(with = "duration_serde::option")]
+    pub attempt_timeout: Option<Duration>,
+    /// Same-provider retry of a 502/503 blip, with backoff, before failing over.
+    /// Default: on (one retry after about 50 ms).
+    #[cfg(feature = "retry")]
+    pub retry: Toggle<RetryConfig>,
+    /// Hedging: a second attempt when the first is slow. Default: off.
+    #[cfg(feature = "retry")]
+    pub hedge: Toggle<HedgeConfig>,
+    /// Active probes of providers whose circuit is open. Default: on
+    /// (`GET /v1/models` every 10 s); needs the recovery ramp.
+    #[cfg(feature = "ramp")]
+    pub probe: Option<Toggle<ProbeConfig>>,
     /// Output validation of every provider. Default: on.
     #[cfg(feature = "validate")]
     pub validate: Toggle<ValidateConfig>,
@@ -178,10 +221,17 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             router: RouterKind::Balance,
-            balance: BalanceConfig::default(),
-            fallback: FallbackConfig::default(),
+            balance: None,
+            fallback: None,
             #[cfg(feature = "overflow")]
-            overflow: OverflowConfig::default(),
+            overflow: None,
+            attempt_timeout: None,
+            #[cfg(feature = "retry")]
+            retry: Toggle::default(),
+            #[cfg(feature = "retry")]
+            hedge: Toggle::Off,
+            #[cfg(feature = "ramp")]
+            probe: None,
             #[cfg(feature = "validate")]
             validate: Toggle::default(),
             observe: Toggle::default(),
@@ -444,20 +494,30 @@ impl Config {
         self.health
             .validate()
             .map_err(|e| ConfigError::new(e.field(), e.reason()).within("health"))?;
-        let section = |name: &str, e: tower_failover_balance::ConfigError| {
-            ConfigError::new(e.field(), e.reason()).within(name)
-        };
-        match self.router {
-            RouterKind::Balance => self.balance.validate().map_err(|e| section("balance", e))?,
-            RouterKind::Fallback => self
-                .fallback
-                .validate()
-                .map_err(|e| section("fallback", e))?,
-            #[cfg(feature = "overflow")]
-            RouterKind::Overflow => self
-                .overflow
-                .validate()
-                .map_err(|e| ConfigError::new(e.field(), e.reason()).within("overflow"))?,
+        self.check_routers()?;
+        if self.attempt_timeout.is_some_and(|d| d.is_zero()) {
+            return Err(ConfigError::new("attempt_timeout", "must be above zero"));
+        }
+        #[cfg(feature = "retry")]
+        {
+            if let Toggle::On(c) = &self.retry {
+                c.validate().map_err(|e| core_error(e, "retry"))?;
+            }
+            if let Toggle::On(c) = &self.hedge {
+                c.validate().map_err(|e| core_error(e, "hedge"))?;
+            }
+        }
+        #[cfg(feature = "ramp")]
+        if let Some(Toggle::On(p)) = &self.probe {
+            if self.ramp.is_off() {
+                return Err(ConfigError::new(
+                    "probe",
+                    "probes run in the recovery ramp's task: turn `ramp` on, or set `probe = false`",
+                ));
+            }
+            // The probe's own errors are named `probe.<field>` already.
+            p.validate()
+                .map_err(|e| ConfigError::new(e.field(), e.reason()))?;
         }
         #[cfg(feature = "validate")]
         if let Toggle::On(c) = &self.validate {
@@ -485,18 +545,7 @@ impl Config {
                 return Err(ConfigError::new("deadline", "must be above zero"));
             }
             if let Toggle::On(q) = &self.wait_queue {
-                if q.capacity == 0 {
-                    return Err(ConfigError::new(
-                        "wait_queue.capacity",
-                        "must be at least 1 (or `wait_queue = false`)",
-                    ));
-                }
-                if q.max_wait.is_zero() {
-                    return Err(ConfigError::new(
-                        "wait_queue.max_wait",
-                        "must be above zero",
-                    ));
-                }
+                q.validate().map_err(|e| core_error(e, "wait_queue"))?;
             }
         }
         #[cfg(feature = "redis")]
@@ -523,6 +572,62 @@ impl Config {
                     .iter()
                     .map(|(m, g)| (m.as_str(), g.fallbacks.as_slice())),
             )?;
+        }
+        Ok(())
+    }
+
+    /// Each router section present is validated, and one for a router other than
+    /// the chosen one is refused (it would be ignored). A router section's own
+    /// `attempt_timeout` and `total_timeout` are refused for the top-level
+    /// `attempt_timeout` and `deadline`, one semantic for every router.
+    fn check_routers(&self) -> Result<(), ConfigError> {
+        let chosen = self.router.name();
+        let misplaced = |section: &str| {
+            ConfigError::new(
+                section,
+                format!(
+                    "this section configures router = \"{section}\", but the router is \"{chosen}\": \
+                     remove the section, or set router = \"{section}\""
+                ),
+            )
+        };
+        let timeouts = |section: &str, attempt: Option<Duration>, total: Option<Duration>| {
+            if attempt.is_some() {
+                return Err(ConfigError::new(
+                    format!("{section}.attempt_timeout"),
+                    "set `attempt_timeout` at the top level: one per-attempt timeout for every router",
+                ));
+            }
+            if total.is_some() {
+                return Err(ConfigError::new(
+                    format!("{section}.total_timeout"),
+                    "set `deadline` at the top level: one total deadline for every router",
+                ));
+            }
+            Ok(())
+        };
+        let balance_err =
+            |section: &str, e: tower_failover_core::ConfigError| core_error(e, section);
+        if let Some(c) = &self.balance {
+            if self.router != RouterKind::Balance {
+                return Err(misplaced("balance"));
+            }
+            c.validate().map_err(|e| balance_err("balance", e))?;
+            timeouts("balance", c.attempt_timeout, c.total_timeout)?;
+        }
+        if let Some(c) = &self.fallback {
+            if self.router != RouterKind::Fallback {
+                return Err(misplaced("fallback"));
+            }
+            c.validate().map_err(|e| balance_err("fallback", e))?;
+            timeouts("fallback", c.attempt_timeout, c.total_timeout)?;
+        }
+        #[cfg(feature = "overflow")]
+        if let Some(c) = &self.overflow {
+            if self.router != RouterKind::Overflow {
+                return Err(misplaced("overflow"));
+            }
+            c.validate().map_err(|e| core_error(e, "overflow"))?;
         }
         Ok(())
     }
@@ -629,16 +734,17 @@ impl Config {
 
         let registry = self.registry()?;
         let routing = match self.router {
-            RouterKind::Balance => Routing::Balance(self.balance.clone()),
-            RouterKind::Fallback => Routing::Fallback(self.fallback.clone()),
+            RouterKind::Balance => Routing::Balance(self.balance.clone().unwrap_or_default()),
+            RouterKind::Fallback => Routing::Fallback(self.fallback.clone().unwrap_or_default()),
             #[cfg(feature = "overflow")]
-            RouterKind::Overflow => Routing::Overflow(self.overflow),
+            RouterKind::Overflow => Routing::Overflow(self.overflow.unwrap_or_default()),
         };
         let mut b = crate::Stack::builder()
             .registry(registry.clone())
             .routing(routing)
             .observe(Slot::from(self.observe.clone()))
             .max_request_bytes(self.max_request_bytes)
+            .attempt_timeout(self.attempt_timeout)
             .route_by_model(self.route_by_model)
             .default_model(self.default_model.clone());
         for (model, group) in &self.models {
@@ -646,7 +752,7 @@ impl Config {
         }
         #[cfg(feature = "validate")]
         {
-            b = b.validate(Slot::from(self.validate.clone()));
+            b = b.output_validation(Slot::from(self.validate.clone()));
         }
         #[cfg(feature = "overflow")]
         {
@@ -658,14 +764,19 @@ impl Config {
         }
         #[cfg(feature = "ramp")]
         {
-            b = b.ramp(Slot::from(self.ramp.clone()));
+            b = b.ramp(Slot::from(self.ramp.clone())).probe(match &self.probe {
+                None => (!self.ramp.is_off()).then(ProbeConfig::default),
+                Some(t) => t.get().cloned(),
+            });
         }
         #[cfg(feature = "retry")]
         {
             b = b
                 .retry_budget(self.retry_budget.get().copied())
                 .deadline(self.deadline)
-                .wait_queue(self.wait_queue.get().copied());
+                .wait_queue(self.wait_queue.get().copied())
+                .same_provider_retry(self.retry.get().copied())
+                .hedge(self.hedge.get().copied());
         }
         for (i, p) in self.providers.iter().enumerate() {
             let at = format!("providers[{i}]");
@@ -685,7 +796,7 @@ impl Config {
             }
             #[cfg(feature = "validate")]
             if let Some(t) = &p.validate {
-                def = def.validate(Slot::from(t.clone()));
+                def = def.output_validation(Slot::from(t.clone()));
             }
             #[cfg(feature = "overflow")]
             if let Some(t) = &p.quota {
@@ -703,6 +814,11 @@ impl Config {
         }
         Ok(b)
     }
+}
+
+/// A layer crate's error, under its section's name.
+fn core_error(e: tower_failover_core::ConfigError, section: &str) -> ConfigError {
+    ConfigError::new(e.field(), e.reason()).within(section)
 }
 
 fn parse_error(e: &toml::de::Error, input: &str) -> ConfigError {

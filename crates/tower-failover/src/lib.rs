@@ -143,6 +143,8 @@ mod service;
 mod slot;
 #[cfg(feature = "balance")]
 mod stack;
+#[cfg(feature = "balance")]
+mod timeout;
 
 #[cfg(feature = "balance")]
 pub use config::{Config, ModelGroup, Price, ProviderEntry, RouterKind};

@@ -3,7 +3,6 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
-#[cfg(feature = "retry")]
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -31,9 +30,12 @@ use tower_failover_circuit::{CircuitBreakerLayer, CircuitConfig};
 #[cfg(feature = "overflow")]
 use tower_failover_overflow::{Overflow, OverflowConfig, QuotaConfig, QuotaLayer, QuotaTracker};
 #[cfg(feature = "ramp")]
-use tower_failover_ramp::{RampConfig, RampLayer};
+use tower_failover_ramp::{ProbeConfig, Prober, RampConfig, RampLayer};
 #[cfg(feature = "retry")]
-use tower_failover_retry::{BudgetConfig, DeadlineLayer, QueueConfig, RetryBudget, WaitQueueLayer};
+use tower_failover_retry::{
+    BudgetConfig, DeadlineLayer, HedgeConfig, HedgeLayer, QueueConfig, RetryBudget, RetryConfig,
+    SameProviderRetry, WaitQueueLayer,
+};
 #[cfg(feature = "validate")]
 use tower_failover_validate::ValidateConfig;
 
@@ -79,6 +81,27 @@ impl Routing {
             #[cfg(feature = "overflow")]
             Routing::Overflow(_) => "overflow",
             Routing::Custom(_) => "custom",
+        }
+    }
+
+    /// Whether the router times each attempt itself (its `attempt_timeout`).
+    fn times_attempts(&self) -> bool {
+        matches!(self, Routing::Balance(_) | Routing::Fallback(_))
+    }
+
+    /// The same routing, with the stack's attempt timeout (when set) in place of
+    /// the router's own.
+    fn with_attempt_timeout(&self, each: Option<Duration>) -> Routing {
+        match (self, each) {
+            (Routing::Balance(c), Some(_)) => Routing::Balance(BalanceConfig {
+                attempt_timeout: each,
+                ..c.clone()
+            }),
+            (Routing::Fallback(c), Some(_)) => Routing::Fallback(FallbackConfig {
+                attempt_timeout: each,
+                ..c.clone()
+            }),
+            _ => self.clone(),
         }
     }
 
@@ -262,9 +285,16 @@ impl ProviderDef {
 
     /// Changes output validation for this provider only.
     #[cfg(feature = "validate")]
-    pub fn validate(mut self, slot: impl Into<Slot<ValidateConfig>>) -> Self {
+    pub fn output_validation(mut self, slot: impl Into<Slot<ValidateConfig>>) -> Self {
         self.validate = Some(slot.into());
         self
+    }
+
+    /// The old name of [`output_validation`](ProviderDef::output_validation).
+    #[cfg(feature = "validate")]
+    #[deprecated(note = "renamed `output_validation` (it sets a layer; `validate` checks values elsewhere)")]
+    pub fn validate(self, slot: impl Into<Slot<ValidateConfig>>) -> Self {
+        self.output_validation(slot)
     }
 
     /// Changes quota tracking for this provider only.
@@ -335,6 +365,13 @@ pub struct StackBuilder {
     deadline: Option<Duration>,
     #[cfg(feature = "retry")]
     wait_queue: Option<QueueConfig>,
+    attempt_timeout: Option<Duration>,
+    #[cfg(feature = "retry")]
+    same_provider_retry: Option<RetryConfig>,
+    #[cfg(feature = "retry")]
+    hedge: Option<HedgeConfig>,
+    #[cfg(feature = "ramp")]
+    probe: Option<ProbeConfig>,
     max_request_bytes: usize,
     // Model routing (see `crate::models`).
     route_by_model: bool,
@@ -368,7 +405,9 @@ impl Default for StackBuilder {
 
 impl StackBuilder {
     /// Every built-in layer on with its defaults, the balancer as router, a retry
-    /// budget, no deadline, no wait queue, a 4 MiB body limit.
+    /// budget, one same-provider retry of a 502/503 blip, active probes of open
+    /// circuits, no hedging, no deadline, no attempt timeout, no wait queue, a
+    /// 4 MiB body limit (the README's table says why each default).
     pub fn new() -> Self {
         StackBuilder {
             registry: None,
@@ -392,6 +431,13 @@ impl StackBuilder {
             deadline: None,
             #[cfg(feature = "retry")]
             wait_queue: None,
+            attempt_timeout: None,
+            #[cfg(feature = "retry")]
+            same_provider_retry: Some(RetryConfig::default()),
+            #[cfg(feature = "retry")]
+            hedge: None,
+            #[cfg(feature = "ramp")]
+            probe: Some(ProbeConfig::default()),
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             route_by_model: true,
             default_model: None,
@@ -437,9 +483,16 @@ impl StackBuilder {
 
     /// Output validation of every provider.
     #[cfg(feature = "validate")]
-    pub fn validate(mut self, slot: impl Into<Slot<ValidateConfig>>) -> Self {
+    pub fn output_validation(mut self, slot: impl Into<Slot<ValidateConfig>>) -> Self {
         self.validate = slot.into();
         self
+    }
+
+    /// The old name of [`output_validation`](StackBuilder::output_validation).
+    #[cfg(feature = "validate")]
+    #[deprecated(note = "renamed `output_validation` (it sets a layer; `Config::validate` checks values)")]
+    pub fn validate(self, slot: impl Into<Slot<ValidateConfig>>) -> Self {
+        self.output_validation(slot)
     }
 
     /// Quota tracking of every provider (one tracker per quota group).
@@ -494,6 +547,53 @@ impl StackBuilder {
     #[cfg(feature = "retry")]
     pub fn wait_queue(mut self, config: Option<QueueConfig>) -> Self {
         self.wait_queue = config;
+        self
+    }
+
+    /// Time allowed for one attempt at one provider, whatever the router (`None`,
+    /// the default: only the provider client's own timeouts and the
+    /// [deadline](StackBuilder::deadline)). The balancer and the fallback give up
+    /// on the attempt and fail over to the next provider; other routers (overflow,
+    /// yours) get a per-provider timer that fails the attempt with
+    /// [`Elapsed`](tower_failover_core::error::Elapsed). Either way the attempt
+    /// never outlives the request's deadline, and a timed-out attempt counts as
+    /// the provider's timeout. Replaces the router configuration's own
+    /// `attempt_timeout` when set.
+    pub fn attempt_timeout(mut self, each: Option<Duration>) -> Self {
+        self.attempt_timeout = each;
+        self
+    }
+
+    /// Retry a 502/503 blip or a reset before any byte on the same provider, with
+    /// backoff, before the router fails over (`None`: never). Default: on, one
+    /// retry after about 50 ms, drawn from the shared retry budget. An open
+    /// circuit refuses the retry at once, so a sustained outage still fails over
+    /// immediately once the breaker knows.
+    #[cfg(feature = "retry")]
+    pub fn same_provider_retry(mut self, config: Option<RetryConfig>) -> Self {
+        self.same_provider_retry = config;
+        self
+    }
+
+    /// Send a second attempt (normally to another provider) when the first is
+    /// slower than a recent latency percentile; the first answer wins (`None`, the
+    /// default: no hedging, since every hedge is a request paid for). Hedges are
+    /// drawn from the shared retry budget.
+    #[cfg(feature = "retry")]
+    pub fn hedge(mut self, config: Option<HedgeConfig>) -> Self {
+        self.hedge = config;
+        self
+    }
+
+    /// Active probes while a provider's circuit is open (`None`: none). Default:
+    /// `GET /v1/models` every 10 s, below the circuit breaker while it is open and
+    /// through it while half-open, so that a recovered provider's circuit closes
+    /// even with no caller traffic. [`ProbeConfig::completion`] probes with a
+    /// one-token completion instead. Probes run in the recovery ramp's task: a
+    /// provider whose ramp position is not the built-in ramp is not probed.
+    #[cfg(feature = "ramp")]
+    pub fn probe(mut self, config: Option<ProbeConfig>) -> Self {
+        self.probe = config;
         self
     }
 
@@ -559,6 +659,9 @@ impl StackBuilder {
                 "max_request_bytes",
                 "must be at least 1 byte",
             ));
+        }
+        if self.attempt_timeout.is_some_and(|d| d.is_zero()) {
+            return Err(ConfigError::new("attempt_timeout", "must be above zero"));
         }
         let registry = self.registry.clone().unwrap_or_default();
         #[cfg_attr(not(feature = "retry"), allow(unused_mut))]
@@ -663,6 +766,8 @@ impl StackBuilder {
                     Slot::Off => svc,
                 };
             }
+            #[cfg(feature = "ramp")]
+            let below_circuit = svc.clone();
             #[cfg(feature = "circuit")]
             {
                 svc = match def.circuit.as_ref().unwrap_or(&self.circuit) {
@@ -693,10 +798,16 @@ impl StackBuilder {
                             // provider; the ramp only drives and checks the steps.
                             c = c.shed(false);
                         }
-                        let layer = RampLayer::try_new(health.clone(), c).map_err(|e| {
+                        let mut layer = RampLayer::try_new(health.clone(), c).map_err(|e| {
                             ConfigError::new(e.field(), e.reason())
                                 .within(&scope(&def.ramp, &at, "ramp"))
                         })?;
+                        if let Some(p) = &self.probe {
+                            let prober = Prober::new(below_circuit.clone(), p)
+                                .and_then(|pr| pr.through_breaker(svc.clone(), p))
+                                .map_err(|e| ConfigError::new(e.field(), e.reason()))?;
+                            layer = layer.with_prober(prober);
+                        }
                         let svc = boxed(layer.layer(svc));
                         ramp_layer = Some(layer);
                         svc
@@ -707,6 +818,19 @@ impl StackBuilder {
             }
             for layer in self.extra.iter().chain(&def.extra) {
                 svc = layer.apply(&health, svc);
+            }
+            #[cfg(feature = "retry")]
+            if let Some(c) = &self.same_provider_retry {
+                // The routers count each request in the budget; the policy only
+                // draws its retries from it.
+                let budget = budget.clone().unwrap_or_else(|| Arc::new(Unlimited));
+                let policy = SameProviderRetry::from_config(budget, c).deposits(false);
+                svc = boxed(tower::retry::Retry::new(policy, svc));
+            }
+            if let Some(each) = self.attempt_timeout
+                && !self.routing.times_attempts()
+            {
+                svc = boxed(crate::timeout::AttemptTimeout::new(svc, each));
             }
             infos.push(ProviderInfo {
                 health: health.clone(),
@@ -721,20 +845,30 @@ impl StackBuilder {
             });
         }
 
+        let routing = self.routing.with_attempt_timeout(self.attempt_timeout);
         let routed = if self.route_by_model {
-            self.route_models(entries, budget.clone())?
+            self.route_models(&routing, entries, budget.clone())?
         } else {
-            route(&self.routing, entries, budget.clone(), false)?
+            route(&routing, entries, budget.clone(), false)?
+        };
+        #[cfg(feature = "retry")]
+        let routed = match &self.hedge {
+            Some(c) => {
+                c.validate().map_err(|e| e.within("hedge"))
+                    .map_err(|e| ConfigError::new(e.field(), e.reason()))?;
+                let mut layer = HedgeLayer::new(*c);
+                if let Some(b) = &budget {
+                    layer = layer.budget(b.clone());
+                }
+                boxed(layer.layer(routed))
+            }
+            None => routed,
         };
         #[cfg(feature = "retry")]
         let (routed, queue) = match &self.wait_queue {
             Some(c) => {
-                if c.capacity == 0 {
-                    return Err(ConfigError::new(
-                        "wait_queue.capacity",
-                        "must be at least 1 (or turn the wait queue off)",
-                    ));
-                }
+                c.validate()
+                    .map_err(|e| ConfigError::new(e.field(), e.reason()).within("wait_queue"))?;
                 let layer = WaitQueueLayer::new(registry.clone(), *c);
                 (boxed(layer.layer(routed)), Some(layer))
             }
@@ -781,6 +915,7 @@ impl StackBuilder {
     /// in front of them.
     fn route_models(
         &self,
+        routing: &Routing,
         entries: Vec<RouterEntry>,
         budget: Option<SharedBudget>,
     ) -> Result<ProviderService, ConfigError> {
@@ -807,7 +942,7 @@ impl StackBuilder {
                 .filter(|(_, n)| n.contains(&name))
                 .map(|(e, _)| e.clone())
                 .collect();
-            let service = route(&self.routing, members, budget.clone(), true)?;
+            let service = route(routing, members, budget.clone(), true)?;
             let fallbacks = self
                 .model_fallbacks
                 .iter()
@@ -816,12 +951,25 @@ impl StackBuilder {
                 .unwrap_or_default();
             groups.push((name.to_owned(), service, fallbacks));
         }
-        let any = route(&self.routing, entries, budget, true)?;
+        let any = route(routing, entries, budget, true)?;
         Ok(boxed(ModelRouter::new(
             groups,
             any,
             self.default_model.clone(),
         )))
+    }
+}
+
+/// A retry budget that never refuses (`retry_budget = false`).
+#[cfg(feature = "retry")]
+struct Unlimited;
+
+#[cfg(feature = "retry")]
+impl tower::retry::budget::Budget for Unlimited {
+    fn deposit(&self) {}
+
+    fn withdraw(&self) -> bool {
+        true
     }
 }
 
