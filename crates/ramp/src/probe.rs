@@ -109,6 +109,9 @@ impl Prober {
     /// `config` describes). The breaker admits a probe only when it has a
     /// half-open permit free (callers take them first), and counts its outcome
     /// toward closing or re-opening the circuit.
+    ///
+    /// A passing probe's body is read to its end: a breaker counts a 2xx answer
+    /// when its body ends.
     pub fn through_breaker<S, B, RB>(
         mut self,
         service: S,
@@ -119,10 +122,36 @@ impl Prober {
         S::Future: Send + 'static,
         S::Error: Into<BoxError>,
         B: From<Bytes> + Send + 'static,
-        RB: Send + 'static,
+        RB: http_body::Body + Send + 'static,
+        RB::Data: Send,
+        RB::Error: Into<BoxError>,
     {
         let template = config.template()?;
-        self.through = Some(sender(service, template, LlmClassifier::default()));
+        let classifier = LlmClassifier::default();
+        self.through = Some(Box::new(move || -> ProbeFuture {
+            let mut svc = service.clone();
+            let req = template.build::<B>();
+            let classifier = classifier.clone();
+            Box::pin(async move {
+                let ready: Result<(), BoxError> =
+                    poll_fn(|cx| svc.poll_ready(cx)).await.map_err(Into::into);
+                if let Err(e) = ready {
+                    return judge(&classifier, e);
+                }
+                let res = match svc.call(req).await.map_err(Into::into) {
+                    Ok(res) => res,
+                    Err(e) => return judge(&classifier, e),
+                };
+                let outcome = classifier.classify_response(&res);
+                let mut body = std::pin::pin!(res.into_body());
+                while let Some(frame) = poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+                    if let Err(e) = frame {
+                        return judge(&classifier, e.into());
+                    }
+                }
+                Some(outcome)
+            })
+        }));
         Ok(self)
     }
 
@@ -169,25 +198,27 @@ where
         let req = template.build::<B>();
         let classifier = classifier.clone();
         Box::pin(async move {
-            let judge = |e: BoxError| {
-                // Refused by a circuit breaker (no probe permit free): not sent.
-                if find::<CircuitOpen>(&*e).is_some() {
-                    None
-                } else {
-                    Some(classifier.classify_error(&*e))
-                }
-            };
             let ready: Result<(), BoxError> =
                 poll_fn(|cx| svc.poll_ready(cx)).await.map_err(Into::into);
             if let Err(e) = ready {
-                return judge(e);
+                return judge(&classifier, e);
             }
             match svc.call(req).await.map_err(Into::into) {
                 Ok(res) => Some(classifier.classify_response(&res)),
-                Err(e) => judge(e),
+                Err(e) => judge(&classifier, e),
             }
         })
     })
+}
+
+/// A probe's error: `None` when a circuit breaker refused it (no probe permit
+/// free, so nothing was sent), else its outcome.
+fn judge<C: Classify>(classifier: &C, e: BoxError) -> Option<Outcome> {
+    if find::<CircuitOpen>(&*e).is_some() {
+        None
+    } else {
+        Some(classifier.classify_error(&*e))
+    }
 }
 
 /// The probe task of one provider.

@@ -1,0 +1,364 @@
+//! Every layer reachable from what users run: active probes, same-provider retry of
+//! a blip, the balancer's health score and the wait queue, each switched on by the
+//! configuration file (`Stack::from_config`) or the builder, in front of simulated
+//! providers over real loopback HTTP (or, where time decides, mock providers under
+//! paused time). Assertions are on counts, never on elapsed real time.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use tower::{ServiceExt, service_fn};
+use tower_failover::circuit::CircuitConfig;
+use tower_failover::ramp::ProbeConfig;
+use tower_failover::replay::ReplayBody;
+use tower_failover::sim::{Fault, FaultSpec, Flavor, RetryAfter, Sim};
+use tower_failover::{CircuitState, Config, Failover, ProviderDef, Stack};
+
+const ANSWER: &str =
+    r#"{"choices":[{"message":{"role":"assistant","content":"Hi!"},"finish_reason":"stop"}]}"#;
+
+/// A simulated OpenAI-compatible provider answering fast.
+async fn sim(name: &str, seed: u64) -> Sim {
+    Sim::builder(Flavor::OpenAi)
+        .name(name)
+        .seed(seed)
+        .ttft(Duration::from_millis(2))
+        .token_interval(Duration::from_millis(1))
+        .start()
+        .await
+        .expect("a simulator on loopback")
+}
+
+/// The stack `text` describes, built as users build it.
+fn stack(text: &str) -> Failover {
+    let config = Config::from_toml_str(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    Stack::from_config(&config)
+        .and_then(|b| b.build())
+        .unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
+/// One caller, read to the end of its answer: the status, or the error's text.
+async fn call(stack: &Failover) -> Result<u16, String> {
+    let req = Request::post("/v1/chat/completions")
+        .header("content-type", "application/json")
+        .body(r#"{"model":"m","messages":[{"role":"user","content":"Say hello"}]}"#.to_owned())
+        .unwrap();
+    // A generous guard against a hang, not a timing assertion.
+    let res = tokio::time::timeout(Duration::from_secs(60), stack.clone().oneshot(req))
+        .await
+        .expect("a caller never hangs");
+    match res {
+        Ok(res) => {
+            let status = res.status().as_u16();
+            res.into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(status)
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn chats(sim: &Sim) -> u64 {
+    sim.counters().chat_completions
+}
+
+// ---------------------------------------------------------------------------
+// Active probes
+
+/// A mock provider: chat completions and `GET /v1/models` fail with 503 until `up`
+/// is set; counts each.
+fn mock(
+    up: Arc<AtomicBool>,
+    chats: Arc<AtomicU32>,
+    models: Arc<AtomicU32>,
+) -> impl tower::Service<
+    Request<ReplayBody>,
+    Response = Response<ReplayBody>,
+    Error = tower::BoxError,
+    Future = impl Send,
+> + Clone
++ Send
++ Sync
++ 'static {
+    service_fn(move |req: Request<ReplayBody>| {
+        let counter = if req.uri().path() == "/v1/models" {
+            &models
+        } else {
+            &chats
+        };
+        counter.fetch_add(1, Ordering::SeqCst);
+        let up = up.load(Ordering::SeqCst);
+        async move {
+            let res = if up {
+                Response::new(ReplayBody::from(ANSWER))
+            } else {
+                Response::builder()
+                    .status(503)
+                    .body(ReplayBody::from(r#"{"error":{"message":"down"}}"#))?
+            };
+            Ok::<_, tower::BoxError>(res)
+        }
+    })
+}
+
+/// The circuit opens after three 503s; the provider recovers; with probes on (the
+/// default, here every second) the circuit goes half-open and then closed without
+/// a single caller request, well before its ten-minute cooldown. Without probes
+/// it is still open.
+#[tokio::test(start_paused = true)]
+async fn a_probe_closes_an_open_circuit_with_no_caller_traffic() {
+    for probes in [true, false] {
+        let up = Arc::new(AtomicBool::new(false));
+        let (chats, models) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+        let stack = Stack::builder()
+            .provider(ProviderDef::new(
+                "openai",
+                "m",
+                mock(up.clone(), chats.clone(), models.clone()),
+            ))
+            .circuit(
+                CircuitConfig::default()
+                    .consecutive_failures(3)
+                    .cooldown(Duration::from_secs(600), Duration::from_secs(600)),
+            )
+            .probe(probes.then(|| ProbeConfig::default().interval(Duration::from_secs(1))))
+            .same_provider_retry(None)
+            .build()
+            .unwrap();
+        for _ in 0..3 {
+            assert!(call(&stack).await.is_err(), "the only provider is down");
+        }
+        let health = &stack.handle().snapshot().providers[0].health;
+        assert_eq!(health.circuit, CircuitState::Open);
+
+        up.store(true, Ordering::SeqCst);
+        // One probe below the breaker (open → half-open), then three through it
+        // (the breaker's three half-open successes close it).
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let circuit = stack.handle().snapshot().providers[0].health.circuit;
+        assert_eq!(chats.load(Ordering::SeqCst), 3, "no caller request meanwhile");
+        if probes {
+            assert_eq!(circuit, CircuitState::Closed, "closed by probes alone");
+            assert!(models.load(Ordering::SeqCst) >= 4, "one probe, then three");
+            assert_eq!(call(&stack).await, Ok(200));
+        } else {
+            assert_eq!(circuit, CircuitState::Open, "nothing told it the provider is back");
+            assert_eq!(models.load(Ordering::SeqCst), 0);
+        }
+    }
+}
+
+/// `probe = { completion = true }` probes with a one-token chat completion.
+#[tokio::test(start_paused = true)]
+async fn a_completion_probe_is_a_real_one_token_completion() {
+    let up = Arc::new(AtomicBool::new(false));
+    let (chats, models) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+    let stack = Stack::builder()
+        .provider(ProviderDef::new(
+            "openai",
+            "m",
+            mock(up.clone(), chats.clone(), models.clone()),
+        ))
+        .circuit(CircuitConfig::default().consecutive_failures(3))
+        .probe(Some(
+            ProbeConfig::default()
+                .interval(Duration::from_secs(1))
+                .completion(true),
+        ))
+        .same_provider_retry(None)
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        assert!(call(&stack).await.is_err());
+    }
+    up.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(
+        stack.handle().snapshot().providers[0].health.circuit,
+        CircuitState::Closed
+    );
+    assert_eq!(models.load(Ordering::SeqCst), 0, "no model list asked for");
+    assert!(chats.load(Ordering::SeqCst) >= 3 + 4, "the probes were completions");
+}
+
+// ---------------------------------------------------------------------------
+// Same-provider retry
+
+fn two_sims_fallback(primary: &Sim, backup: &Sim, extra: &str) -> String {
+    format!(
+        "router = \"fallback\"\n{extra}\n{}{}",
+        common::provider_entry("primary", "openai", primary.base_url(), 0),
+        common::provider_entry("backup", "openai", backup.base_url(), 1),
+    )
+}
+
+/// A blip (one 502, then success) is retried on the same provider after a brief
+/// backoff and never reaches the backup; a sustained outage still fails over, and
+/// once the circuit is open not one more request reaches the primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blip_is_retried_on_the_same_provider_and_an_outage_fails_over() {
+    let (primary, backup) = (sim("primary", 1).await, sim("backup", 2).await);
+    let stack = stack(&two_sims_fallback(&primary, &backup, ""));
+
+    primary
+        .set_faults([FaultSpec::always(Fault::Status(502)).limit(1)])
+        .unwrap();
+    assert_eq!(call(&stack).await, Ok(200));
+    assert_eq!(chats(&primary), 2, "the 502, then the retry");
+    assert_eq!(chats(&backup), 0, "the blip never reached the backup");
+    let snapshot = stack.handle().snapshot();
+    assert_eq!(snapshot.providers[0].health.counters.failures, 1);
+    assert_eq!(snapshot.providers[0].health.counters.successes, 1);
+
+    // A sustained outage: every caller still gets an answer, from the backup.
+    primary.set_faults([FaultSpec::always(Fault::Status(503))]).unwrap();
+    let before = chats(&primary);
+    for _ in 0..10 {
+        assert_eq!(call(&stack).await, Ok(200));
+    }
+    let reached = chats(&primary) - before;
+    // Five failures in a row open the circuit (each caller's retry is one of them).
+    assert!(
+        (5..=6).contains(&reached),
+        "{reached} attempts reached the primary"
+    );
+    assert_eq!(
+        stack.handle().snapshot().providers[0].health.circuit,
+        CircuitState::Open
+    );
+    let open_at = chats(&primary);
+    for _ in 0..5 {
+        assert_eq!(call(&stack).await, Ok(200));
+    }
+    assert_eq!(chats(&primary), open_at, "an open circuit fails over at once");
+
+    // Without same-provider retry, the blip goes to the backup.
+    let (p2, b2) = (sim("primary", 3).await, sim("backup", 4).await);
+    let plain = stack_from(&two_sims_fallback(&p2, &b2, "retry = false"));
+    p2.set_faults([FaultSpec::always(Fault::Status(502)).limit(1)])
+        .unwrap();
+    assert_eq!(call(&plain).await, Ok(200));
+    assert_eq!((chats(&p2), chats(&b2)), (1, 1));
+}
+
+fn stack_from(text: &str) -> Failover {
+    stack(text)
+}
+
+/// Over HTTP through the gateway: the blip's answer says it came from the primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_the_gateway_a_blip_is_answered_by_the_primary() {
+    let (primary, backup) = (sim("primary", 5).await, sim("backup", 6).await);
+    let text = two_sims_fallback(&primary, &backup, "");
+    let config = Config::from_toml_str(&text).unwrap();
+    let gateway = common::start(&config).await;
+    primary
+        .set_faults([FaultSpec::always(Fault::Status(502)).limit(1)])
+        .unwrap();
+    let answer = gateway
+        .send(
+            "POST",
+            "/v1/chat/completions",
+            r#"{"model":"m","messages":[{"role":"user","content":"Say hello"}]}"#,
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.served_by(), "primary/m");
+    assert_eq!((chats(&primary), chats(&backup)), (2, 0));
+    gateway.shutdown().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// The balancer's health score
+
+/// Three providers behind the balancer; one fails 30 % of its requests with a 500
+/// (not enough to open its circuit). Three callers, each sending 100 requests one
+/// after another. The failing provider keeps under 10 % of the attempts; with
+/// `error_penalty = 0` (latency and load alone) it keeps about a third.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_failing_30_percent_keeps_under_10_percent_of_the_traffic() {
+    for penalty in [None, Some(0)] {
+        let sims = [
+            sim("good-a", 11).await,
+            sim("good-b", 12).await,
+            sim("flaky", 13).await,
+        ];
+        sims[2]
+            .set_faults([FaultSpec::always(Fault::Status(500)).fraction(0.3)])
+            .unwrap();
+        let mut text = String::from("[balance]\nseed = 7\n");
+        if let Some(p) = penalty {
+            text.push_str(&format!("error_penalty = {p}\n"));
+        }
+        for (i, (name, s)) in ["good-a", "good-b", "flaky"].iter().zip(&sims).enumerate() {
+            text.push_str(&common::provider_entry(name, "openai", s.base_url(), i as u32));
+        }
+        let stack = stack(&text);
+        let callers: Vec<_> = (0..3)
+            .map(|_| {
+                let stack = stack.clone();
+                tokio::spawn(async move {
+                    for _ in 0..100 {
+                        assert_eq!(call(&stack).await, Ok(200), "every caller is answered");
+                    }
+                })
+            })
+            .collect();
+        for c in callers {
+            c.await.unwrap();
+        }
+        let counts: Vec<u64> = sims.iter().map(chats).collect();
+        let total: u64 = counts.iter().sum();
+        let share = counts[2] as f64 / total as f64;
+        match penalty {
+            None => assert!(share < 0.10, "the flaky provider got {counts:?}"),
+            Some(_) => assert!(share > 0.20, "without the score: {counts:?}"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The wait queue, under every router
+
+/// Both providers answer one 429 (retry after 1 s): with `wait_queue` on, the
+/// caller waits for the window and is answered; with it off, the caller gets the
+/// all-providers-failed error at once. Under the fallback chain and the balancer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wait_queue_holds_callers_under_fallback_and_balance() {
+    for router in ["fallback", "balance"] {
+        for queue in [true, false] {
+            let (a, b) = (sim("a", 21).await, sim("b", 22).await);
+            for s in [&a, &b] {
+                s.set_faults([FaultSpec::always(Fault::RateLimit(RetryAfter::Seconds(1))).limit(1)])
+                    .unwrap();
+            }
+            let extra = if queue {
+                "wait_queue = { max_wait = \"20s\" }"
+            } else {
+                ""
+            };
+            let text = format!(
+                "router = \"{router}\"\n{extra}\n{}{}",
+                common::provider_entry("a", "openai", a.base_url(), 0),
+                common::provider_entry("b", "openai", b.base_url(), 1),
+            );
+            let stack = stack(&text);
+            let got = call(&stack).await;
+            if queue {
+                assert_eq!(got, Ok(200), "{router}: served after the window");
+                assert_eq!(chats(&a) + chats(&b), 3, "two 429s, then one answer");
+            } else {
+                let err = got.expect_err("every provider is rate limited");
+                assert!(err.contains("rate limited") || err.contains("all providers"), "{router}: {err}");
+                assert_eq!(chats(&a) + chats(&b), 2);
+            }
+        }
+    }
+}
