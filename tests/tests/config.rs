@@ -197,12 +197,8 @@ fn refuses_bad_files_naming_the_field() {
             "overflow: this section configures router = \"overflow\"",
         ),
         (
-            &format!("[balance]\nattempt_timeout = \"30s\"\n{OK_PROVIDER}"),
-            "balance.attempt_timeout: set `attempt_timeout` at the top level",
-        ),
-        (
-            &format!("router = \"fallback\"\n[fallback]\ntotal_timeout = \"30s\"\n{OK_PROVIDER}"),
-            "fallback.total_timeout: set `deadline` at the top level",
+            &format!("attempt_timeout = \"20s\"\n[balance]\nattempt_timeout = \"30s\"\n{OK_PROVIDER}"),
+            "balance.attempt_timeout: set once: the top-level `attempt_timeout` (every router) or this one",
         ),
         (
             &format!("ramp = false\n[probe]\ninterval = \"5s\"\n{OK_PROVIDER}"),

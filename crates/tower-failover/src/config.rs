@@ -58,9 +58,10 @@
 //! turn a layer off, and `wait_queue = true` or `hedge = true` (or a table) turn
 //! the wait queue or hedging on. Nothing is ignored: a router section
 //! (`[balance]`, `[fallback]`, `[overflow]`) for a router other than the chosen
-//! one is refused with an error naming it, and so is a router section's own
-//! `attempt_timeout` or `total_timeout` (the top-level `attempt_timeout` and
-//! `deadline` apply to every router).
+//! one is refused with an error naming it. The top-level `attempt_timeout`
+//! applies to every router (the balancer and the fallback fail over when it
+//! fires; under overflow the attempt fails); a router section may set its own
+//! instead, not both.
 //! Durations read `"30s"`, `"250ms"`, `"5m"` or a number of seconds.
 //!
 //! **Model routing.** A request goes to the providers that serve the model it asks
@@ -577,9 +578,9 @@ impl Config {
     }
 
     /// Each router section present is validated, and one for a router other than
-    /// the chosen one is refused (it would be ignored). A router section's own
-    /// `attempt_timeout` and `total_timeout` are refused for the top-level
-    /// `attempt_timeout` and `deadline`, one semantic for every router.
+    /// the chosen one is refused (it would be ignored). An attempt timeout set both
+    /// at the top level and in the router's section is refused (which one wins
+    /// would be a guess).
     fn check_routers(&self) -> Result<(), ConfigError> {
         let chosen = self.router.name();
         let misplaced = |section: &str| {
@@ -591,17 +592,11 @@ impl Config {
                 ),
             )
         };
-        let timeouts = |section: &str, attempt: Option<Duration>, total: Option<Duration>| {
-            if attempt.is_some() {
+        let timeouts = |section: &str, attempt: Option<Duration>| {
+            if attempt.is_some() && self.attempt_timeout.is_some() {
                 return Err(ConfigError::new(
                     format!("{section}.attempt_timeout"),
-                    "set `attempt_timeout` at the top level: one per-attempt timeout for every router",
-                ));
-            }
-            if total.is_some() {
-                return Err(ConfigError::new(
-                    format!("{section}.total_timeout"),
-                    "set `deadline` at the top level: one total deadline for every router",
+                    "set once: the top-level `attempt_timeout` (every router) or this one",
                 ));
             }
             Ok(())
@@ -613,14 +608,14 @@ impl Config {
                 return Err(misplaced("balance"));
             }
             c.validate().map_err(|e| balance_err("balance", e))?;
-            timeouts("balance", c.attempt_timeout, c.total_timeout)?;
+            timeouts("balance", c.attempt_timeout)?;
         }
         if let Some(c) = &self.fallback {
             if self.router != RouterKind::Fallback {
                 return Err(misplaced("fallback"));
             }
             c.validate().map_err(|e| balance_err("fallback", e))?;
-            timeouts("fallback", c.attempt_timeout, c.total_timeout)?;
+            timeouts("fallback", c.attempt_timeout)?;
         }
         #[cfg(feature = "overflow")]
         if let Some(c) = &self.overflow {
