@@ -89,7 +89,7 @@ use tower_failover_balance::{BalanceConfig, FallbackConfig, ProviderOptions};
 use tower_failover_core::duration_serde;
 use tower_failover_core::{HealthConfig, ProviderId};
 
-use crate::config_error::ConfigError;
+use tower_failover_core::ConfigError;
 use crate::slot::{ObserveConfig, Toggle};
 use crate::stack::DEFAULT_MAX_REQUEST_BYTES;
 
@@ -474,7 +474,13 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::new(path.display().to_string(), e.to_string()))?;
         Config::from_toml_str(&text)
-            .map_err(|e| ConfigError::new(format!("{}: {}", path.display(), e.field()), e.reason()))
+            .map_err(|e| {
+                let field = match e.field() {
+                    "" => path.display().to_string(),
+                    f => format!("{}: {f}", path.display()),
+                };
+                ConfigError::new(field, e.reason().to_owned())
+            })
     }
 
     /// Refuses invalid values, naming the field. Does not read the environment
@@ -494,7 +500,7 @@ impl Config {
         }
         self.health
             .validate()
-            .map_err(|e| ConfigError::new(e.field(), e.reason()).within("health"))?;
+            .map_err(|e| e.within("health"))?;
         self.check_routers()?;
         if self.attempt_timeout.is_some_and(|d| d.is_zero()) {
             return Err(ConfigError::new("attempt_timeout", "must be above zero"));
@@ -517,8 +523,7 @@ impl Config {
                 ));
             }
             // The probe's own errors are named `probe.<field>` already.
-            p.validate()
-                .map_err(|e| ConfigError::new(e.field(), e.reason()))?;
+            p.validate()?;
         }
         #[cfg(feature = "validate")]
         if let Toggle::On(c) = &self.validate {
@@ -540,7 +545,7 @@ impl Config {
         {
             if let Toggle::On(c) = &self.retry_budget {
                 c.validate()
-                    .map_err(|e| ConfigError::from_display("retry_budget", &e))?;
+                    .map_err(|e| e.within("retry_budget"))?;
             }
             if self.deadline.is_some_and(|d| d.is_zero()) {
                 return Err(ConfigError::new("deadline", "must be above zero"));
@@ -552,7 +557,7 @@ impl Config {
         #[cfg(feature = "redis")]
         if let Some(r) = &self.redis {
             r.validate()
-                .map_err(|e| ConfigError::from_display("redis", &e))?;
+                .map_err(|e| e.within("redis"))?;
         }
         for (i, p) in self.providers.iter().enumerate() {
             let at = format!("providers[{i}]");
@@ -585,7 +590,7 @@ impl Config {
         let chosen = self.router.name();
         let misplaced = |section: &str| {
             ConfigError::new(
-                section,
+                section.to_owned(),
                 format!(
                     "this section configures router = \"{section}\", but the router is \"{chosen}\": \
                      remove the section, or set router = \"{section}\""
@@ -666,7 +671,7 @@ impl Config {
         p.options().validate(&id).map_err(|e| {
             let field = e.field();
             let field = field.split_once("].").map_or(field, |(_, f)| f).to_owned();
-            ConfigError::new(field, e.reason())
+            ConfigError::new(field, e.reason().to_owned())
         })?;
         match p.client.get("base_url") {
             None => {}
@@ -708,7 +713,7 @@ impl Config {
         #[cfg(feature = "redis")]
         if let Some(r) = &self.redis {
             let store = tower_failover_redis::RedisStore::start(r.clone())
-                .map_err(|e| ConfigError::from_display("redis", &e))?;
+                .map_err(|e| e.within("redis"))?;
             return Ok(tower_failover_core::Registry::with_store(
                 store,
                 self.health,
@@ -784,7 +789,7 @@ impl Config {
             )
             .health(health)
             .build()
-            .map_err(|e| ConfigError::new(e.field(), e.reason()).within(&at))?;
+            .map_err(|e| e.within(&at))?;
             let mut def = ProviderDef::new(&p.name, &p.model, client).options(p.options());
             if let Some(g) = &p.quota_group {
                 def = def.quota_group(g);
@@ -813,7 +818,7 @@ impl Config {
 
 /// A layer crate's error, under its section's name.
 fn core_error(e: tower_failover_core::ConfigError, section: &str) -> ConfigError {
-    ConfigError::new(e.field(), e.reason()).within(section)
+    e.within(section)
 }
 
 fn parse_error(e: &toml::de::Error, input: &str) -> ConfigError {
@@ -862,27 +867,27 @@ fn check_url(url: &str) -> Result<(), ConfigError> {
 #[cfg(feature = "validate")]
 fn check_validate(c: &ValidateConfig, at: &str) -> Result<(), ConfigError> {
     c.validate()
-        .map_err(|e| ConfigError::from_display(at, &e))?;
+        .map_err(|e| e.within(at))?;
     c.checks
         .build()
         .map(drop)
-        .map_err(|e| ConfigError::from_display(at, &e))
+        .map_err(|e| e.within(at))
 }
 
 #[cfg(feature = "overflow")]
 fn check_quota(c: &QuotaConfig, at: &str) -> Result<(), ConfigError> {
     c.validate()
-        .map_err(|e| ConfigError::new(e.field(), e.reason()).within(at))
+        .map_err(|e| e.within(at))
 }
 
 #[cfg(feature = "circuit")]
 fn check_circuit(c: &CircuitConfig, at: &str) -> Result<(), ConfigError> {
     c.validate()
-        .map_err(|e| ConfigError::new(e.field(), e.reason()).within(at))
+        .map_err(|e| e.within(at))
 }
 
 #[cfg(feature = "ramp")]
 fn check_ramp(c: &RampConfig, at: &str) -> Result<(), ConfigError> {
     c.validate()
-        .map_err(|e| ConfigError::new(e.field(), e.reason()).within(at))
+        .map_err(|e| e.within(at))
 }

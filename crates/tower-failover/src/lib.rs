@@ -130,8 +130,6 @@ pub use tower_failover_validate as validate;
 #[cfg(feature = "balance")]
 pub mod config;
 #[cfg(feature = "balance")]
-mod config_error;
-#[cfg(feature = "balance")]
 pub mod guide;
 #[cfg(feature = "balance")]
 mod handle;
@@ -148,8 +146,6 @@ mod timeout;
 
 #[cfg(feature = "balance")]
 pub use config::{Config, ModelGroup, Price, ProviderEntry, RouterKind};
-#[cfg(feature = "balance")]
-pub use config_error::ConfigError;
 #[cfg(feature = "balance")]
 pub use handle::{Handle, ProviderStatus, StackSnapshot, UnknownProvider};
 #[cfg(feature = "balance")]

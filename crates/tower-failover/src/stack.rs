@@ -19,7 +19,7 @@ use tower_failover_core::{Health, Registry};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::config_error::ConfigError;
+use tower_failover_core::ConfigError;
 use crate::handle::{Handle, ProviderInfo, Remaining};
 use crate::models::{ModelRouter, check_names};
 use crate::service::{Failover, ProviderService, boxed};
@@ -672,7 +672,7 @@ impl StackBuilder {
             Budget::Config(c) => {
                 let b = Arc::new(
                     RetryBudget::new(*c)
-                        .map_err(|e| ConfigError::from_display("retry_budget", &e))?,
+                        .map_err(|e| e.within("retry_budget"))?,
                 );
                 let read = b.clone();
                 remaining = Some(Arc::new(move || read.remaining()));
@@ -706,7 +706,10 @@ impl StackBuilder {
             };
             def.options
                 .validate(health.id())
-                .map_err(|e| ConfigError::new(strip_provider(e.field()), e.reason()).within(&at))?;
+                .map_err(|e| {
+                    ConfigError::new(strip_provider(e.field()).to_owned(), e.reason().to_owned())
+                        .within(&at)
+                })?;
 
             let mut svc = def.client.clone();
             #[cfg(feature = "validate")]
@@ -715,12 +718,7 @@ impl StackBuilder {
                     Slot::Builtin(c) => {
                         let layer = c
                             .build()
-                            .map_err(|e| {
-                                ConfigError::from_display(
-                                    &scope(&def.validate, &at, "validate"),
-                                    &e,
-                                )
-                            })?
+                            .map_err(|e| e.within(scope(&def.validate, &at, "validate")))?
                             .provider(health.id().clone());
                         boxed(layer.layer(svc))
                     }
@@ -745,8 +743,7 @@ impl StackBuilder {
                     Slot::Builtin(c) => {
                         let new_tracker = || {
                             QuotaTracker::new(*c).map_err(|e| {
-                                ConfigError::new(e.field(), e.reason())
-                                    .within(&scope(&def.quota, &at, "quota"))
+                                e.within(&scope(&def.quota, &at, "quota"))
                             })
                         };
                         let tracker = match &def.quota_group {
@@ -774,7 +771,7 @@ impl StackBuilder {
                     Slot::Builtin(c) => {
                         let layer = CircuitBreakerLayer::with_config(health.clone(), c.clone())
                             .map_err(|e| {
-                                ConfigError::new(e.field(), e.reason()).within(&scope(
+                                e.within(&scope(
                                     &def.circuit,
                                     &at,
                                     "circuit",
@@ -799,13 +796,12 @@ impl StackBuilder {
                             c = c.shed(false);
                         }
                         let mut layer = RampLayer::try_new(health.clone(), c).map_err(|e| {
-                            ConfigError::new(e.field(), e.reason())
-                                .within(&scope(&def.ramp, &at, "ramp"))
+                            e.within(&scope(&def.ramp, &at, "ramp"))
                         })?;
                         if let Some(p) = &self.probe {
                             let prober = Prober::new(below_circuit.clone(), p)
                                 .and_then(|pr| pr.through_breaker(svc.clone(), p))
-                                .map_err(|e| ConfigError::new(e.field(), e.reason()))?;
+                                ?;
                             layer = layer.with_prober(prober);
                         }
                         let svc = boxed(layer.layer(svc));
@@ -854,8 +850,7 @@ impl StackBuilder {
         #[cfg(feature = "retry")]
         let routed = match &self.hedge {
             Some(c) => {
-                c.validate().map_err(|e| e.within("hedge"))
-                    .map_err(|e| ConfigError::new(e.field(), e.reason()))?;
+                c.validate().map_err(|e| e.within("hedge"))?;
                 let mut layer = HedgeLayer::new(*c);
                 if let Some(b) = &budget {
                     layer = layer.budget(b.clone());
@@ -868,7 +863,7 @@ impl StackBuilder {
         let (routed, queue) = match &self.wait_queue {
             Some(c) => {
                 c.validate()
-                    .map_err(|e| ConfigError::new(e.field(), e.reason()).within("wait_queue"))?;
+                    .map_err(|e| e.within("wait_queue"))?;
                 let layer = WaitQueueLayer::new(registry.clone(), *c);
                 (boxed(layer.layer(routed)), Some(layer))
             }
@@ -1011,9 +1006,9 @@ fn route(
     };
     let balance_err = |section: &str, e: tower_failover_balance::ConfigError| {
         if e.field().starts_with("providers") {
-            ConfigError::new(e.field(), e.reason())
+            e
         } else {
-            ConfigError::new(e.field(), e.reason()).within(section)
+            e.within(section)
         }
     };
     match routing {
@@ -1051,7 +1046,7 @@ fn route(
             }
             let router = b
                 .build()
-                .map_err(|e| ConfigError::new(e.field(), e.reason()).within("overflow"))?;
+                .map_err(|e| e.within("overflow"))?;
             Ok(boxed(router))
         }
         Routing::Custom(r) => {
