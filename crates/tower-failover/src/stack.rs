@@ -683,162 +683,19 @@ impl StackBuilder {
 
         let mut entries = Vec::with_capacity(self.providers.len());
         let mut infos = Vec::with_capacity(self.providers.len());
-        #[cfg(feature = "overflow")]
-        let mut trackers: HashMap<String, QuotaTracker> = HashMap::new();
+        let mut trackers = Trackers::default();
         let mut seen: HashMap<(String, String), usize> = HashMap::new();
         for (i, def) in self.providers.iter().enumerate() {
             let at = format!("providers[{i}]");
-            if def.provider.trim().is_empty() {
-                return Err(ConfigError::new(format!("{at}.name"), "must not be empty"));
-            }
-            if def.model.trim().is_empty() {
-                return Err(ConfigError::new(format!("{at}.model"), "must not be empty"));
-            }
             if let Some(j) = seen.insert((def.provider.clone(), def.model.clone()), i) {
                 return Err(ConfigError::new(
                     at,
                     format!("{}/{} is already providers[{j}]", def.provider, def.model),
                 ));
             }
-            let health = match &def.quota_group {
-                Some(g) => registry.provider_in_group(&def.provider, &def.model, g),
-                None => registry.provider(&def.provider, &def.model),
-            };
-            def.options
-                .validate(health.id())
-                .map_err(|e| {
-                    ConfigError::new(strip_provider(e.field()).to_owned(), e.reason().to_owned())
-                        .within(&at)
-                })?;
-
-            let mut svc = def.client.clone();
-            #[cfg(feature = "validate")]
-            {
-                svc = match def.validate.as_ref().unwrap_or(&self.validate) {
-                    Slot::Builtin(c) => {
-                        let layer = c
-                            .build()
-                            .map_err(|e| e.within(scope(&def.validate, &at, "validate")))?
-                            .provider(health.id().clone());
-                        boxed(layer.layer(svc))
-                    }
-                    Slot::Custom(l) => l.apply(&health, svc),
-                    Slot::Off => svc,
-                };
-            }
-            svc = match def.observe.as_ref().unwrap_or(&self.observe) {
-                Slot::Builtin(c) => {
-                    let mut layer = ObserveLayer::new(health.clone());
-                    if let Some(d) = c.default_retry_after {
-                        layer = layer.default_retry_after(d);
-                    }
-                    boxed(layer.layer(svc))
-                }
-                Slot::Custom(l) => l.apply(&health, svc),
-                Slot::Off => svc,
-            };
-            #[cfg(feature = "overflow")]
-            {
-                svc = match def.quota.as_ref().unwrap_or(&self.quota) {
-                    Slot::Builtin(c) => {
-                        let new_tracker = || {
-                            QuotaTracker::new(*c).map_err(|e| {
-                                e.within(&scope(&def.quota, &at, "quota"))
-                            })
-                        };
-                        let tracker = match &def.quota_group {
-                            Some(g) => match trackers.get(g) {
-                                Some(t) => t.clone(),
-                                None => {
-                                    let t = new_tracker()?;
-                                    trackers.insert(g.clone(), t.clone());
-                                    t
-                                }
-                            },
-                            None => new_tracker()?,
-                        };
-                        boxed(QuotaLayer::new(health.clone(), tracker).layer(svc))
-                    }
-                    Slot::Custom(l) => l.apply(&health, svc),
-                    Slot::Off => svc,
-                };
-            }
-            #[cfg(feature = "ramp")]
-            let below_circuit = svc.clone();
-            #[cfg(feature = "circuit")]
-            {
-                svc = match def.circuit.as_ref().unwrap_or(&self.circuit) {
-                    Slot::Builtin(c) => {
-                        let layer = CircuitBreakerLayer::with_config(health.clone(), c.clone())
-                            .map_err(|e| {
-                                e.within(&scope(
-                                    &def.circuit,
-                                    &at,
-                                    "circuit",
-                                ))
-                            })?;
-                        boxed(layer.layer(svc))
-                    }
-                    Slot::Custom(l) => l.apply(&health, svc),
-                    Slot::Off => svc,
-                };
-            }
-            #[cfg(feature = "ramp")]
-            let mut ramp_layer = None;
-            #[cfg(feature = "ramp")]
-            {
-                svc = match def.ramp.as_ref().unwrap_or(&self.ramp) {
-                    Slot::Builtin(c) => {
-                        let mut c = c.clone();
-                        if self.routing.reads_ramp_share() {
-                            // The router routes exactly the ramp's share to the
-                            // provider; the ramp only drives and checks the steps.
-                            c = c.shed(false);
-                        }
-                        let mut layer = RampLayer::try_new(health.clone(), c).map_err(|e| {
-                            e.within(&scope(&def.ramp, &at, "ramp"))
-                        })?;
-                        if let Some(p) = &self.probe {
-                            let prober = Prober::new(below_circuit.clone(), p)
-                                .and_then(|pr| pr.through_breaker(svc.clone(), p))
-                                ?;
-                            layer = layer.with_prober(prober);
-                        }
-                        let svc = boxed(layer.layer(svc));
-                        ramp_layer = Some(layer);
-                        svc
-                    }
-                    Slot::Custom(l) => l.apply(&health, svc),
-                    Slot::Off => svc,
-                };
-            }
-            for layer in self.extra.iter().chain(&def.extra) {
-                svc = layer.apply(&health, svc);
-            }
-            #[cfg(feature = "retry")]
-            if let Some(c) = &self.same_provider_retry {
-                // The routers count each request in the budget; the policy only
-                // draws its retries from it.
-                let budget = budget.clone().unwrap_or_else(|| Arc::new(Unlimited));
-                let policy = SameProviderRetry::from_config(budget, c).deposits(false);
-                svc = boxed(tower::retry::Retry::new(policy, svc));
-            }
-            if let Some(each) = self.attempt_timeout
-                && !self.routing.times_attempts()
-            {
-                svc = boxed(crate::timeout::AttemptTimeout::new(svc, each));
-            }
-            infos.push(ProviderInfo {
-                health: health.clone(),
-                options: def.options.clone(),
-                #[cfg(feature = "ramp")]
-                ramp: ramp_layer,
-            });
-            entries.push(RouterEntry {
-                health,
-                service: svc,
-                options: def.options.clone(),
-            });
+            let (entry, info) = self.provider_stack(def, &at, &registry, &budget, &mut trackers)?;
+            entries.push(entry);
+            infos.push(info);
         }
 
         let routing = self.routing.with_attempt_timeout(self.attempt_timeout);
@@ -886,6 +743,242 @@ impl StackBuilder {
             queue,
         );
         Ok(Failover::new(routed, self.max_request_bytes, handle))
+    }
+}
+
+/// The quota trackers made so far, one per quota group.
+#[derive(Default)]
+struct Trackers {
+    #[cfg(feature = "overflow")]
+    by_group: HashMap<String, QuotaTracker>,
+}
+
+/// One provider being built: its definition, its health and its path in errors.
+struct At<'a> {
+    def: &'a ProviderDef,
+    health: &'a Health,
+    path: &'a str,
+}
+
+impl At<'_> {
+    /// `providers[i].<layer>` when the provider overrides the layer, else `<layer>`.
+    #[cfg_attr(
+        not(any(feature = "validate", feature = "overflow", feature = "circuit", feature = "ramp")),
+        allow(dead_code)
+    )]
+    fn scope<T>(&self, over: &Option<T>, layer: &str) -> String {
+        match over {
+            Some(_) => format!("{}.{layer}", self.path),
+            None => layer.to_owned(),
+        }
+    }
+}
+
+/// One position of a provider's stack, innermost first: each function puts its
+/// layer (the built-in one, yours, or none) on top of `svc`.
+impl StackBuilder {
+    /// A provider's whole stack, and what the handle keeps of it.
+    fn provider_stack(
+        &self,
+        def: &ProviderDef,
+        path: &str,
+        registry: &Registry,
+        budget: &Option<SharedBudget>,
+        #[cfg_attr(not(feature = "overflow"), allow(unused_variables))] trackers: &mut Trackers,
+    ) -> Result<(RouterEntry, ProviderInfo), ConfigError> {
+        if def.provider.trim().is_empty() {
+            return Err(ConfigError::new(format!("{path}.name"), "must not be empty"));
+        }
+        if def.model.trim().is_empty() {
+            return Err(ConfigError::new(format!("{path}.model"), "must not be empty"));
+        }
+        let health = match &def.quota_group {
+            Some(g) => registry.provider_in_group(&def.provider, &def.model, g),
+            None => registry.provider(&def.provider, &def.model),
+        };
+        def.options.validate(health.id()).map_err(|e| {
+            ConfigError::new(strip_provider(e.field()).to_owned(), e.reason().to_owned())
+                .within(path)
+        })?;
+        let at = At {
+            def,
+            health: &health,
+            path,
+        };
+        let svc = def.client.clone();
+        #[cfg(feature = "validate")]
+        let svc = self.output_validation_position(&at, svc)?;
+        let svc = self.observe_position(&at, svc);
+        #[cfg(feature = "overflow")]
+        let svc = self.quota_position(&at, svc, trackers)?;
+        #[cfg(feature = "ramp")]
+        let below_circuit = svc.clone();
+        #[cfg(feature = "circuit")]
+        let svc = self.circuit_position(&at, svc)?;
+        #[cfg(feature = "ramp")]
+        let (svc, ramp) = self.ramp_position(&at, below_circuit, svc)?;
+        let mut svc = svc;
+        for layer in self.extra.iter().chain(&def.extra) {
+            svc = layer.apply(&health, svc);
+        }
+        #[cfg(feature = "retry")]
+        let svc = self.retry_position(svc, budget);
+        #[cfg(not(feature = "retry"))]
+        let _ = budget;
+        let svc = self.attempt_timeout_position(svc);
+        let info = ProviderInfo {
+            health: health.clone(),
+            options: def.options.clone(),
+            #[cfg(feature = "ramp")]
+            ramp,
+        };
+        let entry = RouterEntry {
+            health,
+            service: svc,
+            options: def.options.clone(),
+        };
+        Ok((entry, info))
+    }
+
+    /// Output validation, right above the client.
+    #[cfg(feature = "validate")]
+    fn output_validation_position(
+        &self,
+        at: &At<'_>,
+        svc: ProviderService,
+    ) -> Result<ProviderService, ConfigError> {
+        Ok(match at.def.validate.as_ref().unwrap_or(&self.validate) {
+            Slot::Builtin(c) => {
+                let layer = c
+                    .build()
+                    .map_err(|e| e.within(at.scope(&at.def.validate, "validate")))?
+                    .provider(at.health.id().clone());
+                boxed(layer.layer(svc))
+            }
+            Slot::Custom(l) => l.apply(at.health, svc),
+            Slot::Off => svc,
+        })
+    }
+
+    /// The observer: latency, in-flight requests and outcomes into the health.
+    fn observe_position(&self, at: &At<'_>, svc: ProviderService) -> ProviderService {
+        match at.def.observe.as_ref().unwrap_or(&self.observe) {
+            Slot::Builtin(c) => {
+                let mut layer = ObserveLayer::new(at.health.clone());
+                if let Some(d) = c.default_retry_after {
+                    layer = layer.default_retry_after(d);
+                }
+                boxed(layer.layer(svc))
+            }
+            Slot::Custom(l) => l.apply(at.health, svc),
+            Slot::Off => svc,
+        }
+    }
+
+    /// Quota tracking, one tracker per quota group.
+    #[cfg(feature = "overflow")]
+    fn quota_position(
+        &self,
+        at: &At<'_>,
+        svc: ProviderService,
+        trackers: &mut Trackers,
+    ) -> Result<ProviderService, ConfigError> {
+        Ok(match at.def.quota.as_ref().unwrap_or(&self.quota) {
+            Slot::Builtin(c) => {
+                let new_tracker =
+                    || QuotaTracker::new(*c).map_err(|e| e.within(at.scope(&at.def.quota, "quota")));
+                let tracker = match &at.def.quota_group {
+                    Some(g) => match trackers.by_group.get(g) {
+                        Some(t) => t.clone(),
+                        None => {
+                            let t = new_tracker()?;
+                            trackers.by_group.insert(g.clone(), t.clone());
+                            t
+                        }
+                    },
+                    None => new_tracker()?,
+                };
+                boxed(QuotaLayer::new(at.health.clone(), tracker).layer(svc))
+            }
+            Slot::Custom(l) => l.apply(at.health, svc),
+            Slot::Off => svc,
+        })
+    }
+
+    /// The circuit breaker.
+    #[cfg(feature = "circuit")]
+    fn circuit_position(
+        &self,
+        at: &At<'_>,
+        svc: ProviderService,
+    ) -> Result<ProviderService, ConfigError> {
+        Ok(match at.def.circuit.as_ref().unwrap_or(&self.circuit) {
+            Slot::Builtin(c) => {
+                let layer = CircuitBreakerLayer::with_config(at.health.clone(), c.clone())
+                    .map_err(|e| e.within(at.scope(&at.def.circuit, "circuit")))?;
+                boxed(layer.layer(svc))
+            }
+            Slot::Custom(l) => l.apply(at.health, svc),
+            Slot::Off => svc,
+        })
+    }
+
+    /// The recovery ramp, with the active probes: below the breaker
+    /// (`below_circuit`) while the circuit is open, through it (`svc`) while
+    /// half-open.
+    #[cfg(feature = "ramp")]
+    fn ramp_position(
+        &self,
+        at: &At<'_>,
+        below_circuit: ProviderService,
+        svc: ProviderService,
+    ) -> Result<(ProviderService, Option<RampLayer>), ConfigError> {
+        Ok(match at.def.ramp.as_ref().unwrap_or(&self.ramp) {
+            Slot::Builtin(c) => {
+                let mut c = c.clone();
+                if self.routing.reads_ramp_share() {
+                    // The router routes exactly the ramp's share to the provider;
+                    // the ramp only drives and checks the steps.
+                    c = c.shed(false);
+                }
+                let mut layer = RampLayer::try_new(at.health.clone(), c)
+                    .map_err(|e| e.within(at.scope(&at.def.ramp, "ramp")))?;
+                if let Some(p) = &self.probe {
+                    let prober =
+                        Prober::new(below_circuit, p)?.through_breaker(svc.clone(), p)?;
+                    layer = layer.with_prober(prober);
+                }
+                (boxed(layer.layer(svc)), Some(layer))
+            }
+            Slot::Custom(l) => (l.apply(at.health, svc), None),
+            Slot::Off => (svc, None),
+        })
+    }
+
+    /// Same-provider retry of a blip, on top of the provider's stack (so each try
+    /// passes the breaker and counts in the provider's health).
+    #[cfg(feature = "retry")]
+    fn retry_position(&self, svc: ProviderService, budget: &Option<SharedBudget>) -> ProviderService {
+        match &self.same_provider_retry {
+            Some(c) => {
+                // The routers count each request in the budget; the policy only
+                // draws its retries from it.
+                let budget = budget.clone().unwrap_or_else(|| Arc::new(Unlimited));
+                let policy = SameProviderRetry::from_config(budget, c).deposits(false);
+                boxed(tower::retry::Retry::new(policy, svc))
+            }
+            None => svc,
+        }
+    }
+
+    /// The attempt timeout, for routers that do not time attempts themselves.
+    fn attempt_timeout_position(&self, svc: ProviderService) -> ProviderService {
+        match self.attempt_timeout {
+            Some(each) if !self.routing.times_attempts() => {
+                boxed(crate::timeout::AttemptTimeout::new(svc, each))
+            }
+            _ => svc,
+        }
     }
 }
 
@@ -965,20 +1058,6 @@ impl tower::retry::budget::Budget for Unlimited {
 
     fn withdraw(&self) -> bool {
         true
-    }
-}
-
-/// `providers[i].<layer>` when the provider overrides the layer, else `<layer>`.
-#[cfg(any(
-    feature = "validate",
-    feature = "overflow",
-    feature = "circuit",
-    feature = "ramp"
-))]
-fn scope<T>(over: &Option<T>, at: &str, layer: &str) -> String {
-    match over {
-        Some(_) => format!("{at}.{layer}"),
-        None => layer.to_owned(),
     }
 }
 
