@@ -124,14 +124,20 @@ pub(crate) fn config(
     seed: u64,
     redis: Option<RedisConfig>,
 ) -> Result<Config, BoxError> {
-    let mut config = Config::from_toml_str(STACK_CONFIG)
-        .map_err(|e| format!("{STACK_CONFIG_PATH}: {e}"))?;
+    let mut config =
+        Config::from_toml_str(STACK_CONFIG).map_err(|e| format!("{STACK_CONFIG_PATH}: {e}"))?;
     if config.providers.len() != PROVIDERS.len() {
-        return Err(format!("{STACK_CONFIG_PATH}: the drill needs the providers {PROVIDERS:?}").into());
+        return Err(
+            format!("{STACK_CONFIG_PATH}: the drill needs the providers {PROVIDERS:?}").into(),
+        );
     }
     for (i, p) in config.providers.iter_mut().enumerate() {
         if p.name != PROVIDERS[i] {
-            return Err(format!("{STACK_CONFIG_PATH}: providers[{i}] must be {:?}", PROVIDERS[i]).into());
+            return Err(format!(
+                "{STACK_CONFIG_PATH}: providers[{i}] must be {:?}",
+                PROVIDERS[i]
+            )
+            .into());
         }
         let base_url = match flavor(i) {
             Flavor::OpenAi => format!("{}/v1", sims[i].base_url()),
@@ -157,7 +163,9 @@ pub(crate) fn config(
         config.ramp = Toggle::On(ramp_config(c.clone(), timings, seed));
     }
     config.redis = redis;
-    config.validate().map_err(|e| format!("{STACK_CONFIG_PATH}: {e}"))?;
+    config
+        .validate()
+        .map_err(|e| format!("{STACK_CONFIG_PATH}: {e}"))?;
     Ok(config)
 }
 
@@ -166,10 +174,7 @@ pub(crate) fn config(
 fn tagging(recorder: &Arc<Recorder>) -> CustomLayer {
     let recorder = Arc::clone(recorder);
     CustomLayer::new(move |health, inner| {
-        let Some(i) = PROVIDERS
-            .iter()
-            .position(|p| *p == health.id().provider())
-        else {
+        let Some(i) = PROVIDERS.iter().position(|p| *p == health.id().provider()) else {
             return inner;
         };
         let counted = RampCount {

@@ -197,7 +197,9 @@ fn refuses_bad_files_naming_the_field() {
             "overflow: this section configures router = \"overflow\"",
         ),
         (
-            &format!("attempt_timeout = \"20s\"\n[balance]\nattempt_timeout = \"30s\"\n{OK_PROVIDER}"),
+            &format!(
+                "attempt_timeout = \"20s\"\n[balance]\nattempt_timeout = \"30s\"\n{OK_PROVIDER}"
+            ),
             "balance.attempt_timeout: set once: the top-level `attempt_timeout` (every router) or this one",
         ),
         (
@@ -369,11 +371,18 @@ async fn the_example_files_load_and_every_key_in_them_is_used() {
 
         let mut inline = config.clone();
         for p in &mut inline.providers {
-            assert!(p.client.remove("api_key_env").is_some(), "{file}: keys from the environment");
-            p.client.insert("api_key".into(), "sk-test-not-a-secret".into());
+            assert!(
+                p.client.remove("api_key_env").is_some(),
+                "{file}: keys from the environment"
+            );
+            p.client
+                .insert("api_key".into(), "sk-test-not-a-secret".into());
         }
         let stack = Stack::from_config(&inline).unwrap().build().unwrap();
-        assert_eq!(stack.handle().snapshot().providers.len(), config.providers.len());
+        assert_eq!(
+            stack.handle().snapshot().providers.len(),
+            config.providers.len()
+        );
 
         let whole = fingerprint(&config);
         let mut paths = Vec::new();
@@ -397,7 +406,10 @@ async fn the_example_files_load_and_every_key_in_them_is_used() {
     }
 
     // The two-key file: OpenAI first, Anthropic as its fallback.
-    let path = format!("{}/../examples/gateway/openai_anthropic.toml", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/../examples/gateway/openai_anthropic.toml",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let config = Config::from_file(&path).unwrap();
     assert_eq!(config.router, tower_failover::RouterKind::Fallback);
     assert_eq!(config.providers[0].name, "openai");

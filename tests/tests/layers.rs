@@ -55,10 +55,7 @@ async fn call(stack: &Failover) -> Result<u16, String> {
     match res {
         Ok(res) => {
             let status = res.status().as_u16();
-            res.into_body()
-                .collect()
-                .await
-                .map_err(|e| e.to_string())?;
+            res.into_body().collect().await.map_err(|e| e.to_string())?;
             Ok(status)
         }
         Err(e) => Err(e.to_string()),
@@ -143,13 +140,21 @@ async fn a_probe_closes_an_open_circuit_with_no_caller_traffic() {
         // (the breaker's three half-open successes close it).
         tokio::time::sleep(Duration::from_secs(10)).await;
         let circuit = stack.handle().snapshot().providers[0].health.circuit;
-        assert_eq!(chats.load(Ordering::SeqCst), 3, "no caller request meanwhile");
+        assert_eq!(
+            chats.load(Ordering::SeqCst),
+            3,
+            "no caller request meanwhile"
+        );
         if probes {
             assert_eq!(circuit, CircuitState::Closed, "closed by probes alone");
             assert!(models.load(Ordering::SeqCst) >= 4, "one probe, then three");
             assert_eq!(call(&stack).await, Ok(200));
         } else {
-            assert_eq!(circuit, CircuitState::Open, "nothing told it the provider is back");
+            assert_eq!(
+                circuit,
+                CircuitState::Open,
+                "nothing told it the provider is back"
+            );
             assert_eq!(models.load(Ordering::SeqCst), 0);
         }
     }
@@ -185,7 +190,10 @@ async fn a_completion_probe_is_a_real_one_token_completion() {
         CircuitState::Closed
     );
     assert_eq!(models.load(Ordering::SeqCst), 0, "no model list asked for");
-    assert!(chats.load(Ordering::SeqCst) >= 3 + 4, "the probes were completions");
+    assert!(
+        chats.load(Ordering::SeqCst) >= 3 + 4,
+        "the probes were completions"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -218,7 +226,9 @@ async fn a_blip_is_retried_on_the_same_provider_and_an_outage_fails_over() {
     assert_eq!(snapshot.providers[0].health.counters.successes, 1);
 
     // A sustained outage: every caller still gets an answer, from the backup.
-    primary.set_faults([FaultSpec::always(Fault::Status(503))]).unwrap();
+    primary
+        .set_faults([FaultSpec::always(Fault::Status(503))])
+        .unwrap();
     let before = chats(&primary);
     for _ in 0..10 {
         assert_eq!(call(&stack).await, Ok(200));
@@ -237,7 +247,11 @@ async fn a_blip_is_retried_on_the_same_provider_and_an_outage_fails_over() {
     for _ in 0..5 {
         assert_eq!(call(&stack).await, Ok(200));
     }
-    assert_eq!(chats(&primary), open_at, "an open circuit fails over at once");
+    assert_eq!(
+        chats(&primary),
+        open_at,
+        "an open circuit fails over at once"
+    );
 
     // Without same-provider retry, the blip goes to the backup.
     let (p2, b2) = (sim("primary", 3).await, sim("backup", 4).await);
@@ -298,7 +312,12 @@ async fn a_provider_failing_30_percent_keeps_under_10_percent_of_the_traffic() {
             text.push_str(&format!("error_penalty = {p}\n"));
         }
         for (i, (name, s)) in ["good-a", "good-b", "flaky"].iter().zip(&sims).enumerate() {
-            text.push_str(&common::provider_entry(name, "openai", s.base_url(), i as u32));
+            text.push_str(&common::provider_entry(
+                name,
+                "openai",
+                s.base_url(),
+                i as u32,
+            ));
         }
         let stack = stack(&text);
         let callers: Vec<_> = (0..3)
@@ -336,8 +355,10 @@ async fn the_wait_queue_holds_callers_under_fallback_and_balance() {
         for queue in [true, false] {
             let (a, b) = (sim("a", 21).await, sim("b", 22).await);
             for s in [&a, &b] {
-                s.set_faults([FaultSpec::always(Fault::RateLimit(RetryAfter::Seconds(1))).limit(1)])
-                    .unwrap();
+                s.set_faults(
+                    [FaultSpec::always(Fault::RateLimit(RetryAfter::Seconds(1))).limit(1)],
+                )
+                .unwrap();
             }
             let extra = if queue {
                 "wait_queue = { max_wait = \"20s\" }"
@@ -356,7 +377,10 @@ async fn the_wait_queue_holds_callers_under_fallback_and_balance() {
                 assert_eq!(chats(&a) + chats(&b), 3, "two 429s, then one answer");
             } else {
                 let err = got.expect_err("every provider is rate limited");
-                assert!(err.contains("rate limited") || err.contains("all providers"), "{router}: {err}");
+                assert!(
+                    err.contains("rate limited") || err.contains("all providers"),
+                    "{router}: {err}"
+                );
                 assert_eq!(chats(&a) + chats(&b), 2);
             }
         }

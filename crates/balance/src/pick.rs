@@ -385,7 +385,9 @@ mod tests {
             vec![ProviderOptions::default(); 2],
         );
         for i in 0..2 {
-            t.endpoint(i).health.observe_ttfb(Duration::from_millis(100));
+            t.endpoint(i)
+                .health
+                .observe_ttfb(Duration::from_millis(100));
         }
         // Provider 1 failed three of its last ten attempts: 1 + 20 × ~0.3 ≈ 7 times
         // as loaded. Three requests in flight at provider 0 do not make up for it.
@@ -407,7 +409,10 @@ mod tests {
             vec![ProviderOptions::default(); 2],
         );
         for i in 0..2 {
-            plain.endpoint(i).health.observe_ttfb(Duration::from_millis(100));
+            plain
+                .endpoint(i)
+                .health
+                .observe_ttfb(Duration::from_millis(100));
         }
         plain
             .endpoint(1)

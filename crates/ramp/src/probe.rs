@@ -131,7 +131,6 @@ impl Prober {
         self.through = Some(Box::new(move || -> ProbeFuture {
             let mut svc = service.clone();
             let req = template.build::<B>();
-            let classifier = classifier.clone();
             Box::pin(async move {
                 let ready: Result<(), BoxError> =
                     poll_fn(|cx| svc.poll_ready(cx)).await.map_err(Into::into);

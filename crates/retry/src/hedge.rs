@@ -51,10 +51,16 @@ impl HedgeConfig {
     pub fn validate(&self) -> Result<(), tower_failover_core::ConfigError> {
         use tower_failover_core::ConfigError;
         if !(self.percentile.is_finite() && self.percentile > 0.0 && self.percentile < 1.0) {
-            return Err(ConfigError::new("percentile", "must be a fraction in (0, 1)"));
+            return Err(ConfigError::new(
+                "percentile",
+                "must be a fraction in (0, 1)",
+            ));
         }
         if self.initial_delay.is_zero() || self.initial_delay > Duration::from_secs(600) {
-            return Err(ConfigError::new("initial_delay", "must be above zero and at most 10m"));
+            return Err(ConfigError::new(
+                "initial_delay",
+                "must be above zero and at most 10m",
+            ));
         }
         if self.min_delay > Duration::from_secs(600) {
             return Err(ConfigError::new("min_delay", "must be at most 10m"));

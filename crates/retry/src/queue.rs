@@ -55,7 +55,10 @@ impl QueueConfig {
             ));
         }
         if self.max_wait.is_zero() || self.max_wait > Duration::from_secs(3600) {
-            return Err(ConfigError::new("max_wait", "must be above zero and at most 1h"));
+            return Err(ConfigError::new(
+                "max_wait",
+                "must be above zero and at most 1h",
+            ));
         }
         Ok(())
     }

@@ -89,9 +89,9 @@ use tower_failover_balance::{BalanceConfig, FallbackConfig, ProviderOptions};
 use tower_failover_core::duration_serde;
 use tower_failover_core::{HealthConfig, ProviderId};
 
-use tower_failover_core::ConfigError;
 use crate::slot::{ObserveConfig, Toggle};
 use crate::stack::DEFAULT_MAX_REQUEST_BYTES;
+use tower_failover_core::ConfigError;
 
 #[cfg(feature = "circuit")]
 use tower_failover_circuit::CircuitConfig;
@@ -473,14 +473,13 @@ impl Config {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::new(path.display().to_string(), e.to_string()))?;
-        Config::from_toml_str(&text)
-            .map_err(|e| {
-                let field = match e.field() {
-                    "" => path.display().to_string(),
-                    f => format!("{}: {f}", path.display()),
-                };
-                ConfigError::new(field, e.reason().to_owned())
-            })
+        Config::from_toml_str(&text).map_err(|e| {
+            let field = match e.field() {
+                "" => path.display().to_string(),
+                f => format!("{}: {f}", path.display()),
+            };
+            ConfigError::new(field, e.reason().to_owned())
+        })
     }
 
     /// Refuses invalid values, naming the field. Does not read the environment
@@ -498,9 +497,7 @@ impl Config {
                 "must be at least 1 byte",
             ));
         }
-        self.health
-            .validate()
-            .map_err(|e| e.within("health"))?;
+        self.health.validate().map_err(|e| e.within("health"))?;
         self.check_routers()?;
         if self.attempt_timeout.is_some_and(|d| d.is_zero()) {
             return Err(ConfigError::new("attempt_timeout", "must be above zero"));
@@ -544,8 +541,7 @@ impl Config {
         #[cfg(feature = "retry")]
         {
             if let Toggle::On(c) = &self.retry_budget {
-                c.validate()
-                    .map_err(|e| e.within("retry_budget"))?;
+                c.validate().map_err(|e| e.within("retry_budget"))?;
             }
             if self.deadline.is_some_and(|d| d.is_zero()) {
                 return Err(ConfigError::new("deadline", "must be above zero"));
@@ -556,8 +552,7 @@ impl Config {
         }
         #[cfg(feature = "redis")]
         if let Some(r) = &self.redis {
-            r.validate()
-                .map_err(|e| e.within("redis"))?;
+            r.validate().map_err(|e| e.within("redis"))?;
         }
         for (i, p) in self.providers.iter().enumerate() {
             let at = format!("providers[{i}]");
@@ -764,10 +759,12 @@ impl Config {
         }
         #[cfg(feature = "ramp")]
         {
-            b = b.ramp(Slot::from(self.ramp.clone())).probe(match &self.probe {
-                None => (!self.ramp.is_off()).then(ProbeConfig::default),
-                Some(t) => t.get().cloned(),
-            });
+            b = b
+                .ramp(Slot::from(self.ramp.clone()))
+                .probe(match &self.probe {
+                    None => (!self.ramp.is_off()).then(ProbeConfig::default),
+                    Some(t) => t.get().cloned(),
+                });
         }
         #[cfg(feature = "retry")]
         {
@@ -866,28 +863,21 @@ fn check_url(url: &str) -> Result<(), ConfigError> {
 
 #[cfg(feature = "validate")]
 fn check_validate(c: &ValidateConfig, at: &str) -> Result<(), ConfigError> {
-    c.validate()
-        .map_err(|e| e.within(at))?;
-    c.checks
-        .build()
-        .map(drop)
-        .map_err(|e| e.within(at))
+    c.validate().map_err(|e| e.within(at))?;
+    c.checks.build().map(drop).map_err(|e| e.within(at))
 }
 
 #[cfg(feature = "overflow")]
 fn check_quota(c: &QuotaConfig, at: &str) -> Result<(), ConfigError> {
-    c.validate()
-        .map_err(|e| e.within(at))
+    c.validate().map_err(|e| e.within(at))
 }
 
 #[cfg(feature = "circuit")]
 fn check_circuit(c: &CircuitConfig, at: &str) -> Result<(), ConfigError> {
-    c.validate()
-        .map_err(|e| e.within(at))
+    c.validate().map_err(|e| e.within(at))
 }
 
 #[cfg(feature = "ramp")]
 fn check_ramp(c: &RampConfig, at: &str) -> Result<(), ConfigError> {
-    c.validate()
-        .map_err(|e| e.within(at))
+    c.validate().map_err(|e| e.within(at))
 }

@@ -19,11 +19,11 @@ use tower_failover_core::{Health, Registry};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use tower_failover_core::ConfigError;
 use crate::handle::{Handle, ProviderInfo, Remaining};
 use crate::models::{ModelRouter, check_names};
 use crate::service::{Failover, ProviderService, boxed};
 use crate::slot::{CustomLayer, ObserveConfig, Slot};
+use tower_failover_core::ConfigError;
 
 #[cfg(feature = "circuit")]
 use tower_failover_circuit::{CircuitBreakerLayer, CircuitConfig};
@@ -292,7 +292,9 @@ impl ProviderDef {
 
     /// The old name of [`output_validation`](ProviderDef::output_validation).
     #[cfg(feature = "validate")]
-    #[deprecated(note = "renamed `output_validation` (it sets a layer; `validate` checks values elsewhere)")]
+    #[deprecated(
+        note = "renamed `output_validation` (it sets a layer; `validate` checks values elsewhere)"
+    )]
     pub fn validate(self, slot: impl Into<Slot<ValidateConfig>>) -> Self {
         self.output_validation(slot)
     }
@@ -490,7 +492,9 @@ impl StackBuilder {
 
     /// The old name of [`output_validation`](StackBuilder::output_validation).
     #[cfg(feature = "validate")]
-    #[deprecated(note = "renamed `output_validation` (it sets a layer; `Config::validate` checks values)")]
+    #[deprecated(
+        note = "renamed `output_validation` (it sets a layer; `Config::validate` checks values)"
+    )]
     pub fn validate(self, slot: impl Into<Slot<ValidateConfig>>) -> Self {
         self.output_validation(slot)
     }
@@ -670,10 +674,7 @@ impl StackBuilder {
             Budget::Off => None,
             #[cfg(feature = "retry")]
             Budget::Config(c) => {
-                let b = Arc::new(
-                    RetryBudget::new(*c)
-                        .map_err(|e| e.within("retry_budget"))?,
-                );
+                let b = Arc::new(RetryBudget::new(*c).map_err(|e| e.within("retry_budget"))?);
                 let read = b.clone();
                 remaining = Some(Arc::new(move || read.remaining()));
                 Some(b)
@@ -719,8 +720,7 @@ impl StackBuilder {
         #[cfg(feature = "retry")]
         let (routed, queue) = match &self.wait_queue {
             Some(c) => {
-                c.validate()
-                    .map_err(|e| e.within("wait_queue"))?;
+                c.validate().map_err(|e| e.within("wait_queue"))?;
                 let layer = WaitQueueLayer::new(registry.clone(), *c);
                 (boxed(layer.layer(routed)), Some(layer))
             }
@@ -763,7 +763,12 @@ struct At<'a> {
 impl At<'_> {
     /// `providers[i].<layer>` when the provider overrides the layer, else `<layer>`.
     #[cfg_attr(
-        not(any(feature = "validate", feature = "overflow", feature = "circuit", feature = "ramp")),
+        not(any(
+            feature = "validate",
+            feature = "overflow",
+            feature = "circuit",
+            feature = "ramp"
+        )),
         allow(dead_code)
     )]
     fn scope<T>(&self, over: &Option<T>, layer: &str) -> String {
@@ -787,10 +792,16 @@ impl StackBuilder {
         #[cfg_attr(not(feature = "overflow"), allow(unused_variables))] trackers: &mut Trackers,
     ) -> Result<(RouterEntry, ProviderInfo), ConfigError> {
         if def.provider.trim().is_empty() {
-            return Err(ConfigError::new(format!("{path}.name"), "must not be empty"));
+            return Err(ConfigError::new(
+                format!("{path}.name"),
+                "must not be empty",
+            ));
         }
         if def.model.trim().is_empty() {
-            return Err(ConfigError::new(format!("{path}.model"), "must not be empty"));
+            return Err(ConfigError::new(
+                format!("{path}.model"),
+                "must not be empty",
+            ));
         }
         let health = match &def.quota_group {
             Some(g) => registry.provider_in_group(&def.provider, &def.model, g),
@@ -885,8 +896,9 @@ impl StackBuilder {
     ) -> Result<ProviderService, ConfigError> {
         Ok(match at.def.quota.as_ref().unwrap_or(&self.quota) {
             Slot::Builtin(c) => {
-                let new_tracker =
-                    || QuotaTracker::new(*c).map_err(|e| e.within(at.scope(&at.def.quota, "quota")));
+                let new_tracker = || {
+                    QuotaTracker::new(*c).map_err(|e| e.within(at.scope(&at.def.quota, "quota")))
+                };
                 let tracker = match &at.def.quota_group {
                     Some(g) => match trackers.by_group.get(g) {
                         Some(t) => t.clone(),
@@ -944,8 +956,7 @@ impl StackBuilder {
                 let mut layer = RampLayer::try_new(at.health.clone(), c)
                     .map_err(|e| e.within(at.scope(&at.def.ramp, "ramp")))?;
                 if let Some(p) = &self.probe {
-                    let prober =
-                        Prober::new(below_circuit, p)?.through_breaker(svc.clone(), p)?;
+                    let prober = Prober::new(below_circuit, p)?.through_breaker(svc.clone(), p)?;
                     layer = layer.with_prober(prober);
                 }
                 (boxed(layer.layer(svc)), Some(layer))
@@ -958,7 +969,11 @@ impl StackBuilder {
     /// Same-provider retry of a blip, on top of the provider's stack (so each try
     /// passes the breaker and counts in the provider's health).
     #[cfg(feature = "retry")]
-    fn retry_position(&self, svc: ProviderService, budget: &Option<SharedBudget>) -> ProviderService {
+    fn retry_position(
+        &self,
+        svc: ProviderService,
+        budget: &Option<SharedBudget>,
+    ) -> ProviderService {
         match &self.same_provider_retry {
             Some(c) => {
                 // The routers count each request in the budget; the policy only
@@ -1123,9 +1138,7 @@ fn route(
             for e in entries {
                 b = b.target(e.health, e.service);
             }
-            let router = b
-                .build()
-                .map_err(|e| e.within("overflow"))?;
+            let router = b.build().map_err(|e| e.within("overflow"))?;
             Ok(boxed(router))
         }
         Routing::Custom(r) => {
