@@ -24,13 +24,15 @@
 //! Per provider, innermost first:
 //!
 //! ```text
-//! provider client → output validation → ObserveLayer → quota tracking → circuit breaker → recovery ramp
+//! provider client → output validation → ObserveLayer → quota tracking → circuit breaker
+//!     → recovery ramp (and active probes) → same-provider retry of a blip
 //! ```
 //!
 //! Across providers: a router (the balancer, the ordered fallback or overflow on
-//! 429) with one retry budget shared by every hop, then optionally a wait queue for
-//! when every provider is down, a total deadline, and the body buffering that makes
-//! requests replayable. The result is a [`Failover`] service, and a [`Handle`] on it:
+//! 429) with one retry budget shared by every hop and one attempt timeout, then
+//! optionally hedging and a wait queue for when every provider is down, a total
+//! deadline, and the body buffering that makes requests replayable. The README's
+//! "When a provider misbehaves" table gives every default and why. The result is a [`Failover`] service, and a [`Handle`] on it:
 //! a JSON snapshot of every provider, a stream of health events, and manual
 //! overrides.
 //!

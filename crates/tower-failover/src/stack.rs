@@ -341,10 +341,12 @@ impl ProviderDef {
 /// replaceable.
 ///
 /// Per provider, innermost first: the client → output validation →
-/// [`ObserveLayer`] → quota tracking → circuit breaker → recovery ramp → your extra
-/// layers. Across providers: the router ([`Routing`]) with the shared retry budget,
-/// then the wait queue (off by default), the total deadline, and the body buffering
-/// that makes requests replayable.
+/// [`ObserveLayer`] → quota tracking → circuit breaker → recovery ramp (with the
+/// active probes) → your extra layers → same-provider retry of a blip → the
+/// attempt timeout (for routers that do not time attempts themselves). Across
+/// providers: the router ([`Routing`]) with the shared retry budget, then hedging
+/// (off by default), the wait queue (off by default), the total deadline, and the
+/// body buffering that makes requests replayable.
 ///
 /// Every position takes the built-in layer's configuration, a [`CustomLayer`] of
 /// your own, or [`Slot::Off`]. See the [crate documentation](crate) for examples.
