@@ -481,6 +481,14 @@ async fn a_redis_section_shares_health_between_replicas() {
     );
     let config =
         Config::from_toml_str(&text).expect("a valid configuration with a [redis] section");
+    // The stack's retry budget is the fleet's (counted in Redis), not a local one.
+    let stack = Stack::from_config(&config).unwrap().build().unwrap();
+    assert_eq!(stack.handle().retry_budget_remaining(), None);
+    let local = Stack::from_config(&Config::from_toml_str(OK_PROVIDER).unwrap())
+        .unwrap()
+        .build()
+        .unwrap();
+    assert!(local.handle().retry_budget_remaining().is_some());
     let a = config.registry().unwrap();
     let b = config.registry().unwrap();
     let (ha, hb) = (

@@ -84,11 +84,13 @@
 
 mod budget;
 mod config;
+mod retry_budget;
 mod store;
 mod wire;
 
 pub use budget::FleetBudget;
 pub use config::{ConfigError, RedisConfig};
+pub use retry_budget::FleetRetryBudget;
 pub use store::RedisStore;
 
 #[doc(no_inline)]

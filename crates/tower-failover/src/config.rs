@@ -189,7 +189,8 @@ pub struct Config {
     pub wait_queue: Toggle<QueueConfig>,
     /// The largest request body buffered for replay. Default: 4 MiB.
     pub max_request_bytes: usize,
-    /// Share health across gateway replicas through Redis. Default: none.
+    /// Share health across gateway replicas through Redis, and count the retry
+    /// budget for the whole fleet there. Default: none.
     #[cfg(feature = "redis")]
     pub redis: Option<RedisConfig>,
     /// Health tracking shared by every provider: the latency averages and hang
@@ -774,6 +775,22 @@ impl Config {
                 .wait_queue(self.wait_queue.get().copied())
                 .same_provider_retry(self.retry.get().copied())
                 .hedge(self.hedge.get().copied());
+        }
+        // With `[redis]`, the retry budget is the fleet's, counted in Redis.
+        #[cfg(all(feature = "redis", feature = "retry"))]
+        if let (Some(r), Toggle::On(c)) = (&self.redis, &self.retry_budget) {
+            let local =
+                tower_failover_retry::RetryBudget::new(*c).map_err(|e| e.within("retry_budget"))?;
+            let fleet = tower_failover_redis::FleetRetryBudget::start(
+                r,
+                "retry",
+                c.window,
+                c.min_per_second,
+                c.ratio,
+                std::sync::Arc::new(local),
+            )
+            .map_err(|e| e.within("redis"))?;
+            b = b.shared_budget(std::sync::Arc::new(fleet));
         }
         for (i, p) in self.providers.iter().enumerate() {
             let at = format!("providers[{i}]");
