@@ -105,6 +105,41 @@ fn mock(
     })
 }
 
+/// One mock provider behind the stack: no same-provider retry, a circuit that
+/// opens after three failures and cools down for ten minutes, and `probe`.
+struct Mocked {
+    stack: Failover,
+    up: Arc<AtomicBool>,
+    chats: Arc<AtomicU32>,
+    models: Arc<AtomicU32>,
+}
+
+fn mocked(probe: Option<ProbeConfig>) -> Mocked {
+    let up = Arc::new(AtomicBool::new(false));
+    let (chats, models) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+    let stack = Stack::builder()
+        .provider(ProviderDef::new(
+            "openai",
+            "m",
+            mock(up.clone(), chats.clone(), models.clone()),
+        ))
+        .circuit(
+            CircuitConfig::default()
+                .consecutive_failures(3)
+                .cooldown(Duration::from_secs(600), Duration::from_secs(600)),
+        )
+        .probe(probe)
+        .same_provider_retry(None)
+        .build()
+        .unwrap();
+    Mocked {
+        stack,
+        up,
+        chats,
+        models,
+    }
+}
+
 /// The circuit opens after three 503s; the provider recovers; with probes on (the
 /// default, here every second) the circuit goes half-open and then closed without
 /// a single caller request, well before its ten-minute cooldown. Without probes
@@ -112,23 +147,13 @@ fn mock(
 #[tokio::test(start_paused = true)]
 async fn a_probe_closes_an_open_circuit_with_no_caller_traffic() {
     for probes in [true, false] {
-        let up = Arc::new(AtomicBool::new(false));
-        let (chats, models) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
-        let stack = Stack::builder()
-            .provider(ProviderDef::new(
-                "openai",
-                "m",
-                mock(up.clone(), chats.clone(), models.clone()),
-            ))
-            .circuit(
-                CircuitConfig::default()
-                    .consecutive_failures(3)
-                    .cooldown(Duration::from_secs(600), Duration::from_secs(600)),
-            )
-            .probe(probes.then(|| ProbeConfig::default().interval(Duration::from_secs(1))))
-            .same_provider_retry(None)
-            .build()
-            .unwrap();
+        let probe = probes.then(|| ProbeConfig::default().interval(Duration::from_secs(1)));
+        let Mocked {
+            stack,
+            up,
+            chats,
+            models,
+        } = mocked(probe);
         for _ in 0..3 {
             assert!(call(&stack).await.is_err(), "the only provider is down");
         }
@@ -163,23 +188,16 @@ async fn a_probe_closes_an_open_circuit_with_no_caller_traffic() {
 /// `probe = { completion = true }` probes with a one-token chat completion.
 #[tokio::test(start_paused = true)]
 async fn a_completion_probe_is_a_real_one_token_completion() {
-    let up = Arc::new(AtomicBool::new(false));
-    let (chats, models) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
-    let stack = Stack::builder()
-        .provider(ProviderDef::new(
-            "openai",
-            "m",
-            mock(up.clone(), chats.clone(), models.clone()),
-        ))
-        .circuit(CircuitConfig::default().consecutive_failures(3))
-        .probe(Some(
-            ProbeConfig::default()
-                .interval(Duration::from_secs(1))
-                .completion(true),
-        ))
-        .same_provider_retry(None)
-        .build()
-        .unwrap();
+    let Mocked {
+        stack,
+        up,
+        chats,
+        models,
+    } = mocked(Some(
+        ProbeConfig::default()
+            .interval(Duration::from_secs(1))
+            .completion(true),
+    ));
     for _ in 0..3 {
         assert!(call(&stack).await.is_err());
     }

@@ -132,16 +132,10 @@ impl Prober {
             let mut svc = service.clone();
             let req = template.build::<B>();
             Box::pin(async move {
-                let ready: Result<(), BoxError> =
-                    poll_fn(|cx| svc.poll_ready(cx)).await.map_err(Into::into);
-                if let Err(e) = ready {
-                    return judge(&classifier, e);
-                }
-                let res = match svc.call(req).await.map_err(Into::into) {
-                    Ok(res) => res,
-                    Err(e) => return judge(&classifier, e),
+                let (outcome, res) = match send_one(&mut svc, req, &classifier).await {
+                    Ok(answered) => answered,
+                    Err(outcome) => return outcome,
                 };
-                let outcome = classifier.classify_response(&res);
                 let mut body = std::pin::pin!(res.into_body());
                 while let Some(frame) = poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
                     if let Err(e) = frame {
@@ -197,17 +191,34 @@ where
         let req = template.build::<B>();
         let classifier = classifier.clone();
         Box::pin(async move {
-            let ready: Result<(), BoxError> =
-                poll_fn(|cx| svc.poll_ready(cx)).await.map_err(Into::into);
-            if let Err(e) = ready {
-                return judge(&classifier, e);
-            }
-            match svc.call(req).await.map_err(Into::into) {
-                Ok(res) => Some(classifier.classify_response(&res)),
-                Err(e) => judge(&classifier, e),
+            match send_one(&mut svc, req, &classifier).await {
+                Ok((outcome, _)) => Some(outcome),
+                Err(outcome) => outcome,
             }
         })
     })
+}
+
+/// Sends one probe through `svc`: its answer and the answer's outcome, or the
+/// outcome of its error (`None` when a breaker refused it).
+async fn send_one<S, B, RB, C>(
+    svc: &mut S,
+    req: Request<B>,
+    classifier: &C,
+) -> Result<(Outcome, Response<RB>), Option<Outcome>>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+    C: Classify,
+{
+    let ready: Result<(), BoxError> = poll_fn(|cx| svc.poll_ready(cx)).await.map_err(Into::into);
+    if let Err(e) = ready {
+        return Err(judge(classifier, e));
+    }
+    match svc.call(req).await.map_err(Into::into) {
+        Ok(res) => Ok((classifier.classify_response(&res), res)),
+        Err(e) => Err(judge(classifier, e)),
+    }
 }
 
 /// A probe's error: `None` when a circuit breaker refused it (no probe permit
