@@ -404,3 +404,67 @@ async fn the_wait_queue_holds_callers_under_fallback_and_balance() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// One attempt timeout, whatever the router
+
+/// The first provider never answers. With `attempt_timeout`, its attempt is cut
+/// after one second under every router: the balancer and the fallback then fail
+/// over to the second provider; overflow (which moves on only after a 429) answers
+/// with the attempt's timeout, not after the whole deadline.
+#[tokio::test(start_paused = true)]
+async fn one_attempt_timeout_for_every_router() {
+    use tower_failover::Routing;
+    use tower_failover::balance::{BalanceConfig, FallbackConfig};
+    use tower_failover::overflow::OverflowConfig;
+
+    let hang = service_fn(|_req: Request<ReplayBody>| async {
+        std::future::pending::<()>().await;
+        Ok::<_, tower::BoxError>(Response::new(ReplayBody::empty()))
+    });
+    let up = service_fn(|_req: Request<ReplayBody>| async {
+        Ok::<_, tower::BoxError>(Response::new(ReplayBody::from(ANSWER)))
+    });
+    for routing in [
+        Routing::Fallback(FallbackConfig::default()),
+        Routing::Balance(BalanceConfig::default().seed(1)),
+        Routing::Overflow(OverflowConfig::default()),
+    ] {
+        let name = routing.name();
+        let stack = Stack::builder()
+            .provider(
+                ProviderDef::new("hang", "m", hang)
+                    .priority(0)
+                    .weight(100.0),
+            )
+            .provider(ProviderDef::new("up", "m", up).priority(1))
+            .routing(routing)
+            .attempt_timeout(Some(Duration::from_secs(1)))
+            .deadline(Some(Duration::from_secs(60)))
+            .build()
+            .unwrap();
+        // The hanging provider goes first under every router (priority 0; for the
+        // balancer, a hundred times the weight): each answer takes at least the
+        // attempt timeout.
+        let started = tokio::time::Instant::now();
+        let got = call(&stack).await;
+        let took = started.elapsed();
+        match name {
+            "overflow" => {
+                let err = got.expect_err("overflow does not fail over on a timeout");
+                assert!(
+                    err.contains("timed out") || err.contains("timeout"),
+                    "{err}"
+                );
+                assert_eq!(took, Duration::from_secs(1), "{name}");
+            }
+            _ => {
+                assert_eq!(got, Ok(200), "{name}");
+                assert!(
+                    took >= Duration::from_secs(1) && took < Duration::from_secs(2),
+                    "{name}: {took:?}"
+                );
+            }
+        }
+    }
+}
