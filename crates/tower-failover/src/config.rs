@@ -461,6 +461,54 @@ impl ProviderEntry {
     }
 }
 
+#[cfg(feature = "provider")]
+impl ProviderEntry {
+    /// This entry as the stack builder takes it: its client (built from the client
+    /// keys, recording usage in its health in `registry`), routing options, quota
+    /// group and its own layer settings.
+    fn def(
+        &self,
+        registry: &tower_failover_core::Registry,
+    ) -> Result<crate::ProviderDef, ConfigError> {
+        #[cfg(any(
+            feature = "validate",
+            feature = "overflow",
+            feature = "circuit",
+            feature = "ramp"
+        ))]
+        use crate::slot::Slot;
+        let health = match &self.quota_group {
+            Some(g) => registry.provider_in_group(&self.name, &self.model, g),
+            None => registry.provider(&self.name, &self.model),
+        };
+        let client = tower_failover_provider::Provider::from_config(self.provider_config()?)
+            .health(health)
+            .build()?;
+        let mut def =
+            crate::ProviderDef::new(&self.name, &self.model, client).options(self.options());
+        if let Some(g) = &self.quota_group {
+            def = def.quota_group(g);
+        }
+        #[cfg(feature = "validate")]
+        if let Some(t) = &self.validate {
+            def = def.output_validation(Slot::from(t.clone()));
+        }
+        #[cfg(feature = "overflow")]
+        if let Some(t) = &self.quota {
+            def = def.quota(Slot::from(t.clone()));
+        }
+        #[cfg(feature = "circuit")]
+        if let Some(t) = &self.circuit {
+            def = def.circuit(Slot::from(t.clone()));
+        }
+        #[cfg(feature = "ramp")]
+        if let Some(t) = &self.ramp {
+            def = def.ramp(Slot::from(t.clone()));
+        }
+        Ok(def)
+    }
+}
+
 impl Config {
     /// Reads and validates a TOML configuration.
     pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
@@ -726,7 +774,7 @@ impl Config {
     #[cfg(feature = "provider")]
     pub(crate) fn builder(&self) -> Result<crate::StackBuilder, ConfigError> {
         use crate::slot::Slot;
-        use crate::stack::{ProviderDef, Routing};
+        use crate::stack::Routing;
 
         let registry = self.registry()?;
         let routing = match self.router {
@@ -794,37 +842,7 @@ impl Config {
         }
         for (i, p) in self.providers.iter().enumerate() {
             let at = format!("providers[{i}]");
-            let health = match &p.quota_group {
-                Some(g) => registry.provider_in_group(&p.name, &p.model, g),
-                None => registry.provider(&p.name, &p.model),
-            };
-            let client = tower_failover_provider::Provider::from_config(
-                p.provider_config().map_err(|e| e.within(&at))?,
-            )
-            .health(health)
-            .build()
-            .map_err(|e| e.within(&at))?;
-            let mut def = ProviderDef::new(&p.name, &p.model, client).options(p.options());
-            if let Some(g) = &p.quota_group {
-                def = def.quota_group(g);
-            }
-            #[cfg(feature = "validate")]
-            if let Some(t) = &p.validate {
-                def = def.output_validation(Slot::from(t.clone()));
-            }
-            #[cfg(feature = "overflow")]
-            if let Some(t) = &p.quota {
-                def = def.quota(Slot::from(t.clone()));
-            }
-            #[cfg(feature = "circuit")]
-            if let Some(t) = &p.circuit {
-                def = def.circuit(Slot::from(t.clone()));
-            }
-            #[cfg(feature = "ramp")]
-            if let Some(t) = &p.ramp {
-                def = def.ramp(Slot::from(t.clone()));
-            }
-            b = b.provider(def);
+            b = b.provider(p.def(&registry).map_err(|e| e.within(&at))?);
         }
         Ok(b)
     }
