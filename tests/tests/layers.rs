@@ -19,6 +19,9 @@ use tower_failover::replay::ReplayBody;
 use tower_failover::sim::{Fault, FaultSpec, Flavor, RetryAfter, Sim};
 use tower_failover::{CircuitState, Config, Failover, ProviderDef, Stack};
 
+/// The header callers' requests carry in these tests (probes do not).
+const CALLER: &str = "x-test-caller";
+
 const ANSWER: &str =
     r#"{"choices":[{"message":{"role":"assistant","content":"Hi!"},"finish_reason":"stop"}]}"#;
 
@@ -46,6 +49,7 @@ fn stack(text: &str) -> Failover {
 async fn call(stack: &Failover) -> Result<u16, String> {
     let req = Request::post("/v1/chat/completions")
         .header("content-type", "application/json")
+        .header(CALLER, "1")
         .body(r#"{"model":"m","messages":[{"role":"user","content":"Say hello"}]}"#.to_owned())
         .unwrap();
     // A generous guard against a hang, not a timing assertion.
@@ -70,11 +74,12 @@ fn chats(sim: &Sim) -> u64 {
 // Active probes
 
 /// A mock provider: chat completions and `GET /v1/models` fail with 503 until `up`
-/// is set; counts each.
+/// is set; counts callers' requests, model lists and probe completions apart.
 fn mock(
     up: Arc<AtomicBool>,
     chats: Arc<AtomicU32>,
     models: Arc<AtomicU32>,
+    probes: Arc<AtomicU32>,
 ) -> impl tower::Service<
     Request<ReplayBody>,
     Response = Response<ReplayBody>,
@@ -87,8 +92,10 @@ fn mock(
     service_fn(move |req: Request<ReplayBody>| {
         let counter = if req.uri().path() == "/v1/models" {
             &models
-        } else {
+        } else if req.headers().contains_key(CALLER) {
             &chats
+        } else {
+            &probes
         };
         counter.fetch_add(1, Ordering::SeqCst);
         let up = up.load(Ordering::SeqCst);
@@ -112,16 +119,18 @@ struct Mocked {
     up: Arc<AtomicBool>,
     chats: Arc<AtomicU32>,
     models: Arc<AtomicU32>,
+    probes: Arc<AtomicU32>,
 }
 
 fn mocked(probe: Option<ProbeConfig>) -> Mocked {
     let up = Arc::new(AtomicBool::new(false));
-    let (chats, models) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+    let count = || Arc::new(AtomicU32::new(0));
+    let (chats, models, probes) = (count(), count(), count());
     let stack = Stack::builder()
         .provider(ProviderDef::new(
             "openai",
             "m",
-            mock(up.clone(), chats.clone(), models.clone()),
+            mock(up.clone(), chats.clone(), models.clone(), probes.clone()),
         ))
         .circuit(
             CircuitConfig::default()
@@ -137,6 +146,7 @@ fn mocked(probe: Option<ProbeConfig>) -> Mocked {
         up,
         chats,
         models,
+        probes,
     }
 }
 
@@ -146,13 +156,14 @@ fn mocked(probe: Option<ProbeConfig>) -> Mocked {
 /// it is still open.
 #[tokio::test(start_paused = true)]
 async fn a_probe_closes_an_open_circuit_with_no_caller_traffic() {
-    for probes in [true, false] {
-        let probe = probes.then(|| ProbeConfig::default().interval(Duration::from_secs(1)));
+    for on in [true, false] {
+        let probe = on.then(|| ProbeConfig::default().interval(Duration::from_secs(1)));
         let Mocked {
             stack,
             up,
             chats,
             models,
+            probes,
         } = mocked(probe);
         for _ in 0..3 {
             assert!(call(&stack).await.is_err(), "the only provider is down");
@@ -161,8 +172,8 @@ async fn a_probe_closes_an_open_circuit_with_no_caller_traffic() {
         assert_eq!(health.circuit, CircuitState::Open);
 
         up.store(true, Ordering::SeqCst);
-        // One probe below the breaker (open → half-open), then three through it
-        // (the breaker's three half-open successes close it).
+        // A model list below the breaker (open → half-open), then three tiny
+        // completions through it (the breaker's three half-open successes close it).
         tokio::time::sleep(Duration::from_secs(10)).await;
         let circuit = stack.handle().snapshot().providers[0].health.circuit;
         assert_eq!(
@@ -170,9 +181,17 @@ async fn a_probe_closes_an_open_circuit_with_no_caller_traffic() {
             3,
             "no caller request meanwhile"
         );
-        if probes {
+        if on {
             assert_eq!(circuit, CircuitState::Closed, "closed by probes alone");
-            assert!(models.load(Ordering::SeqCst) >= 4, "one probe, then three");
+            assert!(
+                models.load(Ordering::SeqCst) >= 1,
+                "a model list while open"
+            );
+            assert_eq!(
+                probes.load(Ordering::SeqCst),
+                3,
+                "three tiny completions as the breaker's half-open trials"
+            );
             assert_eq!(call(&stack).await, Ok(200));
         } else {
             assert_eq!(
@@ -180,12 +199,64 @@ async fn a_probe_closes_an_open_circuit_with_no_caller_traffic() {
                 CircuitState::Open,
                 "nothing told it the provider is back"
             );
-            assert_eq!(models.load(Ordering::SeqCst), 0);
+            assert_eq!(
+                models.load(Ordering::SeqCst) + probes.load(Ordering::SeqCst),
+                0
+            );
         }
     }
 }
 
-/// `probe = { completion = true }` probes with a one-token chat completion.
+/// Over HTTP, as users run it: the gateway from a configuration file with probes
+/// every 100 ms and a ten-minute cooldown. The provider's outage opens its circuit
+/// (`GET /health` says so); once it is back, `/health` shows the circuit closed
+/// again with no caller request in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_the_gateway_probes_close_the_circuit_with_no_caller_traffic() {
+    let only = sim("only", 31).await;
+    let text = format!(
+        "retry = false\n[circuit]\nconsecutive_failures = 3\ncooldown = \"10m\"\nmax_cooldown = \"10m\"\n\
+         [probe]\ninterval = \"100ms\"\n{}",
+        common::provider_entry("only", "openai", only.base_url(), 0)
+    );
+    let config = Config::from_toml_str(&text).unwrap();
+    let gateway = common::start(&config).await;
+    let circuit = |answer: &common::Answer| {
+        answer.json()["providers"][0]["circuit"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    };
+    only.set_faults([FaultSpec::always(Fault::Status(503))])
+        .unwrap();
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"Say hello"}]}"#;
+    for _ in 0..3 {
+        let answer = gateway.send("POST", "/v1/chat/completions", body).await;
+        assert_ne!(answer.status, 200);
+    }
+    assert_eq!(circuit(&gateway.send("GET", "/health", "").await), "open");
+
+    only.clear_faults();
+    // A generous guard against a hang, not a timing assertion.
+    let mut closed = false;
+    for _ in 0..600 {
+        if circuit(&gateway.send("GET", "/health", "").await) == "closed" {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(closed, "the probes closed the circuit");
+    // The callers' three, then the breaker's three half-open trials (tiny
+    // completions): no caller request reached the provider meanwhile.
+    assert_eq!(chats(&only), 3 + 3);
+    assert!(only.counters().models >= 1, "a model list while open");
+    let answer = gateway.send("POST", "/v1/chat/completions", body).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    gateway.shutdown().await.unwrap();
+}
+
+/// `probe = { completion = true }` probes with a tiny chat completion.
 #[tokio::test(start_paused = true)]
 async fn a_completion_probe_is_a_real_one_token_completion() {
     let Mocked {
@@ -193,6 +264,7 @@ async fn a_completion_probe_is_a_real_one_token_completion() {
         up,
         chats,
         models,
+        probes,
     } = mocked(Some(
         ProbeConfig::default()
             .interval(Duration::from_secs(1))
@@ -208,9 +280,14 @@ async fn a_completion_probe_is_a_real_one_token_completion() {
         CircuitState::Closed
     );
     assert_eq!(models.load(Ordering::SeqCst), 0, "no model list asked for");
+    assert_eq!(
+        chats.load(Ordering::SeqCst),
+        3,
+        "no caller request meanwhile"
+    );
     assert!(
-        chats.load(Ordering::SeqCst) >= 3 + 4,
-        "the probes were completions"
+        probes.load(Ordering::SeqCst) >= 4,
+        "the probes were completions, open and half-open"
     );
 }
 

@@ -467,17 +467,18 @@ pub struct ProbeConfig {
     /// Default: `None` (only open circuits are probed).
     #[serde(with = "duration_serde::option")]
     pub idle_after: Option<Duration>,
-    /// Probe with a real one-token chat completion (`POST /v1/chat/completions`,
-    /// `max_tokens = 1`, in the OpenAI shape that provider adapters translate)
+    /// Probe with a real tiny chat completion (`POST /v1/chat/completions`,
+    /// `max_tokens = 8`, in the OpenAI shape that provider adapters translate)
     /// instead of `method`, `uri` and `body`: a model list can pass while
     /// completions fail. Costs one token per probe. Default: false.
     pub completion: bool,
 }
 
-/// The body of a one-token completion probe (the provider adapter puts in its
-/// own model).
+/// The body of a tiny completion probe: at most 8 tokens, so that the answer has
+/// some content (output validation refuses an empty one) whatever the tokenizer.
+/// The provider adapter puts in its own model.
 pub(crate) const COMPLETION_PROBE: &str =
-    r#"{"model":"probe","messages":[{"role":"user","content":"ping"}],"max_tokens":1}"#;
+    r#"{"model":"probe","messages":[{"role":"user","content":"ping"}],"max_tokens":8}"#;
 
 impl fmt::Debug for ProbeConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

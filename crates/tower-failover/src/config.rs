@@ -14,7 +14,7 @@
 //! backoff = { base = "50ms" }
 //!
 //! [probe]                     # active probes of open circuits (`probe = false` turns them off)
-//! interval = "10s"            # GET /v1/models; `completion = true` sends a one-token completion
+//! interval = "10s"            # GET /v1/models; `completion = true` sends a tiny completion
 //!
 //! hedge = false               # or [hedge] percentile = 0.9: a second attempt when the first is slow
 //!

@@ -592,10 +592,12 @@ impl StackBuilder {
     }
 
     /// Active probes while a provider's circuit is open (`None`: none). Default:
-    /// `GET /v1/models` every 10 s, below the circuit breaker while it is open and
-    /// through it while half-open, so that a recovered provider's circuit closes
-    /// even with no caller traffic. [`ProbeConfig::completion`] probes with a
-    /// one-token completion instead. Probes run in the recovery ramp's task: a
+    /// `GET /v1/models` every 10 s below the circuit breaker while it is open; a
+    /// passing probe moves the circuit to half-open, and then tiny
+    /// completions go through the breaker as its half-open trials, so that a
+    /// recovered provider's circuit closes even with no caller traffic (three
+    /// trials by default: a few dozen tokens per recovery). [`ProbeConfig::completion`]
+    /// probes with a tiny completion while open too. Probes run in the recovery ramp's task: a
     /// provider whose ramp position is not the built-in ramp is not probed.
     #[cfg(feature = "ramp")]
     pub fn probe(mut self, config: Option<ProbeConfig>) -> Self {
@@ -824,8 +826,11 @@ impl StackBuilder {
         let svc = self.observe_position(&at, svc);
         #[cfg(feature = "overflow")]
         let svc = self.quota_position(&at, svc, trackers)?;
+        // Probes of an open circuit go to the bare client: a model list is no chat
+        // completion for output validation, and they are not callers' requests for
+        // the provider's health counters.
         #[cfg(feature = "ramp")]
-        let below_circuit = svc.clone();
+        let below_circuit = def.client.clone();
         #[cfg(feature = "circuit")]
         let svc = self.circuit_position(&at, svc)?;
         #[cfg(feature = "ramp")]
@@ -937,9 +942,9 @@ impl StackBuilder {
         })
     }
 
-    /// The recovery ramp, with the active probes: below the breaker
-    /// (`below_circuit`) while the circuit is open, through it (`svc`) while
-    /// half-open.
+    /// The recovery ramp, with the active probes: to the bare client
+    /// (`below_circuit`) while the circuit is open, through the breaker (`svc`)
+    /// while half-open.
     #[cfg(feature = "ramp")]
     fn ramp_position(
         &self,
@@ -958,7 +963,16 @@ impl StackBuilder {
                 let mut layer = RampLayer::try_new(at.health.clone(), c)
                     .map_err(|e| e.within(at.scope(&at.def.ramp, "ramp")))?;
                 if let Some(p) = &self.probe {
-                    let prober = Prober::new(below_circuit, p)?.through_breaker(svc.clone(), p)?;
+                    // The breaker's half-open trials are real requests: a tiny
+                    // completion, which passes output validation as callers' do (a
+                    // model list would not).
+                    let trial = ProbeConfig {
+                        completion: true,
+                        body: String::new(),
+                        ..p.clone()
+                    };
+                    let prober =
+                        Prober::new(below_circuit, p)?.through_breaker(svc.clone(), &trial)?;
                     layer = layer.with_prober(prober);
                 }
                 (boxed(layer.layer(svc)), Some(layer))
