@@ -33,7 +33,13 @@ const MAX_COUNT: u64 = 1 << 40;
 
 /// A retry budget shared by every replica through Redis: retries may not exceed
 /// `min_per_second × window + ratio × requests` of the whole fleet in the window.
-/// See the [module documentation](self).
+///
+/// A [`Budget`] whose methods never wait on Redis: decisions use the fleet's
+/// totals as last read plus this replica's counts since; a background task (owned,
+/// aborted on drop) adds this replica's counts to Redis and reads the fleet's
+/// totals every `window / 20` (between 50 ms and 1 s). While Redis cannot be
+/// reached, the local budget given to [`start`](FleetRetryBudget::start) decides,
+/// so an outage of Redis neither stops retries nor lets them run free.
 pub struct FleetRetryBudget {
     shared: Arc<Shared>,
     task: JoinHandle<()>,
