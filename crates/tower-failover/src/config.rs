@@ -534,23 +534,15 @@ impl Config {
     /// Refuses invalid values, naming the field. Does not read the environment
     /// (API keys are read when the stack is built).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.providers.is_empty() {
-            return Err(ConfigError::new(
-                "providers",
-                "at least one provider is required ([[providers]] name = ..., model = ...)",
-            ));
-        }
-        if self.max_request_bytes == 0 {
-            return Err(ConfigError::new(
-                "max_request_bytes",
-                "must be at least 1 byte",
-            ));
-        }
+        crate::stack::check_stack(&crate::stack::StackSettings {
+            providers: self.providers.len(),
+            max_request_bytes: self.max_request_bytes,
+            attempt_timeout: self.attempt_timeout,
+            #[cfg(feature = "retry")]
+            deadline: self.deadline,
+        })?;
         self.health.validate().map_err(|e| e.within("health"))?;
         self.check_routers()?;
-        if self.attempt_timeout.is_some_and(|d| d.is_zero()) {
-            return Err(ConfigError::new("attempt_timeout", "must be above zero"));
-        }
         #[cfg(feature = "retry")]
         {
             if let Toggle::On(c) = &self.retry {
@@ -591,9 +583,6 @@ impl Config {
         {
             if let Toggle::On(c) = &self.retry_budget {
                 c.validate().map_err(|e| e.within("retry_budget"))?;
-            }
-            if self.deadline.is_some_and(|d| d.is_zero()) {
-                return Err(ConfigError::new("deadline", "must be above zero"));
             }
             if let Toggle::On(q) = &self.wait_queue {
                 q.validate().map_err(|e| core_error(e, "wait_queue"))?;

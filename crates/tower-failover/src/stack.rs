@@ -656,21 +656,13 @@ impl StackBuilder {
     /// Validates and assembles the stack. Must be called inside a tokio runtime when
     /// a recovery ramp or a Redis store is used (they own background tasks).
     pub fn build(self) -> Result<Failover, ConfigError> {
-        if self.providers.is_empty() {
-            return Err(ConfigError::new(
-                "providers",
-                "at least one provider is required",
-            ));
-        }
-        if self.max_request_bytes == 0 {
-            return Err(ConfigError::new(
-                "max_request_bytes",
-                "must be at least 1 byte",
-            ));
-        }
-        if self.attempt_timeout.is_some_and(|d| d.is_zero()) {
-            return Err(ConfigError::new("attempt_timeout", "must be above zero"));
-        }
+        check_stack(&StackSettings {
+            providers: self.providers.len(),
+            max_request_bytes: self.max_request_bytes,
+            attempt_timeout: self.attempt_timeout,
+            #[cfg(feature = "retry")]
+            deadline: self.deadline,
+        })?;
         let registry = self.registry.clone().unwrap_or_default();
         #[cfg_attr(not(feature = "retry"), allow(unused_mut))]
         let mut remaining: Option<Remaining> = None;
@@ -732,9 +724,6 @@ impl StackBuilder {
         };
         #[cfg(feature = "retry")]
         let routed = match self.deadline {
-            Some(d) if d.is_zero() => {
-                return Err(ConfigError::new("deadline", "must be above zero"));
-            }
             Some(d) => boxed(DeadlineLayer::new(d).layer(routed)),
             None => routed,
         };
@@ -1077,6 +1066,40 @@ impl StackBuilder {
             self.default_model.clone(),
         )))
     }
+}
+
+/// The stack's own settings (not a layer's), as both [`StackBuilder::build`] and
+/// [`Config::validate`](crate::Config::validate) check them.
+pub(crate) struct StackSettings {
+    pub(crate) providers: usize,
+    pub(crate) max_request_bytes: usize,
+    pub(crate) attempt_timeout: Option<Duration>,
+    #[cfg(feature = "retry")]
+    pub(crate) deadline: Option<Duration>,
+}
+
+/// Refuses a stack without providers, a zero body limit and zero timeouts.
+pub(crate) fn check_stack(s: &StackSettings) -> Result<(), ConfigError> {
+    if s.providers == 0 {
+        return Err(ConfigError::new(
+            "providers",
+            "at least one provider is required ([[providers]] in a file, .provider(..) in code)",
+        ));
+    }
+    if s.max_request_bytes == 0 {
+        return Err(ConfigError::new(
+            "max_request_bytes",
+            "must be at least 1 byte",
+        ));
+    }
+    if s.attempt_timeout.is_some_and(|d| d.is_zero()) {
+        return Err(ConfigError::new("attempt_timeout", "must be above zero"));
+    }
+    #[cfg(feature = "retry")]
+    if s.deadline.is_some_and(|d| d.is_zero()) {
+        return Err(ConfigError::new("deadline", "must be above zero"));
+    }
+    Ok(())
 }
 
 /// A retry budget that never refuses (`retry_budget = false`).
