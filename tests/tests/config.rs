@@ -220,6 +220,10 @@ fn refuses_bad_files_naming_the_field() {
             "hedge.percentile: must be a fraction in (0, 1)",
         ),
         (
+            &format!("router = \"fallback\"\nhedge = true\n{OK_PROVIDER}"),
+            "hedge: needs router = \"balance\"",
+        ),
+        (
             &format!("[probe]\ninterval = \"0s\"\n{OK_PROVIDER}"),
             "probe.interval: must not be zero",
         ),

@@ -545,3 +545,58 @@ async fn one_attempt_timeout_for_every_router() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Hedging (off by default)
+
+/// The first provider answers in 5 s, the second in 100 ms. Off (the default), a
+/// caller waits for the first; with `hedge` on (here after 200 ms while no
+/// latencies are known), a second attempt goes through the balancer, which sends
+/// it to the provider without a request in flight, and its answer wins. The
+/// ordered routers would send it to the same provider: hedging is refused there.
+#[tokio::test(start_paused = true)]
+async fn hedging_sends_a_second_attempt_when_the_first_is_slow() {
+    use tower_failover::balance::{BalanceConfig, FallbackConfig};
+    use tower_failover::retry::HedgeConfig;
+
+    let after = |ms: u64| {
+        service_fn(move |_req: Request<ReplayBody>| async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok::<_, tower::BoxError>(Response::new(ReplayBody::from(ANSWER)))
+        })
+    };
+    let hedge = HedgeConfig {
+        initial_delay: Duration::from_millis(200),
+        ..HedgeConfig::default()
+    };
+    for on in [false, true] {
+        // The slow one is preferred while idle (weight 1.5), not with a request
+        // in flight.
+        let stack = Stack::builder()
+            .provider(ProviderDef::new("slow", "m", after(5_000)).weight(1.5))
+            .provider(ProviderDef::new("fast", "m", after(100)))
+            .balance(BalanceConfig::default().seed(3))
+            .hedge(on.then_some(hedge))
+            .build()
+            .unwrap();
+        let started = tokio::time::Instant::now();
+        assert_eq!(call(&stack).await, Ok(200));
+        let expected = if on { 300 } else { 5_000 };
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_millis(expected),
+            "hedge {on}"
+        );
+    }
+    let err = Stack::builder()
+        .provider(ProviderDef::new("slow", "m", after(5_000)))
+        .fallback(FallbackConfig::default())
+        .hedge(Some(hedge))
+        .build()
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("hedge: needs router = \"balance\""),
+        "{err}"
+    );
+}

@@ -549,6 +549,7 @@ impl Config {
                 c.validate().map_err(|e| core_error(e, "retry"))?;
             }
             if let Toggle::On(c) = &self.hedge {
+                crate::stack::check_hedge(self.router.name())?;
                 c.validate().map_err(|e| core_error(e, "hedge"))?;
             }
         }

@@ -584,7 +584,9 @@ impl StackBuilder {
     /// Send a second attempt (normally to another provider) when the first is
     /// slower than a recent latency percentile; the first answer wins (`None`, the
     /// default: no hedging, since every hedge is a request paid for). Hedges are
-    /// drawn from the shared retry budget.
+    /// drawn from the shared retry budget. Needs the balancer (or a router of
+    /// yours): the ordered routers would send the hedge to the same provider, so
+    /// [`build`](StackBuilder::build) refuses hedging with them.
     #[cfg(feature = "retry")]
     pub fn hedge(mut self, config: Option<HedgeConfig>) -> Self {
         self.hedge = config;
@@ -704,6 +706,7 @@ impl StackBuilder {
         #[cfg(feature = "retry")]
         let routed = match &self.hedge {
             Some(c) => {
+                check_hedge(self.routing.name())?;
                 c.validate().map_err(|e| e.within("hedge"))?;
                 let mut layer = HedgeLayer::new(*c);
                 if let Some(b) = &budget {
@@ -1100,6 +1103,23 @@ pub(crate) fn check_stack(s: &StackSettings) -> Result<(), ConfigError> {
         return Err(ConfigError::new("deadline", "must be above zero"));
     }
     Ok(())
+}
+
+/// Hedging needs a router that sends the second attempt elsewhere: the balancer
+/// (it sees the first provider loaded) or one of yours. The ordered routers would
+/// send it to the same provider.
+#[cfg(feature = "retry")]
+pub(crate) fn check_hedge(router: &str) -> Result<(), ConfigError> {
+    match router {
+        "balance" | "custom" => Ok(()),
+        other => Err(ConfigError::new(
+            "hedge",
+            format!(
+                "needs router = \"balance\": the {other} router takes providers in order, \
+                 so the second attempt would go to the same provider"
+            ),
+        )),
+    }
 }
 
 /// A retry budget that never refuses (`retry_budget = false`).
