@@ -38,7 +38,7 @@ async fn sim(name: &str, seed: u64) -> Sim {
 }
 
 /// The stack `text` describes, built as users build it.
-fn stack(text: &str) -> Failover {
+fn stack_for(text: &str) -> Failover {
     let config = Config::from_toml_str(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     Stack::from_config(&config)
         .and_then(|b| b.build())
@@ -308,7 +308,7 @@ fn two_sims_fallback(primary: &Sim, backup: &Sim, extra: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blip_is_retried_on_the_same_provider_and_an_outage_fails_over() {
     let (primary, backup) = (sim("primary", 1).await, sim("backup", 2).await);
-    let stack = stack(&two_sims_fallback(&primary, &backup, ""));
+    let stack = stack_for(&two_sims_fallback(&primary, &backup, ""));
 
     primary
         .set_faults([FaultSpec::always(Fault::Status(502)).limit(1)])
@@ -350,15 +350,11 @@ async fn a_blip_is_retried_on_the_same_provider_and_an_outage_fails_over() {
 
     // Without same-provider retry, the blip goes to the backup.
     let (p2, b2) = (sim("primary", 3).await, sim("backup", 4).await);
-    let plain = stack_from(&two_sims_fallback(&p2, &b2, "retry = false"));
+    let plain = stack_for(&two_sims_fallback(&p2, &b2, "retry = false"));
     p2.set_faults([FaultSpec::always(Fault::Status(502)).limit(1)])
         .unwrap();
     assert_eq!(call(&plain).await, Ok(200));
     assert_eq!((chats(&p2), chats(&b2)), (1, 1));
-}
-
-fn stack_from(text: &str) -> Failover {
-    stack(text)
 }
 
 /// Over HTTP through the gateway: the blip's answer says it came from the primary.
@@ -414,7 +410,7 @@ async fn a_provider_failing_30_percent_keeps_under_10_percent_of_the_traffic() {
                 i as u32,
             ));
         }
-        let stack = stack(&text);
+        let stack = stack_for(&text);
         let callers: Vec<_> = (0..3)
             .map(|_| {
                 let stack = stack.clone();
@@ -465,7 +461,7 @@ async fn the_wait_queue_holds_callers_under_fallback_and_balance() {
                 common::provider_entry("a", "openai", a.base_url(), 0),
                 common::provider_entry("b", "openai", b.base_url(), 1),
             );
-            let stack = stack(&text);
+            let stack = stack_for(&text);
             let got = call(&stack).await;
             if queue {
                 assert_eq!(got, Ok(200), "{router}: served after the window");
