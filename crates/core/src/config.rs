@@ -1,6 +1,5 @@
 //! The one configuration error every crate uses.
 
-use std::borrow::Cow;
 use std::fmt;
 
 /// A configuration value was refused. Names the field (with its path, such as
@@ -24,13 +23,13 @@ use std::fmt;
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
-    field: Cow<'static, str>,
-    reason: Cow<'static, str>,
+    field: String,
+    reason: String,
 }
 
 impl ConfigError {
     /// `field` is refused because of `reason` (a phrase such as `"must be positive"`).
-    pub fn new(field: impl Into<Cow<'static, str>>, reason: impl Into<Cow<'static, str>>) -> Self {
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
         ConfigError {
             field: field.into(),
             reason: reason.into(),
@@ -49,7 +48,7 @@ impl ConfigError {
             format!("{section}.{}", self.field)
         };
         ConfigError {
-            field: Cow::Owned(field),
+            field,
             reason: self.reason,
         }
     }
