@@ -45,8 +45,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use tokio::time::Instant;
-use tower_failover_core::{HealthConfig, Registry};
-use tower_failover_redis::{RedisConfig, RedisStore};
+use tower_failover::redis::RedisConfig;
+use tower_failover_core::Registry;
 use tower_failover_sim::{Sim, SimHandle};
 
 use crate::metrics::Recorder;
@@ -164,6 +164,7 @@ fn banner(script: &Script, args: &Args, rps: u32) -> String {
         args.seed,
         if args.quick { ", --quick" } else { "" }
     );
+    s.push_str(&format!("  (from {})\n", stack::STACK_CONFIG_PATH));
     for (what, by) in stack::describe() {
         s.push_str(&format!("  {what:<18} {by}\n"));
     }
@@ -211,19 +212,10 @@ async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     if !(1..=16).contains(&args.replicas) {
         return Err("--replicas must be between 1 and 16".into());
     }
-    // One registry per replica: on Redis when asked (one namespace per run, so no
-    // state from an earlier run leaks in), in-process otherwise.
+    // One stack per replica, each from the drill's configuration file: on Redis
+    // when asked (one namespace per run, so no state from an earlier run leaks
+    // in), in-process otherwise.
     let namespace = format!("drill-{}-{}", args.seed, std::process::id());
-    let registries = (0..args.replicas)
-        .map(|_| match &args.redis {
-            Some(url) => {
-                let config = RedisConfig::new(url.clone()).namespace(namespace.clone());
-                let store = RedisStore::start(config)?;
-                Ok(Registry::with_store(store, HealthConfig::default()))
-            }
-            None => Ok(Registry::new()),
-        })
-        .collect::<Result<Vec<_>, Box<dyn std::error::Error>>>()?;
     if args.replicas > 1 {
         println!(
             "{} replicas, {}; the view and the open-circuit count follow replica 1",
@@ -235,23 +227,25 @@ async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             }
         );
     }
-    let registry = registries[0].clone();
     let recorder = Recorder::new(script.phases.len());
-    let mut routers = Vec::with_capacity(registries.len());
+    let mut routers = Vec::with_capacity(args.replicas);
     let mut healths = Vec::new();
-    for (k, r) in registries.iter().enumerate() {
-        let (router, h) = stack::build(
-            r,
-            &handles,
-            &script.timings,
-            &recorder,
-            args.seed ^ k as u64,
-        );
+    let mut registry = None;
+    for k in 0..args.replicas {
+        let redis = args
+            .redis
+            .as_ref()
+            .map(|url| RedisConfig::new(url.clone()).namespace(namespace.clone()));
+        let config = stack::config(&handles, &script.timings, args.seed ^ k as u64, redis)
+            .map_err(|e| e.to_string())?;
+        let (router, h, r) = stack::build(&config, &recorder).map_err(|e| e.to_string())?;
         if k == 0 {
             healths = h;
+            registry = Some(r);
         }
         routers.push(router);
     }
+    let registry = registry.ok_or("at least one replica")?;
     let router = stack::fleet(routers);
 
     let mut phases = Vec::new();

@@ -195,8 +195,16 @@ impl Recorder {
     }
 }
 
+/// Completion requests a simulator received (chat completions and Anthropic
+/// messages): the callers' traffic. Active probes (`GET /v1/models`) may reach an
+/// open provider by design and are not counted.
+fn completions(sim: &SimHandle) -> u64 {
+    let c = sim.counters();
+    c.chat_completions + c.messages
+}
+
 /// Requests that reach a provider whose circuit is open, counted from the outside:
-/// every 5 ms, the simulator's own `received` counter is compared with the circuit
+/// every 5 ms, the simulator's own count of completion requests is compared with the circuit
 /// state the stack published in the provider's [`Health`]. A request counts when the
 /// sim received it between two samples that both saw the circuit open, with no
 /// change of state in between, the circuit having been open for at least `GRACE`
@@ -217,7 +225,7 @@ pub(crate) async fn sample_open_circuits(
         .iter()
         .zip(&healths)
         .map(|(s, h)| Track {
-            received: s.counters().received,
+            received: completions(s),
             open_since: None,
             watch: h.watch_circuit(),
         })
@@ -228,7 +236,7 @@ pub(crate) async fn sample_open_circuits(
         tick.tick().await;
         let now = Instant::now();
         for (i, ((sim, health), t)) in sims.iter().zip(&healths).zip(&mut tracks).enumerate() {
-            let received = sim.counters().received;
+            let received = completions(sim);
             let delta = received.saturating_sub(t.received);
             t.received = received;
             let changed = t.watch.has_changed().unwrap_or(false);

@@ -1,6 +1,7 @@
-//! The stack under test: per provider (innermost first) client → timeouts →
-//! validation → observe → circuit breaker → recovery ramp; across providers the
-//! router (ordered fallback or balancer) with overflow on 429.
+//! The stack under test, built by `Stack::from_config` from `stack.toml` beside
+//! this file: per provider (innermost first) client → timeouts → validation →
+//! observe → quota → circuit breaker → recovery ramp → the drill's tagging (a
+//! `CustomLayer`) → same-provider retry; across providers the balancer.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -9,31 +10,28 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
-use std::time::Duration;
 use tower::util::BoxCloneSyncService;
-use tower::{BoxError, Layer, Service, ServiceExt};
-use tower_failover_balance::{Balance, BalanceConfig, ProviderOptions};
-use tower_failover_circuit::{CircuitBreakerLayer, CircuitConfig};
+use tower::{BoxError, Service, ServiceExt};
+use tower_failover::circuit::CircuitConfig;
+use tower_failover::ramp::{RampConfig, Step};
+use tower_failover::redis::RedisConfig;
+use tower_failover::{Config, CustomLayer, Stack, Toggle};
 use tower_failover_core::error::{Shed, find};
-use tower_failover_core::observe::ObserveLayer;
 use tower_failover_core::replay::ReplayBody;
 use tower_failover_core::{Health, Registry};
-use tower_failover_overflow::{QuotaConfig, QuotaLayer, QuotaTracker};
-use tower_failover_provider::{Anthropic, OpenAiCompatible};
-use tower_failover_ramp::{RampConfig, RampLayer, Step};
 use tower_failover_sim::{Flavor, SimHandle};
-use tower_failover_validate::{ValidateLayer, Wire};
 
 use crate::metrics::Recorder;
 use crate::script::{PROVIDERS, Timings};
 
+/// Where the drill's stack configuration lives (shown in the banner), and its
+/// text, compiled in.
+pub(crate) const STACK_CONFIG_PATH: &str = "examples/outage_drill/stack.toml";
+pub(crate) const STACK_CONFIG: &str = include_str!("stack.toml");
+
 /// The body every provider stack answers with, once type-erased.
 pub(crate) type DrillBody = UnsyncBoxBody<Bytes, BoxError>;
-/// One provider's whole stack, type-erased so the router can hold three kinds.
-pub(crate) type ProviderSvc =
-    BoxCloneSyncService<Request<ReplayBody>, Response<DrillBody>, BoxError>;
 
 /// Which provider answered, set on the response by its stack.
 #[derive(Debug, Clone, Copy)]
@@ -43,30 +41,35 @@ pub(crate) struct ServedBy(pub(crate) usize);
 pub(crate) fn describe() -> Vec<(&'static str, &'static str)> {
     vec![
         (
+            "built by",
+            "tower_failover::Stack::from_config, from examples/outage_drill/stack.toml",
+        ),
+        (
             "provider client",
-            "tower-failover-provider OpenAiCompatible / Anthropic (translated to the OpenAI shape)",
+            "OpenAI-compatible / Anthropic (translated to the OpenAI shape), from the file's entries",
         ),
         (
             "timeouts",
             "the provider client's connect / first-byte / total timeouts, within core's Deadline",
         ),
-        ("validation", "tower-failover-validate ValidateLayer::llm()"),
-        ("observe", "tower-failover-core ObserveLayer"),
-        (
-            "quota",
-            "tower-failover-overflow QuotaLayer (rate-limit headers, predictive)",
-        ),
+        ("validation", "output validation (the facade's default)"),
+        ("observe", "ObserveLayer"),
+        ("quota", "quota tracking (rate-limit headers, predictive)"),
         (
             "circuit breaker",
-            "tower-failover-circuit CircuitBreakerLayer (5 failures in a row, compressed cooldown)",
+            "5 failures in a row, compressed cooldown; probes while open (default)",
         ),
         (
             "recovery ramp",
-            "tower-failover-ramp RampLayer (compressed schedule; the balancer routes its share)",
+            "compressed schedule; the balancer routes its share",
         ),
         (
-            "router + overflow",
-            "tower-failover-balance Balance (P2C least loaded, weights 4/1/2; 429, 5xx, shed → next provider)",
+            "retry",
+            "one same-provider retry of a 502/503 blip, from the shared retry budget (default)",
+        ),
+        (
+            "router",
+            "Balance (P2C on latency × load ÷ weight × health score, weights 4/1/2; 429, 5xx, shed → next provider)",
         ),
     ]
 }
@@ -85,40 +88,6 @@ pub(crate) fn fleet(routers: Vec<Router>) -> Router {
     }))
 }
 
-/// Type-erases a response body.
-fn erase<B>(res: Response<B>) -> Response<DrillBody>
-where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    res.map(|b| b.map_err(Into::into).boxed_unsync())
-}
-
-/// Type-erases a service of the drill's requests.
-fn boxed<S, B>(svc: S) -> ProviderSvc
-where
-    S: Service<Request<ReplayBody>, Response = Response<B>, Error = BoxError>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    BoxCloneSyncService::new(ServiceExt::<Request<ReplayBody>>::map_response(
-        svc, erase::<B>,
-    ))
-}
-
-/// The model each provider is asked for.
-pub(crate) fn model(i: usize) -> &'static str {
-    match i {
-        1 => "claude-haiku-4-5",
-        _ => "gpt-4o-mini",
-    }
-}
-
 pub(crate) fn flavor(i: usize) -> Flavor {
     match i {
         1 => Flavor::Anthropic,
@@ -126,139 +95,125 @@ pub(crate) fn flavor(i: usize) -> Flavor {
     }
 }
 
-/// The balancer's static weights: the primary is preferred, the cheap tertiary next.
-const WEIGHTS: [f64; 3] = [4.0, 1.0, 2.0];
-
-/// The circuit breaker opens after this many consecutive failures.
-const FAILURE_THRESHOLD: u32 = 5;
-
-/// The breaker's settings: the defaults, with the drill's compressed cooldown.
-pub(crate) fn circuit_config(timings: &Timings, seed: u64, i: usize) -> CircuitConfig {
-    CircuitConfig::default()
-        .consecutive_failures(FAILURE_THRESHOLD)
-        .cooldown(timings.circuit_cooldown, timings.circuit_cooldown * 2)
+/// The breaker's settings: the file's, with the drill's compressed cooldown.
+fn circuit_config(base: CircuitConfig, timings: &Timings, seed: u64) -> CircuitConfig {
+    base.cooldown(timings.circuit_cooldown, timings.circuit_cooldown * 2)
         .healthy_period(timings.ramp_step * 4)
-        .seed(seed ^ (0x0c1c + i as u64))
+        .seed(seed ^ 0x0c1c)
 }
 
-/// The ramp's settings: the drill's compressed schedule, and samples small enough
-/// for a step of a few seconds at a few percent of 200 requests per second.
-pub(crate) fn ramp_config(timings: &Timings, seed: u64, i: usize) -> RampConfig {
-    RampConfig::default()
-        .steps(
-            timings
-                .ramp_shares
-                .iter()
-                .map(|&share| Step::new(share, timings.ramp_step)),
-        )
-        .min_requests(5)
-        .min_sample(5)
-        .check_interval(timings.ramp_step / 10)
-        .baseline_window(timings.ramp_step * 5)
-        .cooldown(timings.circuit_cooldown, timings.circuit_cooldown * 2)
-        // The balancer routes exactly the ramp's share of all requests here: the
-        // ramp layer only drives and checks the schedule.
-        .shed(false)
-        .seed(seed ^ (0x4a3b + i as u64))
+/// The ramp's settings: the file's, with the drill's compressed schedule.
+fn ramp_config(base: RampConfig, timings: &Timings, seed: u64) -> RampConfig {
+    base.steps(
+        timings
+            .ramp_shares
+            .iter()
+            .map(|&share| Step::new(share, timings.ramp_step)),
+    )
+    .check_interval(timings.ramp_step / 10)
+    .baseline_window(timings.ramp_step * 5)
+    .cooldown(timings.circuit_cooldown, timings.circuit_cooldown * 2)
+    .seed(seed ^ 0x4a3b)
 }
 
-fn provider_stack(
-    i: usize,
-    sim: &SimHandle,
-    health: &Health,
+/// The drill's configuration: the file, with this run's simulators, keys,
+/// timings, seeds and (with `--redis`) the shared store.
+pub(crate) fn config(
+    sims: &[SimHandle],
     timings: &Timings,
-    recorder: &Arc<Recorder>,
     seed: u64,
-) -> ProviderSvc {
-    let validated = ValidateLayer::llm()
-        .wire(Wire::OpenAi)
-        .provider(health.id().clone());
-    let validated = match flavor(i) {
-        Flavor::OpenAi => boxed(
-            validated.layer(
-                OpenAiCompatible::builder()
-                    .name(PROVIDERS[i])
-                    .base_url(format!("{}/v1", sim.base_url()))
-                    .api_key(crate::leak::api_key(i))
-                    .connect_timeout(Duration::from_secs(1))
-                    .first_byte_timeout(timings.attempt_timeout)
-                    .total_timeout(timings.attempt_timeout)
-                    .health(health.clone())
-                    .build()
-                    .expect("a valid provider configuration"),
-            ),
-        ),
-        Flavor::Anthropic => boxed(
-            validated.layer(
-                Anthropic::builder()
-                    .name(PROVIDERS[i])
-                    .base_url(sim.base_url())
-                    .api_key(crate::leak::api_key(i))
-                    .model("gpt-4o-mini", model(i))
-                    .connect_timeout(Duration::from_secs(1))
-                    .first_byte_timeout(timings.attempt_timeout)
-                    .total_timeout(timings.attempt_timeout)
-                    .health(health.clone())
-                    .build()
-                    .expect("a valid provider configuration"),
-            ),
-        ),
-    };
-    let observed = ObserveLayer::new(health.clone()).layer(validated);
-    let tracker = QuotaTracker::new(QuotaConfig::default()).expect("a valid quota configuration");
-    let quota = QuotaLayer::new(health.clone(), tracker).layer(observed);
-    let circuit =
-        CircuitBreakerLayer::with_config(health.clone(), circuit_config(timings, seed, i))
-            .expect("a valid circuit configuration")
-            .layer(quota);
-    let ramp = RampLayer::try_new(health.clone(), ramp_config(timings, seed, i))
-        .expect("a valid ramp configuration")
-        .layer(circuit);
-    let counted = RampCount {
-        inner: ramp,
-        health: health.clone(),
-        provider: i,
-        recorder: Arc::clone(recorder),
-    };
-    BoxCloneSyncService::new(counted.map_response(move |res| {
-        let mut res = erase(res);
-        res.extensions_mut().insert(ServedBy(i));
-        res
-    }))
+    redis: Option<RedisConfig>,
+) -> Result<Config, BoxError> {
+    let mut config =
+        Config::from_toml_str(STACK_CONFIG).map_err(|e| format!("{STACK_CONFIG_PATH}: {e}"))?;
+    if config.providers.len() != PROVIDERS.len() {
+        return Err(
+            format!("{STACK_CONFIG_PATH}: the drill needs the providers {PROVIDERS:?}").into(),
+        );
+    }
+    for (i, p) in config.providers.iter_mut().enumerate() {
+        if p.name != PROVIDERS[i] {
+            return Err(format!(
+                "{STACK_CONFIG_PATH}: providers[{i}] must be {:?}",
+                PROVIDERS[i]
+            )
+            .into());
+        }
+        let base_url = match flavor(i) {
+            Flavor::OpenAi => format!("{}/v1", sims[i].base_url()),
+            _ => sims[i].base_url().to_owned(),
+        };
+        let attempt = format!("{}ms", timings.attempt_timeout.as_millis());
+        p.client.insert("base_url".into(), base_url.into());
+        p.client
+            .insert("api_key".into(), crate::leak::api_key(i).into());
+        let mut timeouts = toml::Table::new();
+        timeouts.insert("connect".into(), "1s".into());
+        timeouts.insert("first_byte".into(), attempt.clone().into());
+        timeouts.insert("total".into(), attempt.into());
+        p.client.insert("timeouts".into(), timeouts.into());
+    }
+    if let Some(balance) = &mut config.balance {
+        balance.seed = Some(seed ^ 0xba1a);
+    }
+    if let Toggle::On(c) = &config.circuit {
+        config.circuit = Toggle::On(circuit_config(c.clone(), timings, seed));
+    }
+    if let Toggle::On(c) = &config.ramp {
+        config.ramp = Toggle::On(ramp_config(c.clone(), timings, seed));
+    }
+    config.redis = redis;
+    config
+        .validate()
+        .map_err(|e| format!("{STACK_CONFIG_PATH}: {e}"))?;
+    Ok(config)
+}
+
+/// The drill's tagging of each provider's stack, as a layer of its own on top of
+/// it: which provider answered, and the attempts each ramp step admitted.
+fn tagging(recorder: &Arc<Recorder>) -> CustomLayer {
+    let recorder = Arc::clone(recorder);
+    CustomLayer::new(move |health, inner| {
+        let Some(i) = PROVIDERS.iter().position(|p| *p == health.id().provider()) else {
+            return inner;
+        };
+        let counted = RampCount {
+            inner,
+            health: health.clone(),
+            provider: i,
+            recorder: Arc::clone(&recorder),
+        };
+        tower_failover::boxed(counted.map_response(move |mut res: Response<DrillBody>| {
+            res.extensions_mut().insert(ServedBy(i));
+            res
+        }))
+    })
 }
 
 /// The router the load generator calls.
 pub(crate) type Router = BoxCloneSyncService<Request<ReplayBody>, Response<DrillBody>, BoxError>;
 
+/// One replica's stack, built by `Stack::from_config`: its router, the health of
+/// each provider (in `PROVIDERS` order) and its registry.
 pub(crate) fn build(
-    registry: &Registry,
-    sims: &[SimHandle],
-    timings: &Timings,
+    config: &Config,
     recorder: &Arc<Recorder>,
-    seed: u64,
-) -> (Router, Vec<Health>) {
-    let healths: Vec<Health> = PROVIDERS
+) -> Result<(Router, Vec<Health>, Registry), BoxError> {
+    let stack = Stack::from_config(config)?
+        .provider_layer(tagging(recorder))
+        .build()?;
+    let handle = stack.handle().clone();
+    let healths = PROVIDERS
         .iter()
-        .enumerate()
-        .map(|(i, name)| registry.provider(name, model(i)))
-        .collect();
-    let providers: Vec<(Health, ProviderSvc)> = healths
-        .iter()
-        .enumerate()
-        .map(|(i, h)| {
-            (
-                h.clone(),
-                provider_stack(i, &sims[i], h, timings, recorder, seed),
-            )
+        .zip(&config.providers)
+        .map(|(name, p)| {
+            handle
+                .provider(name, &p.model)
+                .ok_or_else(|| format!("no provider {name} in the stack"))
         })
-        .collect();
-    let mut builder = Balance::builder().config(BalanceConfig::default().seed(seed ^ 0xba1a));
-    for (i, (h, svc)) in providers.into_iter().enumerate() {
-        builder = builder.provider_with(h, svc, ProviderOptions::default().weight(WEIGHTS[i]));
-    }
-    let balance = builder.build().expect("a valid balancer configuration");
-    let router = BoxCloneSyncService::new(balance);
-    (router, healths)
+        .collect::<Result<Vec<_>, _>>()?;
+    let registry = handle.registry().clone();
+    Ok((BoxCloneSyncService::new(stack), healths, registry))
 }
 
 // ---- drill instrumentation -------------------------------------------------------

@@ -182,6 +182,63 @@ fn refuses_bad_files_naming_the_field() {
             &format!("deadline = \"thirty seconds\"\n{OK_PROVIDER}"),
             "invalid TOML:",
         ),
+        // Nothing is dropped silently: a router section for another router is
+        // refused, naming it, and so are a router section's own timeouts.
+        (
+            &format!("router = \"fallback\"\n[balance]\nweighting = \"cost\"\n{OK_PROVIDER}"),
+            "balance: this section configures router = \"balance\", but the router is \"fallback\"",
+        ),
+        (
+            &format!("[fallback]\nmax_attempts = 2\n{OK_PROVIDER}"),
+            "fallback: this section configures router = \"fallback\", but the router is \"balance\"",
+        ),
+        (
+            &format!("router = \"fallback\"\n[overflow]\njitter = 0.2\n{OK_PROVIDER}"),
+            "overflow: this section configures router = \"overflow\"",
+        ),
+        (
+            &format!(
+                "attempt_timeout = \"20s\"\n[balance]\nattempt_timeout = \"30s\"\n{OK_PROVIDER}"
+            ),
+            "balance.attempt_timeout: set once: the top-level `attempt_timeout` (every router) or this one",
+        ),
+        (
+            &format!("ramp = false\n[probe]\ninterval = \"5s\"\n{OK_PROVIDER}"),
+            "probe: probes run in the recovery ramp's task",
+        ),
+        // Every section validates itself, whichever router is chosen.
+        (
+            &format!("router = \"fallback\"\n[retry]\nmax_retries = 50\n{OK_PROVIDER}"),
+            "retry.max_retries: must be at most 10",
+        ),
+        (
+            &format!("router = \"fallback\"\n[retry]\nbackoff = {{ jitter = 2 }}\n{OK_PROVIDER}"),
+            "retry.backoff.jitter: must be a fraction",
+        ),
+        (
+            &format!("[hedge]\npercentile = 1.5\n{OK_PROVIDER}"),
+            "hedge.percentile: must be a fraction in (0, 1)",
+        ),
+        (
+            &format!("router = \"fallback\"\nhedge = true\n{OK_PROVIDER}"),
+            "hedge: needs router = \"balance\"",
+        ),
+        (
+            &format!("[probe]\ninterval = \"0s\"\n{OK_PROVIDER}"),
+            "probe.interval: must not be zero",
+        ),
+        (
+            &format!("[balance]\nerror_penalty = -1\n{OK_PROVIDER}"),
+            "balance.error_penalty: -1 is not a number in [0, 1000]",
+        ),
+        (
+            &format!("attempt_timeout = \"0s\"\n{OK_PROVIDER}"),
+            "attempt_timeout: must be above zero",
+        ),
+        (
+            &format!("wait_queue = {{ max_wait = \"0s\" }}\n{OK_PROVIDER}"),
+            "wait_queue.max_wait: must be above zero",
+        ),
         // A layer toggle that is neither a bool nor a table.
         (
             &format!("circuit = \"off\"\n{OK_PROVIDER}"),
@@ -243,6 +300,125 @@ fn accepts_the_gateway_example_and_turns_layers_off() {
     .unwrap();
     assert!(config.circuit.is_off() && config.ramp.is_off() && config.validate.is_off());
     assert!(!config.wait_queue.is_off());
+}
+
+/// A fingerprint of everything a configuration sets: the parsed configuration,
+/// and what each provider entry gives the router and its client.
+fn fingerprint(config: &Config) -> String {
+    let mut f = format!("{config:?}");
+    for p in &config.providers {
+        f.push_str(&format!(
+            "\n{:?} {:?} {:?}",
+            p.options(),
+            p.provider_config().map(|c| format!("{c:?}")),
+            p.price
+        ));
+    }
+    f
+}
+
+/// Every key path of a TOML document, down to the keys of each provider entry
+/// (whose values are the client's) and into every other table.
+fn key_paths(table: &toml::Table, at: Vec<String>, out: &mut Vec<Vec<String>>) {
+    for (k, v) in table {
+        let mut path = at.clone();
+        path.push(k.clone());
+        match v {
+            toml::Value::Table(t) if !(at.len() >= 2 && at[0] == "providers") => {
+                key_paths(t, path.clone(), out);
+            }
+            toml::Value::Array(items) if k == "providers" => {
+                for (i, item) in items.iter().enumerate() {
+                    if let toml::Value::Table(t) = item {
+                        let mut p = path.clone();
+                        p.push(i.to_string());
+                        key_paths(t, p, out);
+                    }
+                }
+                continue;
+            }
+            _ => {}
+        }
+        out.push(path);
+    }
+}
+
+fn remove(table: &mut toml::Table, path: &[String]) {
+    match path {
+        [last] => {
+            table.remove(last);
+        }
+        [first, rest @ ..] => match table.get_mut(first) {
+            Some(toml::Value::Table(t)) => remove(t, rest),
+            Some(toml::Value::Array(items)) => {
+                let i: usize = rest[0].parse().unwrap();
+                if let toml::Value::Table(t) = &mut items[i] {
+                    remove(t, &rest[1..]);
+                }
+            }
+            _ => {}
+        },
+        [] => {}
+    }
+}
+
+/// The shipped configuration files load, build a stack (with inline test keys in
+/// place of the environment variables they name), and every key in them is used:
+/// leaving any one out changes what the configuration sets.
+#[tokio::test]
+async fn the_example_files_load_and_every_key_in_them_is_used() {
+    for file in ["gateway.toml", "openai_anthropic.toml"] {
+        let path = format!("{}/../examples/gateway/{file}", env!("CARGO_MANIFEST_DIR"));
+        let config = Config::from_file(&path).unwrap_or_else(|e| panic!("{e}"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let doc: toml::Table = toml::from_str(&text).unwrap();
+
+        let mut inline = config.clone();
+        for p in &mut inline.providers {
+            assert!(
+                p.client.remove("api_key_env").is_some(),
+                "{file}: keys from the environment"
+            );
+            p.client
+                .insert("api_key".into(), "sk-test-not-a-secret".into());
+        }
+        let stack = Stack::from_config(&inline).unwrap().build().unwrap();
+        assert_eq!(
+            stack.handle().snapshot().providers.len(),
+            config.providers.len()
+        );
+
+        let whole = fingerprint(&config);
+        let mut paths = Vec::new();
+        key_paths(&doc, Vec::new(), &mut paths);
+        assert!(paths.len() > 10, "{file}: {paths:?}");
+        for path in paths {
+            let mut less = doc.clone();
+            remove(&mut less, &path);
+            let text = toml::to_string(&less).unwrap();
+            // Leaving out a key either makes the file invalid (a required key, a
+            // name another key refers to) or changes the configuration.
+            if let Ok(c) = Config::from_toml_str(&text) {
+                assert_ne!(
+                    fingerprint(&c),
+                    whole,
+                    "{file}: `{}` has no effect",
+                    path.join(".")
+                );
+            }
+        }
+    }
+
+    // The two-key file: OpenAI first, Anthropic as its fallback.
+    let path = format!(
+        "{}/../examples/gateway/openai_anthropic.toml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let config = Config::from_file(&path).unwrap();
+    assert_eq!(config.router, tower_failover::RouterKind::Fallback);
+    assert_eq!(config.providers[0].name, "openai");
+    assert_eq!(config.providers[1].name, "anthropic");
+    assert_eq!(config.models["gpt-4o-mini"].fallbacks, ["claude-haiku-4-5"]);
 }
 
 #[test]
@@ -309,6 +485,14 @@ async fn a_redis_section_shares_health_between_replicas() {
     );
     let config =
         Config::from_toml_str(&text).expect("a valid configuration with a [redis] section");
+    // The stack's retry budget is the fleet's (counted in Redis), not a local one.
+    let stack = Stack::from_config(&config).unwrap().build().unwrap();
+    assert_eq!(stack.handle().retry_budget_remaining(), None);
+    let local = Stack::from_config(&Config::from_toml_str(OK_PROVIDER).unwrap())
+        .unwrap()
+        .build()
+        .unwrap();
+    assert!(local.handle().retry_budget_remaining().is_some());
     let a = config.registry().unwrap();
     let b = config.registry().unwrap();
     let (ha, hb) = (

@@ -266,7 +266,7 @@ async fn requests_without_a_model_go_to_the_default_group_or_anywhere() {
     };
     // With a default model: always its group.
     let stack = Stack::builder()
-        .validate(tower_failover::Slot::Off)
+        .output_validation(tower_failover::Slot::Off)
         .provider(named("a"))
         .provider(named("b"))
         .default_model(Some("b".into()))
@@ -277,7 +277,7 @@ async fn requests_without_a_model_go_to_the_default_group_or_anywhere() {
     }
     // Without one: any provider (both are reached).
     let stack = Stack::builder()
-        .validate(tower_failover::Slot::Off)
+        .output_validation(tower_failover::Slot::Off)
         .provider(named("a"))
         .provider(named("b"))
         .balance(
@@ -452,7 +452,7 @@ async fn typed_refusals_move_along_the_group_fallbacks() {
     use tower_failover::ErrorHint;
     let stack = |hint| {
         Stack::builder()
-            .validate(tower_failover::Slot::Off)
+            .output_validation(tower_failover::Slot::Off)
             .provider(refusing("small", hint))
             .provider(named("big"))
             .model_fallbacks("small", ["big"])
@@ -471,7 +471,7 @@ async fn typed_refusals_move_along_the_group_fallbacks() {
     }
     // Without a fallback group, the refusal is the answer.
     let alone = Stack::builder()
-        .validate(tower_failover::Slot::Off)
+        .output_validation(tower_failover::Slot::Off)
         .provider(refusing("small", ErrorHint::ContextWindowExceeded))
         .provider(named("big"))
         .build()

@@ -27,10 +27,21 @@ fn latency_ns<S>(ep: &Endpoint<S>, settings: &Settings) -> f64 {
     if v > 0.0 { v } else { settings.unmeasured_ns }
 }
 
-/// Whether `a` is preferred to `b`: lower latency × (in flight + 1) ÷ weight, with
-/// latencies within the buffer of each other counted as equal.
+/// The health factor of a provider's load: 1 + `error_penalty` × its recent error
+/// rate (1 when the penalty is off or the provider has not failed lately).
 #[inline]
-fn prefer<S>(a: &Endpoint<S>, b: &Endpoint<S>, settings: &Settings) -> bool {
+fn health_factor<S>(ep: &Endpoint<S>, settings: &Settings, now: &LazyNow) -> f64 {
+    if settings.error_penalty <= 0.0 {
+        return 1.0;
+    }
+    1.0 + settings.error_penalty * ep.errors.get(&ep.health, settings.error_decay_ns, now)
+}
+
+/// Whether `a` is preferred to `b`: lower latency × (in flight + 1) ÷ weight ×
+/// health factor (see [`health_factor`]), with latencies within the buffer of each
+/// other counted as equal.
+#[inline]
+fn prefer<S>(a: &Endpoint<S>, b: &Endpoint<S>, settings: &Settings, now: &LazyNow) -> bool {
     let mut la = latency_ns(a, settings);
     let mut lb = latency_ns(b, settings);
     if settings.latency_buffer > 0.0 && (la - lb).abs() <= settings.latency_buffer * la.min(lb) {
@@ -38,8 +49,8 @@ fn prefer<S>(a: &Endpoint<S>, b: &Endpoint<S>, settings: &Settings) -> bool {
         la = best;
         lb = best;
     }
-    let ca = la * (a.in_flight() as f64 + 1.0) * a.inv_weight;
-    let cb = lb * (b.in_flight() as f64 + 1.0) * b.inv_weight;
+    let ca = la * (a.in_flight() as f64 + 1.0) * a.inv_weight * health_factor(a, settings, now);
+    let cb = lb * (b.in_flight() as f64 + 1.0) * b.inv_weight * health_factor(b, settings, now);
     ca <= cb
 }
 
@@ -137,9 +148,10 @@ pub(crate) fn select<S>(
                 table,
                 &pool.members[route.lo as usize..],
                 rng,
+                &pick.now,
                 &mut eligible,
             ),
-            Strategy::Cheapest => cheapest(table, &pool.members, &mut eligible),
+            Strategy::Cheapest => cheapest(table, &pool.members, &pick.now, &mut eligible),
             Strategy::RoundRobin => round_robin(table, route, &mut eligible),
             Strategy::Ordered => pool.members.iter().copied().find(|&i| eligible(i)),
         };
@@ -156,6 +168,7 @@ fn p2c<S>(
     table: &Table<S>,
     members: &[u32],
     rng: &mut Rng,
+    now: &LazyNow,
     eligible: &mut impl FnMut(u32) -> bool,
 ) -> Option<u32> {
     let n = members.len();
@@ -182,12 +195,12 @@ fn p2c<S>(
     let (a, b) = match draw(rng, eligible, None) {
         Some(pa) => match draw(rng, eligible, Some(pa)) {
             Some(pb) => (members[pa], members[pb]),
-            None => return two_by_scan(table, members, rng, eligible),
+            None => return two_by_scan(table, members, rng, now, eligible),
         },
-        None => return two_by_scan(table, members, rng, eligible),
+        None => return two_by_scan(table, members, rng, now, eligible),
     };
     Some(
-        if prefer(table.endpoint(a), table.endpoint(b), &table.settings) {
+        if prefer(table.endpoint(a), table.endpoint(b), &table.settings, now) {
             a
         } else {
             b
@@ -201,6 +214,7 @@ fn two_by_scan<S>(
     table: &Table<S>,
     members: &[u32],
     rng: &mut Rng,
+    now: &LazyNow,
     eligible: &mut impl FnMut(u32) -> bool,
 ) -> Option<u32> {
     let mut kept: [Option<u32>; 2] = [None, None];
@@ -221,7 +235,7 @@ fn two_by_scan<S>(
     }
     match kept {
         [Some(a), Some(b)] => Some(
-            if prefer(table.endpoint(a), table.endpoint(b), &table.settings) {
+            if prefer(table.endpoint(a), table.endpoint(b), &table.settings, now) {
                 a
             } else {
                 b
@@ -236,6 +250,7 @@ fn two_by_scan<S>(
 fn cheapest<S>(
     table: &Table<S>,
     members: &[u32],
+    now: &LazyNow,
     eligible: &mut impl FnMut(u32) -> bool,
 ) -> Option<u32> {
     let settings = &table.settings;
@@ -261,7 +276,7 @@ fn cheapest<S>(
             continue;
         }
         chosen = match chosen {
-            Some(c) if prefer(table.endpoint(c), ep, settings) => Some(c),
+            Some(c) if prefer(table.endpoint(c), ep, settings, now) => Some(c),
             _ => Some(i),
         };
     }
@@ -359,6 +374,55 @@ mod tests {
         let _g: Vec<_> = (0..3)
             .map(|_| t.endpoint(0).health.start_request())
             .collect();
+        assert_eq!(counts(&t, 2, 100), [0, 100]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn recent_errors_weigh_on_the_load_and_fade() {
+        use tower_failover_core::{FailureKind, Outcome};
+        let t = table(
+            BalanceConfig::default(),
+            vec![ProviderOptions::default(); 2],
+        );
+        for i in 0..2 {
+            t.endpoint(i)
+                .health
+                .observe_ttfb(Duration::from_millis(100));
+        }
+        // Provider 1 failed three of its last ten attempts: 1 + 20 × ~0.3 ≈ 7 times
+        // as loaded. Three requests in flight at provider 0 do not make up for it.
+        for k in 0..10 {
+            let outcome = if k % 3 == 0 {
+                Outcome::failure(FailureKind::Status(500))
+            } else {
+                Outcome::Success
+            };
+            t.endpoint(1).health.record(&outcome);
+        }
+        let _g: Vec<_> = (0..3)
+            .map(|_| t.endpoint(0).health.start_request())
+            .collect();
+        assert_eq!(counts(&t, 2, 100), [100, 0]);
+        // Without the penalty, load alone decides.
+        let plain = table(
+            BalanceConfig::default().error_penalty(0.0),
+            vec![ProviderOptions::default(); 2],
+        );
+        for i in 0..2 {
+            plain
+                .endpoint(i)
+                .health
+                .observe_ttfb(Duration::from_millis(100));
+        }
+        plain
+            .endpoint(1)
+            .health
+            .record(&Outcome::failure(FailureKind::Status(500)));
+        let _h = plain.endpoint(0).health.start_request();
+        assert_eq!(counts(&plain, 2, 100), [0, 100]);
+        // The error rate fades with time: after a few decay constants the provider
+        // is tried again.
+        tokio::time::advance(Duration::from_secs(150)).await;
         assert_eq!(counts(&t, 2, 100), [0, 100]);
     }
 

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use tower_failover_core::health::FULL_SHARE_PPM;
+use tower_failover_core::time::AtomicInstant;
 use tower_failover_core::{Health, ProviderId};
 
 use crate::attrs::RequestAttrs;
@@ -30,6 +31,8 @@ pub(crate) struct Entry<S> {
     /// Attempts sent and not answered yet, counted by the router itself (kept
     /// across table rebuilds).
     pub(crate) pending: Arc<AtomicU64>,
+    /// The recent error rate (kept across table rebuilds).
+    pub(crate) errors: Arc<ErrorRate>,
 }
 
 impl<S> Entry<S> {
@@ -39,7 +42,87 @@ impl<S> Entry<S> {
             service,
             options,
             pending: Arc::new(AtomicU64::new(0)),
+            errors: Arc::new(ErrorRate::new()),
         }
+    }
+}
+
+/// How many recent outcomes the error rate mostly reflects: each new outcome
+/// weighs 1 / `ERROR_SAMPLES` of the estimate.
+const ERROR_SAMPLES: f64 = 10.0;
+
+/// A provider's recent error rate, for the health score: an average over its
+/// last outcomes (about [`ERROR_SAMPLES`] of them), read from the outcome
+/// counters of its [`Health`] (which the `ObserveLayer` writes), that also fades
+/// with time so that a provider the balancer has stopped sending to is tried
+/// again.
+///
+/// Reading it costs a few atomic loads; it is updated (under a lock taken with
+/// `try_lock`, never waited for) only when new outcomes were counted since.
+#[derive(Debug)]
+pub(crate) struct ErrorRate {
+    state: Mutex<ErrorState>,
+    /// f64 bits of the estimate at `stamp`.
+    rate: AtomicU64,
+    /// Outcomes (successes, failures, rejections) counted when last updated.
+    seen: AtomicU64,
+    /// When the estimate was last updated.
+    stamp: AtomicInstant,
+}
+
+#[derive(Debug, Default)]
+struct ErrorState {
+    good: u64,
+    bad: u64,
+}
+
+impl ErrorRate {
+    fn new() -> Self {
+        ErrorRate {
+            state: Mutex::new(ErrorState::default()),
+            rate: AtomicU64::new(0f64.to_bits()),
+            seen: AtomicU64::new(0),
+            stamp: AtomicInstant::new(),
+        }
+    }
+
+    /// The error rate of `health`'s provider now, in `[0, 1]`, faded by
+    /// `decay_ns` since its last update.
+    pub(crate) fn get(&self, health: &Health, decay_ns: f64, now: &crate::pick::LazyNow) -> f64 {
+        let c = health.counters();
+        let (good, bad) = (c.successes, c.failures.saturating_add(c.rejected));
+        let total = good.saturating_add(bad);
+        if total != self.seen.load(Ordering::Relaxed)
+            && let Ok(mut state) = self.state.try_lock()
+        {
+            let new_good = good.saturating_sub(state.good);
+            let new_bad = bad.saturating_sub(state.bad);
+            let n = new_good + new_bad;
+            if n > 0 {
+                let faded = self.faded(decay_ns, now);
+                let keep = (1.0 - 1.0 / ERROR_SAMPLES).powf(n.min(1000) as f64);
+                let sample = new_bad as f64 / n as f64;
+                let rate = faded * keep + sample * (1.0 - keep);
+                self.rate.store(rate.to_bits(), Ordering::Relaxed);
+                self.stamp.set(Some(now.get()));
+            }
+            state.good = good;
+            state.bad = bad;
+            self.seen.store(total, Ordering::Relaxed);
+        }
+        self.faded(decay_ns, now)
+    }
+
+    fn faded(&self, decay_ns: f64, now: &crate::pick::LazyNow) -> f64 {
+        let rate = f64::from_bits(self.rate.load(Ordering::Relaxed));
+        if rate <= 0.0 || decay_ns <= 0.0 {
+            return rate.max(0.0);
+        }
+        let Some(stamp) = self.stamp.get() else {
+            return rate;
+        };
+        let elapsed = now.get().saturating_duration_since(stamp).as_nanos() as f64;
+        (rate * (-elapsed / decay_ns).exp()).clamp(0.0, 1.0)
     }
 }
 
@@ -107,6 +190,8 @@ pub(crate) struct Endpoint<S> {
     pub(crate) health: Health,
     pub(crate) service: S,
     pub(crate) pending: Arc<AtomicU64>,
+    /// The recent error rate.
+    pub(crate) errors: Arc<ErrorRate>,
     /// 1 ÷ effective weight.
     pub(crate) inv_weight: f64,
     /// Integer weight for round-robin.
@@ -204,6 +289,7 @@ impl<S> Table<S> {
                 health: e.health.clone(),
                 service: e.service.clone(),
                 pending: e.pending.clone(),
+                errors: e.errors.clone(),
                 inv_weight: 1.0 / w,
                 wrr_weight: ((w / max_w) * 1000.0).round().max(1.0) as i64,
                 price: e.options.price_per_million.unwrap_or(f64::INFINITY),

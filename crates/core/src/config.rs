@@ -1,27 +1,35 @@
 //! The one configuration error every crate uses.
 
-use std::borrow::Cow;
 use std::fmt;
 
 /// A configuration value was refused. Names the field (with its path, such as
-/// `providers[1].base_url`, where the configuration is nested) and the reason.
+/// `providers[1].base_url`, where the configuration is nested) and the reason; it
+/// reads `<field>: <reason>` (just the reason when no field applies, as for a file
+/// that is not TOML). The message never contains a credential.
+///
+/// Every crate of the workspace, the facade's `Config` and `Stack` included,
+/// refuses configuration with this one type: a layer's error is put under its
+/// section's name with [`within`](ConfigError::within).
 ///
 /// ```
 /// use tower_failover_core::ConfigError;
 ///
 /// let err = ConfigError::new("cooldown", "must be at least 1ms").within("circuit");
-/// assert_eq!(err.to_string(), "invalid configuration: `circuit.cooldown` must be at least 1ms");
+/// assert_eq!(err.to_string(), "circuit.cooldown: must be at least 1ms");
 /// assert_eq!(err.field(), "circuit.cooldown");
+/// let err = ConfigError::new("base_url", "missing scheme").within("providers[1]");
+/// assert_eq!(err.to_string(), "providers[1].base_url: missing scheme");
+/// assert_eq!(ConfigError::new("", "invalid TOML").to_string(), "invalid TOML");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
-    field: Cow<'static, str>,
-    reason: Cow<'static, str>,
+    field: String,
+    reason: String,
 }
 
 impl ConfigError {
     /// `field` is refused because of `reason` (a phrase such as `"must be positive"`).
-    pub fn new(field: impl Into<Cow<'static, str>>, reason: impl Into<Cow<'static, str>>) -> Self {
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
         ConfigError {
             field: field.into(),
             reason: reason.into(),
@@ -40,7 +48,7 @@ impl ConfigError {
             format!("{section}.{}", self.field)
         };
         ConfigError {
-            field: Cow::Owned(field),
+            field,
             reason: self.reason,
         }
     }
@@ -58,7 +66,11 @@ impl ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid configuration: `{}` {}", self.field, self.reason)
+        if self.field.is_empty() {
+            f.write_str(&self.reason)
+        } else {
+            write!(f, "{}: {}", self.field, self.reason)
+        }
     }
 }
 

@@ -50,7 +50,11 @@
 //! (`GET /v1/models` by default) every interval while the circuit is open, or
 //! after the provider has been idle for [`ProbeConfig::idle_after`]. It takes the
 //! store's `"probe"` lease first, so only one gateway replica probes. A passing
-//! probe moves the circuit from open to half-open early.
+//! probe moves the circuit from open to half-open early. With
+//! [`Prober::through_breaker`], probes go on while the circuit is half-open,
+//! through the breaker, as its half-open trials: a recovered provider's circuit
+//! then closes even when no caller is sending (the facade's `Stack` does this by
+//! default, with tiny completions as the trials).
 //!
 //! # A fleet of replicas
 //!

@@ -39,7 +39,18 @@ pub struct ProbeConfig {
     /// Default: `None` (only open circuits are probed).
     #[serde(with = "duration_serde::option")]
     pub idle_after: Option<Duration>,
+    /// Probe with a real tiny chat completion (`POST /v1/chat/completions`,
+    /// `max_tokens = 8`, in the OpenAI shape that provider adapters translate)
+    /// instead of `method`, `uri` and `body`: a model list can pass while
+    /// completions fail. Costs one token per probe. Default: false.
+    pub completion: bool,
 }
+
+/// The body of a tiny completion probe: at most 8 tokens, so that the answer has
+/// some content (output validation refuses an empty one) whatever the tokenizer.
+/// The provider adapter puts in its own model.
+pub(crate) const COMPLETION_PROBE: &str =
+    r#"{"model":"probe","messages":[{"role":"user","content":"ping"}],"max_tokens":8}"#;
 
 impl fmt::Debug for ProbeConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -51,6 +62,7 @@ impl fmt::Debug for ProbeConfig {
             .field("interval", &self.interval)
             .field("timeout", &self.timeout)
             .field("idle_after", &self.idle_after)
+            .field("completion", &self.completion)
             .finish()
     }
 }
@@ -65,6 +77,7 @@ impl Default for ProbeConfig {
             interval: Duration::from_secs(10),
             timeout: Duration::from_secs(5),
             idle_after: None,
+            completion: false,
         }
     }
 }
@@ -112,12 +125,39 @@ impl ProbeConfig {
         self
     }
 
+    /// Sets [`completion`](Self::completion).
+    pub fn completion(mut self, yes: bool) -> Self {
+        self.completion = yes;
+        self
+    }
+
     /// Refuses invalid values with an error naming the field.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.template().map(|_| ())
     }
 
     pub(crate) fn template(&self) -> Result<ProbeTemplate, ConfigError> {
+        if self.completion {
+            if !self.body.is_empty() {
+                return Err(ConfigError::new(
+                    "probe.body",
+                    "set either `completion = true` or a body of your own",
+                ));
+            }
+            let own = ProbeConfig {
+                method: "POST".to_owned(),
+                uri: "/v1/chat/completions".to_owned(),
+                body: COMPLETION_PROBE.to_owned(),
+                completion: false,
+                ..self.clone()
+            };
+            let mut t = own.template()?;
+            t.headers.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            return Ok(t);
+        }
         let method = Method::from_bytes(self.method.as_bytes())
             .map_err(|_| ConfigError::new("probe.method", "is not an HTTP method"))?;
         let uri: Uri = self

@@ -86,6 +86,7 @@
 
 mod budget;
 mod config;
+mod retry_budget;
 mod scripts;
 mod shared;
 mod store;
@@ -94,6 +95,7 @@ mod wire;
 
 pub use budget::FleetBudget;
 pub use config::{ConfigError, RedisConfig};
+pub use retry_budget::FleetRetryBudget;
 pub use store::RedisStore;
 
 #[doc(no_inline)]

@@ -34,6 +34,34 @@ impl Default for Backoff {
 }
 
 impl Backoff {
+    /// Refuses a zero or over-a-minute base, a cap below the base or over ten
+    /// minutes, a multiplier below 1 (or not finite) and a jitter outside `0..=1`.
+    pub fn validate(&self) -> Result<(), tower_failover_core::ConfigError> {
+        use tower_failover_core::ConfigError;
+        if self.base.is_zero() || self.base > Duration::from_secs(60) {
+            return Err(ConfigError::new(
+                "base",
+                "must be above zero and at most 1m",
+            ));
+        }
+        if self.max < self.base || self.max > Duration::from_secs(600) {
+            return Err(ConfigError::new(
+                "max",
+                "must be at least `base` and at most 10m",
+            ));
+        }
+        if !(self.multiplier.is_finite() && (1.0..=100.0).contains(&self.multiplier)) {
+            return Err(ConfigError::new(
+                "multiplier",
+                "must be a number from 1 to 100",
+            ));
+        }
+        if !(self.jitter.is_finite() && (0.0..=1.0).contains(&self.jitter)) {
+            return Err(ConfigError::new("jitter", "must be a fraction in 0..=1"));
+        }
+        Ok(())
+    }
+
     /// The delay before retry number `attempt` (0 for the first retry).
     pub fn delay(&self, attempt: u32, rng: &SharedRng) -> Duration {
         let multiplier = if self.multiplier.is_finite() {

@@ -64,7 +64,7 @@ pub use budget::{BudgetConfig, RetryBudget};
 pub use deadline::{DeadlineLayer, DeadlineService};
 pub use deferred::{Deferred, DeferredConfig, DeferredFull, JobId, JobStatus};
 pub use hedge::{Hedge, HedgeConfig, HedgeLayer, Hedged};
-pub use policy::SameProviderRetry;
+pub use policy::{RetryConfig, SameProviderRetry};
 pub use queue::{QueueConfig, WaitQueue, WaitQueueLayer};
 pub use tower_failover_core::ConfigError;
 

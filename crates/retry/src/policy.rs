@@ -53,6 +53,53 @@ use tower_failover_core::rng::SharedRng;
 use tower_failover_core::{Classify, FailureKind, LlmClassifier, Outcome};
 
 use crate::backoff::Backoff;
+use serde::Deserialize;
+use tower_failover_core::ConfigError;
+
+/// Settings of [`SameProviderRetry`], as a configuration file gives them.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_failover_retry::RetryConfig;
+///
+/// let c: RetryConfig =
+///     serde_json::from_str(r#"{"max_retries": 2, "backoff": {"base": "100ms"}}"#).unwrap();
+/// assert_eq!(c.backoff.base, Duration::from_millis(100));
+/// c.validate().unwrap();
+/// assert_eq!(RetryConfig { max_retries: 11, ..c }.validate().unwrap_err().field(), "max_retries");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Most retries on the same provider per attempt. Default 1: a blip is
+    /// retried once; a second failure is an outage, for the router to fail over.
+    pub max_retries: u32,
+    /// The wait before a retry. Default: 50 ms, doubling, capped at 2 s, ± 50 %
+    /// jitter (brief: a 502 blip is usually gone within a few tens of ms).
+    pub backoff: Backoff,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_retries: 1,
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+impl RetryConfig {
+    /// Refuses more than 10 retries and a backoff that cannot be meant.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_retries > 10 {
+            return Err(ConfigError::new(
+                "max_retries",
+                "must be at most 10 (the router fails over after that)",
+            ));
+        }
+        self.backoff.validate().map_err(|e| e.within("backoff"))
+    }
+}
 
 /// A retry policy for one provider: retries resets-before-first-byte and 502/503 blips,
 /// with backoff, within a shared budget.
@@ -64,9 +111,17 @@ pub struct SameProviderRetry<C = LlmClassifier> {
     classifier: C,
     rng: Arc<SharedRng>,
     retry_statuses: &'static [u16],
+    deposits: bool,
 }
 
 impl SameProviderRetry {
+    /// From a [`RetryConfig`], drawing from `budget`.
+    pub fn from_config(budget: Arc<dyn Budget + Send + Sync>, config: &RetryConfig) -> Self {
+        SameProviderRetry::new(budget)
+            .max_retries(config.max_retries)
+            .backoff(config.backoff)
+    }
+
     /// At most one retry per request, default backoff, drawing from `budget`.
     pub fn new(budget: Arc<dyn Budget + Send + Sync>) -> Self {
         SameProviderRetry {
@@ -77,6 +132,7 @@ impl SameProviderRetry {
             classifier: LlmClassifier::default(),
             rng: Arc::new(SharedRng::from_entropy()),
             retry_statuses: &[502, 503],
+            deposits: true,
         }
     }
 }
@@ -106,6 +162,14 @@ impl<C> SameProviderRetry<C> {
         self
     }
 
+    /// Whether each request counts as one in the budget here (default: yes). Turn
+    /// it off when a router above already counts it (the balancer, the fallback
+    /// and overflow do), so that a request is not counted twice.
+    pub fn deposits(mut self, yes: bool) -> Self {
+        self.deposits = yes;
+        self
+    }
+
     /// Uses another classifier.
     pub fn classifier<C2: Classify>(self, classifier: C2) -> SameProviderRetry<C2> {
         SameProviderRetry {
@@ -116,6 +180,7 @@ impl<C> SameProviderRetry<C> {
             classifier,
             rng: self.rng,
             retry_statuses: self.retry_statuses,
+            deposits: self.deposits,
         }
     }
 
@@ -142,6 +207,7 @@ impl<C: Clone> Clone for SameProviderRetry<C> {
             classifier: self.classifier.clone(),
             rng: self.rng.clone(),
             retry_statuses: self.retry_statuses,
+            deposits: self.deposits,
         }
     }
 }
@@ -167,7 +233,7 @@ where
         _req: &mut Request<B>,
         result: &mut Result<Response<RB>, BoxError>,
     ) -> Option<Sleep> {
-        if self.attempt == 0 {
+        if self.attempt == 0 && self.deposits {
             // The first time the policy sees this request: it counts as a request.
             self.budget.deposit();
         }

@@ -2,11 +2,21 @@
 //!
 //! ```toml
 //! router = "balance"          # or "fallback" (ordered by priority), "overflow"
-//! deadline = "60s"            # total per request, across attempts
+//! deadline = "60s"            # total per request, across attempts, whatever the router
+//! attempt_timeout = "30s"     # one attempt at one provider, whatever the router
 //! max_request_bytes = 4194304
 //!
-//! [balance]                   # tower_failover::balance::BalanceConfig
-//! attempt_timeout = "30s"
+//! [balance]                   # tower_failover::balance::BalanceConfig; only with router = "balance"
+//! error_penalty = 20          # the health score: load × (1 + 20 × recent error rate)
+//!
+//! [retry]                     # same-provider retry of a 502/503 blip (`retry = false` turns it off)
+//! max_retries = 1
+//! backoff = { base = "50ms" }
+//!
+//! [probe]                     # active probes of open circuits (`probe = false` turns them off)
+//! interval = "10s"            # GET /v1/models; `completion = true` sends a tiny completion
+//!
+//! hedge = false               # or [hedge] percentile = 0.9: a second attempt when the first is slow
 //!
 //! [circuit]                   # tower_failover::circuit::CircuitConfig; `circuit = false` turns it off
 //! consecutive_failures = 5
@@ -42,9 +52,16 @@
 //! ```
 //!
 //! Every section is optional and takes the layer crate's own configuration struct
-//! (each refuses unknown keys); `validate = false`, `quota = false`,
-//! `circuit = false`, `ramp = false`, `observe = false`, `retry_budget = false`
-//! turn a layer off, and `wait_queue = true` (or a table) turns the wait queue on.
+//! (each refuses unknown keys, and validates itself once, whichever router is
+//! chosen); `validate = false`, `quota = false`, `circuit = false`, `ramp = false`,
+//! `observe = false`, `retry_budget = false`, `retry = false`, `probe = false`
+//! turn a layer off, and `wait_queue = true` or `hedge = true` (or a table) turn
+//! the wait queue or hedging on. Nothing is ignored: a router section
+//! (`[balance]`, `[fallback]`, `[overflow]`) for a router other than the chosen
+//! one is refused with an error naming it. The top-level `attempt_timeout`
+//! applies to every router (the balancer and the fallback fail over when it
+//! fires; under overflow the attempt fails); a router section may set its own
+//! instead, not both.
 //! Durations read `"30s"`, `"250ms"`, `"5m"` or a number of seconds.
 //!
 //! **Model routing.** A request goes to the providers that serve the model it asks
@@ -65,29 +82,27 @@
 
 use std::fmt;
 use std::path::Path;
-#[cfg(feature = "retry")]
 use std::time::Duration;
 
 use serde::Deserialize;
 use tower_failover_balance::{BalanceConfig, FallbackConfig, ProviderOptions};
-#[cfg(feature = "retry")]
 use tower_failover_core::duration_serde;
 use tower_failover_core::{HealthConfig, ProviderId};
 
-use crate::config_error::ConfigError;
 use crate::slot::{ObserveConfig, Toggle};
 use crate::stack::DEFAULT_MAX_REQUEST_BYTES;
+use tower_failover_core::ConfigError;
 
 #[cfg(feature = "circuit")]
 use tower_failover_circuit::CircuitConfig;
 #[cfg(feature = "overflow")]
 use tower_failover_overflow::{OverflowConfig, QuotaConfig};
 #[cfg(feature = "ramp")]
-use tower_failover_ramp::RampConfig;
+use tower_failover_ramp::{ProbeConfig, RampConfig};
 #[cfg(feature = "redis")]
 use tower_failover_redis::RedisConfig;
 #[cfg(feature = "retry")]
-use tower_failover_retry::{BudgetConfig, QueueConfig};
+use tower_failover_retry::{BudgetConfig, HedgeConfig, QueueConfig, RetryConfig};
 #[cfg(feature = "validate")]
 use tower_failover_validate::ValidateConfig;
 
@@ -105,6 +120,18 @@ pub enum RouterKind {
     Overflow,
 }
 
+impl RouterKind {
+    /// The name a configuration file uses: `balance`, `fallback`, `overflow`.
+    pub fn name(self) -> &'static str {
+        match self {
+            RouterKind::Balance => "balance",
+            RouterKind::Fallback => "fallback",
+            #[cfg(feature = "overflow")]
+            RouterKind::Overflow => "overflow",
+        }
+    }
+}
+
 /// The whole stack, as read from a file. See the [module documentation](self).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -112,13 +139,30 @@ pub enum RouterKind {
 pub struct Config {
     /// The router. Default: `balance`.
     pub router: RouterKind,
-    /// The balancer's settings (`router = "balance"`).
-    pub balance: BalanceConfig,
-    /// The fallback chain's settings (`router = "fallback"`).
-    pub fallback: FallbackConfig,
-    /// The overflow router's settings (`router = "overflow"`).
+    /// The balancer's settings: only with `router = "balance"` (a section for
+    /// another router is refused, never ignored).
+    pub balance: Option<BalanceConfig>,
+    /// The fallback chain's settings: only with `router = "fallback"`.
+    pub fallback: Option<FallbackConfig>,
+    /// The overflow router's settings: only with `router = "overflow"`.
     #[cfg(feature = "overflow")]
-    pub overflow: OverflowConfig,
+    pub overflow: Option<OverflowConfig>,
+    /// Time allowed for one attempt at one provider, whatever the router.
+    /// Default: none (the provider client's own timeouts). See
+    /// [`StackBuilder::attempt_timeout`](crate::StackBuilder::attempt_timeout).
+    #[serde(with = "duration_serde::option")]
+    pub attempt_timeout: Option<Duration>,
+    /// Same-provider retry of a 502/503 blip, with backoff, before failing over.
+    /// Default: on (one retry after about 50 ms).
+    #[cfg(feature = "retry")]
+    pub retry: Toggle<RetryConfig>,
+    /// Hedging: a second attempt when the first is slow. Default: off.
+    #[cfg(feature = "retry")]
+    pub hedge: Toggle<HedgeConfig>,
+    /// Active probes of providers whose circuit is open. Default: on
+    /// (`GET /v1/models` every 10 s); needs the recovery ramp.
+    #[cfg(feature = "ramp")]
+    pub probe: Option<Toggle<ProbeConfig>>,
     /// Output validation of every provider. Default: on.
     #[cfg(feature = "validate")]
     pub validate: Toggle<ValidateConfig>,
@@ -145,7 +189,8 @@ pub struct Config {
     pub wait_queue: Toggle<QueueConfig>,
     /// The largest request body buffered for replay. Default: 4 MiB.
     pub max_request_bytes: usize,
-    /// Share health across gateway replicas through Redis. Default: none.
+    /// Share health across gateway replicas through Redis, and count the retry
+    /// budget for the whole fleet there. Default: none.
     #[cfg(feature = "redis")]
     pub redis: Option<RedisConfig>,
     /// Health tracking shared by every provider: the latency averages and hang
@@ -178,10 +223,17 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             router: RouterKind::Balance,
-            balance: BalanceConfig::default(),
-            fallback: FallbackConfig::default(),
+            balance: None,
+            fallback: None,
             #[cfg(feature = "overflow")]
-            overflow: OverflowConfig::default(),
+            overflow: None,
+            attempt_timeout: None,
+            #[cfg(feature = "retry")]
+            retry: Toggle::default(),
+            #[cfg(feature = "retry")]
+            hedge: Toggle::Off,
+            #[cfg(feature = "ramp")]
+            probe: None,
             #[cfg(feature = "validate")]
             validate: Toggle::default(),
             observe: Toggle::default(),
@@ -390,6 +442,54 @@ impl ProviderEntry {
     }
 }
 
+#[cfg(feature = "provider")]
+impl ProviderEntry {
+    /// This entry as the stack builder takes it: its client (built from the client
+    /// keys, recording usage in its health in `registry`), routing options, quota
+    /// group and its own layer settings.
+    fn def(
+        &self,
+        registry: &tower_failover_core::Registry,
+    ) -> Result<crate::ProviderDef, ConfigError> {
+        #[cfg(any(
+            feature = "validate",
+            feature = "overflow",
+            feature = "circuit",
+            feature = "ramp"
+        ))]
+        use crate::slot::Slot;
+        let health = match &self.quota_group {
+            Some(g) => registry.provider_in_group(&self.name, &self.model, g),
+            None => registry.provider(&self.name, &self.model),
+        };
+        let client = tower_failover_provider::Provider::from_config(self.provider_config()?)
+            .health(health)
+            .build()?;
+        let mut def =
+            crate::ProviderDef::new(&self.name, &self.model, client).options(self.options());
+        if let Some(g) = &self.quota_group {
+            def = def.quota_group(g);
+        }
+        #[cfg(feature = "validate")]
+        if let Some(t) = &self.validate {
+            def = def.output_validation(Slot::from(t.clone()));
+        }
+        #[cfg(feature = "overflow")]
+        if let Some(t) = &self.quota {
+            def = def.quota(Slot::from(t.clone()));
+        }
+        #[cfg(feature = "circuit")]
+        if let Some(t) = &self.circuit {
+            def = def.circuit(Slot::from(t.clone()));
+        }
+        #[cfg(feature = "ramp")]
+        if let Some(t) = &self.ramp {
+            def = def.ramp(Slot::from(t.clone()));
+        }
+        Ok(def)
+    }
+}
+
 impl Config {
     /// Reads and validates a TOML configuration.
     pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
@@ -403,42 +503,47 @@ impl Config {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::new(path.display().to_string(), e.to_string()))?;
-        Config::from_toml_str(&text)
-            .map_err(|e| ConfigError::new(format!("{}: {}", path.display(), e.field()), e.reason()))
+        Config::from_toml_str(&text).map_err(|e| {
+            let field = match e.field() {
+                "" => path.display().to_string(),
+                f => format!("{}: {f}", path.display()),
+            };
+            ConfigError::new(field, e.reason().to_owned())
+        })
     }
 
     /// Refuses invalid values, naming the field. Does not read the environment
     /// (API keys are read when the stack is built).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.providers.is_empty() {
-            return Err(ConfigError::new(
-                "providers",
-                "at least one provider is required ([[providers]] name = ..., model = ...)",
-            ));
+        crate::stack::check_stack(&crate::stack::StackSettings {
+            providers: self.providers.len(),
+            max_request_bytes: self.max_request_bytes,
+            attempt_timeout: self.attempt_timeout,
+            #[cfg(feature = "retry")]
+            deadline: self.deadline,
+        })?;
+        self.health.validate().map_err(|e| e.within("health"))?;
+        self.check_routers()?;
+        #[cfg(feature = "retry")]
+        {
+            if let Toggle::On(c) = &self.retry {
+                c.validate().map_err(|e| core_error(e, "retry"))?;
+            }
+            if let Toggle::On(c) = &self.hedge {
+                crate::stack::check_hedge(self.router.name())?;
+                c.validate().map_err(|e| core_error(e, "hedge"))?;
+            }
         }
-        if self.max_request_bytes == 0 {
-            return Err(ConfigError::new(
-                "max_request_bytes",
-                "must be at least 1 byte",
-            ));
-        }
-        self.health
-            .validate()
-            .map_err(|e| ConfigError::new(e.field(), e.reason()).within("health"))?;
-        let section = |name: &str, e: tower_failover_balance::ConfigError| {
-            ConfigError::new(e.field(), e.reason()).within(name)
-        };
-        match self.router {
-            RouterKind::Balance => self.balance.validate().map_err(|e| section("balance", e))?,
-            RouterKind::Fallback => self
-                .fallback
-                .validate()
-                .map_err(|e| section("fallback", e))?,
-            #[cfg(feature = "overflow")]
-            RouterKind::Overflow => self
-                .overflow
-                .validate()
-                .map_err(|e| ConfigError::new(e.field(), e.reason()).within("overflow"))?,
+        #[cfg(feature = "ramp")]
+        if let Some(Toggle::On(p)) = &self.probe {
+            if self.ramp.is_off() {
+                return Err(ConfigError::new(
+                    "probe",
+                    "probes run in the recovery ramp's task: turn `ramp` on, or set `probe = false`",
+                ));
+            }
+            // The probe's own errors are named `probe.<field>` already.
+            p.validate()?;
         }
         #[cfg(feature = "validate")]
         if let Toggle::On(c) = &self.validate {
@@ -459,31 +564,15 @@ impl Config {
         #[cfg(feature = "retry")]
         {
             if let Toggle::On(c) = &self.retry_budget {
-                c.validate()
-                    .map_err(|e| ConfigError::from_display("retry_budget", &e))?;
-            }
-            if self.deadline.is_some_and(|d| d.is_zero()) {
-                return Err(ConfigError::new("deadline", "must be above zero"));
+                c.validate().map_err(|e| e.within("retry_budget"))?;
             }
             if let Toggle::On(q) = &self.wait_queue {
-                if q.capacity == 0 {
-                    return Err(ConfigError::new(
-                        "wait_queue.capacity",
-                        "must be at least 1 (or `wait_queue = false`)",
-                    ));
-                }
-                if q.max_wait.is_zero() {
-                    return Err(ConfigError::new(
-                        "wait_queue.max_wait",
-                        "must be above zero",
-                    ));
-                }
+                q.validate().map_err(|e| core_error(e, "wait_queue"))?;
             }
         }
         #[cfg(feature = "redis")]
         if let Some(r) = &self.redis {
-            r.validate()
-                .map_err(|e| ConfigError::from_display("redis", &e))?;
+            r.validate().map_err(|e| e.within("redis"))?;
         }
         for (i, p) in self.providers.iter().enumerate() {
             let at = format!("providers[{i}]");
@@ -504,6 +593,56 @@ impl Config {
                     .iter()
                     .map(|(m, g)| (m.as_str(), g.fallbacks.as_slice())),
             )?;
+        }
+        Ok(())
+    }
+
+    /// Each router section present is validated, and one for a router other than
+    /// the chosen one is refused (it would be ignored). An attempt timeout set both
+    /// at the top level and in the router's section is refused (which one wins
+    /// would be a guess).
+    fn check_routers(&self) -> Result<(), ConfigError> {
+        let chosen = self.router.name();
+        let misplaced = |section: &str| {
+            ConfigError::new(
+                section.to_owned(),
+                format!(
+                    "this section configures router = \"{section}\", but the router is \"{chosen}\": \
+                     remove the section, or set router = \"{section}\""
+                ),
+            )
+        };
+        let timeouts = |section: &str, attempt: Option<Duration>| {
+            if attempt.is_some() && self.attempt_timeout.is_some() {
+                return Err(ConfigError::new(
+                    format!("{section}.attempt_timeout"),
+                    "set once: the top-level `attempt_timeout` (every router) or this one",
+                ));
+            }
+            Ok(())
+        };
+        let balance_err =
+            |section: &str, e: tower_failover_core::ConfigError| core_error(e, section);
+        if let Some(c) = &self.balance {
+            if self.router != RouterKind::Balance {
+                return Err(misplaced("balance"));
+            }
+            c.validate().map_err(|e| balance_err("balance", e))?;
+            timeouts("balance", c.attempt_timeout)?;
+        }
+        if let Some(c) = &self.fallback {
+            if self.router != RouterKind::Fallback {
+                return Err(misplaced("fallback"));
+            }
+            c.validate().map_err(|e| balance_err("fallback", e))?;
+            timeouts("fallback", c.attempt_timeout)?;
+        }
+        #[cfg(feature = "overflow")]
+        if let Some(c) = &self.overflow {
+            if self.router != RouterKind::Overflow {
+                return Err(misplaced("overflow"));
+            }
+            c.validate().map_err(|e| core_error(e, "overflow"))?;
         }
         Ok(())
     }
@@ -547,7 +686,7 @@ impl Config {
         p.options().validate(&id).map_err(|e| {
             let field = e.field();
             let field = field.split_once("].").map_or(field, |(_, f)| f).to_owned();
-            ConfigError::new(field, e.reason())
+            ConfigError::new(field, e.reason().to_owned())
         })?;
         match p.client.get("base_url") {
             None => {}
@@ -589,7 +728,7 @@ impl Config {
         #[cfg(feature = "redis")]
         if let Some(r) = &self.redis {
             let store = tower_failover_redis::RedisStore::start(r.clone())
-                .map_err(|e| ConfigError::from_display("redis", &e))?;
+                .map_err(|e| e.within("redis"))?;
             return Ok(tower_failover_core::Registry::with_store(
                 store,
                 self.health,
@@ -606,20 +745,21 @@ impl Config {
     #[cfg(feature = "provider")]
     pub(crate) fn builder(&self) -> Result<crate::StackBuilder, ConfigError> {
         use crate::slot::Slot;
-        use crate::stack::{ProviderDef, Routing};
+        use crate::stack::Routing;
 
         let registry = self.registry()?;
         let routing = match self.router {
-            RouterKind::Balance => Routing::Balance(self.balance.clone()),
-            RouterKind::Fallback => Routing::Fallback(self.fallback.clone()),
+            RouterKind::Balance => Routing::Balance(self.balance.clone().unwrap_or_default()),
+            RouterKind::Fallback => Routing::Fallback(self.fallback.clone().unwrap_or_default()),
             #[cfg(feature = "overflow")]
-            RouterKind::Overflow => Routing::Overflow(self.overflow),
+            RouterKind::Overflow => Routing::Overflow(self.overflow.unwrap_or_default()),
         };
         let mut b = crate::Stack::builder()
             .registry(registry.clone())
             .routing(routing)
             .observe(Slot::from(self.observe.clone()))
             .max_request_bytes(self.max_request_bytes)
+            .attempt_timeout(self.attempt_timeout)
             .route_by_model(self.route_by_model)
             .default_model(self.default_model.clone());
         for (model, group) in &self.models {
@@ -627,7 +767,7 @@ impl Config {
         }
         #[cfg(feature = "validate")]
         {
-            b = b.validate(Slot::from(self.validate.clone()));
+            b = b.output_validation(Slot::from(self.validate.clone()));
         }
         #[cfg(feature = "overflow")]
         {
@@ -639,51 +779,49 @@ impl Config {
         }
         #[cfg(feature = "ramp")]
         {
-            b = b.ramp(Slot::from(self.ramp.clone()));
+            b = b
+                .ramp(Slot::from(self.ramp.clone()))
+                .probe(match &self.probe {
+                    None => (!self.ramp.is_off()).then(ProbeConfig::default),
+                    Some(t) => t.get().cloned(),
+                });
         }
         #[cfg(feature = "retry")]
         {
             b = b
                 .retry_budget(self.retry_budget.get().copied())
                 .deadline(self.deadline)
-                .wait_queue(self.wait_queue.get().copied());
+                .wait_queue(self.wait_queue.get().copied())
+                .same_provider_retry(self.retry.get().copied())
+                .hedge(self.hedge.get().copied());
+        }
+        // With `[redis]`, the retry budget is the fleet's, counted in Redis.
+        #[cfg(all(feature = "redis", feature = "retry"))]
+        if let (Some(r), Toggle::On(c)) = (&self.redis, &self.retry_budget) {
+            let local =
+                tower_failover_retry::RetryBudget::new(*c).map_err(|e| e.within("retry_budget"))?;
+            let fleet = tower_failover_redis::FleetRetryBudget::start(
+                r,
+                "retry",
+                c.window,
+                c.min_per_second,
+                c.ratio,
+                std::sync::Arc::new(local),
+            )
+            .map_err(|e| e.within("redis"))?;
+            b = b.shared_budget(std::sync::Arc::new(fleet));
         }
         for (i, p) in self.providers.iter().enumerate() {
             let at = format!("providers[{i}]");
-            let health = match &p.quota_group {
-                Some(g) => registry.provider_in_group(&p.name, &p.model, g),
-                None => registry.provider(&p.name, &p.model),
-            };
-            let client = tower_failover_provider::Provider::from_config(
-                p.provider_config().map_err(|e| e.within(&at))?,
-            )
-            .health(health)
-            .build()
-            .map_err(|e| ConfigError::new(e.field(), e.reason()).within(&at))?;
-            let mut def = ProviderDef::new(&p.name, &p.model, client).options(p.options());
-            if let Some(g) = &p.quota_group {
-                def = def.quota_group(g);
-            }
-            #[cfg(feature = "validate")]
-            if let Some(t) = &p.validate {
-                def = def.validate(Slot::from(t.clone()));
-            }
-            #[cfg(feature = "overflow")]
-            if let Some(t) = &p.quota {
-                def = def.quota(Slot::from(t.clone()));
-            }
-            #[cfg(feature = "circuit")]
-            if let Some(t) = &p.circuit {
-                def = def.circuit(Slot::from(t.clone()));
-            }
-            #[cfg(feature = "ramp")]
-            if let Some(t) = &p.ramp {
-                def = def.ramp(Slot::from(t.clone()));
-            }
-            b = b.provider(def);
+            b = b.provider(p.def(&registry).map_err(|e| e.within(&at))?);
         }
         Ok(b)
     }
+}
+
+/// A layer crate's error, under its section's name.
+fn core_error(e: tower_failover_core::ConfigError, section: &str) -> ConfigError {
+    e.within(section)
 }
 
 fn parse_error(e: &toml::de::Error, input: &str) -> ConfigError {
@@ -731,28 +869,21 @@ fn check_url(url: &str) -> Result<(), ConfigError> {
 
 #[cfg(feature = "validate")]
 fn check_validate(c: &ValidateConfig, at: &str) -> Result<(), ConfigError> {
-    c.validate()
-        .map_err(|e| ConfigError::from_display(at, &e))?;
-    c.checks
-        .build()
-        .map(drop)
-        .map_err(|e| ConfigError::from_display(at, &e))
+    c.validate().map_err(|e| e.within(at))?;
+    c.checks.build().map(drop).map_err(|e| e.within(at))
 }
 
 #[cfg(feature = "overflow")]
 fn check_quota(c: &QuotaConfig, at: &str) -> Result<(), ConfigError> {
-    c.validate()
-        .map_err(|e| ConfigError::new(e.field(), e.reason()).within(at))
+    c.validate().map_err(|e| e.within(at))
 }
 
 #[cfg(feature = "circuit")]
 fn check_circuit(c: &CircuitConfig, at: &str) -> Result<(), ConfigError> {
-    c.validate()
-        .map_err(|e| ConfigError::new(e.field(), e.reason()).within(at))
+    c.validate().map_err(|e| e.within(at))
 }
 
 #[cfg(feature = "ramp")]
 fn check_ramp(c: &RampConfig, at: &str) -> Result<(), ConfigError> {
-    c.validate()
-        .map_err(|e| ConfigError::new(e.field(), e.reason()).within(at))
+    c.validate().map_err(|e| e.within(at))
 }

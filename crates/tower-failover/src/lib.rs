@@ -24,13 +24,15 @@
 //! Per provider, innermost first:
 //!
 //! ```text
-//! provider client → output validation → ObserveLayer → quota tracking → circuit breaker → recovery ramp
+//! provider client → output validation → ObserveLayer → quota tracking → circuit breaker
+//!     → recovery ramp (and active probes) → same-provider retry of a blip
 //! ```
 //!
 //! Across providers: a router (the balancer, the ordered fallback or overflow on
-//! 429) with one retry budget shared by every hop, then optionally a wait queue for
-//! when every provider is down, a total deadline, and the body buffering that makes
-//! requests replayable. The result is a [`Failover`] service, and a [`Handle`] on it:
+//! 429) with one retry budget shared by every hop and one attempt timeout, then
+//! optionally hedging and a wait queue for when every provider is down, a total
+//! deadline, and the body buffering that makes requests replayable. The README's
+//! "When a provider misbehaves" table gives every default and why. The result is a [`Failover`] service, and a [`Handle`] on it:
 //! a JSON snapshot of every provider, a stream of health events, and manual
 //! overrides.
 //!
@@ -142,8 +144,6 @@ pub use tower_failover_validate as validate;
 #[cfg_attr(docsrs, doc(cfg(feature = "balance")))]
 pub mod config;
 #[cfg(feature = "balance")]
-mod config_error;
-#[cfg(feature = "balance")]
 #[cfg_attr(docsrs, doc(cfg(feature = "balance")))]
 pub mod guide;
 #[cfg(feature = "balance")]
@@ -157,18 +157,15 @@ mod service;
 mod slot;
 #[cfg(feature = "balance")]
 mod stack;
+#[cfg(feature = "balance")]
+mod timeout;
 
 #[cfg(feature = "balance")]
 #[cfg_attr(docsrs, doc(cfg(feature = "balance")))]
 pub use config::{Config, ModelGroup, Price, ProviderEntry, RouterKind};
 #[cfg(feature = "balance")]
 #[cfg_attr(docsrs, doc(cfg(feature = "balance")))]
-pub use config_error::ConfigError;
-#[cfg(feature = "balance")]
-#[cfg_attr(docsrs, doc(cfg(feature = "balance")))]
 pub use handle::{Handle, ProviderStatus, StackSnapshot, UnknownProvider};
-#[cfg(feature = "balance")]
-#[cfg_attr(docsrs, doc(cfg(feature = "balance")))]
 #[cfg(feature = "balance")]
 #[cfg_attr(docsrs, doc(cfg(feature = "balance")))]
 pub use models::{ModelNotFound, error_response};

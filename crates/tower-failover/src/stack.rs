@@ -3,7 +3,6 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
-#[cfg(feature = "retry")]
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,20 +19,23 @@ use tower_failover_core::{Health, Registry};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::config_error::ConfigError;
 use crate::handle::{Handle, ProviderInfo, Remaining};
 use crate::models::{ModelRouter, check_names};
 use crate::service::{Failover, ProviderService, boxed};
 use crate::slot::{CustomLayer, ObserveConfig, Slot};
+use tower_failover_core::ConfigError;
 
 #[cfg(feature = "circuit")]
 use tower_failover_circuit::{CircuitBreakerLayer, CircuitConfig};
 #[cfg(feature = "overflow")]
 use tower_failover_overflow::{Overflow, OverflowConfig, QuotaConfig, QuotaLayer, QuotaTracker};
 #[cfg(feature = "ramp")]
-use tower_failover_ramp::{RampConfig, RampLayer};
+use tower_failover_ramp::{ProbeConfig, Prober, RampConfig, RampLayer};
 #[cfg(feature = "retry")]
-use tower_failover_retry::{BudgetConfig, DeadlineLayer, QueueConfig, RetryBudget, WaitQueueLayer};
+use tower_failover_retry::{
+    BudgetConfig, DeadlineLayer, HedgeConfig, HedgeLayer, QueueConfig, RetryBudget, RetryConfig,
+    SameProviderRetry, WaitQueueLayer,
+};
 #[cfg(feature = "validate")]
 use tower_failover_validate::ValidateConfig;
 
@@ -79,6 +81,27 @@ impl Routing {
             #[cfg(feature = "overflow")]
             Routing::Overflow(_) => "overflow",
             Routing::Custom(_) => "custom",
+        }
+    }
+
+    /// Whether the router times each attempt itself (its `attempt_timeout`).
+    fn times_attempts(&self) -> bool {
+        matches!(self, Routing::Balance(_) | Routing::Fallback(_))
+    }
+
+    /// The same routing, with the stack's attempt timeout (when set) in place of
+    /// the router's own.
+    fn with_attempt_timeout(&self, each: Option<Duration>) -> Routing {
+        match (self, each) {
+            (Routing::Balance(c), Some(_)) => Routing::Balance(BalanceConfig {
+                attempt_timeout: each,
+                ..c.clone()
+            }),
+            (Routing::Fallback(c), Some(_)) => Routing::Fallback(FallbackConfig {
+                attempt_timeout: each,
+                ..c.clone()
+            }),
+            _ => self.clone(),
         }
     }
 
@@ -262,9 +285,18 @@ impl ProviderDef {
 
     /// Changes output validation for this provider only.
     #[cfg(feature = "validate")]
-    pub fn validate(mut self, slot: impl Into<Slot<ValidateConfig>>) -> Self {
+    pub fn output_validation(mut self, slot: impl Into<Slot<ValidateConfig>>) -> Self {
         self.validate = Some(slot.into());
         self
+    }
+
+    /// The old name of [`output_validation`](ProviderDef::output_validation).
+    #[cfg(feature = "validate")]
+    #[deprecated(
+        note = "renamed `output_validation` (it sets a layer; `validate` checks values elsewhere)"
+    )]
+    pub fn validate(self, slot: impl Into<Slot<ValidateConfig>>) -> Self {
+        self.output_validation(slot)
     }
 
     /// Changes quota tracking for this provider only.
@@ -309,10 +341,12 @@ impl ProviderDef {
 /// replaceable.
 ///
 /// Per provider, innermost first: the client → output validation →
-/// [`ObserveLayer`] → quota tracking → circuit breaker → recovery ramp → your extra
-/// layers. Across providers: the router ([`Routing`]) with the shared retry budget,
-/// then the wait queue (off by default), the total deadline, and the body buffering
-/// that makes requests replayable.
+/// [`ObserveLayer`] → quota tracking → circuit breaker → recovery ramp (with the
+/// active probes) → your extra layers → same-provider retry of a blip → the
+/// attempt timeout (for routers that do not time attempts themselves). Across
+/// providers: the router ([`Routing`]) with the shared retry budget, then hedging
+/// (off by default), the wait queue (off by default), the total deadline, and the
+/// body buffering that makes requests replayable.
 ///
 /// Every position takes the built-in layer's configuration, a [`CustomLayer`] of
 /// your own, or [`Slot::Off`]. See the [crate documentation](crate) for examples.
@@ -335,6 +369,13 @@ pub struct StackBuilder {
     deadline: Option<Duration>,
     #[cfg(feature = "retry")]
     wait_queue: Option<QueueConfig>,
+    attempt_timeout: Option<Duration>,
+    #[cfg(feature = "retry")]
+    same_provider_retry: Option<RetryConfig>,
+    #[cfg(feature = "retry")]
+    hedge: Option<HedgeConfig>,
+    #[cfg(feature = "ramp")]
+    probe: Option<ProbeConfig>,
     max_request_bytes: usize,
     // Model routing (see `crate::models`).
     route_by_model: bool,
@@ -368,7 +409,9 @@ impl Default for StackBuilder {
 
 impl StackBuilder {
     /// Every built-in layer on with its defaults, the balancer as router, a retry
-    /// budget, no deadline, no wait queue, a 4 MiB body limit.
+    /// budget, one same-provider retry of a 502/503 blip, active probes of open
+    /// circuits, no hedging, no deadline, no attempt timeout, no wait queue, a
+    /// 4 MiB body limit (the README's table says why each default).
     pub fn new() -> Self {
         StackBuilder {
             registry: None,
@@ -392,6 +435,13 @@ impl StackBuilder {
             deadline: None,
             #[cfg(feature = "retry")]
             wait_queue: None,
+            attempt_timeout: None,
+            #[cfg(feature = "retry")]
+            same_provider_retry: Some(RetryConfig::default()),
+            #[cfg(feature = "retry")]
+            hedge: None,
+            #[cfg(feature = "ramp")]
+            probe: Some(ProbeConfig::default()),
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             route_by_model: true,
             default_model: None,
@@ -437,9 +487,18 @@ impl StackBuilder {
 
     /// Output validation of every provider.
     #[cfg(feature = "validate")]
-    pub fn validate(mut self, slot: impl Into<Slot<ValidateConfig>>) -> Self {
+    pub fn output_validation(mut self, slot: impl Into<Slot<ValidateConfig>>) -> Self {
         self.validate = slot.into();
         self
+    }
+
+    /// The old name of [`output_validation`](StackBuilder::output_validation).
+    #[cfg(feature = "validate")]
+    #[deprecated(
+        note = "renamed `output_validation` (it sets a layer; `Config::validate` checks values)"
+    )]
+    pub fn validate(self, slot: impl Into<Slot<ValidateConfig>>) -> Self {
+        self.output_validation(slot)
     }
 
     /// Quota tracking of every provider (one tracker per quota group).
@@ -497,6 +556,57 @@ impl StackBuilder {
         self
     }
 
+    /// Time allowed for one attempt at one provider, whatever the router (`None`,
+    /// the default: only the provider client's own timeouts and the
+    /// [deadline](StackBuilder::deadline)). The balancer and the fallback give up
+    /// on the attempt and fail over to the next provider; other routers (overflow,
+    /// yours) get a per-provider timer that fails the attempt with
+    /// [`Elapsed`](tower_failover_core::error::Elapsed). Either way the attempt
+    /// never outlives the request's deadline, and a timed-out attempt counts as
+    /// the provider's timeout. Replaces the router configuration's own
+    /// `attempt_timeout` when set.
+    pub fn attempt_timeout(mut self, each: Option<Duration>) -> Self {
+        self.attempt_timeout = each;
+        self
+    }
+
+    /// Retry a 502/503 blip or a reset before any byte on the same provider, with
+    /// backoff, before the router fails over (`None`: never). Default: on, one
+    /// retry after about 50 ms, drawn from the shared retry budget. An open
+    /// circuit refuses the retry at once, so a sustained outage still fails over
+    /// immediately once the breaker knows.
+    #[cfg(feature = "retry")]
+    pub fn same_provider_retry(mut self, config: Option<RetryConfig>) -> Self {
+        self.same_provider_retry = config;
+        self
+    }
+
+    /// Send a second attempt (normally to another provider) when the first is
+    /// slower than a recent latency percentile; the first answer wins (`None`, the
+    /// default: no hedging, since every hedge is a request paid for). Hedges are
+    /// drawn from the shared retry budget. Needs the balancer (or a router of
+    /// yours): the ordered routers would send the hedge to the same provider, so
+    /// [`build`](StackBuilder::build) refuses hedging with them.
+    #[cfg(feature = "retry")]
+    pub fn hedge(mut self, config: Option<HedgeConfig>) -> Self {
+        self.hedge = config;
+        self
+    }
+
+    /// Active probes while a provider's circuit is open (`None`: none). Default:
+    /// `GET /v1/models` every 10 s below the circuit breaker while it is open; a
+    /// passing probe moves the circuit to half-open, and then tiny
+    /// completions go through the breaker as its half-open trials, so that a
+    /// recovered provider's circuit closes even with no caller traffic (three
+    /// trials by default: a few dozen tokens per recovery). [`ProbeConfig::completion`]
+    /// probes with a tiny completion while open too. Probes run in the recovery ramp's task: a
+    /// provider whose ramp position is not the built-in ramp is not probed.
+    #[cfg(feature = "ramp")]
+    pub fn probe(mut self, config: Option<ProbeConfig>) -> Self {
+        self.probe = config;
+        self
+    }
+
     /// The largest request body buffered for replay; larger ones fail with
     /// [`BodyTooLarge`](tower_failover_core::error::BodyTooLarge) (a 413).
     pub fn max_request_bytes(mut self, limit: usize) -> Self {
@@ -548,18 +658,13 @@ impl StackBuilder {
     /// Validates and assembles the stack. Must be called inside a tokio runtime when
     /// a recovery ramp or a Redis store is used (they own background tasks).
     pub fn build(self) -> Result<Failover, ConfigError> {
-        if self.providers.is_empty() {
-            return Err(ConfigError::new(
-                "providers",
-                "at least one provider is required",
-            ));
-        }
-        if self.max_request_bytes == 0 {
-            return Err(ConfigError::new(
-                "max_request_bytes",
-                "must be at least 1 byte",
-            ));
-        }
+        check_stack(&StackSettings {
+            providers: self.providers.len(),
+            max_request_bytes: self.max_request_bytes,
+            attempt_timeout: self.attempt_timeout,
+            #[cfg(feature = "retry")]
+            deadline: self.deadline,
+        })?;
         let registry = self.registry.clone().unwrap_or_default();
         #[cfg_attr(not(feature = "retry"), allow(unused_mut))]
         let mut remaining: Option<Remaining> = None;
@@ -567,10 +672,7 @@ impl StackBuilder {
             Budget::Off => None,
             #[cfg(feature = "retry")]
             Budget::Config(c) => {
-                let b = Arc::new(
-                    RetryBudget::new(*c)
-                        .map_err(|e| ConfigError::from_display("retry_budget", &e))?,
-                );
+                let b = Arc::new(RetryBudget::new(*c).map_err(|e| e.within("retry_budget"))?);
                 let read = b.clone();
                 remaining = Some(Arc::new(move || read.remaining()));
                 Some(b)
@@ -580,161 +682,44 @@ impl StackBuilder {
 
         let mut entries = Vec::with_capacity(self.providers.len());
         let mut infos = Vec::with_capacity(self.providers.len());
-        #[cfg(feature = "overflow")]
-        let mut trackers: HashMap<String, QuotaTracker> = HashMap::new();
+        let mut trackers = Trackers::default();
         let mut seen: HashMap<(String, String), usize> = HashMap::new();
         for (i, def) in self.providers.iter().enumerate() {
             let at = format!("providers[{i}]");
-            if def.provider.trim().is_empty() {
-                return Err(ConfigError::new(format!("{at}.name"), "must not be empty"));
-            }
-            if def.model.trim().is_empty() {
-                return Err(ConfigError::new(format!("{at}.model"), "must not be empty"));
-            }
             if let Some(j) = seen.insert((def.provider.clone(), def.model.clone()), i) {
                 return Err(ConfigError::new(
                     at,
                     format!("{}/{} is already providers[{j}]", def.provider, def.model),
                 ));
             }
-            let health = match &def.quota_group {
-                Some(g) => registry.provider_in_group(&def.provider, &def.model, g),
-                None => registry.provider(&def.provider, &def.model),
-            };
-            def.options
-                .validate(health.id())
-                .map_err(|e| ConfigError::new(strip_provider(e.field()), e.reason()).within(&at))?;
-
-            let mut svc = def.client.clone();
-            #[cfg(feature = "validate")]
-            {
-                svc = match def.validate.as_ref().unwrap_or(&self.validate) {
-                    Slot::Builtin(c) => {
-                        let layer = c
-                            .build()
-                            .map_err(|e| {
-                                ConfigError::from_display(
-                                    &scope(&def.validate, &at, "validate"),
-                                    &e,
-                                )
-                            })?
-                            .provider(health.id().clone());
-                        boxed(layer.layer(svc))
-                    }
-                    Slot::Custom(l) => l.apply(&health, svc),
-                    Slot::Off => svc,
-                };
-            }
-            svc = match def.observe.as_ref().unwrap_or(&self.observe) {
-                Slot::Builtin(c) => {
-                    let mut layer = ObserveLayer::new(health.clone());
-                    if let Some(d) = c.default_retry_after {
-                        layer = layer.default_retry_after(d);
-                    }
-                    boxed(layer.layer(svc))
-                }
-                Slot::Custom(l) => l.apply(&health, svc),
-                Slot::Off => svc,
-            };
-            #[cfg(feature = "overflow")]
-            {
-                svc = match def.quota.as_ref().unwrap_or(&self.quota) {
-                    Slot::Builtin(c) => {
-                        let new_tracker = || {
-                            QuotaTracker::new(*c).map_err(|e| {
-                                ConfigError::new(e.field(), e.reason())
-                                    .within(&scope(&def.quota, &at, "quota"))
-                            })
-                        };
-                        let tracker = match &def.quota_group {
-                            Some(g) => match trackers.get(g) {
-                                Some(t) => t.clone(),
-                                None => {
-                                    let t = new_tracker()?;
-                                    trackers.insert(g.clone(), t.clone());
-                                    t
-                                }
-                            },
-                            None => new_tracker()?,
-                        };
-                        boxed(QuotaLayer::new(health.clone(), tracker).layer(svc))
-                    }
-                    Slot::Custom(l) => l.apply(&health, svc),
-                    Slot::Off => svc,
-                };
-            }
-            #[cfg(feature = "circuit")]
-            {
-                svc = match def.circuit.as_ref().unwrap_or(&self.circuit) {
-                    Slot::Builtin(c) => {
-                        let layer = CircuitBreakerLayer::with_config(health.clone(), c.clone())
-                            .map_err(|e| {
-                                ConfigError::new(e.field(), e.reason()).within(&scope(
-                                    &def.circuit,
-                                    &at,
-                                    "circuit",
-                                ))
-                            })?;
-                        boxed(layer.layer(svc))
-                    }
-                    Slot::Custom(l) => l.apply(&health, svc),
-                    Slot::Off => svc,
-                };
-            }
-            #[cfg(feature = "ramp")]
-            let mut ramp_layer = None;
-            #[cfg(feature = "ramp")]
-            {
-                svc = match def.ramp.as_ref().unwrap_or(&self.ramp) {
-                    Slot::Builtin(c) => {
-                        let mut c = c.clone();
-                        if self.routing.reads_ramp_share() {
-                            // The router routes exactly the ramp's share to the
-                            // provider; the ramp only drives and checks the steps.
-                            c = c.shed(false);
-                        }
-                        let layer = RampLayer::try_new(health.clone(), c).map_err(|e| {
-                            ConfigError::new(e.field(), e.reason())
-                                .within(&scope(&def.ramp, &at, "ramp"))
-                        })?;
-                        let svc = boxed(layer.layer(svc));
-                        ramp_layer = Some(layer);
-                        svc
-                    }
-                    Slot::Custom(l) => l.apply(&health, svc),
-                    Slot::Off => svc,
-                };
-            }
-            for layer in self.extra.iter().chain(&def.extra) {
-                svc = layer.apply(&health, svc);
-            }
-            infos.push(ProviderInfo {
-                health: health.clone(),
-                options: def.options.clone(),
-                #[cfg(feature = "ramp")]
-                ramp: ramp_layer,
-            });
-            entries.push(RouterEntry {
-                health,
-                service: svc,
-                options: def.options.clone(),
-            });
+            let (entry, info) = self.provider_stack(def, &at, &registry, &budget, &mut trackers)?;
+            entries.push(entry);
+            infos.push(info);
         }
 
+        let routing = self.routing.with_attempt_timeout(self.attempt_timeout);
         let routed = if self.route_by_model {
-            self.route_models(entries, budget.clone())?
+            self.route_models(&routing, entries, budget.clone())?
         } else {
-            route(&self.routing, entries, budget.clone(), false)?
+            route(&routing, entries, budget.clone(), false)?
+        };
+        #[cfg(feature = "retry")]
+        let routed = match &self.hedge {
+            Some(c) => {
+                check_hedge(self.routing.name())?;
+                c.validate().map_err(|e| e.within("hedge"))?;
+                let mut layer = HedgeLayer::new(*c);
+                if let Some(b) = &budget {
+                    layer = layer.budget(b.clone());
+                }
+                boxed(layer.layer(routed))
+            }
+            None => routed,
         };
         #[cfg(feature = "retry")]
         let (routed, queue) = match &self.wait_queue {
             Some(c) => {
-                if c.capacity == 0 {
-                    return Err(ConfigError::new(
-                        "wait_queue.capacity",
-                        "must be at least 1 (or turn the wait queue off)",
-                    ));
-                }
+                c.validate().map_err(|e| e.within("wait_queue"))?;
                 let layer = WaitQueueLayer::new(registry.clone(), *c);
                 (boxed(layer.layer(routed)), Some(layer))
             }
@@ -742,9 +727,6 @@ impl StackBuilder {
         };
         #[cfg(feature = "retry")]
         let routed = match self.deadline {
-            Some(d) if d.is_zero() => {
-                return Err(ConfigError::new("deadline", "must be above zero"));
-            }
             Some(d) => boxed(DeadlineLayer::new(d).layer(routed)),
             None => routed,
         };
@@ -757,6 +739,269 @@ impl StackBuilder {
             queue,
         );
         Ok(Failover::new(routed, self.max_request_bytes, handle))
+    }
+}
+
+/// The quota trackers made so far, one per quota group.
+#[derive(Default)]
+struct Trackers {
+    #[cfg(feature = "overflow")]
+    by_group: HashMap<String, QuotaTracker>,
+}
+
+/// One provider being built: its definition, its health and its path in errors.
+struct At<'a> {
+    def: &'a ProviderDef,
+    health: &'a Health,
+    path: &'a str,
+}
+
+impl At<'_> {
+    /// `providers[i].<layer>` when the provider overrides the layer, else `<layer>`.
+    #[cfg_attr(
+        not(any(
+            feature = "validate",
+            feature = "overflow",
+            feature = "circuit",
+            feature = "ramp"
+        )),
+        allow(dead_code)
+    )]
+    fn scope<T>(&self, over: &Option<T>, layer: &str) -> String {
+        match over {
+            Some(_) => format!("{}.{layer}", self.path),
+            None => layer.to_owned(),
+        }
+    }
+}
+
+/// One position of a provider's stack, innermost first: each function puts its
+/// layer (the built-in one, yours, or none) on top of `svc`.
+impl StackBuilder {
+    /// A provider's whole stack, and what the handle keeps of it.
+    fn provider_stack(
+        &self,
+        def: &ProviderDef,
+        path: &str,
+        registry: &Registry,
+        budget: &Option<SharedBudget>,
+        #[cfg_attr(not(feature = "overflow"), allow(unused_variables))] trackers: &mut Trackers,
+    ) -> Result<(RouterEntry, ProviderInfo), ConfigError> {
+        if def.provider.trim().is_empty() {
+            return Err(ConfigError::new(
+                format!("{path}.name"),
+                "must not be empty",
+            ));
+        }
+        if def.model.trim().is_empty() {
+            return Err(ConfigError::new(
+                format!("{path}.model"),
+                "must not be empty",
+            ));
+        }
+        let health = match &def.quota_group {
+            Some(g) => registry.provider_in_group(&def.provider, &def.model, g),
+            None => registry.provider(&def.provider, &def.model),
+        };
+        def.options.validate(health.id()).map_err(|e| {
+            ConfigError::new(strip_provider(e.field()).to_owned(), e.reason().to_owned())
+                .within(path)
+        })?;
+        let at = At {
+            def,
+            health: &health,
+            path,
+        };
+        let svc = def.client.clone();
+        #[cfg(feature = "validate")]
+        let svc = self.output_validation_position(&at, svc)?;
+        let svc = self.observe_position(&at, svc);
+        #[cfg(feature = "overflow")]
+        let svc = self.quota_position(&at, svc, trackers)?;
+        // Probes of an open circuit go to the bare client: a model list is no chat
+        // completion for output validation, and they are not callers' requests for
+        // the provider's health counters.
+        #[cfg(feature = "ramp")]
+        let below_circuit = def.client.clone();
+        #[cfg(feature = "circuit")]
+        let svc = self.circuit_position(&at, svc)?;
+        #[cfg(feature = "ramp")]
+        let (svc, ramp) = self.ramp_position(&at, below_circuit, svc)?;
+        let mut svc = svc;
+        for layer in self.extra.iter().chain(&def.extra) {
+            svc = layer.apply(&health, svc);
+        }
+        #[cfg(feature = "retry")]
+        let svc = self.retry_position(svc, budget);
+        #[cfg(not(feature = "retry"))]
+        let _ = budget;
+        let svc = self.attempt_timeout_position(svc);
+        let info = ProviderInfo {
+            health: health.clone(),
+            options: def.options.clone(),
+            #[cfg(feature = "ramp")]
+            ramp,
+        };
+        let entry = RouterEntry {
+            health,
+            service: svc,
+            options: def.options.clone(),
+        };
+        Ok((entry, info))
+    }
+
+    /// Output validation, right above the client.
+    #[cfg(feature = "validate")]
+    fn output_validation_position(
+        &self,
+        at: &At<'_>,
+        svc: ProviderService,
+    ) -> Result<ProviderService, ConfigError> {
+        Ok(match at.def.validate.as_ref().unwrap_or(&self.validate) {
+            Slot::Builtin(c) => {
+                let layer = c
+                    .build()
+                    .map_err(|e| e.within(at.scope(&at.def.validate, "validate")))?
+                    .provider(at.health.id().clone());
+                boxed(layer.layer(svc))
+            }
+            Slot::Custom(l) => l.apply(at.health, svc),
+            Slot::Off => svc,
+        })
+    }
+
+    /// The observer: latency, in-flight requests and outcomes into the health.
+    fn observe_position(&self, at: &At<'_>, svc: ProviderService) -> ProviderService {
+        match at.def.observe.as_ref().unwrap_or(&self.observe) {
+            Slot::Builtin(c) => {
+                let mut layer = ObserveLayer::new(at.health.clone());
+                if let Some(d) = c.default_retry_after {
+                    layer = layer.default_retry_after(d);
+                }
+                boxed(layer.layer(svc))
+            }
+            Slot::Custom(l) => l.apply(at.health, svc),
+            Slot::Off => svc,
+        }
+    }
+
+    /// Quota tracking, one tracker per quota group.
+    #[cfg(feature = "overflow")]
+    fn quota_position(
+        &self,
+        at: &At<'_>,
+        svc: ProviderService,
+        trackers: &mut Trackers,
+    ) -> Result<ProviderService, ConfigError> {
+        Ok(match at.def.quota.as_ref().unwrap_or(&self.quota) {
+            Slot::Builtin(c) => {
+                let new_tracker = || {
+                    QuotaTracker::new(*c).map_err(|e| e.within(at.scope(&at.def.quota, "quota")))
+                };
+                let tracker = match &at.def.quota_group {
+                    Some(g) => match trackers.by_group.get(g) {
+                        Some(t) => t.clone(),
+                        None => {
+                            let t = new_tracker()?;
+                            trackers.by_group.insert(g.clone(), t.clone());
+                            t
+                        }
+                    },
+                    None => new_tracker()?,
+                };
+                boxed(QuotaLayer::new(at.health.clone(), tracker).layer(svc))
+            }
+            Slot::Custom(l) => l.apply(at.health, svc),
+            Slot::Off => svc,
+        })
+    }
+
+    /// The circuit breaker.
+    #[cfg(feature = "circuit")]
+    fn circuit_position(
+        &self,
+        at: &At<'_>,
+        svc: ProviderService,
+    ) -> Result<ProviderService, ConfigError> {
+        Ok(match at.def.circuit.as_ref().unwrap_or(&self.circuit) {
+            Slot::Builtin(c) => {
+                let layer = CircuitBreakerLayer::with_config(at.health.clone(), c.clone())
+                    .map_err(|e| e.within(at.scope(&at.def.circuit, "circuit")))?;
+                boxed(layer.layer(svc))
+            }
+            Slot::Custom(l) => l.apply(at.health, svc),
+            Slot::Off => svc,
+        })
+    }
+
+    /// The recovery ramp, with the active probes: to the bare client
+    /// (`below_circuit`) while the circuit is open, through the breaker (`svc`)
+    /// while half-open.
+    #[cfg(feature = "ramp")]
+    fn ramp_position(
+        &self,
+        at: &At<'_>,
+        below_circuit: ProviderService,
+        svc: ProviderService,
+    ) -> Result<(ProviderService, Option<RampLayer>), ConfigError> {
+        Ok(match at.def.ramp.as_ref().unwrap_or(&self.ramp) {
+            Slot::Builtin(c) => {
+                let mut c = c.clone();
+                if self.routing.reads_ramp_share() {
+                    // The router routes exactly the ramp's share to the provider;
+                    // the ramp only drives and checks the steps.
+                    c = c.shed(false);
+                }
+                let mut layer = RampLayer::try_new(at.health.clone(), c)
+                    .map_err(|e| e.within(at.scope(&at.def.ramp, "ramp")))?;
+                if let Some(p) = &self.probe {
+                    // The breaker's half-open trials are real requests: a tiny
+                    // completion, which passes output validation as callers' do (a
+                    // model list would not).
+                    let trial = ProbeConfig {
+                        completion: true,
+                        body: String::new(),
+                        ..p.clone()
+                    };
+                    let prober =
+                        Prober::new(below_circuit, p)?.through_breaker(svc.clone(), &trial)?;
+                    layer = layer.with_prober(prober);
+                }
+                (boxed(layer.layer(svc)), Some(layer))
+            }
+            Slot::Custom(l) => (l.apply(at.health, svc), None),
+            Slot::Off => (svc, None),
+        })
+    }
+
+    /// Same-provider retry of a blip, on top of the provider's stack (so each try
+    /// passes the breaker and counts in the provider's health).
+    #[cfg(feature = "retry")]
+    fn retry_position(
+        &self,
+        svc: ProviderService,
+        budget: &Option<SharedBudget>,
+    ) -> ProviderService {
+        match &self.same_provider_retry {
+            Some(c) => {
+                // The routers count each request in the budget; the policy only
+                // draws its retries from it.
+                let budget = budget.clone().unwrap_or_else(|| Arc::new(Unlimited));
+                let policy = SameProviderRetry::from_config(budget, c).deposits(false);
+                boxed(tower::retry::Retry::new(policy, svc))
+            }
+            None => svc,
+        }
+    }
+
+    /// The attempt timeout, for routers that do not time attempts themselves.
+    fn attempt_timeout_position(&self, svc: ProviderService) -> ProviderService {
+        match self.attempt_timeout {
+            Some(each) if !self.routing.times_attempts() => {
+                boxed(crate::timeout::AttemptTimeout::new(svc, each))
+            }
+            _ => svc,
+        }
     }
 }
 
@@ -781,6 +1026,7 @@ impl StackBuilder {
     /// in front of them.
     fn route_models(
         &self,
+        routing: &Routing,
         entries: Vec<RouterEntry>,
         budget: Option<SharedBudget>,
     ) -> Result<ProviderService, ConfigError> {
@@ -807,7 +1053,7 @@ impl StackBuilder {
                 .filter(|(_, n)| n.contains(&name))
                 .map(|(e, _)| e.clone())
                 .collect();
-            let service = route(&self.routing, members, budget.clone(), true)?;
+            let service = route(routing, members, budget.clone(), true)?;
             let fallbacks = self
                 .model_fallbacks
                 .iter()
@@ -816,7 +1062,7 @@ impl StackBuilder {
                 .unwrap_or_default();
             groups.push((name.to_owned(), service, fallbacks));
         }
-        let any = route(&self.routing, entries, budget, true)?;
+        let any = route(routing, entries, budget, true)?;
         Ok(boxed(ModelRouter::new(
             groups,
             any,
@@ -825,17 +1071,67 @@ impl StackBuilder {
     }
 }
 
-/// `providers[i].<layer>` when the provider overrides the layer, else `<layer>`.
-#[cfg(any(
-    feature = "validate",
-    feature = "overflow",
-    feature = "circuit",
-    feature = "ramp"
-))]
-fn scope<T>(over: &Option<T>, at: &str, layer: &str) -> String {
-    match over {
-        Some(_) => format!("{at}.{layer}"),
-        None => layer.to_owned(),
+/// The stack's own settings (not a layer's), as both [`StackBuilder::build`] and
+/// [`Config::validate`](crate::Config::validate) check them.
+pub(crate) struct StackSettings {
+    pub(crate) providers: usize,
+    pub(crate) max_request_bytes: usize,
+    pub(crate) attempt_timeout: Option<Duration>,
+    #[cfg(feature = "retry")]
+    pub(crate) deadline: Option<Duration>,
+}
+
+/// Refuses a stack without providers, a zero body limit and zero timeouts.
+pub(crate) fn check_stack(s: &StackSettings) -> Result<(), ConfigError> {
+    if s.providers == 0 {
+        return Err(ConfigError::new(
+            "providers",
+            "at least one provider is required ([[providers]] in a file, .provider(..) in code)",
+        ));
+    }
+    if s.max_request_bytes == 0 {
+        return Err(ConfigError::new(
+            "max_request_bytes",
+            "must be at least 1 byte",
+        ));
+    }
+    if s.attempt_timeout.is_some_and(|d| d.is_zero()) {
+        return Err(ConfigError::new("attempt_timeout", "must be above zero"));
+    }
+    #[cfg(feature = "retry")]
+    if s.deadline.is_some_and(|d| d.is_zero()) {
+        return Err(ConfigError::new("deadline", "must be above zero"));
+    }
+    Ok(())
+}
+
+/// Hedging needs a router that sends the second attempt elsewhere: the balancer
+/// (it sees the first provider loaded) or one of yours. The ordered routers would
+/// send it to the same provider.
+#[cfg(feature = "retry")]
+pub(crate) fn check_hedge(router: &str) -> Result<(), ConfigError> {
+    match router {
+        "balance" | "custom" => Ok(()),
+        other => Err(ConfigError::new(
+            "hedge",
+            format!(
+                "needs router = \"balance\": the {other} router takes providers in order, \
+                 so the second attempt would go to the same provider"
+            ),
+        )),
+    }
+}
+
+/// A retry budget that never refuses (`retry_budget = false`).
+#[cfg(feature = "retry")]
+struct Unlimited;
+
+#[cfg(feature = "retry")]
+impl tower::retry::budget::Budget for Unlimited {
+    fn deposit(&self) {}
+
+    fn withdraw(&self) -> bool {
+        true
     }
 }
 
@@ -863,9 +1159,9 @@ fn route(
     };
     let balance_err = |section: &str, e: tower_failover_balance::ConfigError| {
         if e.field().starts_with("providers") {
-            ConfigError::new(e.field(), e.reason())
+            e
         } else {
-            ConfigError::new(e.field(), e.reason()).within(section)
+            e.within(section)
         }
     };
     match routing {
@@ -901,9 +1197,7 @@ fn route(
             for e in entries {
                 b = b.target(e.health, e.service);
             }
-            let router = b
-                .build()
-                .map_err(|e| ConfigError::new(e.field(), e.reason()).within("overflow"))?;
+            let router = b.build().map_err(|e| e.within("overflow"))?;
             Ok(boxed(router))
         }
         Routing::Custom(r) => {

@@ -102,7 +102,7 @@ async fn every_slot_can_be_off_or_yours() {
     let stack = Stack::builder()
         .provider(ProviderDef::new("a", "m", provider(200, &seen)))
         .observe(Slot::Off)
-        .validate(Slot::Off)
+        .output_validation(Slot::Off)
         .quota(Slot::Off)
         .circuit(Slot::Off)
         .ramp(Slot::Off)

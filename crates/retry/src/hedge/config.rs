@@ -29,3 +29,30 @@ impl Default for HedgeConfig {
         }
     }
 }
+
+impl HedgeConfig {
+    /// Refuses a percentile outside `(0, 1)`, a zero initial delay and a window
+    /// outside `8..=65536`.
+    pub fn validate(&self) -> Result<(), tower_failover_core::ConfigError> {
+        use tower_failover_core::ConfigError;
+        if !(self.percentile.is_finite() && self.percentile > 0.0 && self.percentile < 1.0) {
+            return Err(ConfigError::new(
+                "percentile",
+                "must be a fraction in (0, 1)",
+            ));
+        }
+        if self.initial_delay.is_zero() || self.initial_delay > Duration::from_secs(600) {
+            return Err(ConfigError::new(
+                "initial_delay",
+                "must be above zero and at most 10m",
+            ));
+        }
+        if self.min_delay > Duration::from_secs(600) {
+            return Err(ConfigError::new("min_delay", "must be at most 10m"));
+        }
+        if !(8..=65_536).contains(&self.window) {
+            return Err(ConfigError::new("window", "must be in 8..=65536"));
+        }
+        Ok(())
+    }
+}

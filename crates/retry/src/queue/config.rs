@@ -26,3 +26,24 @@ impl Default for QueueConfig {
         }
     }
 }
+
+impl QueueConfig {
+    /// Refuses a capacity of zero (turn the queue off instead) and a zero or
+    /// over-an-hour wait.
+    pub fn validate(&self) -> Result<(), tower_failover_core::ConfigError> {
+        use tower_failover_core::ConfigError;
+        if self.capacity == 0 {
+            return Err(ConfigError::new(
+                "capacity",
+                "must be at least 1 (or turn the wait queue off)",
+            ));
+        }
+        if self.max_wait.is_zero() || self.max_wait > Duration::from_secs(3600) {
+            return Err(ConfigError::new(
+                "max_wait",
+                "must be above zero and at most 1h",
+            ));
+        }
+        Ok(())
+    }
+}
