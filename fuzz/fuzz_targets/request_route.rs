@@ -39,7 +39,6 @@ fuzz_target!(|data: &[u8]| {
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
-        .start_paused(true)
         .build()
         .unwrap();
     rt.block_on(async move {
