@@ -49,7 +49,10 @@ fuzz_target!(|data: &[u8]| {
     if let Ok((body, counts)) = response_to_openai(data) {
         let v: Value = serde_json::from_slice(&body).expect("the completion is JSON");
         assert!(v["choices"].is_array());
-        assert_eq!(v["usage"]["prompt_tokens"].as_u64(), Some(counts.prompt_tokens));
+        assert_eq!(
+            v["usage"]["prompt_tokens"].as_u64(),
+            Some(counts.prompt_tokens)
+        );
         assert_eq!(
             v["usage"]["completion_tokens"].as_u64(),
             Some(counts.completion_tokens)

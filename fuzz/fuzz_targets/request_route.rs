@@ -16,7 +16,11 @@ const ANSWER: &str =
 
 fn provider(status: u16) -> tower_failover::ProviderService {
     boxed(service_fn(move |_req: Request<ReplayBody>| async move {
-        let body = if status == 200 { ReplayBody::from(ANSWER) } else { ReplayBody::empty() };
+        let body = if status == 200 {
+            ReplayBody::from(ANSWER)
+        } else {
+            ReplayBody::empty()
+        };
         Ok::<_, BoxError>(Response::builder().status(status).body(body)?)
     }))
 }
@@ -29,7 +33,9 @@ fuzz_target!(|data: &[u8]| {
     if let Some(info) = RequestInfo::from_json(body) {
         assert!(info.prompt_tokens.is_some());
     }
-    let mut req = Request::post("/v1/chat/completions").body(ReplayBody::from(body.to_vec())).unwrap();
+    let mut req = Request::post("/v1/chat/completions")
+        .body(ReplayBody::from(body.to_vec()))
+        .unwrap();
     if let Ok(v) = HeaderValue::from_bytes(header) {
         req.headers_mut().insert("x-failover-model", v.clone());
         req.headers_mut().insert("x-failover-tier", v);

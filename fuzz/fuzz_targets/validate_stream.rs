@@ -64,7 +64,10 @@ fuzz_target!(|data: &[u8]| {
         .unwrap();
     let whole = run(&rt, vec![Bytes::copy_from_slice(input)]);
     let step = usize::from(ctl % 13) + 1;
-    let split = run(&rt, input.chunks(step).map(Bytes::copy_from_slice).collect());
+    let split = run(
+        &rt,
+        input.chunks(step).map(Bytes::copy_from_slice).collect(),
+    );
     // Which rejection (and whether before or after the commit point) may depend on
     // which events arrived together; whether the caller got the stream may not.
     assert_eq!(whole.is_ok(), split.is_ok(), "{whole:?} / {split:?}");

@@ -25,19 +25,85 @@ use tower_failover_provider::{ModelMap, SseEvent, SseParser};
 
 /// Field names, types and roles of both wire formats.
 const WORDS: &[&str] = &[
-    "model", "messages", "role", "content", "type", "text", "tools", "tool_calls",
-    "function", "name", "arguments", "id", "system", "stream", "stream_options",
-    "include_usage", "max_tokens", "max_completion_tokens", "n", "stop", "tool_choice",
-    "image_url", "url", "usage", "input_tokens", "output_tokens", "prompt_tokens",
-    "completion_tokens", "cache_read_input_tokens", "choices", "message", "delta", "index",
-    "stop_reason", "finish_reason", "input", "partial_json", "content_block", "error",
-    "tool_use_id", "tool_call_id", "source", "data", "media_type", "user", "assistant",
-    "tool", "developer", "function", "text_delta", "input_json_delta", "message_start",
-    "content_block_start", "content_block_delta", "content_block_stop", "message_delta",
-    "message_stop", "ping", "tool_use", "tool_result", "image", "base64",
-    "parallel_tool_calls", "temperature", "response_format", "metadata", "auto", "any",
-    "none", "required", "stop_sequences", "end_turn", "refusal", "overloaded_error",
-    "thinking", "is_error", "data:image/png;base64,AAAA", "top_k", "top_p",
+    "model",
+    "messages",
+    "role",
+    "content",
+    "type",
+    "text",
+    "tools",
+    "tool_calls",
+    "function",
+    "name",
+    "arguments",
+    "id",
+    "system",
+    "stream",
+    "stream_options",
+    "include_usage",
+    "max_tokens",
+    "max_completion_tokens",
+    "n",
+    "stop",
+    "tool_choice",
+    "image_url",
+    "url",
+    "usage",
+    "input_tokens",
+    "output_tokens",
+    "prompt_tokens",
+    "completion_tokens",
+    "cache_read_input_tokens",
+    "choices",
+    "message",
+    "delta",
+    "index",
+    "stop_reason",
+    "finish_reason",
+    "input",
+    "partial_json",
+    "content_block",
+    "error",
+    "tool_use_id",
+    "tool_call_id",
+    "source",
+    "data",
+    "media_type",
+    "user",
+    "assistant",
+    "tool",
+    "developer",
+    "function",
+    "text_delta",
+    "input_json_delta",
+    "message_start",
+    "content_block_start",
+    "content_block_delta",
+    "content_block_stop",
+    "message_delta",
+    "message_stop",
+    "ping",
+    "tool_use",
+    "tool_result",
+    "image",
+    "base64",
+    "parallel_tool_calls",
+    "temperature",
+    "response_format",
+    "metadata",
+    "auto",
+    "any",
+    "none",
+    "required",
+    "stop_sequences",
+    "end_turn",
+    "refusal",
+    "overloaded_error",
+    "thinking",
+    "is_error",
+    "data:image/png;base64,AAAA",
+    "top_k",
+    "top_p",
 ];
 
 fn word() -> impl Strategy<Value = String> {
@@ -51,8 +117,14 @@ fn scalar() -> impl Strategy<Value = Value> {
         any::<bool>().prop_map(Value::from),
         any::<i64>().prop_map(Value::from),
         any::<u64>().prop_map(Value::from),
-        prop_oneof![Just(1e23), Just(-1.5), Just(f64::MAX), Just(0.5), any::<f64>()]
-            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        prop_oneof![
+            Just(1e23),
+            Just(-1.5),
+            Just(f64::MAX),
+            Just(0.5),
+            any::<f64>()
+        ]
+        .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
         word().prop_map(Value::from),
         "[a-zA-Z0-9 \"\\\\\n\u{e9}\u{1f600}]{0,12}".prop_map(Value::from),
     ]
@@ -190,7 +262,10 @@ fn provider_sse_long_line_refused_whole_or_split() {
     assert!(!whole.1, "a 102-byte line passed a 32-byte limit");
     let mut p = SseParser::new(32);
     let mut f = |_: SseEvent<'_>| -> Result<(), Invalid> { Ok(()) };
-    assert!(p.feed(format!("event: {}\n", "e".repeat(64)).as_bytes(), &mut f).is_err());
+    assert!(
+        p.feed(format!("event: {}\n", "e".repeat(64)).as_bytes(), &mut f)
+            .is_err()
+    );
 }
 
 // --- OpenAI request → Anthropic request -------------------------------------------
@@ -204,9 +279,8 @@ fn opts(models: &ModelMap) -> RequestOptions<'_> {
 
 /// An OpenAI chat request with vocabulary-built messages and extras.
 fn chat_request() -> impl Strategy<Value = Value> {
-    let message = prop::collection::vec((word(), json_value()), 0..5).prop_map(|kv| {
-        Value::Object(kv.into_iter().collect::<Map<_, _>>())
-    });
+    let message = prop::collection::vec((word(), json_value()), 0..5)
+        .prop_map(|kv| Value::Object(kv.into_iter().collect::<Map<_, _>>()));
     let role = prop::sample::select(&["system", "developer", "user", "assistant", "tool", "x"][..]);
     let message = (role, message, json_value()).prop_map(|(role, mut m, content)| {
         m["role"] = json!(role);
@@ -506,5 +580,8 @@ fn stream_events_after_message_stop_are_ignored() {
     let (out, ok) = translate_stream(&anthropic_sse(&events, false), &[]);
     assert!(ok);
     assert_eq!(out.last(), Some(&Value::Null), "{out:?}");
-    assert!(out.iter().all(|v| v["choices"][0]["delta"]["content"] != "late"));
+    assert!(
+        out.iter()
+            .all(|v| v["choices"][0]["delta"]["content"] != "late")
+    );
 }

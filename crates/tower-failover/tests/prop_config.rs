@@ -78,35 +78,118 @@ priority = 1
 
 /// Sections of the configuration, and the fields any section may have.
 const SECTIONS: &[&str] = &[
-    "", "balance", "fallback", "overflow", "circuit", "ramp", "validate", "quota",
-    "retry_budget", "wait_queue", "health", "providers.0", "providers.1",
-    "providers.0.timeouts", "providers.1.price", "models.gpt-4o-mini",
+    "",
+    "balance",
+    "fallback",
+    "overflow",
+    "circuit",
+    "ramp",
+    "validate",
+    "quota",
+    "retry_budget",
+    "wait_queue",
+    "health",
+    "providers.0",
+    "providers.1",
+    "providers.0.timeouts",
+    "providers.1.price",
+    "models.gpt-4o-mini",
 ];
 
 const FIELDS: &[&str] = &[
-    "router", "deadline", "max_request_bytes", "default_model", "route_by_model",
-    "weighting", "attempt_timeout", "total_timeout", "max_attempts", "latency_buffer",
-    "cheapest_within", "unmeasured_ttfb", "max_ready_wait", "policy", "seed",
-    "consecutive_failures", "cooldown", "max_cooldown", "failure_rate", "min_calls",
-    "window", "half_open_permits", "success_threshold", "jitter", "mode",
-    "min_requests", "max_error_rate", "min_error_rate", "error_rate_factor", "schedule",
-    "check_interval", "baseline_window", "hold", "hold_limit", "max_body", "max_line",
-    "after_commit", "fail_after_rejections", "finish_reasons", "refusal_phrases",
-    "schema", "wire", "capacity", "max_wait", "ratio", "min_per_second",
-    "requests_per_minute", "tokens_per_minute", "default_retry_after", "ewma_decay",
-    "suspect_factor", "suspect_floor", "detect_hangs", "name", "model", "kind",
-    "base_url", "api_key", "api_key_env", "weight", "priority", "quota_group",
-    "context_window", "tools", "aliases", "tiers", "connect", "first_byte", "total",
-    "idle", "input_per_million", "output_per_million", "max_event_bytes",
-    "max_response_bytes", "fallbacks", "enabled", "headers", "models",
+    "router",
+    "deadline",
+    "max_request_bytes",
+    "default_model",
+    "route_by_model",
+    "weighting",
+    "attempt_timeout",
+    "total_timeout",
+    "max_attempts",
+    "latency_buffer",
+    "cheapest_within",
+    "unmeasured_ttfb",
+    "max_ready_wait",
+    "policy",
+    "seed",
+    "consecutive_failures",
+    "cooldown",
+    "max_cooldown",
+    "failure_rate",
+    "min_calls",
+    "window",
+    "half_open_permits",
+    "success_threshold",
+    "jitter",
+    "mode",
+    "min_requests",
+    "max_error_rate",
+    "min_error_rate",
+    "error_rate_factor",
+    "schedule",
+    "check_interval",
+    "baseline_window",
+    "hold",
+    "hold_limit",
+    "max_body",
+    "max_line",
+    "after_commit",
+    "fail_after_rejections",
+    "finish_reasons",
+    "refusal_phrases",
+    "schema",
+    "wire",
+    "capacity",
+    "max_wait",
+    "ratio",
+    "min_per_second",
+    "requests_per_minute",
+    "tokens_per_minute",
+    "default_retry_after",
+    "ewma_decay",
+    "suspect_factor",
+    "suspect_floor",
+    "detect_hangs",
+    "name",
+    "model",
+    "kind",
+    "base_url",
+    "api_key",
+    "api_key_env",
+    "weight",
+    "priority",
+    "quota_group",
+    "context_window",
+    "tools",
+    "aliases",
+    "tiers",
+    "connect",
+    "first_byte",
+    "total",
+    "idle",
+    "input_per_million",
+    "output_per_million",
+    "max_event_bytes",
+    "max_response_bytes",
+    "fallbacks",
+    "enabled",
+    "headers",
+    "models",
 ];
 
 /// Values that break arithmetic and parsers.
 fn hostile() -> impl Strategy<Value = toml::Value> {
     use toml::Value as T;
     prop_oneof![
-        prop_oneof![Just(0i64), Just(-1), Just(1), Just(i64::MAX), Just(i64::MIN), any::<i64>()]
-            .prop_map(T::Integer),
+        prop_oneof![
+            Just(0i64),
+            Just(-1),
+            Just(1),
+            Just(i64::MAX),
+            Just(i64::MIN),
+            any::<i64>()
+        ]
+        .prop_map(T::Integer),
         prop_oneof![
             Just(f64::NAN),
             Just(f64::INFINITY),
@@ -120,18 +203,37 @@ fn hostile() -> impl Strategy<Value = toml::Value> {
         ]
         .prop_map(T::Float),
         prop_oneof![
-            Just("1e23s"), Just("0s"), Just("-1s"), Just("6m0s"), Just(""), Just("NaN"),
-            Just("99999999999999999999d"), Just("18446744073709551616ns"), Just("1.5"),
-            Just("balance"), Just("fallback"), Just("overflow"), Just("openai"),
-            Just("anthropic"), Just("gpt-4o-mini"), Just("claude-haiku-4-5"),
-            Just("http://127.0.0.1:9"), Just("ftp://x"), Just("://"), Just("first_content"),
-            Just("complete"), Just("\u{0}\u{1f600}"),
+            Just("1e23s"),
+            Just("0s"),
+            Just("-1s"),
+            Just("6m0s"),
+            Just(""),
+            Just("NaN"),
+            Just("99999999999999999999d"),
+            Just("18446744073709551616ns"),
+            Just("1.5"),
+            Just("balance"),
+            Just("fallback"),
+            Just("overflow"),
+            Just("openai"),
+            Just("anthropic"),
+            Just("gpt-4o-mini"),
+            Just("claude-haiku-4-5"),
+            Just("http://127.0.0.1:9"),
+            Just("ftp://x"),
+            Just("://"),
+            Just("first_content"),
+            Just("complete"),
+            Just("\u{0}\u{1f600}"),
         ]
         .prop_map(|s| T::String(s.to_owned())),
         "[a-z0-9 .:/-]{0,12}".prop_map(T::String),
         any::<bool>().prop_map(T::Boolean),
         Just(T::Array(vec![])),
-        Just(T::Array(vec![T::String("gpt-4o-mini".into()), T::Integer(-1)])),
+        Just(T::Array(vec![
+            T::String("gpt-4o-mini".into()),
+            T::Integer(-1)
+        ])),
         Just(T::Table(toml::Table::new())),
     ]
 }
@@ -262,7 +364,8 @@ fn body() -> impl Strategy<Value = Vec<u8>> {
     );
     prop_oneof![
         (prop::option::of(model_value()), extra).prop_map(|(model, extra)| {
-            let mut o: Map<String, Value> = extra.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+            let mut o: Map<String, Value> =
+                extra.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
             if let Some(m) = model {
                 o.insert("model".into(), m);
             }
@@ -347,7 +450,11 @@ async fn a_model_is_routed_even_when_tools_is_not_a_list() {
         let stack = stack.clone();
         async move {
             stack
-                .oneshot(Request::post("/v1/chat/completions").body(body.to_owned()).unwrap())
+                .oneshot(
+                    Request::post("/v1/chat/completions")
+                        .body(body.to_owned())
+                        .unwrap(),
+                )
                 .await
         }
     };
@@ -355,5 +462,11 @@ async fn a_model_is_routed_even_when_tools_is_not_a_list() {
     assert!(err.downcast_ref::<ModelNotFound>().is_some(), "{err}");
     // `claude`'s only provider fails: its request must not be answered by gpt-4o.
     assert!(call(r#"{"model":"claude","tools":true}"#).await.is_err());
-    assert_eq!(call(r#"{"model":"gpt-4o","tools":true}"#).await.unwrap().status(), 200);
+    assert_eq!(
+        call(r#"{"model":"gpt-4o","tools":true}"#)
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 }

@@ -22,12 +22,41 @@ use tower_failover_validate::checks::{FinishReason, JsonSchema};
 use tower_failover_validate::{ValidateLayer, Validators, Verdict, check_body};
 
 const WORDS: &[&str] = &[
-    "choices", "message", "delta", "content", "role", "assistant", "refusal",
-    "tool_calls", "function_call", "finish_reason", "stop", "length", "index", "error",
-    "type", "message_start", "content_block_start", "content_block_delta", "text_delta",
-    "text", "tool_use", "stop_reason", "max_tokens", "end_turn", "message_stop",
-    "message_delta", "content_block", "usage", "id", "object", "I'm sorry", "I cannot",
-    "parts", "answer", "name",
+    "choices",
+    "message",
+    "delta",
+    "content",
+    "role",
+    "assistant",
+    "refusal",
+    "tool_calls",
+    "function_call",
+    "finish_reason",
+    "stop",
+    "length",
+    "index",
+    "error",
+    "type",
+    "message_start",
+    "content_block_start",
+    "content_block_delta",
+    "text_delta",
+    "text",
+    "tool_use",
+    "stop_reason",
+    "max_tokens",
+    "end_turn",
+    "message_stop",
+    "message_delta",
+    "content_block",
+    "usage",
+    "id",
+    "object",
+    "I'm sorry",
+    "I cannot",
+    "parts",
+    "answer",
+    "name",
 ];
 
 fn word() -> impl Strategy<Value = String> {
@@ -109,13 +138,22 @@ fn sse_of(events: &[Value], done: bool) -> Vec<u8> {
 /// A complete Anthropic stream saying `words`.
 fn anthropic_stream(words: &[String]) -> Vec<u8> {
     let mut events = vec![
-        ("message_start", json!({"type": "message_start", "message": {"id": "m", "content": []}})),
-        ("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})),
+        (
+            "message_start",
+            json!({"type": "message_start", "message": {"id": "m", "content": []}}),
+        ),
+        (
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        ),
     ];
     for w in words {
         events.push(("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": w}})));
     }
-    events.push(("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}})));
+    events.push((
+        "message_delta",
+        json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}}),
+    ));
     events.push(("message_stop", json!({"type": "message_stop"})));
     events
         .iter()
