@@ -562,7 +562,9 @@ proptest! {
     #[test]
     fn prepare_request_never_panics(body in prop::collection::vec(any::<u8>(), 0..64)) {
         let models = ModelMap::from_iter([("a", "gpt-4o")]);
-        let _ = prepare_request(Bytes::from(body), &models, true);
+        if let Ok(out) = prepare_request(Bytes::from(body), &models, true) {
+            prop_assert!(std::str::from_utf8(&out.body).is_ok());
+        }
     }
 }
 
@@ -584,4 +586,20 @@ fn stream_events_after_message_stop_are_ignored() {
         out.iter()
             .all(|v| v["choices"][0]["delta"]["content"] != "late")
     );
+}
+
+/// Found by the `openai_prepare` fuzz target: bytes that are not UTF-8 inside a
+/// field the preparation ignores (serde skips such fields unchecked) passed as a
+/// JSON object and were forwarded, spliced, to the provider.
+#[test]
+fn prepare_request_refuses_a_body_that_is_not_utf8() {
+    let models = ModelMap::from_iter([("a", "gpt-4o")]);
+    for body in [
+        &b"{\"x\":\"\xa1\",\"model\":\"a\",\"stream\":true,\"messages\":[]}"[..],
+        b"{\"\\ud7A00model\":\"\xa1\",\"stream\":true,\"messa}ges\":[]}",
+        b"{\"model\":\"gpt-4o\",\"x\":\"\xff\xfe\"}",
+    ] {
+        let err = prepare_request(Bytes::copy_from_slice(body), &models, true).unwrap_err();
+        assert!(err.to_string().contains("UTF-8"), "{err}");
+    }
 }

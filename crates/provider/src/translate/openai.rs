@@ -44,7 +44,7 @@ const INCLUDE_USAGE: &[u8] = br#""stream_options":{"include_usage":true},"#;
 /// `stream_usage` is on, asks for usage in the final chunk.
 ///
 /// An empty body passes as it is. A body that is not a JSON object (an array, a
-/// string, a number, `null`) is refused with a [`TranslateError`], which the adapter
+/// string, a number, `null`, bytes that are not UTF-8) is refused with a [`TranslateError`], which the adapter
 /// answers with a `400`.
 ///
 /// ```
@@ -75,6 +75,11 @@ pub fn prepare_request(
         });
     }
     super::require_object(&body)?;
+    // JSON is UTF-8, and serde skips the fields it ignores without checking them:
+    // without this, bytes a provider can only refuse would be forwarded.
+    if std::str::from_utf8(&body).is_err() {
+        return Err(TranslateError::new("request body is not UTF-8"));
+    }
     let peek: Peek<'_> = serde_json::from_slice(&body)
         .map_err(|e| TranslateError::new(format!("request body is not a JSON object: {e}")))?;
     let stream = peek.stream.unwrap_or(false);
