@@ -18,7 +18,11 @@ fuzz_target!(|data: &[u8]| {
     if out.body == data {
         return;
     }
-    let before: Value = serde_json::from_slice(data).expect("a changed body was JSON");
+    // What `serde_json::Value` cannot hold (a lone surrogate escape, a number past
+    // f64) is still JSON, forwarded as it is; compare the rest.
+    let Ok(before) = serde_json::from_slice::<Value>(data) else {
+        return;
+    };
     let after: Value = serde_json::from_slice(&out.body).expect("the prepared body is JSON");
     let (Some(before), Some(after)) = (before.as_object(), after.as_object()) else {
         panic!("a changed body is an object");

@@ -305,7 +305,7 @@ fn check_anthropic_request(v: &Value) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(ProptestConfig::with_cases(256))]
 
     /// Any request body: a typed error or a well-formed Anthropic request.
     #[test]
@@ -417,7 +417,7 @@ fn translate_stream(input: &[u8], cuts: &[Index]) -> (Vec<Value>, bool) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(ProptestConfig::with_cases(256))]
 
     /// Any answer body: a typed error or an OpenAI completion with its counts.
     #[test]
@@ -488,7 +488,7 @@ proptest! {
 // --- The inbound Messages API (callers speaking Anthropic to the gateway) --------
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(ProptestConfig::with_cases(256))]
 
     /// Any caller body, answer body or stream chunk: typed errors, never a panic;
     /// the stream always ends with `message_stop` or `error`.
