@@ -245,6 +245,10 @@ mod lenient {
 }
 
 fn peek_json(body: &[u8]) -> Option<RequestAttrs<'_>> {
+    // serde reads a struct from an array too (fields by position): objects only.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return None;
+    }
     let peek: Peek<'_> = serde_json::from_slice(body).ok()?;
     let tools = peek.tools || peek.functions;
     Some(RequestAttrs {
