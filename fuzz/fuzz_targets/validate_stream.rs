@@ -1,7 +1,8 @@
 //! The validation layer on arbitrary streamed answers (`text/event-stream`):
 //! whatever the provider's bytes and however they are split, the stream is
-//! accepted or refused alike, and an accepted stream reaches the caller byte for
-//! byte.
+//! accepted or refused alike (when a failed check after the commit point ends
+//! the stream with an error), one accepted whole is accepted split (when it is
+//! only reported), and an accepted stream reaches the caller byte for byte.
 #![no_main]
 
 use std::collections::VecDeque;
@@ -13,7 +14,7 @@ use http::{Request, Response};
 use http_body_util::BodyExt;
 use libfuzzer_sys::fuzz_target;
 use tower::{BoxError, Layer, ServiceExt, service_fn};
-use tower_failover_validate::ValidateLayer;
+use tower_failover_validate::{AfterCommit, ValidateLayer};
 
 /// A body made of these chunks.
 struct Chunks(VecDeque<Bytes>);
@@ -30,7 +31,11 @@ impl http_body::Body for Chunks {
     }
 }
 
-fn run(rt: &tokio::runtime::Runtime, chunks: Vec<Bytes>) -> Result<Bytes, String> {
+fn run(
+    rt: &tokio::runtime::Runtime,
+    chunks: Vec<Bytes>,
+    after: AfterCommit,
+) -> Result<Bytes, String> {
     rt.block_on(async move {
         let slot = std::sync::Mutex::new(Some(chunks));
         let inner = service_fn(move |_: Request<()>| {
@@ -42,6 +47,7 @@ fn run(rt: &tokio::runtime::Runtime, chunks: Vec<Bytes>) -> Result<Bytes, String
             std::future::ready(res)
         });
         let res = ValidateLayer::llm()
+            .after_commit(after)
             .layer(inner)
             .oneshot(Request::new(()))
             .await
@@ -62,16 +68,25 @@ fuzz_target!(|data: &[u8]| {
         .enable_time()
         .build()
         .unwrap();
-    let whole = run(&rt, vec![Bytes::copy_from_slice(input)]);
-    let step = usize::from(ctl % 13) + 1;
-    let split = run(
-        &rt,
-        input.chunks(step).map(Bytes::copy_from_slice).collect(),
-    );
-    // Which rejection (and whether before or after the commit point) may depend on
-    // which events arrived together; whether the caller got the stream may not.
+    let pieces = |step: usize| input.chunks(step).map(Bytes::copy_from_slice).collect();
+    let (all, step) = (input.len().max(1), usize::from(ctl % 13) + 1);
+    // A failed check after the commit point ends the stream with an error: accepted
+    // or refused alike whole and split (only the error's kind and place may differ).
+    let whole = run(&rt, pieces(all), AfterCommit::Error);
+    let split = run(&rt, pieces(step), AfterCommit::Error);
     assert_eq!(whole.is_ok(), split.is_ok(), "{whole:?} / {split:?}");
-    if let Ok(bytes) = &whole {
+    // Reported only (the default): a split stream may commit before the event the
+    // whole stream is refused for, and is then delivered; one accepted whole is
+    // accepted split.
+    let whole_report = run(&rt, pieces(all), AfterCommit::Report);
+    let split_report = run(&rt, pieces(step), AfterCommit::Report);
+    if whole_report.is_ok() {
+        assert!(split_report.is_ok(), "{split_report:?}");
+    }
+    for bytes in [&whole, &split, &whole_report, &split_report]
+        .into_iter()
+        .flatten()
+    {
         assert_eq!(&bytes[..], input);
     }
 });

@@ -4,7 +4,9 @@
 //!
 //! - Every built-in check, on any body: a verdict, never a panic.
 //! - A streamed answer is accepted or refused alike however the provider's bytes
-//!   are split, and an accepted stream reaches the caller byte for byte.
+//!   are split (when a failed check after the commit point ends the stream with
+//!   an error; when it is only reported, an answer accepted whole is accepted
+//!   split), and an accepted stream reaches the caller byte for byte.
 //! - A well-formed stream cut anywhere before its terminal event never reaches
 //!   the caller as a complete success (truncation is always an error).
 
@@ -19,7 +21,7 @@ use serde_json::{Map, Value, json};
 use support::*;
 use tower::{Layer, ServiceExt};
 use tower_failover_validate::checks::{FinishReason, JsonSchema};
-use tower_failover_validate::{ValidateLayer, Validators, Verdict, check_body};
+use tower_failover_validate::{AfterCommit, ValidateLayer, Validators, Verdict, check_body};
 
 const WORDS: &[&str] = &[
     "choices",
@@ -99,6 +101,12 @@ fn all_checks() -> Validators {
 /// Runs the default layer over a streamed answer cut at `cuts`: the bytes the
 /// caller read, or the error it got.
 fn stream_through_layer(stream: &[u8], cuts: &[Index]) -> Result<Bytes, String> {
+    stream_with(stream, cuts, AfterCommit::Report)
+}
+
+/// Like [`stream_through_layer`], with this handling of failed checks after the
+/// commit point.
+fn stream_with(stream: &[u8], cuts: &[Index], after: AfterCommit) -> Result<Bytes, String> {
     let mut points: Vec<usize> = cuts.iter().map(|i| i.index(stream.len() + 1)).collect();
     points.extend([0, stream.len()]);
     points.sort_unstable();
@@ -111,6 +119,7 @@ fn stream_through_layer(stream: &[u8], cuts: &[Index]) -> Result<Bytes, String> 
         .unwrap();
     rt.block_on(async {
         let res = ValidateLayer::llm()
+            .after_commit(after)
             .layer(once(sse(chunks(parts))))
             .oneshot(Request::new(()))
             .await
@@ -195,8 +204,12 @@ proptest! {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
-    /// Any stream of vocabulary events: accepted or refused alike whole and split,
-    /// and an accepted stream is delivered byte for byte.
+    /// Any stream of vocabulary events, with a failed check after the commit point
+    /// ending the stream with an error: accepted or refused alike whole and split.
+    /// When it is only reported (the default), a split stream may commit before the
+    /// event the whole stream is refused for and is then delivered, but one
+    /// accepted whole is accepted split. An accepted stream is delivered byte for
+    /// byte.
     #[test]
     fn a_streams_verdict_is_independent_of_chunking(
         events in prop::collection::vec(json_object(), 0..6),
@@ -204,12 +217,15 @@ proptest! {
         cuts in prop::collection::vec(any::<Index>(), 0..12),
     ) {
         let stream = sse_of(&events, done);
-        let whole = stream_through_layer(&stream, &[]);
-        let split = stream_through_layer(&stream, &cuts);
-        // Which rejection (and whether before or after the commit point) may depend
-        // on which events arrived together; whether the caller got the stream may not.
+        let whole = stream_with(&stream, &[], AfterCommit::Error);
+        let split = stream_with(&stream, &cuts, AfterCommit::Error);
         prop_assert_eq!(whole.is_ok(), split.is_ok(), "{:?} / {:?}", whole, split);
-        if let Ok(bytes) = &whole {
+        let whole_report = stream_with(&stream, &[], AfterCommit::Report);
+        let split_report = stream_with(&stream, &cuts, AfterCommit::Report);
+        if whole_report.is_ok() {
+            prop_assert!(split_report.is_ok(), "{:?}", split_report);
+        }
+        for bytes in [&whole, &split, &whole_report, &split_report].into_iter().flatten() {
             prop_assert_eq!(&bytes[..], &stream[..]);
         }
     }
