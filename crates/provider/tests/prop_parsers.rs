@@ -552,7 +552,7 @@ proptest! {
                 prop_assert_eq!(after.get(k), Some(v), "{}", k);
             }
         }
-        let asked = stream && stream_usage && before.get("stream_options").is_none_or(Value::is_null);
+        let asked = stream && stream_usage && !before.contains_key("stream_options");
         if asked {
             prop_assert_eq!(&after["stream_options"], &json!({"include_usage": true}));
         }
@@ -602,4 +602,17 @@ fn prepare_request_refuses_a_body_that_is_not_utf8() {
         let err = prepare_request(Bytes::copy_from_slice(body), &models, true).unwrap_err();
         assert!(err.to_string().contains("UTF-8"), "{err}");
     }
+}
+
+/// Found while writing the `openai_prepare` target: a stream request with
+/// `"stream_options": null` got a second `stream_options` key, a body whose
+/// meaning depends on the provider's JSON parser (last key wins, first key wins,
+/// or a duplicate-field error).
+#[test]
+fn prepare_request_never_duplicates_stream_options() {
+    let models = ModelMap::default();
+    let body = r#"{"model":"m","stream":true,"stream_options":null,"messages":[]}"#;
+    let out = prepare_request(Bytes::from_static(body.as_bytes()), &models, true).unwrap();
+    let text = std::str::from_utf8(&out.body).unwrap();
+    assert_eq!(text.matches("stream_options").count(), 1, "{text}");
 }

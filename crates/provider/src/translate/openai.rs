@@ -34,8 +34,14 @@ struct Peek<'a> {
     model: Option<&'a RawValue>,
     #[serde(default)]
     stream: Option<bool>,
-    #[serde(borrow, default)]
-    stream_options: Option<&'a RawValue>,
+    /// Whether the key is there at all (`null` included: adding a second
+    /// `stream_options` key would make the body's meaning depend on the parser).
+    #[serde(default, deserialize_with = "present")]
+    stream_options: bool,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    serde::de::IgnoredAny::deserialize(d).map(|_| true)
 }
 
 const INCLUDE_USAGE: &[u8] = br#""stream_options":{"include_usage":true},"#;
@@ -83,7 +89,7 @@ pub fn prepare_request(
     let peek: Peek<'_> = serde_json::from_slice(&body)
         .map_err(|e| TranslateError::new(format!("request body is not a JSON object: {e}")))?;
     let stream = peek.stream.unwrap_or(false);
-    let inject = stream && stream_usage && peek.stream_options.is_none();
+    let inject = stream && stream_usage && !peek.stream_options;
 
     let mut requested_model = None;
     let mut model = None;
