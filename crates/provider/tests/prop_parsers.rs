@@ -343,8 +343,8 @@ proptest! {
 
 // --- Anthropic answers → OpenAI answers ------------------------------------------
 
-/// An Anthropic stream event built from the vocabulary, with its type set most of
-/// the time.
+/// An Anthropic stream event of a known type, its other fields built from the
+/// vocabulary.
 fn anthropic_event() -> impl Strategy<Value = Value> {
     let kind = prop::sample::select(
         &[

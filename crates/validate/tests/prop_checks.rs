@@ -107,13 +107,7 @@ fn stream_through_layer(stream: &[u8], cuts: &[Index]) -> Result<Bytes, String> 
 /// Like [`stream_through_layer`], with this handling of failed checks after the
 /// commit point.
 fn stream_with(stream: &[u8], cuts: &[Index], after: AfterCommit) -> Result<Bytes, String> {
-    let mut points: Vec<usize> = cuts.iter().map(|i| i.index(stream.len() + 1)).collect();
-    points.extend([0, stream.len()]);
-    points.sort_unstable();
-    let parts: Vec<Bytes> = points
-        .windows(2)
-        .map(|w| Bytes::copy_from_slice(&stream[w[0]..w[1]]))
-        .collect();
+    let parts = cut_at(stream, cuts);
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
