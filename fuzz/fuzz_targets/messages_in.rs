@@ -35,7 +35,9 @@ fuzz_target!(|data: &[u8]| {
     assert!(text.ends_with("\n\n"));
     let mut last = "";
     for event in text.split("\n\n").filter(|e| !e.is_empty()) {
-        let (name, data) = event.split_once('\n').expect("an event line and a data line");
+        let (name, data) = event
+            .split_once('\n')
+            .expect("an event line and a data line");
         let name = name.strip_prefix("event: ").expect("an event name");
         let data: Value = serde_json::from_str(data.strip_prefix("data: ").expect("data"))
             .expect("event data is JSON");

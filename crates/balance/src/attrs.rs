@@ -44,7 +44,6 @@ use std::borrow::Cow;
 use bytes::Bytes;
 use http::{HeaderName, Request};
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 use tower_failover_core::replay::ReplayBody;
 use tower_failover_core::tokens::{BYTES_PER_TOKEN, estimate_tokens};
 
@@ -139,20 +138,117 @@ impl RequestInfo {
     }
 }
 
+/// Each field is read leniently: an odd `tools` (`true`, an object) must not hide
+/// the model the caller asked for, nor an odd model the tools.
 #[derive(Deserialize)]
 struct Peek<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "lenient::string")]
     model: Option<Cow<'a, str>>,
-    #[serde(default)]
-    tools: Option<Vec<IgnoredAny>>,
-    #[serde(default)]
-    functions: Option<Vec<IgnoredAny>>,
+    #[serde(default, deserialize_with = "lenient::non_empty_list")]
+    tools: bool,
+    #[serde(default, deserialize_with = "lenient::non_empty_list")]
+    functions: bool,
+}
+
+mod lenient {
+    use std::borrow::Cow;
+    use std::fmt;
+
+    use serde::Deserializer;
+    use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+    /// A string, or `None` for any other JSON value.
+    pub(super) fn string<'de: 'a, 'a, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Cow<'a, str>>, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Option<Cow<'de, str>>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Some(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Some(Cow::Owned(v.to_owned())))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(None)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(None)
+            }
+        }
+        d.deserialize_any(V)
+    }
+
+    /// Whether the value is a non-empty list (anything else is `false`).
+    pub(super) fn non_empty_list<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = bool;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
+                Ok(false)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<bool, E> {
+                Ok(false)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<bool, E> {
+                Ok(false)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<bool, E> {
+                Ok(false)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<bool, E> {
+                Ok(false)
+            }
+            fn visit_unit<E>(self) -> Result<bool, E> {
+                Ok(false)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+                let mut any = false;
+                while seq.next_element::<IgnoredAny>()?.is_some() {
+                    any = true;
+                }
+                Ok(any)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(false)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 fn peek_json(body: &[u8]) -> Option<RequestAttrs<'_>> {
+    // serde reads a struct from an array too (fields by position): objects only.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return None;
+    }
     let peek: Peek<'_> = serde_json::from_slice(body).ok()?;
-    let tools =
-        peek.tools.is_some_and(|t| !t.is_empty()) || peek.functions.is_some_and(|f| !f.is_empty());
+    let tools = peek.tools || peek.functions;
     Some(RequestAttrs {
         model: peek.model,
         tier: None,

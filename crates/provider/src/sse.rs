@@ -53,6 +53,10 @@ impl SseParser {
         mut chunk: &[u8],
         on_event: &mut impl FnMut(SseEvent<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
+        // An empty chunk changes nothing (not even a pending CR's claim on a LF).
+        if chunk.is_empty() {
+            return Ok(());
+        }
         if self.after_cr {
             self.after_cr = false;
             if let Some(rest) = chunk.strip_prefix(b"\n") {
@@ -70,6 +74,10 @@ impl SseParser {
                 }
             }
             if self.partial.is_empty() {
+                // The same bound as a line arriving in pieces (`grow_partial`).
+                if line_end + self.data.len() > self.max_event {
+                    return Err(too_large(self.max_event).into());
+                }
                 self.line(&chunk[..line_end], on_event)?;
             } else {
                 self.grow_partial(&chunk[..line_end])?;

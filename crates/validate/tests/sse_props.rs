@@ -4,7 +4,6 @@
 
 mod common;
 
-use bytes::Bytes;
 use common::*;
 use http::Request;
 use http_body_util::BodyExt;
@@ -192,13 +191,7 @@ proptest! {
         let refs: Vec<&str> = words.iter().map(String::as_str).collect();
         // Words that happen to start a refusal phrase are fine: the stream is complete.
         let stream = oa_stream(&refs, "stop").concat().into_bytes();
-        let mut points: Vec<usize> = cuts.iter().map(|i| i.index(stream.len() + 1)).collect();
-        points.extend([0, stream.len()]);
-        points.sort_unstable();
-        let parts: Vec<Bytes> = points
-            .windows(2)
-            .map(|w| Bytes::copy_from_slice(&stream[w[0]..w[1]]))
-            .collect();
+        let parts = cut_at(&stream, &cuts);
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let got = rt.block_on(async {
             let layer = ValidateLayer::llm();

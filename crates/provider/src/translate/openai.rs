@@ -34,8 +34,14 @@ struct Peek<'a> {
     model: Option<&'a RawValue>,
     #[serde(default)]
     stream: Option<bool>,
-    #[serde(borrow, default)]
-    stream_options: Option<&'a RawValue>,
+    /// Whether the key is there at all (`null` included: adding a second
+    /// `stream_options` key would make the body's meaning depend on the parser).
+    #[serde(default, deserialize_with = "present")]
+    stream_options: bool,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    serde::de::IgnoredAny::deserialize(d).map(|_| true)
 }
 
 const INCLUDE_USAGE: &[u8] = br#""stream_options":{"include_usage":true},"#;
@@ -44,7 +50,7 @@ const INCLUDE_USAGE: &[u8] = br#""stream_options":{"include_usage":true},"#;
 /// `stream_usage` is on, asks for usage in the final chunk.
 ///
 /// An empty body passes as it is. A body that is not a JSON object (an array, a
-/// string, a number, `null`) is refused with a [`TranslateError`], which the adapter
+/// string, a number, `null`, bytes that are not UTF-8) is refused with a [`TranslateError`], which the adapter
 /// answers with a `400`.
 ///
 /// ```
@@ -75,10 +81,15 @@ pub fn prepare_request(
         });
     }
     super::require_object(&body)?;
+    // JSON is UTF-8, and serde skips the fields it ignores without checking them:
+    // without this, bytes a provider can only refuse would be forwarded.
+    if std::str::from_utf8(&body).is_err() {
+        return Err(TranslateError::new("request body is not UTF-8"));
+    }
     let peek: Peek<'_> = serde_json::from_slice(&body)
         .map_err(|e| TranslateError::new(format!("request body is not a JSON object: {e}")))?;
     let stream = peek.stream.unwrap_or(false);
-    let inject = stream && stream_usage && peek.stream_options.is_none();
+    let inject = stream && stream_usage && !peek.stream_options;
 
     let mut requested_model = None;
     let mut model = None;

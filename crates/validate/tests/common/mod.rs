@@ -153,3 +153,15 @@ pub fn oa_body(content: &str, finish: &str) -> String {
     })
     .to_string()
 }
+
+/// `bytes` cut at these points (any order; a repeated point gives an empty chunk),
+/// for property tests that split a stream anywhere.
+pub fn cut_at(bytes: &[u8], cuts: &[proptest::sample::Index]) -> Vec<Bytes> {
+    let mut points: Vec<usize> = cuts.iter().map(|i| i.index(bytes.len() + 1)).collect();
+    points.extend([0, bytes.len()]);
+    points.sort_unstable();
+    points
+        .windows(2)
+        .map(|w| Bytes::copy_from_slice(&bytes[w[0]..w[1]]))
+        .collect()
+}

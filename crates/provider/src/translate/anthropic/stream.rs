@@ -197,6 +197,11 @@ impl StreamTranslator {
 
 impl StreamState {
     fn event(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), BoxError> {
+        // Nothing follows `data: [DONE]`: whatever a provider sends after
+        // `message_stop` is ignored.
+        if self.stopped {
+            return Ok(());
+        }
         let ev: Event<'_> = serde_json::from_slice(data)
             .map_err(|e| Invalid::new(RejectKind::InvalidJson, format!("anthropic event: {e}")))?;
         match &*ev.kind {
@@ -317,9 +322,6 @@ impl StreamState {
                 }
             }
             "message_stop" => {
-                if self.stopped {
-                    return Ok(());
-                }
                 self.stopped = true;
                 if self.include_usage {
                     let usage =
