@@ -176,7 +176,12 @@ impl Checker {
 
     /// The minimal timeline of a violation: the faults active around it and the
     /// events of the seconds before it.
-    pub(crate) fn timeline(&self, v: &Violation, plans: &[ProviderPlan], settle: f64) -> Vec<String> {
+    pub(crate) fn timeline(
+        &self,
+        v: &Violation,
+        plans: &[ProviderPlan],
+        settle: f64,
+    ) -> Vec<String> {
         let (from, until) = match &v.request {
             Some(r) => (r.start - settle, r.end),
             None => (v.at - settle, v.at),
@@ -201,7 +206,9 @@ impl Checker {
             .collect();
         let skip = near.len().saturating_sub(25);
         for e in &near[skip..] {
-            let who = e.replica.map_or_else(String::new, |r| format!("replica {r} "));
+            let who = e
+                .replica
+                .map_or_else(String::new, |r| format!("replica {r} "));
             lines.push(format!("  event  {:>8.3}s {who}{}", e.at, e.what));
         }
         lines

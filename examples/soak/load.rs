@@ -71,12 +71,17 @@ pub(crate) struct Tally {
 
 /// How one request ended.
 enum Ended {
-    Answer { body: Bytes },
+    Answer {
+        body: Bytes,
+    },
     Error(BoxError),
     /// A non-2xx answer (the stack returned it as a response).
     Status(u16),
     /// The body broke after the headers.
-    BodyError { got: Bytes, err: BoxError },
+    BodyError {
+        got: Bytes,
+        err: BoxError,
+    },
     CancelledBefore,
     CancelledMidStream,
 }
@@ -186,10 +191,8 @@ fn tags(text: &str) -> Vec<String> {
         .filter_map(|w| {
             let w = w.trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
             let (_, tag) = w.rsplit_once('_')?;
-            (tag.len() >= 2
-                && tag.starts_with('p')
-                && tag[1..].bytes().all(|b| b.is_ascii_digit()))
-            .then(|| tag.to_owned())
+            (tag.len() >= 2 && tag.starts_with('p') && tag[1..].bytes().all(|b| b.is_ascii_digit()))
+                .then(|| tag.to_owned())
         })
         .collect();
     v.sort();
@@ -215,9 +218,7 @@ async fn call(svc: Failover, req: Request<Bytes>, stream: bool, cancel: Cancel) 
         loop {
             match body.frame().await {
                 None => {
-                    return Ended::Answer {
-                        body: got.freeze(),
-                    };
+                    return Ended::Answer { body: got.freeze() };
                 }
                 Some(Err(err)) => {
                     return Ended::BodyError {
@@ -341,7 +342,10 @@ impl Load {
                     self.checker.violation(
                         "answers_well_formed",
                         Some(info.clone()),
-                        format!("{what}: {}", String::from_utf8_lossy(&body[..body.len().min(300)])),
+                        format!(
+                            "{what}: {}",
+                            String::from_utf8_lossy(&body[..body.len().min(300)])
+                        ),
                     );
                     Some("malformed answer".into())
                 }
@@ -376,7 +380,11 @@ impl Load {
                 }
             },
             Ended::Status(s) => {
-                *self.tally().errors.entry(format!("status {s}")).or_default() += 1;
+                *self
+                    .tally()
+                    .errors
+                    .entry(format!("status {s}"))
+                    .or_default() += 1;
                 Some(format!("status {s}"))
             }
             Ended::Error(err) => {
@@ -461,10 +469,7 @@ impl Load {
             self.checker.violation(
                 invariant,
                 Some(info),
-                format!(
-                    "{why} (healthy the whole time: {})",
-                    healthy.join(", ")
-                ),
+                format!("{why} (healthy the whole time: {})", healthy.join(", ")),
             );
         }
     }

@@ -135,7 +135,11 @@ fn stack_toml(plans: &[ProviderPlan], sims: &[Sim], redis: Option<(&str, &str)>)
 /// cooling down, so no half-open probe is due) in every replica, with no change of
 /// state in between, open for at least `GRACE` (a request already on the wire when
 /// it opened is not its fault).
-async fn watch_open_circuits(checker: Arc<Checker>, sims: Vec<SimHandle>, healths: Vec<Vec<Health>>) {
+async fn watch_open_circuits(
+    checker: Arc<Checker>,
+    sims: Vec<SimHandle>,
+    healths: Vec<Vec<Health>>,
+) {
     const GRACE: Duration = Duration::from_secs(1);
     let completions = |s: &SimHandle| {
         let c = s.counters();
@@ -267,7 +271,11 @@ async fn redis_outage(
     checker.event(None, "redis: killed".into());
     tokio::time::sleep_until(start + duration.mul_f64(0.55)).await;
     if let Err(e) = server.start() {
-        checker.violation("redis_resynchronised", None, format!("cannot restart Redis: {e}"));
+        checker.violation(
+            "redis_resynchronised",
+            None,
+            format!("cannot restart Redis: {e}"),
+        );
         return (report, server);
     }
     let restarted = Instant::now();
@@ -284,7 +292,10 @@ async fn redis_outage(
             checker.violation(
                 "redis_resynchronised",
                 None,
-                format!("a replica was still disconnected {} s after Redis returned", bound.as_secs()),
+                format!(
+                    "a replica was still disconnected {} s after Redis returned",
+                    bound.as_secs()
+                ),
             );
             return (report, server);
         }
@@ -319,7 +330,9 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
     }
     let fleet = args.replicas > 1 || args.redis.is_some() || args.spawn_redis;
     if args.replicas > 1 && args.redis.is_none() && !args.spawn_redis {
-        return Err("several replicas share state through Redis: give --redis URL or --spawn-redis".into());
+        return Err(
+            "several replicas share state through Redis: give --redis URL or --spawn-redis".into(),
+        );
     }
     let plans = schedule::plan(args.seed, count, args.duration);
 
@@ -347,7 +360,10 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
     } else {
         None
     };
-    let redis_url = server.as_ref().map(redis::Server::url).or(args.redis.clone());
+    let redis_url = server
+        .as_ref()
+        .map(redis::Server::url)
+        .or(args.redis.clone());
     let toml = stack_toml(
         &plans,
         &sims,
@@ -426,9 +442,16 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
         "soak: seed {}, {} providers ({}), {} replica(s){}, {:.0} s at {} req/s with bursts",
         args.seed,
         count,
-        plans.iter().map(|p| format!("{} {}", p.name, p.flavor)).collect::<Vec<_>>().join(", "),
+        plans
+            .iter()
+            .map(|p| format!("{} {}", p.name, p.flavor))
+            .collect::<Vec<_>>()
+            .join(", "),
         args.replicas,
-        redis_url.as_deref().map(|u| format!(" on {u}")).unwrap_or_default(),
+        redis_url
+            .as_deref()
+            .map(|u| format!(" on {u}"))
+            .unwrap_or_default(),
         args.duration.as_secs_f64(),
         args.rps
     );
@@ -450,7 +473,10 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
             redis_url.as_ref().map(|u| RedisReport {
                 url: u.clone(),
                 namespace: namespace.clone(),
-                note: Some("not killed: the soak only kills a redis-server it started (--spawn-redis)".into()),
+                note: Some(
+                    "not killed: the soak only kills a redis-server it started (--spawn-redis)"
+                        .into(),
+                ),
                 ..RedisReport::default()
             }),
             None,
@@ -463,7 +489,10 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
     let warmup = (args.duration.as_secs_f64() * 0.25).clamp(10.0, 120.0);
     let after: Vec<&resources::Sample> = samples.iter().filter(|s| s.t >= warmup).collect();
     let heap = resources::judge(
-        &after.iter().map(|s| (s.t, s.heap_bytes)).collect::<Vec<_>>(),
+        &after
+            .iter()
+            .map(|s| (s.t, s.heap_bytes))
+            .collect::<Vec<_>>(),
         end_sample.heap_bytes,
         32 << 20,
     );
@@ -477,7 +506,11 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
         end_sample.fds,
         200,
     );
-    for (name, f) in [("heap bytes", &heap), ("tasks", &tasks), ("descriptors", &fds)] {
+    for (name, f) in [
+        ("heap bytes", &heap),
+        ("tasks", &tasks),
+        ("descriptors", &fds),
+    ] {
         if !f.flat {
             checker.violation(
                 "resources_flat",
@@ -515,9 +548,11 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
 
     let counts = checker.counts();
     let mut invariants = serde_json::Map::new();
-    let list = INVARIANTS
-        .iter()
-        .chain(if fleet { FLEET_INVARIANTS.iter() } else { [].iter() });
+    let list = INVARIANTS.iter().chain(if fleet {
+        FLEET_INVARIANTS.iter()
+    } else {
+        [].iter()
+    });
     for (name, what) in list {
         let n = counts.get(name).copied().unwrap_or(0);
         invariants.insert(
@@ -585,7 +620,10 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
         std::fs::write(path, &text)?;
     }
     if !passed {
-        eprintln!("\nsoak: FAILED (seed {}). Replay the schedule with:\n  {replay}", args.seed);
+        eprintln!(
+            "\nsoak: FAILED (seed {}). Replay the schedule with:\n  {replay}",
+            args.seed
+        );
         for v in checker.kept().iter().take(5) {
             eprintln!("\n{} at {:.3} s: {}", v.invariant, v.at, v.detail);
             for line in checker.timeline(v, &plans, settle.as_secs_f64()) {

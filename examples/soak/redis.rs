@@ -123,11 +123,16 @@ fn read_reply(r: &mut impl BufRead) -> Result<Reply, String> {
             let mut buf = vec![0; n as usize + 2];
             r.read_exact(&mut buf).map_err(|e| e.to_string())?;
             buf.truncate(n as usize);
-            Ok(Reply::Bulk(Some(String::from_utf8_lossy(&buf).into_owned())))
+            Ok(Reply::Bulk(Some(
+                String::from_utf8_lossy(&buf).into_owned(),
+            )))
         }
         "*" => {
             let n: i64 = rest.parse().map_err(|e| format!("{e}"))?;
-            (0..n.max(0)).map(|_| read_reply(r)).collect::<Result<_, _>>().map(Reply::Array)
+            (0..n.max(0))
+                .map(|_| read_reply(r))
+                .collect::<Result<_, _>>()
+                .map(Reply::Array)
         }
         other => Err(format!("unexpected reply type {other:?}")),
     }

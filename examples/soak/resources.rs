@@ -16,8 +16,8 @@ static ALLOC: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 /// Heap bytes allocated and not yet freed.
 fn heap_in_use() -> u64 {
     let s = ALLOC.stats();
-    let live = s.bytes_allocated as i128 - s.bytes_deallocated as i128
-        + s.bytes_reallocated as i128;
+    let live =
+        s.bytes_allocated as i128 - s.bytes_deallocated as i128 + s.bytes_reallocated as i128;
     live.max(0) as u64
 }
 

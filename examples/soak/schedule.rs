@@ -227,7 +227,11 @@ mod tests {
                 seen.insert(f.kind);
             }
         }
-        assert_eq!(seen.len(), FaultKind::ALL.len(), "ten minutes deal every fault");
+        assert_eq!(
+            seen.len(),
+            FaultKind::ALL.len(),
+            "ten minutes deal every fault"
+        );
         assert_ne!(
             serde_json::to_string(&plan(8, 5, Duration::from_secs(600))).unwrap(),
             serde_json::to_string(&a).unwrap()
