@@ -127,6 +127,7 @@ impl Scripts {
     }
 }
 
+#[derive(Clone)]
 enum Outgoing {
     Update {
         provider: String,
@@ -153,6 +154,12 @@ struct Inner {
     attached: Mutex<Vec<WeakHealth>>,
     /// Newest timestamp applied or published, per circuit/ramp key.
     versions: Mutex<HashMap<String, u64>>,
+    /// This replica's latest circuit and ramp update per key, written again
+    /// whenever the connection comes back: a Redis that restarted empty (no
+    /// persistence, a fresh failover replica) learns the fleet's state again.
+    latest: Mutex<HashMap<String, Outgoing>>,
+    /// Set when the connection comes back; the writer then re-queues `latest`.
+    resend: AtomicBool,
     /// Usage not yet written: provider → (prompt, completion, cost micros).
     usage: Mutex<HashMap<String, [u64; 3]>>,
     leases: Mutex<HashMap<String, Lease>>,
@@ -221,6 +228,8 @@ impl RedisStore {
             tx,
             attached: Mutex::new(Vec::new()),
             versions: Mutex::new(HashMap::new()),
+            latest: Mutex::new(HashMap::new()),
+            resend: AtomicBool::new(false),
             usage: Mutex::new(HashMap::new()),
             leases: Mutex::new(HashMap::new()),
             connected: AtomicBool::new(false),
@@ -381,6 +390,9 @@ impl Inner {
                 tracing::warn!(url = %self.config.redacted_url(), error = ?detail, "redis store unreachable: serving on local state");
             }
         }
+        if connected && !was {
+            self.resend.store(true, Ordering::Release);
+        }
         if was != connected
             && let Some(h) = self.healths().first()
         {
@@ -517,6 +529,12 @@ async fn writer(inner: Arc<Inner>, mut rx: mpsc::Receiver<Outgoing>) {
         while let Ok(m) = rx.try_recv() {
             merge(&inner, &mut pending, m);
         }
+        if inner.resend.swap(false, Ordering::AcqRel) {
+            // Newer updates already pending win; the script keeps a newer stored one.
+            for (key, m) in lock(&inner.latest).iter() {
+                pending.entry(key.clone()).or_insert_with(|| m.clone());
+            }
+        }
         let has_usage = !lock(&inner.usage).is_empty();
         if pending.is_empty() && !has_usage {
             continue;
@@ -614,6 +632,13 @@ fn merge(inner: &Inner, pending: &mut HashMap<String, Outgoing>, m: Outgoing) {
         },
         Outgoing::Lease { key, .. } => key.clone(),
     };
+    if let Outgoing::Update {
+        provider, update, ..
+    } = &m
+        && inner.versioned_key(provider, update).is_some()
+    {
+        lock(&inner.latest).insert(key.clone(), m.clone());
+    }
     // A later deadline always wins; for versioned values, the newest write wins.
     if let (
         Some(Outgoing::Update {
