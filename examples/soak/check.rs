@@ -1,6 +1,6 @@
 //! The invariants, the violations found, and the timeline kept to explain them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -70,6 +70,8 @@ pub(crate) struct Violation {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) request: Option<RequestInfo>,
     pub(crate) detail: String,
+    /// The faults around it and the stack's last events before it.
+    pub(crate) timeline: Vec<String>,
 }
 
 /// A request as the timeline shows it.
@@ -93,27 +95,32 @@ pub(crate) struct Event {
 
 /// Violations kept in full, per invariant (the count goes on).
 const KEEP: usize = 20;
-/// Events kept for timelines.
-const MAX_EVENTS: usize = 200_000;
+/// The latest events kept for timelines (a ring: the soak's own memory stays flat).
+const MAX_EVENTS: usize = 4096;
 
 #[derive(Default)]
 struct Log {
     counts: BTreeMap<&'static str, u64>,
     kept: Vec<Violation>,
-    events: Vec<Event>,
-    events_dropped: u64,
+    events: VecDeque<Event>,
+    events_seen: u64,
 }
 
 /// What every part of the soak reports to.
 pub(crate) struct Checker {
     pub(crate) start: Instant,
+    plans: Vec<ProviderPlan>,
+    /// How far back before a request its timeline shows faults.
+    settle: f64,
     log: Mutex<Log>,
 }
 
 impl Checker {
-    pub(crate) fn new(start: Instant) -> Self {
+    pub(crate) fn new(start: Instant, plans: Vec<ProviderPlan>, settle: Duration) -> Self {
         Checker {
             start,
+            plans,
+            settle: settle.as_secs_f64(),
             log: Mutex::new(Log::default()),
         }
     }
@@ -138,15 +145,20 @@ impl Checker {
         detail: String,
     ) {
         let at = request.as_ref().map_or_else(|| self.now(), |r| r.end);
-        let mut log = self.lock();
-        let n = log.counts.entry(invariant).or_default();
-        *n += 1;
-        if *n as usize <= KEEP {
-            log.kept.push(Violation {
+        let n = {
+            let mut log = self.lock();
+            let n = log.counts.entry(invariant).or_default();
+            *n += 1;
+            *n
+        };
+        if n as usize <= KEEP {
+            let timeline = self.timeline(at, request.as_ref());
+            self.lock().kept.push(Violation {
                 invariant,
                 at,
                 request,
                 detail,
+                timeline,
             });
         }
     }
@@ -154,11 +166,11 @@ impl Checker {
     pub(crate) fn event(&self, replica: Option<usize>, what: String) {
         let at = self.now();
         let mut log = self.lock();
-        if log.events.len() < MAX_EVENTS {
-            log.events.push(Event { at, replica, what });
-        } else {
-            log.events_dropped += 1;
+        if log.events.len() == MAX_EVENTS {
+            log.events.pop_front();
         }
+        log.events.push_back(Event { at, replica, what });
+        log.events_seen += 1;
     }
 
     pub(crate) fn counts(&self) -> BTreeMap<&'static str, u64> {
@@ -169,25 +181,20 @@ impl Checker {
         self.lock().kept.clone()
     }
 
-    pub(crate) fn events_len(&self) -> (usize, u64) {
-        let log = self.lock();
-        (log.events.len(), log.events_dropped)
+    /// Events seen in all.
+    pub(crate) fn events_seen(&self) -> u64 {
+        self.lock().events_seen
     }
 
-    /// The minimal timeline of a violation: the faults active around it and the
-    /// events of the seconds before it.
-    pub(crate) fn timeline(
-        &self,
-        v: &Violation,
-        plans: &[ProviderPlan],
-        settle: f64,
-    ) -> Vec<String> {
-        let (from, until) = match &v.request {
-            Some(r) => (r.start - settle, r.end),
-            None => (v.at - settle, v.at),
+    /// The minimal timeline of a violation at `at`: the faults active around it
+    /// (from `settle` before the request) and the events of the seconds before it.
+    fn timeline(&self, at: f64, request: Option<&RequestInfo>) -> Vec<String> {
+        let (from, until) = match request {
+            Some(r) => (r.start - self.settle, r.end),
+            None => (at - self.settle, at),
         };
         let mut lines = Vec::new();
-        for p in plans {
+        for p in &self.plans {
             for f in &p.faults {
                 let (a, b) = (f.from.as_secs_f64(), f.until.as_secs_f64());
                 if a <= until && from < b {
