@@ -245,6 +245,17 @@ struct RedisReport {
     note: Option<String>,
 }
 
+/// The keys of the namespace (blocking I/O, off the runtime's threads); none if
+/// Redis cannot be read.
+async fn keys(addr: &str, namespace: &str) -> Vec<String> {
+    let (addr, namespace) = (addr.to_owned(), namespace.to_owned());
+    tokio::task::spawn_blocking(move || redis::keys(&addr, &namespace))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default()
+}
+
 /// Kills Redis at 40 % of the run, restarts it at 55 %, and checks that every
 /// replica reconnects and writes the shared state again.
 async fn redis_outage(
@@ -263,9 +274,14 @@ async fn redis_outage(
     };
     let start = checker.start;
     tokio::time::sleep_until(start + duration.mul_f64(0.4)).await;
-    let shared = |k: &String| k.contains(":circuit:") || k.contains(":ramp:");
-    let before: Vec<String> = redis::keys(&addr, &namespace)
-        .unwrap_or_default()
+    // The versioned state (not the leases, which expire, nor usage, written as it comes).
+    let (circuit, ramp) = (
+        format!("{namespace}:circuit:"),
+        format!("{namespace}:ramp:"),
+    );
+    let shared = |k: &String| k.starts_with(&circuit) || k.starts_with(&ramp);
+    let before: Vec<String> = keys(&addr, &namespace)
+        .await
         .into_iter()
         .filter(shared)
         .collect();
@@ -274,7 +290,7 @@ async fn redis_outage(
     report.killed_at = Some(checker.now());
     checker.event(None, "redis: killed".into());
     tokio::time::sleep_until(start + duration.mul_f64(0.55)).await;
-    if let Err(e) = server.start() {
+    if let Err(e) = server.start().await {
         checker.violation(
             "redis_resynchronised",
             None,
@@ -307,7 +323,7 @@ async fn redis_outage(
     }
     // Two resync periods (1 s each in fleet mode) and some room.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let after = redis::keys(&addr, &namespace).unwrap_or_default();
+    let after = keys(&addr, &namespace).await;
     report.keys_after_resync = after.len();
     report.missing_after_resync = before.into_iter().filter(|k| !after.contains(k)).collect();
     if !report.missing_after_resync.is_empty() {
@@ -365,7 +381,7 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
     // Redis, for a fleet.
     let namespace = format!("soak-{}-{}", args.seed, std::process::id());
     let server = if args.spawn_redis {
-        Some(redis::Server::spawn()?)
+        Some(redis::Server::spawn().await?)
     } else {
         None
     };

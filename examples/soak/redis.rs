@@ -15,13 +15,13 @@ pub(crate) struct Server {
 
 impl Server {
     /// Starts one on a free port and waits until it answers `PING`.
-    pub(crate) fn spawn() -> Result<Server, String> {
+    pub(crate) async fn spawn() -> Result<Server, String> {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(|e| format!("no free port: {e}"))?
             .port();
         let mut s = Server { port, child: None };
-        s.start()?;
+        s.start().await?;
         Ok(s)
     }
 
@@ -30,7 +30,7 @@ impl Server {
     }
 
     /// Starts (again) on the same port.
-    pub(crate) fn start(&mut self) -> Result<(), String> {
+    pub(crate) async fn start(&mut self) -> Result<(), String> {
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -51,7 +51,7 @@ impl Server {
             if ping(self.port) {
                 return Ok(());
             }
-            std::thread::sleep(Duration::from_millis(50));
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Err(format!("redis-server on port {} did not answer", self.port))
     }

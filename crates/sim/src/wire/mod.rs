@@ -117,7 +117,12 @@ pub(crate) const REFUSAL: &str = "I'm sorry, but I can't help with that request.
 
 /// Generate the reply for `ask`, deterministically from `rng`, shaped by an output
 /// fault if there is one.
-pub(crate) fn generate(ask: &Ask, g: GenSettings<'_>, rng: &mut Rng, fault: Option<&Fault>) -> Reply {
+pub(crate) fn generate(
+    ask: &Ask,
+    g: GenSettings<'_>,
+    rng: &mut Rng,
+    fault: Option<&Fault>,
+) -> Reply {
     let mut refusal = None;
     let mut content = match &ask.json {
         JsonMode::Off => {
@@ -277,7 +282,7 @@ mod tests {
         }
     }
 
-    const G: GenSettings = GenSettings {
+    const G: GenSettings<'static> = GenSettings {
         min_words: 10,
         max_words: 20,
         echo: true,
