@@ -519,7 +519,7 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
             .map(|s| (s.t, s.heap_bytes))
             .collect::<Vec<_>>(),
         end_sample.heap_bytes,
-        16 << 20,
+        8 << 20,
     );
     let tasks = resources::judge(
         &after.iter().map(|s| (s.t, s.tasks)).collect::<Vec<_>>(),
