@@ -265,3 +265,13 @@ async fn the_simulators_reset_after_two_events_trips_the_primary() {
 async fn the_simulators_stall_after_two_events_trips_the_primary_at_the_idle_timeout() {
     sim_primary(Fault::Stall(CutPoint::new(2, 0)), "300ms").await;
 }
+
+/// Found by the chaos soak: the simulator's broken event comes right after the first
+/// content, past the validation's commit point. The callers used to get it, then a
+/// clean `[DONE]`; now their streams end with the typed truncation (the broken event
+/// never reaches them), which counts against the primary until its circuit opens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soak_finding_a_broken_event_after_the_commit_point_is_a_typed_truncation() {
+    let got = sim_primary(Fault::MalformedJson, "30s").await;
+    assert_eq!(got[..3], [Got::Truncated, Got::Truncated, Got::Truncated]);
+}

@@ -24,7 +24,9 @@
 //!
 //! If Redis is unreachable, the replica keeps serving on its local state, says so in
 //! its logs and in the snapshot's `store` status, and writes its latest state back
-//! when Redis returns. Nothing about a caller's request depends on Redis being up.
+//! when Redis returns, even to a Redis that restarted empty: on reconnecting, each
+//! replica writes its latest circuit and ramp state again (a newer stored value
+//! wins). Nothing about a caller's request depends on Redis being up.
 //!
 //! Keys are namespaced (`<namespace>:circuit:<provider>/<model>`, …) and expire.
 //!

@@ -20,6 +20,7 @@ use crate::wire::{Update, now_ms, plausible_ts};
 /// a second line of defence; past it, remote updates for new keys are ignored.
 pub(crate) const MAX_REMEMBERED: usize = 4096;
 
+#[derive(Clone)]
 pub(crate) enum Outgoing {
     Update {
         provider: String,
@@ -46,6 +47,12 @@ pub(crate) struct Inner {
     pub(crate) attached: Mutex<Vec<WeakHealth>>,
     /// Newest timestamp applied or published, per circuit/ramp key.
     pub(crate) versions: Mutex<HashMap<String, u64>>,
+    /// This replica's latest circuit and ramp update per key, written again
+    /// whenever the connection comes back: a Redis that restarted empty (no
+    /// persistence, a fresh failover replica) learns the fleet's state again.
+    pub(crate) latest: Mutex<HashMap<String, Outgoing>>,
+    /// Set when the connection comes back; the writer then re-queues `latest`.
+    pub(crate) resend: AtomicBool,
     /// Usage not yet written: provider → (prompt, completion, cost micros).
     pub(crate) usage: Mutex<HashMap<String, [u64; 3]>>,
     pub(crate) leases: Mutex<HashMap<String, Lease>>,
@@ -105,6 +112,9 @@ impl Inner {
             } else {
                 tracing::warn!(url = %self.config.redacted_url(), error = ?detail, "redis store unreachable: serving on local state");
             }
+        }
+        if connected && !was {
+            self.resend.store(true, Ordering::Release);
         }
         if was != connected
             && let Some(h) = self.healths().first()

@@ -72,6 +72,8 @@ impl RedisStore {
             tx,
             attached: Mutex::new(Vec::new()),
             versions: Mutex::new(HashMap::new()),
+            latest: Mutex::new(HashMap::new()),
+            resend: AtomicBool::new(false),
             usage: Mutex::new(HashMap::new()),
             leases: Mutex::new(HashMap::new()),
             connected: AtomicBool::new(false),

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -39,6 +40,12 @@ pub(crate) async fn writer(inner: Arc<Inner>, mut rx: mpsc::Receiver<Outgoing>) 
         }
         while let Ok(m) = rx.try_recv() {
             merge(&inner, &mut pending, m);
+        }
+        if inner.resend.swap(false, Ordering::AcqRel) {
+            // Newer updates already pending win; the script keeps a newer stored one.
+            for (key, m) in lock(&inner.latest).iter() {
+                pending.entry(key.clone()).or_insert_with(|| m.clone());
+            }
         }
         let has_usage = !lock(&inner.usage).is_empty();
         if pending.is_empty() && !has_usage {
@@ -137,6 +144,13 @@ fn merge(inner: &Inner, pending: &mut HashMap<String, Outgoing>, m: Outgoing) {
         },
         Outgoing::Lease { key, .. } => key.clone(),
     };
+    if let Outgoing::Update {
+        provider, update, ..
+    } = &m
+        && inner.versioned_key(provider, update).is_some()
+    {
+        lock(&inner.latest).insert(key.clone(), m.clone());
+    }
     // A later deadline always wins; for versioned values, the newest write wins.
     if let (
         Some(Outgoing::Update {

@@ -183,6 +183,49 @@ async fn redis_down_serves_locally_and_reconciles_after_restart() {
     assert!(connected(&a).await);
 }
 
+/// Found by the chaos soak: a Redis that restarts empty (no persistence) lost the
+/// circuit state written before it went away, and nobody wrote it again, so a
+/// replica that starts afterwards sent traffic to a provider the fleet knew was down.
+/// Every replica now writes its latest circuit and ramp state again on reconnecting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soak_finding_state_written_before_redis_restarts_empty_is_written_again() {
+    require_redis!();
+    let mut server = RedisServer::start().await;
+    let a = replica(&server, "restart-empty");
+    let ha = a.provider("openai", "gpt-4o");
+    assert!(connected(&a).await);
+    assert!(ha.transition(
+        CircuitState::Closed,
+        CircuitState::Open,
+        Some(Instant::now() + Duration::from_secs(120))
+    ));
+    // Written while Redis was up: a replica that starts now learns it.
+    let early = replica(&server, "restart-empty");
+    let he = early.provider("openai", "gpt-4o");
+    assert!(
+        eventually(Duration::from_secs(30), || he.circuit()
+            == CircuitState::Open)
+        .await,
+        "a new replica reads the open circuit"
+    );
+    drop(early);
+
+    server.kill();
+    assert!(eventually(Duration::from_secs(30), || !a.store().status().connected).await);
+    server.restart().await; // empty: no persistence
+    assert!(connected(&a).await);
+
+    // No transition since: A must write its state again by itself.
+    let late = replica(&server, "restart-empty");
+    let hl = late.provider("openai", "gpt-4o");
+    assert!(
+        eventually(Duration::from_secs(30), || hl.circuit()
+            == CircuitState::Open)
+        .await,
+        "a replica started after the restart learns the open circuit"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_values_in_redis_are_clamped_or_ignored() {
     require_redis!();

@@ -61,6 +61,9 @@ pub struct ProviderScript {
     /// Start replies with an echo of the prompt (default false).
     #[serde(default)]
     pub echo: bool,
+    /// Mark every generated word with this tag (`word_<tag>`; default: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
     /// RPM/TPM quota (default: generous).
     #[serde(default)]
     pub quota: Quota,
@@ -100,6 +103,7 @@ impl fmt::Debug for ProviderScript {
             .field("models", &self.models)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("echo", &self.echo)
+            .field("tag", &self.tag)
             .field("quota", &self.quota)
             .field("tls", &self.tls)
             .field("faults", &self.faults)
@@ -126,6 +130,9 @@ impl ProviderScript {
         }
         if let Some(k) = &self.api_key {
             b = b.api_key(k.clone());
+        }
+        if let Some(t) = &self.tag {
+            b = b.tag(t.clone());
         }
         b
     }

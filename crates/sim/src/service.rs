@@ -491,6 +491,7 @@ async fn completion(
         min_words: shared.cfg.min_words,
         max_words: shared.cfg.max_words,
         echo: shared.cfg.echo,
+        tag: shared.cfg.tag.as_deref(),
     };
     let output_fault = fault.as_ref().filter(|f| f.kind().is_output());
     let reply = wire::generate(&ask, g, &mut rng, output_fault);

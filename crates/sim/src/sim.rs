@@ -50,6 +50,7 @@ pub(crate) struct SimConfig {
     pub(crate) models: Option<Vec<String>>,
     pub(crate) api_key: Option<String>,
     pub(crate) echo: bool,
+    pub(crate) tag: Option<String>,
     pub(crate) quota: Quota,
     pub(crate) faults: Vec<FaultSpec>,
     pub(crate) max_body: usize,
@@ -68,6 +69,7 @@ impl fmt::Debug for SimConfig {
             .field("models", &self.models)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("echo", &self.echo)
+            .field("tag", &self.tag)
             .field("quota", &self.quota)
             .field("faults", &self.faults)
             .finish()
@@ -102,6 +104,14 @@ impl SimConfig {
                 "an empty list would refuse every model",
             ));
         }
+        if let Some(tag) = &self.tag
+            && (tag.is_empty() || tag.len() > 32 || !tag.bytes().all(|b| b.is_ascii_alphanumeric()))
+        {
+            return Err(SimError::config(
+                "tag",
+                format!("{tag:?} must be 1 to 32 ASCII letters or digits"),
+            ));
+        }
         self.quota.validate()?;
         for f in &self.faults {
             f.validate()?;
@@ -134,6 +144,7 @@ impl SimBuilder {
                 models: None,
                 api_key: None,
                 echo: false,
+                tag: None,
                 quota: Quota::default(),
                 faults: Vec::new(),
                 max_body: 32 << 20,
@@ -207,6 +218,14 @@ impl SimBuilder {
     /// (default off), so tests can see the prompt arrived.
     pub fn echo(mut self, echo: bool) -> Self {
         self.config.echo = echo;
+        self
+    }
+
+    /// Mark every generated word with this tag (`word_<tag>`; default: none), so
+    /// a test in front of several sims can tell which one wrote each piece of an
+    /// answer, and that no answer mixes two. 1 to 32 ASCII letters or digits.
+    pub fn tag(mut self, tag: impl Into<String>) -> Self {
+        self.config.tag = Some(tag.into());
         self
     }
 

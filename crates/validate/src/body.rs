@@ -172,12 +172,33 @@ where
                 }
                 match ready!(inner.as_mut().poll_frame(cx)) {
                     Some(Ok(frame)) => {
-                        if let Some(data) = frame.data_ref()
-                            && let Err(e) = tracker.feed(data)
-                        {
-                            *done = true;
-                            let detail = format!("unreadable event stream: {e}");
-                            return Poll::Ready(Some(Err(truncated(shared, detail))));
+                        if let Some(data) = frame.data_ref() {
+                            let was_malformed = tracker.facts.is_malformed();
+                            if let Err(e) = tracker.feed(data) {
+                                *done = true;
+                                let detail = format!("unreadable event stream: {e}");
+                                return Poll::Ready(Some(Err(truncated(shared, detail))));
+                            }
+                            // A broken event after the commit point is lost output:
+                            // it never reaches the caller, and the stream ends with
+                            // the typed truncation instead of looking complete
+                            // (when a check of the configured ones rejects it).
+                            if !was_malformed
+                                && tracker.facts.is_malformed()
+                                && let Verdict::Reject(e) = tracker.check(shared, None)
+                                && e.kind().is_malformed()
+                            {
+                                *done = true;
+                                if let Some(late) = late {
+                                    late.reject(e.kind());
+                                }
+                                let detail = format!(
+                                    "event {} is malformed ({})",
+                                    tracker.facts.events,
+                                    e.kind()
+                                );
+                                return Poll::Ready(Some(Err(truncated(shared, detail))));
+                            }
                         }
                         Poll::Ready(Some(Ok(frame)))
                     }

@@ -36,8 +36,13 @@ pub enum StreamHold {
 }
 
 /// What happens when a check fails after the commit point (a stream whose finish
-/// reason or schema is only known at its end, or whose broken event comes after
-/// bytes have reached the caller).
+/// reason or schema is only known at its end).
+///
+/// A broken event after the commit point (not JSON, or not the wire format's
+/// shape, when a configured check says so) is not a check of the whole answer but
+/// lost output: whatever the mode, it never reaches the caller, whose body ends
+/// with the typed [`TruncatedStream`](tower_failover_core::error::TruncatedStream)
+/// as for any stream that breaks, and the provider's health hears the rejection.
 ///
 /// The mode decides only how the **caller's** body ends. The provider's health hears
 /// the rejection in both: a validated stream's response carries a

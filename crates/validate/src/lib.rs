@@ -72,7 +72,8 @@
 //!   replays the held-back events, byte for byte, then continues the upstream stream.
 //! - **After the commit point** there is no failover. A stream that breaks or ends
 //!   without its terminal event (`data: [DONE]` for OpenAI, `message_stop` for
-//!   Anthropic) ends the caller's body with a
+//!   Anthropic), or sends an event a check finds malformed (which is held back),
+//!   ends the caller's body with a
 //!   [`TruncatedStream`](tower_failover_core::error::TruncatedStream) error, never a
 //!   clean end. Checks that need the whole answer (the finish reason, a JSON Schema)
 //!   run once more at the end; a failure there is reported (a warning and

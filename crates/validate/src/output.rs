@@ -188,6 +188,11 @@ fn error_message(err: &Value) -> String {
 }
 
 impl Facts {
+    /// Whether an event so far was not JSON, or not the wire format's shape.
+    pub(crate) fn is_malformed(&self) -> bool {
+        self.json_error.is_some() || self.shape_error.is_some()
+    }
+
     pub(crate) fn new(wire: Option<Wire>, cap: usize) -> Self {
         Facts {
             wire,

@@ -15,7 +15,7 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 use tower::{BoxError, Layer, ServiceExt};
 use tower_failover_core::error::{Invalid, TruncatedStream, find};
-use tower_failover_core::{Classify, LlmClassifier, RejectKind};
+use tower_failover_core::{Classify, LateVerdict, LlmClassifier, RejectKind};
 use tower_failover_sim::{Fault, FaultSpec, Flavor, Sim};
 use tower_failover_validate::checks::{FinishReason, JsonSchema};
 use tower_failover_validate::{
@@ -298,32 +298,46 @@ async fn streamed_late_faults_fail_over_when_holding_the_whole_stream() {
 }
 
 /// With the default hold (first content), a broken event after the commit point
-/// cannot fail over: it is reported, or with `AfterCommit::Error` it ends the
-/// caller's body with the error.
+/// cannot fail over. It never reaches the caller, whatever `AfterCommit` says: the
+/// body ends with the typed truncation, as for any stream that breaks, and the
+/// provider's health hears the malformed answer. (Found by the chaos soak: the
+/// caller used to get the broken event and a clean `[DONE]`.)
 #[tokio::test]
-async fn a_broken_event_after_the_commit_point_is_reported_or_an_error() {
+async fn soak_finding_a_broken_event_after_the_commit_point_ends_with_the_typed_truncation() {
     let bad = sim(Flavor::OpenAi, "bad", Some(Fault::MalformedJson)).await;
-    let report = llm_truncating();
-    let res = stack(&client(), &report)
-        .oneshot(request(&bad, &chat(true)))
-        .await
-        .unwrap();
-    res.into_body()
-        .collect()
-        .await
-        .expect("passed through, reported");
-    assert_eq!(report.stats().snapshot().late_rejected, 1);
-
-    let strict = llm_truncating().after_commit(AfterCommit::Error);
-    let res = stack(&client(), &strict)
-        .oneshot(request(&bad, &chat(true)))
-        .await
-        .unwrap();
-    let err = res.into_body().collect().await.unwrap_err();
-    assert_eq!(
-        find::<Invalid>(&*err).unwrap().kind(),
-        RejectKind::InvalidJson
-    );
+    for mode in [AfterCommit::Report, AfterCommit::Error] {
+        let layer = llm_truncating().after_commit(mode);
+        let res = stack(&client(), &layer)
+            .oneshot(request(&bad, &chat(true)))
+            .await
+            .unwrap();
+        let late = LateVerdict::of(&res).expect("a validated stream carries its late verdict");
+        let mut body = res.into_body();
+        let mut seen = Vec::new();
+        let err = loop {
+            match body.frame().await {
+                Some(Ok(f)) => seen.extend_from_slice(&f.into_data().unwrap()),
+                Some(Err(e)) => break e,
+                None => panic!("{mode:?}: a stream with a broken event must not end cleanly"),
+            }
+        };
+        let t = find::<TruncatedStream>(&*err).expect("the typed truncation");
+        assert!(t.detail().contains("malformed"), "{err}");
+        let seen = String::from_utf8(seen).unwrap();
+        for line in seen.lines().filter_map(|l| l.strip_prefix("data: ")) {
+            assert!(
+                serde_json::from_str::<Value>(line).is_ok(),
+                "{mode:?}: a broken event reached the caller: {line}"
+            );
+        }
+        assert!(!seen.contains("[DONE]"), "{mode:?}: {seen}");
+        assert_eq!(layer.stats().snapshot().truncated, 1, "{mode:?}");
+        assert_eq!(
+            late.rejected(),
+            Some(RejectKind::InvalidJson),
+            "{mode:?}: the health hears the rejection"
+        );
+    }
 }
 
 #[tokio::test]

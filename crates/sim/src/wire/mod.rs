@@ -65,10 +65,12 @@ impl Reply {
 
 /// Generation settings from the sim's config.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct GenSettings {
+pub(crate) struct GenSettings<'a> {
     pub(crate) min_words: u32,
     pub(crate) max_words: u32,
     pub(crate) echo: bool,
+    /// Appended to every generated word (`word_<tag>`), when set.
+    pub(crate) tag: Option<&'a str>,
 }
 
 /// Tokens in `s`, estimated as characters / 4 rounded up.
@@ -115,7 +117,12 @@ pub(crate) const REFUSAL: &str = "I'm sorry, but I can't help with that request.
 
 /// Generate the reply for `ask`, deterministically from `rng`, shaped by an output
 /// fault if there is one.
-pub(crate) fn generate(ask: &Ask, g: GenSettings, rng: &mut Rng, fault: Option<&Fault>) -> Reply {
+pub(crate) fn generate(
+    ask: &Ask,
+    g: GenSettings<'_>,
+    rng: &mut Rng,
+    fault: Option<&Fault>,
+) -> Reply {
     let mut refusal = None;
     let mut content = match &ask.json {
         JsonMode::Off => {
@@ -126,12 +133,12 @@ pub(crate) fn generate(ask: &Ask, g: GenSettings, rng: &mut Rng, fault: Option<&
                 s.push_str(&echo);
                 s.push_str("\". ");
             }
-            text::prose(rng, g.min_words, g.max_words, &mut s);
+            text::prose(rng, g.min_words, g.max_words, g.tag, &mut s);
             s
         }
         JsonMode::Object => {
             let mut answer = String::new();
-            text::prose(rng, g.min_words, g.max_words, &mut answer);
+            text::prose(rng, g.min_words, g.max_words, g.tag, &mut answer);
             let conf = (rng.range(50, 99) as f64) / 100.0;
             serde_json::json!({ "answer": answer, "confidence": conf }).to_string()
         }
@@ -150,7 +157,7 @@ pub(crate) fn generate(ask: &Ask, g: GenSettings, rng: &mut Rng, fault: Option<&
         Some(Fault::WrongSchema) => content = r#"{"wrong": true}"#.to_string(),
         Some(Fault::NotJson) => {
             let mut s = String::from("Sure! Here is what you asked for: ");
-            text::prose(rng, g.min_words, g.max_words, &mut s);
+            text::prose(rng, g.min_words, g.max_words, g.tag, &mut s);
             content = s;
         }
         Some(Fault::EmptyContent) => content.clear(),
@@ -275,10 +282,11 @@ mod tests {
         }
     }
 
-    const G: GenSettings = GenSettings {
+    const G: GenSettings<'static> = GenSettings {
         min_words: 10,
         max_words: 20,
         echo: true,
+        tag: None,
     };
 
     #[test]

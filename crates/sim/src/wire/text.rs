@@ -72,8 +72,9 @@ const WORDS: &[&str] = &[
     "commit",
 ];
 
-/// Append `min..=max` words of prose: capitalised sentences ending with periods.
-pub(crate) fn prose(rng: &mut Rng, min: u32, max: u32, out: &mut String) {
+/// Append `min..=max` words of prose: capitalised sentences ending with periods,
+/// every word followed by `_<tag>` when a tag is given.
+pub(crate) fn prose(rng: &mut Rng, min: u32, max: u32, tag: Option<&str>, out: &mut String) {
     let n = rng.range(u64::from(min), u64::from(max)).max(1);
     let mut sentence_left = rng.range(5, 12);
     let mut start = true;
@@ -91,6 +92,10 @@ pub(crate) fn prose(rng: &mut Rng, min: u32, max: u32, out: &mut String) {
             start = false;
         } else {
             out.push_str(w);
+        }
+        if let Some(tag) = tag {
+            out.push('_');
+            out.push_str(tag);
         }
         sentence_left -= 1;
         if sentence_left == 0 || i + 1 == n {
@@ -287,10 +292,20 @@ mod tests {
     #[test]
     fn prose_is_sentences() {
         let mut s = String::new();
-        prose(&mut Rng::seeded(3), 12, 12, &mut s);
+        prose(&mut Rng::seeded(3), 12, 12, None, &mut s);
         assert_eq!(s.split(' ').count(), 12);
         assert!(s.ends_with('.'));
         assert!(s.chars().next().unwrap().is_uppercase());
+    }
+
+    #[test]
+    fn a_tag_marks_every_word() {
+        let mut s = String::new();
+        prose(&mut Rng::seeded(3), 12, 12, Some("p2"), &mut s);
+        assert_eq!(s.split(' ').count(), 12);
+        for w in s.split(' ') {
+            assert!(w.trim_end_matches('.').ends_with("_p2"), "{w} in {s}");
+        }
     }
 
     #[test]
