@@ -65,6 +65,7 @@ mod duration;
 pub mod error;
 mod event;
 pub mod health;
+pub mod metrics;
 pub mod observe;
 mod outcome;
 mod ratelimit;

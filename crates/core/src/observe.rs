@@ -448,8 +448,10 @@ fn ended(mut o: Owed) {
     if o.first_byte {
         // An empty body: its end is its first byte.
         health.ttfb().observe(took, now);
+        health.metrics().ttfb(took);
     }
     health.latency().observe(took, now);
+    health.metrics().duration(took);
     o.pending = false;
 }
 
@@ -515,9 +517,9 @@ where
                 {
                     o.first_byte = false;
                     let now = Instant::now();
-                    o.health()
-                        .ttfb()
-                        .observe(now.saturating_duration_since(o.started), now);
+                    let took = now.saturating_duration_since(o.started);
+                    o.health().ttfb().observe(took, now);
+                    o.health().metrics().ttfb(took);
                 }
                 // Trailers are a body's last frame, and a consumer may stop at
                 // them (gRPC's does) or when the body says it has ended.

@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tower::BoxError;
 use tower::util::ServiceExt;
+use tower_failover_core::metrics;
 use tower_service::Service;
 
 /// Settings of the deferred job store.
@@ -303,6 +304,10 @@ impl<S> Deferred<S> {
             if let Some(inner) = weak.upgrade() {
                 let ok = matches!(status, JobStatus::Done { .. });
                 tracing::info!(job = %job, ok, "deferred job finished");
+                metrics::count_result(
+                    metrics::names::DEFERRED,
+                    if ok { "done" } else { "failed" },
+                );
                 inner
                     .jobs
                     .lock()
@@ -323,6 +328,7 @@ impl<S> Deferred<S> {
             .count();
         drop(jobs);
         tracing::warn!(job = %id, waiting, "request deferred: jobs are waiting for a provider");
+        metrics::count_result(metrics::names::DEFERRED, "accepted");
         Ok(id)
     }
 }

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use tokio::time::{Instant, Sleep};
 use tower::BoxError;
 use tower::retry::budget::Budget;
+use tower_failover_core::metrics;
 use tower_failover_core::replay::clone_request;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -330,12 +331,19 @@ where
                 let shared = &*this.shared;
                 let allowed = *this
                     .approved
-                    .get_or_insert_with(|| shared.budget.as_ref().is_none_or(|b| b.withdraw()));
+                    .get_or_insert_with(|| {
+                        let paid = shared.budget.as_ref().is_none_or(|b| b.withdraw());
+                        if !paid {
+                            metrics::count(metrics::names::BUDGET_EXHAUSTED);
+                        }
+                        paid
+                    });
                 let svc = this.svc.as_mut();
                 match (allowed, svc) {
                     (true, Some(svc)) => match svc.poll_ready(cx) {
                         Poll::Ready(Ok(())) => {
                             if let Some(copy) = this.copy.take() {
+                                metrics::count(metrics::names::HEDGES);
                                 tracing::debug!(
                                     after_ms = this.started.elapsed().as_millis() as u64,
                                     "hedging"

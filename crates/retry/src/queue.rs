@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use tower::BoxError;
 use tower::util::ServiceExt;
 use tower_failover_core::error::{AllProvidersFailed, Elapsed, TimeoutKind, find};
+use tower_failover_core::metrics;
 use tower_failover_core::replay::clone_request;
 use tower_failover_core::{CircuitState, Deadline, HealthEventKind, Registry};
 use tower_layer::Layer;
@@ -233,6 +234,7 @@ where
                     let slot = shared.waiting.fetch_add(1, Ordering::AcqRel);
                     if slot >= shared.config.capacity {
                         shared.waiting.fetch_sub(1, Ordering::AcqRel);
+                        metrics::count_result(metrics::names::QUEUE_WAITS, "full");
                         tracing::warn!(
                             capacity = shared.config.capacity,
                             "all providers down and the wait queue is full"
@@ -254,6 +256,7 @@ struct Slot(Arc<Shared>);
 impl Drop for Slot {
     fn drop(&mut self) {
         self.0.waiting.fetch_sub(1, Ordering::AcqRel);
+        metrics::gauge_add(metrics::names::QUEUE_DEPTH, -1.0);
     }
 }
 
@@ -287,6 +290,7 @@ where
     };
     let mut events = shared.registry.subscribe();
     let _slot = Slot(shared.clone());
+    metrics::gauge_add(metrics::names::QUEUE_DEPTH, 1.0);
     let mut pause = Duration::from_millis(100);
     tracing::info!(
         max_wait_ms = deadline.saturating_duration_since(started).as_millis() as u64,
@@ -315,6 +319,7 @@ where
         }
         if Instant::now() >= deadline {
             tracing::warn!(waited_ms = started.elapsed().as_millis() as u64, last = %last, "no provider recovered before the deadline");
+            metrics::count_result(metrics::names::QUEUE_WAITS, "expired");
             return Err(Elapsed::new(TimeoutKind::Queue, started.elapsed()).into());
         }
         let attempt = clone_request(&req);
@@ -328,6 +333,7 @@ where
         };
         match result {
             Ok(Ok(res)) => {
+                metrics::count_result(metrics::names::QUEUE_WAITS, "served");
                 tracing::info!(
                     waited_ms = started.elapsed().as_millis() as u64,
                     "request served after a recovery"
