@@ -35,6 +35,7 @@ use tower_failover_core::error::{AllProvidersFailed, Attempt, Elapsed, TimeoutKi
 use tower_failover_core::replay::clone_request;
 use tower_failover_core::metrics;
 use tower_failover_core::rng::Rng;
+use tower_failover_core::trace;
 use tower_failover_core::{
     AttemptDeadline, Classify, ClientErrorKind, FailureKind, Outcome, RejectKind,
 };
@@ -98,6 +99,8 @@ struct Ctx<S, B, C> {
     /// The provider the last attempt was sent to and failed at: the next one
     /// sent is a failover from it.
     failed_at: Option<u32>,
+    /// Attempts sent so far (the next one's number, less one).
+    sent: u32,
     /// The provider being called and since when.
     current: Option<(u32, Instant)>,
     /// A provider that was not ready, kept to wait on when nothing else is left.
@@ -164,6 +167,7 @@ where
                 counted: 0,
                 owe_budget: false,
                 failed_at: None,
+                sent: 0,
                 current: None,
                 parked: None,
                 deadline,
@@ -275,7 +279,15 @@ where
             // one, is already in its extensions.)
             AttemptDeadline::set_on(&mut attempt, at);
         }
-        let fut = svc.call(attempt);
+        self.sent += 1;
+        let span = trace::attempt_span(
+            self.table.endpoint(i).health.id(),
+            self.sent,
+            attempt.headers(),
+        );
+        // The layers below adopt the span (the observe layer keeps it until the
+        // answer's body ends).
+        let fut = span.in_scope(|| svc.call(attempt));
         self.table
             .endpoint(i)
             .pending

@@ -76,6 +76,7 @@ pub mod rng;
 mod snapshot;
 pub mod store;
 pub mod time;
+pub mod trace;
 
 pub use classify::{Classify, LlmClassifier, classify_error_chain};
 pub use config::ConfigError;

@@ -188,6 +188,12 @@ impl UsageSink {
                     cost.map_or(0, |c| c.micros()),
                 );
             }
+            // Into the attempt's span (the observe layer polls this inside it).
+            tower_failover_core::trace::record_usage(
+                prompt_tokens,
+                completion_tokens,
+                cost.map(|c| c.micros()),
+            );
             tracing::debug!(
                 prompt_tokens,
                 completion_tokens,

@@ -305,6 +305,14 @@ where
         refused
     }
 
+    /// The span of the attempt about to be sent to `current` (the first one is
+    /// sent by the service; this is a later one).
+    fn attempt_span(&self, req: &Request<B>) -> tracing::Span {
+        let number = self.sent.count_ones() + 1;
+        let id = self.shared.targets[self.current].health.id();
+        tower_failover_core::trace::attempt_span(id, number, req.headers())
+    }
+
     /// The attempt on `current` is being sent: a failover if the last one failed
     /// elsewhere.
     fn sending(&mut self) {
@@ -400,7 +408,8 @@ where
                                 Step::Fail(ctx.give_up(Instant::now(), Some(REASON_BUDGET)))
                             } else if let Some(req) = ctx.request_for_attempt() {
                                 ctx.sending();
-                                let fut = svc.call(req);
+                                let span = ctx.attempt_span(&req);
+                                let fut = span.in_scope(|| svc.call(req));
                                 ctx.started = Instant::now();
                                 this.state.set(State::Calling { fut });
                                 continue;
