@@ -262,8 +262,14 @@ where
             self.owe_budget = false;
         }
         if let Some(from) = self.failed_at.take() {
-            let to = self.table.endpoint(i).health.id();
-            self.table.endpoint(from).health.metrics().failover_to(to);
+            let from = self.table.endpoint(from).health.id();
+            self.table.endpoint(i).health.metrics().failover_from(from);
+        } else if cfg!(feature = "metrics")
+            && self.sent == 0
+            && let Some(metrics::FailedOver(from)) = self.request.extensions().get()
+        {
+            // The first attempt of a fallback group the model router moved on to.
+            self.table.endpoint(i).health.metrics().failover_from(from);
         }
         let mut attempt = clone_request(&self.request);
         self.attempt_until = self

@@ -264,6 +264,12 @@ fn to_labels(labels: &[(&'static str, &str)]) -> Vec<::metrics::Label> {
         .collect()
 }
 
+/// The provider a request last failed at before it reached a router, in its
+/// extensions: the model router sets it when it moves a request on to a fallback
+/// group, so that the group's router counts the failover from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedOver(pub ProviderId);
+
 /// The `outcome` and `kind` labels of every outcome, in the order of
 /// [`outcome_slot`].
 #[cfg_attr(not(any(feature = "metrics", test)), allow(dead_code))]
@@ -360,7 +366,7 @@ struct On {
     prompt_tokens: Counter,
     completion_tokens: Counter,
     cost: Counter,
-    /// Registered at the first failover to each target (off the happy path).
+    /// Registered at the first failover from each provider (off the happy path).
     failovers: Mutex<Vec<(ProviderId, Counter)>>,
 }
 
@@ -493,9 +499,10 @@ impl ProviderMetrics {
         let _ = (prompt_tokens, completion_tokens, cost_micros);
     }
 
-    /// Counts a failover from this provider to `to` (registers the pair's counter
-    /// the first time; failovers are off the happy path).
-    pub fn failover_to(&self, to: &ProviderId) {
+    /// Counts a failover from `from` to this provider: a request that failed at
+    /// `from` is being sent here (registers the pair's counter the first time;
+    /// failovers are off the happy path).
+    pub fn failover_from(&self, from: &ProviderId) {
         #[cfg(feature = "metrics")]
         {
             let mut pairs = self
@@ -503,18 +510,18 @@ impl ProviderMetrics {
                 .failovers
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some((_, c)) = pairs.iter().find(|(id, _)| id == to) {
+            if let Some((_, c)) = pairs.iter().find(|(id, _)| id == from) {
                 c.increment(1);
                 return;
             }
-            let from = self.on.id.to_string();
-            let target = to.to_string();
-            let c = Counter::register(names::FAILOVERS, &[("from", &from), ("to", &target)]);
+            let source = from.to_string();
+            let target = self.on.id.to_string();
+            let c = Counter::register(names::FAILOVERS, &[("from", &source), ("to", &target)]);
             c.increment(1);
-            pairs.push((to.clone(), c));
+            pairs.push((from.clone(), c));
         }
         #[cfg(not(feature = "metrics"))]
-        let _ = to;
+        let _ = from;
     }
 }
 

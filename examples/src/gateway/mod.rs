@@ -12,6 +12,7 @@
 //! | `GET /health` | the stack's snapshot as JSON (`503` when no provider is available); the embeddings stack's under `"embeddings"` |
 //! | `GET /health/events` | every health event (circuit transitions, overrides, rate-limit windows, ramp steps) as server-sent events |
 //! | `POST /health/force` | `{"provider", "model", "state": "open" \| "closed" \| null}`: a manual override |
+//! | `GET /metrics` | every metric in Prometheus' text format ([`telemetry`]) |
 //!
 //! Every answer that went through a provider carries `x-failover-provider:
 //! <provider>/<model>`; of the provider's own headers only the content type and
@@ -28,20 +29,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::time::Instant;
 use tower::ServiceExt;
 use tower_failover::sim::{Flavor, Sim};
 mod chat;
 pub mod embeddings;
 pub mod messages;
+pub mod telemetry;
 
 use tower_failover::{
     CircuitState, Config, ConfigError, CustomLayer, Failover, Handle, ProviderEntry, Stack, boxed,
@@ -83,6 +83,8 @@ pub fn router(config: &Config) -> Result<Router, ConfigError> {
 /// variables it names), tags each answer with the provider that gave it, and
 /// wraps it in the gateway's routes. Call it inside a tokio runtime.
 pub fn build(config: &Config) -> Result<Gateway, ConfigError> {
+    // The recorder first: the stacks register their metric handles as they are built.
+    telemetry::prometheus();
     let (chat_config, embeddings_config) = embeddings::split(config);
     let failover = stack(&chat_config)?;
     let embeddings = match embeddings_config {
@@ -107,8 +109,9 @@ pub fn build(config: &Config) -> Result<Gateway, ConfigError> {
         .route("/health", get(health))
         .route("/health/force", post(force))
         .route("/health/events", get(events))
-        .with_state(state)
-        .layer(middleware::from_fn(access_log));
+        .route("/metrics", get(telemetry::metrics))
+        .with_state(state);
+    let router = telemetry::layers(router);
     Ok(Gateway {
         router,
         handle,
@@ -255,29 +258,6 @@ async fn force(State(state): State<AppState>, body: axum::body::Bytes) -> Respon
             (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
         }
     }
-}
-
-/// One log line per request: method, path, status, latency, provider. Never the
-/// headers or the body (they may carry credentials and personal data).
-async fn access_log(req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let res = next.run(req).await;
-    let provider = res
-        .headers()
-        .get(SERVED_BY)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-");
-    tracing::info!(
-        %method,
-        %path,
-        status = res.status().as_u16(),
-        ms = started.elapsed().as_millis() as u64,
-        provider,
-        "request"
-    );
-    res
 }
 
 /// Serves `gateway` on `listener` until `shutdown` completes, then stops accepting,

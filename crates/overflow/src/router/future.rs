@@ -319,8 +319,11 @@ where
         if let Some(from) = self.failed_at.take()
             && from != self.current
         {
-            let to = self.shared.targets[self.current].health.id();
-            self.shared.targets[from].health.metrics().failover_to(to);
+            let from = self.shared.targets[from].health.id();
+            self.shared.targets[self.current]
+                .health
+                .metrics()
+                .failover_from(from);
         }
     }
 }
