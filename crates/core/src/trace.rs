@@ -139,10 +139,13 @@ pub fn record_ttfb(span: &Span, ttfb: std::time::Duration) {
     }
 }
 
-/// Records the usage a provider reported in the current span (the attempt's, when
-/// the provider's body or future is polled inside it).
-pub fn record_usage(prompt_tokens: u64, completion_tokens: u64, cost_micros: Option<u64>) {
-    let span = Span::current();
+/// Records the usage a provider reported in an attempt's span.
+pub fn record_usage(
+    span: &Span,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    cost_micros: Option<u64>,
+) {
     if span.is_disabled() {
         return;
     }

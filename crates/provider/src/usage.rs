@@ -168,6 +168,8 @@ pub(crate) struct UsageSink {
     pub(crate) handle: UsageHandle,
     pub(crate) price: Option<Price>,
     pub(crate) health: Option<Health>,
+    /// The attempt's span, given the usage.
+    pub(crate) span: tracing::Span,
 }
 
 impl UsageSink {
@@ -188,8 +190,8 @@ impl UsageSink {
                     cost.map_or(0, |c| c.micros()),
                 );
             }
-            // Into the attempt's span (the observe layer polls this inside it).
             tower_failover_core::trace::record_usage(
+                &self.span,
                 prompt_tokens,
                 completion_tokens,
                 cost.map(|c| c.micros()),
@@ -243,6 +245,7 @@ mod tests {
             handle: UsageHandle::default(),
             price: Some(Price::per_million(1.0, 2.0)),
             health: Some(health.clone()),
+            span: tracing::Span::none(),
         };
         let u = sink.record(100, 10);
         assert_eq!(u.cost.unwrap().micros(), 120);
