@@ -94,6 +94,7 @@ pub fn build(config: &Config) -> Result<Gateway, ConfigError> {
     let handle = failover.handle().clone();
     let embeddings_handle = embeddings.as_ref().map(|f| f.handle().clone());
     let (closing, closed) = watch::channel(false);
+    telemetry::spawn_upkeep(closed.clone());
     let state = AppState {
         models: models(config),
         max_request_bytes: config.max_request_bytes,

@@ -27,6 +27,7 @@ use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
+use tokio::sync::watch;
 use tracing::{Level, Span};
 
 use super::SERVED_BY;
@@ -62,23 +63,27 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
                 tracing::warn!("metrics: another recorder is installed; /metrics is off");
                 return None;
             }
-            // Histogram samples are folded in at each scrape; this keeps them
-            // bounded when nobody scrapes.
-            let upkeep = handle.clone();
-            let spawned = std::thread::Builder::new()
-                .name("metrics-upkeep".into())
-                .spawn(move || {
-                    loop {
-                        std::thread::sleep(Duration::from_secs(5));
-                        upkeep.run_upkeep();
-                    }
-                });
-            if let Err(e) = spawned {
-                tracing::warn!(error = %e, "metrics: no upkeep thread; histograms fold in at scrapes only");
-            }
             Some(handle)
         })
         .as_ref()
+}
+
+/// Folds histogram samples in every 5 seconds (a scrape does it too), so that
+/// they stay bounded when nobody scrapes, until the gateway closes or is dropped.
+pub(super) fn spawn_upkeep(mut closing: watch::Receiver<bool>) {
+    let Some(handle) = prometheus() else { return };
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(5)) => handle.run_upkeep(),
+                changed = closing.changed() => {
+                    if changed.is_err() || *closing.borrow() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
 }
 
 /// `GET /metrics`: every metric in Prometheus' text format (version 0.0.4).
