@@ -232,6 +232,35 @@ async fn metrics_count_what_the_simulators_saw_through_an_outage_and_its_recover
     gw.shutdown().await.unwrap();
 }
 
+#[test]
+fn the_dashboard_and_the_readme_name_only_metrics_that_exist() {
+    let known = tower_failover::metrics::names::ALL;
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    for file in ["docs/grafana/tower-failover.json", "README.md"] {
+        let text = std::fs::read_to_string(format!("{root}/{file}")).unwrap();
+        let mut seen = 0;
+        for (i, _) in text.match_indices("tower_failover_") {
+            let name: String = text[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            // Histograms are queried by their series.
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(&name);
+            assert!(known.contains(&base), "{file}: unknown metric {name}");
+            seen += 1;
+        }
+        assert!(seen >= 10, "{file} names the metrics");
+    }
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{root}/docs/grafana/tower-failover.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(dashboard["panels"].as_array().unwrap().len() >= 8);
+}
+
 /// One captured span: its name, parent and fields (as text).
 #[derive(Debug, Clone)]
 struct Captured {

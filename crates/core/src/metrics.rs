@@ -97,6 +97,29 @@ pub mod names {
     pub const QUEUE_WAITS: &str = "tower_failover_wait_queue_waits_total";
     /// Deferred jobs by result (counter).
     pub const DEFERRED: &str = "tower_failover_deferred_jobs_total";
+
+    /// Every name above.
+    pub const ALL: [&str; 19] = [
+        REQUESTS,
+        CIRCUIT_REFUSALS,
+        CIRCUIT_STATE,
+        CIRCUIT_TRANSITIONS,
+        RAMP_SHARE,
+        RATE_LIMIT_WINDOWS,
+        TTFB,
+        DURATION,
+        PROMPT_TOKENS,
+        COMPLETION_TOKENS,
+        COST,
+        FAILOVERS,
+        RETRIES,
+        HEDGES,
+        BUDGET_EXHAUSTED,
+        ALL_FAILED,
+        QUEUE_DEPTH,
+        QUEUE_WAITS,
+        DEFERRED,
+    ];
 }
 
 /// A counter handle: the facade's when the `metrics` feature is on, nothing when it
