@@ -611,4 +611,136 @@ mod tests {
         }
         assert_eq!(state_label(CircuitState::HalfOpen), "half_open");
     }
+
+    /// A recorder keeping every counter and gauge in an atomic by its key.
+    #[cfg(feature = "metrics")]
+    #[derive(Default)]
+    struct Keep(Mutex<Vec<(String, std::sync::Arc<std::sync::atomic::AtomicU64>)>>);
+
+    #[cfg(feature = "metrics")]
+    impl Keep {
+        fn slot(&self, key: &::metrics::Key) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
+            let mut labels: Vec<String> = key
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
+            labels.sort();
+            let name = format!("{}{{{}}}", key.name(), labels.join(","));
+            let mut all = self.0.lock().unwrap();
+            if let Some((_, a)) = all.iter().find(|(n, _)| *n == name) {
+                return a.clone();
+            }
+            let a = std::sync::Arc::default();
+            all.push((name, std::sync::Arc::clone(&a)));
+            a
+        }
+
+        fn get(&self, name: &str) -> Option<u64> {
+            let all = self.0.lock().unwrap();
+            all.iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, a)| a.load(std::sync::atomic::Ordering::Relaxed))
+        }
+    }
+
+    #[cfg(feature = "metrics")]
+    impl ::metrics::Recorder for Keep {
+        fn describe_counter(
+            &self,
+            _: ::metrics::KeyName,
+            _: Option<::metrics::Unit>,
+            _: ::metrics::SharedString,
+        ) {
+        }
+        fn describe_gauge(
+            &self,
+            _: ::metrics::KeyName,
+            _: Option<::metrics::Unit>,
+            _: ::metrics::SharedString,
+        ) {
+        }
+        fn describe_histogram(
+            &self,
+            _: ::metrics::KeyName,
+            _: Option<::metrics::Unit>,
+            _: ::metrics::SharedString,
+        ) {
+        }
+        fn register_counter(
+            &self,
+            key: &::metrics::Key,
+            _: &::metrics::Metadata<'_>,
+        ) -> ::metrics::Counter {
+            ::metrics::Counter::from_arc(self.slot(key))
+        }
+        fn register_gauge(
+            &self,
+            key: &::metrics::Key,
+            _: &::metrics::Metadata<'_>,
+        ) -> ::metrics::Gauge {
+            ::metrics::Gauge::from_arc(self.slot(key))
+        }
+        fn register_histogram(
+            &self,
+            _: &::metrics::Key,
+            _: &::metrics::Metadata<'_>,
+        ) -> ::metrics::Histogram {
+            ::metrics::Histogram::noop()
+        }
+    }
+
+    #[cfg(feature = "metrics")]
+    #[test]
+    fn a_health_handle_records_into_the_recorder_it_was_made_under() {
+        use crate::Health;
+        let keep = Keep::default();
+        let (a, b) = ::metrics::with_local_recorder(&keep, || {
+            (Health::standalone("a", "m"), Health::standalone("b", "m"))
+        });
+        a.record(&Outcome::Success);
+        a.record(&Outcome::Success);
+        a.record(&Outcome::failure(FailureKind::Status(503)));
+        a.record(&Outcome::rejected(RejectKind::Shed));
+        a.record_usage(10, 3, 42);
+        a.metrics().circuit_refused();
+        let req = |o: &str, k: &str| {
+            keep.get(&format!(
+                "tower_failover_requests_total{{kind={k},model=m,outcome={o},provider=a}}"
+            ))
+        };
+        assert_eq!(req("success", "none"), Some(2));
+        assert_eq!(req("failure", "status"), Some(1));
+        assert_eq!(req("shed", "none"), Some(1));
+        assert_eq!(req("failure", "timeout"), Some(0), "every kind is registered");
+        let of = |name: &str| keep.get(&format!("{name}{{model=m,provider=a}}"));
+        assert_eq!(of(names::PROMPT_TOKENS), Some(10));
+        assert_eq!(of(names::COMPLETION_TOKENS), Some(3));
+        assert_eq!(of(names::COST), Some(42));
+        assert_eq!(of(names::CIRCUIT_REFUSALS), Some(1));
+
+        // Gauges hold f64 bits.
+        let gauge = |name: &str| of(name).map(f64::from_bits);
+        assert_eq!(gauge(names::CIRCUIT_STATE), Some(0.0));
+        let until = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+        assert!(a.transition(CircuitState::Closed, CircuitState::Open, Some(until)));
+        assert_eq!(gauge(names::CIRCUIT_STATE), Some(1.0));
+        assert_eq!(
+            keep.get("tower_failover_circuit_transitions_total{model=m,provider=a,to=open}"),
+            Some(1)
+        );
+        a.force(Some(CircuitState::Closed));
+        assert_eq!(gauge(names::CIRCUIT_STATE), Some(0.0), "the effective state");
+        a.set_ramp(Some(0), 250_000);
+        assert_eq!(gauge(names::RAMP_SHARE), Some(0.25));
+        assert!(a.mark_rate_limited(std::time::Duration::from_secs(2)));
+        assert_eq!(of(names::RATE_LIMIT_WINDOWS), Some(1));
+
+        // Failovers register their pair at the first one, under the same recorder.
+        ::metrics::with_local_recorder(&keep, || b.metrics().failover_from(a.id()));
+        b.metrics().failover_from(a.id());
+        assert_eq!(
+            keep.get("tower_failover_failovers_total{from=a/m,to=b/m}"),
+            Some(2)
+        );
+    }
 }
