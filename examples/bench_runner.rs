@@ -76,54 +76,52 @@ impl metrics::HistogramFn for AtomicHistogram {
 }
 
 impl metrics::Recorder for AtomicRecorder {
-    fn describe_counter(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
-    fn describe_gauge(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
-    fn describe_histogram(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn describe_counter(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_gauge(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_histogram(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
     fn register_counter(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
         metrics::Counter::from_arc(Arc::new(AtomicU64::new(0)))
     }
     fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
         metrics::Gauge::from_arc(Arc::new(AtomicU64::new(0)))
     }
-    fn register_histogram(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Histogram {
+    fn register_histogram(
+        &self,
+        _: &metrics::Key,
+        _: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
         metrics::Histogram::from_arc(Arc::new(AtomicHistogram::default()))
     }
 }
 
 /// The full stack with its metric handles registered in `recorder` against the
-/// same stack built with none, in `rounds` interleaved rounds; the fastest of
-/// each, and the allocations per request of the recording one.
+/// same stack built with none, in seven interleaved rounds of each.
 fn metrics_overhead(
     name: &'static str,
     what: &'static str,
     recorder: &dyn metrics::Recorder,
     iters: u64,
 ) -> Measured {
-    let mut with = metrics::with_local_recorder(recorder, || full_stack(Ready200));
-    let mut without = full_stack(Ready200);
-    let mut cx = Context::from_waker(Waker::noop());
-    for _ in 0..iters / 10 {
-        one(&mut with, &mut cx);
-        one(&mut without, &mut cx);
-    }
-    let (mut best, mut best_without) = (f64::INFINITY, f64::INFINITY);
-    for _ in 0..7 {
-        best_without = best_without.min(round(&mut without, iters, &mut cx));
-        best = best.min(round(&mut with, iters, &mut cx));
-    }
-    let n = (iters / 10).max(1000);
-    let region = Region::new(GLOBAL);
-    for _ in 0..n {
-        one(&mut with, &mut cx);
-    }
-    let allocs = region.change().allocations as f64 / n as f64;
-    Measured {
-        name,
-        what,
-        ns: best,
-        bare_ns: best_without,
-        allocs,
-    }
+    let with = metrics::with_local_recorder(recorder, || full_stack(Ready200));
+    measure_against(name, what, with, full_stack(Ready200), 7, iters)
 }
 
 #[global_allocator]
@@ -229,21 +227,41 @@ where
 
 /// Measures `svc` in five rounds interleaved with five rounds of the bare service,
 /// so that the machine's load drifts over both alike; keeps the fastest of each.
-fn measure<S, B>(name: &'static str, what: &'static str, mut svc: S, iters: u64) -> Measured
+fn measure<S, B>(name: &'static str, what: &'static str, svc: S, iters: u64) -> Measured
 where
     S: Service<Request<ReplayBody>, Response = Response<B>>,
     S::Error: std::fmt::Debug,
     B: Body,
 {
+    measure_against(name, what, svc, Ready200, 5, iters)
+}
+
+/// Measures `svc` against `base` in `rounds` interleaved rounds of each; keeps the
+/// fastest of each, and counts the allocations of `svc` over a separate round.
+fn measure_against<S, B, T, TB>(
+    name: &'static str,
+    what: &'static str,
+    mut svc: S,
+    mut base: T,
+    rounds: u32,
+    iters: u64,
+) -> Measured
+where
+    S: Service<Request<ReplayBody>, Response = Response<B>>,
+    S::Error: std::fmt::Debug,
+    B: Body,
+    T: Service<Request<ReplayBody>, Response = Response<TB>>,
+    T::Error: std::fmt::Debug,
+    TB: Body,
+{
     let mut cx = Context::from_waker(Waker::noop());
-    let mut bare = Ready200;
     for _ in 0..iters / 10 {
         one(&mut svc, &mut cx);
-        one(&mut bare, &mut cx);
+        one(&mut base, &mut cx);
     }
-    let (mut best, mut best_bare) = (f64::INFINITY, f64::INFINITY);
-    for _ in 0..5 {
-        best_bare = best_bare.min(round(&mut bare, iters, &mut cx));
+    let (mut best, mut best_base) = (f64::INFINITY, f64::INFINITY);
+    for _ in 0..rounds {
+        best_base = best_base.min(round(&mut base, iters, &mut cx));
         best = best.min(round(&mut svc, iters, &mut cx));
     }
     let n = (iters / 10).max(1000);
@@ -256,7 +274,7 @@ where
         name,
         what,
         ns: best,
-        bare_ns: best_bare,
+        bare_ns: best_base,
         allocs,
     }
 }

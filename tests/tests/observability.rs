@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Running, start};
+use common::{Running, fast_sim as sim, start};
 
 use std::time::Duration;
 
@@ -71,17 +71,6 @@ fn sent_to(scrape: &Scrape, provider: &str) -> f64 {
     let name = "tower_failover_requests_total";
     sum(scrape, name, &[("provider", provider)])
         - sum(scrape, name, &[("provider", provider), ("outcome", "shed")])
-}
-
-async fn sim(flavor: Flavor, name: &str, seed: u64) -> Sim {
-    Sim::builder(flavor)
-        .name(name)
-        .seed(seed)
-        .ttft(Duration::from_millis(2))
-        .token_interval(Duration::from_millis(1))
-        .start()
-        .await
-        .unwrap()
 }
 
 /// Two model groups: `gpt-4o-mini` at the OpenAI-compatible primary, falling back
@@ -161,7 +150,13 @@ async fn metrics_count_what_the_simulators_saw_through_an_outage_and_its_recover
     // The recovery: a probe passes, the circuit closes, the ramp gives the primary
     // half its traffic for a second, then all of it.
     primary.clear_faults();
-    let share = |s: &Scrape| sum(s, "tower_failover_ramp_share_ratio", &[("provider", "primary")]);
+    let share = |s: &Scrape| {
+        sum(
+            s,
+            "tower_failover_ramp_share_ratio",
+            &[("provider", "primary")],
+        )
+    };
     let (mut ramping, mut recovered) = (false, false);
     // Real-time waits here are failure guards only (cooldown 300 ms, ramp 1 s).
     for _ in 0..400 {
@@ -178,9 +173,19 @@ async fn metrics_count_what_the_simulators_saw_through_an_outage_and_its_recover
     assert!(ramping, "the ramp share gauge shows the ramp");
     assert!(recovered, "the primary recovers");
     let after = gw.scrape().await;
-    assert_eq!(state(&after, "primary"), 0.0, "the gauge shows the recovery");
+    assert_eq!(
+        state(&after, "primary"),
+        0.0,
+        "the gauge shows the recovery"
+    );
     let reclosed = [("provider", "primary"), ("to", "closed")];
-    assert!(sum(&after, "tower_failover_circuit_transitions_total", &reclosed) >= 1.0);
+    assert!(
+        sum(
+            &after,
+            "tower_failover_circuit_transitions_total",
+            &reclosed
+        ) >= 1.0
+    );
 
     // The counters are what the simulators counted.
     let (p, b) = (primary.counters(), backup.counters());
@@ -216,11 +221,7 @@ async fn metrics_count_what_the_simulators_saw_through_an_outage_and_its_recover
         let completion = sum(&after, "tower_failover_completion_tokens_total", &labels);
         assert_eq!(prompt, c.prompt_tokens as f64, "{name}");
         assert_eq!(completion, c.completion_tokens as f64, "{name}");
-        let ttfb = sum(
-            &after,
-            "tower_failover_time_to_first_byte_seconds",
-            &labels,
-        );
+        let ttfb = sum(&after, "tower_failover_time_to_first_byte_seconds", &labels);
         assert_eq!(ttfb, c.status(200) as f64, "{name}: one sample per answer");
     }
     gw.shutdown().await.unwrap();

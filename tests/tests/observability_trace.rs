@@ -6,29 +6,17 @@
 
 mod common;
 
-use common::{provider_entry, start};
+use common::{fast_sim, provider_entry, start};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tower_failover::Config;
-use tower_failover::sim::{Fault, FaultSpec, Flavor, Sim};
+use tower_failover::sim::{Fault, FaultSpec, Flavor};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
-
-async fn sim(name: &str, seed: u64) -> Sim {
-    Sim::builder(Flavor::OpenAi)
-        .name(name)
-        .seed(seed)
-        .ttft(Duration::from_millis(2))
-        .token_interval(Duration::from_millis(1))
-        .start()
-        .await
-        .unwrap()
-}
 
 /// One captured span: its name, parent and fields (as text).
 #[derive(Debug, Clone)]
@@ -52,8 +40,7 @@ impl Visit for Fields<'_> {
         self.0.insert(field.name().to_owned(), value.to_owned());
     }
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0
-            .insert(field.name().to_owned(), format!("{value:?}"));
+        self.0.insert(field.name().to_owned(), format!("{value:?}"));
     }
 }
 
@@ -108,8 +95,8 @@ async fn one_request_span_with_one_child_span_per_attempt() {
     let subscriber = tracing_subscriber::registry().with(spans.clone());
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let first = sim("first", 3).await;
-    let second = sim("second", 4).await;
+    let first = fast_sim(Flavor::OpenAi, "first", 3).await;
+    let second = fast_sim(Flavor::OpenAi, "second", 4).await;
     let config = Config::from_toml_str(&format!(
         "router = \"fallback\"\n{}{}",
         provider_entry("first", "openai", first.base_url(), 0),
@@ -131,7 +118,10 @@ async fn one_request_span_with_one_child_span_per_attempt() {
         .await;
     assert_eq!(a.status, 200, "{}", a.body);
     assert_eq!(a.served_by(), "second/m");
-    assert_eq!(a.headers["x-request-id"], "req-obs-1", "the id is propagated");
+    assert_eq!(
+        a.headers["x-request-id"], "req-obs-1",
+        "the id is propagated"
+    );
     gw.shutdown().await.unwrap();
 
     let all: Vec<(Id, Captured)> = spans
@@ -153,7 +143,11 @@ async fn one_request_span_with_one_child_span_per_attempt() {
     let requests = ours("request");
     assert_eq!(requests.len(), 1, "one request span: {all:?}");
     let (request_id, request) = &requests[0];
-    assert_eq!(request.parent.as_ref(), Some(&http[0].0), "inside the http span");
+    assert_eq!(
+        request.parent.as_ref(),
+        Some(&http[0].0),
+        "inside the http span"
+    );
 
     let mut attempts: Vec<Captured> = all
         .iter()
@@ -161,7 +155,11 @@ async fn one_request_span_with_one_child_span_per_attempt() {
         .map(|(_, c)| c.clone())
         .collect();
     attempts.sort_by_key(|c| c.fields.get("failover.attempt").cloned());
-    assert_eq!(attempts.len(), 2, "one child span per attempt: {attempts:?}");
+    assert_eq!(
+        attempts.len(),
+        2,
+        "one child span per attempt: {attempts:?}"
+    );
     let f = |c: &Captured, k: &str| c.fields.get(k).cloned().unwrap_or_default();
     for (c, provider, number, outcome) in [
         (&attempts[0], "first", "1", "failure"),
@@ -182,7 +180,10 @@ async fn one_request_span_with_one_child_span_per_attempt() {
     // router's and the breaker's lines (all levels are captured here).
     let lines = spans.1.lock().unwrap().clone();
     for prefix in ["tower_failover::gateway", "tower_failover_balance"] {
-        let of: Vec<_> = lines.iter().filter(|(t, _)| t.starts_with(prefix)).collect();
+        let of: Vec<_> = lines
+            .iter()
+            .filter(|(t, _)| t.starts_with(prefix))
+            .collect();
         assert!(!of.is_empty(), "{prefix}: {lines:?}");
         for (target, ids) in of {
             assert!(ids.iter().any(|id| id == "req-obs-1"), "{target}: {ids:?}");

@@ -32,8 +32,8 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep_until};
 use tower::BoxError;
 use tower_failover_core::error::{AllProvidersFailed, Attempt, Elapsed, TimeoutKind};
-use tower_failover_core::replay::clone_request;
 use tower_failover_core::metrics;
+use tower_failover_core::replay::clone_request;
 use tower_failover_core::rng::Rng;
 use tower_failover_core::trace;
 use tower_failover_core::{

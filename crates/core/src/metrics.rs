@@ -711,7 +711,11 @@ mod tests {
         assert_eq!(req("success", "none"), Some(2));
         assert_eq!(req("failure", "status"), Some(1));
         assert_eq!(req("shed", "none"), Some(1));
-        assert_eq!(req("failure", "timeout"), Some(0), "every kind is registered");
+        assert_eq!(
+            req("failure", "timeout"),
+            Some(0),
+            "every kind is registered"
+        );
         let of = |name: &str| keep.get(&format!("{name}{{model=m,provider=a}}"));
         assert_eq!(of(names::PROMPT_TOKENS), Some(10));
         assert_eq!(of(names::COMPLETION_TOKENS), Some(3));
@@ -729,7 +733,11 @@ mod tests {
             Some(1)
         );
         a.force(Some(CircuitState::Closed));
-        assert_eq!(gauge(names::CIRCUIT_STATE), Some(0.0), "the effective state");
+        assert_eq!(
+            gauge(names::CIRCUIT_STATE),
+            Some(0.0),
+            "the effective state"
+        );
         a.set_ramp(Some(0), 250_000);
         assert_eq!(gauge(names::RAMP_SHARE), Some(0.25));
         assert!(a.mark_rate_limited(std::time::Duration::from_secs(2)));

@@ -304,10 +304,7 @@ impl<S> Deferred<S> {
             if let Some(inner) = weak.upgrade() {
                 let ok = matches!(status, JobStatus::Done { .. });
                 tracing::info!(job = %job, ok, "deferred job finished");
-                metrics::count_result(
-                    metrics::names::DEFERRED,
-                    if ok { "done" } else { "failed" },
-                );
+                metrics::count_result(metrics::names::DEFERRED, if ok { "done" } else { "failed" });
                 inner
                     .jobs
                     .lock()

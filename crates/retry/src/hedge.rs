@@ -329,15 +329,13 @@ where
             if due {
                 // Ask the budget once, however often readiness is pending.
                 let shared = &*this.shared;
-                let allowed = *this
-                    .approved
-                    .get_or_insert_with(|| {
-                        let paid = shared.budget.as_ref().is_none_or(|b| b.withdraw());
-                        if !paid {
-                            metrics::count(metrics::names::BUDGET_EXHAUSTED);
-                        }
-                        paid
-                    });
+                let allowed = *this.approved.get_or_insert_with(|| {
+                    let paid = shared.budget.as_ref().is_none_or(|b| b.withdraw());
+                    if !paid {
+                        metrics::count(metrics::names::BUDGET_EXHAUSTED);
+                    }
+                    paid
+                });
                 let svc = this.svc.as_mut();
                 match (allowed, svc) {
                     (true, Some(svc)) => match svc.poll_ready(cx) {

@@ -44,8 +44,8 @@ use http::{Request, Response};
 use tower::BoxError;
 use tower_failover_balance::{Attributes, JsonBodyAttributes, RequestInfo};
 use tower_failover_core::error::{AllProvidersFailed, Attempt};
-use tower_failover_core::replay::{ReplayBody, clone_request};
 use tower_failover_core::metrics;
+use tower_failover_core::replay::{ReplayBody, clone_request};
 use tower_failover_core::{
     Classify, ClientErrorKind, ErrorHint, LlmClassifier, Outcome, RejectKind,
 };

@@ -13,8 +13,8 @@ use tower::util::BoxCloneSyncService;
 use tower::{BoxError, ServiceExt};
 use tower_failover_core::replay::{self, Replay, ReplayBody};
 use tower_failover_core::trace;
-use tracing::instrument::{Instrument, Instrumented};
 use tower_service::Service;
+use tracing::instrument::{Instrument, Instrumented};
 
 use crate::handle::Handle;
 
