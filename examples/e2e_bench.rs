@@ -38,7 +38,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tower_failover::Config;
-use tower_failover_examples::gateway;
+use tower_failover_gateway as gateway;
 use tower_failover_sim::{Flavor, Sim};
 
 const BODY: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}]}"#;

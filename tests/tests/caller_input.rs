@@ -23,7 +23,7 @@ use tokio::sync::oneshot;
 use tower::ServiceExt;
 use tower_failover::sim::{Fault, FaultSpec, Flavor, Sim};
 use tower_failover::{Config, Stack};
-use tower_failover_examples::gateway;
+use tower_failover_gateway as gateway;
 
 async fn sim(flavor: Flavor, name: &str) -> Sim {
     Sim::builder(flavor)

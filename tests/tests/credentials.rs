@@ -396,7 +396,7 @@ async fn the_provider_client_replaces_the_refusal_text() {
 async fn through_the_gateway_callers_see_the_backup_or_our_503() {
     use hyper_util::client::legacy::Client;
     use hyper_util::rt::TokioExecutor;
-    use tower_failover_examples::gateway::{self, SERVED_BY};
+    use tower_failover_gateway::{self as gateway, SERVED_BY};
 
     let (logs, _guard) = capture_logs();
     let backup = healthy_backup().await;

@@ -11,7 +11,7 @@ use http::StatusCode;
 use serde_json::{Value, json};
 use tower_failover::Config;
 use tower_failover::sim::{Fault, Flavor, Sim};
-use tower_failover_examples::gateway::{self};
+use tower_failover_gateway as gateway;
 
 impl Running {
     async fn post(&self, path: &str, body: &Value) -> Answer {

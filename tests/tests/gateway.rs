@@ -13,7 +13,7 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use tower_failover::Config;
 use tower_failover::sim::{Fault, FaultSpec, Flavor, Sim};
-use tower_failover_examples::gateway::{self};
+use tower_failover_gateway as gateway;
 
 impl Running {
     async fn chat(&self, stream: bool) -> Answer {
@@ -375,5 +375,107 @@ async fn runs_on_a_fresh_machine_with_simulated_providers() {
     assert_complete(&a, false);
     let a = gw.chat(true).await;
     assert_complete(&a, true);
+    gw.shutdown().await.unwrap();
+}
+
+/// Headers a caller may send that must never reach a provider.
+const NOT_FORWARDED: [(&str, &str); 8] = [
+    ("x-portkey-config", "pc-secret-config"),
+    ("x-portkey-api-key", "pk-caller"),
+    ("forwarded", "for=10.1.2.3;proto=https"),
+    ("x-forwarded-for", "10.1.2.3"),
+    ("x-internal-tenant", "acme"),
+    ("authorization", "Bearer caller-key"),
+    ("cookie", "session=caller"),
+    ("user-agent", "caller-app/1.0"),
+];
+
+/// Every request the sims received, with the provider's name.
+fn received(sims: &[Sim]) -> Vec<(String, tower_failover::sim::Received)> {
+    sims.iter()
+        .flat_map(|s| {
+            let name = s.handle().name().to_owned();
+            s.received().into_iter().map(move |r| (name.clone(), r))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_allowed_caller_headers_and_no_query_reach_the_provider() {
+    let sim = gateway::simulated().await.unwrap();
+    let gw = start(&sim.config).await;
+    let mut headers: Vec<(&str, &str)> = NOT_FORWARDED.to_vec();
+    headers.extend([
+        ("x-request-id", "req-caller-1"),
+        ("x-upstream-team", "search"),
+    ]);
+    let chat = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
+    let message = r#"{"model":"claude-haiku-4-5","max_tokens":50,"messages":[{"role":"user","content":"hi"}]}"#;
+    let embed = r#"{"model":"text-embedding-3-small","input":["hi"]}"#;
+    for (path, body, model) in [
+        (
+            "/v1/chat/completions?api-version=1&key=sk-caller",
+            chat,
+            "gpt-4o-mini",
+        ),
+        ("/v1/messages?beta=true", message, "claude-haiku-4-5"),
+        ("/v1/embeddings?user=x", embed, "text-embedding-3-small"),
+    ] {
+        for s in &sim.sims {
+            s.handle().clear_received();
+        }
+        // The routing header is read by the gateway, not passed on.
+        let mut headers = headers.clone();
+        headers.push(("x-failover-model", model));
+        let a = gw.send_with("POST", path, &headers, body).await;
+        assert_eq!(a.status, StatusCode::OK, "{path}: {}", a.body);
+        let seen = received(&sim.sims);
+        assert_eq!(seen.len(), 1, "{path}: one provider request");
+        let (provider, req) = &seen[0];
+        assert!(a.served_by().starts_with(provider.as_str()));
+        assert_eq!(
+            req.uri.query(),
+            None,
+            "{path}: the caller's query stays here"
+        );
+        for (name, _) in NOT_FORWARDED {
+            assert!(
+                req.header(name).is_none(),
+                "{path}: {name} reached {provider}"
+            );
+        }
+        assert!(req.header("x-failover-model").is_none(), "{path}");
+        assert!(
+            !req.headers
+                .keys()
+                .any(|k| k.as_str().starts_with("x-portkey")),
+            "{path}"
+        );
+        assert_eq!(req.header("x-request-id"), Some("req-caller-1"), "{path}");
+        assert_eq!(req.header("x-upstream-team"), Some("search"), "{path}");
+    }
+    gw.shutdown().await.unwrap();
+
+    // Configured: the query string and a listed header cross; still no credential.
+    let mut config = tower_failover_gateway::GatewayConfig::new(sim.config.clone());
+    config.upstream.forward_query = true;
+    config.upstream.headers = vec!["x-internal-tenant".into()];
+    let gw = common::start_with(&config).await;
+    for s in &sim.sims {
+        s.handle().clear_received();
+    }
+    let a = gw
+        .send_with("POST", "/v1/chat/completions?api-version=1", &headers, chat)
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let seen = received(&sim.sims);
+    let (_, req) = &seen[0];
+    assert_eq!(req.uri.query(), Some("api-version=1"));
+    assert_eq!(req.header("x-internal-tenant"), Some("acme"));
+    assert!(
+        req.header("authorization")
+            .is_none_or(|v| !v.contains("caller"))
+    );
+    assert!(req.header("x-portkey-config").is_none());
     gw.shutdown().await.unwrap();
 }

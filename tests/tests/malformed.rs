@@ -379,7 +379,7 @@ async fn turning_the_setting_off_brings_back_the_old_behaviour() {
 async fn through_the_gateway_callers_get_the_backup() {
     use hyper_util::client::legacy::Client;
     use hyper_util::rt::TokioExecutor;
-    use tower_failover_examples::gateway::{self, SERVED_BY};
+    use tower_failover_gateway::{self as gateway, SERVED_BY};
 
     let (logs, _guard) = capture_logs();
     let backup = healthy_backup().await;

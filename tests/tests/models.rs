@@ -17,7 +17,7 @@ use http_body_util::Full;
 use tower::ServiceExt;
 use tower_failover::sim::{Fault, FaultSpec, Flavor, Sim};
 use tower_failover::{Config, Stack};
-use tower_failover_examples::gateway::SERVED_BY;
+use tower_failover_gateway::SERVED_BY;
 
 impl Running {
     async fn chat(&self, body: serde_json::Value) -> Answer {

@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tower_failover::Config;
 use tower_failover::sim::{Flavor, Sim};
-use tower_failover_examples::gateway;
+use tower_failover_gateway as gateway;
 
 fn python() -> String {
     std::env::var("SIM_PYTHON").unwrap_or_else(|_| "python3".into())

@@ -152,6 +152,7 @@ pub mod duration;
 mod error;
 mod fault;
 mod quota;
+mod received;
 mod rng;
 mod script;
 mod server;
@@ -169,5 +170,6 @@ pub use fault::{
     FaultSpec, RetryAfter,
 };
 pub use quota::Quota;
+pub use received::Received;
 pub use script::{ProviderScript, Script};
 pub use sim::{Flavor, Sim, SimBuilder, SimHandle};

@@ -18,6 +18,7 @@ use crate::fault::{
     RetryAfter,
 };
 use crate::quota::{BucketView, QuotaView};
+use crate::received::Received;
 use crate::rng::Rng;
 use crate::server::ConnCtl;
 use crate::sim::{Flavor, Shared, jittered};
@@ -289,6 +290,11 @@ pub(crate) async fn handle(
     }
     let counters = &shared.counters;
     CounterSet::inc(&counters.received);
+    shared.received.push(Received {
+        method: req.method().clone(),
+        uri: req.uri().clone(),
+        headers: req.headers().clone(),
+    });
     let flavor = shared.cfg.flavor;
     let route = route(flavor, req.method(), req.uri().path());
     match route {

@@ -16,6 +16,7 @@ use crate::counters::{CounterSet, Counters};
 use crate::error::SimError;
 use crate::fault::{Fault, FaultKind, FaultSpec};
 use crate::quota::{Quota, QuotaState, QuotaView};
+use crate::received::{Received, ReceivedLog};
 use crate::rng::{Rng, unit};
 use crate::server::{self, Acceptor};
 
@@ -312,6 +313,7 @@ impl SimBuilder {
             faults: RwLock::new(Arc::new(faults)),
             changed,
             counters: CounterSet::new(),
+            received: ReceivedLog::default(),
             seq: AtomicU64::new(0),
         });
         tracing::debug!(name = %shared.cfg.name, flavor = %shared.cfg.flavor, %addr, "sim started");
@@ -375,6 +377,11 @@ impl Sim {
     /// Shortcut for [`SimHandle::counters`].
     pub fn counters(&self) -> Counters {
         self.handle.counters()
+    }
+
+    /// Shortcut for [`SimHandle::received`].
+    pub fn received(&self) -> Vec<Received> {
+        self.handle.received()
     }
 
     /// Shortcut for [`SimHandle::set_faults`].
@@ -502,6 +509,18 @@ impl SimHandle {
         self.shared.counters.reset();
     }
 
+    /// The last requests this sim received (up to 64, oldest first; admin
+    /// requests excepted): method, target and headers, for tests that check what
+    /// reached the provider.
+    pub fn received(&self) -> Vec<Received> {
+        self.shared.received.snapshot()
+    }
+
+    /// Forget the requests recorded so far.
+    pub fn clear_received(&self) {
+        self.shared.received.clear();
+    }
+
     /// Replace the quota; both buckets start full.
     pub fn set_quota(&self, quota: Quota) -> Result<(), SimError> {
         quota.validate()?;
@@ -552,6 +571,8 @@ pub(crate) struct Shared {
     /// Bumped on every fault change (the accept loop watches it).
     pub(crate) changed: watch::Sender<u64>,
     pub(crate) counters: CounterSet,
+    /// The last requests received (admin requests excepted).
+    pub(crate) received: ReceivedLog,
     pub(crate) quota: Mutex<QuotaState>,
     seq: AtomicU64,
 }

@@ -46,8 +46,9 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The `examples/gateway` program of the repository is a complete OpenAI-compatible
-//! gateway built this way (streaming, `/v1/models`, `/health`, graceful shutdown).
+//! The repository's `tower-failover-gateway` crate (`crates/gateway`) is a complete
+//! OpenAI-compatible gateway built this way (streaming, `/v1/models`, `/health`, a
+//! hardened server, graceful shutdown), as a library and a binary.
 //!
 //! # 2. Swap one layer for your own
 //!

@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tower_failover::Config;
-use tower_failover_examples::gateway::{self, SERVED_BY};
+use tower_failover_gateway::{self as gateway, GatewayConfig, SERVED_BY};
 
 /// The gateway example serving `config` on a loopback port, and a client for it.
 pub(crate) struct Running {
@@ -52,18 +52,30 @@ impl Answer {
 
 /// Builds the gateway from `config` and serves it on `127.0.0.1:0`.
 pub(crate) async fn start(config: &Config) -> Running {
-    let gw = gateway::build(config).expect("a valid gateway configuration");
+    let mut full = GatewayConfig::new(config.clone());
+    full.server.drain_timeout = Duration::from_secs(5);
+    start_with(&full).await
+}
+
+/// Builds the gateway from a whole gateway configuration (`[server]`,
+/// `[upstream]`, …) and serves it on `127.0.0.1:0` (`server.listen` is ignored).
+pub(crate) async fn start_with(config: &GatewayConfig) -> Running {
+    let gw = gateway::build_with(config).expect("a valid gateway configuration");
+    serve_built(gw, &config.server).await
+}
+
+/// Serves an already built (perhaps wrapped) gateway on `127.0.0.1:0`.
+pub(crate) async fn serve_built(gw: gateway::Gateway, server: &gateway::ServerConfig) -> Running {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel();
-    let task = tokio::spawn(gateway::serve(
-        listener,
-        gw,
-        async move {
+    let server = server.clone();
+    let task = tokio::spawn(async move {
+        gateway::serve_with(listener, gw, &server, async move {
             let _ = rx.await;
-        },
-        Duration::from_secs(5),
-    ));
+        })
+        .await
+    });
     Running {
         addr,
         stop: Some(tx),

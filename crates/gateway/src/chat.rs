@@ -21,7 +21,15 @@ const PASSED: [&str; 6] = [
 ];
 
 pub(super) async fn chat(State(state): State<AppState>, req: Request) -> Response {
+    let req = upstream(&state, req, "/v1/chat/completions");
     forward(state.failover, req).await
+}
+
+/// The request for the stack: the route's own `path`, and only what
+/// `[upstream]` lets through of the caller's (see [`crate::upstream`]).
+pub(super) fn upstream(state: &AppState, req: Request, path: &'static str) -> Request {
+    let (parts, body) = req.into_parts();
+    state.forwarding.request(&parts, path, body)
 }
 
 /// Sends `req` through `failover`; the answer keeps only the [`PASSED`] headers,

@@ -1,7 +1,8 @@
 //! What the gateway tells its operators: `GET /metrics` in Prometheus' text format,
 //! a request id on every request, and one span and one log line per request.
 //!
-//! - **Metrics**: the first gateway built in a process installs a Prometheus
+//! - **Metrics** (feature `metrics`, on by default): the first gateway built in a
+//!   process installs a Prometheus
 //!   recorder (metrics-exporter-prometheus, without its own HTTP listener) as the
 //!   global [`metrics`] recorder, before its stacks register their handles; `GET
 //!   /metrics` renders it. The names are those of
@@ -17,26 +18,35 @@
 //!   sent (status, latency, the provider that answered). Never the headers or the
 //!   body: they may carry credentials and personal data.
 
+#[cfg(feature = "metrics")]
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::Request;
+#[cfg(feature = "metrics")]
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
+#[cfg(feature = "metrics")]
+use axum::response::IntoResponse;
+#[cfg(feature = "metrics")]
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::sync::watch;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::{Level, Span};
 
-use super::SERVED_BY;
+use crate::SERVED_BY;
 
 /// The header carrying the request id.
 pub const REQUEST_ID: &str = "x-request-id";
 
+/// The path metrics are served at.
+pub const METRICS: &str = "/metrics";
+
 /// Bucket bounds of the `_seconds` histograms: time to first byte and attempt
 /// duration of LLM calls (tens of milliseconds to minutes).
+#[cfg(feature = "metrics")]
 const SECONDS_BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
 ];
@@ -45,6 +55,7 @@ const SECONDS_BUCKETS: [f64; 14] = [
 /// time a gateway is built. `None` if another global recorder was installed first
 /// (the embedding program's own): then `/metrics` answers 404 and the metrics go to
 /// that recorder.
+#[cfg(feature = "metrics")]
 pub fn prometheus() -> Option<&'static PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
     HANDLE
@@ -70,7 +81,15 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
 
 /// Folds histogram samples in every 5 seconds (a scrape does it too), so that
 /// they stay bounded when nobody scrapes, until the gateway closes or is dropped.
-pub(super) fn spawn_upkeep(mut closing: watch::Receiver<bool>) {
+pub(crate) fn spawn_upkeep(closing: watch::Receiver<bool>) {
+    #[cfg(feature = "metrics")]
+    upkeep(closing);
+    #[cfg(not(feature = "metrics"))]
+    drop(closing);
+}
+
+#[cfg(feature = "metrics")]
+fn upkeep(mut closing: watch::Receiver<bool>) {
     let Some(handle) = prometheus() else { return };
     tokio::spawn(async move {
         loop {
@@ -87,7 +106,8 @@ pub(super) fn spawn_upkeep(mut closing: watch::Receiver<bool>) {
 }
 
 /// `GET /metrics`: every metric in Prometheus' text format (version 0.0.4).
-pub(super) async fn metrics() -> Response {
+#[cfg(feature = "metrics")]
+pub(crate) async fn metrics() -> Response {
     match prometheus() {
         Some(handle) => (
             [(
@@ -98,6 +118,58 @@ pub(super) async fn metrics() -> Response {
         )
             .into_response(),
         None => (StatusCode::NOT_FOUND, "metrics are recorded elsewhere\n").into_response(),
+    }
+}
+
+/// A span's request id (its `request_id` field), kept in the span's extensions
+/// by [`RequestIds`] so that a log format can print it on every line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpanRequestId(pub String);
+
+/// A layer that keeps the `request_id` of each span that has one
+/// ([`SpanRequestId`]); the JSON log format prints the innermost one.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestIds;
+
+struct FindRequestId(Option<String>);
+
+impl tracing::field::Visit for FindRequestId {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "request_id" && !value.is_empty() {
+            self.0 = Some(value.to_owned());
+        }
+    }
+    fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
+}
+
+impl<S> tracing_subscriber::Layer<S> for RequestIds
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let mut found = FindRequestId(None);
+        attrs.record(&mut found);
+        if let (Some(rid), Some(span)) = (found.0, ctx.span(id)) {
+            span.extensions_mut().insert(SpanRequestId(rid));
+        }
+    }
+
+    fn on_record(
+        &self,
+        id: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let mut found = FindRequestId(None);
+        values.record(&mut found);
+        if let (Some(rid), Some(span)) = (found.0, ctx.span(id)) {
+            span.extensions_mut().replace(SpanRequestId(rid));
+        }
     }
 }
 
@@ -114,7 +186,7 @@ async fn provider_request_id(mut res: Response) -> Response {
 }
 
 /// The request id, trace and access-log layers around `router`.
-pub(super) fn layers(router: Router) -> Router {
+pub(crate) fn layers(router: Router) -> Router {
     let trace = TraceLayer::new_for_http()
         .make_span_with(|req: &Request| {
             let id = req

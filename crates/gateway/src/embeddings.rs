@@ -25,7 +25,7 @@ use axum::response::{IntoResponse, Response};
 use tower_failover::{Config, Toggle};
 
 use super::AppState;
-use super::chat::forward;
+use super::chat::{forward, upstream};
 
 /// `config` split in two: its chat entries, and its embeddings entries (`None`
 /// when no entry serves embeddings). Every other setting is the same in both.
@@ -77,8 +77,11 @@ fn keep_served_groups(config: &mut Config) {
 }
 
 pub(super) async fn embeddings(State(state): State<AppState>, req: Request) -> Response {
-    match state.embeddings {
-        Some(failover) => forward(failover, req).await,
+    match state.embeddings.clone() {
+        Some(failover) => {
+            let req = upstream(&state, req, "/v1/embeddings");
+            forward(failover, req).await
+        }
         None => {
             let body = serde_json::json!({"error": {
                 "message": "no provider of this gateway serves embeddings \

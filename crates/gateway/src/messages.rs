@@ -9,7 +9,8 @@
 //! `{"type":"error","error":{"type","message"}}` with the statuses its SDKs
 //! expect; with every provider down that is `529 overloaded_error` with
 //! `retry-after`. The caller's `x-api-key` / `authorization` and `anthropic-*`
-//! headers are the caller's credentials for the gateway: never sent upstream.
+//! headers are the caller's credentials for the gateway: never sent upstream
+//! (only what [`crate::upstream`] allows is).
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -31,16 +32,6 @@ use super::{AppState, SERVED_BY};
 const MAX_ANSWER_BYTES: usize = 16 << 20;
 /// The largest SSE event of an upstream stream.
 const MAX_EVENT_BYTES: usize = 1 << 20;
-
-/// Request headers that stay at the gateway: the caller's credentials and
-/// Anthropic's protocol headers (the provider client sets its own).
-fn stays_here(name: &HeaderName) -> bool {
-    let n = name.as_str();
-    matches!(
-        n,
-        "x-api-key" | "authorization" | "content-length" | "host" | "cookie"
-    ) || n.starts_with("anthropic-")
-}
 
 /// An Anthropic-shaped error answer.
 fn anthropic_error(status: u16, kind: &str, message: &str) -> Response {
@@ -97,11 +88,9 @@ pub(super) async fn messages(State(state): State<AppState>, req: Request) -> Res
         .method(http::Method::POST)
         .uri("/v1/chat/completions");
     if let Some(h) = upstream.headers_mut() {
-        for (name, value) in &parts.headers {
-            if !stays_here(name) {
-                h.append(name.clone(), value.clone());
-            }
-        }
+        // The allowlist of `[upstream]`: never the caller's credentials or
+        // Anthropic's protocol headers (the provider client sets its own).
+        *h = state.forwarding.headers(&parts.headers);
         h.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
@@ -235,32 +224,4 @@ fn translate_stream(
             }
         }
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_callers_credentials_and_anthropic_headers_stay_here() {
-        for name in [
-            "x-api-key",
-            "authorization",
-            "anthropic-version",
-            "anthropic-beta",
-            "cookie",
-            "content-length",
-            "host",
-        ] {
-            assert!(stays_here(&HeaderName::from_static(name)), "{name}");
-        }
-        for name in [
-            "x-request-id",
-            "x-failover-tier",
-            "traceparent",
-            "user-agent",
-        ] {
-            assert!(!stays_here(&HeaderName::from_static(name)), "{name}");
-        }
-    }
 }

@@ -1,7 +1,30 @@
-//! An OpenAI-compatible HTTP gateway on axum, built from the tower-failover facade.
+//! An OpenAI- and Anthropic-compatible LLM gateway on axum, built from the
+//! tower-failover facade: a library to embed and a binary to deploy.
 //!
-//! The program is `examples/gateway/main.rs`; this module is its library half, so
-//! tests can build the same router and drive it over real HTTP.
+//! # Deploy it
+//!
+//! ```sh
+//! cargo install --path crates/gateway          # or: cargo install tower-failover-gateway
+//! tower-failover-gateway                       # simulated providers on 127.0.0.1:8080, no keys
+//! tower-failover-gateway --config gateway.toml # your providers
+//! ```
+//!
+//! The file is the stack's configuration ([`Config`]) plus the gateway's
+//! `[server]` ([`ServerConfig`]: timeouts and limits), `[upstream]`
+//! ([`UpstreamConfig`]: what of a caller's request reaches the providers) and
+//! `[log]` ([`LogConfig`]) sections; a few environment variables override what
+//! changes per deployment ([`config`]). The repository has a `Dockerfile` and a
+//! `compose.yaml` running two replicas that share circuit state through Redis.
+//!
+//! # Embed it
+//!
+//! [`build`] (or [`build_with`]) makes the [`Router`]; [`serve_with`] runs it
+//! with the hardened server, or nest the router in your own axum app (then your
+//! server's timeouts and limits apply). The parts are separate functions so that
+//! middleware (authentication, metrics) can be added around [`Gateway::router`]
+//! before serving it.
+//!
+//! # Routes
 //!
 //! | route | what it does |
 //! | --- | --- |
@@ -12,21 +35,25 @@
 //! | `GET /health` | the stack's snapshot as JSON (`503` when no provider is available); the embeddings stack's under `"embeddings"` |
 //! | `GET /health/events` | every health event (circuit transitions, overrides, rate-limit windows, ramp steps) as server-sent events |
 //! | `POST /health/force` | `{"provider", "model", "state": "open" \| "closed" \| null}`: a manual override |
-//! | `GET /metrics` | every metric in Prometheus' text format ([`telemetry`]) |
+//! | `GET /metrics` | every metric in Prometheus' text format (feature `metrics`, on by default; [`telemetry`]) |
+//! | `GET /livez` | `200` while the process serves: for liveness probes and the container's health check |
+//! | `GET /readyz` | `200` while accepting traffic, `503` once shutdown began (load balancers stop sending before the drain ends) |
+//!
+//! The probes ([`Gateway::probes`]) are served apart from the router: never
+//! shed by the server's limits, never behind middleware added to the router,
+//! open to unauthenticated callers.
 //!
 //! Every answer that went through a provider carries `x-failover-provider:
 //! <provider>/<model>`; of the provider's own headers only the content type and
-//! length, `cache-control` and the request id are passed on. Errors are OpenAI-shaped
-//! JSON from [`error_response`](tower_failover::error_response) (Anthropic-shaped on
-//! `/v1/messages`, see [`messages`]): `404 model_not_found` for a model nobody serves,
-//! `503` with `Retry-After` when every provider is down, `413`
-//! past the body limit, `429`, `502`, `504`.
+//! length, `cache-control` and the request id are passed on. Of the caller's
+//! request only an allowlist goes to the providers ([`upstream`]). Errors are
+//! OpenAI-shaped JSON from [`error_response`](tower_failover::error_response)
+//! (Anthropic-shaped on `/v1/messages`, see [`messages`]): `404 model_not_found`
+//! for a model nobody serves, `503` with `Retry-After` when every provider is
+//! down, `413` past the body limit, `429`, `502`, `504`.
 
 use std::collections::BTreeSet;
-use std::future::Future;
-use std::io;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -34,18 +61,34 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::ServiceExt;
-use tower_failover::sim::{Flavor, Sim};
+
 mod chat;
+pub mod config;
 pub mod embeddings;
+pub mod log;
 pub mod messages;
+pub mod server;
+mod simulated;
 pub mod telemetry;
+pub mod upstream;
+
+pub use config::GatewayConfig;
+pub use log::{LogConfig, LogFormat};
+pub use server::{ServerConfig, serve, serve_with};
+pub use simulated::{SIMULATED_EMBEDDINGS_MODEL, Simulated, simulated};
+pub use upstream::UpstreamConfig;
 
 use tower_failover::{
-    CircuitState, Config, ConfigError, CustomLayer, Failover, Handle, ProviderEntry, Stack, boxed,
+    CircuitState, Config, ConfigError, CustomLayer, Failover, Handle, Stack, boxed,
 };
+use upstream::Forwarding;
+
+/// The liveness probe's path.
+pub const LIVEZ: &str = "/livez";
+/// The readiness probe's path.
+pub const READYZ: &str = "/readyz";
 
 /// The header naming the provider that answered.
 pub const SERVED_BY: &str = "x-failover-provider";
@@ -53,14 +96,20 @@ pub const SERVED_BY: &str = "x-failover-provider";
 /// A built gateway: the axum router and the stack's handle.
 #[derive(Debug, Clone)]
 pub struct Gateway {
-    /// The routes, ready for `axum::serve` (or [`serve`]).
+    /// The routes, ready for [`serve_with`] (or `axum::serve`). Wrap it in your
+    /// own middleware before serving if you like.
     pub router: Router,
     /// Snapshots, events and overrides of the chat stack behind it.
     pub handle: Handle,
     /// The same for the embeddings stack, when an entry serves embeddings.
     pub embeddings_handle: Option<Handle>,
-    /// Ends the event streams at shutdown, so they do not hold up the drain.
+    /// Ends the event streams at shutdown, so they do not hold up the drain,
+    /// and turns `/readyz` to `503`.
     closing: Arc<watch::Sender<bool>>,
+    /// The stack's body limit, which the server enforces before routing.
+    max_request_bytes: usize,
+    /// `/livez` and `/readyz`, served apart from `router`.
+    probes: Router,
 }
 
 #[derive(Clone)]
@@ -72,6 +121,27 @@ struct AppState {
     max_request_bytes: usize,
     models: serde_json::Value,
     closing: watch::Receiver<bool>,
+    /// What of a caller's request goes upstream.
+    forwarding: Arc<Forwarding>,
+}
+
+impl Gateway {
+    /// `GET /livez` (`200` while the process serves) and `GET /readyz` (`200`,
+    /// then `503` once [`serve_with`] begins to shut down). [`serve_with`] answers
+    /// them before `router` (so middleware added to the router, such as
+    /// authentication, never covers them) and never sheds them; when you serve
+    /// `router` yourself, merge these in your app.
+    pub fn probes(&self) -> Router {
+        self.probes.clone()
+    }
+
+    /// The same gateway with its router replaced by `f(router)`: wrap it in
+    /// middleware (authentication, metrics, tracing) or nest it in a larger app,
+    /// and keep serving it with [`serve_with`].
+    pub fn map_router(mut self, f: impl FnOnce(Router) -> Router) -> Gateway {
+        self.router = f(self.router);
+        self
+    }
 }
 
 /// Builds the gateway's router from a configuration (see [`build`]).
@@ -79,13 +149,23 @@ pub fn router(config: &Config) -> Result<Router, ConfigError> {
     build(config).map(|g| g.router)
 }
 
-/// Builds the failover stack from `config` (API keys from the environment
-/// variables it names), tags each answer with the provider that gave it, and
-/// wraps it in the gateway's routes. Call it inside a tokio runtime.
+/// Builds the gateway from the stack's configuration, with the defaults of the
+/// gateway's own sections (see [`build_with`]).
 pub fn build(config: &Config) -> Result<Gateway, ConfigError> {
+    build_with(&GatewayConfig::new(config.clone()))
+}
+
+/// Builds the failover stack from `config.stack` (API keys from the environment
+/// variables it names), tags each answer with the provider that gave it, and
+/// wraps it in the gateway's routes, forwarding what `config.upstream` allows.
+/// Call it inside a tokio runtime. (`config.server` is for [`serve_with`].)
+pub fn build_with(config: &GatewayConfig) -> Result<Gateway, ConfigError> {
+    config.upstream.validate()?;
     // The recorder first: the stacks register their metric handles as they are built.
+    #[cfg(feature = "metrics")]
     telemetry::prometheus();
-    let (chat_config, embeddings_config) = embeddings::split(config);
+    let stack_config = &config.stack;
+    let (chat_config, embeddings_config) = embeddings::split(stack_config);
     let failover = stack(&chat_config)?;
     let embeddings = match embeddings_config {
         Some(c) => Some(stack(&c)?),
@@ -96,11 +176,12 @@ pub fn build(config: &Config) -> Result<Gateway, ConfigError> {
     let (closing, closed) = watch::channel(false);
     telemetry::spawn_upkeep(closed.clone());
     let state = AppState {
-        models: models(config),
-        max_request_bytes: config.max_request_bytes,
+        models: models(stack_config),
+        max_request_bytes: stack_config.max_request_bytes,
         failover,
         embeddings,
-        closing: closed,
+        closing: closed.clone(),
+        forwarding: Arc::new(config.upstream.compile()),
     };
     let router = Router::new()
         .route("/v1/chat/completions", post(chat::chat))
@@ -109,16 +190,38 @@ pub fn build(config: &Config) -> Result<Gateway, ConfigError> {
         .route("/v1/models", get(list_models))
         .route("/health", get(health))
         .route("/health/force", post(force))
-        .route("/health/events", get(events))
-        .route("/metrics", get(telemetry::metrics))
-        .with_state(state);
-    let router = telemetry::layers(router);
+        .route("/health/events", get(events));
+    #[cfg(feature = "metrics")]
+    let router = router.route(telemetry::METRICS, get(telemetry::metrics));
+    let router = telemetry::layers(router.with_state(state));
     Ok(Gateway {
         router,
+        probes: probes(closed),
         handle,
         embeddings_handle,
         closing: Arc::new(closing),
+        max_request_bytes: stack_config.max_request_bytes,
     })
+}
+
+/// `GET /livez` (always `200` while serving) and `GET /readyz` (`200`, then `503`
+/// once `closing` turns true at shutdown). They read no configuration and no
+/// provider state, so they answer even when every provider is down (that is
+/// what `/health` reports).
+fn probes(closing: watch::Receiver<bool>) -> Router {
+    Router::new().route(LIVEZ, get(|| async { "ok\n" })).route(
+        READYZ,
+        get(move || {
+            let closing = closing.clone();
+            async move {
+                if *closing.borrow() {
+                    (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+                } else {
+                    (StatusCode::OK, "ready\n")
+                }
+            }
+        }),
+    )
 }
 
 /// The failover stack of `config`'s entries, each answer tagged with
@@ -128,10 +231,22 @@ fn stack(config: &Config) -> Result<Failover, ConfigError> {
         .provider_layer(CustomLayer::new(|health, inner| {
             let tag = HeaderValue::from_str(&health.id().to_string())
                 .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-            boxed(inner.map_response(move |mut res: http::Response<_>| {
-                res.headers_mut().insert(SERVED_BY, tag.clone());
-                res
-            }))
+            boxed(
+                inner
+                    .map_request(
+                        |mut req: http::Request<tower_failover::replay::ReplayBody>| {
+                            // Read by the stack's router above; not the provider's business.
+                            for name in &upstream::ROUTING {
+                                req.headers_mut().remove(name);
+                            }
+                            req
+                        },
+                    )
+                    .map_response(move |mut res: http::Response<_>| {
+                        res.headers_mut().insert(SERVED_BY, tag.clone());
+                        res
+                    }),
+            )
         }))
         .build()
 }
@@ -259,117 +374,4 @@ async fn force(State(state): State<AppState>, body: axum::body::Bytes) -> Respon
             (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
         }
     }
-}
-
-/// Serves `gateway` on `listener` until `shutdown` completes, then stops accepting,
-/// ends the event streams and lets in-flight requests finish (streamed answers
-/// included) for up to `drain`.
-pub async fn serve(
-    listener: TcpListener,
-    gateway: Gateway,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    drain: Duration,
-) -> io::Result<()> {
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, gateway.router).with_graceful_shutdown(async move {
-        let _ = stop_rx.await;
-    });
-    let mut server = std::pin::pin!(server.into_future());
-    tokio::select! {
-        done = &mut server => return done,
-        () = shutdown => {}
-    }
-    tracing::info!(
-        drain_s = drain.as_secs(),
-        "shutting down: no new connections, draining in-flight requests"
-    );
-    let _ = stop_tx.send(());
-    gateway.closing.send_replace(true);
-    match tokio::time::timeout(drain, server).await {
-        Ok(done) => {
-            tracing::info!("drained; bye");
-            done
-        }
-        Err(_) => {
-            tracing::warn!("drain time over; closing the remaining connections");
-            Ok(())
-        }
-    }
-}
-
-/// Simulated providers started in-process, and a configuration pointing at them.
-#[derive(Debug)]
-pub struct Simulated {
-    /// The running sims (dropping them stops them).
-    pub sims: Vec<Sim>,
-    /// A configuration with one provider per sim.
-    pub config: Config,
-}
-
-/// The embeddings model the simulated OpenAI provider also serves.
-pub const SIMULATED_EMBEDDINGS_MODEL: &str = "text-embedding-3-small";
-
-/// Starts three simulated providers on loopback (two OpenAI-compatible, one
-/// Anthropic, no keys needed) and returns a configuration that balances across
-/// them, for running the gateway on a fresh machine. The first OpenAI one also
-/// serves [`SIMULATED_EMBEDDINGS_MODEL`] (an `embeddings = true` entry).
-pub async fn simulated() -> Result<Simulated, tower::BoxError> {
-    let specs = [
-        ("openai", Flavor::OpenAi, "gpt-4o-mini", 1u64),
-        ("anthropic", Flavor::Anthropic, "claude-haiku-4-5", 2),
-        ("groq", Flavor::OpenAi, "llama-3.1-8b-instant", 3),
-    ];
-    let mut sims = Vec::new();
-    let mut config = Config::default();
-    config.deadline = Some(Duration::from_secs(60));
-    for (i, (name, flavor, model, seed)) in specs.into_iter().enumerate() {
-        let embeds = i == 0;
-        let mut models = vec![model];
-        if embeds {
-            models.push(SIMULATED_EMBEDDINGS_MODEL);
-        }
-        let sim = Sim::builder(flavor)
-            .name(name)
-            .seed(seed)
-            .models(models)
-            .ttft(Duration::from_millis(40))
-            .token_interval(Duration::from_millis(5))
-            .start()
-            .await?;
-        let base_url = match flavor {
-            Flavor::OpenAi => format!("{}/v1", sim.base_url()),
-            Flavor::Anthropic => sim.base_url().to_owned(),
-        };
-        let kind = match flavor {
-            Flavor::OpenAi => "openai",
-            Flavor::Anthropic => "anthropic",
-        };
-        config.providers.push(
-            ProviderEntry::new(name, model)
-                .client("kind", kind)
-                .client("base_url", base_url.clone()),
-        );
-        if embeds {
-            let mut entry = ProviderEntry::new(name, SIMULATED_EMBEDDINGS_MODEL)
-                .client("kind", kind)
-                .client("base_url", base_url);
-            entry.embeddings = true;
-            config.providers.push(entry);
-        }
-        sims.push(sim);
-    }
-    // Each model is its own group; when it is down, the others answer for it.
-    let models: Vec<String> = config
-        .providers
-        .iter()
-        .filter(|p| !p.embeddings)
-        .map(|p| p.model.clone())
-        .collect();
-    for m in &models {
-        let mut group = tower_failover::ModelGroup::default();
-        group.fallbacks = models.iter().filter(|o| *o != m).cloned().collect();
-        config.models.insert(m.clone(), group);
-    }
-    config.validate()?;
-    Ok(Simulated { sims, config })
 }

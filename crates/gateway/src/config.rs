@@ -1,0 +1,249 @@
+//! The gateway's configuration file, and what the environment overrides.
+//!
+//! One TOML file holds the stack's [`Config`] (providers, router, circuits,
+//! `[redis]`, …) and the gateway's own sections:
+//!
+//! | section | type | what |
+//! | --- | --- | --- |
+//! | `[server]` | [`ServerConfig`] | listen address, timeouts, connection and in-flight limits, drain |
+//! | `[upstream]` | [`UpstreamConfig`] | which caller headers reach the providers, the query string |
+//! | `[log]` | [`LogConfig`] | `format = "text"` or `"json"`, `level` |
+//!
+//! Operators change a few things per deployment without editing the file
+//! ([`GatewayConfig::apply_env`]):
+//!
+//! | variable | overrides |
+//! | --- | --- |
+//! | `TOWER_FAILOVER_LISTEN` | `server.listen` (`0.0.0.0:8080`) |
+//! | `TOWER_FAILOVER_LOG_FORMAT` | `log.format` (`text` or `json`) |
+//! | `TOWER_FAILOVER_REDIS_URL` | `redis.url` (adds a `[redis]` section with its defaults if the file has none) |
+//! | `RUST_LOG` | `log.level` (a `tracing` filter such as `info,tower_failover=debug`) |
+//!
+//! Provider API keys come from the environment variables each entry names
+//! (`api_key_env`), as for the library.
+
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use tower_failover::{Config, ConfigError};
+
+use crate::ServerConfig;
+use crate::log::LogConfig;
+use crate::upstream::UpstreamConfig;
+
+/// The variable overriding [`ServerConfig::listen`].
+pub const ENV_LISTEN: &str = "TOWER_FAILOVER_LISTEN";
+/// The variable overriding [`LogConfig::format`].
+pub const ENV_LOG_FORMAT: &str = "TOWER_FAILOVER_LOG_FORMAT";
+/// The variable overriding the `[redis]` section's `url`.
+pub const ENV_REDIS_URL: &str = "TOWER_FAILOVER_REDIS_URL";
+/// The variable overriding [`LogConfig::level`].
+pub const ENV_LOG_LEVEL: &str = "RUST_LOG";
+
+/// The gateway's own sections of the file; the rest is the stack's.
+const SECTIONS: [&str; 3] = ["server", "upstream", "log"];
+
+/// Everything the gateway reads from its file. See the [module documentation](self).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct GatewayConfig {
+    /// `[server]`.
+    pub server: ServerConfig,
+    /// `[upstream]`.
+    pub upstream: UpstreamConfig,
+    /// `[log]`.
+    pub log: LogConfig,
+    /// Every other key: the stack's configuration.
+    pub stack: Config,
+}
+
+impl GatewayConfig {
+    /// The stack's configuration with the gateway's defaults.
+    pub fn new(stack: Config) -> Self {
+        GatewayConfig {
+            server: ServerConfig::default(),
+            upstream: UpstreamConfig::default(),
+            log: LogConfig::default(),
+            stack,
+        }
+    }
+
+    /// Parses and validates a whole file's text.
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigError::new("(file)", e.message()))?;
+        let mut sections = SECTIONS.map(|name| (name, table.remove(name)));
+        let mut take = |name: &str| {
+            sections
+                .iter_mut()
+                .find(|(n, _)| *n == name)
+                .and_then(|(_, v)| v.take())
+        };
+        let server = section(take("server"), "server")?;
+        let upstream = section(take("upstream"), "upstream")?;
+        let log = section(take("log"), "log")?;
+        let rest =
+            toml::to_string(&table).map_err(|e| ConfigError::new("(file)", e.to_string()))?;
+        let config = GatewayConfig {
+            server,
+            upstream,
+            log,
+            stack: Config::from_toml_str(&rest)?,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads and validates a file. Errors start with the file's path.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(path.display().to_string(), e.to_string()))?;
+        GatewayConfig::from_toml_str(&text)
+            .map_err(|e| ConfigError::new(format!("{}: {}", path.display(), e.field()), e.reason()))
+    }
+
+    /// Applies the overrides of the [module documentation](self), reading each
+    /// variable with `var` (`|k| std::env::var(k).ok()` for the process's
+    /// environment), then validates.
+    pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let set = |k: &str| var(k).filter(|v| !v.trim().is_empty());
+        if let Some(v) = set(ENV_LISTEN) {
+            self.server.listen = v.trim().parse().map_err(|e| {
+                ConfigError::new(
+                    ENV_LISTEN,
+                    format!("{v:?} is not an address like 0.0.0.0:8080: {e}"),
+                )
+            })?;
+        }
+        if let Some(v) = set(ENV_LOG_FORMAT) {
+            self.log.format = v
+                .trim()
+                .parse()
+                .map_err(|e| ConfigError::new(ENV_LOG_FORMAT, e))?;
+        }
+        if let Some(v) = set(ENV_LOG_LEVEL) {
+            self.log.level = v;
+        }
+        if let Some(url) = set(ENV_REDIS_URL) {
+            let mut redis = self.stack.redis.take().unwrap_or_default();
+            redis.url = url.trim().to_owned();
+            self.stack.redis = Some(redis);
+        }
+        self.validate()
+    }
+
+    /// Refuses invalid values, naming the field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.server.validate()?;
+        self.upstream.validate()?;
+        self.stack.validate()
+    }
+}
+
+fn section<T: DeserializeOwned + Default>(
+    value: Option<toml::Value>,
+    name: &str,
+) -> Result<T, ConfigError> {
+    match value {
+        None => Ok(T::default()),
+        Some(v) => T::deserialize(v).map_err(|e| ConfigError::new(name, e.message())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::LogFormat;
+
+    const FILE: &str = r#"
+        router = "fallback"
+
+        [server]
+        listen = "0.0.0.0:9000"
+        header_read_timeout = "2s"
+        max_in_flight = 8
+
+        [upstream]
+        forward_query = true
+
+        [log]
+        format = "json"
+
+        [[providers]]
+        name = "a"
+        model = "m"
+        kind = "openai"
+        base_url = "http://127.0.0.1:1/v1"
+        api_key = "sk-test"
+    "#;
+
+    #[test]
+    fn the_gateway_sections_and_the_stack_share_one_file() {
+        let c = GatewayConfig::from_toml_str(FILE).unwrap();
+        assert_eq!(c.server.listen.port(), 9000);
+        assert_eq!(
+            c.server.header_read_timeout,
+            std::time::Duration::from_secs(2)
+        );
+        assert_eq!(c.server.max_in_flight, 8);
+        assert_eq!(
+            c.server.max_connections,
+            ServerConfig::default().max_connections
+        );
+        assert!(c.upstream.forward_query);
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert_eq!(c.stack.providers.len(), 1);
+    }
+
+    #[test]
+    fn the_shipped_example_is_valid_and_shows_the_defaults() {
+        let c = GatewayConfig::from_toml_str(include_str!("../gateway.toml")).unwrap();
+        assert_eq!(c.server, ServerConfig::default());
+        assert_eq!(c.upstream, UpstreamConfig::default());
+        assert_eq!(c.log, LogConfig::default());
+        assert_eq!(c.stack.providers.len(), 3);
+    }
+
+    #[test]
+    fn mistakes_name_their_field() {
+        let bad = FILE.replace("max_in_flight = 8", "max_in_flight = 0");
+        assert_eq!(
+            GatewayConfig::from_toml_str(&bad).unwrap_err().field(),
+            "server.max_in_flight"
+        );
+        let typo = FILE.replace("max_in_flight = 8", "max_in_fligth = 8");
+        let e = GatewayConfig::from_toml_str(&typo).unwrap_err();
+        assert_eq!(e.field(), "server");
+        assert!(e.reason().contains("max_in_fligth"), "{e}");
+        let stack_typo = FILE.replace("router = ", "routr = ");
+        assert!(GatewayConfig::from_toml_str(&stack_typo).is_err());
+    }
+
+    #[test]
+    fn the_environment_overrides_listen_log_format_and_redis() {
+        let mut c = GatewayConfig::from_toml_str(FILE).unwrap();
+        assert!(c.stack.redis.is_none());
+        let env = |k: &str| match k {
+            ENV_LISTEN => Some("127.0.0.1:7000".to_owned()),
+            ENV_LOG_FORMAT => Some("text".to_owned()),
+            ENV_REDIS_URL => Some("redis://10.0.0.5:6379/".to_owned()),
+            _ => None,
+        };
+        c.apply_env(env).unwrap();
+        assert_eq!(c.server.listen.port(), 7000);
+        assert_eq!(c.log.format, LogFormat::Text);
+        assert_eq!(
+            c.stack.redis.as_ref().unwrap().url,
+            "redis://10.0.0.5:6379/"
+        );
+        let e = c
+            .apply_env(|k| (k == ENV_LOG_FORMAT).then(|| "xml".to_owned()))
+            .unwrap_err();
+        assert_eq!(e.field(), ENV_LOG_FORMAT);
+        let e = c
+            .apply_env(|k| (k == ENV_LISTEN).then(|| "everywhere".to_owned()))
+            .unwrap_err();
+        assert_eq!(e.field(), ENV_LISTEN);
+    }
+}
