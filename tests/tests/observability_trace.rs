@@ -179,7 +179,7 @@ async fn one_request_span_with_one_child_span_per_attempt() {
     // The log lines of the request's handling carry its id: the access log, the
     // router's and the breaker's lines (all levels are captured here).
     let lines = spans.1.lock().unwrap().clone();
-    for prefix in ["tower_failover::gateway", "tower_failover_balance"] {
+    for prefix in ["tower_failover_gateway", "tower_failover_balance"] {
         let of: Vec<_> = lines
             .iter()
             .filter(|(t, _)| t.starts_with(prefix))

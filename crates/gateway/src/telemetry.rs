@@ -195,7 +195,7 @@ pub(crate) fn layers(router: Router) -> Router {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
             tracing::info_span!(
-                target: "tower_failover::gateway",
+                target: "tower_failover_gateway",
                 "http",
                 method = %req.method(),
                 path = req.uri().path(),
@@ -210,7 +210,7 @@ pub(crate) fn layers(router: Router) -> Router {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("-");
             tracing::info!(
-                target: "tower_failover::gateway",
+                target: "tower_failover_gateway",
                 status = res.status().as_u16(),
                 ms = latency.as_millis() as u64,
                 provider,
