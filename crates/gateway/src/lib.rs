@@ -69,6 +69,7 @@ pub mod config;
 pub mod embeddings;
 pub mod log;
 pub mod messages;
+pub mod otlp;
 pub mod server;
 mod simulated;
 pub mod telemetry;
