@@ -26,9 +26,9 @@ use axum::Router;
 use axum::extract::Request;
 #[cfg(feature = "metrics")]
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::Response;
 #[cfg(feature = "metrics")]
 use axum::response::IntoResponse;
+use axum::response::Response;
 #[cfg(feature = "metrics")]
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::sync::watch;
