@@ -24,7 +24,7 @@
 
 use std::path::Path;
 
-use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use tower_failover::{Config, ConfigError};
 
 use crate::ServerConfig;
@@ -68,27 +68,28 @@ impl GatewayConfig {
         }
     }
 
-    /// Parses and validates a whole file's text.
+    /// Parses and validates a whole file's text. Errors name the field, and the
+    /// line for TOML mistakes.
     pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
-        let mut table: toml::Table =
-            toml::from_str(text).map_err(|e| ConfigError::new("(file)", e.message()))?;
-        let mut sections = SECTIONS.map(|name| (name, table.remove(name)));
-        let mut take = |name: &str| {
-            sections
-                .iter_mut()
-                .find(|(n, _)| *n == name)
-                .and_then(|(_, v)| v.take())
-        };
-        let server = section(take("server"), "server")?;
-        let upstream = section(take("upstream"), "upstream")?;
-        let log = section(take("log"), "log")?;
-        let rest =
-            toml::to_string(&table).map_err(|e| ConfigError::new("(file)", e.to_string()))?;
+        /// The gateway's sections; the stack's keys are ignored here.
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct Sections {
+            server: ServerConfig,
+            upstream: UpstreamConfig,
+            log: LogConfig,
+        }
+        let sections: Sections = toml::from_str(text).map_err(|e| {
+            ConfigError::new(
+                "",
+                format!("invalid TOML: {}{}", e.message().trim(), line_of(&e, text)),
+            )
+        })?;
         let config = GatewayConfig {
-            server,
-            upstream,
-            log,
-            stack: Config::from_toml_str(&rest)?,
+            server: sections.server,
+            upstream: sections.upstream,
+            log: sections.log,
+            stack: Config::from_toml_str(&without_sections(text))?,
         };
         config.validate()?;
         Ok(config)
@@ -141,14 +142,37 @@ impl GatewayConfig {
     }
 }
 
-fn section<T: DeserializeOwned + Default>(
-    value: Option<toml::Value>,
-    name: &str,
-) -> Result<T, ConfigError> {
-    match value {
-        None => Ok(T::default()),
-        Some(v) => T::deserialize(v).map_err(|e| ConfigError::new(name, e.message())),
+/// `text` with the gateway's sections blanked out line by line, so that the
+/// stack's errors keep their line numbers.
+fn without_sections(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut ours = false;
+    for line in text.lines() {
+        let t = line.trim_start();
+        if let Some(header) = t.strip_prefix('[') {
+            // `[server]`, `[server.x]` are ours; `[[providers]]`, `[circuit]` are not.
+            let name = header
+                .split([']', '.'])
+                .next()
+                .unwrap_or("")
+                .trim()
+                .trim_matches(['"', '\''])
+                .trim();
+            ours = !header.starts_with('[') && SECTIONS.contains(&name);
+        }
+        if !ours {
+            out.push_str(line);
+        }
+        out.push('\n');
     }
+    out
+}
+
+fn line_of(e: &toml::de::Error, text: &str) -> String {
+    e.span().map_or_else(String::new, |span| {
+        let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+        format!(" (line {line})")
+    })
 }
 
 #[cfg(test)]
@@ -214,10 +238,15 @@ mod tests {
         );
         let typo = FILE.replace("max_in_flight = 8", "max_in_fligth = 8");
         let e = GatewayConfig::from_toml_str(&typo).unwrap_err();
-        assert_eq!(e.field(), "server");
         assert!(e.reason().contains("max_in_fligth"), "{e}");
-        let stack_typo = FILE.replace("router = ", "routr = ");
-        assert!(GatewayConfig::from_toml_str(&stack_typo).is_err());
+        assert!(e.reason().contains("(line 7)"), "{e}");
+        // The stack's mistakes keep their line too.
+        let stack_typo = FILE.replace(
+            "[[providers]]",
+            "[circuit]\nconsecutive_failures = \"x\"\n[[providers]]",
+        );
+        let e = GatewayConfig::from_toml_str(&stack_typo).unwrap_err();
+        assert!(e.reason().contains("(line 16)"), "{e}");
     }
 
     #[test]

@@ -62,6 +62,15 @@ fn is_probe(path: &str) -> bool {
 /// An error answer in the shape of the route's API, closing the connection when
 /// `close` (its request body was not read to the end).
 fn error(path: &str, status: StatusCode, code: &str, message: &str, close: bool) -> Response<Body> {
+    // As the router's access log does for the answers it gives (never headers or
+    // bodies).
+    tracing::info!(
+        path,
+        status = status.as_u16(),
+        code,
+        provider = "-",
+        "request answered by the server"
+    );
     let body = if path == "/v1/messages" {
         let kind = match status {
             StatusCode::PAYLOAD_TOO_LARGE => "request_too_large",
@@ -194,19 +203,16 @@ pub(super) async fn handle(
             &format!("the request body is larger than {} bytes", ctx.max_body),
             close,
         ),
-        Err(BodyError::TimedOut) => {
-            tracing::debug!(%path, "request body not received in time");
-            error(
-                &path,
-                StatusCode::REQUEST_TIMEOUT,
-                "request_timeout",
-                &format!(
-                    "the request body did not arrive within {} s",
-                    ctx.body_timeout.as_secs_f64()
-                ),
-                close,
-            )
-        }
+        Err(BodyError::TimedOut) => error(
+            &path,
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            &format!(
+                "the request body did not arrive within {} s",
+                ctx.body_timeout.as_secs_f64()
+            ),
+            close,
+        ),
         Err(BodyError::Broken) => error(
             &path,
             StatusCode::BAD_REQUEST,
