@@ -158,9 +158,11 @@ async fn metrics_count_what_the_simulators_saw_through_an_outage_and_its_recover
         )
     };
     let (mut ramping, mut recovered) = (false, false);
+    let mut recovery_chats = 0;
     // Real-time waits here are failure guards only (cooldown 300 ms, ramp 1 s).
     for _ in 0..400 {
         let a = gw.chat("gpt-4o-mini").await;
+        recovery_chats += 1;
         assert_eq!(a.status, 200, "{}", a.body);
         let s = gw.scrape().await;
         ramping |= share(&s) == 0.5;
@@ -186,6 +188,18 @@ async fn metrics_count_what_the_simulators_saw_through_an_outage_and_its_recover
             &reclosed
         ) >= 1.0
     );
+
+    // What callers saw: every chat request answered 200 (the scrapes and health
+    // checks are counted under their own routes).
+    let answered = [("route", "/v1/chat/completions"), ("status", "200")];
+    let chats = sum(&after, "tower_failover_gateway_requests_total", &answered);
+    let all_chats = sum(
+        &after,
+        "tower_failover_gateway_requests_total",
+        &[("route", "/v1/chat/completions")],
+    );
+    assert_eq!(chats, all_chats, "no caller saw an error");
+    assert_eq!(chats, 12.0 + recovery_chats as f64);
 
     // The counters are what the simulators counted.
     let (p, b) = (primary.counters(), backup.counters());

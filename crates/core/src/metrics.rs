@@ -35,6 +35,7 @@
 //! | `tower_failover_wait_queue_depth` | gauge | | retry (`WaitQueueLayer`) | requests waiting for a recovery |
 //! | `tower_failover_wait_queue_waits_total` | counter | `result` | retry (`WaitQueueLayer`) | waits by how they ended: `served`, `expired`, `full` |
 //! | `tower_failover_deferred_jobs_total` | counter | `result` | retry (`Deferred`) | deferred jobs: `accepted`, `done`, `failed` |
+//! | `tower_failover_gateway_requests_total` | counter | `route`, `status` (no provider labels) | the gateway | answers callers got, by route (`other` for unknown paths) and status code |
 //!
 //! [`SameProviderRetry`]: https://docs.rs/tower-failover-retry
 //!
@@ -98,8 +99,12 @@ pub mod names {
     /// Deferred jobs by result (counter).
     pub const DEFERRED: &str = "tower_failover_deferred_jobs_total";
 
+    /// Answers of the gateway by route and status (counter; recorded by the
+    /// gateway, not the layers).
+    pub const GATEWAY_REQUESTS: &str = "tower_failover_gateway_requests_total";
+
     /// Every name above.
-    pub const ALL: [&str; 19] = [
+    pub const ALL: [&str; 20] = [
         REQUESTS,
         CIRCUIT_REFUSALS,
         CIRCUIT_STATE,
@@ -119,6 +124,7 @@ pub mod names {
         QUEUE_DEPTH,
         QUEUE_WAITS,
         DEFERRED,
+        GATEWAY_REQUESTS,
     ];
 }
 

@@ -185,6 +185,40 @@ async fn provider_request_id(mut res: Response) -> Response {
     res
 }
 
+/// The routes counted by name; any other path counts as `other` (so a scanner's
+/// paths cannot grow the label set).
+#[cfg(feature = "metrics")]
+const ROUTES: [&str; 8] = [
+    "/v1/chat/completions",
+    "/v1/messages",
+    "/v1/embeddings",
+    "/v1/models",
+    "/health",
+    "/health/events",
+    "/health/force",
+    METRICS,
+];
+
+/// Counts every answer the router gives by route and status: what callers saw
+/// (`tower_failover_gateway_requests_total`).
+#[cfg(feature = "metrics")]
+async fn count_answers(req: Request, next: axum::middleware::Next) -> Response {
+    let route = ROUTES
+        .iter()
+        .find(|r| **r == req.uri().path())
+        .copied()
+        .unwrap_or("other");
+    let res = next.run(req).await;
+    let status = res.status();
+    metrics::counter!(
+        tower_failover::metrics::names::GATEWAY_REQUESTS,
+        "route" => route,
+        "status" => status.as_str().to_owned(),
+    )
+    .increment(1);
+    res
+}
+
 /// The request id, trace and access-log layers around `router`.
 pub(crate) fn layers(router: Router) -> Router {
     let trace = TraceLayer::new_for_http()
@@ -220,6 +254,8 @@ pub(crate) fn layers(router: Router) -> Router {
         .on_failure(DefaultOnFailure::new().level(Level::WARN));
     // Outermost first: the id is set before the span reads it, and copied to the
     // answer after.
+    #[cfg(feature = "metrics")]
+    let router = router.layer(axum::middleware::from_fn(count_answers));
     router
         .layer(axum::middleware::map_response(provider_request_id))
         .layer(PropagateRequestIdLayer::x_request_id())
