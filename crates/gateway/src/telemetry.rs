@@ -252,10 +252,10 @@ pub(crate) fn layers(router: Router) -> Router {
             );
         })
         .on_failure(DefaultOnFailure::new().level(Level::WARN));
-    // Outermost first: the id is set before the span reads it, and copied to the
-    // answer after.
     #[cfg(feature = "metrics")]
     let router = router.layer(axum::middleware::from_fn(count_answers));
+    // Outermost first: the id is set before the span reads it, and copied to the
+    // answer after.
     router
         .layer(axum::middleware::map_response(provider_request_id))
         .layer(PropagateRequestIdLayer::x_request_id())
