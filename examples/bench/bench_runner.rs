@@ -10,6 +10,12 @@
 //! cargo run --release --example bench_runner -- --iters 1000000 > bench.json
 //! ```
 //!
+//! The `metrics` section compares the full stack whose metric handles record into
+//! a recorder (one of plain atomics, the floor of any exporter, and the Prometheus
+//! exporter's) against the same stack built with no recorder installed, in
+//! interleaved rounds: the difference is what recording metrics costs per request.
+//! (With the `metrics` feature off the handles are empty types: nothing to measure.)
+//!
 //! One request = `poll_ready` + `call` + polling the response future and then the
 //! response body to their ends with a no-op waker (the inner service answers at once
 //! with a small chat completion, so the figures are the layers' own work). Each case
@@ -25,6 +31,8 @@ use std::convert::Infallible;
 use std::future::{Future, Ready, ready};
 use std::hint::black_box;
 use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -44,6 +52,77 @@ use tower_failover_core::{Health, Registry};
 use tower_failover_overflow::{QuotaConfig, QuotaLayer, QuotaTracker};
 use tower_failover_ramp::{RampConfig, RampLayer};
 use tower_failover_validate::ValidateLayer;
+
+/// A recorder that keeps every value in plain atomics: the least any exporter's
+/// hot path can cost.
+struct AtomicRecorder;
+
+/// A histogram as a count and a sum, in atomics.
+#[derive(Default)]
+struct AtomicHistogram {
+    count: AtomicU64,
+    sum_bits: AtomicU64,
+}
+
+impl metrics::HistogramFn for AtomicHistogram {
+    fn record(&self, value: f64) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let _ = self
+            .sum_bits
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                Some((f64::from_bits(b) + value).to_bits())
+            });
+    }
+}
+
+impl metrics::Recorder for AtomicRecorder {
+    fn describe_counter(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_gauge(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_histogram(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn register_counter(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        metrics::Counter::from_arc(Arc::new(AtomicU64::new(0)))
+    }
+    fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        metrics::Gauge::from_arc(Arc::new(AtomicU64::new(0)))
+    }
+    fn register_histogram(
+        &self,
+        _: &metrics::Key,
+        _: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
+        metrics::Histogram::from_arc(Arc::new(AtomicHistogram::default()))
+    }
+}
+
+/// The full stack with its metric handles registered in `recorder` against the
+/// same stack built with none, in seven interleaved rounds of each.
+fn metrics_overhead(
+    name: &'static str,
+    what: &'static str,
+    recorder: &dyn metrics::Recorder,
+    iters: u64,
+) -> Measured {
+    let with = metrics::with_local_recorder(recorder, || full_stack(Ready200));
+    measure_against(name, what, with, full_stack(Ready200), 7, iters)
+}
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -148,21 +227,41 @@ where
 
 /// Measures `svc` in five rounds interleaved with five rounds of the bare service,
 /// so that the machine's load drifts over both alike; keeps the fastest of each.
-fn measure<S, B>(name: &'static str, what: &'static str, mut svc: S, iters: u64) -> Measured
+fn measure<S, B>(name: &'static str, what: &'static str, svc: S, iters: u64) -> Measured
 where
     S: Service<Request<ReplayBody>, Response = Response<B>>,
     S::Error: std::fmt::Debug,
     B: Body,
 {
+    measure_against(name, what, svc, Ready200, 5, iters)
+}
+
+/// Measures `svc` against `base` in `rounds` interleaved rounds of each; keeps the
+/// fastest of each, and counts the allocations of `svc` over a separate round.
+fn measure_against<S, B, T, TB>(
+    name: &'static str,
+    what: &'static str,
+    mut svc: S,
+    mut base: T,
+    rounds: u32,
+    iters: u64,
+) -> Measured
+where
+    S: Service<Request<ReplayBody>, Response = Response<B>>,
+    S::Error: std::fmt::Debug,
+    B: Body,
+    T: Service<Request<ReplayBody>, Response = Response<TB>>,
+    T::Error: std::fmt::Debug,
+    TB: Body,
+{
     let mut cx = Context::from_waker(Waker::noop());
-    let mut bare = Ready200;
     for _ in 0..iters / 10 {
         one(&mut svc, &mut cx);
-        one(&mut bare, &mut cx);
+        one(&mut base, &mut cx);
     }
-    let (mut best, mut best_bare) = (f64::INFINITY, f64::INFINITY);
-    for _ in 0..5 {
-        best_bare = best_bare.min(round(&mut bare, iters, &mut cx));
+    let (mut best, mut best_base) = (f64::INFINITY, f64::INFINITY);
+    for _ in 0..rounds {
+        best_base = best_base.min(round(&mut base, iters, &mut cx));
         best = best.min(round(&mut svc, iters, &mut cx));
     }
     let n = (iters / 10).max(1000);
@@ -175,7 +274,7 @@ where
         name,
         what,
         ns: best,
-        bare_ns: best_bare,
+        bare_ns: best_base,
         allocs,
     }
 }
@@ -303,6 +402,36 @@ fn main() {
         iters,
     ));
 
+    // What recording metrics costs: the same stack with and without a recorder.
+    let overhead = [
+        metrics_overhead(
+            "metrics_atomic",
+            "full_stack recording into plain atomics, against full_stack with no recorder",
+            &AtomicRecorder,
+            iters,
+        ),
+        metrics_overhead(
+            "metrics_prometheus",
+            "full_stack recording into metrics-exporter-prometheus, against full_stack with no recorder",
+            &metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder(),
+            iters,
+        ),
+    ];
+    eprintln!(
+        "{:<22} {:>8} {:>10} {:>9} {:>10}",
+        "metrics", "ns/req", "no rec ns", "+ns", "allocs/req"
+    );
+    for r in &overhead {
+        eprintln!(
+            "{:<22} {:>8.1} {:>10.1} {:>+9.1} {:>10.2}",
+            r.name,
+            r.ns,
+            r.bare_ns,
+            r.ns - r.bare_ns,
+            r.allocs
+        );
+    }
+
     // Memory after a million requests through the full stack: bytes still held
     // (allocated minus freed) once they are done, against the stack just built.
     let memory = {
@@ -358,6 +487,14 @@ fn main() {
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         "clock_read_ns": round1(clock_ns),
         "full_stack_bytes_held_after_1m_requests": memory,
+        "metrics": overhead.iter().map(|r| json!({
+            "name": r.name,
+            "what": r.what,
+            "ns_per_request": round1(r.ns),
+            "no_recorder_ns_per_request": round1(r.bare_ns),
+            "added_ns": round1(r.ns - r.bare_ns),
+            "allocations_per_request": (r.allocs * 100.0).round() / 100.0,
+        })).collect::<Vec<_>>(),
         "results": results.iter().map(|r| json!({
             "name": r.name,
             "what": r.what,

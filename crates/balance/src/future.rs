@@ -32,8 +32,10 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep_until};
 use tower::BoxError;
 use tower_failover_core::error::{AllProvidersFailed, Attempt, Elapsed, TimeoutKind};
+use tower_failover_core::metrics;
 use tower_failover_core::replay::clone_request;
 use tower_failover_core::rng::Rng;
+use tower_failover_core::trace;
 use tower_failover_core::{
     AttemptDeadline, Classify, ClientErrorKind, FailureKind, Outcome, RejectKind,
 };
@@ -94,6 +96,11 @@ struct Ctx<S, B, C> {
     counted: u32,
     /// The next attempt is a retry and must be paid from the budget.
     owe_budget: bool,
+    /// The provider the last attempt was sent to and failed at: the next one
+    /// sent is a failover from it.
+    failed_at: Option<u32>,
+    /// Attempts sent so far (the next one's number, less one).
+    sent: u32,
     /// The provider being called and since when.
     current: Option<(u32, Instant)>,
     /// A provider that was not ready, kept to wait on when nothing else is left.
@@ -159,6 +166,8 @@ where
                 attempts: Vec::new(),
                 counted: 0,
                 owe_budget: false,
+                failed_at: None,
+                sent: 0,
                 current: None,
                 parked: None,
                 deadline,
@@ -247,9 +256,20 @@ where
         if self.owe_budget {
             let paid = self.table.budget.as_ref().is_none_or(|b| b.withdraw());
             if !paid {
+                metrics::count(metrics::names::BUDGET_EXHAUSTED);
                 return Advance::Fail(self.all_failed(Some("retry budget exhausted"), now));
             }
             self.owe_budget = false;
+        }
+        if let Some(from) = self.failed_at.take() {
+            let from = self.table.endpoint(from).health.id();
+            self.table.endpoint(i).health.metrics().failover_from(from);
+        } else if cfg!(feature = "metrics")
+            && self.sent == 0
+            && let Some(metrics::FailedOver(from)) = self.request.extensions().get()
+        {
+            // The first attempt of a fallback group the model router moved on to.
+            self.table.endpoint(i).health.metrics().failover_from(from);
         }
         let mut attempt = clone_request(&self.request);
         self.attempt_until = self
@@ -265,7 +285,15 @@ where
             // one, is already in its extensions.)
             AttemptDeadline::set_on(&mut attempt, at);
         }
-        let fut = svc.call(attempt);
+        self.sent += 1;
+        let span = trace::attempt_span(
+            self.table.endpoint(i).health.id(),
+            self.sent,
+            attempt.headers(),
+        );
+        // The layers below adopt the span (the observe layer keeps it until the
+        // answer's body ends).
+        let fut = span.in_scope(|| svc.call(attempt));
         self.table
             .endpoint(i)
             .pending
@@ -315,6 +343,7 @@ where
             // no retry budget spent.
             self.counted += 1;
             self.owe_budget = true;
+            self.failed_at = Some(i);
         }
         self.push_attempt(i, outcome, latency, error);
     }
@@ -424,6 +453,7 @@ where
             err = err.with_reason("no provider can serve this request");
         }
         tracing::debug!(error = %err, "no provider could serve the request");
+        metrics::count(metrics::names::ALL_FAILED);
         err.into()
     }
 }

@@ -187,6 +187,7 @@ impl<C> Shared<C> {
 
     /// Counts a refused call in the provider's counters, if configured to.
     pub(crate) fn record_rejection(&self) {
+        self.health.metrics().circuit_refused();
         if self.config.record_rejections {
             self.health.record(&Outcome::rejected(RejectKind::Shed));
         }

@@ -68,6 +68,7 @@ mod duration;
 pub mod error;
 mod event;
 pub mod health;
+pub mod metrics;
 pub mod observe;
 mod outcome;
 pub mod price;
@@ -80,6 +81,7 @@ mod snapshot;
 pub mod store;
 pub mod time;
 pub mod tokens;
+pub mod trace;
 pub mod wire;
 
 pub use budget::SharedBudget;

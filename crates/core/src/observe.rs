@@ -73,6 +73,7 @@ use crate::classify::{Classify, LlmClassifier};
 use crate::deadline::AttemptDeadline;
 use crate::health::{Health, InFlight};
 use crate::outcome::{FailureKind, Outcome, RejectKind};
+use crate::trace;
 
 /// A verdict on a 2xx answer found after its body's commit point, handed from the
 /// layer that found it to the layers above that count the answer's outcome.
@@ -278,6 +279,7 @@ where
     #[inline]
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let started = Instant::now();
+        let span = trace::current_attempt(self.health.id(), req.headers());
         let owed = Owed {
             guard: self.health.start_request(),
             deadline: AttemptDeadline::of(&req),
@@ -285,9 +287,14 @@ where
             pending: true,
             first_byte: true,
             late: None,
+            span,
+        };
+        let fut = {
+            let _in = owed.span.enter();
+            self.inner.call(req)
         };
         ResponseFuture {
-            fut: self.inner.call(req),
+            fut,
             owed: Some(owed),
             classifier: self.classifier.clone(),
             default_retry_after: self.default_retry_after,
@@ -311,6 +318,9 @@ struct Owed {
     first_byte: bool,
     /// A verdict a layer below may set before the body ends (a 2xx only).
     late: Option<LateVerdict>,
+    /// The attempt's span: entered while the attempt and its body are polled, and
+    /// given the outcome and the time to first byte.
+    span: tracing::Span,
 }
 
 impl Owed {
@@ -324,7 +334,9 @@ impl Drop for Owed {
     fn drop(&mut self) {
         if self.pending && AttemptDeadline::timed_out(self.deadline) {
             let health = self.guard.health();
-            health.record(&Outcome::failure(FailureKind::Timeout));
+            let outcome = Outcome::failure(FailureKind::Timeout);
+            health.record(&outcome);
+            trace::record_outcome(&self.span, &outcome);
             if self.first_byte {
                 // As for a timeout error: a lower bound of the time to first byte.
                 let now = Instant::now();
@@ -384,7 +396,9 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
+        let entered = this.owed.as_ref().map(|o| o.span.enter());
         let result = ready!(this.fut.poll(cx));
+        drop(entered);
         let Some(mut owed) = this.owed.take() else {
             return Poll::Ready(Err("observe future polled after completion".into()));
         };
@@ -397,6 +411,7 @@ where
                 // Anything else is decided here, at the headers.
                 let provisional = outcome.is_success();
                 if !provisional {
+                    trace::record_outcome(&owed.span, &outcome);
                     note(
                         owed.health(),
                         &outcome,
@@ -423,6 +438,7 @@ where
                 let err = e.into();
                 let outcome = this.classifier.classify_error(&*err);
                 owed.guard.answered(&outcome);
+                trace::record_outcome(&owed.span, &outcome);
                 note(
                     owed.health(),
                     &outcome,
@@ -443,13 +459,18 @@ fn ended(mut o: Owed) {
     let took = now.saturating_duration_since(o.started);
     let health = o.health();
     if o.pending {
-        health.record(&LateVerdict::outcome(o.late.as_ref()));
+        let outcome = LateVerdict::outcome(o.late.as_ref());
+        health.record(&outcome);
+        trace::record_outcome(&o.span, &outcome);
     }
     if o.first_byte {
         // An empty body: its end is its first byte.
         health.ttfb().observe(took, now);
+        health.metrics().ttfb(took);
+        trace::record_ttfb(&o.span, took);
     }
     health.latency().observe(took, now);
+    health.metrics().duration(took);
     o.pending = false;
 }
 
@@ -507,7 +528,10 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, BoxError>>> {
         let mut this = self.project();
-        match ready!(this.inner.as_mut().poll_frame(cx)) {
+        let entered = this.owed.as_ref().map(|o| o.span.enter());
+        let polled = this.inner.as_mut().poll_frame(cx);
+        drop(entered);
+        match ready!(polled) {
             Some(Ok(frame)) => {
                 if frame.is_data()
                     && let Some(o) = this.owed.as_mut()
@@ -515,9 +539,10 @@ where
                 {
                     o.first_byte = false;
                     let now = Instant::now();
-                    o.health()
-                        .ttfb()
-                        .observe(now.saturating_duration_since(o.started), now);
+                    let took = now.saturating_duration_since(o.started);
+                    o.health().ttfb().observe(took, now);
+                    o.health().metrics().ttfb(took);
+                    trace::record_ttfb(&o.span, took);
                 }
                 // Trailers are a body's last frame, and a consumer may stop at
                 // them (gRPC's does) or when the body says it has ended.
@@ -541,6 +566,7 @@ where
                         Outcome::Success => Outcome::failure(FailureKind::Other),
                         other => other,
                     };
+                    trace::record_outcome(&o.span, &outcome);
                     note(o.health(), &outcome, o.started, *this.default_retry_after);
                 }
                 Poll::Ready(Some(Err(err)))

@@ -35,6 +35,7 @@
 //! | `GET /health` | the stack's snapshot as JSON (`503` when no provider is available); the embeddings stack's under `"embeddings"` |
 //! | `GET /health/events` | every health event (circuit transitions, overrides, rate-limit windows, ramp steps) as server-sent events |
 //! | `POST /health/force` | `{"provider", "model", "state": "open" \| "closed" \| null}`: a manual override |
+//! | `GET /metrics` | every metric in Prometheus' text format (feature `metrics`, on by default; [`telemetry`]) |
 //! | `GET /livez` | `200` while the process serves: for liveness probes and the container's health check |
 //! | `GET /readyz` | `200` while accepting traffic, `503` once shutdown began (load balancers stop sending before the drain ends) |
 //!
@@ -55,14 +56,12 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use tokio::sync::watch;
-use tokio::time::Instant;
 use tower::ServiceExt;
 
 mod chat;
@@ -70,8 +69,10 @@ pub mod config;
 pub mod embeddings;
 pub mod log;
 pub mod messages;
+pub mod otlp;
 pub mod server;
 mod simulated;
+pub mod telemetry;
 pub mod upstream;
 
 pub use config::GatewayConfig;
@@ -161,6 +162,9 @@ pub fn build(config: &Config) -> Result<Gateway, ConfigError> {
 /// Call it inside a tokio runtime. (`config.server` is for [`serve_with`].)
 pub fn build_with(config: &GatewayConfig) -> Result<Gateway, ConfigError> {
     config.upstream.validate()?;
+    // The recorder first: the stacks register their metric handles as they are built.
+    #[cfg(feature = "metrics")]
+    telemetry::prometheus();
     let stack_config = &config.stack;
     let (chat_config, embeddings_config) = embeddings::split(stack_config);
     let failover = stack(&chat_config)?;
@@ -171,6 +175,7 @@ pub fn build_with(config: &GatewayConfig) -> Result<Gateway, ConfigError> {
     let handle = failover.handle().clone();
     let embeddings_handle = embeddings.as_ref().map(|f| f.handle().clone());
     let (closing, closed) = watch::channel(false);
+    telemetry::spawn_upkeep(closed.clone());
     let state = AppState {
         models: models(stack_config),
         max_request_bytes: stack_config.max_request_bytes,
@@ -186,9 +191,10 @@ pub fn build_with(config: &GatewayConfig) -> Result<Gateway, ConfigError> {
         .route("/v1/models", get(list_models))
         .route("/health", get(health))
         .route("/health/force", post(force))
-        .route("/health/events", get(events))
-        .with_state(state)
-        .layer(middleware::from_fn(access_log));
+        .route("/health/events", get(events));
+    #[cfg(feature = "metrics")]
+    let router = router.route(telemetry::METRICS, get(telemetry::metrics));
+    let router = telemetry::layers(router.with_state(state));
     Ok(Gateway {
         router,
         probes: probes(closed),
@@ -369,27 +375,4 @@ async fn force(State(state): State<AppState>, body: axum::body::Bytes) -> Respon
             (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
         }
     }
-}
-
-/// One log line per request: method, path, status, latency, provider. Never the
-/// headers or the body (they may carry credentials and personal data).
-async fn access_log(req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let res = next.run(req).await;
-    let provider = res
-        .headers()
-        .get(SERVED_BY)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-");
-    tracing::info!(
-        %method,
-        %path,
-        status = res.status().as_u16(),
-        ms = started.elapsed().as_millis() as u64,
-        provider,
-        "request"
-    );
-    res
 }

@@ -22,7 +22,13 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::otlp::{OtlpConfig, OtlpGuard};
+use crate::telemetry::{RequestIds, SpanRequestId};
+use tracing_subscriber::Layer as _;
 
 /// How log lines look.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -58,6 +64,9 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// A `tracing` filter (`info`, `warn,tower_failover=debug`). Default: `info`.
     pub level: String,
+    /// `[log.otlp]`: export the spans to an OpenTelemetry collector (feature
+    /// `otlp`; see [`otlp`](crate::otlp)). Default: none.
+    pub otlp: Option<OtlpConfig>,
 }
 
 impl Default for LogConfig {
@@ -65,29 +74,61 @@ impl Default for LogConfig {
         LogConfig {
             format: LogFormat::Text,
             level: "info".to_owned(),
+            otlp: None,
         }
     }
 }
 
-/// Installs the process's logger on stderr. An invalid `level` falls back to
-/// `info` with a warning. Does nothing if a logger is already installed.
-pub fn init(config: &LogConfig) {
+/// Installs the process's logger on stderr, and the OTLP export when `[log.otlp]`
+/// is set (call it in a tokio runtime then). An invalid `level` falls back to
+/// `info` with a warning. Does nothing if a logger is already installed. Keep the
+/// guard while the gateway runs: dropping it flushes and stops the export.
+pub fn init(config: &LogConfig) -> OtlpGuard {
     let (filter, bad) = match EnvFilter::try_new(&config.level) {
         Ok(f) => (f, None),
         Err(e) => (EnvFilter::new("info"), Some(e)),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let installed = match config.format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.event_format(Json).try_init(),
+    // Text lines show each span's fields; JSON lines name the spans and carry the
+    // request id that `RequestIds` keeps.
+    let lines = match config.format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .event_format(Json)
+            .with_writer(std::io::stderr)
+            .boxed(),
     };
-    if installed.is_ok()
-        && let Some(e) = bad
-    {
-        tracing::warn!(level = %config.level, error = %e, "invalid log level; logging at info");
+    #[cfg(feature = "otlp")]
+    let (export, guard, failed) = match config.otlp.as_ref().map(crate::otlp::layer) {
+        Some(Ok((layer, guard))) => (Some(layer), guard, None),
+        Some(Err(e)) => (None, OtlpGuard::default(), Some(e)),
+        None => (None, OtlpGuard::default(), None),
+    };
+    #[cfg(not(feature = "otlp"))]
+    let (export, guard, failed) = (
+        None::<tracing_subscriber::layer::Identity>,
+        OtlpGuard::default(),
+        config
+            .otlp
+            .as_ref()
+            .map(|_| "this gateway was built without the `otlp` feature".to_owned()),
+    );
+    let installed = tracing_subscriber::registry()
+        .with(lines)
+        .with(RequestIds)
+        .with(export)
+        .with(filter)
+        .try_init();
+    if installed.is_ok() {
+        if let Some(e) = bad {
+            tracing::warn!(level = %config.level, error = %e, "invalid log level; logging at info");
+        }
+        if let Some(e) = failed {
+            tracing::warn!(error = %e, "[log.otlp]: spans are not exported");
+        }
     }
+    guard
 }
 
 /// One JSON object per event: timestamp, level, target, the spans it is in, and
@@ -118,12 +159,21 @@ where
             .0
             .insert("target".into(), Value::String(meta.target().to_owned()));
         if let Some(scope) = ctx.event_scope() {
+            let mut request_id = None;
             let spans: Vec<Value> = scope
                 .from_root()
-                .map(|s| Value::String(s.name().to_owned()))
+                .map(|s| {
+                    if let Some(SpanRequestId(id)) = s.extensions().get::<SpanRequestId>() {
+                        request_id = Some(id.clone());
+                    }
+                    Value::String(s.name().to_owned())
+                })
                 .collect();
             if !spans.is_empty() {
                 fields.0.insert("spans".into(), Value::Array(spans));
+            }
+            if let Some(id) = request_id {
+                fields.0.insert("request_id".into(), Value::String(id));
             }
         }
         event.record(&mut fields);
@@ -184,9 +234,11 @@ mod tests {
             .event_format(Json)
             .with_writer(move || writer.clone())
             .finish();
-        tracing::subscriber::with_default(subscriber, || {
+        tracing::subscriber::with_default(subscriber.with(RequestIds), || {
             let span = tracing::info_span!("conn");
             let _e = span.enter();
+            let http = tracing::info_span!("http", request_id = "req-7");
+            let _h = http.enter();
             tracing::info!(status = 200u16, path = "/v1/models", ok = true, "request");
         });
         let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
@@ -197,6 +249,8 @@ mod tests {
         assert_eq!(line["ok"], true);
         assert_eq!(line["level"], "INFO");
         assert_eq!(line["spans"][0], "conn");
+        assert_eq!(line["spans"][1], "http");
+        assert_eq!(line["request_id"], "req-7", "{line}");
         assert!(line["timestamp"].as_str().unwrap().ends_with('Z'));
     }
 

@@ -76,7 +76,7 @@ async fn run(args: Args) -> Result<(), tower::BoxError> {
         );
         return Ok(());
     }
-    log::init(&config.log);
+    let _export = log::init(&config.log);
 
     if let Some(sim) = &sims {
         tracing::warn!(

@@ -104,6 +104,9 @@ impl Engine {
     {
         let shared = self.shared.clone();
         let client = self.client.clone();
+        // The attempt's span (the router's, kept by the observe layer): the usage
+        // goes there.
+        let attempt = tracing::Span::current();
         let span = tracing::debug_span!(
             "provider",
             provider = %shared.name,
@@ -111,7 +114,7 @@ impl Engine {
             model = tracing::field::Empty,
             status = tracing::field::Empty,
         );
-        ResponseFuture::new(run(shared, client, req).instrument(span))
+        ResponseFuture::new(run(shared, client, req, attempt).instrument(span))
     }
 }
 
@@ -279,6 +282,7 @@ async fn run<B>(
     shared: Arc<Shared>,
     client: HttpClient,
     req: Request<B>,
+    attempt: tracing::Span,
 ) -> Result<Response<ResponseBody>, BoxError>
 where
     B: Body + Send + 'static,
@@ -416,6 +420,7 @@ where
             .prices
             .lookup(&[model, prepared.requested_model.as_deref().unwrap_or("")]),
         health: shared.health.clone(),
+        span: attempt,
     };
     rparts.extensions.insert(handle);
 

@@ -88,6 +88,8 @@ pub(crate) struct UsageSink {
     pub(crate) handle: UsageHandle,
     pub(crate) price: Option<Price>,
     pub(crate) health: Option<Health>,
+    /// The attempt's span, given the usage.
+    pub(crate) span: tracing::Span,
 }
 
 impl UsageSink {
@@ -108,6 +110,12 @@ impl UsageSink {
                     cost.map_or(0, |c| c.micros()),
                 );
             }
+            tower_failover_core::trace::record_usage(
+                &self.span,
+                prompt_tokens,
+                completion_tokens,
+                cost.map(|c| c.micros()),
+            );
             tracing::debug!(
                 prompt_tokens,
                 completion_tokens,
@@ -157,6 +165,7 @@ mod tests {
             handle: UsageHandle::default(),
             price: Some(Price::per_million(1.0, 2.0)),
             health: Some(health.clone()),
+            span: tracing::Span::none(),
         };
         let u = sink.record(100, 10);
         assert_eq!(u.cost.unwrap().micros(), 120);

@@ -48,6 +48,7 @@ use tokio::time::Sleep;
 use tower::BoxError;
 use tower::retry::Policy;
 use tower::retry::budget::Budget;
+use tower_failover_core::metrics;
 use tower_failover_core::replay::clone_request;
 use tower_failover_core::rng::SharedRng;
 use tower_failover_core::{Classify, FailureKind, LlmClassifier, Outcome};
@@ -246,10 +247,12 @@ where
         }
         if !self.budget.withdraw() {
             tracing::debug!(%outcome, "same-provider retry skipped: retry budget exhausted");
+            metrics::count(metrics::names::BUDGET_EXHAUSTED);
             return None;
         }
         let delay = self.backoff.delay(self.attempt, &self.rng);
         self.attempt += 1;
+        metrics::count(metrics::names::RETRIES);
         tracing::debug!(%outcome, attempt = self.attempt, delay_ms = delay.as_millis() as u64, "retrying on the same provider");
         Some(tokio::time::sleep(delay))
     }

@@ -17,6 +17,7 @@
 //! | `provider` (default) | `provider` | OpenAI-compatible and Anthropic hyper clients |
 //! | `redis` | `redis` | shared state across gateway replicas |
 //! | `sim` | `sim` | simulated providers for drills and tests |
+//! | `metrics` | [`metrics`] (always present; records only with the feature) | metrics through the `metrics` facade in every layer included: install a recorder, then build the stack; spans ([`trace`]) need no feature |
 //! | `full` | | all of the above |
 //!
 //! # The stack

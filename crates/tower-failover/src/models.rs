@@ -44,8 +44,11 @@ use http::{Request, Response};
 use tower::BoxError;
 use tower_failover_balance::{Attributes, JsonBodyAttributes, RequestInfo};
 use tower_failover_core::error::{AllProvidersFailed, Attempt};
+use tower_failover_core::metrics;
 use tower_failover_core::replay::{ReplayBody, clone_request};
-use tower_failover_core::{Classify, ClientErrorKind, ErrorHint, LlmClassifier, Outcome};
+use tower_failover_core::{
+    Classify, ClientErrorKind, ErrorHint, LlmClassifier, Outcome, RejectKind,
+};
 use tower_service::Service;
 
 use crate::service::{BoxBody, ProviderService};
@@ -237,6 +240,20 @@ impl Service<Request<ReplayBody>> for ModelRouter {
                     Err(e) => match e.downcast_ref::<AllProvidersFailed>() {
                         // The whole group is down: on to the next group.
                         Some(all) => {
+                            // The next group's router counts the failover from the
+                            // last provider this one sent the request to.
+                            let sent_to = all.attempts().iter().rev().find(|a| {
+                                !matches!(
+                                    a.outcome,
+                                    Outcome::Rejected {
+                                        kind: RejectKind::Shed
+                                    }
+                                )
+                            });
+                            if let Some(a) = sent_to {
+                                req.extensions_mut()
+                                    .insert(metrics::FailedOver(a.provider.clone()));
+                            }
                             earlier.extend(all.attempts().iter().cloned());
                             retry_after = match (retry_after, all.retry_after()) {
                                 (Some(a), Some(b)) => Some(a.min(b)),

@@ -12,7 +12,9 @@ use http_body_util::combinators::UnsyncBoxBody;
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, ServiceExt};
 use tower_failover_core::replay::{self, Replay, ReplayBody};
+use tower_failover_core::trace;
 use tower_service::Service;
+use tracing::instrument::{Instrument, Instrumented};
 
 use crate::handle::Handle;
 
@@ -105,13 +107,17 @@ where
 {
     type Response = Response<BoxBody>;
     type Error = BoxError;
-    type Future = replay::ResponseFuture<ProviderService, B>;
+    /// The stack's future inside the request's span (see
+    /// [`trace`](tower_failover_core::trace)).
+    type Future = Instrumented<replay::ResponseFuture<ProviderService, B>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         Service::<Request<B>>::poll_ready(&mut self.inner, cx)
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        self.inner.call(req)
+        let span = trace::request_span(req.headers());
+        let fut = span.in_scope(|| self.inner.call(req));
+        fut.instrument(span)
     }
 }

@@ -7,6 +7,7 @@ use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 
 use crate::event::{HealthEvent, HealthEventKind};
+use crate::metrics::ProviderMetrics;
 use crate::outcome::{FailureKind, Outcome, RejectKind};
 use crate::snapshot::{Counters, ProviderSnapshot, UsageTotals};
 use crate::store::{LocalStore, SharedStore, SharedUpdate};
@@ -72,6 +73,7 @@ pub(super) struct Inner {
     /// Why the breaker last opened, when it was an account failure (see
     /// [`Health::account_failure`]): 0 none, 1 credentials, 2 billing.
     account_failure: AtomicU8,
+    metrics: ProviderMetrics,
 }
 
 /// The health handle of one (provider, model). Cloning shares the state.
@@ -134,6 +136,7 @@ impl Health {
         let (circuit_tx, _) = watch::channel(CircuitState::Closed);
         Health {
             inner: Arc::new(Inner {
+                metrics: ProviderMetrics::new(&id),
                 id,
                 quota,
                 circuit: AtomicU8::new(CircuitState::Closed as u8),
@@ -169,6 +172,12 @@ impl Health {
     /// Which provider and model.
     pub fn id(&self) -> &ProviderId {
         &self.inner.id
+    }
+
+    /// This provider's metric handles (empty without the `metrics` feature).
+    #[inline]
+    pub fn metrics(&self) -> &ProviderMetrics {
+        &self.inner.metrics
     }
 
     /// A weak reference.
@@ -215,6 +224,7 @@ impl Health {
         let raw = state.map_or(FORCED_NONE, |s| s as u8);
         if self.inner.forced.swap(raw, Ordering::AcqRel) != raw {
             tracing::info!(provider = %self.inner.id, forced = ?state, "circuit override");
+            self.inner.metrics.circuit(self.circuit(), None);
             self.inner.circuit_tx.send_replace(self.circuit());
             self.emit(HealthEventKind::Forced { state });
         }
@@ -269,6 +279,7 @@ impl Health {
             }
             _ => tracing::info!(provider = %self.inner.id, %from, %to, "circuit changed"),
         }
+        self.inner.metrics.circuit(self.circuit(), Some(to));
         self.inner.circuit_tx.send_replace(self.circuit());
         self.emit(HealthEventKind::CircuitChanged { from, to, open_for });
         self.inner.store.publish(
@@ -369,6 +380,7 @@ impl Health {
         }
         let group = self.inner.quota.name().map(str::to_owned);
         tracing::info!(provider = %self.inner.id, ?group, retry_after_ms = wait.as_millis() as u64, "rate limited");
+        self.inner.metrics.rate_limit_window();
         self.emit(HealthEventKind::RateLimited {
             group: group.clone(),
             retry_after: wait,
@@ -421,6 +433,7 @@ impl Health {
             .ramp_step
             .store(step.unwrap_or(NO_RAMP), Ordering::Release);
         self.inner.ramp_ppm.store(share_ppm, Ordering::Release);
+        self.inner.metrics.ramp_share(self.ramp_share());
         self.inner
             .store
             .publish(&self.inner.id, &SharedUpdate::Ramp { step, share_ppm });
@@ -560,6 +573,7 @@ impl Health {
             Outcome::ClientError { .. } => &c.client_errors,
         };
         slot.fetch_add(1, Ordering::Relaxed);
+        self.inner.metrics.outcome(outcome);
     }
 
     /// Adds token usage and cost (in millionths of a currency unit) and tells the
@@ -577,6 +591,9 @@ impl Health {
             add(&c.completion_tokens, completion_tokens),
             add(&c.cost_micros, cost_micros),
         );
+        self.inner
+            .metrics
+            .usage(prompt_tokens, completion_tokens, cost_micros);
         self.inner.store.publish(
             &self.inner.id,
             &SharedUpdate::Usage {
@@ -654,6 +671,7 @@ impl Health {
                     CircuitState::from_u8(self.inner.circuit.swap(*state as u8, Ordering::AcqRel));
                 if from != *state {
                     tracing::info!(provider = %self.inner.id, %from, to = %state, "circuit changed by another replica");
+                    self.inner.metrics.circuit(self.circuit(), Some(*state));
                     self.inner.circuit_tx.send_replace(self.circuit());
                     self.emit(HealthEventKind::CircuitChanged {
                         from,
@@ -678,6 +696,7 @@ impl Health {
                 self.inner
                     .ramp_ppm
                     .store((*share_ppm).min(FULL_SHARE_PPM), Ordering::Release);
+                self.inner.metrics.ramp_share(self.ramp_share());
             }
             // Fleet usage totals are the store's to report; local counters count
             // this replica's own traffic.

@@ -14,6 +14,7 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep_until};
 use tower::BoxError;
 use tower_failover_core::error::{AllProvidersFailed, Attempt};
+use tower_failover_core::metrics;
 use tower_failover_core::replay::clone_request;
 use tower_failover_core::{Classify, Deadline, Outcome};
 use tower_service::Service;
@@ -87,6 +88,9 @@ struct Ctx<S, B, C> {
     queued: bool,
     /// A provider already answered this request: the next send is a retry.
     owe_budget: bool,
+    /// The target the last attempt was sent to: the next send is a failover from
+    /// it.
+    failed_at: Option<usize>,
     error: Option<BoxError>,
 }
 
@@ -121,6 +125,7 @@ where
             deadline: None,
             queued: false,
             owe_budget: false,
+            failed_at: None,
             error: None,
         }
     }
@@ -230,6 +235,7 @@ where
             tracing::debug!(provider = %target.health.id(), %outcome, "overflowing");
             self.sent |= bit(self.current);
             self.owe_budget = true;
+            self.failed_at = Some(self.current);
         } else {
             self.refused |= bit(self.current);
         }
@@ -279,6 +285,7 @@ where
 
     fn give_up(&mut self, now: Instant, reason: Option<&'static str>) -> BoxError {
         self.leave_queue();
+        metrics::count(metrics::names::ALL_FAILED);
         let mut err = AllProvidersFailed::new(mem::take(&mut self.attempts))
             .with_retry_after(self.shared.earliest_recovery(now));
         if let Some(reason) = reason {
@@ -291,7 +298,33 @@ where
         if !mem::take(&mut self.owe_budget) {
             return false;
         }
-        self.shared.budget.as_ref().is_some_and(|b| !b.withdraw())
+        let refused = self.shared.budget.as_ref().is_some_and(|b| !b.withdraw());
+        if refused {
+            metrics::count(metrics::names::BUDGET_EXHAUSTED);
+        }
+        refused
+    }
+
+    /// The span of the attempt about to be sent to `current` (the first one is
+    /// sent by the service; this is a later one).
+    fn attempt_span(&self, req: &Request<B>) -> tracing::Span {
+        let number = self.sent.count_ones() + 1;
+        let id = self.shared.targets[self.current].health.id();
+        tower_failover_core::trace::attempt_span(id, number, req.headers())
+    }
+
+    /// The attempt on `current` is being sent: a failover if the last one failed
+    /// elsewhere.
+    fn sending(&mut self) {
+        if let Some(from) = self.failed_at.take()
+            && from != self.current
+        {
+            let from = self.shared.targets[from].health.id();
+            self.shared.targets[self.current]
+                .health
+                .metrics()
+                .failover_from(from);
+        }
     }
 }
 
@@ -377,7 +410,9 @@ where
                             if ctx.budget_refuses() {
                                 Step::Fail(ctx.give_up(Instant::now(), Some(REASON_BUDGET)))
                             } else if let Some(req) = ctx.request_for_attempt() {
-                                let fut = svc.call(req);
+                                ctx.sending();
+                                let span = ctx.attempt_span(&req);
+                                let fut = span.in_scope(|| svc.call(req));
                                 ctx.started = Instant::now();
                                 this.state.set(State::Calling { fut });
                                 continue;

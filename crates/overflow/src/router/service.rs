@@ -197,7 +197,12 @@ where
                 } else {
                     (req, None)
                 };
-                let fut = self.services[i].call(send);
+                let span = tower_failover_core::trace::attempt_span(
+                    self.shared.targets[i].health.id(),
+                    1,
+                    send.headers(),
+                );
+                let fut = span.in_scope(|| self.services[i].call(send));
                 return ResponseFuture::calling(Arc::clone(&self.shared), keep, i, fut, now);
             }
             if first.is_none() {

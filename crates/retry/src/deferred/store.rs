@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tower::BoxError;
 use tower::util::ServiceExt;
+use tower_failover_core::metrics;
 use tower_service::Service;
 
 use super::{DeferredConfig, DeferredFull, JobId, JobStatus};
@@ -218,6 +219,7 @@ impl<S> Deferred<S> {
             if let Some(inner) = weak.upgrade() {
                 let ok = matches!(status, JobStatus::Done { .. });
                 tracing::info!(job = %job, ok, "deferred job finished");
+                metrics::count_result(metrics::names::DEFERRED, if ok { "done" } else { "failed" });
                 inner
                     .jobs
                     .lock()
@@ -238,6 +240,7 @@ impl<S> Deferred<S> {
             .count();
         drop(jobs);
         tracing::warn!(job = %id, waiting, "request deferred: jobs are waiting for a provider");
+        metrics::count_result(metrics::names::DEFERRED, "accepted");
         Ok(id)
     }
 }

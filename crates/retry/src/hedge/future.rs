@@ -10,6 +10,7 @@ use http::Request;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower::BoxError;
+use tower_failover_core::metrics;
 use tower_service::Service;
 
 use super::shared::HedgeShared;
@@ -111,14 +112,19 @@ where
             if due {
                 // Ask the budget once, however often readiness is pending.
                 let shared = &*this.shared;
-                let allowed = *this
-                    .approved
-                    .get_or_insert_with(|| shared.budget.as_ref().is_none_or(|b| b.withdraw()));
+                let allowed = *this.approved.get_or_insert_with(|| {
+                    let paid = shared.budget.as_ref().is_none_or(|b| b.withdraw());
+                    if !paid {
+                        metrics::count(metrics::names::BUDGET_EXHAUSTED);
+                    }
+                    paid
+                });
                 let svc = this.svc.as_mut();
                 match (allowed, svc) {
                     (true, Some(svc)) => match svc.poll_ready(cx) {
                         Poll::Ready(Ok(())) => {
                             if let Some(copy) = this.copy.take() {
+                                metrics::count(metrics::names::HEDGES);
                                 tracing::debug!(
                                     after_ms = this.started.elapsed().as_millis() as u64,
                                     "hedging"

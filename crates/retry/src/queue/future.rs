@@ -10,6 +10,7 @@ use std::task::{Context, Poll, ready};
 use http::Request;
 use pin_project_lite::pin_project;
 use tower::BoxError;
+use tower_failover_core::metrics;
 use tower_failover_core::error::{AllProvidersFailed, find};
 use tower_service::Service;
 
@@ -94,6 +95,7 @@ where
                     let slot = shared.waiting.fetch_add(1, Ordering::AcqRel);
                     if slot >= shared.config.capacity {
                         shared.waiting.fetch_sub(1, Ordering::AcqRel);
+                        metrics::count_result(metrics::names::QUEUE_WAITS, "full");
                         tracing::warn!(
                             capacity = shared.config.capacity,
                             "all providers down and the wait queue is full"

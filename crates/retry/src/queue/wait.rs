@@ -8,6 +8,7 @@ use http::Request;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 use tower::BoxError;
+use tower_failover_core::metrics;
 use tower::util::ServiceExt;
 use tower_failover_core::error::{AllProvidersFailed, Elapsed, TimeoutKind, find};
 use tower_failover_core::replay::clone_request;
@@ -29,6 +30,7 @@ struct Slot(Arc<Shared>);
 impl Drop for Slot {
     fn drop(&mut self) {
         self.0.waiting.fetch_sub(1, Ordering::AcqRel);
+        metrics::gauge_add(metrics::names::QUEUE_DEPTH, -1.0);
     }
 }
 
@@ -62,6 +64,7 @@ where
     };
     let mut events = shared.registry.subscribe();
     let _slot = Slot(shared.clone());
+    metrics::gauge_add(metrics::names::QUEUE_DEPTH, 1.0);
     let mut pause = Duration::from_millis(100);
     tracing::info!(
         max_wait_ms = deadline.saturating_duration_since(started).as_millis() as u64,
@@ -90,6 +93,7 @@ where
         }
         if Instant::now() >= deadline {
             tracing::warn!(waited_ms = started.elapsed().as_millis() as u64, last = %last, "no provider recovered before the deadline");
+            metrics::count_result(metrics::names::QUEUE_WAITS, "expired");
             return Err(Elapsed::new(TimeoutKind::Queue, started.elapsed()).into());
         }
         let attempt = clone_request(&req);
@@ -103,6 +107,7 @@ where
         };
         match result {
             Ok(Ok(res)) => {
+                metrics::count_result(metrics::names::QUEUE_WAITS, "served");
                 tracing::info!(
                     waited_ms = started.elapsed().as_millis() as u64,
                     "request served after a recovery"

@@ -1,0 +1,264 @@
+//! What the gateway tells its operators: `GET /metrics` in Prometheus' text format,
+//! a request id on every request, and one span and one log line per request.
+//!
+//! - **Metrics** (feature `metrics`, on by default): the first gateway built in a
+//!   process installs a Prometheus
+//!   recorder (metrics-exporter-prometheus, without its own HTTP listener) as the
+//!   global [`metrics`] recorder, before its stacks register their handles; `GET
+//!   /metrics` renders it. The names are those of
+//!   [`tower_failover::metrics`]; the `_seconds` histograms have buckets from 5 ms
+//!   to 2 minutes.
+//! - **Request id**: tower-http's `SetRequestIdLayer` keeps the caller's
+//!   `x-request-id` or sets a new UUID, `PropagateRequestIdLayer` puts it on the
+//!   answer (a provider's own request id, when it sent one, is passed on as
+//!   `x-provider-request-id`), and it is a field of the `http` span (and of the stack's `request` and
+//!   `attempt` spans inside it), so every log line of the request carries it.
+//! - **Access log**: tower-http's `TraceLayer`, with an `http` span per request
+//!   (method, path, request id) and one `INFO` line when the answer's headers are
+//!   sent (status, latency, the provider that answered). Never the headers or the
+//!   body: they may carry credentials and personal data.
+
+#[cfg(feature = "metrics")]
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Request;
+#[cfg(feature = "metrics")]
+use axum::http::{HeaderValue, StatusCode, header};
+#[cfg(feature = "metrics")]
+use axum::response::IntoResponse;
+use axum::response::Response;
+#[cfg(feature = "metrics")]
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::sync::watch;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
+use tracing::{Level, Span};
+
+use crate::SERVED_BY;
+
+/// The header carrying the request id.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// The path metrics are served at.
+pub const METRICS: &str = "/metrics";
+
+/// Bucket bounds of the `_seconds` histograms: time to first byte and attempt
+/// duration of LLM calls (tens of milliseconds to minutes).
+#[cfg(feature = "metrics")]
+const SECONDS_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+
+/// The process's Prometheus recorder, installed as the global recorder the first
+/// time a gateway is built. `None` if another global recorder was installed first
+/// (the embedding program's own): then `/metrics` answers 404 and the metrics go to
+/// that recorder.
+#[cfg(feature = "metrics")]
+pub fn prometheus() -> Option<&'static PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = match PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS)
+            {
+                Ok(b) => b.build_recorder(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics: invalid histogram buckets; /metrics is off");
+                    return None;
+                }
+            };
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("metrics: another recorder is installed; /metrics is off");
+                return None;
+            }
+            Some(handle)
+        })
+        .as_ref()
+}
+
+/// Folds histogram samples in every 5 seconds (a scrape does it too), so that
+/// they stay bounded when nobody scrapes, until the gateway closes or is dropped.
+pub(crate) fn spawn_upkeep(closing: watch::Receiver<bool>) {
+    #[cfg(feature = "metrics")]
+    upkeep(closing);
+    #[cfg(not(feature = "metrics"))]
+    drop(closing);
+}
+
+#[cfg(feature = "metrics")]
+fn upkeep(mut closing: watch::Receiver<bool>) {
+    let Some(handle) = prometheus() else { return };
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(5)) => handle.run_upkeep(),
+                changed = closing.changed() => {
+                    if changed.is_err() || *closing.borrow() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// `GET /metrics`: every metric in Prometheus' text format (version 0.0.4).
+#[cfg(feature = "metrics")]
+pub(crate) async fn metrics() -> Response {
+    match prometheus() {
+        Some(handle) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            )],
+            handle.render(),
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "metrics are recorded elsewhere\n").into_response(),
+    }
+}
+
+/// A span's request id (its `request_id` field), kept in the span's extensions
+/// by [`RequestIds`] so that a log format can print it on every line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpanRequestId(pub String);
+
+/// A layer that keeps the `request_id` of each span that has one
+/// ([`SpanRequestId`]); the JSON log format prints the innermost one.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestIds;
+
+struct FindRequestId(Option<String>);
+
+impl tracing::field::Visit for FindRequestId {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "request_id" && !value.is_empty() {
+            self.0 = Some(value.to_owned());
+        }
+    }
+    fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
+}
+
+impl<S> tracing_subscriber::Layer<S> for RequestIds
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let mut found = FindRequestId(None);
+        attrs.record(&mut found);
+        if let (Some(rid), Some(span)) = (found.0, ctx.span(id)) {
+            span.extensions_mut().insert(SpanRequestId(rid));
+        }
+    }
+
+    fn on_record(
+        &self,
+        id: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let mut found = FindRequestId(None);
+        values.record(&mut found);
+        if let (Some(rid), Some(span)) = (found.0, ctx.span(id)) {
+            span.extensions_mut().replace(SpanRequestId(rid));
+        }
+    }
+}
+
+/// The header a provider's own request id is passed on in.
+pub const PROVIDER_REQUEST_ID: &str = "x-provider-request-id";
+
+/// Renames a provider's `x-request-id` on the answer, so that the caller gets the
+/// gateway's (the one in its logs) and still sees the provider's.
+async fn provider_request_id(mut res: Response) -> Response {
+    if let Some(upstream) = res.headers_mut().remove(REQUEST_ID) {
+        res.headers_mut().insert(PROVIDER_REQUEST_ID, upstream);
+    }
+    res
+}
+
+/// The routes counted by name; any other path counts as `other` (so a scanner's
+/// paths cannot grow the label set).
+#[cfg(feature = "metrics")]
+const ROUTES: [&str; 8] = [
+    "/v1/chat/completions",
+    "/v1/messages",
+    "/v1/embeddings",
+    "/v1/models",
+    "/health",
+    "/health/events",
+    "/health/force",
+    METRICS,
+];
+
+/// Counts every answer the router gives by route and status: what callers saw
+/// (`tower_failover_gateway_requests_total`).
+#[cfg(feature = "metrics")]
+async fn count_answers(req: Request, next: axum::middleware::Next) -> Response {
+    let route = ROUTES
+        .iter()
+        .find(|r| **r == req.uri().path())
+        .copied()
+        .unwrap_or("other");
+    let res = next.run(req).await;
+    let status = res.status();
+    metrics::counter!(
+        tower_failover::metrics::names::GATEWAY_REQUESTS,
+        "route" => route,
+        "status" => status.as_str().to_owned(),
+    )
+    .increment(1);
+    res
+}
+
+/// The request id, trace and access-log layers around `router`.
+pub(crate) fn layers(router: Router) -> Router {
+    let trace = TraceLayer::new_for_http()
+        .make_span_with(|req: &Request| {
+            let id = req
+                .headers()
+                .get(REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            tracing::info_span!(
+                target: "tower_failover_gateway",
+                "http",
+                method = %req.method(),
+                path = req.uri().path(),
+                request_id = id,
+            )
+        })
+        .on_request(())
+        .on_response(|res: &Response, latency: Duration, _span: &Span| {
+            let provider = res
+                .headers()
+                .get(SERVED_BY)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            tracing::info!(
+                target: "tower_failover_gateway",
+                status = res.status().as_u16(),
+                ms = latency.as_millis() as u64,
+                provider,
+                "request"
+            );
+        })
+        .on_failure(DefaultOnFailure::new().level(Level::WARN));
+    #[cfg(feature = "metrics")]
+    let router = router.layer(axum::middleware::from_fn(count_answers));
+    // Outermost first: the id is set before the span reads it, and copied to the
+    // answer after.
+    router
+        .layer(axum::middleware::map_response(provider_request_id))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(trace)
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
