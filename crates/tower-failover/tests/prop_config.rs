@@ -18,7 +18,9 @@ use tower::{BoxError, ServiceExt, service_fn};
 use tower_failover::replay::ReplayBody;
 use tower_failover::{Config, ModelNotFound, ProviderDef, Stack, boxed, error_response};
 
-/// A configuration using every section, with a client that is never called.
+/// A configuration using every section its router allows (`[fallback]` and
+/// `[overflow]` belong to the other routers and are refused here), with a client
+/// that is never called.
 const FULL: &str = r#"
 router = "balance"
 deadline = "60s"
@@ -31,10 +33,6 @@ fallbacks = ["claude-haiku-4-5"]
 [balance]
 weighting = "cost"
 attempt_timeout = "30s"
-
-[fallback]
-
-[overflow]
 
 [circuit]
 consecutive_failures = 5
