@@ -299,7 +299,7 @@ where
     )
     .layer(observed);
     let circuit = CircuitBreakerLayer::new(health.clone()).layer(quota);
-    RampLayer::new(health.clone(), RampConfig::default().seed(1))
+    RampLayer::with_config(health.clone(), RampConfig::default().seed(1))
         .expect("the default ramp configuration is valid")
         .layer(circuit)
 }
@@ -368,7 +368,7 @@ fn main() {
     results.push(measure(
         "ramp",
         "tower-failover-ramp RampLayer (no ramp running)",
-        RampLayer::new(health(), RampConfig::default().seed(1))
+        RampLayer::with_config(health(), RampConfig::default().seed(1))
             .expect("the default ramp configuration is valid")
             .layer(Ready200),
         iters,

@@ -107,7 +107,7 @@ async fn outage_recovery_ramp_full_share_without_caller_errors() {
         .request("GET", format!("{}/v1/models", primary_sim.base_url()))
         .interval(Duration::from_millis(50))
         .timeout(Duration::from_secs(1));
-    let ramp = RampLayer::try_new(health.clone(), ramp_config)
+    let ramp = RampLayer::with_config(health.clone(), ramp_config)
         .unwrap()
         .with_prober(Prober::new(client.clone(), &probe).unwrap());
     let mut primary = ramp.layer(circuit.layer(client.clone().map_err(BoxError::from)));

@@ -218,13 +218,14 @@ async fn queued_requests_complete_after_a_short_total_outage() {
         .jitter(0.0)
         .half_open(1, 1);
     let routed = router(&registry, &sims, Some(breaker), None);
-    let queue = WaitQueueLayer::new(
+    let queue = WaitQueueLayer::with_config(
         registry.clone(),
         QueueConfig {
             capacity: 64,
             max_wait: Duration::from_secs(10),
         },
-    );
+    )
+    .unwrap();
     // Tripping goes around the queue (it would hold those requests too).
     let direct = ReplayLayer::new(1 << 20).layer(routed.clone());
     let svc = ServiceBuilder::new()
@@ -324,12 +325,13 @@ async fn hedging_cuts_the_slow_tail() {
         .unwrap(),
     );
     let hedged_calls = Arc::new(AtomicU64::new(0));
-    let hedge = HedgeLayer::new(HedgeConfig {
+    let hedge = HedgeLayer::with_config(HedgeConfig {
         initial_delay: Duration::from_millis(60),
         min_delay: Duration::from_millis(60),
         percentile: 0.9,
         window: 64,
     })
+    .unwrap()
     .budget(budget);
     let hedged = ServiceBuilder::new()
         .layer(ReplayLayer::new(1 << 20))

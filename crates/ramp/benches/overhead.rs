@@ -66,7 +66,7 @@ fn ramped(
     if ppm < 1_000_000 {
         health.set_ramp(Some(2), ppm);
     }
-    RampLayer::new(health, RampConfig::default().seed(1))
+    RampLayer::with_config(health, RampConfig::default().seed(1))
         .unwrap()
         .layer(inner())
 }

@@ -31,12 +31,14 @@ impl RampLayer {
         Ok(RampLayer::build(health, config))
     }
 
-    /// The same as [`with_config`](RampLayer::with_config).
-    pub fn new(health: Health, config: RampConfig) -> Result<Self, ConfigError> {
-        RampLayer::with_config(health, config)
+    /// A ramp for `health`'s provider with the default [`RampConfig`] (5, 25, 50,
+    /// 100 % over 20 minutes).
+    pub fn new(health: Health) -> Self {
+        RampLayer::build(health, RampConfig::default())
     }
 
     /// The same as [`with_config`](RampLayer::with_config) (its older name).
+    #[deprecated(since = "0.1.0", note = "use `RampLayer::with_config`")]
     pub fn try_new(health: Health, config: RampConfig) -> Result<Self, ConfigError> {
         RampLayer::with_config(health, config)
     }

@@ -101,7 +101,7 @@
 //!     Ok::<_, tower::BoxError>(Response::new("hello".to_owned()))
 //! });
 //! let svc = ServiceBuilder::new()
-//!     .layer(RampLayer::new(health.clone(), RampConfig::default().seed(7))?)
+//!     .layer(RampLayer::with_config(health.clone(), RampConfig::default().seed(7))?)
 //!     // .layer(CircuitBreakerLayer::new(health.clone(), ..)) goes here
 //!     .service(provider);
 //!

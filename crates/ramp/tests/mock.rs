@@ -11,7 +11,9 @@ type Mock = mock::Mock<Request<String>, Response<String>>;
 type Handle = mock::Handle<Request<String>, Response<String>>;
 
 fn setup(health: &Health) -> (mock::Spawn<tower_failover_ramp::Ramp<Mock>>, Handle) {
-    mock::spawn_layer(RampLayer::new(health.clone(), RampConfig::default().seed(1)).unwrap())
+    mock::spawn_layer(
+        RampLayer::with_config(health.clone(), RampConfig::default().seed(1)).unwrap(),
+    )
 }
 
 #[tokio::test]

@@ -49,7 +49,7 @@ impl Target {
 }
 
 fn layer_with(health: &Health, target: &Target, config: ProbeConfig) -> RampLayer {
-    RampLayer::new(health.clone(), RampConfig::default().seed(1))
+    RampLayer::with_config(health.clone(), RampConfig::default().seed(1))
         .unwrap()
         .with_prober(target.prober(&config))
 }
@@ -116,7 +116,7 @@ async fn failing_and_hanging_probes_change_nothing() {
         std::future::pending::<Result<Response<String>, BoxError>>().await
     });
     let config = ProbeConfig::default().timeout(Duration::from_secs(2));
-    let layer = RampLayer::new(health.clone(), RampConfig::default())
+    let layer = RampLayer::with_config(health.clone(), RampConfig::default())
         .unwrap()
         .with_prober(Prober::new(hang, &config).unwrap());
     let _svc = layer.layer(Provider::default());

@@ -85,7 +85,7 @@ async fn run(actions: Vec<Action>) -> Result<(), TestCaseError> {
     let config = RampConfig::default()
         .seed(3)
         .steps([0.1, 0.5, 1.0].map(|s| Step::new(s, Duration::from_secs(60))));
-    let layer = RampLayer::new(health.clone(), config).unwrap();
+    let layer = RampLayer::with_config(health.clone(), config).unwrap();
     let provider = Provider::default();
     let mut svc = layer.layer(provider.clone());
     settle().await;

@@ -18,7 +18,7 @@ async fn the_default_twenty_minute_ramp_admits_each_share_within_two_points() {
     let mut events = health.subscribe();
     let provider = Provider::default();
     let mut svc = ServiceBuilder::new()
-        .layer(RampLayer::new(health.clone(), RampConfig::default().seed(7)).unwrap())
+        .layer(RampLayer::with_config(health.clone(), RampConfig::default().seed(7)).unwrap())
         .service(provider.clone());
     settle().await;
     assert_eq!(health.ramp_step(), None, "no ramp before an outage");
@@ -89,7 +89,7 @@ async fn a_quiet_provider_is_not_advanced_before_its_minimum_requests() {
         .seed(1)
         .steps([Step::new(0.5, MIN), Step::new(1.0, MIN)])
         .min_requests(20);
-    let mut svc = RampLayer::new(health.clone(), config)
+    let mut svc = RampLayer::with_config(health.clone(), config)
         .unwrap()
         .layer(Provider::default());
     outage(&health).await;
@@ -115,7 +115,7 @@ async fn a_failing_step_rolls_back_and_reopens_with_a_longer_cooldown() {
     let health = Health::standalone("p", "m");
     let mut events = health.subscribe();
     let provider = Provider::default();
-    let layer = RampLayer::new(health.clone(), RampConfig::default().seed(3)).unwrap();
+    let layer = RampLayer::with_config(health.clone(), RampConfig::default().seed(3)).unwrap();
     let mut svc = layer.clone().layer(provider.clone());
     outage(&health).await;
     sleep(Duration::from_secs(30)).await;
@@ -185,7 +185,7 @@ async fn a_failing_step_rolls_back_and_reopens_with_a_longer_cooldown() {
 async fn the_threshold_is_relative_to_the_measured_baseline() {
     let health = Health::standalone("p", "m");
     let provider = Provider::default();
-    let layer = RampLayer::new(health.clone(), RampConfig::default().seed(5)).unwrap();
+    let layer = RampLayer::with_config(health.clone(), RampConfig::default().seed(5)).unwrap();
     let mut svc = layer.clone().layer(provider.clone());
     settle().await;
     // A provider that normally fails one request in 8 (12.5 %).
@@ -221,7 +221,7 @@ async fn the_threshold_is_relative_to_the_measured_baseline() {
 async fn a_flapping_provider_waits_longer_each_time() {
     let health = Health::standalone("p", "m");
     let provider = Provider::default();
-    let layer = RampLayer::new(health.clone(), RampConfig::default().seed(11)).unwrap();
+    let layer = RampLayer::with_config(health.clone(), RampConfig::default().seed(11)).unwrap();
     let mut svc = layer.clone().layer(provider.clone());
     outage(&health).await;
     let mut cooldowns = Vec::new();
@@ -247,7 +247,7 @@ async fn a_flapping_provider_waits_longer_each_time() {
 async fn a_breaker_trip_during_the_ramp_counts_as_a_flap() {
     let health = Health::standalone("p", "m");
     let mut events = health.subscribe();
-    let layer = RampLayer::new(health.clone(), RampConfig::default().seed(2)).unwrap();
+    let layer = RampLayer::with_config(health.clone(), RampConfig::default().seed(2)).unwrap();
     let mut svc = layer.clone().layer(Provider::default());
     outage(&health).await;
     recovery(&health).await;
@@ -278,7 +278,7 @@ async fn a_breaker_trip_during_the_ramp_counts_as_a_flap() {
 #[tokio::test(start_paused = true)]
 async fn an_operator_forcing_the_circuit_closed_ends_the_ramp() {
     let health = Health::standalone("p", "m");
-    let _svc = RampLayer::new(health.clone(), RampConfig::default())
+    let _svc = RampLayer::with_config(health.clone(), RampConfig::default())
         .unwrap()
         .layer(Provider::default());
     outage(&health).await;
@@ -297,7 +297,7 @@ async fn a_curve_ramps_in_equal_steps() {
         .seed(4)
         .min_requests(0)
         .curve(Curve::new(CurveShape::Linear, 0.1, 10 * MIN, 10));
-    let mut svc = RampLayer::new(health.clone(), config)
+    let mut svc = RampLayer::with_config(health.clone(), config)
         .unwrap()
         .layer(Provider::default());
     outage(&health).await;
@@ -331,7 +331,9 @@ async fn rate_limits_and_rejections_do_not_count_against_a_step() {
                 .unwrap(),
         )
     });
-    let mut svc = RampLayer::new(health.clone(), config).unwrap().layer(inner);
+    let mut svc = RampLayer::with_config(health.clone(), config)
+        .unwrap()
+        .layer(inner);
     outage(&health).await;
     recovery(&health).await;
     send(&mut svc, 500).await;
@@ -353,7 +355,7 @@ async fn rate_limits_and_rejections_do_not_count_against_a_step() {
 async fn shedding_can_be_left_to_a_share_aware_router() {
     let health = Health::standalone("p", "m");
     let config = RampConfig::default().seed(1).shed(false);
-    let mut svc = RampLayer::new(health.clone(), config)
+    let mut svc = RampLayer::with_config(health.clone(), config)
         .unwrap()
         .layer(Provider::default());
     outage(&health).await;
@@ -365,7 +367,7 @@ async fn shedding_can_be_left_to_a_share_aware_router() {
 #[tokio::test(start_paused = true)]
 async fn the_driver_is_one_task_per_layer_and_stops_with_the_last_clone() {
     let health = Health::standalone("p", "m");
-    let layer = RampLayer::new(health.clone(), RampConfig::default().seed(1)).unwrap();
+    let layer = RampLayer::with_config(health.clone(), RampConfig::default().seed(1)).unwrap();
     let services: Vec<_> = (0..50).map(|_| layer.layer(Provider::default())).collect();
     let clones: Vec<_> = services.to_vec();
     settle().await;
@@ -399,7 +401,7 @@ async fn the_driver_is_one_task_per_layer_and_stops_with_the_last_clone() {
 #[test]
 fn without_a_runtime_nothing_panics_and_everything_is_admitted() {
     let health = Health::standalone("p", "m");
-    let layer = RampLayer::new(health, RampConfig::default()).unwrap();
+    let layer = RampLayer::with_config(health, RampConfig::default()).unwrap();
     let svc = layer.layer(Provider::default());
     let fut = svc.oneshot(http::Request::new(String::new()));
     let res = futures_lite_block_on(fut);
@@ -414,16 +416,18 @@ fn futures_lite_block_on<F: std::future::Future>(fut: F) -> F::Output {
 }
 
 #[test]
+#[allow(deprecated)]
 fn an_invalid_config_is_refused_by_every_constructor() {
     let health = Health::standalone("p", "m");
     let bad = RampConfig::default().steps([]);
     for err in [
         RampLayer::with_config(health.clone(), bad.clone()).unwrap_err(),
-        RampLayer::new(health.clone(), bad.clone()).unwrap_err(),
-        RampLayer::try_new(health, bad).unwrap_err(),
+        RampLayer::try_new(health.clone(), bad).unwrap_err(),
     ] {
         assert_eq!(err.field(), "schedule.steps");
     }
+    // The default configuration needs no check.
+    assert!(!RampLayer::new(health).probes());
 }
 
 /// A stand-in for output validation below the ramp: one chunk, then a clean end
@@ -483,7 +487,9 @@ async fn a_late_malformed_rejection_at_a_clean_end_rolls_the_step_back() {
             }
         });
         let config = RampConfig::default().seed(3).shed(false);
-        let mut svc = RampLayer::new(health.clone(), config).unwrap().layer(inner);
+        let mut svc = RampLayer::with_config(health.clone(), config)
+            .unwrap()
+            .layer(inner);
         outage(&health).await;
         sleep(Duration::from_secs(30)).await;
         recovery(&health).await;

@@ -156,7 +156,7 @@ async fn one_ramp_for_the_fleet_driven_by_one_replica() {
     let services: Vec<_> = healths
         .iter()
         .map(|h| {
-            RampLayer::try_new(h.clone(), ramp.clone())
+            RampLayer::with_config(h.clone(), ramp.clone())
                 .unwrap()
                 .layer(tower::service_fn(|_req: Request<()>| async {
                     Ok::<_, tower::BoxError>(http::Response::new(String::new()))

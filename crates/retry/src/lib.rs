@@ -28,7 +28,7 @@
 //! use http::{Request, Response};
 //! use tower::{ServiceBuilder, ServiceExt, service_fn, retry::RetryLayer};
 //! use tower_failover_core::{Registry, replay::ReplayBody};
-//! use tower_failover_retry::{BudgetConfig, DeadlineLayer, QueueConfig, RetryBudget, SameProviderRetry, WaitQueueLayer};
+//! use tower_failover_retry::{BudgetConfig, DeadlineLayer, RetryBudget, SameProviderRetry, WaitQueueLayer};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() -> Result<(), tower::BoxError> {
@@ -40,7 +40,7 @@
 //! });
 //! let stack = ServiceBuilder::new()
 //!     .layer(DeadlineLayer::new(Duration::from_secs(60)))
-//!     .layer(WaitQueueLayer::new(registry.clone(), QueueConfig::default()))
+//!     .layer(WaitQueueLayer::new(registry.clone()))
 //!     .layer(RetryLayer::new(SameProviderRetry::new(budget.clone())))
 //!     .service(router);
 //! let res = stack.oneshot(Request::new(ReplayBody::from("{}"))).await?;

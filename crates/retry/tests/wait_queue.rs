@@ -52,13 +52,14 @@ async fn released_by_the_recovery_event_not_by_polling() {
     let health = registry.provider("p", "m");
     open(&health, Duration::from_secs(600)); // cooldown far away: only the event can wake it
     let calls = Arc::new(AtomicU32::new(0));
-    let layer = WaitQueueLayer::new(
+    let layer = WaitQueueLayer::with_config(
         registry.clone(),
         QueueConfig {
             capacity: 10,
             max_wait: Duration::from_secs(900),
         },
-    );
+    )
+    .unwrap();
     let svc = layer.layer(router(health.clone(), calls.clone()));
 
     let started = Instant::now();
@@ -101,7 +102,7 @@ async fn released_when_a_rate_limit_window_ends_silently() {
             }
         }
     });
-    let svc = WaitQueueLayer::new(registry, QueueConfig::default()).layer(svc);
+    let svc = WaitQueueLayer::new(registry).layer(svc);
     let started = Instant::now();
     let res = svc.oneshot(Request::new(String::new())).await.unwrap();
     assert_eq!(res.body(), "ok");
@@ -119,7 +120,7 @@ async fn past_the_deadline_a_clear_error() {
     open(&health, Duration::from_secs(600));
     let calls = Arc::new(AtomicU32::new(0));
     let svc = DeadlineLayer::new(Duration::from_secs(5))
-        .layer(WaitQueueLayer::new(registry, QueueConfig::default()).layer(router(health, calls)));
+        .layer(WaitQueueLayer::new(registry).layer(router(health, calls)));
     let started = Instant::now();
     let err = svc.oneshot(Request::new(String::new())).await.unwrap_err();
     let elapsed = find::<Elapsed>(&*err).expect("an Elapsed error");
@@ -136,13 +137,14 @@ async fn a_full_queue_fails_at_once_and_says_so() {
     let health = registry.provider("p", "m");
     open(&health, Duration::from_secs(600));
     let calls = Arc::new(AtomicU32::new(0));
-    let layer = WaitQueueLayer::new(
+    let layer = WaitQueueLayer::with_config(
         registry,
         QueueConfig {
             capacity: 2,
             max_wait: Duration::from_secs(60),
         },
-    );
+    )
+    .unwrap();
     let svc = layer.layer(router(health, calls));
     let a = tokio::spawn(svc.clone().oneshot(Request::new(String::new())));
     let b = tokio::spawn(svc.clone().oneshot(Request::new(String::new())));
@@ -167,9 +169,9 @@ async fn a_full_queue_fails_at_once_and_says_so() {
 #[tokio::test(start_paused = true)]
 async fn other_errors_pass_through_without_waiting() {
     let registry = Registry::new();
-    let svc = WaitQueueLayer::new(registry, QueueConfig::default()).layer(service_fn(
-        |_req: Request<String>| async { Err::<Response<String>, BoxError>("bad request".into()) },
-    ));
+    let svc = WaitQueueLayer::new(registry).layer(service_fn(|_req: Request<String>| async {
+        Err::<Response<String>, BoxError>("bad request".into())
+    }));
     let started = Instant::now();
     let err = svc.oneshot(Request::new(String::new())).await.unwrap_err();
     assert_eq!(err.to_string(), "bad request");

@@ -707,8 +707,7 @@ impl StackBuilder {
         let routed = match &self.hedge {
             Some(c) => {
                 check_hedge(self.routing.name())?;
-                c.validate().map_err(|e| e.within("hedge"))?;
-                let mut layer = HedgeLayer::new(*c);
+                let mut layer = HedgeLayer::with_config(*c).map_err(|e| e.within("hedge"))?;
                 if let Some(b) = &budget {
                     layer = layer.budget(b.clone());
                 }
@@ -719,8 +718,8 @@ impl StackBuilder {
         #[cfg(feature = "retry")]
         let (routed, queue) = match &self.wait_queue {
             Some(c) => {
-                c.validate().map_err(|e| e.within("wait_queue"))?;
-                let layer = WaitQueueLayer::new(registry.clone(), *c);
+                let layer = WaitQueueLayer::with_config(registry.clone(), *c)
+                    .map_err(|e| e.within("wait_queue"))?;
                 (boxed(layer.layer(routed)), Some(layer))
             }
             None => (routed, None),
@@ -952,7 +951,7 @@ impl StackBuilder {
                     // the ramp only drives and checks the steps.
                     c = c.shed(false);
                 }
-                let mut layer = RampLayer::try_new(at.health.clone(), c)
+                let mut layer = RampLayer::with_config(at.health.clone(), c)
                     .map_err(|e| e.within(at.scope(&at.def.ramp, "ramp")))?;
                 if let Some(p) = &self.probe {
                     // The breaker's half-open trials are real requests: a tiny

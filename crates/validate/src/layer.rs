@@ -79,9 +79,19 @@ impl ValidateLayer {
         ValidateLayer::new(Validators::llm())
     }
 
-    /// Takes every setting but the checks from `config` (which is not validated
-    /// here: use [`ValidateConfig::build`] for that).
-    pub fn with_config(mut self, config: &ValidateConfig) -> Self {
+    /// Validates with `validator` and every other setting from `config`; an invalid
+    /// `config` is refused with an error naming the field (never replaced by the
+    /// default). `config.checks` is not read: the checks are `validator` (use
+    /// [`ValidateConfig::build`] to build the configured checks too).
+    pub fn with_config(
+        validator: impl Validator,
+        config: &ValidateConfig,
+    ) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(ValidateLayer::new(validator).settings(config))
+    }
+
+    fn settings(mut self, config: &ValidateConfig) -> Self {
         self.max_body = config.max_body;
         self.hold = config.hold;
         self.hold_limit = config.hold_limit;
@@ -187,6 +197,6 @@ impl ValidateConfig {
     pub fn build(&self) -> Result<ValidateLayer, ConfigError> {
         self.validate()?;
         let validators = self.checks.build()?;
-        Ok(ValidateLayer::new(validators).with_config(self))
+        ValidateLayer::with_config(validators, self)
     }
 }

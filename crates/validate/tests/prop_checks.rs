@@ -13,12 +13,12 @@
 mod common;
 
 use bytes::Bytes;
+use common::*;
 use http::Request;
 use http_body_util::BodyExt;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use serde_json::{Map, Value, json};
-use common::*;
 use tower::{Layer, ServiceExt};
 use tower_failover_validate::checks::{FinishReason, JsonSchema};
 use tower_failover_validate::{AfterCommit, ValidateLayer, Validators, Verdict, check_body};

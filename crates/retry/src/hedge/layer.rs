@@ -28,7 +28,7 @@ use super::{Hedge, HedgeConfig};
 /// # async fn main() -> Result<(), tower::BoxError> {
 /// let calls = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
 /// let svc = ServiceBuilder::new()
-///     .layer(HedgeLayer::new(HedgeConfig { initial_delay: Duration::from_millis(200), ..Default::default() }))
+///     .layer(HedgeLayer::with_config(HedgeConfig { initial_delay: Duration::from_millis(200), ..Default::default() })?)
 ///     .service(service_fn({
 ///         let calls = calls.clone();
 ///         move |_req: Request<String>| {
@@ -50,8 +50,19 @@ pub struct HedgeLayer {
     shared: Arc<HedgeShared>,
 }
 impl HedgeLayer {
-    /// Hedging with `config` and no budget.
-    pub fn new(config: HedgeConfig) -> Self {
+    /// Hedging with the default [`HedgeConfig`] and no budget.
+    pub fn new() -> Self {
+        HedgeLayer::build(HedgeConfig::default())
+    }
+
+    /// Hedging with `config` and no budget; an invalid `config` is refused with an
+    /// error naming the field (never replaced by the default).
+    pub fn with_config(config: HedgeConfig) -> Result<Self, tower_failover_core::ConfigError> {
+        config.validate()?;
+        Ok(HedgeLayer::build(config))
+    }
+
+    fn build(config: HedgeConfig) -> Self {
         HedgeLayer {
             shared: Arc::new(HedgeShared::new(config, None)),
         }
@@ -69,6 +80,12 @@ impl HedgeLayer {
         self.shared.delay()
     }
 }
+impl Default for HedgeLayer {
+    fn default() -> Self {
+        HedgeLayer::new()
+    }
+}
+
 impl fmt::Debug for HedgeLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HedgeLayer")

@@ -45,7 +45,7 @@ fn config(initial_ms: u64) -> HedgeConfig {
 #[tokio::test(start_paused = true)]
 async fn fast_first_attempt_is_not_hedged() {
     let (s, calls) = svc(vec![(50, true)]);
-    let h = HedgeLayer::new(config(200)).layer(s);
+    let h = HedgeLayer::with_config(config(200)).unwrap().layer(s);
     assert_eq!(h.oneshot(Request::new(String::new())).await.unwrap(), 0);
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
@@ -53,7 +53,7 @@ async fn fast_first_attempt_is_not_hedged() {
 #[tokio::test(start_paused = true)]
 async fn slow_first_attempt_is_hedged_and_the_winner_returns() {
     let (s, calls) = svc(vec![(10_000, true), (30, true)]);
-    let h = HedgeLayer::new(config(200)).layer(s);
+    let h = HedgeLayer::with_config(config(200)).unwrap().layer(s);
     let t = Instant::now();
     assert_eq!(h.oneshot(Request::new(String::new())).await.unwrap(), 1);
     assert_eq!(t.elapsed(), Duration::from_millis(230));
@@ -63,7 +63,7 @@ async fn slow_first_attempt_is_hedged_and_the_winner_returns() {
 #[tokio::test(start_paused = true)]
 async fn a_failed_first_attempt_hedges_at_once() {
     let (s, calls) = svc(vec![(5, false), (30, true)]);
-    let h = HedgeLayer::new(config(1_000)).layer(s);
+    let h = HedgeLayer::with_config(config(1_000)).unwrap().layer(s);
     let t = Instant::now();
     assert_eq!(h.oneshot(Request::new(String::new())).await.unwrap(), 1);
     assert_eq!(t.elapsed(), Duration::from_millis(35));
@@ -73,7 +73,7 @@ async fn a_failed_first_attempt_hedges_at_once() {
 #[tokio::test(start_paused = true)]
 async fn both_failing_reports_the_first_error() {
     let (s, _) = svc(vec![(5, false), (5, false)]);
-    let h = HedgeLayer::new(config(1_000)).layer(s);
+    let h = HedgeLayer::with_config(config(1_000)).unwrap().layer(s);
     let err = h.oneshot(Request::new(String::new())).await.unwrap_err();
     assert_eq!(err.to_string(), "boom");
 }
@@ -90,7 +90,10 @@ async fn no_budget_no_hedge() {
         .unwrap(),
     );
     let (s, calls) = svc(vec![(1_000, true), (10, true)]);
-    let h = HedgeLayer::new(config(100)).budget(budget).layer(s);
+    let h = HedgeLayer::with_config(config(100))
+        .unwrap()
+        .budget(budget)
+        .layer(s);
     assert_eq!(h.oneshot(Request::new(String::new())).await.unwrap(), 0);
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
@@ -98,10 +101,11 @@ async fn no_budget_no_hedge() {
 #[tokio::test(start_paused = true)]
 async fn delay_follows_the_latency_percentile() {
     let (s, _) = svc(vec![(100, true)]);
-    let layer = HedgeLayer::new(HedgeConfig {
+    let layer = HedgeLayer::with_config(HedgeConfig {
         window: 64,
         ..config(2_000)
-    });
+    })
+    .unwrap();
     let h = layer.layer(s);
     for _ in 0..64 {
         h.clone()

@@ -10,8 +10,8 @@ use std::task::{Context, Poll, ready};
 use http::Request;
 use pin_project_lite::pin_project;
 use tower::BoxError;
-use tower_failover_core::metrics;
 use tower_failover_core::error::{AllProvidersFailed, find};
+use tower_failover_core::metrics;
 use tower_service::Service;
 
 use super::wait::{Shared, wait_and_retry};

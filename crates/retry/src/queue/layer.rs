@@ -31,8 +31,23 @@ pub struct WaitQueueLayer {
     shared: Arc<Shared>,
 }
 impl WaitQueueLayer {
-    /// A wait queue that listens to `registry` for recoveries.
-    pub fn new(registry: Registry, config: QueueConfig) -> Self {
+    /// A wait queue with the default [`QueueConfig`] that listens to `registry` for
+    /// recoveries.
+    pub fn new(registry: Registry) -> Self {
+        WaitQueueLayer::build(registry, QueueConfig::default())
+    }
+
+    /// A wait queue with `config`; an invalid `config` is refused with an error
+    /// naming the field (never replaced by the default).
+    pub fn with_config(
+        registry: Registry,
+        config: QueueConfig,
+    ) -> Result<Self, tower_failover_core::ConfigError> {
+        config.validate()?;
+        Ok(WaitQueueLayer::build(registry, config))
+    }
+
+    fn build(registry: Registry, config: QueueConfig) -> Self {
         WaitQueueLayer {
             shared: Arc::new(Shared {
                 registry,
