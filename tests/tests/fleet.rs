@@ -1,7 +1,11 @@
 //! Three gateway replicas in one process — each a real stack (provider client →
 //! ObserveLayer, under an ordered fallback) over simulated providers on loopback —
 //! sharing one real Redis.
+//!
+//! Here, not in `crates/redis/tests`, because it needs several layer crates at once;
+//! it shares the Redis crate's real-server harness instead of copying it.
 
+#[path = "../../crates/redis/tests/common/mod.rs"]
 mod common;
 
 use std::time::Duration;
