@@ -64,6 +64,7 @@ use serde::Deserialize;
 use tokio::sync::watch;
 use tower::ServiceExt;
 
+pub mod auth;
 mod chat;
 pub mod config;
 pub mod embeddings;
@@ -75,6 +76,7 @@ mod simulated;
 pub mod telemetry;
 pub mod upstream;
 
+pub use auth::AuthConfig;
 pub use config::GatewayConfig;
 pub use log::{LogConfig, LogFormat};
 pub use server::{ServerConfig, serve, serve_with};
@@ -111,6 +113,8 @@ pub struct Gateway {
     max_request_bytes: usize,
     /// `/livez` and `/readyz`, served apart from `router`.
     probes: Router,
+    /// Whether callers need a key (`[auth]`); [`serve_with`] warns when not.
+    auth_enabled: bool,
 }
 
 #[derive(Clone)]
@@ -194,7 +198,24 @@ pub fn build_with(config: &GatewayConfig) -> Result<Gateway, ConfigError> {
         .route("/health/events", get(events));
     #[cfg(feature = "metrics")]
     let router = router.route(telemetry::METRICS, get(telemetry::metrics));
-    let router = telemetry::layers(router.with_state(state));
+    let access = auth::Access::new(
+        &config.auth,
+        &|k| std::env::var(k).ok(),
+        stack_config.redis.as_ref(),
+        stack_config.default_model.clone(),
+        stack_config.max_request_bytes,
+    )?;
+    let auth_enabled = access.is_enabled();
+    if !auth_enabled {
+        tracing::warn!(
+            "no caller keys ([auth]): anyone who can reach this gateway can call its providers \
+             and its admin routes"
+        );
+    }
+    let router = router
+        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(access, auth::check));
+    let router = telemetry::layers(router);
     Ok(Gateway {
         router,
         probes: probes(closed),
@@ -202,6 +223,7 @@ pub fn build_with(config: &GatewayConfig) -> Result<Gateway, ConfigError> {
         embeddings_handle,
         closing: Arc::new(closing),
         max_request_bytes: stack_config.max_request_bytes,
+        auth_enabled,
     })
 }
 
