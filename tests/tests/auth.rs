@@ -150,12 +150,21 @@ async fn callers_without_a_valid_key_are_refused() {
         let a = gw
             .send_with("POST", "/v1/chat/completions", &h, chat("m"))
             .await;
-        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{headers:?}: {}", a.body);
+        assert_eq!(
+            a.status,
+            StatusCode::UNAUTHORIZED,
+            "{headers:?}: {}",
+            a.body
+        );
         assert_eq!(error_code(&a), "invalid_api_key");
         assert!(!a.body.contains(wrong_key), "the key is not echoed");
     }
     // Every route of the router needs a key, unknown ones included.
-    for (method, path) in [("GET", "/v1/models"), ("GET", "/nowhere"), ("POST", "/v1/embeddings")] {
+    for (method, path) in [
+        ("GET", "/v1/models"),
+        ("GET", "/nowhere"),
+        ("POST", "/v1/embeddings"),
+    ] {
         let a = gw.send(method, path, "{}").await;
         assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{path}");
     }
@@ -174,7 +183,12 @@ async fn callers_without_a_valid_key_are_refused() {
     })
     .to_string();
     let a = gw
-        .send_with("POST", "/v1/messages", &[("x-api-key", SEARCH)], msg.clone())
+        .send_with(
+            "POST",
+            "/v1/messages",
+            &[("x-api-key", SEARCH)],
+            msg.clone(),
+        )
         .await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.body);
     assert_eq!(a.json()["type"], "message");
@@ -196,7 +210,10 @@ async fn a_key_asks_only_for_its_models() {
         .send_with(
             "POST",
             "/v1/chat/completions",
-            &[("authorization", &bearer(SEARCH)), ("x-failover-model", "other")],
+            &[
+                ("authorization", &bearer(SEARCH)),
+                ("x-failover-model", "other"),
+            ],
             chat("m"),
         )
         .await;
@@ -221,7 +238,11 @@ async fn a_key_asks_only_for_its_models() {
         )
         .await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.body);
-    assert_eq!(sim.counters().received, 0, "no refused request reached the provider");
+    assert_eq!(
+        sim.counters().received,
+        0,
+        "no refused request reached the provider"
+    );
     // Other keys have every model; the separate admin key none.
     assert_eq!(chat_as(&gw, OPS, "other").await.status, StatusCode::OK);
     let a = chat_as(&gw, ADMIN, "m").await;
@@ -237,7 +258,12 @@ async fn a_spent_token_budget_gets_429_until_the_period_ends() {
     let used = first.json()["usage"]["total_tokens"].as_u64().unwrap();
     assert!(used > 1, "the simulator reports usage: {used}");
     let refused = chat_as(&gw, TIGHT, "m").await;
-    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS, "{}", refused.body);
+    assert_eq!(
+        refused.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        refused.body
+    );
     assert_eq!(error_code(&refused), "budget_exceeded");
     assert_eq!(refused.json()["error"]["type"], "rate_limit_error");
     let wait: u64 = refused.headers["retry-after"]
@@ -247,7 +273,14 @@ async fn a_spent_token_budget_gets_429_until_the_period_ends() {
         .unwrap();
     assert!((1..=3600).contains(&wait), "to the end of the hour: {wait}");
     // Listing models spends nothing and stays open; other keys are not affected.
-    let list = raw(&gw, "GET", "/v1/models", &[("authorization", &bearer(TIGHT))], "").await;
+    let list = raw(
+        &gw,
+        "GET",
+        "/v1/models",
+        &[("authorization", &bearer(TIGHT))],
+        "",
+    )
+    .await;
     assert_eq!(list.status, StatusCode::OK);
     assert_eq!(chat_as(&gw, SEARCH, "m").await.status, StatusCode::OK);
     assert_eq!(sim.counters().received, 2);
@@ -359,7 +392,12 @@ async fn only_allowed_hosts_are_answered() {
     for host in ["evil.example", "127.0.0.1", "llm.internal.evil.example"] {
         let headers = [("authorization", auth.as_str()), json, ("host", host)];
         let a = raw(&gw, "POST", "/v1/chat/completions", &headers, &chat("m")).await;
-        assert_eq!(a.status, StatusCode::MISDIRECTED_REQUEST, "{host}: {}", a.body);
+        assert_eq!(
+            a.status,
+            StatusCode::MISDIRECTED_REQUEST,
+            "{host}: {}",
+            a.body
+        );
         assert_eq!(error_code(&a), "host_not_allowed");
     }
     for host in ["localhost", "LLM.internal:8080"] {
@@ -382,9 +420,14 @@ async fn the_callers_key_never_reaches_the_provider() {
         "messages": [{"role": "user", "content": "Say hello"}],
     })
     .to_string();
-    let both = [("authorization", bearer(SEARCH)), ("x-api-key", SEARCH.to_owned())];
+    let both = [
+        ("authorization", bearer(SEARCH)),
+        ("x-api-key", SEARCH.to_owned()),
+    ];
     let h: Vec<(&str, &str)> = both.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let a = gw.send_with("POST", "/v1/chat/completions", &h, chat("m")).await;
+    let a = gw
+        .send_with("POST", "/v1/chat/completions", &h, chat("m"))
+        .await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.body);
     let a = gw.send_with("POST", "/v1/messages", &h, msg).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.body);
@@ -406,10 +449,19 @@ async fn requests_are_counted_by_caller() {
     let (_sim, gw) = start("").await;
     assert_eq!(chat_as(&gw, SEARCH, "m").await.status, StatusCode::OK);
     assert_eq!(
-        gw.send("POST", "/v1/chat/completions", chat("m")).await.status,
+        gw.send("POST", "/v1/chat/completions", chat("m"))
+            .await
+            .status,
         StatusCode::UNAUTHORIZED
     );
-    let a = raw(&gw, "GET", "/metrics", &[("authorization", &bearer(OPS))], "").await;
+    let a = raw(
+        &gw,
+        "GET",
+        "/metrics",
+        &[("authorization", &bearer(OPS))],
+        "",
+    )
+    .await;
     assert_eq!(a.status, StatusCode::OK);
     let scrape = prometheus_parse::Scrape::parse(a.body.lines().map(|l| Ok(l.to_owned())))
         .expect("Prometheus text format");
@@ -471,15 +523,34 @@ async fn two_gateways_on_one_redis_share_a_budget() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let refused = chat_as(&b, TIGHT, "m").await;
-    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS, "{}", refused.body);
+    assert_eq!(
+        refused.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        refused.body
+    );
     assert!(refused.headers.contains_key("retry-after"));
-    assert_eq!(sim.counters().received, 1, "only A's first request was admitted");
+    assert_eq!(
+        sim.counters().received,
+        1,
+        "only A's first request was admitted"
+    );
     // Nothing about keys is stored in Redis: only the key's name.
     let client = redis::Client::open(redis.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut conn).await.unwrap();
-    assert!(keys.iter().any(|k| k.contains("caller:tight:tokens")), "{keys:?}");
-    assert!(keys.iter().all(|k| !k.contains(TIGHT) && !k.contains(&hash_key(TIGHT))));
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        keys.iter().any(|k| k.contains("caller:tight:tokens")),
+        "{keys:?}"
+    );
+    assert!(
+        keys.iter()
+            .all(|k| !k.contains(TIGHT) && !k.contains(&hash_key(TIGHT)))
+    );
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
@@ -498,7 +569,11 @@ async fn an_open_gateway_says_so() {
     gateway::serve_with(listener, gw, &c.server, async {})
         .await
         .unwrap();
-    assert!(logs.text().contains("THIS GATEWAY IS OPEN"), "{}", logs.text());
+    assert!(
+        logs.text().contains("THIS GATEWAY IS OPEN"),
+        "{}",
+        logs.text()
+    );
     // With keys: neither warning.
     let (logs, _guard) = common::capture_logs();
     let gw = gateway::build_with(&config(&sim, "")).unwrap();

@@ -10,6 +10,7 @@
 //! ```
 //!
 //! The file is the stack's configuration ([`Config`]) plus the gateway's
+//! `[auth]` ([`AuthConfig`]: caller keys, their models and budgets; [`auth`]),
 //! `[server]` ([`ServerConfig`]: timeouts and limits), `[upstream]`
 //! ([`UpstreamConfig`]: what of a caller's request reaches the providers) and
 //! `[log]` ([`LogConfig`]) sections; a few environment variables override what
@@ -38,6 +39,10 @@
 //! | `GET /metrics` | every metric in Prometheus' text format (feature `metrics`, on by default; [`telemetry`]) |
 //! | `GET /livez` | `200` while the process serves: for liveness probes and the container's health check |
 //! | `GET /readyz` | `200` while accepting traffic, `503` once shutdown began (load balancers stop sending before the drain ends) |
+//!
+//! With caller keys configured ([`auth`]) every route of the router needs one
+//! (`401` without), the `/health` routes and `/metrics` an admin key (`403`);
+//! any `POST` must be `application/json` (`415`), keys or not.
 //!
 //! The probes ([`Gateway::probes`]) are served apart from the router: never
 //! shed by the server's limits, never behind middleware added to the router,

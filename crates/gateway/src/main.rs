@@ -25,7 +25,7 @@ use tower_failover_gateway::{self as gateway, GatewayConfig, log};
 #[command(version, about)]
 struct Args {
     /// The configuration file (TOML): the providers and the stack, plus
-    /// `[server]`, `[upstream]` and `[log]`. Without it, simulated providers
+    /// `[auth]`, `[server]`, `[upstream]` and `[log]`. Without it, simulated providers
     /// start in-process.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,

@@ -327,3 +327,97 @@ async fn two_replicas_on_one_redis_share_circuit_openings() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// One request with an `Authorization: Bearer` key; the whole answer as text.
+async fn http_as(addr: &str, key: &str, path: &str, body: &str) -> String {
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nhost: gw\r\nauthorization: Bearer {key}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(GUARD, conn.read_to_end(&mut out))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A caller key read from the environment variable the file names: requests
+/// without it are refused, with it served, and the logs name the caller, never
+/// the key. Without the variable the gateway does not start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caller_keys_come_from_the_environment() {
+    const KEY: &str = "sk-caller-from-env-0123456789";
+    let sim = Sim::builder(Flavor::OpenAi)
+        .name("upstream")
+        .models(["m"])
+        .start()
+        .await
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("tfg-bin-auth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("gateway.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+            [[providers]]
+            name = "upstream"
+            model = "m"
+            kind = "openai"
+            base_url = "{}/v1"
+            api_key = "sk-test-0000"
+
+            [[auth.keys]]
+            name = "app"
+            key_env = "TFG_TEST_CALLER_KEY"
+            "#,
+            sim.base_url()
+        ),
+    )
+    .unwrap();
+    let mut child = gateway()
+        .arg("--config")
+        .arg(&file)
+        .env("TFG_TEST_CALLER_KEY", KEY)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let (logs, addr) = wait_listening(&mut lines).await;
+    assert!(
+        !logs
+            .iter()
+            .any(|l| l.to_string().contains("no caller keys")),
+        "{logs:#?}"
+    );
+    let chat = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+    let refused = http(&addr, "POST", "/v1/chat/completions", chat).await;
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+    let served = http_as(&addr, KEY, "/v1/chat/completions", chat).await;
+    assert!(served.starts_with("HTTP/1.1 200"), "{served}");
+    let rest = terminate(child, &mut lines).await;
+    assert!(
+        rest.iter().any(|l| l.contains("\"caller\":\"app\"")),
+        "the access log names the caller: {rest:#?}"
+    );
+    assert!(rest.iter().all(|l| !l.contains(KEY)), "{rest:#?}");
+    assert_eq!(sim.counters().received, 1);
+
+    // Without the variable: a clear error naming it, and no server.
+    let out = gateway()
+        .arg("--config")
+        .arg(&file)
+        .env_remove("TFG_TEST_CALLER_KEY")
+        .stderr(Stdio::piped())
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("auth.keys[0].key_env") && err.contains("TFG_TEST_CALLER_KEY"),
+        "{err}"
+    );
+}

@@ -163,12 +163,7 @@ impl FleetCounters {
             connected: AtomicBool::new(false),
         });
         let every = sync_every.clamp(Duration::from_millis(50), Duration::from_secs(10));
-        let task = tokio::spawn(sync(
-            shared.clone(),
-            client,
-            every,
-            config.command_timeout,
-        ));
+        let task = tokio::spawn(sync(shared.clone(), client, every, config.command_timeout));
         Ok(FleetCounters { shared, task })
     }
 
@@ -193,10 +188,13 @@ impl FleetCounters {
     /// The time left in `counter`'s current window (zero for an index out of
     /// range).
     pub fn window_left(&self, counter: usize) -> Duration {
-        self.shared.counters.get(counter).map_or(Duration::ZERO, |c| {
-            let now = now_ms();
-            Duration::from_millis(c.window_ms - now % c.window_ms)
-        })
+        self.shared
+            .counters
+            .get(counter)
+            .map_or(Duration::ZERO, |c| {
+                let now = now_ms();
+                Duration::from_millis(c.window_ms - now % c.window_ms)
+            })
     }
 
     /// Whether the last exchange with Redis succeeded.

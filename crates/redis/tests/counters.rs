@@ -47,7 +47,11 @@ async fn two_replicas_count_together() {
     server.restart().await;
     assert!(eventually(GUARD, || a.is_connected()).await);
     // The restarted Redis is empty: it holds what was sent since (at least the 10).
-    assert!(eventually(GUARD, || b.total(0) >= 10).await, "{}", b.total(0));
+    assert!(
+        eventually(GUARD, || b.total(0) >= 10).await,
+        "{}",
+        b.total(0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,8 +60,12 @@ async fn a_garbage_counter_reads_as_spent() {
     let server = RedisServer::start().await;
     let c = config(&server, "counters-g");
     let window = Duration::from_secs(3600);
-    let a = FleetCounters::start(&c, &[("x", window), ("y", window)], Duration::from_millis(50))
-        .unwrap();
+    let a = FleetCounters::start(
+        &c,
+        &[("x", window), ("y", window)],
+        Duration::from_millis(50),
+    )
+    .unwrap();
     // What a hostile or broken writer could leave in the current window's keys.
     let client = redis::Client::open(server.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();

@@ -96,12 +96,14 @@ impl Meter {
                 base_unix_ms,
                 base,
                 counters,
-            } => counters.get(i).map_or((0, Duration::ZERO), |(window, cell)| {
-                let now = Self::local_now(*base_unix_ms, *base);
-                let c = cell.lock().unwrap_or_else(PoisonError::into_inner);
-                let count = if c.0 == now / window { c.1 } else { 0 };
-                (count, Duration::from_millis(window - now % window))
-            }),
+            } => counters
+                .get(i)
+                .map_or((0, Duration::ZERO), |(window, cell)| {
+                    let now = Self::local_now(*base_unix_ms, *base);
+                    let c = cell.lock().unwrap_or_else(PoisonError::into_inner);
+                    let count = if c.0 == now / window { c.1 } else { 0 };
+                    (count, Duration::from_millis(window - now % window))
+                }),
             Meter::Fleet(f) => (f.total(i), f.window_left(i)),
         }
     }

@@ -222,8 +222,9 @@ impl AuthConfig {
         }
         for h in &self.allowed_hosts {
             let ok = !h.is_empty()
-                && h.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
+                && h.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']')
+                });
             if !ok {
                 return Err(ConfigError::new(
                     "auth.allowed_hosts",
@@ -294,10 +295,7 @@ impl AuthConfig {
 
 fn check_var(field: &str, v: &str) -> Result<(), ConfigError> {
     if v.is_empty() || v.contains(['=', '\0']) {
-        return Err(ConfigError::new(
-            field,
-            "must name an environment variable",
-        ));
+        return Err(ConfigError::new(field, "must name an environment variable"));
     }
     Ok(())
 }
@@ -321,8 +319,7 @@ impl BudgetConfig {
                 "must be a positive amount below 1e9",
             ));
         }
-        if self.period < Duration::from_secs(1) || self.period > Duration::from_secs(366 * 86_400)
-        {
+        if self.period < Duration::from_secs(1) || self.period > Duration::from_secs(366 * 86_400) {
             return Err(ConfigError::new(
                 format!("{field}.period"),
                 "must be between 1s and 366d",

@@ -253,7 +253,10 @@ async fn allowed_model(
             "the body is not a JSON object (with at most one \"model\")",
         )));
     };
-    let model = body.model.or(header).or_else(|| access.default_model.clone());
+    let model = body
+        .model
+        .or(header)
+        .or_else(|| access.default_model.clone());
     match model {
         Some(m) if allowed.iter().any(|a| *a == m) => {
             Ok(Request::from_parts(parts, Body::from(bytes)))

@@ -64,6 +64,8 @@ mod budget;
 mod config;
 mod keys;
 mod layer;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 
