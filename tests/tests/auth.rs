@@ -6,7 +6,7 @@
 //! caller label of the metrics.
 
 mod common;
-#[allow(dead_code, unreachable_pub, unused_macros)]
+#[allow(unused_macros)]
 #[path = "../../crates/redis/tests/common/mod.rs"]
 mod redis_harness;
 

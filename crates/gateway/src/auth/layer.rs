@@ -232,7 +232,7 @@ async fn allowed_model(
         .get("x-failover-model")
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     if let Some(m) = &header
-        && !allowed.iter().any(|a| a == m)
+        && !allowed.contains(m)
     {
         return Err(not_allowed(m));
     }
@@ -258,9 +258,7 @@ async fn allowed_model(
         .or(header)
         .or_else(|| access.default_model.clone());
     match model {
-        Some(m) if allowed.iter().any(|a| *a == m) => {
-            Ok(Request::from_parts(parts, Body::from(bytes)))
-        }
+        Some(m) if allowed.contains(&m) => Ok(Request::from_parts(parts, Body::from(bytes))),
         Some(m) => Err(not_allowed(&m)),
         None => Err(Box::new(refuse(
             path,

@@ -146,8 +146,10 @@ async fn keys_come_from_the_environment_and_never_show() {
     assert_eq!(e.field(), "auth.keys[1].key_sha256");
 
     // The separate admin key is named `admin`, and a key may not take that name.
-    let mut c = AuthConfig::default();
-    c.admin_key_sha256 = Some(hash_key("an-admin-key-of-enough-bytes"));
+    let mut c = AuthConfig {
+        admin_key_sha256: Some(hash_key("an-admin-key-of-enough-bytes")),
+        ..AuthConfig::default()
+    };
     let a = access(&c, &[]).unwrap();
     let i = keys::find(&a.digests, b"an-admin-key-of-enough-bytes").unwrap();
     assert_eq!(a.keys[i].caller.name(), ADMIN_NAME);
