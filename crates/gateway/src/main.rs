@@ -70,6 +70,7 @@ async fn run(args: Args) -> Result<(), tower::BoxError> {
         config.server.listen = listen;
     }
     if args.check {
+        config.auth.check_keys(|k| std::env::var(k).ok())?;
         println!(
             "configuration ok: {} provider entries",
             config.stack.providers.len()

@@ -405,6 +405,24 @@ async fn caller_keys_come_from_the_environment() {
     assert!(rest.iter().all(|l| !l.contains(KEY)), "{rest:#?}");
     assert_eq!(sim.counters().received, 1);
 
+    // `--check` reads the keys too.
+    let check = gateway()
+        .args(["--check", "--config"])
+        .arg(&file)
+        .env("TFG_TEST_CALLER_KEY", KEY)
+        .status()
+        .await
+        .unwrap();
+    assert!(check.success());
+    let check = gateway()
+        .args(["--check", "--config"])
+        .arg(&file)
+        .env_remove("TFG_TEST_CALLER_KEY")
+        .status()
+        .await
+        .unwrap();
+    assert!(!check.success());
+
     // Without the variable: a clear error naming it, and no server.
     let out = gateway()
         .arg("--config")

@@ -235,6 +235,14 @@ impl AuthConfig {
         Ok(())
     }
 
+    /// Reads every `key_env` variable with `var` (`|k| std::env::var(k).ok()`)
+    /// and checks the keys (set, long enough, no key twice), as building the
+    /// gateway does; errors name the field and the variable, never a key.
+    pub fn check_keys(&self, var: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        self.validate()?;
+        self.digests(&var).map(drop)
+    }
+
     /// The digests of every key, reading `key_env` variables with `var`, each
     /// named by its field.
     pub(super) fn digests(
