@@ -12,10 +12,8 @@ mod redis_harness;
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use common::{Answer, Running, fast_sim};
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http::StatusCode;
 use tower_failover::sim::{Flavor, Sim};
 use tower_failover_gateway::auth::hash_key;
 use tower_failover_gateway::{self as gateway, GatewayConfig};
@@ -92,24 +90,7 @@ async fn raw(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Answer {
-    let mut req = Request::builder()
-        .method(method)
-        .uri(format!("http://{}{path}", gw.addr));
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let req = req.body(Full::new(Bytes::from(body.to_owned()))).unwrap();
-    let res = tokio::time::timeout(GUARD, gw.client.request(req))
-        .await
-        .expect("an answer in time")
-        .expect("an answer");
-    let (parts, body) = res.into_parts();
-    let body = body.collect().await.expect("a whole body").to_bytes();
-    Answer {
-        status: parts.status,
-        headers: parts.headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    }
+    gw.send_exact(method, path, headers, body.to_owned()).await
 }
 
 fn bearer(key: &str) -> String {
@@ -298,24 +279,13 @@ async fn a_streamed_answer_counts_against_the_budget() {
         "messages": [{"role": "user", "content": "Say hello"}],
     })
     .to_string();
-    let a = gw
-        .send_with(
-            "POST",
-            "/v1/chat/completions",
-            &[("authorization", &bearer(TIGHT))],
-            body.clone(),
-        )
-        .await;
+    let auth = bearer(TIGHT);
+    let headers = [("authorization", auth.as_str())];
+    let path = "/v1/chat/completions";
+    let a = gw.send_with("POST", path, &headers, body.clone()).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.body);
     assert!(a.body.contains("[DONE]"));
-    let a = gw
-        .send_with(
-            "POST",
-            "/v1/chat/completions",
-            &[("authorization", &bearer(TIGHT))],
-            body,
-        )
-        .await;
+    let a = gw.send_with("POST", path, &headers, body).await;
     assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS, "{}", a.body);
     gw.shutdown().await.unwrap();
 }

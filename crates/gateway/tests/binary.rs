@@ -52,9 +52,14 @@ async fn wait_listening(
 
 /// One HTTP/1.1 request on its own connection; the whole answer as text.
 async fn http(addr: &str, method: &str, path: &str, body: &str) -> String {
+    http_with(addr, method, path, "", body).await
+}
+
+/// The same with more header lines (each ending in `\r\n`).
+async fn http_with(addr: &str, method: &str, path: &str, headers: &str, body: &str) -> String {
     let mut conn = TcpStream::connect(addr).await.unwrap();
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nhost: gw\r\n{headers}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
     conn.write_all(req.as_bytes()).await.unwrap();
@@ -328,22 +333,6 @@ async fn two_replicas_on_one_redis_share_circuit_openings() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// One request with an `Authorization: Bearer` key; the whole answer as text.
-async fn http_as(addr: &str, key: &str, path: &str, body: &str) -> String {
-    let mut conn = TcpStream::connect(addr).await.unwrap();
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nhost: gw\r\nauthorization: Bearer {key}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    conn.write_all(req.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(GUARD, conn.read_to_end(&mut out))
-        .await
-        .expect("an answer in time")
-        .unwrap();
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// A caller key read from the environment variable the file names: requests
 /// without it are refused, with it served, and the logs name the caller, never
 /// the key. Without the variable the gateway does not start.
@@ -395,7 +384,8 @@ async fn caller_keys_come_from_the_environment() {
     let chat = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
     let refused = http(&addr, "POST", "/v1/chat/completions", chat).await;
     assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
-    let served = http_as(&addr, KEY, "/v1/chat/completions", chat).await;
+    let auth = format!("authorization: Bearer {KEY}\r\n");
+    let served = http_with(&addr, "POST", "/v1/chat/completions", &auth, chat).await;
     assert!(served.starts_with("HTTP/1.1 200"), "{served}");
     let rest = terminate(child, &mut lines).await;
     assert!(

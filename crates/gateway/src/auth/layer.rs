@@ -25,34 +25,7 @@ fn is_admin(path: &str) -> bool {
 
 /// A refusal, OpenAI-shaped, or Anthropic-shaped on `/v1/messages`.
 fn refuse(path: &str, status: StatusCode, code: &str, message: &str) -> Response {
-    let body = if path == "/v1/messages" {
-        let kind = match status {
-            StatusCode::UNAUTHORIZED => "authentication_error",
-            StatusCode::FORBIDDEN => "permission_error",
-            StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
-            StatusCode::PAYLOAD_TOO_LARGE => "request_too_large",
-            _ => "invalid_request_error",
-        };
-        tower_failover::provider::translate::messages::error_body(kind, message)
-    } else {
-        let kind = if status == StatusCode::TOO_MANY_REQUESTS {
-            "rate_limit_error"
-        } else {
-            "invalid_request_error"
-        };
-        serde_json::to_vec(&serde_json::json!({"error": {
-            "message": message,
-            "type": kind,
-            "code": code,
-        }}))
-        .unwrap_or_default()
-    };
-    let mut res = Response::new(Body::from(body));
-    *res.status_mut() = status;
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    let mut res = crate::server::error_answer(path, status, code, message);
     if status == StatusCode::UNAUTHORIZED {
         res.headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -34,6 +34,8 @@
 mod conn;
 mod request;
 
+pub(crate) use request::error_answer;
+
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
