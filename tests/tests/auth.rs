@@ -20,6 +20,7 @@ use tower_failover_gateway::{self as gateway, GatewayConfig};
 
 const SEARCH: &str = "sk-gw-search-0123456789abcdef";
 const TIGHT: &str = "sk-gw-tight-0123456789abcdef";
+const COSTLY: &str = "sk-gw-costly-0123456789abcdef";
 const OPS: &str = "sk-gw-ops-0123456789abcdef";
 const ADMIN: &str = "sk-gw-admin-0123456789abcdef";
 const GUARD: Duration = Duration::from_secs(20);
@@ -32,9 +33,9 @@ fn chat(model: &str) -> String {
     .to_string()
 }
 
-/// One OpenAI-wire simulator serving `m` (also asked for as `other`), and the
-/// keys: `search` (model `m` only), `tight` (1 token per hour), `ops` (admin),
-/// and the separate admin key.
+/// One OpenAI-wire simulator serving `m` (also asked for as `other`) at 1000 a
+/// million tokens, and the keys: `search` (model `m` only), `tight` (1 token per
+/// hour), `costly` (0.001 a day), `ops` (admin), and the separate admin key.
 fn config(sim: &Sim, extra: &str) -> GatewayConfig {
     let text = format!(
         r#"
@@ -45,6 +46,7 @@ fn config(sim: &Sim, extra: &str) -> GatewayConfig {
         kind = "openai"
         base_url = "http://{addr}/v1"
         api_key = "sk-test-0000wxyz"
+        price = {{ input_per_million = 1000.0, output_per_million = 1000.0 }}
 
         [auth]
         admin_key_sha256 = "{admin}"
@@ -61,6 +63,11 @@ fn config(sim: &Sim, extra: &str) -> GatewayConfig {
         budget = {{ tokens = 1, period = "1h" }}
 
         [[auth.keys]]
+        name = "costly"
+        key_sha256 = "{costly}"
+        budget = {{ cost = 0.001, tokens = 1000000, period = "1d" }}
+
+        [[auth.keys]]
         name = "ops"
         key_sha256 = "{ops}"
         admin = true
@@ -69,6 +76,7 @@ fn config(sim: &Sim, extra: &str) -> GatewayConfig {
         admin = hash_key(ADMIN),
         search = hash_key(SEARCH),
         tight = hash_key(TIGHT),
+        costly = hash_key(COSTLY),
         ops = hash_key(OPS),
     );
     let mut c = GatewayConfig::from_toml_str(&text).expect("a valid configuration");
@@ -264,7 +272,25 @@ async fn a_spent_token_budget_gets_429_until_the_period_ends() {
     .await;
     assert_eq!(list.status, StatusCode::OK);
     assert_eq!(chat_as(&gw, SEARCH, "m").await.status, StatusCode::OK);
-    assert_eq!(sim.counters().received, 2);
+    // A cost budget: the first answer costs more than 0.001 (a token costs 0.001).
+    assert_eq!(chat_as(&gw, COSTLY, "m").await.status, StatusCode::OK);
+    let refused = chat_as(&gw, COSTLY, "m").await;
+    assert_eq!(
+        refused.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        refused.body
+    );
+    let wait: u64 = refused.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (1..=86_400).contains(&wait),
+        "to the end of the UTC day: {wait}"
+    );
+    assert_eq!(sim.counters().received, 3);
     gw.shutdown().await.unwrap();
 }
 

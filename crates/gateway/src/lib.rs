@@ -212,10 +212,7 @@ pub fn build_with(config: &GatewayConfig) -> Result<Gateway, ConfigError> {
     )?;
     let auth_enabled = access.is_enabled();
     if !auth_enabled {
-        tracing::warn!(
-            "no caller keys ([auth]): anyone who can reach this gateway can call its providers \
-             and its admin routes"
-        );
+        auth::warn_open();
     }
     let router = router
         .with_state(state)

@@ -79,6 +79,14 @@ pub(crate) use layer::check;
 use budget::Meter;
 use keys::Digest;
 
+/// Says, when the gateway is built, that it has no caller keys.
+pub(crate) fn warn_open() {
+    tracing::warn!(
+        "no caller keys ([auth]): anyone who can reach this gateway can call its providers \
+         and its admin routes"
+    );
+}
+
 /// The caller a request was authenticated as: the key's name (never the key).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Caller(Arc<str>);
