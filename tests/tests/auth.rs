@@ -106,13 +106,13 @@ fn bearer(key: &str) -> String {
 }
 
 async fn chat_as(gw: &Running, key: &str, model: &str) -> Answer {
-    gw.send_with(
-        "POST",
-        "/v1/chat/completions",
-        &[("authorization", &bearer(key))],
-        chat(model),
-    )
-    .await
+    post_chat(gw, &[("authorization", &bearer(key))], chat(model)).await
+}
+
+/// `POST /v1/chat/completions` with JSON `body` and these headers.
+async fn post_chat(gw: &Running, headers: &[(&str, &str)], body: impl Into<String>) -> Answer {
+    gw.send_with("POST", "/v1/chat/completions", headers, body.into())
+        .await
 }
 
 fn error_code(a: &Answer) -> String {
@@ -195,37 +195,31 @@ async fn a_key_asks_only_for_its_models() {
     assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.body);
     assert_eq!(error_code(&a), "model_not_allowed");
     // The routing header is what the stack reads first: it is checked too.
-    let a = gw
-        .send_with(
-            "POST",
-            "/v1/chat/completions",
-            &[
-                ("authorization", &bearer(SEARCH)),
-                ("x-failover-model", "other"),
-            ],
-            chat("m"),
-        )
-        .await;
+    let a = post_chat(
+        &gw,
+        &[
+            ("authorization", &bearer(SEARCH)),
+            ("x-failover-model", "other"),
+        ],
+        chat("m"),
+    )
+    .await;
     assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.body);
     // No model and no default model: a restricted key must name one.
-    let a = gw
-        .send_with(
-            "POST",
-            "/v1/chat/completions",
-            &[("authorization", &bearer(SEARCH))],
-            r#"{"messages":[{"role":"user","content":"hi"}]}"#,
-        )
-        .await;
+    let a = post_chat(
+        &gw,
+        &[("authorization", &bearer(SEARCH))],
+        r#"{"messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .await;
     assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.body);
     // Two "model" fields could be read differently downstream: refused.
-    let a = gw
-        .send_with(
-            "POST",
-            "/v1/chat/completions",
-            &[("authorization", &bearer(SEARCH))],
-            r#"{"model":"m","model":"other","messages":[]}"#,
-        )
-        .await;
+    let a = post_chat(
+        &gw,
+        &[("authorization", &bearer(SEARCH))],
+        r#"{"model":"m","model":"other","messages":[]}"#,
+    )
+    .await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.body);
     assert_eq!(
         sim.counters().received,

@@ -91,6 +91,26 @@ async fn terminate(mut child: Child, lines: &mut Lines<BufReader<ChildStderr>>) 
     rest
 }
 
+/// A simulated OpenAI provider serving `m`, and a configuration file (in a
+/// directory of its own named after `tag`) with `sections` and one entry for it.
+async fn upstream_and_file(tag: &str, sections: &str) -> (Sim, std::path::PathBuf) {
+    let sim = Sim::builder(Flavor::OpenAi)
+        .name("upstream")
+        .models(["m"])
+        .start()
+        .await
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("gateway.toml");
+    let entry = format!(
+        "[[providers]]\nname = \"upstream\"\nmodel = \"m\"\nkind = \"openai\"\nbase_url = \"{}/v1\"\napi_key = \"sk-test-0000\"\n",
+        sim.base_url()
+    );
+    std::fs::write(&file, format!("{sections}\n{entry}")).unwrap();
+    (sim, file)
+}
+
 const CHAT: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,37 +157,18 @@ async fn without_arguments_it_serves_simulated_providers_and_says_so() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_configuration_file_it_serves_its_providers() {
-    let sim = Sim::builder(Flavor::OpenAi)
-        .name("upstream")
-        .models(["m"])
-        .start()
-        .await
-        .unwrap();
-    let dir = std::env::temp_dir().join(format!("tfg-bin-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("gateway.toml");
-    std::fs::write(
-        &file,
-        format!(
-            r#"
-            [server]
-            header_read_timeout = "5s"
-            max_in_flight = 64
+    let (sim, file) = upstream_and_file(
+        "tfg-bin",
+        r#"
+        [server]
+        header_read_timeout = "5s"
+        max_in_flight = 64
 
-            [log]
-            format = "text"     # the environment says json, and wins
-
-            [[providers]]
-            name = "upstream"
-            model = "m"
-            kind = "openai"
-            base_url = "{}/v1"
-            api_key = "sk-test-0000"
-            "#,
-            sim.base_url()
-        ),
+        [log]
+        format = "text"     # the environment says json, and wins
+        "#,
     )
-    .unwrap();
+    .await;
 
     let mut child = gateway().arg("--config").arg(&file).spawn().unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
@@ -209,7 +210,9 @@ async fn with_a_configuration_file_it_serves_its_providers() {
     assert!(!bad.status.success());
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains("server.max_connections"), "{err}");
-    let _ = std::fs::remove_dir_all(&dir);
+    if let Some(dir) = file.parent() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
 
 /// The body of `GET /health` of the gateway at `addr`.
@@ -339,34 +342,15 @@ async fn two_replicas_on_one_redis_share_circuit_openings() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caller_keys_come_from_the_environment() {
     const KEY: &str = "sk-caller-from-env-0123456789";
-    let sim = Sim::builder(Flavor::OpenAi)
-        .name("upstream")
-        .models(["m"])
-        .start()
-        .await
-        .unwrap();
-    let dir = std::env::temp_dir().join(format!("tfg-bin-auth-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("gateway.toml");
-    std::fs::write(
-        &file,
-        format!(
-            r#"
-            [[providers]]
-            name = "upstream"
-            model = "m"
-            kind = "openai"
-            base_url = "{}/v1"
-            api_key = "sk-test-0000"
-
-            [[auth.keys]]
-            name = "app"
-            key_env = "TFG_TEST_CALLER_KEY"
-            "#,
-            sim.base_url()
-        ),
+    let (sim, file) = upstream_and_file(
+        "tfg-bin-auth",
+        r#"
+        [[auth.keys]]
+        name = "app"
+        key_env = "TFG_TEST_CALLER_KEY"
+        "#,
     )
-    .unwrap();
+    .await;
     let mut child = gateway()
         .arg("--config")
         .arg(&file)
@@ -428,4 +412,7 @@ async fn caller_keys_come_from_the_environment() {
         err.contains("auth.keys[0].key_env") && err.contains("TFG_TEST_CALLER_KEY"),
         "{err}"
     );
+    if let Some(dir) = file.parent() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
