@@ -115,7 +115,6 @@ struct Key {
 }
 
 /// `[auth]`, compiled: what the middleware checks.
-#[derive(Debug)]
 pub(crate) struct Access {
     digests: Vec<Digest>,
     keys: Vec<Key>,
@@ -123,6 +122,17 @@ pub(crate) struct Access {
     default_model: Option<String>,
     max_body: usize,
     meter: Meter,
+}
+
+impl std::fmt::Debug for Access {
+    /// The keys by name; never their digests.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Access")
+            .field("keys", &self.keys)
+            .field("hosts", &self.hosts)
+            .field("meter", &self.meter)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Access {

@@ -131,6 +131,11 @@ async fn keys_come_from_the_environment_and_never_show() {
     assert!(a.is_enabled());
     assert_eq!(keys::find(&a.digests, secret.as_bytes()), Some(0));
     assert!(!format!("{a:?}").contains(secret));
+    let digest = format!("{:?}", keys::hash(secret.as_bytes()));
+    assert!(
+        !format!("{a:?}").contains(&digest[1..20]),
+        "no digest either"
+    );
     assert!(!format!("{c:?}").contains(secret));
 
     // Unset, or too short to be a key: refused, naming the variable, never the value.
