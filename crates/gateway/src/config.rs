@@ -8,6 +8,7 @@
 //! | `[server]` | [`ServerConfig`] | listen address, timeouts, connection and in-flight limits, drain |
 //! | `[upstream]` | [`UpstreamConfig`] | which caller headers reach the providers, the query string |
 //! | `[log]` | [`LogConfig`] | `format = "text"` or `"json"`, `level` |
+//! | `[auth]` | [`AuthConfig`] | caller keys (from the environment or hashed), their models and budgets, allowed hosts ([`crate::auth`]) |
 //!
 //! Operators change a few things per deployment without editing the file
 //! ([`GatewayConfig::apply_env`]):
@@ -28,6 +29,7 @@ use serde::Deserialize;
 use tower_failover::{Config, ConfigError};
 
 use crate::ServerConfig;
+use crate::auth::AuthConfig;
 use crate::log::LogConfig;
 use crate::upstream::UpstreamConfig;
 
@@ -41,7 +43,7 @@ pub const ENV_REDIS_URL: &str = "TOWER_FAILOVER_REDIS_URL";
 pub const ENV_LOG_LEVEL: &str = "RUST_LOG";
 
 /// The gateway's own sections of the file; the rest is the stack's.
-const SECTIONS: [&str; 3] = ["server", "upstream", "log"];
+const SECTIONS: [&str; 4] = ["server", "upstream", "log", "auth"];
 
 /// Everything the gateway reads from its file. See the [module documentation](self).
 #[derive(Debug, Clone)]
@@ -53,6 +55,8 @@ pub struct GatewayConfig {
     pub upstream: UpstreamConfig,
     /// `[log]`.
     pub log: LogConfig,
+    /// `[auth]`.
+    pub auth: AuthConfig,
     /// Every other key: the stack's configuration.
     pub stack: Config,
 }
@@ -64,6 +68,7 @@ impl GatewayConfig {
             server: ServerConfig::default(),
             upstream: UpstreamConfig::default(),
             log: LogConfig::default(),
+            auth: AuthConfig::default(),
             stack,
         }
     }
@@ -78,6 +83,7 @@ impl GatewayConfig {
             server: ServerConfig,
             upstream: UpstreamConfig,
             log: LogConfig,
+            auth: AuthConfig,
         }
         let sections: Sections = toml::from_str(text).map_err(|e| {
             ConfigError::new(
@@ -89,6 +95,7 @@ impl GatewayConfig {
             server: sections.server,
             upstream: sections.upstream,
             log: sections.log,
+            auth: sections.auth,
             stack: Config::from_toml_str(&without_sections(text))?,
         };
         config.validate()?;
@@ -138,6 +145,7 @@ impl GatewayConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.server.validate()?;
         self.upstream.validate()?;
+        self.auth.validate()?;
         self.stack.validate()
     }
 }
@@ -150,15 +158,18 @@ fn without_sections(text: &str) -> String {
     for line in text.lines() {
         let t = line.trim_start();
         if let Some(header) = t.strip_prefix('[') {
-            // `[server]`, `[server.x]` are ours; `[[providers]]`, `[circuit]` are not.
+            // `[server]`, `[server.x]`, `[[auth.keys]]` are ours; `[[providers]]`,
+            // `[circuit]` are not.
             let name = header
+                .strip_prefix('[')
+                .unwrap_or(header)
                 .split([']', '.'])
                 .next()
                 .unwrap_or("")
                 .trim()
                 .trim_matches(['"', '\''])
                 .trim();
-            ours = !header.starts_with('[') && SECTIONS.contains(&name);
+            ours = SECTIONS.contains(&name);
         }
         if !ours {
             out.push_str(line);

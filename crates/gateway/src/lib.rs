@@ -10,6 +10,7 @@
 //! ```
 //!
 //! The file is the stack's configuration ([`Config`]) plus the gateway's
+//! `[auth]` ([`AuthConfig`]: caller keys, their models and budgets; [`auth`]),
 //! `[server]` ([`ServerConfig`]: timeouts and limits), `[upstream]`
 //! ([`UpstreamConfig`]: what of a caller's request reaches the providers) and
 //! `[log]` ([`LogConfig`]) sections; a few environment variables override what
@@ -39,6 +40,10 @@
 //! | `GET /livez` | `200` while the process serves: for liveness probes and the container's health check |
 //! | `GET /readyz` | `200` while accepting traffic, `503` once shutdown began (load balancers stop sending before the drain ends) |
 //!
+//! With caller keys configured ([`auth`]) every route of the router needs one
+//! (`401` without), the `/health` routes and `/metrics` an admin key (`403`);
+//! any `POST` must be `application/json` (`415`), keys or not.
+//!
 //! The probes ([`Gateway::probes`]) are served apart from the router: never
 //! shed by the server's limits, never behind middleware added to the router,
 //! open to unauthenticated callers.
@@ -64,6 +69,7 @@ use serde::Deserialize;
 use tokio::sync::watch;
 use tower::ServiceExt;
 
+pub mod auth;
 mod chat;
 pub mod config;
 pub mod embeddings;
@@ -75,6 +81,7 @@ mod simulated;
 pub mod telemetry;
 pub mod upstream;
 
+pub use auth::AuthConfig;
 pub use config::GatewayConfig;
 pub use log::{LogConfig, LogFormat};
 pub use server::{ServerConfig, serve, serve_with};
@@ -111,6 +118,8 @@ pub struct Gateway {
     max_request_bytes: usize,
     /// `/livez` and `/readyz`, served apart from `router`.
     probes: Router,
+    /// Whether callers need a key (`[auth]`); [`serve_with`] warns when not.
+    auth_enabled: bool,
 }
 
 #[derive(Clone)]
@@ -194,7 +203,21 @@ pub fn build_with(config: &GatewayConfig) -> Result<Gateway, ConfigError> {
         .route("/health/events", get(events));
     #[cfg(feature = "metrics")]
     let router = router.route(telemetry::METRICS, get(telemetry::metrics));
-    let router = telemetry::layers(router.with_state(state));
+    let access = auth::Access::new(
+        &config.auth,
+        &|k| std::env::var(k).ok(),
+        stack_config.redis.as_ref(),
+        stack_config.default_model.clone(),
+        stack_config.max_request_bytes,
+    )?;
+    let auth_enabled = access.is_enabled();
+    if !auth_enabled {
+        auth::warn_open();
+    }
+    let router = router
+        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(access, auth::check));
+    let router = telemetry::layers(router);
     Ok(Gateway {
         router,
         probes: probes(closed),
@@ -202,6 +225,7 @@ pub fn build_with(config: &GatewayConfig) -> Result<Gateway, ConfigError> {
         embeddings_handle,
         closing: Arc::new(closing),
         max_request_bytes: stack_config.max_request_bytes,
+        auth_enabled,
     })
 }
 

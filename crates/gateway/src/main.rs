@@ -25,7 +25,7 @@ use tower_failover_gateway::{self as gateway, GatewayConfig, log};
 #[command(version, about)]
 struct Args {
     /// The configuration file (TOML): the providers and the stack, plus
-    /// `[server]`, `[upstream]` and `[log]`. Without it, simulated providers
+    /// `[auth]`, `[server]`, `[upstream]` and `[log]`. Without it, simulated providers
     /// start in-process.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -70,6 +70,7 @@ async fn run(args: Args) -> Result<(), tower::BoxError> {
         config.server.listen = listen;
     }
     if args.check {
+        config.auth.check_keys(|k| std::env::var(k).ok())?;
         println!(
             "configuration ok: {} provider entries",
             config.stack.providers.len()

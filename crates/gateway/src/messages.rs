@@ -18,11 +18,11 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use tower::ServiceExt;
-use tower_failover::provider::SseParser;
 use tower_failover::provider::translate::messages::{
     MessagesStream, error_body, error_for_status, error_message, request_from_anthropic,
     response_to_anthropic,
 };
+use tower_failover::provider::{SseParser, UsageHandle};
 use tower_failover::{Failover, error_response};
 
 use super::{AppState, SERVED_BY};
@@ -62,6 +62,10 @@ async fn translate_error(res: http::Response<Body>) -> Response {
     let (status, kind) = error_for_status(parts.status.as_u16());
     let mut out = anthropic_error(status, kind, &error_message(&bytes));
     pass_headers(&parts.headers, out.headers_mut());
+    // What the answer spent, for the caller's budget (crate::auth).
+    if let Some(usage) = parts.extensions.get::<UsageHandle>() {
+        out.extensions_mut().insert(usage.clone());
+    }
     out
 }
 
@@ -146,6 +150,10 @@ async fn answer(failover: Failover, req: http::Request<Body>, model: String) -> 
         }
     };
     pass_headers(&parts.headers, out.headers_mut());
+    // What the answer spent, for the caller's budget (crate::auth).
+    if let Some(usage) = parts.extensions.get::<UsageHandle>() {
+        out.extensions_mut().insert(usage.clone());
+    }
     out
 }
 

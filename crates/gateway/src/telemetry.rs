@@ -15,8 +15,8 @@
 //!   `attempt` spans inside it), so every log line of the request carries it.
 //! - **Access log**: tower-http's `TraceLayer`, with an `http` span per request
 //!   (method, path, request id) and one `INFO` line when the answer's headers are
-//!   sent (status, latency, the provider that answered). Never the headers or the
-//!   body: they may carry credentials and personal data.
+//!   sent (status, latency, the provider that answered, the caller's key name).
+//!   Never the headers or the body: they may carry credentials and personal data.
 
 #[cfg(feature = "metrics")]
 use std::sync::OnceLock;
@@ -199,8 +199,16 @@ const ROUTES: [&str; 8] = [
     METRICS,
 ];
 
-/// Counts every answer the router gives by route and status: what callers saw
-/// (`tower_failover_gateway_requests_total`).
+/// The name of the key the answer's request was authenticated with
+/// ([`crate::auth::Caller`]), or [`crate::auth::ANONYMOUS`].
+fn caller(res: &Response) -> &str {
+    res.extensions()
+        .get::<crate::auth::Caller>()
+        .map_or(crate::auth::ANONYMOUS, |c| c.name())
+}
+
+/// Counts every answer the router gives by route, status and caller (the key's
+/// name): what callers saw (`tower_failover_gateway_requests_total`).
 #[cfg(feature = "metrics")]
 async fn count_answers(req: Request, next: axum::middleware::Next) -> Response {
     let route = ROUTES
@@ -214,6 +222,7 @@ async fn count_answers(req: Request, next: axum::middleware::Next) -> Response {
         tower_failover::metrics::names::GATEWAY_REQUESTS,
         "route" => route,
         "status" => status.as_str().to_owned(),
+        "caller" => caller(&res).to_owned(),
     )
     .increment(1);
     res
@@ -234,6 +243,7 @@ pub(crate) fn layers(router: Router) -> Router {
                 method = %req.method(),
                 path = req.uri().path(),
                 request_id = id,
+                caller = tracing::field::Empty,
             )
         })
         .on_request(())
@@ -248,6 +258,7 @@ pub(crate) fn layers(router: Router) -> Router {
                 status = res.status().as_u16(),
                 ms = latency.as_millis() as u64,
                 provider,
+                caller = caller(res),
                 "request"
             );
         })

@@ -52,9 +52,14 @@ async fn wait_listening(
 
 /// One HTTP/1.1 request on its own connection; the whole answer as text.
 async fn http(addr: &str, method: &str, path: &str, body: &str) -> String {
+    http_with(addr, method, path, "", body).await
+}
+
+/// The same with more header lines (each ending in `\r\n`).
+async fn http_with(addr: &str, method: &str, path: &str, headers: &str, body: &str) -> String {
     let mut conn = TcpStream::connect(addr).await.unwrap();
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nhost: gw\r\n{headers}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
     conn.write_all(req.as_bytes()).await.unwrap();
@@ -84,6 +89,26 @@ async fn terminate(mut child: Child, lines: &mut Lines<BufReader<ChildStderr>>) 
         rest.push(line);
     }
     rest
+}
+
+/// A simulated OpenAI provider serving `m`, and a configuration file (in a
+/// directory of its own named after `tag`) with `sections` and one entry for it.
+async fn upstream_and_file(tag: &str, sections: &str) -> (Sim, std::path::PathBuf) {
+    let sim = Sim::builder(Flavor::OpenAi)
+        .name("upstream")
+        .models(["m"])
+        .start()
+        .await
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("gateway.toml");
+    let entry = format!(
+        "[[providers]]\nname = \"upstream\"\nmodel = \"m\"\nkind = \"openai\"\nbase_url = \"{}/v1\"\napi_key = \"sk-test-0000\"\n",
+        sim.base_url()
+    );
+    std::fs::write(&file, format!("{sections}\n{entry}")).unwrap();
+    (sim, file)
 }
 
 const CHAT: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
@@ -132,37 +157,18 @@ async fn without_arguments_it_serves_simulated_providers_and_says_so() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_configuration_file_it_serves_its_providers() {
-    let sim = Sim::builder(Flavor::OpenAi)
-        .name("upstream")
-        .models(["m"])
-        .start()
-        .await
-        .unwrap();
-    let dir = std::env::temp_dir().join(format!("tfg-bin-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("gateway.toml");
-    std::fs::write(
-        &file,
-        format!(
-            r#"
-            [server]
-            header_read_timeout = "5s"
-            max_in_flight = 64
+    let (sim, file) = upstream_and_file(
+        "tfg-bin",
+        r#"
+        [server]
+        header_read_timeout = "5s"
+        max_in_flight = 64
 
-            [log]
-            format = "text"     # the environment says json, and wins
-
-            [[providers]]
-            name = "upstream"
-            model = "m"
-            kind = "openai"
-            base_url = "{}/v1"
-            api_key = "sk-test-0000"
-            "#,
-            sim.base_url()
-        ),
+        [log]
+        format = "text"     # the environment says json, and wins
+        "#,
     )
-    .unwrap();
+    .await;
 
     let mut child = gateway().arg("--config").arg(&file).spawn().unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
@@ -204,7 +210,9 @@ async fn with_a_configuration_file_it_serves_its_providers() {
     assert!(!bad.status.success());
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains("server.max_connections"), "{err}");
-    let _ = std::fs::remove_dir_all(&dir);
+    if let Some(dir) = file.parent() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
 
 /// The body of `GET /health` of the gateway at `addr`.
@@ -326,4 +334,85 @@ async fn two_replicas_on_one_redis_share_circuit_openings() {
         terminate(child, &mut lines).await;
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A caller key read from the environment variable the file names: requests
+/// without it are refused, with it served, and the logs name the caller, never
+/// the key. Without the variable the gateway does not start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caller_keys_come_from_the_environment() {
+    const KEY: &str = "sk-caller-from-env-0123456789";
+    let (sim, file) = upstream_and_file(
+        "tfg-bin-auth",
+        r#"
+        [[auth.keys]]
+        name = "app"
+        key_env = "TFG_TEST_CALLER_KEY"
+        "#,
+    )
+    .await;
+    let mut child = gateway()
+        .arg("--config")
+        .arg(&file)
+        .env("TFG_TEST_CALLER_KEY", KEY)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let (logs, addr) = wait_listening(&mut lines).await;
+    assert!(
+        !logs
+            .iter()
+            .any(|l| l.to_string().contains("no caller keys")),
+        "{logs:#?}"
+    );
+    let chat = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+    let refused = http(&addr, "POST", "/v1/chat/completions", chat).await;
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+    let auth = format!("authorization: Bearer {KEY}\r\n");
+    let served = http_with(&addr, "POST", "/v1/chat/completions", &auth, chat).await;
+    assert!(served.starts_with("HTTP/1.1 200"), "{served}");
+    let rest = terminate(child, &mut lines).await;
+    assert!(
+        rest.iter().any(|l| l.contains("\"caller\":\"app\"")),
+        "the access log names the caller: {rest:#?}"
+    );
+    assert!(rest.iter().all(|l| !l.contains(KEY)), "{rest:#?}");
+    assert_eq!(sim.counters().received, 1);
+
+    // `--check` reads the keys too.
+    let check = gateway()
+        .args(["--check", "--config"])
+        .arg(&file)
+        .env("TFG_TEST_CALLER_KEY", KEY)
+        .status()
+        .await
+        .unwrap();
+    assert!(check.success());
+    let check = gateway()
+        .args(["--check", "--config"])
+        .arg(&file)
+        .env_remove("TFG_TEST_CALLER_KEY")
+        .status()
+        .await
+        .unwrap();
+    assert!(!check.success());
+
+    // Without the variable: a clear error naming it, and no server.
+    let out = gateway()
+        .arg("--config")
+        .arg(&file)
+        .env_remove("TFG_TEST_CALLER_KEY")
+        .stderr(Stdio::piped())
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("auth.keys[0].key_env") && err.contains("TFG_TEST_CALLER_KEY"),
+        "{err}"
+    );
+    if let Some(dir) = file.parent() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

@@ -12,7 +12,9 @@
 //! - **the ramp step**: one recovery ramp for the fleet;
 //! - **usage and cost counters** (batched);
 //! - optionally a **fleet-wide request or token budget** ([`FleetBudget`]), taken by
-//!   an atomic script.
+//!   an atomic script;
+//! - optionally **counters per fixed window** ([`FleetCounters`]), such as a
+//!   gateway's spending limit per caller key, added to and read in the background.
 //!
 //! # Never on the hot path
 //!
@@ -88,6 +90,7 @@
 
 mod budget;
 mod config;
+mod counters;
 mod retry_budget;
 mod scripts;
 mod shared;
@@ -97,6 +100,7 @@ mod wire;
 
 pub use budget::FleetBudget;
 pub use config::{ConfigError, RedisConfig};
+pub use counters::{FleetCounters, MAX_COUNT};
 pub use retry_budget::FleetRetryBudget;
 pub use store::RedisStore;
 

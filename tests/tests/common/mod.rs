@@ -93,10 +93,23 @@ impl Running {
         headers: &[(&str, &str)],
         body: impl Into<Bytes>,
     ) -> Answer {
+        let mut all = vec![("content-type", "application/json")];
+        all.extend_from_slice(headers);
+        self.send_exact(method, path, &all, body).await
+    }
+
+    /// A request with exactly these headers (no content type unless given),
+    /// read to its end.
+    pub(crate) async fn send_exact(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Answer {
         let mut req = Request::builder()
             .method(method)
-            .uri(format!("http://{}{path}", self.addr))
-            .header("content-type", "application/json");
+            .uri(format!("http://{}{path}", self.addr));
         for (k, v) in headers {
             req = req.header(*k, *v);
         }

@@ -34,6 +34,8 @@
 mod conn;
 mod request;
 
+pub(crate) use request::error_answer;
+
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -182,6 +184,18 @@ pub async fn serve_with(
     config
         .validate()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    if let Ok(addr) = listener.local_addr()
+        && !addr.ip().is_loopback()
+        && !gateway.auth_enabled
+    {
+        tracing::warn!(
+            %addr,
+            "!!! THIS GATEWAY IS OPEN: it listens beyond loopback and [auth] has no keys, so \
+             anyone who can reach {addr} can spend your provider keys and force circuits open. \
+             Add [[auth.keys]] (see the README, \"Caller keys\") unless a proxy in front \
+             authenticates callers !!!"
+        );
+    }
     let ctx = Arc::new(request::Ctx::new(&gateway, config));
     let connections = Arc::new(Semaphore::new(config.max_connections));
     let refusals = Arc::new(Semaphore::new(REFUSAL_SLOTS));

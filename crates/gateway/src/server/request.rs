@@ -59,30 +59,30 @@ fn is_probe(path: &str) -> bool {
     path == crate::LIVEZ || path == crate::READYZ
 }
 
-/// An error answer in the shape of the route's API, closing the connection when
-/// `close` (its request body was not read to the end).
-fn error(path: &str, status: StatusCode, code: &str, message: &str, close: bool) -> Response<Body> {
-    // As the router's access log does for the answers it gives (never headers or
-    // bodies).
-    tracing::info!(
-        path,
-        status = status.as_u16(),
-        code,
-        provider = "-",
-        "request answered by the server"
-    );
+/// An error answer of the gateway itself in the shape of the route's API:
+/// Anthropic's on `/v1/messages`, OpenAI's (`{"error": {"message", "type",
+/// "code"}}`) elsewhere.
+pub(crate) fn error_answer(
+    path: &str,
+    status: StatusCode,
+    code: &str,
+    message: &str,
+) -> Response<Body> {
     let body = if path == "/v1/messages" {
         let kind = match status {
+            StatusCode::UNAUTHORIZED => "authentication_error",
+            StatusCode::FORBIDDEN => "permission_error",
             StatusCode::PAYLOAD_TOO_LARGE => "request_too_large",
+            StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
             StatusCode::SERVICE_UNAVAILABLE => "overloaded_error",
             _ => "invalid_request_error",
         };
         tower_failover::provider::translate::messages::error_body(kind, message)
     } else {
-        let kind = if status == StatusCode::SERVICE_UNAVAILABLE {
-            "overloaded"
-        } else {
-            "invalid_request_error"
+        let kind = match status {
+            StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
+            StatusCode::SERVICE_UNAVAILABLE => "overloaded",
+            _ => "invalid_request_error",
         };
         serde_json::to_vec(&serde_json::json!({"error": {
             "message": message,
@@ -97,6 +97,22 @@ fn error(path: &str, status: StatusCode, code: &str, message: &str, close: bool)
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    res
+}
+
+/// An error answer in the shape of the route's API, closing the connection when
+/// `close` (its request body was not read to the end).
+fn error(path: &str, status: StatusCode, code: &str, message: &str, close: bool) -> Response<Body> {
+    // As the router's access log does for the answers it gives (never headers or
+    // bodies).
+    tracing::info!(
+        path,
+        status = status.as_u16(),
+        code,
+        provider = "-",
+        "request answered by the server"
+    );
+    let mut res = error_answer(path, status, code, message);
     if close {
         res.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
