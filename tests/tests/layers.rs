@@ -385,8 +385,14 @@ async fn through_the_gateway_a_blip_is_answered_by_the_primary() {
 
 /// Three providers behind the balancer; one fails 30 % of its requests with a 500
 /// (not enough to open its circuit). Three callers, each sending 100 requests one
-/// after another. The failing provider keeps under 10 % of the attempts; with
-/// `error_penalty = 0` (latency and load alone) it keeps about a third.
+/// after another. The failing provider keeps under 10 % of the attempts (about 7 times
+/// as loaded as the others by its error score, it loses almost every comparison).
+///
+/// With `error_penalty = 0` the share is left to real loopback latencies, which a
+/// loaded machine moves (9 % to a third have been seen), so that run only checks that
+/// every caller is answered and the provider is still tried; the score's own effect is
+/// pinned deterministically in `crates/balance/src/pick.rs`
+/// (`recent_errors_weigh_on_the_load_and_fade`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_failing_30_percent_keeps_under_10_percent_of_the_traffic() {
     for penalty in [None, Some(0)] {
@@ -429,7 +435,7 @@ async fn a_provider_failing_30_percent_keeps_under_10_percent_of_the_traffic() {
         let share = counts[2] as f64 / total as f64;
         match penalty {
             None => assert!(share < 0.10, "the flaky provider got {counts:?}"),
-            Some(_) => assert!(share > 0.20, "without the score: {counts:?}"),
+            Some(_) => assert!(counts[2] > 0, "without the score: {counts:?}"),
         }
     }
 }
