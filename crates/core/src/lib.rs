@@ -78,6 +78,7 @@ pub mod replay;
 mod response;
 pub mod rng;
 mod snapshot;
+pub mod sse;
 pub mod store;
 pub mod time;
 pub mod tokens;

@@ -12,7 +12,7 @@ use crate::error::RepeatedRejections;
 use crate::output::Wire;
 use crate::service::Validate;
 use crate::shared::Shared;
-use crate::sse::SseLimits;
+use tower_failover_core::sse::SseLimits;
 use crate::stats::ValidateStats;
 use crate::validator::{Validator, Validators};
 #[cfg(doc)]

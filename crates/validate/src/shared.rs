@@ -11,7 +11,7 @@ use crate::ValidateLayer;
 use crate::config::{AfterCommit, StreamHold};
 use crate::error::RepeatedRejections;
 use crate::output::Wire;
-use crate::sse::SseLimits;
+use tower_failover_core::sse::SseLimits;
 use crate::stats::ValidateStats;
 use crate::validator::Validator;
 
