@@ -14,6 +14,7 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use serde_json::{Map, Value, json};
+use tower_failover_provider::ModelMap;
 use tower_failover_provider::translate::anthropic::{
     RequestOptions, StreamTranslator, request_to_anthropic, response_to_openai,
 };
@@ -21,7 +22,6 @@ use tower_failover_provider::translate::messages::{
     MessagesStream, request_from_anthropic, response_to_anthropic,
 };
 use tower_failover_provider::translate::openai::prepare_request;
-use tower_failover_provider::ModelMap;
 
 /// Field names, types and roles of both wire formats.
 const WORDS: &[&str] = &[

@@ -91,7 +91,10 @@ fn multi_line_data_and_fields() {
 fn comments_and_dataless_blocks_dispatch_nothing() {
     let ev = parse_all(&[b": keep-alive\n\nevent: ping\n\nid: 3\n\ndata: x\n\n"]);
     assert_eq!(ev.len(), 1);
-    assert_eq!(ev[0].0, "message", "the dataless block's type does not leak");
+    assert_eq!(
+        ev[0].0, "message",
+        "the dataless block's type does not leak"
+    );
     assert_eq!(ev[0].2.as_deref(), Some("3"), "the id persists");
 }
 
@@ -162,7 +165,11 @@ fn a_whole_single_line_event_is_borrowed_from_the_chunk() {
         Ok::<_, SseError>(())
     })
     .unwrap();
-    assert_eq!(borrowed, [true, false], "one data line borrowed, two joined");
+    assert_eq!(
+        borrowed,
+        [true, false],
+        "one data line borrowed, two joined"
+    );
     // An event that outlives its chunk is copied before the chunk goes.
     let mut out = Vec::new();
     let first = b"data: kept across\n".to_vec();

@@ -174,9 +174,7 @@ impl StreamTranslator {
     pub fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), BoxError> {
         let state = &mut self.state;
         self.parser
-            .finish(&mut |ev: SseEvent<'_>| {
-                state.event(ev.data, out).map_err(StreamError)
-            })
+            .finish(&mut |ev: SseEvent<'_>| state.event(ev.data, out).map_err(StreamError))
             .map_err(|e| e.0)?;
         if !self.state.stopped {
             return Err(TruncatedStream::new("anthropic stream ended before message_stop").into());
