@@ -103,7 +103,7 @@ fn finish_reason(body: &str, stream: bool) -> String {
         .into_iter()
         .filter_map(|(_, d)| serde_json::from_str::<serde_json::Value>(&d).ok())
         .filter_map(|v| v["choices"][0]["finish_reason"].as_str().map(str::to_owned))
-        .last()
+        .next_back()
         .unwrap_or_default()
 }
 
