@@ -160,13 +160,11 @@ fn content(body: &[u8], stream: bool) -> Result<(String, bool), String> {
         let refusal = msg["refusal"].as_str().unwrap_or("");
         return Ok((format!("{text}{refusal}"), true));
     }
-    let text = std::str::from_utf8(body).map_err(|_| "stream is not UTF-8".to_string())?;
+    std::str::from_utf8(body).map_err(|_| "stream is not UTF-8".to_string())?;
+    let events = tower_failover_core::sse::events(body).map_err(|e| e.to_string())?;
     let mut out = String::new();
     let mut done = false;
-    for line in text.lines() {
-        let Some(data) = line.strip_prefix("data:") else {
-            continue;
-        };
+    for (_, data) in &events {
         let data = data.trim();
         if done {
             return Err("an event after [DONE]".into());

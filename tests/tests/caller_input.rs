@@ -98,11 +98,12 @@ fn finish_reason(body: &str, stream: bool) -> String {
             .to_owned();
     }
     assert!(body.trim_end().ends_with("data: [DONE]"), "{body}");
-    body.split("\n\n")
-        .filter_map(|e| e.strip_prefix("data: "))
-        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+    tower_failover_core::sse::events(body.as_bytes())
+        .expect("an SSE body")
+        .into_iter()
+        .filter_map(|(_, d)| serde_json::from_str::<serde_json::Value>(&d).ok())
         .filter_map(|v| v["choices"][0]["finish_reason"].as_str().map(str::to_owned))
-        .last()
+        .next_back()
         .unwrap_or_default()
 }
 

@@ -321,18 +321,11 @@ fn assert_message(a: &Answer) {
 
 /// The event names and data of an SSE body, in order.
 fn events(body: &str) -> Vec<(String, Value)> {
-    body.split("\n\n")
-        .filter(|e| !e.trim().is_empty())
-        .map(|e| {
-            let mut name = String::new();
-            let mut data = Value::Null;
-            for line in e.lines() {
-                if let Some(n) = line.strip_prefix("event: ") {
-                    name = n.to_owned();
-                } else if let Some(d) = line.strip_prefix("data: ") {
-                    data = serde_json::from_str(d).unwrap_or_else(|e| panic!("{e}: {d}"));
-                }
-            }
+    tower_failover_core::sse::events(body.as_bytes())
+        .expect("an SSE body")
+        .into_iter()
+        .map(|(name, d)| {
+            let data: Value = serde_json::from_str(&d).unwrap_or_else(|e| panic!("{e}: {d}"));
             assert_eq!(data["type"], name.as_str(), "event name and type agree");
             (name, data)
         })

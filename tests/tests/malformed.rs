@@ -136,7 +136,10 @@ fn check_complete(seen: &Seen, stream: bool) -> Result<(), String> {
         if !seen.body.trim_end().ends_with("data: [DONE]") {
             return fail("no [DONE] at the end");
         }
-        for data in seen.body.lines().filter_map(|l| l.strip_prefix("data:")) {
+        let Ok(events) = tower_failover_core::sse::events(seen.body.as_bytes()) else {
+            return fail("an event past the SSE parser's limits");
+        };
+        for (_, data) in &events {
             let data = data.trim();
             if data != "[DONE]" && serde_json::from_str::<serde_json::Value>(data).is_err() {
                 return fail(&format!("a broken event ({data})"));

@@ -23,6 +23,9 @@
 //!   write and balancers, ramps and snapshots read, with its [`HealthEvent`]s, quota
 //!   groups, serializable [`Snapshot`] and pluggable [`StateStore`].
 //! - [`rng`]: seedable randomness, so tests and drills replay exactly.
+//! - [`sse`]: the one incremental server-sent events parser that the provider
+//!   adapters, the stream translators, validation and the gateway read streams with
+//!   (spec-following, fuzzed, zero-copy for the usual one-line events, bounded).
 //!
 //! All time comes from `tokio::time`, so tests can run twenty-minute scenarios in
 //! milliseconds with `#[tokio::test(start_paused = true)]`.
@@ -78,6 +81,7 @@ pub mod replay;
 mod response;
 pub mod rng;
 mod snapshot;
+pub mod sse;
 pub mod store;
 pub mod time;
 pub mod tokens;

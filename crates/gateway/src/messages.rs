@@ -22,7 +22,8 @@ use tower_failover::provider::translate::messages::{
     MessagesStream, error_body, error_for_status, error_message, request_from_anthropic,
     response_to_anthropic,
 };
-use tower_failover::provider::{SseParser, UsageHandle};
+use tower_failover::provider::UsageHandle;
+use tower_failover::sse::{SseLimits, SseParser};
 use tower_failover::{Failover, error_response};
 
 use super::{AppState, SERVED_BY};
@@ -172,7 +173,7 @@ fn translate_stream(
     }
     let st = St {
         upstream: body.into_data_stream(),
-        parser: SseParser::new(MAX_EVENT_BYTES),
+        parser: SseParser::with_limits(SseLimits::both(MAX_EVENT_BYTES)),
         tr: MessagesStream::new(model),
     };
     futures_util::stream::unfold(st, |mut st| async move {

@@ -7,6 +7,9 @@
 //!   completion.
 //! - `stream`: a whole Anthropic SSE answer (about 100 events) into OpenAI chunks;
 //!   the baseline parses and re-serializes each event's data.
+//! - `sse_1kib`: the SSE parser alone over a 1 KiB OpenAI stream (7 events, fed in
+//!   512-byte chunks), as the OpenAI-compatible adapter watches a stream; the
+//!   baseline copies the same bytes.
 //! - `openai_prepare`: the OpenAI-compatible adapter's only rewrite (map the model
 //!   name, add `stream_options`) of the same request.
 //!
@@ -28,6 +31,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use criterion::Criterion;
 use serde_json::{Value, json};
+use tower_failover_core::sse::{SseError, SseEvent, SseLimits, SseParser};
 use tower_failover_provider::ModelMap;
 use tower_failover_provider::translate::anthropic::{
     RequestOptions, StreamTranslator, request_to_anthropic, response_to_openai,
@@ -119,6 +123,39 @@ fn translate_stream(stream: &[u8], chunk: usize) -> usize {
     out.len()
 }
 
+/// About 1 KiB of OpenAI chunks ending with `data: [DONE]`, in 512-byte pieces.
+fn openai_stream_1kib() -> Vec<Bytes> {
+    let mut s = String::new();
+    let mut i = 0;
+    while s.len() < 1024 - 200 {
+        let c = json!({"id": "chatcmpl-bench", "object": "chat.completion.chunk", "model": "gpt-4o-mini",
+            "choices": [{"index": 0, "delta": {"content": format!(" word{i}")}, "finish_reason": null}]});
+        s.push_str(&format!("data: {c}\n\n"));
+        i += 1;
+    }
+    s.push_str("data: [DONE]\n\n");
+    let bytes = Bytes::from(s);
+    (0..bytes.len())
+        .step_by(512)
+        .map(|a| bytes.slice(a..(a + 512).min(bytes.len())))
+        .collect()
+}
+
+/// Events in the stream, counted by the SSE parser.
+fn parse_stream(chunks: &[Bytes]) -> usize {
+    let mut p = SseParser::with_limits(SseLimits::both(1 << 20));
+    let mut n = 0;
+    let mut on = |ev: SseEvent<'_>| -> Result<(), SseError> {
+        n += ev.data.len();
+        Ok(())
+    };
+    for c in chunks {
+        p.feed(c, &mut on).unwrap();
+    }
+    p.finish(&mut on).unwrap();
+    n
+}
+
 struct Case {
     name: &'static str,
     baseline: Box<dyn Fn() -> usize>,
@@ -134,6 +171,7 @@ fn cases() -> Vec<Case> {
     let (r1, r2, r3) = (req.clone(), req.clone(), res.clone());
     let (m1, m2) = (models.clone(), models);
     let (s1, s2) = (stream.clone(), stream);
+    let sse = openai_stream_1kib();
     vec![
         Case {
             name: "request",
@@ -161,6 +199,14 @@ fn cases() -> Vec<Case> {
             name: "stream",
             baseline: Box::new(move || round_trip_events(black_box(&s1))),
             subject: Box::new(move || translate_stream(black_box(&s2), 1400)),
+        },
+        Case {
+            name: "sse_1kib",
+            baseline: Box::new({
+                let c = sse.clone();
+                move || black_box(&c).iter().map(|b| b.to_vec().len()).sum()
+            }),
+            subject: Box::new(move || parse_stream(black_box(&sse))),
         },
         Case {
             name: "openai_prepare",

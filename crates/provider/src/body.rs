@@ -12,10 +12,10 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 use tower_failover_core::error::{Elapsed, Invalid, TimeoutKind, TruncatedStream};
+use tower_failover_core::sse::{SseEvent, SseParser};
 use tower_failover_core::{BoxError, ProviderId};
 
 use crate::error::body_error;
-use crate::sse::{SseEvent, SseParser};
 use crate::translate::anthropic::StreamTranslator;
 use crate::translate::openai::StreamScan;
 use crate::usage::UsageSink;

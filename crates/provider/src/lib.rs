@@ -204,7 +204,6 @@ mod headers;
 mod hint;
 mod secret;
 mod service;
-mod sse;
 pub mod translate;
 mod usage;
 
@@ -217,5 +216,4 @@ pub use error::{ConfigError, TranslateError};
 pub use future::ResponseFuture;
 pub use secret::Secret;
 pub use service::{Anthropic, OpenAiCompatible, Provider};
-pub use sse::{SseEvent, SseParser};
 pub use usage::{Cost, Price, Usage, UsageHandle};

@@ -12,6 +12,7 @@ use http_body::Body;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use tokio::time::Instant;
 use tower_failover_core::error::{BodyTooLarge, find};
+use tower_failover_core::sse::{SseLimits, SseParser};
 use tower_failover_core::{BoxError, Deadline, ErrorHint, Health, ProviderId};
 use tower_service::Service;
 use tracing::Instrument;
@@ -23,7 +24,6 @@ use crate::error::{TranslateError, client_error};
 use crate::future::ResponseFuture;
 use crate::headers::{clean_response_headers, forward_request_headers};
 use crate::hint::{MAX_ERROR_BODY, error_hint};
-use crate::sse::SseParser;
 use crate::translate::anthropic::{
     RequestOptions, StreamTranslator, error_to_openai, openai_error, request_to_anthropic,
     response_to_openai,
@@ -427,7 +427,7 @@ where
     if is_event_stream(&rparts.headers) {
         let mode = match prepared.plan {
             Plan::OpenAi { expect_done } => Mode::Watch {
-                parser: SseParser::new(shared.max_event_bytes),
+                parser: SseParser::with_limits(SseLimits::both(shared.max_event_bytes)),
                 scan: StreamScan::default(),
                 expect_done,
             },

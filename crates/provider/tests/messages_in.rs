@@ -146,12 +146,11 @@ fn error_statuses_are_anthropics() {
 fn events(sse: &[u8]) -> Vec<(String, Value)> {
     let text = std::str::from_utf8(sse).unwrap();
     assert!(text.ends_with("\n\n"), "{text}");
-    text.split("\n\n")
-        .filter(|e| !e.is_empty())
-        .map(|e| {
-            let (name, data) = e.split_once('\n').unwrap();
-            let name = name.strip_prefix("event: ").unwrap().to_owned();
-            let data: Value = serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap();
+    tower_failover_core::sse::events(sse)
+        .unwrap()
+        .into_iter()
+        .map(|(name, data)| {
+            let data: Value = serde_json::from_str(&data).unwrap();
             assert_eq!(data["type"], name.as_str());
             (name, data)
         })
@@ -462,21 +461,17 @@ fn openai_stream(k: &Kept, split: usize) -> Vec<Vec<u8>> {
 
 /// What an OpenAI SSE body says, accumulated as a client would.
 fn kept_of_openai_sse(sse: &[u8]) -> Kept {
-    let text = std::str::from_utf8(sse).unwrap();
     let mut kept = Kept {
         text: String::new(),
         calls: Vec::new(),
         usage: (0, 0),
     };
     let mut args: Vec<String> = Vec::new();
-    for line in text.lines() {
-        let Some(data) = line.strip_prefix("data: ") else {
-            continue;
-        };
+    for (_, data) in tower_failover_core::sse::events(sse).unwrap() {
         if data == "[DONE]" {
             continue;
         }
-        let v: Value = serde_json::from_str(data).unwrap();
+        let v: Value = serde_json::from_str(&data).unwrap();
         if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
             kept.usage = (
                 u["prompt_tokens"].as_u64().unwrap(),

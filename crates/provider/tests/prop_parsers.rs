@@ -1,19 +1,20 @@
 //! Property tests of every parser in this crate that reads a provider's or a
 //! caller's bytes, the CI-sized twins of the cargo-fuzz targets in `fuzz/` (see
-//! `docs/fuzzing.md`): the SSE parser, both directions of the Anthropic
-//! translation, the inbound Messages API and the OpenAI request preparation.
+//! `docs/fuzzing.md`): both directions of the Anthropic translation, the inbound
+//! Messages API and the OpenAI request preparation. (The SSE parser they read
+//! streams with is core's; its twin is `crates/core/tests/sse_props.rs`.)
 //!
 //! Inputs are built from the vocabulary these parsers look for (field names,
 //! event types, roles) so that random cases reach deep into them, not only their
-//! first `serde` error. Beyond "no panic": the SSE parser and the stream
-//! translator give the same output however the bytes are split (empty chunks
-//! included), and text survives translation.
+//! first `serde` error. Beyond "no panic": the stream translator gives the same
+//! output however the bytes are split (empty chunks included), and text survives
+//! translation.
 
 use bytes::Bytes;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use serde_json::{Map, Value, json};
-use tower_failover_core::error::Invalid;
+use tower_failover_provider::ModelMap;
 use tower_failover_provider::translate::anthropic::{
     RequestOptions, StreamTranslator, request_to_anthropic, response_to_openai,
 };
@@ -21,7 +22,6 @@ use tower_failover_provider::translate::messages::{
     MessagesStream, request_from_anthropic, response_to_anthropic,
 };
 use tower_failover_provider::translate::openai::prepare_request;
-use tower_failover_provider::{ModelMap, SseEvent, SseParser};
 
 /// Field names, types and roles of both wire formats.
 const WORDS: &[&str] = &[
@@ -158,114 +158,6 @@ fn split_at(len: usize, cuts: &[Index]) -> Vec<(usize, usize)> {
     points.extend([0, len]);
     points.sort_unstable();
     points.windows(2).map(|w| (w[0], w[1])).collect()
-}
-
-// --- The provider's SSE parser ---------------------------------------------------
-
-/// Bytes that look like SSE: fields, comments, every line ending, blank lines.
-fn sse_bytes() -> impl Strategy<Value = Vec<u8>> {
-    let piece = prop_oneof![
-        Just(b"data: ".to_vec()),
-        Just(b"data:".to_vec()),
-        Just(b"event: ".to_vec()),
-        Just(b"id: 1".to_vec()),
-        Just(b": comment".to_vec()),
-        Just(b"\n".to_vec()),
-        Just(b"\r".to_vec()),
-        Just(b"\r\n".to_vec()),
-        Just(b"\n\n".to_vec()),
-        Just(b"\xEF\xBB\xBF".to_vec()),
-        Just("é".as_bytes().to_vec()),
-        "[a-z{}\":]{1,20}".prop_map(String::into_bytes),
-        prop::collection::vec(any::<u8>(), 1..6),
-    ];
-    prop::collection::vec(piece, 0..40).prop_map(|p| p.concat())
-}
-
-type Events = Vec<(String, Vec<u8>)>;
-
-/// Runs the provider's parser over `input` cut at `cuts`: events, and whether it
-/// ended without an error.
-fn provider_sse(input: &[u8], cuts: &[Index], max_event: usize) -> (Events, bool) {
-    let mut p = SseParser::new(max_event);
-    let mut out: Events = Vec::new();
-    let mut f = |e: SseEvent<'_>| -> Result<(), Invalid> {
-        out.push((e.event.to_owned(), e.data.to_vec()));
-        Ok(())
-    };
-    for (a, b) in split_at(input.len(), cuts) {
-        if p.feed(&input[a..b], &mut f).is_err() {
-            return (out, false);
-        }
-    }
-    let ok = p.finish(&mut f).is_ok();
-    (out, ok)
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
-
-    /// The same events and the same verdict whole, cut anywhere (empty chunks
-    /// included) and byte by byte; no event above the limit.
-    #[test]
-    fn provider_sse_is_independent_of_chunking(
-        input in sse_bytes(),
-        cuts in prop::collection::vec(any::<Index>(), 0..16),
-        max_event in prop_oneof![8usize..64, Just(1 << 20)],
-    ) {
-        let whole = provider_sse(&input, &[], max_event);
-        let split = provider_sse(&input, &cuts, max_event);
-        prop_assert_eq!(&whole, &split);
-        // One byte at a time.
-        let mut p = SseParser::new(max_event);
-        let mut out: Events = Vec::new();
-        let mut f = |e: SseEvent<'_>| -> Result<(), Invalid> {
-            out.push((e.event.to_owned(), e.data.to_vec()));
-            Ok(())
-        };
-        let mut ok = input.chunks(1).all(|c| p.feed(c, &mut f).is_ok());
-        ok = ok && p.finish(&mut f).is_ok();
-        prop_assert_eq!(&whole, &(out, ok));
-        for (_, data) in &whole.0 {
-            prop_assert!(data.len() <= max_event);
-        }
-    }
-}
-
-/// Found by the `provider_sse` fuzz target: a CR ending one chunk, then an empty
-/// chunk, then a chunk starting with LF read the LF as a blank line (an extra
-/// event) where the whole stream had one CRLF.
-#[test]
-fn provider_sse_empty_chunk_between_cr_and_lf() {
-    let whole = provider_sse(b"data: a\r\ndata: b\n\n", &[], 1 << 20);
-    assert_eq!(whole, (vec![(String::new(), b"a\nb".to_vec())], true));
-    let mut p = SseParser::new(1 << 20);
-    let mut out: Events = Vec::new();
-    let mut f = |e: SseEvent<'_>| -> Result<(), Invalid> {
-        out.push((e.event.to_owned(), e.data.to_vec()));
-        Ok(())
-    };
-    for chunk in [&b"data: a\r"[..], b"", b"\ndata: b\n\n"] {
-        p.feed(chunk, &mut f).unwrap();
-    }
-    p.finish(&mut f).unwrap();
-    assert_eq!((out, true), whole);
-}
-
-/// Found by the `provider_sse` fuzz target: a line longer than the limit was
-/// refused when it arrived in pieces but accepted when it arrived whole (a
-/// comment or an `event:` line of any length, held in memory).
-#[test]
-fn provider_sse_long_line_refused_whole_or_split() {
-    let line = format!(": {}\n\ndata: x\n\n", "c".repeat(100));
-    let whole = provider_sse(line.as_bytes(), &[], 32);
-    assert!(!whole.1, "a 102-byte line passed a 32-byte limit");
-    let mut p = SseParser::new(32);
-    let mut f = |_: SseEvent<'_>| -> Result<(), Invalid> { Ok(()) };
-    assert!(
-        p.feed(format!("event: {}\n", "e".repeat(64)).as_bytes(), &mut f)
-            .is_err()
-    );
 }
 
 // --- OpenAI request → Anthropic request -------------------------------------------

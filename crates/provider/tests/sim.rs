@@ -101,12 +101,11 @@ async fn exercise(svc: &Provider, health: &Health) {
     assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
     let mut content = String::new();
     let mut last_usage = None;
-    for event in text.split("\n\n").filter(|e| !e.is_empty()) {
-        let data = event.strip_prefix("data: ").unwrap();
+    for (_, data) in tower_failover_core::sse::events(text.as_bytes()).unwrap() {
         if data == "[DONE]" {
             continue;
         }
-        let chunk: Value = serde_json::from_str(data).unwrap();
+        let chunk: Value = serde_json::from_str(&data).unwrap();
         assert_eq!(chunk["object"], "chat.completion.chunk");
         if let Some(c) = chunk["choices"][0]["delta"]["content"].as_str() {
             content.push_str(c);

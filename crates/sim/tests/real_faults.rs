@@ -80,8 +80,9 @@ async fn silent_for(body: &mut Incoming, d: Duration) -> bool {
     tokio::time::timeout(d, body.frame()).await.is_err()
 }
 
+/// How many whole SSE events `bytes` holds.
 fn events(bytes: &[u8]) -> usize {
-    String::from_utf8_lossy(bytes).matches("\n\n").count()
+    tower_failover_core::sse::events(bytes).map_or(0, |e| e.len())
 }
 
 fn no_rate_limit_headers(h: &HeaderMap) {

@@ -12,11 +12,11 @@ use crate::error::RepeatedRejections;
 use crate::output::Wire;
 use crate::service::Validate;
 use crate::shared::Shared;
-use crate::sse::SseLimits;
 use crate::stats::ValidateStats;
 use crate::validator::{Validator, Validators};
 #[cfg(doc)]
 use tower_failover_core::error::Invalid;
+use tower_failover_core::sse::SseLimits;
 
 /// Validates every success response of the wrapped service, buffered or streamed,
 /// and turns unusable output into an [`Invalid`] error (a `Rejected` outcome that

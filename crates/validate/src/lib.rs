@@ -56,7 +56,7 @@
 //! # Streams and the commit point
 //!
 //! A `text/event-stream` response is parsed as it arrives by an incremental
-//! [SSE parser](sse) and held back until the *commit point*: by default
+//! [SSE parser](tower_failover_core::sse) and held back until the *commit point*: by default
 //! ([`StreamHold::FirstContent`]) the first event that carries content (or a refusal,
 //! or a tool call) when every validator passes what it has seen; with
 //! [`StreamHold::Complete`], the terminal event. Either way, at most
@@ -171,7 +171,6 @@ mod layer;
 mod output;
 mod service;
 mod shared;
-pub mod sse;
 mod stats;
 mod stream;
 mod validator;

@@ -6,8 +6,7 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::Value;
-
-use crate::sse::SseEvent;
+use tower_failover_core::sse::SseEvent;
 
 /// The wire format of a response body: core's one [`Wire`] enum.
 pub use tower_failover_core::Wire;
@@ -333,18 +332,19 @@ impl Facts {
     }
 
     /// Reads one streamed event.
-    pub(crate) fn on_event(&mut self, ev: &SseEvent) {
+    pub(crate) fn on_event(&mut self, ev: &SseEvent<'_>) {
         if self.terminal {
             return;
         }
         self.events += 1;
-        let data = ev.data.trim();
+        let data = ev.data_str();
+        let data = data.trim();
         if data == "[DONE]" {
             self.terminal = true;
             self.wire.get_or_insert(Wire::OpenAi);
             return;
         }
-        let named_error = ev.event() == "error";
+        let named_error = ev.event_type() == "error";
         match serde_json::from_str::<Event<'_>>(data) {
             Ok(e) => self.apply(e, named_error),
             Err(e) => {
@@ -560,8 +560,8 @@ mod tests {
         let mut f = Facts::new(None, 1 << 20);
         for (name, data) in events {
             f.on_event(&SseEvent {
-                event_type: (!name.is_empty()).then(|| name.to_string()),
-                data: data.to_string(),
+                event: name,
+                data: data.as_bytes(),
                 ..SseEvent::default()
             });
         }
@@ -713,11 +713,11 @@ mod tests {
     fn content_is_capped() {
         let mut f = Facts::new(None, 4);
         f.on_event(&SseEvent {
-            data: r#"{"choices":[{"delta":{"content":"abc"}}]}"#.into(),
+            data: br#"{"choices":[{"delta":{"content":"abc"}}]}"#,
             ..SseEvent::default()
         });
         f.on_event(&SseEvent {
-            data: r#"{"choices":[{"delta":{"content":"def"}}]}"#.into(),
+            data: br#"{"choices":[{"delta":{"content":"def"}}]}"#,
             ..SseEvent::default()
         });
         assert_eq!(f.content, "abc");

@@ -11,9 +11,9 @@ use crate::ValidateLayer;
 use crate::config::{AfterCommit, StreamHold};
 use crate::error::RepeatedRejections;
 use crate::output::Wire;
-use crate::sse::SseLimits;
 use crate::stats::ValidateStats;
 use crate::validator::Validator;
+use tower_failover_core::sse::SseLimits;
 
 /// What every service, future and body made by one layer shares.
 pub(crate) struct Shared {

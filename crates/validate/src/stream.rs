@@ -2,17 +2,16 @@
 
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
+use tower_failover_core::sse::{SseError, SseParser};
 
 use crate::output::{Facts, Output};
 use crate::shared::Shared;
-use crate::sse::{SseError, SseEvent, SseParser};
 use crate::validator::Verdict;
 
 /// Parses a stream's bytes and keeps its [`Facts`] up to date, before and after the
 /// commit point.
 pub(crate) struct Tracker {
     parser: SseParser,
-    scratch: Vec<SseEvent>,
     pub(crate) facts: Facts,
     pub(crate) status: StatusCode,
     /// Set at the commit point when a late check will need them.
@@ -27,7 +26,6 @@ impl Tracker {
     pub(crate) fn new(shared: &Shared, status: StatusCode, request: Option<Bytes>) -> Self {
         Tracker {
             parser: SseParser::with_limits(shared.sse),
-            scratch: Vec::new(),
             facts: Facts::new(shared.wire, shared.max_body),
             status,
             headers: HeaderMap::new(),
@@ -39,12 +37,14 @@ impl Tracker {
     /// Feeds a chunk; returns whether it completed any event. Events completed
     /// before a parse error are still read.
     pub(crate) fn feed(&mut self, data: &[u8]) -> Result<bool, SseError> {
-        let res = self.parser.feed(data, &mut self.scratch);
-        let any = !self.scratch.is_empty();
-        for ev in self.scratch.drain(..) {
-            self.facts.on_event(&ev);
-        }
-        res.map(|()| any)
+        let mut any = false;
+        let facts = &mut self.facts;
+        self.parser.feed(data, &mut |ev| {
+            facts.on_event(&ev);
+            any = true;
+            Ok::<_, SseError>(())
+        })?;
+        Ok(any)
     }
 
     /// Runs the validators on what has been seen.

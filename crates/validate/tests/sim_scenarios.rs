@@ -162,11 +162,8 @@ async fn streamed_content(res: Response<ValidatedBody<Incoming>>) -> String {
         "no terminal event"
     );
     let mut out = String::new();
-    for line in text.lines() {
-        let Some(data) = line.strip_prefix("data: ") else {
-            continue;
-        };
-        let Ok(v) = serde_json::from_str::<Value>(data) else {
+    for (_, data) in tower_failover_core::sse::events(&bytes).expect("an SSE body") {
+        let Ok(v) = serde_json::from_str::<Value>(&data) else {
             continue;
         };
         if let Some(t) = v["choices"][0]["delta"]["content"].as_str() {

@@ -40,23 +40,12 @@ impl Reply {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
-    /// SSE events as (event name, data) pairs.
+    /// SSE events as (event name, data) pairs, read with core's SSE parser.
     pub fn events(&self) -> Vec<(Option<String>, String)> {
-        let text = self.text();
-        text.split("\n\n")
-            .filter(|e| !e.trim().is_empty())
-            .map(|e| {
-                let mut name = None;
-                let mut data = String::new();
-                for line in e.lines() {
-                    if let Some(n) = line.strip_prefix("event: ") {
-                        name = Some(n.to_string());
-                    } else if let Some(d) = line.strip_prefix("data: ") {
-                        data.push_str(d);
-                    }
-                }
-                (name, data)
-            })
+        tower_failover_core::sse::events(&self.body)
+            .expect("the stream stays within the SSE parser's limits")
+            .into_iter()
+            .map(|(name, data)| ((!name.is_empty()).then_some(name), data))
             .collect()
     }
 }

@@ -2,9 +2,9 @@
 
 use serde::{Deserialize as DeriveDeserialize, Serialize};
 use tower_failover_core::error::{Invalid, TransportError, TruncatedStream};
+use tower_failover_core::sse::{SseError, SseEvent, SseLimits, SseParser};
 use tower_failover_core::{BoxError, FailureKind, RejectKind};
 
-use crate::sse::{SseEvent, SseParser};
 use crate::translate::str::Str;
 
 use super::response::{
@@ -146,7 +146,7 @@ impl StreamTranslator {
     /// (`choices: []`). Events larger than `max_event` bytes are refused.
     pub fn new(include_usage: bool, max_event: usize) -> Self {
         StreamTranslator {
-            parser: SseParser::new(max_event),
+            parser: SseParser::with_limits(SseLimits::both(max_event)),
             state: StreamState {
                 created: now_unix(),
                 include_usage,
@@ -163,7 +163,10 @@ impl StreamTranslator {
     pub fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), BoxError> {
         let state = &mut self.state;
         self.parser
-            .feed(chunk, &mut |ev: SseEvent<'_>| state.event(ev.data, out))
+            .feed(chunk, &mut |ev: SseEvent<'_>| {
+                state.event(ev.data, out).map_err(StreamError)
+            })
+            .map_err(|e| e.0)
     }
 
     /// The Anthropic stream ended: translates a last event that lacked its blank
@@ -171,7 +174,8 @@ impl StreamTranslator {
     pub fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), BoxError> {
         let state = &mut self.state;
         self.parser
-            .finish(&mut |ev: SseEvent<'_>| state.event(ev.data, out))?;
+            .finish(&mut |ev: SseEvent<'_>| state.event(ev.data, out).map_err(StreamError))
+            .map_err(|e| e.0)?;
         if !self.state.stopped {
             return Err(TruncatedStream::new("anthropic stream ended before message_stop").into());
         }
@@ -192,6 +196,15 @@ impl StreamTranslator {
             prompt_tokens: self.state.prompt.unwrap_or(0),
             completion_tokens: self.state.completion.unwrap_or(0),
         })
+    }
+}
+
+/// A translation error, or the parser's refusal as [`Invalid`] output.
+struct StreamError(BoxError);
+
+impl From<SseError> for StreamError {
+    fn from(e: SseError) -> Self {
+        StreamError(Invalid::from(e).into())
     }
 }
 

@@ -31,12 +31,11 @@ fn stream_text(chunks: &[&str]) -> (String, StreamTranslator) {
 
 /// The `data:` payloads of an OpenAI stream, parsed (`[DONE]` as a string).
 fn chunks(sse: &str) -> Vec<Value> {
-    sse.split("\n\n")
-        .filter(|e| !e.is_empty())
-        .map(|e| {
-            let data = e.strip_prefix("data: ").unwrap();
-            serde_json::from_str(data).unwrap_or_else(|_| Value::String(data.to_string()))
-        })
+    assert!(sse.is_empty() || sse.ends_with("\n\n"), "{sse}");
+    tower_failover_core::sse::events(sse.as_bytes())
+        .unwrap()
+        .into_iter()
+        .map(|(_, data)| serde_json::from_str(&data).unwrap_or(Value::String(data)))
         .collect()
 }
 
