@@ -177,3 +177,46 @@ async fn other_errors_pass_through_without_waiting() {
     assert_eq!(err.to_string(), "bad request");
     assert_eq!(started.elapsed(), Duration::ZERO);
 }
+
+/// `wait_for_recovery` is for a request that already found every provider down:
+/// nothing is sent until a provider recovers, then the request is served; the
+/// wait counts among the waiting requests until it ends.
+#[tokio::test(start_paused = true)]
+async fn wait_for_recovery_sends_nothing_before_the_recovery() {
+    let registry = Registry::new();
+    let health = registry.provider("p", "m");
+    open(&health, Duration::from_secs(600));
+    let calls = Arc::new(AtomicU32::new(0));
+    let layer = WaitQueueLayer::new(
+        registry.clone(),
+        QueueConfig {
+            capacity: 1,
+            max_wait: Duration::from_secs(900),
+        },
+    );
+    let svc = layer.layer(router(health.clone(), calls.clone()));
+    let waiter = tokio::spawn(
+        svc.wait_for_recovery(Request::new(String::new()), AllProvidersFailed::new(vec![])),
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(layer.waiting(), 1);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        0,
+        "nothing sent while all are down"
+    );
+    health.transition(CircuitState::Open, CircuitState::Closed, None);
+    let res = waiter.await.unwrap().unwrap();
+    assert_eq!(res.body(), "ok");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(layer.waiting(), 0);
+
+    // Past `max_wait`, the typed queue timeout.
+    open(&health, Duration::from_secs(6000));
+    let err = svc
+        .wait_for_recovery(Request::new(String::new()), AllProvidersFailed::new(vec![]))
+        .await
+        .unwrap_err();
+    assert_eq!(find::<Elapsed>(&*err).unwrap().kind(), TimeoutKind::Queue);
+    assert_eq!(layer.waiting(), 0);
+}
