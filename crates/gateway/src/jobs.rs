@@ -12,7 +12,7 @@
 //!
 //! The request runs as usual first. Only when every provider is unavailable
 //! (the stack fails with
-//! [`AllProvidersFailed`](tower_failover::error::AllProvidersFailed), or its wait
+//! [`AllProvidersFailed`], or its wait
 //! queue gives up) does the gateway keep the request (it is already buffered)
 //! and answer:
 //!
@@ -48,7 +48,7 @@
 //! # Limits
 //!
 //! The `[deferred]` section of the file
-//! ([`DeferredConfig`](tower_failover::retry::DeferredConfig)) bounds the store;
+//! ([`DeferredConfig`]) bounds the store;
 //! `deferred = false` turns deferral off (both headers are then ignored).
 //!
 //! | key | default | what |
