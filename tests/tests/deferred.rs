@@ -407,3 +407,28 @@ async fn only_an_opted_in_request_in_an_outage_is_deferred() {
     assert_eq!(a.status, StatusCode::NOT_FOUND);
     gw.shutdown().await.unwrap();
 }
+
+/// A job's id is the only key to its answer: the logs (the access log's path,
+/// the store's events) show its first 8 digits, never the whole id.
+// One thread, so the log capture sees every task (the gateway's, the sims').
+#[tokio::test(flavor = "current_thread")]
+async fn the_logs_never_show_a_whole_job_id() {
+    let (logs, _guard) = common::capture_logs();
+    let (primary, backup) = sims().await;
+    let gw = start_with(&config(&primary, &backup, Some(""))).await;
+    down(&[&primary, &backup]);
+    let a = gw
+        .send_with("POST", "/v1/chat/completions", &[DEMAND], CHAT)
+        .await;
+    let job = accepted(&a);
+    primary.clear_faults();
+    let done = settled(&gw, &job).await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    gw.shutdown().await.unwrap();
+
+    let id = &job["/v1/jobs/".len()..];
+    let text = logs.text();
+    assert!(text.contains("request deferred"), "{text}");
+    assert!(text.contains(&format!("/v1/jobs/{}…", &id[..8])), "{text}");
+    assert!(!text.contains(id), "the whole id was logged");
+}

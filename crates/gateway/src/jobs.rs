@@ -109,6 +109,9 @@ pub const JOBS_PATH: &str = "/v1/jobs";
 
 /// `Retry-After` when no provider says when it recovers.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
+/// The longest pause between a job's attempts while every attempt fails with no
+/// recovery in sight (a recovery event still wakes it at once).
+const MAX_PAUSE: Duration = Duration::from_secs(30);
 /// The longest `Retry-After` given for a pending job.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
@@ -207,7 +210,7 @@ impl Service<http::Request<ReplayBody>> for Runner {
             .extensions_mut()
             .remove::<Last>()
             .map_or_else(|| AllProvidersFailed::new(vec![]), |l| l.0);
-        let wait = self.queue.wait_for_recovery(req, last);
+        let wait = self.queue.wait_for_recovery(req, last, MAX_PAUSE);
         Box::pin(async move { Ok(door.reply(wait.await?).await) })
     }
 }

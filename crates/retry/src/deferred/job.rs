@@ -8,8 +8,9 @@ use tower_failover_core::ErrorClass;
 
 /// A job's id: 128 bits from the operating system's random source, written as 32
 /// lowercase hex digits. Unguessable, so it can be handed to the caller who
-/// submitted the job and act as the only key to its answer.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// submitted the job and act as the only key to its answer: `Debug` and the store's
+/// logs show only its first 8 digits ([`short`](Self::short)).
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct JobId(pub(super) String);
 
@@ -29,6 +30,18 @@ impl JobId {
     /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// Its first 8 digits: enough to follow a job through the logs, too few to
+    /// read its answer.
+    pub fn short(&self) -> &str {
+        self.0.get(..8).unwrap_or(&self.0)
+    }
+}
+
+impl fmt::Debug for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "JobId({}…)", self.short())
     }
 }
 

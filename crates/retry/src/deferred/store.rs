@@ -418,7 +418,7 @@ impl<S> Deferred<S> {
             };
             if let Some(inner) = weak.upgrade() {
                 let ok = matches!(status, JobStatus::Done { .. });
-                tracing::info!(job = %job, ok, "deferred job finished");
+                tracing::info!(job = job.short(), ok, "deferred job finished");
                 metrics::count_result(metrics::names::DEFERRED, if ok { "done" } else { "failed" });
                 inner.finish(job, status);
             }
@@ -438,7 +438,11 @@ impl<S> Deferred<S> {
             .filter(|e| matches!(e, Entry::Pending { .. }))
             .count();
         drop(jobs);
-        tracing::warn!(job = %id, waiting, "request deferred: jobs are waiting for a provider");
+        tracing::warn!(
+            job = id.short(),
+            waiting,
+            "request deferred: jobs are waiting for a provider"
+        );
         metrics::count_result(metrics::names::DEFERRED, "accepted");
         Ok(id)
     }

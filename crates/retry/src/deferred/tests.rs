@@ -117,6 +117,11 @@ async fn ids_are_128_random_bits_in_hex() {
             "{s}"
         );
         assert!(seen.insert(s.to_owned()), "unique");
+        assert_eq!(
+            format!("{id:?}"),
+            format!("JobId({}…)", &s[..8]),
+            "Debug hides it"
+        );
     }
     // Not a counter: the ids share no long prefix.
     let prefixes: HashSet<_> = seen.iter().map(|s| &s[..4]).collect();

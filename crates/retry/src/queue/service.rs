@@ -3,6 +3,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use http::Request;
 use tower::BoxError;
@@ -37,10 +38,17 @@ impl<S> WaitQueue<S> {
     /// so nothing is sent before the first wake-up. It counts among the
     /// [`waiting`](Self::waiting) requests but is not refused past `capacity`: the
     /// caller bounds these (as [`Deferred`](crate::Deferred) does).
+    ///
+    /// A recovery event wakes it at once; attempts that fail while a provider
+    /// looks available (circuits closed, yet every attempt fails) are spaced by a
+    /// pause doubling from 100 ms up to `max_pause` (the queue itself uses 2 s; a
+    /// job that may wait half an hour wants more, so a request that fails
+    /// everywhere is not resent every two seconds).
     pub fn wait_for_recovery<B>(
         &self,
         req: Request<B>,
         last: AllProvidersFailed,
+        max_pause: Duration,
     ) -> impl Future<Output = Result<S::Response, BoxError>> + Send + 'static
     where
         S: Service<Request<B>, Error = BoxError> + Clone + Send + 'static,
@@ -53,7 +61,14 @@ impl<S> WaitQueue<S> {
             // Counted on the first poll, where `wait_and_retry` takes the slot that
             // gives it back however the wait ends.
             shared.waiting.fetch_add(1, Ordering::AcqRel);
-            wait_and_retry(svc, req, shared, last).await
+            wait_and_retry(
+                svc,
+                req,
+                shared,
+                last,
+                max_pause.max(Duration::from_millis(100)),
+            )
+            .await
         }
     }
 
