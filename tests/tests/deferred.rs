@@ -90,6 +90,15 @@ async fn sims() -> (Sim, Sim) {
     (primary, fast_sim(Flavor::Anthropic, "backup", 2).await)
 }
 
+/// Both sims and a gateway in front of them (`deferred` as for [`config`]),
+/// with every provider answering 503.
+async fn outage(deferred: Option<&str>) -> (Sim, Sim, Running) {
+    let (primary, backup) = sims().await;
+    let gw = start_with(&config(&primary, &backup, deferred)).await;
+    down(&[&primary, &backup]);
+    (primary, backup, gw)
+}
+
 fn down(sims: &[&Sim]) {
     for s in sims {
         s.set_faults([FaultSpec::always(Fault::Status(503))])
@@ -151,9 +160,7 @@ async fn settled(gw: &Running, path: &str) -> Answer {
 /// the answer (a chat completion; an Anthropic Message), again on a second read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_jobs_whole_life_through_both_front_doors() {
-    let (primary, backup) = sims().await;
-    let gw = start_with(&config(&primary, &backup, Some(""))).await;
-    down(&[&primary, &backup]);
+    let (primary, _backup, gw) = outage(Some("")).await;
 
     let a = gw
         .send_with("POST", "/v1/chat/completions", &[PREFER], CHAT)
@@ -282,9 +289,7 @@ async fn unknown_expired_and_failed_jobs() {
 /// kept jobs still run once a provider is back. Every id is distinct.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_at_capacity_refuses_with_503() {
-    let (primary, backup) = sims().await;
-    let gw = start_with(&config(&primary, &backup, Some("capacity = 8"))).await;
-    down(&[&primary, &backup]);
+    let (primary, _backup, gw) = outage(Some("capacity = 8")).await;
 
     let mut jobs = Vec::new();
     for _ in 0..8 {
@@ -414,9 +419,7 @@ async fn only_an_opted_in_request_in_an_outage_is_deferred() {
 #[tokio::test(flavor = "current_thread")]
 async fn the_logs_never_show_a_whole_job_id() {
     let (logs, _guard) = common::capture_logs();
-    let (primary, backup) = sims().await;
-    let gw = start_with(&config(&primary, &backup, Some(""))).await;
-    down(&[&primary, &backup]);
+    let (primary, _backup, gw) = outage(Some("")).await;
     let a = gw
         .send_with("POST", "/v1/chat/completions", &[DEMAND], CHAT)
         .await;

@@ -28,6 +28,30 @@ fn stack() -> impl tower::Service<
     })
 }
 
+/// A store over [`stack`] holding answers of up to `body` bytes, `total` in all.
+fn bytes_bounded(
+    body: usize,
+    total: usize,
+) -> Deferred<
+    impl tower::Service<
+        Request<String>,
+        Response = Response<String>,
+        Error = BoxError,
+        Future = impl Send,
+    > + Clone
+    + Send
+    + 'static,
+> {
+    Deferred::new(
+        stack(),
+        DeferredConfig {
+            max_body_bytes: body,
+            max_total_bytes: total,
+            ..Default::default()
+        },
+    )
+}
+
 #[tokio::test(start_paused = true)]
 async fn failures_timeouts_and_capacity() {
     let jobs = Deferred::new(
@@ -130,14 +154,7 @@ async fn ids_are_128_random_bits_in_hex() {
 
 #[tokio::test(start_paused = true)]
 async fn the_byte_budget_refuses_requests_and_expires_old_answers() {
-    let jobs = Deferred::new(
-        stack(),
-        DeferredConfig {
-            max_body_bytes: 40,
-            max_total_bytes: 60,
-            ..Default::default()
-        },
-    );
+    let jobs = bytes_bounded(40, 60);
     // A request of 61 bytes cannot fit at all.
     let huge = format!("{:061}", 0);
     assert_eq!(
@@ -156,14 +173,7 @@ async fn the_byte_budget_refuses_requests_and_expires_old_answers() {
     assert!(matches!(jobs.status(&second), JobStatus::Done { .. }));
 
     // With room for a request, its answer pushes the oldest answer out.
-    let jobs_small = Deferred::new(
-        stack(),
-        DeferredConfig {
-            max_body_bytes: 40,
-            max_total_bytes: 60,
-            ..Default::default()
-        },
-    );
+    let jobs_small = bytes_bounded(40, 60);
     let a = jobs_small.submit(Request::new("30".to_owned())).unwrap();
     tokio::time::sleep(Duration::from_millis(31)).await;
     let b = jobs_small.submit(Request::new("25".to_owned())).unwrap();
@@ -183,14 +193,7 @@ async fn the_byte_budget_refuses_requests_and_expires_old_answers() {
 
 #[tokio::test(start_paused = true)]
 async fn an_answer_larger_than_the_room_left_fails_its_job() {
-    let jobs = Deferred::new(
-        stack(),
-        DeferredConfig {
-            max_body_bytes: 50,
-            max_total_bytes: 50,
-            ..Default::default()
-        },
-    );
+    let jobs = bytes_bounded(50, 50);
     // Two waiting requests hold 4 bytes; the first answer (48) fits, the second
     // (49) expires it early.
     let fits = jobs.submit(Request::new("48".to_owned())).unwrap();
@@ -201,14 +204,7 @@ async fn an_answer_larger_than_the_room_left_fails_its_job() {
         JobStatus::Done { body, .. } => assert_eq!(body.len(), 49),
         other => panic!("{other:?}"),
     }
-    let jobs = Deferred::new(
-        stack(),
-        DeferredConfig {
-            max_body_bytes: 50,
-            max_total_bytes: 50,
-            ..Default::default()
-        },
-    );
+    let jobs = bytes_bounded(50, 50);
     // A request still waiting holds 4 bytes: a 48-byte answer cannot fit, and
     // there is no older answer to expire.
     let waiting = jobs.submit(Request::new("5000".to_owned())).unwrap();
@@ -227,34 +223,40 @@ async fn an_answer_larger_than_the_room_left_fails_its_job() {
 #[test]
 fn the_config_names_its_mistakes() {
     assert!(DeferredConfig::default().validate().is_ok());
-    let bad = |c: DeferredConfig| c.validate().unwrap_err().field().to_owned();
-    assert_eq!(
-        bad(DeferredConfig {
-            capacity: 0,
-            ..Default::default()
-        }),
-        "capacity"
-    );
-    assert_eq!(
-        bad(DeferredConfig {
-            max_wait: Duration::ZERO,
-            ..Default::default()
-        }),
-        "max_wait"
-    );
-    assert_eq!(
-        bad(DeferredConfig {
-            keep_results: Duration::from_secs(25 * 3600),
-            ..Default::default()
-        }),
-        "keep_results"
-    );
-    assert_eq!(
-        bad(DeferredConfig {
-            max_total_bytes: 10,
-            max_body_bytes: 11,
-            ..Default::default()
-        }),
-        "max_total_bytes"
-    );
+    let d = DeferredConfig::default;
+    let cases = [
+        (DeferredConfig { capacity: 0, ..d() }, "capacity"),
+        (
+            DeferredConfig {
+                max_wait: Duration::ZERO,
+                ..d()
+            },
+            "max_wait",
+        ),
+        (
+            DeferredConfig {
+                keep_results: Duration::from_secs(25 * 3600),
+                ..d()
+            },
+            "keep_results",
+        ),
+        (
+            DeferredConfig {
+                max_body_bytes: 0,
+                ..d()
+            },
+            "max_body_bytes",
+        ),
+        (
+            DeferredConfig {
+                max_total_bytes: 10,
+                max_body_bytes: 11,
+                ..d()
+            },
+            "max_total_bytes",
+        ),
+    ];
+    for (config, field) in cases {
+        assert_eq!(config.validate().unwrap_err().field(), field);
+    }
 }
