@@ -54,7 +54,7 @@
 //! | key | default | what |
 //! | --- | --- | --- |
 //! | `capacity` | `1024` | jobs held, waiting or answered |
-//! | `max_wait` | `"30m"` | a job's maximum age: then it fails with `504` |
+//! | `max_wait` | `"30m"` | a job's maximum age (at most `"1h"`): then it fails with `504` |
 //! | `keep_results` | `"15m"` | how long an answer is kept |
 //! | `max_body_bytes` | `8388608` | the largest answer kept (a larger one fails the job with `502`) |
 //! | `max_total_bytes` | `67108864` | bytes held across jobs (requests waiting and answers kept) |
@@ -96,7 +96,7 @@ use tower_failover::replay::{ReplayBody, clone_request};
 use tower_failover::retry::{
     Deferred, DeferredConfig, JobId, JobStatus, QueueConfig, WaitQueue, WaitQueueLayer,
 };
-use tower_failover::{BoxBody, Failover, Registry};
+use tower_failover::{BoxBody, ConfigError, Failover, Registry};
 
 use super::{AppState, chat, messages};
 
@@ -224,23 +224,25 @@ pub(crate) struct Jobs {
 
 impl Jobs {
     /// Jobs run through `failover`, waiting on its registry's recoveries.
-    pub(crate) fn new(failover: &Failover, config: DeferredConfig) -> Jobs {
+    pub(crate) fn new(failover: &Failover, config: DeferredConfig) -> Result<Jobs, ConfigError> {
+        config.validate().map_err(|e| e.within("deferred"))?;
         let registry = failover.handle().registry().clone();
-        let queue = WaitQueueLayer::new(
+        let queue = WaitQueueLayer::with_config(
             registry.clone(),
             QueueConfig {
                 capacity: config.capacity,
                 max_wait: config.max_wait,
             },
         )
+        .map_err(|e| e.within("deferred"))?
         .layer(tower::util::MapErr::new(
             failover.clone(),
             queue_gave_up_is_all_down as fn(BoxError) -> BoxError,
         ));
-        Jobs {
+        Ok(Jobs {
             store: Deferred::new(Runner { queue }, config),
             registry,
-        }
+        })
     }
 
     /// When to ask again: the earliest known recovery, within 1 s to a minute.

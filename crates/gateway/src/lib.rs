@@ -193,7 +193,8 @@ pub fn build_with(config: &GatewayConfig) -> Result<Gateway, ConfigError> {
         jobs: config
             .deferred
             .get()
-            .map(|c| jobs::Jobs::new(&failover, *c)),
+            .map(|c| jobs::Jobs::new(&failover, *c))
+            .transpose()?,
         models: models(stack_config),
         max_request_bytes: stack_config.max_request_bytes,
         failover,

@@ -187,13 +187,14 @@ async fn wait_for_recovery_sends_nothing_before_the_recovery() {
     let health = registry.provider("p", "m");
     open(&health, Duration::from_secs(600));
     let calls = Arc::new(AtomicU32::new(0));
-    let layer = WaitQueueLayer::new(
+    let layer = WaitQueueLayer::with_config(
         registry.clone(),
         QueueConfig {
             capacity: 1,
             max_wait: Duration::from_secs(900),
         },
-    );
+    )
+    .unwrap();
     let svc = layer.layer(router(health.clone(), calls.clone()));
     let waiter = tokio::spawn(svc.wait_for_recovery(
         Request::new(String::new()),
@@ -244,13 +245,14 @@ async fn wait_for_recovery_spaces_attempts_up_to_max_pause() {
                 async { Err::<Response<String>, BoxError>(AllProvidersFailed::new(vec![]).into()) }
             }
         });
-        let svc = WaitQueueLayer::new(
+        let svc = WaitQueueLayer::with_config(
             registry,
             QueueConfig {
                 capacity: 1,
                 max_wait: Duration::from_secs(600),
             },
         )
+        .unwrap()
         .layer(failing);
         let err = svc
             .wait_for_recovery(

@@ -14,7 +14,8 @@ pub struct DeferredConfig {
     /// The most jobs held (waiting or finished). Default: 1024.
     pub capacity: usize,
     /// How long a job may wait for a provider and run before it fails (its
-    /// maximum age). Default: 30 min.
+    /// maximum age; at most 1 h, as a [`QueueConfig`](crate::QueueConfig)'s
+    /// `max_wait`, since jobs wait in one). Default: 30 min.
     #[serde(with = "tower_failover_core::duration_serde")]
     pub max_wait: Duration,
     /// How long a finished job's answer is kept; after that its id is reported
@@ -41,12 +42,15 @@ impl Default for DeferredConfig {
     }
 }
 
-/// The longest `max_wait` and `keep_results` accepted.
-const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+/// The longest `max_wait` accepted (a wait queue's bound).
+const MAX_WAIT: Duration = Duration::from_secs(3600);
+/// The longest `keep_results` accepted.
+const MAX_KEEP: Duration = Duration::from_secs(24 * 3600);
 
 impl DeferredConfig {
     /// Refuses a zero capacity or byte bound, a byte budget smaller than one answer,
-    /// and a zero or over-a-day `max_wait` or `keep_results`, naming the field.
+    /// a zero or over-an-hour `max_wait` and a zero or over-a-day `keep_results`,
+    /// naming the field.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.capacity == 0 {
             return Err(ConfigError::new(
@@ -54,14 +58,14 @@ impl DeferredConfig {
                 "must be at least 1 (or turn deferred jobs off)",
             ));
         }
-        for (field, d) in [
-            ("max_wait", self.max_wait),
-            ("keep_results", self.keep_results),
+        for (field, d, max, most) in [
+            ("max_wait", self.max_wait, MAX_WAIT, "1h"),
+            ("keep_results", self.keep_results, MAX_KEEP, "24h"),
         ] {
-            if d.is_zero() || d > MAX_DURATION {
+            if d.is_zero() || d > max {
                 return Err(ConfigError::new(
                     field,
-                    "must be above zero and at most 24h",
+                    format!("must be above zero and at most {most}"),
                 ));
             }
         }

@@ -235,6 +235,13 @@ fn the_config_names_its_mistakes() {
         ),
         (
             DeferredConfig {
+                max_wait: Duration::from_secs(3601),
+                ..d()
+            },
+            "max_wait",
+        ),
+        (
+            DeferredConfig {
                 keep_results: Duration::from_secs(25 * 3600),
                 ..d()
             },
