@@ -142,6 +142,19 @@ fn accepted(a: &Answer) -> String {
     format!("/v1/jobs/{id}")
 }
 
+/// With every provider down: a chat request deferred (`202`), then the primary
+/// back and the job done (`200`); returns the job's path.
+async fn deferred_then_done(gw: &Running, primary: &Sim) -> String {
+    let a = gw
+        .send_with("POST", "/v1/chat/completions", &[DEMAND], CHAT)
+        .await;
+    let job = accepted(&a);
+    primary.clear_faults();
+    let done = settled(gw, &job).await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    job
+}
+
 /// Reads `path` until it is no longer pending (a guard, not a timing claim).
 async fn settled(gw: &Running, path: &str) -> Answer {
     for _ in 0..600 {
@@ -255,13 +268,7 @@ async fn unknown_expired_and_failed_jobs() {
     assert!(failed.headers.get("retry-after").is_none(), "final");
 
     // Expires: done, then 410, then 404.
-    let a = gw
-        .send_with("POST", "/v1/chat/completions", &[DEMAND], CHAT)
-        .await;
-    let job = accepted(&a);
-    primary.clear_faults();
-    let done = settled(&gw, &job).await;
-    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    let job = deferred_then_done(&gw, &primary).await;
     let mut statuses = Vec::new();
     for _ in 0..600 {
         let a = gw.send("GET", &job, "").await;
@@ -420,13 +427,7 @@ async fn only_an_opted_in_request_in_an_outage_is_deferred() {
 async fn the_logs_never_show_a_whole_job_id() {
     let (logs, _guard) = common::capture_logs();
     let (primary, _backup, gw) = outage(Some("")).await;
-    let a = gw
-        .send_with("POST", "/v1/chat/completions", &[DEMAND], CHAT)
-        .await;
-    let job = accepted(&a);
-    primary.clear_faults();
-    let done = settled(&gw, &job).await;
-    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    let job = deferred_then_done(&gw, &primary).await;
     gw.shutdown().await.unwrap();
 
     let id = &job["/v1/jobs/".len()..];
