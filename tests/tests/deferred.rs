@@ -436,3 +436,23 @@ async fn the_logs_never_show_a_whole_job_id() {
     assert!(text.contains(&format!("/v1/jobs/{}…", &id[..8])), "{text}");
     assert!(!text.contains(id), "the whole id was logged");
 }
+
+/// Embedded without the gateway's server (which refuses a large body before
+/// routing), a deferrable request past the body limit is still a `413`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_router_refuses_a_deferrable_body_past_the_limit() {
+    use tower::ServiceExt;
+    let (primary, backup) = sims().await;
+    let gw = tower_failover_gateway::build_with(&config(&primary, &backup, Some(""))).unwrap();
+    let huge = format!(
+        r#"{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "x".repeat(5 << 20)
+    );
+    let req = http::Request::post("/v1/chat/completions")
+        .header("content-type", "application/json")
+        .header(PREFER.0, PREFER.1)
+        .body(axum::body::Body::from(huge))
+        .unwrap();
+    let res = gw.router.oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+}

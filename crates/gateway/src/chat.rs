@@ -4,8 +4,9 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use http_body_util::LengthLimitError;
 use tower::{BoxError, ServiceExt};
-use tower_failover::error::BodyTooLarge;
+use tower_failover::error::{BodyTooLarge, find};
 use tower_failover::replay::ReplayBody;
 use tower_failover::{BoxBody, Failover, error_response};
 
@@ -42,8 +43,13 @@ pub(super) async fn chat(State(state): State<AppState>, req: Request) -> Respons
 /// be kept as a job if every provider is down.
 async fn deferrable(state: &AppState, jobs: &jobs::Jobs, ask: jobs::Ask, req: Request) -> Response {
     let (parts, body) = req.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, state.max_request_bytes).await else {
-        return error_response(&BodyTooLarge::new(state.max_request_bytes as u64)).into_response();
+    let bytes = match axum::body::to_bytes(body, state.max_request_bytes).await {
+        Ok(bytes) => bytes,
+        Err(e) if find::<LengthLimitError>(&e).is_some() => {
+            let too_large = BodyTooLarge::new(state.max_request_bytes as u64);
+            return error_response(&too_large).into_response();
+        }
+        Err(_) => return bad_request("the request body could not be read"),
     };
     if jobs::streamed(&bytes) {
         if ask == jobs::Ask::Demand {
