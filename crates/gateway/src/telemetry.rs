@@ -290,3 +290,23 @@ pub(crate) fn layers(router: Router) -> Router {
         .layer(trace)
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_id_is_cut_to_8_digits_in_the_access_log() {
+        assert_eq!(
+            logged_path("/v1/jobs/0123456789abcdef0123456789abcdef"),
+            "/v1/jobs/01234567…"
+        );
+        assert_eq!(logged_path("/v1/jobs/short"), "/v1/jobs/short");
+        assert_eq!(
+            logged_path("/v1/jobs/é€é€é€é€é€"),
+            "/v1/jobs/…",
+            "no panic off a char boundary"
+        );
+        assert_eq!(logged_path("/v1/chat/completions"), "/v1/chat/completions");
+    }
+}
