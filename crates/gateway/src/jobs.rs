@@ -79,6 +79,11 @@
 //! `/v1/jobs/*` to the replica that answered the `202` (sticky sessions) or run
 //! deferred callers against one replica.
 //!
+//! With caller keys (`[auth]`), a deferrable request passes the same checks
+//! (key, allowed models, budget) when it arrives, and `GET /v1/jobs/{id}` needs a
+//! valid key too; the id, not the key, decides which answer is read. The tokens
+//! a job spends once it runs are not yet charged to the key's budget.
+//!
 //! [RFC 7240]: https://www.rfc-editor.org/rfc/rfc7240
 
 use std::future::Future;
