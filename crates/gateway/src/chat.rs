@@ -10,7 +10,7 @@ use tower_failover::error::{BodyTooLarge, find};
 use tower_failover::replay::ReplayBody;
 use tower_failover::{BoxBody, Failover, error_response};
 
-use super::{AppState, SERVED_BY, jobs};
+use super::{AppState, SERVED_BY, auth, jobs};
 
 /// The upstream headers passed to the caller. The rest (a provider's own
 /// rate-limit headers, its name, its cookies) describe one provider's state, not
@@ -28,8 +28,9 @@ pub(super) async fn chat(State(state): State<AppState>, req: Request) -> Respons
     if let Some(jobs) = &state.jobs {
         match jobs::asked(req.headers()) {
             Ok(Some(ask)) => {
+                let charge = req.extensions().get::<auth::Charge>().cloned();
                 let req = upstream(&state, req, "/v1/chat/completions");
-                return deferrable(&state, jobs, ask, req).await;
+                return deferrable(&state, jobs, ask, req, charge).await;
             }
             Ok(None) => {}
             Err(message) => return bad_request(&message),
@@ -41,7 +42,13 @@ pub(super) async fn chat(State(state): State<AppState>, req: Request) -> Respons
 
 /// A request that asked for deferral ([`jobs`]): buffered here, so that it can
 /// be kept as a job if every provider is down.
-async fn deferrable(state: &AppState, jobs: &jobs::Jobs, ask: jobs::Ask, req: Request) -> Response {
+async fn deferrable(
+    state: &AppState,
+    jobs: &jobs::Jobs,
+    ask: jobs::Ask,
+    req: Request,
+    charge: Option<auth::Charge>,
+) -> Response {
     let (parts, body) = req.into_parts();
     let bytes = match axum::body::to_bytes(body, state.max_request_bytes).await {
         Ok(bytes) => bytes,
@@ -63,7 +70,16 @@ async fn deferrable(state: &AppState, jobs: &jobs::Jobs, ask: jobs::Ask, req: Re
         .await;
     }
     let req = http::Request::from_parts(parts, ReplayBody::from(bytes));
-    match jobs::attempt(state.failover.clone(), jobs, req, jobs::Door::Chat, ask).await {
+    match jobs::attempt(
+        state.failover.clone(),
+        jobs,
+        req,
+        jobs::Door::Chat,
+        ask,
+        charge,
+    )
+    .await
+    {
         jobs::Attempt::Answer(res) => reply(res),
         jobs::Attempt::Failed(err) => error(&err),
         jobs::Attempt::Accepted(res) => res,

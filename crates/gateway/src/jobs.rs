@@ -81,8 +81,8 @@
 //!
 //! With caller keys (`[auth]`), a deferrable request passes the same checks
 //! (key, allowed models, budget) when it arrives, and `GET /v1/jobs/{id}` needs a
-//! valid key too; the id, not the key, decides which answer is read. The tokens
-//! a job spends once it runs are not yet charged to the key's budget.
+//! valid key too; the id, not the key, decides which answer is read. What a job
+//! spends when it runs is charged to the budget of the key that sent it.
 //!
 //! [RFC 7240]: https://www.rfc-editor.org/rfc/rfc7240
 
@@ -97,12 +97,14 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tower::{BoxError, Layer, Service, ServiceExt};
 use tower_failover::error::{AllProvidersFailed, Elapsed, TimeoutKind, find};
+use tower_failover::provider::{Usage, UsageHandle};
 use tower_failover::replay::{ReplayBody, clone_request};
 use tower_failover::retry::{
     Deferred, DeferredConfig, JobId, JobStatus, QueueConfig, WaitQueue, WaitQueueLayer,
 };
 use tower_failover::{BoxBody, ConfigError, Failover, Registry};
 
+use super::auth::Charge;
 use super::{AppState, chat, messages};
 
 /// The gateway's own opt-in header (`true` or `false`).
@@ -198,6 +200,8 @@ fn queue_gave_up_is_all_down(err: BoxError) -> BoxError {
 #[derive(Clone)]
 pub(crate) struct Runner {
     queue: WaitQueue<JobStack>,
+    /// The store's `max_body_bytes`.
+    max_body_bytes: usize,
 }
 
 impl Service<http::Request<ReplayBody>> for Runner {
@@ -211,12 +215,31 @@ impl Service<http::Request<ReplayBody>> for Runner {
 
     fn call(&mut self, mut req: http::Request<ReplayBody>) -> Self::Future {
         let door = req.extensions_mut().remove::<Door>().unwrap_or(Door::Chat);
+        let charge = req.extensions_mut().remove::<Charge>();
+        let limit = self.max_body_bytes;
         let last = req
             .extensions_mut()
             .remove::<Last>()
             .map_or_else(|| AllProvidersFailed::new(vec![]), |l| l.0);
         let wait = self.queue.wait_for_recovery(req, last, MAX_PAUSE);
-        Box::pin(async move { Ok(door.reply(wait.await?).await) })
+        Box::pin(async move {
+            let res = door.reply(wait.await?).await;
+            let Some(charge) = charge else {
+                return Ok(res);
+            };
+            // The whole answer, so that its usage is known, for the caller's budget.
+            let (parts, body) = res.into_parts();
+            let body = axum::body::to_bytes(body, limit).await?;
+            let usage = parts
+                .extensions
+                .get::<UsageHandle>()
+                .and_then(UsageHandle::get)
+                .or_else(|| parts.extensions.get::<Usage>().copied());
+            if let Some(usage) = usage {
+                charge.usage(usage);
+            }
+            Ok(Response::from_parts(parts, Body::from(body)))
+        })
     }
 }
 
@@ -245,7 +268,13 @@ impl Jobs {
             queue_gave_up_is_all_down as fn(BoxError) -> BoxError,
         ));
         Ok(Jobs {
-            store: Deferred::new(Runner { queue }, config),
+            store: Deferred::new(
+                Runner {
+                    queue,
+                    max_body_bytes: config.max_body_bytes,
+                },
+                config,
+            ),
             registry,
         })
     }
@@ -277,6 +306,7 @@ pub(crate) async fn attempt(
     req: http::Request<ReplayBody>,
     door: Door,
     ask: Ask,
+    charge: Option<Charge>,
 ) -> Attempt {
     let mut job = clone_request(&req);
     let err = match failover.oneshot(req).await {
@@ -289,6 +319,9 @@ pub(crate) async fn attempt(
         None => return Attempt::Failed(err),
     };
     job.extensions_mut().insert(door);
+    if let Some(charge) = charge {
+        job.extensions_mut().insert(charge);
+    }
     job.extensions_mut().insert(Last(last.clone()));
     match jobs.store.submit(job) {
         Ok(id) => Attempt::Accepted(accepted(&id, ask, jobs.retry_after())),

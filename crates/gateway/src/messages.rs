@@ -26,7 +26,7 @@ use tower_failover::provider::{SseParser, UsageHandle};
 use tower_failover::replay::ReplayBody;
 use tower_failover::{Failover, error_response};
 
-use super::{AppState, SERVED_BY, jobs};
+use super::{AppState, SERVED_BY, auth, jobs};
 
 /// The most an answer body the gateway buffers to translate (a non-streamed
 /// answer; streams are translated chunk by chunk).
@@ -117,7 +117,8 @@ pub(super) async fn messages(State(state): State<AppState>, req: Request) -> Res
             let door = jobs::Door::Messages {
                 model: inbound.model.clone(),
             };
-            return match jobs::attempt(state.failover.clone(), jobs, req, door, ask).await {
+            let charge = parts.extensions.get::<auth::Charge>().cloned();
+            return match jobs::attempt(state.failover.clone(), jobs, req, door, ask, charge).await {
                 jobs::Attempt::Answer(res) => reply(res.map(Body::new), inbound.model).await,
                 jobs::Attempt::Failed(err) => failed(&err).await,
                 jobs::Attempt::Accepted(res) => res,
