@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::{Answer, Running, fast_sim};
 use http::StatusCode;
-use tower_failover::sim::{Flavor, Sim};
+use tower_failover::sim::{Fault, FaultSpec, Flavor, Sim};
 use tower_failover_gateway::auth::hash_key;
 use tower_failover_gateway::{self as gateway, GatewayConfig};
 
@@ -573,4 +573,46 @@ async fn an_open_gateway_says_so() {
         .unwrap();
     assert!(!logs.text().contains("no caller keys"));
     assert!(!logs.text().contains("THIS GATEWAY IS OPEN"));
+}
+
+/// A deferred job charges the key that sent it when it runs: `tight` (one token
+/// an hour) is let in while the provider is down (nothing spent yet), gets `202`,
+/// its job is answered once the provider is back, and then its budget is spent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deferred_job_spends_its_callers_budget_when_it_runs() {
+    let (sim, gw) = start("").await;
+    sim.set_faults([FaultSpec::always(Fault::Status(503))])
+        .unwrap();
+    let auth = bearer(TIGHT);
+    let headers = [
+        ("authorization", auth.as_str()),
+        ("x-tower-failover-defer", "true"),
+    ];
+    let accepted = post_chat(&gw, &headers, chat("m")).await;
+    assert_eq!(accepted.status, StatusCode::ACCEPTED, "{}", accepted.body);
+    let job = accepted.headers["location"].to_str().unwrap().to_owned();
+    sim.clear_faults();
+    let mut done = None;
+    for _ in 0..400 {
+        let a = gw
+            .send_with("GET", &job, &[("authorization", auth.as_str())], "")
+            .await;
+        if a.headers["x-tower-failover-job-status"] != "pending" {
+            done = Some(a);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let done = done.expect("the job ends");
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    assert!(done.json()["usage"]["total_tokens"].as_u64().unwrap() > 1);
+    let refused = chat_as(&gw, TIGHT, "m").await;
+    assert_eq!(
+        refused.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        refused.body
+    );
+    assert_eq!(error_code(&refused), "budget_exceeded");
+    gw.shutdown().await.unwrap();
 }

@@ -34,7 +34,7 @@
 //! | `tower_failover_all_providers_failed_total` | counter | | balance, fallback, overflow | requests no provider could serve (no provider labels) |
 //! | `tower_failover_wait_queue_depth` | gauge | | retry (`WaitQueueLayer`) | requests waiting for a recovery |
 //! | `tower_failover_wait_queue_waits_total` | counter | `result` | retry (`WaitQueueLayer`) | waits by how they ended: `served`, `expired`, `full` |
-//! | `tower_failover_deferred_jobs_total` | counter | `result` | retry (`Deferred`) | deferred jobs: `accepted`, `done`, `failed` |
+//! | `tower_failover_deferred_jobs_total` | counter | `result` | retry (`Deferred`) | deferred jobs: `accepted`, `done`, `failed`, `full` (refused: the store held its most jobs or bytes) |
 //! | `tower_failover_gateway_requests_total` | counter | `route`, `status`, `caller` (no provider labels) | the gateway | answers callers got, by route (`other` for unknown paths), status code and caller key name (`anonymous` without a valid key) |
 //!
 //! [`SameProviderRetry`]: https://docs.rs/tower-failover-retry

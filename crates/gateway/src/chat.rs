@@ -2,11 +2,15 @@
 
 use axum::body::Body;
 use axum::extract::{Request, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use tower::ServiceExt;
-use tower_failover::{Failover, error_response};
+use http_body_util::LengthLimitError;
+use tower::{BoxError, ServiceExt};
+use tower_failover::error::{BodyTooLarge, find};
+use tower_failover::replay::ReplayBody;
+use tower_failover::{BoxBody, Failover, error_response};
 
-use super::{AppState, SERVED_BY};
+use super::{AppState, SERVED_BY, auth, jobs};
 
 /// The upstream headers passed to the caller. The rest (a provider's own
 /// rate-limit headers, its name, its cookies) describe one provider's state, not
@@ -21,8 +25,71 @@ const PASSED: [&str; 6] = [
 ];
 
 pub(super) async fn chat(State(state): State<AppState>, req: Request) -> Response {
+    if let Some(jobs) = &state.jobs {
+        match jobs::asked(req.headers()) {
+            Ok(Some(ask)) => {
+                let charge = req.extensions().get::<auth::Charge>().cloned();
+                let req = upstream(&state, req, "/v1/chat/completions");
+                return deferrable(&state, jobs, ask, req, charge).await;
+            }
+            Ok(None) => {}
+            Err(message) => return bad_request(&message),
+        }
+    }
     let req = upstream(&state, req, "/v1/chat/completions");
     forward(state.failover, req).await
+}
+
+/// A request that asked for deferral ([`jobs`]): buffered here, so that it can
+/// be kept as a job if every provider is down.
+async fn deferrable(
+    state: &AppState,
+    jobs: &jobs::Jobs,
+    ask: jobs::Ask,
+    req: Request,
+    charge: Option<auth::Charge>,
+) -> Response {
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, state.max_request_bytes).await {
+        Ok(bytes) => bytes,
+        Err(e) if find::<LengthLimitError>(&e).is_some() => {
+            let too_large = BodyTooLarge::new(state.max_request_bytes as u64);
+            return error_response(&too_large).into_response();
+        }
+        Err(_) => return bad_request("the request body could not be read"),
+    };
+    if jobs::streamed(&bytes) {
+        if ask == jobs::Ask::Demand {
+            return bad_request(jobs::STREAM_REFUSED);
+        }
+        // A preference declined: a stream is served now.
+        return forward(
+            state.failover.clone(),
+            Request::from_parts(parts, Body::from(bytes)),
+        )
+        .await;
+    }
+    let req = http::Request::from_parts(parts, ReplayBody::from(bytes));
+    match jobs::attempt(
+        state.failover.clone(),
+        jobs,
+        req,
+        jobs::Door::Chat,
+        ask,
+        charge,
+    )
+    .await
+    {
+        jobs::Attempt::Answer(res) => reply(res),
+        jobs::Attempt::Failed(err) => error(&err),
+        jobs::Attempt::Accepted(res) => res,
+    }
+}
+
+/// A `400` in OpenAI's shape.
+fn bad_request(message: &str) -> Response {
+    let body = serde_json::json!({"error": {"message": message, "type": "invalid_request_error", "code": 400}});
+    (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
 }
 
 /// The request for the stack: the route's own `path`, and only what
@@ -36,19 +103,25 @@ pub(super) fn upstream(state: &AppState, req: Request, path: &'static str) -> Re
 /// an error becomes OpenAI's error shape.
 pub(super) async fn forward(failover: Failover, req: Request) -> Response {
     match failover.oneshot(req).await {
-        Ok(res) => {
-            let (mut parts, body) = res.into_parts();
-            let upstream = std::mem::take(&mut parts.headers);
-            for name in PASSED {
-                for value in upstream.get_all(name) {
-                    parts.headers.append(name, value.clone());
-                }
-            }
-            Response::from_parts(parts, Body::new(body))
-        }
-        Err(err) => {
-            tracing::warn!(error = %err, "no provider could answer");
-            error_response(&*err).into_response()
+        Ok(res) => reply(res),
+        Err(err) => error(&err),
+    }
+}
+
+/// The stack's answer with only the [`PASSED`] headers.
+pub(super) fn reply(res: http::Response<BoxBody>) -> Response {
+    let (mut parts, body) = res.into_parts();
+    let upstream = std::mem::take(&mut parts.headers);
+    for name in PASSED {
+        for value in upstream.get_all(name) {
+            parts.headers.append(name, value.clone());
         }
     }
+    Response::from_parts(parts, Body::new(body))
+}
+
+/// The stack's error in OpenAI's shape.
+fn error(err: &BoxError) -> Response {
+    tracing::warn!(error = %err, "no provider could answer");
+    error_response(&**err).into_response()
 }

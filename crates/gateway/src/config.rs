@@ -9,6 +9,7 @@
 //! | `[upstream]` | [`UpstreamConfig`] | which caller headers reach the providers, the query string |
 //! | `[log]` | [`LogConfig`] | `format = "text"` or `"json"`, `level` |
 //! | `[auth]` | [`AuthConfig`] | caller keys (from the environment or hashed), their models and budgets, allowed hosts ([`crate::auth`]) |
+//! | `[deferred]` | [`DeferredConfig`] | deferred jobs: on by default (each request opts in), bounds; `deferred = false` turns them off ([`jobs`](crate::jobs)) |
 //!
 //! Operators change a few things per deployment without editing the file
 //! ([`GatewayConfig::apply_env`]):
@@ -26,7 +27,8 @@
 use std::path::Path;
 
 use serde::Deserialize;
-use tower_failover::{Config, ConfigError};
+use tower_failover::retry::DeferredConfig;
+use tower_failover::{Config, ConfigError, Toggle};
 
 use crate::ServerConfig;
 use crate::auth::AuthConfig;
@@ -43,7 +45,7 @@ pub const ENV_REDIS_URL: &str = "TOWER_FAILOVER_REDIS_URL";
 pub const ENV_LOG_LEVEL: &str = "RUST_LOG";
 
 /// The gateway's own sections of the file; the rest is the stack's.
-const SECTIONS: [&str; 4] = ["server", "upstream", "log", "auth"];
+const SECTIONS: [&str; 5] = ["server", "upstream", "log", "auth", "deferred"];
 
 /// Everything the gateway reads from its file. See the [module documentation](self).
 #[derive(Debug, Clone)]
@@ -57,6 +59,9 @@ pub struct GatewayConfig {
     pub log: LogConfig,
     /// `[auth]`.
     pub auth: AuthConfig,
+    /// `[deferred]`, or `deferred = false`: on with its defaults unless the
+    /// file says otherwise.
+    pub deferred: Toggle<DeferredConfig>,
     /// Every other key: the stack's configuration.
     pub stack: Config,
 }
@@ -69,6 +74,7 @@ impl GatewayConfig {
             upstream: UpstreamConfig::default(),
             log: LogConfig::default(),
             auth: AuthConfig::default(),
+            deferred: Toggle::default(),
             stack,
         }
     }
@@ -84,6 +90,7 @@ impl GatewayConfig {
             upstream: UpstreamConfig,
             log: LogConfig,
             auth: AuthConfig,
+            deferred: Toggle<DeferredConfig>,
         }
         let sections: Sections = toml::from_str(text).map_err(|e| {
             ConfigError::new(
@@ -96,6 +103,7 @@ impl GatewayConfig {
             upstream: sections.upstream,
             log: sections.log,
             auth: sections.auth,
+            deferred: sections.deferred,
             stack: Config::from_toml_str(&without_sections(text))?,
         };
         config.validate()?;
@@ -146,6 +154,9 @@ impl GatewayConfig {
         self.server.validate()?;
         self.upstream.validate()?;
         self.auth.validate()?;
+        if let Some(deferred) = self.deferred.get() {
+            deferred.validate().map_err(|e| e.within("deferred"))?;
+        }
         self.stack.validate()
     }
 }
@@ -155,9 +166,16 @@ impl GatewayConfig {
 fn without_sections(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut ours = false;
+    let mut top = true;
     for line in text.lines() {
         let t = line.trim_start();
+        // Before any header, `deferred = false` is ours too.
+        let our_key = top
+            && t.split('=').next().is_some_and(|k| {
+                t.contains('=') && SECTIONS.contains(&k.trim().trim_matches(['"', '\'']))
+            });
         if let Some(header) = t.strip_prefix('[') {
+            top = false;
             // `[server]`, `[server.x]`, `[[auth.keys]]` are ours; `[[providers]]`,
             // `[circuit]` are not.
             let name = header
@@ -171,7 +189,7 @@ fn without_sections(text: &str) -> String {
                 .trim();
             ours = SECTIONS.contains(&name);
         }
-        if !ours {
+        if !ours && !our_key {
             out.push_str(line);
         }
         out.push('\n');
@@ -237,7 +255,36 @@ mod tests {
         assert_eq!(c.server, ServerConfig::default());
         assert_eq!(c.upstream, UpstreamConfig::default());
         assert_eq!(c.log, LogConfig::default());
+        assert_eq!(c.deferred, Toggle::On(DeferredConfig::default()));
         assert_eq!(c.stack.providers.len(), 3);
+    }
+
+    #[test]
+    fn deferred_jobs_are_on_by_default_and_can_be_tuned_or_turned_off() {
+        let c = GatewayConfig::from_toml_str(FILE).unwrap();
+        assert_eq!(c.deferred, Toggle::On(DeferredConfig::default()));
+        let tuned = FILE.replace(
+            "[log]",
+            "[deferred]\ncapacity = 10\nmax_wait = \"2m\"\n[log]",
+        );
+        let c = GatewayConfig::from_toml_str(&tuned).unwrap();
+        let d = c.deferred.get().unwrap();
+        assert_eq!(d.capacity, 10);
+        assert_eq!(d.max_wait, std::time::Duration::from_secs(120));
+        assert_eq!(d.keep_results, DeferredConfig::default().keep_results);
+        // A top-level key, before any section (the stack never sees it).
+        let off = format!("deferred = false\n{FILE}");
+        let c = GatewayConfig::from_toml_str(&off).unwrap();
+        assert!(c.deferred.is_off());
+        assert_eq!(c.stack.providers.len(), 1);
+        let bad = FILE.replace("[log]", "[deferred]\ncapacity = 0\n[log]");
+        assert_eq!(
+            GatewayConfig::from_toml_str(&bad).unwrap_err().field(),
+            "deferred.capacity"
+        );
+        let typo = FILE.replace("[log]", "[deferred]\ncapacty = 3\n[log]");
+        let e = GatewayConfig::from_toml_str(&typo).unwrap_err();
+        assert!(e.reason().contains("capacty"), "{e}");
     }
 
     #[test]

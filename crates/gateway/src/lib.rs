@@ -31,6 +31,7 @@
 //! | --- | --- |
 //! | `POST /v1/chat/completions` | to the providers serving the requested `model` (then its group's fallbacks), streaming (`"stream": true`) or not; `404 model_not_found` for a model nobody serves |
 //! | `POST /v1/messages` | Anthropic's Messages API through the chat stack, streaming or not, translated both ways ([`messages`]) |
+//! | `GET /v1/jobs/{id}` | a deferred request's status, then its answer: a request with `Prefer: respond-async` (or `x-tower-failover-defer: true`) that finds every provider down gets `202` and a job id, and runs when one recovers ([`jobs`]) |
 //! | `POST /v1/embeddings` | through a second stack of the entries marked `embeddings = true` ([`embeddings`]) |
 //! | `GET /v1/models` | exactly the models that can be asked for (every entry's model and aliases, chat and embeddings, once), OpenAI's list shape |
 //! | `GET /health` | the stack's snapshot as JSON (`503` when no provider is available); the embeddings stack's under `"embeddings"` |
@@ -73,6 +74,7 @@ pub mod auth;
 mod chat;
 pub mod config;
 pub mod embeddings;
+pub mod jobs;
 pub mod log;
 pub mod messages;
 pub mod otlp;
@@ -133,6 +135,8 @@ struct AppState {
     closing: watch::Receiver<bool>,
     /// What of a caller's request goes upstream.
     forwarding: Arc<Forwarding>,
+    /// Deferred jobs (`[deferred]`), unless turned off.
+    jobs: Option<jobs::Jobs>,
 }
 
 impl Gateway {
@@ -186,6 +190,11 @@ pub fn build_with(config: &GatewayConfig) -> Result<Gateway, ConfigError> {
     let (closing, closed) = watch::channel(false);
     telemetry::spawn_upkeep(closed.clone());
     let state = AppState {
+        jobs: config
+            .deferred
+            .get()
+            .map(|c| jobs::Jobs::new(&failover, *c))
+            .transpose()?,
         models: models(stack_config),
         max_request_bytes: stack_config.max_request_bytes,
         failover,
@@ -197,6 +206,7 @@ pub fn build_with(config: &GatewayConfig) -> Result<Gateway, ConfigError> {
         .route("/v1/chat/completions", post(chat::chat))
         .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/v1/messages", post(messages::messages))
+        .route("/v1/jobs/{id}", get(jobs::get))
         .route("/v1/models", get(list_models))
         .route("/health", get(health))
         .route("/health/force", post(force))

@@ -23,10 +23,11 @@ use tower_failover::provider::translate::messages::{
     response_to_anthropic,
 };
 use tower_failover::provider::UsageHandle;
+use tower_failover::replay::ReplayBody;
 use tower_failover::sse::{SseLimits, SseParser};
 use tower_failover::{Failover, error_response};
 
-use super::{AppState, SERVED_BY};
+use super::{AppState, SERVED_BY, auth, jobs};
 
 /// The most an answer body the gateway buffers to translate (a non-streamed
 /// answer; streams are translated chunk by chunk).
@@ -72,6 +73,14 @@ async fn translate_error(res: http::Response<Body>) -> Response {
 
 pub(super) async fn messages(State(state): State<AppState>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
+    // Deferral, when the store is on and the caller asked ([`jobs`]).
+    let deferral = match &state.jobs {
+        Some(jobs) => match jobs::asked(&parts.headers) {
+            Ok(ask) => ask.map(|ask| (jobs, ask)),
+            Err(message) => return anthropic_error(400, "invalid_request_error", &message),
+        },
+        None => None,
+    };
     let bytes = match axum::body::to_bytes(body, state.max_request_bytes).await {
         Ok(b) => b,
         Err(_) => {
@@ -101,6 +110,26 @@ pub(super) async fn messages(State(state): State<AppState>, req: Request) -> Res
             HeaderValue::from_static("application/json"),
         );
     }
+    if let Some((jobs, ask)) = deferral {
+        if !inbound.stream {
+            let Ok(req) = upstream.body(ReplayBody::from(inbound.body)) else {
+                return anthropic_error(500, "api_error", "could not build the upstream request");
+            };
+            let door = jobs::Door::Messages {
+                model: inbound.model.clone(),
+            };
+            let charge = parts.extensions.get::<auth::Charge>().cloned();
+            return match jobs::attempt(state.failover.clone(), jobs, req, door, ask, charge).await {
+                jobs::Attempt::Answer(res) => reply(res.map(Body::new), inbound.model).await,
+                jobs::Attempt::Failed(err) => failed(&err).await,
+                jobs::Attempt::Accepted(res) => res,
+            };
+        }
+        if ask == jobs::Ask::Demand {
+            return anthropic_error(400, "invalid_request_error", jobs::STREAM_REFUSED);
+        }
+        // A preference declined: a stream is served now.
+    }
     let Ok(upstream) = upstream.body(Body::from(inbound.body)) else {
         return anthropic_error(500, "api_error", "could not build the upstream request");
     };
@@ -108,13 +137,21 @@ pub(super) async fn messages(State(state): State<AppState>, req: Request) -> Res
 }
 
 async fn answer(failover: Failover, req: http::Request<Body>, model: String) -> Response {
-    let res = match failover.oneshot(req).await {
-        Ok(res) => res.map(Body::new),
-        Err(err) => {
-            tracing::warn!(error = %err, "no provider could answer");
-            return translate_error(error_response(&*err).into_response()).await;
-        }
-    };
+    match failover.oneshot(req).await {
+        Ok(res) => reply(res.map(Body::new), model).await,
+        Err(err) => failed(&err).await,
+    }
+}
+
+/// The stack's error in Anthropic's shape.
+async fn failed(err: &tower::BoxError) -> Response {
+    tracing::warn!(error = %err, "no provider could answer");
+    translate_error(error_response(&**err).into_response()).await
+}
+
+/// The stack's answer in Anthropic's shape: a Message, an event stream, or an
+/// error.
+pub(super) async fn reply(res: http::Response<Body>, model: String) -> Response {
     if !res.status().is_success() {
         return translate_error(res).await;
     }

@@ -211,10 +211,12 @@ fn caller(res: &Response) -> &str {
 /// name): what callers saw (`tower_failover_gateway_requests_total`).
 #[cfg(feature = "metrics")]
 async fn count_answers(req: Request, next: axum::middleware::Next) -> Response {
+    let path = req.uri().path();
     let route = ROUTES
         .iter()
-        .find(|r| **r == req.uri().path())
+        .find(|r| **r == path)
         .copied()
+        .or_else(|| path.starts_with(JOBS_PREFIX).then_some("/v1/jobs/{id}"))
         .unwrap_or("other");
     let res = next.run(req).await;
     let status = res.status();
@@ -226,6 +228,21 @@ async fn count_answers(req: Request, next: axum::middleware::Next) -> Response {
     )
     .increment(1);
     res
+}
+
+/// Where deferred jobs are read (`/v1/jobs/{id}`).
+const JOBS_PREFIX: &str = "/v1/jobs/";
+
+/// The path as logged: a job's id is the only key to its answer, so only its
+/// first 8 digits reach the logs.
+fn logged_path(path: &str) -> std::borrow::Cow<'_, str> {
+    match path.strip_prefix(JOBS_PREFIX) {
+        Some(id) if id.len() > 8 => {
+            let short = id.get(..8).unwrap_or("");
+            format!("{JOBS_PREFIX}{short}…").into()
+        }
+        _ => path.into(),
+    }
 }
 
 /// The request id, trace and access-log layers around `router`.
@@ -241,7 +258,7 @@ pub(crate) fn layers(router: Router) -> Router {
                 target: "tower_failover_gateway",
                 "http",
                 method = %req.method(),
-                path = req.uri().path(),
+                path = %logged_path(req.uri().path()),
                 request_id = id,
                 caller = tracing::field::Empty,
             )
@@ -272,4 +289,24 @@ pub(crate) fn layers(router: Router) -> Router {
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(trace)
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_id_is_cut_to_8_digits_in_the_access_log() {
+        assert_eq!(
+            logged_path("/v1/jobs/0123456789abcdef0123456789abcdef"),
+            "/v1/jobs/01234567…"
+        );
+        assert_eq!(logged_path("/v1/jobs/short"), "/v1/jobs/short");
+        assert_eq!(
+            logged_path("/v1/jobs/é€é€é€é€é€"),
+            "/v1/jobs/…",
+            "no panic off a char boundary"
+        );
+        assert_eq!(logged_path("/v1/chat/completions"), "/v1/chat/completions");
+    }
 }

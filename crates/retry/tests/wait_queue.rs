@@ -177,3 +177,95 @@ async fn other_errors_pass_through_without_waiting() {
     assert_eq!(err.to_string(), "bad request");
     assert_eq!(started.elapsed(), Duration::ZERO);
 }
+
+/// `wait_for_recovery` is for a request that already found every provider down:
+/// nothing is sent until a provider recovers, then the request is served; the
+/// wait counts among the waiting requests until it ends.
+#[tokio::test(start_paused = true)]
+async fn wait_for_recovery_sends_nothing_before_the_recovery() {
+    let registry = Registry::new();
+    let health = registry.provider("p", "m");
+    open(&health, Duration::from_secs(600));
+    let calls = Arc::new(AtomicU32::new(0));
+    let layer = WaitQueueLayer::with_config(
+        registry.clone(),
+        QueueConfig {
+            capacity: 1,
+            max_wait: Duration::from_secs(900),
+        },
+    )
+    .unwrap();
+    let svc = layer.layer(router(health.clone(), calls.clone()));
+    let waiter = tokio::spawn(svc.wait_for_recovery(
+        Request::new(String::new()),
+        AllProvidersFailed::new(vec![]),
+        Duration::from_secs(2),
+    ));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(layer.waiting(), 1);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        0,
+        "nothing sent while all are down"
+    );
+    health.transition(CircuitState::Open, CircuitState::Closed, None);
+    let res = waiter.await.unwrap().unwrap();
+    assert_eq!(res.body(), "ok");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(layer.waiting(), 0);
+
+    // Past `max_wait`, the typed queue timeout.
+    open(&health, Duration::from_secs(6000));
+    let err = svc
+        .wait_for_recovery(
+            Request::new(String::new()),
+            AllProvidersFailed::new(vec![]),
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(find::<Elapsed>(&*err).unwrap().kind(), TimeoutKind::Queue);
+    assert_eq!(layer.waiting(), 0);
+}
+
+/// A request that fails everywhere while every provider looks available (no
+/// circuit open, so no recovery in sight) is resent at a pause doubling up to
+/// `max_pause`, not every 2 s for the whole wait.
+#[tokio::test(start_paused = true)]
+async fn wait_for_recovery_spaces_attempts_up_to_max_pause() {
+    let mut counts = Vec::new();
+    for max_pause in [Duration::from_secs(2), Duration::from_secs(30)] {
+        let registry = Registry::new();
+        let _health = registry.provider("p", "m"); // closed: "available now"
+        let calls = Arc::new(AtomicU32::new(0));
+        let failing = service_fn({
+            let calls = calls.clone();
+            move |_req: Request<String>| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async { Err::<Response<String>, BoxError>(AllProvidersFailed::new(vec![]).into()) }
+            }
+        });
+        let svc = WaitQueueLayer::with_config(
+            registry,
+            QueueConfig {
+                capacity: 1,
+                max_wait: Duration::from_secs(600),
+            },
+        )
+        .unwrap()
+        .layer(failing);
+        let err = svc
+            .wait_for_recovery(
+                Request::new(String::new()),
+                AllProvidersFailed::new(vec![]),
+                max_pause,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(find::<Elapsed>(&*err).unwrap().kind(), TimeoutKind::Queue);
+        counts.push(calls.load(Ordering::SeqCst));
+    }
+    // 0.1 + 0.2 + … doubling, then every `max_pause` until 600 s.
+    assert!((295..=305).contains(&counts[0]), "{counts:?}");
+    assert!((25..=30).contains(&counts[1]), "{counts:?}");
+}

@@ -149,6 +149,13 @@ pub(crate) async fn check(State(access): State<Arc<Access>>, req: Request, next:
         return res;
     }
     req.extensions_mut().insert(key.caller.clone());
+    if key.tokens.is_some() || key.cost_micros.is_some() {
+        // For a request kept as a deferred job: it spends after this answer.
+        req.extensions_mut().insert(Charge {
+            access: access.clone(),
+            key: i,
+        });
+    }
     let mut res = next.run(req).await;
     res.extensions_mut().insert(key.caller.clone());
     if key.tokens.is_none() && key.cost_micros.is_none() {
@@ -264,13 +271,17 @@ fn exhausted(access: &Access, key: &Key) -> Option<Duration> {
 }
 
 /// Counts an answer's usage against its key's budget.
-struct Charge {
+/// What an answer spent goes to the caller key's budget. Also in the request's
+/// extensions, so that a deferred job ([`crate::jobs`]) charges its caller when
+/// it runs.
+#[derive(Clone)]
+pub(crate) struct Charge {
     access: Arc<Access>,
     key: usize,
 }
 
 impl Charge {
-    fn usage(&self, usage: Usage) {
+    pub(crate) fn usage(&self, usage: Usage) {
         let Some(key) = self.access.keys.get(self.key) else {
             return;
         };

@@ -74,7 +74,7 @@ use tower_failover::redis::RedisConfig;
 
 pub use config::{ADMIN_NAME, AuthConfig, BudgetConfig, KeyConfig};
 pub use keys::hash_key;
-pub(crate) use layer::check;
+pub(crate) use layer::{Charge, check};
 
 use budget::Meter;
 use keys::Digest;

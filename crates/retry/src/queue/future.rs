@@ -14,7 +14,7 @@ use tower_failover_core::error::{AllProvidersFailed, find};
 use tower_failover_core::metrics;
 use tower_service::Service;
 
-use super::wait::{Shared, wait_and_retry};
+use super::wait::{MAX_PAUSE, Shared, wait_and_retry};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
@@ -102,7 +102,7 @@ where
                         );
                         return Poll::Ready(Err(all_failed.with_reason("wait queue full").into()));
                     }
-                    let fut = Box::pin(wait_and_retry(svc, copy, shared, all_failed));
+                    let fut = Box::pin(wait_and_retry(svc, copy, shared, all_failed, MAX_PAUSE));
                     this.state.set(State::Waiting { fut });
                 }
                 StateProj::Waiting { fut } => return fut.as_mut().poll(cx),

@@ -47,11 +47,19 @@ fn is_recovery(kind: &HealthEventKind) -> bool {
     )
 }
 
+/// The longest pause between attempts of a queued request that fail while some
+/// provider looks available.
+pub(super) const MAX_PAUSE: Duration = Duration::from_secs(2);
+
+/// Waits for a recovery and sends `req` again, until served or past the deadline.
+/// Attempts that fail while no recovery is in sight are spaced by a pause that
+/// doubles from 100 ms up to `max_pause` (a recovery event wakes it at once).
 pub(super) async fn wait_and_retry<S, B>(
     mut svc: S,
     req: Request<B>,
     shared: Arc<Shared>,
     mut last: AllProvidersFailed,
+    max_pause: Duration,
 ) -> Result<S::Response, BoxError>
 where
     S: Service<Request<B>, Error = BoxError>,
@@ -117,7 +125,7 @@ where
             Ok(Err(err)) => match find::<AllProvidersFailed>(&*err) {
                 Some(again) => {
                     last = again.clone();
-                    pause = (pause * 2).min(Duration::from_secs(2));
+                    pause = (pause * 2).min(max_pause);
                 }
                 None => return Err(err),
             },
