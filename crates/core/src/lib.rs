@@ -86,6 +86,7 @@ pub mod store;
 pub mod time;
 pub mod tokens;
 pub mod trace;
+pub mod verdict;
 pub mod wire;
 
 pub use budget::SharedBudget;
@@ -108,6 +109,7 @@ pub use response::classify_error;
 pub use response::{ErrorClass, error_class, error_response};
 #[allow(deprecated)]
 pub use snapshot::Usage;
+pub use verdict::{FromVerdict, Verdict};
 pub use snapshot::{Counters, ProviderSnapshot, Snapshot, UsageTotals};
 pub use store::{LocalStore, SharedStore, SharedUpdate, StateStore, StoreStatus};
 pub use wire::Wire;
