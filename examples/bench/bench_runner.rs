@@ -8,7 +8,15 @@
 //! ```text
 //! cargo run --release --example bench_runner                  # about 10 seconds
 //! cargo run --release --example bench_runner -- --iters 1000000 > bench.json
+//! cargo run --release --example bench_runner -- --only observe  # one case (for a profiler)
 //! ```
+//!
+//! Peers are measured in the same run, so every comparison is a same-run ratio:
+//! tower's own middleware (`tower_baseline`), the circuit breaker of
+//! `tower-resilience` (`peer_resilience_circuit`, beside `circuit`) and tower's
+//! power-of-two-choices balancer over `PeakEwma` (`peer_tower_p2c_peak_ewma`,
+//! beside `balance_p2c`). The `facade` case is the stack as `tower_failover::Stack`
+//! builds it, every position type-erased.
 //!
 //! The `metrics` section compares the full stack whose metric handles record into
 //! a recorder (one of plain atomics, the floor of any exporter, and the Prometheus
@@ -441,7 +449,7 @@ fn main() {
     let mut results = vec![measure("bare", "the inner service alone", Ready200, iters)];
     // Each case is built only when wanted (a profile of one case shows only it).
     macro_rules! case {
-        ($name:expr, $what:expr, $svc:expr) => {
+        ($name:expr, $what:expr, $svc:expr $(,)?) => {
             if wanted($name) {
                 results.push(measure($name, $what, $svc, iters));
             }

@@ -36,7 +36,10 @@ impl PeakEwma {
         let sample_ns = sample.as_nanos() as f64;
         let now_ns = now.saturating_duration_since(self.base).as_nanos() as u64;
         let prev = f64::from_bits(self.value.load(Ordering::Relaxed));
-        let last = self.stamp.swap(now_ns, Ordering::Relaxed);
+        // A load and a store, not a swap: a read-modify-write costs more on the hot
+        // path than the sample a racing update may lose (see the type's docs).
+        let last = self.stamp.load(Ordering::Relaxed);
+        self.stamp.store(now_ns, Ordering::Relaxed);
         let next = if sample_ns >= prev || prev == 0.0 {
             sample_ns
         } else {
