@@ -34,7 +34,6 @@ pub const FULL_SHARE_PPM: u32 = 1_000_000;
 
 #[derive(Debug, Default)]
 struct AtomicCounters {
-    requests: AtomicU64,
     successes: AtomicU64,
     failures: AtomicU64,
     rate_limited: AtomicU64,
@@ -568,7 +567,7 @@ impl Health {
     #[inline]
     pub fn record(&self, outcome: &Outcome) {
         let c = &self.inner.counters;
-        c.requests.fetch_add(1, Ordering::Relaxed);
+        // One atomic add: `requests` is the sum of the outcomes' counters.
         let slot = match outcome {
             Outcome::Success => &c.successes,
             Outcome::Failure { .. } => &c.failures,
@@ -615,15 +614,25 @@ impl Health {
     pub fn counters(&self) -> Counters {
         let c = &self.inner.counters;
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        Counters {
-            requests: l(&c.requests),
+        let mut counters = Counters {
+            requests: 0,
             successes: l(&c.successes),
             failures: l(&c.failures),
             rate_limited: l(&c.rate_limited),
             rejected: l(&c.rejected),
             client_errors: l(&c.client_errors),
             shed: l(&c.shed),
-        }
+        };
+        counters.requests = [
+            counters.failures,
+            counters.rate_limited,
+            counters.rejected,
+            counters.client_errors,
+            counters.shed,
+        ]
+        .into_iter()
+        .fold(counters.successes, u64::saturating_add);
+        counters
     }
 
     /// The usage totals.
