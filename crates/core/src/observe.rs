@@ -456,8 +456,13 @@ where
 
 /// The body ended cleanly at `now`: a 2xx is now a success (or the rejection a
 /// layer below found late); latency is measured.
-fn ended(mut o: Owed, now: Instant) {
+fn ended(o: Owed, now: Instant) {
     let took = now.saturating_duration_since(o.started);
+    ended_after(o, now, took);
+}
+
+/// [`ended`], with the time since the start already computed (`took`).
+fn ended_after(mut o: Owed, now: Instant, took: Duration) {
     let health = o.health();
     if o.pending {
         let outcome = LateVerdict::outcome(o.late.as_ref());
@@ -536,24 +541,28 @@ where
             Some(Ok(frame)) => {
                 // At most one clock read per frame: a one-chunk answer's first byte
                 // and end share it.
-                let mut now = None;
+                let mut first = None;
                 if frame.is_data()
                     && let Some(o) = this.owed.as_mut()
                     && o.first_byte
                 {
                     o.first_byte = false;
-                    let at = *now.insert(Instant::now());
-                    let took = at.saturating_duration_since(o.started);
-                    o.health().ttfb().observe(took, at);
+                    let now = Instant::now();
+                    let took = now.saturating_duration_since(o.started);
+                    o.health().ttfb().observe(took, now);
                     o.health().metrics().ttfb(took);
                     trace::record_ttfb(&o.span, took);
+                    first = Some((now, took));
                 }
                 // Trailers are a body's last frame, and a consumer may stop at
                 // them (gRPC's does) or when the body says it has ended.
                 if (frame.is_trailers() || this.inner.is_end_stream())
                     && let Some(o) = this.owed.take()
                 {
-                    ended(o, now.unwrap_or_else(Instant::now));
+                    match first {
+                        Some((now, took)) => ended_after(o, now, took),
+                        None => ended(o, Instant::now()),
+                    }
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
