@@ -372,7 +372,9 @@ where
 /// tower's power-of-two-choices balancer over three `PeakEwma`-wrapped providers
 /// (its defaults as tower's documentation shows them: 30 ms initial estimate, 10 s
 /// decay, the load complete when the response arrives).
-fn tower_p2c<S>(inner: S) -> impl Service<Request<ReplayBody>, Response = S::Response, Error = BoxError>
+fn tower_p2c<S>(
+    inner: S,
+) -> impl Service<Request<ReplayBody>, Response = S::Response, Error = BoxError>
 where
     S: Service<Request<ReplayBody>> + Clone,
     S::Error: Into<BoxError>,

@@ -109,9 +109,9 @@ pub use response::classify_error;
 pub use response::{ErrorClass, error_class, error_response};
 #[allow(deprecated)]
 pub use snapshot::Usage;
-pub use verdict::{FromVerdict, Verdict};
 pub use snapshot::{Counters, ProviderSnapshot, Snapshot, UsageTotals};
 pub use store::{LocalStore, SharedStore, SharedUpdate, StateStore, StoreStatus};
+pub use verdict::{FromVerdict, Verdict};
 pub use wire::Wire;
 
 /// The boxed error type every layer uses (re-exported from tower).

@@ -121,7 +121,11 @@ mod tests {
         assert!(c.carries(&Outcome::RateLimited { retry_after: None }));
         let mut res = Response::new(());
         Verdict::carry(&c, &mut res, Outcome::Success);
-        assert_eq!(Verdict::of(&res), None, "a success is decided again, not carried");
+        assert_eq!(
+            Verdict::of(&res),
+            None,
+            "a success is decided again, not carried"
+        );
         Verdict::carry(&c, &mut res, Outcome::rejected(RejectKind::Shed));
         assert_eq!(Verdict::of(&res), Some(Outcome::rejected(RejectKind::Shed)));
         assert!(!FromVerdict::new(c).carries(&Outcome::rejected(RejectKind::Shed)));

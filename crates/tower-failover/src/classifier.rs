@@ -146,7 +146,10 @@ mod tests {
             mine.classify_error(&std::io::Error::other("x")),
             Outcome::failure(FailureKind::Connect)
         );
-        assert!(mine.carries(&Outcome::Success), "a custom one carries everything");
+        assert!(
+            mine.carries(&Outcome::Success),
+            "a custom one carries everything"
+        );
         let default = StackClassifier::new(LlmClassifier::default());
         assert!(default.is_default());
         assert_eq!(
