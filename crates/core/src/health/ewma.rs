@@ -95,7 +95,7 @@ mod tests {
 
     #[test]
     fn the_cheap_decay_matches_exp() {
-        for x in [0.0, 1e-9, 1e-6, 5e-4, 9.99e-4, 1e-3, 0.5, 3.0, 1e3] {
+        for x in [0.0_f64, 1e-9, 1e-6, 5e-4, 9.99e-4, 1e-3, 0.5, 3.0, 1e3] {
             let (cheap, exact) = (decay(x), (-x).exp());
             assert!((cheap - exact).abs() < 1e-9, "{x}: {cheap} vs {exact}");
         }
