@@ -316,6 +316,34 @@ where
         .layer(circuit)
 }
 
+/// Three providers, each made by `make` from its health.
+fn three<T>(make: impl Fn(Health) -> T) -> Vec<(Health, T)> {
+    let registry = Registry::new();
+    ["a", "b", "c"]
+        .iter()
+        .map(|p| {
+            let h = registry.provider(p, "m");
+            (h.clone(), make(h))
+        })
+        .collect()
+}
+
+/// A balancer over `providers`.
+fn balance_of<T, TB>(
+    providers: Vec<(Health, T)>,
+) -> impl Service<Request<ReplayBody>, Response = Response<impl Body<Data = Bytes>>, Error = BoxError>
+where
+    T: Service<Request<ReplayBody>, Response = Response<TB>> + Clone,
+    T::Error: Into<BoxError>,
+    TB: Body<Data = Bytes>,
+{
+    Balance::builder()
+        .config(BalanceConfig::default().seed(7))
+        .providers(providers)
+        .build()
+        .expect("valid balancer config")
+}
+
 /// A balancer over three such provider stacks.
 fn full_stack<S, B>(
     inner: S,
@@ -326,20 +354,7 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let registry = Registry::new();
-    let providers: Vec<_> = ["a", "b", "c"]
-        .iter()
-        .map(|p| {
-            let h = registry.provider(p, "m");
-            let s = provider_stack(h.clone(), inner.clone());
-            (h, s)
-        })
-        .collect();
-    Balance::builder()
-        .config(BalanceConfig::default().seed(7))
-        .providers(providers)
-        .build()
-        .expect("valid balancer config")
+    balance_of(three(|h| provider_stack(h, inner.clone())))
 }
 
 /// A balancer of ours over three providers, each behind the observer (the layer
@@ -354,19 +369,7 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let registry = Registry::new();
-    let providers: Vec<_> = ["a", "b", "c"]
-        .iter()
-        .map(|p| {
-            let h = registry.provider(p, "m");
-            (h.clone(), ObserveLayer::new(h).layer(inner.clone()))
-        })
-        .collect();
-    Balance::builder()
-        .config(BalanceConfig::default().seed(7))
-        .providers(providers)
-        .build()
-        .expect("valid balancer config")
+    balance_of(three(|h| ObserveLayer::new(h).layer(inner.clone())))
 }
 
 /// tower's power-of-two-choices balancer over three `PeakEwma`-wrapped providers

@@ -42,14 +42,7 @@ impl Classify for Counting {
 }
 
 async fn sim(name: &str, seed: u64) -> Sim {
-    Sim::builder(Flavor::OpenAi)
-        .name(name)
-        .seed(seed)
-        .ttft(Duration::from_millis(1))
-        .token_interval(Duration::from_millis(1))
-        .start()
-        .await
-        .expect("a simulator on loopback")
+    common::fast_sim(Flavor::OpenAi, name, seed).await
 }
 
 /// The builder of a fallback chain over `primary` then `backup`, as a file says.
