@@ -8,7 +8,15 @@
 //! ```text
 //! cargo run --release --example bench_runner                  # about 10 seconds
 //! cargo run --release --example bench_runner -- --iters 1000000 > bench.json
+//! cargo run --release --example bench_runner -- --only observe  # one case (for a profiler)
 //! ```
+//!
+//! Peers are measured in the same run, so every comparison is a same-run ratio:
+//! tower's own middleware (`tower_baseline`), the circuit breaker of
+//! `tower-resilience` (`peer_resilience_circuit`, beside `circuit`) and tower's
+//! power-of-two-choices balancer over `PeakEwma` (`peer_tower_p2c_peak_ewma`,
+//! beside `balance_p2c`). The `facade` case is the stack as `tower_failover::Stack`
+//! builds it, every position type-erased.
 //!
 //! The `metrics` section compares the full stack whose metric handles record into
 //! a recorder (one of plain atomics, the floor of any exporter, and the Prometheus
@@ -134,6 +142,10 @@ struct Args {
     /// Requests per measured round.
     #[arg(long, default_value_t = 200_000)]
     iters: u64,
+    /// Measure only the cases whose name contains this (e.g. `observe`, for a
+    /// profiler); the metrics and memory sections are skipped then.
+    #[arg(long)]
+    only: Option<String>,
 }
 
 const COMPLETION: &str = r#"{"id":"chatcmpl-1","object":"chat.completion","model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there."},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":3,"total_tokens":12}}"#;
@@ -304,6 +316,34 @@ where
         .layer(circuit)
 }
 
+/// Three providers, each made by `make` from its health.
+fn three<T>(make: impl Fn(Health) -> T) -> Vec<(Health, T)> {
+    let registry = Registry::new();
+    ["a", "b", "c"]
+        .iter()
+        .map(|p| {
+            let h = registry.provider(p, "m");
+            (h.clone(), make(h))
+        })
+        .collect()
+}
+
+/// A balancer over `providers`.
+fn balance_of<T, TB>(
+    providers: Vec<(Health, T)>,
+) -> impl Service<Request<ReplayBody>, Response = Response<impl Body<Data = Bytes>>, Error = BoxError>
+where
+    T: Service<Request<ReplayBody>, Response = Response<TB>> + Clone,
+    T::Error: Into<BoxError>,
+    TB: Body<Data = Bytes>,
+{
+    Balance::builder()
+        .config(BalanceConfig::default().seed(7))
+        .providers(providers)
+        .build()
+        .expect("valid balancer config")
+}
+
 /// A balancer over three such provider stacks.
 fn full_stack<S, B>(
     inner: S,
@@ -314,20 +354,87 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let registry = Registry::new();
-    let providers: Vec<_> = ["a", "b", "c"]
-        .iter()
-        .map(|p| {
-            let h = registry.provider(p, "m");
-            let s = provider_stack(h.clone(), inner.clone());
-            (h, s)
+    balance_of(three(|h| provider_stack(h, inner.clone())))
+}
+
+/// A balancer of ours over three providers, each behind the observer (the layer
+/// that measures the time to first byte the balancer reads): the counterpart of
+/// tower's p2c over `PeakEwma`, which measures its own latency.
+fn balance_of_observed<S, B>(
+    inner: S,
+) -> impl Service<Request<ReplayBody>, Response = Response<impl Body<Data = Bytes>>, Error = BoxError>
+where
+    S: Service<Request<ReplayBody>, Response = Response<B>> + Clone,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    balance_of(three(|h| ObserveLayer::new(h).layer(inner.clone())))
+}
+
+/// tower's power-of-two-choices balancer over three `PeakEwma`-wrapped providers
+/// (its defaults as tower's documentation shows them: 30 ms initial estimate, 10 s
+/// decay, the load complete when the response arrives).
+fn tower_p2c<S>(
+    inner: S,
+) -> impl Service<Request<ReplayBody>, Response = S::Response, Error = BoxError>
+where
+    S: Service<Request<ReplayBody>> + Clone,
+    S::Error: Into<BoxError>,
+{
+    use tower::load::{CompleteOnResponse, PeakEwma};
+    let list: Vec<_> = (0..3)
+        .map(|_| {
+            PeakEwma::new(
+                inner.clone(),
+                Duration::from_millis(30),
+                10e9,
+                CompleteOnResponse::default(),
+            )
         })
         .collect();
-    Balance::builder()
-        .config(BalanceConfig::default().seed(7))
-        .providers(providers)
-        .build()
-        .expect("valid balancer config")
+    tower::balance::p2c::Balance::new(tower::discover::ServiceList::new(list))
+}
+
+/// The recommended stack as the facade builds it over three instant providers,
+/// without output validation (measured apart) and active probes (a background
+/// task): the cost of the type-erased positions, the body buffering and the
+/// routing by model together.
+fn facade() -> tower_failover::Failover {
+    let mut b = tower_failover::Stack::builder()
+        .output_validation(tower_failover::Slot::Off)
+        .probe(None);
+    for p in ["a", "b", "c"] {
+        b = b.provider(tower_failover::ProviderDef::new(p, "gpt-4o-mini", Ready200));
+    }
+    b.build().expect("a valid stack")
+}
+
+/// Prints the per-case table; returns the tower baseline's added nanoseconds (the
+/// unit of the last column).
+fn print_results(results: &[Measured]) -> f64 {
+    let added = |r: &Measured| r.ns - r.bare_ns;
+    let tower = results
+        .iter()
+        .find(|r| r.name == "tower_baseline")
+        .map_or(1.0, added)
+        .max(1e-9);
+    eprintln!(
+        "{:<24} {:>8} {:>8} {:>9} {:>10} {:>9}",
+        "case", "ns/req", "bare ns", "+ns", "allocs/req", "vs tower"
+    );
+    for r in results {
+        eprintln!(
+            "{:<24} {:>8.1} {:>8.1} {:>+9.1} {:>10.2} {:>8.2}x",
+            r.name,
+            r.ns,
+            r.bare_ns,
+            added(r),
+            r.allocs,
+            added(r) / tower
+        );
+    }
+    tower
 }
 
 #[allow(clippy::print_stdout)]
@@ -343,37 +450,50 @@ fn main() {
     let _guard = rt.enter();
     let health = || Health::standalone("bench", "gpt-4o-mini");
 
+    let wanted = |name: &str| args.only.as_deref().is_none_or(|o| name.contains(o));
     let mut results = vec![measure("bare", "the inner service alone", Ready200, iters)];
-    results.push(measure(
+    // Each case is built only when wanted (a profile of one case shows only it).
+    macro_rules! case {
+        ($name:expr, $what:expr, $svc:expr $(,)?) => {
+            if wanted($name) {
+                results.push(measure($name, $what, $svc, iters));
+            }
+        };
+    }
+    case!(
         "tower_baseline",
         "tower ConcurrencyLimit(1024) + Timeout(30 s): a comparable stack of tower's own middleware",
         ServiceBuilder::new()
             .concurrency_limit(1024)
             .timeout(Duration::from_secs(30))
             .service(Ready200),
-        iters,
-    ));
-    results.push(measure(
+    );
+    case!(
         "observe",
         "tower-failover-core ObserveLayer",
         ObserveLayer::new(health()).layer(Ready200),
-        iters,
-    ));
-    results.push(measure(
+    );
+    case!(
         "circuit",
         "tower-failover-circuit CircuitBreakerLayer (closed, default policy)",
         CircuitBreakerLayer::new(health()).layer(Ready200),
-        iters,
-    ));
-    results.push(measure(
+    );
+    case!(
+        "peer_resilience_circuit",
+        "tower-resilience-circuitbreaker 0.14 CircuitBreakerLayer (closed, default builder): a peer's breaker, same run",
+        tower_resilience_circuitbreaker::CircuitBreakerLayer::builder()
+            .build()
+            .expect("the default breaker configuration is valid")
+            .layer(Ready200),
+    );
+    case!(
         "ramp",
         "tower-failover-ramp RampLayer (no ramp running)",
         RampLayer::with_config(health(), RampConfig::default().seed(1))
             .expect("the default ramp configuration is valid")
             .layer(Ready200),
-        iters,
-    ));
-    results.push(measure(
+    );
+    case!(
         "quota",
         "tower-failover-overflow QuotaLayer (default tracker)",
         QuotaLayer::new(
@@ -381,26 +501,44 @@ fn main() {
             QuotaTracker::new(QuotaConfig::default()).expect("valid quota config"),
         )
         .layer(Ready200),
-        iters,
-    ));
-    results.push(measure(
+    );
+    case!(
         "validate",
         "tower-failover-validate ValidateLayer::llm() on a small completion",
         ValidateLayer::llm().layer(Ready200),
-        iters,
-    ));
-    results.push(measure(
+    );
+    case!(
         "full_stack",
         "Balance over 3 providers, each ramp → circuit → quota → observe (no validation)",
         full_stack(Ready200),
-        iters,
-    ));
-    results.push(measure(
+    );
+    case!(
         "full_stack_validated",
         "the same with ValidateLayer::llm() in each provider stack",
         full_stack(ValidateLayer::llm().layer(Ready200)),
-        iters,
-    ));
+    );
+
+    case!(
+        "balance_p2c",
+        "tower-failover-balance Balance (P2C on time to first byte) over 3 providers, each behind ObserveLayer (which measures the latency it reads)",
+        balance_of_observed(Ready200),
+    );
+    case!(
+        "peer_tower_p2c_peak_ewma",
+        "tower 0.5 p2c Balance over 3 PeakEwma(provider) from a ServiceList: tower's own latency-aware balancer, same run",
+        tower_p2c(Ready200),
+    );
+
+    case!(
+        "facade",
+        "the stack as tower_failover::Stack builds it (3 providers; validation and probes off): every position type-erased",
+        facade(),
+    );
+
+    if args.only.is_some() {
+        print_results(&results);
+        return;
+    }
 
     // What recording metrics costs: the same stack with and without a recorder.
     let overhead = [
@@ -463,23 +601,7 @@ fn main() {
         start.elapsed().as_nanos() as f64 / n as f64
     };
     eprintln!("one clock read (tokio::time::Instant::now): {clock_ns:.1} ns");
-    let added = |r: &Measured| r.ns - r.bare_ns;
-    let tower = added(&results[1]).max(1e-9);
-    eprintln!(
-        "{:<22} {:>8} {:>8} {:>9} {:>10} {:>9}",
-        "case", "ns/req", "bare ns", "+ns", "allocs/req", "vs tower"
-    );
-    for r in &results {
-        eprintln!(
-            "{:<22} {:>8.1} {:>8.1} {:>+9.1} {:>10.2} {:>8.2}x",
-            r.name,
-            r.ns,
-            r.bare_ns,
-            added(r),
-            r.allocs,
-            added(r) / tower
-        );
-    }
+    let tower = print_results(&results);
     let round1 = |x: f64| (x * 10.0).round() / 10.0;
     let summary = json!({
         "iterations_per_round": iters,
@@ -500,9 +622,9 @@ fn main() {
             "what": r.what,
             "ns_per_request": round1(r.ns),
             "bare_ns_per_request": round1(r.bare_ns),
-            "added_ns": round1(added(r)),
+            "added_ns": round1(r.ns - r.bare_ns),
             "allocations_per_request": (r.allocs * 100.0).round() / 100.0,
-            "added_vs_tower_baseline": (added(r) / tower * 100.0).round() / 100.0,
+            "added_vs_tower_baseline": ((r.ns - r.bare_ns) / tower * 100.0).round() / 100.0,
         })).collect::<Vec<_>>(),
     });
     println!(

@@ -34,6 +34,17 @@ pub trait Classify: Clone + Send + Sync + 'static {
 
     /// The outcome of an attempt that failed with an error.
     fn classify_error(&self, error: &(dyn Error + 'static)) -> Outcome;
+
+    /// Whether the layer that decides an attempt's outcome with this classifier
+    /// should leave it on the response as a [`Verdict`](crate::verdict::Verdict) for
+    /// the layers above (which then do not classify the response again). Default:
+    /// always, so a classifier of yours runs once per attempt. Say `false` for
+    /// outcomes that are cheaper to decide again than to carry (carrying one costs an
+    /// allocation).
+    fn carries(&self, outcome: &Outcome) -> bool {
+        let _ = outcome;
+        true
+    }
 }
 
 /// The default classifier for LLM provider APIs.
@@ -157,6 +168,13 @@ impl Classify for LlmClassifier {
 
     fn classify_error(&self, error: &(dyn Error + 'static)) -> Outcome {
         classify_error_chain(error)
+    }
+
+    /// Everything but a plain success: a 2xx without an [`ErrorHint`] is decided
+    /// again from its status faster than a verdict is carried.
+    #[inline]
+    fn carries(&self, outcome: &Outcome) -> bool {
+        !outcome.is_success()
     }
 }
 

@@ -86,6 +86,7 @@ pub mod store;
 pub mod time;
 pub mod tokens;
 pub mod trace;
+pub mod verdict;
 pub mod wire;
 
 pub use budget::SharedBudget;
@@ -110,6 +111,7 @@ pub use response::{ErrorClass, error_class, error_response};
 pub use snapshot::Usage;
 pub use snapshot::{Counters, ProviderSnapshot, Snapshot, UsageTotals};
 pub use store::{LocalStore, SharedStore, SharedUpdate, StateStore, StoreStatus};
+pub use verdict::{FromVerdict, Verdict};
 pub use wire::Wire;
 
 /// The boxed error type every layer uses (re-exported from tower).

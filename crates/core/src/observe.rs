@@ -74,6 +74,7 @@ use crate::deadline::AttemptDeadline;
 use crate::health::{Health, InFlight};
 use crate::outcome::{FailureKind, Outcome, RejectKind};
 use crate::trace;
+use crate::verdict::Verdict;
 
 /// A verdict on a 2xx answer found after its body's commit point, handed from the
 /// layer that found it to the layers above that count the answer's outcome.
@@ -281,7 +282,7 @@ where
         let started = Instant::now();
         let span = trace::current_attempt(self.health.id(), req.headers());
         let owed = Owed {
-            guard: self.health.start_request(),
+            guard: self.health.start_request_at(started),
             deadline: AttemptDeadline::of(&req),
             started,
             pending: true,
@@ -403,9 +404,11 @@ where
             return Poll::Ready(Err("observe future polled after completion".into()));
         };
         match result {
-            Ok(res) => {
+            Ok(mut res) => {
                 let outcome = this.classifier.classify_response(&res);
                 owed.guard.answered(&outcome);
+                // Decided once: the layers above read it (see `crate::verdict`).
+                Verdict::carry(this.classifier, &mut res, outcome);
                 // A 2xx is a success only once its body has ended cleanly: a stream
                 // that dies or stalls after its headers is the provider's failure.
                 // Anything else is decided here, at the headers.
@@ -451,12 +454,15 @@ where
     }
 }
 
-/// The body ended cleanly: a 2xx is now a success (or the rejection a layer below
-/// found late); latency is measured.
-fn ended(mut o: Owed) {
-    // One clock read for the end of the body.
-    let now = Instant::now();
+/// The body ended cleanly at `now`: a 2xx is now a success (or the rejection a
+/// layer below found late); latency is measured.
+fn ended(o: Owed, now: Instant) {
     let took = now.saturating_duration_since(o.started);
+    ended_after(o, now, took);
+}
+
+/// [`ended`], with the time since the start already computed (`took`).
+fn ended_after(mut o: Owed, now: Instant, took: Duration) {
     let health = o.health();
     if o.pending {
         let outcome = LateVerdict::outcome(o.late.as_ref());
@@ -533,6 +539,9 @@ where
         drop(entered);
         match ready!(polled) {
             Some(Ok(frame)) => {
+                // At most one clock read per frame: a one-chunk answer's first byte
+                // and end share it.
+                let mut first = None;
                 if frame.is_data()
                     && let Some(o) = this.owed.as_mut()
                     && o.first_byte
@@ -543,13 +552,17 @@ where
                     o.health().ttfb().observe(took, now);
                     o.health().metrics().ttfb(took);
                     trace::record_ttfb(&o.span, took);
+                    first = Some((now, took));
                 }
                 // Trailers are a body's last frame, and a consumer may stop at
                 // them (gRPC's does) or when the body says it has ended.
                 if (frame.is_trailers() || this.inner.is_end_stream())
                     && let Some(o) = this.owed.take()
                 {
-                    ended(o);
+                    match first {
+                        Some((now, took)) => ended_after(o, now, took),
+                        None => ended(o, Instant::now()),
+                    }
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -573,7 +586,7 @@ where
             }
             None => {
                 if let Some(o) = this.owed.take() {
-                    ended(o);
+                    ended(o, Instant::now());
                 }
                 Poll::Ready(None)
             }

@@ -19,7 +19,7 @@ pub(crate) struct ProviderInfo {
     pub(crate) health: Health,
     pub(crate) options: ProviderOptions,
     #[cfg(feature = "ramp")]
-    pub(crate) ramp: Option<RampLayer>,
+    pub(crate) ramp: Option<RampLayer<crate::stack::AboveClassifier>>,
 }
 
 /// Reads how many retries the built-in budget has left.

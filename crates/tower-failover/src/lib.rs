@@ -142,6 +142,8 @@ pub use tower_failover_sim as sim;
 pub use tower_failover_validate as validate;
 
 #[cfg(feature = "balance")]
+mod classifier;
+#[cfg(feature = "balance")]
 #[cfg_attr(docsrs, doc(cfg(feature = "balance")))]
 pub mod config;
 #[cfg(feature = "balance")]
@@ -161,6 +163,9 @@ mod stack;
 #[cfg(feature = "balance")]
 mod timeout;
 
+#[cfg(feature = "balance")]
+#[cfg_attr(docsrs, doc(cfg(feature = "balance")))]
+pub use classifier::StackClassifier;
 #[cfg(feature = "balance")]
 #[cfg_attr(docsrs, doc(cfg(feature = "balance")))]
 pub use config::{Config, ModelGroup, Price, ProviderEntry, RouterKind};

@@ -1,6 +1,7 @@
 //! The type-erased services the [`Stack`](crate::Stack) assembles, and the finished
 //! [`Failover`] service.
 
+use std::any::Any;
 use std::fmt;
 use std::task::{Context, Poll};
 
@@ -32,6 +33,25 @@ pub type ProviderService = BoxCloneSyncService<Request<ReplayBody>, Response<Box
 ///
 /// The service must be `Clone + Send + Sync` (routers clone it per attempt) and its
 /// response body must yield [`Bytes`].
+///
+/// Erasing is done at most once: a service that already is a [`ProviderService`] is
+/// returned as it is, and a service whose response body already is a [`BoxBody`]
+/// (a router, a retry, a timer: layers that pass the body below them through
+/// unchanged) keeps that body instead of boxing it again. Only the layers that wrap
+/// the body (the observer, the circuit breaker, the ramp, validation) add a box.
+///
+/// ```
+/// use tower_failover::{ProviderService, boxed};
+/// # use tower::service_fn;
+/// # use http::{Request, Response};
+/// # use tower_failover::replay::ReplayBody;
+/// let client = service_fn(|_req: Request<ReplayBody>| async {
+///     Ok::<_, tower::BoxError>(Response::new(ReplayBody::from("{}")))
+/// });
+/// let once: ProviderService = boxed(client);
+/// let again: ProviderService = boxed(once); // the same service, not a box in a box
+/// # let _ = again;
+/// ```
 pub fn boxed<S, B>(service: S) -> ProviderService
 where
     S: Service<Request<ReplayBody>, Response = Response<B>> + Clone + Send + Sync + 'static,
@@ -40,11 +60,47 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    BoxCloneSyncService::new(
-        service
-            .map_response(erase_body::<B> as fn(Response<B>) -> Response<BoxBody>)
-            .map_err(Into::<BoxError>::into as fn(S::Error) -> BoxError),
-    )
+    if let Some(same) = (&service as &dyn Any).downcast_ref::<ProviderService>() {
+        // Cloning a boxed service shares nothing and costs one allocation, once,
+        // when the stack is built.
+        return same.clone();
+    }
+    if is::<B, BoxBody>() {
+        // The body is already erased: only the future and the error are.
+        BoxCloneSyncService::new(
+            service
+                .map_response(keep_body::<B> as fn(Response<B>) -> Response<BoxBody>)
+                .map_err(Into::<BoxError>::into as fn(S::Error) -> BoxError),
+        )
+    } else {
+        BoxCloneSyncService::new(
+            service
+                .map_response(erase_body::<B> as fn(Response<B>) -> Response<BoxBody>)
+                .map_err(Into::<BoxError>::into as fn(S::Error) -> BoxError),
+        )
+    }
+}
+
+/// Whether `T` and `U` are the same type.
+fn is<T: 'static, U: 'static>() -> bool {
+    std::any::TypeId::of::<T>() == std::any::TypeId::of::<U>()
+}
+
+/// Takes the value out of `slot` as a `U`, when `T` is `U` (a safe downcast by
+/// value, without an allocation).
+fn take_as<T: 'static, U: 'static>(slot: &mut Option<T>) -> Option<U> {
+    (slot as &mut dyn Any)
+        .downcast_mut::<Option<U>>()
+        .and_then(Option::take)
+}
+
+/// The body of a response whose body is a [`BoxBody`] already (see [`boxed`]).
+fn keep_body<B>(res: Response<B>) -> Response<BoxBody>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    res.map(into_box_body)
 }
 
 fn erase_body<B>(res: Response<B>) -> Response<BoxBody>
@@ -53,6 +109,22 @@ where
     B::Error: Into<BoxError>,
 {
     res.map(|b| b.map_err(Into::into).boxed_unsync())
+}
+
+/// `body` as a [`BoxBody`]: itself when it is one, else boxed once.
+pub(crate) fn into_box_body<B>(body: B) -> BoxBody
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let mut slot = Some(body);
+    match take_as::<B, BoxBody>(&mut slot) {
+        Some(same) => same,
+        None => match slot {
+            Some(b) => b.map_err(Into::into).boxed_unsync(),
+            None => BoxBody::default(),
+        },
+    }
 }
 
 /// The assembled stack: a `Service<http::Request<B>>` for any request body `B`,

@@ -15,10 +15,12 @@ use tower_failover_balance::{
 };
 use tower_failover_core::observe::ObserveLayer;
 use tower_failover_core::replay::ReplayBody;
-use tower_failover_core::{Health, Registry};
+use tower_failover_core::verdict::FromVerdict;
+use tower_failover_core::{Classify, Health, Registry};
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::classifier::StackClassifier;
 use crate::handle::{Handle, ProviderInfo, Remaining};
 use crate::models::{ModelRouter, check_names};
 use crate::service::{Failover, ProviderService, boxed};
@@ -38,6 +40,9 @@ use tower_failover_retry::{
 };
 #[cfg(feature = "validate")]
 use tower_failover_validate::ValidateConfig;
+
+/// The classifier of the layers above the observer in a provider's stack.
+pub(crate) type AboveClassifier = FromVerdict<StackClassifier>;
 
 /// The default limit of a buffered request body: 4 MiB.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 4 << 20;
@@ -377,6 +382,7 @@ pub struct StackBuilder {
     #[cfg(feature = "ramp")]
     probe: Option<ProbeConfig>,
     max_request_bytes: usize,
+    classifier: StackClassifier,
     // Model routing (see `crate::models`).
     route_by_model: bool,
     default_model: Option<String>,
@@ -443,6 +449,7 @@ impl StackBuilder {
             #[cfg(feature = "ramp")]
             probe: Some(ProbeConfig::default()),
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            classifier: StackClassifier::default(),
             route_by_model: true,
             default_model: None,
             model_fallbacks: Vec::new(),
@@ -614,6 +621,26 @@ impl StackBuilder {
         self
     }
 
+    /// How every layer decides an attempt's [`Outcome`](tower_failover_core::Outcome)
+    /// (default: [`LlmClassifier`](tower_failover_core::LlmClassifier)).
+    ///
+    /// The observer at the bottom of each provider's stack classifies each answer
+    /// once and leaves the outcome on the response; the circuit breaker, the ramp,
+    /// the same-provider retry and the router read it there (see
+    /// [`StackClassifier`]). So a classifier of yours runs once per attempt for an
+    /// answer (errors, which carry no verdict, are classified by each layer that sees
+    /// them). With the observer off or replaced, each layer consults it itself.
+    pub fn classifier<C: Classify>(mut self, classifier: C) -> Self {
+        self.classifier = StackClassifier::new(classifier);
+        self
+    }
+
+    /// The classifier of the layers above the observer: the observer's verdict
+    /// where there is one, this stack's classifier otherwise.
+    fn above(&self) -> AboveClassifier {
+        FromVerdict::new(self.classifier.clone())
+    }
+
     /// Whether requests are routed by the model they ask for (default: yes).
     ///
     /// On, each provider answers to its [model](ProviderDef::model) and to the
@@ -701,7 +728,7 @@ impl StackBuilder {
         let routed = if self.route_by_model {
             self.route_models(&routing, entries, budget.clone())?
         } else {
-            route(&routing, entries, budget.clone(), false)?
+            route(&routing, entries, budget.clone(), false, self.above())?
         };
         #[cfg(feature = "retry")]
         let routed = match &self.hedge {
@@ -873,7 +900,8 @@ impl StackBuilder {
     fn observe_position(&self, at: &At<'_>, svc: ProviderService) -> ProviderService {
         match at.def.observe.as_ref().unwrap_or(&self.observe) {
             Slot::Builtin(c) => {
-                let mut layer = ObserveLayer::new(at.health.clone());
+                let mut layer =
+                    ObserveLayer::new(at.health.clone()).classifier(self.classifier.clone());
                 if let Some(d) = c.default_retry_after {
                     layer = layer.default_retry_after(d);
                 }
@@ -925,7 +953,8 @@ impl StackBuilder {
         Ok(match at.def.circuit.as_ref().unwrap_or(&self.circuit) {
             Slot::Builtin(c) => {
                 let layer = CircuitBreakerLayer::with_config(at.health.clone(), c.clone())
-                    .map_err(|e| e.within(at.scope(&at.def.circuit, "circuit")))?;
+                    .map_err(|e| e.within(at.scope(&at.def.circuit, "circuit")))?
+                    .classifier(self.above());
                 boxed(layer.layer(svc))
             }
             Slot::Custom(l) => l.apply(at.health, svc),
@@ -942,7 +971,7 @@ impl StackBuilder {
         at: &At<'_>,
         below_circuit: ProviderService,
         svc: ProviderService,
-    ) -> Result<(ProviderService, Option<RampLayer>), ConfigError> {
+    ) -> Result<(ProviderService, Option<RampLayer<AboveClassifier>>), ConfigError> {
         Ok(match at.def.ramp.as_ref().unwrap_or(&self.ramp) {
             Slot::Builtin(c) => {
                 let mut c = c.clone();
@@ -952,7 +981,8 @@ impl StackBuilder {
                     c = c.shed(false);
                 }
                 let mut layer = RampLayer::with_config(at.health.clone(), c)
-                    .map_err(|e| e.within(at.scope(&at.def.ramp, "ramp")))?;
+                    .map_err(|e| e.within(at.scope(&at.def.ramp, "ramp")))?
+                    .classifier(self.above());
                 if let Some(p) = &self.probe {
                     // The breaker's half-open trials are real requests: a tiny
                     // completion, which passes output validation as callers' do (a
@@ -986,7 +1016,9 @@ impl StackBuilder {
                 // The routers count each request in the budget; the policy only
                 // draws its retries from it.
                 let budget = budget.clone().unwrap_or_else(|| Arc::new(Unlimited));
-                let policy = SameProviderRetry::from_config(budget, c).deposits(false);
+                let policy = SameProviderRetry::from_config(budget, c)
+                    .deposits(false)
+                    .classifier(self.above());
                 boxed(tower::retry::Retry::new(policy, svc))
             }
             None => svc,
@@ -1052,7 +1084,7 @@ impl StackBuilder {
                 .filter(|(_, n)| n.contains(&name))
                 .map(|(e, _)| e.clone())
                 .collect();
-            let service = route(routing, members, budget.clone(), true)?;
+            let service = route(routing, members, budget.clone(), true, self.above())?;
             let fallbacks = self
                 .model_fallbacks
                 .iter()
@@ -1061,7 +1093,7 @@ impl StackBuilder {
                 .unwrap_or_default();
             groups.push((name.to_owned(), service, fallbacks));
         }
-        let any = route(routing, entries, budget, true)?;
+        let any = route(routing, entries, budget, true, self.above())?;
         Ok(boxed(ModelRouter::new(
             groups,
             any,
@@ -1150,6 +1182,7 @@ fn route(
     entries: Vec<RouterEntry>,
     budget: Option<SharedBudget>,
     by_model: bool,
+    classifier: AboveClassifier,
 ) -> Result<ProviderService, ConfigError> {
     let attributes = if by_model {
         DefaultAttributes::new().model_header(None)
@@ -1165,7 +1198,10 @@ fn route(
     };
     match routing {
         Routing::Balance(c) => {
-            let mut b = Balance::builder().config(c.clone()).attributes(attributes);
+            let mut b = Balance::builder()
+                .config(c.clone())
+                .attributes(attributes)
+                .classifier(classifier);
             if let Some(budget) = budget {
                 b = b.budget(budget);
             }
@@ -1175,7 +1211,10 @@ fn route(
             Ok(boxed(b.build().map_err(|e| balance_err("balance", e))?))
         }
         Routing::Fallback(c) => {
-            let mut b = Fallback::builder().config(c.clone()).attributes(attributes);
+            let mut b = Fallback::builder()
+                .config(c.clone())
+                .attributes(attributes)
+                .classifier(classifier);
             if let Some(budget) = budget {
                 b = b.budget(budget);
             }
@@ -1189,7 +1228,7 @@ fn route(
             let mut entries = entries;
             // Targets go in fallback order: by priority, then as added.
             entries.sort_by_key(|e| e.options.priority.unwrap_or(u32::MAX));
-            let mut b = Overflow::builder().config(*c);
+            let mut b = Overflow::builder().config(*c).classifier(classifier);
             if let Some(budget) = budget {
                 b = b.retry_budget(budget);
             }

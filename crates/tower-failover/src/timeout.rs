@@ -2,10 +2,12 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use http::{Request, Response};
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Timeout};
 use tower::BoxError;
 use tower_failover_core::AttemptDeadline;
 use tower_failover_core::error::{Elapsed, TimeoutKind};
@@ -13,8 +15,6 @@ use tower_failover_core::replay::ReplayBody;
 use tower_service::Service;
 
 use crate::service::{BoxBody, ProviderService};
-
-type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<BoxBody>, BoxError>> + Send>>;
 
 /// Gives one attempt at one provider `each` (never past the request's
 /// [`Deadline`](tower_failover_core::Deadline)), marking the attempt's deadline on
@@ -35,21 +35,42 @@ impl AttemptTimeout {
 impl Service<Request<ReplayBody>> for AttemptTimeout {
     type Response = Response<BoxBody>;
     type Error = BoxError;
-    type Future = BoxFuture;
+    type Future = ResponseFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<ReplayBody>) -> BoxFuture {
+    fn call(&mut self, mut req: Request<ReplayBody>) -> ResponseFuture {
         let started = tokio::time::Instant::now();
         let AttemptDeadline(at) = AttemptDeadline::set_on(&mut req, started + self.each);
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            match tokio::time::timeout_at(at, fut).await {
-                Ok(result) => result,
-                Err(_) => Err(Elapsed::new(TimeoutKind::Attempt, started.elapsed()).into()),
-            }
+        ResponseFuture {
+            inner: tokio::time::timeout_at(at, self.inner.call(req)),
+            started,
+        }
+    }
+}
+
+type ProviderFuture = <ProviderService as Service<Request<ReplayBody>>>::Future;
+
+pin_project! {
+    /// The future of [`AttemptTimeout`]: the attempt under its timer, without a box
+    /// of its own (the stack's position erases it once).
+    pub(crate) struct ResponseFuture {
+        #[pin]
+        inner: Timeout<ProviderFuture>,
+        started: Instant,
+    }
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<Response<BoxBody>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        Poll::Ready(match ready!(this.inner.poll(cx)) {
+            Ok(result) => result,
+            Err(_) => Err(Elapsed::new(TimeoutKind::Attempt, this.started.elapsed()).into()),
         })
     }
 }

@@ -33,15 +33,20 @@ impl PeakEwma {
 
     /// Adds a sample observed at `now`.
     pub fn observe(&self, sample: Duration, now: Instant) {
-        let sample_ns = sample.as_nanos() as f64;
-        let now_ns = now.saturating_duration_since(self.base).as_nanos() as u64;
+        // Through u64 (584 years of nanoseconds): a u128 to float conversion is a
+        // slow library call.
+        let sample_ns = nanos(sample) as f64;
+        let now_ns = nanos(now.saturating_duration_since(self.base));
         let prev = f64::from_bits(self.value.load(Ordering::Relaxed));
-        let last = self.stamp.swap(now_ns, Ordering::Relaxed);
+        // A load and a store, not a swap: a read-modify-write costs more on the hot
+        // path than the sample a racing update may lose (see the type's docs).
+        let last = self.stamp.load(Ordering::Relaxed);
+        self.stamp.store(now_ns, Ordering::Relaxed);
         let next = if sample_ns >= prev || prev == 0.0 {
             sample_ns
         } else {
             let elapsed = now_ns.saturating_sub(last) as f64;
-            let keep = (-elapsed / self.decay_ns).exp();
+            let keep = decay(elapsed / self.decay_ns);
             prev * keep + sample_ns * (1.0 - keep)
         };
         self.value.store(next.to_bits(), Ordering::Relaxed);
@@ -63,5 +68,38 @@ impl PeakEwma {
     pub fn last_sample(&self) -> Option<Instant> {
         let s = self.stamp.load(Ordering::Relaxed);
         (s != 0).then(|| self.base + Duration::from_nanos(s))
+    }
+}
+
+/// A duration in nanoseconds, saturating at `u64::MAX`.
+#[inline]
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// `e^-x` for `x >= 0`. Samples usually come far apart less than the decay
+/// constant (microseconds against seconds), where three terms of the series are
+/// exact to 1e-10 and much cheaper than `exp`.
+#[inline]
+fn decay(x: f64) -> f64 {
+    if x < 1e-3 {
+        1.0 - x + x * x * 0.5
+    } else {
+        (-x).exp()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cheap_decay_matches_exp() {
+        for x in [0.0_f64, 1e-9, 1e-6, 5e-4, 9.99e-4, 1e-3, 0.5, 3.0, 1e3] {
+            let (cheap, exact) = (decay(x), (-x).exp());
+            assert!((cheap - exact).abs() < 1e-9, "{x}: {cheap} vs {exact}");
+        }
+        assert_eq!(nanos(Duration::MAX), u64::MAX);
+        assert_eq!(nanos(Duration::from_micros(3)), 3_000);
     }
 }

@@ -26,15 +26,24 @@ impl InFlight {
         if !std::mem::take(&mut self.waiting) {
             return;
         }
-        if !matches!(
+        let alive = !matches!(
             outcome,
             Outcome::Failure {
                 kind: FailureKind::Timeout
             }
-        ) {
-            self.health.note_progress();
+        );
+        let was = self.health.inner.waiting.fetch_sub(1, Ordering::AcqRel);
+        if !alive {
+            return;
         }
-        self.health.inner.waiting.fetch_sub(1, Ordering::AcqRel);
+        if was > 1 {
+            // Others still wait: their silence counts from this sign of life.
+            self.health.note_progress();
+        } else if self.health.inner.suspect.load(Ordering::Relaxed) {
+            // Nothing waits any more: no silence to time (the next request starts
+            // the clock again), so no clock read; only suspicion to clear.
+            self.health.set_suspect(false, Duration::ZERO);
+        }
     }
 }
 
