@@ -18,11 +18,11 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use tower::ServiceExt;
+use tower_failover::provider::UsageHandle;
 use tower_failover::provider::translate::messages::{
     MessagesStream, error_body, error_for_status, error_message, request_from_anthropic,
     response_to_anthropic,
 };
-use tower_failover::provider::UsageHandle;
 use tower_failover::replay::ReplayBody;
 use tower_failover::sse::{SseLimits, SseParser};
 use tower_failover::{Failover, error_response};
