@@ -53,6 +53,9 @@ use tower_failover_overflow::{QuotaConfig, QuotaLayer, QuotaTracker};
 use tower_failover_ramp::{RampConfig, RampLayer};
 use tower_failover_validate::ValidateLayer;
 
+#[path = "bench_runner/request_read.rs"]
+mod request_read;
+
 /// A recorder that keeps every value in plain atomics: the least any exporter's
 /// hot path can cost.
 struct AtomicRecorder;
@@ -399,6 +402,19 @@ fn main() {
         "full_stack_validated",
         "the same with ValidateLayer::llm() in each provider stack",
         full_stack(ValidateLayer::llm().layer(Ready200)),
+        iters,
+    ));
+
+    results.push(measure(
+        "request_read",
+        "what the layers read from one request body: routing attributes, quota estimate, provider preparation",
+        request_read::RequestRead(Ready200),
+        iters,
+    ));
+    results.push(measure(
+        "facade_routed",
+        "Stack::builder() with model routing and a token quota over one provider (replay included), no validation",
+        request_read::facade(Ready200),
         iters,
     ));
 
