@@ -33,6 +33,7 @@ use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -44,20 +45,65 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::error::BodyTooLarge;
+use crate::request::RequestInfo;
 
 /// A fully buffered request or response body that can be cloned cheaply (the bytes are
 /// reference counted) and sent again.
 ///
+/// A request body also carries what the request asks for, its [`RequestInfo`], read
+/// from the bytes the first time a layer asks ([`info`](ReplayBody::info)) and kept
+/// for every later reader. Bodies made by [`ReplayLayer`] share it between all their
+/// clones (one parse per request, however many attempts); bodies made with
+/// [`new`](ReplayBody::new) keep it per copy (clones made after the first read carry
+/// the result; no allocation).
+///
 /// Clone it before sending: a body that has been polled to its end is empty.
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default)]
 pub struct ReplayBody {
     data: Bytes,
+    info: InfoCell,
 }
+
+/// Where a body keeps its parsed [`RequestInfo`].
+#[derive(Clone)]
+enum InfoCell {
+    /// Per copy: a clone takes the result if it was already read.
+    Local(OnceLock<RequestInfo>),
+    /// Shared by every clone of the body.
+    Shared(Arc<OnceLock<RequestInfo>>),
+}
+
+impl Default for InfoCell {
+    fn default() -> Self {
+        InfoCell::Local(OnceLock::new())
+    }
+}
+
+impl PartialEq for ReplayBody {
+    fn eq(&self, other: &Self) -> bool {
+        self.data == other.data
+    }
+}
+
+impl Eq for ReplayBody {}
 
 impl ReplayBody {
     /// A body holding `data`.
     pub fn new(data: impl Into<Bytes>) -> Self {
-        ReplayBody { data: data.into() }
+        ReplayBody {
+            data: data.into(),
+            info: InfoCell::default(),
+        }
+    }
+
+    /// A body holding `data` whose [`RequestInfo`] is shared by all its clones
+    /// (read at most once for all of them; one allocation). What [`ReplayLayer`]
+    /// makes.
+    pub fn shared(data: impl Into<Bytes>) -> Self {
+        ReplayBody {
+            data: data.into(),
+            info: InfoCell::Shared(Arc::default()),
+        }
     }
 
     /// An empty body.
@@ -74,6 +120,25 @@ impl ReplayBody {
     pub fn into_bytes(self) -> Bytes {
         self.data
     }
+
+    /// What the request asks for, read from the body the first time it is asked
+    /// (see [`request`](crate::request)). Ask before the body is sent: a body
+    /// polled to its end has no bytes left to read.
+    pub fn info(&self) -> &RequestInfo {
+        let cell = match &self.info {
+            InfoCell::Local(cell) => cell,
+            InfoCell::Shared(cell) => cell,
+        };
+        cell.get_or_init(|| RequestInfo::parse(self.data.clone()))
+    }
+
+    /// The [`RequestInfo`] if a layer has read it already.
+    pub fn info_if_read(&self) -> Option<&RequestInfo> {
+        match &self.info {
+            InfoCell::Local(cell) => cell.get(),
+            InfoCell::Shared(cell) => cell.get(),
+        }
+    }
 }
 
 impl fmt::Debug for ReplayBody {
@@ -87,27 +152,25 @@ impl fmt::Debug for ReplayBody {
 
 impl From<Bytes> for ReplayBody {
     fn from(data: Bytes) -> Self {
-        ReplayBody { data }
+        ReplayBody::new(data)
     }
 }
 
 impl From<String> for ReplayBody {
     fn from(s: String) -> Self {
-        ReplayBody { data: s.into() }
+        ReplayBody::new(s)
     }
 }
 
 impl From<Vec<u8>> for ReplayBody {
     fn from(v: Vec<u8>) -> Self {
-        ReplayBody { data: v.into() }
+        ReplayBody::new(v)
     }
 }
 
 impl From<&'static str> for ReplayBody {
     fn from(s: &'static str) -> Self {
-        ReplayBody {
-            data: Bytes::from_static(s.as_bytes()),
-        }
+        ReplayBody::new(Bytes::from_static(s.as_bytes()))
     }
 }
 
@@ -372,7 +435,7 @@ where
                                     "replay future polled after completion".into()
                                 ));
                             };
-                            let req = Request::from_parts(parts, ReplayBody::new(bytes));
+                            let req = Request::from_parts(parts, ReplayBody::shared(bytes));
                             let fut = svc.call(req);
                             this.state.set(State::Calling { fut });
                         }
