@@ -450,7 +450,9 @@ enum Kind {
     /// A number, as a count: non-negative, fractions truncated (`None` otherwise).
     Number(Option<u64>),
     Str,
-    List { empty: bool },
+    List {
+        empty: bool,
+    },
     Object,
 }
 
@@ -562,7 +564,11 @@ mod tests {
             (r#"{"max_tokens":-3}"#, None, true),
             (r#"{"max_tokens":"12"}"#, None, true),
             (r#"{"max_tokens":99999999999999999}"#, None, true),
-            (r#"{"max_tokens":"x","max_completion_tokens":9}"#, Some(9), true),
+            (
+                r#"{"max_tokens":"x","max_completion_tokens":9}"#,
+                Some(9),
+                true,
+            ),
             (r#"{"nested":{"max_tokens":5}}"#, None, false),
             (r#"{"messages":[]}"#, None, false),
         ];
@@ -586,7 +592,11 @@ mod tests {
         ] {
             let i = info(body);
             assert_eq!(i.shape(), Shape::Invalid, "{body}");
-            assert!(i.problem().unwrap().contains(why), "{body}: {:?}", i.problem());
+            assert!(
+                i.problem().unwrap().contains(why),
+                "{body}: {:?}",
+                i.problem()
+            );
             assert_eq!(i.model(), None);
         }
         let i = RequestInfo::parse(Bytes::from_static(b"{\"x\":\"\xff\"}"));

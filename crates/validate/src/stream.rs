@@ -1,7 +1,7 @@
 //! Following a stream: the SSE parser plus what its events say so far.
 
-use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
+use tower_failover_core::replay::ReplayBody;
 
 use crate::output::{Facts, Output};
 use crate::shared::Shared;
@@ -20,11 +20,11 @@ pub(crate) struct Tracker {
     /// Whether the validators have already seen the complete stream.
     pub(crate) judged_complete: bool,
     /// The request's body, if the layer could see it.
-    pub(crate) request: Option<Bytes>,
+    pub(crate) request: Option<ReplayBody>,
 }
 
 impl Tracker {
-    pub(crate) fn new(shared: &Shared, status: StatusCode, request: Option<Bytes>) -> Self {
+    pub(crate) fn new(shared: &Shared, status: StatusCode, request: Option<ReplayBody>) -> Self {
         Tracker {
             parser: SseParser::with_limits(shared.sse),
             scratch: Vec::new(),
