@@ -535,6 +535,42 @@ mod tests {
         assert_eq!(err.to_string(), "client went away");
     }
 
+    #[tokio::test]
+    async fn the_request_is_parsed_once_for_every_copy() {
+        let svc = ReplayLayer::new(1024).layer(service_fn(|req: Request<ReplayBody>| async move {
+            // Two attempts' copies, made before anyone read the body.
+            let a = clone_request(&req);
+            let b = clone_request(&req);
+            let before = crate::request::parses_on_this_thread();
+            assert_eq!(a.body().info().model(), Some("m"));
+            assert_eq!(b.body().info().max_tokens(), Some(9));
+            assert!(std::ptr::eq(a.body().info(), req.body().info()));
+            assert_eq!(crate::request::parses_on_this_thread() - before, 1);
+            Ok::<_, BoxError>(())
+        }));
+        let req = Request::post("/")
+            .body(Full::new(Bytes::from_static(
+                br#"{"model":"m","max_tokens":9}"#,
+            )))
+            .unwrap();
+        svc.oneshot(req).await.unwrap();
+
+        // A body made with `new` keeps the result per copy: copies made after the
+        // first read carry it, without an allocation.
+        let body = ReplayBody::new(Bytes::from_static(br#"{"model":"m"}"#));
+        assert!(body.info_if_read().is_none());
+        assert_eq!(body.info().model(), Some("m"));
+        let before = crate::request::parses_on_this_thread();
+        assert_eq!(body.clone().info().model(), Some("m"));
+        assert_eq!(crate::request::parses_on_this_thread(), before);
+        // The information outlives sending the bytes.
+        let mut sent = body.clone();
+        let _ = std::pin::Pin::new(&mut sent)
+            .poll_frame(&mut Context::from_waker(std::task::Waker::noop()));
+        assert!(sent.bytes().is_empty());
+        assert_eq!(sent.info().model(), Some("m"));
+    }
+
     #[test]
     fn clone_keeps_everything() {
         #[derive(Clone, Debug, PartialEq)]
