@@ -54,8 +54,8 @@ use crate::request::RequestInfo;
 /// from the bytes the first time a layer asks ([`info`](ReplayBody::info)) and kept
 /// for every later reader. Bodies made by [`ReplayLayer`] share it between all their
 /// clones (one parse per request, however many attempts); bodies made with
-/// [`new`](ReplayBody::new) keep it per copy (clones made after the first read carry
-/// the result; no allocation).
+/// [`new`](ReplayBody::new) keep it per copy (clones made after the first read share
+/// the result).
 ///
 /// Clone it before sending: a body that has been polled to its end is empty.
 #[derive(Clone, Default)]
@@ -64,11 +64,12 @@ pub struct ReplayBody {
     info: InfoCell,
 }
 
-/// Where a body keeps its parsed [`RequestInfo`].
+/// Where a body keeps its parsed [`RequestInfo`] (small: a body is moved and copied
+/// often, so the information itself lives behind a pointer).
 #[derive(Clone)]
 enum InfoCell {
     /// Per copy: a clone takes the result if it was already read.
-    Local(OnceLock<RequestInfo>),
+    Local(OnceLock<Arc<RequestInfo>>),
     /// Shared by every clone of the body.
     Shared(Arc<OnceLock<RequestInfo>>),
 }
@@ -125,17 +126,17 @@ impl ReplayBody {
     /// (see [`request`](crate::request)). Ask before the body is sent: a body
     /// polled to its end has no bytes left to read.
     pub fn info(&self) -> &RequestInfo {
-        let cell = match &self.info {
-            InfoCell::Local(cell) => cell,
-            InfoCell::Shared(cell) => cell,
-        };
-        cell.get_or_init(|| RequestInfo::parse(self.data.clone()))
+        let parse = || RequestInfo::parse(self.data.clone());
+        match &self.info {
+            InfoCell::Local(cell) => cell.get_or_init(|| Arc::new(parse())),
+            InfoCell::Shared(cell) => cell.get_or_init(parse),
+        }
     }
 
     /// The [`RequestInfo`] if a layer has read it already.
     pub fn info_if_read(&self) -> Option<&RequestInfo> {
         match &self.info {
-            InfoCell::Local(cell) => cell.get(),
+            InfoCell::Local(cell) => cell.get().map(|i| &**i),
             InfoCell::Shared(cell) => cell.get(),
         }
     }
@@ -556,13 +557,14 @@ mod tests {
         svc.oneshot(req).await.unwrap();
 
         // A body made with `new` keeps the result per copy: copies made after the
-        // first read carry it, without an allocation.
+        // first read share it.
         let body = ReplayBody::new(Bytes::from_static(br#"{"model":"m"}"#));
         assert!(body.info_if_read().is_none());
         assert_eq!(body.info().model(), Some("m"));
         let before = crate::request::parses_on_this_thread();
         assert_eq!(body.clone().info().model(), Some("m"));
         assert_eq!(crate::request::parses_on_this_thread(), before);
+        assert!(std::mem::size_of::<ReplayBody>() <= 56);
         // The information outlives sending the bytes.
         let mut sent = body.clone();
         let _ = std::pin::Pin::new(&mut sent)
