@@ -32,7 +32,7 @@ impl<S: Service<Request<ReplayBody>>> Service<Request<ReplayBody>> for RequestRe
         let attrs = JsonBodyAttributes::default().attributes(&req);
         black_box((attrs.model.as_deref(), attrs.tools, attrs.prompt_tokens));
         black_box(BodyEstimator::default().estimate(&req));
-        let prepared = prepare_request(req.body().bytes().clone(), &ModelMap::new(), true);
+        let prepared = prepare_request(req.body(), &ModelMap::new(), true);
         black_box(prepared.map(|p| p.stream).ok());
         self.0.call(req)
     }
