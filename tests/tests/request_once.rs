@@ -38,8 +38,8 @@ async fn sim(name: &str, seed: u64) -> Sim {
 fn config(first: &Sim, second: &Sim) -> Config {
     let toml = format!(
         "router = \"fallback\"\n[quota]\ntokens_per_minute = 1000000\n{}{}",
-        provider_entry("first", "openai", &first.base_url(), 0),
-        provider_entry("second", "openai", &second.base_url(), 1),
+        provider_entry("first", "openai", first.base_url(), 0),
+        provider_entry("second", "openai", second.base_url(), 1),
     );
     Config::from_toml_str(&toml).expect("a valid configuration")
 }
@@ -113,7 +113,7 @@ async fn only_the_model_name_is_rewritten() {
     let target = sim("mapped", 5).await;
     let toml = format!(
         "{}aliases = [\"smart\"]\n",
-        provider_entry("mapped", "openai", &target.base_url(), 0)
+        provider_entry("mapped", "openai", target.base_url(), 0)
     );
     let stack = Stack::from_config(&Config::from_toml_str(&toml).unwrap())
         .unwrap()
