@@ -10,6 +10,10 @@
 //! cargo run --release --example bench_runner -- --iters 1000000 > bench.json
 //! ```
 //!
+//! `request_read` and `facade_routed` measure what reading a request body costs: the
+//! routing attributes, the quota estimate and the provider's preparation of one fresh
+//! body, and the facade's stack with model routing and a token quota.
+//!
 //! The `metrics` section compares the full stack whose metric handles record into
 //! a recorder (one of plain atomics, the floor of any exporter, and the Prometheus
 //! exporter's) against the same stack built with no recorder installed, in
