@@ -6,9 +6,7 @@
 
 mod common;
 
-use common::{provider_entry, start};
-
-use std::time::Duration;
+use common::{fast_sim, provider_entry, start};
 
 use bytes::Bytes;
 use http::Request;
@@ -23,14 +21,7 @@ use tower_failover::{Config, Stack};
 const BODY: &str = "{ \"messages\" : [{\"role\":\"user\",\"content\":\"Say hello\"}],\n  \"x_vendor\": {\"a\": [1, 2.50, \"\\u00e9\"]},  \"model\":\"m\", \"max_tokens\": 32 }";
 
 async fn sim(name: &str, seed: u64) -> Sim {
-    Sim::builder(Flavor::OpenAi)
-        .name(name)
-        .seed(seed)
-        .ttft(Duration::from_millis(1))
-        .token_interval(Duration::from_millis(1))
-        .start()
-        .await
-        .expect("a simulated provider starts")
+    fast_sim(Flavor::OpenAi, name, seed).await
 }
 
 /// Two providers of model `m` in fallback order, with a token quota (so the

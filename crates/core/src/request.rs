@@ -81,14 +81,7 @@ pub struct RequestInfo {
     body: Bytes,
     shape: Shape,
     problem: Option<Arc<str>>,
-    model: Option<Model>,
-    model_span: Option<Range<usize>>,
-    stream: Option<bool>,
-    stream_odd: bool,
-    stream_options: bool,
-    tools: bool,
-    max_tokens: Option<u64>,
-    sets_max_tokens: bool,
+    fields: Fields,
 }
 
 #[derive(Clone)]
@@ -107,8 +100,8 @@ impl fmt::Debug for RequestInfo {
             .field("shape", &self.shape)
             .field("model", &self.model())
             .field("stream", &self.stream())
-            .field("tools", &self.tools)
-            .field("max_tokens", &self.max_tokens)
+            .field("tools", &self.tools())
+            .field("max_tokens", &self.max_tokens())
             .finish_non_exhaustive()
     }
 }
@@ -121,14 +114,7 @@ impl RequestInfo {
             body,
             shape: Shape::Invalid,
             problem: None,
-            model: None,
-            model_span: None,
-            stream: None,
-            stream_odd: false,
-            stream_options: false,
-            tools: false,
-            max_tokens: None,
-            sets_max_tokens: false,
+            fields: Fields::default(),
         };
         let invalid = |info: &mut RequestInfo, why: &str| {
             info.problem = Some(why.into());
@@ -162,21 +148,7 @@ impl RequestInfo {
             return info;
         }
         info.shape = Shape::Object;
-        info.model = fields.model;
-        info.model_span = fields.model_span;
-        info.stream = fields.stream;
-        info.stream_odd = fields.stream_odd;
-        info.stream_options = fields.stream_options;
-        info.tools = fields.tools || fields.functions;
-        info.max_tokens = [
-            fields.max_tokens,
-            fields.max_completion_tokens,
-            fields.max_output_tokens,
-        ]
-        .into_iter()
-        .flatten()
-        .find(|n| *n < MAX_LIMIT);
-        info.sets_max_tokens = fields.sets_limit;
+        info.fields = fields;
         info
     }
 
@@ -203,7 +175,7 @@ impl RequestInfo {
 
     /// The requested `model`, when it is a string.
     pub fn model(&self) -> Option<&str> {
-        match self.model.as_ref()? {
+        match self.fields.model.as_ref()? {
             // A range between a string's quotes in text checked to be UTF-8.
             Model::Span(r) => std::str::from_utf8(self.body.get(r.clone())?).ok(),
             Model::Owned(s) => Some(s),
@@ -213,48 +185,52 @@ impl RequestInfo {
     /// Where the `model` value (any JSON value, quotes included) sits in the body,
     /// for an adapter that replaces it without touching the rest.
     pub fn model_span(&self) -> Option<Range<usize>> {
-        self.model_span.clone()
+        self.fields.model_span.clone()
     }
 
     /// Whether the body has a `model` that is not a string.
     pub fn model_is_odd(&self) -> bool {
-        self.model_span.is_some() && self.model.is_none()
+        self.fields.model_span.is_some() && self.fields.model.is_none()
     }
 
     /// Whether the caller asked for a stream (`"stream": true`).
     pub fn stream(&self) -> bool {
-        self.stream == Some(true)
+        self.fields.stream == Some(true)
     }
 
     /// Whether `stream` is there but neither a boolean nor `null`.
     pub fn stream_is_odd(&self) -> bool {
-        self.stream_odd
+        self.fields.stream_odd
     }
 
     /// Whether the body has a `stream_options` key (whatever its value, `null`
     /// included).
     pub fn has_stream_options(&self) -> bool {
-        self.stream_options
+        self.fields.stream_options
     }
 
     /// Whether the request defines tools: `tools` (or the legacy `functions`) is a
     /// non-empty list.
     pub fn tools(&self) -> bool {
-        self.tools
+        self.fields.tools || self.fields.functions
     }
 
     /// The completion limit the request sets: the first of `max_tokens`,
     /// `max_completion_tokens` and `max_output_tokens` at the top level that is a
     /// non-negative number below 10^12 (fractions truncated).
     pub fn max_tokens(&self) -> Option<u64> {
-        self.max_tokens
+        let f = &self.fields;
+        [f.max_tokens, f.max_completion_tokens, f.max_output_tokens]
+            .into_iter()
+            .flatten()
+            .find(|n| *n < MAX_LIMIT)
     }
 
     /// Whether the request names a completion limit at all: any non-null
     /// `max_tokens`, `max_completion_tokens` or `max_output_tokens` at the top level.
     /// An answer cut at that limit is the answer the caller asked for.
     pub fn sets_max_tokens(&self) -> bool {
-        self.sets_max_tokens
+        self.fields.sets_limit
     }
 
     /// The body's size in bytes.
@@ -275,7 +251,7 @@ impl RequestInfo {
 }
 
 /// The fields read from the top-level object.
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Fields {
     model: Option<Model>,
     model_span: Option<Range<usize>>,
