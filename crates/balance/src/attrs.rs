@@ -15,7 +15,7 @@
 //! - [`JsonBodyAttributes`] also reads the buffered JSON body (OpenAI or Anthropic
 //!   shape) for `model` and `tools`, and estimates the prompt's tokens from its size
 //!   (about 4 bytes per token). It reads the body's
-//!   [`RequestInfo`](tower_failover_core::request::RequestInfo), which a
+//!   [`RequestInfo`], which a
 //!   [`ReplayBody`] parses once and keeps for every other layer that asks (the quota
 //!   estimator, validation, the provider adapter).
 //!
@@ -256,7 +256,7 @@ impl BodyBytes for String {
 /// extension describes the request: `model` (if no header named one), whether tools
 /// are defined, and the prompt's size in tokens (estimated at [`BYTES_PER_TOKEN`]
 /// bytes per token). The body is read through its
-/// [`RequestInfo`](tower_failover_core::request::RequestInfo): a [`ReplayBody`]
+/// [`RequestInfo`]: a [`ReplayBody`]
 /// parses it once for every layer, and the model name is borrowed from it.
 #[derive(Debug, Clone, Default)]
 pub struct JsonBodyAttributes {
