@@ -18,6 +18,10 @@
 //! beside `balance_p2c`). The `facade` case is the stack as `tower_failover::Stack`
 //! builds it, every position type-erased.
 //!
+//! `request_read` and `facade_routed` measure what reading a request body costs: the
+//! routing attributes, the quota estimate and the provider's preparation of one fresh
+//! body, and the facade's stack with model routing and a token quota.
+//!
 //! The `metrics` section compares the full stack whose metric handles record into
 //! a recorder (one of plain atomics, the floor of any exporter, and the Prometheus
 //! exporter's) against the same stack built with no recorder installed, in
@@ -60,6 +64,9 @@ use tower_failover_core::{Health, Registry};
 use tower_failover_overflow::{QuotaConfig, QuotaLayer, QuotaTracker};
 use tower_failover_ramp::{RampConfig, RampLayer};
 use tower_failover_validate::ValidateLayer;
+
+#[path = "bench_runner/request_read.rs"]
+mod request_read;
 
 /// A recorder that keeps every value in plain atomics: the least any exporter's
 /// hot path can cost.
@@ -539,6 +546,19 @@ fn main() {
         print_results(&results);
         return;
     }
+
+    results.push(measure(
+        "request_read",
+        "what the layers read from one request body: routing attributes, quota estimate, provider preparation",
+        request_read::RequestRead(Ready200),
+        iters,
+    ));
+    results.push(measure(
+        "facade_routed",
+        "Stack::builder() with model routing and a token quota over one provider (replay included), no validation",
+        request_read::facade(Ready200),
+        iters,
+    ));
 
     // What recording metrics costs: the same stack with and without a recorder.
     let overhead = [

@@ -6,13 +6,14 @@
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
+use tower_failover_core::replay::ReplayBody;
 use tower_failover_provider::ModelMap;
 use tower_failover_provider::translate::openai::prepare_request;
 
 fuzz_target!(|data: &[u8]| {
     let models = ModelMap::from_iter([("a", "gpt-4o"), ("b", "we\"ird\\名")]);
-    let body = Bytes::copy_from_slice(data);
-    let Ok(out) = prepare_request(body, &models, true) else {
+    let body = ReplayBody::from(Bytes::copy_from_slice(data));
+    let Ok(out) = prepare_request(&body, &models, true) else {
         return;
     };
     if out.body == data {

@@ -1,5 +1,5 @@
 //! What the model router reads from callers, on arbitrary bytes: the request
-//! information (`RequestInfo::from_json`, `JsonBodyAttributes` with its headers)
+//! information (core's `RequestInfo::parse`, `JsonBodyAttributes` with its headers)
 //! and a whole stack with model groups and fallbacks answering the request. A
 //! request always ends in an answer or a typed error, never a panic.
 #![no_main]
@@ -7,8 +7,9 @@
 use http::{HeaderValue, Request, Response};
 use libfuzzer_sys::fuzz_target;
 use tower::{BoxError, ServiceExt, service_fn};
-use tower_failover::balance::{Attributes, JsonBodyAttributes, RequestInfo};
+use tower_failover::balance::{Attributes, JsonBodyAttributes};
 use tower_failover::replay::ReplayBody;
+use tower_failover::request::Shape;
 use tower_failover::{ProviderDef, Stack, boxed, error_response};
 
 const ANSWER: &str =
@@ -30,9 +31,6 @@ fuzz_target!(|data: &[u8]| {
         Some(i) => (&data[..i], &data[i + 1..]),
         None => (&b""[..], data),
     };
-    if let Some(info) = RequestInfo::from_json(body) {
-        assert!(info.prompt_tokens.is_some());
-    }
     let mut req = Request::post("/v1/chat/completions")
         .body(ReplayBody::from(body.to_vec()))
         .unwrap();
@@ -40,6 +38,9 @@ fuzz_target!(|data: &[u8]| {
         req.headers_mut().insert("x-failover-model", v.clone());
         req.headers_mut().insert("x-failover-tier", v);
     }
+    let info = req.body().info();
+    // Every body reads as empty, an object, or invalid with a reason.
+    assert_eq!(info.shape() == Shape::Invalid, info.problem().is_some());
     let attrs = JsonBodyAttributes::default().attributes(&req);
     let _ = (attrs.model, attrs.tier, attrs.tools, attrs.prompt_tokens);
 

@@ -9,17 +9,20 @@
 //!
 //! Where the attributes come from is an [`Attributes`] implementation:
 //!
-//! - [`DefaultAttributes`] (the default) reads a [`RequestInfo`] extension, set by
-//!   an earlier layer that has parsed the body, then the `x-failover-model` and
-//!   `x-failover-tier` headers. It never reads the body.
-//! - [`JsonBodyAttributes`] also peeks into a buffered JSON body (OpenAI or
-//!   Anthropic shape) for `model` and `tools`, and estimates the prompt's tokens from
-//!   its size (about 4 bytes per token).
+//! - [`DefaultAttributes`] (the default) reads a [`RouteInfo`] extension, set by
+//!   an earlier layer that has decided what the request needs, then the
+//!   `x-failover-model` and `x-failover-tier` headers. It never reads the body.
+//! - [`JsonBodyAttributes`] also reads the buffered JSON body (OpenAI or Anthropic
+//!   shape) for `model` and `tools`, and estimates the prompt's tokens from its size
+//!   (about 4 bytes per token). It reads the body's
+//!   [`RequestInfo`], which a
+//!   [`ReplayBody`] parses once and keeps for every other layer that asks (the quota
+//!   estimator, validation, the provider adapter).
 //!
 //! The facade's `Stack` reads a request once with [`JsonBodyAttributes`] (its model
-//! routing picks the model's group from it) and leaves the result on the request as
-//! a [`RequestInfo`] extension, which the routers below it read with
-//! [`DefaultAttributes`] instead of parsing the body again.
+//! routing picks the model's group from it) and leaves what the routers below it
+//! need as a [`RouteInfo`] extension (without the model: the group is chosen), which
+//! they read with [`DefaultAttributes`].
 //!
 //! ```
 //! use http::Request;
@@ -43,9 +46,10 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 use http::{HeaderName, Request};
-use serde::Deserialize;
 use tower_failover_core::replay::ReplayBody;
-use tower_failover_core::tokens::{BYTES_PER_TOKEN, estimate_tokens};
+use tower_failover_core::request::RequestInfo;
+#[cfg(doc)]
+use tower_failover_core::tokens::BYTES_PER_TOKEN;
 
 /// What a request needs from a provider. Borrowed from the request where possible.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -98,11 +102,12 @@ pub trait Attributes<B>: Clone + Send + Sync + 'static {
     fn attributes<'a>(&self, request: &'a Request<B>) -> RequestAttrs<'a>;
 }
 
-/// A request extension describing the request, set by a layer that has already
-/// parsed the body (a gateway, a validation layer), so routers need not parse it
-/// again.
+/// A request extension saying what a request needs, set by a layer that has already
+/// decided it (a gateway, the facade's model routing), so routers need not read the
+/// body. [`DefaultAttributes`] and [`JsonBodyAttributes`] take it over the body and
+/// the headers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RequestInfo {
+pub struct RouteInfo {
     /// The requested model.
     pub model: Option<String>,
     /// The requested tier.
@@ -113,18 +118,16 @@ pub struct RequestInfo {
     pub prompt_tokens: Option<u64>,
 }
 
-impl RequestInfo {
-    /// Reads an OpenAI chat-completions or Anthropic messages body: `model`, whether
-    /// `tools` (or legacy `functions`) is a non-empty list, and an estimate of the
-    /// prompt's tokens from the body's size. `None` if the body is not a JSON object.
-    pub fn from_json(body: &[u8]) -> Option<RequestInfo> {
-        let attrs = peek_json(body)?;
-        Some(RequestInfo {
-            model: attrs.model.map(Cow::into_owned),
+impl RouteInfo {
+    /// What a request body asks for: its `model`, whether it defines tools and its
+    /// estimated prompt tokens (`None` for a body that is not a JSON object).
+    pub fn from_request(info: &RequestInfo) -> RouteInfo {
+        RouteInfo {
+            model: info.model().map(str::to_owned),
             tier: None,
-            tools: attrs.tools,
-            prompt_tokens: attrs.prompt_tokens,
-        })
+            tools: info.tools(),
+            prompt_tokens: info.is_object().then(|| info.prompt_tokens()),
+        }
     }
 
     /// Borrows the info as attributes.
@@ -138,126 +141,7 @@ impl RequestInfo {
     }
 }
 
-/// Each field is read leniently: an odd `tools` (`true`, an object) must not hide
-/// the model the caller asked for, nor an odd model the tools.
-#[derive(Deserialize)]
-struct Peek<'a> {
-    #[serde(borrow, default, deserialize_with = "lenient::string")]
-    model: Option<Cow<'a, str>>,
-    #[serde(default, deserialize_with = "lenient::non_empty_list")]
-    tools: bool,
-    #[serde(default, deserialize_with = "lenient::non_empty_list")]
-    functions: bool,
-}
-
-mod lenient {
-    use std::borrow::Cow;
-    use std::fmt;
-
-    use serde::Deserializer;
-    use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
-
-    /// A string, or `None` for any other JSON value.
-    pub(super) fn string<'de: 'a, 'a, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<Cow<'a, str>>, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Option<Cow<'de, str>>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Some(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Some(Cow::Owned(v.to_owned())))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(None)
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(None)
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(None)
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(None)
-            }
-            fn visit_unit<E>(self) -> Result<Self::Value, E> {
-                Ok(None)
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(None)
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(None)
-            }
-        }
-        d.deserialize_any(V)
-    }
-
-    /// Whether the value is a non-empty list (anything else is `false`).
-    pub(super) fn non_empty_list<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = bool;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
-                Ok(false)
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<bool, E> {
-                Ok(false)
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<bool, E> {
-                Ok(false)
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<bool, E> {
-                Ok(false)
-            }
-            fn visit_str<E>(self, _: &str) -> Result<bool, E> {
-                Ok(false)
-            }
-            fn visit_unit<E>(self) -> Result<bool, E> {
-                Ok(false)
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
-                let mut any = false;
-                while seq.next_element::<IgnoredAny>()?.is_some() {
-                    any = true;
-                }
-                Ok(any)
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(false)
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-fn peek_json(body: &[u8]) -> Option<RequestAttrs<'_>> {
-    // serde reads a struct from an array too (fields by position): objects only.
-    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return None;
-    }
-    let peek: Peek<'_> = serde_json::from_slice(body).ok()?;
-    let tools = peek.tools || peek.functions;
-    Some(RequestAttrs {
-        model: peek.model,
-        tier: None,
-        tools,
-        prompt_tokens: Some(estimate_tokens(body.len() as u64, BYTES_PER_TOKEN)),
-    })
-}
-
-/// The default [`Attributes`]: a [`RequestInfo`] extension if present, then the
+/// The default [`Attributes`]: a [`RouteInfo`] extension if present, then the
 /// model and tier headers (by default `x-failover-model` and `x-failover-tier`) for
 /// what it leaves unset. Never reads the body.
 #[derive(Debug, Clone)]
@@ -301,8 +185,8 @@ impl DefaultAttributes {
     fn read<'a, B>(&self, req: &'a Request<B>) -> RequestAttrs<'a> {
         let mut attrs = req
             .extensions()
-            .get::<RequestInfo>()
-            .map(RequestInfo::attrs)
+            .get::<RouteInfo>()
+            .map(RouteInfo::attrs)
             .unwrap_or_default();
         let header = |name: &Option<HeaderName>| {
             name.as_ref()
@@ -331,11 +215,22 @@ impl<B> Attributes<B> for DefaultAttributes {
 pub trait BodyBytes {
     /// The body's bytes.
     fn body_bytes(&self) -> &[u8];
+
+    /// The body's [`RequestInfo`], if the body keeps one ([`ReplayBody`] does: it is
+    /// read once and shared with the other layers). `None` (the default) makes
+    /// [`JsonBodyAttributes`] read [`body_bytes`](BodyBytes::body_bytes) itself.
+    fn request_info(&self) -> Option<&RequestInfo> {
+        None
+    }
 }
 
 impl BodyBytes for ReplayBody {
     fn body_bytes(&self) -> &[u8] {
         self.bytes()
+    }
+
+    fn request_info(&self) -> Option<&RequestInfo> {
+        Some(self.info())
     }
 }
 
@@ -357,11 +252,12 @@ impl BodyBytes for String {
     }
 }
 
-/// [`DefaultAttributes`], then a look into the buffered JSON body when no
-/// [`RequestInfo`] extension describes the request: `model` (if no header named
-/// one), whether tools are defined, and the prompt's size in tokens (estimated at
-/// [`BYTES_PER_TOKEN`] bytes per token). The JSON is scanned, not kept; the model name is borrowed
-/// from the body.
+/// [`DefaultAttributes`], then the buffered JSON body when no [`RouteInfo`]
+/// extension describes the request: `model` (if no header named one), whether tools
+/// are defined, and the prompt's size in tokens (estimated at [`BYTES_PER_TOKEN`]
+/// bytes per token). The body is read through its
+/// [`RequestInfo`]: a [`ReplayBody`]
+/// parses it once for every layer, and the model name is borrowed from it.
 #[derive(Debug, Clone, Default)]
 pub struct JsonBodyAttributes {
     base: DefaultAttributes,
@@ -377,18 +273,32 @@ impl JsonBodyAttributes {
 impl<B: BodyBytes> Attributes<B> for JsonBodyAttributes {
     fn attributes<'a>(&self, request: &'a Request<B>) -> RequestAttrs<'a> {
         let mut attrs = self.base.read(request);
-        if request.extensions().get::<RequestInfo>().is_some() {
+        if request.extensions().get::<RouteInfo>().is_some() {
             return attrs;
         }
-        if let Some(body) = peek_json(request.body().body_bytes()) {
-            if attrs.model.is_none() {
-                attrs.model = body.model;
+        let body = request.body();
+        let (model, tools, prompt_tokens) = match body.request_info() {
+            Some(info) => (info.model().map(Cow::Borrowed), info.tools(), fill(info)),
+            None => {
+                let info = RequestInfo::parse(Bytes::copy_from_slice(body.body_bytes()));
+                let model = info.model().map(|m| Cow::Owned(m.to_owned()));
+                (model, info.tools(), fill(&info))
             }
-            attrs.tools = body.tools;
-            attrs.prompt_tokens = body.prompt_tokens;
+        };
+        if prompt_tokens.is_some() {
+            if attrs.model.is_none() {
+                attrs.model = model;
+            }
+            attrs.tools = tools;
+            attrs.prompt_tokens = prompt_tokens;
         }
         attrs
     }
+}
+
+/// The prompt estimate of a body that is a JSON object.
+fn fill(info: &RequestInfo) -> Option<u64> {
+    info.is_object().then(|| info.prompt_tokens())
 }
 
 #[cfg(test)]
@@ -405,11 +315,11 @@ mod tests {
         let a = DefaultAttributes::new().attributes(&req);
         assert_eq!(a.model.as_deref(), Some("from-header"));
         assert_eq!(a.tier.as_deref(), Some("strong"));
-        req.extensions_mut().insert(RequestInfo {
+        req.extensions_mut().insert(RouteInfo {
             model: Some("from-ext".into()),
             tools: true,
             prompt_tokens: Some(9),
-            ..RequestInfo::default()
+            ..RouteInfo::default()
         });
         let a = DefaultAttributes::new().attributes(&req);
         assert_eq!(a.model.as_deref(), Some("from-ext"));
@@ -425,33 +335,35 @@ mod tests {
     }
 
     #[test]
-    fn json_bodies_are_peeked() {
+    fn json_bodies_are_read_once() {
         let anthropic =
             r#"{"model":"claude-haiku-4-5","max_tokens":64,"system":"be brief","messages":[]}"#;
-        let info = RequestInfo::from_json(anthropic.as_bytes()).unwrap();
-        assert_eq!(info.model.as_deref(), Some("claude-haiku-4-5"));
-        assert!(!info.tools);
-        assert_eq!(info.prompt_tokens, Some(anthropic.len().div_ceil(4) as u64));
-        let empty_tools = r#"{"model":"m","tools":[]}"#;
-        assert!(
-            !RequestInfo::from_json(empty_tools.as_bytes())
-                .unwrap()
-                .tools
-        );
-        let functions = r#"{"functions":[{"name":"f"}]}"#;
-        assert!(RequestInfo::from_json(functions.as_bytes()).unwrap().tools);
-        assert!(RequestInfo::from_json(b"not json").is_none());
-        assert!(RequestInfo::from_json(b"[1,2]").is_none());
-        let escaped = r#"{"model":"a\u0062c"}"#;
+        let req = Request::new(ReplayBody::from(anthropic));
+        let before = tower_failover_core::request::parses_on_this_thread();
+        let a = JsonBodyAttributes::default().attributes(&req);
+        assert_eq!(a.model.as_deref(), Some("claude-haiku-4-5"));
+        assert!(matches!(a.model, Some(Cow::Borrowed(_))));
+        assert!(!a.tools);
+        assert_eq!(a.prompt_tokens, Some(anthropic.len().div_ceil(4) as u64));
+        let again = JsonBodyAttributes::default().attributes(&req);
+        assert_eq!(again, a);
         assert_eq!(
-            RequestInfo::from_json(escaped.as_bytes())
-                .unwrap()
-                .model
-                .as_deref(),
-            Some("abc")
+            tower_failover_core::request::parses_on_this_thread() - before,
+            1
         );
+        let info = RouteInfo::from_request(req.body().info());
+        assert_eq!(info.model.as_deref(), Some("claude-haiku-4-5"));
+
+        // Other buffered bodies are read too, without a cache.
+        let req = Request::new(String::from(r#"{"functions":[{"name":"f"}]}"#));
+        assert!(JsonBodyAttributes::default().attributes(&req).tools);
         let req = Request::new(String::from("garbage"));
         let a = JsonBodyAttributes::default().attributes(&req);
         assert_eq!(a, RequestAttrs::new());
+        let req = Request::new(ReplayBody::from("[1,2]"));
+        assert_eq!(
+            JsonBodyAttributes::default().attributes(&req),
+            RequestAttrs::new()
+        );
     }
 }

@@ -209,7 +209,7 @@ mod router;
 mod table;
 
 pub use attrs::{
-    Attributes, BodyBytes, DefaultAttributes, JsonBodyAttributes, RequestAttrs, RequestInfo,
+    Attributes, BodyBytes, DefaultAttributes, JsonBodyAttributes, RequestAttrs, RouteInfo,
 };
 pub use balance::{Balance, BalanceBuilder};
 pub use config::{BalanceConfig, FallbackConfig, Policy, Weighting};

@@ -1,13 +1,19 @@
 //! Property tests of the request information the routers read from callers'
-//! bodies (`RequestInfo::from_json`, `JsonBodyAttributes`), the CI-sized twin of
+//! bodies (core's `RequestInfo::parse`, `JsonBodyAttributes`), the CI-sized twin of
 //! the `request_route` cargo-fuzz target (see `docs/fuzzing.md`): never a panic,
 //! and a string `model` is read whatever the body's other fields hold.
 
+use bytes::Bytes;
 use http::Request;
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
-use tower_failover_balance::{Attributes, JsonBodyAttributes, RequestInfo};
+use tower_failover_balance::{Attributes, JsonBodyAttributes};
 use tower_failover_core::replay::ReplayBody;
+use tower_failover_core::request::RequestInfo;
+
+fn read(body: &[u8]) -> RequestInfo {
+    RequestInfo::parse(Bytes::copy_from_slice(body))
+}
 
 fn value() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
@@ -46,19 +52,21 @@ proptest! {
             };
         }
         let text = Value::Object(body.clone()).to_string();
-        let info = RequestInfo::from_json(text.as_bytes()).expect("a JSON object is read");
-        prop_assert_eq!(info.model.as_deref(), body.get("model").and_then(Value::as_str));
+        let info = read(text.as_bytes());
+        prop_assert!(info.is_object(), "a JSON object is read");
+        prop_assert_eq!(info.model(), body.get("model").and_then(Value::as_str));
         let listed = |k: &str| body.get(k).and_then(Value::as_array).is_some_and(|a| !a.is_empty());
-        prop_assert_eq!(info.tools, listed("tools") || listed("functions"));
+        prop_assert_eq!(info.tools(), listed("tools") || listed("functions"));
         let req = Request::new(ReplayBody::from(text));
         let attrs = JsonBodyAttributes::default().attributes(&req);
-        prop_assert_eq!(attrs.model.as_deref(), info.model.as_deref());
+        prop_assert_eq!(attrs.model.as_deref(), info.model());
+        prop_assert_eq!(attrs.tools, info.tools());
     }
 
     /// Any bytes: `None` or an answer, never a panic.
     #[test]
     fn any_bytes_are_read_without_panic(body in prop::collection::vec(any::<u8>(), 0..64)) {
-        let _ = RequestInfo::from_json(&body);
+        let _ = read(&body).model();
         let req = Request::new(ReplayBody::from(body));
         let _ = JsonBodyAttributes::default().attributes(&req);
     }
@@ -75,11 +83,11 @@ fn request_info_keeps_the_model_when_tools_is_not_a_list() {
         r#"{"model":"nope","tools":{"a":1},"functions":"f"}"#,
         r#"{"tools":7,"model":"nope"}"#,
     ] {
-        let info = RequestInfo::from_json(body.as_bytes()).unwrap();
-        assert_eq!(info.model.as_deref(), Some("nope"), "{body}");
-        assert!(!info.tools);
+        let info = read(body.as_bytes());
+        assert_eq!(info.model(), Some("nope"), "{body}");
+        assert!(!info.tools());
     }
-    let info = RequestInfo::from_json(br#"{"model":7,"tools":[{}]}"#).unwrap();
-    assert_eq!(info.model, None);
-    assert!(info.tools);
+    let info = read(br#"{"model":7,"tools":[{}]}"#);
+    assert_eq!(info.model(), None);
+    assert!(info.tools());
 }

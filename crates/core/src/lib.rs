@@ -17,6 +17,8 @@
 //!   [`tower::BoxError`], found anywhere in a chain with [`error::find`], and turned
 //!   into HTTP responses by [`error_response`].
 //! - [`replay`]: buffer a request body once and clone the request per attempt.
+//! - [`request`]: what a request asks for (model, stream, tools, completion limit,
+//!   size), read once from the buffered body and shared by every layer.
 //! - [`observe`]: the per-provider layer that records outcomes, load, time to first
 //!   byte and rate-limit windows into the provider's [`Health`].
 //! - [`Health`] and [`Registry`]: the per-(provider, model) health handle that layers
@@ -78,6 +80,7 @@ pub mod price;
 mod ratelimit;
 mod registry;
 pub mod replay;
+pub mod request;
 mod response;
 pub mod rng;
 mod snapshot;

@@ -33,6 +33,7 @@ use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -44,20 +45,66 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::error::BodyTooLarge;
+use crate::request::RequestInfo;
 
 /// A fully buffered request or response body that can be cloned cheaply (the bytes are
 /// reference counted) and sent again.
 ///
+/// A request body also carries what the request asks for, its [`RequestInfo`], read
+/// from the bytes the first time a layer asks ([`info`](ReplayBody::info)) and kept
+/// for every later reader. Bodies made by [`ReplayLayer`] share it between all their
+/// clones (one parse per request, however many attempts); bodies made with
+/// [`new`](ReplayBody::new) keep it per copy (clones made after the first read share
+/// the result).
+///
 /// Clone it before sending: a body that has been polled to its end is empty.
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default)]
 pub struct ReplayBody {
     data: Bytes,
+    info: InfoCell,
 }
+
+/// Where a body keeps its parsed [`RequestInfo`] (small: a body is moved and copied
+/// often, so the information itself lives behind a pointer).
+#[derive(Clone)]
+enum InfoCell {
+    /// Per copy: a clone takes the result if it was already read.
+    Local(OnceLock<Arc<RequestInfo>>),
+    /// Shared by every clone of the body.
+    Shared(Arc<OnceLock<RequestInfo>>),
+}
+
+impl Default for InfoCell {
+    fn default() -> Self {
+        InfoCell::Local(OnceLock::new())
+    }
+}
+
+impl PartialEq for ReplayBody {
+    fn eq(&self, other: &Self) -> bool {
+        self.data == other.data
+    }
+}
+
+impl Eq for ReplayBody {}
 
 impl ReplayBody {
     /// A body holding `data`.
     pub fn new(data: impl Into<Bytes>) -> Self {
-        ReplayBody { data: data.into() }
+        ReplayBody {
+            data: data.into(),
+            info: InfoCell::default(),
+        }
+    }
+
+    /// A body holding `data` whose [`RequestInfo`] is shared by all its clones
+    /// (read at most once for all of them; one allocation). What [`ReplayLayer`]
+    /// makes.
+    pub fn shared(data: impl Into<Bytes>) -> Self {
+        ReplayBody {
+            data: data.into(),
+            info: InfoCell::Shared(Arc::default()),
+        }
     }
 
     /// An empty body.
@@ -74,6 +121,25 @@ impl ReplayBody {
     pub fn into_bytes(self) -> Bytes {
         self.data
     }
+
+    /// What the request asks for, read from the body the first time it is asked
+    /// (see [`request`](crate::request)). Ask before the body is sent: a body
+    /// polled to its end has no bytes left to read.
+    pub fn info(&self) -> &RequestInfo {
+        let parse = || RequestInfo::parse(self.data.clone());
+        match &self.info {
+            InfoCell::Local(cell) => cell.get_or_init(|| Arc::new(parse())),
+            InfoCell::Shared(cell) => cell.get_or_init(parse),
+        }
+    }
+
+    /// The [`RequestInfo`] if a layer has read it already.
+    pub fn info_if_read(&self) -> Option<&RequestInfo> {
+        match &self.info {
+            InfoCell::Local(cell) => cell.get().map(|i| &**i),
+            InfoCell::Shared(cell) => cell.get(),
+        }
+    }
 }
 
 impl fmt::Debug for ReplayBody {
@@ -87,27 +153,25 @@ impl fmt::Debug for ReplayBody {
 
 impl From<Bytes> for ReplayBody {
     fn from(data: Bytes) -> Self {
-        ReplayBody { data }
+        ReplayBody::new(data)
     }
 }
 
 impl From<String> for ReplayBody {
     fn from(s: String) -> Self {
-        ReplayBody { data: s.into() }
+        ReplayBody::new(s)
     }
 }
 
 impl From<Vec<u8>> for ReplayBody {
     fn from(v: Vec<u8>) -> Self {
-        ReplayBody { data: v.into() }
+        ReplayBody::new(v)
     }
 }
 
 impl From<&'static str> for ReplayBody {
     fn from(s: &'static str) -> Self {
-        ReplayBody {
-            data: Bytes::from_static(s.as_bytes()),
-        }
+        ReplayBody::new(Bytes::from_static(s.as_bytes()))
     }
 }
 
@@ -372,7 +436,7 @@ where
                                     "replay future polled after completion".into()
                                 ));
                             };
-                            let req = Request::from_parts(parts, ReplayBody::new(bytes));
+                            let req = Request::from_parts(parts, ReplayBody::shared(bytes));
                             let fut = svc.call(req);
                             this.state.set(State::Calling { fut });
                         }
@@ -470,6 +534,43 @@ mod tests {
         let req = Request::post("/").body(stream).unwrap();
         let err = svc.oneshot(req).await.unwrap_err();
         assert_eq!(err.to_string(), "client went away");
+    }
+
+    #[tokio::test]
+    async fn the_request_is_parsed_once_for_every_copy() {
+        let svc = ReplayLayer::new(1024).layer(service_fn(|req: Request<ReplayBody>| async move {
+            // Two attempts' copies, made before anyone read the body.
+            let a = clone_request(&req);
+            let b = clone_request(&req);
+            let before = crate::request::parses_on_this_thread();
+            assert_eq!(a.body().info().model(), Some("m"));
+            assert_eq!(b.body().info().max_tokens(), Some(9));
+            assert!(std::ptr::eq(a.body().info(), req.body().info()));
+            assert_eq!(crate::request::parses_on_this_thread() - before, 1);
+            Ok::<_, BoxError>(())
+        }));
+        let req = Request::post("/")
+            .body(Full::new(Bytes::from_static(
+                br#"{"model":"m","max_tokens":9}"#,
+            )))
+            .unwrap();
+        svc.oneshot(req).await.unwrap();
+
+        // A body made with `new` keeps the result per copy: copies made after the
+        // first read share it.
+        let body = ReplayBody::new(Bytes::from_static(br#"{"model":"m"}"#));
+        assert!(body.info_if_read().is_none());
+        assert_eq!(body.info().model(), Some("m"));
+        let before = crate::request::parses_on_this_thread();
+        assert_eq!(body.clone().info().model(), Some("m"));
+        assert_eq!(crate::request::parses_on_this_thread(), before);
+        assert!(std::mem::size_of::<ReplayBody>() <= 56);
+        // The information outlives sending the bytes.
+        let mut sent = body.clone();
+        let _ = std::pin::Pin::new(&mut sent)
+            .poll_frame(&mut Context::from_waker(std::task::Waker::noop()));
+        assert!(sent.bytes().is_empty());
+        assert_eq!(sent.info().model(), Some("m"));
     }
 
     #[test]

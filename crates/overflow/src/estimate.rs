@@ -53,10 +53,12 @@ where
 
 /// The default estimator: request body bytes divided by `bytes_per_token`, plus the
 /// completion limit the JSON body asks for (`max_tokens`, `max_completion_tokens` or
-/// `max_output_tokens`), or `default_completion` when it names none.
+/// `max_output_tokens` at its top level), or `default_completion` when it names none.
 ///
-/// The body is inspected when it is a [`ReplayBody`] (buffered); other bodies are
-/// sized by their exact [`size_hint`](http_body::Body::size_hint), if they have one.
+/// The body is inspected when it is a [`ReplayBody`] (buffered), through its
+/// [`RequestInfo`](tower_failover_core::request::RequestInfo) (parsed once for every
+/// layer); other bodies are sized by their exact
+/// [`size_hint`](http_body::Body::size_hint), if they have one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BodyEstimator {
     bytes_per_token: u64,
@@ -91,9 +93,10 @@ impl<B: Body + 'static> EstimateTokens<B> for BodyEstimator {
         let body: &dyn Any = req.body();
         match body.downcast_ref::<ReplayBody>() {
             Some(replay) => {
-                let bytes = replay.bytes();
-                let prompt = estimate_tokens(bytes.len() as u64, self.bytes_per_token);
-                prompt.saturating_add(completion_limit(bytes).unwrap_or(self.default_completion))
+                // The body's request information: parsed once for every layer.
+                let info = replay.info();
+                let prompt = estimate_tokens(info.len() as u64, self.bytes_per_token);
+                prompt.saturating_add(info.max_tokens().unwrap_or(self.default_completion))
             }
             None => {
                 let len = req.body().size_hint().exact().unwrap_or(0);
@@ -103,62 +106,11 @@ impl<B: Body + 'static> EstimateTokens<B> for BodyEstimator {
     }
 }
 
-/// The first completion limit a JSON body names, found by a byte scan (no parse).
-pub(crate) fn completion_limit(json: &[u8]) -> Option<u64> {
-    const KEYS: [&[u8]; 3] = [
-        b"\"max_tokens\"",
-        b"\"max_completion_tokens\"",
-        b"\"max_output_tokens\"",
-    ];
-    KEYS.iter().find_map(|key| number_after(json, key))
-}
-
-fn number_after(json: &[u8], key: &[u8]) -> Option<u64> {
-    let at = json.windows(key.len()).position(|w| w == key)? + key.len();
-    let rest = &json[at..];
-    let rest = skip_ws(rest).strip_prefix(b":")?;
-    let rest = skip_ws(rest);
-    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-    if digits == 0 || digits > 12 {
-        return None;
-    }
-    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
-}
-
-fn skip_ws(s: &[u8]) -> &[u8] {
-    let n = s
-        .iter()
-        .take_while(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
-        .count();
-    &s[n..]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use bytes::Bytes;
     use http_body_util::Full;
-
-    #[test]
-    fn finds_completion_limits() {
-        let cases: &[(&str, Option<u64>)] = &[
-            (r#"{"max_tokens":256}"#, Some(256)),
-            (r#"{"max_tokens" :  12 , "x":1}"#, Some(12)),
-            ("{\"max_tokens\":\n7}", Some(7)),
-            (r#"{"max_completion_tokens":99}"#, Some(99)),
-            (r#"{"generationConfig":{"max_output_tokens":5}}"#, Some(5)),
-            (r#"{"max_tokens":null}"#, None),
-            (r#"{"max_tokens":-3}"#, None),
-            (r#"{"max_tokens":"12"}"#, None),
-            (r#"{"max_tokens":99999999999999999}"#, None),
-            (r#"{"messages":[]}"#, None),
-            ("", None),
-            (r#""max_tokens""#, None),
-        ];
-        for (json, want) in cases {
-            assert_eq!(completion_limit(json.as_bytes()), *want, "{json}");
-        }
-    }
 
     #[test]
     fn estimates_replay_and_other_bodies() {
@@ -169,5 +121,14 @@ mod tests {
         assert_eq!(e.estimate(&req), 3 + 10);
         let e = e.bytes_per_token(0);
         assert_eq!(e.estimate(&Request::new(ReplayBody::from("abc"))), 3 + 10);
+        // The completion limit comes from the body's request information.
+        let body = r#"{"max_completion_tokens":90}"#;
+        let req = Request::new(ReplayBody::from(body));
+        let e = BodyEstimator::default();
+        assert_eq!(e.estimate(&req), 7 + 90);
+        assert_eq!(
+            req.body().info_if_read().and_then(|i| i.max_tokens()),
+            Some(90)
+        );
     }
 }

@@ -31,6 +31,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use criterion::Criterion;
 use serde_json::{Value, json};
+use tower_failover_core::replay::ReplayBody;
 use tower_failover_core::sse::{SseError, SseEvent, SseLimits, SseParser};
 use tower_failover_provider::ModelMap;
 use tower_failover_provider::translate::anthropic::{
@@ -215,10 +216,9 @@ fn cases() -> Vec<Case> {
                 move || round_trip(black_box(&r)).len()
             }),
             subject: Box::new(move || {
-                prepare_request(black_box(req_bytes.clone()), &m2, true)
-                    .unwrap()
-                    .body
-                    .len()
+                // A fresh body each time: the parse is part of the preparation.
+                let body = ReplayBody::from(black_box(req_bytes.clone()));
+                prepare_request(&body, &m2, true).unwrap().body.len()
             }),
         },
     ]

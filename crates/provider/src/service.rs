@@ -1,5 +1,6 @@
 //! The adapter services and what one request goes through.
 
+use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -12,6 +13,7 @@ use http_body::Body;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use tokio::time::Instant;
 use tower_failover_core::error::{BodyTooLarge, find};
+use tower_failover_core::replay::ReplayBody;
 use tower_failover_core::sse::{SseLimits, SseParser};
 use tower_failover_core::{BoxError, Deadline, ErrorHint, Health, ProviderId};
 use tower_service::Service;
@@ -150,7 +152,7 @@ fn prepare(
     shared: &Shared,
     method: &Method,
     path: &str,
-    body: Bytes,
+    body: ReplayBody,
 ) -> Result<Prepared, TranslateError> {
     match shared.kind {
         ProviderKind::OpenAi => {
@@ -159,7 +161,7 @@ fn prepare(
                 Some(r) if r.is_empty() || r.starts_with('/') => r,
                 _ => path,
             };
-            let p = prepare_request(body, &shared.models, shared.stream_usage)?;
+            let p = prepare_request(&body, &shared.models, shared.stream_usage)?;
             let expect_done = p.stream
                 && (rest.trim_end_matches('/').ends_with("/chat/completions")
                     || rest.trim_end_matches('/') == "/completions");
@@ -174,7 +176,7 @@ fn prepare(
         }
         ProviderKind::Anthropic if method == Method::POST && is_chat_path(path) => {
             let t = request_to_anthropic(
-                &body,
+                body.bytes(),
                 &RequestOptions {
                     models: &shared.models,
                     default_max_tokens: shared.default_max_tokens,
@@ -202,7 +204,7 @@ fn prepare(
                 // Not parsed: the longer, non-streamed deadline.
                 stream: false,
                 path: format!("{}{rest}", shared.base.path),
-                body,
+                body: body.into_bytes(),
                 requested_model: None,
                 model: None,
             })
@@ -291,16 +293,25 @@ where
 {
     let request_deadline = Deadline::of(&req).map(|d| d.0);
     let (parts, body) = req.into_parts();
-    let body = match Limited::new(body, shared.max_request_bytes).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) if find::<LengthLimitError>(&*e).is_some() => {
-            return Ok(local_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "invalid_request_error",
-                &BodyTooLarge::new(shared.max_request_bytes as u64).to_string(),
-            ));
+    let too_large = || {
+        local_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            &BodyTooLarge::new(shared.max_request_bytes as u64).to_string(),
+        )
+    };
+    // A replayable body is already buffered, and may already be parsed: its bytes
+    // (and request information) are taken as they are. Other bodies are read here.
+    let body = match take_replay(body) {
+        Ok(replay) if replay.bytes().len() > shared.max_request_bytes => {
+            return Ok(too_large());
         }
-        Err(e) => return Err(e),
+        Ok(replay) => replay,
+        Err(body) => match Limited::new(body, shared.max_request_bytes).collect().await {
+            Ok(c) => ReplayBody::new(c.to_bytes()),
+            Err(e) if find::<LengthLimitError>(&*e).is_some() => return Ok(too_large()),
+            Err(e) => return Err(e),
+        },
     };
 
     let prepared = match prepare(&shared, &parts.method, parts.uri.path(), body) {
@@ -469,6 +480,15 @@ where
     }
     set_full_body(&mut rparts, &body, translate);
     Ok(Response::from_parts(rparts, ResponseBody::full(body)))
+}
+
+/// The body itself when it is a [`ReplayBody`] (no copy), else the body back.
+fn take_replay<B: 'static>(mut body: B) -> Result<ReplayBody, B> {
+    let any: &mut dyn Any = &mut body;
+    match any.downcast_mut::<ReplayBody>() {
+        Some(replay) => Ok(std::mem::take(replay)),
+        None => Err(body),
+    }
 }
 
 macro_rules! adapter {

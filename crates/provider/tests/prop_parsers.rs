@@ -10,10 +10,10 @@
 //! output however the bytes are split (empty chunks included), and text survives
 //! translation.
 
-use bytes::Bytes;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use serde_json::{Map, Value, json};
+use tower_failover_core::replay::ReplayBody;
 use tower_failover_provider::ModelMap;
 use tower_failover_provider::translate::anthropic::{
     RequestOptions, StreamTranslator, request_to_anthropic, response_to_openai,
@@ -429,7 +429,7 @@ proptest! {
         req["model"] = model;
         req["stream"] = json!(stream);
         let models = ModelMap::from_iter([("a", "gpt-4o"), ("b", "we\"ird\\名")]);
-        let Ok(out) = prepare_request(Bytes::from(req.to_string()), &models, stream_usage) else {
+        let Ok(out) = prepare_request(&ReplayBody::from(req.to_string()), &models, stream_usage) else {
             prop_assert!(!req["model"].is_string());
             return Ok(());
         };
@@ -454,7 +454,7 @@ proptest! {
     #[test]
     fn prepare_request_never_panics(body in prop::collection::vec(any::<u8>(), 0..64)) {
         let models = ModelMap::from_iter([("a", "gpt-4o")]);
-        if let Ok(out) = prepare_request(Bytes::from(body), &models, true) {
+        if let Ok(out) = prepare_request(&ReplayBody::from(body), &models, true) {
             prop_assert!(std::str::from_utf8(&out.body).is_ok());
         }
     }
@@ -491,7 +491,7 @@ fn prepare_request_refuses_a_body_that_is_not_utf8() {
         b"{\"\\ud7A00model\":\"\xa1\",\"stream\":true,\"messa}ges\":[]}",
         b"{\"model\":\"gpt-4o\",\"x\":\"\xff\xfe\"}",
     ] {
-        let err = prepare_request(Bytes::copy_from_slice(body), &models, true).unwrap_err();
+        let err = prepare_request(&ReplayBody::from(body.to_vec()), &models, true).unwrap_err();
         assert!(err.to_string().contains("UTF-8"), "{err}");
     }
 }
@@ -504,7 +504,7 @@ fn prepare_request_refuses_a_body_that_is_not_utf8() {
 fn prepare_request_never_duplicates_stream_options() {
     let models = ModelMap::default();
     let body = r#"{"model":"m","stream":true,"stream_options":null,"messages":[]}"#;
-    let out = prepare_request(Bytes::from_static(body.as_bytes()), &models, true).unwrap();
+    let out = prepare_request(&ReplayBody::from(body), &models, true).unwrap();
     let text = std::str::from_utf8(&out.body).unwrap();
     assert_eq!(text.matches("stream_options").count(), 1, "{text}");
 }

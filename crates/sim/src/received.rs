@@ -2,14 +2,16 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 
+use bytes::Bytes;
 use http::{HeaderMap, Method, Uri};
 
 /// How many requests a sim remembers (the oldest are forgotten first).
 pub(crate) const KEPT: usize = 64;
 
-/// One request as a sim received it: method, target and headers (not the body).
+/// One request as a sim received it: method, target, headers and, once the sim has
+/// read it, the body.
 ///
 /// Admin requests (`/_sim/…`) are not recorded. `Debug` shows header names only:
 /// a request's headers may carry credentials.
@@ -22,9 +24,17 @@ pub struct Received {
     pub uri: Uri,
     /// Every header the request carried.
     pub headers: HeaderMap,
+    /// The body, set when the sim has read it.
+    pub(crate) body: Arc<OnceLock<Bytes>>,
 }
 
 impl Received {
+    /// The request body exactly as it arrived, once the sim has read it (`None` for
+    /// a request answered before its body was read, by an outage fault).
+    pub fn body(&self) -> Option<&Bytes> {
+        self.body.get()
+    }
+
     /// The first value of header `name`, if it is text.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
@@ -76,6 +86,7 @@ mod tests {
                 method: Method::POST,
                 uri: format!("/v1/chat/completions?n={i}").parse().unwrap(),
                 headers: HeaderMap::new(),
+                body: Arc::default(),
             });
         }
         let kept = log.snapshot();

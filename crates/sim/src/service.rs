@@ -290,10 +290,12 @@ pub(crate) async fn handle(
     }
     let counters = &shared.counters;
     CounterSet::inc(&counters.received);
+    let received_body = Arc::new(std::sync::OnceLock::new());
     shared.received.push(Received {
         method: req.method().clone(),
         uri: req.uri().clone(),
         headers: req.headers().clone(),
+        body: received_body.clone(),
     });
     let flavor = shared.cfg.flavor;
     let route = route(flavor, req.method(), req.uri().path());
@@ -355,6 +357,7 @@ pub(crate) async fn handle(
         }
         Err(_) => return ctx.error(400, Some("could not read the request body")),
     };
+    let _ = received_body.set(bytes.clone());
 
     if let Some(key) = &shared.cfg.api_key {
         let given = given_key(flavor, &parts.headers);

@@ -8,10 +8,10 @@
 //! 1. Its model is read once, from the `x-failover-model` header or else the
 //!    buffered JSON body (`"model"`), together with whether it defines tools and an
 //!    estimate of its prompt's size (see
-//!    [`tower_failover_balance::JsonBodyAttributes`]). What was
-//!    read is left on the request as a
-//!    [`tower_failover_balance::RequestInfo`] extension, so the routers
-//!    below do not parse the body again.
+//!    [`tower_failover_balance::JsonBodyAttributes`]; the body is parsed once, into
+//!    the [`RequestInfo`](tower_failover_core::request::RequestInfo) its buffer
+//!    keeps for every layer). What the routers below need is left on the request
+//!    as a [`tower_failover_balance::RouteInfo`] extension.
 //! 2. A model that no entry answers to fails at once with [`ModelNotFound`] (an HTTP
 //!    gateway answers `404 model_not_found`; no provider is called).
 //! 3. The group's router (the configured [`Routing`](crate::Routing), over the
@@ -28,7 +28,7 @@
 //!
 //! Tools and context windows filter candidates under the `balance` and `fallback`
 //! routers (and custom routers that read the
-//! [`tower_failover_balance::RequestInfo`] extension); the `overflow`
+//! [`tower_failover_balance::RouteInfo`] extension); the `overflow`
 //! router does not filter.
 //!
 //! A request that names no model goes to the [default
@@ -42,7 +42,7 @@ use std::task::{Context, Poll};
 
 use http::{Request, Response};
 use tower::BoxError;
-use tower_failover_balance::{Attributes, JsonBodyAttributes, RequestInfo};
+use tower_failover_balance::{Attributes, JsonBodyAttributes, RouteInfo};
 use tower_failover_core::error::{AllProvidersFailed, Attempt};
 use tower_failover_core::metrics;
 use tower_failover_core::replay::{ReplayBody, clone_request};
@@ -189,7 +189,7 @@ impl Service<Request<ReplayBody>> for ModelRouter {
         // One look at the request (the header, else the buffered body).
         let attrs = self.attributes.attributes(&req);
         let model = attrs.model.as_deref().map(str::to_owned);
-        let info = RequestInfo {
+        let info = RouteInfo {
             // The group is chosen here: the routers below must not filter by model.
             model: None,
             tier: attrs.tier.map(std::borrow::Cow::into_owned),

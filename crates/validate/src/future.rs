@@ -15,6 +15,7 @@ use http_body::{Body, Frame};
 use pin_project_lite::pin_project;
 use tower_failover_core::BoxError;
 use tower_failover_core::error::{BodyTooLarge, Invalid};
+use tower_failover_core::replay::ReplayBody;
 use tower_failover_core::{LateVerdict, RejectKind};
 
 use crate::body::ValidatedBody;
@@ -34,7 +35,7 @@ pin_project! {
         shared: Arc<Shared>,
         // The request's body, when the service could see it (for
         // `Output::request_sets_max_tokens`).
-        request: Option<Bytes>,
+        request: Option<ReplayBody>,
     }
 }
 
@@ -132,7 +133,7 @@ fn declared_len(headers: &HeaderMap) -> Option<u64> {
 }
 
 impl<F, B> ResponseFuture<F, B> {
-    pub(crate) fn new(fut: F, shared: Arc<Shared>, request: Option<Bytes>) -> Self {
+    pub(crate) fn new(fut: F, shared: Arc<Shared>, request: Option<ReplayBody>) -> Self {
         ResponseFuture {
             state: State::Calling { fut },
             shared,

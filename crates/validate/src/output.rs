@@ -6,6 +6,7 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::Value;
+use tower_failover_core::replay::ReplayBody;
 use tower_failover_core::sse::SseEvent;
 
 /// The wire format of a response body: core's one [`Wire`] enum.
@@ -30,7 +31,7 @@ pub struct Output<'a> {
     pub(crate) stream: bool,
     /// The request's body, when the layer could see it (a
     /// [`ReplayBody`](tower_failover_core::replay::ReplayBody) request).
-    pub(crate) request: Option<&'a Bytes>,
+    pub(crate) request: Option<&'a ReplayBody>,
 }
 
 impl<'a> Output<'a> {
@@ -137,10 +138,12 @@ impl<'a> Output<'a> {
     /// Known when the request body is a
     /// [`ReplayBody`](tower_failover_core::replay::ReplayBody) (what the
     /// tower-failover stack sends each provider); for other bodies the layer cannot
-    /// see the request and this is `false`. The body is read only when this is
-    /// called, so the check costs nothing on answers that were not cut.
+    /// see the request and this is `false`. The body's
+    /// [`RequestInfo`](tower_failover_core::request::RequestInfo) is read only when
+    /// this is called (and only once for every layer), so the check costs nothing on
+    /// answers that were not cut.
     pub fn request_sets_max_tokens(&self) -> bool {
-        self.request.is_some_and(|b| sets_max_tokens(b))
+        self.request.is_some_and(|b| b.info().sets_max_tokens())
     }
 }
 
@@ -523,29 +526,6 @@ struct StartMessage<'a> {
     content: Option<Vec<Block<'a>>>,
     #[serde(borrow, default)]
     stop_reason: Option<Cow<'a, str>>,
-}
-
-/// Whether a JSON request body names a completion limit at its top level.
-pub(crate) fn sets_max_tokens(body: &[u8]) -> bool {
-    #[derive(Deserialize)]
-    struct Limits {
-        #[serde(default)]
-        max_tokens: Option<serde::de::IgnoredAny>,
-        #[serde(default)]
-        max_completion_tokens: Option<serde::de::IgnoredAny>,
-        #[serde(default)]
-        max_output_tokens: Option<serde::de::IgnoredAny>,
-    }
-    const NEEDLE: &[u8] = b"max_";
-    // Cheap refusals first: an object, that mentions a limit at all.
-    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{')
-        || !body.windows(NEEDLE.len()).any(|w| w == NEEDLE)
-    {
-        return false;
-    }
-    serde_json::from_slice::<Limits>(body).is_ok_and(|l| {
-        l.max_tokens.is_some() || l.max_completion_tokens.is_some() || l.max_output_tokens.is_some()
-    })
 }
 
 #[cfg(test)]

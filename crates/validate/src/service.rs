@@ -83,11 +83,12 @@ where
     }
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
-        // A replayable request's bytes are a reference-counted handle: keeping one
-        // lets a validator ask whether the caller set `max_tokens`, at no cost
-        // unless it does.
+        // A replayable request is a reference-counted handle on its bytes and its
+        // parsed request information: keeping one lets a validator ask whether the
+        // caller set `max_tokens`, at no cost unless it does (and without a second
+        // parse when another layer has read it).
         let body: &dyn Any = req.body();
-        let request = body.downcast_ref::<ReplayBody>().map(|b| b.bytes().clone());
+        let request = body.downcast_ref::<ReplayBody>().cloned();
         ResponseFuture::new(self.inner.call(req), self.shared.clone(), request)
     }
 }

@@ -1,7 +1,7 @@
 //! Following a stream: the SSE parser plus what its events say so far.
 
-use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
+use tower_failover_core::replay::ReplayBody;
 use tower_failover_core::sse::{SseError, SseParser};
 
 use crate::output::{Facts, Output};
@@ -19,11 +19,11 @@ pub(crate) struct Tracker {
     /// Whether the validators have already seen the complete stream.
     pub(crate) judged_complete: bool,
     /// The request's body, if the layer could see it.
-    pub(crate) request: Option<Bytes>,
+    pub(crate) request: Option<ReplayBody>,
 }
 
 impl Tracker {
-    pub(crate) fn new(shared: &Shared, status: StatusCode, request: Option<Bytes>) -> Self {
+    pub(crate) fn new(shared: &Shared, status: StatusCode, request: Option<ReplayBody>) -> Self {
         Tracker {
             parser: SseParser::with_limits(shared.sse),
             facts: Facts::new(shared.wire, shared.max_body),

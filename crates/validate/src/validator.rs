@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use tower_failover_core::RejectKind;
 use tower_failover_core::error::Invalid;
+use tower_failover_core::replay::ReplayBody;
 
 use crate::output::{Facts, Output, Wire};
 
@@ -228,7 +229,7 @@ pub(crate) fn check_buffered<V: Validator + ?Sized>(
     body: &Bytes,
     wire: Option<Wire>,
     cap: usize,
-    request: Option<&Bytes>,
+    request: Option<&ReplayBody>,
 ) -> Verdict {
     let (facts, json) = Facts::from_body(body, wire, cap);
     let out = Output {

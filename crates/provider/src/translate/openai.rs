@@ -7,11 +7,11 @@
 
 use bytes::Bytes;
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use tower_failover_core::RejectKind;
 use tower_failover_core::error::Invalid;
+use tower_failover_core::replay::ReplayBody;
+use tower_failover_core::request::Shape;
 
-use super::str::Str;
 use crate::config::ModelMap;
 use crate::error::TranslateError;
 
@@ -28,39 +28,29 @@ pub struct PreparedRequest {
     pub stream: bool,
 }
 
-#[derive(Deserialize)]
-struct Peek<'a> {
-    #[serde(borrow, default)]
-    model: Option<&'a RawValue>,
-    #[serde(default)]
-    stream: Option<bool>,
-    /// Whether the key is there at all (`null` included: adding a second
-    /// `stream_options` key would make the body's meaning depend on the parser).
-    #[serde(default, deserialize_with = "present")]
-    stream_options: bool,
-}
-
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
-    serde::de::IgnoredAny::deserialize(d).map(|_| true)
-}
-
 const INCLUDE_USAGE: &[u8] = br#""stream_options":{"include_usage":true},"#;
 
 /// Maps the model name and, for a stream without `stream_options` when
 /// `stream_usage` is on, asks for usage in the final chunk.
 ///
+/// Reads the body's [`RequestInfo`](tower_failover_core::request::RequestInfo) (parsed
+/// once for every layer that asks; where the model name sits, whether a stream is
+/// asked for): a body that needs neither edit is sent as the very same bytes, with
+/// no copy.
+///
 /// An empty body passes as it is. A body that is not a JSON object (an array, a
-/// string, a number, `null`, bytes that are not UTF-8) is refused with a [`TranslateError`], which the adapter
-/// answers with a `400`.
+/// string, a number, `null`, bytes that are not UTF-8), or whose `model` is not a
+/// string or `stream` not a boolean, is refused with a [`TranslateError`], which the
+/// adapter answers with a `400`.
 ///
 /// ```
-/// use bytes::Bytes;
+/// use tower_failover_core::replay::ReplayBody;
 /// use tower_failover_provider::ModelMap;
 /// use tower_failover_provider::translate::openai::prepare_request;
 ///
 /// let models = ModelMap::from_iter([("smart", "gpt-4o")]);
-/// let body = Bytes::from_static(br#"{"model":"smart","stream":true,"messages":[]}"#);
-/// let out = prepare_request(body, &models, true).unwrap();
+/// let body = ReplayBody::from(r#"{"model":"smart","stream":true,"messages":[]}"#);
+/// let out = prepare_request(&body, &models, true).unwrap();
 /// assert_eq!(
 ///     out.body,
 ///     r#"{"stream_options":{"include_usage":true},"model":"gpt-4o","stream":true,"messages":[]}"#
@@ -68,71 +58,75 @@ const INCLUDE_USAGE: &[u8] = br#""stream_options":{"include_usage":true},"#;
 /// assert_eq!(out.model.as_deref(), Some("gpt-4o"));
 /// ```
 pub fn prepare_request(
-    body: Bytes,
+    body: &ReplayBody,
     models: &ModelMap,
     stream_usage: bool,
 ) -> Result<PreparedRequest, TranslateError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(PreparedRequest {
-            body,
-            requested_model: None,
-            model: None,
-            stream: false,
-        });
+    let info = body.info();
+    let bytes = info.body();
+    match info.shape() {
+        Shape::Empty => {
+            return Ok(PreparedRequest {
+                body: bytes.clone(),
+                requested_model: None,
+                model: None,
+                stream: false,
+            });
+        }
+        Shape::Invalid => {
+            let why = info
+                .problem()
+                .unwrap_or("request body is not a JSON object");
+            return Err(TranslateError::new(why));
+        }
+        Shape::Object => {}
     }
-    super::require_object(&body)?;
-    // JSON is UTF-8, and serde skips the fields it ignores without checking them:
-    // without this, bytes a provider can only refuse would be forwarded.
-    if std::str::from_utf8(&body).is_err() {
-        return Err(TranslateError::new("request body is not UTF-8"));
+    if info.model_is_odd() {
+        return Err(TranslateError::new("`model` must be a string"));
     }
-    let peek: Peek<'_> = serde_json::from_slice(&body)
-        .map_err(|e| TranslateError::new(format!("request body is not a JSON object: {e}")))?;
-    let stream = peek.stream.unwrap_or(false);
-    let inject = stream && stream_usage && !peek.stream_options;
+    if info.stream_is_odd() {
+        return Err(TranslateError::new("`stream` must be a boolean"));
+    }
+    let stream = info.stream();
+    let inject = stream && stream_usage && !info.has_stream_options();
 
     let mut requested_model = None;
     let mut model = None;
     let mut splice = None;
-    if let Some(raw) = peek.model {
-        let name: Str<'_> = serde_json::from_str(raw.get())
-            .map_err(|_| TranslateError::new("`model` must be a string"))?;
-        let mapped = models.map(&name);
-        if mapped != &*name {
-            // The raw value points into `body`: its offset is where to splice.
-            let start = raw.get().as_ptr() as usize - body.as_ptr() as usize;
-            let end = start + raw.get().len();
+    if let (Some(name), Some(span)) = (info.model(), info.model_span()) {
+        let mapped = models.map(name);
+        if mapped != name {
             let quoted =
                 serde_json::to_string(mapped).map_err(|e| TranslateError::new(e.to_string()))?;
-            splice = Some((start, end, quoted));
+            splice = Some((span, quoted));
         }
         model = Some(mapped.to_string());
-        requested_model = Some(name.0.into_owned());
+        requested_model = Some(name.to_owned());
     }
     if splice.is_none() && !inject {
         return Ok(PreparedRequest {
-            body,
+            body: bytes.clone(),
             requested_model,
             model,
             stream,
         });
     }
-    let mut out = Vec::with_capacity(body.len() + INCLUDE_USAGE.len() + 32);
+    let mut out = Vec::with_capacity(bytes.len() + INCLUDE_USAGE.len() + 32);
     let mut from = 0;
     if inject {
-        // The first non-blank byte is the object's `{` (the parse above proved it),
-        // and a stream request has at least one member after it.
-        let brace = body.iter().position(|b| *b == b'{').unwrap_or(0);
-        out.extend_from_slice(&body[..=brace]);
+        // The first non-blank byte is the object's `{` (the parse proved it), and a
+        // stream request has at least one member after it.
+        let brace = bytes.iter().position(|b| *b == b'{').unwrap_or(0);
+        out.extend_from_slice(&bytes[..=brace]);
         out.extend_from_slice(INCLUDE_USAGE);
         from = brace + 1;
     }
-    if let Some((start, end, quoted)) = splice {
-        out.extend_from_slice(&body[from..start]);
+    if let Some((span, quoted)) = splice {
+        out.extend_from_slice(&bytes[from..span.start]);
         out.extend_from_slice(quoted.as_bytes());
-        from = end;
+        from = span.end;
     }
-    out.extend_from_slice(&body[from..]);
+    out.extend_from_slice(&bytes[from..]);
     Ok(PreparedRequest {
         body: out.into(),
         requested_model,
@@ -196,7 +190,7 @@ mod tests {
     use super::*;
 
     fn prep(body: &'static str, models: &ModelMap, usage: bool) -> PreparedRequest {
-        prepare_request(Bytes::from_static(body.as_bytes()), models, usage).unwrap()
+        prepare_request(&ReplayBody::from(body), models, usage).unwrap()
     }
 
     #[test]
@@ -206,6 +200,16 @@ mod tests {
         assert_eq!(out.body, body);
         assert_eq!(out.model.as_deref(), Some("gpt-4o"));
         assert!(!out.stream);
+        // The very same buffer: no copy.
+        let replay = ReplayBody::from(Bytes::copy_from_slice(body.as_bytes()));
+        let out = prepare_request(&replay, &ModelMap::new(), true).unwrap();
+        assert_eq!(out.body.as_ptr(), replay.bytes().as_ptr());
+        let out = prepare_request(
+            &ReplayBody::from(r#"{"model":"m","stream":"yes"}"#),
+            &ModelMap::new(),
+            true,
+        );
+        assert!(out.unwrap_err().message().contains("`stream`"));
     }
 
     #[test]
@@ -245,12 +249,12 @@ mod tests {
     fn bad_bodies_are_refused_not_panicked() {
         for body in ["[1,2]", "{\"model\":3}", "{\"model\":\"x\"", "\u{0}", "nul"] {
             assert!(
-                prepare_request(Bytes::from(body), &ModelMap::new(), true).is_err(),
+                prepare_request(&ReplayBody::from(body), &ModelMap::new(), true).is_err(),
                 "{body}"
             );
         }
         assert!(
-            prepare_request(Bytes::new(), &ModelMap::new(), true)
+            prepare_request(&ReplayBody::empty(), &ModelMap::new(), true)
                 .unwrap()
                 .model
                 .is_none()
@@ -269,7 +273,7 @@ mod tests {
             "null",
             "true",
         ] {
-            let err = prepare_request(Bytes::from(body), &models, true).unwrap_err();
+            let err = prepare_request(&ReplayBody::from(body), &models, true).unwrap_err();
             assert!(err.message().contains("JSON object"), "{body}: {err}");
         }
         // An object (even with leading whitespace) still passes.
