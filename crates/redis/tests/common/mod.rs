@@ -39,22 +39,62 @@ macro_rules! require_redis {
     };
 }
 
+/// A loopback port nobody listens on now and that this process has not handed out
+/// before. Tests run in parallel and some stop and restart their server on the same
+/// port; without the second rule a neighbour could be handed that port in the gap and
+/// two servers would race for it.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if given.get_or_insert_with(HashSet::new).insert(port) {
+            return port;
+        }
+    }
+}
+
+/// Whether the server answering on `port` is the process `pid` (its `INFO server`
+/// names its `process_id`). Another process may have held the port when ours tried to
+/// bind it; then ours exited and a bare connect would have reached the other one.
+async fn answered_by(port: u16, pid: u32) -> bool {
+    let ask = async {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).ok()?;
+        let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+        redis::cmd("INFO")
+            .arg("server")
+            .query_async::<String>(&mut conn)
+            .await
+            .ok()
+    };
+    // A guard against a listener that never answers, not a timing assumption: a
+    // wrong or missing answer means "not ours", and the caller tries again.
+    match tokio::time::timeout(Duration::from_secs(30), ask).await {
+        Ok(Some(info)) => info
+            .lines()
+            .any(|l| l.trim() == format!("process_id:{pid}")),
+        _ => false,
+    }
 }
 
 impl RedisServer {
     pub async fn start() -> RedisServer {
-        let mut s = RedisServer {
-            port: free_port(),
-            child: None,
-            tls_args: Vec::new(),
-        };
-        s.restart().await;
-        s
+        for _ in 0..20 {
+            let mut s = RedisServer {
+                port: free_port(),
+                child: None,
+                tls_args: Vec::new(),
+            };
+            if s.try_restart().await {
+                return s;
+            }
+        }
+        panic!("redis-server did not start on any of 20 free ports");
     }
 
     /// Starts a server that speaks only TLS, with the given PEM files and no client
@@ -86,7 +126,7 @@ impl RedisServer {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| format!("redis-server did not start: {e}"))?;
-        for _ in 0..250 {
+        for _ in 0..1500 {
             if let Ok(Some(status)) = child.try_wait() {
                 let mut out = String::new();
                 if let Some(mut o) = child.stdout.take() {
@@ -120,9 +160,20 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
+    /// Starts the server again on the same port (after [`kill`](Self::kill)).
     pub async fn restart(&mut self) {
+        assert!(
+            self.try_restart().await,
+            "redis-server did not start on port {} (another process holds it?)",
+            self.port
+        );
+    }
+
+    /// Starts redis-server on `self.port` and waits until it is the one answering
+    /// there; `false` if it exited (port taken) or never answered.
+    async fn try_restart(&mut self) -> bool {
         assert!(self.tls_args.is_empty(), "restart is for plain servers");
-        let child = Command::new("redis-server")
+        let mut child = Command::new("redis-server")
             .args([
                 "--port",
                 &self.port.to_string(),
@@ -137,17 +188,21 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server starts");
-        self.child = Some(child);
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .is_ok()
-            {
-                return;
+        let pid = child.id();
+        // Generous: a loaded 2-core machine can take seconds to start a process.
+        for _ in 0..1500 {
+            if let Ok(Some(_)) = child.try_wait() {
+                return false;
+            }
+            if answered_by(self.port, pid).await {
+                self.child = Some(child);
+                return true;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        panic!("redis-server did not start on port {}", self.port);
+        let _ = child.kill();
+        let _ = child.wait();
+        false
     }
 
     pub fn kill(&mut self) {
