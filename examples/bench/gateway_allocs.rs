@@ -6,6 +6,7 @@
 //! ```sh
 //! cargo run --release --example gateway_allocs                          # counts, then 1M requests
 //! cargo run --release --example gateway_allocs -- --count 2000 --soak 0 # counts only
+//! cargo run --release --example gateway_allocs -- --soak 300000 --soak-through direct
 //! ```
 //!
 //! Every request goes through the axum [`Router`] in process (`tower::ServiceExt::oneshot`,
@@ -29,6 +30,9 @@
 //! Then `--soak` requests (default 1,000,000, half streamed) go through the gateway
 //! router, 32 at a time, and the process's resident memory (`VmRSS`) and live heap
 //! bytes (the counting allocator's) are printed before, at every tenth, and after.
+//! `--soak-through direct` (or `passthrough`) sends the soak's requests straight to
+//! the simulator (or through the bare axum proxy) instead, to tell the gateway's
+//! growth from the simulator's and the client's.
 
 use std::alloc::System;
 use std::time::Duration;
@@ -128,6 +132,22 @@ fn passthrough(client: HttpClient, url: Uri) -> Router {
         .with_state((client, url))
 }
 
+/// What the soak sends its requests through (`--soak-through`).
+#[derive(Clone)]
+enum Target {
+    Direct(HttpClient, Uri),
+    Router(Router),
+}
+
+impl Target {
+    async fn one(&self, stream: bool) -> bool {
+        match self {
+            Target::Direct(client, url) => direct(client, url, stream).await,
+            Target::Router(router) => through(router, stream).await,
+        }
+    }
+}
+
 fn arg(name: &str, default: u64) -> u64 {
     std::env::args()
         .skip_while(|a| a != name)
@@ -156,10 +176,11 @@ async fn count<F: AsyncFnMut() -> bool>(n: u64, mut one: F) -> (f64, f64, u64) {
     )
 }
 
-/// Live heap bytes: allocated minus freed, reallocations' growth included.
+/// Live heap bytes: allocated minus freed (the counter adds a reallocation's growth
+/// to the allocated bytes and its shrinking to the freed ones already).
 fn live_heap() -> i64 {
     let s = GLOBAL.stats();
-    s.bytes_allocated as i64 - s.bytes_deallocated as i64 + s.bytes_reallocated as i64
+    s.bytes_allocated as i64 - s.bytes_deallocated as i64
 }
 
 /// The process's resident set in KiB, from `/proc/self/status` (Linux only).
@@ -244,8 +265,18 @@ async fn main() {
         );
     }
 
+    let soak_through = std::env::args()
+        .skip_while(|a| a != "--soak-through")
+        .nth(1)
+        .unwrap_or_else(|| "gateway".to_owned());
+    let target = match soak_through.as_str() {
+        "direct" => Target::Direct(http.clone(), url.clone()),
+        "passthrough" => Target::Router(bare.clone()),
+        _ => Target::Router(gw.clone()),
+    };
     let mut memory = Vec::new();
     if soak > 0 {
+        eprintln!("soak through {soak_through}");
         memory.push(memory_line("before", 0));
         const WORKERS: u64 = 32;
         let tenth = (soak / 10).max(1);
@@ -256,11 +287,11 @@ async fn main() {
             let mut tasks = Vec::new();
             for w in 0..WORKERS {
                 let share = step / WORKERS + u64::from(w < step % WORKERS);
-                let router = gw.clone();
+                let target = target.clone();
                 tasks.push(tokio::spawn(async move {
                     let mut failed = 0u64;
                     for i in 0..share {
-                        if !through(&router, i % 2 == 1).await {
+                        if !target.one(i % 2 == 1).await {
                             failed += 1;
                         }
                     }
@@ -275,6 +306,7 @@ async fn main() {
         }
         eprintln!("soak: {done} requests, {failed} failed");
     }
-    let out = serde_json::json!({ "allocations": rows, "memory": memory });
+    let out =
+        serde_json::json!({ "allocations": rows, "soak_through": soak_through, "memory": memory });
     println!("{}", serde_json::to_string_pretty(&out).expect("json"));
 }
