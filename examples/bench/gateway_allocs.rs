@@ -7,6 +7,7 @@
 //! cargo run --release --example gateway_allocs                          # counts, then 1M requests
 //! cargo run --release --example gateway_allocs -- --count 2000 --soak 0 # counts only
 //! cargo run --release --example gateway_allocs -- --soak 300000 --soak-through direct
+//! cargo run --release --example gateway_allocs -- --drop-gateway # only the router kept
 //! ```
 //!
 //! Every request goes through the axum [`Router`] in process (`tower::ServiceExt::oneshot`,
@@ -224,9 +225,12 @@ async fn main() {
         sim.base_url()
     ))
     .expect("a valid gateway configuration");
-    let gw = gateway::build_with(&GatewayConfig::new(config))
-        .expect("the gateway builds")
-        .router;
+    // Keep the `Gateway` alive for the whole run, as `serve_with` does: dropping it
+    // (which `gateway::router` does) ends the task that drains the metric histograms,
+    // and they then grow with every request (`--drop-gateway` shows it).
+    let built = gateway::build_with(&GatewayConfig::new(config)).expect("the gateway builds");
+    let gw = built.router.clone();
+    let _kept = (!std::env::args().any(|a| a == "--drop-gateway")).then_some(built);
     let url: Uri = format!("{}{PATH}", sim.base_url())
         .parse()
         .expect("a valid URI");
