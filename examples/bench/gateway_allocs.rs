@@ -136,14 +136,14 @@ fn passthrough(client: HttpClient, url: Uri) -> Router {
 /// What the soak sends its requests through (`--soak-through`).
 #[derive(Clone)]
 enum Target {
-    Direct(HttpClient, Uri),
+    Direct(Box<(HttpClient, Uri)>),
     Router(Router),
 }
 
 impl Target {
     async fn one(&self, stream: bool) -> bool {
         match self {
-            Target::Direct(client, url) => direct(client, url, stream).await,
+            Target::Direct(to) => direct(&to.0, &to.1, stream).await,
             Target::Router(router) => through(router, stream).await,
         }
     }
@@ -274,7 +274,7 @@ async fn main() {
         .nth(1)
         .unwrap_or_else(|| "gateway".to_owned());
     let target = match soak_through.as_str() {
-        "direct" => Target::Direct(http.clone(), url.clone()),
+        "direct" => Target::Direct(Box::new((http.clone(), url.clone()))),
         "passthrough" => Target::Router(bare.clone()),
         _ => Target::Router(gw.clone()),
     };
