@@ -43,28 +43,12 @@ use tower_failover_sim::{Flavor, Sim};
 
 const BODY: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}]}"#;
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
-fn client() -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(256)
-        .build(connector)
-}
+#[path = "loopback.rs"]
+mod loopback;
+use loopback::{HttpClient, client};
 
 async fn call(client: &HttpClient, url: &Uri) -> bool {
-    let req = Request::post(url.clone())
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from_static(BODY.as_bytes())))
-        .expect("a valid request");
-    match client.request(req).await {
-        Ok(res) => {
-            let ok = res.status().is_success();
-            ok && res.into_body().collect().await.is_ok()
-        }
-        Err(_) => false,
-    }
+    loopback::post(client, url, BODY).await
 }
 
 /// A bare proxy: forwards every request to `upstream` with one pooled client.

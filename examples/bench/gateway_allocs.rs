@@ -42,12 +42,8 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
 use axum::routing::post;
-use bytes::Bytes;
 use http::{Request, Response, Uri};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use tower::ServiceExt;
 use tower_failover::Config;
@@ -62,15 +58,9 @@ const BODY: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content
 const BODY_STREAM: &str =
     r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hello"}]}"#;
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
-fn client() -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(256)
-        .build(connector)
-}
+#[path = "loopback.rs"]
+mod loopback;
+use loopback::{HttpClient, client};
 
 fn body(stream: bool) -> &'static str {
     if stream { BODY_STREAM } else { BODY }
@@ -91,14 +81,7 @@ async fn through(router: &Router, stream: bool) -> bool {
 
 /// One request straight to the simulator.
 async fn direct(client: &HttpClient, url: &Uri, stream: bool) -> bool {
-    let req = Request::post(url.clone())
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from_static(body(stream).as_bytes())))
-        .expect("a valid request");
-    match client.request(req).await {
-        Ok(res) => res.status().is_success() && res.into_body().collect().await.is_ok(),
-        Err(_) => false,
-    }
+    loopback::post(client, url, body(stream)).await
 }
 
 /// A bare axum proxy: one route, the body forwarded as is, the answer streamed back.
