@@ -12,7 +12,7 @@
 //!
 //! Every request goes through the axum [`Router`] in process (`tower::ServiceExt::oneshot`,
 //! no listener in front), and the router's provider is the simulated OpenAI-compatible
-//! provider ([`Sim`]) over loopback HTTP, in the same process. A counting global
+//! provider (`crates/sim`) over loopback HTTP, in the same process. A counting global
 //! allocator sees every allocation in the process, the simulator's and the
 //! upstream client's included, so the same load goes three ways in the same run:
 //!
@@ -36,7 +36,6 @@
 //! growth from the simulator's and the client's.
 
 use std::alloc::System;
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -46,9 +45,7 @@ use http::{Request, Response, Uri};
 use http_body_util::{BodyExt, Full};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use tower::ServiceExt;
-use tower_failover::Config;
 use tower_failover_gateway::{self as gateway, GatewayConfig};
-use tower_failover_sim::{Flavor, Sim};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -188,26 +185,8 @@ fn memory_line(label: &str, done: u64) -> serde_json::Value {
 async fn main() {
     let n = arg("--count", 5_000);
     let soak = arg("--soak", 1_000_000);
-    let sim = Sim::builder(Flavor::OpenAi)
-        .name("sim")
-        .ttft(Duration::ZERO)
-        .token_interval(Duration::ZERO)
-        .jitter(0.0)
-        .start()
-        .await
-        .expect("the simulated provider starts");
-    let config = Config::from_toml_str(&format!(
-        r#"
-        [[providers]]
-        name = "sim"
-        model = "gpt-4o-mini"
-        kind = "openai"
-        base_url = "{}/v1"
-        api_key = "sk-bench-not-a-secret"
-        "#,
-        sim.base_url()
-    ))
-    .expect("a valid gateway configuration");
+    let sim = loopback::start_sim().await;
+    let config = loopback::gateway_config(sim.base_url());
     // Keep the `Gateway` alive for the whole run, as `serve_with` does: dropping it
     // (which `gateway::router` does) ends the task that drains the metric histograms,
     // and they then grow with every request (`--drop-gateway` shows it).

@@ -32,3 +32,30 @@ pub(crate) async fn post(client: &HttpClient, url: &Uri, body: &'static str) -> 
         Err(_) => false,
     }
 }
+
+/// The simulated OpenAI-compatible provider with no latency and no jitter.
+pub(crate) async fn start_sim() -> tower_failover_sim::Sim {
+    tower_failover_sim::Sim::builder(tower_failover_sim::Flavor::OpenAi)
+        .name("sim")
+        .ttft(std::time::Duration::ZERO)
+        .token_interval(std::time::Duration::ZERO)
+        .jitter(0.0)
+        .start()
+        .await
+        .expect("the simulated provider starts")
+}
+
+/// A gateway configuration with one entry: the simulator at `sim_base`.
+pub(crate) fn gateway_config(sim_base: &str) -> tower_failover::Config {
+    tower_failover::Config::from_toml_str(&format!(
+        r#"
+        [[providers]]
+        name = "sim"
+        model = "gpt-4o-mini"
+        kind = "openai"
+        base_url = "{sim_base}/v1"
+        api_key = "sk-bench-not-a-secret"
+        "#
+    ))
+    .expect("a valid gateway configuration")
+}
