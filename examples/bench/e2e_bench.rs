@@ -37,34 +37,16 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
-use tower_failover::Config;
 use tower_failover_gateway as gateway;
-use tower_failover_sim::{Flavor, Sim};
 
 const BODY: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}]}"#;
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
-fn client() -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(256)
-        .build(connector)
-}
+#[path = "loopback.rs"]
+mod loopback;
+use loopback::{HttpClient, client};
 
 async fn call(client: &HttpClient, url: &Uri) -> bool {
-    let req = Request::post(url.clone())
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from_static(BODY.as_bytes())))
-        .expect("a valid request");
-    match client.request(req).await {
-        Ok(res) => {
-            let ok = res.status().is_success();
-            ok && res.into_body().collect().await.is_ok()
-        }
-        Err(_) => false,
-    }
+    loopback::post(client, url, BODY).await
 }
 
 /// A bare proxy: forwards every request to `upstream` with one pooled client.
@@ -112,22 +94,15 @@ async fn start_proxy(upstream: String) -> SocketAddr {
 }
 
 async fn start_gateway(sim_base: &str) -> SocketAddr {
-    let config = Config::from_toml_str(&format!(
-        r#"
-        [[providers]]
-        name = "sim"
-        model = "gpt-4o-mini"
-        kind = "openai"
-        base_url = "{sim_base}/v1"
-        api_key = "sk-bench-not-a-secret"
-        "#
-    ))
-    .expect("a valid gateway configuration");
-    let router = gateway::router(&config).expect("the gateway builds");
+    let config = loopback::gateway_config(sim_base);
+    // The whole `Gateway` moves into the server task: dropping it would end the
+    // task that drains the metric histograms.
+    let built = gateway::build(&config).expect("the gateway builds");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("address");
     tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
+        let _ = axum::serve(listener, built.router.clone()).await;
+        drop(built);
     });
     addr
 }
@@ -248,14 +223,7 @@ async fn main() {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
-    let sim = Sim::builder(Flavor::OpenAi)
-        .name("sim")
-        .ttft(Duration::ZERO)
-        .token_interval(Duration::ZERO)
-        .jitter(0.0)
-        .start()
-        .await
-        .expect("the simulated provider starts");
+    let sim = loopback::start_sim().await;
     let proxy = start_proxy(sim.base_url().to_owned()).await;
     let gateway = start_gateway(sim.base_url()).await;
     let path = "/v1/chat/completions";
