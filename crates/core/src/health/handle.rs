@@ -45,6 +45,11 @@ struct AtomicCounters {
     cost_micros: AtomicU64,
 }
 
+/// One request waiting for its answer, in [`Inner::load`] (its high 32 bits).
+pub(super) const WAITING: u64 = 1 << 32;
+/// The requests in flight, in [`Inner::load`] (its low 32 bits).
+pub(super) const IN_FLIGHT_MASK: u64 = WAITING - 1;
+
 pub(super) struct Inner {
     id: ProviderId,
     quota: QuotaGroup,
@@ -55,9 +60,10 @@ pub(super) struct Inner {
     circuit_tx: watch::Sender<CircuitState>,
     ttfb: PeakEwma,
     latency: PeakEwma,
-    pub(super) in_flight: AtomicU64,
-    /// Requests sent and not answered yet (a subset of `in_flight`).
-    pub(super) waiting: AtomicU64,
+    /// Requests in flight (the low 32 bits) and, of those, the requests sent and
+    /// not answered yet (the high 32 bits, [`WAITING`] each): one atomic, so that
+    /// starting a request is one read-modify-write.
+    pub(super) load: AtomicU64,
     /// The provider's last sign of life, or when a request started waiting while
     /// none was.
     last_progress: AtomicInstant,
@@ -145,8 +151,7 @@ impl Health {
                 circuit_tx,
                 ttfb: PeakEwma::new(config.ewma_decay),
                 latency: PeakEwma::new(config.ewma_decay),
-                in_flight: AtomicU64::new(0),
-                waiting: AtomicU64::new(0),
+                load: AtomicU64::new(0),
                 last_progress: AtomicInstant::new(),
                 suspect: AtomicBool::new(false),
                 suspicion: Suspicion {
@@ -465,7 +470,7 @@ impl Health {
     /// Requests in flight to this provider (as counted by [`InFlight`] guards).
     #[inline]
     pub fn in_flight(&self) -> u64 {
-        self.inner.in_flight.load(Ordering::Relaxed)
+        self.inner.load.load(Ordering::Relaxed) & IN_FLIGHT_MASK
     }
 
     /// Counts a request in flight until the guard drops, and as waiting for its
@@ -479,8 +484,8 @@ impl Health {
     /// a layer that times the request anyway saves a clock read.
     #[inline]
     pub fn start_request_at(&self, now: Instant) -> InFlight {
-        self.inner.in_flight.fetch_add(1, Ordering::Relaxed);
-        if self.inner.waiting.fetch_add(1, Ordering::AcqRel) == 0 {
+        let was = self.inner.load.fetch_add(1 + WAITING, Ordering::AcqRel);
+        if was < WAITING {
             // Nothing was waiting: silence is counted from now, not from the last
             // answer of an idle provider.
             self.inner.last_progress.set(Some(now));
@@ -494,7 +499,7 @@ impl Health {
     /// Requests sent to this provider and not answered yet.
     #[inline]
     pub fn waiting(&self) -> u64 {
-        self.inner.waiting.load(Ordering::Relaxed)
+        self.inner.load.load(Ordering::Relaxed) / WAITING
     }
 
     /// The provider gave a sign of life now: an answer, or an error that is not a
@@ -531,7 +536,7 @@ impl Health {
     pub fn is_suspect(&self, now: Instant) -> bool {
         let inner = &*self.inner;
         let suspect = inner.suspicion.enabled
-            && inner.waiting.load(Ordering::Acquire) > 0
+            && inner.load.load(Ordering::Acquire) >= WAITING
             && inner.last_progress.get().is_some_and(|last| {
                 now.saturating_duration_since(last).as_nanos() as f64 > self.threshold_ns()
             });

@@ -4,6 +4,7 @@ use std::time::Duration;
 use crate::outcome::{FailureKind, Outcome};
 
 use super::Health;
+use super::handle::WAITING;
 
 /// until [`answered`](InFlight::answered). See [`Health::start_request`].
 #[derive(Debug)]
@@ -32,7 +33,7 @@ impl InFlight {
                 kind: FailureKind::Timeout
             }
         );
-        let was = self.health.inner.waiting.fetch_sub(1, Ordering::AcqRel);
+        let was = self.health.inner.load.fetch_sub(WAITING, Ordering::AcqRel) / WAITING;
         if !alive {
             return;
         }
@@ -51,12 +52,18 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         if self.waiting {
             // Given up unanswered (a timer above, or the caller): no sign of life.
-            let was = self.health.inner.waiting.fetch_sub(1, Ordering::AcqRel);
-            if was == 1 && self.health.inner.suspect.load(Ordering::Relaxed) {
+            // It stops waiting and leaves the flight in one step.
+            let was = self
+                .health
+                .inner
+                .load
+                .fetch_sub(1 + WAITING, Ordering::AcqRel);
+            if was / WAITING == 1 && self.health.inner.suspect.load(Ordering::Relaxed) {
                 // Nothing waits any more: nothing to suspect.
                 self.health.set_suspect(false, Duration::ZERO);
             }
+        } else {
+            self.health.inner.load.fetch_sub(1, Ordering::Release);
         }
-        self.health.inner.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
