@@ -188,7 +188,6 @@ pub fn build_with(config: &GatewayConfig) -> Result<Gateway, ConfigError> {
     let handle = failover.handle().clone();
     let embeddings_handle = embeddings.as_ref().map(|f| f.handle().clone());
     let (closing, closed) = watch::channel(false);
-    telemetry::spawn_upkeep(closed.clone());
     let state = AppState {
         jobs: config
             .deferred

@@ -31,7 +31,6 @@ use axum::response::IntoResponse;
 use axum::response::Response;
 #[cfg(feature = "metrics")]
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tokio::sync::watch;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::{Level, Span};
@@ -74,35 +73,42 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
                 tracing::warn!("metrics: another recorder is installed; /metrics is off");
                 return None;
             }
+            spawn_upkeep(handle.clone());
             Some(handle)
         })
         .as_ref()
 }
 
-/// Folds histogram samples in every 5 seconds (a scrape does it too), so that
-/// they stay bounded when nobody scrapes, until the gateway closes or is dropped.
-pub(crate) fn spawn_upkeep(closing: watch::Receiver<bool>) {
-    #[cfg(feature = "metrics")]
-    upkeep(closing);
-    #[cfg(not(feature = "metrics"))]
-    drop(closing);
-}
-
+/// How often the histograms' samples are folded in when nobody scrapes.
 #[cfg(feature = "metrics")]
-fn upkeep(mut closing: watch::Receiver<bool>) {
-    let Some(handle) = prometheus() else { return };
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep(Duration::from_secs(5)) => handle.run_upkeep(),
-                changed = closing.changed() => {
-                    if changed.is_err() || *closing.borrow() {
-                        return;
-                    }
-                }
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// How many times the upkeep has run in this process (for the test that guards it).
+#[cfg(feature = "metrics")]
+static UPKEEPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Folds histogram samples in every [`UPKEEP_EVERY`] (a scrape does it too), so
+/// that they stay bounded when nobody scrapes. The recorder is the process's and
+/// lives as long as the process, so the upkeep does too: one thread, started with
+/// the recorder, on no runtime. (It used to be a task per gateway that ended when
+/// the gateway's shutdown sender was dropped, which [`crate::router`] does at once:
+/// every request then left its samples behind, about 33 bytes each.)
+#[cfg(feature = "metrics")]
+fn spawn_upkeep(handle: PrometheusHandle) {
+    let spawned = std::thread::Builder::new()
+        .name("tower-failover-metrics-upkeep".into())
+        .spawn(move || {
+            loop {
+                // A thread of its own, on no runtime: the recorder outlives them all.
+                #[allow(clippy::disallowed_methods)]
+                std::thread::sleep(UPKEEP_EVERY);
+                handle.run_upkeep();
+                UPKEEPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
-        }
-    });
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "metrics: no upkeep thread; histograms grow until scraped");
+    }
 }
 
 /// `GET /metrics`: every metric in Prometheus' text format (version 0.0.4).
@@ -308,5 +314,24 @@ mod tests {
             "no panic off a char boundary"
         );
         assert_eq!(logged_path("/v1/chat/completions"), "/v1/chat/completions");
+    }
+
+    /// The histograms are folded in with no gateway alive and nobody scraping: the
+    /// upkeep belongs to the process's recorder, not to a gateway (a router built
+    /// with `router()` drops its gateway at once).
+    #[cfg(feature = "metrics")]
+    #[tokio::test]
+    async fn the_upkeep_runs_with_no_gateway_alive() {
+        assert!(prometheus().is_some());
+        let before = UPKEEPS.load(std::sync::atomic::Ordering::Relaxed);
+        // A guard, not a bound: the upkeep runs every 5 s.
+        let guard = tokio::time::Instant::now() + Duration::from_secs(120);
+        while UPKEEPS.load(std::sync::atomic::Ordering::Relaxed) == before {
+            assert!(
+                tokio::time::Instant::now() < guard,
+                "no upkeep in 120 s (it runs every {UPKEEP_EVERY:?})"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
