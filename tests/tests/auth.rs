@@ -233,6 +233,35 @@ async fn a_key_asks_only_for_its_models() {
     gw.shutdown().await.unwrap();
 }
 
+/// `GET /v1/models` lists what the caller's key may ask for: a limited key sees its
+/// models only, an unlimited key every model, the separate admin key none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_lists_only_its_models() {
+    let (_sim, gw) = start("").await;
+    let ids = |a: &Answer| -> Vec<String> {
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+        a.json()["data"]
+            .as_array()
+            .expect("a list")
+            .iter()
+            .map(|m| m["id"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    let list = |key: &'static str| {
+        let gw = &gw;
+        async move {
+            gw.send_with("GET", "/v1/models", &[("authorization", &bearer(key))], "")
+                .await
+        }
+    };
+    assert_eq!(ids(&list(SEARCH).await), ["m"]);
+    assert_eq!(ids(&list(OPS).await), ["m", "other"]);
+    assert!(ids(&list(ADMIN).await).is_empty());
+    let a = gw.send("GET", "/v1/models", String::new()).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{}", a.body);
+    gw.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spent_token_budget_gets_429_until_the_period_ends() {
     let (sim, gw) = start("").await;

@@ -459,3 +459,36 @@ async fn an_embedded_router_refuses_a_deferrable_body_past_the_limit() {
     let res = gw.router.oneshot(req).await.unwrap();
     assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
 }
+
+/// A gateway nested under a prefix in a larger app (`Router::nest`) gives each
+/// job a `Location` under that prefix, through both front doors, and the job is
+/// read there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nested_gateway_gives_a_location_under_its_prefix() {
+    let (primary, backup) = sims().await;
+    let c = config(&primary, &backup, Some(""));
+    let gw = tower_failover_gateway::build_with(&c)
+        .expect("a valid configuration")
+        .map_router(|r| axum::Router::new().nest("/llm", r));
+    let gw = common::serve_built(gw, &c.server).await;
+    down(&[&primary, &backup]);
+    let mut jobs = Vec::new();
+    for (path, body) in [
+        ("/llm/v1/chat/completions", CHAT),
+        ("/llm/v1/messages", MESSAGES),
+    ] {
+        let a = gw.send_with("POST", path, &[DEMAND], body).await;
+        assert_eq!(a.status, StatusCode::ACCEPTED, "{path}: {}", a.body);
+        let id = a.json()["id"].as_str().expect("an id").to_owned();
+        let location = format!("/llm/v1/jobs/{id}");
+        assert_eq!(header(&a, "location"), location, "{path}");
+        jobs.push(location);
+    }
+    primary.clear_faults();
+    for job in &jobs {
+        let done = settled(&gw, job).await;
+        assert_eq!(done.status, StatusCode::OK, "{job}: {}", done.body);
+        assert_eq!(header(&done, "x-tower-failover-job-status"), "done");
+    }
+    gw.shutdown().await.unwrap();
+}

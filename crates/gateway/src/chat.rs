@@ -29,8 +29,14 @@ pub(super) async fn chat(State(state): State<AppState>, req: Request) -> Respons
         match jobs::asked(req.headers()) {
             Ok(Some(ask)) => {
                 let charge = req.extensions().get::<auth::Charge>().cloned();
-                let req = upstream(&state, req, "/v1/chat/completions");
-                return deferrable(&state, jobs, ask, req, charge).await;
+                let (parts, body) = req.into_parts();
+                let mount = jobs::mount(&parts);
+                let req = upstream(
+                    &state,
+                    Request::from_parts(parts, body),
+                    "/v1/chat/completions",
+                );
+                return deferrable(&state, jobs, ask, req, charge, &mount).await;
             }
             Ok(None) => {}
             Err(message) => return bad_request(&message),
@@ -48,6 +54,7 @@ async fn deferrable(
     ask: jobs::Ask,
     req: Request,
     charge: Option<auth::Charge>,
+    mount: &str,
 ) -> Response {
     let (parts, body) = req.into_parts();
     let bytes = match axum::body::to_bytes(body, state.max_request_bytes).await {
@@ -77,6 +84,7 @@ async fn deferrable(
         jobs::Door::Chat,
         ask,
         charge,
+        mount,
     )
     .await
     {

@@ -25,6 +25,9 @@
 //! {"id":"9f2c4e0d7a1b4c3e8d5f6a7b8c9d0e1f","object":"job","status":"pending"}
 //! ```
 //!
+//! Nested in a larger app (`Router::new().nest("/llm", gateway.router)`), the
+//! `Location` carries the prefix: `/llm/v1/jobs/{id}`.
+//!
 //! The job is sent again as soon as the health registry reports a recovery (a
 //! circuit half-open or closed, a probe passing, a rate limit ending, a manual
 //! override), or at the earliest known recovery time, until it is answered or
@@ -300,6 +303,8 @@ pub(crate) enum Attempt {
 }
 
 /// Sends `req` through the stack; when every provider is down, keeps it as a job.
+/// `mount` is the prefix the gateway's router is nested under (see [`mount`]), for
+/// the job's `Location`.
 pub(crate) async fn attempt(
     failover: Failover,
     jobs: &Jobs,
@@ -307,6 +312,7 @@ pub(crate) async fn attempt(
     door: Door,
     ask: Ask,
     charge: Option<Charge>,
+    mount: &str,
 ) -> Attempt {
     let mut job = clone_request(&req);
     let err = match failover.oneshot(req).await {
@@ -324,7 +330,7 @@ pub(crate) async fn attempt(
     }
     job.extensions_mut().insert(Last(last.clone()));
     match jobs.store.submit(job) {
-        Ok(id) => Attempt::Accepted(accepted(&id, ask, jobs.retry_after())),
+        Ok(id) => Attempt::Accepted(accepted(&id, ask, jobs.retry_after(), mount)),
         Err(full) => {
             tracing::warn!(error = %full, "every provider is down and the deferred job store is full");
             let hint = last.retry_after().unwrap_or(DEFAULT_RETRY_AFTER);
@@ -370,11 +376,24 @@ fn pending_body(id: &str) -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({"id": id, "object": "job", "status": "pending"}))
 }
 
-/// `202 Accepted` with the job's `Location`.
-fn accepted(id: &JobId, ask: Ask, wait: Duration) -> Response {
+/// The prefix the gateway's router is nested under in a larger app (`/llm` for
+/// `Router::new().nest("/llm", gateway.router)`, from axum's [`NestedPath`]);
+/// empty when served as it is.
+///
+/// [`NestedPath`]: axum::extract::NestedPath
+pub(crate) fn mount(parts: &http::request::Parts) -> String {
+    parts
+        .extensions
+        .get::<axum::extract::NestedPath>()
+        .map(|n| n.as_str().trim_end_matches('/').to_owned())
+        .unwrap_or_default()
+}
+
+/// `202 Accepted` with the job's `Location` (under the router's `mount`).
+fn accepted(id: &JobId, ask: Ask, wait: Duration, mount: &str) -> Response {
     let mut res = (StatusCode::ACCEPTED, pending_body(id.as_str())).into_response();
     let h = res.headers_mut();
-    if let Ok(location) = HeaderValue::from_str(&format!("{JOBS_PATH}/{id}")) {
+    if let Ok(location) = HeaderValue::from_str(&format!("{mount}{JOBS_PATH}/{id}")) {
         h.insert(header::LOCATION, location);
     }
     h.insert(header::RETRY_AFTER, retry_after_value(wait));

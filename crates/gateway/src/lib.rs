@@ -33,7 +33,7 @@
 //! | `POST /v1/messages` | Anthropic's Messages API through the chat stack, streaming or not, translated both ways ([`messages`]) |
 //! | `GET /v1/jobs/{id}` | a deferred request's status, then its answer: a request with `Prefer: respond-async` (or `x-tower-failover-defer: true`) that finds every provider down gets `202` and a job id, and runs when one recovers ([`jobs`]) |
 //! | `POST /v1/embeddings` | through a second stack of the entries marked `embeddings = true` ([`embeddings`]) |
-//! | `GET /v1/models` | exactly the models that can be asked for (every entry's model and aliases, chat and embeddings, once), OpenAI's list shape |
+//! | `GET /v1/models` | exactly the models that can be asked for (every entry's model and aliases, chat and embeddings, once), OpenAI's list shape; for a key limited to some models (`[auth]`), only those |
 //! | `GET /health` | the stack's snapshot as JSON (`503` when no provider is available); the embeddings stack's under `"embeddings"` |
 //! | `GET /health/events` | every health event (circuit transitions, overrides, rate-limit windows, ramp steps) as server-sent events |
 //! | `POST /health/force` | `{"provider", "model", "state": "open" \| "closed" \| null}`: a manual override |
@@ -305,8 +305,27 @@ fn models(config: &Config) -> serde_json::Value {
     serde_json::json!({ "object": "list", "data": data })
 }
 
-async fn list_models(State(state): State<AppState>) -> Response {
-    axum::Json(state.models).into_response()
+/// `GET /v1/models`: every model the entries serve, or, for a key limited to some
+/// models, those of them the gateway serves.
+async fn list_models(
+    State(state): State<AppState>,
+    allowed: Option<axum::Extension<auth::AllowedModels>>,
+) -> Response {
+    let Some(axum::Extension(allowed)) = allowed else {
+        return axum::Json(state.models).into_response();
+    };
+    let mut models = state.models;
+    if let Some(data) = models
+        .get_mut("data")
+        .and_then(serde_json::Value::as_array_mut)
+    {
+        data.retain(|m| {
+            m.get("id")
+                .and_then(serde_json::Value::as_str)
+                .is_some_and(|id| allowed.allows(id))
+        });
+    }
+    axum::Json(models).into_response()
 }
 
 /// The chat stack's snapshot; with embeddings entries, theirs under

@@ -119,7 +119,10 @@ pub(super) async fn messages(State(state): State<AppState>, req: Request) -> Res
                 model: inbound.model.clone(),
             };
             let charge = parts.extensions.get::<auth::Charge>().cloned();
-            return match jobs::attempt(state.failover.clone(), jobs, req, door, ask, charge).await {
+            let mount = jobs::mount(&parts);
+            return match jobs::attempt(state.failover.clone(), jobs, req, door, ask, charge, &mount)
+                .await
+            {
                 jobs::Attempt::Answer(res) => reply(res.map(Body::new), inbound.model).await,
                 jobs::Attempt::Failed(err) => failed(&err).await,
                 jobs::Attempt::Accepted(res) => res,

@@ -149,6 +149,9 @@ pub(crate) async fn check(State(access): State<Arc<Access>>, req: Request, next:
         return res;
     }
     req.extensions_mut().insert(key.caller.clone());
+    if let Some(models) = &key.models {
+        req.extensions_mut().insert(models.clone());
+    }
     if key.tokens.is_some() || key.cost_micros.is_some() {
         // For a request kept as a deferred job: it spends after this answer.
         req.extensions_mut().insert(Charge {
@@ -194,7 +197,7 @@ async fn allowed_model(
     req: Request,
     path: &str,
 ) -> Result<Request, Box<Response>> {
-    let allowed = key.models.as_deref().unwrap_or_default();
+    let allows = |m: &str| key.models.as_ref().is_some_and(|a| a.allows(m));
     let not_allowed = |model: &str| {
         Box::new(refuse(
             path,
@@ -212,7 +215,7 @@ async fn allowed_model(
         .get("x-failover-model")
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     if let Some(m) = &header
-        && !allowed.contains(m)
+        && !allows(m)
     {
         return Err(not_allowed(m));
     }
@@ -238,7 +241,7 @@ async fn allowed_model(
         .or(header)
         .or_else(|| access.default_model.clone());
     match model {
-        Some(m) if allowed.contains(&m) => Ok(Request::from_parts(parts, Body::from(bytes))),
+        Some(m) if allows(&m) => Ok(Request::from_parts(parts, Body::from(bytes))),
         Some(m) => Err(not_allowed(&m)),
         None => Err(Box::new(refuse(
             path,

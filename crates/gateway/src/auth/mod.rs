@@ -18,7 +18,8 @@
 //!    `text/plain` fetch from a browser page cannot post to the gateway).
 //! 4. **Model** — a key with [`models`](KeyConfig::models) may ask only for those
 //!    (the body's `"model"`, the `x-failover-model` header, or the default model
-//!    when it names none): `403 model_not_allowed`.
+//!    when it names none): `403 model_not_allowed`. `GET /v1/models` lists only
+//!    them for that key.
 //! 5. **Budget** — a key whose [`budget`](KeyConfig::budget) is spent for the
 //!    current period gets `429 budget_exceeded` with `Retry-After` (the seconds
 //!    to the period's end). Spending is the usage the providers report, counted
@@ -98,6 +99,18 @@ impl Caller {
     }
 }
 
+/// The models a caller's key may ask for, in the request's extensions when the key
+/// is limited to some (absent: every model). `GET /v1/models` lists only these.
+#[derive(Debug, Clone)]
+pub(crate) struct AllowedModels(pub(crate) Arc<[String]>);
+
+impl AllowedModels {
+    /// Whether the key may ask for `model` (by the name the caller sends).
+    pub(crate) fn allows(&self, model: &str) -> bool {
+        self.0.iter().any(|m| m == model)
+    }
+}
+
 /// The label of requests that presented no valid key (keys not configured, or
 /// refused).
 pub const ANONYMOUS: &str = "anonymous";
@@ -107,7 +120,7 @@ pub const ANONYMOUS: &str = "anonymous";
 struct Key {
     caller: Caller,
     /// `None`: every model.
-    models: Option<Vec<String>>,
+    models: Option<AllowedModels>,
     admin: bool,
     /// (limit, counter index in the meter).
     tokens: Option<(u64, usize)>,
@@ -163,7 +176,7 @@ impl Access {
             );
             keys.push(Key {
                 caller: Caller(k.name.as_str().into()),
-                models: k.models.clone(),
+                models: k.models.as_deref().map(|m| AllowedModels(m.into())),
                 admin: k.admin,
                 tokens,
                 cost_micros,
@@ -173,7 +186,7 @@ impl Access {
             digests.push(d);
             keys.push(Key {
                 caller: Caller(ADMIN_NAME.into()),
-                models: Some(Vec::new()),
+                models: Some(AllowedModels(Arc::from([]))),
                 admin: true,
                 tokens: None,
                 cost_micros: None,
