@@ -346,3 +346,75 @@ async fn middleware_around_the_router_never_covers_the_probes() {
     assert_eq!(ready.body, "ready\n");
     gw.shutdown().await.unwrap();
 }
+
+/// A client that asks for a long stream and stops reading is cut at the write
+/// timeout: its place is freed for others, the provider's stream behind it is
+/// dropped (the simulator counts it abandoned), and what the client had received
+/// ends short of `[DONE]`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_at_the_write_timeout() {
+    use tower_failover::sim::{Flavor, Sim};
+    // About 40 MB of events: far more than the sockets between the gateway and
+    // the client can hold.
+    let sim = Sim::builder(Flavor::OpenAi)
+        .name("long")
+        .ttft(Duration::ZERO)
+        .token_interval(Duration::ZERO)
+        .reply_words(200_000, 200_000)
+        .start()
+        .await
+        .expect("a simulated provider starts");
+    let mut config = GatewayConfig::from_toml_str(&common::provider_entry(
+        "long",
+        "openai",
+        &format!("http://{}", sim.addr()),
+        1,
+    ))
+    .expect("a valid configuration");
+    config.server.drain_timeout = Duration::from_secs(5);
+    config.server.max_in_flight = 1;
+    config.server.write_timeout = Duration::from_millis(300);
+    let gw = start_with(&config).await;
+
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut conn = socket.connect(gw.addr).await.unwrap();
+    let body = r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"Tell me everything"}]}"#;
+    conn.write_all(
+        format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    // The stream holds the only place while it is written...
+    let held = tokio::time::timeout(GUARD, async {
+        while gw.send("GET", "/v1/models", "").await.status != StatusCode::SERVICE_UNAVAILABLE {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(held.is_ok(), "the stream is in flight");
+    // ...and, with nobody reading, until the write timeout cuts the connection.
+    until_ok(&gw, "GET", "/v1/models", "").await;
+    let sent = String::from_utf8_lossy(&read_to_close(&mut conn).await).into_owned();
+    assert!(
+        sent.starts_with("HTTP/1.1 200"),
+        "{}",
+        &sent[..sent.len().min(200)]
+    );
+    assert!(sent.contains("data: "), "some of the stream arrived");
+    assert!(!sent.contains("[DONE]"), "the stream was cut short");
+    // The gateway let go of the provider's stream (a guard, not a bound: the
+    // simulator sees its connection close a moment after the gateway drops it).
+    let dropped = tokio::time::timeout(GUARD, async {
+        while sim.counters().abandoned == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(dropped.is_ok(), "the provider's stream was dropped");
+    gw.shutdown().await.unwrap();
+}

@@ -12,7 +12,9 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
+use crate::counters::CounterSet;
 use crate::server::ConnCtl;
+use crate::sim::Shared;
 use tower_failover_core::rng::Rng;
 
 /// How long a body waits after its last bytes before resetting the connection.
@@ -35,6 +37,8 @@ pub struct SimBody {
     /// After the last frame, send nothing more and never end.
     stall: bool,
     exact_len: Option<u64>,
+    /// Counts the body as abandoned if it is dropped with frames unsent.
+    counted: Option<Arc<Shared>>,
 }
 
 struct Pace {
@@ -70,6 +74,7 @@ impl SimBody {
             reset_delayed: false,
             stall: false,
             exact_len: Some(len),
+            counted: None,
         }
     }
 
@@ -87,6 +92,7 @@ impl SimBody {
             reset_delayed: false,
             stall: false,
             exact_len: None,
+            counted: None,
         }
     }
 
@@ -113,11 +119,28 @@ impl SimBody {
         self
     }
 
+    /// Count this body in [`Counters::abandoned`](crate::Counters::abandoned) if it
+    /// is dropped before its last frame was taken.
+    pub(crate) fn count_abandoned(mut self, shared: Arc<Shared>) -> Self {
+        self.counted = Some(shared);
+        self
+    }
+
     /// Declare a `content-length` of `len` bytes, whatever the frames hold (for a
     /// body that is cut, stalls or drips: the client expects the whole answer).
     pub(crate) fn declared_len(mut self, len: usize) -> Self {
         self.exact_len = Some(len as u64);
         self
+    }
+}
+
+impl Drop for SimBody {
+    fn drop(&mut self) {
+        if let Some(shared) = &self.counted
+            && !self.frames.is_empty()
+        {
+            CounterSet::inc(&shared.counters.abandoned);
+        }
     }
 }
 

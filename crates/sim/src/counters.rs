@@ -35,8 +35,12 @@ pub struct Counters {
     /// Answers that were streamed (SSE).
     pub streamed: u64,
     /// Completions answered successfully with their full body produced (2xx, no
-    /// outage or output fault).
+    /// outage or output fault). A streamed one counts when its stream starts: see
+    /// [`abandoned`](Self::abandoned) for those the client did not take whole.
     pub completed: u64,
+    /// Streamed answers dropped with events still unsent: the client stopped
+    /// reading and went away, or closed the connection, before the stream's end.
+    pub abandoned: u64,
     /// Requests answered 429 by the RPM/TPM quota (not by a
     /// [`Fault::RateLimit`](crate::Fault::RateLimit)).
     pub quota_limited: u64,
@@ -90,6 +94,7 @@ pub(crate) struct CounterSet {
     pub(crate) models: AtomicU64,
     pub(crate) streamed: AtomicU64,
     pub(crate) completed: AtomicU64,
+    pub(crate) abandoned: AtomicU64,
     pub(crate) quota_limited: AtomicU64,
     pub(crate) prompt_tokens: AtomicU64,
     pub(crate) completion_tokens: AtomicU64,
@@ -108,6 +113,7 @@ impl CounterSet {
             models: AtomicU64::new(0),
             streamed: AtomicU64::new(0),
             completed: AtomicU64::new(0),
+            abandoned: AtomicU64::new(0),
             quota_limited: AtomicU64::new(0),
             prompt_tokens: AtomicU64::new(0),
             completion_tokens: AtomicU64::new(0),
@@ -161,6 +167,7 @@ impl CounterSet {
             models: self.models.load(Relaxed),
             streamed: self.streamed.load(Relaxed),
             completed: self.completed.load(Relaxed),
+            abandoned: self.abandoned.load(Relaxed),
             quota_limited: self.quota_limited.load(Relaxed),
             prompt_tokens: self.prompt_tokens.load(Relaxed),
             completion_tokens: self.completion_tokens.load(Relaxed),
@@ -177,6 +184,7 @@ impl CounterSet {
             &self.models,
             &self.streamed,
             &self.completed,
+            &self.abandoned,
             &self.quota_limited,
             &self.prompt_tokens,
             &self.completion_tokens,

@@ -61,7 +61,7 @@ fn route(flavor: Flavor, method: &Method, path: &str) -> Route {
 
 /// What every response of one request shares.
 struct Ctx<'a> {
-    shared: &'a Shared,
+    shared: &'a Arc<Shared>,
     request_id: String,
     fault: Option<FaultKind>,
     /// Set by [`Fault::AbsurdHeaders`]: what every response of this request adds.
@@ -607,6 +607,7 @@ async fn completion(
         if clean {
             CounterSet::inc(&shared.counters.completed);
         }
+        let body = body.count_abandoned(Arc::clone(shared));
         let mut res = ctx.respond(200, SSE, body, Some(view));
         res.headers_mut()
             .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));

@@ -1,4 +1,4 @@
-//! One connection's clocks: the header-read and keep-alive idle timeouts.
+//! One connection's clocks: the header-read, keep-alive idle and write timeouts.
 //!
 //! A connection is *busy* while a request is in flight on it (from its headers
 //! to the last byte of its answer), and no clock runs then: the body-read timeout
@@ -7,6 +7,11 @@
 //! must end within the header-read timeout, or *idle* (kept alive, nothing
 //! received), which may last the keep-alive idle timeout. When a clock runs out
 //! the next read fails, and the server closes the connection.
+//!
+//! The write clock is apart: it runs whenever a write waits on a client that does
+//! not read (the socket's buffers are full), busy or not, and restarts at each
+//! byte written. When it runs out the write fails and the connection closes, which
+//! drops the answer being sent and, with it, the provider's stream behind it.
 
 use std::io;
 use std::pin::Pin;
@@ -24,6 +29,8 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
 pub(super) struct Timeouts {
     pub(super) header: Duration,
     pub(super) idle: Duration,
+    /// The longest a write may wait for the client to read.
+    pub(super) write: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +131,10 @@ pub(super) struct TimedIo<I> {
     timeouts: Timeouts,
     sleep: Pin<Box<Sleep>>,
     armed: Option<Instant>,
+    /// The write clock, made at the first stalled write; `stalled` says whether it
+    /// runs (a write is waiting).
+    write_sleep: Option<Pin<Box<Sleep>>>,
+    stalled: bool,
 }
 
 impl<I> TimedIo<I> {
@@ -134,6 +145,44 @@ impl<I> TimedIo<I> {
             timeouts,
             sleep: Box::pin(tokio::time::sleep(timeouts.header)),
             armed: None,
+            write_sleep: None,
+            stalled: false,
+        }
+    }
+
+    /// A write's result, through the write clock: progress stops it; waiting
+    /// starts it (if it is not running) and fails once it runs out.
+    fn write_clock<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if polled.is_ready() {
+            self.stalled = false;
+            return polled;
+        }
+        let deadline_from_now = || Instant::now() + self.timeouts.write;
+        let sleep = match &mut self.write_sleep {
+            Some(sleep) => {
+                if !self.stalled {
+                    sleep.as_mut().reset(deadline_from_now());
+                }
+                sleep
+            }
+            None => self
+                .write_sleep
+                .insert(Box::pin(tokio::time::sleep_until(deadline_from_now()))),
+        };
+        self.stalled = true;
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                tracing::debug!(timeout = "write timeout", "closing the connection");
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "write timeout: the client stopped reading",
+                )))
+            }
+            Poll::Pending => Poll::Pending,
         }
     }
 }
@@ -182,11 +231,13 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for TimedIo<I> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.write_clock(cx, polled)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
+        let polled = Pin::new(&mut self.io).poll_flush(cx);
+        self.write_clock(cx, polled)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -198,7 +249,8 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for TimedIo<I> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.write_clock(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -214,7 +266,51 @@ mod tests {
     const T: Timeouts = Timeouts {
         header: Duration::from_secs(10),
         idle: Duration::from_secs(75),
+        write: Duration::from_secs(60),
     };
+
+    /// A client that stops reading: writes wait, then fail at the write timeout,
+    /// counted from the last byte written; a slow reader that keeps reading is
+    /// never cut, however long the answer takes.
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_stops_reading_is_cut_at_the_write_timeout() {
+        let (mut client, server) = tokio::io::duplex(64);
+        let activity = Activity::new();
+        let _busy = activity.begin();
+        let mut io = TimedIo::new(server, activity, T);
+        // A reader that takes 59 s for every 64 bytes, five times: 295 s in all.
+        let chunk = [b'x'; 64];
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 64];
+            for _ in 0..5 {
+                tokio::time::sleep(Duration::from_secs(59)).await;
+                client.read_exact(&mut buf).await.unwrap();
+            }
+            client
+        });
+        for _ in 0..6 {
+            io.write_all(&chunk)
+                .await
+                .expect("a slow reader is not cut");
+        }
+        let mut client = reader.await.unwrap();
+        // Now the client reads nothing more and the buffer is full.
+        let stalled_from = Instant::now();
+        let stalled = async {
+            loop {
+                if let Err(e) = io.write(&chunk).await {
+                    return e;
+                }
+            }
+        };
+        let e = tokio::time::timeout(Duration::from_secs(3600), stalled)
+            .await
+            .expect("the stalled write fails");
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(stalled_from.elapsed(), T.write);
+        let mut rest = [0u8; 64];
+        client.read_exact(&mut rest).await.unwrap();
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_head_never_finished_is_cut_at_the_header_timeout() {

@@ -8,6 +8,7 @@
 //! | --- | --- |
 //! | `header_read_timeout` (10 s) | a connection that does not finish a request's headers in time is closed (slow-loris); also the time a new connection has to send its first request |
 //! | `body_read_timeout` (60 s) | a request body that has not fully arrived in time gets `408` and the connection is closed |
+//! | `write_timeout` (60 s) | a client that stops reading (the answer cannot be written for this long, counted from the last byte that could) is disconnected, and the provider's stream behind its answer is dropped; a slow reader that keeps reading is never cut |
 //! | `keep_alive_idle` (75 s) | a kept-alive connection with no request in flight is closed after this long (more than a load balancer's usual 60 s, so the balancer closes first) |
 //! | `max_connections` (4096) | past it, a few more connections are answered `503` with `Retry-After` and closed; the rest are closed at once |
 //! | `max_in_flight` (1024) | past it, requests get `503` with `Retry-After` at once (no queue); a streamed answer counts until its last byte |
@@ -25,6 +26,7 @@
 //! listen = "0.0.0.0:8080"
 //! header_read_timeout = "10s"
 //! body_read_timeout = "60s"
+//! write_timeout = "60s"
 //! keep_alive_idle = "75s"
 //! max_connections = 4096
 //! max_in_flight = 1024
@@ -71,6 +73,10 @@ pub struct ServerConfig {
     /// Time to send a request's body, from the end of its headers. Default: 60 s.
     #[serde(with = "tower_failover::duration_serde")]
     pub body_read_timeout: Duration,
+    /// How long writing an answer may wait for a client that does not read,
+    /// from the last byte written. Default: 60 s.
+    #[serde(with = "tower_failover::duration_serde")]
+    pub write_timeout: Duration,
     /// How long an idle kept-alive connection stays open. Default: 75 s.
     #[serde(with = "tower_failover::duration_serde")]
     pub keep_alive_idle: Duration,
@@ -99,6 +105,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(60),
             keep_alive_idle: Duration::from_secs(75),
             max_connections: 4096,
             max_in_flight: 1024,
@@ -117,6 +124,7 @@ impl ServerConfig {
         let positive = [
             ("header_read_timeout", self.header_read_timeout),
             ("body_read_timeout", self.body_read_timeout),
+            ("write_timeout", self.write_timeout),
             ("keep_alive_idle", self.keep_alive_idle),
         ];
         for (field, d) in positive {
@@ -218,6 +226,7 @@ pub async fn serve_with(
     let timeouts = conn::Timeouts {
         header: config.header_read_timeout,
         idle: config.keep_alive_idle,
+        write: config.write_timeout,
     };
 
     let mut tasks = JoinSet::new();
