@@ -492,3 +492,34 @@ async fn a_nested_gateway_gives_a_location_under_its_prefix() {
     }
     gw.shutdown().await.unwrap();
 }
+
+/// `DELETE /v1/jobs/{id}` cancels a waiting job (it never comes back, even once a
+/// provider recovers) and forgets an answered one; an unknown id is `404`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_is_cancelled_or_forgotten_with_delete() {
+    let (primary, _backup, gw) = outage(Some("")).await;
+    let a = gw
+        .send_with("POST", "/v1/chat/completions", &[DEMAND], CHAT)
+        .await;
+    let waiting = accepted(&a);
+    let deleted = gw.send("DELETE", &waiting, "").await;
+    assert_eq!(deleted.status, StatusCode::OK, "{}", deleted.body);
+    assert_eq!(deleted.json()["deleted"], true);
+    assert_eq!(deleted.json()["id"], waiting["/v1/jobs/".len()..]);
+    let gone = gw.send("GET", &waiting, "").await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND, "{}", gone.body);
+
+    // The primary recovers and serves: the cancelled job stays gone.
+    let job = deferred_then_done(&gw, &primary).await;
+    assert_eq!(
+        gw.send("GET", &waiting, "").await.status,
+        StatusCode::NOT_FOUND
+    );
+    // An answered job is forgotten.
+    assert_eq!(gw.send("DELETE", &job, "").await.status, StatusCode::OK);
+    assert_eq!(gw.send("GET", &job, "").await.status, StatusCode::NOT_FOUND);
+    let again = gw.send("DELETE", &job, "").await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND, "{}", again.body);
+    assert_eq!(again.json()["error"]["code"], "job_not_found");
+    gw.shutdown().await.unwrap();
+}

@@ -25,6 +25,10 @@
 //! {"id":"9f2c4e0d7a1b4c3e8d5f6a7b8c9d0e1f","object":"job","status":"pending"}
 //! ```
 //!
+//! `DELETE /v1/jobs/{id}` cancels a job still waiting (`200`
+//! `{"id","object":"job","deleted":true}`; its request is dropped, even mid-flight
+//! to a provider) or forgets a kept answer; the id then reads `404`.
+//!
 //! Nested in a larger app (`Router::new().nest("/llm", gateway.router)`), the
 //! `Location` carries the prefix: `/llm/v1/jobs/{id}`.
 //!
@@ -480,6 +484,26 @@ pub(crate) async fn get(State(state): State<AppState>, Path(id): Path<String>) -
             "no such job (jobs are kept by the gateway replica that accepted them)",
         ),
     }
+}
+
+/// `DELETE /v1/jobs/{id}`: cancels a job still waiting (its request is dropped,
+/// wherever it is) or forgets a kept answer. `200` with
+/// `{"id","object":"job","deleted":true}`; `404 job_not_found` for an id this
+/// replica does not hold.
+pub(crate) async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    let removed = state
+        .jobs
+        .as_ref()
+        .is_some_and(|jobs| jobs.store.remove(&JobId::from(id.as_str())));
+    if !removed {
+        return job_error(
+            StatusCode::NOT_FOUND,
+            "job_not_found",
+            "no such job (jobs are kept by the gateway replica that accepted them)",
+        );
+    }
+    let body = serde_json::json!({"id": id, "object": "job", "deleted": true});
+    (StatusCode::OK, axum::Json(body)).into_response()
 }
 
 #[cfg(test)]

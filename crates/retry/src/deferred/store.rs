@@ -151,8 +151,14 @@ impl Inner {
         let config = &self.config;
         let now = Instant::now();
         let mut jobs = self.lock();
-        if let Some(Entry::Pending { bytes, .. }) = jobs.map.remove(&job) {
-            jobs.bytes = jobs.bytes.saturating_sub(bytes);
+        match jobs.map.remove(&job) {
+            Some(Entry::Pending { bytes, .. }) => jobs.bytes = jobs.bytes.saturating_sub(bytes),
+            // Removed (cancelled) while it finished: its answer is not kept.
+            None => return,
+            Some(other) => {
+                jobs.map.insert(job, other);
+                return;
+            }
         }
         jobs.sweep(now, config, true);
         let mut size = size_of(&status);
@@ -327,6 +333,31 @@ impl<S> Deferred<S> {
 }
 
 impl<S> Deferred<S> {
+    /// Forgets job `id`: a job still waiting or running is cancelled (its request
+    /// to a provider, if one is under way, is dropped), an answer kept is dropped,
+    /// and the id reads [`JobStatus::Unknown`] from now on. Returns whether there
+    /// was such a job (waiting, running, answered or expired).
+    pub fn remove(&self, id: &JobId) -> bool {
+        let mut jobs = self.inner.lock();
+        let Some(entry) = jobs.map.remove(id) else {
+            return false;
+        };
+        match entry {
+            Entry::Pending { task, bytes, .. } => {
+                task.abort();
+                jobs.bytes = jobs.bytes.saturating_sub(bytes);
+                drop(jobs);
+                tracing::info!(job = id.short(), "deferred job cancelled");
+                metrics::count_result(metrics::names::DEFERRED, "cancelled");
+            }
+            Entry::Finished { bytes, .. } => {
+                jobs.bytes = jobs.bytes.saturating_sub(bytes);
+            }
+            Entry::Expired { .. } => {}
+        }
+        true
+    }
+
     /// Accepts `req` as a job and starts it; returns its id, or [`DeferredFull`] when
     /// the store holds `capacity` jobs or the request would take it past
     /// `max_total_bytes` (expired answers are dropped first), or when the

@@ -122,6 +122,30 @@ async fn answers_expire_then_are_forgotten() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_removed_job_is_cancelled_or_forgotten() {
+    let jobs = Deferred::new(stack(), DeferredConfig::default());
+    let waiting = jobs.submit(Request::new("5000".to_owned())).unwrap();
+    let answered = jobs.submit(Request::new("2".to_owned())).unwrap();
+    tokio::time::sleep(Duration::from_millis(3)).await;
+    assert!(matches!(jobs.status(&answered), JobStatus::Done { .. }));
+    assert_eq!(jobs.held_bytes(), 4 + 2, "a waiting request and an answer");
+
+    assert!(jobs.remove(&waiting));
+    assert_eq!(jobs.pending(), 0, "cancelled");
+    assert_eq!(jobs.status(&waiting), JobStatus::Unknown);
+    assert_eq!(jobs.held_bytes(), 2);
+    // Past the time it would have finished: it does not come back.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(jobs.status(&waiting), JobStatus::Unknown);
+
+    assert!(jobs.remove(&answered));
+    assert_eq!(jobs.status(&answered), JobStatus::Unknown);
+    assert_eq!(jobs.held_bytes(), 0);
+    assert!(!jobs.remove(&answered), "already gone");
+    assert!(!jobs.remove(&JobId::from("0123456789abcdef0123456789abcdef")));
+}
+
+#[tokio::test(start_paused = true)]
 async fn ids_are_128_random_bits_in_hex() {
     let jobs = Deferred::new(
         stack(),
