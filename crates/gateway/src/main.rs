@@ -77,7 +77,7 @@ async fn run(args: Args) -> Result<(), tower::BoxError> {
         );
         return Ok(());
     }
-    let _export = log::init(&config.log);
+    let _logs = log::init(&config.log);
 
     if let Some(sim) = &sims {
         tracing::warn!(

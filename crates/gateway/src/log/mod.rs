@@ -10,6 +10,12 @@
 //! A JSON line: `{"timestamp":"2026-…Z","level":"INFO","target":"tower_failover_gateway",
 //! "message":"request","method":"POST","path":"/v1/chat/completions","status":200,…}`.
 //! The gateway never logs headers, bodies or keys.
+//!
+//! Lines are written by a thread of their own, never on a request's path: a log
+//! output that reads slowly costs log lines (dropped past 8192 waiting, and
+//! counted in a line of their own), never requests.
+
+mod lines;
 
 use std::fmt;
 use std::str::FromStr;
@@ -79,24 +85,53 @@ impl Default for LogConfig {
     }
 }
 
+/// Keeps the logger's output and the OTLP export running; dropping it writes out
+/// the lines still queued (waiting up to two seconds) and stops the export.
+#[derive(Debug)]
+#[must_use = "dropping it stops the export and may lose the last log lines"]
+pub struct LogGuard {
+    lines: Option<lines::Lines>,
+    export: OtlpGuard,
+}
+
+impl LogGuard {
+    /// Writes out the lines queued so far, and sends the spans ended so far.
+    pub fn flush(&self) {
+        if let Some(lines) = &self.lines {
+            lines.flush();
+        }
+        self.export.flush();
+    }
+}
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        if let Some(lines) = &self.lines {
+            lines.flush();
+        }
+    }
+}
+
 /// Installs the process's logger on stderr, and the OTLP export when `[log.otlp]`
 /// is set (call it in a tokio runtime then). An invalid `level` falls back to
 /// `info` with a warning. Does nothing if a logger is already installed. Keep the
-/// guard while the gateway runs: dropping it flushes and stops the export.
-pub fn init(config: &LogConfig) -> OtlpGuard {
+/// guard while the gateway runs: dropping it writes out the last lines and stops
+/// the export.
+pub fn init(config: &LogConfig) -> LogGuard {
     let (filter, bad) = match EnvFilter::try_new(&config.level) {
         Ok(f) => (f, None),
         Err(e) => (EnvFilter::new("info"), Some(e)),
     };
     // Text lines show each span's fields; JSON lines name the spans and carry the
     // request id that `RequestIds` keeps.
+    let out = lines::Lines::start(std::io::stderr(), lines::QUEUE_LINES);
     let lines = match config.format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
+            .with_writer(out.clone())
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .event_format(Json)
-            .with_writer(std::io::stderr)
+            .with_writer(out.clone())
             .boxed(),
     };
     #[cfg(feature = "otlp")]
@@ -128,7 +163,10 @@ pub fn init(config: &LogConfig) -> OtlpGuard {
             tracing::warn!(error = %e, "[log.otlp]: spans are not exported");
         }
     }
-    guard
+    LogGuard {
+        lines: installed.is_ok().then_some(out),
+        export: guard,
+    }
 }
 
 /// One JSON object per event: timestamp, level, target, the spans it is in, and
