@@ -239,6 +239,15 @@ fn refuses_bad_files_naming_the_field() {
             &format!("wait_queue = {{ max_wait = \"0s\" }}\n{OK_PROVIDER}"),
             "wait_queue.max_wait: must be above zero",
         ),
+        // A provider's own probes and retry are checked as the stack's are.
+        (
+            &format!("{OK_PROVIDER}ramp = false\nprobe = {{ interval = \"5s\" }}\n"),
+            "providers[0].probe: probes run in the recovery ramp's task",
+        ),
+        (
+            &format!("{OK_PROVIDER}retry = {{ max_retries = 50 }}\n"),
+            "providers[0].retry.max_retries: must be at most 10",
+        ),
         // A layer toggle that is neither a bool nor a table.
         (
             &format!("circuit = \"off\"\n{OK_PROVIDER}"),

@@ -302,6 +302,73 @@ fn two_sims_fallback(primary: &Sim, backup: &Sim, extra: &str) -> String {
     )
 }
 
+/// One provider can turn off its own same-provider retry and its own probes
+/// (`retry = false`, `probe = false` in its entry) while the stack keeps them for
+/// the others: its blip fails over at once, and its open circuit is never probed
+/// while its neighbour's is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_turns_off_its_own_retry_and_probes() {
+    let (own, shared, backup) = (
+        sim("own", 1).await,
+        sim("shared", 2).await,
+        sim("backup", 3).await,
+    );
+    let text = format!(
+        "router = \"fallback\"\n[probe]\ninterval = \"100ms\"\n{}retry = false\nprobe = false\n{}{}",
+        common::provider_entry("own", "openai", own.base_url(), 0),
+        common::provider_entry("shared", "openai", shared.base_url(), 1),
+        common::provider_entry("backup", "openai", backup.base_url(), 2),
+    );
+    let stack = stack_for(&text);
+
+    // A blip on `own`: no second try there, the next provider answers.
+    own.set_faults([FaultSpec::always(Fault::Status(502)).limit(1)])
+        .unwrap();
+    assert_eq!(call(&stack).await, Ok(200));
+    assert_eq!(
+        chats(&own),
+        1,
+        "no retry on the provider that turned it off"
+    );
+    assert_eq!(chats(&shared), 1);
+
+    // `shared` still retries its own blip.
+    own.set_faults([FaultSpec::always(Fault::Status(503))])
+        .unwrap();
+    shared
+        .set_faults([FaultSpec::always(Fault::Status(502)).limit(1)])
+        .unwrap();
+    let before = chats(&shared);
+    assert_eq!(call(&stack).await, Ok(200));
+    assert_eq!(chats(&shared) - before, 2, "the 502, then the retry");
+
+    // Both down until both circuits are open; the backup answers meanwhile.
+    shared
+        .set_faults([FaultSpec::always(Fault::Status(503))])
+        .unwrap();
+    let open =
+        |i: usize| stack.handle().snapshot().providers[i].health.circuit == CircuitState::Open;
+    for _ in 0..200 {
+        if open(0) && open(1) {
+            break;
+        }
+        assert_eq!(call(&stack).await, Ok(200));
+    }
+    assert!(open(0) && open(1), "both circuits opened");
+    // `shared` is probed (every 100 ms); `own`, open longer, never is. A guard
+    // against a hang, not a timing claim.
+    let models_before = own.counters().models;
+    let probed = tokio::time::timeout(Duration::from_secs(30), async {
+        while shared.counters().models < 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(probed.is_ok(), "the neighbour's open circuit is probed");
+    assert_eq!(own.counters().models, models_before, "no probe of `own`");
+    assert_eq!(models_before, 0);
+}
+
 /// A blip (one 502, then success) is retried on the same provider after a brief
 /// backoff and never reaches the backup; a sustained outage still fails over, and
 /// once the circuit is open not one more request reaches the primary.

@@ -49,6 +49,7 @@
 //! kind = "anthropic"
 //! api_key_env = "ANTHROPIC_API_KEY"
 //! circuit = { consecutive_failures = 3 }   # this provider only
+//! probe = false               # also per provider: validate, quota, ramp, retry
 //! ```
 //!
 //! Every section is optional and takes the layer crate's own configuration struct
@@ -61,7 +62,9 @@
 //! one is refused with an error naming it. The top-level `attempt_timeout`
 //! applies to every router (the balancer and the fallback fail over when it
 //! fires; under overflow the attempt fails); a router section may set its own
-//! instead, not both.
+//! instead, not both. A `[[providers]]` entry may set `validate`, `quota`,
+//! `circuit`, `ramp`, `probe` and `retry` (same-provider retry) for itself: `false`
+//! turns that layer off for it alone, a table replaces the stack's settings for it.
 //! Durations read `"30s"`, `"250ms"`, `"5m"` or a number of seconds.
 //!
 //! **Model routing.** A request goes to the providers that serve the model it asks
@@ -339,6 +342,16 @@ pub struct ProviderEntry {
     #[cfg(feature = "ramp")]
     #[serde(default)]
     pub ramp: Option<Toggle<RampConfig>>,
+    /// This provider's own active probes (`probe = false`: none for it, as for a
+    /// provider that bills every probe; a table: its own interval, path or body).
+    #[cfg(feature = "ramp")]
+    #[serde(default)]
+    pub probe: Option<Toggle<ProbeConfig>>,
+    /// This provider's own same-provider retry of a blip (`retry = false`: none,
+    /// as for a provider whose rate limits leave no room for a second try).
+    #[cfg(feature = "retry")]
+    #[serde(default)]
+    pub retry: Option<Toggle<RetryConfig>>,
     /// The rest: the provider client's configuration.
     #[serde(flatten)]
     pub client: toml::Table,
@@ -383,6 +396,10 @@ impl ProviderEntry {
             circuit: None,
             #[cfg(feature = "ramp")]
             ramp: None,
+            #[cfg(feature = "ramp")]
+            probe: None,
+            #[cfg(feature = "retry")]
+            retry: None,
             client: toml::Table::new(),
         }
     }
@@ -485,6 +502,14 @@ impl ProviderEntry {
         #[cfg(feature = "ramp")]
         if let Some(t) = &self.ramp {
             def = def.ramp(Slot::from(t.clone()));
+        }
+        #[cfg(feature = "ramp")]
+        if let Some(t) = &self.probe {
+            def = def.probe(t.get().cloned());
+        }
+        #[cfg(feature = "retry")]
+        if let Some(t) = &self.retry {
+            def = def.same_provider_retry(t.get().copied());
         }
         Ok(def)
     }
@@ -718,6 +743,24 @@ impl Config {
         #[cfg(feature = "ramp")]
         if let Some(Toggle::On(c)) = &p.ramp {
             check_ramp(c, "ramp")?;
+        }
+        #[cfg(feature = "ramp")]
+        if let Some(Toggle::On(probe)) = &p.probe {
+            let ramp_off = match &p.ramp {
+                Some(r) => r.is_off(),
+                None => self.ramp.is_off(),
+            };
+            if ramp_off {
+                return Err(ConfigError::new(
+                    "probe",
+                    "probes run in the recovery ramp's task: turn this provider's `ramp` on, or set `probe = false`",
+                ));
+            }
+            probe.validate()?;
+        }
+        #[cfg(feature = "retry")]
+        if let Some(Toggle::On(c)) = &p.retry {
+            c.validate().map_err(|e| core_error(e, "retry"))?;
         }
         Ok(())
     }

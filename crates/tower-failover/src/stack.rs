@@ -202,6 +202,12 @@ pub struct ProviderDef {
     circuit: Option<Slot<CircuitConfig>>,
     #[cfg(feature = "ramp")]
     ramp: Option<Slot<RampConfig>>,
+    /// `Some(None)`: no probes for this provider; `None`: the stack's.
+    #[cfg(feature = "ramp")]
+    probe: Option<Option<ProbeConfig>>,
+    /// `Some(None)`: no same-provider retry for this provider; `None`: the stack's.
+    #[cfg(feature = "retry")]
+    same_provider_retry: Option<Option<RetryConfig>>,
     extra: Vec<CustomLayer>,
 }
 
@@ -253,6 +259,10 @@ impl ProviderDef {
             circuit: None,
             #[cfg(feature = "ramp")]
             ramp: None,
+            #[cfg(feature = "ramp")]
+            probe: None,
+            #[cfg(feature = "retry")]
+            same_provider_retry: None,
             extra: Vec::new(),
         }
     }
@@ -322,6 +332,22 @@ impl ProviderDef {
     #[cfg(feature = "ramp")]
     pub fn ramp(mut self, slot: impl Into<Slot<RampConfig>>) -> Self {
         self.ramp = Some(slot.into());
+        self
+    }
+
+    /// Changes the active probes of this provider only (`None`: no probes for it,
+    /// as for a provider that bills each probe).
+    #[cfg(feature = "ramp")]
+    pub fn probe(mut self, config: Option<ProbeConfig>) -> Self {
+        self.probe = Some(config);
+        self
+    }
+
+    /// Changes the same-provider retry of this provider only (`None`: no retry
+    /// on the same provider; the router still fails over).
+    #[cfg(feature = "retry")]
+    pub fn same_provider_retry(mut self, config: Option<RetryConfig>) -> Self {
+        self.same_provider_retry = Some(config);
         self
     }
 
@@ -858,7 +884,7 @@ impl StackBuilder {
             svc = layer.apply(&health, svc);
         }
         #[cfg(feature = "retry")]
-        let svc = self.retry_position(svc, budget);
+        let svc = self.retry_position(&at, svc, budget);
         #[cfg(not(feature = "retry"))]
         let _ = budget;
         let svc = self.attempt_timeout_position(svc);
@@ -983,7 +1009,11 @@ impl StackBuilder {
                 let mut layer = RampLayer::with_config(at.health.clone(), c)
                     .map_err(|e| e.within(at.scope(&at.def.ramp, "ramp")))?
                     .classifier(self.above());
-                if let Some(p) = &self.probe {
+                let probe = match &at.def.probe {
+                    Some(own) => own.as_ref(),
+                    None => self.probe.as_ref(),
+                };
+                if let Some(p) = probe {
                     // The breaker's half-open trials are real requests: a tiny
                     // completion, which passes output validation as callers' do (a
                     // model list would not).
@@ -1008,10 +1038,15 @@ impl StackBuilder {
     #[cfg(feature = "retry")]
     fn retry_position(
         &self,
+        at: &At<'_>,
         svc: ProviderService,
         budget: &Option<SharedBudget>,
     ) -> ProviderService {
-        match &self.same_provider_retry {
+        let config = match &at.def.same_provider_retry {
+            Some(own) => own,
+            None => &self.same_provider_retry,
+        };
+        match config {
             Some(c) => {
                 // The routers count each request in the budget; the policy only
                 // draws its retries from it.
