@@ -378,6 +378,30 @@ async fn runs_on_a_fresh_machine_with_simulated_providers() {
     gw.shutdown().await.unwrap();
 }
 
+/// A path the gateway does not serve, or a method a route does not take, gets an
+/// error in the API's JSON shape (SDKs show its message), not an empty body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_routes_and_methods_get_json_errors() {
+    let sim = gateway::simulated().await.unwrap();
+    let gw = start(&sim.config).await;
+    let a = gw.send("GET", "/v1/chat/completion", "").await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND, "{}", a.body);
+    assert_eq!(a.json()["error"]["code"], "unknown_route");
+    let message = a.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("GET /v1/chat/completion"), "{message}");
+
+    let a = gw.send("GET", "/v1/chat/completions", "").await;
+    assert_eq!(a.status, StatusCode::METHOD_NOT_ALLOWED, "{}", a.body);
+    assert_eq!(a.json()["error"]["code"], "method_not_allowed");
+    assert_eq!(a.headers["allow"], "POST");
+
+    // Anthropic's shape on its route.
+    let a = gw.send("GET", "/v1/messages", "").await;
+    assert_eq!(a.status, StatusCode::METHOD_NOT_ALLOWED, "{}", a.body);
+    assert_eq!(a.json()["type"], "error", "{}", a.body);
+    gw.shutdown().await.unwrap();
+}
+
 /// Headers a caller may send that must never reach a provider.
 const NOT_FORWARDED: [(&str, &str); 8] = [
     ("x-portkey-config", "pc-secret-config"),

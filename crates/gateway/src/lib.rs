@@ -213,6 +213,9 @@ pub fn build_with(config: &GatewayConfig) -> Result<Gateway, ConfigError> {
         .route("/health/events", get(events));
     #[cfg(feature = "metrics")]
     let router = router.route(telemetry::METRICS, get(telemetry::metrics));
+    let router = router
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method);
     let access = auth::Access::new(
         &config.auth,
         &|k| std::env::var(k).ok(),
@@ -304,6 +307,40 @@ fn models(config: &Config) -> serde_json::Value {
         }
     }
     serde_json::json!({ "object": "list", "data": data })
+}
+
+/// A path the gateway does not serve: `404` in the API's error shape (SDKs show
+/// its message), never an empty body.
+async fn no_route(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    server::error_answer(
+        uri.path(),
+        StatusCode::NOT_FOUND,
+        "unknown_route",
+        &format!(
+            "no such route: {method} {}; the gateway serves /v1/chat/completions, /v1/messages, /v1/embeddings and /v1/models",
+            quoted_path(uri.path())
+        ),
+    )
+}
+
+/// A route asked with a method it does not take: `405` in the API's error shape
+/// (axum adds `Allow`).
+async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    server::error_answer(
+        uri.path(),
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        &format!("{method} is not allowed on {}", quoted_path(uri.path())),
+    )
+}
+
+/// At most 128 bytes of a caller's path, for an error message.
+fn quoted_path(path: &str) -> &str {
+    let mut end = path.len().min(128);
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    &path[..end]
 }
 
 /// `GET /v1/models`: every model the entries serve, or, for a key limited to some
