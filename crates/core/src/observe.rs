@@ -280,11 +280,13 @@ where
     #[inline]
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let started = Instant::now();
+        let started_ns = self.health.clock_nanos(started);
         let span = trace::current_attempt(self.health.id(), req.headers());
         let owed = Owed {
-            guard: self.health.start_request_at(started),
+            guard: self.health.start_request_at_nanos(started_ns),
             deadline: AttemptDeadline::of(&req),
             started,
+            started_ns,
             pending: true,
             first_byte: true,
             late: None,
@@ -312,6 +314,8 @@ struct Owed {
     guard: InFlight,
     deadline: Option<Instant>,
     started: Instant,
+    /// `started` on the health record's clock ([`Health::clock_nanos`]).
+    started_ns: u64,
     /// No verdict recorded yet (the future has not finished, or a 2xx body has not
     /// ended).
     pending: bool,
@@ -454,16 +458,18 @@ where
     }
 }
 
-/// The body ended cleanly at `now`: a 2xx is now a success (or the rejection a
-/// layer below found late); latency is measured.
-fn ended(o: Owed, now: Instant) {
-    let took = now.saturating_duration_since(o.started);
-    ended_after(o, now, took);
+/// The body ended cleanly now: a 2xx is now a success (or the rejection a layer
+/// below found late); latency is measured.
+fn ended(o: Owed) {
+    let now_ns = o.health().clock_nanos(Instant::now());
+    ended_after(o, now_ns);
 }
 
-/// [`ended`], with the time since the start already computed (`took`).
-fn ended_after(mut o: Owed, now: Instant, took: Duration) {
+/// [`ended`], with the clock already read: `now_ns` on the health record's clock.
+fn ended_after(mut o: Owed, now_ns: u64) {
     let health = o.health();
+    let took_ns = now_ns.saturating_sub(o.started_ns);
+    let took = Duration::from_nanos(took_ns);
     if o.pending {
         let outcome = LateVerdict::outcome(o.late.as_ref());
         health.record(&outcome);
@@ -471,11 +477,11 @@ fn ended_after(mut o: Owed, now: Instant, took: Duration) {
     }
     if o.first_byte {
         // An empty body: its end is its first byte.
-        health.ttfb().observe(took, now);
+        health.ttfb().observe_nanos(took_ns, now_ns);
         health.metrics().ttfb(took);
         trace::record_ttfb(&o.span, took);
     }
-    health.latency().observe(took, now);
+    health.latency().observe_nanos(took_ns, now_ns);
     health.metrics().duration(took);
     o.pending = false;
 }
@@ -547,12 +553,13 @@ where
                     && o.first_byte
                 {
                     o.first_byte = false;
-                    let now = Instant::now();
-                    let took = now.saturating_duration_since(o.started);
-                    o.health().ttfb().observe(took, now);
+                    let now_ns = o.health().clock_nanos(Instant::now());
+                    let took_ns = now_ns.saturating_sub(o.started_ns);
+                    let took = Duration::from_nanos(took_ns);
+                    o.health().ttfb().observe_nanos(took_ns, now_ns);
                     o.health().metrics().ttfb(took);
                     trace::record_ttfb(&o.span, took);
-                    first = Some((now, took));
+                    first = Some(now_ns);
                 }
                 // Trailers are a body's last frame, and a consumer may stop at
                 // them (gRPC's does) or when the body says it has ended.
@@ -560,8 +567,8 @@ where
                     && let Some(o) = this.owed.take()
                 {
                     match first {
-                        Some((now, took)) => ended_after(o, now, took),
-                        None => ended(o, Instant::now()),
+                        Some(now_ns) => ended_after(o, now_ns),
+                        None => ended(o),
                     }
                 }
                 Poll::Ready(Some(Ok(frame)))
@@ -586,7 +593,7 @@ where
             }
             None => {
                 if let Some(o) = this.owed.take() {
-                    ended(o, Instant::now());
+                    ended(o);
                 }
                 Poll::Ready(None)
             }

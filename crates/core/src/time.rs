@@ -60,6 +60,23 @@ impl AtomicInstant {
         (!left.is_zero()).then_some(left)
     }
 
+    /// An unset instant counted from `base`.
+    pub(crate) fn with_base(base: Instant) -> Self {
+        AtomicInstant {
+            base,
+            nanos: AtomicU64::new(0),
+        }
+    }
+
+    /// Stores the instant `since_base` nanoseconds after the base.
+    #[inline]
+    pub(crate) fn set_nanos(&self, since_base: u64) {
+        self.nanos.store(
+            since_base.min(u64::MAX - 1).saturating_add(1),
+            Ordering::Release,
+        );
+    }
+
     /// Stores `at` (or clears with `None`).
     pub fn set(&self, at: Option<Instant>) {
         let raw = at.map_or(0, |at| self.encode(at));

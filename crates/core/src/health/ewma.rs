@@ -23,8 +23,15 @@ pub struct PeakEwma {
 impl PeakEwma {
     /// An estimate with no samples (reads as zero) and the given decay constant.
     pub fn new(decay: Duration) -> Self {
+        PeakEwma::with_base(decay, Instant::now())
+    }
+
+    /// The same, timing its samples from `base` (a provider's record gives its
+    /// estimates and its progress stamp one base, so that one clock reading serves
+    /// them all).
+    pub(crate) fn with_base(decay: Duration, base: Instant) -> Self {
         PeakEwma {
-            base: Instant::now(),
+            base,
             decay_ns: (decay.as_nanos() as f64).max(1.0),
             value: AtomicU64::new(0f64.to_bits()),
             stamp: AtomicU64::new(0),
@@ -33,10 +40,17 @@ impl PeakEwma {
 
     /// Adds a sample observed at `now`.
     pub fn observe(&self, sample: Duration, now: Instant) {
-        // Through u64 (584 years of nanoseconds): a u128 to float conversion is a
-        // slow library call.
-        let sample_ns = nanos(sample) as f64;
-        let now_ns = nanos(now.saturating_duration_since(self.base));
+        self.observe_nanos(
+            nanos(sample),
+            nanos(now.saturating_duration_since(self.base)),
+        );
+    }
+
+    /// [`observe`](Self::observe) with both in nanoseconds: the sample, and `now`
+    /// after the base this estimate was made with.
+    #[inline]
+    pub(crate) fn observe_nanos(&self, sample_ns: u64, now_ns: u64) {
+        let sample_ns = sample_ns as f64;
         let prev = f64::from_bits(self.value.load(Ordering::Relaxed));
         // A load and a store, not a swap: a read-modify-write costs more on the hot
         // path than the sample a racing update may lose (see the type's docs).
@@ -71,10 +85,14 @@ impl PeakEwma {
     }
 }
 
-/// A duration in nanoseconds, saturating at `u64::MAX`.
+/// A duration in nanoseconds, saturating at `u64::MAX` (through u64, not the
+/// u128 of `as_nanos`: 584 years of nanoseconds fit).
 #[inline]
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+pub(crate) fn nanos(d: Duration) -> u64 {
+    d.as_secs()
+        .checked_mul(1_000_000_000)
+        .and_then(|n| n.checked_add(u64::from(d.subsec_nanos())))
+        .unwrap_or(u64::MAX)
 }
 
 /// `e^-x` for `x >= 0`. Samples usually come far apart less than the decay

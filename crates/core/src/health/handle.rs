@@ -58,6 +58,8 @@ pub(super) struct Inner {
     open_until: AtomicInstant,
     trips: AtomicU32,
     circuit_tx: watch::Sender<CircuitState>,
+    /// The instant `ttfb`, `latency` and `last_progress` count from.
+    base: Instant,
     ttfb: PeakEwma,
     latency: PeakEwma,
     /// Requests in flight (the low 32 bits) and, of those, the requests sent and
@@ -139,6 +141,7 @@ impl Health {
         config: HealthConfig,
     ) -> Health {
         let (circuit_tx, _) = watch::channel(CircuitState::Closed);
+        let base = Instant::now();
         Health {
             inner: Arc::new(Inner {
                 metrics: ProviderMetrics::new(&id),
@@ -149,10 +152,11 @@ impl Health {
                 open_until: AtomicInstant::new(),
                 trips: AtomicU32::new(0),
                 circuit_tx,
-                ttfb: PeakEwma::new(config.ewma_decay),
-                latency: PeakEwma::new(config.ewma_decay),
+                base,
+                ttfb: PeakEwma::with_base(config.ewma_decay, base),
+                latency: PeakEwma::with_base(config.ewma_decay, base),
                 load: AtomicU64::new(0),
-                last_progress: AtomicInstant::new(),
+                last_progress: AtomicInstant::with_base(base),
                 suspect: AtomicBool::new(false),
                 suspicion: Suspicion {
                     enabled: config.detect_hangs,
@@ -457,6 +461,15 @@ impl Health {
         self.inner.latency.observe(sample, Instant::now());
     }
 
+    /// Nanoseconds of `at` after the instant this record's estimates count from:
+    /// one clock reading, converted once, serves the time to first byte, the
+    /// latency and the progress stamp ([`PeakEwma::observe`] and the rest convert
+    /// each on their own).
+    #[inline]
+    pub(crate) fn clock_nanos(&self, at: Instant) -> u64 {
+        super::ewma::nanos(at.saturating_duration_since(self.inner.base))
+    }
+
     /// The peak-EWMA of time to first body byte.
     pub fn ttfb(&self) -> &PeakEwma {
         &self.inner.ttfb
@@ -484,11 +497,18 @@ impl Health {
     /// a layer that times the request anyway saves a clock read.
     #[inline]
     pub fn start_request_at(&self, now: Instant) -> InFlight {
+        self.start_request_at_nanos(self.clock_nanos(now))
+    }
+
+    /// [`start_request_at`](Self::start_request_at), with `now` from
+    /// [`clock_nanos`](Self::clock_nanos).
+    #[inline]
+    pub(crate) fn start_request_at_nanos(&self, now_ns: u64) -> InFlight {
         let was = self.inner.load.fetch_add(1 + WAITING, Ordering::AcqRel);
         if was < WAITING {
             // Nothing was waiting: silence is counted from now, not from the last
             // answer of an idle provider.
-            self.inner.last_progress.set(Some(now));
+            self.inner.last_progress.set_nanos(now_ns);
         }
         InFlight {
             health: self.clone(),
