@@ -98,17 +98,28 @@ impl ErrorRate {
             let new_good = good.saturating_sub(state.good);
             let new_bad = bad.saturating_sub(state.bad);
             let n = new_good + new_bad;
-            if n > 0 {
+            let updated = (n > 0).then(|| {
                 let faded = self.faded(decay_ns, now);
-                let keep = (1.0 - 1.0 / ERROR_SAMPLES).powf(n.min(1000) as f64);
+                // `powi`, not `powf`: a few multiplications instead of libm's pow on
+                // every answered request (n is usually 1).
+                let keep = (1.0 - 1.0 / ERROR_SAMPLES).powi(n.min(1000) as i32);
                 let sample = new_bad as f64 / n as f64;
                 let rate = faded * keep + sample * (1.0 - keep);
                 self.rate.store(rate.to_bits(), Ordering::Relaxed);
-                self.stamp.set(Some(now.get()));
-            }
+                if rate > 0.0 {
+                    // A rate of zero does not fade: no stamp, and no clock read for
+                    // a provider that keeps succeeding.
+                    self.stamp.set(Some(now.get()));
+                }
+                rate
+            });
             state.good = good;
             state.bad = bad;
             self.seen.store(total, Ordering::Relaxed);
+            if let Some(rate) = updated {
+                // Stamped now: nothing to fade yet.
+                return rate.clamp(0.0, 1.0);
+            }
         }
         self.faded(decay_ns, now)
     }
