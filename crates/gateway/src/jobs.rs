@@ -83,8 +83,9 @@
 //! the id is the only key to the answer, so hand it only to the caller. Jobs live
 //! in the memory of the replica that accepted them: another replica answers
 //! `404` for that id, and a restart loses them. Behind a load balancer, send
-//! `/v1/jobs/*` to the replica that answered the `202` (sticky sessions) or run
-//! deferred callers against one replica.
+//! `/v1/jobs/*` to the replica that answered the `202` (sticky sessions), or let
+//! the balancer ask each replica in turn until one does not answer `404`, as the
+//! repository's `deploy/nginx.conf` does (`proxy_next_upstream http_404`).
 //!
 //! With caller keys (`[auth]`), a deferrable request passes the same checks
 //! (key, allowed models, budget) when it arrives, and `GET /v1/jobs/{id}` needs a
