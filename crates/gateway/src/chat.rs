@@ -37,7 +37,7 @@ pub(super) async fn chat(State(state): State<AppState>, req: Request) -> Respons
         }
     }
     let req = upstream(&state, req, "/v1/chat/completions");
-    forward(state.failover, req).await
+    forward(state.failover.clone(), req).await
 }
 
 /// A request that asked for deferral ([`jobs`]): buffered here, so that it can
