@@ -238,10 +238,10 @@ pub fn build_with(config: &GatewayConfig) -> Result<Gateway, ConfigError> {
     if !auth_enabled {
         auth::warn_open();
     }
-    let router = router
-        .with_state(state)
-        .layer(axum::middleware::from_fn_with_state(access, auth::check));
-    let router = telemetry::layers(router);
+    let router = telemetry::layers(
+        router.with_state(state),
+        axum::middleware::from_fn_with_state(access, auth::check),
+    );
     Ok(Gateway {
         router,
         probes: probes(closed),
