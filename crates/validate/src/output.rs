@@ -381,10 +381,9 @@ impl Facts {
         } else if (named_error || ty == Some("error")) && self.error.is_none() {
             self.error = Some("error event".into());
         }
-        if let Some(choices) = e.choices {
+        if let Some(Choices(first)) = e.choices {
             self.wire.get_or_insert(Wire::OpenAi);
-            let first = choices.iter().find(|c| c.index.unwrap_or(0) == 0);
-            if let Some(c) = first {
+            if let Some(c) = &first {
                 if let Some(d) = &c.delta {
                     if let Some(t) = &d.content {
                         self.push_content(t);
@@ -466,12 +465,12 @@ impl Facts {
 /// One streamed event of either wire format, read without building a `Value`.
 #[derive(Deserialize)]
 struct Event<'a> {
-    #[serde(rename = "type", borrow, default)]
+    #[serde(rename = "type", borrow, default, deserialize_with = "text")]
     ty: Option<Cow<'a, str>>,
     #[serde(default)]
     error: Option<Value>,
     #[serde(borrow, default)]
-    choices: Option<Vec<Choice<'a>>>,
+    choices: Option<Choices<'a>>,
     #[serde(borrow, default)]
     delta: Option<AnthropicDelta<'a>>,
     #[serde(borrow, default)]
@@ -486,15 +485,15 @@ struct Choice<'a> {
     index: Option<u64>,
     #[serde(borrow, default)]
     delta: Option<OpenAiDelta<'a>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "text")]
     finish_reason: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
 struct OpenAiDelta<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "text")]
     content: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "text")]
     refusal: Option<Cow<'a, str>>,
     #[serde(default)]
     tool_calls: Option<Vec<serde::de::IgnoredAny>>,
@@ -504,19 +503,19 @@ struct OpenAiDelta<'a> {
 
 #[derive(Deserialize)]
 struct AnthropicDelta<'a> {
-    #[serde(rename = "type", borrow, default)]
+    #[serde(rename = "type", borrow, default, deserialize_with = "text")]
     ty: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "text")]
     text: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "text")]
     stop_reason: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
 struct Block<'a> {
-    #[serde(rename = "type", borrow, default)]
+    #[serde(rename = "type", borrow, default, deserialize_with = "text")]
     ty: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "text")]
     text: Option<Cow<'a, str>>,
 }
 
@@ -524,8 +523,51 @@ struct Block<'a> {
 struct StartMessage<'a> {
     #[serde(borrow, default)]
     content: Option<Vec<Block<'a>>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "text")]
     stop_reason: Option<Cow<'a, str>>,
+}
+
+/// An optional string, borrowed from the event unless it has escapes. (Serde
+/// borrows a `Cow<str>` field only when it is not inside an `Option`: an
+/// `Option<Cow<str>>` field allocates every string, one per streamed delta.)
+fn text<'de: 'a, 'a, D>(d: D) -> Result<Option<Cow<'a, str>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+    Ok(Option::<Text<'a>>::deserialize(d)?.map(|t| t.0))
+}
+
+/// An OpenAI chunk's `choices`: every element is read (a bad one fails the event as
+/// a `Vec` would), only the first of index 0 is kept, without a `Vec` per event.
+struct Choices<'a>(Option<Choice<'a>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Choices<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Seq<'a>(std::marker::PhantomData<Choice<'a>>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Seq<'a> {
+            type Value = Choices<'a>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a sequence")
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Choices<'a>, A::Error> {
+                let mut first = None;
+                while let Some(c) = seq.next_element::<Choice<'a>>()? {
+                    if first.is_none() && c.index.unwrap_or(0) == 0 {
+                        first = Some(c);
+                    }
+                }
+                Ok(Choices(first))
+            }
+        }
+        d.deserialize_seq(Seq(std::marker::PhantomData))
+    }
 }
 
 #[cfg(test)]
