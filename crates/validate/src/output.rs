@@ -1,6 +1,7 @@
 //! What validators look at: a normalized view of one response, buffered or streamed.
 
 use std::borrow::Cow;
+use std::sync::OnceLock;
 
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
@@ -26,7 +27,7 @@ pub struct Output<'a> {
     pub(crate) status: StatusCode,
     pub(crate) headers: &'a HeaderMap,
     pub(crate) body: Option<&'a Bytes>,
-    pub(crate) json: Option<&'a Value>,
+    pub(crate) json: Option<&'a LazyJson<'a>>,
     pub(crate) facts: &'a Facts,
     pub(crate) stream: bool,
     /// The request's body, when the layer could see it (a
@@ -71,8 +72,11 @@ impl<'a> Output<'a> {
 
     /// The body of a buffered response parsed as JSON (`None` for streams and for
     /// bodies that are not JSON).
+    ///
+    /// Parsed the first time it is asked for (validation's own checks read the
+    /// body without building a `Value`), then kept for the other validators.
     pub fn json(&self) -> Option<&'a Value> {
-        self.json
+        self.json.and_then(LazyJson::get)
     }
 
     /// Why the body (or, in a stream, the first bad event) was not valid JSON.
@@ -144,6 +148,34 @@ impl<'a> Output<'a> {
     /// answers that were not cut.
     pub fn request_sets_max_tokens(&self) -> bool {
         self.request.is_some_and(|b| b.info().sets_max_tokens())
+    }
+}
+
+mod fast;
+
+/// A buffered body's JSON for [`Output::json`], parsed the first time it is
+/// asked for (most validators never do).
+#[derive(Debug)]
+pub(crate) struct LazyJson<'a> {
+    body: &'a [u8],
+    value: OnceLock<Option<Value>>,
+}
+
+impl<'a> LazyJson<'a> {
+    /// `body`'s JSON; `parsed` if it was already parsed, and known not to be JSON
+    /// when `invalid`.
+    pub(crate) fn new(body: &'a [u8], parsed: Option<Value>, invalid: bool) -> Self {
+        let value = OnceLock::new();
+        if parsed.is_some() || invalid {
+            let _ = value.set(parsed);
+        }
+        LazyJson { body, value }
+    }
+
+    fn get(&self) -> Option<&Value> {
+        self.value
+            .get_or_init(|| serde_json::from_slice(self.body).ok())
+            .as_ref()
     }
 }
 
@@ -224,8 +256,22 @@ impl Facts {
         }
     }
 
-    /// Reads a buffered body.
+    /// Reads a buffered body: the usual OpenAI answer without building a `Value`
+    /// ([`fast`]), anything else through one. The `Value` is returned when one was
+    /// built.
     pub(crate) fn from_body(body: &[u8], wire: Option<Wire>, cap: usize) -> (Facts, Option<Value>) {
+        match fast::read(body, wire, cap) {
+            Some(facts) => (facts, None),
+            None => Facts::from_value(body, wire, cap),
+        }
+    }
+
+    /// Reads a buffered body through a `serde_json::Value`.
+    pub(crate) fn from_value(
+        body: &[u8],
+        wire: Option<Wire>,
+        cap: usize,
+    ) -> (Facts, Option<Value>) {
         let mut facts = Facts::new(wire, cap);
         match serde_json::from_slice::<Value>(body) {
             Ok(v) => {

@@ -183,8 +183,8 @@ impl StreamScan {
 }
 
 /// Whether `data` has a `"usage"` that is not followed by `: null` (the only
-/// chunks whose `usage` can parse as something). Conservative: anything else, a
-/// `"usage"` inside a string included, counts as a mention.
+/// chunks whose `usage` can parse as something). Conservative: any other
+/// `"usage"`, a nested one included, counts as a mention, and the parse decides.
 fn mentions_usage(data: &[u8]) -> bool {
     const KEY: &[u8] = b"\"usage\"";
     let mut rest = data;
@@ -220,7 +220,9 @@ mod tests {
         assert!(mentions_usage(
             br#"{"usage":null,"usage":{"prompt_tokens":1}}"#
         ));
-        assert!(mentions_usage(br#"{"x":"\"usage\""}"#));
+        assert!(mentions_usage(b"{\"usage\"\n:\n{\"prompt_tokens\":1}}"));
+        // A nested one is a mention too (then the parse decides).
+        assert!(mentions_usage(br#"{"x":{"usage":5}}"#));
         let mut scan = StreamScan::default();
         scan.event(br#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#);
         scan.event(br#"{"choices":[{"delta":{"content":"x"}}],"usage":null}"#);
