@@ -63,7 +63,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
@@ -292,7 +292,10 @@ fn stack(config: &Config) -> Result<Failover, ConfigError> {
                         },
                     )
                     .map_response(move |mut res: http::Response<_>| {
-                        res.headers_mut().insert(SERVED_BY, tag.clone());
+                        // A `HeaderName`: inserting by a `&str` copies a
+                        // non-standard name, an allocation per answer.
+                        const NAME: HeaderName = HeaderName::from_static(SERVED_BY);
+                        res.headers_mut().insert(NAME, tag.clone());
                         res
                     }),
             )
