@@ -96,6 +96,12 @@ impl Caller {
     pub fn name(&self) -> &str {
         &self.0
     }
+
+    /// The key's name, shared (a metric label without a copy).
+    #[cfg(feature = "metrics")]
+    pub(crate) fn shared(&self) -> Arc<str> {
+        self.0.clone()
+    }
 }
 
 /// The label of requests that presented no valid key (keys not configured, or
