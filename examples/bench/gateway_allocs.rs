@@ -8,6 +8,7 @@
 //! cargo run --release --example gateway_allocs -- --count 2000 --soak 0 # counts only
 //! cargo run --release --example gateway_allocs -- --soak 300000 --soak-through direct
 //! cargo run --release --example gateway_allocs -- --drop-gateway # only the router kept
+//! cargo run --release --example gateway_allocs -- --only gateway --answer json --count 50 --soak 0 # for a profiler
 //! ```
 //!
 //! Every request goes through the axum [`Router`] in process (`tower::ServiceExt::oneshot`,
@@ -199,16 +200,45 @@ async fn main() {
     let http = client();
     let bare = passthrough(http.clone(), url.clone());
 
+    // `--only gateway` (or `direct`, `passthrough`) counts that target alone, so a
+    // heap profiler (`valgrind --tool=dhat`) sees one path's allocations only.
+    let only = std::env::args()
+        .skip_while(|a| a != "--only")
+        .nth(1)
+        .unwrap_or_default();
+    let counted = |target: &str| only.is_empty() || only == target;
+    let skipped = (0.0, 0.0, 0);
+
     let mut rows = Vec::new();
     eprintln!(
         "{:<12} {:<9} {:>9} {:>12} {:>7}",
         "target", "answer", "allocs/req", "bytes/req", "failed"
     );
+    // `--answer json` (or `streamed`) counts that answer alone.
+    let answers = std::env::args()
+        .skip_while(|a| a != "--answer")
+        .nth(1)
+        .unwrap_or_default();
     for stream in [false, true] {
+        if !answers.is_empty() && answers != if stream { "streamed" } else { "json" } {
+            continue;
+        }
         let answer = if stream { "streamed" } else { "json" };
-        let d = count(n, async || direct(&http, &url, stream).await).await;
-        let p = count(n, async || through(&bare, stream).await).await;
-        let g = count(n, async || through(&gw, stream).await).await;
+        let d = if counted("direct") {
+            count(n, async || direct(&http, &url, stream).await).await
+        } else {
+            skipped
+        };
+        let p = if counted("passthrough") {
+            count(n, async || through(&bare, stream).await).await
+        } else {
+            skipped
+        };
+        let g = if counted("gateway") {
+            count(n, async || through(&gw, stream).await).await
+        } else {
+            skipped
+        };
         for (target, (allocs, bytes, failed)) in [("direct", d), ("passthrough", p), ("gateway", g)]
         {
             eprintln!("{target:<12} {answer:<9} {allocs:>9.1} {bytes:>12.0} {failed:>7}");

@@ -3,6 +3,7 @@
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
+use axum::http::header::{self, HeaderName};
 use axum::response::{IntoResponse, Response};
 use http_body_util::LengthLimitError;
 use tower::{BoxError, ServiceExt};
@@ -15,13 +16,15 @@ use super::{AppState, SERVED_BY, auth, jobs};
 /// The upstream headers passed to the caller. The rest (a provider's own
 /// rate-limit headers, its name, its cookies) describe one provider's state, not
 /// the gateway's, and could mislead a client's own retry logic.
-const PASSED: [&str; 6] = [
-    "content-type",
-    "content-length",
-    "cache-control",
-    "x-request-id",
-    "request-id",
-    SERVED_BY,
+/// (Header names, not strings: inserting a header by a `&str` name that is not a
+/// standard one copies the name, an allocation per header per answer.)
+const PASSED: [HeaderName; 6] = [
+    header::CONTENT_TYPE,
+    header::CONTENT_LENGTH,
+    header::CACHE_CONTROL,
+    HeaderName::from_static("x-request-id"),
+    HeaderName::from_static("request-id"),
+    HeaderName::from_static(SERVED_BY),
 ];
 
 pub(super) async fn chat(State(state): State<AppState>, req: Request) -> Response {
@@ -43,7 +46,7 @@ pub(super) async fn chat(State(state): State<AppState>, req: Request) -> Respons
         }
     }
     let req = upstream(&state, req, "/v1/chat/completions");
-    forward(state.failover, req).await
+    forward(state.failover.clone(), req).await
 }
 
 /// A request that asked for deferral ([`jobs`]): buffered here, so that it can
@@ -119,10 +122,25 @@ pub(super) async fn forward(failover: Failover, req: Request) -> Response {
 /// The stack's answer with only the [`PASSED`] headers.
 pub(super) fn reply(res: http::Response<BoxBody>) -> Response {
     let (mut parts, body) = res.into_parts();
-    let upstream = std::mem::take(&mut parts.headers);
+    // Sized once: growing an empty map to a few headers costs four allocations.
+    let mut upstream = std::mem::replace(
+        &mut parts.headers,
+        http::HeaderMap::with_capacity(PASSED.len()),
+    );
     for name in PASSED {
-        for value in upstream.get_all(name) {
-            parts.headers.append(name, value.clone());
+        // A header's one value is moved, not cloned.
+        match upstream.get_all(&name).iter().take(2).count() {
+            0 => {}
+            1 => {
+                if let Some(value) = upstream.remove(&name) {
+                    parts.headers.append(name, value);
+                }
+            }
+            _ => {
+                for value in upstream.get_all(&name) {
+                    parts.headers.append(name.clone(), value.clone());
+                }
+            }
         }
     }
     Response::from_parts(parts, Body::new(body))

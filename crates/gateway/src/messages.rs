@@ -136,7 +136,7 @@ pub(super) async fn messages(State(state): State<AppState>, req: Request) -> Res
     let Ok(upstream) = upstream.body(Body::from(inbound.body)) else {
         return anthropic_error(500, "api_error", "could not build the upstream request");
     };
-    answer(state.failover, upstream, inbound.model).await
+    answer(state.failover.clone(), upstream, inbound.model).await
 }
 
 async fn answer(failover: Failover, req: http::Request<Body>, model: String) -> Response {

@@ -173,7 +173,9 @@ impl Forwarding {
     /// The caller's headers that may cross (the routing headers included, for the
     /// stack: they are removed before a provider is called).
     pub(crate) fn headers(&self, caller: &HeaderMap) -> HeaderMap {
-        let mut out = HeaderMap::new();
+        // Sized once for the usual few, not grown from empty (bounded: a huge
+        // capacity panics, and few headers cross).
+        let mut out = HeaderMap::with_capacity(caller.keys_len().min(16));
         for (name, value) in caller {
             if self.forwards(name) {
                 out.append(name.clone(), value.clone());

@@ -151,6 +151,8 @@ pub mod config;
 pub mod guide;
 #[cfg(feature = "balance")]
 mod handle;
+#[cfg(all(feature = "balance", feature = "retry"))]
+mod lazy;
 #[cfg(feature = "balance")]
 #[cfg_attr(docsrs, doc(cfg(feature = "balance")))]
 pub mod models;

@@ -225,7 +225,13 @@ impl Service<Request<ReplayBody>> for ModelRouter {
                 };
                 let more = n + 1 < chain.len();
                 let mut svc = g.service.clone();
-                let attempt = clone_request(&req);
+                // The last group gets the request itself: no copy of its headers
+                // and extensions (nothing reads `req` after it but the error path).
+                let attempt = if more {
+                    clone_request(&req)
+                } else {
+                    std::mem::replace(&mut req, Request::new(ReplayBody::empty()))
+                };
                 let res = async {
                     std::future::poll_fn(|cx| svc.poll_ready(cx)).await?;
                     svc.call(attempt).await

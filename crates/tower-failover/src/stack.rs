@@ -1054,7 +1054,12 @@ impl StackBuilder {
                 let policy = SameProviderRetry::from_config(budget, c)
                     .deposits(false)
                     .classifier(self.above());
-                boxed(tower::retry::Retry::new(policy, svc))
+                // The stack below copied only when a retry happens, not into every
+                // response future (`Retry` clones itself for each request).
+                boxed(tower::retry::Retry::new(
+                    policy,
+                    crate::lazy::LazyClone::new(svc),
+                ))
             }
             None => svc,
         }

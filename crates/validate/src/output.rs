@@ -1,6 +1,7 @@
 //! What validators look at: a normalized view of one response, buffered or streamed.
 
 use std::borrow::Cow;
+use std::sync::OnceLock;
 
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
@@ -26,7 +27,7 @@ pub struct Output<'a> {
     pub(crate) status: StatusCode,
     pub(crate) headers: &'a HeaderMap,
     pub(crate) body: Option<&'a Bytes>,
-    pub(crate) json: Option<&'a Value>,
+    pub(crate) json: Option<&'a LazyJson<'a>>,
     pub(crate) facts: &'a Facts,
     pub(crate) stream: bool,
     /// The request's body, when the layer could see it (a
@@ -71,8 +72,11 @@ impl<'a> Output<'a> {
 
     /// The body of a buffered response parsed as JSON (`None` for streams and for
     /// bodies that are not JSON).
+    ///
+    /// Parsed the first time it is asked for (validation's own checks read the
+    /// body without building a `Value`), then kept for the other validators.
     pub fn json(&self) -> Option<&'a Value> {
-        self.json
+        self.json.and_then(LazyJson::get)
     }
 
     /// Why the body (or, in a stream, the first bad event) was not valid JSON.
@@ -144,6 +148,34 @@ impl<'a> Output<'a> {
     /// answers that were not cut.
     pub fn request_sets_max_tokens(&self) -> bool {
         self.request.is_some_and(|b| b.info().sets_max_tokens())
+    }
+}
+
+mod fast;
+
+/// A buffered body's JSON for [`Output::json`], parsed the first time it is
+/// asked for (most validators never do).
+#[derive(Debug)]
+pub(crate) struct LazyJson<'a> {
+    body: &'a [u8],
+    value: OnceLock<Option<Value>>,
+}
+
+impl<'a> LazyJson<'a> {
+    /// `body`'s JSON; `parsed` if it was already parsed, and known not to be JSON
+    /// when `invalid`.
+    pub(crate) fn new(body: &'a [u8], parsed: Option<Value>, invalid: bool) -> Self {
+        let value = OnceLock::new();
+        if parsed.is_some() || invalid {
+            let _ = value.set(parsed);
+        }
+        LazyJson { body, value }
+    }
+
+    fn get(&self) -> Option<&Value> {
+        self.value
+            .get_or_init(|| serde_json::from_slice(self.body).ok())
+            .as_ref()
     }
 }
 
@@ -224,8 +256,22 @@ impl Facts {
         }
     }
 
-    /// Reads a buffered body.
+    /// Reads a buffered body: the usual OpenAI answer without building a `Value`
+    /// ([`fast`]), anything else through one. The `Value` is returned when one was
+    /// built.
     pub(crate) fn from_body(body: &[u8], wire: Option<Wire>, cap: usize) -> (Facts, Option<Value>) {
+        match fast::read(body, wire, cap) {
+            Some(facts) => (facts, None),
+            None => Facts::from_value(body, wire, cap),
+        }
+    }
+
+    /// Reads a buffered body through a `serde_json::Value`.
+    pub(crate) fn from_value(
+        body: &[u8],
+        wire: Option<Wire>,
+        cap: usize,
+    ) -> (Facts, Option<Value>) {
         let mut facts = Facts::new(wire, cap);
         match serde_json::from_slice::<Value>(body) {
             Ok(v) => {
@@ -381,10 +427,9 @@ impl Facts {
         } else if (named_error || ty == Some("error")) && self.error.is_none() {
             self.error = Some("error event".into());
         }
-        if let Some(choices) = e.choices {
+        if let Some(Choices(first)) = e.choices {
             self.wire.get_or_insert(Wire::OpenAi);
-            let first = choices.iter().find(|c| c.index.unwrap_or(0) == 0);
-            if let Some(c) = first {
+            if let Some(c) = &first {
                 if let Some(d) = &c.delta {
                     if let Some(t) = &d.content {
                         self.push_content(t);
@@ -466,12 +511,12 @@ impl Facts {
 /// One streamed event of either wire format, read without building a `Value`.
 #[derive(Deserialize)]
 struct Event<'a> {
-    #[serde(rename = "type", borrow, default)]
+    #[serde(rename = "type", borrow, default, deserialize_with = "text")]
     ty: Option<Cow<'a, str>>,
     #[serde(default)]
     error: Option<Value>,
     #[serde(borrow, default)]
-    choices: Option<Vec<Choice<'a>>>,
+    choices: Option<Choices<'a>>,
     #[serde(borrow, default)]
     delta: Option<AnthropicDelta<'a>>,
     #[serde(borrow, default)]
@@ -486,15 +531,15 @@ struct Choice<'a> {
     index: Option<u64>,
     #[serde(borrow, default)]
     delta: Option<OpenAiDelta<'a>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "text")]
     finish_reason: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
 struct OpenAiDelta<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "text")]
     content: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "text")]
     refusal: Option<Cow<'a, str>>,
     #[serde(default)]
     tool_calls: Option<Vec<serde::de::IgnoredAny>>,
@@ -504,19 +549,19 @@ struct OpenAiDelta<'a> {
 
 #[derive(Deserialize)]
 struct AnthropicDelta<'a> {
-    #[serde(rename = "type", borrow, default)]
+    #[serde(rename = "type", borrow, default, deserialize_with = "text")]
     ty: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "text")]
     text: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "text")]
     stop_reason: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
 struct Block<'a> {
-    #[serde(rename = "type", borrow, default)]
+    #[serde(rename = "type", borrow, default, deserialize_with = "text")]
     ty: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "text")]
     text: Option<Cow<'a, str>>,
 }
 
@@ -524,8 +569,51 @@ struct Block<'a> {
 struct StartMessage<'a> {
     #[serde(borrow, default)]
     content: Option<Vec<Block<'a>>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "text")]
     stop_reason: Option<Cow<'a, str>>,
+}
+
+/// An optional string, borrowed from the event unless it has escapes. (Serde
+/// borrows a `Cow<str>` field only when it is not inside an `Option`: an
+/// `Option<Cow<str>>` field allocates every string, one per streamed delta.)
+fn text<'de: 'a, 'a, D>(d: D) -> Result<Option<Cow<'a, str>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+    Ok(Option::<Text<'a>>::deserialize(d)?.map(|t| t.0))
+}
+
+/// An OpenAI chunk's `choices`: every element is read (a bad one fails the event as
+/// a `Vec` would), only the first of index 0 is kept, without a `Vec` per event.
+struct Choices<'a>(Option<Choice<'a>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Choices<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Seq<'a>(std::marker::PhantomData<Choice<'a>>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Seq<'a> {
+            type Value = Choices<'a>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a sequence")
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Choices<'a>, A::Error> {
+                let mut first = None;
+                while let Some(c) = seq.next_element::<Choice<'a>>()? {
+                    if first.is_none() && c.index.unwrap_or(0) == 0 {
+                        first = Some(c);
+                    }
+                }
+                Ok(Choices(first))
+            }
+        }
+        d.deserialize_seq(Seq(std::marker::PhantomData))
+    }
 }
 
 #[cfg(test)]

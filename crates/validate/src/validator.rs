@@ -9,7 +9,7 @@ use tower_failover_core::RejectKind;
 use tower_failover_core::error::Invalid;
 use tower_failover_core::replay::ReplayBody;
 
-use crate::output::{Facts, Output, Wire};
+use crate::output::{Facts, LazyJson, Output, Wire};
 
 /// What a [`Validator`] thinks of an [`Output`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -232,11 +232,12 @@ pub(crate) fn check_buffered<V: Validator + ?Sized>(
     request: Option<&ReplayBody>,
 ) -> Verdict {
     let (facts, json) = Facts::from_body(body, wire, cap);
+    let json = LazyJson::new(body, json, facts.json_error.is_some());
     let out = Output {
         status,
         headers,
         body: Some(body),
-        json: json.as_ref(),
+        json: Some(&json),
         facts: &facts,
         stream: false,
         request,

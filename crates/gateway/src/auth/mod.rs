@@ -97,6 +97,12 @@ impl Caller {
     pub fn name(&self) -> &str {
         &self.0
     }
+
+    /// The key's name, shared (a metric label without a copy).
+    #[cfg(feature = "metrics")]
+    pub(crate) fn shared(&self) -> Arc<str> {
+        self.0.clone()
+    }
 }
 
 /// The models a caller's key may ask for, in the request's extensions when the key

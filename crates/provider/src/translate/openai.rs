@@ -171,9 +171,10 @@ impl StreamScan {
             self.done = true;
             return;
         }
-        // Only chunks that mention usage are worth parsing; most say `"usage":null`
-        // or nothing at all.
-        if contains(data, b"\"usage\"")
+        // Only chunks that mention usage with something other than `null` are worth
+        // parsing: most say `"usage":null` or nothing at all. (Parsing one anyway
+        // costs an allocation: serde_json skips the nested `choices` with a stack.)
+        if mentions_usage(data)
             && let Ok(WithUsage { usage: Some(u) }) = serde_json::from_slice(data)
         {
             self.usage = Some(u);
@@ -181,8 +182,23 @@ impl StreamScan {
     }
 }
 
-pub(crate) fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
+/// Whether `data` has a `"usage"` that is not followed by `: null` (the only
+/// chunks whose `usage` can parse as something). Conservative: any other
+/// `"usage"`, a nested one included, counts as a mention, and the parse decides.
+fn mentions_usage(data: &[u8]) -> bool {
+    const KEY: &[u8] = b"\"usage\"";
+    let mut rest = data;
+    while let Some(at) = rest.windows(KEY.len()).position(|w| w == KEY) {
+        rest = &rest[at + KEY.len()..];
+        let after = rest.trim_ascii_start();
+        let null = after
+            .strip_prefix(b":")
+            .is_some_and(|v| v.trim_ascii_start().starts_with(b"null"));
+        if !null {
+            return true;
+        }
+    }
+    false
 }
 
 #[cfg(test)]
@@ -191,6 +207,32 @@ mod tests {
 
     fn prep(body: &'static str, models: &ModelMap, usage: bool) -> PreparedRequest {
         prepare_request(&ReplayBody::from(body), models, usage).unwrap()
+    }
+
+    #[test]
+    fn a_null_usage_is_not_parsed_and_a_real_one_is_read() {
+        assert!(!mentions_usage(
+            br#"{"choices":[{"delta":{}}],"usage":null}"#
+        ));
+        assert!(!mentions_usage(br#"{"usage" :  null,"x":{"usage":null}}"#));
+        assert!(!mentions_usage(br#"{"choices":[]}"#));
+        assert!(mentions_usage(br#"{"usage":{"prompt_tokens":1}}"#));
+        assert!(mentions_usage(
+            br#"{"usage":null,"usage":{"prompt_tokens":1}}"#
+        ));
+        assert!(mentions_usage(b"{\"usage\"\n:\n{\"prompt_tokens\":1}}"));
+        // A nested one is a mention too (then the parse decides).
+        assert!(mentions_usage(br#"{"x":{"usage":5}}"#));
+        let mut scan = StreamScan::default();
+        scan.event(br#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#);
+        scan.event(br#"{"choices":[{"delta":{"content":"x"}}],"usage":null}"#);
+        assert_eq!(
+            scan.usage,
+            Some(WireUsage {
+                prompt_tokens: 3,
+                completion_tokens: 4
+            })
+        );
     }
 
     #[test]
