@@ -175,6 +175,27 @@ mod stats;
 mod stream;
 mod validator;
 
+/// Hooks for the fuzz targets (`fuzz/`), behind the internal `fuzzing` feature:
+/// not part of the API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    use crate::output::{Facts, Wire};
+
+    /// Whether the buffered answer's fast reader, wherever it reads `body` at all,
+    /// finds what the `serde_json::Value` reader finds, for each wire hint.
+    pub fn fast_path_agrees(body: &[u8]) -> bool {
+        [None, Some(Wire::OpenAi), Some(Wire::Anthropic)]
+            .into_iter()
+            .all(|wire| match crate::output::fast_read(body, wire, 64) {
+                Some(fast) => {
+                    format!("{fast:?}") == format!("{:?}", Facts::from_value(body, wire, 64).0)
+                }
+                None => true,
+            })
+    }
+}
+
 pub use body::ValidatedBody;
 pub use config::{
     AfterCommit, Checks, ConfigError, DEFAULT_HOLD_LIMIT, DEFAULT_MAX_BODY, DEFAULT_MAX_LINE,

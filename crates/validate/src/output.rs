@@ -153,6 +153,12 @@ impl<'a> Output<'a> {
 
 mod fast;
 
+/// The fast reader alone, for the fuzz target that holds it to the `Value` reader.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fast_read(body: &[u8], wire: Option<Wire>, cap: usize) -> Option<Facts> {
+    fast::read(body, wire, cap)
+}
+
 /// A buffered body's JSON for [`Output::json`], parsed the first time it is
 /// asked for (most validators never do).
 #[derive(Debug)]
