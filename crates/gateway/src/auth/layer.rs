@@ -149,7 +149,9 @@ pub(crate) async fn check(State(access): State<Arc<Access>>, req: Request, next:
         return res;
     }
     req.extensions_mut().insert(key.caller.clone());
-    if let Some(models) = &key.models {
+    if !spends && let Some(models) = &key.models {
+        // For `GET /v1/models`, which lists them; a completion's model was checked
+        // above, so it carries nothing more (no insert on the hot path).
         req.extensions_mut().insert(models.clone());
     }
     if key.tokens.is_some() || key.cost_micros.is_some() {
