@@ -6,6 +6,8 @@
 //! ```sh
 //! cargo run --release --example e2e_bench             # ~30 s; table on stderr, JSON on stdout
 //! cargo run --release --example e2e_bench -- --secs 5 # longer rounds
+//! cargo run --release --example e2e_bench -- --stream # streamed answers (SSE)
+//! cargo run --release --example e2e_bench -- --only gateway --skip-rates # one target, saturation only
 //! ```
 //!
 //! One simulated OpenAI-compatible provider with no latency answers every request.
@@ -13,9 +15,9 @@
 //!
 //! - **direct**: the client calls the simulated provider;
 //! - **proxy**: through a bare hyper proxy (one hyper-util client, no layers);
-//! - **gateway**: through the example gateway (axum + the full tower-failover stack:
-//!   replay, balancer, ramp, circuit breaker, quota, observe, validation, provider
-//!   client).
+//! - **gateway**: through the gateway as its binary serves it (`gateway::serve`: its
+//!   own hyper server, axum, the full tower-failover stack: replay, balancer, ramp,
+//!   circuit breaker, quota, observe, validation, provider client).
 //!
 //! At fixed rates (1k and 5k requests per second, open loop, so a slow target queues
 //! up instead of being offered less) and at saturation (64 workers back to back), it
@@ -40,13 +42,23 @@ use tokio::time::Instant;
 use tower_failover_gateway as gateway;
 
 const BODY: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}]}"#;
+const BODY_STREAM: &str =
+    r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hello"}]}"#;
+
+/// Whether the rounds ask for streamed answers (`--stream`).
+static STREAM: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 #[path = "loopback.rs"]
 mod loopback;
 use loopback::{HttpClient, client};
 
 async fn call(client: &HttpClient, url: &Uri) -> bool {
-    loopback::post(client, url, BODY).await
+    let body = if STREAM.load(std::sync::atomic::Ordering::Relaxed) {
+        BODY_STREAM
+    } else {
+        BODY
+    };
+    loopback::post(client, url, body).await
 }
 
 /// A bare proxy: forwards every request to `upstream` with one pooled client.
@@ -95,15 +107,17 @@ async fn start_proxy(upstream: String) -> SocketAddr {
 
 async fn start_gateway(sim_base: &str) -> SocketAddr {
     let config = loopback::gateway_config(sim_base);
-    // The whole `Gateway` moves into the server task: dropping it would end the
-    // task that drains the metric histograms.
     let built = gateway::build(&config).expect("the gateway builds");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("address");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, built.router.clone()).await;
-        drop(built);
-    });
+    // The gateway's own server, as the binary runs it (TCP_NODELAY, HTTP/1 and
+    // HTTP/2, the connection timeouts), not a bare `axum::serve`.
+    tokio::spawn(gateway::serve(
+        listener,
+        built,
+        std::future::pending(),
+        Duration::from_secs(1),
+    ));
     addr
 }
 
@@ -218,11 +232,12 @@ async fn saturate(target: &'static str, url: &Uri, workers: usize, secs: u64) ->
 
 #[tokio::main]
 async fn main() {
-    let secs: u64 = std::env::args()
-        .skip_while(|a| a != "--secs")
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
+    let arg = |name: &str| std::env::args().skip_while(|a| a != name).nth(1);
+    let flag = |name: &str| std::env::args().any(|a| a == name);
+    let secs: u64 = arg("--secs").and_then(|s| s.parse().ok()).unwrap_or(3);
+    let only = arg("--only");
+    let skip_rates = flag("--skip-rates");
+    STREAM.store(flag("--stream"), std::sync::atomic::Ordering::Relaxed);
     let sim = loopback::start_sim().await;
     let proxy = start_proxy(sim.base_url().to_owned()).await;
     let gateway = start_gateway(sim.base_url()).await;
@@ -241,12 +256,17 @@ async fn main() {
             format!("http://{gateway}{path}").parse().expect("uri"),
         ),
     ];
+    let targets: Vec<_> = targets
+        .into_iter()
+        .filter(|(name, _)| only.as_deref().is_none_or(|o| o == *name))
+        .collect();
     // Warm pools and caches.
     for (name, url) in &targets {
         let _ = fixed_rate(name, url, 500, 1).await;
     }
     let mut rounds = Vec::new();
-    for rate in [1000, 5000] {
+    let rates: &[u64] = if skip_rates { &[] } else { &[1000, 5000] };
+    for &rate in rates {
         for (name, url) in &targets {
             rounds.push(fixed_rate(name, url, rate, secs).await);
         }
