@@ -108,58 +108,58 @@ impl RateLimitInfo {
     /// assert_eq!(info.reset_requests, Some(Duration::from_secs(300))); // clamped to the 5 min cap
     /// ```
     pub fn from_headers(headers: &HeaderMap, now: SystemTime, limits: &HeaderLimits) -> Self {
-        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let seen = Seen::read(headers);
+        let text = |name: Name| seen.text(name);
         let mut info = RateLimitInfo {
-            retry_after: text("retry-after-ms")
+            retry_after: text(Name::RetryAfterMs)
                 .and_then(parse_retry_after_ms)
-                .or_else(|| text("retry-after").and_then(|v| parse_retry_after(v, now)))
+                .or_else(|| text(Name::RetryAfter).and_then(|v| parse_retry_after(v, now)))
                 .map(|d| limits.clamp(d)),
-            remaining_requests: text("x-ratelimit-remaining-requests").and_then(parse_count),
-            remaining_tokens: text("x-ratelimit-remaining-tokens").and_then(parse_count),
-            reset_requests: text("x-ratelimit-reset-requests")
+            remaining_requests: text(Name::RemainingRequests).and_then(parse_count),
+            remaining_tokens: text(Name::RemainingTokens).and_then(parse_count),
+            reset_requests: text(Name::ResetRequests)
                 .and_then(|v| parse_reset(v, now))
                 .map(|d| limits.clamp(d)),
-            reset_tokens: text("x-ratelimit-reset-tokens")
+            reset_tokens: text(Name::ResetTokens)
                 .and_then(|v| parse_reset(v, now))
                 .map(|d| limits.clamp(d)),
-            limit_requests: text("x-ratelimit-limit-requests").and_then(parse_count),
-            limit_tokens: text("x-ratelimit-limit-tokens").and_then(parse_count),
+            limit_requests: text(Name::LimitRequests).and_then(parse_count),
+            limit_tokens: text(Name::LimitTokens).and_then(parse_count),
         };
         if info.reset_requests.is_none() {
-            info.reset_requests = text("x-ratelimit-reset")
+            info.reset_requests = text(Name::Reset)
                 .and_then(|v| parse_reset(v, now))
                 .map(|d| limits.clamp(d));
         }
 
         // Anthropic: requests, then each token dimension; keep the scarcest tokens.
-        if let Some(rem) = text("anthropic-ratelimit-requests-remaining").and_then(parse_count) {
+        if let Some(rem) = text(Name::AnthropicRequestsRemaining).and_then(parse_count) {
             info.remaining_requests = Some(rem);
         }
         if let Some(reset) =
-            text("anthropic-ratelimit-requests-reset").and_then(|v| parse_rfc3339_wait(v, now))
+            text(Name::AnthropicRequestsReset).and_then(|v| parse_rfc3339_wait(v, now))
         {
             info.reset_requests = Some(limits.clamp(reset));
         }
-        if let Some(limit) = text("anthropic-ratelimit-requests-limit").and_then(parse_count) {
+        if let Some(limit) = text(Name::AnthropicRequestsLimit).and_then(parse_count) {
             info.limit_requests = Some(limit);
         }
-        // (remaining, reset, limit) header names per token dimension: static, so
-        // reading headers allocates nothing.
-        const TOKEN_DIMS: [[&str; 3]; 3] = [
+        // (remaining, reset, limit) per token dimension.
+        const TOKEN_DIMS: [[Name; 3]; 3] = [
             [
-                "anthropic-ratelimit-tokens-remaining",
-                "anthropic-ratelimit-tokens-reset",
-                "anthropic-ratelimit-tokens-limit",
+                Name::AnthropicTokensRemaining,
+                Name::AnthropicTokensReset,
+                Name::AnthropicTokensLimit,
             ],
             [
-                "anthropic-ratelimit-input-tokens-remaining",
-                "anthropic-ratelimit-input-tokens-reset",
-                "anthropic-ratelimit-input-tokens-limit",
+                Name::AnthropicInputRemaining,
+                Name::AnthropicInputReset,
+                Name::AnthropicInputLimit,
             ],
             [
-                "anthropic-ratelimit-output-tokens-remaining",
-                "anthropic-ratelimit-output-tokens-reset",
-                "anthropic-ratelimit-output-tokens-limit",
+                Name::AnthropicOutputRemaining,
+                Name::AnthropicOutputReset,
+                Name::AnthropicOutputLimit,
             ],
         ];
         for [remaining, reset, limit] in TOKEN_DIMS {
@@ -216,6 +216,92 @@ impl RateLimitInfo {
     /// Whether any rate-limit header was present and readable.
     pub fn is_empty(&self) -> bool {
         *self == RateLimitInfo::default()
+    }
+}
+
+/// The rate-limit headers [`RateLimitInfo::from_headers`] reads, in [`NAMES`]' order.
+#[derive(Debug, Clone, Copy)]
+enum Name {
+    RetryAfterMs,
+    RetryAfter,
+    RemainingRequests,
+    RemainingTokens,
+    ResetRequests,
+    ResetTokens,
+    LimitRequests,
+    LimitTokens,
+    Reset,
+    AnthropicRequestsRemaining,
+    AnthropicRequestsReset,
+    AnthropicRequestsLimit,
+    AnthropicTokensRemaining,
+    AnthropicTokensReset,
+    AnthropicTokensLimit,
+    AnthropicInputRemaining,
+    AnthropicInputReset,
+    AnthropicInputLimit,
+    AnthropicOutputRemaining,
+    AnthropicOutputReset,
+    AnthropicOutputLimit,
+}
+
+/// Each [`Name`]'s header name (lowercase, as `http` stores them).
+const NAMES: [&str; 21] = [
+    "retry-after-ms",
+    "retry-after",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-reset-tokens",
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-reset",
+    "anthropic-ratelimit-requests-remaining",
+    "anthropic-ratelimit-requests-reset",
+    "anthropic-ratelimit-requests-limit",
+    "anthropic-ratelimit-tokens-remaining",
+    "anthropic-ratelimit-tokens-reset",
+    "anthropic-ratelimit-tokens-limit",
+    "anthropic-ratelimit-input-tokens-remaining",
+    "anthropic-ratelimit-input-tokens-reset",
+    "anthropic-ratelimit-input-tokens-limit",
+    "anthropic-ratelimit-output-tokens-remaining",
+    "anthropic-ratelimit-output-tokens-reset",
+    "anthropic-ratelimit-output-tokens-limit",
+];
+
+/// The first value of every rate-limit header of one response, found in one walk
+/// over the headers. Looking each of the 21 names up instead parsed and hashed a
+/// name per lookup: about 7,000 instructions a response, against a few hundred for
+/// the walk (a response carries a dozen headers or so).
+struct Seen<'a> {
+    /// `None`: absent; `Some(None)`: present but not visible ASCII (as
+    /// [`http::HeaderValue::to_str`] refuses); `Some(Some(text))`: its first value.
+    first: [Option<Option<&'a str>>; NAMES.len()],
+}
+
+impl<'a> Seen<'a> {
+    fn read(headers: &'a HeaderMap) -> Self {
+        let mut first = [None; NAMES.len()];
+        for (name, value) in headers {
+            let name = name.as_str();
+            // Most headers are none of ours: one or two byte compares say so.
+            if !(name.starts_with("x-ratelimit-")
+                || name.starts_with("anthropic-ratelimit-")
+                || name.starts_with("retry-after"))
+            {
+                continue;
+            }
+            if let Some(i) = NAMES.iter().position(|n| *n == name) {
+                // Like `HeaderMap::get`, the first value of a repeated header counts.
+                first[i].get_or_insert(value.to_str().ok());
+            }
+        }
+        Seen { first }
+    }
+
+    fn text(&self, name: Name) -> Option<&'a str> {
+        self.first[name as usize].flatten()
     }
 }
 
@@ -631,6 +717,92 @@ mod tests {
         assert_eq!(info.wait_hint(), None);
     }
 
+    #[test]
+    fn every_name_sits_at_its_place_in_the_table() {
+        let all = [
+            (Name::RetryAfterMs, "retry-after-ms"),
+            (Name::RetryAfter, "retry-after"),
+            (Name::RemainingRequests, "x-ratelimit-remaining-requests"),
+            (Name::RemainingTokens, "x-ratelimit-remaining-tokens"),
+            (Name::ResetRequests, "x-ratelimit-reset-requests"),
+            (Name::ResetTokens, "x-ratelimit-reset-tokens"),
+            (Name::LimitRequests, "x-ratelimit-limit-requests"),
+            (Name::LimitTokens, "x-ratelimit-limit-tokens"),
+            (Name::Reset, "x-ratelimit-reset"),
+            (
+                Name::AnthropicRequestsRemaining,
+                "anthropic-ratelimit-requests-remaining",
+            ),
+            (
+                Name::AnthropicRequestsReset,
+                "anthropic-ratelimit-requests-reset",
+            ),
+            (
+                Name::AnthropicRequestsLimit,
+                "anthropic-ratelimit-requests-limit",
+            ),
+            (
+                Name::AnthropicTokensRemaining,
+                "anthropic-ratelimit-tokens-remaining",
+            ),
+            (
+                Name::AnthropicTokensReset,
+                "anthropic-ratelimit-tokens-reset",
+            ),
+            (
+                Name::AnthropicTokensLimit,
+                "anthropic-ratelimit-tokens-limit",
+            ),
+            (
+                Name::AnthropicInputRemaining,
+                "anthropic-ratelimit-input-tokens-remaining",
+            ),
+            (
+                Name::AnthropicInputReset,
+                "anthropic-ratelimit-input-tokens-reset",
+            ),
+            (
+                Name::AnthropicInputLimit,
+                "anthropic-ratelimit-input-tokens-limit",
+            ),
+            (
+                Name::AnthropicOutputRemaining,
+                "anthropic-ratelimit-output-tokens-remaining",
+            ),
+            (
+                Name::AnthropicOutputReset,
+                "anthropic-ratelimit-output-tokens-reset",
+            ),
+            (
+                Name::AnthropicOutputLimit,
+                "anthropic-ratelimit-output-tokens-limit",
+            ),
+        ];
+        assert_eq!(all.len(), NAMES.len());
+        for (name, text) in all {
+            assert_eq!(NAMES[name as usize], text);
+        }
+    }
+
+    #[test]
+    fn the_first_of_repeated_values_counts_even_when_unreadable() {
+        let mut h = HeaderMap::new();
+        h.append("retry-after", http::HeaderValue::from_static("7"));
+        h.append("retry-after", http::HeaderValue::from_static("9"));
+        h.append(
+            "x-ratelimit-remaining-requests",
+            http::HeaderValue::from_bytes(b"\xff").unwrap(),
+        );
+        h.append(
+            "x-ratelimit-remaining-requests",
+            http::HeaderValue::from_static("0"),
+        );
+        let info = RateLimitInfo::from_headers(&h, now(), &HeaderLimits::default());
+        assert_eq!(info.retry_after, Some(Duration::from_secs(7)));
+        // `HeaderMap::get` gives the unreadable first value, so the header says nothing.
+        assert_eq!(info.remaining_requests, None);
+    }
+
     proptest::proptest! {
         #[test]
         fn never_panics_on_any_value(v in ".*") {
@@ -639,6 +811,34 @@ mod tests {
             let _ = parse_reset(&v, now());
             let _ = parse_rfc3339(&v);
             let _ = crate::parse_duration(&v);
+        }
+
+        /// The one walk finds what one `HeaderMap::get` per name finds, whatever the
+        /// mix of our names, near misses and repeats.
+        #[test]
+        fn the_walk_finds_what_lookups_find(
+            picks in proptest::collection::vec((0..NAMES.len() + 6, 0u8..4), 0..24)
+        ) {
+            const OTHERS: [&str; 6] = [
+                "content-type", "x-ratelimit-", "retry-after-s", "anthropic-ratelimit-tokens",
+                "x-request-id", "x-ratelimit-reset-requests-x",
+            ];
+            let mut h = HeaderMap::new();
+            for (name, value) in &picks {
+                let name = NAMES.get(*name).copied().unwrap_or_else(|| OTHERS[*name - NAMES.len()]);
+                let value = match value {
+                    0 => http::HeaderValue::from_static("12"),
+                    1 => http::HeaderValue::from_static("0"),
+                    2 => http::HeaderValue::from_static("1s"),
+                    _ => http::HeaderValue::from_bytes(b"\xfe").unwrap(),
+                };
+                h.append(http::HeaderName::from_static(name), value);
+            }
+            let seen = Seen::read(&h);
+            for (i, name) in NAMES.iter().enumerate() {
+                let looked_up = h.get(*name).map(|v| v.to_str().ok());
+                proptest::prop_assert_eq!(seen.first[i], looked_up, "{}", name);
+            }
         }
     }
 }

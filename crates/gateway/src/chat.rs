@@ -18,7 +18,7 @@ use super::{AppState, SERVED_BY, auth, jobs};
 /// the gateway's, and could mislead a client's own retry logic.
 /// (Header names, not strings: inserting a header by a `&str` name that is not a
 /// standard one copies the name, an allocation per header per answer.)
-const PASSED: [HeaderName; 6] = [
+static PASSED: [HeaderName; 6] = [
     header::CONTENT_TYPE,
     header::CONTENT_LENGTH,
     header::CACHE_CONTROL,
@@ -123,24 +123,21 @@ pub(super) async fn forward(failover: Failover, req: Request) -> Response {
 pub(super) fn reply(res: http::Response<BoxBody>) -> Response {
     let (mut parts, body) = res.into_parts();
     // Sized once: growing an empty map to a few headers costs four allocations.
-    let mut upstream = std::mem::replace(
+    let upstream = std::mem::replace(
         &mut parts.headers,
         http::HeaderMap::with_capacity(PASSED.len()),
     );
-    for name in PASSED {
-        // A header's one value is moved, not cloned.
-        match upstream.get_all(&name).iter().take(2).count() {
-            0 => {}
-            1 => {
-                if let Some(value) = upstream.remove(&name) {
-                    parts.headers.append(name, value);
-                }
-            }
-            _ => {
-                for value in upstream.get_all(&name) {
-                    parts.headers.append(name.clone(), value.clone());
-                }
-            }
+    // One walk over the provider's headers, each value moved (a lookup per passed
+    // name cost a hash and a probe each, found or not). `into_iter` names a header
+    // at its first value only; the values after it repeat the last name.
+    let mut last: Option<(HeaderName, bool)> = None;
+    for (name, value) in upstream {
+        if let Some(name) = name {
+            let passed = PASSED.contains(&name);
+            last = Some((name, passed));
+        }
+        if let Some((name, true)) = &last {
+            parts.headers.append(name.clone(), value);
         }
     }
     Response::from_parts(parts, Body::new(body))
@@ -150,4 +147,33 @@ pub(super) fn reply(res: http::Response<BoxBody>) -> Response {
 fn error(err: &BoxError) -> Response {
     tracing::warn!(error = %err, "no provider could answer");
     error_response(&**err).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_keeps_only_the_passed_headers_every_value_of_them() {
+        let mut res = http::Response::new(tower_failover::BoxBody::default());
+        let h = res.headers_mut();
+        h.append("x-ratelimit-remaining-requests", "9".parse().unwrap());
+        h.append(header::CONTENT_TYPE, "application/json".parse().unwrap());
+        h.append("set-cookie", "a=1".parse().unwrap());
+        h.append(SERVED_BY, "openai".parse().unwrap());
+        h.append(header::CACHE_CONTROL, "no-store".parse().unwrap());
+        h.append(header::CACHE_CONTROL, "private".parse().unwrap());
+        h.append("openai-organization", "org-1".parse().unwrap());
+        let out = reply(res);
+        let names: Vec<_> = out.headers().keys().map(|n| n.as_str()).collect();
+        assert_eq!(names.len(), 3, "{names:?}");
+        assert_eq!(out.headers()[header::CONTENT_TYPE], "application/json");
+        assert_eq!(out.headers()[SERVED_BY], "openai");
+        let cache: Vec<_> = out
+            .headers()
+            .get_all(header::CACHE_CONTROL)
+            .iter()
+            .collect();
+        assert_eq!(cache, ["no-store", "private"]);
+    }
 }

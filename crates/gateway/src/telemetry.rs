@@ -31,7 +31,9 @@ use axum::response::IntoResponse;
 use axum::response::Response;
 #[cfg(feature = "metrics")]
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::{Level, Span};
 
@@ -295,6 +297,45 @@ fn logged_path(path: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// Makes a random version-4 UUID for each request that came without an
+/// `x-request-id`, from a generator per thread seeded once from the process's
+/// entropy. tower-http's `MakeRequestUuid` asks the operating system for 16 bytes
+/// each time: a `getrandom` system call on every request. Request ids need to be
+/// unique, not unguessable: 122 bits from a seeded generator are.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct RandomId;
+
+impl MakeRequestId for RandomId {
+    fn make_request_id<B>(&mut self, _: &http::Request<B>) -> Option<RequestId> {
+        thread_local! {
+            static IDS: std::cell::RefCell<tower_failover::rng::Rng> =
+                std::cell::RefCell::new(tower_failover::rng::Rng::from_entropy());
+        }
+        let bits = IDS
+            .with_borrow_mut(|rng| (u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64()));
+        let id = uuid_v4(bits);
+        let text = std::str::from_utf8(&id).ok()?;
+        http::HeaderValue::from_str(text).ok().map(RequestId::new)
+    }
+}
+
+/// `bits` as a version-4 UUID in its hyphenated lowercase form (the version and
+/// variant bits overwrite six of them).
+fn uuid_v4(bits: u128) -> [u8; 36] {
+    let bits = (bits & !(0xF000 << 64) & !(0xC000 << 48)) | (0x4000 << 64) | (0x8000 << 48);
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [b'-'; 36];
+    let mut nibble = 32;
+    for (i, slot) in out.iter_mut().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            continue;
+        }
+        nibble -= 1;
+        *slot = HEX[((bits >> (nibble * 4)) & 0xF) as usize];
+    }
+    out
+}
+
 /// The request id, trace and access-log layers around `router`, outside `inner`
 /// (authentication).
 ///
@@ -355,7 +396,7 @@ where
     // answer after.
     router.layer(
         tower::ServiceBuilder::new()
-            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+            .layer(SetRequestIdLayer::x_request_id(RandomId))
             .layer(trace)
             .layer(PropagateRequestIdLayer::x_request_id())
             .layer(axum::middleware::map_response(provider_request_id))
@@ -367,6 +408,29 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_ids_are_version_4_uuids_and_differ() {
+        assert_eq!(
+            &uuid_v4(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef),
+            b"01234567-89ab-4def-8123-456789abcdef"
+        );
+        assert_eq!(&uuid_v4(u128::MAX), b"ffffffff-ffff-4fff-bfff-ffffffffffff");
+        assert_eq!(&uuid_v4(0), b"00000000-0000-4000-8000-000000000000");
+        let req = http::Request::new(());
+        let mut ids: Vec<_> = (0..1000)
+            .map(|_| RandomId.make_request_id(&req).expect("an id"))
+            .map(|id| id.header_value().to_str().expect("ascii").to_owned())
+            .collect();
+        for id in &ids {
+            assert_eq!(id.len(), 36);
+            assert_eq!(&id[14..15], "4", "{id}");
+            assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"), "{id}");
+        }
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 1000);
+    }
 
     #[test]
     fn a_job_id_is_cut_to_8_digits_in_the_access_log() {

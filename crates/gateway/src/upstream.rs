@@ -35,7 +35,7 @@ use serde::Deserialize;
 use tower_failover::ConfigError;
 
 /// The caller headers always forwarded.
-const ALWAYS: [HeaderName; 5] = [
+static ALWAYS: [HeaderName; 5] = [
     header::CONTENT_TYPE,
     header::ACCEPT,
     HeaderName::from_static("x-request-id"),
@@ -45,7 +45,7 @@ const ALWAYS: [HeaderName; 5] = [
 
 /// The headers the stack reads to route (model and tier), kept for the stack and
 /// removed before a provider is called.
-pub(crate) const ROUTING: [HeaderName; 2] = [
+pub(crate) static ROUTING: [HeaderName; 2] = [
     HeaderName::from_static("x-failover-model"),
     HeaderName::from_static("x-failover-tier"),
 ];

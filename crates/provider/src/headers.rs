@@ -40,8 +40,12 @@ fn forwardable(name: &HeaderName) -> bool {
             | "expect"
     ) || n.starts_with("anthropic-")
         || n.starts_with("openai-")
-        || HOP_BY_HOP.contains(name)
-        || HOP_BY_HOP_EXTRA.contains(&n))
+        || is_hop_by_hop(name))
+}
+
+/// Whether `name` belongs to one connection (RFC 9110 §7.6.1).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name) || HOP_BY_HOP_EXTRA.contains(&name.as_str())
 }
 
 /// The caller's headers that may go to the provider, minus those named by its
@@ -60,6 +64,12 @@ pub(crate) fn forward_request_headers(caller: &HeaderMap) -> HeaderMap {
 /// Removes hop-by-hop headers from a provider's response. Keeps everything else,
 /// rate-limit headers included (the classifiers read them).
 pub(crate) fn clean_response_headers(headers: &mut HeaderMap) {
+    // Most answers carry none: one walk over the names says so, where removing each
+    // of the nine names would hash and probe nine times. (`Connection` is one of
+    // them, so any header it lists is found below.)
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let listed = connection_listed(headers);
     for name in HOP_BY_HOP {
         headers.remove(name);
