@@ -142,7 +142,10 @@ pub(crate) enum Ask {
 /// Reads the opt-in of a caller's headers; `Err` names a bad value of
 /// [`DEFER_HEADER`].
 pub(crate) fn asked(headers: &HeaderMap) -> Result<Option<Ask>, String> {
-    if let Some(v) = headers.get(DEFER_HEADER) {
+    // Names made once: a lookup by `&str` parses the name on every request.
+    static DEFER: http::HeaderName = http::HeaderName::from_static(DEFER_HEADER);
+    static PREFER: http::HeaderName = http::HeaderName::from_static("prefer");
+    if let Some(v) = headers.get(&DEFER) {
         let v = v.to_str().unwrap_or("").trim();
         if v.eq_ignore_ascii_case("true") {
             return Ok(Some(Ask::Demand));
@@ -153,7 +156,7 @@ pub(crate) fn asked(headers: &HeaderMap) -> Result<Option<Ask>, String> {
         return Err(format!("{DEFER_HEADER} must be true or false"));
     }
     let prefer = headers
-        .get_all("prefer")
+        .get_all(&PREFER)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))

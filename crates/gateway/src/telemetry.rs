@@ -25,7 +25,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::Request;
 #[cfg(feature = "metrics")]
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 #[cfg(feature = "metrics")]
 use axum::response::IntoResponse;
 use axum::response::Response;
@@ -41,6 +41,11 @@ use crate::SERVED_BY;
 
 /// The header carrying the request id.
 pub const REQUEST_ID: &str = "x-request-id";
+
+/// [`REQUEST_ID`] and [`SERVED_BY`] as header names, made once (a lookup by `&str`
+/// parses the name each time).
+static REQUEST_ID_NAME: HeaderName = HeaderName::from_static(REQUEST_ID);
+static SERVED_BY_NAME: HeaderName = HeaderName::from_static(SERVED_BY);
 
 /// The path metrics are served at.
 pub const METRICS: &str = "/metrics";
@@ -187,7 +192,7 @@ pub const PROVIDER_REQUEST_ID: &str = "x-provider-request-id";
 /// Renames a provider's `x-request-id` on the answer, so that the caller gets the
 /// gateway's (the one in its logs) and still sees the provider's.
 async fn provider_request_id(mut res: Response) -> Response {
-    if let Some(upstream) = res.headers_mut().remove(REQUEST_ID) {
+    if let Some(upstream) = res.headers_mut().remove(&REQUEST_ID_NAME) {
         res.headers_mut().insert(PROVIDER_REQUEST_ID, upstream);
     }
     res
@@ -359,7 +364,7 @@ where
         .make_span_with(|req: &Request| {
             let id = req
                 .headers()
-                .get(REQUEST_ID)
+                .get(&REQUEST_ID_NAME)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
             tracing::info_span!(
@@ -375,7 +380,7 @@ where
         .on_response(|res: &Response, latency: Duration, _span: &Span| {
             let provider = res
                 .headers()
-                .get(SERVED_BY)
+                .get(&SERVED_BY_NAME)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("-");
             tracing::info!(
