@@ -215,7 +215,7 @@ where
             };
             let Some(i) = next else { break };
             self.tried.insert(i);
-            let mut svc = self.table.endpoint(i).service.clone();
+            let mut svc = self.table.endpoint(i).instance();
             match svc.poll_ready(cx) {
                 Poll::Ready(Ok(())) => return self.dispatch(i, svc, now),
                 Poll::Pending => {
@@ -294,10 +294,10 @@ where
         // The layers below adopt the span (the observe layer keeps it until the
         // answer's body ends).
         let fut = span.in_scope(|| svc.call(attempt));
-        self.table
-            .endpoint(i)
-            .pending
-            .fetch_add(1, Ordering::Relaxed);
+        let endpoint = self.table.endpoint(i);
+        // Its readiness spent, the instance can serve a later attempt.
+        endpoint.give_back(svc);
+        endpoint.pending.fetch_add(1, Ordering::Relaxed);
         self.current = Some((i, now));
         self.wait_until = None;
         Advance::Call(fut)

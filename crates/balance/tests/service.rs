@@ -812,3 +812,70 @@ mod properties {
         }
     }
 }
+
+/// A mock that counts its clones.
+struct Counted {
+    inner: Mock,
+    clones: Arc<AtomicUsize>,
+}
+
+impl Clone for Counted {
+    fn clone(&self) -> Self {
+        self.clones.fetch_add(1, Ordering::SeqCst);
+        Counted {
+            inner: self.inner.clone(),
+            clones: self.clones.clone(),
+        }
+    }
+}
+
+impl Service<Request<ReplayBody>> for Counted {
+    type Response = Response<ReplayBody>;
+    type Error = BoxError;
+    type Future = BoxFut;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReplayBody>) -> BoxFut {
+        self.inner.call(req)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_instance_serves_attempt_after_attempt_instead_of_a_clone_each() {
+    let a = Mock::new("a", Act::Status(200));
+    let clones = Arc::new(AtomicUsize::new(0));
+    let counted = Counted {
+        inner: a.clone(),
+        clones: clones.clone(),
+    };
+    let mut balance = Balance::new([(health("a"), counted)]);
+    let built = clones.load(Ordering::SeqCst);
+    for _ in 0..100 {
+        assert_eq!(from(&send(&mut balance).await.unwrap()), "a");
+    }
+    assert_eq!(a.calls(), 100);
+    // One request at a time: the first attempt clones an instance and gives it
+    // back after its call; the other 99 reuse it.
+    assert_eq!(clones.load(Ordering::SeqCst) - built, 1);
+    // Requests at once each need an instance: the spares grow to what was in
+    // flight, then serve again.
+    a.set(Act::Delay(Duration::from_millis(10)));
+    let before = clones.load(Ordering::SeqCst);
+    let batch = |n| {
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..n {
+            let mut b = balance.clone();
+            set.spawn(async move { send(&mut b).await.map(|_| ()) });
+        }
+        async move { set.join_all().await }
+    };
+    assert!(batch(8).await.iter().all(Result::is_ok));
+    let grown = clones.load(Ordering::SeqCst) - before;
+    assert!(grown <= 8, "{grown} clones for 8 requests at once");
+    let before = clones.load(Ordering::SeqCst);
+    assert!(batch(8).await.iter().all(Result::is_ok));
+    assert_eq!(clones.load(Ordering::SeqCst) - before, 0);
+}
