@@ -251,3 +251,17 @@ fn retry_must_be_digits() {
     assert_eq!(ev[0].3, None);
     assert_eq!(ev[1].3, Some(u64::MAX));
 }
+
+#[test]
+fn data_is_borrowed_when_valid_and_repaired_when_not() {
+    let valid = SseEvent {
+        data: "{\"é\":1}".as_bytes(),
+        ..SseEvent::default()
+    };
+    assert!(matches!(valid.data_str(), Cow::Borrowed("{\"é\":1}")));
+    let broken = SseEvent {
+        data: b"a\xffb",
+        ..SseEvent::default()
+    };
+    assert_eq!(broken.data_str(), "a\u{fffd}b");
+}
