@@ -142,13 +142,21 @@ pub fn error_response(err: &(dyn std::error::Error + 'static)) -> Response<Strin
 /// One public model name: its router and the groups to try after it.
 struct Group {
     service: ProviderService,
-    fallbacks: Vec<String>,
+    /// The groups to try, as indices into [`Groups::list`]: this one, then its
+    /// fallbacks that are served, in order. Resolved once, when the router is built.
+    chain: Box<[usize]>,
+}
+
+/// Every group, found by name once a request.
+struct Groups {
+    by_name: HashMap<String, usize>,
+    list: Vec<Group>,
 }
 
 /// The router by model: one router per group, one over every provider.
 #[derive(Clone)]
 pub(crate) struct ModelRouter {
-    groups: Arc<HashMap<String, Group>>,
+    groups: Arc<Groups>,
     any: ProviderService,
     default_model: Option<Arc<str>>,
     attributes: JsonBodyAttributes,
@@ -160,12 +168,23 @@ impl ModelRouter {
         any: ProviderService,
         default_model: Option<String>,
     ) -> Self {
-        let groups = groups
+        let by_name: HashMap<String, usize> = groups
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _, _))| (name.clone(), i))
+            .collect();
+        let list = groups
             .into_iter()
-            .map(|(name, service, fallbacks)| (name, Group { service, fallbacks }))
+            .enumerate()
+            .map(|(i, (_, service, fallbacks))| Group {
+                service,
+                chain: std::iter::once(i)
+                    .chain(fallbacks.iter().filter_map(|f| by_name.get(f).copied()))
+                    .collect(),
+            })
             .collect();
         ModelRouter {
-            groups: Arc::new(groups),
+            groups: Arc::new(Groups { by_name, list }),
             any,
             default_model: default_model.map(Into::into),
             attributes: JsonBodyAttributes::default(),
@@ -188,41 +207,41 @@ impl Service<Request<ReplayBody>> for ModelRouter {
     fn call(&mut self, mut req: Request<ReplayBody>) -> Self::Future {
         // One look at the request (the header, else the buffered body).
         let attrs = self.attributes.attributes(&req);
-        let model = attrs.model.as_deref().map(str::to_owned);
         let info = RouteInfo {
             // The group is chosen here: the routers below must not filter by model.
             model: None,
-            tier: attrs.tier.map(std::borrow::Cow::into_owned),
+            tier: attrs.tier.clone().map(std::borrow::Cow::into_owned),
             tools: attrs.tools,
             prompt_tokens: attrs.prompt_tokens,
         };
+        // One lookup by name; the group's chain was resolved when the router was built.
+        let found = match attrs.model.as_deref().or(self.default_model.as_deref()) {
+            None => None,
+            Some(name) => match self.groups.by_name.get(name) {
+                Some(&i) => Some(i),
+                None => {
+                    let err: BoxError = ModelNotFound::new(name).into();
+                    return Box::pin(async move { Err(err) });
+                }
+            },
+        };
+        drop(attrs);
         req.extensions_mut().insert(info);
-        let name = model.or_else(|| self.default_model.as_deref().map(str::to_owned));
-        let Some(name) = name else {
+        let Some(first) = found else {
             let mut any = self.any.clone();
             return Box::pin(async move {
                 std::future::poll_fn(|cx| any.poll_ready(cx)).await?;
                 any.call(req).await
             });
         };
-        if !self.groups.contains_key(&name) {
-            let err: BoxError = ModelNotFound::new(&name).into();
-            return Box::pin(async move { Err(err) });
-        }
         let groups = self.groups.clone();
         Box::pin(async move {
-            let first = &groups[&name];
-            let chain: Vec<&String> = std::iter::once(&name)
-                .chain(&first.fallbacks)
-                .filter(|g| groups.contains_key(*g))
-                .collect();
+            let chain = &groups.list[first].chain;
             let mut earlier: Vec<Attempt> = Vec::new();
             let mut last: Option<BoxError> = None;
             let mut retry_after: Option<std::time::Duration> = None;
-            for (n, group) in chain.iter().enumerate() {
-                let Some(g) = groups.get(*group) else {
-                    continue;
-                };
+            for (n, &group) in chain.iter().enumerate() {
+                let g = &groups.list[group];
                 let more = n + 1 < chain.len();
                 let mut svc = g.service.clone();
                 // The last group gets the request itself: no copy of its headers
@@ -308,7 +327,7 @@ fn moves_on<B>(res: &Response<B>) -> bool {
 
 impl fmt::Debug for ModelRouter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut names: Vec<&String> = self.groups.keys().collect();
+        let mut names: Vec<&String> = self.groups.by_name.keys().collect();
         names.sort();
         f.debug_struct("ModelRouter")
             .field("groups", &names)

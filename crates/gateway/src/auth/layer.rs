@@ -69,12 +69,11 @@ struct ModelOnly {
 
 /// The middleware around the router: see the [module documentation](super).
 pub(crate) async fn check(State(access): State<Arc<Access>>, req: Request, next: Next) -> Response {
-    let path = req.uri().path().to_owned();
     if !access.hosts.is_empty() {
         let allowed = host(&req).is_some_and(|h| access.hosts.contains(&h));
         if !allowed {
             return refuse(
-                &path,
+                req.uri().path(),
                 StatusCode::MISDIRECTED_REQUEST,
                 "host_not_allowed",
                 "this gateway does not answer to that host name",
@@ -84,7 +83,7 @@ pub(crate) async fn check(State(access): State<Arc<Access>>, req: Request, next:
     let key = if access.is_enabled() {
         let Some(presented) = keys::presented(req.headers()) else {
             return refuse(
-                &path,
+                req.uri().path(),
                 StatusCode::UNAUTHORIZED,
                 "missing_api_key",
                 "no API key: send it as `Authorization: Bearer <key>` or `x-api-key: <key>`",
@@ -92,7 +91,7 @@ pub(crate) async fn check(State(access): State<Arc<Access>>, req: Request, next:
         };
         let Some(i) = keys::find(&access.digests, presented) else {
             return refuse(
-                &path,
+                req.uri().path(),
                 StatusCode::UNAUTHORIZED,
                 "invalid_api_key",
                 "the API key is not valid for this gateway",
@@ -100,9 +99,9 @@ pub(crate) async fn check(State(access): State<Arc<Access>>, req: Request, next:
         };
         let key = &access.keys[i];
         tracing::Span::current().record("caller", key.caller.name());
-        if is_admin(&path) && !key.admin {
+        if is_admin(req.uri().path()) && !key.admin {
             return refuse(
-                &path,
+                req.uri().path(),
                 StatusCode::FORBIDDEN,
                 "admin_key_required",
                 "this route needs an admin key",
@@ -115,7 +114,7 @@ pub(crate) async fn check(State(access): State<Arc<Access>>, req: Request, next:
     let writes = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH);
     if writes && !is_json(req.headers()) {
         return refuse(
-            &path,
+            req.uri().path(),
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             "send the body as JSON with `content-type: application/json`",
@@ -125,9 +124,11 @@ pub(crate) async fn check(State(access): State<Arc<Access>>, req: Request, next:
         return next.run(req).await;
     };
     let key = &access.keys[i];
-    let spends = writes && path.starts_with("/v1/");
+    let spends = writes && req.uri().path().starts_with("/v1/");
     let mut req = req;
     if spends && key.models.is_some() {
+        // Owned for the refusal: `allowed_model` takes the request.
+        let path = req.uri().path().to_owned();
         req = match allowed_model(&access, key, req, &path).await {
             Ok(req) => req,
             Err(res) => return *res,
@@ -135,7 +136,7 @@ pub(crate) async fn check(State(access): State<Arc<Access>>, req: Request, next:
     }
     if spends && let Some(wait) = exhausted(&access, key) {
         let mut res = refuse(
-            &path,
+            req.uri().path(),
             StatusCode::TOO_MANY_REQUESTS,
             "budget_exceeded",
             &format!(
