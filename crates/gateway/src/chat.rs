@@ -2,6 +2,7 @@
 
 use axum::body::Body;
 use axum::extract::{Request, State};
+use axum::http::HeaderValue;
 use axum::http::StatusCode;
 use axum::http::header::{self, HeaderName};
 use axum::response::{IntoResponse, Response};
@@ -122,23 +123,30 @@ pub(super) async fn forward(failover: Failover, req: Request) -> Response {
 /// The stack's answer with only the [`PASSED`] headers.
 pub(super) fn reply(res: http::Response<BoxBody>) -> Response {
     let (mut parts, body) = res.into_parts();
-    // Sized once: growing an empty map to a few headers costs four allocations.
-    let upstream = std::mem::replace(
-        &mut parts.headers,
-        http::HeaderMap::with_capacity(PASSED.len()),
-    );
     // One walk over the provider's headers, each value moved (a lookup per passed
-    // name cost a hash and a probe each, found or not). `into_iter` names a header
-    // at its first value only; the values after it repeat the last name.
+    // name cost a hash and a probe each, found or not). The map is drained, not
+    // replaced, so the passed values go back into the memory it already has: a new
+    // map cost two allocations. `drain` names a header at its first value only; the
+    // values after it repeat the last name.
+    let mut kept: [Option<(HeaderName, HeaderValue)>; 8] = [const { None }; 8];
+    let mut more: Vec<(HeaderName, HeaderValue)> = Vec::new();
+    let mut n = 0;
     let mut last: Option<(HeaderName, bool)> = None;
-    for (name, value) in upstream {
+    for (name, value) in parts.headers.drain() {
         if let Some(name) = name {
             let passed = PASSED.contains(&name);
             last = Some((name, passed));
         }
         if let Some((name, true)) = &last {
-            parts.headers.append(name.clone(), value);
+            match kept.get_mut(n) {
+                Some(slot) => *slot = Some((name.clone(), value)),
+                None => more.push((name.clone(), value)),
+            }
+            n += 1;
         }
+    }
+    for (name, value) in kept.into_iter().flatten().chain(more) {
+        parts.headers.append(name, value);
     }
     Response::from_parts(parts, Body::new(body))
 }
@@ -175,5 +183,26 @@ mod tests {
             .iter()
             .collect();
         assert_eq!(cache, ["no-store", "private"]);
+    }
+
+    #[test]
+    fn more_passed_values_than_the_stack_holds_all_pass_in_order() {
+        let mut res = http::Response::new(tower_failover::BoxBody::default());
+        for i in 0..12 {
+            res.headers_mut()
+                .append(header::CACHE_CONTROL, format!("v{i}").parse().unwrap());
+            res.headers_mut()
+                .append("x-other", format!("o{i}").parse().unwrap());
+        }
+        let out = reply(res);
+        let values: Vec<_> = out
+            .headers()
+            .get_all(header::CACHE_CONTROL)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect();
+        let want: Vec<_> = (0..12).map(|i| format!("v{i}")).collect();
+        assert_eq!(values, want);
+        assert_eq!(out.headers().len(), 12);
     }
 }

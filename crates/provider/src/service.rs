@@ -269,9 +269,18 @@ fn is_event_stream(headers: &HeaderMap) -> bool {
 
 fn set_full_body(parts: &mut http::response::Parts, body: &Bytes, json: bool) {
     parts.headers.remove(header::CONTENT_ENCODING);
-    parts
+    // Usually the provider's own length, untouched: kept (a new value allocates).
+    let same = parts
         .headers
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        == Some(body.len());
+    if !same {
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    }
     if json {
         parts.headers.insert(
             header::CONTENT_TYPE,
