@@ -17,7 +17,10 @@
 //! - **proxy**: through a bare hyper proxy (one hyper-util client, no layers);
 //! - **gateway**: through the gateway as its binary serves it (`gateway::serve`: its
 //!   own hyper server, axum, the full tower-failover stack: replay, balancer, ramp,
-//!   circuit breaker, quota, observe, validation, provider client).
+//!   circuit breaker, quota, observe, validation, provider client);
+//! - **gw-axum**: the same router served by a bare `axum::serve` (`TCP_NODELAY` on),
+//!   which tells the gateway server's own cost (HTTP/1 and HTTP/2 detection,
+//!   connection timeouts, limits) from the router's.
 //!
 //! At fixed rates (1k and 5k requests per second, open loop, so a slow target queues
 //! up instead of being offered less) and at saturation (64 workers back to back), it
@@ -118,6 +121,24 @@ async fn start_gateway(sim_base: &str) -> SocketAddr {
         std::future::pending(),
         Duration::from_secs(1),
     ));
+    addr
+}
+
+/// The gateway's router served by a bare `axum::serve` (with `TCP_NODELAY`):
+/// what the gateway's own server costs, told apart from the router's work.
+async fn start_gateway_on_axum(sim_base: &str) -> SocketAddr {
+    use axum::serve::ListenerExt;
+    let config = loopback::gateway_config(sim_base);
+    let built = gateway::build(&config).expect("the gateway builds");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, built.router.clone()).await;
+        drop(built);
+    });
     addr
 }
 
@@ -241,8 +262,9 @@ async fn main() {
     let sim = loopback::start_sim().await;
     let proxy = start_proxy(sim.base_url().to_owned()).await;
     let gateway = start_gateway(sim.base_url()).await;
+    let on_axum = start_gateway_on_axum(sim.base_url()).await;
     let path = "/v1/chat/completions";
-    let targets: [(&'static str, Uri); 3] = [
+    let targets: [(&'static str, Uri); 4] = [
         (
             "direct",
             format!("{}{path}", sim.base_url()).parse().expect("uri"),
@@ -254,6 +276,10 @@ async fn main() {
         (
             "gateway",
             format!("http://{gateway}{path}").parse().expect("uri"),
+        ),
+        (
+            "gw-axum",
+            format!("http://{on_axum}{path}").parse().expect("uri"),
         ),
     ];
     let targets: Vec<_> = targets
