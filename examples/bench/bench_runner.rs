@@ -154,7 +154,8 @@ struct Args {
     #[arg(long, default_value_t = 200_000)]
     iters: u64,
     /// Measure only the cases whose name contains this (e.g. `observe`, for a
-    /// profiler); the metrics and memory sections are skipped then.
+    /// profiler), or only the case named NAME with `=NAME` (`=full_stack`); the
+    /// metrics and memory sections are skipped then.
     #[arg(long)]
     only: Option<String>,
 }
@@ -534,7 +535,14 @@ fn main() {
     let _guard = rt.enter();
     let health = || Health::standalone("bench", "gpt-4o-mini");
 
-    let wanted = |name: &str| args.only.as_deref().is_none_or(|o| name.contains(o));
+    let wanted = |name: &str| {
+        args.only
+            .as_deref()
+            .is_none_or(|o| match o.strip_prefix('=') {
+                Some(exact) => name == exact,
+                None => name.contains(o),
+            })
+    };
     let mut results = vec![measure("bare", "the inner service alone", Ready200, iters)];
     // Each case is built only when wanted (a profile of one case shows only it).
     macro_rules! case {
@@ -604,7 +612,6 @@ fn main() {
 
     // The validation target names a 1 KiB answer: the same two cases over
     // a provider answering 1,024 bytes, each against that provider alone.
-    let kib = Ready200Kib(completion_kib());
     for (name, what, validated) in [
         (
             "validate_1kib",
@@ -618,6 +625,7 @@ fn main() {
         ),
     ] {
         if wanted(name) {
+            let kib = Ready200Kib(completion_kib());
             results.push(if validated {
                 measure_against(
                     name,
