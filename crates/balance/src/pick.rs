@@ -130,7 +130,7 @@ pub(crate) fn select<S>(
                 return false;
             }
             let ep = table.endpoint(i);
-            if !available(&ep.health, &pick.now) {
+            if !available(&ep.health, pick.now) {
                 return false;
             }
             if filter_window && !table.fits(i, route) {
@@ -138,7 +138,7 @@ pub(crate) fn select<S>(
             }
             if !last_resort
                 && ((is_ramping(&ep.health) && !pick.admitted.contains(i))
-                    || suspect(&ep.health, &pick.now))
+                    || suspect(&ep.health, pick.now))
             {
                 skipped = true;
                 return false;
@@ -151,10 +151,10 @@ pub(crate) fn select<S>(
                 table,
                 &pool.members[route.lo as usize..],
                 rng,
-                &pick.now,
+                pick.now,
                 &mut eligible,
             ),
-            Strategy::Cheapest => cheapest(table, &pool.members, &pick.now, &mut eligible),
+            Strategy::Cheapest => cheapest(table, &pool.members, pick.now, &mut eligible),
             Strategy::RoundRobin => round_robin(table, route, &mut eligible),
             Strategy::Ordered => pool.members.iter().copied().find(|&i| eligible(i)),
         };
