@@ -9,6 +9,7 @@
 //! cargo run --release --example bench_runner                  # about 10 seconds
 //! cargo run --release --example bench_runner -- --iters 1000000 > bench.json
 //! cargo run --release --example bench_runner -- --only observe  # one case (for a profiler)
+//! cargo run --release --example bench_runner -- --only =full_stack  # that name exactly
 //! ```
 //!
 //! Peers are measured in the same run, so every comparison is a same-run ratio:
