@@ -9,6 +9,7 @@
 //! cargo run --release --example bench_runner                  # about 10 seconds
 //! cargo run --release --example bench_runner -- --iters 1000000 > bench.json
 //! cargo run --release --example bench_runner -- --only observe  # one case (for a profiler)
+//! cargo run --release --example bench_runner -- --only =full_stack  # that name exactly
 //! ```
 //!
 //! Peers are measured in the same run, so every comparison is a same-run ratio:
@@ -17,6 +18,10 @@
 //! power-of-two-choices balancer over `PeakEwma` (`peer_tower_p2c_peak_ewma`,
 //! beside `balance_p2c`). The `facade` case is the stack as `tower_failover::Stack`
 //! builds it, every position type-erased.
+//!
+//! `validate_1kib` and `full_stack_validated_1kib` are `validate` and
+//! `full_stack_validated` over a provider answering a 1 KiB OpenAI completion (the
+//! answer size the issue's validation target names), each against that provider alone.
 //!
 //! `request_read` and `facade_routed` measure what reading a request body costs: the
 //! routing attributes, the quota estimate and the provider's preparation of one fresh
@@ -150,7 +155,8 @@ struct Args {
     #[arg(long, default_value_t = 200_000)]
     iters: u64,
     /// Measure only the cases whose name contains this (e.g. `observe`, for a
-    /// profiler); the metrics and memory sections are skipped then.
+    /// profiler), or only the case named NAME with `=NAME` (`=full_stack`); the
+    /// metrics and memory sections are skipped then.
     #[arg(long)]
     only: Option<String>,
 }
@@ -175,6 +181,79 @@ impl Service<Request<ReplayBody>> for Ready200 {
     fn call(&mut self, _: Request<ReplayBody>) -> Self::Future {
         ready(Ok(Response::new(ReplayBody::new(Bytes::from_static(
             COMPLETION.as_bytes(),
+        )))))
+    }
+}
+
+/// The words of [`completion_kib`]'s answer.
+const WORDS: &[&str] = &[
+    "the",
+    "provider",
+    "answered",
+    "quickly",
+    "and",
+    "the",
+    "caller",
+    "never",
+    "noticed",
+    "failover",
+    "latency",
+    "stream",
+    "token",
+    "budget",
+    "circuit",
+    "recovered",
+];
+
+/// An OpenAI chat completion of exactly 1 KiB (1,024 bytes), the answer size the
+/// issue's validation target names: made once, kept for the whole run.
+fn completion_kib() -> &'static [u8] {
+    static BODY: std::sync::OnceLock<&'static [u8]> = std::sync::OnceLock::new();
+    BODY.get_or_init(|| {
+        let wrap = |content: &str| {
+            json!({
+                "id": "chatcmpl-1",
+                "object": "chat.completion",
+                "model": "gpt-4o-mini",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": content, "refusal": null}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 9, "completion_tokens": 150, "total_tokens": 159}
+            })
+            .to_string()
+        };
+        let mut content = String::new();
+        for w in WORDS.iter().cycle() {
+            let next = if content.is_empty() { (*w).to_owned() } else { format!("{content} {w}") };
+            if wrap(&next).len() > 1024 {
+                break;
+            }
+            content = next;
+        }
+        // Pad with full stops up to the exact size.
+        while wrap(&content).len() < 1024 {
+            content.push('.');
+        }
+        let body = wrap(&content);
+        assert_eq!(body.len(), 1024);
+        Box::leak(body.into_bytes().into_boxed_slice())
+    })
+}
+
+/// A provider that answers 200 with [`completion_kib`] at once, without allocating.
+#[derive(Clone, Copy)]
+struct Ready200Kib(&'static [u8]);
+
+impl Service<Request<ReplayBody>> for Ready200Kib {
+    type Response = Response<ReplayBody>;
+    type Error = Infallible;
+    type Future = Ready<Result<Response<ReplayBody>, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Request<ReplayBody>) -> Self::Future {
+        ready(Ok(Response::new(ReplayBody::new(Bytes::from_static(
+            self.0,
         )))))
     }
 }
@@ -457,7 +536,14 @@ fn main() {
     let _guard = rt.enter();
     let health = || Health::standalone("bench", "gpt-4o-mini");
 
-    let wanted = |name: &str| args.only.as_deref().is_none_or(|o| name.contains(o));
+    let wanted = |name: &str| {
+        args.only
+            .as_deref()
+            .is_none_or(|o| match o.strip_prefix('=') {
+                Some(exact) => name == exact,
+                None => name.contains(o),
+            })
+    };
     let mut results = vec![measure("bare", "the inner service alone", Ready200, iters)];
     // Each case is built only when wanted (a profile of one case shows only it).
     macro_rules! case {
@@ -524,6 +610,37 @@ fn main() {
         "the same with ValidateLayer::llm() in each provider stack",
         full_stack(ValidateLayer::llm().layer(Ready200)),
     );
+
+    // The issue's validation target names a 1 KiB answer: the same two cases over
+    // a provider answering 1,024 bytes, each against that provider alone.
+    for (name, what, validated) in [
+        (
+            "validate_1kib",
+            "tower-failover-validate ValidateLayer::llm() on a 1 KiB completion (against the bare 1 KiB provider)",
+            false,
+        ),
+        (
+            "full_stack_validated_1kib",
+            "full_stack_validated over a provider answering a 1 KiB completion (against the bare 1 KiB provider)",
+            true,
+        ),
+    ] {
+        if wanted(name) {
+            let kib = Ready200Kib(completion_kib());
+            results.push(if validated {
+                measure_against(
+                    name,
+                    what,
+                    full_stack(ValidateLayer::llm().layer(kib)),
+                    kib,
+                    5,
+                    iters,
+                )
+            } else {
+                measure_against(name, what, ValidateLayer::llm().layer(kib), kib, 5, iters)
+            });
+        }
+    }
 
     case!(
         "balance_p2c",

@@ -35,10 +35,10 @@ use tower_failover_core::error::{AllProvidersFailed, Attempt, Elapsed, TimeoutKi
 use tower_failover_core::metrics;
 use tower_failover_core::replay::clone_request;
 use tower_failover_core::rng::Rng;
-use tower_failover_core::trace;
 use tower_failover_core::{
     AttemptDeadline, Classify, ClientErrorKind, FailureKind, Outcome, RejectKind,
 };
+use tower_failover_core::{time, trace};
 use tower_service::Service;
 
 use crate::error::TotalTimeout;
@@ -195,11 +195,11 @@ where
     B: Clone,
     C: Classify,
 {
-    fn select(&mut self, now: Instant) -> Option<u32> {
+    fn select(&mut self, now: &LazyNow) -> Option<u32> {
         let pick = Pick {
             tried: &self.tried,
             admitted: &self.admitted,
-            now: LazyNow::at(now),
+            now,
             closed: self.closed,
         };
         select(&self.table, &self.route, &mut self.rng, &pick)
@@ -207,17 +207,18 @@ where
 
     /// Finds the next provider that is ready and sends to it.
     fn advance(&mut self, cx: &mut Context<'_>) -> Advance<S::Future> {
-        let now = Instant::now();
+        // Read when a pick needs it, else just before the call (see `dispatch`).
+        let now = LazyNow::new();
         loop {
             let next = match self.next.take() {
                 Some(i) if !self.tried.contains(i) => Some(i),
-                _ => self.select(now),
+                _ => self.select(&now),
             };
             let Some(i) = next else { break };
             self.tried.insert(i);
             let mut svc = self.table.endpoint(i).instance();
             match svc.poll_ready(cx) {
-                Poll::Ready(Ok(())) => return self.dispatch(i, svc, now),
+                Poll::Ready(Ok(())) => return self.dispatch(i, svc, &now),
                 Poll::Pending => {
                     // Not dead (its health said available) but not ready: go on, and
                     // come back to it only if nothing else is left.
@@ -230,7 +231,7 @@ where
         }
         if let Some((i, mut svc)) = self.parked.take() {
             match svc.poll_ready(cx) {
-                Poll::Ready(Ok(())) => return self.dispatch(i, svc, now),
+                Poll::Ready(Ok(())) => return self.dispatch(i, svc, &now),
                 Poll::Pending => {
                     self.parked = Some((i, svc));
                     return Advance::Wait;
@@ -238,7 +239,7 @@ where
                 Poll::Ready(Err(e)) => self.refused(i, e.into()),
             }
         }
-        Advance::Fail(self.all_failed(None, now))
+        Advance::Fail(self.all_failed(None, now.get()))
     }
 
     /// A provider's `poll_ready` failed (a breaker refusing, a closed service):
@@ -248,16 +249,16 @@ where
         self.push_attempt(i, outcome, Duration::ZERO, Some(&*err));
     }
 
-    fn dispatch(&mut self, i: u32, mut svc: S, now: Instant) -> Advance<S::Future> {
+    fn dispatch(&mut self, i: u32, mut svc: S, now: &LazyNow) -> Advance<S::Future> {
         let max = self.table.settings.failover.max_attempts;
         if max.is_some_and(|max| self.counted >= max) {
-            return Advance::Fail(self.all_failed(Some("attempt limit reached"), now));
+            return Advance::Fail(self.all_failed(Some("attempt limit reached"), now.get()));
         }
         if self.owe_budget {
             let paid = self.table.budget.as_ref().is_none_or(|b| b.withdraw());
             if !paid {
                 metrics::count(metrics::names::BUDGET_EXHAUSTED);
-                return Advance::Fail(self.all_failed(Some("retry budget exhausted"), now));
+                return Advance::Fail(self.all_failed(Some("retry budget exhausted"), now.get()));
             }
             self.owe_budget = false;
         }
@@ -272,6 +273,10 @@ where
             self.table.endpoint(i).health.metrics().failover_from(from);
         }
         let mut attempt = clone_request(&self.request);
+        // The attempt's start, read (unless a pick needed it already) just before
+        // the call, and published to the layers below for theirs (the quota's
+        // admission, the observer's latency): one clock reading for the stack.
+        let now = now.get();
         self.attempt_until = self
             .table
             .settings
@@ -293,7 +298,7 @@ where
         );
         // The layers below adopt the span (the observe layer keeps it until the
         // answer's body ends).
-        let fut = span.in_scope(|| svc.call(attempt));
+        let fut = span.in_scope(|| time::calling_at(now, || svc.call(attempt)));
         let endpoint = self.table.endpoint(i);
         // Its readiness spent, the instance can serve a later attempt.
         endpoint.give_back(svc);

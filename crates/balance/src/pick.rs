@@ -54,7 +54,9 @@ fn prefer<S>(a: &Endpoint<S>, b: &Endpoint<S>, settings: &Settings, now: &LazyNo
     ca <= cb
 }
 
-/// The current time, read from the clock only when a decision needs it.
+/// The current time, read from the clock only when a decision needs it (or taken
+/// from the reading a layer above published for the call in progress,
+/// [`call_now`](tower_failover_core::time::call_now)).
 #[derive(Debug, Default)]
 pub(crate) struct LazyNow(Cell<Option<Instant>>);
 
@@ -71,7 +73,8 @@ impl LazyNow {
         match self.0.get() {
             Some(now) => now,
             None => {
-                let now = Instant::now();
+                // A layer above may have read the clock for this very call.
+                let now = tower_failover_core::time::call_now();
                 self.0.set(Some(now));
                 now
             }
@@ -101,7 +104,7 @@ pub(crate) fn suspect(h: &Health, now: &LazyNow) -> bool {
 pub(crate) struct Pick<'a> {
     pub(crate) tried: &'a Tried,
     pub(crate) admitted: &'a Admitted,
-    pub(crate) now: LazyNow,
+    pub(crate) now: &'a LazyNow,
     /// Only the typed-fallback target may be tried next.
     pub(crate) closed: bool,
 }
@@ -127,7 +130,7 @@ pub(crate) fn select<S>(
                 return false;
             }
             let ep = table.endpoint(i);
-            if !available(&ep.health, &pick.now) {
+            if !available(&ep.health, pick.now) {
                 return false;
             }
             if filter_window && !table.fits(i, route) {
@@ -135,7 +138,7 @@ pub(crate) fn select<S>(
             }
             if !last_resort
                 && ((is_ramping(&ep.health) && !pick.admitted.contains(i))
-                    || suspect(&ep.health, &pick.now))
+                    || suspect(&ep.health, pick.now))
             {
                 skipped = true;
                 return false;
@@ -148,10 +151,10 @@ pub(crate) fn select<S>(
                 table,
                 &pool.members[route.lo as usize..],
                 rng,
-                &pick.now,
+                pick.now,
                 &mut eligible,
             ),
-            Strategy::Cheapest => cheapest(table, &pool.members, &pick.now, &mut eligible),
+            Strategy::Cheapest => cheapest(table, &pool.members, pick.now, &mut eligible),
             Strategy::RoundRobin => round_robin(table, route, &mut eligible),
             Strategy::Ordered => pool.members.iter().copied().find(|&i| eligible(i)),
         };
@@ -349,7 +352,7 @@ mod tests {
             let pick = Pick {
                 tried: &tried,
                 admitted: &admitted,
-                now: LazyNow::new(),
+                now: &LazyNow::new(),
                 closed: false,
             };
             out[select(t, &route, &mut rng, &pick).unwrap() as usize] += 1;
@@ -530,7 +533,7 @@ mod tests {
                 let pick = Pick {
                     tried: &tried,
                     admitted: &admitted,
-                    now: LazyNow::new(),
+                    now: &LazyNow::new(),
                     closed: false,
                 };
                 select(&t, &route, &mut rng, &pick).unwrap()
@@ -608,7 +611,7 @@ mod tests {
                 any |= !tried_mask[i] && !open_mask[i];
             }
             let admitted = Admitted::default();
-            let pick = Pick { tried: &tried, admitted: &admitted, now: LazyNow::new(), closed: false };
+            let pick = Pick { tried: &tried, admitted: &admitted, now: &LazyNow::new(), closed: false };
             let route = t.route(&RequestAttrs::new());
             let mut rng = Rng::seeded(seed);
             match select(&t, &route, &mut rng, &pick) {

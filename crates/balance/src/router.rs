@@ -344,7 +344,7 @@ impl<S, C, A> RouterCore<S, C, A> {
                 let pick = Pick {
                     tried: &tried,
                     admitted: &admitted,
-                    now,
+                    now: &now,
                     closed: false,
                 };
                 select(&self.table, &route, &mut self.rng, &pick)?

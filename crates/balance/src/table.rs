@@ -7,7 +7,7 @@
 //! (the stale-index bug of tower's p2c, tower issue 856, cannot happen here).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -57,11 +57,19 @@ const ERROR_SAMPLES: f64 = 10.0;
 /// with time so that a provider the balancer has stopped sending to is tried
 /// again.
 ///
-/// Reading it costs a few atomic loads; it is updated (under a lock taken with
-/// `try_lock`, never waited for) only when new outcomes were counted since.
+/// Reading it costs a few atomic loads; it is updated only when new outcomes were
+/// counted since, by the one reader that claims the update (a compare-and-swap,
+/// never waited for: a reader that finds it claimed reads the estimate as it is).
 #[derive(Debug)]
 pub(crate) struct ErrorRate {
-    state: Mutex<ErrorState>,
+    /// Set while one reader updates the estimate: the claim on `good` and `bad`.
+    /// One compare-and-swap to take and a plain store to give back (a mutex's
+    /// `try_lock` and unlock are two read-modify-writes).
+    busy: AtomicBool,
+    /// Successes counted at the last update (written only under the claim).
+    good: AtomicU64,
+    /// Failures and rejections counted at the last update (likewise).
+    bad: AtomicU64,
     /// f64 bits of the estimate at `stamp`.
     rate: AtomicU64,
     /// Outcomes (successes, failures, rejections) counted when last updated.
@@ -70,16 +78,31 @@ pub(crate) struct ErrorRate {
     stamp: AtomicInstant,
 }
 
-#[derive(Debug, Default)]
-struct ErrorState {
-    good: u64,
-    bad: u64,
+/// The claim on an [`ErrorRate`]'s update, given back when dropped (also on unwind).
+struct Claim<'a>(&'a AtomicBool);
+
+impl<'a> Claim<'a> {
+    #[inline]
+    fn take(busy: &'a AtomicBool) -> Option<Self> {
+        busy.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+            .then_some(Claim(busy))
+    }
+}
+
+impl Drop for Claim<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 impl ErrorRate {
     fn new() -> Self {
         ErrorRate {
-            state: Mutex::new(ErrorState::default()),
+            busy: AtomicBool::new(false),
+            good: AtomicU64::new(0),
+            bad: AtomicU64::new(0),
             rate: AtomicU64::new(0f64.to_bits()),
             seen: AtomicU64::new(0),
             stamp: AtomicInstant::new(),
@@ -93,10 +116,10 @@ impl ErrorRate {
         let (good, bad) = (c.successes, c.failures.saturating_add(c.rejected));
         let total = good.saturating_add(bad);
         if total != self.seen.load(Ordering::Relaxed)
-            && let Ok(mut state) = self.state.try_lock()
+            && let Some(_claim) = Claim::take(&self.busy)
         {
-            let new_good = good.saturating_sub(state.good);
-            let new_bad = bad.saturating_sub(state.bad);
+            let new_good = good.saturating_sub(self.good.load(Ordering::Relaxed));
+            let new_bad = bad.saturating_sub(self.bad.load(Ordering::Relaxed));
             let n = new_good + new_bad;
             let updated = (n > 0).then(|| {
                 let faded = self.faded(decay_ns, now);
@@ -113,8 +136,8 @@ impl ErrorRate {
                 }
                 rate
             });
-            state.good = good;
-            state.bad = bad;
+            self.good.store(good, Ordering::Relaxed);
+            self.bad.store(bad, Ordering::Relaxed);
             self.seen.store(total, Ordering::Relaxed);
             if let Some(rate) = updated {
                 // Stamped now: nothing to fade yet.

@@ -73,6 +73,7 @@ use crate::classify::{Classify, LlmClassifier};
 use crate::deadline::AttemptDeadline;
 use crate::health::{Health, InFlight};
 use crate::outcome::{FailureKind, Outcome, RejectKind};
+use crate::time;
 use crate::trace;
 use crate::verdict::Verdict;
 
@@ -279,13 +280,14 @@ where
 
     #[inline]
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let started = Instant::now();
+        // The reading a layer above took for this call, if one did (see
+        // `time::call_now`): one clock reading less per request in a stack.
+        let started = time::call_now();
         let started_ns = self.health.clock_nanos(started);
         let span = trace::current_attempt(self.health.id(), req.headers());
         let owed = Owed {
             guard: self.health.start_request_at_nanos(started_ns),
             deadline: AttemptDeadline::of(&req),
-            started,
             started_ns,
             pending: true,
             first_byte: true,
@@ -313,8 +315,9 @@ where
 struct Owed {
     guard: InFlight,
     deadline: Option<Instant>,
-    started: Instant,
-    /// `started` on the health record's clock ([`Health::clock_nanos`]).
+    /// When the attempt started, on the health record's clock
+    /// ([`Health::clock_nanos`]): 8 bytes instead of an `Instant`'s 16 in a struct
+    /// that every move of the response copies.
     started_ns: u64,
     /// No verdict recorded yet (the future has not finished, or a 2xx body has not
     /// ended).
@@ -344,10 +347,7 @@ impl Drop for Owed {
             trace::record_outcome(&self.span, &outcome);
             if self.first_byte {
                 // As for a timeout error: a lower bound of the time to first byte.
-                let now = Instant::now();
-                health
-                    .ttfb()
-                    .observe(now.saturating_duration_since(self.started), now);
+                timed_out_ttfb(health, self.started_ns);
             }
         }
     }
@@ -370,22 +370,25 @@ impl<F, C> fmt::Debug for ResponseFuture<F, C> {
     }
 }
 
-fn note(health: &Health, outcome: &Outcome, started: Instant, default_retry_after: Duration) {
+/// A timeout is a lower bound of the time to first byte of an attempt that started
+/// at `started_ns` (on the health record's clock): the balancer sees how slow the
+/// provider was.
+fn timed_out_ttfb(health: &Health, started_ns: u64) {
+    let now_ns = health.clock_nanos(Instant::now());
+    health
+        .ttfb()
+        .observe_nanos(now_ns.saturating_sub(started_ns), now_ns);
+}
+
+fn note(health: &Health, outcome: &Outcome, started_ns: u64, default_retry_after: Duration) {
     health.record(outcome);
     match outcome {
         Outcome::RateLimited { retry_after } => {
             health.mark_rate_limited(retry_after.unwrap_or(default_retry_after));
         }
-        // A timeout is a lower bound of the time to first byte: let the balancer
-        // see how slow the provider was.
         Outcome::Failure {
             kind: FailureKind::Timeout,
-        } => {
-            let now = Instant::now();
-            health
-                .ttfb()
-                .observe(now.saturating_duration_since(started), now);
-        }
+        } => timed_out_ttfb(health, started_ns),
         _ => {}
     }
 }
@@ -422,7 +425,7 @@ where
                     note(
                         owed.health(),
                         &outcome,
-                        owed.started,
+                        owed.started_ns,
                         *this.default_retry_after,
                     );
                 }
@@ -449,7 +452,7 @@ where
                 note(
                     owed.health(),
                     &outcome,
-                    owed.started,
+                    owed.started_ns,
                     *this.default_retry_after,
                 );
                 Poll::Ready(Err(err))
@@ -587,7 +590,12 @@ where
                         other => other,
                     };
                     trace::record_outcome(&o.span, &outcome);
-                    note(o.health(), &outcome, o.started, *this.default_retry_after);
+                    note(
+                        o.health(),
+                        &outcome,
+                        o.started_ns,
+                        *this.default_retry_after,
+                    );
                 }
                 Poll::Ready(Some(Err(err)))
             }

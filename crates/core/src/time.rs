@@ -1,5 +1,7 @@
-//! Instants that can be shared through atomics.
+//! Instants that can be shared through atomics, and one clock reading shared by the
+//! layers of one `Service::call`.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -98,6 +100,63 @@ impl AtomicInstant {
     }
 }
 
+thread_local! {
+    /// The clock reading published for the `Service::call` running on this thread
+    /// (see [`calling_at`]).
+    static CALL_NOW: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// The time of the `Service::call` in progress: the clock reading a layer above
+/// published for it with [`calling_at`], or, when none did, a fresh reading.
+///
+/// A stack of layers that each time the start of a request (the balancer's attempt,
+/// the quota's admission, the observer's latency) reads the clock once per request
+/// this way instead of once per layer: on a VM one `Instant::now()` costs about as
+/// much as a layer's whole bookkeeping. The reading is tokio's clock, so tests with
+/// paused time see exactly what a fresh reading would give them.
+///
+/// ```
+/// use tokio::time::Instant;
+/// use tower_failover_core::time::{call_now, calling_at};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let taken = Instant::now();
+/// // A layer publishes its reading around the call into the layers below...
+/// let seen = calling_at(taken, || {
+///     // ...and a layer below, in the same call, reuses it.
+///     call_now()
+/// });
+/// assert_eq!(seen, taken);
+/// # }
+/// ```
+#[inline]
+pub fn call_now() -> Instant {
+    CALL_NOW.get().unwrap_or_else(Instant::now)
+}
+
+/// Runs `call` (a layer's synchronous call into the layers below it) with `now`
+/// published as the time of that call: [`call_now`] returns it until `call`
+/// returns (or unwinds), then the reading published before, if any, is back.
+///
+/// Publish only a reading taken for this very call, just before it: the layers
+/// below take it as the time their part of the request started. Nothing is
+/// published across an `.await` or a poll of a future: only synchronous code
+/// inside `call` sees it.
+#[inline]
+pub fn calling_at<R>(now: Instant, call: impl FnOnce() -> R) -> R {
+    /// Puts the previous reading back, also on unwind.
+    struct Restore(Option<Instant>);
+    impl Drop for Restore {
+        #[inline]
+        fn drop(&mut self) {
+            CALL_NOW.set(self.0);
+        }
+    }
+    let _restore = Restore(CALL_NOW.replace(Some(now)));
+    call()
+}
+
 /// Converts a wall-clock deadline (as exchanged between replicas) to a local instant.
 pub fn instant_from_system(at: std::time::SystemTime, now: Instant) -> Instant {
     match at.duration_since(std::time::SystemTime::now()) {
@@ -114,6 +173,31 @@ pub fn system_from_instant(at: Instant, now: Instant) -> std::time::SystemTime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_published_reading_lasts_for_its_call_only() {
+        let first = Instant::now();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(call_now(), first + Duration::from_secs(1), "none published");
+        let outer = calling_at(first, || {
+            let inner = calling_at(first + Duration::from_millis(5), call_now);
+            (call_now(), inner)
+        });
+        assert_eq!(outer, (first, first + Duration::from_millis(5)));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(
+            call_now(),
+            first + Duration::from_secs(2),
+            "gone after the call"
+        );
+        let unwound = std::panic::catch_unwind(|| calling_at(first, || panic!("inside")));
+        assert!(unwound.is_err());
+        assert_eq!(
+            call_now(),
+            first + Duration::from_secs(2),
+            "gone after an unwind"
+        );
+    }
 
     #[tokio::test(start_paused = true)]
     async fn extend_never_shortens() {

@@ -11,7 +11,7 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use tokio::time::{Instant, Sleep, sleep_until};
 use tower::BoxError;
 use tower_failover_core::error::RateLimited;
-use tower_failover_core::{Health, RateLimitInfo};
+use tower_failover_core::{Health, RateLimitInfo, time};
 use tower_service::Service;
 
 use crate::config::LimitedMode;
@@ -177,7 +177,8 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let now = Instant::now();
+        // One reading for this call and the layers below it (the observer's start).
+        let now = time::call_now();
         let core = &self.core;
         if core.health.is_rate_limited(now) {
             let left = core.health.quota().remaining(now).unwrap_or(Duration::ZERO);
@@ -189,7 +190,11 @@ where
             0
         };
         match core.tracker.admit(tokens, now, &core.health) {
-            Ok(ticket) => ResponseFuture::sent(self.inner.call(req), Arc::clone(core), ticket),
+            Ok(ticket) => ResponseFuture::sent(
+                time::calling_at(now, || self.inner.call(req)),
+                Arc::clone(core),
+                ticket,
+            ),
             Err(wait) => ResponseFuture::refused(core.refusal(wait)),
         }
     }
