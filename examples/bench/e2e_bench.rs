@@ -7,6 +7,7 @@
 //! cargo run --release --example e2e_bench             # ~30 s; table on stderr, JSON on stdout
 //! cargo run --release --example e2e_bench -- --secs 5 # longer rounds
 //! cargo run --release --example e2e_bench -- --stream # streamed answers (SSE)
+//! cargo run --release --example e2e_bench --features mimalloc # the binary's allocator
 //! cargo run --release --example e2e_bench -- --only gateway --skip-rates # one target, saturation only
 //! ```
 //!
@@ -43,6 +44,11 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tower_failover_gateway as gateway;
+
+/// `--features mimalloc`: the allocator the gateway binary ships with.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const BODY: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}]}"#;
 const BODY_STREAM: &str =

@@ -42,6 +42,11 @@ struct Args {
     probe: bool,
 }
 
+/// See the `mimalloc` feature in this crate's `Cargo.toml`.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     match run(Args::parse()).await {
