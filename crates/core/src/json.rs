@@ -118,6 +118,11 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// The bytes being read.
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
     /// The offset of the next byte to read.
     pub fn position(&self) -> usize {
         self.at
