@@ -25,7 +25,7 @@
 //! let mut first = true;
 //! let mut usage = None;
 //! while let Some(key) = r.key(&mut first).unwrap() {
-//!     if key == "usage" && r.peek().unwrap() == Kind::Object {
+//!     if key == b"usage" && r.peek().unwrap() == Kind::Object {
 //!         usage = Some(r.skip().unwrap());
 //!     } else {
 //!         r.skip().unwrap();
@@ -90,13 +90,53 @@ fn is_blank(b: u8) -> bool {
     matches!(b, b' ' | b'\n' | b'\r' | b'\t')
 }
 
-/// Whether a run of string bytes (no quote, no backslash) is text `serde_json`
-/// takes as it is: no control character, valid UTF-8.
-fn plain_text(run: &[u8]) -> bool {
-    if run.iter().all(|&b| (0x20..0x80).contains(&b)) {
-        return true;
+const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+
+/// The bytes of `w` (little-endian) that need a look inside a string: a quote, a
+/// backslash, a control character or a byte of a multi-byte character. Each test
+/// may also flag bytes above the first one it finds, never below: the lowest flag
+/// is exact.
+fn special(w: u64) -> u64 {
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    zero(w ^ (ONES * u64::from(b'"')))
+        | zero(w ^ (ONES * u64::from(b'\\')))
+        | (w.wrapping_sub(ONES * 0x20) & !w & HIGHS)
+        | (w & HIGHS)
+}
+
+/// From `at`, inside a string, the offset of the next `"` or `\`, the text
+/// before it checked as `serde_json` checks it (no control character, valid
+/// UTF-8). ASCII text is read eight bytes at a time, here; anything else (a
+/// multi-byte character, the last bytes of the input, an error) by [`run_end_slow`].
+#[inline]
+fn run_end(b: &[u8], at: usize) -> Result<usize> {
+    let mut i = at;
+    while let Some(word) = b.get(i..i + 8).and_then(|w| <[u8; 8]>::try_from(w).ok()) {
+        let flags = special(u64::from_le_bytes(word));
+        if flags != 0 {
+            let end = i + (flags.trailing_zeros() / 8) as usize;
+            if let Some(b'"' | b'\\') = b.get(end) {
+                return Ok(end);
+            }
+            break;
+        }
+        i += 8;
     }
-    !run.iter().any(|&b| b < 0x20) && std::str::from_utf8(run).is_ok()
+    run_end_slow(b, at)
+}
+
+/// [`run_end`] a byte at a time.
+#[cold]
+#[inline(never)]
+fn run_end_slow(b: &[u8], at: usize) -> Result<usize> {
+    let rest = b.get(at..).unwrap_or_default();
+    let len = memchr::memchr2(b'"', b'\\', rest).ok_or(Unsure)?;
+    let run = &rest[..len];
+    if run.iter().any(|&c| c < 0x20) || std::str::from_utf8(run).is_err() {
+        return Err(Unsure);
+    }
+    Ok(at + len)
 }
 
 fn hex4(b: &[u8]) -> Option<u32> {
@@ -128,6 +168,7 @@ impl<'a> Reader<'a> {
         self.at
     }
 
+    #[inline]
     fn blanks(&mut self) {
         while self.bytes.get(self.at).copied().is_some_and(is_blank) {
             self.at += 1;
@@ -135,11 +176,13 @@ impl<'a> Reader<'a> {
     }
 
     /// The next non-blank byte, not consumed.
+    #[inline]
     fn next_byte(&mut self) -> Result<u8> {
         self.blanks();
         self.bytes.get(self.at).copied().ok_or(Unsure)
     }
 
+    #[inline]
     fn expect(&mut self, b: u8) -> Result<()> {
         if self.next_byte()? == b {
             self.at += 1;
@@ -149,6 +192,7 @@ impl<'a> Reader<'a> {
         }
     }
 
+    #[inline]
     fn enter(&mut self) -> Result<()> {
         if self.depth >= MAX_DEPTH {
             return Err(Unsure);
@@ -158,6 +202,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The kind of the next value (not consumed).
+    #[inline]
     pub fn peek(&mut self) -> Result<Kind> {
         Ok(match self.next_byte()? {
             b'n' => Kind::Null,
@@ -171,6 +216,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Only blanks are left.
+    #[inline]
     pub fn end(&mut self) -> Result<()> {
         self.blanks();
         if self.at == self.bytes.len() {
@@ -181,6 +227,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Enters an object: the next value must be one.
+    #[inline]
     pub fn object(&mut self) -> Result<()> {
         self.expect(b'{')?;
         self.enter()
@@ -188,8 +235,10 @@ impl<'a> Reader<'a> {
 
     /// The next key of the object entered last, its `:` consumed, or `None` at its
     /// end (consumed). `first` starts `true` for each object and is kept by the
-    /// reader. A key with escapes is [`Unsure`].
-    pub fn key(&mut self, first: &mut bool) -> Result<Option<&'a str>> {
+    /// reader. The key comes as its bytes (valid UTF-8: compare them with a byte
+    /// string); a key with escapes is [`Unsure`].
+    #[inline]
+    pub fn key(&mut self, first: &mut bool) -> Result<Option<&'a [u8]>> {
         match self.next_byte()? {
             b'}' => {
                 self.at += 1;
@@ -204,32 +253,21 @@ impl<'a> Reader<'a> {
             _ => return Err(Unsure),
         }
         *first = false;
-        let key = self.plain_key()?;
-        self.expect(b':')?;
-        Ok(Some(key))
-    }
-
-    /// A key without escapes, at the current byte.
-    fn plain_key(&mut self) -> Result<&'a str> {
         if self.bytes.get(self.at) != Some(&b'"') {
             return Err(Unsure);
         }
         let start = self.at + 1;
-        let rest = &self.bytes[start..];
-        let len = memchr::memchr2(b'"', b'\\', rest).ok_or(Unsure)?;
-        if rest[len] != b'"' {
+        let end = run_end(self.bytes, start)?;
+        if self.bytes[end] != b'"' {
             return Err(Unsure);
         }
-        let run = &rest[..len];
-        if run.iter().any(|&b| b < 0x20) {
-            return Err(Unsure);
-        }
-        let key = std::str::from_utf8(run).map_err(|_| Unsure)?;
-        self.at = start + len + 1;
-        Ok(key)
+        self.at = end + 1;
+        self.expect(b':')?;
+        Ok(Some(&self.bytes[start..end]))
     }
 
     /// Enters an array: the next value must be one.
+    #[inline]
     pub fn array(&mut self) -> Result<()> {
         self.expect(b'[')?;
         self.enter()
@@ -237,6 +275,7 @@ impl<'a> Reader<'a> {
 
     /// Whether the array entered last has another element (then read it next);
     /// `false` at its end (consumed). `first` starts `true` for each array.
+    #[inline]
     pub fn element(&mut self, first: &mut bool) -> Result<bool> {
         match self.next_byte()? {
             b']' => {
@@ -257,11 +296,13 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads `null`.
+    #[inline]
     pub fn null(&mut self) -> Result<()> {
         self.blanks();
         self.literal(b"null")
     }
 
+    #[inline]
     fn literal(&mut self, word: &[u8]) -> Result<()> {
         if self.bytes[self.at..].starts_with(word) {
             self.at += word.len();
@@ -275,39 +316,49 @@ impl<'a> Reader<'a> {
     pub fn number(&mut self) -> Result<&'a str> {
         self.blanks();
         let start = self.at;
+        self.skip_number()?;
+        // Only ASCII digits, signs, `.` and `e` were consumed.
+        std::str::from_utf8(&self.bytes[start..self.at]).map_err(|_| Unsure)
+    }
+
+    /// Skips a number starting at the current byte.
+    #[inline]
+    fn skip_number(&mut self) -> Result<()> {
         let b = self.bytes;
+        let mut at = self.at;
         let digits = |at: &mut usize| {
             let from = *at;
-            while b.get(*at).is_some_and(u8::is_ascii_digit) {
+            while let Some(b'0'..=b'9') = b.get(*at) {
                 *at += 1;
             }
             *at - from
         };
-        let mut at = self.at;
         if b.get(at) == Some(&b'-') {
             at += 1;
         }
         let whole = match b.get(at) {
             Some(b'0') => {
                 at += 1;
-                if b.get(at).is_some_and(u8::is_ascii_digit) {
-                    return Err(Unsure);
-                }
                 1
             }
             Some(b'1'..=b'9') => digits(&mut at),
             _ => return Err(Unsure),
         };
-        if b.get(at) == Some(&b'.') {
-            at += 1;
-            if digits(&mut at) == 0 {
-                return Err(Unsure);
-            }
-        }
         let mut exponent = 0;
-        if matches!(b.get(at), Some(b'e' | b'E')) {
+        match b.get(at) {
+            Some(b'.') => {
+                at += 1;
+                if digits(&mut at) == 0 {
+                    return Err(Unsure);
+                }
+            }
+            // A leading zero followed by a digit.
+            Some(b'0'..=b'9') => return Err(Unsure),
+            _ => {}
+        }
+        if let Some(b'e' | b'E') = b.get(at) {
             at += 1;
-            if matches!(b.get(at), Some(b'+' | b'-')) {
+            if let Some(b'+' | b'-') = b.get(at) {
                 at += 1;
             }
             let from = at;
@@ -323,8 +374,7 @@ impl<'a> Reader<'a> {
             return Err(Unsure);
         }
         self.at = at;
-        // Only ASCII digits, signs, `.` and `e` were consumed.
-        std::str::from_utf8(&b[start..at]).map_err(|_| Unsure)
+        Ok(())
     }
 
     /// Reads a string, borrowed unless it has escapes.
@@ -333,15 +383,10 @@ impl<'a> Reader<'a> {
         let b = self.bytes;
         let mut owned: Option<String> = None;
         loop {
-            let rest = &b[self.at..];
-            let len = memchr::memchr2(b'"', b'\\', rest).ok_or(Unsure)?;
-            let run = &rest[..len];
-            if run.iter().any(|&c| c < 0x20) {
-                return Err(Unsure);
-            }
-            let text = std::str::from_utf8(run).map_err(|_| Unsure)?;
-            self.at += len + 1;
-            if rest[len] == b'"' {
+            let end = run_end(b, self.at)?;
+            let text = std::str::from_utf8(&b[self.at..end]).map_err(|_| Unsure)?;
+            self.at = end + 1;
+            if b[end] == b'"' {
                 return Ok(match owned {
                     Some(mut s) => {
                         s.push_str(text);
@@ -357,16 +402,13 @@ impl<'a> Reader<'a> {
     }
 
     /// Skips a string whose opening quote is the current byte.
+    #[inline]
     fn skip_string(&mut self) -> Result<()> {
         self.at += 1;
         loop {
-            let rest = &self.bytes[self.at..];
-            let len = memchr::memchr2(b'"', b'\\', rest).ok_or(Unsure)?;
-            if !plain_text(&rest[..len]) {
-                return Err(Unsure);
-            }
-            self.at += len + 1;
-            if rest[len] == b'"' {
+            let end = run_end(self.bytes, self.at)?;
+            self.at = end + 1;
+            if self.bytes[end] == b'"' {
                 return Ok(());
             }
             self.escape()?;
@@ -441,9 +483,7 @@ impl<'a> Reader<'a> {
                     self.at += 1;
                 }
                 b'"' => self.skip_string()?,
-                b'-' | b'0'..=b'9' => {
-                    self.number()?;
-                }
+                b'-' | b'0'..=b'9' => self.skip_number()?,
                 b't' => self.literal(b"true")?,
                 b'f' => self.literal(b"false")?,
                 b'n' => self.literal(b"null")?,
@@ -476,6 +516,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A key (any string) and its `:`, inside a skipped object.
+    #[inline]
     fn member_key(&mut self) -> Result<()> {
         if self.next_byte()? != b'"' {
             return Err(Unsure);
@@ -553,13 +594,39 @@ mod tests {
     }
 
     #[test]
+    fn every_position_of_a_word_is_looked_at() {
+        for len in 0..20 {
+            for at in 0..len {
+                let mut text: Vec<char> = "abcdefghijklmnopqrst".chars().take(len).collect();
+                for (c, good) in [
+                    ('\u{1}', false),
+                    ('\u{1f}', false),
+                    ('\u{e9}', true),
+                    ('\u{7f}', true),
+                ] {
+                    text[at] = c;
+                    let body: String = text.iter().collect();
+                    let quoted = format!("\"{body}\"");
+                    assert_eq!(skips(&quoted), good, "{quoted:?}");
+                    if good {
+                        assert_eq!(Reader::new(quoted.as_bytes()).string().unwrap(), body);
+                    }
+                }
+                // Cut short anywhere: never a string.
+                let quoted = format!("\"{}", text.iter().collect::<String>());
+                assert!(!skips(&quoted[..at + 1]));
+            }
+        }
+    }
+
+    #[test]
     fn nesting_stops_at_the_limit() {
         let at = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
         assert!(skips(&at(MAX_DEPTH as usize)));
         assert!(!skips(&at(MAX_DEPTH as usize + 1)));
         let mut r = Reader::new(b"{\"a\":[[1]]}");
         r.object().unwrap();
-        assert_eq!(r.key(&mut true).unwrap(), Some("a"));
+        assert_eq!(r.key(&mut true).unwrap(), Some(&b"a"[..]));
         assert_eq!(r.skip().unwrap(), 5..10);
     }
 
@@ -569,9 +636,9 @@ mod tests {
         let mut r = Reader::new(body);
         r.object().unwrap();
         let mut first = true;
-        assert_eq!(r.key(&mut first).unwrap(), Some("a"));
+        assert_eq!(r.key(&mut first).unwrap(), Some(&b"a"[..]));
         assert_eq!(r.string().unwrap(), "x\ny");
-        assert_eq!(r.key(&mut first).unwrap(), Some("b"));
+        assert_eq!(r.key(&mut first).unwrap(), Some(&b"b"[..]));
         r.array().unwrap();
         let mut f = true;
         assert!(r.element(&mut f).unwrap());
@@ -580,7 +647,7 @@ mod tests {
         assert!(r.element(&mut f).unwrap());
         assert!(matches!(r.string().unwrap(), Cow::Borrowed("z")));
         assert!(!r.element(&mut f).unwrap());
-        assert_eq!(r.key(&mut first).unwrap(), Some("c"));
+        assert_eq!(r.key(&mut first).unwrap(), Some(&b"c"[..]));
         assert_eq!(r.peek().unwrap(), Kind::Object);
         r.skip().unwrap();
         assert_eq!(r.key(&mut first).unwrap(), None);

@@ -5,7 +5,10 @@
 //! caller sent (new parameters, provider extensions) reaches the provider
 //! byte for byte.
 
+use std::sync::LazyLock;
+
 use bytes::Bytes;
+use memchr::memmem;
 use serde::Deserialize;
 use tower_failover_core::RejectKind;
 use tower_failover_core::error::Invalid;
@@ -184,7 +187,7 @@ fn quick_usage(body: &[u8]) -> json::Result<Option<WireUsage>> {
     let mut seen = false;
     let mut first = true;
     while let Some(key) = r.key(&mut first)? {
-        if key != "usage" {
+        if key != b"usage" {
             r.skip()?;
             continue;
         }
@@ -211,8 +214,8 @@ fn quick_counts(r: &mut Reader<'_>) -> json::Result<WireUsage> {
     let mut first = true;
     while let Some(key) = r.key(&mut first)? {
         let slot = match key {
-            "prompt_tokens" => &mut prompt,
-            "completion_tokens" => &mut completion,
+            b"prompt_tokens" => &mut prompt,
+            b"completion_tokens" => &mut completion,
             _ => {
                 r.skip()?;
                 continue;
@@ -268,18 +271,16 @@ impl StreamScan {
 /// `"usage"`, a nested one included, counts as a mention, and the parse decides.
 fn mentions_usage(data: &[u8]) -> bool {
     const KEY: &[u8] = b"\"usage\"";
-    let mut rest = data;
-    while let Some(at) = rest.windows(KEY.len()).position(|w| w == KEY) {
-        rest = &rest[at + KEY.len()..];
-        let after = rest.trim_ascii_start();
+    // Built once: a chunk is a few hundred bytes, and building a searcher costs
+    // about as much as running it over one.
+    static FINDER: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(KEY));
+    FINDER.find_iter(data).any(|at| {
+        let after = data[at + KEY.len()..].trim_ascii_start();
         let null = after
             .strip_prefix(b":")
             .is_some_and(|v| v.trim_ascii_start().starts_with(b"null"));
-        if !null {
-            return true;
-        }
-    }
-    false
+        !null
+    })
 }
 
 #[cfg(test)]
@@ -540,6 +541,42 @@ mod tests {
                 )),
             ]
         })
+    }
+
+    /// The first `mentions_usage`, a window at a time: the reference.
+    fn mentions_usage_by_windows(data: &[u8]) -> bool {
+        const KEY: &[u8] = b"\"usage\"";
+        let mut rest = data;
+        while let Some(at) = rest.windows(KEY.len()).position(|w| w == KEY) {
+            rest = &rest[at + KEY.len()..];
+            let after = rest.trim_ascii_start();
+            let null = after
+                .strip_prefix(b":")
+                .is_some_and(|v| v.trim_ascii_start().starts_with(b"null"));
+            if !null {
+                return true;
+            }
+        }
+        false
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn mentions_usage_agrees_with_the_window_search(
+            pieces in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "\"usage\"", "\"usage", "usage\"", ":", " ", "\n", "null", "nul", "{", "}", "\"", "x",
+                ]),
+                0..16,
+            )
+        ) {
+            let data = pieces.concat();
+            proptest::prop_assert_eq!(
+                mentions_usage(data.as_bytes()),
+                mentions_usage_by_windows(data.as_bytes()),
+                "{:?}", data
+            );
+        }
     }
 
     proptest::proptest! {

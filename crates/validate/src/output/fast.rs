@@ -111,7 +111,7 @@ fn read_doc(body: &[u8]) -> json::Result<Doc<'_>> {
     let mut first = true;
     while let Some(key) = r.key(&mut first)? {
         match key {
-            "error" => {
+            b"error" => {
                 // `null` is no error, as `filter(!is_null)`; anything else is
                 // parsed as the `Value` path parses it (rare: an error object
                 // with a success status).
@@ -124,9 +124,9 @@ fn read_doc(body: &[u8]) -> json::Result<Doc<'_>> {
                 };
                 once(&mut error, value)?;
             }
-            "type" => once(&mut ty, shallow(&mut r)?)?,
-            "choices" => once(&mut choices, read_choices(&mut r)?)?,
-            "content" => {
+            b"type" => once(&mut ty, shallow(&mut r)?)?,
+            b"choices" => once(&mut choices, read_choices(&mut r)?)?,
+            b"content" => {
                 r.skip()?;
                 once(&mut content, ())?;
             }
@@ -188,8 +188,8 @@ fn read_choice<'a>(r: &mut Reader<'a>) -> json::Result<Choice<'a>> {
     let mut first = true;
     while let Some(key) = r.key(&mut first)? {
         match key {
-            "finish_reason" => once(&mut finish_reason, shallow(r)?)?,
-            "message" => once(&mut message, read_message(r)?)?,
+            b"finish_reason" => once(&mut finish_reason, shallow(r)?)?,
+            b"message" => once(&mut message, read_message(r)?)?,
             _ => {
                 r.skip()?;
             }
@@ -220,10 +220,10 @@ fn read_message<'a>(r: &mut Reader<'a>) -> json::Result<Option<Message<'a>>> {
     let mut first = true;
     while let Some(key) = r.key(&mut first)? {
         let slot = match key {
-            "content" => &mut content,
-            "refusal" => &mut refusal,
-            "tool_calls" => &mut tool_calls,
-            "function_call" => &mut function_call,
+            b"content" => &mut content,
+            b"refusal" => &mut refusal,
+            b"tool_calls" => &mut tool_calls,
+            b"function_call" => &mut function_call,
             _ => {
                 r.skip()?;
                 continue;
