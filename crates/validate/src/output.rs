@@ -400,7 +400,22 @@ impl Facts {
             return;
         }
         let named_error = ev.event_type() == "error";
-        match serde_json::from_str::<Event<'_>>(data) {
+        self.on_data(data, named_error, true);
+    }
+
+    /// Reads one event's data (trimmed, not `[DONE]`): the usual OpenAI chunk
+    /// without serde's derive when `fast`, anything else through it.
+    fn on_data(&mut self, data: &str, named_error: bool, fast: bool) {
+        let quick = if fast {
+            fast::event(data.as_bytes())
+        } else {
+            None
+        };
+        let parsed = match quick {
+            Some(e) => Ok(e),
+            None => serde_json::from_str::<Event<'_>>(data),
+        };
+        match parsed {
             Ok(e) => self.apply(e, named_error),
             Err(e) => {
                 if named_error && self.error.is_none() {

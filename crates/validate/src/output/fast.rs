@@ -19,7 +19,11 @@ use std::borrow::Cow;
 use serde_json::Value;
 use tower_failover_core::json::{self, Kind, Reader, Unsure};
 
-use super::{Facts, Wire, error_message};
+use serde::de::IgnoredAny;
+
+use super::{
+    Choice as EventChoice, Choices as EventChoices, Event, Facts, OpenAiDelta, Wire, error_message,
+};
 
 /// The facts of `body`, or `None` when only the `Value` path can tell them.
 pub(super) fn read(body: &[u8], wire: Option<Wire>, cap: usize) -> Option<Facts> {
@@ -286,6 +290,165 @@ fn shallow<'a>(r: &mut Reader<'a>) -> json::Result<Shallow<'a>> {
     })
 }
 
+/// One streamed OpenAI chunk as [`Event`], read without serde's derive, or `None`
+/// when serde must decide: anything the reader cannot vouch for, a key read twice,
+/// a field of a type the derive would refuse (or read oddly: a struct from an
+/// array), an Anthropic event (`delta`, `content_block` or `message` present).
+pub(super) fn event(data: &[u8]) -> Option<Event<'_>> {
+    read_event(data).ok()
+}
+
+fn read_event(data: &[u8]) -> json::Result<Event<'_>> {
+    let mut r = Reader::new(data);
+    r.object()?;
+    let (mut ty, mut error, mut choices) = (None, None, None);
+    let mut first = true;
+    while let Some(key) = r.key(&mut first)? {
+        match key {
+            b"type" => once(&mut ty, text(&mut r)?)?,
+            b"error" => {
+                let value = if r.peek()? == Kind::Null {
+                    r.null()?;
+                    None
+                } else {
+                    let span = r.skip()?;
+                    Some(serde_json::from_slice::<Value>(&data[span]).map_err(|_| Unsure)?)
+                };
+                once(&mut error, value)?;
+            }
+            b"choices" => {
+                let value = if r.peek()? == Kind::Null {
+                    r.null()?;
+                    None
+                } else {
+                    Some(event_choices(&mut r)?)
+                };
+                once(&mut choices, value)?;
+            }
+            // Anthropic's, or a field the derive knows: serde reads them.
+            b"delta" | b"content_block" | b"message" => return Err(Unsure),
+            _ => {
+                r.skip()?;
+            }
+        }
+    }
+    r.end()?;
+    Ok(Event {
+        ty: ty.flatten(),
+        error: error.flatten(),
+        choices: choices.flatten(),
+        delta: None,
+        content_block: None,
+        message: None,
+    })
+}
+
+/// An optional string: `null` or a string, as the `text` helper reads it.
+fn text<'a>(r: &mut Reader<'a>) -> json::Result<Option<Cow<'a, str>>> {
+    match r.peek()? {
+        Kind::Null => {
+            r.null()?;
+            Ok(None)
+        }
+        Kind::String => Ok(Some(r.string()?)),
+        _ => Err(Unsure),
+    }
+}
+
+/// `choices`: an array, every element a chunk choice; the first of index 0 kept.
+fn event_choices<'a>(r: &mut Reader<'a>) -> json::Result<EventChoices<'a>> {
+    r.array()?;
+    let mut kept = None;
+    let mut first = true;
+    while r.element(&mut first)? {
+        let c = event_choice(r)?;
+        if kept.is_none() && c.index.unwrap_or(0) == 0 {
+            kept = Some(c);
+        }
+    }
+    Ok(EventChoices(kept))
+}
+
+fn event_choice<'a>(r: &mut Reader<'a>) -> json::Result<EventChoice<'a>> {
+    r.object()?;
+    let (mut index, mut delta, mut finish_reason) = (None, None, None);
+    let mut first = true;
+    while let Some(key) = r.key(&mut first)? {
+        match key {
+            b"index" => {
+                let value = match r.peek()? {
+                    Kind::Null => {
+                        r.null()?;
+                        None
+                    }
+                    Kind::Number => Some(r.number()?.parse::<u64>().map_err(|_| Unsure)?),
+                    _ => return Err(Unsure),
+                };
+                once(&mut index, value)?;
+            }
+            b"delta" => {
+                let value = match r.peek()? {
+                    Kind::Null => {
+                        r.null()?;
+                        None
+                    }
+                    Kind::Object => Some(event_delta(r)?),
+                    _ => return Err(Unsure),
+                };
+                once(&mut delta, value)?;
+            }
+            b"finish_reason" => once(&mut finish_reason, text(r)?)?,
+            _ => {
+                r.skip()?;
+            }
+        }
+    }
+    Ok(EventChoice {
+        index: index.flatten(),
+        delta: delta.flatten(),
+        finish_reason: finish_reason.flatten(),
+    })
+}
+
+fn event_delta<'a>(r: &mut Reader<'a>) -> json::Result<OpenAiDelta<'a>> {
+    r.object()?;
+    let (mut content, mut refusal, mut tool_calls, mut function_call) = (None, None, None, None);
+    let mut first = true;
+    while let Some(key) = r.key(&mut first)? {
+        match key {
+            b"content" => once(&mut content, text(r)?)?,
+            b"refusal" => once(&mut refusal, text(r)?)?,
+            b"tool_calls" => {
+                let value = match shallow(r)? {
+                    Shallow::Null => None,
+                    // What the validators ask of it is only whether it is empty.
+                    Shallow::Array { empty } => {
+                        Some(if empty { Vec::new() } else { vec![IgnoredAny] })
+                    }
+                    _ => return Err(Unsure),
+                };
+                once(&mut tool_calls, value)?;
+            }
+            b"function_call" => {
+                let value = match shallow(r)? {
+                    Shallow::Null => None,
+                    _ => Some(IgnoredAny),
+                };
+                once(&mut function_call, value)?;
+            }
+            _ => {
+                r.skip()?;
+            }
+        }
+    }
+    Ok(OpenAiDelta {
+        content: content.flatten(),
+        refusal: refusal.flatten(),
+        tool_calls: tool_calls.flatten(),
+        function_call: function_call.flatten(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::Facts;
@@ -379,6 +542,8 @@ mod tests {
                 "type",
                 "text",
                 "stop",
+                "delta",
+                "index",
                 "h\u{e9}llo \"q\"",
                 "",
             ])
@@ -401,6 +566,36 @@ mod tests {
     }
 
     proptest::proptest! {
+        #[test]
+        fn streamed_chunks_agree_on_any_json(
+            v in json(),
+            w in json(),
+            cut in 0usize..300,
+            byte in proptest::prelude::any::<u8>(),
+        ) {
+            let texts = [
+                v.to_string(),
+                serde_json::json!({"choices": [{"index": 0, "delta": v, "finish_reason": w}], "x": w})
+                    .to_string(),
+                serde_json::json!({"choices": [w, {"delta": {
+                    "content": v, "refusal": w, "tool_calls": v, "function_call": w,
+                }}], "error": w, "type": v})
+                .to_string(),
+            ];
+            for text in &texts {
+                let at = cut.min(text.len());
+                let mut bent = text.as_bytes().to_vec();
+                if let Some(b) = bent.get_mut(at) {
+                    *b = byte;
+                }
+                let bent = String::from_utf8_lossy(&bent).into_owned();
+                for data in [text.as_str(), text.get(..at).unwrap_or(""), bent.as_str()] {
+                    let (fast, slow) = event_both(data, false);
+                    proptest::prop_assert_eq!(fast, slow, "{}", data);
+                }
+            }
+        }
+
         #[test]
         fn the_fast_path_agrees_on_any_json(
             v in json(),
@@ -443,6 +638,60 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// The facts of one streamed event's data, read both ways.
+    fn event_both(data: &str, named_error: bool) -> (String, String) {
+        let mut fast = Facts::new(None, 64);
+        fast.on_data(data, named_error, true);
+        let mut slow = Facts::new(None, 64);
+        slow.on_data(data, named_error, false);
+        (format!("{fast:?}"), format!("{slow:?}"))
+    }
+
+    #[test]
+    fn streamed_chunks_read_the_same_both_ways() {
+        let chunks = [
+            r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","service_tier":"default","system_fingerprint":"fp","choices":[{"index":0,"delta":{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":null}],"usage":null}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":"h\u00e9 \"q\""},"finish_reason":null}]}"#,
+            r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+            r#"{"choices":[],"usage":{"prompt_tokens":1}}"#,
+            r#"{"choices":null}"#,
+            r#"{"choices":[{"index":1,"delta":{"content":"b"}},{"index":0,"delta":{"content":"a"}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0}]}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[]}}]}"#,
+            r#"{"choices":[{"delta":{"function_call":{"name":"f"}}}]}"#,
+            r#"{"choices":[{"delta":{"function_call":null,"refusal":"no"}}]}"#,
+            r#"{"choices":[{"delta":{"content":5}}]}"#,
+            r#"{"choices":[{"index":-1,"delta":{"content":"x"}}]}"#,
+            r#"{"choices":[{"index":1.0,"delta":{"content":"x"}}]}"#,
+            r#"{"choices":[{"index":0,"index":0}]}"#,
+            r#"{"choices":[["x"]]}"#,
+            r#"{"choices":{"0":{}}}"#,
+            r#"{"choices":[{"delta":["x"]}]}"#,
+            r#"{"error":{"message":"busy"}}"#,
+            r#"{"error":null,"type":"ping"}"#,
+            r#"{"type":"error","error":{"type":"overloaded_error","message":"busy"}}"#,
+            r#"{"type":5}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"a"}}"#,
+            r#"{"type":"message_start","message":{"content":[],"stop_reason":null}}"#,
+            r#"{"choices":[{"delta":{"content":"x"}}]"#,
+            r#"{"choices":[{"delta":{"content":"x"}}]} x"#,
+            r#"{"choices":[{"delta":{"content":"\ud800"}}]}"#,
+            "[1]",
+            "nope",
+            "",
+        ];
+        for data in chunks {
+            for named_error in [false, true] {
+                let (fast, slow) = event_both(data, named_error);
+                assert_eq!(fast, slow, "{data}");
+            }
+        }
+        // The usual chunks take the fast path.
+        for data in &chunks[..10] {
+            assert!(event(data.as_bytes()).is_some(), "{data}");
         }
     }
 
