@@ -194,6 +194,24 @@ pub mod fuzzing {
                 None => true,
             })
     }
+
+    /// Whether a streamed event's data (not `[DONE]`) reads the same through the
+    /// fast chunk reader as through serde's derive, as a plain event and as one
+    /// named `error`.
+    pub fn stream_fast_path_agrees(data: &[u8]) -> bool {
+        let data = String::from_utf8_lossy(data);
+        let data = data.trim();
+        if data == "[DONE]" {
+            return true;
+        }
+        [false, true].into_iter().all(|named_error| {
+            let mut fast = Facts::new(None, 64);
+            fast.on_data(data, named_error, true);
+            let mut slow = Facts::new(None, 64);
+            slow.on_data(data, named_error, false);
+            format!("{fast:?}") == format!("{slow:?}")
+        })
+    }
 }
 
 pub use body::ValidatedBody;

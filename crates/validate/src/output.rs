@@ -405,7 +405,7 @@ impl Facts {
 
     /// Reads one event's data (trimmed, not `[DONE]`): the usual OpenAI chunk
     /// without serde's derive when `fast`, anything else through it.
-    fn on_data(&mut self, data: &str, named_error: bool, fast: bool) {
+    pub(crate) fn on_data(&mut self, data: &str, named_error: bool, fast: bool) {
         let quick = if fast {
             fast::event(data.as_bytes())
         } else {

@@ -180,7 +180,7 @@ pub(crate) fn serde_usage(body: &[u8]) -> Result<Option<WireUsage>, Invalid> {
 /// not an object, a `usage` that is neither an object nor `null`, a key read twice
 /// (serde refuses duplicate fields), a token count that is not a plain unsigned
 /// integer, a key with escapes.
-fn quick_usage(body: &[u8]) -> json::Result<Option<WireUsage>> {
+pub(crate) fn quick_usage(body: &[u8]) -> json::Result<Option<WireUsage>> {
     let mut r = Reader::new(body);
     r.object()?;
     let mut usage = None;
