@@ -641,12 +641,25 @@ mod tests {
         }
     }
 
-    /// The facts of one streamed event's data, read both ways.
+    /// The facts of one streamed event's data, read both ways (as the data of a
+    /// whole event, then already trimmed).
     fn event_both(data: &str, named_error: bool) -> (String, String) {
+        let ev = tower_failover_core::sse::SseEvent {
+            event: if named_error { "error" } else { "" },
+            data: data.as_bytes(),
+            ..Default::default()
+        };
         let mut fast = Facts::new(None, 64);
-        fast.on_data(data, named_error, true);
+        fast.on_event_with(&ev, true);
         let mut slow = Facts::new(None, 64);
-        slow.on_data(data, named_error, false);
+        slow.on_event_with(&ev, false);
+        let trimmed = data.trim();
+        if trimmed != "[DONE]" {
+            let mut on_data = Facts::new(None, 64);
+            on_data.events = 1;
+            on_data.on_data(trimmed, named_error, true);
+            assert_eq!(format!("{on_data:?}"), format!("{slow:?}"), "{data:?}");
+        }
         (format!("{fast:?}"), format!("{slow:?}"))
     }
 
@@ -684,10 +697,18 @@ mod tests {
             "",
         ];
         for data in chunks {
-            for named_error in [false, true] {
-                let (fast, slow) = event_both(data, named_error);
-                assert_eq!(fast, slow, "{data}");
+            // Blanks around the data: JSON's, and Unicode's that only the slow
+            // path's trim removes.
+            for around in ["", " \n", "\u{a0}", "\u{c}", "\u{2028}"] {
+                let data = format!("{around}{data}{around}");
+                for named_error in [false, true] {
+                    let (fast, slow) = event_both(&data, named_error);
+                    assert_eq!(fast, slow, "{data:?}");
+                }
             }
+        }
+        for data in ["[DONE]", " [DONE]\n", "\u{a0}[DONE]"] {
+            assert_eq!(event_both(data, false).0, event_both(data, false).1);
         }
         // The usual chunks take the fast path.
         for data in &chunks[..10] {
