@@ -28,6 +28,9 @@
 //! - [`sse`]: the one incremental server-sent events parser that the provider
 //!   adapters, the stream translators, validation and the gateway read streams with
 //!   (spec-following, fuzzed, zero-copy for the usual one-line events, bounded).
+//! - [`json`]: a strict pull reader for the few fields a layer needs from a
+//!   buffered JSON answer (usage, validation's facts), which leaves anything it
+//!   cannot vouch for to `serde_json`.
 //!
 //! All time comes from `tokio::time`, so tests can run twenty-minute scenarios in
 //! milliseconds with `#[tokio::test(start_paused = true)]`.
@@ -73,6 +76,7 @@ mod duration;
 pub mod error;
 mod event;
 pub mod health;
+pub mod json;
 pub mod metrics;
 pub mod observe;
 mod outcome;

@@ -207,6 +207,26 @@ mod service;
 pub mod translate;
 mod usage;
 
+/// Hooks for the fuzz targets (`fuzz/`), behind the internal `fuzzing` feature:
+/// not part of the API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    use crate::translate::openai::{quick_usage, response_usage, serde_usage};
+
+    /// Whether the quick usage reader, wherever it reads `body` at all, finds the
+    /// usage serde finds, and the reader the adapter uses answers exactly as serde
+    /// does (the same usage, or the same error).
+    pub fn usage_reader_agrees(body: &[u8]) -> bool {
+        let slow = serde_usage(body).map_err(|e| e.to_string());
+        let quick_ok = match quick_usage(body) {
+            Ok(quick) => Ok(quick) == slow,
+            Err(_) => true,
+        };
+        quick_ok && response_usage(body).map_err(|e| e.to_string()) == slow
+    }
+}
+
 pub use body::ResponseBody;
 pub use builder::Builder;
 pub use config::{

@@ -194,6 +194,25 @@ pub mod fuzzing {
                 None => true,
             })
     }
+
+    /// Whether a streamed event whose data is `data` reads the same with the fast
+    /// chunk reader as through serde's derive alone, as a plain event and as one
+    /// named `error`.
+    pub fn stream_fast_path_agrees(data: &[u8]) -> bool {
+        use tower_failover_core::sse::SseEvent;
+        ["", "error"].into_iter().all(|name| {
+            let ev = SseEvent {
+                event: name,
+                data,
+                ..SseEvent::default()
+            };
+            let mut fast = Facts::new(None, 64);
+            fast.on_event_with(&ev, true);
+            let mut slow = Facts::new(None, 64);
+            slow.on_event_with(&ev, false);
+            format!("{fast:?}") == format!("{slow:?}")
+        })
+    }
 }
 
 pub use body::ValidatedBody;

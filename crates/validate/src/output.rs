@@ -388,10 +388,23 @@ impl Facts {
 
     /// Reads one streamed event.
     pub(crate) fn on_event(&mut self, ev: &SseEvent<'_>) {
+        self.on_event_with(ev, true);
+    }
+
+    /// [`on_event`](Facts::on_event); with `fast`, the usual OpenAI chunk is read
+    /// straight from its bytes first. The strict reader accepts only JSON that is
+    /// valid UTF-8 with nothing but JSON blanks around it, so the UTF-8 check and
+    /// the trim of the slow path would change nothing, and it is not `[DONE]`.
+    pub(crate) fn on_event_with(&mut self, ev: &SseEvent<'_>, fast: bool) {
         if self.terminal {
             return;
         }
         self.events += 1;
+        let named_error = ev.event_type() == "error";
+        if fast && let Some(e) = fast::event(ev.data) {
+            self.apply(e, named_error);
+            return;
+        }
         let data = ev.data_str();
         let data = data.trim();
         if data == "[DONE]" {
@@ -399,8 +412,22 @@ impl Facts {
             self.wire.get_or_insert(Wire::OpenAi);
             return;
         }
-        let named_error = ev.event_type() == "error";
-        match serde_json::from_str::<Event<'_>>(data) {
+        self.on_data(data, named_error, false);
+    }
+
+    /// Reads one event's data (trimmed, not `[DONE]`): the usual OpenAI chunk
+    /// without serde's derive when `fast`, anything else through it.
+    pub(crate) fn on_data(&mut self, data: &str, named_error: bool, fast: bool) {
+        let quick = if fast {
+            fast::event(data.as_bytes())
+        } else {
+            None
+        };
+        let parsed = match quick {
+            Some(e) => Ok(e),
+            None => serde_json::from_str::<Event<'_>>(data),
+        };
+        match parsed {
             Ok(e) => self.apply(e, named_error),
             Err(e) => {
                 if named_error && self.error.is_none() {

@@ -5,10 +5,14 @@
 //! caller sent (new parameters, provider extensions) reaches the provider
 //! byte for byte.
 
+use std::sync::LazyLock;
+
 use bytes::Bytes;
+use memchr::memmem;
 use serde::Deserialize;
 use tower_failover_core::RejectKind;
 use tower_failover_core::error::Invalid;
+use tower_failover_core::json::{self, Kind, Reader, Unsure};
 use tower_failover_core::replay::ReplayBody;
 use tower_failover_core::request::Shape;
 
@@ -152,10 +156,90 @@ struct WithUsage {
 
 /// Reads the `usage` of a JSON response. The body must be JSON; a missing or null
 /// `usage` (some compatible servers omit it) is `None`.
+///
+/// The usual answer is read by [`quick_usage`]; whatever it cannot vouch for
+/// (malformed JSON included) is read by serde_json, which decides and words the
+/// error.
 pub(crate) fn response_usage(body: &[u8]) -> Result<Option<WireUsage>, Invalid> {
+    match quick_usage(body) {
+        Ok(usage) => Ok(usage),
+        Err(Unsure) => serde_usage(body),
+    }
+}
+
+/// [`response_usage`] through serde alone: the reference [`quick_usage`] is held to.
+pub(crate) fn serde_usage(body: &[u8]) -> Result<Option<WireUsage>, Invalid> {
     serde_json::from_slice::<WithUsage>(body)
         .map(|w| w.usage)
         .map_err(|e| Invalid::new(RejectKind::InvalidJson, e.to_string()))
+}
+
+/// The top-level `usage` of a JSON object, read with core's strict reader: the
+/// rest of the body is checked and skipped without going through serde. Gives up
+/// (for [`serde_usage`] to decide) on anything but the plain case: a body that is
+/// not an object, a `usage` that is neither an object nor `null`, a key read twice
+/// (serde refuses duplicate fields), a token count that is not a plain unsigned
+/// integer, a key with escapes.
+pub(crate) fn quick_usage(body: &[u8]) -> json::Result<Option<WireUsage>> {
+    let mut r = Reader::new(body);
+    r.object()?;
+    let mut usage = None;
+    let mut seen = false;
+    let mut first = true;
+    while let Some(key) = r.key(&mut first)? {
+        if key != b"usage" {
+            r.skip()?;
+            continue;
+        }
+        if std::mem::replace(&mut seen, true) {
+            return Err(Unsure);
+        }
+        usage = match r.peek()? {
+            Kind::Null => {
+                r.null()?;
+                None
+            }
+            Kind::Object => Some(quick_counts(&mut r)?),
+            _ => return Err(Unsure),
+        };
+    }
+    r.end()?;
+    Ok(usage)
+}
+
+/// A `usage` object's two counts, read as [`super::count::de`] reads them.
+fn quick_counts(r: &mut Reader<'_>) -> json::Result<WireUsage> {
+    r.object()?;
+    let (mut prompt, mut completion) = (None, None);
+    let mut first = true;
+    while let Some(key) = r.key(&mut first)? {
+        let slot = match key {
+            b"prompt_tokens" => &mut prompt,
+            b"completion_tokens" => &mut completion,
+            _ => {
+                r.skip()?;
+                continue;
+            }
+        };
+        if slot.is_some() {
+            return Err(Unsure);
+        }
+        *slot = Some(quick_count(r)?);
+    }
+    Ok(WireUsage {
+        prompt_tokens: prompt.unwrap_or(0),
+        completion_tokens: completion.unwrap_or(0),
+    })
+}
+
+/// One count: a plain unsigned integer as it is; anything that is not a number
+/// reads as 0 (as `count::de` has it); other numbers are left to serde.
+fn quick_count(r: &mut Reader<'_>) -> json::Result<u64> {
+    if r.peek()? != Kind::Number {
+        r.skip()?;
+        return Ok(0);
+    }
+    r.number()?.parse::<u64>().map_err(|_| Unsure)
 }
 
 /// Watches a passed-through OpenAI stream: finds its usage chunk and its `[DONE]`.
@@ -187,18 +271,16 @@ impl StreamScan {
 /// `"usage"`, a nested one included, counts as a mention, and the parse decides.
 fn mentions_usage(data: &[u8]) -> bool {
     const KEY: &[u8] = b"\"usage\"";
-    let mut rest = data;
-    while let Some(at) = rest.windows(KEY.len()).position(|w| w == KEY) {
-        rest = &rest[at + KEY.len()..];
-        let after = rest.trim_ascii_start();
+    // Built once: a chunk is a few hundred bytes, and building a searcher costs
+    // about as much as running it over one.
+    static FINDER: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(KEY));
+    FINDER.find_iter(data).any(|at| {
+        let after = data[at + KEY.len()..].trim_ascii_start();
         let null = after
             .strip_prefix(b":")
             .is_some_and(|v| v.trim_ascii_start().starts_with(b"null"));
-        if !null {
-            return true;
-        }
-    }
-    false
+        !null
+    })
 }
 
 #[cfg(test)]
@@ -346,6 +428,180 @@ mod tests {
             let body = format!(r#"{{"choices":[],"usage":{usage}}}"#);
             let u = response_usage(body.as_bytes()).unwrap().unwrap();
             assert_eq!((u.prompt_tokens, u.completion_tokens), want, "{usage}");
+        }
+    }
+
+    /// `quick_usage` reads what serde reads, or gives up.
+    fn agrees(body: &[u8]) -> Result<(), String> {
+        let slow = serde_usage(body).map_err(|e| e.to_string());
+        if let Ok(quick) = quick_usage(body)
+            && Ok(quick) != slow
+        {
+            return Err(format!(
+                "{:?}: quick {quick:?}, serde {slow:?}",
+                String::from_utf8_lossy(body)
+            ));
+        }
+        let both = response_usage(body).map_err(|e| e.to_string());
+        if both != slow {
+            return Err(format!(
+                "{:?}: {both:?} != {slow:?}",
+                String::from_utf8_lossy(body)
+            ));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_quick_usage_reader_agrees_with_serde() {
+        let plain = br#"{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"h\u00e9 \"q\"","refusal":null,"annotations":[]},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":11,"completion_tokens":7,"total_tokens":18,"prompt_tokens_details":{"cached_tokens":0}},"service_tier":"default"}"#;
+        assert_eq!(
+            quick_usage(plain),
+            Ok(Some(WireUsage {
+                prompt_tokens: 11,
+                completion_tokens: 7
+            }))
+        );
+        let bodies: &[&[u8]] = &[
+            plain,
+            b"{}",
+            b" {\"usage\":null} ",
+            br#"{"usage":{}}"#,
+            br#"{"choices":[{"usage":{"prompt_tokens":9}}],"x":"\"usage\":{}"}"#,
+            br#"{"usage":{"prompt_tokens":1},"usage":null}"#,
+            br#"{"usage":{"prompt_tokens":1,"prompt_tokens":2}}"#,
+            br#"{"usage":{"prompt_tokens":"3","completion_tokens":[1,{"a":2}]}}"#,
+            br#"{"usage":{"prompt_tokens":true,"completion_tokens":null}}"#,
+            br#"{"usage":{"prompt_tokens":-1,"completion_tokens":2.5}}"#,
+            br#"{"usage":{"prompt_tokens":18446744073709551616,"completion_tokens":1e3}}"#,
+            br#"{"usage":[1,2]}"#,
+            br#"{"usage":"x"}"#,
+            br#"{"usage":5}"#,
+            br#"{"us\u0061ge":{"prompt_tokens":4}}"#,
+            br#"[{"prompt_tokens":4}]"#,
+            b"[]",
+            b"null",
+            b"\"usage\"",
+            b"",
+            b"{oops",
+            br#"{"usage":{"prompt_tokens":1}"#,
+            br#"{"usage":{"prompt_tokens":1}} x"#,
+            br#"{"usage":{"prompt_tokens":1},}"#,
+            br#"{"a":"\ud800","usage":{"prompt_tokens":1}}"#,
+            br#"{"a":1e999,"usage":{"prompt_tokens":1}}"#,
+            b"{\"a\":\"\xff\",\"usage\":{\"prompt_tokens\":1}}",
+            b"{\"\xff\":1,\"usage\":{\"prompt_tokens\":1}}",
+            b"{\"a\":\"\x01\"}",
+        ];
+        for body in bodies {
+            agrees(body).unwrap();
+        }
+        let deep = format!(
+            r#"{{"x":{}{},"usage":{{"prompt_tokens":2}}}}"#,
+            "[".repeat(300),
+            "]".repeat(300)
+        );
+        agrees(deep.as_bytes()).unwrap();
+        assert_eq!(
+            response_usage(deep.as_bytes())
+                .unwrap()
+                .unwrap()
+                .prompt_tokens,
+            2
+        );
+    }
+
+    /// Any JSON value built of the keys the readers look for.
+    fn json_value() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        use serde_json::Value;
+        let words = || {
+            prop::sample::select(vec![
+                "usage",
+                "prompt_tokens",
+                "completion_tokens",
+                "choices",
+                "h\u{e9}llo \"q\"",
+                "",
+            ])
+        };
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            words().prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 32, 4, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::vec((words(), inner), 0..5).prop_map(|kv| Value::Object(
+                    kv.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+                )),
+            ]
+        })
+    }
+
+    /// The first `mentions_usage`, a window at a time: the reference.
+    fn mentions_usage_by_windows(data: &[u8]) -> bool {
+        const KEY: &[u8] = b"\"usage\"";
+        let mut rest = data;
+        while let Some(at) = rest.windows(KEY.len()).position(|w| w == KEY) {
+            rest = &rest[at + KEY.len()..];
+            let after = rest.trim_ascii_start();
+            let null = after
+                .strip_prefix(b":")
+                .is_some_and(|v| v.trim_ascii_start().starts_with(b"null"));
+            if !null {
+                return true;
+            }
+        }
+        false
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn mentions_usage_agrees_with_the_window_search(
+            pieces in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "\"usage\"", "\"usage", "usage\"", ":", " ", "\n", "null", "nul", "{", "}", "\"", "x",
+                ]),
+                0..16,
+            )
+        ) {
+            let data = pieces.concat();
+            proptest::prop_assert_eq!(
+                mentions_usage(data.as_bytes()),
+                mentions_usage_by_windows(data.as_bytes()),
+                "{:?}", data
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_quick_usage_reader_agrees_on_any_json(
+            v in json_value(),
+            w in json_value(),
+            cut in 0usize..400,
+            byte in proptest::prelude::any::<u8>(),
+        ) {
+            let wrapped = serde_json::json!({"choices": [v], "usage": w, "x": v}).to_string();
+            let counts = serde_json::json!({"usage": {"prompt_tokens": v, "completion_tokens": w}})
+                .to_string();
+            for text in [v.to_string(), wrapped, counts] {
+                let body = text.as_bytes();
+                proptest::prop_assert!(agrees(body).is_ok(), "{:?}", agrees(body));
+                // Hostile: cut short, or one byte changed.
+                let at = cut.min(body.len());
+                proptest::prop_assert!(agrees(&body[..at]).is_ok(), "{:?}", agrees(&body[..at]));
+                let mut bent = body.to_vec();
+                if let Some(b) = bent.get_mut(at) {
+                    *b = byte;
+                }
+                proptest::prop_assert!(agrees(&bent).is_ok(), "{:?}", agrees(&bent));
+            }
         }
     }
 

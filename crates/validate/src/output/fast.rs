@@ -3,57 +3,34 @@
 //! Parsing the whole answer into a `serde_json::Value` (every string and every
 //! object a heap allocation: about 40 for a short chat completion) only to read a
 //! few fields cost most of validation's allocations (issue 19). This reads the same
-//! fields straight from the bytes, borrowing strings, and consumes everything else
-//! with [`Skip`], which accepts exactly what `Value` accepts (numbers parsed and
-//! range-checked, strings checked, the same depth limit) and allocates nothing.
+//! fields straight from the bytes with core's strict [`Reader`], borrowing strings,
+//! and skips everything else without allocating (and without serde's visitors,
+//! which cost more than the reading itself).
 //!
 //! It reads only what it can read exactly as [`Facts::read_json`] reads a `Value`,
 //! and gives up (`None`) otherwise, for the `Value` path to decide: a body that is
-//! not a JSON object or not JSON at all, a key read twice (a `Value` keeps the last
-//! one), `message.content` as an array of parts, an Anthropic body.
+//! not a JSON object or not JSON at all, anything the reader cannot vouch for (see
+//! [`tower_failover_core::json`]: a key with escapes, a lone surrogate, an
+//! extreme number, deep nesting), a key read twice (a `Value` keeps the last one),
+//! `message.content` as an array of parts, an Anthropic body.
 
 use std::borrow::Cow;
-use std::fmt;
 
-use serde::Deserialize;
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
+use tower_failover_core::json::{self, Kind, Reader, Unsure};
 
-use super::{Facts, Wire, error_message};
+use serde::de::IgnoredAny;
 
-/// The scalar `visit_*` methods of a visitor that gives `$v` for any of them.
-macro_rules! scalars {
-    ($v:expr) => {
-        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-            Ok($v)
-        }
-        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-            Ok($v)
-        }
-        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-            Ok($v)
-        }
-        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-            Ok($v)
-        }
-        fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-            Ok($v)
-        }
-        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok($v)
-        }
-        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok($v)
-        }
-    };
-}
+use super::{
+    Choice as EventChoice, Choices as EventChoices, Event, Facts, OpenAiDelta, Wire, error_message,
+};
 
 /// The facts of `body`, or `None` when only the `Value` path can tell them.
 pub(super) fn read(body: &[u8], wire: Option<Wire>, cap: usize) -> Option<Facts> {
     if wire == Some(Wire::Anthropic) {
         return None;
     }
-    let doc = serde_json::from_slice::<Doc<'_>>(body).ok()?;
+    let doc = read_doc(body).ok()?;
     let mut facts = Facts::new(wire, cap);
     if let Some(err) = &doc.error {
         facts.error = Some(error_message(err));
@@ -114,25 +91,16 @@ pub(super) fn read(body: &[u8], wire: Option<Wire>, cap: usize) -> Option<Facts>
     Some(facts)
 }
 
-/// Gives up on the fast path (never shown: the `Value` path reads the body again).
-fn give_up<E: de::Error>() -> E {
-    E::custom("read with the Value path")
-}
-
-/// A key, borrowed unless it has escapes.
-#[derive(Deserialize)]
-struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
-
 /// Sets `slot` once; a key seen twice gives up (a `Value` keeps the last one).
-fn once<T, E: de::Error>(slot: &mut Option<T>, value: T) -> Result<(), E> {
+fn once<T>(slot: &mut Option<T>, value: T) -> json::Result<()> {
     if slot.is_some() {
-        return Err(give_up());
+        return Err(Unsure);
     }
     *slot = Some(value);
     Ok(())
 }
 
-/// The top level of the body: a JSON object, else give up.
+/// The top level of the body.
 struct Doc<'a> {
     error: Option<Value>,
     ty: Shallow<'a>,
@@ -140,40 +108,44 @@ struct Doc<'a> {
     content: bool,
 }
 
-impl<'de: 'a, 'a> Deserialize<'de> for Doc<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = Doc<'a>;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a JSON object")
+fn read_doc(body: &[u8]) -> json::Result<Doc<'_>> {
+    let mut r = Reader::new(body);
+    r.object()?;
+    let (mut error, mut ty, mut choices, mut content) = (None, None, None, None);
+    let mut first = true;
+    while let Some(key) = r.key(&mut first)? {
+        match key {
+            b"error" => {
+                // `null` is no error, as `filter(!is_null)`; anything else is
+                // parsed as the `Value` path parses it (rare: an error object
+                // with a success status).
+                let value = if r.peek()? == Kind::Null {
+                    r.null()?;
+                    None
+                } else {
+                    let span = r.skip()?;
+                    Some(serde_json::from_slice::<Value>(&body[span]).map_err(|_| Unsure)?)
+                };
+                once(&mut error, value)?;
             }
-
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Doc<'a>, A::Error> {
-                let (mut error, mut ty, mut choices, mut content) = (None, None, None, None);
-                while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-                    match &*key {
-                        // `Option<Value>`: `null` is no error, as `filter(!is_null)`.
-                        "error" => once(&mut error, map.next_value::<Option<Value>>()?)?,
-                        "type" => once(&mut ty, map.next_value::<Shallow<'de>>()?)?,
-                        "choices" => once(&mut choices, map.next_value::<Choices<'de>>()?)?,
-                        "content" => once(&mut content, map.next_value::<Skip>()?)?,
-                        _ => {
-                            map.next_value::<Skip>()?;
-                        }
-                    }
-                }
-                Ok(Doc {
-                    error: error.flatten(),
-                    ty: ty.unwrap_or(Shallow::Missing),
-                    choices,
-                    content: content.is_some(),
-                })
+            b"type" => once(&mut ty, shallow(&mut r)?)?,
+            b"choices" => once(&mut choices, read_choices(&mut r)?)?,
+            b"content" => {
+                r.skip()?;
+                once(&mut content, ())?;
+            }
+            _ => {
+                r.skip()?;
             }
         }
-        d.deserialize_any(V(std::marker::PhantomData))
     }
+    r.end()?;
+    Ok(Doc {
+        error: error.flatten(),
+        ty: ty.unwrap_or(Shallow::Missing),
+        choices,
+        content: content.is_some(),
+    })
 }
 
 /// `choices`: not an array, empty, or its first element.
@@ -183,32 +155,21 @@ enum Choices<'a> {
     First(Choice<'a>),
 }
 
-impl<'de: 'a, 'a> Deserialize<'de> for Choices<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = Choices<'a>;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Choices<'a>, A::Error> {
-                let Some(first) = seq.next_element::<Choice<'de>>()? else {
-                    return Ok(Choices::Empty);
-                };
-                while seq.next_element::<Skip>()?.is_some() {}
-                Ok(Choices::First(first))
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Choices<'a>, A::Error> {
-                SkipVisitor.visit_map(map).map(|_| Choices::NotArray)
-            }
-
-            scalars!(Choices::NotArray);
-        }
-        d.deserialize_any(V(std::marker::PhantomData))
+fn read_choices<'a>(r: &mut Reader<'a>) -> json::Result<Choices<'a>> {
+    if r.peek()? != Kind::Array {
+        r.skip()?;
+        return Ok(Choices::NotArray);
     }
+    r.array()?;
+    let mut first = true;
+    if !r.element(&mut first)? {
+        return Ok(Choices::Empty);
+    }
+    let choice = read_choice(r)?;
+    while r.element(&mut first)? {
+        r.skip()?;
+    }
+    Ok(Choices::First(choice))
 }
 
 /// `choices[0]`: an object (its `finish_reason` and `message`), or anything else.
@@ -221,43 +182,27 @@ enum Choice<'a> {
     Other,
 }
 
-impl<'de: 'a, 'a> Deserialize<'de> for Choice<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = Choice<'a>;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Choice<'a>, A::Error> {
-                let (mut finish_reason, mut message) = (None, None);
-                while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-                    match &*key {
-                        "finish_reason" => {
-                            once(&mut finish_reason, map.next_value::<Shallow<'de>>()?)?;
-                        }
-                        "message" => once(&mut message, map.next_value::<MaybeMessage<'de>>()?)?,
-                        _ => {
-                            map.next_value::<Skip>()?;
-                        }
-                    }
-                }
-                Ok(Choice::Object {
-                    finish_reason: finish_reason.unwrap_or(Shallow::Missing),
-                    message: message.and_then(|m| m.0),
-                })
-            }
-
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Choice<'a>, A::Error> {
-                SkipVisitor.visit_seq(seq).map(|_| Choice::Other)
-            }
-
-            scalars!(Choice::Other);
-        }
-        d.deserialize_any(V(std::marker::PhantomData))
+fn read_choice<'a>(r: &mut Reader<'a>) -> json::Result<Choice<'a>> {
+    if r.peek()? != Kind::Object {
+        r.skip()?;
+        return Ok(Choice::Other);
     }
+    r.object()?;
+    let (mut finish_reason, mut message) = (None, None);
+    let mut first = true;
+    while let Some(key) = r.key(&mut first)? {
+        match key {
+            b"finish_reason" => once(&mut finish_reason, shallow(r)?)?,
+            b"message" => once(&mut message, read_message(r)?)?,
+            _ => {
+                r.skip()?;
+            }
+        }
+    }
+    Ok(Choice::Object {
+        finish_reason: finish_reason.unwrap_or(Shallow::Missing),
+        message: message.flatten(),
+    })
 }
 
 /// `choices[0].message`'s fields, as `read_openai` reads them.
@@ -269,54 +214,34 @@ struct Message<'a> {
 }
 
 /// A `message` value: `Some` when it is an object.
-struct MaybeMessage<'a>(Option<Message<'a>>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for MaybeMessage<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = MaybeMessage<'a>;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-
-            fn visit_map<A: MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<MaybeMessage<'a>, A::Error> {
-                let (mut content, mut refusal, mut tool_calls, mut function_call) =
-                    (None, None, None, None);
-                while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-                    let slot = match &*key {
-                        "content" => &mut content,
-                        "refusal" => &mut refusal,
-                        "tool_calls" => &mut tool_calls,
-                        "function_call" => &mut function_call,
-                        _ => {
-                            map.next_value::<Skip>()?;
-                            continue;
-                        }
-                    };
-                    once(slot, map.next_value::<Shallow<'de>>()?)?;
-                }
-                let or_missing = |s: Option<Shallow<'a>>| s.unwrap_or(Shallow::Missing);
-                Ok(MaybeMessage(Some(Message {
-                    content: or_missing(content),
-                    refusal: or_missing(refusal),
-                    tool_calls: or_missing(tool_calls),
-                    function_call: or_missing(function_call),
-                })))
-            }
-
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<MaybeMessage<'a>, A::Error> {
-                SkipVisitor.visit_seq(seq).map(|_| MaybeMessage(None))
-            }
-
-            scalars!(MaybeMessage(None));
-        }
-        d.deserialize_any(V(std::marker::PhantomData))
+fn read_message<'a>(r: &mut Reader<'a>) -> json::Result<Option<Message<'a>>> {
+    if r.peek()? != Kind::Object {
+        r.skip()?;
+        return Ok(None);
     }
+    r.object()?;
+    let (mut content, mut refusal, mut tool_calls, mut function_call) = (None, None, None, None);
+    let mut first = true;
+    while let Some(key) = r.key(&mut first)? {
+        let slot = match key {
+            b"content" => &mut content,
+            b"refusal" => &mut refusal,
+            b"tool_calls" => &mut tool_calls,
+            b"function_call" => &mut function_call,
+            _ => {
+                r.skip()?;
+                continue;
+            }
+        };
+        once(slot, shallow(r)?)?;
+    }
+    let or_missing = |s: Option<Shallow<'a>>| s.unwrap_or(Shallow::Missing);
+    Ok(Some(Message {
+        content: or_missing(content),
+        refusal: or_missing(refusal),
+        tool_calls: or_missing(tool_calls),
+        function_call: or_missing(function_call),
+    }))
 }
 
 /// A value seen by its kind, containers skipped: what `as_str`, `is_null`,
@@ -339,109 +264,189 @@ impl Shallow<'_> {
     }
 }
 
-impl<'de: 'a, 'a> Deserialize<'de> for Shallow<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = Shallow<'a>;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Shallow<'a>, E> {
-                Ok(Shallow::Str(Cow::Borrowed(v)))
-            }
-
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Shallow<'a>, E> {
-                Ok(Shallow::Str(Cow::Owned(v.to_owned())))
-            }
-
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Shallow<'a>, E> {
-                Ok(Shallow::Str(Cow::Owned(v)))
-            }
-
-            fn visit_unit<E: de::Error>(self) -> Result<Shallow<'a>, E> {
-                Ok(Shallow::Null)
-            }
-
-            fn visit_none<E: de::Error>(self) -> Result<Shallow<'a>, E> {
-                Ok(Shallow::Null)
-            }
-
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Shallow<'a>, E> {
-                Ok(Shallow::Other)
-            }
-
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Shallow<'a>, E> {
-                Ok(Shallow::Other)
-            }
-
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Shallow<'a>, E> {
-                Ok(Shallow::Other)
-            }
-
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Shallow<'a>, E> {
-                Ok(Shallow::Other)
-            }
-
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Shallow<'a>, A::Error> {
-                let mut empty = true;
-                while seq.next_element::<Skip>()?.is_some() {
-                    empty = false;
-                }
-                Ok(Shallow::Array { empty })
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Shallow<'a>, A::Error> {
-                SkipVisitor.visit_map(map).map(|_| Shallow::Object)
+fn shallow<'a>(r: &mut Reader<'a>) -> json::Result<Shallow<'a>> {
+    Ok(match r.peek()? {
+        Kind::Null => {
+            r.null()?;
+            Shallow::Null
+        }
+        Kind::String => Shallow::Str(r.string()?),
+        Kind::Array => {
+            let span = r.skip()?;
+            // Only blanks between the brackets: an empty array.
+            let inner = &r.bytes()[span.start + 1..span.end - 1];
+            Shallow::Array {
+                empty: inner.trim_ascii().is_empty(),
             }
         }
-        d.deserialize_any(V(std::marker::PhantomData))
-    }
-}
-
-/// Any JSON value, consumed as `Value` would parse it (through `deserialize_any`:
-/// numbers parsed and range-checked, strings decoded, the same depth limit), with
-/// no allocation. (`IgnoredAny` is laxer: it skips numbers and depth unchecked.)
-struct Skip;
-
-impl<'de> Deserialize<'de> for Skip {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(SkipVisitor)
-    }
-}
-
-impl<'de> DeserializeSeed<'de> for SkipVisitor {
-    type Value = Skip;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Skip, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-struct SkipVisitor;
-
-impl<'de> Visitor<'de> for SkipVisitor {
-    type Value = Skip;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Skip, A::Error> {
-        while seq.next_element::<Skip>()?.is_some() {}
-        Ok(Skip)
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skip, A::Error> {
-        while map.next_key::<Skip>()?.is_some() {
-            map.next_value::<Skip>()?;
+        Kind::Object => {
+            r.skip()?;
+            Shallow::Object
         }
-        Ok(Skip)
-    }
+        Kind::Bool | Kind::Number => {
+            r.skip()?;
+            Shallow::Other
+        }
+    })
+}
 
-    scalars!(Skip);
+/// One streamed OpenAI chunk as [`Event`], read without serde's derive, or `None`
+/// when serde must decide: anything the reader cannot vouch for, a key read twice,
+/// a field of a type the derive would refuse (or read oddly: a struct from an
+/// array), an Anthropic event (`delta`, `content_block` or `message` present).
+pub(super) fn event(data: &[u8]) -> Option<Event<'_>> {
+    read_event(data).ok()
+}
+
+fn read_event(data: &[u8]) -> json::Result<Event<'_>> {
+    let mut r = Reader::new(data);
+    r.object()?;
+    let (mut ty, mut error, mut choices) = (None, None, None);
+    let mut first = true;
+    while let Some(key) = r.key(&mut first)? {
+        match key {
+            b"type" => once(&mut ty, text(&mut r)?)?,
+            b"error" => {
+                let value = if r.peek()? == Kind::Null {
+                    r.null()?;
+                    None
+                } else {
+                    let span = r.skip()?;
+                    Some(serde_json::from_slice::<Value>(&data[span]).map_err(|_| Unsure)?)
+                };
+                once(&mut error, value)?;
+            }
+            b"choices" => {
+                let value = if r.peek()? == Kind::Null {
+                    r.null()?;
+                    None
+                } else {
+                    Some(event_choices(&mut r)?)
+                };
+                once(&mut choices, value)?;
+            }
+            // Anthropic's, or a field the derive knows: serde reads them.
+            b"delta" | b"content_block" | b"message" => return Err(Unsure),
+            _ => {
+                r.skip()?;
+            }
+        }
+    }
+    r.end()?;
+    Ok(Event {
+        ty: ty.flatten(),
+        error: error.flatten(),
+        choices: choices.flatten(),
+        delta: None,
+        content_block: None,
+        message: None,
+    })
+}
+
+/// An optional string: `null` or a string, as the `text` helper reads it.
+fn text<'a>(r: &mut Reader<'a>) -> json::Result<Option<Cow<'a, str>>> {
+    match r.peek()? {
+        Kind::Null => {
+            r.null()?;
+            Ok(None)
+        }
+        Kind::String => Ok(Some(r.string()?)),
+        _ => Err(Unsure),
+    }
+}
+
+/// `choices`: an array, every element a chunk choice; the first of index 0 kept.
+fn event_choices<'a>(r: &mut Reader<'a>) -> json::Result<EventChoices<'a>> {
+    r.array()?;
+    let mut kept = None;
+    let mut first = true;
+    while r.element(&mut first)? {
+        let c = event_choice(r)?;
+        if kept.is_none() && c.index.unwrap_or(0) == 0 {
+            kept = Some(c);
+        }
+    }
+    Ok(EventChoices(kept))
+}
+
+fn event_choice<'a>(r: &mut Reader<'a>) -> json::Result<EventChoice<'a>> {
+    r.object()?;
+    let (mut index, mut delta, mut finish_reason) = (None, None, None);
+    let mut first = true;
+    while let Some(key) = r.key(&mut first)? {
+        match key {
+            b"index" => {
+                let value = match r.peek()? {
+                    Kind::Null => {
+                        r.null()?;
+                        None
+                    }
+                    Kind::Number => Some(r.number()?.parse::<u64>().map_err(|_| Unsure)?),
+                    _ => return Err(Unsure),
+                };
+                once(&mut index, value)?;
+            }
+            b"delta" => {
+                let value = match r.peek()? {
+                    Kind::Null => {
+                        r.null()?;
+                        None
+                    }
+                    Kind::Object => Some(event_delta(r)?),
+                    _ => return Err(Unsure),
+                };
+                once(&mut delta, value)?;
+            }
+            b"finish_reason" => once(&mut finish_reason, text(r)?)?,
+            _ => {
+                r.skip()?;
+            }
+        }
+    }
+    Ok(EventChoice {
+        index: index.flatten(),
+        delta: delta.flatten(),
+        finish_reason: finish_reason.flatten(),
+    })
+}
+
+fn event_delta<'a>(r: &mut Reader<'a>) -> json::Result<OpenAiDelta<'a>> {
+    r.object()?;
+    let (mut content, mut refusal, mut tool_calls, mut function_call) = (None, None, None, None);
+    let mut first = true;
+    while let Some(key) = r.key(&mut first)? {
+        match key {
+            b"content" => once(&mut content, text(r)?)?,
+            b"refusal" => once(&mut refusal, text(r)?)?,
+            b"tool_calls" => {
+                let value = match shallow(r)? {
+                    Shallow::Null => None,
+                    // What the validators ask of it is only whether it is empty.
+                    Shallow::Array { empty } => {
+                        Some(if empty { Vec::new() } else { vec![IgnoredAny] })
+                    }
+                    _ => return Err(Unsure),
+                };
+                once(&mut tool_calls, value)?;
+            }
+            b"function_call" => {
+                let value = match shallow(r)? {
+                    Shallow::Null => None,
+                    _ => Some(IgnoredAny),
+                };
+                once(&mut function_call, value)?;
+            }
+            _ => {
+                r.skip()?;
+            }
+        }
+    }
+    Ok(OpenAiDelta {
+        content: content.flatten(),
+        refusal: refusal.flatten(),
+        tool_calls: tool_calls.flatten(),
+        function_call: function_call.flatten(),
+    })
 }
 
 #[cfg(test)]
@@ -537,6 +542,8 @@ mod tests {
                 "type",
                 "text",
                 "stop",
+                "delta",
+                "index",
                 "h\u{e9}llo \"q\"",
                 "",
             ])
@@ -560,7 +567,42 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn the_fast_path_agrees_on_any_json(v in json(), w in json()) {
+        fn streamed_chunks_agree_on_any_json(
+            v in json(),
+            w in json(),
+            cut in 0usize..300,
+            byte in proptest::prelude::any::<u8>(),
+        ) {
+            let texts = [
+                v.to_string(),
+                serde_json::json!({"choices": [{"index": 0, "delta": v, "finish_reason": w}], "x": w})
+                    .to_string(),
+                serde_json::json!({"choices": [w, {"delta": {
+                    "content": v, "refusal": w, "tool_calls": v, "function_call": w,
+                }}], "error": w, "type": v})
+                .to_string(),
+            ];
+            for text in &texts {
+                let at = cut.min(text.len());
+                let mut bent = text.as_bytes().to_vec();
+                if let Some(b) = bent.get_mut(at) {
+                    *b = byte;
+                }
+                let bent = String::from_utf8_lossy(&bent).into_owned();
+                for data in [text.as_str(), text.get(..at).unwrap_or(""), bent.as_str()] {
+                    let (fast, slow) = event_both(data, false);
+                    proptest::prop_assert_eq!(fast, slow, "{}", data);
+                }
+            }
+        }
+
+        #[test]
+        fn the_fast_path_agrees_on_any_json(
+            v in json(),
+            w in json(),
+            cut in 0usize..400,
+            byte in proptest::prelude::any::<u8>(),
+        ) {
             // Any value, and any value where the readers look.
             let bodies = [
                 v.to_string(),
@@ -578,7 +620,99 @@ mod tests {
                         proptest::prop_assert_eq!(fast, slow, "{} ({:?})", body, wire);
                     }
                 }
+                // Hostile: cut short, or one byte changed.
+                let at = cut.min(body.len());
+                let mut bent = body.as_bytes().to_vec();
+                if let Some(b) = bent.get_mut(at) {
+                    *b = byte;
+                }
+                for bytes in [&body.as_bytes()[..at], &bent[..]] {
+                    if let Some(fast) = read(bytes, None, 64) {
+                        let slow = Facts::from_value(bytes, None, 64).0;
+                        proptest::prop_assert_eq!(
+                            format!("{fast:?}"),
+                            format!("{slow:?}"),
+                            "{:?}",
+                            String::from_utf8_lossy(bytes)
+                        );
+                    }
+                }
             }
+        }
+    }
+
+    /// The facts of one streamed event's data, read both ways (as the data of a
+    /// whole event, then already trimmed).
+    fn event_both(data: &str, named_error: bool) -> (String, String) {
+        let ev = tower_failover_core::sse::SseEvent {
+            event: if named_error { "error" } else { "" },
+            data: data.as_bytes(),
+            ..Default::default()
+        };
+        let mut fast = Facts::new(None, 64);
+        fast.on_event_with(&ev, true);
+        let mut slow = Facts::new(None, 64);
+        slow.on_event_with(&ev, false);
+        let trimmed = data.trim();
+        if trimmed != "[DONE]" {
+            let mut on_data = Facts::new(None, 64);
+            on_data.events = 1;
+            on_data.on_data(trimmed, named_error, true);
+            assert_eq!(format!("{on_data:?}"), format!("{slow:?}"), "{data:?}");
+        }
+        (format!("{fast:?}"), format!("{slow:?}"))
+    }
+
+    #[test]
+    fn streamed_chunks_read_the_same_both_ways() {
+        let chunks = [
+            r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","service_tier":"default","system_fingerprint":"fp","choices":[{"index":0,"delta":{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":null}],"usage":null}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":"h\u00e9 \"q\""},"finish_reason":null}]}"#,
+            r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+            r#"{"choices":[],"usage":{"prompt_tokens":1}}"#,
+            r#"{"choices":null}"#,
+            r#"{"choices":[{"index":1,"delta":{"content":"b"}},{"index":0,"delta":{"content":"a"}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0}]}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[]}}]}"#,
+            r#"{"choices":[{"delta":{"function_call":{"name":"f"}}}]}"#,
+            r#"{"choices":[{"delta":{"function_call":null,"refusal":"no"}}]}"#,
+            r#"{"choices":[{"delta":{"content":5}}]}"#,
+            r#"{"choices":[{"index":-1,"delta":{"content":"x"}}]}"#,
+            r#"{"choices":[{"index":1.0,"delta":{"content":"x"}}]}"#,
+            r#"{"choices":[{"index":0,"index":0}]}"#,
+            r#"{"choices":[["x"]]}"#,
+            r#"{"choices":{"0":{}}}"#,
+            r#"{"choices":[{"delta":["x"]}]}"#,
+            r#"{"error":{"message":"busy"}}"#,
+            r#"{"error":null,"type":"ping"}"#,
+            r#"{"type":"error","error":{"type":"overloaded_error","message":"busy"}}"#,
+            r#"{"type":5}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"a"}}"#,
+            r#"{"type":"message_start","message":{"content":[],"stop_reason":null}}"#,
+            r#"{"choices":[{"delta":{"content":"x"}}]"#,
+            r#"{"choices":[{"delta":{"content":"x"}}]} x"#,
+            r#"{"choices":[{"delta":{"content":"\ud800"}}]}"#,
+            "[1]",
+            "nope",
+            "",
+        ];
+        for data in chunks {
+            // Blanks around the data: JSON's, and Unicode's that only the slow
+            // path's trim removes.
+            for around in ["", " \n", "\u{a0}", "\u{c}", "\u{2028}"] {
+                let data = format!("{around}{data}{around}");
+                for named_error in [false, true] {
+                    let (fast, slow) = event_both(&data, named_error);
+                    assert_eq!(fast, slow, "{data:?}");
+                }
+            }
+        }
+        for data in ["[DONE]", " [DONE]\n", "\u{a0}[DONE]"] {
+            assert_eq!(event_both(data, false).0, event_both(data, false).1);
+        }
+        // The usual chunks take the fast path.
+        for data in &chunks[..10] {
+            assert!(event(data.as_bytes()).is_some(), "{data}");
         }
     }
 

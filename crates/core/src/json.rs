@@ -1,0 +1,696 @@
+//! A strict pull reader over JSON bytes, for layers that need a few fields of a
+//! buffered answer and nothing else (issue 19).
+//!
+//! Going through serde for that (a derive that skips the rest with `IgnoredAny`, or
+//! hand-written visitors) costs a round trip through the deserializer for every key
+//! and every value; reading the bytes directly costs a fraction of it. The reader
+//! borrows everything, allocates only to decode a string with escapes, and skips
+//! whole values (strings found with `memchr`) without recursion.
+//!
+//! It is deliberately narrow: it accepts only text that `serde_json` parses into a
+//! `serde_json::Value`, read exactly as `serde_json` reads it, and answers
+//! [`Unsure`] for everything else, including some valid JSON it does not bother
+//! with: a key with escapes, a `\u` escape of a lone surrogate, a number with more
+//! than 300 digits before the point or an exponent past 300 (where `serde_json`
+//! may find it out of range), nesting deeper than [`MAX_DEPTH`]. A caller then
+//! reads the bytes again with `serde_json`, which decides and words any error. So
+//! `Unsure` is never shown to anyone; it only means "take the slow path".
+//!
+//! ```
+//! use tower_failover_core::json::{Kind, Reader};
+//!
+//! let body = br#"{"choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":3}}"#;
+//! let mut r = Reader::new(body);
+//! r.object().unwrap();
+//! let mut first = true;
+//! let mut usage = None;
+//! while let Some(key) = r.key(&mut first).unwrap() {
+//!     if key == b"usage" && r.peek().unwrap() == Kind::Object {
+//!         usage = Some(r.skip().unwrap());
+//!     } else {
+//!         r.skip().unwrap();
+//!     }
+//! }
+//! r.end().unwrap();
+//! assert_eq!(&body[usage.unwrap()], br#"{"prompt_tokens":3}"#);
+//! ```
+
+use std::borrow::Cow;
+use std::fmt;
+use std::ops::Range;
+
+/// The deepest nesting the reader follows (`serde_json` stops at 128).
+pub const MAX_DEPTH: u32 = 100;
+
+/// The most digits before the decimal point (and the largest exponent) read:
+/// beyond, `serde_json` may find a number out of range.
+const MAX_MAGNITUDE: usize = 300;
+
+/// The reader cannot vouch for these bytes: read them with `serde_json` instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unsure;
+
+impl fmt::Display for Unsure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("not read by the strict JSON reader")
+    }
+}
+
+impl std::error::Error for Unsure {}
+
+/// What the reader returns.
+pub type Result<T> = std::result::Result<T, Unsure>;
+
+/// The kind of the next value, told by its first byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `null`.
+    Null,
+    /// `true` or `false`.
+    Bool,
+    /// A number.
+    Number,
+    /// A string.
+    String,
+    /// An array.
+    Array,
+    /// An object.
+    Object,
+}
+
+/// A cursor over one JSON document. See the [module](self) documentation.
+#[derive(Debug, Clone)]
+pub struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    depth: u32,
+}
+
+fn is_blank(b: u8) -> bool {
+    matches!(b, b' ' | b'\n' | b'\r' | b'\t')
+}
+
+const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+
+/// The bytes of `w` (little-endian) that need a look inside a string: a quote, a
+/// backslash, a control character or a byte of a multi-byte character. Each test
+/// may also flag bytes above the first one it finds, never below: the lowest flag
+/// is exact.
+fn special(w: u64) -> u64 {
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    zero(w ^ (ONES * u64::from(b'"')))
+        | zero(w ^ (ONES * u64::from(b'\\')))
+        | (w.wrapping_sub(ONES * 0x20) & !w & HIGHS)
+        | (w & HIGHS)
+}
+
+/// From `at`, inside a string, the offset of the next `"` or `\`, the text
+/// before it checked as `serde_json` checks it (no control character, valid
+/// UTF-8). ASCII text is read eight bytes at a time, here; anything else (a
+/// multi-byte character, the last bytes of the input, an error) by [`run_end_slow`].
+#[inline]
+fn run_end(b: &[u8], at: usize) -> Result<usize> {
+    let mut i = at;
+    while let Some(word) = b.get(i..i + 8).and_then(|w| <[u8; 8]>::try_from(w).ok()) {
+        let flags = special(u64::from_le_bytes(word));
+        if flags != 0 {
+            let end = i + (flags.trailing_zeros() / 8) as usize;
+            if let Some(b'"' | b'\\') = b.get(end) {
+                return Ok(end);
+            }
+            break;
+        }
+        i += 8;
+    }
+    run_end_slow(b, at)
+}
+
+/// [`run_end`] a byte at a time.
+#[cold]
+#[inline(never)]
+fn run_end_slow(b: &[u8], at: usize) -> Result<usize> {
+    let rest = b.get(at..).unwrap_or_default();
+    let len = memchr::memchr2(b'"', b'\\', rest).ok_or(Unsure)?;
+    let run = &rest[..len];
+    if run.iter().any(|&c| c < 0x20) || std::str::from_utf8(run).is_err() {
+        return Err(Unsure);
+    }
+    Ok(at + len)
+}
+
+fn hex4(b: &[u8]) -> Option<u32> {
+    let digits = b.get(..4)?;
+    let mut n = 0;
+    for &d in digits {
+        n = n * 16 + char::from(d).to_digit(16)?;
+    }
+    Some(n)
+}
+
+impl<'a> Reader<'a> {
+    /// A reader at the start of `bytes`.
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Reader {
+            bytes,
+            at: 0,
+            depth: 0,
+        }
+    }
+
+    /// The bytes being read.
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// The offset of the next byte to read.
+    pub fn position(&self) -> usize {
+        self.at
+    }
+
+    #[inline]
+    fn blanks(&mut self) {
+        while self.bytes.get(self.at).copied().is_some_and(is_blank) {
+            self.at += 1;
+        }
+    }
+
+    /// The next non-blank byte, not consumed.
+    #[inline]
+    fn next_byte(&mut self) -> Result<u8> {
+        self.blanks();
+        self.bytes.get(self.at).copied().ok_or(Unsure)
+    }
+
+    #[inline]
+    fn expect(&mut self, b: u8) -> Result<()> {
+        if self.next_byte()? == b {
+            self.at += 1;
+            Ok(())
+        } else {
+            Err(Unsure)
+        }
+    }
+
+    #[inline]
+    fn enter(&mut self) -> Result<()> {
+        if self.depth >= MAX_DEPTH {
+            return Err(Unsure);
+        }
+        self.depth += 1;
+        Ok(())
+    }
+
+    /// The kind of the next value (not consumed).
+    #[inline]
+    pub fn peek(&mut self) -> Result<Kind> {
+        Ok(match self.next_byte()? {
+            b'n' => Kind::Null,
+            b't' | b'f' => Kind::Bool,
+            b'-' | b'0'..=b'9' => Kind::Number,
+            b'"' => Kind::String,
+            b'[' => Kind::Array,
+            b'{' => Kind::Object,
+            _ => return Err(Unsure),
+        })
+    }
+
+    /// Only blanks are left.
+    #[inline]
+    pub fn end(&mut self) -> Result<()> {
+        self.blanks();
+        if self.at == self.bytes.len() {
+            Ok(())
+        } else {
+            Err(Unsure)
+        }
+    }
+
+    /// Enters an object: the next value must be one.
+    #[inline]
+    pub fn object(&mut self) -> Result<()> {
+        self.expect(b'{')?;
+        self.enter()
+    }
+
+    /// The next key of the object entered last, its `:` consumed, or `None` at its
+    /// end (consumed). `first` starts `true` for each object and is kept by the
+    /// reader. The key comes as its bytes (valid UTF-8: compare them with a byte
+    /// string); a key with escapes is [`Unsure`].
+    #[inline]
+    pub fn key(&mut self, first: &mut bool) -> Result<Option<&'a [u8]>> {
+        match self.next_byte()? {
+            b'}' => {
+                self.at += 1;
+                self.depth -= 1;
+                return Ok(None);
+            }
+            b',' if !*first => {
+                self.at += 1;
+                self.blanks();
+            }
+            _ if *first => {}
+            _ => return Err(Unsure),
+        }
+        *first = false;
+        if self.bytes.get(self.at) != Some(&b'"') {
+            return Err(Unsure);
+        }
+        let start = self.at + 1;
+        let end = run_end(self.bytes, start)?;
+        if self.bytes[end] != b'"' {
+            return Err(Unsure);
+        }
+        self.at = end + 1;
+        self.expect(b':')?;
+        Ok(Some(&self.bytes[start..end]))
+    }
+
+    /// Enters an array: the next value must be one.
+    #[inline]
+    pub fn array(&mut self) -> Result<()> {
+        self.expect(b'[')?;
+        self.enter()
+    }
+
+    /// Whether the array entered last has another element (then read it next);
+    /// `false` at its end (consumed). `first` starts `true` for each array.
+    #[inline]
+    pub fn element(&mut self, first: &mut bool) -> Result<bool> {
+        match self.next_byte()? {
+            b']' => {
+                self.at += 1;
+                self.depth -= 1;
+                Ok(false)
+            }
+            b',' if !*first => {
+                self.at += 1;
+                Ok(true)
+            }
+            _ if *first => {
+                *first = false;
+                Ok(true)
+            }
+            _ => Err(Unsure),
+        }
+    }
+
+    /// Reads `null`.
+    #[inline]
+    pub fn null(&mut self) -> Result<()> {
+        self.blanks();
+        self.literal(b"null")
+    }
+
+    #[inline]
+    fn literal(&mut self, word: &[u8]) -> Result<()> {
+        if self.bytes[self.at..].starts_with(word) {
+            self.at += word.len();
+            Ok(())
+        } else {
+            Err(Unsure)
+        }
+    }
+
+    /// Reads a number and returns its text.
+    pub fn number(&mut self) -> Result<&'a str> {
+        self.blanks();
+        let start = self.at;
+        self.skip_number()?;
+        // Only ASCII digits, signs, `.` and `e` were consumed.
+        std::str::from_utf8(&self.bytes[start..self.at]).map_err(|_| Unsure)
+    }
+
+    /// Skips a number starting at the current byte.
+    #[inline]
+    fn skip_number(&mut self) -> Result<()> {
+        let b = self.bytes;
+        let mut at = self.at;
+        let digits = |at: &mut usize| {
+            let from = *at;
+            while let Some(b'0'..=b'9') = b.get(*at) {
+                *at += 1;
+            }
+            *at - from
+        };
+        if b.get(at) == Some(&b'-') {
+            at += 1;
+        }
+        let whole = match b.get(at) {
+            Some(b'0') => {
+                at += 1;
+                1
+            }
+            Some(b'1'..=b'9') => digits(&mut at),
+            _ => return Err(Unsure),
+        };
+        let mut exponent = 0;
+        match b.get(at) {
+            Some(b'.') => {
+                at += 1;
+                if digits(&mut at) == 0 {
+                    return Err(Unsure);
+                }
+            }
+            // A leading zero followed by a digit.
+            Some(b'0'..=b'9') => return Err(Unsure),
+            _ => {}
+        }
+        if let Some(b'e' | b'E') = b.get(at) {
+            at += 1;
+            if let Some(b'+' | b'-') = b.get(at) {
+                at += 1;
+            }
+            let from = at;
+            let n = digits(&mut at);
+            if n == 0 || n > 3 {
+                return Err(Unsure);
+            }
+            exponent = b[from..at]
+                .iter()
+                .fold(0, |e, d| e * 10 + usize::from(d - b'0'));
+        }
+        if whole + exponent > MAX_MAGNITUDE {
+            return Err(Unsure);
+        }
+        self.at = at;
+        Ok(())
+    }
+
+    /// Reads a string, borrowed unless it has escapes.
+    pub fn string(&mut self) -> Result<Cow<'a, str>> {
+        self.expect(b'"')?;
+        let b = self.bytes;
+        let mut owned: Option<String> = None;
+        loop {
+            let end = run_end(b, self.at)?;
+            let text = std::str::from_utf8(&b[self.at..end]).map_err(|_| Unsure)?;
+            self.at = end + 1;
+            if b[end] == b'"' {
+                return Ok(match owned {
+                    Some(mut s) => {
+                        s.push_str(text);
+                        Cow::Owned(s)
+                    }
+                    None => Cow::Borrowed(text),
+                });
+            }
+            let s = owned.get_or_insert_with(String::new);
+            s.push_str(text);
+            s.push(self.escape()?);
+        }
+    }
+
+    /// Skips a string whose opening quote is the current byte.
+    #[inline]
+    fn skip_string(&mut self) -> Result<()> {
+        self.at += 1;
+        loop {
+            let end = run_end(self.bytes, self.at)?;
+            self.at = end + 1;
+            if self.bytes[end] == b'"' {
+                return Ok(());
+            }
+            self.escape()?;
+        }
+    }
+
+    /// The character of the escape after a `\` (consumed); a lone surrogate is
+    /// [`Unsure`].
+    fn escape(&mut self) -> Result<char> {
+        let b = self.bytes;
+        let c = *b.get(self.at).ok_or(Unsure)?;
+        self.at += 1;
+        let simple = match c {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => {
+                let hi = hex4(&b[self.at..]).ok_or(Unsure)?;
+                self.at += 4;
+                let code = match hi {
+                    0xD800..=0xDBFF => {
+                        if !b[self.at..].starts_with(b"\\u") {
+                            return Err(Unsure);
+                        }
+                        let lo = hex4(&b[self.at + 2..]).ok_or(Unsure)?;
+                        if !(0xDC00..=0xDFFF).contains(&lo) {
+                            return Err(Unsure);
+                        }
+                        self.at += 6;
+                        0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
+                    }
+                    0xDC00..=0xDFFF => return Err(Unsure),
+                    _ => hi,
+                };
+                return char::from_u32(code).ok_or(Unsure);
+            }
+            _ => return Err(Unsure),
+        };
+        Ok(simple)
+    }
+
+    /// Skips the next value, whatever it is, and returns where it was.
+    pub fn skip(&mut self) -> Result<Range<usize>> {
+        self.blanks();
+        let start = self.at;
+        // The open containers inside this value, innermost in the lowest bit:
+        // 1 for an object, 0 for an array.
+        let mut open: u128 = 0;
+        let mut depth = 0u32;
+        loop {
+            // A value.
+            match self.next_byte()? {
+                c @ (b'{' | b'[') => {
+                    if self.depth + depth >= MAX_DEPTH {
+                        return Err(Unsure);
+                    }
+                    self.at += 1;
+                    let close = if c == b'{' { b'}' } else { b']' };
+                    if self.next_byte()? != close {
+                        open = open << 1 | u128::from(c == b'{');
+                        depth += 1;
+                        if c == b'{' {
+                            self.member_key()?;
+                        }
+                        continue;
+                    }
+                    self.at += 1;
+                }
+                b'"' => self.skip_string()?,
+                b'-' | b'0'..=b'9' => self.skip_number()?,
+                b't' => self.literal(b"true")?,
+                b'f' => self.literal(b"false")?,
+                b'n' => self.literal(b"null")?,
+                _ => return Err(Unsure),
+            }
+            // After a value: close what ends here, then the next member.
+            loop {
+                if depth == 0 {
+                    return Ok(start..self.at);
+                }
+                let object = open & 1 == 1;
+                match self.next_byte()? {
+                    b',' => {
+                        self.at += 1;
+                        if object {
+                            self.blanks();
+                            self.member_key()?;
+                        }
+                        break;
+                    }
+                    b'}' if object => {}
+                    b']' if !object => {}
+                    _ => return Err(Unsure),
+                }
+                self.at += 1;
+                open >>= 1;
+                depth -= 1;
+            }
+        }
+    }
+
+    /// A key (any string) and its `:`, inside a skipped object.
+    #[inline]
+    fn member_key(&mut self) -> Result<()> {
+        if self.next_byte()? != b'"' {
+            return Err(Unsure);
+        }
+        self.skip_string()?;
+        self.expect(b':')
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether the reader skips `text` as one whole document.
+    fn skips(text: &str) -> bool {
+        let mut r = Reader::new(text.as_bytes());
+        r.skip().is_ok() && r.end().is_ok()
+    }
+
+    #[test]
+    fn skips_only_what_serde_json_parses() {
+        for good in [
+            "null",
+            " true ",
+            "false",
+            "0",
+            "-0.5e-3",
+            "12E+2",
+            r#""a\"b\\c\/\b\f\n\r\t\u00e9\ud83d\ude00""#,
+            "\"h\u{e9}llo\"",
+            "[]",
+            "{}",
+            "[1,[2,[]],{}]",
+            r#"{"a":{"b":[1,{"c":null}]},"d":"e"}"#,
+            " { \"a\" : [ 1 , 2 ] } ",
+        ] {
+            assert!(skips(good), "{good}");
+            assert!(serde_json::from_str::<serde_json::Value>(good).is_ok());
+        }
+        for bad in [
+            "",
+            "nul",
+            "01",
+            "-",
+            "1.",
+            ".5",
+            "1e",
+            "+1",
+            "[1,]",
+            "[,1]",
+            "[1 2]",
+            "{\"a\":1,}",
+            "{\"a\"1}",
+            "{1:2}",
+            "{\"a\":1 \"b\":2}",
+            "[}",
+            "{]",
+            "\"\\x\"",
+            "\"\\ud800\"",
+            "\"\\udc00\"",
+            "\"a\u{1}\"",
+            "\"abc",
+            "[1] 2",
+            "1e400",
+            "NaN",
+        ] {
+            assert!(!skips(bad), "{bad:?}");
+        }
+        assert!(!skips(
+            &format!("\"{}\"", "\u{e9}").replace('\u{e9}', "\u{0}")
+        ));
+        let mut invalid = b"\"ab".to_vec();
+        invalid.extend_from_slice(&[0xff, b'"']);
+        assert!(Reader::new(&invalid).skip().is_err());
+    }
+
+    #[test]
+    fn every_position_of_a_word_is_looked_at() {
+        for len in 0..20 {
+            for at in 0..len {
+                let mut text: Vec<char> = "abcdefghijklmnopqrst".chars().take(len).collect();
+                for (c, good) in [
+                    ('\u{1}', false),
+                    ('\u{1f}', false),
+                    ('\u{e9}', true),
+                    ('\u{7f}', true),
+                ] {
+                    text[at] = c;
+                    let body: String = text.iter().collect();
+                    let quoted = format!("\"{body}\"");
+                    assert_eq!(skips(&quoted), good, "{quoted:?}");
+                    if good {
+                        assert_eq!(Reader::new(quoted.as_bytes()).string().unwrap(), body);
+                    }
+                }
+                // Cut short anywhere: never a string.
+                let quoted = format!("\"{}", text.iter().collect::<String>());
+                assert!(!skips(&quoted[..at + 1]));
+            }
+        }
+    }
+
+    #[test]
+    fn nesting_stops_at_the_limit() {
+        let at = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert!(skips(&at(MAX_DEPTH as usize)));
+        assert!(!skips(&at(MAX_DEPTH as usize + 1)));
+        let mut r = Reader::new(b"{\"a\":[[1]]}");
+        r.object().unwrap();
+        assert_eq!(r.key(&mut true).unwrap(), Some(&b"a"[..]));
+        assert_eq!(r.skip().unwrap(), 5..10);
+    }
+
+    #[test]
+    fn reads_members_and_strings() {
+        let body = br#" {"a" : "x\ny", "b":[ 1 , "z" ], "c":{}} "#;
+        let mut r = Reader::new(body);
+        r.object().unwrap();
+        let mut first = true;
+        assert_eq!(r.key(&mut first).unwrap(), Some(&b"a"[..]));
+        assert_eq!(r.string().unwrap(), "x\ny");
+        assert_eq!(r.key(&mut first).unwrap(), Some(&b"b"[..]));
+        r.array().unwrap();
+        let mut f = true;
+        assert!(r.element(&mut f).unwrap());
+        assert_eq!(r.peek().unwrap(), Kind::Number);
+        assert_eq!(r.number().unwrap(), "1");
+        assert!(r.element(&mut f).unwrap());
+        assert!(matches!(r.string().unwrap(), Cow::Borrowed("z")));
+        assert!(!r.element(&mut f).unwrap());
+        assert_eq!(r.key(&mut first).unwrap(), Some(&b"c"[..]));
+        assert_eq!(r.peek().unwrap(), Kind::Object);
+        r.skip().unwrap();
+        assert_eq!(r.key(&mut first).unwrap(), None);
+        r.end().unwrap();
+        // A key with escapes is left to serde_json.
+        let mut r = Reader::new(br#"{"us\u0061ge":1}"#);
+        r.object().unwrap();
+        assert!(r.key(&mut true).is_err());
+    }
+
+    /// JSON-like text built from the pieces that matter to a reader.
+    fn texty() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let piece = prop::sample::select(vec![
+            "{", "}", "[", "]", ",", ":", " ", "\"", "\"a\"", "\\", "\\u", "d83d", "\\ude00",
+            "\\n", "0", "-", "1", ".", "e", "+", "9", "null", "true", "fals", "\u{e9}", "\u{1}",
+            "x",
+        ]);
+        prop::collection::vec(piece, 0..24).prop_map(|p| p.concat())
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_accepts_what_serde_json_refuses(text in texty()) {
+            if skips(&text) {
+                let v = serde_json::from_str::<serde_json::Value>(&text);
+                proptest::prop_assert!(v.is_ok(), "{:?}", text);
+            }
+        }
+
+        #[test]
+        fn reads_strings_as_serde_json_does(s in ".*") {
+            let text = serde_json::to_string(&s).unwrap();
+            let mut r = Reader::new(text.as_bytes());
+            proptest::prop_assert_eq!(r.string().unwrap(), s.as_str());
+            // And with every character escaped, as an ASCII-only writer sends it.
+            let mut escaped = String::from("\"");
+            for unit in s.encode_utf16() {
+                escaped.push_str(&format!("\\u{unit:04x}"));
+            }
+            escaped.push('"');
+            let mut r = Reader::new(escaped.as_bytes());
+            proptest::prop_assert_eq!(r.string().unwrap(), s.as_str());
+        }
+    }
+}
