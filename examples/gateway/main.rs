@@ -67,8 +67,9 @@ async fn main() -> Result<(), tower::BoxError> {
     });
 
     // 4. Serve it with the gateway's hardened server (timeouts, connection and
-    //    in-flight limits, graceful drain), or with `axum::serve(listener,
-    //    app.router)` and your own.
+    //    in-flight limits, graceful drain, TCP_NODELAY), or with
+    //    `axum::serve(listener, app.router)` and your own (then set TCP_NODELAY
+    //    with `ListenerExt::tap_io`, or streamed answers stall ~40 ms an event).
     let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
     tracing::info!("listening on http://{}", listener.local_addr()?);
     let mut server = ServerConfig::default();
