@@ -402,6 +402,49 @@ async fn unknown_routes_and_methods_get_json_errors() {
     gw.shutdown().await.unwrap();
 }
 
+/// Through the gateway over HTTP: a caller without a request id gets a fresh
+/// version-4 UUID (one a request), the provider's own id comes back renamed, and of
+/// the provider's other headers only the passed ones reach the caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_are_made_and_the_providers_is_passed_on_renamed() {
+    let sim = gateway::simulated().await.unwrap();
+    let gw = start(&sim.config).await;
+    let mut ids = Vec::new();
+    for stream in [false, true, false] {
+        let a = gw.chat(stream).await;
+        assert_complete(&a, stream);
+        let id = a.headers["x-request-id"].to_str().unwrap().to_owned();
+        let b = id.as_bytes();
+        assert_eq!(b.len(), 36, "{id}");
+        assert!(
+            b.iter().enumerate().all(|(i, c)| match i {
+                8 | 13 | 18 | 23 => *c == b'-',
+                _ => c.is_ascii_digit() || (b'a'..=b'f').contains(c),
+            }),
+            "{id}"
+        );
+        assert_eq!(b[14], b'4', "version 4: {id}");
+        assert!(matches!(b[19], b'8' | b'9' | b'a' | b'b'), "variant: {id}");
+        // The simulated provider sends an id of its own, as OpenAI does.
+        let upstream = a.headers["x-provider-request-id"].to_str().unwrap();
+        assert!(!upstream.is_empty() && upstream != id, "{upstream}");
+        assert!(a.headers.contains_key("x-failover-provider"));
+        // Rate-limit headers are the provider's business, read by the stack.
+        assert!(
+            !a.headers
+                .keys()
+                .any(|k| k.as_str().starts_with("x-ratelimit-")),
+            "{:?}",
+            a.headers
+        );
+        ids.push(id);
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "{ids:?}");
+    gw.shutdown().await.unwrap();
+}
+
 /// Headers a caller may send that must never reach a provider.
 const NOT_FORWARDED: [(&str, &str); 8] = [
     ("x-portkey-config", "pc-secret-config"),
