@@ -140,8 +140,8 @@ fn metrics_overhead(
     recorder: &dyn metrics::Recorder,
     iters: u64,
 ) -> Measured {
-    let with = metrics::with_local_recorder(recorder, || full_stack(Ready200));
-    measure_against(name, what, with, full_stack(Ready200), 7, iters)
+    let with = metrics::with_local_recorder(recorder, || full_stack(READY200));
+    measure_against(name, what, with, full_stack(READY200), 7, iters)
 }
 
 #[global_allocator]
@@ -165,9 +165,12 @@ const COMPLETION: &str = r#"{"id":"chatcmpl-1","object":"chat.completion","model
 const REQUEST: &str =
     r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello."}]}"#;
 
-/// A provider that answers 200 with a small completion at once, without allocating.
+/// A provider that answers 200 with the same body at once, without allocating.
 #[derive(Clone, Copy)]
-struct Ready200;
+struct Ready200(&'static [u8]);
+
+/// [`Ready200`] with the runner's small completion ([`COMPLETION`]).
+const READY200: Ready200 = Ready200(COMPLETION.as_bytes());
 
 impl Service<Request<ReplayBody>> for Ready200 {
     type Response = Response<ReplayBody>;
@@ -180,30 +183,10 @@ impl Service<Request<ReplayBody>> for Ready200 {
 
     fn call(&mut self, _: Request<ReplayBody>) -> Self::Future {
         ready(Ok(Response::new(ReplayBody::new(Bytes::from_static(
-            COMPLETION.as_bytes(),
+            self.0,
         )))))
     }
 }
-
-/// The words of [`completion_kib`]'s answer.
-const WORDS: &[&str] = &[
-    "the",
-    "provider",
-    "answered",
-    "quickly",
-    "and",
-    "the",
-    "caller",
-    "never",
-    "noticed",
-    "failover",
-    "latency",
-    "stream",
-    "token",
-    "budget",
-    "circuit",
-    "recovered",
-];
 
 /// An OpenAI chat completion of exactly 1 KiB (1,024 bytes), the answer size the
 /// issue's validation target names: made once, kept for the whole run.
@@ -221,8 +204,8 @@ fn completion_kib() -> &'static [u8] {
             .to_string()
         };
         let mut content = String::new();
-        for w in WORDS.iter().cycle() {
-            let next = if content.is_empty() { (*w).to_owned() } else { format!("{content} {w}") };
+        for w in "the provider answered quickly and the caller never noticed".split(' ').cycle() {
+            let next = if content.is_empty() { w.to_owned() } else { format!("{content} {w}") };
             if wrap(&next).len() > 1024 {
                 break;
             }
@@ -236,26 +219,6 @@ fn completion_kib() -> &'static [u8] {
         assert_eq!(body.len(), 1024);
         Box::leak(body.into_bytes().into_boxed_slice())
     })
-}
-
-/// A provider that answers 200 with [`completion_kib`] at once, without allocating.
-#[derive(Clone, Copy)]
-struct Ready200Kib(&'static [u8]);
-
-impl Service<Request<ReplayBody>> for Ready200Kib {
-    type Response = Response<ReplayBody>;
-    type Error = Infallible;
-    type Future = Ready<Result<Response<ReplayBody>, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: Request<ReplayBody>) -> Self::Future {
-        ready(Ok(Response::new(ReplayBody::new(Bytes::from_static(
-            self.0,
-        )))))
-    }
 }
 
 fn request() -> Request<ReplayBody> {
@@ -331,7 +294,7 @@ where
     S::Error: std::fmt::Debug,
     B: Body,
 {
-    measure_against(name, what, svc, Ready200, 5, iters)
+    measure_against(name, what, svc, READY200, 5, iters)
 }
 
 /// Measures `svc` against `base` in `rounds` interleaved rounds of each; keeps the
@@ -491,7 +454,7 @@ fn facade() -> tower_failover::Failover {
         .output_validation(tower_failover::Slot::Off)
         .probe(None);
     for p in ["a", "b", "c"] {
-        b = b.provider(tower_failover::ProviderDef::new(p, "gpt-4o-mini", Ready200));
+        b = b.provider(tower_failover::ProviderDef::new(p, "gpt-4o-mini", READY200));
     }
     b.build().expect("a valid stack")
 }
@@ -544,7 +507,7 @@ fn main() {
                 None => name.contains(o),
             })
     };
-    let mut results = vec![measure("bare", "the inner service alone", Ready200, iters)];
+    let mut results = vec![measure("bare", "the inner service alone", READY200, iters)];
     // Each case is built only when wanted (a profile of one case shows only it).
     macro_rules! case {
         ($name:expr, $what:expr, $svc:expr $(,)?) => {
@@ -559,17 +522,17 @@ fn main() {
         ServiceBuilder::new()
             .concurrency_limit(1024)
             .timeout(Duration::from_secs(30))
-            .service(Ready200),
+            .service(READY200),
     );
     case!(
         "observe",
         "tower-failover-core ObserveLayer",
-        ObserveLayer::new(health()).layer(Ready200),
+        ObserveLayer::new(health()).layer(READY200),
     );
     case!(
         "circuit",
         "tower-failover-circuit CircuitBreakerLayer (closed, default policy)",
-        CircuitBreakerLayer::new(health()).layer(Ready200),
+        CircuitBreakerLayer::new(health()).layer(READY200),
     );
     case!(
         "peer_resilience_circuit",
@@ -577,14 +540,14 @@ fn main() {
         tower_resilience_circuitbreaker::CircuitBreakerLayer::builder()
             .build()
             .expect("the default breaker configuration is valid")
-            .layer(Ready200),
+            .layer(READY200),
     );
     case!(
         "ramp",
         "tower-failover-ramp RampLayer (no ramp running)",
         RampLayer::with_config(health(), RampConfig::default().seed(1))
             .expect("the default ramp configuration is valid")
-            .layer(Ready200),
+            .layer(READY200),
     );
     case!(
         "quota",
@@ -593,22 +556,22 @@ fn main() {
             health(),
             QuotaTracker::new(QuotaConfig::default()).expect("valid quota config"),
         )
-        .layer(Ready200),
+        .layer(READY200),
     );
     case!(
         "validate",
         "tower-failover-validate ValidateLayer::llm() on a small completion",
-        ValidateLayer::llm().layer(Ready200),
+        ValidateLayer::llm().layer(READY200),
     );
     case!(
         "full_stack",
         "Balance over 3 providers, each ramp → circuit → quota → observe (no validation)",
-        full_stack(Ready200),
+        full_stack(READY200),
     );
     case!(
         "full_stack_validated",
         "the same with ValidateLayer::llm() in each provider stack",
-        full_stack(ValidateLayer::llm().layer(Ready200)),
+        full_stack(ValidateLayer::llm().layer(READY200)),
     );
 
     // The issue's validation target names a 1 KiB answer: the same two cases over
@@ -626,7 +589,7 @@ fn main() {
         ),
     ] {
         if wanted(name) {
-            let kib = Ready200Kib(completion_kib());
+            let kib = Ready200(completion_kib());
             results.push(if validated {
                 measure_against(
                     name,
@@ -645,12 +608,12 @@ fn main() {
     case!(
         "balance_p2c",
         "tower-failover-balance Balance (P2C on time to first byte) over 3 providers, each behind ObserveLayer (which measures the latency it reads)",
-        balance_of_observed(Ready200),
+        balance_of_observed(READY200),
     );
     case!(
         "peer_tower_p2c_peak_ewma",
         "tower 0.5 p2c Balance over 3 PeakEwma(provider) from a ServiceList: tower's own latency-aware balancer, same run",
-        tower_p2c(Ready200),
+        tower_p2c(READY200),
     );
 
     case!(
@@ -667,13 +630,13 @@ fn main() {
     results.push(measure(
         "request_read",
         "what the layers read from one request body: routing attributes, quota estimate, provider preparation",
-        request_read::RequestRead(Ready200),
+        request_read::RequestRead(READY200),
         iters,
     ));
     results.push(measure(
         "facade_routed",
         "Stack::builder() with model routing and a token quota over one provider (replay included), no validation",
-        request_read::facade(Ready200),
+        request_read::facade(READY200),
         iters,
     ));
 
@@ -710,7 +673,7 @@ fn main() {
     // Memory after a million requests through the full stack: bytes still held
     // (allocated minus freed) once they are done, against the stack just built.
     let memory = {
-        let mut svc = full_stack(Ready200);
+        let mut svc = full_stack(READY200);
         let mut cx = Context::from_waker(Waker::noop());
         one(&mut svc, &mut cx); // first request: lazily built state
         let region = Region::new(GLOBAL);

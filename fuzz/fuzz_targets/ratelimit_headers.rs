@@ -12,29 +12,7 @@ use tower_failover_core::{
     parse_retry_after_ms, parse_rfc3339, parse_rfc3339_wait,
 };
 
-const HEADERS: &[&str] = &[
-    "retry-after",
-    "retry-after-ms",
-    "x-ratelimit-remaining-requests",
-    "x-ratelimit-remaining-tokens",
-    "x-ratelimit-reset-requests",
-    "x-ratelimit-reset-tokens",
-    "x-ratelimit-limit-requests",
-    "x-ratelimit-limit-tokens",
-    "x-ratelimit-reset",
-    "anthropic-ratelimit-requests-remaining",
-    "anthropic-ratelimit-requests-reset",
-    "anthropic-ratelimit-requests-limit",
-    "anthropic-ratelimit-tokens-remaining",
-    "anthropic-ratelimit-tokens-reset",
-    "anthropic-ratelimit-tokens-limit",
-    "anthropic-ratelimit-input-tokens-remaining",
-    "anthropic-ratelimit-input-tokens-reset",
-    "anthropic-ratelimit-input-tokens-limit",
-    "anthropic-ratelimit-output-tokens-remaining",
-    "anthropic-ratelimit-output-tokens-reset",
-    "anthropic-ratelimit-output-tokens-limit",
-];
+const HEADERS: &[&str] = &tower_failover_core::RATE_LIMIT_HEADERS;
 
 fuzz_target!(|data: &[u8]| {
     if data.len() < 9 {

@@ -408,6 +408,27 @@ async fn unknown_routes_and_methods_get_json_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_ids_are_made_and_the_providers_is_passed_on_renamed() {
     let sim = gateway::simulated().await.unwrap();
+    // The provider itself does send rate-limit headers (as OpenAI does), so their
+    // absence below is the gateway's doing.
+    let direct = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>()
+        .request(
+            Request::post(format!("{}/v1/chat/completions", sim.sims[0].base_url()))
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from_static(
+                    br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#,
+                )))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        direct
+            .headers()
+            .contains_key("x-ratelimit-remaining-requests"),
+        "{:?}",
+        direct.headers()
+    );
     let gw = start(&sim.config).await;
     let mut ids = Vec::new();
     for stream in [false, true, false] {

@@ -107,8 +107,8 @@ pub use observe::LateVerdict;
 pub use outcome::{ClientErrorKind, ErrorHint, FailureKind, Outcome, RejectKind};
 pub use price::{Cost, Price};
 pub use ratelimit::{
-    HeaderLimits, RateLimitInfo, parse_reset, parse_retry_after, parse_retry_after_ms,
-    parse_rfc3339, parse_rfc3339_wait,
+    HeaderLimits, RATE_LIMIT_HEADERS, RateLimitInfo, parse_reset, parse_retry_after,
+    parse_retry_after_ms, parse_rfc3339, parse_rfc3339_wait,
 };
 pub use registry::Registry;
 #[allow(deprecated)]

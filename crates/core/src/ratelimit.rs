@@ -219,7 +219,8 @@ impl RateLimitInfo {
     }
 }
 
-/// The rate-limit headers [`RateLimitInfo::from_headers`] reads, in [`NAMES`]' order.
+/// The rate-limit headers [`RateLimitInfo::from_headers`] reads, in
+/// [`RATE_LIMIT_HEADERS`]' order.
 #[derive(Debug, Clone, Copy)]
 enum Name {
     RetryAfterMs,
@@ -245,8 +246,9 @@ enum Name {
     AnthropicOutputLimit,
 }
 
-/// Each [`Name`]'s header name (lowercase, as `http` stores them).
-const NAMES: [&str; 21] = [
+/// Every header [`RateLimitInfo::from_headers`] reads (lowercase, as `http` stores
+/// them): the ones a proxy in front of a provider should pass through unchanged.
+pub const RATE_LIMIT_HEADERS: [&str; 21] = [
     "retry-after-ms",
     "retry-after",
     "x-ratelimit-remaining-requests",
@@ -277,12 +279,12 @@ const NAMES: [&str; 21] = [
 struct Seen<'a> {
     /// `None`: absent; `Some(None)`: present but not visible ASCII (as
     /// [`http::HeaderValue::to_str`] refuses); `Some(Some(text))`: its first value.
-    first: [Option<Option<&'a str>>; NAMES.len()],
+    first: [Option<Option<&'a str>>; RATE_LIMIT_HEADERS.len()],
 }
 
 impl<'a> Seen<'a> {
     fn read(headers: &'a HeaderMap) -> Self {
-        let mut first = [None; NAMES.len()];
+        let mut first = [None; RATE_LIMIT_HEADERS.len()];
         for (name, value) in headers {
             let name = name.as_str();
             // Most headers are none of ours: one or two byte compares say so.
@@ -292,7 +294,7 @@ impl<'a> Seen<'a> {
             {
                 continue;
             }
-            if let Some(i) = NAMES.iter().position(|n| *n == name) {
+            if let Some(i) = RATE_LIMIT_HEADERS.iter().position(|n| *n == name) {
                 // Like `HeaderMap::get`, the first value of a repeated header counts.
                 first[i].get_or_insert(value.to_str().ok());
             }
@@ -778,9 +780,9 @@ mod tests {
                 "anthropic-ratelimit-output-tokens-limit",
             ),
         ];
-        assert_eq!(all.len(), NAMES.len());
+        assert_eq!(all.len(), RATE_LIMIT_HEADERS.len());
         for (name, text) in all {
-            assert_eq!(NAMES[name as usize], text);
+            assert_eq!(RATE_LIMIT_HEADERS[name as usize], text);
         }
     }
 
@@ -817,7 +819,7 @@ mod tests {
         /// mix of our names, near misses and repeats.
         #[test]
         fn the_walk_finds_what_lookups_find(
-            picks in proptest::collection::vec((0..NAMES.len() + 6, 0u8..4), 0..24)
+            picks in proptest::collection::vec((0..RATE_LIMIT_HEADERS.len() + 6, 0u8..4), 0..24)
         ) {
             const OTHERS: [&str; 6] = [
                 "content-type", "x-ratelimit-", "retry-after-s", "anthropic-ratelimit-tokens",
@@ -825,7 +827,7 @@ mod tests {
             ];
             let mut h = HeaderMap::new();
             for (name, value) in &picks {
-                let name = NAMES.get(*name).copied().unwrap_or_else(|| OTHERS[*name - NAMES.len()]);
+                let name = RATE_LIMIT_HEADERS.get(*name).copied().unwrap_or_else(|| OTHERS[*name - RATE_LIMIT_HEADERS.len()]);
                 let value = match value {
                     0 => http::HeaderValue::from_static("12"),
                     1 => http::HeaderValue::from_static("0"),
@@ -835,7 +837,7 @@ mod tests {
                 h.append(http::HeaderName::from_static(name), value);
             }
             let seen = Seen::read(&h);
-            for (i, name) in NAMES.iter().enumerate() {
+            for (i, name) in RATE_LIMIT_HEADERS.iter().enumerate() {
                 let looked_up = h.get(*name).map(|v| v.to_str().ok());
                 proptest::prop_assert_eq!(seen.first[i], looked_up, "{}", name);
             }

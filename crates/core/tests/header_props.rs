@@ -15,30 +15,8 @@ use tower_failover_core::{
     parse_retry_after, parse_retry_after_ms, parse_rfc3339, parse_rfc3339_wait,
 };
 
-/// Every header `RateLimitInfo::from_headers` reads.
-const HEADERS: &[&str] = &[
-    "retry-after",
-    "retry-after-ms",
-    "x-ratelimit-remaining-requests",
-    "x-ratelimit-remaining-tokens",
-    "x-ratelimit-reset-requests",
-    "x-ratelimit-reset-tokens",
-    "x-ratelimit-limit-requests",
-    "x-ratelimit-limit-tokens",
-    "x-ratelimit-reset",
-    "anthropic-ratelimit-requests-remaining",
-    "anthropic-ratelimit-requests-reset",
-    "anthropic-ratelimit-requests-limit",
-    "anthropic-ratelimit-tokens-remaining",
-    "anthropic-ratelimit-tokens-reset",
-    "anthropic-ratelimit-tokens-limit",
-    "anthropic-ratelimit-input-tokens-remaining",
-    "anthropic-ratelimit-input-tokens-reset",
-    "anthropic-ratelimit-input-tokens-limit",
-    "anthropic-ratelimit-output-tokens-remaining",
-    "anthropic-ratelimit-output-tokens-reset",
-    "anthropic-ratelimit-output-tokens-limit",
-];
+/// Every header `RateLimitInfo::from_headers` reads (the list it reads them by).
+const HEADERS: &[&str] = &tower_failover_core::RATE_LIMIT_HEADERS;
 
 /// Values known to have broken (or to be likely to break) float and time arithmetic.
 const HOSTILE: &[&str] = &[

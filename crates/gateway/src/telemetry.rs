@@ -318,9 +318,9 @@ impl MakeRequestId for RandomId {
         }
         let bits = IDS
             .with_borrow_mut(|rng| (u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64()));
-        let id = uuid_v4(bits);
-        let text = std::str::from_utf8(&id).ok()?;
-        http::HeaderValue::from_str(text).ok().map(RequestId::new)
+        http::HeaderValue::from_bytes(&uuid_v4(bits))
+            .ok()
+            .map(RequestId::new)
     }
 }
 

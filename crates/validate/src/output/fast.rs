@@ -115,19 +115,7 @@ fn read_doc(body: &[u8]) -> json::Result<Doc<'_>> {
     let mut first = true;
     while let Some(key) = r.key(&mut first)? {
         match key {
-            b"error" => {
-                // `null` is no error, as `filter(!is_null)`; anything else is
-                // parsed as the `Value` path parses it (rare: an error object
-                // with a success status).
-                let value = if r.peek()? == Kind::Null {
-                    r.null()?;
-                    None
-                } else {
-                    let span = r.skip()?;
-                    Some(serde_json::from_slice::<Value>(&body[span]).map_err(|_| Unsure)?)
-                };
-                once(&mut error, value)?;
-            }
+            b"error" => once(&mut error, error_value(&mut r, body)?)?,
             b"type" => once(&mut ty, shallow(&mut r)?)?,
             b"choices" => once(&mut choices, read_choices(&mut r)?)?,
             b"content" => {
@@ -298,6 +286,20 @@ pub(super) fn event(data: &[u8]) -> Option<Event<'_>> {
     read_event(data).ok()
 }
 
+/// An `error` field: `None` for `null` (as `filter(!is_null)`), else the value
+/// parsed as the `Value` path parses it (rare: an error object with a success
+/// status). `src` is the whole document the reader reads.
+fn error_value(r: &mut Reader<'_>, src: &[u8]) -> json::Result<Option<Value>> {
+    if r.peek()? == Kind::Null {
+        r.null()?;
+        return Ok(None);
+    }
+    let span = r.skip()?;
+    serde_json::from_slice::<Value>(&src[span])
+        .map(Some)
+        .map_err(|_| Unsure)
+}
+
 fn read_event(data: &[u8]) -> json::Result<Event<'_>> {
     let mut r = Reader::new(data);
     r.object()?;
@@ -306,16 +308,7 @@ fn read_event(data: &[u8]) -> json::Result<Event<'_>> {
     while let Some(key) = r.key(&mut first)? {
         match key {
             b"type" => once(&mut ty, text(&mut r)?)?,
-            b"error" => {
-                let value = if r.peek()? == Kind::Null {
-                    r.null()?;
-                    None
-                } else {
-                    let span = r.skip()?;
-                    Some(serde_json::from_slice::<Value>(&data[span]).map_err(|_| Unsure)?)
-                };
-                once(&mut error, value)?;
-            }
+            b"error" => once(&mut error, error_value(&mut r, data)?)?,
             b"choices" => {
                 let value = if r.peek()? == Kind::Null {
                     r.null()?;
