@@ -104,7 +104,9 @@ struct Ctx<S, B, C> {
     /// The provider being called and since when.
     current: Option<(u32, Instant)>,
     /// A provider that was not ready, kept to wait on when nothing else is left.
-    parked: Option<(u32, S)>,
+    /// Boxed: it is rare, and a service inline would be copied with the future
+    /// every time the future moves (a full provider stack is ~200 bytes).
+    parked: Option<Box<(u32, S)>>,
     /// The request's deadline and how long it gave the request.
     deadline: Option<(Instant, Duration)>,
     /// When the attempt in flight times out.
@@ -223,20 +225,23 @@ where
                     // Not dead (its health said available) but not ready: go on, and
                     // come back to it only if nothing else is left.
                     if self.parked.is_none() {
-                        self.parked = Some((i, svc));
+                        self.parked = Some(Box::new((i, svc)));
                     }
                 }
                 Poll::Ready(Err(e)) => self.refused(i, e.into()),
             }
         }
-        if let Some((i, mut svc)) = self.parked.take() {
-            match svc.poll_ready(cx) {
-                Poll::Ready(Ok(())) => return self.dispatch(i, svc, &now),
+        if let Some(mut parked) = self.parked.take() {
+            match parked.1.poll_ready(cx) {
+                Poll::Ready(Ok(())) => {
+                    let (i, svc) = *parked;
+                    return self.dispatch(i, svc, &now);
+                }
                 Poll::Pending => {
-                    self.parked = Some((i, svc));
+                    self.parked = Some(parked);
                     return Advance::Wait;
                 }
-                Poll::Ready(Err(e)) => self.refused(i, e.into()),
+                Poll::Ready(Err(e)) => self.refused(parked.0, e.into()),
             }
         }
         Advance::Fail(self.all_failed(None, now.get()))

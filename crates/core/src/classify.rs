@@ -110,21 +110,57 @@ pub trait Classify: Clone + Send + Sync + 'static {
 /// let res = Response::builder().status(401).body(()).unwrap();
 /// assert!(matches!(CallerKeys::default().classify_response(&res), Outcome::ClientError { .. }));
 /// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LlmClassifier {
-    limits: HeaderLimits,
+    /// The limits, held once for the whole process (see [`interned`]): one word
+    /// instead of two `Duration`s. Every layer's future and body keeps a copy of its
+    /// classifier and is moved several times a request, so its size is paid in
+    /// copies on every request; the limits are read only on a 429.
+    limits: &'static HeaderLimits,
+}
+
+impl Default for LlmClassifier {
+    fn default() -> Self {
+        LlmClassifier {
+            limits: &HeaderLimits::DEFAULT,
+        }
+    }
 }
 
 impl LlmClassifier {
     /// A classifier that clamps rate-limit waits with `limits`.
+    ///
+    /// Each distinct value of `limits` is kept for the life of the process (32
+    /// bytes, shared by every classifier made with it): make classifiers from your
+    /// configuration, not from per-request data.
     pub fn new(limits: HeaderLimits) -> Self {
-        LlmClassifier { limits }
+        LlmClassifier {
+            limits: interned(limits),
+        }
     }
 
     /// The bounds applied to rate-limit waits.
     pub fn limits(&self) -> &HeaderLimits {
-        &self.limits
+        self.limits
     }
+}
+
+/// The process's one copy of `limits`: the defaults without a lock, any other
+/// value from a list of those made so far (searched, and added to, under a lock:
+/// classifiers are made when stacks are built, not per request).
+fn interned(limits: HeaderLimits) -> &'static HeaderLimits {
+    use std::sync::{Mutex, PoisonError};
+    static MADE: Mutex<Vec<&'static HeaderLimits>> = Mutex::new(Vec::new());
+    if limits == HeaderLimits::DEFAULT {
+        return &HeaderLimits::DEFAULT;
+    }
+    let mut made = MADE.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(found) = made.iter().find(|made| ***made == limits) {
+        return found;
+    }
+    let kept: &'static HeaderLimits = Box::leak(Box::new(limits));
+    made.push(kept);
+    kept
 }
 
 impl Classify for LlmClassifier {
@@ -146,11 +182,8 @@ impl Classify for LlmClassifier {
         match status.as_u16() {
             200..=299 => Outcome::Success,
             429 => {
-                let info = RateLimitInfo::from_headers(
-                    response.headers(),
-                    SystemTime::now(),
-                    &self.limits,
-                );
+                let info =
+                    RateLimitInfo::from_headers(response.headers(), SystemTime::now(), self.limits);
                 Outcome::RateLimited {
                     retry_after: info.wait_hint(),
                 }
@@ -264,6 +297,28 @@ mod tests {
         for (code, want) in cases {
             assert_eq!(status(*code), *want, "status {code}");
         }
+    }
+
+    #[test]
+    fn limits_are_kept_once_per_value_and_read_back_exactly() {
+        let odd = HeaderLimits {
+            max_wait: Duration::new(7, 123),
+            default_retry_after: Duration::from_millis(1500),
+        };
+        let (a, b) = (LlmClassifier::new(odd), LlmClassifier::new(odd));
+        assert_eq!(*a.limits(), odd);
+        assert!(std::ptr::eq(a.limits(), b.limits()), "one copy a value");
+        assert_eq!(a, b);
+        assert_eq!(
+            LlmClassifier::new(HeaderLimits::default()),
+            LlmClassifier::default()
+        );
+        assert_eq!(*LlmClassifier::default().limits(), HeaderLimits::default());
+        assert_ne!(a, LlmClassifier::default());
+        assert_eq!(
+            std::mem::size_of::<LlmClassifier>(),
+            std::mem::size_of::<usize>()
+        );
     }
 
     #[test]

@@ -43,14 +43,17 @@ pub struct HeaderLimits {
 
 impl Default for HeaderLimits {
     fn default() -> Self {
-        HeaderLimits {
-            max_wait: Duration::from_secs(300),
-            default_retry_after: Duration::from_secs(1),
-        }
+        HeaderLimits::DEFAULT
     }
 }
 
 impl HeaderLimits {
+    /// The defaults: waits capped at 5 minutes, 1 second for a 429 that names none.
+    pub const DEFAULT: HeaderLimits = HeaderLimits {
+        max_wait: Duration::from_secs(300),
+        default_retry_after: Duration::from_secs(1),
+    };
+
     /// Clamps a wait to [`max_wait`](Self::max_wait), logging when it had to.
     pub fn clamp(&self, wait: Duration) -> Duration {
         if wait > self.max_wait {
