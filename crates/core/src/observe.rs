@@ -216,7 +216,7 @@ impl<S, C: Clone> Layer<S> for ObserveLayer<C> {
             inner,
             health: self.health.clone(),
             classifier: self.classifier.clone(),
-            default_retry_after: self.default_retry_after,
+            default_retry_ms: whole_millis(self.default_retry_after),
         }
     }
 }
@@ -227,7 +227,16 @@ pub struct Observe<S, C = LlmClassifier> {
     inner: S,
     health: Health,
     classifier: C,
-    default_retry_after: Duration,
+    /// The layer's `default_retry_after`, in the form each attempt carries.
+    default_retry_ms: u32,
+}
+
+/// A wait in whole milliseconds, rounded up and saturating at `u32::MAX` (49
+/// days): four bytes in [`Owed`]'s padding instead of a 16-byte `Duration` in every
+/// future and body of this layer.
+fn whole_millis(wait: Duration) -> u32 {
+    let ms = wait.as_nanos().div_ceil(1_000_000);
+    u32::try_from(ms).unwrap_or(u32::MAX)
 }
 
 impl<S, C> Observe<S, C> {
@@ -285,10 +294,13 @@ where
         let started = time::call_now();
         let started_ns = self.health.clock_nanos(started);
         let span = trace::current_attempt(self.health.id(), req.headers());
+        let deadline_ns =
+            AttemptDeadline::of(&req).map_or(0, |at| self.health.clock_nanos(at).max(1));
         let owed = Owed {
             guard: self.health.start_request_at_nanos(started_ns),
-            deadline: AttemptDeadline::of(&req),
+            deadline_ns,
             started_ns,
+            default_retry_ms: self.default_retry_ms,
             pending: true,
             first_byte: true,
             late: None,
@@ -302,7 +314,6 @@ where
             fut,
             owed: Some(owed),
             classifier: self.classifier.clone(),
-            default_retry_after: self.default_retry_after,
         }
     }
 }
@@ -314,11 +325,15 @@ where
 /// is counted.
 struct Owed {
     guard: InFlight,
-    deadline: Option<Instant>,
+    /// When a timer above gives up on the attempt ([`AttemptDeadline`]), on the
+    /// health record's clock; 0 when none does.
+    deadline_ns: u64,
     /// When the attempt started, on the health record's clock
     /// ([`Health::clock_nanos`]): 8 bytes instead of an `Instant`'s 16 in a struct
     /// that every move of the response copies.
     started_ns: u64,
+    /// The wait assumed for a 429 that names none ([`whole_millis`]).
+    default_retry_ms: u32,
     /// No verdict recorded yet (the future has not finished, or a 2xx body has not
     /// ended).
     pending: bool,
@@ -336,11 +351,36 @@ impl Owed {
     fn health(&self) -> &Health {
         self.guard.health()
     }
+
+    /// Whether the attempt is being dropped at or after its deadline (a timer
+    /// above ended it) rather than cancelled by its caller.
+    fn timed_out(&self) -> bool {
+        self.deadline_ns != 0 && self.health().clock_nanos(Instant::now()) >= self.deadline_ns
+    }
+
+    /// Records a verdict made now (not a clean end of a 2xx body): the outcome,
+    /// a rate-limit window for a 429, a lower bound of the time to first byte for a
+    /// timeout.
+    fn note(&self, outcome: &Outcome) {
+        let health = self.health();
+        health.record(outcome);
+        match outcome {
+            Outcome::RateLimited { retry_after } => {
+                health.mark_rate_limited(
+                    retry_after.unwrap_or(Duration::from_millis(u64::from(self.default_retry_ms))),
+                );
+            }
+            Outcome::Failure {
+                kind: FailureKind::Timeout,
+            } => timed_out_ttfb(health, self.started_ns),
+            _ => {}
+        }
+    }
 }
 
 impl Drop for Owed {
     fn drop(&mut self) {
-        if self.pending && AttemptDeadline::timed_out(self.deadline) {
+        if self.pending && self.timed_out() {
             let health = self.guard.health();
             let outcome = Outcome::failure(FailureKind::Timeout);
             health.record(&outcome);
@@ -360,7 +400,6 @@ pin_project! {
         fut: F,
         owed: Option<Owed>,
         classifier: C,
-        default_retry_after: Duration,
     }
 }
 
@@ -378,19 +417,6 @@ fn timed_out_ttfb(health: &Health, started_ns: u64) {
     health
         .ttfb()
         .observe_nanos(now_ns.saturating_sub(started_ns), now_ns);
-}
-
-fn note(health: &Health, outcome: &Outcome, started_ns: u64, default_retry_after: Duration) {
-    health.record(outcome);
-    match outcome {
-        Outcome::RateLimited { retry_after } => {
-            health.mark_rate_limited(retry_after.unwrap_or(default_retry_after));
-        }
-        Outcome::Failure {
-            kind: FailureKind::Timeout,
-        } => timed_out_ttfb(health, started_ns),
-        _ => {}
-    }
 }
 
 impl<F, C, RB, E> Future for ResponseFuture<F, C>
@@ -422,12 +448,7 @@ where
                 let provisional = outcome.is_success();
                 if !provisional {
                     trace::record_outcome(&owed.span, &outcome);
-                    note(
-                        owed.health(),
-                        &outcome,
-                        owed.started_ns,
-                        *this.default_retry_after,
-                    );
+                    owed.note(&outcome);
                 }
                 owed.pending = provisional;
                 owed.first_byte = provisional;
@@ -435,12 +456,10 @@ where
                     owed.late = LateVerdict::of(&res);
                 }
                 let classifier = this.classifier.clone();
-                let default_retry_after = *this.default_retry_after;
                 Poll::Ready(Ok(res.map(|inner| ObservedBody {
                     inner,
                     owed: Some(owed),
                     classifier,
-                    default_retry_after,
                 })))
             }
             Err(e) => {
@@ -449,12 +468,7 @@ where
                 let outcome = this.classifier.classify_error(&*err);
                 owed.guard.answered(&outcome);
                 trace::record_outcome(&owed.span, &outcome);
-                note(
-                    owed.health(),
-                    &outcome,
-                    owed.started_ns,
-                    *this.default_retry_after,
-                );
+                owed.note(&outcome);
                 Poll::Ready(Err(err))
             }
         }
@@ -500,7 +514,6 @@ pin_project! {
         inner: B,
         owed: Option<Owed>,
         classifier: C,
-        default_retry_after: Duration,
     }
 }
 
@@ -590,12 +603,7 @@ where
                         other => other,
                     };
                     trace::record_outcome(&o.span, &outcome);
-                    note(
-                        o.health(),
-                        &outcome,
-                        o.started_ns,
-                        *this.default_retry_after,
-                    );
+                    o.note(&outcome);
                 }
                 Poll::Ready(Some(Err(err)))
             }
