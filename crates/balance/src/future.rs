@@ -117,8 +117,10 @@ struct Ctx<S, B, C> {
     armed: Option<Instant>,
 }
 
-enum Advance<F> {
-    Call(F),
+/// What [`Ctx::advance`] did.
+enum Advance {
+    /// An attempt was sent: the state holds its future.
+    Called,
     Wait,
     Fail(BoxError),
 }
@@ -208,7 +210,10 @@ where
     }
 
     /// Finds the next provider that is ready and sends to it.
-    fn advance(&mut self, cx: &mut Context<'_>) -> Advance<S::Future> {
+    ///
+    /// The attempt's future is written into `state` where it is made, not returned:
+    /// a provider stack's future is hundreds of bytes, and each return would copy it.
+    fn advance(&mut self, state: Pin<&mut State<S::Future>>, cx: &mut Context<'_>) -> Advance {
         // Read when a pick needs it, else just before the call (see `dispatch`).
         let now = LazyNow::new();
         loop {
@@ -220,7 +225,7 @@ where
             self.tried.insert(i);
             let mut svc = self.table.endpoint(i).instance();
             match svc.poll_ready(cx) {
-                Poll::Ready(Ok(())) => return self.dispatch(i, svc, &now),
+                Poll::Ready(Ok(())) => return self.dispatch(i, svc, &now, state),
                 Poll::Pending => {
                     // Not dead (its health said available) but not ready: go on, and
                     // come back to it only if nothing else is left.
@@ -235,7 +240,7 @@ where
             match parked.1.poll_ready(cx) {
                 Poll::Ready(Ok(())) => {
                     let (i, svc) = *parked;
-                    return self.dispatch(i, svc, &now);
+                    return self.dispatch(i, svc, &now, state);
                 }
                 Poll::Pending => {
                     self.parked = Some(parked);
@@ -254,7 +259,13 @@ where
         self.push_attempt(i, outcome, Duration::ZERO, Some(&*err));
     }
 
-    fn dispatch(&mut self, i: u32, mut svc: S, now: &LazyNow) -> Advance<S::Future> {
+    fn dispatch(
+        &mut self,
+        i: u32,
+        mut svc: S,
+        now: &LazyNow,
+        mut state: Pin<&mut State<S::Future>>,
+    ) -> Advance {
         let max = self.table.settings.failover.max_attempts;
         if max.is_some_and(|max| self.counted >= max) {
             return Advance::Fail(self.all_failed(Some("attempt limit reached"), now.get()));
@@ -303,14 +314,19 @@ where
         );
         // The layers below adopt the span (the observe layer keeps it until the
         // answer's body ends).
-        let fut = span.in_scope(|| time::calling_at(now, || svc.call(attempt)));
+        {
+            let _in = span.enter();
+            state.set(State::Calling {
+                fut: time::calling_at(now, || svc.call(attempt)),
+            });
+        }
         let endpoint = self.table.endpoint(i);
         // Its readiness spent, the instance can serve a later attempt.
         endpoint.give_back(svc);
         endpoint.pending.fetch_add(1, Ordering::Relaxed);
         self.current = Some((i, now));
         self.wait_until = None;
-        Advance::Call(fut)
+        Advance::Called
     }
 
     /// Ends the attempt in flight (answered, failed, timed out or dropped).
@@ -356,6 +372,18 @@ where
             self.failed_at = Some(i);
         }
         self.push_attempt(i, outcome, latency, error);
+    }
+
+    /// Whether `answer` ends the request as it is (the classifier calls it a
+    /// success); then the attempt is finished here. Otherwise nothing is changed and
+    /// [`on_result`](Self::on_result) decides.
+    #[inline]
+    fn answered<RB>(&mut self, answer: &Response<RB>) -> bool {
+        let done = self.current.is_some() && self.classifier.classify_response(answer).is_success();
+        if done {
+            self.finish_current();
+        }
+        done
     }
 
     fn on_result<RB>(&mut self, res: Result<Response<RB>, S::Error>) -> Step<Response<RB>> {
@@ -544,6 +572,15 @@ where
                 StateProj::Calling { fut } => {
                     if let Poll::Ready(res) = fut.poll(cx) {
                         this.state.set(State::Idle);
+                        // The happy path returns the answer from here: through
+                        // `on_result` it would be copied twice more.
+                        if let Ok(answer) = &res
+                            && this.ctx.answered(answer)
+                        {
+                            this.state.set(State::Done);
+                            this.ctx.parked = None;
+                            return Poll::Ready(res.map_err(Into::into));
+                        }
                         match this.ctx.on_result(res) {
                             Step::Done(out) => {
                                 this.state.set(State::Done);
@@ -554,11 +591,8 @@ where
                         }
                     }
                 }
-                StateProj::Idle => match this.ctx.advance(cx) {
-                    Advance::Call(fut) => {
-                        this.state.set(State::Calling { fut });
-                        continue;
-                    }
+                StateProj::Idle => match this.ctx.advance(this.state.as_mut(), cx) {
+                    Advance::Called => continue,
                     Advance::Wait => {
                         let wait = this.ctx.table.settings.failover.max_ready_wait;
                         if wait.is_zero() {
