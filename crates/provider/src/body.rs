@@ -304,15 +304,79 @@ impl Mode {
     }
 }
 
+/// The one timer of a stream in flight: the deadline of its first byte, then the
+/// idle timeout between chunks (capped by the attempt's and the request's deadlines).
+///
+/// The idle timeout is re-armed lazily. A chunk only notes when it came (one clock
+/// read); the sleep is left where it is, and only when it fires is the deadline
+/// worked out again from the latest chunk: if it has moved on, the sleep is re-armed
+/// for it, otherwise the stream really has been silent that long. Resetting the
+/// sleep on every chunk moved the driver's timer entry each time (about 250
+/// instructions a chunk, counted through the gateway: issue 19); this way a steady
+/// stream re-arms about once per idle timeout, and the deadline that
+/// ends a silent stream is the same instant as before (the latest chunk's time plus
+/// the idle timeout, or the attempt's or request's deadline if sooner).
+struct StreamTimer {
+    deadlines: Deadlines,
+    sleep: Pin<Box<Sleep>>,
+    /// When the latest chunk came; `None` before the first one.
+    last_chunk: Option<Instant>,
+    /// Before the first chunk: the sleep is the idle timeout counted from the
+    /// response headers (rather than the first-byte deadline).
+    idle_first: bool,
+}
+
+impl StreamTimer {
+    /// The timer of a stream whose response headers came `now`.
+    fn new(deadlines: Deadlines, now: Instant) -> Self {
+        let (deadline, _, idle_first) = deadlines.after_headers(now);
+        StreamTimer {
+            deadlines,
+            sleep: Box::pin(tokio::time::sleep_until(deadline)),
+            last_chunk: None,
+            idle_first,
+        }
+    }
+
+    /// A chunk came: only its time is noted (see the type's documentation).
+    fn chunk(&mut self) {
+        self.last_chunk = Some(Instant::now());
+    }
+
+    /// Ready when a deadline has passed, with its error and `true` if it is the idle
+    /// timeout; re-arms the sleep (and stays pending) when it fired early because
+    /// chunks came since it was armed.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<(Elapsed, bool)> {
+        loop {
+            if self.sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let Some(last) = self.last_chunk else {
+                // No chunk yet: the deadline armed from the headers stands.
+                return Poll::Ready(if self.idle_first {
+                    (Elapsed::new(TimeoutKind::Idle, self.deadlines.idle), true)
+                } else {
+                    (self.deadlines.before_first_byte().1, false)
+                });
+            };
+            // The deadline the latest chunk set. It is never earlier than the one
+            // armed (those of earlier chunks, or of the headers, which are all
+            // capped by the same deadlines); equal means no chunk since.
+            let (deadline, elapsed, idle) = self.deadlines.next_chunk(last);
+            if deadline <= self.sleep.deadline() {
+                return Poll::Ready((elapsed, idle));
+            }
+            // Polled again at once: a deadline already past fires at once.
+            self.sleep.as_mut().reset(deadline);
+        }
+    }
+}
+
 /// A streamed response body in flight.
 pub(crate) struct StreamBody {
     incoming: Incoming,
     mode: Mode,
-    deadlines: Deadlines,
-    timer: Pin<Box<Sleep>>,
-    got_first: bool,
-    /// The timer is the idle timeout between chunks (rather than a deadline).
-    idle_armed: bool,
+    timer: StreamTimer,
     /// Translated bytes not yet handed out.
     out: Vec<u8>,
     sink: UsageSink,
@@ -329,14 +393,10 @@ impl StreamBody {
         sink: UsageSink,
         provider: ProviderId,
     ) -> Self {
-        let (deadline, _, idle_armed) = deadlines.after_headers(Instant::now());
         StreamBody {
             incoming,
             mode,
-            deadlines,
-            timer: Box::pin(tokio::time::sleep_until(deadline)),
-            got_first: false,
-            idle_armed,
+            timer: StreamTimer::new(deadlines, Instant::now()),
             out: Vec::new(),
             sink,
             provider,
@@ -378,22 +438,17 @@ impl StreamBody {
             if self.done {
                 return Poll::Ready(None);
             }
-            if self.timer.as_mut().poll(cx).is_ready() {
-                if self.idle_armed {
+            if let Poll::Ready((elapsed, idle)) = self.timer.poll_expired(cx) {
+                if idle {
                     // The stream went silent: it ends now, with the typed truncation
                     // error (a timeout for health), not at the caller's deadline.
-                    let idle = self.deadlines.idle;
+                    let idle = self.timer.deadlines.idle;
                     tracing::debug!(provider = %self.provider, ?idle, "stream idle timeout");
                     let err = TruncatedStream::new(format!("no data for {idle:?} (idle timeout)"))
-                        .with_timeout(Elapsed::new(TimeoutKind::Idle, idle))
+                        .with_timeout(elapsed)
                         .with_provider(self.provider.clone());
                     return self.fail(err.into());
                 }
-                let (_, elapsed) = if self.got_first {
-                    self.deadlines.after_first_byte()
-                } else {
-                    self.deadlines.before_first_byte()
-                };
                 tracing::debug!(provider = %self.provider, error = %elapsed, "stream deadline passed");
                 return self.fail(elapsed.into());
             }
@@ -409,11 +464,8 @@ impl StreamBody {
                     if data.is_empty() {
                         continue;
                     }
-                    // Every chunk re-arms the idle timeout (capped by the deadlines).
-                    self.got_first = true;
-                    let (deadline, _, idle) = self.deadlines.next_chunk(Instant::now());
-                    self.idle_armed = idle;
-                    self.timer.as_mut().reset(deadline);
+                    // Every chunk moves the idle timeout on (lazily: `StreamTimer`).
+                    self.timer.chunk();
                     match &mut self.mode {
                         Mode::Raw => return Poll::Ready(Some(Ok(Frame::data(data)))),
                         Mode::Watch { parser, scan, .. } => {
@@ -483,5 +535,127 @@ impl Drop for StreamBody {
     fn drop(&mut self) {
         // A stream dropped or broken midway still cost what was generated so far.
         self.record();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const IDLE: Duration = Duration::from_secs(1);
+
+    fn deadlines(first_byte: Duration, total: Duration) -> Deadlines {
+        Deadlines {
+            start: Instant::now(),
+            first_byte,
+            total,
+            idle: IDLE,
+            request: None,
+        }
+    }
+
+    /// Waits `gap` and notes a chunk then, failing if the timer expires first.
+    async fn chunk_after(timer: &mut StreamTimer, gap: Duration) {
+        tokio::select! {
+            biased;
+            (elapsed, _) = std::future::poll_fn(|cx| timer.poll_expired(cx)) => {
+                panic!("expired {elapsed} while chunks came every {gap:?}")
+            }
+            () = tokio::time::sleep(gap) => timer.chunk(),
+        }
+    }
+
+    async fn expired(timer: &mut StreamTimer) -> (Elapsed, bool) {
+        std::future::poll_fn(|cx| timer.poll_expired(cx)).await
+    }
+
+    /// Chunks every 0.6 × the idle timeout, for 30 idle timeouts, never time out
+    /// (the lazily re-armed sleep fires early and moves on each time); then silence
+    /// ends the stream one idle timeout after the last chunk, as the idle timeout.
+    #[tokio::test(start_paused = true)]
+    async fn a_steady_stream_never_idles_out_and_a_silent_one_does() {
+        let d = deadlines(Duration::from_secs(10), Duration::from_secs(600));
+        let mut timer = StreamTimer::new(d, Instant::now());
+        for _ in 0..50 {
+            chunk_after(&mut timer, IDLE.mul_f64(0.6)).await;
+        }
+        let last = Instant::now();
+        let (elapsed, idle) = expired(&mut timer).await;
+        let silent = Instant::now() - last;
+        assert!(idle);
+        assert_eq!(elapsed, Elapsed::new(TimeoutKind::Idle, IDLE));
+        assert!(
+            silent >= IDLE && silent < IDLE + Duration::from_millis(2),
+            "{silent:?}"
+        );
+    }
+
+    /// A silent gap is measured from the latest chunk, not from when the sleep was
+    /// last armed: chunks at 0.3 and 0.9 × the timeout, then silence, end at 1.9.
+    #[tokio::test(start_paused = true)]
+    async fn the_idle_timeout_counts_from_the_latest_chunk() {
+        let d = deadlines(Duration::from_secs(10), Duration::from_secs(600));
+        let mut timer = StreamTimer::new(d, Instant::now());
+        chunk_after(&mut timer, IDLE.mul_f64(0.3)).await;
+        chunk_after(&mut timer, IDLE.mul_f64(0.6)).await;
+        let (_, idle) = expired(&mut timer).await;
+        assert!(idle);
+        let at = Instant::now() - d.start;
+        assert!(
+            at >= IDLE.mul_f64(1.9) && at < IDLE.mul_f64(1.9) + Duration::from_millis(2),
+            "{at:?}"
+        );
+    }
+
+    /// A timer polled only long after its deadline (the reader was away) expires at
+    /// once, as an idle timeout, like the sleep reset on the latest chunk would have.
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_passed_while_nobody_polled_expires_at_once() {
+        let d = deadlines(Duration::from_secs(10), Duration::from_secs(600));
+        let mut timer = StreamTimer::new(d, Instant::now());
+        chunk_after(&mut timer, IDLE.mul_f64(0.5)).await;
+        chunk_after(&mut timer, IDLE.mul_f64(0.5)).await;
+        tokio::time::sleep(IDLE * 3).await;
+        let before = Instant::now();
+        let (_, idle) = expired(&mut timer).await;
+        assert!(idle);
+        assert_eq!(Instant::now(), before);
+    }
+
+    /// Before any chunk the first-byte deadline stands; once chunks flow, the
+    /// attempt's deadline caps the idle timeout, with its own error.
+    #[tokio::test(start_paused = true)]
+    async fn the_first_byte_and_attempt_deadlines_still_apply() {
+        let d = deadlines(Duration::from_millis(500), Duration::from_secs(5));
+        let mut timer = StreamTimer::new(d, Instant::now());
+        let (elapsed, idle) = expired(&mut timer).await;
+        assert!(!idle);
+        assert_eq!(elapsed.kind(), TimeoutKind::FirstByte);
+        assert_eq!(Instant::now() - d.start, Duration::from_millis(500));
+
+        let d = deadlines(Duration::from_secs(2), Duration::from_secs(5));
+        let mut timer = StreamTimer::new(d, Instant::now());
+        while Instant::now() - d.start < Duration::from_millis(4500) {
+            chunk_after(&mut timer, IDLE.mul_f64(0.6)).await;
+        }
+        let (elapsed, idle) = expired(&mut timer).await;
+        assert!(!idle);
+        assert_eq!(
+            elapsed,
+            Elapsed::new(TimeoutKind::Attempt, Duration::from_secs(5))
+        );
+        assert_eq!(Instant::now() - d.start, Duration::from_secs(5));
+    }
+
+    /// Headers, then silence: the idle timeout counted from the headers ends the
+    /// stream when it comes before the first-byte deadline.
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_never_starts_idles_out_from_the_headers() {
+        let d = deadlines(Duration::from_secs(10), Duration::from_secs(600));
+        let mut timer = StreamTimer::new(d, Instant::now());
+        let (elapsed, idle) = expired(&mut timer).await;
+        assert!(idle);
+        assert_eq!(elapsed, Elapsed::new(TimeoutKind::Idle, IDLE));
+        assert_eq!(Instant::now() - d.start, IDLE);
     }
 }

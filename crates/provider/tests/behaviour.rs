@@ -585,6 +585,55 @@ async fn a_stalled_body_ends_at_the_idle_timeout_as_a_typed_truncation() {
     );
 }
 
+/// In paused time: an answer whose events come every 0.6 × the idle timeout streams
+/// to its end (eight gaps: nearly five timeouts in all), and one that then goes
+/// silent ends at the idle timeout. The idle timer is re-armed lazily (when it fires,
+/// not on every chunk): this is what must not change.
+#[tokio::test(start_paused = true)]
+async fn a_steady_stream_never_idles_out_and_a_silent_one_does_in_paused_time() {
+    const IDLE: Duration = Duration::from_secs(1);
+    let gap = IDLE.mul_f64(0.6);
+    let event = "data: {\"choices\":[]}\n\n";
+    let server = TestServer::start(None, move |r| {
+        let silent = serde_json::from_slice::<Value>(&r.body).is_ok_and(|v| v["stream"] == true)
+            && r.path_and_query.contains("silent");
+        let mut events = vec![(Duration::ZERO, event)];
+        events.extend(std::iter::repeat_n((gap, event), 8));
+        events.push(if silent {
+            (Duration::from_secs(3600), "data: [DONE]\n\n")
+        } else {
+            (gap, "data: [DONE]\n\n")
+        });
+        sse(events)
+    })
+    .await;
+    let svc = |path: &str| -> OpenAiCompatible {
+        OpenAiCompatible::builder()
+            .base_url(format!("{}/{path}", local(&server)))
+            .first_byte_timeout(Duration::from_secs(60))
+            .total_timeout(Duration::from_secs(120))
+            .idle_timeout(IDLE)
+            .build()
+            .unwrap()
+    };
+
+    let res = svc("steady").oneshot(post(chat("m", true))).await.unwrap();
+    let (body, err) = read_body(res.into_body()).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(body.len(), 9 * event.len() + "data: [DONE]\n\n".len());
+
+    let res = svc("silent").oneshot(post(chat("m", true))).await.unwrap();
+    let (body, err) = read_body(res.into_body()).await;
+    assert_eq!(body.len(), 9 * event.len(), "what came is passed on");
+    let err = err.expect("the silence ends the stream");
+    let truncated =
+        find::<tower_failover_core::error::TruncatedStream>(&*err).expect("a typed truncation");
+    assert_eq!(
+        truncated.timeout().map(Elapsed::kind),
+        Some(TimeoutKind::Idle)
+    );
+}
+
 #[test]
 fn the_idle_timeout_is_read_from_toml_and_defaults_to_30_s() {
     let c: ProviderConfig =
