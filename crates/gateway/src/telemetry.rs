@@ -19,7 +19,15 @@
 //!   Never the headers or the body: they may carry credentials and personal data.
 
 #[cfg(feature = "metrics")]
-use std::sync::OnceLock;
+use std::collections::HashMap;
+#[cfg(feature = "metrics")]
+use std::future::Future;
+#[cfg(feature = "metrics")]
+use std::pin::Pin;
+#[cfg(feature = "metrics")]
+use std::sync::{Arc, OnceLock, RwLock};
+#[cfg(feature = "metrics")]
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -220,26 +228,224 @@ fn caller(res: &Response) -> &str {
         .map_or(crate::auth::ANONYMOUS, |c| c.name())
 }
 
-/// Counts every answer the router gives by route, status and caller (the key's
-/// name): what callers saw (`tower_failover_gateway_requests_total`).
+/// The route label of a path: one of [`ROUTES`], `/v1/jobs/{id}`, or `other`.
 #[cfg(feature = "metrics")]
-async fn count_answers(req: Request, next: axum::middleware::Next) -> Response {
-    let path = req.uri().path();
-    let route = ROUTES
+fn route_label(path: &str) -> &'static str {
+    ROUTES
         .iter()
         .find(|r| **r == path)
         .copied()
         .or_else(|| path.starts_with(JOBS_PREFIX).then_some("/v1/jobs/{id}"))
-        .unwrap_or("other");
-    let res = next.run(req).await;
-    metrics::counter!(
+        .unwrap_or("other")
+}
+
+/// Counts every answer the router gives by route, status and caller (the key's
+/// name): what callers saw (`tower_failover_gateway_requests_total`).
+///
+/// A tower layer of its own rather than `axum::middleware::from_fn`, which boxes a
+/// future per request and boxes the inner service again for its `Next`; and the
+/// counters' handles are kept ([`AnswerCounters`]) rather than looked up in the
+/// recorder per answer (a `Key` built with three labels, hashed and compared).
+#[cfg(feature = "metrics")]
+#[derive(Clone)]
+struct CountAnswers {
+    counters: Arc<AnswerCounters>,
+}
+
+#[cfg(feature = "metrics")]
+impl CountAnswers {
+    fn new() -> Self {
+        CountAnswers {
+            counters: Arc::new(AnswerCounters {
+                global: global_recorder(),
+                handles: RwLock::new(HashMap::new()),
+            }),
+        }
+    }
+}
+
+#[cfg(feature = "metrics")]
+impl<S> tower::Layer<S> for CountAnswers {
+    type Service = Counted<S>;
+
+    fn layer(&self, inner: S) -> Counted<S> {
+        Counted {
+            inner,
+            counters: self.counters.clone(),
+        }
+    }
+}
+
+/// The service of [`CountAnswers`].
+#[cfg(feature = "metrics")]
+#[derive(Clone)]
+struct Counted<S> {
+    inner: S,
+    counters: Arc<AnswerCounters>,
+}
+
+#[cfg(feature = "metrics")]
+impl<S> tower::Service<Request> for Counted<S>
+where
+    S: tower::Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = CountedFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        // The route is read before the request is handed on (and consumed).
+        let route = route_label(req.uri().path());
+        CountedFuture {
+            inner: self.inner.call(req),
+            route,
+            counters: self.counters.clone(),
+        }
+    }
+}
+
+#[cfg(feature = "metrics")]
+pin_project_lite::pin_project! {
+    /// The future of [`Counted`]: counts the answer when it is ready.
+    struct CountedFuture<F> {
+        #[pin]
+        inner: F,
+        route: &'static str,
+        counters: Arc<AnswerCounters>,
+    }
+}
+
+#[cfg(feature = "metrics")]
+impl<F, E> Future for CountedFuture<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let res = std::task::ready!(this.inner.poll(cx));
+        if let Ok(res) = &res {
+            this.counters.count(this.route, res);
+        }
+        Poll::Ready(res)
+    }
+}
+
+/// Who a recorder is: its address and its size. Only for a recorder that is never
+/// freed (the global one, leaked when installed) and not zero-sized does it name
+/// one recorder: no other can then start at that address with that size.
+#[cfg(feature = "metrics")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RecorderId(usize, usize);
+
+#[cfg(feature = "metrics")]
+impl RecorderId {
+    fn of(recorder: &dyn metrics::Recorder) -> Self {
+        RecorderId(
+            std::ptr::from_ref(recorder).cast::<()>().addr(),
+            std::mem::size_of_val(recorder),
+        )
+    }
+}
+
+/// The process's global recorder, once one is installed (and is not zero-sized).
+///
+/// The `metrics` crate gives the current recorder only, which is a thread's local
+/// one while a `with_local_recorder` runs there, and has no way to ask for the
+/// global one; a thread of our own has no local recorder, so one is started to look
+/// (once per process, when a gateway is built, not per request).
+#[cfg(feature = "metrics")]
+fn global_recorder() -> Option<RecorderId> {
+    static GLOBAL: OnceLock<RecorderId> = OnceLock::new();
+    if let Some(id) = GLOBAL.get() {
+        return Some(*id);
+    }
+    let id = std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("tower-failover-metrics-probe".into())
+            .spawn_scoped(s, || metrics::with_recorder(RecorderId::of))
+            .ok()?
+            .join()
+            .ok()
+    })?;
+    // Zero-sized: the no-op recorder (none installed yet), or one whose address
+    // names nothing; counted without handles kept.
+    (id.1 > 0).then(|| *GLOBAL.get_or_init(|| id))
+}
+
+/// The `tower_failover_gateway_requests_total` handles of one gateway, by caller,
+/// then route and status.
+///
+/// A handle belongs to the recorder it was registered with. Handles are only kept
+/// for, and used with, the process's global recorder, which is installed once and
+/// never replaced: when another recorder is current (a test's
+/// `metrics::with_local_recorder`, say), the answer is counted in it with a lookup,
+/// as before. The map stays small: callers are the configured keys' names (and
+/// `anonymous`), routes are [`ROUTES`] and two more, statuses are three digits.
+#[cfg(feature = "metrics")]
+struct AnswerCounters {
+    global: Option<RecorderId>,
+    handles: RwLock<HashMap<Arc<str>, ByRoute>>,
+}
+
+/// One caller's handles of [`AnswerCounters`], by route and status code.
+#[cfg(feature = "metrics")]
+type ByRoute = HashMap<(&'static str, u16), metrics::Counter>;
+
+#[cfg(feature = "metrics")]
+impl AnswerCounters {
+    fn count(&self, route: &'static str, res: &Response) {
+        let status = res.status();
+        let caller = caller(res);
+        metrics::with_recorder(|recorder| {
+            if self.global != Some(RecorderId::of(recorder)) {
+                return answer_counter(recorder, route, res).increment(1);
+            }
+            let kept = self.handles.read().ok().and_then(|handles| {
+                handles
+                    .get(caller)
+                    .and_then(|by_route| by_route.get(&(route, status.as_u16())))
+                    .cloned()
+            });
+            if let Some(counter) = kept {
+                return counter.increment(1);
+            }
+            let counter = answer_counter(recorder, route, res);
+            counter.increment(1);
+            if let Ok(mut handles) = self.handles.write() {
+                handles
+                    .entry(Arc::from(caller))
+                    .or_default()
+                    .insert((route, status.as_u16()), counter);
+            }
+        });
+    }
+}
+
+/// The answer's `tower_failover_gateway_requests_total` counter, looked up in
+/// `recorder` (what `metrics::counter!` does).
+#[cfg(feature = "metrics")]
+fn answer_counter(
+    recorder: &dyn metrics::Recorder,
+    route: &'static str,
+    res: &Response,
+) -> metrics::Counter {
+    static METADATA: metrics::Metadata<'static> =
+        metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+    let key = metrics::Key::from_parts(
         tower_failover::metrics::names::GATEWAY_REQUESTS,
-        "route" => route,
-        "status" => status_label(res.status()),
-        "caller" => caller_label(&res),
-    )
-    .increment(1);
-    res
+        vec![
+            metrics::Label::new("route", route),
+            metrics::Label::new("status", status_label(res.status())),
+            metrics::Label::new("caller", caller_label(res)),
+        ],
+    );
+    recorder.register_counter(&key, &METADATA)
 }
 
 /// The usual statuses, whose labels are then static strings.
@@ -394,7 +600,7 @@ where
         })
         .on_failure(DefaultOnFailure::new().level(Level::WARN));
     #[cfg(feature = "metrics")]
-    let counted = axum::middleware::from_fn(count_answers);
+    let counted = CountAnswers::new();
     #[cfg(not(feature = "metrics"))]
     let counted = tower::layer::util::Identity::new();
     // Outermost first: the id is set before the span reads it, and copied to the
@@ -459,6 +665,59 @@ mod tests {
             let status = StatusCode::from_u16(code).unwrap();
             assert_eq!(&*status_label(status), status.as_str());
         }
+    }
+
+    /// The value of the answer counter with these labels in a Prometheus rendering.
+    #[cfg(feature = "metrics")]
+    fn answers(rendered: &str, labels: &str) -> u64 {
+        let prefix = format!("tower_failover_gateway_requests_total{{{labels}}} ");
+        rendered
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .map_or(0, |v| v.trim().parse().unwrap())
+    }
+
+    /// Answers are counted in the recorder current when they are given: the
+    /// handles kept for the global recorder are not used while a local one is set
+    /// (a test's `with_local_recorder`), and are used again after.
+    #[cfg(feature = "metrics")]
+    #[test]
+    fn answers_are_counted_in_the_current_recorder() {
+        use futures_util::FutureExt;
+        use tower::{Layer, ServiceExt};
+
+        let global = prometheus().expect("the gateway's recorder is the global one");
+        assert!(CountAnswers::new().counters.global.is_some());
+        let svc = CountAnswers::new().layer(tower::service_fn(|_: Request| async {
+            let mut res = Response::new(axum::body::Body::empty());
+            *res.status_mut() = StatusCode::from_u16(299).unwrap();
+            Ok::<_, std::convert::Infallible>(res)
+        }));
+        let one = |svc: &Counted<_>| {
+            let req = Request::get("/health/force")
+                .body(axum::body::Body::empty())
+                .unwrap();
+            let res = svc.clone().oneshot(req).now_or_never().expect("ready");
+            assert_eq!(res.unwrap().status().as_u16(), 299);
+        };
+        let labels = r#"route="/health/force",status="299",caller="anonymous""#;
+        let before = answers(&global.render(), labels);
+        one(&svc);
+        one(&svc);
+        assert_eq!(answers(&global.render(), labels), before + 2);
+
+        let local = PrometheusBuilder::new().build_recorder();
+        let local_handle = local.handle();
+        metrics::with_local_recorder(&local, || {
+            one(&svc);
+            one(&svc);
+        });
+        assert_eq!(answers(&local_handle.render(), labels), 2);
+        assert_eq!(answers(&global.render(), labels), before + 2);
+
+        one(&svc);
+        assert_eq!(answers(&global.render(), labels), before + 3);
+        assert_eq!(answers(&local_handle.render(), labels), 2);
     }
 
     /// The histograms are folded in with no gateway alive and nobody scraping: the
