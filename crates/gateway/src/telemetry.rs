@@ -32,8 +32,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::Request;
+use axum::http::HeaderName;
 #[cfg(feature = "metrics")]
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 #[cfg(feature = "metrics")]
 use axum::response::IntoResponse;
 use axum::response::Response;
