@@ -295,7 +295,7 @@ where
         let started_ns = self.health.clock_nanos(started);
         let span = trace::current_attempt(self.health.id(), req.headers());
         let deadline_ns =
-            AttemptDeadline::of(&req).map_or(0, |at| self.health.clock_nanos(at).max(1));
+            AttemptDeadline::of(&req).map_or(0, |at| self.health.clock_nanos(at).saturating_add(1));
         let owed = Owed {
             guard: self.health.start_request_at_nanos(started_ns),
             deadline_ns,
@@ -325,8 +325,8 @@ where
 /// is counted.
 struct Owed {
     guard: InFlight,
-    /// When a timer above gives up on the attempt ([`AttemptDeadline`]), on the
-    /// health record's clock; 0 when none does.
+    /// When a timer above gives up on the attempt ([`AttemptDeadline`]): one more
+    /// than its nanoseconds on the health record's clock; 0 when none does.
     deadline_ns: u64,
     /// When the attempt started, on the health record's clock
     /// ([`Health::clock_nanos`]): 8 bytes instead of an `Instant`'s 16 in a struct
@@ -355,7 +355,8 @@ impl Owed {
     /// Whether the attempt is being dropped at or after its deadline (a timer
     /// above ended it) rather than cancelled by its caller.
     fn timed_out(&self) -> bool {
-        self.deadline_ns != 0 && self.health().clock_nanos(Instant::now()) >= self.deadline_ns
+        self.deadline_ns != 0
+            && self.health().clock_nanos(Instant::now()).saturating_add(1) >= self.deadline_ns
     }
 
     /// Records a verdict made now (not a clean end of a 2xx body): the outcome,
