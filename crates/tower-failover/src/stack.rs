@@ -44,6 +44,16 @@ use tower_failover_validate::ValidateConfig;
 /// The classifier of the layers above the observer in a provider's stack.
 pub(crate) type AboveClassifier = FromVerdict<StackClassifier>;
 
+/// The configurations of the four positions [`StackBuilder::fused_positions`]
+/// builds as one: observer, quota, breaker, ramp.
+#[cfg(all(feature = "overflow", feature = "circuit", feature = "ramp"))]
+type BuiltinPositions<'a> = (
+    &'a ObserveConfig,
+    &'a QuotaConfig,
+    &'a CircuitConfig,
+    &'a RampConfig,
+);
+
 /// The default limit of a buffered request body: 4 MiB.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 4 << 20;
 
@@ -867,17 +877,28 @@ impl StackBuilder {
         let svc = def.client.clone();
         #[cfg(feature = "validate")]
         let svc = self.output_validation_position(&at, svc)?;
-        let svc = self.observe_position(&at, svc);
-        #[cfg(feature = "overflow")]
-        let svc = self.quota_position(&at, svc, trackers)?;
         // Probes of an open circuit go to the bare client: a model list is no chat
         // completion for output validation, and they are not callers' requests for
         // the provider's health counters.
         #[cfg(feature = "ramp")]
         let below_circuit = def.client.clone();
-        #[cfg(feature = "circuit")]
+        #[cfg(all(feature = "overflow", feature = "circuit", feature = "ramp"))]
+        let (svc, ramp) = match self.builtin_positions(&at) {
+            Some(configs) => self.fused_positions(&at, configs, below_circuit, svc, trackers)?,
+            None => {
+                let svc = self.observe_position(&at, svc);
+                let svc = self.quota_position(&at, svc, trackers)?;
+                let svc = self.circuit_position(&at, svc)?;
+                self.ramp_position(&at, below_circuit, svc)?
+            }
+        };
+        #[cfg(not(all(feature = "overflow", feature = "circuit", feature = "ramp")))]
+        let svc = self.observe_position(&at, svc);
+        #[cfg(all(feature = "overflow", not(all(feature = "circuit", feature = "ramp"))))]
+        let svc = self.quota_position(&at, svc, trackers)?;
+        #[cfg(all(feature = "circuit", not(all(feature = "overflow", feature = "ramp"))))]
         let svc = self.circuit_position(&at, svc)?;
-        #[cfg(feature = "ramp")]
+        #[cfg(all(feature = "ramp", not(all(feature = "overflow", feature = "circuit"))))]
         let (svc, ramp) = self.ramp_position(&at, below_circuit, svc)?;
         let mut svc = svc;
         for layer in self.extra.iter().chain(&def.extra) {
@@ -925,17 +946,55 @@ impl StackBuilder {
     /// The observer: latency, in-flight requests and outcomes into the health.
     fn observe_position(&self, at: &At<'_>, svc: ProviderService) -> ProviderService {
         match at.def.observe.as_ref().unwrap_or(&self.observe) {
-            Slot::Builtin(c) => {
-                let mut layer =
-                    ObserveLayer::new(at.health.clone()).classifier(self.classifier.clone());
-                if let Some(d) = c.default_retry_after {
-                    layer = layer.default_retry_after(d);
-                }
-                boxed(layer.layer(svc))
-            }
+            Slot::Builtin(c) => boxed(self.observe_layer(at, c).layer(svc)),
             Slot::Custom(l) => l.apply(at.health, svc),
             Slot::Off => svc,
         }
+    }
+
+    fn observe_layer(&self, at: &At<'_>, c: &ObserveConfig) -> ObserveLayer<StackClassifier> {
+        let layer = ObserveLayer::new(at.health.clone()).classifier(self.classifier.clone());
+        match c.default_retry_after {
+            Some(d) => layer.default_retry_after(d),
+            None => layer,
+        }
+    }
+
+    /// The built-in layers' configurations when the observer, the quota, the
+    /// breaker and the ramp are all built in (the default), for
+    /// [`fused_positions`](Self::fused_positions).
+    #[cfg(all(feature = "overflow", feature = "circuit", feature = "ramp"))]
+    fn builtin_positions<'a>(&'a self, at: &At<'a>) -> Option<BuiltinPositions<'a>> {
+        let observe = at.def.observe.as_ref().unwrap_or(&self.observe);
+        let quota = at.def.quota.as_ref().unwrap_or(&self.quota);
+        let circuit = at.def.circuit.as_ref().unwrap_or(&self.circuit);
+        let ramp = at.def.ramp.as_ref().unwrap_or(&self.ramp);
+        match (observe, quota, circuit, ramp) {
+            (Slot::Builtin(o), Slot::Builtin(q), Slot::Builtin(c), Slot::Builtin(r)) => {
+                Some((o, q, c, r))
+            }
+            _ => None,
+        }
+    }
+
+    /// The four built-in positions (observer, quota, breaker, ramp) as one
+    /// concrete stack, type-erased once on top: what each position does alone
+    /// (see `observe_position` and the next three), without the box of a future
+    /// and of a body that each erased position adds to every request.
+    #[cfg(all(feature = "overflow", feature = "circuit", feature = "ramp"))]
+    fn fused_positions(
+        &self,
+        at: &At<'_>,
+        (o, q, c, r): BuiltinPositions<'_>,
+        below_circuit: ProviderService,
+        svc: ProviderService,
+        trackers: &mut Trackers,
+    ) -> Result<(ProviderService, Option<RampLayer<AboveClassifier>>), ConfigError> {
+        let observed = self.observe_layer(at, o).layer(svc);
+        let quota = self.quota_layer(at, q, trackers)?.layer(observed);
+        let circuit = self.circuit_layer(at, c)?.layer(quota);
+        let layer = self.ramp_layer(at, r, below_circuit, || boxed(circuit.clone()))?;
+        Ok((boxed(layer.layer(circuit)), Some(layer)))
     }
 
     /// Quota tracking, one tracker per quota group.
@@ -947,26 +1006,33 @@ impl StackBuilder {
         trackers: &mut Trackers,
     ) -> Result<ProviderService, ConfigError> {
         Ok(match at.def.quota.as_ref().unwrap_or(&self.quota) {
-            Slot::Builtin(c) => {
-                let new_tracker = || {
-                    QuotaTracker::new(*c).map_err(|e| e.within(at.scope(&at.def.quota, "quota")))
-                };
-                let tracker = match &at.def.quota_group {
-                    Some(g) => match trackers.by_group.get(g) {
-                        Some(t) => t.clone(),
-                        None => {
-                            let t = new_tracker()?;
-                            trackers.by_group.insert(g.clone(), t.clone());
-                            t
-                        }
-                    },
-                    None => new_tracker()?,
-                };
-                boxed(QuotaLayer::new(at.health.clone(), tracker).layer(svc))
-            }
+            Slot::Builtin(c) => boxed(self.quota_layer(at, c, trackers)?.layer(svc)),
             Slot::Custom(l) => l.apply(at.health, svc),
             Slot::Off => svc,
         })
+    }
+
+    #[cfg(feature = "overflow")]
+    fn quota_layer(
+        &self,
+        at: &At<'_>,
+        c: &QuotaConfig,
+        trackers: &mut Trackers,
+    ) -> Result<QuotaLayer, ConfigError> {
+        let new_tracker =
+            || QuotaTracker::new(*c).map_err(|e| e.within(at.scope(&at.def.quota, "quota")));
+        let tracker = match &at.def.quota_group {
+            Some(g) => match trackers.by_group.get(g) {
+                Some(t) => t.clone(),
+                None => {
+                    let t = new_tracker()?;
+                    trackers.by_group.insert(g.clone(), t.clone());
+                    t
+                }
+            },
+            None => new_tracker()?,
+        };
+        Ok(QuotaLayer::new(at.health.clone(), tracker))
     }
 
     /// The circuit breaker.
@@ -977,15 +1043,23 @@ impl StackBuilder {
         svc: ProviderService,
     ) -> Result<ProviderService, ConfigError> {
         Ok(match at.def.circuit.as_ref().unwrap_or(&self.circuit) {
-            Slot::Builtin(c) => {
-                let layer = CircuitBreakerLayer::with_config(at.health.clone(), c.clone())
-                    .map_err(|e| e.within(at.scope(&at.def.circuit, "circuit")))?
-                    .classifier(self.above());
-                boxed(layer.layer(svc))
-            }
+            Slot::Builtin(c) => boxed(self.circuit_layer(at, c)?.layer(svc)),
             Slot::Custom(l) => l.apply(at.health, svc),
             Slot::Off => svc,
         })
+    }
+
+    #[cfg(feature = "circuit")]
+    fn circuit_layer(
+        &self,
+        at: &At<'_>,
+        c: &CircuitConfig,
+    ) -> Result<CircuitBreakerLayer<AboveClassifier>, ConfigError> {
+        Ok(
+            CircuitBreakerLayer::with_config(at.health.clone(), c.clone())
+                .map_err(|e| e.within(at.scope(&at.def.circuit, "circuit")))?
+                .classifier(self.above()),
+        )
     }
 
     /// The recovery ramp, with the active probes: to the bare client
@@ -1000,37 +1074,52 @@ impl StackBuilder {
     ) -> Result<(ProviderService, Option<RampLayer<AboveClassifier>>), ConfigError> {
         Ok(match at.def.ramp.as_ref().unwrap_or(&self.ramp) {
             Slot::Builtin(c) => {
-                let mut c = c.clone();
-                if self.routing.reads_ramp_share() {
-                    // The router routes exactly the ramp's share to the provider;
-                    // the ramp only drives and checks the steps.
-                    c = c.shed(false);
-                }
-                let mut layer = RampLayer::with_config(at.health.clone(), c)
-                    .map_err(|e| e.within(at.scope(&at.def.ramp, "ramp")))?
-                    .classifier(self.above());
-                let probe = match &at.def.probe {
-                    Some(own) => own.as_ref(),
-                    None => self.probe.as_ref(),
-                };
-                if let Some(p) = probe {
-                    // The breaker's half-open trials are real requests: a tiny
-                    // completion, which passes output validation as callers' do (a
-                    // model list would not).
-                    let trial = ProbeConfig {
-                        completion: true,
-                        body: String::new(),
-                        ..p.clone()
-                    };
-                    let prober =
-                        Prober::new(below_circuit, p)?.through_breaker(svc.clone(), &trial)?;
-                    layer = layer.with_prober(prober);
-                }
+                let layer = self.ramp_layer(at, c, below_circuit, || svc.clone())?;
                 (boxed(layer.layer(svc)), Some(layer))
             }
             Slot::Custom(l) => (l.apply(at.health, svc), None),
             Slot::Off => (svc, None),
         })
+    }
+
+    /// The ramp's layer, with its prober when probes are on: to the bare client
+    /// (`below_circuit`) while the circuit is open, and through the breaker (the
+    /// service `through_breaker` makes) while half-open.
+    #[cfg(feature = "ramp")]
+    fn ramp_layer(
+        &self,
+        at: &At<'_>,
+        c: &RampConfig,
+        below_circuit: ProviderService,
+        through_breaker: impl FnOnce() -> ProviderService,
+    ) -> Result<RampLayer<AboveClassifier>, ConfigError> {
+        let mut c = c.clone();
+        if self.routing.reads_ramp_share() {
+            // The router routes exactly the ramp's share to the provider; the ramp
+            // only drives and checks the steps.
+            c = c.shed(false);
+        }
+        let mut layer = RampLayer::with_config(at.health.clone(), c)
+            .map_err(|e| e.within(at.scope(&at.def.ramp, "ramp")))?
+            .classifier(self.above());
+        let probe = match &at.def.probe {
+            Some(own) => own.as_ref(),
+            None => self.probe.as_ref(),
+        };
+        if let Some(p) = probe {
+            // The breaker's half-open trials are real requests: a tiny completion,
+            // which passes output validation as callers' do (a model list would
+            // not).
+            let trial = ProbeConfig {
+                completion: true,
+                body: String::new(),
+                ..p.clone()
+            };
+            let prober =
+                Prober::new(below_circuit, p)?.through_breaker(through_breaker(), &trial)?;
+            layer = layer.with_prober(prober);
+        }
+        Ok(layer)
     }
 
     /// Same-provider retry of a blip, on top of the provider's stack (so each try
