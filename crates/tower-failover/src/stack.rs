@@ -883,15 +883,20 @@ impl StackBuilder {
         #[cfg(feature = "ramp")]
         let below_circuit = def.client.clone();
         #[cfg(all(feature = "overflow", feature = "circuit", feature = "ramp"))]
-        let (svc, ramp) = match self.builtin_positions(&at) {
-            Some(configs) => self.fused_positions(&at, configs, below_circuit, svc, trackers)?,
+        let (svc, ramp, retried) = match self.builtin_positions(&at) {
+            Some(configs) => {
+                self.fused_positions(&at, configs, below_circuit, svc, trackers, budget)?
+            }
             None => {
                 let svc = self.observe_position(&at, svc);
                 let svc = self.quota_position(&at, svc, trackers)?;
                 let svc = self.circuit_position(&at, svc)?;
-                self.ramp_position(&at, below_circuit, svc)?
+                let (svc, ramp) = self.ramp_position(&at, below_circuit, svc)?;
+                (svc, ramp, false)
             }
         };
+        #[cfg(not(all(feature = "overflow", feature = "circuit", feature = "ramp")))]
+        let retried = false;
         #[cfg(not(all(feature = "overflow", feature = "circuit", feature = "ramp")))]
         let svc = self.observe_position(&at, svc);
         #[cfg(all(feature = "overflow", not(all(feature = "circuit", feature = "ramp"))))]
@@ -905,9 +910,13 @@ impl StackBuilder {
             svc = layer.apply(&health, svc);
         }
         #[cfg(feature = "retry")]
-        let svc = self.retry_position(&at, svc, budget);
+        let svc = if retried {
+            svc
+        } else {
+            self.retry_position(&at, svc, budget)
+        };
         #[cfg(not(feature = "retry"))]
-        let _ = budget;
+        let _ = (budget, retried);
         let svc = self.attempt_timeout_position(svc);
         let info = ProviderInfo {
             health: health.clone(),
@@ -980,7 +989,9 @@ impl StackBuilder {
     /// The four built-in positions (observer, quota, breaker, ramp) as one
     /// concrete stack, type-erased once on top: what each position does alone
     /// (see `observe_position` and the next three), without the box of a future
-    /// and of a body that each erased position adds to every request.
+    /// and of a body that each erased position adds to every request. With no
+    /// extra layers to go between them, the same-provider retry goes on top before
+    /// the one erasure too (the last value: whether it did).
     #[cfg(all(feature = "overflow", feature = "circuit", feature = "ramp"))]
     fn fused_positions(
         &self,
@@ -989,12 +1000,22 @@ impl StackBuilder {
         below_circuit: ProviderService,
         svc: ProviderService,
         trackers: &mut Trackers,
-    ) -> Result<(ProviderService, Option<RampLayer<AboveClassifier>>), ConfigError> {
+        #[cfg_attr(not(feature = "retry"), allow(unused_variables))] budget: &Option<SharedBudget>,
+    ) -> Result<(ProviderService, Option<RampLayer<AboveClassifier>>, bool), ConfigError> {
         let observed = self.observe_layer(at, o).layer(svc);
         let quota = self.quota_layer(at, q, trackers)?.layer(observed);
         let circuit = self.circuit_layer(at, c)?.layer(quota);
         let layer = self.ramp_layer(at, r, below_circuit, || boxed(circuit.clone()))?;
-        Ok((boxed(layer.layer(circuit)), Some(layer)))
+        let ramped = layer.layer(circuit);
+        #[cfg(feature = "retry")]
+        if self.extra.is_empty()
+            && at.def.extra.is_empty()
+            && let Some(policy) = self.same_provider_policy(at, budget)
+        {
+            let retried = tower::retry::Retry::new(policy, crate::lazy::LazyClone::new(ramped));
+            return Ok((boxed(retried), Some(layer), true));
+        }
+        Ok((boxed(ramped), Some(layer), false))
     }
 
     /// Quota tracking, one tracker per quota group.
@@ -1131,27 +1152,36 @@ impl StackBuilder {
         svc: ProviderService,
         budget: &Option<SharedBudget>,
     ) -> ProviderService {
+        match self.same_provider_policy(at, budget) {
+            // The stack below copied only when a retry happens, not into every
+            // response future (`Retry` clones itself for each request).
+            Some(policy) => boxed(tower::retry::Retry::new(
+                policy,
+                crate::lazy::LazyClone::new(svc),
+            )),
+            None => svc,
+        }
+    }
+
+    /// The same-provider retry's policy, when one is configured.
+    #[cfg(feature = "retry")]
+    fn same_provider_policy(
+        &self,
+        at: &At<'_>,
+        budget: &Option<SharedBudget>,
+    ) -> Option<SameProviderRetry<AboveClassifier>> {
         let config = match &at.def.same_provider_retry {
             Some(own) => own,
             None => &self.same_provider_retry,
         };
-        match config {
-            Some(c) => {
-                // The routers count each request in the budget; the policy only
-                // draws its retries from it.
-                let budget = budget.clone().unwrap_or_else(|| Arc::new(Unlimited));
-                let policy = SameProviderRetry::from_config(budget, c)
-                    .deposits(false)
-                    .classifier(self.above());
-                // The stack below copied only when a retry happens, not into every
-                // response future (`Retry` clones itself for each request).
-                boxed(tower::retry::Retry::new(
-                    policy,
-                    crate::lazy::LazyClone::new(svc),
-                ))
-            }
-            None => svc,
-        }
+        config.as_ref().map(|c| {
+            // The routers count each request in the budget; the policy only draws
+            // its retries from it.
+            let budget = budget.clone().unwrap_or_else(|| Arc::new(Unlimited));
+            SameProviderRetry::from_config(budget, c)
+                .deposits(false)
+                .classifier(self.above())
+        })
     }
 
     /// The attempt timeout, for routers that do not time attempts themselves.
