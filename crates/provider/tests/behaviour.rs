@@ -563,12 +563,7 @@ async fn a_stalled_body_ends_at_the_idle_timeout_as_a_typed_truncation() {
         "what came is passed on"
     );
     let err = err.expect("the stall ends the stream with an error");
-    let truncated =
-        find::<tower_failover_core::error::TruncatedStream>(&*err).expect("a typed truncation");
-    assert_eq!(
-        truncated.timeout().map(Elapsed::kind),
-        Some(TimeoutKind::Idle)
-    );
+    assert_idle_truncation(&*err);
     assert_eq!(
         LlmClassifier::default().classify_error(&*err),
         Outcome::failure(tower_failover_core::FailureKind::Timeout),
@@ -626,8 +621,13 @@ async fn a_steady_stream_never_idles_out_and_a_silent_one_does_in_paused_time() 
     let (body, err) = read_body(res.into_body()).await;
     assert_eq!(body.len(), 9 * event.len(), "what came is passed on");
     let err = err.expect("the silence ends the stream");
+    assert_idle_truncation(&*err);
+}
+
+/// `err` is the typed truncation of a stream that went silent for its idle timeout.
+fn assert_idle_truncation(err: &(dyn std::error::Error + 'static)) {
     let truncated =
-        find::<tower_failover_core::error::TruncatedStream>(&*err).expect("a typed truncation");
+        find::<tower_failover_core::error::TruncatedStream>(err).expect("a typed truncation");
     assert_eq!(
         truncated.timeout().map(Elapsed::kind),
         Some(TimeoutKind::Idle)

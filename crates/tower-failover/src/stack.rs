@@ -875,8 +875,6 @@ impl StackBuilder {
             path,
         };
         let svc = def.client.clone();
-        #[cfg(feature = "validate")]
-        let svc = self.output_validation_position(&at, svc)?;
         // Probes of an open circuit go to the bare client: a model list is no chat
         // completion for output validation, and they are not callers' requests for
         // the provider's health counters.
@@ -884,10 +882,20 @@ impl StackBuilder {
         let below_circuit = def.client.clone();
         #[cfg(all(feature = "overflow", feature = "circuit", feature = "ramp"))]
         let (svc, ramp, retried) = match self.builtin_positions(&at) {
+            // Built-in validation goes into the one concrete stack too.
+            #[cfg(feature = "validate")]
+            Some(configs) if let Slot::Builtin(c) = self.validate_slot(&at) => {
+                let validated = self.validation_layer(&at, c)?.layer(svc);
+                self.fused_positions(&at, configs, below_circuit, validated, trackers, budget)?
+            }
             Some(configs) => {
+                #[cfg(feature = "validate")]
+                let svc = self.output_validation_position(&at, svc)?;
                 self.fused_positions(&at, configs, below_circuit, svc, trackers, budget)?
             }
             None => {
+                #[cfg(feature = "validate")]
+                let svc = self.output_validation_position(&at, svc)?;
                 let svc = self.observe_position(&at, svc);
                 let svc = self.quota_position(&at, svc, trackers)?;
                 let svc = self.circuit_position(&at, svc)?;
@@ -897,6 +905,11 @@ impl StackBuilder {
         };
         #[cfg(not(all(feature = "overflow", feature = "circuit", feature = "ramp")))]
         let retried = false;
+        #[cfg(all(
+            feature = "validate",
+            not(all(feature = "overflow", feature = "circuit", feature = "ramp"))
+        ))]
+        let svc = self.output_validation_position(&at, svc)?;
         #[cfg(not(all(feature = "overflow", feature = "circuit", feature = "ramp")))]
         let svc = self.observe_position(&at, svc);
         #[cfg(all(feature = "overflow", not(all(feature = "circuit", feature = "ramp"))))]
@@ -939,17 +952,27 @@ impl StackBuilder {
         at: &At<'_>,
         svc: ProviderService,
     ) -> Result<ProviderService, ConfigError> {
-        Ok(match at.def.validate.as_ref().unwrap_or(&self.validate) {
-            Slot::Builtin(c) => {
-                let layer = c
-                    .build()
-                    .map_err(|e| e.within(at.scope(&at.def.validate, "validate")))?
-                    .provider(at.health.id().clone());
-                boxed(layer.layer(svc))
-            }
+        Ok(match self.validate_slot(at) {
+            Slot::Builtin(c) => boxed(self.validation_layer(at, c)?.layer(svc)),
             Slot::Custom(l) => l.apply(at.health, svc),
             Slot::Off => svc,
         })
+    }
+
+    #[cfg(feature = "validate")]
+    fn validate_slot<'a>(&'a self, at: &At<'a>) -> &'a Slot<ValidateConfig> {
+        at.def.validate.as_ref().unwrap_or(&self.validate)
+    }
+
+    #[cfg(feature = "validate")]
+    fn validation_layer(
+        &self,
+        at: &At<'_>,
+        c: &ValidateConfig,
+    ) -> Result<tower_failover_validate::ValidateLayer, ConfigError> {
+        Ok(c.build()
+            .map_err(|e| e.within(at.scope(&at.def.validate, "validate")))?
+            .provider(at.health.id().clone()))
     }
 
     /// The observer: latency, in-flight requests and outcomes into the health.
@@ -993,15 +1016,23 @@ impl StackBuilder {
     /// extra layers to go between them, the same-provider retry goes on top before
     /// the one erasure too (the last value: whether it did).
     #[cfg(all(feature = "overflow", feature = "circuit", feature = "ramp"))]
-    fn fused_positions(
+    #[allow(clippy::too_many_arguments)]
+    fn fused_positions<S, B>(
         &self,
         at: &At<'_>,
         (o, q, c, r): BuiltinPositions<'_>,
         below_circuit: ProviderService,
-        svc: ProviderService,
+        svc: S,
         trackers: &mut Trackers,
         #[cfg_attr(not(feature = "retry"), allow(unused_variables))] budget: &Option<SharedBudget>,
-    ) -> Result<(ProviderService, Option<RampLayer<AboveClassifier>>, bool), ConfigError> {
+    ) -> Result<(ProviderService, Option<RampLayer<AboveClassifier>>, bool), ConfigError>
+    where
+        S: Service<Request<ReplayBody>, Response = Response<B>> + Clone + Send + Sync + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send + 'static,
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
         let observed = self.observe_layer(at, o).layer(svc);
         let quota = self.quota_layer(at, q, trackers)?.layer(observed);
         let circuit = self.circuit_layer(at, c)?.layer(quota);
