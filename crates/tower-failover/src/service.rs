@@ -189,7 +189,12 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let span = trace::request_span(req.headers());
-        let fut = span.in_scope(|| self.inner.call(req));
+        // Entered, not `in_scope`: its closure would move the request in and the
+        // future out once more.
+        let fut = {
+            let _in = span.enter();
+            self.inner.call(req)
+        };
         fut.instrument(span)
     }
 }

@@ -412,7 +412,10 @@ where
                             } else if let Some(req) = ctx.request_for_attempt() {
                                 ctx.sending();
                                 let span = ctx.attempt_span(&req);
-                                let fut = span.in_scope(|| svc.call(req));
+                                let fut = {
+                                    let _in = span.enter();
+                                    svc.call(req)
+                                };
                                 ctx.started = Instant::now();
                                 this.state.set(State::Calling { fut });
                                 continue;

@@ -202,7 +202,10 @@ where
                     1,
                     send.headers(),
                 );
-                let fut = span.in_scope(|| self.services[i].call(send));
+                let fut = {
+                    let _in = span.enter();
+                    self.services[i].call(send)
+                };
                 return ResponseFuture::calling(Arc::clone(&self.shared), keep, i, fut, now);
             }
             if first.is_none() {
