@@ -13,11 +13,12 @@
 //! What remains per attempt is the copy of the request
 //! ([`clone_request`]: the header map
 //! and extensions are copied, the body is a reference-counted `Bytes` clone with a
-//! [`ReplayBody`](tower_failover_core::replay::ReplayBody)) and a clone of the
-//! provider's service (reference-count increments for hyper clients and our
-//! layers). Failed attempts are recorded in a `Vec` (allocated on the first
-//! failure), and a request that passes over more than four providers gets a bit
-//! set over the table.
+//! [`ReplayBody`](tower_failover_core::replay::ReplayBody)) and an instance of
+//! the provider's service (reused from an earlier attempt, else a clone). The last
+//! attempt there can be (every provider tried, none parked: the only attempt of a
+//! one-provider group) is sent the request itself, not a copy. Failed attempts
+//! are recorded in a `Vec` (allocated on the first failure), and a request that
+//! passes over more than four providers gets a bit set over the table.
 
 use std::fmt;
 use std::future::Future;
@@ -81,7 +82,9 @@ impl<S: Service<Request<B>>, B, C> fmt::Debug for ResponseFuture<S, B, C> {
 /// Everything but the pinned parts.
 struct Ctx<S, B, C> {
     table: Arc<Table<S>>,
-    request: Request<B>,
+    /// The request, copied for each attempt; the last attempt there can be (every
+    /// provider tried, none parked) is sent the request itself.
+    request: Option<Request<B>>,
     classifier: C,
     rng: Rng,
     route: Route,
@@ -159,7 +162,7 @@ where
             timer: None,
             ctx: Ctx {
                 table,
-                request,
+                request: Some(request),
                 classifier,
                 rng,
                 route,
@@ -283,12 +286,23 @@ where
             self.table.endpoint(i).health.metrics().failover_from(from);
         } else if cfg!(feature = "metrics")
             && self.sent == 0
-            && let Some(metrics::FailedOver(from)) = self.request.extensions().get()
+            && let Some(metrics::FailedOver(from)) =
+                self.request.as_ref().and_then(|r| r.extensions().get())
         {
             // The first attempt of a fallback group the model router moved on to.
             self.table.endpoint(i).health.metrics().failover_from(from);
         }
-        let mut attempt = clone_request(&self.request);
+        // No copy for an attempt after which nothing can be tried: no provider
+        // left untried and none parked to wait for (a group of one provider, say).
+        let last = self.parked.is_none() && self.tried.covers_all();
+        let attempt = if last {
+            self.request.take()
+        } else {
+            self.request.as_ref().map(clone_request)
+        };
+        let Some(mut attempt) = attempt else {
+            return Advance::Fail(self.all_failed(Some("no request left to send"), now.get()));
+        };
         // The attempt's start, read (unless a pick needed it already) just before
         // the call, and published to the layers below for theirs (the quota's
         // admission, the observer's latency): one clock reading for the stack.

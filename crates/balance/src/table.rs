@@ -559,8 +559,21 @@ impl Tried {
         }
     }
 
+    /// Whether every provider of the table has been tried.
+    #[inline]
+    pub(crate) fn covers_all(&self) -> bool {
+        match &self.bits {
+            Some(words) => words.iter().map(|w| w.count_ones()).sum::<u32>() >= self.providers,
+            None => u32::from(self.len) >= self.providers,
+        }
+    }
+
     #[inline]
     pub(crate) fn insert(&mut self, i: u32) {
+        if self.contains(i) {
+            // Counted once (`covers_all` counts).
+            return;
+        }
         if self.bits.is_none() {
             if (self.len as usize) < self.inline.len() {
                 self.inline[self.len as usize] = i;

@@ -879,3 +879,56 @@ async fn an_instance_serves_attempt_after_attempt_instead_of_a_clone_each() {
     assert!(batch(8).await.iter().all(Result::is_ok));
     assert_eq!(clones.load(Ordering::SeqCst) - before, 0);
 }
+
+/// An extension that counts its copies: a request carrying it shows how many times
+/// the balancer copied the request.
+#[derive(Debug)]
+struct CopyCount(Arc<AtomicUsize>);
+
+impl Clone for CopyCount {
+    fn clone(&self) -> Self {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        CopyCount(self.0.clone())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_last_attempt_there_can_be_gets_the_request_itself() {
+    let copies = Arc::new(AtomicUsize::new(0));
+    let counted = || {
+        let mut r = req();
+        r.extensions_mut().insert(CopyCount(copies.clone()));
+        r
+    };
+    // One provider: its attempt is the only one there can be, so it is not copied.
+    let a = Mock::new("a", Act::Status(200));
+    let mut one = Balance::new([(health("a"), a.clone())]);
+    let res = one.ready().await.unwrap().call(counted()).await.unwrap();
+    assert_eq!(from(&res), "a");
+    assert_eq!(copies.swap(0, Ordering::SeqCst), 0);
+
+    // Two: the first attempt is a copy (the request is kept for the other), the
+    // second, the last there can be, is the request itself.
+    let (x, y) = (
+        Mock::new("x", Act::Status(503)),
+        Mock::new("y", Act::Status(503)),
+    );
+    let mut two = Fallback::new([(health("x"), x.clone()), (health("y"), y.clone())]);
+    let err = two
+        .ready()
+        .await
+        .unwrap()
+        .call(counted())
+        .await
+        .unwrap_err();
+    assert!(find::<AllProvidersFailed>(&*err).is_some(), "{err}");
+    assert_eq!((x.calls(), y.calls()), (1, 1));
+    assert_eq!(copies.swap(0, Ordering::SeqCst), 1);
+
+    // A successful first attempt of two is still a copy.
+    y.set(Act::Status(200));
+    x.set(Act::Status(200));
+    let res = two.ready().await.unwrap().call(counted()).await.unwrap();
+    assert_eq!(from(&res), "x");
+    assert_eq!(copies.load(Ordering::SeqCst), 1);
+}
