@@ -270,6 +270,11 @@ struct Measured {
     /// Fastest round of the bare service, in rounds interleaved with the case's.
     bare_ns: f64,
     allocs: f64,
+    /// Bytes of the case's response future and of its response: what each layer
+    /// moves when it makes, returns and stores them (copies are a large part of a
+    /// deep stack's time).
+    future_bytes: usize,
+    response_bytes: usize,
 }
 
 /// The fastest of `rounds` rounds of `iters` requests, ns per request.
@@ -337,6 +342,8 @@ where
         ns: best,
         bare_ns: best_base,
         allocs,
+        future_bytes: std::mem::size_of::<S::Future>(),
+        response_bytes: std::mem::size_of::<Response<B>>(),
     }
 }
 
@@ -469,18 +476,20 @@ fn print_results(results: &[Measured]) -> f64 {
         .map_or(1.0, added)
         .max(1e-9);
     eprintln!(
-        "{:<24} {:>8} {:>8} {:>9} {:>10} {:>9}",
-        "case", "ns/req", "bare ns", "+ns", "allocs/req", "vs tower"
+        "{:<24} {:>8} {:>8} {:>9} {:>10} {:>9} {:>13}",
+        "case", "ns/req", "bare ns", "+ns", "allocs/req", "vs tower", "future/resp B"
     );
     for r in results {
         eprintln!(
-            "{:<24} {:>8.1} {:>8.1} {:>+9.1} {:>10.2} {:>8.2}x",
+            "{:<24} {:>8.1} {:>8.1} {:>+9.1} {:>10.2} {:>8.2}x {:>6}/{:<6}",
             r.name,
             r.ns,
             r.bare_ns,
             added(r),
             r.allocs,
-            added(r) / tower
+            added(r) / tower,
+            r.future_bytes,
+            r.response_bytes
         );
     }
     tower
@@ -725,6 +734,8 @@ fn main() {
             "added_ns": round1(r.ns - r.bare_ns),
             "allocations_per_request": (r.allocs * 100.0).round() / 100.0,
             "added_vs_tower_baseline": ((r.ns - r.bare_ns) / tower * 100.0).round() / 100.0,
+            "future_bytes": r.future_bytes,
+            "response_bytes": r.response_bytes,
         })).collect::<Vec<_>>(),
     });
     println!(

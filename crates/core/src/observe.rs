@@ -634,6 +634,15 @@ mod tests {
     use http_body_util::BodyExt;
     use tower::{ServiceExt, service_fn};
 
+    #[test]
+    fn the_default_wait_is_kept_in_whole_milliseconds_rounded_up() {
+        assert_eq!(whole_millis(Duration::ZERO), 0);
+        assert_eq!(whole_millis(Duration::from_micros(1)), 1);
+        assert_eq!(whole_millis(Duration::from_micros(1_500)), 2);
+        assert_eq!(whole_millis(Duration::from_secs(3)), 3_000);
+        assert_eq!(whole_millis(Duration::MAX), u32::MAX);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn measures_first_byte_and_holds_in_flight_until_body_ends() {
         let health = Health::standalone("p", "m");
