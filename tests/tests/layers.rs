@@ -669,3 +669,46 @@ async fn hedging_sends_a_second_attempt_when_the_first_is_slow() {
         "{err}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// The quota's limits bound every rate-limit window
+
+/// How long provider `a` stays rate limited after one 429 of `retry_after`, with
+/// `[quota.limits]` set to `limits`, through the stack as users build it. The
+/// observer (which marks the window from the classified outcome) and the quota
+/// layer (which marks it from the tracker) must both keep to the configured caps:
+/// the window is one, and the longer mark wins.
+async fn window_after_one_429(retry_after: RetryAfter, limits: &str) -> Duration {
+    let (a, b) = (sim("a", 41).await, sim("b", 42).await);
+    a.set_faults([FaultSpec::always(Fault::RateLimit(retry_after)).limit(1)])
+        .unwrap();
+    let text = format!(
+        "router = \"fallback\"\n[quota.limits]\n{limits}\n{}{}",
+        common::provider_entry("a", "openai", a.base_url(), 0),
+        common::provider_entry("b", "openai", b.base_url(), 1),
+    );
+    let stack = stack_for(&text);
+    assert_eq!(call(&stack).await, Ok(200), "b answers after a's 429");
+    assert_eq!((chats(&a), chats(&b)), (1, 1));
+    let health = stack.handle().provider("a", "m").expect("provider a");
+    let until = health.quota().limited_until().expect("a is rate limited");
+    // Measured after the window was marked, so only ever shorter than it was.
+    until.saturating_duration_since(tokio::time::Instant::now())
+}
+
+/// A provider asking for an hour is kept out for the configured cap, not the
+/// built-in five minutes; a bare 429 waits the configured default, not the
+/// observer's built-in second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quota_limits_cap_and_default_every_rate_limit_window() {
+    let capped = window_after_one_429(RetryAfter::Seconds(3600), "max_wait = \"30s\"").await;
+    assert!(
+        capped <= Duration::from_secs(30) && capped > Duration::from_secs(20),
+        "an hour asked, 30 s configured: {capped:?}"
+    );
+    let bare = window_after_one_429(RetryAfter::Absent, "default_retry_after = \"200ms\"").await;
+    assert!(
+        bare <= Duration::from_millis(200),
+        "a bare 429, 200 ms configured: {bare:?}"
+    );
+}

@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use http::Response;
-use tower_failover_core::{Classify, LlmClassifier, Outcome};
+use tower_failover_core::{Classify, HeaderLimits, LlmClassifier, Outcome};
 
 /// The [`Classify`] every layer of a [`Stack`](crate::Stack) decides with, set by
 /// [`StackBuilder::classifier`](crate::StackBuilder::classifier).
@@ -47,6 +47,16 @@ impl StackClassifier {
     /// Whether it is the default classifier.
     pub fn is_default(&self) -> bool {
         matches!(self.0, Inner::Default(_))
+    }
+
+    /// The same classifier, clamping rate-limit waits with `limits` if it is the
+    /// default one (a classifier of yours keeps its own): the observer's window
+    /// for a 429 then keeps to the caps its quota layer was configured with.
+    pub(crate) fn with_limits(&self, limits: HeaderLimits) -> Self {
+        match &self.0 {
+            Inner::Default(_) => StackClassifier(Inner::Default(LlmClassifier::new(limits))),
+            Inner::Custom(_) => self.clone(),
+        }
     }
 }
 

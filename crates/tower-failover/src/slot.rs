@@ -159,7 +159,9 @@ slot_from!(
 #[serde(default, deny_unknown_fields)]
 pub struct ObserveConfig {
     /// How long a 429 that names no wait keeps the provider's quota group limited.
-    /// Default: the observer's own default.
+    /// Default: the provider's quota `limits.default_retry_after` (1 s unless
+    /// configured), so that the observer and the quota layer agree; waits a 429
+    /// names are capped by the same `limits.max_wait` (5 min unless configured).
     #[serde(with = "duration_serde::option")]
     pub default_retry_after: Option<Duration>,
 }

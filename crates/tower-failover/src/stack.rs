@@ -16,7 +16,7 @@ use tower_failover_balance::{
 use tower_failover_core::observe::ObserveLayer;
 use tower_failover_core::replay::ReplayBody;
 use tower_failover_core::verdict::FromVerdict;
-use tower_failover_core::{Classify, Health, Registry};
+use tower_failover_core::{Classify, HeaderLimits, Health, Registry};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -985,11 +985,26 @@ impl StackBuilder {
     }
 
     fn observe_layer(&self, at: &At<'_>, c: &ObserveConfig) -> ObserveLayer<StackClassifier> {
-        let layer = ObserveLayer::new(at.health.clone()).classifier(self.classifier.clone());
-        match c.default_retry_after {
-            Some(d) => layer.default_retry_after(d),
-            None => layer,
+        // The observer marks the same rate-limit window as the quota layer (the
+        // longer mark wins), so it keeps to the quota's caps: a provider asking for
+        // an hour stays out for the configured `max_wait`, not the built-in one.
+        let limits = self.quota_limits(at);
+        ObserveLayer::new(at.health.clone())
+            .classifier(self.classifier.with_limits(limits))
+            .default_retry_after(c.default_retry_after.unwrap_or(limits.default_retry_after))
+    }
+
+    /// The caps and default of rate-limit waits at this provider: its built-in
+    /// quota layer's, else the defaults.
+    fn quota_limits(
+        &self,
+        #[cfg_attr(not(feature = "overflow"), allow(unused_variables))] at: &At<'_>,
+    ) -> HeaderLimits {
+        #[cfg(feature = "overflow")]
+        if let Slot::Builtin(q) = at.def.quota.as_ref().unwrap_or(&self.quota) {
+            return q.limits;
         }
+        HeaderLimits::DEFAULT
     }
 
     /// The built-in layers' configurations when the observer, the quota, the
