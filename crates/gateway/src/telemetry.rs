@@ -407,13 +407,12 @@ impl AnswerCounters {
             if self.global != Some(RecorderId::of(recorder)) {
                 return answer_counter(recorder, route, res).increment(1);
             }
-            let kept = self.handles.read().ok().and_then(|handles| {
-                handles
+            // Counted under the read lock: no clone (and drop) of the handle.
+            if let Ok(handles) = self.handles.read()
+                && let Some(counter) = handles
                     .get(caller)
                     .and_then(|by_route| by_route.get(&(route, status.as_u16())))
-                    .cloned()
-            });
-            if let Some(counter) = kept {
+            {
                 return counter.increment(1);
             }
             let counter = answer_counter(recorder, route, res);
