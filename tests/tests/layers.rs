@@ -507,6 +507,39 @@ async fn a_provider_failing_30_percent_keeps_under_10_percent_of_the_traffic() {
     }
 }
 
+/// Under a stack whose ramp is off (so it has no probes, and may not set
+/// `[probe]`), a provider that turns its own ramp back on gets the default probes,
+/// as "probes default to on wherever a ramp runs" promises: its open circuit is
+/// probed (the default interval is 10 s; the guard is a hang guard, not a timing
+/// assertion).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_with_its_own_ramp_is_probed_by_default() {
+    let (solo, backup) = (sim("solo", 51).await, sim("backup", 52).await);
+    let text = format!(
+        "router = \"fallback\"\nramp = false\n{}ramp = true\ncircuit = {{ consecutive_failures = 2 }}\n{}",
+        common::provider_entry("solo", "openai", solo.base_url(), 0),
+        common::provider_entry("backup", "openai", backup.base_url(), 1),
+    );
+    let stack = stack_for(&text);
+    solo.set_faults([FaultSpec::always(Fault::Status(503))])
+        .unwrap();
+    let open = || stack.handle().snapshot().providers[0].health.circuit == CircuitState::Open;
+    for _ in 0..50 {
+        if open() {
+            break;
+        }
+        assert_eq!(call(&stack).await, Ok(200), "the backup answers");
+    }
+    assert!(open(), "solo's circuit opened");
+    let probed = tokio::time::timeout(Duration::from_secs(60), async {
+        while solo.counters().models == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(probed.is_ok(), "solo's open circuit is probed");
+}
+
 // ---------------------------------------------------------------------------
 // The wait queue, under every router
 

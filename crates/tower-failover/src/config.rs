@@ -856,7 +856,21 @@ impl Config {
         }
         for (i, p) in self.providers.iter().enumerate() {
             let at = format!("providers[{i}]");
-            b = b.provider(p.def(&registry).map_err(|e| e.within(&at))?);
+            #[allow(unused_mut)]
+            let mut def = p.def(&registry).map_err(|e| e.within(&at))?;
+            // Probes default to on wherever a ramp runs: a provider that turns its
+            // own ramp on under a stack whose ramp is off (and so has no probes,
+            // and may not set `[probe]`) gets the default probes unless it says
+            // otherwise.
+            #[cfg(feature = "ramp")]
+            if self.probe.is_none()
+                && self.ramp.is_off()
+                && p.probe.is_none()
+                && p.ramp.as_ref().is_some_and(|r| !r.is_off())
+            {
+                def = def.probe(Some(ProbeConfig::default()));
+            }
+            b = b.provider(def);
         }
         Ok(b)
     }
