@@ -533,3 +533,44 @@ async fn a_redis_section_shares_health_between_replicas() {
         "replica B learned of A's outage"
     );
 }
+
+/// Members of one quota group share one quota tracker: a member whose own quota
+/// settings differ from the group's first member's is refused when the stack is
+/// built (they were silently ignored: its budget, its mode and its caps), and
+/// members with the same settings build.
+#[tokio::test]
+async fn a_quota_group_member_with_its_own_quota_is_refused() {
+    let group = |second: &str| {
+        format!(
+            r#"
+            [[providers]]
+            name = "a"
+            model = "m"
+            api_key = "sk-test-not-a-secret"
+            quota_group = "org"
+
+            [[providers]]
+            name = "b"
+            model = "m"
+            api_key = "sk-test-not-a-secret"
+            quota_group = "org"
+            {second}
+            "#
+        )
+    };
+    let config = Config::from_toml_str(&group("quota = { requests_per_minute = 1 }")).unwrap();
+    let err = Stack::from_config(&config)
+        .unwrap()
+        .build()
+        .expect_err("a group member's own quota is refused");
+    assert_eq!(err.field(), "providers[1].quota", "{err}");
+    assert!(err.reason().contains("\"org\""), "{err}");
+
+    let config = Config::from_toml_str(&group("")).unwrap();
+    let stack = Stack::from_config(&config).unwrap().build().unwrap();
+    let (a, b) = (
+        stack.handle().provider("a", "m").unwrap(),
+        stack.handle().provider("b", "m").unwrap(),
+    );
+    assert!(a.quota().same_as(b.quota()), "one group, one window");
+}

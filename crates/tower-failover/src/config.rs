@@ -290,7 +290,10 @@ pub struct ProviderEntry {
     pub name: String,
     /// The provider's model (`gpt-4o-mini`).
     pub model: String,
-    /// A quota group shared with other entries on the same key or organisation.
+    /// A quota group shared with other entries on the same key or organisation:
+    /// one rate-limit window and one quota tracker for the group, so its members
+    /// need the same quota settings (a member's own `quota` table that differs from
+    /// the group's first member's is refused when the stack is built).
     #[serde(default)]
     pub quota_group: Option<String>,
     /// Balancer weight. Default 1.

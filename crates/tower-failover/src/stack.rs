@@ -1090,6 +1090,19 @@ impl StackBuilder {
             || QuotaTracker::new(*c).map_err(|e| e.within(at.scope(&at.def.quota, "quota")));
         let tracker = match &at.def.quota_group {
             Some(g) => match trackers.by_group.get(g) {
+                // One tracker per group, made from its first member's settings:
+                // another member's own would be silently ignored (its budget, its
+                // mode, its caps, which its observer would still apply).
+                Some(t) if t.config() != c => {
+                    return Err(ConfigError::new(
+                        at.scope(&at.def.quota, "quota"),
+                        format!(
+                            "the members of quota group \"{g}\" share one quota tracker, \
+                             so they need the same quota settings; this provider's differ \
+                             from those of the group's first member"
+                        ),
+                    ));
+                }
                 Some(t) => t.clone(),
                 None => {
                     let t = new_tracker()?;
