@@ -21,6 +21,29 @@ api_key = "sk-test-not-a-secret"
 #[test]
 fn refuses_bad_files_naming_the_field() {
     let cases: &[(&str, &str)] = &[
+        // A filter the overflow router would ignore.
+        (
+            r#"
+            router = "overflow"
+            [[providers]]
+            name = "small"
+            model = "m"
+            api_key = "sk-test-not-a-secret"
+            tools = false
+            "#,
+            "providers[0].tools: the overflow router does not skip providers by tools",
+        ),
+        (
+            r#"
+            router = "overflow"
+            [[providers]]
+            name = "small"
+            model = "m"
+            api_key = "sk-test-not-a-secret"
+            context_window = 8000
+            "#,
+            "providers[0].context_window: the overflow router does not skip providers",
+        ),
         // No provider at all.
         (
             "router = \"balance\"\n",

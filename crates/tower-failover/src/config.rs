@@ -76,7 +76,8 @@
 //! model_not_found`). A request naming no model goes to `default_model`'s group, or
 //! to every provider when it is unset. A request with tools skips entries with
 //! `tools = false`; a prompt estimated (at 4 bytes a token) above an entry's
-//! `context_window` skips it. `route_by_model = false` sends every request to every
+//! `context_window` skips it (not under `router = "overflow"`, which never skips
+//! and so refuses `tools = false`, `context_window` and `tiers`). `route_by_model = false` sends every request to every
 //! provider, whatever its model. See [`crate::models`]. Two entries of one group at
 //! the same provider (two keys) need distinct names (`name = "openai-2"`): the name
 //! and model are the key of each entry's health.
@@ -696,6 +697,28 @@ impl Config {
             .is_some_and(|g| g.trim().is_empty())
         {
             return Err(ConfigError::new("quota_group", "must not be empty"));
+        }
+        // The overflow router moves on only after a 429 and never filters its
+        // targets: these would be silently ignored under it.
+        #[cfg(feature = "overflow")]
+        if self.router == RouterKind::Overflow {
+            let filter = if !p.tools {
+                Some("tools")
+            } else if p.context_window.is_some() {
+                Some("context_window")
+            } else if !p.tiers.is_empty() {
+                Some("tiers")
+            } else {
+                None
+            };
+            if let Some(field) = filter {
+                return Err(ConfigError::new(
+                    field,
+                    "the overflow router does not skip providers by tools, context window or \
+                     tier (it moves on only after a 429): use router = \"balance\" or \
+                     \"fallback\", or remove it",
+                ));
+            }
         }
         if let Some(price) = p.price {
             for (field, v) in [

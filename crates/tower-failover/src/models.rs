@@ -29,7 +29,8 @@
 //! Tools and context windows filter candidates under the `balance` and `fallback`
 //! routers (and custom routers that read the
 //! [`tower_failover_balance::RouteInfo`] extension); the `overflow`
-//! router does not filter.
+//! router does not filter (a configuration file that sets `tools = false`,
+//! `context_window` or `tiers` under it is refused).
 //!
 //! A request that names no model goes to the [default
 //! model](crate::StackBuilder::default_model)'s group when one is set, and otherwise
