@@ -704,6 +704,52 @@ async fn hedging_sends_a_second_attempt_when_the_first_is_slow() {
 }
 
 // ---------------------------------------------------------------------------
+// One total timeout across model fallback groups
+
+/// `total_timeout` is the time for the whole request: a model's fallback group
+/// gets what is left of it, not an allowance of its own. Both groups' providers
+/// hang; the first group's attempt times out at 1.5 s and the request moves on to
+/// the fallback group with 0.5 s left, so the fallback's attempt is cut when the
+/// whole request's time is up, well before its own 1.5 s attempt timeout (which it
+/// ran to the end of with a fresh 2 s). Judged by the attempt's own recorded time
+/// against the attempt timeout, which a slow machine only makes later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_total_timeout_spans_the_model_fallback_groups() {
+    let (a, b) = (sim("a", 61).await, sim("b", 62).await);
+    for s in [&a, &b] {
+        s.set_faults([FaultSpec::always(Fault::Hang)]).unwrap();
+    }
+    let text = format!(
+        "router = \"fallback\"\n[fallback]\ntotal_timeout = \"2s\"\nattempt_timeout = \"1500ms\"\n\
+         [models.m1]\nfallbacks = [\"m2\"]\n{}{}",
+        common::provider_entry("a", "openai", a.base_url(), 0)
+            .replace("model = \"m\"", "model = \"m1\""),
+        common::provider_entry("b", "openai", b.base_url(), 1)
+            .replace("model = \"m\"", "model = \"m2\""),
+    );
+    let stack = stack_for(&text);
+    let req = Request::post("/v1/chat/completions")
+        .header("content-type", "application/json")
+        .header(CALLER, "1")
+        .body(r#"{"model":"m1","messages":[{"role":"user","content":"Say hello"}]}"#.to_owned())
+        .unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(60), stack.clone().oneshot(req))
+        .await
+        .expect("a caller never hangs")
+        .expect_err("both groups hang");
+    let all = err
+        .downcast_ref::<tower_failover_core::error::AllProvidersFailed>()
+        .unwrap_or_else(|| panic!("every group failed: {err}"));
+    let attempts = all.attempts();
+    assert_eq!(attempts.len(), 2, "{err}");
+    assert_eq!(attempts[1].provider.provider(), "b", "{err}");
+    assert!(
+        attempts[1].latency < Duration::from_millis(1500),
+        "the fallback group got what was left of 2 s, not 1.5 s of its own: {err}"
+    );
+}
+
+// ---------------------------------------------------------------------------
 // The quota's limits bound every rate-limit window
 
 /// How long provider `a` stays rate limited after one 429 of `retry_after`, with

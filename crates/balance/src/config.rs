@@ -107,10 +107,13 @@ pub struct BalanceConfig {
     pub attempt_timeout: Option<Duration>,
     /// Time allowed for the whole request across attempts. Default: none (a
     /// [`Deadline`](tower_failover_core::Deadline) on the request still applies).
+    /// Behind `tower_failover`'s model routing it also spans a model's fallback
+    /// groups: a fallback group gets what is left.
     #[serde(with = "duration_serde::option")]
     pub total_timeout: Option<Duration>,
     /// Most attempts per request (attempts shed by a breaker or ramp do not count).
-    /// Default: none (each candidate at most once).
+    /// Default: none (each candidate at most once). Behind `tower_failover`'s model
+    /// routing it counts per model group: each fallback group may make as many.
     pub max_attempts: Option<u32>,
     /// How long to wait for a provider that is not dead but not ready either (its
     /// `poll_ready` is pending: a concurrency limit, probe permits taken) when no
@@ -278,10 +281,14 @@ pub struct FallbackConfig {
     pub attempt_timeout: Option<Duration>,
     /// Time allowed for the whole request across attempts. Default: none (a
     /// [`Deadline`](tower_failover_core::Deadline) on the request still applies).
+    /// Behind `tower_failover`'s model routing it also spans a model's fallback
+    /// groups: a fallback group gets what is left.
     #[serde(with = "duration_serde::option")]
     pub total_timeout: Option<Duration>,
     /// Most attempts per request (attempts shed by a breaker or ramp do not count).
-    /// Default: none (each provider of the chain at most once).
+    /// Default: none (each provider of the chain at most once). Behind
+    /// `tower_failover`'s model routing it counts per model group: each fallback
+    /// group may make as many.
     pub max_attempts: Option<u32>,
     /// How long to wait for a provider that is not dead but not ready either, when
     /// no other provider is left. Default 1 s; zero fails at once.

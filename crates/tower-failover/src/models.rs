@@ -48,7 +48,7 @@ use tower_failover_core::error::{AllProvidersFailed, Attempt};
 use tower_failover_core::metrics;
 use tower_failover_core::replay::{ReplayBody, clone_request};
 use tower_failover_core::{
-    Classify, ClientErrorKind, ErrorHint, LlmClassifier, Outcome, RejectKind,
+    Classify, ClientErrorKind, Deadline, ErrorHint, LlmClassifier, Outcome, RejectKind,
 };
 use tower_service::Service;
 
@@ -161,6 +161,9 @@ pub(crate) struct ModelRouter {
     any: ProviderService,
     default_model: Option<Arc<str>>,
     attributes: JsonBodyAttributes,
+    /// The routers' `total_timeout`: the time for the whole request, across the
+    /// fallback groups too (each group's router would otherwise start its own).
+    total_timeout: Option<std::time::Duration>,
 }
 
 impl ModelRouter {
@@ -168,6 +171,7 @@ impl ModelRouter {
         groups: Vec<(String, ProviderService, Vec<String>)>,
         any: ProviderService,
         default_model: Option<String>,
+        total_timeout: Option<std::time::Duration>,
     ) -> Self {
         let by_name: HashMap<String, usize> = groups
             .iter()
@@ -189,6 +193,7 @@ impl ModelRouter {
             any,
             default_model: default_model.map(Into::into),
             attributes: JsonBodyAttributes::default(),
+            total_timeout,
         }
     }
 }
@@ -235,6 +240,13 @@ impl Service<Request<ReplayBody>> for ModelRouter {
                 any.call(req).await
             });
         };
+        if let Some(total) = self.total_timeout
+            && self.groups.list[first].chain.len() > 1
+        {
+            // Set once, here: every group's copy of the request carries it, so a
+            // fallback group gets what is left of the time, not a new allowance.
+            Deadline::set_on(&mut req, tokio::time::Instant::now() + total);
+        }
         let groups = self.groups.clone();
         Box::pin(async move {
             let chain = &groups.list[first].chain;

@@ -1312,10 +1312,16 @@ impl StackBuilder {
             groups.push((name.to_owned(), service, fallbacks));
         }
         let any = route(routing, entries, budget, true, self.above())?;
+        let total_timeout = match routing {
+            Routing::Balance(c) => c.total_timeout,
+            Routing::Fallback(c) => c.total_timeout,
+            _ => None,
+        };
         Ok(boxed(ModelRouter::new(
             groups,
             any,
             self.default_model.clone(),
+            total_timeout,
         )))
     }
 }
