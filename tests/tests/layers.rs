@@ -757,12 +757,12 @@ async fn the_total_timeout_spans_the_model_fallback_groups() {
 /// observer (which marks the window from the classified outcome) and the quota
 /// layer (which marks it from the tracker) must both keep to the configured caps:
 /// the window is one, and the longer mark wins.
-async fn window_after_one_429(retry_after: RetryAfter, limits: &str) -> Duration {
+async fn window_after_one_429(retry_after: RetryAfter, head: &str, limits: &str) -> Duration {
     let (a, b) = (sim("a", 41).await, sim("b", 42).await);
     a.set_faults([FaultSpec::always(Fault::RateLimit(retry_after)).limit(1)])
         .unwrap();
     let text = format!(
-        "router = \"fallback\"\n[quota.limits]\n{limits}\n{}{}",
+        "{head}\n[quota.limits]\n{limits}\n{}{}",
         common::provider_entry("a", "openai", a.base_url(), 0),
         common::provider_entry("b", "openai", b.base_url(), 1),
     );
@@ -780,12 +780,26 @@ async fn window_after_one_429(retry_after: RetryAfter, limits: &str) -> Duration
 /// observer's built-in second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_quota_limits_cap_and_default_every_rate_limit_window() {
-    let capped = window_after_one_429(RetryAfter::Seconds(3600), "max_wait = \"30s\"").await;
-    assert!(
-        capped <= Duration::from_secs(30) && capped > Duration::from_secs(20),
-        "an hour asked, 30 s configured: {capped:?}"
-    );
-    let bare = window_after_one_429(RetryAfter::Absent, "default_retry_after = \"200ms\"").await;
+    // With the observer on (it marks the window from its verdict), and with it
+    // off under the overflow router (which then classifies the 429 itself and
+    // parks the provider for its wait).
+    for head in [
+        "router = \"fallback\"",
+        "router = \"overflow\"\nobserve = false",
+    ] {
+        let capped =
+            window_after_one_429(RetryAfter::Seconds(3600), head, "max_wait = \"30s\"").await;
+        assert!(
+            capped <= Duration::from_secs(30) && capped > Duration::from_secs(20),
+            "{head}: an hour asked, 30 s configured: {capped:?}"
+        );
+    }
+    let bare = window_after_one_429(
+        RetryAfter::Absent,
+        "router = \"fallback\"",
+        "default_retry_after = \"200ms\"",
+    )
+    .await;
     assert!(
         bare <= Duration::from_millis(200),
         "a bare 429, 200 ms configured: {bare:?}"

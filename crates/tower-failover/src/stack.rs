@@ -673,8 +673,25 @@ impl StackBuilder {
 
     /// The classifier of the layers above the observer: the observer's verdict
     /// where there is one, this stack's classifier otherwise.
+    /// Rate-limit waits are clamped with the stack's quota limits (with the
+    /// observer off there is no verdict, and a router that parks a provider for a
+    /// 429 must keep to the same caps as the quota layer).
     fn above(&self) -> AboveClassifier {
-        FromVerdict::new(self.classifier.clone())
+        FromVerdict::new(self.classifier.with_limits(self.stack_quota_limits()))
+    }
+
+    /// [`above`](Self::above) for one provider's positions: its own quota limits.
+    fn above_at(&self, at: &At<'_>) -> AboveClassifier {
+        FromVerdict::new(self.classifier.with_limits(self.quota_limits(at)))
+    }
+
+    /// The stack's quota limits (a provider may have its own: see `quota_limits`).
+    fn stack_quota_limits(&self) -> HeaderLimits {
+        #[cfg(feature = "overflow")]
+        if let Slot::Builtin(q) = &self.quota {
+            return q.limits;
+        }
+        HeaderLimits::DEFAULT
     }
 
     /// Whether requests are routed by the model they ask for (default: yes).
@@ -1138,7 +1155,7 @@ impl StackBuilder {
         Ok(
             CircuitBreakerLayer::with_config(at.health.clone(), c.clone())
                 .map_err(|e| e.within(at.scope(&at.def.circuit, "circuit")))?
-                .classifier(self.above()),
+                .classifier(self.above_at(at)),
         )
     }
 
@@ -1181,7 +1198,7 @@ impl StackBuilder {
         }
         let mut layer = RampLayer::with_config(at.health.clone(), c)
             .map_err(|e| e.within(at.scope(&at.def.ramp, "ramp")))?
-            .classifier(self.above());
+            .classifier(self.above_at(at));
         let probe = match &at.def.probe {
             Some(own) => own.as_ref(),
             None => self.probe.as_ref(),
@@ -1239,7 +1256,7 @@ impl StackBuilder {
             let budget = budget.clone().unwrap_or_else(|| Arc::new(Unlimited));
             SameProviderRetry::from_config(budget, c)
                 .deposits(false)
-                .classifier(self.above())
+                .classifier(self.above_at(at))
         })
     }
 
