@@ -597,3 +597,43 @@ async fn a_quota_group_member_with_its_own_quota_is_refused() {
     );
     assert!(a.quota().same_as(b.quota()), "one group, one window");
 }
+
+/// A provider-level fallback for a context window names one provider, which only
+/// its own model group's router holds: with requests routed by model over several
+/// groups it is refused with what to do instead (it failed with "unknown
+/// provider"); with one group, or with model routing off, it builds.
+#[tokio::test]
+async fn a_context_window_fallback_under_model_groups_says_what_to_use() {
+    let text = |second_model: &str, by_model: bool| {
+        format!(
+            r#"
+            route_by_model = {by_model}
+            [balance]
+            context_window_fallback = "big/m2"
+
+            [[providers]]
+            name = "small"
+            model = "m1"
+            api_key = "sk-test-not-a-secret"
+            context_window = 8000
+
+            [[providers]]
+            name = "big"
+            model = "{second_model}"
+            api_key = "sk-test-not-a-secret"
+            "#
+        )
+    };
+    let config = Config::from_toml_str(&text("m2", true)).unwrap();
+    let err = Stack::from_config(&config)
+        .unwrap()
+        .build()
+        .expect_err("two model groups");
+    assert_eq!(err.field(), "balance.context_window_fallback", "{err}");
+    assert!(err.reason().contains("fallbacks"), "{err}");
+    let config = Config::from_toml_str(&text("m2", false)).unwrap();
+    Stack::from_config(&config)
+        .unwrap()
+        .build()
+        .unwrap_or_else(|e| panic!("route_by_model = false: {e}"));
+}

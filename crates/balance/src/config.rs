@@ -120,9 +120,12 @@ pub struct BalanceConfig {
     /// other candidate is left. Default 1 s; zero fails at once.
     #[serde(with = "duration_serde")]
     pub max_ready_wait: Duration,
-    /// Where a request that exceeded a model's context window goes next.
+    /// Where a request that exceeded a model's context window goes next. Behind
+    /// `tower_failover`'s model routing over several model groups it is refused:
+    /// the model's own fallbacks do this there.
     pub context_window_fallback: Option<ProviderId>,
-    /// Where a request refused by a content policy goes next.
+    /// Where a request refused by a content policy goes next (refused under model
+    /// routing over several groups, as above).
     pub content_policy_fallback: Option<ProviderId>,
     /// Seed of the random choices (default: from entropy).
     pub seed: Option<u64>,
@@ -298,9 +301,12 @@ pub struct FallbackConfig {
     /// Default 100 ms.
     #[serde(with = "duration_serde")]
     pub ramp_refresh: Duration,
-    /// Where a request that exceeded a model's context window goes next.
+    /// Where a request that exceeded a model's context window goes next. Behind
+    /// `tower_failover`'s model routing over several model groups it is refused:
+    /// the model's own fallbacks do this there.
     pub context_window_fallback: Option<ProviderId>,
-    /// Where a request refused by a content policy goes next.
+    /// Where a request refused by a content policy goes next (refused under model
+    /// routing over several groups, as above).
     pub content_policy_fallback: Option<ProviderId>,
     /// Seed of the random choices (recovery-ramp sampling; default: from entropy).
     pub seed: Option<u64>,

@@ -1311,6 +1311,42 @@ impl StackBuilder {
                 order.push(n);
             }
         }
+        // A provider-level fallback for a context window or a content policy names
+        // one provider, which only one model group's router holds: with several
+        // groups, the model's own fallbacks do that job.
+        let targets = match routing {
+            Routing::Balance(c) => Some((
+                "balance",
+                c.context_window_fallback.is_some(),
+                c.content_policy_fallback.is_some(),
+            )),
+            Routing::Fallback(c) => Some((
+                "fallback",
+                c.context_window_fallback.is_some(),
+                c.content_policy_fallback.is_some(),
+            )),
+            _ => None,
+        };
+        if order.len() > 1
+            && let Some((section, window, policy)) = targets
+            && (window || policy)
+        {
+            let field = if window {
+                "context_window_fallback"
+            } else {
+                "content_policy_fallback"
+            };
+            return Err(ConfigError::new(
+                format!("{section}.{field}"),
+                format!(
+                    "requests are routed by model ({} model groups), and a group's router holds \
+                     only that group's providers: a context window exceeded or a content-policy \
+                     refusal moves on to the model's fallbacks instead \
+                     ([models.\"<model>\"] fallbacks = [...]); or set route_by_model = false",
+                    order.len()
+                ),
+            ));
+        }
         let mut groups = Vec::with_capacity(order.len());
         for name in order {
             let members: Vec<RouterEntry> = entries
