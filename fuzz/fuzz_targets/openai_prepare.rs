@@ -1,6 +1,6 @@
 //! The OpenAI request preparation on arbitrary caller bytes: a typed error, or a
-//! body that is the caller's JSON with only the model mapped and (for a stream
-//! without `stream_options`) usage asked for.
+//! body that is the caller's JSON with only the model mapped and (for a stream)
+//! `stream_options` changed to ask for usage.
 #![no_main]
 
 use bytes::Bytes;

@@ -318,25 +318,41 @@ async fn a_spent_token_budget_gets_429_until_the_period_ends() {
 }
 
 /// A streamed answer is counted when its stream ends (from the usage chunk the
-/// provider sends at the end).
+/// provider sends at the end), whatever the caller's own `stream_options` say: a
+/// caller cannot stream past its budget by asking for no usage.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_streamed_answer_counts_against_the_budget() {
-    let (_sim, gw) = start("").await;
-    let body = serde_json::json!({
-        "model": "m",
-        "stream": true,
-        "messages": [{"role": "user", "content": "Say hello"}],
-    })
-    .to_string();
-    let auth = bearer(TIGHT);
-    let headers = [("authorization", auth.as_str())];
-    let path = "/v1/chat/completions";
-    let a = gw.send_with("POST", path, &headers, body.clone()).await;
-    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
-    assert!(a.body.contains("[DONE]"));
-    let a = gw.send_with("POST", path, &headers, body).await;
-    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS, "{}", a.body);
-    gw.shutdown().await.unwrap();
+    for options in [
+        None,
+        Some(serde_json::json!({"include_usage": false})),
+        Some(serde_json::Value::Null),
+        Some(serde_json::json!({})),
+    ] {
+        let (_sim, gw) = start("").await;
+        let mut body = serde_json::json!({
+            "model": "m",
+            "stream": true,
+            "messages": [{"role": "user", "content": "Say hello"}],
+        });
+        if let Some(o) = &options {
+            body["stream_options"] = o.clone();
+        }
+        let body = body.to_string();
+        let auth = bearer(TIGHT);
+        let headers = [("authorization", auth.as_str())];
+        let path = "/v1/chat/completions";
+        let a = gw.send_with("POST", path, &headers, body.clone()).await;
+        assert_eq!(a.status, StatusCode::OK, "{options:?}: {}", a.body);
+        assert!(a.body.contains("[DONE]"));
+        let a = gw.send_with("POST", path, &headers, body).await;
+        assert_eq!(
+            a.status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "{options:?}: {}",
+            a.body
+        );
+        gw.shutdown().await.unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -84,6 +84,8 @@ pub struct Reader<'a> {
     bytes: &'a [u8],
     at: usize,
     depth: u32,
+    /// Numbers of any size are skipped (see [`Reader::structure`]).
+    any_number: bool,
 }
 
 fn is_blank(b: u8) -> bool {
@@ -155,6 +157,18 @@ impl<'a> Reader<'a> {
             bytes,
             at: 0,
             depth: 0,
+            any_number: false,
+        }
+    }
+
+    /// A reader for the document's structure only (where its members are), that
+    /// also [skips](Self::skip) numbers too large for serde_json's `f64` (JSON
+    /// allows them, and an editor that only splices around them need not read
+    /// them). Everything else is as strict as [`new`](Self::new)'s.
+    pub fn structure(bytes: &'a [u8]) -> Self {
+        Reader {
+            any_number: true,
+            ..Reader::new(bytes)
         }
     }
 
@@ -363,14 +377,15 @@ impl<'a> Reader<'a> {
             }
             let from = at;
             let n = digits(&mut at);
-            if n == 0 || n > 3 {
+            if n == 0 || (n > 3 && !self.any_number) {
                 return Err(Unsure);
             }
-            exponent = b[from..at]
-                .iter()
-                .fold(0, |e, d| e * 10 + usize::from(d - b'0'));
+            // Saturating: a structure reader skips exponents of any length.
+            exponent = b[from..at].iter().fold(0usize, |e, d| {
+                e.saturating_mul(10).saturating_add(usize::from(d - b'0'))
+            });
         }
-        if whole + exponent > MAX_MAGNITUDE {
+        if whole.saturating_add(exponent) > MAX_MAGNITUDE && !self.any_number {
             return Err(Unsure);
         }
         self.at = at;
@@ -534,6 +549,20 @@ mod tests {
     fn skips(text: &str) -> bool {
         let mut r = Reader::new(text.as_bytes());
         r.skip().is_ok() && r.end().is_ok()
+    }
+
+    #[test]
+    fn the_structure_reader_skips_numbers_of_any_size() {
+        for big in ["1e400", "-1E+99999999999999999999999999", &"9".repeat(400)] {
+            assert!(!skips(big), "{big}");
+            let mut r = Reader::structure(big.as_bytes());
+            assert!(r.skip().is_ok() && r.end().is_ok(), "{big}");
+        }
+        // Only numbers: what is not JSON is still refused.
+        for bad in ["1e", "01", "1.", "-", "1e+"] {
+            let mut r = Reader::structure(bad.as_bytes());
+            assert!(r.skip().is_err() || r.end().is_err(), "{bad}");
+        }
     }
 
     #[test]

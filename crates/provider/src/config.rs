@@ -236,9 +236,12 @@ pub struct ProviderConfig {
     /// Largest single server-sent event (default 4 MiB).
     pub max_event_bytes: usize,
     /// Ask for token usage at the end of streams (default true): the
-    /// OpenAI-compatible adapter adds `stream_options.include_usage` when the
-    /// caller did not set `stream_options`, and the Anthropic adapter ends its
-    /// translated streams with the same usage chunk.
+    /// OpenAI-compatible adapter sets `stream_options.include_usage` (adding
+    /// `stream_options` when the caller did not send it, and overriding a caller's
+    /// `false`, `null` or `{}`: without it a stream's tokens could not be counted
+    /// against a budget), and the Anthropic adapter ends its translated streams
+    /// with the same usage chunk. Either way the caller gets that final chunk
+    /// (empty `choices`, the `usage`).
     pub stream_usage: bool,
     /// Anthropic only: the `anthropic-version` header (default `2023-06-01`).
     pub anthropic_version: String,

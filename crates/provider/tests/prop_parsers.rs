@@ -418,16 +418,32 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
     /// Any caller body: a typed error, or the caller's JSON with only the model
-    /// mapped and, for a stream without `stream_options`, usage asked for.
+    /// mapped and, for a stream, usage asked for (`stream_options` added, or its
+    /// `include_usage` set, its other options kept).
     #[test]
     fn prepare_request_changes_only_the_model(
         mut req in json_object(),
         model in prop_oneof![Just(json!("a")), Just(json!("b")), scalar()],
         stream in any::<bool>(),
         stream_usage in any::<bool>(),
+        options in prop_oneof![
+            Just(None),
+            Just(Some(json!(null))),
+            Just(Some(json!({}))),
+            Just(Some(json!({"include_usage": false}))),
+            Just(Some(json!({"include_usage": true}))),
+            json_object().prop_map(Some),
+            (json_object(), any::<bool>()).prop_map(|(mut o, u)| {
+                o["include_usage"] = json!(u);
+                Some(o)
+            }),
+        ],
     ) {
         req["model"] = model;
         req["stream"] = json!(stream);
+        if let Some(o) = options {
+            req["stream_options"] = o;
+        }
         let models = ModelMap::from_iter([("a", "gpt-4o"), ("b", "we\"ird\\名")]);
         let Ok(out) = prepare_request(&ReplayBody::from(req.to_string()), &models, stream_usage) else {
             prop_assert!(!req["model"].is_string());
@@ -444,9 +460,19 @@ proptest! {
                 prop_assert_eq!(after.get(k), Some(v), "{}", k);
             }
         }
-        let asked = stream && stream_usage && !before.contains_key("stream_options");
-        if asked {
-            prop_assert_eq!(&after["stream_options"], &json!({"include_usage": true}));
+        match (stream && stream_usage, before.get("stream_options")) {
+            (true, Some(Value::Object(o))) => {
+                let a = after["stream_options"].as_object().unwrap();
+                prop_assert_eq!(&a["include_usage"], &json!(true));
+                for (k, v) in o.iter().filter(|(k, _)| *k != "include_usage") {
+                    prop_assert_eq!(a.get(k), Some(v), "stream_options.{}", k);
+                }
+                prop_assert_eq!(a.len(), o.len() + usize::from(!o.contains_key("include_usage")));
+            }
+            (true, _) => {
+                prop_assert_eq!(&after["stream_options"], &json!({"include_usage": true}));
+            }
+            (false, o) => prop_assert_eq!(after.get("stream_options"), o),
         }
     }
 

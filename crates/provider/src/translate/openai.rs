@@ -1,5 +1,6 @@
 //! The OpenAI-compatible side: forward the caller's JSON as it is, except the model
-//! name (mapped) and `stream_options` (added to get usage at the end of streams).
+//! name (mapped) and `stream_options.include_usage` (set to get usage at the end of
+//! streams).
 //!
 //! The body is scanned once; only the model value is spliced, so whatever else the
 //! caller sent (new parameters, provider extensions) reaches the provider
@@ -34,8 +35,9 @@ pub struct PreparedRequest {
 
 const INCLUDE_USAGE: &[u8] = br#""stream_options":{"include_usage":true},"#;
 
-/// Maps the model name and, for a stream without `stream_options` when
-/// `stream_usage` is on, asks for usage in the final chunk.
+/// Maps the model name and, for a stream when `stream_usage` is on, asks for usage
+/// in the final chunk (adding `stream_options`, or setting its `include_usage`
+/// when the caller's does not ask).
 ///
 /// Reads the body's [`RequestInfo`](tower_failover_core::request::RequestInfo) (parsed
 /// once for every layer that asks; where the model name sits, whether a stream is
@@ -93,6 +95,20 @@ pub fn prepare_request(
     }
     let stream = info.stream();
     let inject = stream && stream_usage && !info.has_stream_options();
+    // A caller's own `stream_options` that does not ask for usage (`null`, `{}`,
+    // `"include_usage": false`) is asked for it all the same: without the final
+    // usage chunk nothing could count the stream's tokens (a gateway key's token
+    // or cost budget would not be spent). Its other options stay as they are.
+    let usage_edit = if stream && stream_usage && info.has_stream_options() {
+        match ask_for_usage(bytes) {
+            Ok(edit) => edit,
+            // What the exact reader cannot vouch for (a number past its range, a
+            // key with escapes) is edited through serde's model of the body.
+            Err(Unsure) => return ask_for_usage_by_value(bytes, models, stream),
+        }
+    } else {
+        None
+    };
 
     let mut requested_model = None;
     let mut model = None;
@@ -107,7 +123,7 @@ pub fn prepare_request(
         model = Some(mapped.to_string());
         requested_model = Some(name.to_owned());
     }
-    if splice.is_none() && !inject {
+    if splice.is_none() && !inject && usage_edit.is_none() {
         return Ok(PreparedRequest {
             body: bytes.clone(),
             requested_model,
@@ -115,22 +131,109 @@ pub fn prepare_request(
             stream,
         });
     }
-    let mut out = Vec::with_capacity(bytes.len() + INCLUDE_USAGE.len() + 32);
-    let mut from = 0;
+    // The edits, each a range of the body replaced with new bytes, in order (they
+    // never overlap: the model's value and `stream_options`' are distinct members).
+    let mut edits: Vec<(std::ops::Range<usize>, std::borrow::Cow<'static, [u8]>)> = Vec::new();
     if inject {
         // The first non-blank byte is the object's `{` (the parse proved it), and a
         // stream request has at least one member after it.
         let brace = bytes.iter().position(|b| *b == b'{').unwrap_or(0);
-        out.extend_from_slice(&bytes[..=brace]);
-        out.extend_from_slice(INCLUDE_USAGE);
-        from = brace + 1;
+        edits.push((brace + 1..brace + 1, INCLUDE_USAGE.into()));
+    }
+    if let Some((at, with)) = usage_edit {
+        edits.push((at, with.into()));
     }
     if let Some((span, quoted)) = splice {
-        out.extend_from_slice(&bytes[from..span.start]);
-        out.extend_from_slice(quoted.as_bytes());
-        from = span.end;
+        edits.push((span, quoted.into_bytes().into()));
+    }
+    edits.sort_by_key(|(at, _)| at.start);
+    let mut out = Vec::with_capacity(bytes.len() + INCLUDE_USAGE.len() + 32);
+    let mut from = 0;
+    for (at, with) in edits {
+        out.extend_from_slice(&bytes[from..at.start]);
+        out.extend_from_slice(&with);
+        from = at.end;
     }
     out.extend_from_slice(&bytes[from..]);
+    Ok(PreparedRequest {
+        body: out.into(),
+        requested_model,
+        model,
+        stream,
+    })
+}
+
+/// Where the caller's `stream_options` must change to ask for usage, and the bytes
+/// that go there: its `include_usage` value made `true`, the member added to an
+/// object without it, or a value that is not an object (`null`) replaced. `None`
+/// when it already asks; [`Unsure`] when the body cannot be read exactly.
+type UsageEdit = (std::ops::Range<usize>, &'static [u8]);
+
+fn ask_for_usage(bytes: &[u8]) -> Result<Option<UsageEdit>, Unsure> {
+    let mut r = Reader::structure(bytes);
+    r.object()?;
+    let mut first = true;
+    let mut edit = None;
+    while let Some(key) = r.key(&mut first)? {
+        if key != b"stream_options" {
+            r.skip()?;
+            continue;
+        }
+        // The last of duplicate keys is the one JSON parsers keep.
+        edit = if r.peek()? == Kind::Object {
+            // `peek` stopped at the object's `{`.
+            let after_brace = r.position() + 1;
+            r.object()?;
+            let (mut inner_first, mut found, mut empty) = (true, None, true);
+            while let Some(k) = r.key(&mut inner_first)? {
+                empty = false;
+                let value = r.skip()?;
+                if k == b"include_usage" {
+                    found = Some(value);
+                }
+            }
+            match found {
+                Some(v) if &bytes[v.clone()] == b"true" => None,
+                Some(v) => Some((v, &b"true"[..])),
+                None if empty => Some((after_brace..after_brace, &br#""include_usage":true"#[..])),
+                None => Some((after_brace..after_brace, &br#""include_usage":true,"#[..])),
+            }
+        } else {
+            Some((r.skip()?, &br#"{"include_usage":true}"#[..]))
+        };
+    }
+    r.end()?;
+    Ok(edit)
+}
+
+/// [`prepare_request`]'s edits made through a `serde_json::Value` of the body, for
+/// the rare body with a caller's `stream_options` that the structure reader cannot
+/// follow (a key with escapes): the members keep their meaning as serde reads them,
+/// not their bytes (a float may move in its last digit). A body serde cannot hold
+/// either is refused: a stream whose tokens could not be counted is not sent.
+fn ask_for_usage_by_value(
+    bytes: &Bytes,
+    models: &ModelMap,
+    stream: bool,
+) -> Result<PreparedRequest, TranslateError> {
+    let mut body: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(bytes)
+        .map_err(|e| TranslateError::new(format!("request body: {e}")))?;
+    let options = body
+        .entry("stream_options")
+        .or_insert(serde_json::Value::Null);
+    if !options.is_object() {
+        *options = serde_json::Value::Object(serde_json::Map::new());
+    }
+    if let Some(o) = options.as_object_mut() {
+        o.insert("include_usage".into(), serde_json::Value::Bool(true));
+    }
+    let (mut requested_model, mut model) = (None, None);
+    if let Some(serde_json::Value::String(name)) = body.get_mut("model") {
+        let mapped = models.map(name).to_owned();
+        requested_model = Some(std::mem::replace(name, mapped.clone()));
+        model = Some(mapped);
+    }
+    let out = serde_json::to_vec(&body).map_err(|e| TranslateError::new(e.to_string()))?;
     Ok(PreparedRequest {
         body: out.into(),
         requested_model,
@@ -350,12 +453,86 @@ mod tests {
         assert_eq!(v["model"], "real/model");
     }
 
+    /// A caller's `stream_options` that does not ask for usage is made to (or the
+    /// stream's tokens could not be counted against any budget); its other
+    /// options, and every other byte, stay. One that asks is left alone, and with
+    /// `stream_usage` off nothing is touched.
     #[test]
-    fn respects_callers_stream_options() {
+    fn a_callers_stream_options_is_made_to_ask_for_usage() {
+        let none = ModelMap::new();
+        for (body, sent) in [
+            (
+                r#"{"model":"m","stream":true,"stream_options":{"include_usage":false}}"#,
+                r#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#,
+            ),
+            (
+                r#"{"stream":true,"stream_options":null,"model":"m"}"#,
+                r#"{"stream":true,"stream_options":{"include_usage":true},"model":"m"}"#,
+            ),
+            (
+                r#"{"stream":true,"stream_options": { } }"#,
+                r#"{"stream":true,"stream_options": {"include_usage":true } }"#,
+            ),
+            (
+                r#"{"stream":true,"stream_options":{"include_obfuscation":false}}"#,
+                r#"{"stream":true,"stream_options":{"include_usage":true,"include_obfuscation":false}}"#,
+            ),
+            (
+                r#"{"stream":true,"stream_options":{"include_usage":0,"x":[1]}}"#,
+                r#"{"stream":true,"stream_options":{"include_usage":true,"x":[1]}}"#,
+            ),
+            // Already asking, and not a stream: as they are.
+            (
+                r#"{"stream":true,"stream_options":{"include_usage":true}}"#,
+                r#"{"stream":true,"stream_options":{"include_usage":true}}"#,
+            ),
+            (
+                r#"{"stream":false,"stream_options":{"include_usage":false}}"#,
+                r#"{"stream":false,"stream_options":{"include_usage":false}}"#,
+            ),
+        ] {
+            let out = prep(body, &none, true);
+            assert_eq!(out.body, sent, "{body}");
+            serde_json::from_slice::<serde_json::Value>(&out.body).unwrap();
+        }
         let body = r#"{"model":"m","stream":true,"stream_options":{"include_usage":false}}"#;
-        assert_eq!(prep(body, &ModelMap::new(), true).body, body);
+        assert_eq!(prep(body, &none, false).body, body);
         let body = r#"{"model":"m","stream":true}"#;
-        assert_eq!(prep(body, &ModelMap::new(), false).body, body);
+        assert_eq!(prep(body, &none, false).body, body);
+        // Numbers past f64 are skipped, not read: still a byte-exact edit.
+        let out = prep(
+            r#"{"stream":true,"x":1e400,"y":-123456789e-99999999999999999999999,"stream_options":{}}"#,
+            &none,
+            true,
+        );
+        assert_eq!(
+            out.body,
+            r#"{"stream":true,"x":1e400,"y":-123456789e-99999999999999999999999,"stream_options":{"include_usage":true}}"#
+        );
+        // A key with escapes: edited through serde's model of the body, same meaning.
+        let out = prep(
+            r#"{"stream":true,"\u0078":1,"stream_options":{"include_usage":false},"model":"m"}"#,
+            &ModelMap::from_iter([("m", "n")]),
+            true,
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.body).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"stream":true,"x":1,"stream_options":{"include_usage":true},"model":"n"})
+        );
+        assert_eq!(out.requested_model.as_deref(), Some("m"));
+        assert_eq!(out.model.as_deref(), Some("n"));
+        // With the model mapped too, on either side of it.
+        let models = ModelMap::from_iter([("*", "pinned")]);
+        let out = prep(
+            r#"{"stream_options":null,"model":"m","stream":true}"#,
+            &models,
+            true,
+        );
+        assert_eq!(
+            out.body,
+            r#"{"stream_options":{"include_usage":true},"model":"pinned","stream":true}"#
+        );
     }
 
     #[test]
