@@ -7,18 +7,21 @@
 //! | `assistant` content and `tool_calls` | `assistant` text and `tool_use` blocks |
 //! | `tool` messages | `user` `tool_result` blocks |
 //! | `max_completion_tokens` / `max_tokens` | `max_tokens` (required: a default fills in) |
-//! | `temperature` (0–2), `top_p`, `stop` | `temperature` (clamped to 0–1), `top_p`, `stop_sequences` |
+//! | `temperature` (0–2), `top_p`, `stop` | `temperature` (clamped to 0–1), `top_p` (dropped when `temperature` is given too: current Claude models refuse both), `stop_sequences` (empty or whitespace-only entries dropped) |
 //! | `tools`, `tool_choice`, `parallel_tool_calls` | `tools`, `tool_choice`, `disable_parallel_tool_use` |
 //! | `user` | `metadata.user_id` |
 //! | `finish_reason` `stop` / `length` / `tool_calls` / `content_filter` | `stop_reason` `end_turn`, `stop_sequence` / `max_tokens` / `tool_use` / `refusal` |
 //! | `usage.prompt_tokens` / `completion_tokens` | `input_tokens` (+ cache reads and writes) / `output_tokens` |
 //!
 //! Consecutive messages of the same role are merged (tool results then text in one
-//! user turn, as Anthropic expects). Parameters with no Anthropic equivalent
-//! (`response_format`, `logprobs`, `seed`, …) are dropped; `n > 1` is refused.
+//! user turn, as Anthropic expects); a message left with no content (`""` or
+//! `null` and no tool calls) is dropped first, as Anthropic refuses it. Parameters
+//! with no Anthropic equivalent (`response_format`, `logprobs`, `seed`, …) are
+//! dropped; `n > 1` is refused.
 //!
 //! Streams are translated event by event ([`StreamTranslator`]): `message_start` →
-//! the role chunk, text and tool-argument deltas → content and `tool_calls` deltas,
+//! the role chunk, text and tool-argument deltas → content and `tool_calls` deltas
+//! (a tool call that streamed no arguments gets `{}` at its `content_block_stop`),
 //! `message_delta` → the `finish_reason` chunk, `message_stop` → the usage chunk
 //! and `data: [DONE]`. A stream that ends without `message_stop` is a
 //! [`TruncatedStream`] error, never a silent end.

@@ -373,6 +373,14 @@ pub fn request_to_anthropic(
                 }
             }
         }
+        // A message with nothing to send (`""` or `null` content and no tool calls,
+        // as clients store an assistant turn that had no text) is dropped:
+        // Anthropic refuses a message with an empty content list. Tool results and
+        // tool calls always hold a block, so they are never dropped here. Its
+        // neighbours may then share a role, and merge below like any other.
+        if blocks.is_empty() {
+            continue;
+        }
         match messages.last_mut() {
             Some(last) if last.role == role => last.content.extend(blocks),
             _ => messages.push(AnthMessage {
@@ -448,11 +456,16 @@ pub fn request_to_anthropic(
         system: system.finish(),
         messages,
         temperature: req.temperature.map(|t| t.clamp(0.0, 1.0)),
-        top_p: req.top_p,
+        // Current Claude models refuse `temperature` and `top_p` together (a 400,
+        // which does not fail over): with both, `temperature` is kept.
+        top_p: req.top_p.filter(|_| req.temperature.is_none()),
+        // Anthropic refuses a stop sequence that is empty or only whitespace (a
+        // 400 for the whole request), so such entries are dropped: the answer may
+        // then run past a `"\n"` where OpenAI would have stopped.
         stop_sequences: req
             .stop
             .as_ref()
-            .map(|s| s.iter().collect())
+            .map(|s| s.iter().filter(|s| !s.trim().is_empty()).collect())
             .unwrap_or_default(),
         stream,
         tools,

@@ -131,14 +131,26 @@ struct StreamState {
     id: String,
     model: String,
     created: u64,
-    /// (Anthropic block index, OpenAI tool call index) of each tool_use block.
-    tools: Vec<(usize, usize)>,
+    /// The tool_use blocks seen so far, in order.
+    tools: Vec<ToolBlock>,
     prompt: Option<u64>,
     completion: Option<u64>,
     include_usage: bool,
     stopped: bool,
     /// `data: {"id":…,"object":…,"created":…,"model":…,"choices":`, built once.
     head: Vec<u8>,
+}
+
+/// A tool_use block of the Anthropic stream, as an OpenAI tool call.
+#[derive(Debug, Clone, Copy)]
+struct ToolBlock {
+    /// Anthropic's content block index.
+    block: usize,
+    /// OpenAI's tool call index.
+    call: usize,
+    /// Whether argument text other than whitespace has been sent for this call
+    /// (or its `{}` filler).
+    has_arguments: bool,
 }
 
 impl StreamTranslator {
@@ -255,7 +267,11 @@ impl StreamState {
                     },
                     "tool_use" => {
                         let tool_index = self.tools.len();
-                        self.tools.push((index, tool_index));
+                        self.tools.push(ToolBlock {
+                            block: index,
+                            call: tool_index,
+                            has_arguments: false,
+                        });
                         self.chunk(
                             out,
                             Delta {
@@ -293,27 +309,14 @@ impl StreamState {
                         _ => Ok(()),
                     },
                     Some("input_json_delta") => {
-                        let tool = ev
-                            .index
-                            .and_then(|i| self.tools.iter().find(|(b, _)| *b == i))
-                            .map(|(_, t)| *t);
+                        let tool = ev.index.and_then(|i| self.tool_mut(i));
                         match (tool, delta.partial_json.as_deref()) {
-                            (Some(index), Some(json)) if !json.is_empty() => self.chunk(
-                                out,
-                                Delta {
-                                    tool_calls: Some([DeltaToolCall {
-                                        index,
-                                        id: None,
-                                        kind: None,
-                                        function: DeltaFunction {
-                                            name: None,
-                                            arguments: Some(json),
-                                        },
-                                    }]),
-                                    ..Delta::default()
-                                },
-                                None,
-                            ),
+                            (Some(tool), Some(json)) if !json.is_empty() => {
+                                // Whitespace alone still needs the `{}` at the end.
+                                tool.has_arguments |= !json.trim().is_empty();
+                                let index = tool.call;
+                                self.arguments(out, index, json)
+                            }
                             _ => Ok(()),
                         }
                     }
@@ -365,9 +368,49 @@ impl StreamState {
                     Err(TruncatedStream::new(format!("anthropic stream error: {kind}")).into())
                 }
             }
-            // ping, content_block_stop and future event types.
+            "content_block_stop" => {
+                // A tool call without arguments streams no argument text at all
+                // (Anthropic sends an empty `input_json_delta`, or none), which
+                // would leave the client with `"arguments": ""`: not JSON, and
+                // not what the JSON answer gives (`{}`). Such a call gets `{}`
+                // when its block ends.
+                match ev.index.and_then(|i| self.tool_mut(i)) {
+                    Some(tool) if !tool.has_arguments => {
+                        tool.has_arguments = true;
+                        let index = tool.call;
+                        self.arguments(out, index, "{}")
+                    }
+                    _ => Ok(()),
+                }
+            }
+            // ping and future event types.
             _ => Ok(()),
         }
+    }
+
+    /// The tool call streamed from Anthropic content block `block`, if it is one.
+    fn tool_mut(&mut self, block: usize) -> Option<&mut ToolBlock> {
+        self.tools.iter_mut().find(|t| t.block == block)
+    }
+
+    /// A chunk with argument text for OpenAI tool call `index`.
+    fn arguments(&mut self, out: &mut Vec<u8>, index: usize, json: &str) -> Result<(), BoxError> {
+        self.chunk(
+            out,
+            Delta {
+                tool_calls: Some([DeltaToolCall {
+                    index,
+                    id: None,
+                    kind: None,
+                    function: DeltaFunction {
+                        name: None,
+                        arguments: Some(json),
+                    },
+                }]),
+                ..Delta::default()
+            },
+            None,
+        )
     }
 
     fn absorb(&mut self, u: AnthUsage) {

@@ -95,7 +95,6 @@ fn full_request_translation() {
                 ]}
             ],
             "temperature": 1.0,
-            "top_p": 0.9,
             "stop_sequences": ["\n\nHuman:", "END"],
             "stream": true,
             "tools": [{"name": "get_weather", "description": "Weather by city",
@@ -647,5 +646,160 @@ fn a_stream_error_event_never_repeats_the_providers_message() {
         assert!(!text.contains("sk-proj"), "{text}");
         assert!(!text.contains("Incorrect API key"), "{text}");
         assert!(text.contains(shown), "{text}");
+    }
+}
+
+/// The arguments of the tool calls in an OpenAI stream, joined per call the way a
+/// client joins them.
+fn joined_arguments(sse: &str) -> Vec<String> {
+    let mut args: Vec<String> = Vec::new();
+    for c in chunks(sse) {
+        let Some(choice) = c.get("choices").and_then(|x| x.get(0)) else {
+            continue;
+        };
+        for tc in choice["delta"]["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let i = tc["index"].as_u64().unwrap() as usize;
+            if args.len() <= i {
+                args.resize(i + 1, String::new());
+            }
+            args[i].push_str(tc["function"]["arguments"].as_str().unwrap_or(""));
+        }
+    }
+    args
+}
+
+/// Regression: a streamed tool call without arguments (Anthropic sends an empty
+/// `input_json_delta`, or none) ended with `"arguments": ""`, which clients cannot
+/// parse; it ends with `{}`, as the JSON answer gives. Calls with arguments are
+/// unchanged.
+#[test]
+fn a_streamed_tool_call_without_arguments_ends_with_an_empty_object() {
+    let start = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_9\",\"model\":\"claude-sonnet-4-5\",\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\n";
+    let tool_start = |index: usize, id: &str, name: &str| {
+        format!(
+            "event: content_block_start\ndata: {{\"type\":\"content_block_start\",\"index\":{index},\"content_block\":{{\"type\":\"tool_use\",\"id\":\"{id}\",\"name\":\"{name}\",\"input\":{{}}}}}}\n\n"
+        )
+    };
+    let empty_delta = |index: usize| {
+        format!(
+            "event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":{index},\"delta\":{{\"type\":\"input_json_delta\",\"partial_json\":\"\"}}}}\n\n"
+        )
+    };
+    let stop = |index: usize| {
+        format!(
+            "event: content_block_stop\ndata: {{\"type\":\"content_block_stop\",\"index\":{index}}}\n\n"
+        )
+    };
+    let end = "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\"},\"usage\":{\"output_tokens\":9}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+    let events = [
+        start.to_string(),
+        // An empty delta, then the stop.
+        tool_start(0, "toolu_a", "get_time"),
+        empty_delta(0),
+        stop(0),
+        // A call with arguments, between two without.
+        tool_start(1, "toolu_b", "get_weather"),
+        empty_delta(1),
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"city\\\": \\\"Oslo\\\"}\"}}\n\n".to_string(),
+        stop(1),
+        // No delta at all, and a repeated stop that must not add a second `{}`.
+        tool_start(2, "toolu_c", "list_files"),
+        stop(2),
+        stop(2),
+        end.to_string(),
+    ];
+    let events: Vec<&str> = events.iter().map(String::as_str).collect();
+    let (sse, _) = stream_text(&events);
+    let args = joined_arguments(&sse);
+    assert_eq!(args, ["{}", r#"{"city": "Oslo"}"#, "{}"], "{sse}");
+    for a in &args {
+        serde_json::from_str::<Value>(a).unwrap();
+    }
+    // The stream with arguments keeps its exact chunks.
+    assert_eq!(
+        joined_arguments(&stream_text(TOOL_STREAM).0),
+        [r#"{"city": "Oslo"}"#]
+    );
+}
+
+/// Regression: current Claude models refuse `temperature` and `top_p` together
+/// (400, which does not fail over); `temperature` is kept, `top_p` dropped. Either
+/// alone is forwarded.
+#[test]
+fn temperature_wins_over_top_p() {
+    let msgs = json!([{"role": "user", "content": "hi"}]);
+    let (v, _) = translate(&json!({"model": "smart", "messages": msgs,
+                                   "temperature": 0.3, "top_p": 0.9}));
+    assert_eq!(v["temperature"], 0.3);
+    assert!(v.get("top_p").is_none(), "{v}");
+    let (v, _) = translate(&json!({"model": "smart", "messages": msgs, "top_p": 0.9}));
+    assert_eq!(v["top_p"], 0.9);
+    assert!(v.get("temperature").is_none(), "{v}");
+    let (v, _) = translate(&json!({"model": "smart", "messages": msgs, "temperature": 0.0}));
+    assert_eq!(v["temperature"], 0.0);
+    assert!(v.get("top_p").is_none(), "{v}");
+}
+
+/// Regression: Anthropic refuses stop sequences that are empty or only whitespace
+/// (400); they are dropped, and `stop_sequences` is left out when none remain.
+#[test]
+fn blank_stop_sequences_are_dropped() {
+    let msgs = json!([{"role": "user", "content": "hi"}]);
+    let (v, _) = translate(&json!({"model": "smart", "messages": msgs,
+                                   "stop": ["\n", "END", "", " \t", "\n\nHuman:"]}));
+    assert_eq!(v["stop_sequences"], json!(["END", "\n\nHuman:"]));
+    for stop in [json!(["\n"]), json!("  "), json!(""), json!(["", "\r\n"])] {
+        let (v, _) = translate(&json!({"model": "smart", "messages": msgs, "stop": stop}));
+        assert!(v.get("stop_sequences").is_none(), "{stop}: {v}");
+    }
+    let (v, _) = translate(&json!({"model": "smart", "messages": msgs, "stop": " END "}));
+    assert_eq!(v["stop_sequences"], json!([" END "]));
+}
+
+/// Regression: a message whose content is empty (`""`, `null`, no parts, only empty
+/// text parts) became an Anthropic message with no content, which Anthropic refuses
+/// (400). It is dropped, and its neighbours of the same role merge as usual. An
+/// assistant turn with tool calls, and a tool result, are never dropped.
+#[test]
+fn messages_with_empty_content_are_dropped() {
+    let (v, _) = translate(&json!({"model": "smart", "messages": [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": null},
+        {"role": "user", "content": "Anyone there?"},
+        {"role": "assistant", "content": ""},
+        {"role": "assistant", "content": "Yes."},
+        {"role": "user", "content": [{"type": "text", "text": ""}]},
+        {"role": "user", "content": []},
+        {"role": "user"},
+        {"role": "user", "content": "Good."},
+        {"role": "assistant", "content": "", "tool_calls": [
+            {"id": "toolu_1", "type": "function", "function": {"name": "get_time", "arguments": ""}}
+        ]},
+        {"role": "tool", "tool_call_id": "toolu_1", "content": ""},
+        {"role": "assistant", "content": null}
+    ]}));
+    assert_eq!(
+        v["messages"],
+        json!([
+            {"role": "user", "content": [
+                {"type": "text", "text": "Hi"},
+                {"type": "text", "text": "Anyone there?"}
+            ]},
+            {"role": "assistant", "content": [{"type": "text", "text": "Yes."}]},
+            {"role": "user", "content": [{"type": "text", "text": "Good."}]},
+            {"role": "assistant", "content": [
+                {"type": "tool_use", "id": "toolu_1", "name": "get_time", "input": {}}
+            ]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_1", "content": []}
+            ]}
+        ])
+    );
+    for m in v["messages"].as_array().unwrap() {
+        assert!(!m["content"].as_array().unwrap().is_empty(), "{m}");
     }
 }
