@@ -480,3 +480,41 @@ async fn a_message_stream_cut_midway_ends_with_an_error_event() {
     assert!(data["error"]["message"].is_string());
     gw.shutdown().await.unwrap();
 }
+
+/// The very first requests of an outage (every provider failing, every circuit
+/// still closed, so no recovery time is known) get `Retry-After` too, at both
+/// front doors: a 503 (a 529 at `/v1/messages`) without it leaves each SDK to its
+/// own backoff.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_answer_of_an_outage_says_when_to_retry() {
+    let (primary, backup, gw) = messages_gateway().await;
+    for s in [&primary, &backup] {
+        s.set_faults([Fault::Status(500).into()]).unwrap();
+    }
+    let chat = gw
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert_eq!(
+        chat.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        chat.body
+    );
+    assert_eq!(
+        chat.headers.get("retry-after").map(|v| v.to_str().unwrap()),
+        Some("1"),
+        "{}",
+        chat.body
+    );
+    let message = gw.message(&message_request(false)).await;
+    assert_eq!(message.status.as_u16(), 529, "{}", message.body);
+    assert!(
+        message.headers.contains_key("retry-after"),
+        "{:?}",
+        message.headers
+    );
+    gw.shutdown().await.unwrap();
+}

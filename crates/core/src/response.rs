@@ -21,13 +21,16 @@ pub struct ErrorClass {
     pub retry_after: Option<Duration>,
 }
 
+/// The `Retry-After` of an [`AllProvidersFailed`] that knows of no recovery.
+pub const UNKNOWN_RECOVERY: Duration = Duration::from_secs(1);
+
 /// Classifies an error for a gateway's answer:
 ///
 /// | error (anywhere in the chain) | status | `Retry-After` |
 /// | --- | --- | --- |
 /// | [`BodyTooLarge`] of a request | 413 | |
 /// | [`BodyTooLarge`] of a response | 502 | |
-/// | [`AllProvidersFailed`] | 503 | earliest known recovery |
+/// | [`AllProvidersFailed`] | 503 | earliest known recovery, else [`UNKNOWN_RECOVERY`] (1 s) |
 /// | [`CircuitOpen`] | 503 | time until a probe |
 /// | [`Shed`] | 503 | |
 /// | [`RateLimited`] | 429 | the provider's |
@@ -49,10 +52,13 @@ pub fn error_class(err: &(dyn Error + 'static)) -> ErrorClass {
         };
     }
     if let Some(e) = find::<AllProvidersFailed>(err) {
+        // Without a known recovery (every circuit still closed: the first moments
+        // of an outage), a short wait all the same: a 503 without `Retry-After`
+        // leaves each SDK to its own backoff, often none.
         return class(
             StatusCode::SERVICE_UNAVAILABLE,
             "all_providers_failed",
-            e.retry_after(),
+            Some(e.retry_after().unwrap_or(UNKNOWN_RECOVERY)),
         );
     }
     if let Some(e) = find::<CircuitOpen>(err) {
@@ -154,7 +160,8 @@ mod tests {
                 503,
                 Some("7"),
             ),
-            (AllProvidersFailed::new(vec![]).into(), 503, None),
+            // No known recovery: a short wait all the same.
+            (AllProvidersFailed::new(vec![]).into(), 503, Some("1")),
             (
                 CircuitOpen::new(Duration::from_millis(100)).into(),
                 503,
