@@ -483,6 +483,17 @@ async fn the_callers_key_never_reaches_the_provider() {
 async fn requests_are_counted_by_caller() {
     let (_sim, gw) = start("").await;
     assert_eq!(chat_as(&gw, SEARCH, "m").await.status, StatusCode::OK);
+    // Refusals of a valid key count under its name too (they were `anonymous`).
+    assert_eq!(
+        chat_as(&gw, SEARCH, "other").await.status,
+        StatusCode::FORBIDDEN
+    );
+    let tight = chat_as(&gw, TIGHT, "m").await;
+    assert_eq!(tight.status, StatusCode::OK, "{}", tight.body);
+    assert_eq!(
+        chat_as(&gw, TIGHT, "m").await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
     assert_eq!(
         gw.send("POST", "/v1/chat/completions", chat("m"))
             .await
@@ -515,6 +526,13 @@ async fn requests_are_counted_by_caller() {
     let route = ("route", "/v1/chat/completions");
     assert!(count(&[route, ("caller", "search"), ("status", "200")]) >= 1.0);
     assert!(count(&[route, ("caller", "anonymous"), ("status", "401")]) >= 1.0);
+    assert_eq!(
+        count(&[route, ("caller", "search"), ("status", "403")]),
+        1.0
+    );
+    assert_eq!(count(&[route, ("caller", "tight"), ("status", "429")]), 1.0);
+    assert_eq!(count(&[("caller", "anonymous"), ("status", "403")]), 0.0);
+    assert_eq!(count(&[("caller", "anonymous"), ("status", "429")]), 0.0);
     assert!(!a.body.contains(SEARCH) && !a.body.contains(&hash_key(SEARCH)));
     gw.shutdown().await.unwrap();
 }

@@ -113,7 +113,7 @@ pub use ratelimit::{
 pub use registry::Registry;
 #[allow(deprecated)]
 pub use response::classify_error;
-pub use response::{ErrorClass, error_class, error_response};
+pub use response::{ErrorClass, UNKNOWN_RECOVERY, error_class, error_response};
 #[allow(deprecated)]
 pub use snapshot::Usage;
 pub use snapshot::{Counters, ProviderSnapshot, Snapshot, UsageTotals};

@@ -16,7 +16,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use serde::Deserialize;
 use tower_failover::provider::{Usage, UsageHandle};
 
-use super::{Access, Key, keys};
+use super::{Access, Caller, Key, keys};
 
 /// The routes that show or change the stack's state.
 fn is_admin(path: &str) -> bool {
@@ -30,6 +30,13 @@ fn refuse(path: &str, status: StatusCode, code: &str, message: &str) -> Response
         res.headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
+    res
+}
+
+/// A refusal of a valid key's request, named for its caller: the answer is counted
+/// and logged under the key's name (`caller="search"`), not as `anonymous`.
+fn named(mut res: Response, caller: &Caller) -> Response {
+    res.extensions_mut().insert(caller.clone());
     res
 }
 
@@ -100,12 +107,13 @@ pub(crate) async fn check(State(access): State<Arc<Access>>, req: Request, next:
         let key = &access.keys[i];
         tracing::Span::current().record("caller", key.caller.name());
         if is_admin(req.uri().path()) && !key.admin {
-            return refuse(
+            let res = refuse(
                 req.uri().path(),
                 StatusCode::FORBIDDEN,
                 "admin_key_required",
                 "this route needs an admin key",
             );
+            return named(res, &key.caller);
         }
         Some(i)
     } else {
@@ -113,12 +121,16 @@ pub(crate) async fn check(State(access): State<Arc<Access>>, req: Request, next:
     };
     let writes = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH);
     if writes && !is_json(req.headers()) {
-        return refuse(
+        let res = refuse(
             req.uri().path(),
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             "send the body as JSON with `content-type: application/json`",
         );
+        return match key {
+            Some(i) => named(res, &access.keys[i].caller),
+            None => res,
+        };
     }
     let Some(i) = key else {
         return next.run(req).await;
@@ -131,7 +143,7 @@ pub(crate) async fn check(State(access): State<Arc<Access>>, req: Request, next:
         let path = req.uri().path().to_owned();
         req = match allowed_model(&access, key, req, &path).await {
             Ok(req) => req,
-            Err(res) => return *res,
+            Err(res) => return named(*res, &key.caller),
         };
     }
     if spends && let Some(wait) = exhausted(&access, key) {
@@ -147,7 +159,7 @@ pub(crate) async fn check(State(access): State<Arc<Access>>, req: Request, next:
         let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
         res.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
-        return res;
+        return named(res, &key.caller);
     }
     req.extensions_mut().insert(key.caller.clone());
     if !spends && let Some(models) = &key.models {
