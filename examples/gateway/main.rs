@@ -11,6 +11,7 @@
 //! cargo run --example gateway
 //! # Your providers (API keys read from the environment variables the file names):
 //! cargo run --example gateway -- examples/gateway/gateway.toml
+//! cargo run --example gateway -- --config examples/gateway/openai_anthropic.toml
 //! ```
 //!
 //! Then:
@@ -39,7 +40,13 @@ async fn main() -> Result<(), tower::BoxError> {
 
     // 1. The stack's configuration: a file, or simulated providers (kept alive in
     //    `_sims` while the app runs).
-    let (config, _sims) = match std::env::args().nth(1) {
+    //    The path may follow `--config`, as for the gateway's binary.
+    let mut args = std::env::args().skip(1);
+    let path = match args.next() {
+        Some(flag) if flag == "--config" => Some(args.next().ok_or("--config needs a path")?),
+        other => other,
+    };
+    let (config, _sims) = match path {
         Some(path) => (Config::from_file(path)?, None),
         None => {
             let sim = gateway::simulated().await?;

@@ -16,7 +16,7 @@
 //!
 //! | variable | overrides |
 //! | --- | --- |
-//! | `TOWER_FAILOVER_LISTEN` | `server.listen` (`0.0.0.0:8080`) |
+//! | `TOWER_FAILOVER_LISTEN` | `server.listen` (default `127.0.0.1:8080`; `0.0.0.0:8080` in a container) |
 //! | `TOWER_FAILOVER_LOG_FORMAT` | `log.format` (`text` or `json`) |
 //! | `TOWER_FAILOVER_REDIS_URL` | `redis.url` (adds a `[redis]` section with its defaults if the file has none) |
 //! | `RUST_LOG` | `log.level` (a `tracing` filter such as `info,tower_failover=debug`) |
