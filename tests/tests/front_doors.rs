@@ -518,3 +518,26 @@ async fn the_first_answer_of_an_outage_says_when_to_retry() {
     );
     gw.shutdown().await.unwrap();
 }
+
+/// Every provider's own request id comes back as `x-provider-request-id`:
+/// OpenAI's `x-request-id` (renamed: the gateway's own takes its place) and
+/// Anthropic's `request-id` (copied: Anthropic's SDKs read it under that name).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_providers_request_id_comes_back() {
+    let (primary, _backup, gw) = messages_gateway().await;
+    let chat = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
+    let a = gw.post("/v1/chat/completions", &chat).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(a.served_by(), "primary/gpt-4o-mini");
+    let openai = a.headers["x-provider-request-id"].to_str().unwrap();
+    assert_ne!(openai, a.headers["x-request-id"].to_str().unwrap());
+
+    // The OpenAI-wire primary down: the Anthropic backup answers.
+    primary.set_faults([Fault::Status(500).into()]).unwrap();
+    let a = gw.post("/v1/chat/completions", &chat).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(a.served_by(), "backup/claude-haiku-4-5");
+    let anthropic = a.headers.get("x-provider-request-id");
+    assert!(anthropic.is_some_and(|v| !v.is_empty()), "{:?}", a.headers);
+    gw.shutdown().await.unwrap();
+}

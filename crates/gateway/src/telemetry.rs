@@ -199,10 +199,18 @@ where
 pub const PROVIDER_REQUEST_ID: &str = "x-provider-request-id";
 
 /// Renames a provider's `x-request-id` on the answer, so that the caller gets the
-/// gateway's (the one in its logs) and still sees the provider's.
+/// gateway's (the one in its logs) and still sees the provider's. Anthropic names
+/// its id `request-id`: that one is copied (its SDKs read it under that name at
+/// `/v1/messages`), so every answer of a provider carries `x-provider-request-id`.
 async fn provider_request_id(mut res: Response) -> Response {
-    if let Some(upstream) = res.headers_mut().remove(&REQUEST_ID_NAME) {
-        res.headers_mut().insert(PROVIDER_REQUEST_ID, upstream);
+    // Names, not strings: a non-standard name inserted by `&str` is copied.
+    static ANTHROPIC_REQUEST_ID: HeaderName = HeaderName::from_static("request-id");
+    static PROVIDER_REQUEST_ID_NAME: HeaderName = HeaderName::from_static(PROVIDER_REQUEST_ID);
+    let headers = res.headers_mut();
+    if let Some(upstream) = headers.remove(&REQUEST_ID_NAME) {
+        headers.insert(&PROVIDER_REQUEST_ID_NAME, upstream);
+    } else if let Some(upstream) = headers.get(&ANTHROPIC_REQUEST_ID).cloned() {
+        headers.insert(&PROVIDER_REQUEST_ID_NAME, upstream);
     }
     res
 }
