@@ -149,6 +149,8 @@ async fn past_the_in_flight_limit_callers_get_503_with_retry_after() {
             a.body
         );
         assert_eq!(a.headers["retry-after"], "2");
+        // The server's own answer has a request id, like the router's.
+        assert!(a.headers.contains_key("x-request-id"), "{:?}", a.headers);
         let v = a.json();
         let kind = if path == "/v1/messages" {
             &v["error"]["type"]
@@ -212,14 +214,32 @@ async fn a_client_uploading_too_much_reads_its_413() {
         "x".repeat(4 << 20)
     );
     for path in ["/v1/chat/completions", "/v1/messages"] {
-        let a = gw.send("POST", path, big.clone()).await;
+        let a = gw
+            .send_with(
+                "POST",
+                path,
+                &[("x-request-id", "caller-id-413")],
+                big.clone(),
+            )
+            .await;
         assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE, "{path}");
+        // The caller's request id comes back on the server's own answer too.
+        assert_eq!(a.headers["x-request-id"], "caller-id-413", "{path}");
         let v = a.json();
         if path == "/v1/messages" {
             assert_eq!(v["error"]["type"], "request_too_large", "{v}");
         } else {
             assert_eq!(v["error"]["code"], "request_too_large", "{v}");
         }
+    }
+    // And it is counted where operators look.
+    let scrape = gw.send("GET", "/metrics", "").await;
+    assert_eq!(scrape.status, StatusCode::OK);
+    for route in ["/v1/chat/completions", "/v1/messages"] {
+        let line = format!(
+            "tower_failover_gateway_requests_total{{route=\"{route}\",status=\"413\",caller=\"anonymous\"}}"
+        );
+        assert!(scrape.body.contains(&line), "{line} in:\n{}", scrape.body);
     }
     // A body that small still works, and no provider saw the big ones.
     let a = gw.send("POST", "/v1/chat/completions", CHAT).await;

@@ -237,6 +237,29 @@ fn caller(res: &Response) -> &str {
         .map_or(crate::auth::ANONYMOUS, |c| c.name())
 }
 
+/// Gives an answer the server makes itself, before the router (a request over the
+/// in-flight or connection limit, a body too large, too slow or broken), what the
+/// router's layers give theirs: the caller's `x-request-id` or a new one, and a
+/// count in `tower_failover_gateway_requests_total` (as `anonymous`: no key was
+/// read yet). Its log line is the server's own.
+pub(crate) fn local_answer(headers: &http::HeaderMap, path: &str, res: &mut Response) {
+    let id = match headers.get(&REQUEST_ID_NAME) {
+        Some(id) => Some(id.clone()),
+        None => RandomId
+            .make_request_id(&http::Request::new(()))
+            .map(|id| id.into_header_value()),
+    };
+    if let Some(id) = id {
+        res.headers_mut().insert(&REQUEST_ID_NAME, id);
+    }
+    #[cfg(feature = "metrics")]
+    metrics::with_recorder(|recorder| {
+        answer_counter(recorder, route_label(path), res).increment(1);
+    });
+    #[cfg(not(feature = "metrics"))]
+    let _ = path;
+}
+
 /// The route label of a path: one of [`ROUTES`], `/v1/jobs/{id}`, or `other`.
 #[cfg(feature = "metrics")]
 fn route_label(path: &str) -> &'static str {

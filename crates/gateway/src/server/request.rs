@@ -197,6 +197,7 @@ pub(super) async fn handle(
                 );
                 res.headers_mut()
                     .insert(header::RETRY_AFTER, ctx.retry_after.clone());
+                crate::telemetry::local_answer(req.headers(), &path, &mut res);
                 return Ok(res.map(|b| Guarded::new(b, busy, None)));
             }
         }
@@ -212,30 +213,36 @@ pub(super) async fn handle(
                 Err(never) => match never {},
             }
         }
-        Err(BodyError::TooLarge) => error(
-            &path,
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "request_too_large",
-            &format!("the request body is larger than {} bytes", ctx.max_body),
-            close,
-        ),
-        Err(BodyError::TimedOut) => error(
-            &path,
-            StatusCode::REQUEST_TIMEOUT,
-            "request_timeout",
-            &format!(
-                "the request body did not arrive within {} s",
-                ctx.body_timeout.as_secs_f64()
-            ),
-            close,
-        ),
-        Err(BodyError::Broken) => error(
-            &path,
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            "the request body could not be read",
-            close,
-        ),
+        Err(e) => {
+            let mut res = match e {
+                BodyError::TooLarge => error(
+                    &path,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "request_too_large",
+                    &format!("the request body is larger than {} bytes", ctx.max_body),
+                    close,
+                ),
+                BodyError::TimedOut => error(
+                    &path,
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    &format!(
+                        "the request body did not arrive within {} s",
+                        ctx.body_timeout.as_secs_f64()
+                    ),
+                    close,
+                ),
+                BodyError::Broken => error(
+                    &path,
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    "the request body could not be read",
+                    close,
+                ),
+            };
+            crate::telemetry::local_answer(&parts.headers, &path, &mut res);
+            res
+        }
     };
     Ok(res.map(|b| Guarded::new(b, busy, permit)))
 }
@@ -250,7 +257,7 @@ pub(super) async fn refuse(tcp: TcpStream, ctx: &Ctx) {
         async move {
             // Read a little of the body so the client sees the answer.
             let deadline = Instant::now() + drain;
-            let mut body = req.into_body();
+            let (parts, mut body) = req.into_parts();
             let mut read = 0usize;
             while read < 64 << 10 {
                 match tokio::time::timeout_at(deadline, body.frame()).await {
@@ -266,6 +273,7 @@ pub(super) async fn refuse(tcp: TcpStream, ctx: &Ctx) {
                 true,
             );
             res.headers_mut().insert(header::RETRY_AFTER, retry_after);
+            crate::telemetry::local_answer(&parts.headers, parts.uri.path(), &mut res);
             Ok::<_, Infallible>(res)
         }
     });
