@@ -324,6 +324,55 @@ fn a_tool_call_stream_event_by_event() {
     );
 }
 
+/// Some OpenAI-compatible providers (Fireworks) repeat a tool call's `id` on every
+/// delta of its arguments: the same id at the same index continues one
+/// `tool_use` block (it became a block per fragment, each with a piece of the
+/// JSON); a new id at the same index is a new call.
+#[test]
+fn a_tool_call_whose_id_repeats_on_every_delta_is_one_block() {
+    let mut t = MessagesStream::new("m");
+    let mut out = Vec::new();
+    let call = |id: &str, name: Option<&str>, args: &str| {
+        let mut function = json!({"arguments": args});
+        if let Some(n) = name {
+            function["name"] = json!(n);
+        }
+        chunk(
+            json!({"tool_calls": [{"index": 0, "id": id, "type": "function", "function": function}]}),
+            None,
+        )
+    };
+    for c in [
+        call("call_a", Some("f"), ""),
+        call("call_a", None, "{\"a\""),
+        call("call_a", None, ":1}"),
+        call("call_b", Some("g"), "{}"),
+        chunk(json!({}), Some("tool_calls")),
+    ] {
+        t.push(&c, &mut out).unwrap();
+    }
+    t.finish(&mut out);
+    let evs = events(&out);
+    let starts: Vec<&Value> = evs
+        .iter()
+        .filter(|(n, _)| n == "content_block_start")
+        .map(|(_, d)| &d["content_block"])
+        .collect();
+    assert_eq!(
+        starts,
+        [
+            &json!({"type": "tool_use", "id": "call_a", "name": "f", "input": {}}),
+            &json!({"type": "tool_use", "id": "call_b", "name": "g", "input": {}}),
+        ]
+    );
+    let first: String = evs
+        .iter()
+        .filter(|(n, d)| n == "content_block_delta" && d["index"] == 0)
+        .map(|(_, d)| d["delta"]["partial_json"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(first, "{\"a\":1}");
+}
+
 #[test]
 fn a_broken_stream_ends_with_an_error_event() {
     let mut t = MessagesStream::new("m");

@@ -499,6 +499,8 @@ pub struct MessagesStream {
     model: String,
     started: bool,
     open: Option<Block>,
+    /// The id of the tool call whose block is open, if one is.
+    tool_id: Option<String>,
     /// Index of the next content block.
     next: u64,
     finish: Option<String>,
@@ -513,6 +515,7 @@ impl MessagesStream {
             model: model.into(),
             started: false,
             open: None,
+            tool_id: None,
             next: 0,
             finish: None,
             usage: (0, 0, 0),
@@ -626,8 +629,14 @@ impl MessagesStream {
                     .get("id")
                     .and_then(Value::as_str)
                     .filter(|s| !s.is_empty());
-                if fresh.is_some() || self.open != Some(Block::Tool(index)) {
+                // A new call starts at a new index or with a new id. Some
+                // providers (Fireworks) repeat the call's id on every delta of its
+                // arguments: the same id at the same index continues the block.
+                let same_call = self.open == Some(Block::Tool(index))
+                    && fresh.is_none_or(|id| self.tool_id.as_deref() == Some(id));
+                if !same_call {
                     let id = fresh.map_or_else(|| format!("toolu_{index}"), str::to_owned);
+                    self.tool_id = Some(id.clone());
                     let name = c
                         .pointer("/function/name")
                         .and_then(Value::as_str)
