@@ -22,15 +22,77 @@ pub struct Price {
     pub input_per_million: f64,
     /// Price of one million completion (output) tokens.
     pub output_per_million: f64,
+    /// Price of one million prompt tokens read from the provider's prompt cache.
+    /// Default ([`None`]): a tenth of the input price, as Anthropic bills them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_read_per_million: Option<f64>,
+    /// Price of one million prompt tokens written to the provider's prompt cache.
+    /// Default ([`None`]): 1.25 times the input price, as Anthropic bills writes to
+    /// its default five-minute cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write_per_million: Option<f64>,
 }
 
+/// How Anthropic prices a cache read and a (five-minute) cache write, against the
+/// input price: [`Price`]'s defaults.
+const CACHE_READ_FACTOR: f64 = 0.1;
+const CACHE_WRITE_FACTOR: f64 = 1.25;
+
 impl Price {
-    /// A price per million input and output tokens.
+    /// A price per million input and output tokens (cached prompt tokens at the
+    /// default rates).
     pub const fn per_million(input: f64, output: f64) -> Self {
         Price {
             input_per_million: input,
             output_per_million: output,
+            cache_read_per_million: None,
+            cache_write_per_million: None,
         }
+    }
+
+    /// The same, with prices of its own per million prompt tokens read from and
+    /// written to the prompt cache.
+    pub const fn with_cache(mut self, read: f64, write: f64) -> Self {
+        self.cache_read_per_million = Some(read);
+        self.cache_write_per_million = Some(write);
+        self
+    }
+
+    /// The cost of a response whose prompt tokens include `cache_read` read from
+    /// and `cache_write` written to the prompt cache (each priced at its own rate;
+    /// the rest of the prompt at the input price).
+    ///
+    /// ```
+    /// use tower_failover_core::Price;
+    ///
+    /// let sonnet = Price::per_million(3.0, 15.0);
+    /// // 1,010 prompt tokens of which 1,000 read from the cache, 100 output:
+    /// // 10 × 3 + 1,000 × 0.3 + 100 × 15 millionths.
+    /// assert_eq!(sonnet.cost_cached(1_010, 100, 1_000, 0).micros(), 1_830);
+    /// assert_eq!(sonnet.cost(1_010, 100).micros(), 4_530);
+    /// ```
+    pub fn cost_cached(
+        &self,
+        prompt_tokens: u64,
+        completion_tokens: u64,
+        cache_read: u64,
+        cache_write: u64,
+    ) -> Cost {
+        let read = self
+            .cache_read_per_million
+            .unwrap_or(self.input_per_million * CACHE_READ_FACTOR);
+        let write = self
+            .cache_write_per_million
+            .unwrap_or(self.input_per_million * CACHE_WRITE_FACTOR);
+        // The cached counts are parts of the prompt count (never more than it).
+        let cache_read = cache_read.min(prompt_tokens);
+        let cache_write = cache_write.min(prompt_tokens - cache_read);
+        let plain = prompt_tokens - cache_read - cache_write;
+        let micros = plain as f64 * self.input_per_million
+            + cache_read as f64 * read
+            + cache_write as f64 * write
+            + completion_tokens as f64 * self.output_per_million;
+        Cost::from_micros(micros.round() as u64)
     }
 
     /// The cost of a response with these token counts.
@@ -60,10 +122,11 @@ impl Price {
     /// Whether both prices are finite and not negative (what every configuration
     /// that takes a price checks).
     pub fn is_valid(&self) -> bool {
-        self.input_per_million.is_finite()
-            && self.output_per_million.is_finite()
-            && self.input_per_million >= 0.0
-            && self.output_per_million >= 0.0
+        let ok = |p: f64| p.is_finite() && p >= 0.0;
+        ok(self.input_per_million)
+            && ok(self.output_per_million)
+            && self.cache_read_per_million.is_none_or(ok)
+            && self.cache_write_per_million.is_none_or(ok)
     }
 }
 

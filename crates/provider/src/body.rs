@@ -417,12 +417,21 @@ impl StreamBody {
         }
         let counts = match &self.mode {
             Mode::Raw => None,
-            Mode::Watch { scan, .. } => scan.usage.map(|u| (u.prompt_tokens, u.completion_tokens)),
-            Mode::Translate(t) => t.usage().map(|u| (u.prompt_tokens, u.completion_tokens)),
+            Mode::Watch { scan, .. } => scan
+                .usage
+                .map(|u| (u.prompt_tokens, u.completion_tokens, 0, 0)),
+            Mode::Translate(t) => t.usage().map(|u| {
+                (
+                    u.prompt_tokens,
+                    u.completion_tokens,
+                    u.cache_read_tokens,
+                    u.cache_write_tokens,
+                )
+            }),
         };
-        if let Some((prompt, completion)) = counts {
+        if let Some((prompt, completion, read, write)) = counts {
             self.recorded = true;
-            self.sink.record(prompt, completion);
+            self.sink.record(prompt, completion, read, write);
         }
     }
 

@@ -473,18 +473,26 @@ where
         Plan::Translate { .. } => match response_to_openai(&body) {
             Ok((out, c)) => (
                 Bytes::from(out),
-                Some((c.prompt_tokens, c.completion_tokens)),
+                Some((
+                    c.prompt_tokens,
+                    c.completion_tokens,
+                    c.cache_read_tokens,
+                    c.cache_write_tokens,
+                )),
             ),
             Err(e) => return Err(e.with_provider(provider).into()),
         },
         Plan::OpenAi { .. } if is_json(&rparts.headers) => match response_usage(&body) {
-            Ok(u) => (body, u.map(|u| (u.prompt_tokens, u.completion_tokens))),
+            Ok(u) => (
+                body,
+                u.map(|u| (u.prompt_tokens, u.completion_tokens, 0, 0)),
+            ),
             Err(e) => return Err(e.with_provider(provider).into()),
         },
         _ => (body, None),
     };
-    if let Some((prompt, completion)) = counts {
-        let usage = sink.record(prompt, completion);
+    if let Some((prompt, completion, read, write)) = counts {
+        let usage = sink.record(prompt, completion, read, write);
         rparts.extensions.insert(usage);
     }
     set_full_body(&mut rparts, &body, translate);

@@ -93,9 +93,19 @@ pub(crate) struct UsageSink {
 }
 
 impl UsageSink {
-    /// Prices and records the token counts; returns the resulting usage.
-    pub(crate) fn record(&self, prompt_tokens: u64, completion_tokens: u64) -> Usage {
-        let cost = self.price.map(|p| p.cost(prompt_tokens, completion_tokens));
+    /// Prices and records the token counts (of the prompt tokens, `cache_read`
+    /// read from and `cache_write` written to the provider's prompt cache, priced
+    /// at their own rates); returns the resulting usage.
+    pub(crate) fn record(
+        &self,
+        prompt_tokens: u64,
+        completion_tokens: u64,
+        cache_read: u64,
+        cache_write: u64,
+    ) -> Usage {
+        let cost = self
+            .price
+            .map(|p| p.cost_cached(prompt_tokens, completion_tokens, cache_read, cache_write));
         let usage = Usage {
             prompt_tokens,
             completion_tokens,
@@ -167,9 +177,9 @@ mod tests {
             health: Some(health.clone()),
             span: tracing::Span::none(),
         };
-        let u = sink.record(100, 10);
+        let u = sink.record(100, 10, 0, 0);
         assert_eq!(u.cost.unwrap().micros(), 120);
-        sink.record(100, 10);
+        sink.record(100, 10, 0, 0);
         assert_eq!(health.usage().prompt_tokens, 100);
         assert_eq!(health.usage().completion_tokens, 10);
         assert_eq!(sink.handle.get(), Some(u));

@@ -724,6 +724,14 @@ impl Config {
             for (field, v) in [
                 ("price.input_per_million", price.input_per_million),
                 ("price.output_per_million", price.output_per_million),
+                (
+                    "price.cache_read_per_million",
+                    price.cache_read_per_million.unwrap_or(0.0),
+                ),
+                (
+                    "price.cache_write_per_million",
+                    price.cache_write_per_million.unwrap_or(0.0),
+                ),
             ] {
                 if !(v.is_finite() && (0.0..=1e9).contains(&v)) {
                     return Err(ConfigError::new(

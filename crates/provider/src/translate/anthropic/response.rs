@@ -125,14 +125,27 @@ pub(super) struct ChatUsage {
     prompt_tokens: u64,
     completion_tokens: u64,
     total_tokens: u64,
+    /// OpenAI's place for the prompt tokens read from the cache.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt_tokens_details: Option<PromptDetails>,
+}
+
+#[derive(Serialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct PromptDetails {
+    cached_tokens: u64,
 }
 
 impl ChatUsage {
-    pub(super) fn new(prompt: u64, completion: u64) -> Self {
+    pub(super) fn new(counts: TokenCounts) -> Self {
         ChatUsage {
-            prompt_tokens: prompt,
-            completion_tokens: completion,
-            total_tokens: prompt.saturating_add(completion),
+            prompt_tokens: counts.prompt_tokens,
+            completion_tokens: counts.completion_tokens,
+            total_tokens: counts
+                .prompt_tokens
+                .saturating_add(counts.completion_tokens),
+            prompt_tokens_details: (counts.cache_read_tokens > 0).then_some(PromptDetails {
+                cached_tokens: counts.cache_read_tokens,
+            }),
         }
     }
 }
@@ -144,6 +157,11 @@ pub struct TokenCounts {
     pub prompt_tokens: u64,
     /// Completion tokens.
     pub completion_tokens: u64,
+    /// Of the prompt tokens, those read from the prompt cache (priced apart:
+    /// [`Price::cost_cached`](tower_failover_core::Price::cost_cached)).
+    pub cache_read_tokens: u64,
+    /// Of the prompt tokens, those written to the prompt cache.
+    pub cache_write_tokens: u64,
 }
 
 /// Maps Anthropic's `stop_reason` to OpenAI's `finish_reason`.
@@ -226,6 +244,8 @@ pub fn response_to_openai(body: &[u8]) -> Result<(Vec<u8>, TokenCounts), Invalid
     let counts = TokenCounts {
         prompt_tokens: usage.prompt().unwrap_or(0),
         completion_tokens: usage.output_tokens.unwrap_or(0),
+        cache_read_tokens: usage.cache_read_input_tokens.unwrap_or(0),
+        cache_write_tokens: usage.cache_creation_input_tokens.unwrap_or(0),
     };
     let out = ChatCompletion {
         id: &resp.id,
@@ -243,7 +263,7 @@ pub fn response_to_openai(body: &[u8]) -> Result<(Vec<u8>, TokenCounts), Invalid
             logprobs: None,
             finish_reason: resp.stop_reason.as_deref().map(finish_reason),
         }],
-        usage: ChatUsage::new(counts.prompt_tokens, counts.completion_tokens),
+        usage: ChatUsage::new(counts),
     };
     let body =
         serde_json::to_vec(&out).map_err(|e| Invalid::new(RejectKind::Shape, e.to_string()))?;

@@ -135,6 +135,9 @@ struct StreamState {
     tools: Vec<ToolBlock>,
     prompt: Option<u64>,
     completion: Option<u64>,
+    /// Of the prompt, tokens read from and written to the prompt cache.
+    cache_read: u64,
+    cache_write: u64,
     include_usage: bool,
     stopped: bool,
     /// `data: {"id":…,"object":…,"created":…,"model":…,"choices":`, built once.
@@ -204,10 +207,7 @@ impl StreamTranslator {
         if self.state.prompt.is_none() && self.state.completion.is_none() {
             return None;
         }
-        Some(TokenCounts {
-            prompt_tokens: self.state.prompt.unwrap_or(0),
-            completion_tokens: self.state.completion.unwrap_or(0),
-        })
+        Some(self.state.counts())
     }
 }
 
@@ -340,8 +340,7 @@ impl StreamState {
             "message_stop" => {
                 self.stopped = true;
                 if self.include_usage {
-                    let usage =
-                        ChatUsage::new(self.prompt.unwrap_or(0), self.completion.unwrap_or(0));
+                    let usage = ChatUsage::new(self.counts());
                     self.write(out, &[], Some(usage))?;
                 }
                 out.extend_from_slice(b"data: [DONE]\n\n");
@@ -413,9 +412,22 @@ impl StreamState {
         )
     }
 
+    /// The token counts so far.
+    fn counts(&self) -> TokenCounts {
+        TokenCounts {
+            prompt_tokens: self.prompt.unwrap_or(0),
+            completion_tokens: self.completion.unwrap_or(0),
+            cache_read_tokens: self.cache_read,
+            cache_write_tokens: self.cache_write,
+        }
+    }
+
     fn absorb(&mut self, u: AnthUsage) {
         if let Some(p) = u.prompt() {
             self.prompt = Some(p);
+            // Counts are cumulative: the latest that names its input wins whole.
+            self.cache_read = u.cache_read_input_tokens.unwrap_or(0);
+            self.cache_write = u.cache_creation_input_tokens.unwrap_or(0);
         }
         if let Some(c) = u.output_tokens {
             self.completion = Some(c);

@@ -189,14 +189,17 @@ fn response_translation_with_tools() {
                 },
                 "logprobs": null, "finish_reason": "tool_calls"
             }],
-            "usage": {"prompt_tokens": 125, "completion_tokens": 30, "total_tokens": 155}
+            "usage": {"prompt_tokens": 125, "completion_tokens": 30, "total_tokens": 155,
+                      "prompt_tokens_details": {"cached_tokens": 100}}
         })
     );
     assert_eq!(
         counts,
         TokenCounts {
             prompt_tokens: 125,
-            completion_tokens: 30
+            completion_tokens: 30,
+            cache_read_tokens: 100,
+            cache_write_tokens: 5,
         }
     );
 }
@@ -290,7 +293,8 @@ fn stream_translation_event_by_event() {
             json!([{"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\": "}}]}, null]),
             json!([{"tool_calls": [{"index": 0, "function": {"arguments": "\"Oslo\"}"}}]}, null]),
             json!([{}, "tool_calls"]),
-            json!({"usage": {"prompt_tokens": 60, "completion_tokens": 42, "total_tokens": 102}}),
+            json!({"usage": {"prompt_tokens": 60, "completion_tokens": 42, "total_tokens": 102,
+                             "prompt_tokens_details": {"cached_tokens": 10}}}),
             json!("[DONE]"),
         ]
     );
@@ -299,7 +303,9 @@ fn stream_translation_event_by_event() {
         t.usage(),
         Some(TokenCounts {
             prompt_tokens: 60,
-            completion_tokens: 42
+            completion_tokens: 42,
+            cache_read_tokens: 10,
+            cache_write_tokens: 0,
         })
     );
 }
