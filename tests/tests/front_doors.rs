@@ -541,3 +541,57 @@ async fn each_providers_request_id_comes_back() {
     assert!(anthropic.is_some_and(|v| !v.is_empty()), "{:?}", a.headers);
     gw.shutdown().await.unwrap();
 }
+
+/// A `/v1/messages` caller's prompt-cache breakpoints (Claude Code marks its long
+/// system prompt) reach an Anthropic provider through the stack's OpenAI-shaped
+/// request, so the second request reads the prefix the first one wrote, and the
+/// caller sees it in its usage. (They were dropped on the way: every request paid
+/// full price for its whole prompt.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompt_cache_breakpoints_reach_an_anthropic_provider() {
+    let (_primary, backup, gw) = messages_gateway().await;
+    let long = "You are a careful assistant. ".repeat(400);
+    let body = json!({
+        "model": "claude-haiku-4-5",
+        "max_tokens": 100,
+        "system": [
+            {"type": "text", "text": long, "cache_control": {"type": "ephemeral"}}
+        ],
+        "messages": [{"role": "user", "content": "Hello"}]
+    });
+    let first = gw.message(&body).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    assert_eq!(first.served_by(), "backup/claude-haiku-4-5");
+    let sent = backup.received();
+    let last = sent.last().expect("the provider saw the request");
+    let sent_body = String::from_utf8_lossy(last.body().expect("its body was read"));
+    let sent_json: Value = serde_json::from_str(&sent_body).unwrap();
+    assert_eq!(
+        sent_json["system"][0]["cache_control"],
+        json!({"type": "ephemeral"}),
+        "the breakpoint reached the provider: {}",
+        &sent_body[..sent_body.len().min(300)]
+    );
+    let second = gw.message(&body).await;
+    assert_eq!(second.status, StatusCode::OK, "{}", second.body);
+    let usage = &second.json()["usage"];
+    assert!(
+        usage["cache_read_input_tokens"].as_u64().unwrap_or(0) >= 1024,
+        "{usage}"
+    );
+    // The OpenAI front door sees the same read as OpenAI reports it.
+    let chat = json!({
+        "model": "claude-haiku-4-5",
+        "messages": [
+            {"role": "system", "content": [
+                {"type": "text", "text": long, "cache_control": {"type": "ephemeral"}}
+            ]},
+            {"role": "user", "content": "Hello"}
+        ]
+    });
+    let third = gw.post("/v1/chat/completions", &chat).await;
+    assert_eq!(third.status, StatusCode::OK, "{}", third.body);
+    let cached = &third.json()["usage"]["prompt_tokens_details"]["cached_tokens"];
+    assert!(cached.as_u64().unwrap_or(0) >= 1024, "{}", third.body);
+    gw.shutdown().await.unwrap();
+}

@@ -656,3 +656,49 @@ proptest! {
         }
     }
 }
+
+/// An Anthropic caller's prompt-cache breakpoints survive the trip into the
+/// stack's OpenAI-shaped request (on system parts, text and image parts, tool
+/// results and tools), so that an Anthropic provider gets them back; text that
+/// carries none is still sent as a string.
+#[test]
+fn prompt_cache_breakpoints_are_kept_in_the_openai_request() {
+    let eph = json!({"type": "ephemeral"});
+    let req = json!({
+        "model": "m",
+        "max_tokens": 10,
+        "system": [{"type": "text", "text": "Long rules.", "cache_control": eph}],
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "Q", "cache_control": eph}]},
+            {"role": "assistant", "content": [
+                {"type": "tool_use", "id": "t1", "name": "f", "input": {}}
+            ]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "t1", "content": "ok", "cache_control": eph}
+            ]},
+            {"role": "assistant", "content": "plain"}
+        ],
+        "tools": [{"name": "f", "input_schema": {"type": "object"}, "cache_control": eph}]
+    });
+    let out = request_from_anthropic(req.to_string().as_bytes()).unwrap();
+    let v: Value = serde_json::from_slice(&out.body).unwrap();
+    let m = &v["messages"];
+    assert_eq!(
+        m[0],
+        json!({"role": "system", "content": [
+            {"type": "text", "text": "Long rules.", "cache_control": eph}
+        ]})
+    );
+    assert_eq!(
+        m[1]["content"],
+        json!([{"type": "text", "text": "Q", "cache_control": eph}])
+    );
+    assert_eq!(
+        m[3],
+        json!({"role": "tool", "tool_call_id": "t1", "content": [
+            {"type": "text", "text": "ok", "cache_control": eph}
+        ]})
+    );
+    assert_eq!(m[4]["content"], "plain");
+    assert_eq!(v["tools"][0]["cache_control"], eph);
+}

@@ -62,7 +62,10 @@
 //! with `stream_options.include_usage`), or Anthropic's `message_start`,
 //! `content_block_start`, `ping`, `content_block_delta`…, `content_block_stop`,
 //! `message_delta`, `message_stop`. HTTP/1.1 and HTTP/2 (prior knowledge, or ALPN
-//! with TLS) are served.
+//! with TLS) are served. The Anthropic flavor models prompt caching roughly: a
+//! prompt prefix up to a `cache_control` breakpoint, of at least 1,024 tokens, is
+//! counted as `cache_creation_input_tokens` the first time that simulator sees it
+//! and as `cache_read_input_tokens` after.
 //!
 //! Replies are generated from the seed and the request's sequence number: the same
 //! seed and the same request order give the same text, ids and fault draws. Token

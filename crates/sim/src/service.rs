@@ -490,6 +490,18 @@ async fn completion(
             None => crate::sim::default_models(flavor).swap_remove(0),
         };
     }
+    if let Some((prefix, tokens)) = ask.cache_prefix {
+        let fresh = shared
+            .prompt_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(prefix);
+        if fresh {
+            ask.cache_write = tokens;
+        } else {
+            ask.cache_read = tokens;
+        }
+    }
     let g = GenSettings {
         min_words: shared.cfg.min_words,
         max_words: shared.cfg.max_words,

@@ -302,6 +302,7 @@ impl SimBuilder {
             counters: CounterSet::new(),
             received: ReceivedLog::default(),
             seq: AtomicU64::new(0),
+            prompt_cache: Mutex::new(std::collections::HashSet::new()),
         });
         tracing::debug!(name = %shared.cfg.name, flavor = %shared.cfg.flavor, %addr, "sim started");
         let task = tokio::spawn(server::run(listener, Arc::clone(&shared), acceptor));
@@ -562,6 +563,9 @@ pub(crate) struct Shared {
     pub(crate) received: ReceivedLog,
     pub(crate) quota: Mutex<QuotaState>,
     seq: AtomicU64,
+    /// The prompt prefixes cached so far (Anthropic prompt caching: a prefix is
+    /// written the first time, read after; never evicted here).
+    pub(crate) prompt_cache: Mutex<std::collections::HashSet<u64>>,
 }
 
 impl Shared {

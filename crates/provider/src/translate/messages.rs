@@ -22,6 +22,10 @@
 //! | `stop_sequences`, `max_tokens`, `temperature`, `top_p`, `metadata.user_id` | `stop`, `max_tokens`, `temperature`, `top_p`, `user` |
 //!
 //! `thinking` blocks and `top_k` have no OpenAI counterpart and are dropped.
+//! Prompt-cache breakpoints (`cache_control`) are kept on the parts and tools they
+//! mark (a system prompt or message that carries one stays a list of parts), so
+//! that an Anthropic provider gets them back; an OpenAI-compatible provider is
+//! sent the request without them (OpenAI caches prompts by itself).
 
 use serde_json::{Map, Value, json};
 
@@ -62,6 +66,17 @@ pub fn request_from_anthropic(body: &[u8]) -> Result<InboundRequest, TranslateEr
     match req.get("system") {
         None | Some(Value::Null) => {}
         Some(Value::String(s)) => messages.push(json!({"role": "system", "content": s})),
+        Some(Value::Array(blocks)) if blocks.iter().any(|b| b.get("cache_control").is_some()) => {
+            // A prompt-cache breakpoint is kept: the blocks become text parts
+            // carrying it (an Anthropic provider gets it back; an OpenAI one, which
+            // caches by itself, is sent the parts without it).
+            blocks_text(blocks, "system")?;
+            let parts: Vec<Value> = blocks
+                .iter()
+                .map(|b| with_cache(json!({"type": "text", "text": b["text"]}), b))
+                .collect();
+            messages.push(json!({"role": "system", "content": parts}));
+        }
         Some(Value::Array(blocks)) => {
             let text = blocks_text(blocks, "system")?;
             messages.push(json!({"role": "system", "content": text}));
@@ -148,6 +163,17 @@ pub fn request_from_anthropic(body: &[u8]) -> Result<InboundRequest, TranslateEr
     })
 }
 
+/// `part` with the prompt-cache breakpoint of the Anthropic block it came from,
+/// if that block had one.
+fn with_cache(mut part: Value, block: &Value) -> Value {
+    if let (Some(c), Value::Object(p)) = (block.get("cache_control"), &mut part)
+        && !c.is_null()
+    {
+        p.insert("cache_control".into(), c.clone());
+    }
+    part
+}
+
 /// The text of an array of `text` blocks (other blocks are refused).
 fn blocks_text(blocks: &[Value], what: &str) -> Result<String, TranslateError> {
     let mut text = String::new();
@@ -186,7 +212,7 @@ fn tool(t: &Value) -> Result<Value, String> {
         .cloned()
         .unwrap_or_else(|| json!({"type": "object"}));
     f.insert("parameters".into(), schema);
-    Ok(json!({"type": "function", "function": f}))
+    Ok(with_cache(json!({"type": "function", "function": f}), t))
 }
 
 fn image_part(block: &Value) -> Result<Value, String> {
@@ -267,11 +293,12 @@ fn translate_message(m: &Value, out: &mut Vec<Value>) -> Result<(), String> {
                     .and_then(Value::as_str)
                     .ok_or(format!("content.{i}.text: a string is required"))?;
                 text.push_str(t);
-                parts.push(json!({"type": "text", "text": t}));
+                parts.push(with_cache(json!({"type": "text", "text": t}), b));
             }
-            ("user", "image") => {
-                parts.push(image_part(b).map_err(|e| format!("content.{i}: {e}"))?)
-            }
+            ("user", "image") => parts.push(with_cache(
+                image_part(b).map_err(|e| format!("content.{i}: {e}"))?,
+                b,
+            )),
             ("user", "tool_result") => {
                 let id = b
                     .get("tool_use_id")
@@ -281,7 +308,14 @@ fn translate_message(m: &Value, out: &mut Vec<Value>) -> Result<(), String> {
                 if b.get("is_error") == Some(&Value::Bool(true)) {
                     content.insert_str(0, "Error: ");
                 }
-                // A tool message must follow the assistant's calls directly.
+                // A tool message must follow the assistant's calls directly. A
+                // breakpoint on the result rides on its text as a part.
+                let content = match b.get("cache_control") {
+                    Some(c) if !c.is_null() => {
+                        json!([{"type": "text", "text": content, "cache_control": c}])
+                    }
+                    _ => Value::String(content),
+                };
                 out.push(json!({"role": "tool", "tool_call_id": id, "content": content}));
             }
             ("assistant", "tool_use") => {
@@ -308,12 +342,17 @@ fn translate_message(m: &Value, out: &mut Vec<Value>) -> Result<(), String> {
             }
         }
     }
+    // Parts carrying a prompt-cache breakpoint stay parts (a string has no
+    // place for one).
+    let cached = parts.iter().any(|p| p.get("cache_control").is_some());
     if role == "assistant" {
         let mut msg = Map::new();
         msg.insert("role".into(), json!("assistant"));
         msg.insert(
             "content".into(),
-            if text.is_empty() {
+            if cached {
+                Value::Array(parts)
+            } else if text.is_empty() {
                 Value::Null
             } else {
                 Value::String(text)
@@ -325,7 +364,7 @@ fn translate_message(m: &Value, out: &mut Vec<Value>) -> Result<(), String> {
         out.push(Value::Object(msg));
     } else if !parts.is_empty() {
         let only_text = parts.iter().all(|p| p["type"] == "text");
-        let content = if only_text {
+        let content = if only_text && !cached {
             Value::String(text)
         } else {
             Value::Array(parts)

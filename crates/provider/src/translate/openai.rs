@@ -4,7 +4,9 @@
 //!
 //! The body is scanned once; only the model value is spliced, so whatever else the
 //! caller sent (new parameters, provider extensions) reaches the provider
-//! byte for byte.
+//! byte for byte. One exception: a body with Anthropic's prompt-cache breakpoints
+//! (`cache_control`) is rewritten without them (OpenAI caches by itself, and a
+//! server that refuses unknown fields would answer 400).
 
 use std::sync::LazyLock;
 
@@ -94,6 +96,13 @@ pub fn prepare_request(
         return Err(TranslateError::new("`stream` must be a boolean"));
     }
     let stream = info.stream();
+    if memmem::find(bytes, b"\"cache_control\"").is_some() {
+        // Anthropic's prompt-cache breakpoints (from `/v1/messages` callers, or
+        // clients that mark parts for Claude) are taken out: OpenAI caches prompts
+        // by itself, and a server that refuses unknown fields would refuse the
+        // request (a 400, which does not fail over). The body is rewritten whole.
+        return prepare_by_value(bytes, models, stream, stream && stream_usage);
+    }
     let inject = stream && stream_usage && !info.has_stream_options();
     // A caller's own `stream_options` that does not ask for usage (`null`, `{}`,
     // `"include_usage": false`) is asked for it all the same: without the final
@@ -104,7 +113,7 @@ pub fn prepare_request(
             Ok(edit) => edit,
             // What the exact reader cannot vouch for (a number past its range, a
             // key with escapes) is edited through serde's model of the body.
-            Err(Unsure) => return ask_for_usage_by_value(bytes, models, stream),
+            Err(Unsure) => return prepare_by_value(bytes, models, stream, true),
         }
     } else {
         None
@@ -206,26 +215,47 @@ fn ask_for_usage(bytes: &[u8]) -> Result<Option<UsageEdit>, Unsure> {
     Ok(edit)
 }
 
-/// [`prepare_request`]'s edits made through a `serde_json::Value` of the body, for
+/// [`prepare_request`]'s edits made through a `serde_json::Value` of the body: for
 /// the rare body with a caller's `stream_options` that the structure reader cannot
-/// follow (a key with escapes): the members keep their meaning as serde reads them,
-/// not their bytes (a float may move in its last digit). A body serde cannot hold
-/// either is refused: a stream whose tokens could not be counted is not sent.
-fn ask_for_usage_by_value(
+/// follow (a key with escapes), and for one with prompt-cache breakpoints
+/// (`cache_control`, taken off every message, part and tool). The members keep
+/// their meaning as serde reads them, not their bytes (a float may move in its
+/// last digit). A body serde cannot hold is refused.
+fn prepare_by_value(
     bytes: &Bytes,
     models: &ModelMap,
     stream: bool,
+    ask_usage: bool,
 ) -> Result<PreparedRequest, TranslateError> {
-    let mut body: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(bytes)
+    use serde_json::Value;
+    let mut body: serde_json::Map<String, Value> = serde_json::from_slice(bytes)
         .map_err(|e| TranslateError::new(format!("request body: {e}")))?;
-    let options = body
-        .entry("stream_options")
-        .or_insert(serde_json::Value::Null);
-    if !options.is_object() {
-        *options = serde_json::Value::Object(serde_json::Map::new());
+    if ask_usage {
+        let options = body.entry("stream_options").or_insert(Value::Null);
+        if !options.is_object() {
+            *options = Value::Object(serde_json::Map::new());
+        }
+        if let Some(o) = options.as_object_mut() {
+            o.insert("include_usage".into(), Value::Bool(true));
+        }
     }
-    if let Some(o) = options.as_object_mut() {
-        o.insert("include_usage".into(), serde_json::Value::Bool(true));
+    let strip = |v: &mut Value| {
+        if let Some(o) = v.as_object_mut() {
+            o.remove("cache_control");
+        }
+    };
+    for list in ["messages", "tools"] {
+        for item in body
+            .get_mut(list)
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            strip(item);
+            if let Some(parts) = item.get_mut("content").and_then(Value::as_array_mut) {
+                parts.iter_mut().for_each(strip);
+            }
+        }
     }
     let (mut requested_model, mut model) = (None, None);
     if let Some(serde_json::Value::String(name)) = body.get_mut("model") {
@@ -533,6 +563,48 @@ mod tests {
             out.body,
             r#"{"stream_options":{"include_usage":true},"model":"pinned","stream":true}"#
         );
+    }
+
+    /// Anthropic's prompt-cache breakpoints are taken off every message, part and
+    /// tool before an OpenAI-compatible provider sees them; the rest means the
+    /// same, and a stream still asks for usage.
+    #[test]
+    fn prompt_cache_breakpoints_are_taken_out() {
+        let body = serde_json::json!({
+            "model": "m",
+            "stream": true,
+            "messages": [
+                {"role": "system", "content": [
+                    {"type": "text", "text": "Rules.", "cache_control": {"type": "ephemeral"}}
+                ]},
+                {"role": "user", "content": "Q", "cache_control": {"type": "ephemeral"}}
+            ],
+            "tools": [{"type": "function", "function": {"name": "f"},
+                       "cache_control": {"type": "ephemeral"}}]
+        })
+        .to_string();
+        let out = prepare_request(
+            &ReplayBody::from(body),
+            &ModelMap::from_iter([("m", "n")]),
+            true,
+        )
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.body).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "model": "n",
+                "stream": true,
+                "stream_options": {"include_usage": true},
+                "messages": [
+                    {"role": "system", "content": [{"type": "text", "text": "Rules."}]},
+                    {"role": "user", "content": "Q"}
+                ],
+                "tools": [{"type": "function", "function": {"name": "f"}}]
+            })
+        );
+        assert_eq!(out.model.as_deref(), Some("n"));
+        assert_eq!(out.requested_model.as_deref(), Some("m"));
     }
 
     #[test]

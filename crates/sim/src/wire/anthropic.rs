@@ -69,9 +69,42 @@ pub(crate) fn parse(body: &[u8]) -> Result<Ask, String> {
         include_usage: false,
         max_tokens: req.max_tokens,
         json,
+        cache_prefix: cache_prefix(body, prompt_tokens),
         prompt_tokens,
         last_user,
+        cache_read: 0,
+        cache_write: 0,
     })
+}
+
+/// The fewest prompt tokens Anthropic caches (its larger models' minimum).
+const MIN_CACHED_TOKENS: u64 = 1024;
+
+/// The prefix Anthropic would cache for this request: the prompt (from the first
+/// of `tools`, `system` and `messages`, so that `model` or `max_tokens` written
+/// before it do not count) up to its last `cache_control` breakpoint, as a hash of
+/// those bytes and an estimate of its tokens (4 bytes a token, at most the
+/// prompt's), if it is long enough. A rough model of Anthropic's: the same
+/// prompt written the same way hits.
+fn cache_prefix(body: &[u8], prompt_tokens: u64) -> Option<(u64, u64)> {
+    let find = |what: &[u8]| body.windows(what.len()).position(|w| w == what);
+    let end = body
+        .windows(b"\"cache_control\"".len())
+        .rposition(|w| w == b"\"cache_control\"")?;
+    let start = [&b"\"tools\""[..], b"\"system\"", b"\"messages\""]
+        .into_iter()
+        .filter_map(find)
+        .min()
+        .unwrap_or(0)
+        .min(end);
+    let tokens = ((end - start) as u64 / 4).min(prompt_tokens);
+    if tokens < MIN_CACHED_TOKENS {
+        return None;
+    }
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    body[start..end].hash(&mut h);
+    Some((h.finish(), tokens))
 }
 
 fn stop_reason(reply: &Reply) -> &'static str {
@@ -108,9 +141,9 @@ pub(crate) fn message(meta: &Meta<'_>, ask: &Ask, reply: &Reply) -> Vec<u8> {
         "stop_reason": stop_reason(reply),
         "stop_sequence": null,
         "usage": {
-            "input_tokens": ask.prompt_tokens,
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0,
+            "input_tokens": ask.uncached_tokens(),
+            "cache_creation_input_tokens": ask.cache_write,
+            "cache_read_input_tokens": ask.cache_read,
             "output_tokens": reply.completion_tokens,
             "service_tier": "standard"
         }
@@ -138,9 +171,9 @@ pub(crate) fn stream(meta: &Meta<'_>, ask: &Ask, reply: &Reply, fault: StreamFau
             "stop_reason": null,
             "stop_sequence": null,
             "usage": {
-                "input_tokens": ask.prompt_tokens,
-                "cache_creation_input_tokens": 0,
-                "cache_read_input_tokens": 0,
+                "input_tokens": ask.uncached_tokens(),
+                "cache_creation_input_tokens": ask.cache_write,
+                "cache_read_input_tokens": ask.cache_read,
                 "output_tokens": 1,
                 "service_tier": "standard"
             }

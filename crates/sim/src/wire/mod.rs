@@ -23,6 +23,24 @@ pub(crate) struct Ask {
     pub(crate) prompt_tokens: u64,
     /// The last user message's text (for echo).
     pub(crate) last_user: String,
+    /// Anthropic prompt caching: the prefix up to the request's last
+    /// `cache_control` breakpoint (a hash of its bytes, and its tokens), when it is
+    /// long enough to be cached.
+    pub(crate) cache_prefix: Option<(u64, u64)>,
+    /// Of `prompt_tokens`, those read from and written to the prompt cache (set by
+    /// the service from the prefixes it has seen).
+    pub(crate) cache_read: u64,
+    pub(crate) cache_write: u64,
+}
+
+impl Ask {
+    /// The prompt tokens neither read from nor written to the prompt cache
+    /// (Anthropic's `input_tokens`).
+    pub(crate) fn uncached_tokens(&self) -> u64 {
+        self.prompt_tokens
+            .saturating_sub(self.cache_read)
+            .saturating_sub(self.cache_write)
+    }
 }
 
 /// Whether the request asks for JSON output.
@@ -279,6 +297,9 @@ mod tests {
             json,
             prompt_tokens: 3,
             last_user: "hello there".into(),
+            cache_prefix: None,
+            cache_read: 0,
+            cache_write: 0,
         }
     }
 

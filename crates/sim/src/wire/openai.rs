@@ -85,6 +85,9 @@ pub(crate) fn parse(body: &[u8]) -> Result<Ask, String> {
         json,
         prompt_tokens,
         last_user,
+        cache_prefix: None,
+        cache_read: 0,
+        cache_write: 0,
     })
 }
 

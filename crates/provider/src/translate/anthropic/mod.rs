@@ -10,6 +10,7 @@
 //! | `temperature` (0–2), `top_p`, `stop` | `temperature` (clamped to 0–1), `top_p` (dropped when `temperature` is given too: current Claude models refuse both), `stop_sequences` (empty or whitespace-only entries dropped) |
 //! | `tools`, `tool_choice`, `parallel_tool_calls` | `tools`, `tool_choice`, `disable_parallel_tool_use` |
 //! | `user` | `metadata.user_id` |
+//! | `cache_control` on a content part or a tool | `cache_control` on its block or tool (on the `tool_result` block for a tool message; the system prompt is then sent as blocks) |
 //! | `finish_reason` `stop` / `length` / `tool_calls` / `content_filter` | `stop_reason` `end_turn`, `stop_sequence` / `max_tokens` / `tool_use` / `refusal` |
 //! | `usage.prompt_tokens` / `completion_tokens` | `input_tokens` (+ cache reads and writes) / `output_tokens` |
 //!

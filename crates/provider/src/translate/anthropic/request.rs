@@ -115,6 +115,10 @@ struct Part<'a> {
     refusal: Option<Str<'a>>,
     #[serde(borrow, default)]
     image_url: Option<ImageUrl<'a>>,
+    /// A prompt-cache breakpoint (`{"type": "ephemeral"}`), as Anthropic's blocks
+    /// carry it: passed on to the block this part becomes.
+    #[serde(borrow, default)]
+    cache_control: Option<&'a RawValue>,
 }
 
 #[derive(DeriveDeserialize)]
@@ -145,6 +149,9 @@ struct ChatTool<'a> {
     kind: Option<Str<'a>>,
     #[serde(borrow)]
     function: FunctionDef<'a>,
+    /// A prompt-cache breakpoint after this tool's definition.
+    #[serde(borrow, default)]
+    cache_control: Option<&'a RawValue>,
 }
 
 #[derive(DeriveDeserialize)]
@@ -176,7 +183,7 @@ struct MessagesRequest<'a> {
     model: &'a str,
     max_tokens: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    system: Option<Cow<'a, str>>,
+    system: Option<System<'a>>,
     messages: Vec<AnthMessage<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     temperature: Option<f64>,
@@ -194,6 +201,15 @@ struct MessagesRequest<'a> {
     metadata: Option<Metadata<'a>>,
 }
 
+/// The system prompt: one string, or text blocks when a part of it is a
+/// prompt-cache breakpoint (only blocks can carry one).
+#[derive(Serialize)]
+#[serde(untagged)]
+enum System<'a> {
+    Text(Cow<'a, str>),
+    Blocks(Vec<Block<'a>>),
+}
+
 #[derive(Serialize)]
 struct AnthMessage<'a> {
     role: &'static str,
@@ -205,9 +221,13 @@ struct AnthMessage<'a> {
 enum Block<'a> {
     Text {
         text: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cache_control: Option<&'a RawValue>,
     },
     Image {
         source: ImageSource<'a>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cache_control: Option<&'a RawValue>,
     },
     ToolUse {
         id: &'a str,
@@ -217,7 +237,21 @@ enum Block<'a> {
     ToolResult {
         tool_use_id: &'a str,
         content: Vec<Block<'a>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cache_control: Option<&'a RawValue>,
     },
+}
+
+impl<'a> Block<'a> {
+    /// The block's own prompt-cache breakpoint, taken off it.
+    fn take_cache_control(&mut self) -> Option<&'a RawValue> {
+        match self {
+            Block::Text { cache_control, .. }
+            | Block::Image { cache_control, .. }
+            | Block::ToolResult { cache_control, .. } => cache_control.take(),
+            Block::ToolUse { .. } => None,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -233,6 +267,8 @@ struct AnthTool<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     description: Option<&'a str>,
     input_schema: &'a RawValue,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache_control: Option<&'a RawValue>,
 }
 
 #[derive(Serialize)]
@@ -347,9 +383,16 @@ pub fn request_to_anthropic(
                 })?;
                 let mut content = Vec::new();
                 push_content(&mut content, msg.content.as_ref(), i)?;
+                // A breakpoint in the tool's answer marks the `tool_result` block
+                // itself (the place Anthropic documents for it).
+                let cache_control = content
+                    .iter_mut()
+                    .filter_map(Block::take_cache_control)
+                    .last();
                 blocks.push(Block::ToolResult {
                     tool_use_id: id,
                     content,
+                    cache_control,
                 });
             }
             _ => {
@@ -399,6 +442,7 @@ pub fn request_to_anthropic(
             name: &t.function.name,
             description: t.function.description.as_deref(),
             input_schema: t.function.parameters.unwrap_or_else(|| empty_schema()),
+            cache_control: t.cache_control,
         })
         .collect();
 
@@ -495,6 +539,10 @@ pub fn request_to_anthropic(
 struct SystemPrompt<'a> {
     pieces: Vec<&'a str>,
     messages: usize,
+    /// Each text of the system messages with its prompt-cache breakpoint, if
+    /// any: the prompt is sent as these blocks when one has a breakpoint.
+    blocks: Vec<(&'a str, Option<&'a RawValue>)>,
+    cached: bool,
 }
 
 impl<'a> SystemPrompt<'a> {
@@ -506,7 +554,10 @@ impl<'a> SystemPrompt<'a> {
         self.messages += 1;
         match content {
             None => {}
-            Some(Content::Text(s)) => self.pieces.push(s),
+            Some(Content::Text(s)) => {
+                self.pieces.push(s);
+                self.blocks.push((s, None));
+            }
             Some(Content::Parts(parts)) => {
                 for (k, p) in parts.iter().enumerate() {
                     let text = match (&*p.kind, &p.text) {
@@ -521,15 +572,30 @@ impl<'a> SystemPrompt<'a> {
                         self.pieces.push("\n");
                     }
                     self.pieces.push(text);
+                    self.blocks.push((text, p.cache_control));
+                    self.cached |= p.cache_control.is_some();
                 }
             }
         }
         Ok(())
     }
 
-    /// The joined text; `None` if there was no system message.
-    fn finish(self) -> Option<Cow<'a, str>> {
-        (self.messages > 0).then(|| concat(&self.pieces))
+    /// The joined text, or the blocks when one is a prompt-cache breakpoint;
+    /// `None` if there was no system message.
+    fn finish(self) -> Option<System<'a>> {
+        if self.cached {
+            let blocks = self
+                .blocks
+                .into_iter()
+                .filter(|(text, _)| !text.is_empty())
+                .map(|(text, cache_control)| Block::Text {
+                    text,
+                    cache_control,
+                })
+                .collect();
+            return Some(System::Blocks(blocks));
+        }
+        (self.messages > 0).then(|| System::Text(concat(&self.pieces)))
     }
 }
 
@@ -558,22 +624,30 @@ fn push_content<'a>(
 ) -> Result<(), TranslateError> {
     match content {
         None => {}
-        Some(Content::Text(s)) if !s.is_empty() => blocks.push(Block::Text { text: s }),
+        Some(Content::Text(s)) if !s.is_empty() => blocks.push(Block::Text {
+            text: s,
+            cache_control: None,
+        }),
         Some(Content::Text(_)) => {}
         Some(Content::Parts(parts)) => {
             for p in parts {
                 match (&*p.kind, &p.text, &p.image_url, &p.refusal) {
-                    ("text", Some(t), _, _) if !t.is_empty() => {
-                        blocks.push(Block::Text { text: t })
-                    }
+                    ("text", Some(t), _, _) if !t.is_empty() => blocks.push(Block::Text {
+                        text: t,
+                        cache_control: p.cache_control,
+                    }),
                     ("text", _, _, _) => {}
-                    ("refusal", _, _, Some(r)) => blocks.push(Block::Text { text: r }),
+                    ("refusal", _, _, Some(r)) => blocks.push(Block::Text {
+                        text: r,
+                        cache_control: p.cache_control,
+                    }),
                     ("image_url", _, Some(img), _) => blocks.push(Block::Image {
                         source: image_source(&img.url).ok_or_else(|| {
                             TranslateError::new(format!(
                                 "messages[{i}]: image data URLs must be base64"
                             ))
                         })?,
+                        cache_control: p.cache_control,
                     }),
                     (other, _, _, _) => {
                         return Err(TranslateError::new(format!(

@@ -809,3 +809,59 @@ fn messages_with_empty_content_are_dropped() {
         assert!(!m["content"].as_array().unwrap().is_empty(), "{m}");
     }
 }
+
+/// Prompt-cache breakpoints on OpenAI-shaped parts and tools (as the `/v1/messages`
+/// front door writes them, and as clients that mark parts for Claude send them)
+/// become Anthropic's: on system blocks (the prompt is then sent as blocks), text
+/// blocks, the `tool_result` block of a tool message, and tools.
+#[test]
+fn prompt_cache_breakpoints_are_carried_to_anthropic() {
+    let models = ModelMap::new();
+    let eph = json!({"type": "ephemeral"});
+    let body = json!({
+        "model": "claude-sonnet-4-5",
+        "messages": [
+            {"role": "system", "content": [
+                {"type": "text", "text": "Rules."},
+                {"type": "text", "text": "Long context.", "cache_control": eph}
+            ]},
+            {"role": "user", "content": [{"type": "text", "text": "Q", "cache_control": eph}]},
+            {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "t1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+            ]},
+            {"role": "tool", "tool_call_id": "t1", "content": [
+                {"type": "text", "text": "result", "cache_control": eph}
+            ]}
+        ],
+        "tools": [{"type": "function", "function": {"name": "f"}, "cache_control": eph}]
+    });
+    let out = request_to_anthropic(body.to_string().as_bytes(), &opts(&models)).unwrap();
+    let v: Value = serde_json::from_slice(&out.body).unwrap();
+    assert_eq!(
+        v["system"],
+        json!([
+            {"type": "text", "text": "Rules."},
+            {"type": "text", "text": "Long context.", "cache_control": eph}
+        ])
+    );
+    assert_eq!(v["messages"][0]["content"][0]["cache_control"], eph);
+    let result = &v["messages"][2]["content"][0];
+    assert_eq!(result["type"], "tool_result");
+    assert_eq!(result["cache_control"], eph, "{v}");
+    assert!(result["content"][0].get("cache_control").is_none(), "{v}");
+    assert_eq!(v["tools"][0]["cache_control"], eph);
+
+    // Without breakpoints: a system string, and no `cache_control` anywhere.
+    let plain = json!({"model": "m", "messages": [
+        {"role": "system", "content": [{"type": "text", "text": "Rules."}]},
+        {"role": "user", "content": "Q"}
+    ]});
+    let out = request_to_anthropic(plain.to_string().as_bytes(), &opts(&models)).unwrap();
+    let v: Value = serde_json::from_slice(&out.body).unwrap();
+    assert_eq!(v["system"], "Rules.");
+    assert!(
+        !String::from_utf8(out.body)
+            .unwrap()
+            .contains("cache_control")
+    );
+}
