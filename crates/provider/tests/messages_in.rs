@@ -702,3 +702,25 @@ fn prompt_cache_breakpoints_are_kept_in_the_openai_request() {
     assert_eq!(m[4]["content"], "plain");
     assert_eq!(v["tools"][0]["cache_control"], eph);
 }
+
+/// A message's text blocks joined into one string stay apart (a newline between
+/// them), as the system prompt's do: "Hello" and "World" were sent "HelloWorld".
+#[test]
+fn text_blocks_joined_into_a_string_stay_apart() {
+    let req = json!({
+        "model": "m",
+        "max_tokens": 10,
+        "messages": [
+            {"role": "user", "content": [
+                {"type": "text", "text": "Hello"}, {"type": "text", "text": "World"}
+            ]},
+            {"role": "assistant", "content": [
+                {"type": "text", "text": "One."}, {"type": "text", "text": "Two."}
+            ]}
+        ]
+    });
+    let out = request_from_anthropic(req.to_string().as_bytes()).unwrap();
+    let v: Value = serde_json::from_slice(&out.body).unwrap();
+    assert_eq!(v["messages"][0]["content"], "Hello\nWorld");
+    assert_eq!(v["messages"][1]["content"], "One.\nTwo.");
+}

@@ -292,6 +292,11 @@ fn translate_message(m: &Value, out: &mut Vec<Value>) -> Result<(), String> {
                     .get("text")
                     .and_then(Value::as_str)
                     .ok_or(format!("content.{i}.text: a string is required"))?;
+                // Separate blocks stay separate when joined into one string (as
+                // the system prompt's do): "Hello" and "World" are not "HelloWorld".
+                if !text.is_empty() && !t.is_empty() {
+                    text.push('\n');
+                }
                 text.push_str(t);
                 parts.push(with_cache(json!({"type": "text", "text": t}), b));
             }
