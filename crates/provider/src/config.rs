@@ -24,10 +24,13 @@ pub type ProviderKind = Wire;
 /// a generous catch-all. But a *streamed* and a *non-streamed* answer start very
 /// differently:
 ///
-/// - a stream's first event comes when the model has produced its first token
-///   (time to first token: typically 0.2–2 s, rarely above 5 s even for long
-///   prompts), so `first_byte` (default **10 s**, the upper end of what failover
-///   guides recommend per call) ends a silent provider quickly;
+/// - a stream's first event comes when the model has produced its first token:
+///   typically 0.2–2 s for a chat model, but a reasoning model (OpenAI's o-series
+///   and GPT-5, at their default effort) thinks silently first, often 10–60 s. So
+///   `first_byte` is **60 s** by default: a shorter one cut every long-thinking
+///   answer, paid for it, failed over to a provider that cut it the same way, and
+///   counted each cut as the provider's timeout until its circuit opened. Lower it
+///   for chat models only;
 /// - a non-streamed answer's first byte comes only when the *whole* answer is
 ///   generated, which legitimately takes a minute for a few thousand tokens, so it
 ///   gets its own `first_byte_unstreamed` (default **120 s**): a shorter one would
@@ -37,15 +40,15 @@ pub type ProviderKind = Wire;
 /// whose requests wait far longer than its usual time to first byte becomes
 /// *suspect* and new requests go elsewhere within about a second (see
 /// `tower_failover_core::Health::is_suspect`), and its circuit opens as the
-/// waiting requests time out. Reasoning models that think for long before their
-/// first streamed token need a larger `first_byte`.
+/// waiting requests time out: a long first-byte deadline costs only the callers
+/// already waiting on a provider that went silent.
 ///
 /// ```
 /// use std::time::Duration;
 /// use tower_failover_provider::Timeouts;
 ///
 /// let t = Timeouts::default();
-/// assert_eq!(t.first_byte, Duration::from_secs(10));
+/// assert_eq!(t.first_byte, Duration::from_secs(60));
 /// assert_eq!(t.first_byte_unstreamed, Duration::from_secs(120));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -56,7 +59,8 @@ pub struct Timeouts {
     #[serde(with = "duration_serde")]
     pub connect: Duration,
     /// For a streamed request (`"stream": true`): from sending the request to the
-    /// first byte of the response body, its time to first token (default 10 s).
+    /// first byte of the response body, its time to first token (default 60 s:
+    /// reasoning models think before their first token).
     /// Fails with `Elapsed(FirstByte)`.
     #[serde(with = "duration_serde")]
     pub first_byte: Duration,
@@ -101,7 +105,7 @@ impl Default for Timeouts {
     fn default() -> Self {
         Timeouts {
             connect: Duration::from_secs(10),
-            first_byte: Duration::from_secs(10),
+            first_byte: Duration::from_secs(60),
             first_byte_unstreamed: Duration::from_secs(120),
             total: Duration::from_secs(600),
             idle: Duration::from_secs(30),
