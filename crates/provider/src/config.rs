@@ -453,12 +453,12 @@ mod tests {
             (t.connect, t.first_byte, t.first_byte_unstreamed, t.total),
             (
                 Duration::from_secs(10),
-                Duration::from_secs(10),
+                Duration::from_secs(60),
                 Duration::from_secs(120),
                 Duration::from_secs(600)
             )
         );
-        assert_eq!(t.first_byte_for(true), Duration::from_secs(10));
+        assert_eq!(t.first_byte_for(true), Duration::from_secs(60));
         assert_eq!(t.first_byte_for(false), Duration::from_secs(120));
         assert_eq!(ProviderConfig::default().timeouts, t);
     }
