@@ -138,6 +138,9 @@ pub(crate) struct Deadlines {
     /// The longest gap allowed between two body chunks once bytes flow.
     pub(crate) idle: Duration,
     pub(crate) request: Option<Instant>,
+    /// A streamed answer: its headers may come before the model has thought of
+    /// its first token, so the gap from them to the first byte is not idleness.
+    pub(crate) streamed: bool,
 }
 
 impl Deadlines {
@@ -164,14 +167,18 @@ impl Deadlines {
     }
 
     /// The deadline of the first body byte once the response headers came `now`:
-    /// the first-byte deadline, or the idle timeout counted from the headers if it
-    /// comes first (an answer whose headers arrived and whose body then never
-    /// starts has gone silent, like one that stops half-way). `true` when it is the
-    /// idle timeout. With the defaults (10 s to the first byte of a stream, 30 s
-    /// idle) a stream's first byte keeps its own deadline; a non-streamed body that
-    /// stalls after its headers ends at the idle timeout instead of 120 s.
+    /// the first-byte deadline, or, for a non-streamed answer, the idle timeout
+    /// counted from the headers if it comes first (a whole answer whose headers
+    /// arrived and whose body then never starts has gone silent, like one that
+    /// stops half-way: it ends at the idle timeout instead of 120 s). `true` when
+    /// it is the idle timeout. A stream's first byte keeps its own deadline: its
+    /// headers may come at once and its first token only after the model has
+    /// thought (a reasoning model, for tens of seconds).
     pub(crate) fn after_headers(&self, now: Instant) -> (Instant, Elapsed, bool) {
         let (at, elapsed) = self.before_first_byte();
+        if self.streamed {
+            return (at, elapsed, false);
+        }
         match now.checked_add(self.idle) {
             Some(idle_at) if idle_at < at => {
                 (idle_at, Elapsed::new(TimeoutKind::Idle, self.idle), true)
@@ -560,6 +567,7 @@ mod tests {
             total,
             idle: IDLE,
             request: None,
+            streamed: false,
         }
     }
 

@@ -83,8 +83,9 @@ pub struct Timeouts {
     /// source is an `Elapsed(Idle)`: the caller sees the typed truncation (or,
     /// before a validation commit point, the request fails over), and the
     /// provider's health counts a `Timeout` failure, without waiting for the
-    /// caller's whole deadline. A non-streamed body that stops half-way fails with
-    /// `Elapsed(Idle)`.
+    /// caller's whole deadline. A non-streamed body that stops half-way, or never
+    /// starts after its headers, fails with `Elapsed(Idle)`; a stream's first
+    /// byte keeps the first-byte deadline however early its headers came.
     #[serde(with = "duration_serde")]
     pub idle: Duration,
 }

@@ -379,6 +379,7 @@ where
         total: shared.timeouts.total,
         idle: shared.timeouts.idle,
         request: request_deadline,
+        streamed: prepared.stream,
     };
     let (deadline, elapsed) = deadlines.before_first_byte();
     let response = match tokio::time::timeout_at(deadline, client.request(upstream)).await {
