@@ -63,8 +63,10 @@ impl Validator for ErrorObject {
 /// text block or a tool use.
 ///
 /// A malformed shape is [`Shape`](RejectKind::Shape); a well-formed answer with
-/// nothing in it is [`Empty`](RejectKind::Empty). A stream waits for its first
-/// content before passing.
+/// nothing in it is [`Empty`](RejectKind::Empty), unless it stopped at its token
+/// limit (`finish_reason: "length"`, `stop_reason: "max_tokens"`: a reasoning model
+/// can spend the whole allowance thinking). A stream waits for its first content
+/// (or reasoning) before passing.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Shape;
 
@@ -76,7 +78,14 @@ impl Validator for Shape {
         if out.has_started() {
             Verdict::Pass
         } else if out.is_complete() {
-            Verdict::reject(RejectKind::Empty, "no content, refusal or tool call")
+            match out.finish_reason() {
+                // The whole allowance went before any content: a reasoning model
+                // that thought through the caller's `max_tokens` (or a provider's
+                // own limit). Every provider would spend it the same way, so this
+                // is the answer, not a provider's failure.
+                Some("length" | "max_tokens") => Verdict::Pass,
+                _ => Verdict::reject(RejectKind::Empty, "no content, refusal or tool call"),
+            }
         } else {
             Verdict::Wait
         }
@@ -138,18 +147,34 @@ impl Validator for FinishReason {
 
 /// The refusal phrases [`Refusal`] looks for by default, at the start of the content
 /// (case-insensitive, curly apostrophes read as straight ones).
+///
+/// Each names what is declined ("help with", "assist with", "comply"): an apology
+/// alone starts many good answers ("I'm sorry, but I can't find a bug in this
+/// code", "Sorry, I can't go tomorrow" in a translation), which every provider
+/// would give too, so rejecting them would fail over everywhere and answer an
+/// error instead.
 pub const DEFAULT_REFUSAL_PHRASES: &[&str] = &[
-    "I'm sorry, but I can't",
-    "I'm sorry, but I cannot",
-    "I'm sorry, I can't",
-    "I'm sorry, I cannot",
-    "I am sorry, but I cannot",
-    "Sorry, but I can't",
-    "Sorry, I can't",
+    "I'm sorry, but I can't help with",
+    "I'm sorry, but I can't assist with",
+    "I'm sorry, but I can't comply",
+    "I'm sorry, but I cannot help with",
+    "I'm sorry, but I cannot assist with",
+    "I'm sorry, but I cannot comply",
+    "I'm sorry, I can't help with",
+    "I'm sorry, I can't assist with",
+    "I'm sorry, I cannot help with",
+    "I'm sorry, I cannot assist with",
+    "I am sorry, but I cannot help with",
+    "I am sorry, but I cannot assist with",
+    "Sorry, but I can't help with",
+    "Sorry, I can't help with",
+    "Sorry, I can't assist with",
     "I can't help with that",
     "I cannot help with that",
     "I can't assist with that",
     "I cannot assist with that",
+    "I can't comply with",
+    "I cannot comply with",
     "I'm unable to help with",
     "I am unable to help with",
     "I'm not able to help with",
@@ -157,8 +182,10 @@ pub const DEFAULT_REFUSAL_PHRASES: &[&str] = &[
 ];
 
 /// Detects refusals: OpenAI's `refusal` field, a refusal stop reason (Anthropic's
-/// `stop_reason: "refusal"`), and content that *starts* with one of a list of
-/// phrases ([`DEFAULT_REFUSAL_PHRASES`] unless replaced).
+/// `stop_reason: "refusal"`, OpenAI's `finish_reason: "content_filter"`), and
+/// content that *starts* with one of a list of phrases
+/// ([`DEFAULT_REFUSAL_PHRASES`] unless replaced). An answer with tool calls is
+/// never a refusal by its phrases.
 ///
 /// Phrases are matched at the start of the content only, so an answer that merely
 /// quotes one is not rejected. In a stream, the check waits while the content so far
@@ -185,11 +212,14 @@ impl Default for Refusal {
 }
 
 impl Refusal {
-    /// Only the refusal field and the `refusal` stop reason: no phrases.
+    /// Only the refusal field and the `refusal` and `content_filter` stop reasons:
+    /// no phrases.
     pub fn new() -> Self {
         Refusal {
             phrases: Arc::new([]),
-            stop_reasons: Arc::new(["refusal".to_owned()]),
+            // Anthropic's own, and OpenAI's `content_filter` (which is also what
+            // an Anthropic refusal becomes once translated to OpenAI's shape).
+            stop_reasons: Arc::new(["refusal".to_owned(), "content_filter".to_owned()]),
         }
     }
 
@@ -280,6 +310,11 @@ impl Validator for Refusal {
         {
             return Verdict::reject(RejectKind::Refusal, format!("stop reason {r:?}"));
         }
+        if out.has_tool_calls() {
+            // An answer that acts (calls a tool) is not a refusal, whatever its
+            // text says first ("Sorry, I can't open that URL; let me search").
+            return Verdict::Pass;
+        }
         let content = out.content();
         let mut maybe = false;
         for p in self.phrases.iter() {
@@ -292,7 +327,7 @@ impl Validator for Refusal {
                 Start::No => {}
             }
         }
-        if maybe && !out.is_complete() && !out.has_tool_calls() {
+        if maybe && !out.is_complete() {
             Verdict::Wait
         } else {
             Verdict::Pass
@@ -609,6 +644,77 @@ mod tests {
         assert_eq!(
             kind(check_body(&custom, br#"{"type":"message","content":[{"type":"text","text":"x"}],"stop_reason":"refusal"}"#)),
             None
+        );
+    }
+
+    /// Good answers that open with an apology pass (every provider would give them:
+    /// rejecting them failed over everywhere and answered an error); refusals that
+    /// say what they decline, a `content_filter` stop (what an Anthropic refusal is
+    /// once translated) and the refusal field are caught; an answer that calls a
+    /// tool is never a refusal by its phrases.
+    #[test]
+    fn apologies_are_answers_and_refusals_name_what_they_decline() {
+        let r = Refusal::default();
+        for good in [
+            "I'm sorry, but I can't find any bug in this code: it looks right.",
+            "Sorry, I can't go tomorrow.",
+            "I'm sorry, I cannot share order details until you verify your email.",
+            "I can't stress enough how important backups are.",
+        ] {
+            assert_eq!(kind(check_body(&r, &openai(good))), None, "{good}");
+        }
+        for refusal in [
+            "I'm sorry, but I can't help with that.",
+            "I'm sorry, but I can't assist with that request.",
+            "Sorry, I can't help with this.",
+            "I'm sorry, but I can't comply with this request.",
+            "I cannot assist with that.",
+        ] {
+            assert_eq!(
+                kind(check_body(&r, &openai(refusal))),
+                Some(RejectKind::Refusal),
+                "{refusal}"
+            );
+        }
+        assert_eq!(
+            kind(check_body(
+                &r,
+                br#"{"choices":[{"message":{"content":"Here is the first part of"},"finish_reason":"content_filter"}]}"#
+            )),
+            Some(RejectKind::Refusal)
+        );
+        assert_eq!(
+            kind(check_body(
+                &r,
+                br#"{"choices":[{"message":{"content":"Sorry, I can't help with opening that URL; let me search.","tool_calls":[{"id":"t","type":"function","function":{"name":"search","arguments":"{}"}}]},"finish_reason":"tool_calls"}]}"#
+            )),
+            None
+        );
+    }
+
+    /// A reasoning model that spends the whole allowance thinking answers with
+    /// nothing but `finish_reason: "length"`: that is the answer (every provider
+    /// would spend it the same way), not an empty one to fail over from.
+    #[test]
+    fn an_empty_answer_cut_at_its_token_limit_is_an_answer() {
+        for body in [
+            &br#"{"choices":[{"message":{"content":"","reasoning_content":"Let me think"},"finish_reason":"length"}]}"#[..],
+            br#"{"choices":[{"message":{"content":null},"finish_reason":"length"}]}"#,
+            br#"{"type":"message","content":[],"stop_reason":"max_tokens"}"#,
+        ] {
+            assert_eq!(
+                kind(check_body(&Shape, body)),
+                None,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        assert_eq!(
+            kind(check_body(
+                &Shape,
+                br#"{"choices":[{"message":{"content":""},"finish_reason":"stop"}]}"#
+            )),
+            Some(RejectKind::Empty)
         );
     }
 

@@ -196,6 +196,9 @@ pub(crate) struct Facts {
     pub(crate) capped: bool,
     pub(crate) refusal: String,
     pub(crate) tool_calls: bool,
+    /// A stream's reasoning model has started thinking (its answer comes later):
+    /// the stream has started, and is not held until its first content.
+    pub(crate) reasoning: bool,
     pub(crate) finish_reason: Option<String>,
     pub(crate) events: usize,
     pub(crate) terminal: bool,
@@ -242,7 +245,7 @@ impl Facts {
     }
 
     pub(crate) fn started(&self) -> bool {
-        !self.content.is_empty() || !self.refusal.is_empty() || self.tool_calls
+        !self.content.is_empty() || !self.refusal.is_empty() || self.tool_calls || self.reasoning
     }
 
     fn push_content(&mut self, text: &str) {
@@ -475,6 +478,9 @@ impl Facts {
                     {
                         self.tool_calls = true;
                     }
+                    if d.reasoning_content.0 || d.reasoning.0 {
+                        self.reasoning = true;
+                    }
                 }
                 if let Some(f) = &c.finish_reason {
                     self.finish_reason = Some(f.to_string());
@@ -578,6 +584,63 @@ struct OpenAiDelta<'a> {
     tool_calls: Option<Vec<serde::de::IgnoredAny>>,
     #[serde(default)]
     function_call: Option<serde::de::IgnoredAny>,
+    /// A reasoning model's thinking, streamed before its answer (DeepSeek, vLLM and
+    /// others: `reasoning_content`; OpenRouter, Ollama: `reasoning`).
+    #[serde(default)]
+    reasoning_content: Said,
+    #[serde(default)]
+    reasoning: Said,
+}
+
+/// Whether a field said something: a non-empty string. Any other value (`null`,
+/// an object some servers send) is read and ignored, never a malformed event.
+#[derive(Default)]
+pub(super) struct Said(pub(super) bool);
+
+impl<'de> Deserialize<'de> for Said {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Said;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any value")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Said, E> {
+                Ok(Said(!v.is_empty()))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Said, E> {
+                Ok(Said(false))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Said, E> {
+                Ok(Said(false))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Said, E> {
+                Ok(Said(false))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Said, E> {
+                Ok(Said(false))
+            }
+            fn visit_unit<E>(self) -> Result<Said, E> {
+                Ok(Said(false))
+            }
+            fn visit_none<E>(self) -> Result<Said, E> {
+                Ok(Said(false))
+            }
+            fn visit_some<D2: serde::Deserializer<'de>>(self, d: D2) -> Result<Said, D2::Error> {
+                Said::deserialize(d)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Said, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Said(false))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Said, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Said(false))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Deserialize)]
@@ -823,6 +886,38 @@ mod tests {
         });
         assert_eq!(f.content, "abc");
         assert!(f.capped);
+    }
+
+    /// A reasoning model's thinking deltas start a stream (an object or `null` in
+    /// their place is read and ignored, not a malformed event), on both readers.
+    #[test]
+    fn reasoning_deltas_start_a_stream() {
+        for data in [
+            &br#"{"choices":[{"delta":{"reasoning_content":"Let me think"}}]}"#[..],
+            br#"{"choices":[{"delta":{"content":null,"reasoning":"Hmm"}}]}"#,
+        ] {
+            let mut f = Facts::new(None, 1 << 20);
+            f.on_event(&SseEvent {
+                data,
+                ..SseEvent::default()
+            });
+            assert!(f.started(), "{}", String::from_utf8_lossy(data));
+            assert!(!f.is_malformed());
+            assert!(f.content.is_empty());
+        }
+        for data in [
+            &br#"{"choices":[{"delta":{"reasoning_content":""}}]}"#[..],
+            br#"{"choices":[{"delta":{"reasoning":{"summary":"x"}}}]}"#,
+            br#"{"choices":[{"delta":{"reasoning":null,"role":"assistant"}}]}"#,
+        ] {
+            let mut f = Facts::new(None, 1 << 20);
+            f.on_event(&SseEvent {
+                data,
+                ..SseEvent::default()
+            });
+            assert!(!f.started(), "{}", String::from_utf8_lossy(data));
+            assert!(!f.is_malformed(), "{}", String::from_utf8_lossy(data));
+        }
     }
 
     #[test]

@@ -297,7 +297,7 @@ async fn bad_streams_fail_before_the_commit_point() {
         ),
         // A refusal phrase split across events: held back until it is certain.
         (
-            vec![oa_role(), oa_text("I'm so"), oa_text("rry, but I can"), oa_text("'t help.")],
+            vec![oa_role(), oa_text("I'm so"), oa_text("rry, but I can"), oa_text("'t help with that.")],
             RejectKind::Refusal,
         ),
         (

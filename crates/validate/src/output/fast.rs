@@ -22,7 +22,8 @@ use tower_failover_core::json::{self, Kind, Reader, Unsure};
 use serde::de::IgnoredAny;
 
 use super::{
-    Choice as EventChoice, Choices as EventChoices, Event, Facts, OpenAiDelta, Wire, error_message,
+    Choice as EventChoice, Choices as EventChoices, Event, Facts, OpenAiDelta, Said, Wire,
+    error_message,
 };
 
 /// The facts of `body`, or `None` when only the `Value` path can tell them.
@@ -406,11 +407,15 @@ fn event_choice<'a>(r: &mut Reader<'a>) -> json::Result<EventChoice<'a>> {
 fn event_delta<'a>(r: &mut Reader<'a>) -> json::Result<OpenAiDelta<'a>> {
     r.object()?;
     let (mut content, mut refusal, mut tool_calls, mut function_call) = (None, None, None, None);
+    let (mut reasoning_content, mut reasoning) = (None, None);
     let mut first = true;
     while let Some(key) = r.key(&mut first)? {
         match key {
             b"content" => once(&mut content, text(r)?)?,
             b"refusal" => once(&mut refusal, text(r)?)?,
+            // Only whether it says something (a non-empty string), as `Said` reads it.
+            b"reasoning_content" => once(&mut reasoning_content, said(r)?)?,
+            b"reasoning" => once(&mut reasoning, said(r)?)?,
             b"tool_calls" => {
                 let value = match shallow(r)? {
                     Shallow::Null => None,
@@ -439,7 +444,17 @@ fn event_delta<'a>(r: &mut Reader<'a>) -> json::Result<OpenAiDelta<'a>> {
         refusal: refusal.flatten(),
         tool_calls: tool_calls.flatten(),
         function_call: function_call.flatten(),
+        reasoning_content: reasoning_content.unwrap_or_default(),
+        reasoning: reasoning.unwrap_or_default(),
     })
+}
+
+/// [`Said`]: whether the value is a non-empty string (any other value is read
+/// and ignored).
+fn said(r: &mut Reader<'_>) -> json::Result<Said> {
+    Ok(Said(
+        matches!(shallow(r)?, Shallow::Str(s) if !s.is_empty()),
+    ))
 }
 
 #[cfg(test)]
