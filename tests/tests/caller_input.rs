@@ -156,6 +156,84 @@ async fn max_tokens_gives_a_length_finish_through_the_stack() {
     assert_eq!(backup.counters().received, 2);
 }
 
+/// A reasoning model that spends the caller's whole `max_tokens` thinking answers
+/// with nothing and `finish_reason: "length"`, from either wire format: that is the
+/// caller's answer (200), not an empty one to fail over from (it was rejected by
+/// validation at every provider alike and became a 503). Streamed or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reasoning_model_that_thinks_through_max_tokens_answers_not_503() {
+    let thinker = |flavor, name: &'static str| async move {
+        Sim::builder(flavor)
+            .name(name)
+            .seed(7)
+            .reasoning(200)
+            .start()
+            .await
+            .unwrap()
+    };
+    let primary = thinker(Flavor::OpenAi, "primary").await;
+    let backup = thinker(Flavor::Anthropic, "backup").await;
+    let stack = Stack::from_config(&config(&[
+        ("primary", "openai", openai_base(&primary)),
+        ("backup", "anthropic", backup.base_url().to_string()),
+    ]))
+    .unwrap()
+    .build()
+    .unwrap();
+    let answer = |stack: tower_failover::Failover, stream: bool| async move {
+        let res = stack
+            .oneshot(post(chat_body(stream, Some(("max_tokens", 50)))))
+            .await
+            .expect("an answer, not an error");
+        assert_eq!(res.status(), StatusCode::OK, "stream={stream}");
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8_lossy(&body).into_owned()
+    };
+    for stream in [false, true] {
+        let body = answer(stack.clone(), stream).await;
+        if stream {
+            assert!(body.contains("\"finish_reason\":\"length\""), "{body}");
+        } else {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(v["choices"][0]["finish_reason"], "length", "{body}");
+            assert_eq!(
+                v["choices"][0]["message"]["content"].as_str().unwrap_or(""),
+                ""
+            );
+            assert_eq!(
+                v["usage"]["completion_tokens_details"]["reasoning_tokens"],
+                50
+            );
+        }
+    }
+    // Answered by the primary alone: no failover for an answer every provider gives.
+    assert_eq!(primary.counters().received, 2);
+    assert_eq!(backup.counters().received, 0);
+    // The same from the Anthropic backup (`stop_reason: max_tokens`, translated).
+    primary
+        .set_faults([FaultSpec::always(Fault::Status(503))])
+        .unwrap();
+    for stream in [false, true] {
+        let body = answer(stack.clone(), stream).await;
+        assert!(body.contains("\"finish_reason\":\"length\""), "{body}");
+    }
+    assert_eq!(backup.counters().received, 2);
+
+    // And over HTTP through the gateway, as deployed.
+    primary.clear_faults();
+    let gw = start_gateway(&config(&[
+        ("primary", "openai", openai_base(&primary)),
+        ("backup", "anthropic", backup.base_url().to_string()),
+    ]))
+    .await;
+    for stream in [false, true] {
+        let (status, body) = gw.post(chat_body(stream, Some(("max_tokens", 50)))).await;
+        assert_eq!(status, StatusCode::OK, "stream={stream}: {body}");
+        assert!(body.contains("\"finish_reason\":\"length\""), "{body}");
+    }
+    gw.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_is_not_a_json_object_is_a_400_through_the_stack() {
     let primary = sim(Flavor::OpenAi, "primary").await;

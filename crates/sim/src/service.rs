@@ -506,6 +506,7 @@ async fn completion(
         min_words: shared.cfg.min_words,
         max_words: shared.cfg.max_words,
         echo: shared.cfg.echo,
+        reasoning_tokens: u64::from(shared.cfg.reasoning_tokens),
         tag: shared.cfg.tag.as_deref(),
     };
     let output_fault = fault.as_ref().filter(|f| f.kind().is_output());
@@ -542,8 +543,11 @@ async fn completion(
     CounterSet::add(&shared.counters.prompt_tokens, ask.prompt_tokens);
     CounterSet::add(&shared.counters.completion_tokens, reply.completion_tokens);
 
-    let ttft = jittered(shared.cfg.ttft, shared.cfg.jitter, &mut rng).mul_f64(slowdown);
     let interval = shared.cfg.token_interval.mul_f64(slowdown);
+    // A reasoning model's thinking comes before its first token.
+    let thinking =
+        interval.saturating_mul(u32::try_from(reply.reasoning_tokens).unwrap_or(u32::MAX));
+    let ttft = jittered(shared.cfg.ttft, shared.cfg.jitter, &mut rng).mul_f64(slowdown) + thinking;
     let created = wire::unix_now();
     let mut id = String::with_capacity(40);
     match flavor {

@@ -51,6 +51,8 @@ pub(crate) struct SimConfig {
     pub(crate) api_key: Option<String>,
     pub(crate) echo: bool,
     pub(crate) tag: Option<String>,
+    /// Tokens a reasoning model thinks before its answer (0: a chat model).
+    pub(crate) reasoning_tokens: u32,
     pub(crate) quota: Quota,
     pub(crate) faults: Vec<FaultSpec>,
     pub(crate) max_body: usize,
@@ -145,6 +147,7 @@ impl SimBuilder {
                 api_key: None,
                 echo: false,
                 tag: None,
+                reasoning_tokens: 0,
                 quota: Quota::default(),
                 faults: Vec::new(),
                 max_body: 32 << 20,
@@ -218,6 +221,18 @@ impl SimBuilder {
     /// (default off), so tests can see the prompt arrived.
     pub fn echo(mut self, echo: bool) -> Self {
         self.config.echo = echo;
+        self
+    }
+
+    /// Answer as a reasoning model (default 0: a chat model): think `tokens` hidden
+    /// tokens before the answer, as OpenAI's o-series and GPT-5 do. They count in
+    /// the answer's completion tokens (and `completion_tokens_details.
+    /// reasoning_tokens`) and in its `max_tokens`, and delay its first token by
+    /// `tokens × token_interval`: a caller whose `max_tokens` is all spent thinking
+    /// gets an empty answer with `finish_reason: "length"` (Anthropic:
+    /// `stop_reason: "max_tokens"`), as from the real models.
+    pub fn reasoning(mut self, tokens: u32) -> Self {
+        self.config.reasoning_tokens = tokens;
         self
     }
 

@@ -70,6 +70,8 @@ pub(crate) struct Reply {
     pub(crate) pieces: Vec<(usize, usize)>,
     pub(crate) finish: Finish,
     pub(crate) completion_tokens: u64,
+    /// Of the completion tokens, those spent thinking (a reasoning model).
+    pub(crate) reasoning_tokens: u64,
     /// The model refused ([`Fault::Refusal`]).
     pub(crate) refused: bool,
 }
@@ -87,6 +89,8 @@ pub(crate) struct GenSettings<'a> {
     pub(crate) min_words: u32,
     pub(crate) max_words: u32,
     pub(crate) echo: bool,
+    /// Hidden reasoning tokens before the answer (a reasoning model).
+    pub(crate) reasoning_tokens: u64,
     /// Appended to every generated word (`word_<tag>`), when set.
     pub(crate) tag: Option<&'a str>,
 }
@@ -187,11 +191,18 @@ pub(crate) fn generate(
         pieces.truncate(keep);
         finish = Finish::Length;
     }
+    // A reasoning model thinks first, out of the same allowance.
+    let reasoning_tokens = match ask.max_tokens {
+        Some(max) => g.reasoning_tokens.min(max),
+        None => g.reasoning_tokens,
+    };
     if let Some(max) = ask.max_tokens {
-        // Cut to the longest prefix of pieces that fits in max_tokens.
+        // Cut to the longest prefix of pieces that fits in what thinking left of
+        // max_tokens (nothing at all when it took the whole allowance).
+        let left = max - reasoning_tokens;
         let keep = pieces
             .iter()
-            .take_while(|&&(_, b)| tokens(&content[..b]) <= max)
+            .take_while(|&&(_, b)| left > 0 && tokens(&content[..b]) <= left)
             .count();
         if keep < pieces.len() {
             pieces.truncate(keep);
@@ -200,13 +211,15 @@ pub(crate) fn generate(
     }
     let end = pieces.last().map_or(0, |p| p.1);
     content.truncate(end);
-    let completion_tokens = tokens(&content) + refusal.as_deref().map_or(0, tokens);
+    let completion_tokens =
+        tokens(&content) + refusal.as_deref().map_or(0, tokens) + reasoning_tokens;
     Reply {
         content,
         refusal,
         pieces,
         finish,
         completion_tokens,
+        reasoning_tokens,
         refused: matches!(fault, Some(Fault::Refusal)),
     }
 }
@@ -307,6 +320,7 @@ mod tests {
         min_words: 10,
         max_words: 20,
         echo: true,
+        reasoning_tokens: 0,
         tag: None,
     };
 

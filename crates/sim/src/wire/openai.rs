@@ -105,7 +105,7 @@ fn usage(ask: &Ask, reply: &Reply) -> Value {
         "total_tokens": ask.prompt_tokens + reply.completion_tokens,
         "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
         "completion_tokens_details": {
-            "reasoning_tokens": 0,
+            "reasoning_tokens": reply.reasoning_tokens,
             "audio_tokens": 0,
             "accepted_prediction_tokens": 0,
             "rejected_prediction_tokens": 0
