@@ -12,6 +12,10 @@ cd "$(dirname "$0")/../.."
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 
+# Built first, with no time limit: a loaded machine may take minutes to compile it,
+# and the guard below is for the drill, not the compiler.
+cargo build --release --quiet -p tower-failover-examples --example outage_drill
+
 # The drill exits 1 when it misses its targets; keep going to show why.
 status=0
 timeout 300 cargo run --release --quiet -p tower-failover-examples --example outage_drill -- \
