@@ -61,6 +61,22 @@ fn openai_base(s: &Sim) -> String {
     format!("{}/v1", s.base_url())
 }
 
+/// The configuration of an OpenAI-wire primary and an Anthropic backup.
+fn primary_and_backup_config(primary: &Sim, backup: &Sim) -> Config {
+    config(&[
+        ("primary", "openai", openai_base(primary)),
+        ("backup", "anthropic", backup.base_url().to_string()),
+    ])
+}
+
+/// The stack users build from [`primary_and_backup_config`].
+fn primary_and_backup(primary: &Sim, backup: &Sim) -> tower_failover::Failover {
+    Stack::from_config(&primary_and_backup_config(primary, backup))
+        .unwrap()
+        .build()
+        .unwrap()
+}
+
 fn chat_body(stream: bool, max_tokens: Option<(&str, u64)>) -> String {
     let mut v = serde_json::json!({
         "model": "gpt-4o-mini",
@@ -111,13 +127,7 @@ fn finish_reason(body: &str, stream: bool) -> String {
 async fn max_tokens_gives_a_length_finish_through_the_stack() {
     let primary = sim(Flavor::OpenAi, "primary").await;
     let backup = sim(Flavor::Anthropic, "backup").await;
-    let stack = Stack::from_config(&config(&[
-        ("primary", "openai", openai_base(&primary)),
-        ("backup", "anthropic", backup.base_url().to_string()),
-    ]))
-    .unwrap()
-    .build()
-    .unwrap();
+    let stack = primary_and_backup(&primary, &backup);
 
     for key in ["max_tokens", "max_completion_tokens"] {
         for stream in [false, true] {
@@ -173,13 +183,7 @@ async fn a_reasoning_model_that_thinks_through_max_tokens_answers_not_503() {
     };
     let primary = thinker(Flavor::OpenAi, "primary").await;
     let backup = thinker(Flavor::Anthropic, "backup").await;
-    let stack = Stack::from_config(&config(&[
-        ("primary", "openai", openai_base(&primary)),
-        ("backup", "anthropic", backup.base_url().to_string()),
-    ]))
-    .unwrap()
-    .build()
-    .unwrap();
+    let stack = primary_and_backup(&primary, &backup);
     let answer = |stack: tower_failover::Failover, stream: bool| async move {
         let res = stack
             .oneshot(post(chat_body(stream, Some(("max_tokens", 50)))))
@@ -221,11 +225,7 @@ async fn a_reasoning_model_that_thinks_through_max_tokens_answers_not_503() {
 
     // And over HTTP through the gateway, as deployed.
     primary.clear_faults();
-    let gw = start_gateway(&config(&[
-        ("primary", "openai", openai_base(&primary)),
-        ("backup", "anthropic", backup.base_url().to_string()),
-    ]))
-    .await;
+    let gw = start_gateway(&primary_and_backup_config(&primary, &backup)).await;
     for stream in [false, true] {
         let (status, body) = gw.post(chat_body(stream, Some(("max_tokens", 50)))).await;
         assert_eq!(status, StatusCode::OK, "stream={stream}: {body}");
@@ -238,13 +238,7 @@ async fn a_reasoning_model_that_thinks_through_max_tokens_answers_not_503() {
 async fn a_body_that_is_not_a_json_object_is_a_400_through_the_stack() {
     let primary = sim(Flavor::OpenAi, "primary").await;
     let backup = sim(Flavor::Anthropic, "backup").await;
-    let stack = Stack::from_config(&config(&[
-        ("primary", "openai", openai_base(&primary)),
-        ("backup", "anthropic", backup.base_url().to_string()),
-    ]))
-    .unwrap()
-    .build()
-    .unwrap();
+    let stack = primary_and_backup(&primary, &backup);
     for body in [
         r#"["gpt-4o-mini", true]"#,
         r#"["gpt-4o-mini",[{"role":"user","content":"hi"}]]"#,
@@ -345,11 +339,7 @@ impl Gateway {
 async fn max_tokens_gives_a_length_finish_through_the_gateway() {
     let primary = sim(Flavor::OpenAi, "primary").await;
     let backup = sim(Flavor::Anthropic, "backup").await;
-    let gw = start_gateway(&config(&[
-        ("primary", "openai", openai_base(&primary)),
-        ("backup", "anthropic", backup.base_url().to_string()),
-    ]))
-    .await;
+    let gw = start_gateway(&primary_and_backup_config(&primary, &backup)).await;
     for stream in [false, true] {
         let (status, body) = gw.post(chat_body(stream, Some(("max_tokens", 3)))).await;
         assert_eq!(status, StatusCode::OK, "stream={stream}: {body}");

@@ -45,13 +45,20 @@ fn stack_for(text: &str) -> Failover {
         .unwrap_or_else(|e| panic!("{e}\n{text}"))
 }
 
-/// One caller, read to the end of its answer: the status, or the error's text.
-async fn call(stack: &Failover) -> Result<u16, String> {
-    let req = Request::post("/v1/chat/completions")
+/// A caller's chat request for `model`.
+fn caller_request(model: &str) -> Request<String> {
+    Request::post("/v1/chat/completions")
         .header("content-type", "application/json")
         .header(CALLER, "1")
-        .body(r#"{"model":"m","messages":[{"role":"user","content":"Say hello"}]}"#.to_owned())
-        .unwrap();
+        .body(format!(
+            r#"{{"model":"{model}","messages":[{{"role":"user","content":"Say hello"}}]}}"#
+        ))
+        .unwrap()
+}
+
+/// One caller, read to the end of its answer: the status, or the error's text.
+async fn call(stack: &Failover) -> Result<u16, String> {
+    let req = caller_request("m");
     // A generous guard against a hang, not a timing assertion.
     let res = tokio::time::timeout(Duration::from_secs(60), stack.clone().oneshot(req))
         .await
@@ -728,11 +735,7 @@ async fn the_total_timeout_spans_the_model_fallback_groups() {
             .replace("model = \"m\"", "model = \"m2\""),
     );
     let stack = stack_for(&text);
-    let req = Request::post("/v1/chat/completions")
-        .header("content-type", "application/json")
-        .header(CALLER, "1")
-        .body(r#"{"model":"m1","messages":[{"role":"user","content":"Say hello"}]}"#.to_owned())
-        .unwrap();
+    let req = caller_request("m1");
     let err = tokio::time::timeout(Duration::from_secs(60), stack.clone().oneshot(req))
         .await
         .expect("a caller never hangs")
