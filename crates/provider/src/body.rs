@@ -345,9 +345,21 @@ impl StreamTimer {
         }
     }
 
-    /// A chunk came: only its time is noted (see the type's documentation).
+    /// A chunk came: only its time is noted (see the type's documentation), but
+    /// for the first one. From the first byte on the idle timeout applies, which
+    /// may end sooner than the deadline armed at the headers (a stream's first-byte
+    /// deadline is not cut short by the idle timeout, so it can be far later): the
+    /// sleep is brought forward once, and every later deadline is no earlier than
+    /// the one armed, as the lazy re-arming needs.
     fn chunk(&mut self) {
-        self.last_chunk = Some(Instant::now());
+        let now = Instant::now();
+        if self.last_chunk.is_none() {
+            let (deadline, _, _) = self.deadlines.next_chunk(now);
+            if deadline < self.sleep.deadline() {
+                self.sleep.as_mut().reset(deadline);
+            }
+        }
+        self.last_chunk = Some(now);
     }
 
     /// Ready when a deadline has passed, with its error and `true` if it is the idle
@@ -662,6 +674,35 @@ mod tests {
             Elapsed::new(TimeoutKind::Attempt, Duration::from_secs(5))
         );
         assert_eq!(Instant::now() - d.start, Duration::from_secs(5));
+    }
+
+    /// A stream's headers do not start the idle timeout (a reasoning model may
+    /// think long after them): silence after them ends at the first-byte deadline.
+    /// But once its first byte comes, the idle timeout counts from it, however far
+    /// away the first-byte deadline armed at the headers was.
+    #[tokio::test(start_paused = true)]
+    async fn a_streams_first_byte_keeps_its_deadline_then_idles_out_from_it() {
+        let stream = Deadlines {
+            streamed: true,
+            ..deadlines(Duration::from_secs(60), Duration::from_secs(600))
+        };
+        let mut timer = StreamTimer::new(stream, Instant::now());
+        let (elapsed, idle) = expired(&mut timer).await;
+        assert!(!idle);
+        assert_eq!(elapsed.kind(), TimeoutKind::FirstByte);
+        assert_eq!(Instant::now() - stream.start, Duration::from_secs(60));
+
+        let stream = Deadlines {
+            start: Instant::now(),
+            ..stream
+        };
+        let mut timer = StreamTimer::new(stream, Instant::now());
+        chunk_after(&mut timer, Duration::from_secs(20)).await;
+        let first = Instant::now();
+        let (elapsed, idle) = expired(&mut timer).await;
+        assert!(idle);
+        assert_eq!(elapsed, Elapsed::new(TimeoutKind::Idle, IDLE));
+        assert_at(Instant::now() - first, IDLE);
     }
 
     /// Headers, then silence: the idle timeout counted from the headers ends the
