@@ -716,6 +716,14 @@ mod tests {
             )),
             Some(RejectKind::Empty)
         );
+        // A spoken answer: no `content`, its text is the audio's transcript.
+        assert_eq!(
+            kind(check_body(
+                &Shape,
+                br#"{"choices":[{"message":{"content":null,"audio":{"id":"audio_1","data":"UklG","transcript":"Hi"}},"finish_reason":"stop"}]}"#
+            )),
+            None
+        );
     }
 
     #[test]

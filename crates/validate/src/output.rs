@@ -199,6 +199,8 @@ pub(crate) struct Facts {
     /// A stream's reasoning model has started thinking (its answer comes later):
     /// the stream has started, and is not held until its first content.
     pub(crate) reasoning: bool,
+    /// A buffered OpenAI answer carries `message.audio` (an answer in speech).
+    pub(crate) audio: bool,
     pub(crate) finish_reason: Option<String>,
     pub(crate) events: usize,
     pub(crate) terminal: bool,
@@ -245,7 +247,11 @@ impl Facts {
     }
 
     pub(crate) fn started(&self) -> bool {
-        !self.content.is_empty() || !self.refusal.is_empty() || self.tool_calls || self.reasoning
+        !self.content.is_empty()
+            || !self.refusal.is_empty()
+            || self.tool_calls
+            || self.reasoning
+            || self.audio
     }
 
     fn push_content(&mut self, text: &str) {
@@ -365,6 +371,9 @@ impl Facts {
             .is_some_and(|a| !a.is_empty());
         let function = message.get("function_call").is_some_and(Value::is_object);
         self.tool_calls = tools || function;
+        // A spoken answer (`modalities: ["text", "audio"]`): its text is the
+        // audio's transcript, and `content` is null.
+        self.audio = message.get("audio").is_some_and(Value::is_object);
     }
 
     fn read_anthropic(&mut self, v: &Value) {

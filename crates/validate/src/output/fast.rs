@@ -89,6 +89,7 @@ pub(super) fn read(body: &[u8], wire: Option<Wire>, cap: usize) -> Option<Facts>
     let tools = matches!(message.tool_calls, Shallow::Array { empty: false });
     let function = matches!(message.function_call, Shallow::Object);
     facts.tool_calls = tools || function;
+    facts.audio = matches!(message.audio, Shallow::Object);
     Some(facts)
 }
 
@@ -200,6 +201,7 @@ struct Message<'a> {
     refusal: Shallow<'a>,
     tool_calls: Shallow<'a>,
     function_call: Shallow<'a>,
+    audio: Shallow<'a>,
 }
 
 /// A `message` value: `Some` when it is an object.
@@ -210,6 +212,7 @@ fn read_message<'a>(r: &mut Reader<'a>) -> json::Result<Option<Message<'a>>> {
     }
     r.object()?;
     let (mut content, mut refusal, mut tool_calls, mut function_call) = (None, None, None, None);
+    let mut audio = None;
     let mut first = true;
     while let Some(key) = r.key(&mut first)? {
         let slot = match key {
@@ -217,6 +220,7 @@ fn read_message<'a>(r: &mut Reader<'a>) -> json::Result<Option<Message<'a>>> {
             b"refusal" => &mut refusal,
             b"tool_calls" => &mut tool_calls,
             b"function_call" => &mut function_call,
+            b"audio" => &mut audio,
             _ => {
                 r.skip()?;
                 continue;
@@ -230,6 +234,7 @@ fn read_message<'a>(r: &mut Reader<'a>) -> json::Result<Option<Message<'a>>> {
         refusal: or_missing(refusal),
         tool_calls: or_missing(tool_calls),
         function_call: or_missing(function_call),
+        audio: or_missing(audio),
     }))
 }
 
@@ -478,6 +483,8 @@ mod tests {
             r#"{"choices":[{"message":{"content":null,"tool_calls":[]}}]}"#,
             r#"{"choices":[{"message":{"content":"","function_call":{"name":"f"}}}]}"#,
             r#"{"choices":[{"message":{"content":"","function_call":"f"}}]}"#,
+            r#"{"choices":[{"message":{"content":null,"audio":{"id":"a","transcript":"Hi"}}}]}"#,
+            r#"{"choices":[{"message":{"content":null,"audio":null}}]}"#,
             r#"{"choices":[{"message":{"content":5}}]}"#,
             r#"{"choices":[{"message":{"content":{"text":"x"}},"finish_reason":7}]}"#,
             r#"{"choices":[{"message":{"content":"x","refusal":"no"}}]}"#,
@@ -519,6 +526,7 @@ mod tests {
             r#"{"choices":[{"message":{"content":"\ud800"}}]}"#,
             r#"{"x":1e400,"choices":[{"message":{"content":"x"}}]}"#,
             "",
+            r#"{"choices":[{"message":{"content":null,"audio":"x","audio":{"id":"a"}}}]}"#,
         ];
         for body in bodies {
             for wire in [None, Some(Wire::OpenAi), Some(Wire::Anthropic)] {
