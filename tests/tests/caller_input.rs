@@ -488,3 +488,36 @@ async fn absurd_rate_limit_headers_and_array_bodies_through_the_gateway() {
     assert!(served >= 11, "{served}");
     gw.shutdown().await;
 }
+
+/// Claude's own refusal signal (`stop_reason: "refusal"`, OpenAI's `content_filter`
+/// once the Anthropic answer is translated) fails over even when its text matches
+/// no refusal phrase: here the phrases are off, so only the stop reason can tell.
+/// (Validation looked for `"refusal"` only, which translation never leaves.) A
+/// whole answer: a stream's stop reason comes at its end, after its first tokens
+/// have reached the caller, where nothing can fail over any more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anthropic_refusal_stop_reason_fails_over_without_phrases() {
+    let claude = sim(Flavor::Anthropic, "claude").await;
+    let backup = sim(Flavor::OpenAi, "backup").await;
+    claude.add_fault(Fault::Refusal).unwrap();
+    let text = format!(
+        "router = \"fallback\"\nroute_by_model = false\n\
+         [validate.checks]\nrefusal_phrases = []\n\
+         [[providers]]\nname = \"claude\"\nmodel = \"claude-haiku-4-5\"\nkind = \"anthropic\"\nbase_url = \"{}\"\npriority = 0\n\
+         [[providers]]\nname = \"backup\"\nmodel = \"gpt-4o-mini\"\nkind = \"openai\"\nbase_url = \"{}\"\npriority = 1\n",
+        claude.base_url(),
+        openai_base(&backup),
+    );
+    let config = Config::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let stack = Stack::from_config(&config).unwrap().build().unwrap();
+    let res = stack
+        .oneshot(post(chat_body(false, None)))
+        .await
+        .expect("the backup answers");
+    assert_eq!(res.status(), StatusCode::OK);
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(finish_reason(&body, false), "stop", "{body}");
+    assert_eq!(claude.counters().received, 1);
+    assert_eq!(backup.counters().received, 1);
+}

@@ -96,7 +96,10 @@ pub fn prepare_request(
         return Err(TranslateError::new("`stream` must be a boolean"));
     }
     let stream = info.stream();
-    if memmem::find(bytes, b"\"cache_control\"").is_some() {
+    // Built once, as `mentions_usage`'s: every request is searched.
+    static CACHE_CONTROL: LazyLock<memmem::Finder<'static>> =
+        LazyLock::new(|| memmem::Finder::new(b"\"cache_control\""));
+    if CACHE_CONTROL.find(bytes).is_some() {
         // Anthropic's prompt-cache breakpoints (from `/v1/messages` callers, or
         // clients that mark parts for Claude) are taken out: OpenAI caches prompts
         // by itself, and a server that refuses unknown fields would refuse the
