@@ -175,6 +175,28 @@ const READY200: Ready200 = Ready200(COMPLETION.as_bytes());
 impl Service<Request<ReplayBody>> for Ready200 {
     type Response = Response<ReplayBody>;
     type Error = Infallible;
+    type Future = Answer;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Request<ReplayBody>) -> Self::Future {
+        Answer(self.0)
+    }
+}
+
+/// [`Ready200`] with its answer made at the call and carried inline in its future
+/// (`std::future::Ready`, 168 bytes): the shape the runner measured before
+/// 3 December, kept as one case so the figures stay comparable. Every layer moves
+/// the inner future when it builds its own, so an inline answer makes each of them
+/// pay for copying it.
+#[derive(Clone, Copy)]
+struct InlineReady200(&'static [u8]);
+
+impl Service<Request<ReplayBody>> for InlineReady200 {
+    type Response = Response<ReplayBody>;
+    type Error = Infallible;
     type Future = Ready<Result<Response<ReplayBody>, Infallible>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
@@ -183,6 +205,22 @@ impl Service<Request<ReplayBody>> for Ready200 {
 
     fn call(&mut self, _: Request<ReplayBody>) -> Self::Future {
         ready(Ok(Response::new(ReplayBody::new(Bytes::from_static(
+            self.0,
+        )))))
+    }
+}
+
+/// The future of [`Ready200`]: ready at its first poll, and as small as the
+/// provider service's own future (one pointer-sized box there, the body's bytes
+/// here), so that the layers move futures of the size they move when deployed.
+struct Answer(&'static [u8]);
+
+impl std::future::Future for Answer {
+    type Output = Result<Response<ReplayBody>, Infallible>;
+
+    #[inline]
+    fn poll(self: std::pin::Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Self::Output> {
+        Poll::Ready(Ok(Response::new(ReplayBody::new(Bytes::from_static(
             self.0,
         )))))
     }
@@ -577,6 +615,17 @@ fn main() {
         "Balance over 3 providers, each ramp → circuit → quota → observe (no validation)",
         full_stack(READY200),
     );
+    if wanted("full_stack_inline_answer") {
+        let inline = InlineReady200(COMPLETION.as_bytes());
+        results.push(measure_against(
+            "full_stack_inline_answer",
+            "full_stack over a provider whose future carries its answer inline (168 bytes; the runner's provider before 3 December), against that provider alone",
+            full_stack(inline),
+            inline,
+            5,
+            iters,
+        ));
+    }
     case!(
         "full_stack_validated",
         "the same with ValidateLayer::llm() in each provider stack",

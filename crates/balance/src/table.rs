@@ -51,6 +51,13 @@ impl<S> Entry<S> {
 /// weighs 1 / `ERROR_SAMPLES` of the estimate.
 const ERROR_SAMPLES: f64 = 10.0;
 
+/// An error rate below this weighs nothing in a health score (a factor of
+/// 1 + penalty × 1e-9) and is stored as zero.
+const NEGLIGIBLE_RATE: f64 = 1e-9;
+
+/// The bits of a rate of zero.
+const ZERO_RATE: u64 = 0;
+
 /// A provider's recent error rate, for the health score: an average over its
 /// last outcomes (about [`ERROR_SAMPLES`] of them), read from the outcome
 /// counters of its [`Health`] (which the `ObserveLayer` writes), that also fades
@@ -112,12 +119,23 @@ impl ErrorRate {
     /// The error rate of `health`'s provider now, in `[0, 1]`, faded by
     /// `decay_ns` since its last update.
     pub(crate) fn get(&self, health: &Health, decay_ns: f64, now: &crate::pick::LazyNow) -> f64 {
-        let c = health.counters();
-        let (good, bad) = (c.successes, c.failures.saturating_add(c.rejected));
+        let (good, bad) = health.good_and_bad();
         let total = good.saturating_add(bad);
-        if total != self.seen.load(Ordering::Relaxed)
-            && let Some(_claim) = Claim::take(&self.busy)
+        if total == self.seen.load(Ordering::Relaxed) {
+            return self.faded(decay_ns, now);
+        }
+        if bad == self.bad.load(Ordering::Relaxed) && self.rate.load(Ordering::Relaxed) == ZERO_RATE
         {
+            // Only successes since the last update of a rate at zero: it stays zero
+            // (nothing to fade either). The successes are taken as seen without the
+            // claim (a compare-and-swap per candidate per pick of a healthy
+            // provider); a racing update may count a few of them twice, which only
+            // dilutes the next failure's sample by as much.
+            self.good.store(good, Ordering::Relaxed);
+            self.seen.store(total, Ordering::Relaxed);
+            return 0.0;
+        }
+        if let Some(_claim) = Claim::take(&self.busy) {
             let new_good = good.saturating_sub(self.good.load(Ordering::Relaxed));
             let new_bad = bad.saturating_sub(self.bad.load(Ordering::Relaxed));
             let n = new_good + new_bad;
@@ -128,6 +146,9 @@ impl ErrorRate {
                 let keep = (1.0 - 1.0 / ERROR_SAMPLES).powi(n.min(1000) as i32);
                 let sample = new_bad as f64 / n as f64;
                 let rate = faded * keep + sample * (1.0 - keep);
+                // A rate faded below any weight it could have is zero, so that a
+                // provider that failed once long ago gets the fast path again.
+                let rate = if rate < NEGLIGIBLE_RATE { 0.0 } else { rate };
                 self.rate.store(rate.to_bits(), Ordering::Relaxed);
                 if rate > 0.0 {
                     // A rate of zero does not fade: no stamp, and no clock read for
@@ -753,5 +774,43 @@ mod tests {
                 assert_eq!(t.contains(i), i % 7 == 0, "n={n} i={i}");
             }
         }
+    }
+
+    #[test]
+    fn an_error_rate_stays_zero_through_successes_and_weighs_the_next_failure_alone() {
+        use tower_failover_core::{FailureKind, Outcome};
+        let h = Health::standalone("p", "m");
+        let rate = ErrorRate::new();
+        let now = crate::pick::LazyNow::at(tokio::time::Instant::now());
+        for _ in 0..100 {
+            h.record(&Outcome::Success);
+            assert_eq!(rate.get(&h, 0.0, &now), 0.0);
+        }
+        // The successes read one by one were taken as seen: the failure is one
+        // sample of ten, not one of a hundred and one.
+        h.record(&Outcome::failure(FailureKind::Other));
+        let after = rate.get(&h, 0.0, &now);
+        assert!((after - 1.0 / ERROR_SAMPLES).abs() < 1e-12, "{after}");
+        // Read again with nothing new: the same.
+        assert_eq!(rate.get(&h, 0.0, &now), after);
+    }
+
+    #[test]
+    fn an_error_rate_that_has_faded_to_nothing_is_zero_again() {
+        use tower_failover_core::{FailureKind, Outcome};
+        let h = Health::standalone("p", "m");
+        let rate = ErrorRate::new();
+        let now = crate::pick::LazyNow::at(tokio::time::Instant::now());
+        h.record(&Outcome::failure(FailureKind::Other));
+        assert!(rate.get(&h, 0.0, &now) > 0.0);
+        let mut last = 1.0;
+        for _ in 0..400 {
+            h.record(&Outcome::Success);
+            let r = rate.get(&h, 0.0, &now);
+            assert!(r <= last, "a success never raises the rate");
+            last = r;
+        }
+        assert_eq!(last, 0.0);
+        assert_eq!(rate.rate.load(Ordering::Relaxed), ZERO_RATE);
     }
 }

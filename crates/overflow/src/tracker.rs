@@ -24,7 +24,7 @@
 //! draw on one quota.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -67,6 +67,14 @@ pub struct QuotaTracker {
 struct Inner {
     config: QuotaConfig,
     tracks_tokens: AtomicBool,
+    /// Whether any bucket holds something to take from or predict with (a
+    /// configured budget, or limits a provider reported). Until then an admission
+    /// only counts, without the lock. Never goes back to `false`.
+    watching: AtomicBool,
+    /// Requests admitted so far (the tickets' sequence).
+    sent_requests: AtomicU64,
+    /// Estimated tokens admitted so far; written under the lock only.
+    sent_tokens: AtomicU64,
     state: Mutex<State>,
 }
 
@@ -112,8 +120,6 @@ struct State {
     tokens: Bucket,
     budget_requests: Option<Bucket>,
     budget_tokens: Option<Bucket>,
-    sent_requests: u64,
-    sent_tokens: u64,
     /// Moving average of the estimated cost of a request, for "would the next one fit".
     typical_tokens: f64,
 }
@@ -301,13 +307,16 @@ impl QuotaTracker {
             inner: Arc::new(Inner {
                 config,
                 tracks_tokens: AtomicBool::new(config.tokens_per_minute.is_some()),
+                watching: AtomicBool::new(
+                    config.requests_per_minute.is_some() || config.tokens_per_minute.is_some(),
+                ),
+                sent_requests: AtomicU64::new(0),
+                sent_tokens: AtomicU64::new(0),
                 state: Mutex::new(State {
                     requests: Bucket::unknown(now),
                     tokens: Bucket::unknown(now),
                     budget_requests: config.requests_per_minute.map(|n| Bucket::budget(n, now)),
                     budget_tokens: config.tokens_per_minute.map(|n| Bucket::budget(n, now)),
-                    sent_requests: 0,
-                    sent_tokens: 0,
                     typical_tokens: 0.0,
                 }),
             }),
@@ -347,6 +356,13 @@ impl QuotaTracker {
     /// limited until there is enough. With it off, every request is admitted and only
     /// counted.
     pub fn admit(&self, tokens: u64, now: Instant, group: &Health) -> Result<Ticket, Duration> {
+        if tokens == 0 && !self.inner.watching.load(Ordering::Relaxed) {
+            // Nothing known and nothing budgeted: no bucket to take from, no wait to
+            // predict, only the request to count (an atomic add instead of the lock,
+            // a refill and two waits on every request to a provider that reports no
+            // limits).
+            return Ok(self.ticket(now));
+        }
         let predictive = self.inner.config.predictive;
         let cost = tokens as f64;
         let mut s = self.lock();
@@ -367,8 +383,13 @@ impl QuotaTracker {
         if let Some(b) = &mut s.budget_tokens {
             b.take(cost);
         }
-        s.sent_requests += 1;
-        s.sent_tokens += tokens;
+        if tokens > 0 {
+            // Under the lock, the only writer.
+            let sent = self.inner.sent_tokens.load(Ordering::Relaxed);
+            self.inner
+                .sent_tokens
+                .store(sent.saturating_add(tokens), Ordering::Relaxed);
+        }
         // Requests not estimated (no token quota followed yet) say nothing of size.
         if tokens > 0 {
             s.typical_tokens = if s.typical_tokens == 0.0 {
@@ -377,11 +398,7 @@ impl QuotaTracker {
                 s.typical_tokens * 0.8 + cost * 0.2
             };
         }
-        let ticket = Ticket {
-            requests_seq: s.sent_requests,
-            tokens_seq: s.sent_tokens,
-            sent_at: now,
-        };
+        let ticket = self.ticket(now);
         let next = if predictive {
             s.wait_for(s.typical_tokens, now)
         } else {
@@ -402,8 +419,12 @@ impl QuotaTracker {
         let elapsed = now.saturating_duration_since(ticket.sent_at);
         let mut s = self.lock();
         s.refill(now);
-        let after_requests = s.sent_requests.saturating_sub(ticket.requests_seq) as f64;
-        let after_tokens = s.sent_tokens.saturating_sub(ticket.tokens_seq) as f64;
+        let after_requests = self.sent_requests().saturating_sub(ticket.requests_seq) as f64;
+        let after_tokens = self
+            .inner
+            .sent_tokens
+            .load(Ordering::Relaxed)
+            .saturating_sub(ticket.tokens_seq) as f64;
         s.requests.learn(
             info.remaining_requests,
             info.limit_requests,
@@ -424,6 +445,9 @@ impl QuotaTracker {
         );
         if s.tokens.known {
             self.inner.tracks_tokens.store(true, Ordering::Relaxed);
+        }
+        if s.requests.known || s.tokens.known {
+            self.inner.watching.store(true, Ordering::Relaxed);
         }
         let next = if self.inner.config.predictive {
             s.wait_for(s.typical_tokens, now)
@@ -454,8 +478,22 @@ impl QuotaTracker {
             token_limit: s.tokens.limit(),
             budget_requests: s.budget_requests.and_then(|b| b.level()),
             budget_tokens: s.budget_tokens.and_then(|b| b.level()),
-            admitted: s.sent_requests,
+            admitted: self.sent_requests(),
         }
+    }
+
+    /// Counts one more admitted request and gives its ticket.
+    #[inline]
+    fn ticket(&self, now: Instant) -> Ticket {
+        Ticket {
+            requests_seq: self.inner.sent_requests.fetch_add(1, Ordering::Relaxed) + 1,
+            tokens_seq: self.inner.sent_tokens.load(Ordering::Relaxed),
+            sent_at: now,
+        }
+    }
+
+    fn sent_requests(&self) -> u64 {
+        self.inner.sent_requests.load(Ordering::Relaxed)
     }
 
     fn cap(&self, wait: Duration) -> Duration {
@@ -539,6 +577,35 @@ mod tests {
         let now = Instant::now();
         assert!(!h.is_rate_limited(now));
         t.admit(0, now, &h).unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_admitted_before_any_limit_was_known_count_against_the_first_one_learned() {
+        let h = Health::standalone("p", "m");
+        let t = QuotaTracker::new(QuotaConfig::default()).unwrap();
+        let now = Instant::now();
+        // Three requests leave while nothing is known (admitted without the lock).
+        let first = t.admit(0, now, &h).unwrap();
+        t.admit(0, now, &h).unwrap();
+        t.admit(0, now, &h).unwrap();
+        assert_eq!(t.estimate().requests, None);
+        // The first one's answer says 5 were left after it: the two sent after it
+        // come off.
+        t.observe(
+            &first,
+            &info(&[
+                ("x-ratelimit-limit-requests", "60"),
+                ("x-ratelimit-remaining-requests", "5"),
+            ]),
+            now,
+            &h,
+        );
+        assert!((t.estimate().requests.unwrap() - 3.0).abs() < 1e-6);
+        // From now on each admission takes from the bucket.
+        let next = t.admit(0, now, &h).unwrap();
+        assert!((t.estimate().requests.unwrap() - 2.0).abs() < 1e-6);
+        assert_eq!(next.requests_seq, 4);
+        assert_eq!(t.estimate().admitted, 4);
     }
 
     #[tokio::test(start_paused = true)]

@@ -635,6 +635,28 @@ impl Health {
         );
     }
 
+    /// Answers counted as successes, and as failures or rejections: the two figures
+    /// an error rate is made of, read with two loads (`counters()` reads seven).
+    ///
+    /// ```
+    /// use tower_failover_core::{FailureKind, Health, Outcome};
+    ///
+    /// let health = Health::standalone("openai", "gpt-4o-mini");
+    /// health.record(&Outcome::Success);
+    /// health.record(&Outcome::failure(FailureKind::Other));
+    /// assert_eq!(health.good_and_bad(), (1, 1));
+    /// ```
+    #[inline]
+    pub fn good_and_bad(&self) -> (u64, u64) {
+        let c = &self.inner.counters;
+        let good = c.successes.load(Ordering::Relaxed);
+        let bad = c
+            .failures
+            .load(Ordering::Relaxed)
+            .saturating_add(c.rejected.load(Ordering::Relaxed));
+        (good, bad)
+    }
+
     /// The outcome counters.
     pub fn counters(&self) -> Counters {
         let c = &self.inner.counters;
