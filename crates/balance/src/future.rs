@@ -106,10 +106,10 @@ struct Ctx<S, B, C> {
     sent: u32,
     /// The provider being called and since when.
     current: Option<(u32, Instant)>,
-    /// A provider that was not ready, kept to wait on when nothing else is left.
-    /// Boxed: it is rare, and a service inline would be copied with the future
-    /// every time the future moves (a full provider stack is ~200 bytes).
-    parked: Option<Box<(u32, S)>>,
+    /// A provider that was not ready, kept to wait on when nothing else is left
+    /// (its instance is boxed, as every instance is: a full provider stack inline
+    /// would be copied with the future every time the future moves).
+    parked: Option<(u32, Box<S>)>,
     /// The request's deadline and how long it gave the request.
     deadline: Option<(Instant, Duration)>,
     /// When the attempt in flight times out.
@@ -233,7 +233,7 @@ where
                     // Not dead (its health said available) but not ready: go on, and
                     // come back to it only if nothing else is left.
                     if self.parked.is_none() {
-                        self.parked = Some(Box::new((i, svc)));
+                        self.parked = Some((i, svc));
                     }
                 }
                 Poll::Ready(Err(e)) => self.refused(i, e.into()),
@@ -242,7 +242,7 @@ where
         if let Some(mut parked) = self.parked.take() {
             match parked.1.poll_ready(cx) {
                 Poll::Ready(Ok(())) => {
-                    let (i, svc) = *parked;
+                    let (i, svc) = parked;
                     return self.dispatch(i, svc, &now, state);
                 }
                 Poll::Pending => {
@@ -265,7 +265,7 @@ where
     fn dispatch(
         &mut self,
         i: u32,
-        mut svc: S,
+        mut svc: Box<S>,
         now: &LazyNow,
         mut state: Pin<&mut State<S::Future>>,
     ) -> Advance {

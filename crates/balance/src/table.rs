@@ -260,8 +260,10 @@ pub(crate) struct Endpoint<S> {
     any_model: bool,
     tools: bool,
     /// Instances of `service` that earlier requests sent through and left (see
-    /// [`Endpoint::instance`]).
-    spare: std::sync::Mutex<Vec<S>>,
+    /// [`Endpoint::instance`]), boxed: an attempt moves its instance out of here and
+    /// back, and a box moves as one word where a whole provider stack (~150 bytes)
+    /// is a `memcpy` each way.
+    spare: std::sync::Mutex<Vec<Box<S>>>,
 }
 
 /// The most instances an endpoint keeps for reuse (about the requests in flight
@@ -277,19 +279,19 @@ impl<S: Clone> Endpoint<S> {
     /// facade's type-erased positions, one allocation per position, about eight a
     /// request. Reused instances cost none. Never blocks: when another thread holds
     /// the spares, this clones.
-    pub(crate) fn instance(&self) -> S {
+    pub(crate) fn instance(&self) -> Box<S> {
         if let Ok(mut spare) = self.spare.try_lock()
             && let Some(svc) = spare.pop()
         {
             return svc;
         }
-        self.service.clone()
+        Box::new(self.service.clone())
     }
 
     /// Keeps `svc` for a later attempt. Only for an instance whose readiness was
     /// spent by a `call` (one still ready would hold the capacity it reserved
     /// while it waits here).
-    pub(crate) fn give_back(&self, svc: S) {
+    pub(crate) fn give_back(&self, svc: Box<S>) {
         if let Ok(mut spare) = self.spare.try_lock()
             && spare.len() < SPARE_MAX
         {
