@@ -292,15 +292,7 @@ where
             // The first attempt of a fallback group the model router moved on to.
             self.table.endpoint(i).health.metrics().failover_from(from);
         }
-        // No copy for an attempt after which nothing can be tried: no provider
-        // left untried and none parked to wait for (a group of one provider, say).
-        let last = self.parked.is_none() && self.tried.covers_all();
-        let attempt = if last {
-            self.request.take()
-        } else {
-            self.request.as_ref().map(clone_request)
-        };
-        let Some(mut attempt) = attempt else {
+        let Some(request) = self.request.as_mut() else {
             return Advance::Fail(self.all_failed(Some("no request left to send"), now.get()));
         };
         // The attempt's start, read (unless a pick needed it already) just before
@@ -317,22 +309,34 @@ where
             // Tell the layers below when this router's timer gives up on the
             // attempt, so that they count its end as the provider's timeout rather
             // than a cancelled caller. (The request's `Deadline`, when there is
-            // one, is already in its extensions.)
-            AttemptDeadline::set_on(&mut attempt, at);
+            // one, is already in its extensions.) Set on the request kept, before
+            // the copy: the next attempt's replaces it.
+            AttemptDeadline::set_on(request, at);
         }
         self.sent += 1;
         let span = trace::attempt_span(
             self.table.endpoint(i).health.id(),
             self.sent,
-            attempt.headers(),
+            request.headers(),
         );
+        // No copy for an attempt after which nothing can be tried: no provider
+        // left untried and none parked to wait for (a group of one provider, say).
+        let last = self.parked.is_none() && self.tried.covers_all();
         // The layers below adopt the span (the observe layer keeps it until the
-        // answer's body ends).
+        // answer's body ends). The attempt's request is made in the call's
+        // argument: a request is 280 bytes, and each local it passed through was
+        // one more copy of it.
         {
             let _in = span.enter();
+            let published = time::CallingAt::publish(now);
             state.set(State::Calling {
-                fut: time::calling_at(now, || svc.call(attempt)),
+                fut: if last {
+                    svc.call(self.request.take().expect("checked above"))
+                } else {
+                    svc.call(clone_request(request))
+                },
             });
+            drop(published);
         }
         let endpoint = self.table.endpoint(i);
         // Its readiness spent, the instance can serve a later attempt.

@@ -145,16 +145,44 @@ pub fn call_now() -> Instant {
 /// inside `call` sees it.
 #[inline]
 pub fn calling_at<R>(now: Instant, call: impl FnOnce() -> R) -> R {
-    /// Puts the previous reading back, also on unwind.
-    struct Restore(Option<Instant>);
-    impl Drop for Restore {
-        #[inline]
-        fn drop(&mut self) {
-            CALL_NOW.set(self.0);
-        }
-    }
-    let _restore = Restore(CALL_NOW.replace(Some(now)));
+    let _published = CallingAt::publish(now);
     call()
+}
+
+/// [`calling_at`] as a guard: `now` is published as the time of the call in
+/// progress until the guard drops (also on unwind), then the reading published
+/// before, if any, is back. For a call whose arguments are made in place, where a
+/// closure would capture them first.
+///
+/// ```
+/// use tokio::time::Instant;
+/// use tower_failover_core::time::{CallingAt, call_now};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let taken = Instant::now();
+/// let published = CallingAt::publish(taken);
+/// assert_eq!(call_now(), taken); // what a layer below reads in the same call
+/// drop(published);
+/// # }
+/// ```
+#[must_use = "the reading is published only while the guard lives"]
+#[derive(Debug)]
+pub struct CallingAt(Option<Instant>);
+
+impl CallingAt {
+    /// Publishes `now` for the call made while the guard lives.
+    #[inline]
+    pub fn publish(now: Instant) -> Self {
+        CallingAt(CALL_NOW.replace(Some(now)))
+    }
+}
+
+impl Drop for CallingAt {
+    #[inline]
+    fn drop(&mut self) {
+        CALL_NOW.set(self.0);
+    }
 }
 
 /// Converts a wall-clock deadline (as exchanged between replicas) to a local instant.
