@@ -234,6 +234,64 @@ async fn a_reasoning_model_that_thinks_through_max_tokens_answers_not_503() {
     gw.shutdown().await;
 }
 
+/// Mistral's reasoning models send `content` as a list of parts, streamed too
+/// (`[{"type": "thinking", …}]`, then `[{"type": "text", "text": …}]`): an answer,
+/// not a malformed stream to fail over from, and its text reaches an Anthropic
+/// caller of `/v1/messages`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_sent_as_a_list_of_parts_is_an_answer() {
+    let primary = Sim::builder(Flavor::OpenAi)
+        .name("primary")
+        .seed(7)
+        .reasoning(20)
+        .content_parts(true)
+        .start()
+        .await
+        .unwrap();
+    let backup = sim(Flavor::Anthropic, "backup").await;
+    let stack = primary_and_backup(&primary, &backup);
+    for stream in [false, true] {
+        let res = stack
+            .clone()
+            .oneshot(post(chat_body(stream, None)))
+            .await
+            .expect("an answer, not an error");
+        assert_eq!(res.status(), StatusCode::OK, "stream={stream}");
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        let body = String::from_utf8_lossy(&body);
+        assert!(body.contains(r#""type":"text""#), "stream={stream}: {body}");
+    }
+    // Both answered by the primary: nothing was taken for a bad answer.
+    assert_eq!(primary.counters().received, 2);
+    assert_eq!(backup.counters().received, 0);
+
+    // Over HTTP, to an Anthropic caller: the text parts become text, the
+    // thinking is not passed on as the answer.
+    let gw = start_gateway(&primary_and_backup_config(&primary, &backup)).await;
+    let messages = |stream: bool| {
+        serde_json::json!({
+            "model": "gpt-4o-mini",
+            "max_tokens": 200,
+            "stream": stream,
+            "messages": [{"role": "user", "content": "Say hello."}],
+        })
+        .to_string()
+    };
+    let (status, body) = gw.post_to("/v1/messages", messages(false)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let text = v["content"][0]["text"].as_str().unwrap_or("");
+    assert!(!text.is_empty(), "{body}");
+    assert!(!body.contains("think this through"), "{body}");
+    let (status, body) = gw.post_to("/v1/messages", messages(true)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains(r#""type":"text_delta""#), "{body}");
+    assert!(!body.contains("think this through"), "{body}");
+    assert_eq!(primary.counters().received, 4);
+    assert_eq!(backup.counters().received, 0);
+    gw.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_is_not_a_json_object_is_a_400_through_the_stack() {
     let primary = sim(Flavor::OpenAi, "primary").await;
@@ -311,8 +369,12 @@ async fn start_gateway(config: &Config) -> Gateway {
 
 impl Gateway {
     async fn post(&self, body: String) -> (StatusCode, String) {
+        self.post_to("/v1/chat/completions", body).await
+    }
+
+    async fn post_to(&self, path: &str, body: String) -> (StatusCode, String) {
         let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-        let req = Request::post(format!("http://{}/v1/chat/completions", self.addr))
+        let req = Request::post(format!("http://{}{path}", self.addr))
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(body)))
             .unwrap();

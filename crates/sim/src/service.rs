@@ -573,6 +573,7 @@ async fn completion(
                     id: &id,
                     created,
                     model: &ask.model,
+                    parts: shared.cfg.content_parts,
                 };
                 openai::stream(&meta, &ask, &reply, stream_fault)
             }
@@ -639,6 +640,7 @@ async fn completion(
                 id: &id,
                 created,
                 model: &ask.model,
+                parts: shared.cfg.content_parts,
             };
             openai::completion(&meta, &ask, &reply)
         }

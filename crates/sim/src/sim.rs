@@ -53,6 +53,8 @@ pub(crate) struct SimConfig {
     pub(crate) tag: Option<String>,
     /// Tokens a reasoning model thinks before its answer (0: a chat model).
     pub(crate) reasoning_tokens: u32,
+    /// OpenAI wire: `content` as a list of parts, not a string.
+    pub(crate) content_parts: bool,
     pub(crate) quota: Quota,
     pub(crate) faults: Vec<FaultSpec>,
     pub(crate) max_body: usize,
@@ -148,6 +150,7 @@ impl SimBuilder {
                 echo: false,
                 tag: None,
                 reasoning_tokens: 0,
+                content_parts: false,
                 quota: Quota::default(),
                 faults: Vec::new(),
                 max_body: 32 << 20,
@@ -233,6 +236,16 @@ impl SimBuilder {
     /// `stop_reason: "max_tokens"`), as from the real models.
     pub fn reasoning(mut self, tokens: u32) -> Self {
         self.config.reasoning_tokens = tokens;
+        self
+    }
+
+    /// On the OpenAI wire, answer with `content` as a list of parts instead of a
+    /// string (default off), as Mistral's reasoning models do: each streamed delta
+    /// `{"content": [{"type": "text", "text": …}]}`, a non-streamed answer one text
+    /// part; a reasoning model ([`reasoning`](Self::reasoning)) first sends its
+    /// thinking as a `{"type": "thinking", "thinking": [{"type": "text", …}]}` part.
+    pub fn content_parts(mut self, parts: bool) -> Self {
+        self.config.content_parts = parts;
         self
     }
 

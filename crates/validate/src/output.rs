@@ -476,8 +476,11 @@ impl Facts {
             self.wire.get_or_insert(Wire::OpenAi);
             if let Some(c) = &first {
                 if let Some(d) = &c.delta {
-                    if let Some(t) = &d.content {
+                    if let Some(t) = &d.content.text {
                         self.push_content(t);
+                    }
+                    if d.content.thinking {
+                        self.reasoning = true;
                     }
                     if let Some(r) = &d.refusal {
                         self.push_refusal(r);
@@ -585,8 +588,8 @@ struct Choice<'a> {
 
 #[derive(Deserialize)]
 struct OpenAiDelta<'a> {
-    #[serde(borrow, default, deserialize_with = "text")]
-    content: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    content: DeltaContent<'a>,
     #[serde(borrow, default, deserialize_with = "text")]
     refusal: Option<Cow<'a, str>>,
     #[serde(default)]
@@ -599,6 +602,90 @@ struct OpenAiDelta<'a> {
     reasoning_content: Said,
     #[serde(default)]
     reasoning: Said,
+}
+
+/// A delta's `content`: a string, or a list of parts, as Mistral's reasoning models
+/// stream it (`[{"type": "text", "text": …}]`, and `[{"type": "thinking",
+/// "thinking": […]}]` while they think). The text parts' text is the content; a
+/// thinking part says the stream has started, as `reasoning_content` does. Any
+/// other value (a number, an object) fails the event, as for a string field.
+#[derive(Default)]
+pub(super) struct DeltaContent<'a> {
+    pub(super) text: Option<Cow<'a, str>>,
+    pub(super) thinking: bool,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for DeltaContent<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{SeqAccess, Visitor};
+
+        #[derive(Deserialize)]
+        struct Part<'a> {
+            #[serde(rename = "type", borrow, default, deserialize_with = "text")]
+            ty: Option<Cow<'a, str>>,
+            #[serde(borrow, default, deserialize_with = "text")]
+            text: Option<Cow<'a, str>>,
+            #[serde(default)]
+            thinking: Option<serde::de::IgnoredAny>,
+        }
+
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = DeltaContent<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string, a list of content parts or null")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(DeltaContent {
+                    text: Some(Cow::Borrowed(v)),
+                    thinking: false,
+                })
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(DeltaContent {
+                    text: Some(Cow::Owned(v.to_owned())),
+                    thinking: false,
+                })
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(DeltaContent {
+                    text: Some(Cow::Owned(v)),
+                    thinking: false,
+                })
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(DeltaContent::default())
+            }
+            fn visit_none<E>(self) -> Result<Self::Value, E> {
+                Ok(DeltaContent::default())
+            }
+            fn visit_some<D2: serde::Deserializer<'de>>(
+                self,
+                d: D2,
+            ) -> Result<Self::Value, D2::Error> {
+                d.deserialize_any(self)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut out = DeltaContent::default();
+                while let Some(part) = seq.next_element::<Part<'de>>()? {
+                    match part.ty.as_deref() {
+                        None | Some("text") => {
+                            if let Some(t) = part.text.filter(|t| !t.is_empty()) {
+                                out.text = Some(match out.text.take() {
+                                    None => t,
+                                    Some(before) => Cow::Owned(before.into_owned() + &t),
+                                });
+                            }
+                        }
+                        Some("thinking") => out.thinking |= part.thinking.is_some(),
+                        Some(_) => {}
+                    }
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
 }
 
 /// Whether a field said something: a non-empty string. Any other value (`null`,
@@ -926,6 +1013,40 @@ mod tests {
             });
             assert!(!f.started(), "{}", String::from_utf8_lossy(data));
             assert!(!f.is_malformed(), "{}", String::from_utf8_lossy(data));
+        }
+    }
+
+    /// A delta's content as a list of parts (Mistral's reasoning models): the text
+    /// parts are the content, a thinking part starts the stream; a content that is
+    /// neither a string, parts nor null is still a malformed event.
+    #[test]
+    fn delta_content_as_parts() {
+        let read = |data: &[u8]| {
+            let mut f = Facts::new(None, 1 << 20);
+            f.on_event(&SseEvent {
+                data,
+                ..SseEvent::default()
+            });
+            f
+        };
+        let f = read(br#"{"choices":[{"delta":{"content":[{"type":"thinking","thinking":[{"type":"text","text":"Hmm"}]}]}}]}"#);
+        assert!(f.started() && !f.is_malformed());
+        assert!(f.content.is_empty(), "thinking is not the answer");
+        let f = read(br#"{"choices":[{"delta":{"content":[{"type":"text","text":"Hel"},{"type":"text","text":"lo \"x\""},{"type":"image_url","image_url":{"url":"u"}}]}}]}"#);
+        assert!(!f.is_malformed());
+        assert_eq!(f.content, "Hello \"x\"");
+        let f = read(br#"{"choices":[{"delta":{"content":[]}}]}"#);
+        assert!(!f.started() && !f.is_malformed());
+        for data in [
+            &br#"{"choices":[{"delta":{"content":5}}]}"#[..],
+            br#"{"choices":[{"delta":{"content":{"text":"x"}}}]}"#,
+            br#"{"choices":[{"delta":{"content":[5]}}]}"#,
+        ] {
+            assert!(
+                read(data).is_malformed(),
+                "{}",
+                String::from_utf8_lossy(data)
+            );
         }
     }
 

@@ -432,6 +432,21 @@ fn tool_input(arguments: &str) -> Value {
     }
 }
 
+/// The non-empty texts of an OpenAI-style list of content parts: parts of type
+/// `text` (or of no type) with a string `text`. Other parts (`thinking`,
+/// `image_url`, …) are not the answer's text.
+fn text_parts(parts: &[Value]) -> impl Iterator<Item = &str> {
+    parts.iter().filter_map(|p| {
+        let typed = p.get("type").and_then(Value::as_str);
+        if typed.is_some_and(|t| t != "text") {
+            return None;
+        }
+        p.get("text")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+    })
+}
+
 /// Translates an OpenAI chat completion (JSON) into an Anthropic Message.
 /// `model` names the model when the answer does not.
 pub fn response_to_anthropic(body: &[u8], model: &str) -> Result<Vec<u8>, TranslateError> {
@@ -443,10 +458,18 @@ pub fn response_to_anthropic(body: &[u8], model: &str) -> Result<Vec<u8>, Transl
     let message = choice.get("message").unwrap_or(&Value::Null);
     let mut content = Vec::new();
     for key in ["content", "refusal"] {
-        if let Some(Value::String(t)) = message.get(key)
-            && !t.is_empty()
-        {
-            content.push(json!({"type": "text", "text": t}));
+        match message.get(key) {
+            Some(Value::String(t)) if !t.is_empty() => {
+                content.push(json!({"type": "text", "text": t}));
+            }
+            // Content as a list of parts (Mistral's reasoning models answer so):
+            // its text parts, each a block; thinking parts are not the answer.
+            Some(Value::Array(parts)) => {
+                for t in text_parts(parts) {
+                    content.push(json!({"type": "text", "text": t}));
+                }
+            }
+            _ => {}
         }
     }
     if let Some(Value::Array(calls)) = message.get("tool_calls") {
@@ -662,8 +685,16 @@ impl MessagesStream {
         };
         let delta = choice.get("delta").unwrap_or(&Value::Null);
         for key in ["content", "refusal"] {
-            if let Some(Value::String(t)) = delta.get(key) {
-                self.text(t, out);
+            match delta.get(key) {
+                Some(Value::String(t)) => self.text(t, out),
+                // A delta whose content is a list of parts (Mistral's reasoning
+                // models stream so): its text parts; thinking is not sent on.
+                Some(Value::Array(parts)) => {
+                    for t in text_parts(parts) {
+                        self.text(t, out);
+                    }
+                }
+                _ => {}
             }
         }
         if let Some(Value::Array(calls)) = delta.get("tool_calls") {

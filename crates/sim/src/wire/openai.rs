@@ -11,6 +11,13 @@ pub(crate) struct Meta<'a> {
     pub(crate) id: &'a str,
     pub(crate) created: u64,
     pub(crate) model: &'a str,
+    /// `content` as a list of parts (`SimBuilder::content_parts`).
+    pub(crate) parts: bool,
+}
+
+/// What a reasoning model shows of its thinking, as a content part.
+fn thinking_part() -> Value {
+    json!({"type": "thinking", "thinking": [{"type": "text", "text": "Let me think this through."}]})
 }
 
 pub(crate) const FINGERPRINT: &str = "fp_5f4e3c2b1a";
@@ -117,6 +124,15 @@ fn usage(ask: &Ask, reply: &Reply) -> Value {
 pub(crate) fn completion(meta: &Meta<'_>, ask: &Ask, reply: &Reply) -> Vec<u8> {
     let content = if reply.refusal.is_some() {
         Value::Null
+    } else if meta.parts {
+        let mut parts = Vec::new();
+        if reply.reasoning_tokens > 0 {
+            parts.push(thinking_part());
+        }
+        if !reply.content.is_empty() {
+            parts.push(json!({"type": "text", "text": reply.content}));
+        }
+        Value::Array(parts)
     } else {
         Value::from(reply.content.as_str())
     };
@@ -186,6 +202,20 @@ pub(crate) fn stream(meta: &Meta<'_>, ask: &Ask, reply: &Reply, fault: StreamFau
         Some(r) => {
             for (a, b) in split_pieces(r) {
                 ev.push(chunk(meta, ask, json!({"refusal": &r[a..b]}), None));
+            }
+        }
+        None if meta.parts => {
+            if reply.reasoning_tokens > 0 {
+                ev.push(chunk(
+                    meta,
+                    ask,
+                    json!({"content": [thinking_part()]}),
+                    None,
+                ));
+            }
+            for i in 0..reply.pieces.len() {
+                let part = json!({"type": "text", "text": reply.piece(i)});
+                ev.push(chunk(meta, ask, json!({"content": [part]}), None));
             }
         }
         None => {

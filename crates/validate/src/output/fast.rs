@@ -22,8 +22,8 @@ use tower_failover_core::json::{self, Kind, Reader, Unsure};
 use serde::de::IgnoredAny;
 
 use super::{
-    Choice as EventChoice, Choices as EventChoices, Event, Facts, OpenAiDelta, Said, Wire,
-    error_message,
+    Choice as EventChoice, Choices as EventChoices, DeltaContent, Event, Facts, OpenAiDelta, Said,
+    Wire, error_message,
 };
 
 /// The facts of `body`, or `None` when only the `Value` path can tell them.
@@ -445,7 +445,10 @@ fn event_delta<'a>(r: &mut Reader<'a>) -> json::Result<OpenAiDelta<'a>> {
         }
     }
     Ok(OpenAiDelta {
-        content: content.flatten(),
+        content: DeltaContent {
+            text: content.flatten(),
+            thinking: false,
+        },
         refusal: refusal.flatten(),
         tool_calls: tool_calls.flatten(),
         function_call: function_call.flatten(),
