@@ -292,6 +292,79 @@ async fn content_sent_as_a_list_of_parts_is_an_answer() {
     gw.shutdown().await;
 }
 
+/// OpenAI's reasoning models refuse `max_tokens` (a 400, which does not fail
+/// over) and take `max_completion_tokens`; `/v1/messages` callers always send a
+/// limit, translated as `max_tokens`. A provider configured with
+/// `max_tokens_field = "max_completion_tokens"` (the default for api.openai.com)
+/// gets the limit under the name it takes, from both front doors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_limit_is_sent_under_the_name_the_provider_takes() {
+    let primary = Sim::builder(Flavor::OpenAi)
+        .name("primary")
+        .seed(7)
+        .refuses_max_tokens(true)
+        .start()
+        .await
+        .unwrap();
+    let backup = sim(Flavor::Anthropic, "backup").await;
+    let config = |field: &str| {
+        let text = format!(
+            "router = \"fallback\"\ndeadline = \"10s\"\n\n\
+             [[providers]]\nname = \"primary\"\nmodel = \"gpt-4o-mini\"\nkind = \"openai\"\n\
+             base_url = \"{}\"\npriority = 0\n{field}\n\n\
+             [[providers]]\nname = \"backup\"\nmodel = \"claude-haiku-4-5\"\nkind = \"anthropic\"\n\
+             base_url = \"{}\"\npriority = 1\n\n\
+             [models.\"gpt-4o-mini\"]\nfallbacks = [\"claude-haiku-4-5\"]\n",
+            openai_base(&primary),
+            backup.base_url()
+        );
+        Config::from_toml_str(&text).expect("a valid configuration")
+    };
+    // As the provider refuses it: a 400 to the caller, nothing failed over.
+    let as_sent = Stack::from_config(&config("")).unwrap().build().unwrap();
+    let res = as_sent
+        .oneshot(post(chat_body(false, Some(("max_tokens", 3)))))
+        .await
+        .expect("a response");
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("max_completion_tokens"));
+
+    let renamed = config("max_tokens_field = \"max_completion_tokens\"");
+    let stack = Stack::from_config(&renamed).unwrap().build().unwrap();
+    for stream in [false, true] {
+        let res = stack
+            .clone()
+            .oneshot(post(chat_body(stream, Some(("max_tokens", 3)))))
+            .await
+            .expect("an answer");
+        assert_eq!(res.status(), StatusCode::OK, "stream={stream}");
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        let body = String::from_utf8_lossy(&body);
+        // The limit arrived: the answer stopped at it.
+        assert_eq!(finish_reason(&body, stream), "length", "{body}");
+    }
+    let gw = start_gateway(&renamed).await;
+    for stream in [false, true] {
+        let msg = serde_json::json!({
+            "model": "gpt-4o-mini",
+            "max_tokens": 3,
+            "stream": stream,
+            "messages": [{"role": "user", "content": "Say hello."}],
+        });
+        let (status, body) = gw.post_to("/v1/messages", msg.to_string()).await;
+        assert_eq!(status, StatusCode::OK, "stream={stream}: {body}");
+        assert!(
+            body.contains("max_tokens"),
+            "stop_reason max_tokens: {body}"
+        );
+    }
+    gw.shutdown().await;
+    // Every answer came from the primary.
+    assert_eq!(primary.counters().received, 5);
+    assert_eq!(backup.counters().received, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_is_not_a_json_object_is_a_400_through_the_stack() {
     let primary = sim(Flavor::OpenAi, "primary").await;

@@ -236,6 +236,14 @@ impl Builder<OpenAiCompatible> {
         self
     }
 
+    /// The field the provider takes for the answer's token limit (default
+    /// [`MaxTokensField::Auto`](crate::MaxTokensField::Auto): `max_completion_tokens`
+    /// at `api.openai.com`, the caller's own field elsewhere).
+    pub fn max_tokens_field(mut self, field: crate::MaxTokensField) -> Self {
+        self.config.max_tokens_field = field;
+        self
+    }
+
     /// Validates the configuration and builds the service.
     pub fn build(self) -> Result<OpenAiCompatible, ConfigError> {
         Ok(OpenAiCompatible {
@@ -463,6 +471,8 @@ pub(crate) fn build_engine(
     };
     let client = client::build(tls, config.http, &config.pool, t.connect);
 
+    let token_limit_field =
+        crate::service::token_limit_field(config.max_tokens_field, &base.authority);
     let shared = Shared {
         kind,
         name,
@@ -476,6 +486,7 @@ pub(crate) fn build_engine(
         max_response_bytes: config.max_response_bytes,
         max_event_bytes: config.max_event_bytes,
         stream_usage: config.stream_usage,
+        token_limit_field,
         default_max_tokens: config.default_max_tokens,
         health,
     };

@@ -148,6 +148,28 @@ pub enum HttpVersion {
     Http2,
 }
 
+/// Which field an OpenAI-compatible provider takes for the answer's token limit.
+///
+/// OpenAI's reasoning models (o1, o3, o4-mini, GPT-5) refuse `max_tokens` with a
+/// `400 unsupported_parameter` and take `max_completion_tokens`, which OpenAI
+/// accepts for every chat model; some OpenAI-compatible servers know only
+/// `max_tokens` and refuse fields they do not know. A caller's request (or one
+/// translated from `/v1/messages`, which always has `max_tokens`) is sent with the
+/// field the provider takes: the other one is renamed to it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MaxTokensField {
+    /// `max_completion_tokens` for OpenAI's own API (`api.openai.com`); for any
+    /// other server, the request as the caller sent it (default).
+    #[default]
+    Auto,
+    /// Always `max_tokens` (a server that refuses `max_completion_tokens`).
+    MaxTokens,
+    /// Always `max_completion_tokens` (OpenAI's reasoning models behind another
+    /// host: Azure, a proxy).
+    MaxCompletionTokens,
+}
+
 /// Which certificate authorities to trust.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -248,6 +270,10 @@ pub struct ProviderConfig {
     /// with the same usage chunk. Either way the caller gets that final chunk
     /// (empty `choices`, the `usage`).
     pub stream_usage: bool,
+    /// OpenAI-compatible only: the field the provider takes for the answer's token
+    /// limit (default `auto`: `max_completion_tokens` at `api.openai.com`, the
+    /// caller's own field elsewhere). See [`MaxTokensField`].
+    pub max_tokens_field: MaxTokensField,
     /// Anthropic only: the `anthropic-version` header (default `2023-06-01`).
     pub anthropic_version: String,
     /// Anthropic only: `max_tokens` when the caller set none (Anthropic requires
@@ -275,6 +301,7 @@ impl Default for ProviderConfig {
             max_response_bytes: 32 << 20,
             max_event_bytes: 4 << 20,
             stream_usage: true,
+            max_tokens_field: MaxTokensField::Auto,
             anthropic_version: "2023-06-01".to_string(),
             default_max_tokens: 4096,
         }
@@ -324,6 +351,7 @@ impl fmt::Debug for ProviderConfig {
             .field("max_response_bytes", &self.max_response_bytes)
             .field("max_event_bytes", &self.max_event_bytes)
             .field("stream_usage", &self.stream_usage)
+            .field("max_tokens_field", &self.max_tokens_field)
             .field("anthropic_version", &self.anthropic_version)
             .field("default_max_tokens", &self.default_max_tokens)
             .finish()

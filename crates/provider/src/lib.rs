@@ -230,7 +230,8 @@ pub mod fuzzing {
 pub use body::ResponseBody;
 pub use builder::Builder;
 pub use config::{
-    HttpVersion, ModelMap, PoolConfig, ProviderConfig, ProviderKind, RootStore, Timeouts, TlsConfig,
+    HttpVersion, MaxTokensField, ModelMap, PoolConfig, ProviderConfig, ProviderKind, RootStore,
+    Timeouts, TlsConfig,
 };
 pub use error::{ConfigError, TranslateError};
 pub use future::ResponseFuture;

@@ -21,7 +21,7 @@ use tracing::Instrument;
 
 use crate::body::{Collected, Deadlines, Mode, ResponseBody, StreamBody, collect};
 use crate::client::HttpClient;
-use crate::config::{ModelMap, ProviderKind, Timeouts};
+use crate::config::{MaxTokensField, ModelMap, ProviderKind, Timeouts};
 use crate::error::{TranslateError, client_error};
 use crate::future::ResponseFuture;
 use crate::headers::{clean_response_headers, forward_request_headers};
@@ -59,8 +59,27 @@ pub(crate) struct Shared {
     pub(crate) max_response_bytes: usize,
     pub(crate) max_event_bytes: usize,
     pub(crate) stream_usage: bool,
+    /// OpenAI-compatible: the token-limit field the provider takes, when the other
+    /// one must be renamed to it ([`MaxTokensField`] resolved for the base URL).
+    pub(crate) token_limit_field: Option<&'static str>,
     pub(crate) default_max_tokens: u64,
     pub(crate) health: Option<Health>,
+}
+
+/// The token-limit field to send to an OpenAI-compatible provider at `authority`:
+/// `None` to send the caller's own.
+pub(crate) fn token_limit_field(
+    setting: MaxTokensField,
+    authority: &Authority,
+) -> Option<&'static str> {
+    match setting {
+        MaxTokensField::MaxTokens => Some("max_tokens"),
+        MaxTokensField::MaxCompletionTokens => Some("max_completion_tokens"),
+        MaxTokensField::Auto if authority.host().eq_ignore_ascii_case("api.openai.com") => {
+            Some("max_completion_tokens")
+        }
+        MaxTokensField::Auto => None,
+    }
 }
 
 impl fmt::Debug for Shared {
@@ -161,7 +180,10 @@ fn prepare(
                 Some(r) if r.is_empty() || r.starts_with('/') => r,
                 _ => path,
             };
-            let p = prepare_request(&body, &shared.models, shared.stream_usage)?;
+            let mut p = prepare_request(&body, &shared.models, shared.stream_usage)?;
+            if let Some(field) = shared.token_limit_field {
+                p.body = crate::translate::openai::rename_token_limit(p.body, field)?;
+            }
             let expect_done = p.stream
                 && (rest.trim_end_matches('/').ends_with("/chat/completions")
                     || rest.trim_end_matches('/') == "/completions");

@@ -474,6 +474,11 @@ async fn completion(
         Ok(a) => a,
         Err(msg) => return ctx.error(400, Some(&msg)),
     };
+    if shared.cfg.refuses_max_tokens && flavor == Flavor::OpenAi && ask.legacy_max_tokens {
+        let view = shared.quota_peek();
+        let body = SimBody::full(openai::max_tokens_refused_body());
+        return ctx.respond(400, JSON, body, Some(view));
+    }
     if let Some(models) = &shared.cfg.models
         && !ask.model.is_empty()
         && !models.contains(&ask.model)

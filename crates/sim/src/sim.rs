@@ -55,6 +55,8 @@ pub(crate) struct SimConfig {
     pub(crate) reasoning_tokens: u32,
     /// OpenAI wire: `content` as a list of parts, not a string.
     pub(crate) content_parts: bool,
+    /// OpenAI wire: a request with `max_tokens` is a 400 (OpenAI's reasoning models).
+    pub(crate) refuses_max_tokens: bool,
     pub(crate) quota: Quota,
     pub(crate) faults: Vec<FaultSpec>,
     pub(crate) max_body: usize,
@@ -151,6 +153,7 @@ impl SimBuilder {
                 tag: None,
                 reasoning_tokens: 0,
                 content_parts: false,
+                refuses_max_tokens: false,
                 quota: Quota::default(),
                 faults: Vec::new(),
                 max_body: 32 << 20,
@@ -246,6 +249,14 @@ impl SimBuilder {
     /// thinking as a `{"type": "thinking", "thinking": [{"type": "text", …}]}` part.
     pub fn content_parts(mut self, parts: bool) -> Self {
         self.config.content_parts = parts;
+        self
+    }
+
+    /// On the OpenAI wire, refuse a request that sets `max_tokens` with OpenAI's
+    /// `400 unsupported_parameter` (default off), as its reasoning models (o1, o3,
+    /// o4-mini, GPT-5) do: they take `max_completion_tokens` only.
+    pub fn refuses_max_tokens(mut self, refuses: bool) -> Self {
+        self.config.refuses_max_tokens = refuses;
         self
     }
 

@@ -218,6 +218,47 @@ fn ask_for_usage(bytes: &[u8]) -> Result<Option<UsageEdit>, Unsure> {
     Ok(edit)
 }
 
+/// Sends the answer's token limit as `field` (`max_tokens` or
+/// `max_completion_tokens`, see [`MaxTokensField`](crate::MaxTokensField)): a body
+/// with the other one has it renamed (dropped if it has both). A body without the
+/// other field at its top level is returned as it is, with no copy; one with it is
+/// rewritten through `serde_json` (key order is not kept).
+///
+/// ```
+/// use bytes::Bytes;
+/// use tower_failover_provider::translate::openai::rename_token_limit;
+///
+/// let body = Bytes::from(r#"{"model":"o3","max_tokens":50,"messages":[]}"#);
+/// let out = rename_token_limit(body, "max_completion_tokens").unwrap();
+/// let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+/// assert_eq!(v["max_completion_tokens"], 50);
+/// assert!(v.get("max_tokens").is_none());
+/// ```
+pub fn rename_token_limit(body: Bytes, field: &'static str) -> Result<Bytes, TranslateError> {
+    let other = if field == "max_tokens" {
+        "max_completion_tokens"
+    } else {
+        "max_tokens"
+    };
+    let quoted = format!("\"{other}\"");
+    if memmem::find(&body, quoted.as_bytes()).is_none() {
+        return Ok(body);
+    }
+    let Ok(mut map) = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&body)
+    else {
+        // Not an object: `prepare_request` has answered it already.
+        return Ok(body);
+    };
+    let Some(limit) = map.remove(other) else {
+        // The name was in a message, not a field of the request.
+        return Ok(body);
+    };
+    map.entry(field).or_insert(limit);
+    serde_json::to_vec(&map)
+        .map(Bytes::from)
+        .map_err(|e| TranslateError::new(e.to_string()))
+}
+
 /// [`prepare_request`]'s edits made through a `serde_json::Value` of the body: for
 /// the rare body with a caller's `stream_options` that the structure reader cannot
 /// follow (a key with escapes), and for one with prompt-cache breakpoints
@@ -422,6 +463,76 @@ fn mentions_usage(data: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_limit_is_renamed_to_the_field_the_provider_takes() {
+        let read = |b: &Bytes| serde_json::from_slice::<serde_json::Value>(b).unwrap();
+        // Renamed, both ways.
+        let out = rename_token_limit(
+            Bytes::from(r#"{"model":"o3","max_tokens":7}"#),
+            "max_completion_tokens",
+        )
+        .unwrap();
+        assert_eq!(
+            read(&out),
+            serde_json::json!({"model":"o3","max_completion_tokens":7})
+        );
+        let out = rename_token_limit(
+            Bytes::from(r#"{"max_completion_tokens":7,"model":"m"}"#),
+            "max_tokens",
+        )
+        .unwrap();
+        assert_eq!(read(&out), serde_json::json!({"model":"m","max_tokens":7}));
+        // Both sent: the provider's own is kept, the other dropped.
+        let out = rename_token_limit(
+            Bytes::from(r#"{"max_tokens":9,"max_completion_tokens":7}"#),
+            "max_completion_tokens",
+        )
+        .unwrap();
+        assert_eq!(read(&out), serde_json::json!({"max_completion_tokens":7}));
+        // Nothing to rename: the very same bytes (no copy), also when the name
+        // is only said in a message.
+        for body in [
+            r#"{"model":"m","max_completion_tokens":7}"#,
+            r#"{"messages":[{"role":"user","content":"what is \"max_tokens\"?"}]}"#,
+            "",
+        ] {
+            let bytes = Bytes::from(body);
+            let out = rename_token_limit(bytes.clone(), "max_completion_tokens").unwrap();
+            assert_eq!(out.as_ptr(), bytes.as_ptr(), "{body}");
+        }
+    }
+
+    #[test]
+    fn the_token_limit_field_is_openais_own_at_its_host_only_by_default() {
+        use crate::config::MaxTokensField as F;
+        use crate::service::token_limit_field;
+        let at = |h: &str| h.parse::<http::uri::Authority>().unwrap();
+        assert_eq!(
+            token_limit_field(F::Auto, &at("api.openai.com")),
+            Some("max_completion_tokens")
+        );
+        assert_eq!(
+            token_limit_field(F::Auto, &at("API.OpenAI.com:443")),
+            Some("max_completion_tokens")
+        );
+        for other in [
+            "api.mistral.ai",
+            "localhost:11434",
+            "openai.example.com",
+            "api.openai.com.evil.test",
+        ] {
+            assert_eq!(token_limit_field(F::Auto, &at(other)), None, "{other}");
+        }
+        assert_eq!(
+            token_limit_field(F::MaxTokens, &at("api.openai.com")),
+            Some("max_tokens")
+        );
+        assert_eq!(
+            token_limit_field(F::MaxCompletionTokens, &at("localhost:8000")),
+            Some("max_completion_tokens")
+        );
+    }
 
     fn prep(body: &'static str, models: &ModelMap, usage: bool) -> PreparedRequest {
         prepare_request(&ReplayBody::from(body), models, usage).unwrap()

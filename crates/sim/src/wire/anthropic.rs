@@ -68,6 +68,7 @@ pub(crate) fn parse(body: &[u8]) -> Result<Ask, String> {
         stream: req.stream.unwrap_or(false),
         include_usage: false,
         max_tokens: req.max_tokens,
+        legacy_max_tokens: false,
         json,
         cache_prefix: cache_prefix(body, prompt_tokens),
         prompt_tokens,

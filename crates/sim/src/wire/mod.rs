@@ -19,6 +19,8 @@ pub(crate) struct Ask {
     /// OpenAI `stream_options.include_usage`.
     pub(crate) include_usage: bool,
     pub(crate) max_tokens: Option<u64>,
+    /// OpenAI: the limit came as the older `max_tokens` field.
+    pub(crate) legacy_max_tokens: bool,
     pub(crate) json: JsonMode,
     pub(crate) prompt_tokens: u64,
     /// The last user message's text (for echo).
@@ -307,6 +309,7 @@ mod tests {
             stream: false,
             include_usage: false,
             max_tokens,
+            legacy_max_tokens: false,
             json,
             prompt_tokens: 3,
             last_user: "hello there".into(),

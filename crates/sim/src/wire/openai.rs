@@ -89,6 +89,7 @@ pub(crate) fn parse(body: &[u8]) -> Result<Ask, String> {
             .and_then(|o| o.include_usage)
             .unwrap_or(false),
         max_tokens: req.max_completion_tokens.or(req.max_tokens),
+        legacy_max_tokens: req.max_tokens.is_some(),
         json,
         prompt_tokens,
         last_user,
@@ -295,6 +296,17 @@ fn error_parts(status: u16) -> (&'static str, Option<&'static str>, &'static str
         s if s >= 500 => ("server_error", None, "The server had an error."),
         _ => ("invalid_request_error", None, "The request was rejected."),
     }
+}
+
+/// OpenAI's 400 for `max_tokens` sent to a reasoning model.
+pub(crate) fn max_tokens_refused_body() -> Vec<u8> {
+    let body = json!({"error": {
+        "message": "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.",
+        "type": "invalid_request_error",
+        "param": "max_tokens",
+        "code": "unsupported_parameter"
+    }});
+    serde_json::to_vec(&body).unwrap_or_default()
 }
 
 /// An OpenAI error body for `status`, with an optional specific message.
