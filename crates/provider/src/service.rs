@@ -181,12 +181,13 @@ fn prepare(
                 _ => path,
             };
             let mut p = prepare_request(&body, &shared.models, shared.stream_usage)?;
-            if let Some(field) = shared.token_limit_field {
+            let chat = rest.trim_end_matches('/').ends_with("/chat/completions");
+            // Chat completions only: the legacy `/completions` takes `max_tokens`
+            // and nothing else, everywhere.
+            if let Some(field) = shared.token_limit_field.filter(|_| chat) {
                 p.body = crate::translate::openai::rename_token_limit(p.body, field)?;
             }
-            let expect_done = p.stream
-                && (rest.trim_end_matches('/').ends_with("/chat/completions")
-                    || rest.trim_end_matches('/') == "/completions");
+            let expect_done = p.stream && (chat || rest.trim_end_matches('/') == "/completions");
             Ok(Prepared {
                 plan: Plan::OpenAi { expect_done },
                 stream: p.stream,
