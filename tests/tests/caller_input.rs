@@ -365,6 +365,56 @@ async fn a_token_limit_is_sent_under_the_name_the_provider_takes() {
     assert_eq!(backup.counters().received, 0);
 }
 
+/// What an OpenAI caller's history often holds and Anthropic refuses with a 400
+/// (which does not fail over): an assistant turn of `"\n\n"` beside its tool
+/// calls, tool-call ids from another provider (`functions.get_weather:0`), an image
+/// sent as `image/jpg`. Failed over to Anthropic, the request is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_openai_history_anthropic_would_refuse_is_sent_as_it_takes_it() {
+    let primary = sim(Flavor::OpenAi, "primary").await;
+    let backup = sim(Flavor::Anthropic, "backup").await;
+    primary
+        .set_faults([FaultSpec::always(Fault::Status(503))])
+        .unwrap();
+    let stack = primary_and_backup(&primary, &backup);
+    // A 1×1 PNG.
+    let png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
+    let body = serde_json::json!({
+        "model": "gpt-4o-mini",
+        "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
+        "messages": [
+            {"role": "user", "content": [
+                {"type": "text", "text": "What is in this picture, and the weather?"},
+                {"type": "image_url", "image_url": {"url": format!("data:image/jpg;base64,{png}")}}
+            ]},
+            {"role": "assistant", "content": "\n\n", "tool_calls": [{
+                "id": "functions.get_weather:0", "type": "function",
+                "function": {"name": "get_weather", "arguments": "{}"}
+            }]},
+            {"role": "tool", "tool_call_id": "functions.get_weather:0", "content": "Sunny."},
+            {"role": "user", "content": " "},
+        ],
+    });
+    let res = stack
+        .clone()
+        .oneshot(post(body.to_string()))
+        .await
+        .expect("an answer");
+    let status = res.status();
+    let text = res.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&text));
+    assert_eq!(backup.counters().received, 1);
+    let sent = backup.received();
+    let sent: serde_json::Value = serde_json::from_slice(sent[0].body().expect("read")).unwrap();
+    let sent = sent.to_string();
+    assert!(sent.contains(r#""id":"functions_get_weather_0""#), "{sent}");
+    assert!(
+        sent.contains(r#""tool_use_id":"functions_get_weather_0""#),
+        "{sent}"
+    );
+    assert!(sent.contains(r#""media_type":"image/jpeg""#), "{sent}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_is_not_a_json_object_is_a_400_through_the_stack() {
     let primary = sim(Flavor::OpenAi, "primary").await;

@@ -189,9 +189,27 @@ fn chat_request() -> impl Strategy<Value = Value> {
 fn check_anthropic_request(v: &Value) -> Result<(), TestCaseError> {
     prop_assert!(v["model"].is_string());
     prop_assert!(v["max_tokens"].is_u64(), "{}", v);
+    let id_ok = |id: &str| {
+        !id.is_empty()
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    };
     for m in v["messages"].as_array().expect("messages") {
         let role = m["role"].as_str().unwrap_or("");
         prop_assert!(role == "user" || role == "assistant", "{}", role);
+        // What Anthropic refuses with a 400: blank text blocks, tool ids outside
+        // `^[a-zA-Z0-9_-]+$`.
+        for b in m["content"].as_array().into_iter().flatten() {
+            if let Some(t) = b.get("text").and_then(Value::as_str) {
+                prop_assert!(!t.trim().is_empty(), "{}", v);
+            }
+            for key in ["id", "tool_use_id"] {
+                if let Some(id) = b.get(key).and_then(Value::as_str) {
+                    prop_assert!(id_ok(id), "{}", v);
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -229,7 +247,13 @@ proptest! {
             .flat_map(|m| m["content"].as_array().unwrap())
             .map(|b| b["text"].as_str().unwrap())
             .collect();
-        prop_assert_eq!(got, turns.iter().map(String::as_str).collect::<Vec<_>>());
+        // Blank texts are left out: Anthropic refuses a text block of whitespace.
+        let kept: Vec<&str> = turns
+            .iter()
+            .map(String::as_str)
+            .filter(|t| !t.trim().is_empty())
+            .collect();
+        prop_assert_eq!(got, kept);
     }
 }
 

@@ -34,12 +34,71 @@ struct Msg {
     content: Value,
 }
 
+/// What Anthropic's API refuses in a message's blocks, with its wording: a text
+/// block that is empty or whitespace only, a tool id outside `^[a-zA-Z0-9_-]+$`, a
+/// base64 image of a media type it does not read.
+fn check_blocks(i: usize, content: &Value) -> Result<(), String> {
+    let Some(blocks) = content.as_array() else {
+        return Ok(());
+    };
+    let id_ok = |id: &str| {
+        !id.is_empty()
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    };
+    for (j, b) in blocks.iter().enumerate() {
+        let field = |k: &str| b.get(k).and_then(Value::as_str);
+        match field("type") {
+            Some("text") if field("text").is_none_or(|t| t.trim().is_empty()) => {
+                return Err(
+                    "messages: text content blocks must contain non-whitespace text".into(),
+                );
+            }
+            Some("tool_use") if !field("id").is_some_and(id_ok) => {
+                return Err(format!(
+                    "messages.{i}.content.{j}.tool_use.id: String should match pattern '^[a-zA-Z0-9_-]+$'"
+                ));
+            }
+            Some("tool_result") if !field("tool_use_id").is_some_and(id_ok) => {
+                return Err(format!(
+                    "messages.{i}.content.{j}.tool_result.tool_use_id: String should match pattern '^[a-zA-Z0-9_-]+$'"
+                ));
+            }
+            Some("image") => {
+                let source = b.get("source");
+                let base64 =
+                    source.and_then(|s| s.get("type")).and_then(Value::as_str) == Some("base64");
+                let media = source
+                    .and_then(|s| s.get("media_type"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                if base64
+                    && !["image/jpeg", "image/png", "image/gif", "image/webp"].contains(&media)
+                {
+                    return Err(format!(
+                        "messages.{i}.content.{j}.image.source.base64.media_type: Input should be 'image/jpeg', 'image/png', 'image/gif' or 'image/webp'"
+                    ));
+                }
+            }
+            _ => {}
+        }
+        if let Some(inner) = b.get("content") {
+            check_blocks(i, inner)?;
+        }
+    }
+    Ok(())
+}
+
 /// Parse a messages request; the error is a message for a 400.
 pub(crate) fn parse(body: &[u8]) -> Result<Ask, String> {
     let req: Req =
         serde_json::from_slice(body).map_err(|e| format!("invalid request body: {e}"))?;
     if req.messages.is_empty() {
         return Err("messages: at least one message is required".into());
+    }
+    for (i, m) in req.messages.iter().enumerate() {
+        check_blocks(i, &m.content)?;
     }
     let mut prompt_tokens = 0;
     if let Some(s) = &req.system {

@@ -230,12 +230,12 @@ enum Block<'a> {
         cache_control: Option<&'a RawValue>,
     },
     ToolUse {
-        id: &'a str,
+        id: Cow<'a, str>,
         name: &'a str,
         input: &'a RawValue,
     },
     ToolResult {
-        tool_use_id: &'a str,
+        tool_use_id: Cow<'a, str>,
         content: Vec<Block<'a>>,
         #[serde(skip_serializing_if = "Option::is_none")]
         cache_control: Option<&'a RawValue>,
@@ -390,7 +390,7 @@ pub fn request_to_anthropic(
                     .filter_map(Block::take_cache_control)
                     .last();
                 blocks.push(Block::ToolResult {
-                    tool_use_id: id,
+                    tool_use_id: tool_id(id),
                     content,
                     cache_control,
                 });
@@ -409,7 +409,7 @@ pub fn request_to_anthropic(
                         })?
                     };
                     blocks.push(Block::ToolUse {
-                        id: &call.id,
+                        id: tool_id(&call.id),
                         name: &call.function.name,
                         input,
                     });
@@ -615,8 +615,46 @@ pub(super) fn concat<'a>(pieces: &[&'a str]) -> Cow<'a, str> {
     }
 }
 
-/// Appends a message's content as blocks. Empty texts are skipped (Anthropic
-/// refuses empty text blocks).
+/// Whether a text would be refused as a block: Anthropic answers `400 text content
+/// blocks must contain non-whitespace text` for `""` and for `"\n\n"` alike (the
+/// text an agent's assistant turn often holds beside its tool calls).
+fn is_blank(text: &str) -> bool {
+    text.trim().is_empty()
+}
+
+/// A tool call's id as Anthropic takes it (`^[a-zA-Z0-9_-]+$`): ids from other
+/// providers (`functions.get_weather:0`, `call.1`) have every other character made
+/// `_`, the same way for the call and its result, so they still pair up.
+fn tool_id(id: &str) -> Cow<'_, str> {
+    let ok = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    if !id.is_empty() && id.chars().all(ok) {
+        return Cow::Borrowed(id);
+    }
+    if id.is_empty() {
+        return Cow::Borrowed("_");
+    }
+    Cow::Owned(id.chars().map(|c| if ok(c) { c } else { '_' }).collect())
+}
+
+/// An image's media type as Anthropic takes it: one of `image/jpeg`, `image/png`,
+/// `image/gif`, `image/webp`, lower case and without parameters. `image/jpg` (a
+/// common spelling OpenAI reads) is `image/jpeg`; anything else is sent as it is,
+/// and Anthropic's refusal names it.
+fn media_type(meta: &str) -> &str {
+    let bare = meta.split(';').next().unwrap_or(meta).trim();
+    for known in ["image/jpeg", "image/png", "image/gif", "image/webp"] {
+        if bare.eq_ignore_ascii_case(known) {
+            return known;
+        }
+    }
+    if bare.eq_ignore_ascii_case("image/jpg") {
+        return "image/jpeg";
+    }
+    bare
+}
+
+/// Appends a message's content as blocks. Empty and whitespace-only texts are
+/// skipped (Anthropic refuses them as blocks).
 fn push_content<'a>(
     blocks: &mut Vec<Block<'a>>,
     content: Option<&'a Content<'a>>,
@@ -624,7 +662,7 @@ fn push_content<'a>(
 ) -> Result<(), TranslateError> {
     match content {
         None => {}
-        Some(Content::Text(s)) if !s.is_empty() => blocks.push(Block::Text {
+        Some(Content::Text(s)) if !is_blank(s) => blocks.push(Block::Text {
             text: s,
             cache_control: None,
         }),
@@ -632,7 +670,7 @@ fn push_content<'a>(
         Some(Content::Parts(parts)) => {
             for p in parts {
                 match (&*p.kind, &p.text, &p.image_url, &p.refusal) {
-                    ("text", Some(t), _, _) if !t.is_empty() => blocks.push(Block::Text {
+                    ("text", Some(t), _, _) if !is_blank(t) => blocks.push(Block::Text {
                         text: t,
                         cache_control: p.cache_control,
                     }),
@@ -666,7 +704,7 @@ fn image_source(url: &str) -> Option<ImageSource<'_>> {
         None => Some(ImageSource::Url { url }),
         Some(rest) => {
             let (meta, data) = rest.split_once(',')?;
-            let media_type = meta.strip_suffix(";base64")?;
+            let media_type = media_type(meta.strip_suffix(";base64")?);
             Some(ImageSource::Base64 { media_type, data })
         }
     }

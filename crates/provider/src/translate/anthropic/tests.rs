@@ -865,3 +865,45 @@ fn prompt_cache_breakpoints_are_carried_to_anthropic() {
             .contains("cache_control")
     );
 }
+
+/// What Anthropic refuses with a 400 and an OpenAI history often holds: text
+/// blocks of whitespace only, tool ids outside `^[a-zA-Z0-9_-]+$`, `image/jpg`.
+#[test]
+fn histories_are_sent_in_the_form_anthropic_takes() {
+    let (out, _) = translate(&json!({
+        "model": "m",
+        "messages": [
+            {"role": "user", "content": [
+                {"type": "text", "text": "look"},
+                {"type": "text", "text": " \n"},
+                {"type": "image_url", "image_url": {"url": "data:IMAGE/JPG;charset=x;base64,AAAA"}},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,BBBB"}}
+            ]},
+            {"role": "assistant", "content": "\n\n", "tool_calls": [
+                {"id": "functions.get_weather:0", "type": "function",
+                 "function": {"name": "get_weather", "arguments": "{}"}},
+                {"id": "call_ok-1", "type": "function",
+                 "function": {"name": "get_weather", "arguments": "{}"}}
+            ]},
+            {"role": "tool", "tool_call_id": "functions.get_weather:0", "content": "Sunny."},
+            {"role": "tool", "tool_call_id": "call_ok-1", "content": "Rain."},
+            {"role": "user", "content": "\t"},
+            {"role": "assistant", "content": "  "}
+        ]
+    }));
+    let messages = out["messages"].as_array().unwrap();
+    // The blank user turn and the blank assistant turn are gone; the blank text
+    // beside the tool calls too.
+    assert_eq!(messages.len(), 3, "{out}");
+    let user = messages[0]["content"].as_array().unwrap();
+    assert_eq!(user.len(), 3, "{out}");
+    assert_eq!(user[1]["source"]["media_type"], "image/jpeg");
+    assert_eq!(user[2]["source"]["media_type"], "image/png");
+    let calls = messages[1]["content"].as_array().unwrap();
+    assert_eq!(calls.len(), 2, "{out}");
+    assert_eq!(calls[0]["id"], "functions_get_weather_0");
+    assert_eq!(calls[1]["id"], "call_ok-1");
+    let results = messages[2]["content"].as_array().unwrap();
+    assert_eq!(results[0]["tool_use_id"], "functions_get_weather_0");
+    assert_eq!(results[1]["tool_use_id"], "call_ok-1");
+}
