@@ -410,6 +410,71 @@ async fn messages_are_served_by_any_provider_through_an_outage() {
     gw.shutdown().await.unwrap();
 }
 
+/// Claude Code asks `/v1/messages/count_tokens` at start-up and for `/context`,
+/// and reads a stream's `message_start` for the context used: both say how big
+/// the prompt is (estimated; an attachment counts as an image does, not as its
+/// base64), and a bad request gets Anthropic's error, as `/v1/messages` would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_prompt_size_is_told_before_the_answer() {
+    let (primary, _backup, gw) = messages_gateway().await;
+    let mut ask = message_request(false);
+    ask.as_object_mut().unwrap().remove("max_tokens");
+    ask.as_object_mut().unwrap().remove("stream");
+    let a = gw
+        .send_with(
+            "POST",
+            "/v1/messages/count_tokens?beta=true",
+            &ANTHROPIC_HEADERS,
+            ask.to_string(),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let counted = a.json()["input_tokens"].as_u64().expect("input_tokens");
+    assert!(counted > 20 && counted < 1_000, "{}", a.body);
+
+    // A screenshot of 40 KB (base64) is an image's worth of tokens, not 10,000.
+    let shot = "A".repeat(40_000);
+    let with_image = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": [
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": shot}},
+        {"type": "text", "text": "What is this?"}
+    ]}]});
+    let a = gw
+        .send_with(
+            "POST",
+            "/v1/messages/count_tokens",
+            &ANTHROPIC_HEADERS,
+            with_image.to_string(),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let counted = a.json()["input_tokens"].as_u64().unwrap();
+    assert!((1_600..2_000).contains(&counted), "{}", a.body);
+
+    let bad = gw
+        .send_with(
+            "POST",
+            "/v1/messages/count_tokens",
+            &ANTHROPIC_HEADERS,
+            json!({"model": "m", "messages": [{"role": "system", "content": "x"}]}).to_string(),
+        )
+        .await;
+    assert_eq!(bad.status.as_u16(), 400, "{}", bad.body);
+    assert_eq!(bad.json()["type"], "error");
+    assert_eq!(bad.json()["error"]["type"], "invalid_request_error");
+    // Counted here, not sent anywhere.
+    assert_eq!(primary.counters().received, 0);
+
+    // A stream's `message_start` carries the estimate; `message_delta` the count.
+    let s = gw.message(&message_request(true)).await;
+    assert_message_stream(&s);
+    let evs = events(&s.body);
+    let start = evs[0].1["message"]["usage"]["input_tokens"]
+        .as_u64()
+        .unwrap();
+    assert!(start > 20, "{}", s.body);
+    gw.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_messages_requests_get_anthropic_errors() {
     let (primary, _backup, gw) = messages_gateway().await;

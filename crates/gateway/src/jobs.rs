@@ -184,7 +184,8 @@ impl Door {
     async fn reply(self, res: http::Response<BoxBody>) -> Response {
         match self {
             Door::Chat => chat::reply(res),
-            Door::Messages { model } => messages::reply(res.map(Body::new), model).await,
+            // A deferred answer is never a stream: no `message_start` to size.
+            Door::Messages { model } => messages::reply(res.map(Body::new), model, 0).await,
         }
     }
 }

@@ -25,6 +25,7 @@ use tower_failover::provider::translate::messages::{
 };
 use tower_failover::replay::ReplayBody;
 use tower_failover::sse::{SseLimits, SseParser};
+use tower_failover::tokens::{BYTES_PER_TOKEN, estimate_tokens};
 use tower_failover::{Failover, error_response};
 
 use super::{AppState, SERVED_BY, auth, jobs};
@@ -98,6 +99,9 @@ pub(super) async fn messages(State(state): State<AppState>, req: Request) -> Res
         Ok(i) => i,
         Err(e) => return anthropic_error(400, "invalid_request_error", &e.to_string()),
     };
+    // What a stream's `message_start` tells of the prompt's size until the
+    // provider's own count comes with its last chunk.
+    let input_estimate = estimate_prompt_tokens(&bytes);
     let mut upstream = http::Request::builder()
         .method(http::Method::POST)
         .uri("/v1/chat/completions");
@@ -123,7 +127,9 @@ pub(super) async fn messages(State(state): State<AppState>, req: Request) -> Res
             return match jobs::attempt(state.failover.clone(), jobs, req, door, ask, charge, &mount)
                 .await
             {
-                jobs::Attempt::Answer(res) => reply(res.map(Body::new), inbound.model).await,
+                jobs::Attempt::Answer(res) => {
+                    reply(res.map(Body::new), inbound.model, input_estimate).await
+                }
                 jobs::Attempt::Failed(err) => failed(&err).await,
                 jobs::Attempt::Accepted(res) => res,
             };
@@ -136,12 +142,92 @@ pub(super) async fn messages(State(state): State<AppState>, req: Request) -> Res
     let Ok(upstream) = upstream.body(Body::from(inbound.body)) else {
         return anthropic_error(500, "api_error", "could not build the upstream request");
     };
-    answer(state.failover.clone(), upstream, inbound.model).await
+    answer(
+        state.failover.clone(),
+        upstream,
+        inbound.model,
+        input_estimate,
+    )
+    .await
 }
 
-async fn answer(failover: Failover, req: http::Request<Body>, model: String) -> Response {
+/// `POST /v1/messages/count_tokens`, which Claude Code calls at start-up and for
+/// `/context`: `{"input_tokens": N}` for a request as `/v1/messages` takes it (a
+/// request it would refuse is refused here with the same `400`). The count is an
+/// estimate ([`estimate_prompt_tokens`]): the providers behind the gateway are
+/// not asked, and may not count tokens the same way.
+pub(super) async fn count_tokens(State(state): State<AppState>, req: Request) -> Response {
+    let bytes = match axum::body::to_bytes(req.into_body(), state.max_request_bytes).await {
+        Ok(b) => b,
+        Err(_) => {
+            return anthropic_error(
+                413,
+                "request_too_large",
+                &format!(
+                    "the request body is larger than {} bytes",
+                    state.max_request_bytes
+                ),
+            );
+        }
+    };
+    if let Err(e) = request_from_anthropic(&bytes) {
+        return anthropic_error(400, "invalid_request_error", &e.to_string());
+    }
+    let body = serde_json::json!({ "input_tokens": estimate_prompt_tokens(&bytes) });
+    let mut out = Response::new(Body::from(body.to_string()));
+    out.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    out
+}
+
+/// Tokens in an Anthropic request, estimated without parsing it: about one per
+/// four bytes ([`BYTES_PER_TOKEN`]), except that a long base64 `data` string (an
+/// image or a document) counts as [`ATTACHMENT_TOKENS`], not as its length (a
+/// 1 MB screenshot is about 1,600 tokens to Claude, not 250,000).
+pub(super) fn estimate_prompt_tokens(body: &[u8]) -> u64 {
+    /// About what Anthropic charges for an image at its largest size.
+    const ATTACHMENT_TOKENS: u64 = 1_600;
+    /// A `data` string shorter than this is counted as text.
+    const ATTACHMENT_BYTES: usize = 1_024;
+    let key = b"\"data\"";
+    let mut text = body.len();
+    let mut attachments = 0u64;
+    let mut at = 0;
+    while let Some(found) = body[at..].windows(key.len()).position(|w| w == key) {
+        let mut i = at + found + key.len();
+        while body
+            .get(i)
+            .is_some_and(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | b':'))
+        {
+            i += 1;
+        }
+        at = i;
+        if body.get(i) != Some(&b'"') {
+            continue;
+        }
+        // Base64 holds no quote and no escape: the string ends at the next quote.
+        let Some(len) = body[i + 1..].iter().position(|&b| b == b'"') else {
+            break;
+        };
+        if len >= ATTACHMENT_BYTES {
+            text -= len;
+            attachments += 1;
+        }
+        at = i + 1 + len;
+    }
+    estimate_tokens(text as u64, BYTES_PER_TOKEN) + attachments * ATTACHMENT_TOKENS
+}
+
+async fn answer(
+    failover: Failover,
+    req: http::Request<Body>,
+    model: String,
+    input_estimate: u64,
+) -> Response {
     match failover.oneshot(req).await {
-        Ok(res) => reply(res.map(Body::new), model).await,
+        Ok(res) => reply(res.map(Body::new), model, input_estimate).await,
         Err(err) => failed(&err).await,
     }
 }
@@ -152,9 +238,13 @@ async fn failed(err: &tower::BoxError) -> Response {
     translate_error(error_response(&**err).into_response()).await
 }
 
-/// The stack's answer in Anthropic's shape: a Message, an event stream, or an
-/// error.
-pub(super) async fn reply(res: http::Response<Body>, model: String) -> Response {
+/// The stack's answer in Anthropic's shape: a Message, an event stream (whose
+/// `message_start` tells `input_estimate` prompt tokens), or an error.
+pub(super) async fn reply(
+    res: http::Response<Body>,
+    model: String,
+    input_estimate: u64,
+) -> Response {
     if !res.status().is_success() {
         return translate_error(res).await;
     }
@@ -165,7 +255,11 @@ pub(super) async fn reply(res: http::Response<Body>, model: String) -> Response 
         .is_some_and(|v| v.starts_with("text/event-stream"));
     let (parts, body) = res.into_parts();
     let mut out = if streamed {
-        let mut out = Response::new(Body::from_stream(translate_stream(body, model)));
+        let mut out = Response::new(Body::from_stream(translate_stream(
+            body,
+            model,
+            input_estimate,
+        )));
         out.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/event-stream; charset=utf-8"),
@@ -205,6 +299,7 @@ pub(super) async fn reply(res: http::Response<Body>, model: String) -> Response 
 fn translate_stream(
     body: Body,
     model: String,
+    input_estimate: u64,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> + Send {
     struct St {
         upstream: axum::body::BodyDataStream,
@@ -214,7 +309,7 @@ fn translate_stream(
     let st = St {
         upstream: body.into_data_stream(),
         parser: SseParser::with_limits(SseLimits::both(MAX_EVENT_BYTES)),
-        tr: MessagesStream::new(model),
+        tr: MessagesStream::new(model).with_input_estimate(input_estimate),
     };
     futures_util::stream::unfold(st, |mut st| async move {
         loop {

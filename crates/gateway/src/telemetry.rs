@@ -218,9 +218,10 @@ async fn provider_request_id(mut res: Response) -> Response {
 /// The routes counted by name; any other path counts as `other` (so a scanner's
 /// paths cannot grow the label set).
 #[cfg(feature = "metrics")]
-const ROUTES: [&str; 8] = [
+const ROUTES: [&str; 9] = [
     "/v1/chat/completions",
     "/v1/messages",
+    "/v1/messages/count_tokens",
     "/v1/embeddings",
     "/v1/models",
     "/health",

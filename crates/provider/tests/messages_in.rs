@@ -730,3 +730,54 @@ fn text_blocks_joined_into_a_string_stay_apart() {
     assert_eq!(v["messages"][0]["content"], "Hello\nWorld");
     assert_eq!(v["messages"][1]["content"], "One.\nTwo.");
 }
+
+/// An answer that calls tools stops with `tool_use` even when the provider said
+/// `stop` (OpenAI under a forced `tool_choice`, vLLM, Ollama): an SDK's tool loop
+/// runs while `stop_reason == "tool_use"`. A cut answer stays `max_tokens`.
+#[test]
+fn tool_calls_with_a_plain_stop_stop_for_tool_use() {
+    let call = json!([{"id": "call_a", "type": "function",
+                       "function": {"name": "f", "arguments": "{}"}}]);
+    for (finish, expected) in [
+        ("stop", "tool_use"),
+        ("tool_calls", "tool_use"),
+        ("length", "max_tokens"),
+    ] {
+        let answer = json!({"id": "chatcmpl-1", "model": "m", "choices": [{"index": 0,
+            "message": {"role": "assistant", "content": null, "tool_calls": call},
+            "finish_reason": finish}]});
+        let out: Value = serde_json::from_slice(
+            &response_to_anthropic(answer.to_string().as_bytes(), "m").unwrap(),
+        )
+        .unwrap();
+        assert_eq!(out["stop_reason"], expected, "buffered, {finish}");
+
+        let mut t = MessagesStream::new("m").with_input_estimate(42);
+        let mut out = Vec::new();
+        t.push(
+            &chunk(
+                json!({"tool_calls": [{"index": 0, "id": "call_a", "type": "function",
+                                               "function": {"name": "f", "arguments": "{}"}}]}),
+                None,
+            ),
+            &mut out,
+        )
+        .unwrap();
+        t.push(&chunk(json!({}), Some(finish)), &mut out).unwrap();
+        t.finish(&mut out);
+        let evs = events(&out);
+        assert_eq!(evs[0].1["message"]["usage"]["input_tokens"], 42);
+        let delta = &evs[evs.len() - 2].1;
+        assert_eq!(
+            delta["delta"]["stop_reason"], expected,
+            "streamed, {finish}"
+        );
+    }
+    // Without tool calls a stop is the end of the turn.
+    let answer = json!({"id": "c", "model": "m", "choices": [{"index": 0,
+        "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}]});
+    let out: Value =
+        serde_json::from_slice(&response_to_anthropic(answer.to_string().as_bytes(), "m").unwrap())
+            .unwrap();
+    assert_eq!(out["stop_reason"], "end_turn");
+}

@@ -60,7 +60,7 @@ fn is_probe(path: &str) -> bool {
 }
 
 /// An error answer of the gateway itself in the shape of the route's API:
-/// Anthropic's on `/v1/messages`, OpenAI's (`{"error": {"message", "type",
+/// Anthropic's on `/v1/messages` (and `/v1/messages/count_tokens`), OpenAI's (`{"error": {"message", "type",
 /// "code"}}`) elsewhere.
 pub(crate) fn error_answer(
     path: &str,
@@ -68,7 +68,7 @@ pub(crate) fn error_answer(
     code: &str,
     message: &str,
 ) -> Response<Body> {
-    let body = if path == "/v1/messages" {
+    let body = if path == "/v1/messages" || path.starts_with("/v1/messages/") {
         let kind = match status {
             StatusCode::UNAUTHORIZED => "authentication_error",
             StatusCode::FORBIDDEN => "permission_error",

@@ -389,6 +389,16 @@ pub fn stop_reason(finish_reason: &str) -> &'static str {
     }
 }
 
+/// [`stop_reason`] of an answer that made tool calls or not: a plain `stop` with
+/// tool calls is `tool_use` (OpenAI answers so under a forced `tool_choice`, and
+/// so do vLLM and Ollama), which is what an SDK's tool loop waits for.
+fn stop_reason_after(finish_reason: &str, tool_calls: bool) -> &'static str {
+    match stop_reason(finish_reason) {
+        "end_turn" if tool_calls => "tool_use",
+        other => other,
+    }
+}
+
 /// Token counts of an OpenAI `usage` object, as Anthropic reports them:
 /// `(input_tokens, output_tokens, cache_read_input_tokens)`, cached prompt
 /// tokens counted apart from the rest of the input as Anthropic does.
@@ -502,7 +512,7 @@ pub fn response_to_anthropic(body: &[u8], model: &str) -> Result<Vec<u8>, Transl
         "role": "assistant",
         "model": v.get("model").and_then(Value::as_str).unwrap_or(model),
         "content": content,
-        "stop_reason": stop_reason(finish),
+        "stop_reason": stop_reason_after(finish, content.iter().any(|b| b["type"] == "tool_use")),
         "stop_sequence": null,
         "usage": usage_json(input, output, cached),
     });
@@ -572,6 +582,10 @@ pub struct MessagesStream {
     next: u64,
     finish: Option<String>,
     usage: (u64, u64, u64),
+    /// The prompt's size told at `message_start`, before the provider counts it.
+    input_estimate: u64,
+    /// A tool call was streamed: a plain stop is `tool_use`.
+    tool_calls: bool,
     done: bool,
 }
 
@@ -586,8 +600,19 @@ impl MessagesStream {
             next: 0,
             finish: None,
             usage: (0, 0, 0),
+            input_estimate: 0,
+            tool_calls: false,
             done: false,
         }
+    }
+
+    /// The prompt's size in tokens to tell at `message_start` (default 0), where
+    /// Anthropic's API gives its count: an OpenAI-compatible provider counts the
+    /// prompt only with its last chunk, which `message_delta` carries. Clients show
+    /// the first figure as the context used (Claude Code's `/context`).
+    pub fn with_input_estimate(mut self, tokens: u64) -> Self {
+        self.input_estimate = tokens;
+        self
     }
 
     /// Whether a chunk gave a `finish_reason` (the answer is whole).
@@ -631,7 +656,7 @@ impl MessagesStream {
                 "content": [],
                 "stop_reason": null,
                 "stop_sequence": null,
-                "usage": usage_json(0, 0, 0),
+                "usage": usage_json(self.input_estimate, 0, 0),
             }}),
         );
     }
@@ -716,6 +741,7 @@ impl MessagesStream {
                         .pointer("/function/name")
                         .and_then(Value::as_str)
                         .unwrap_or("");
+                    self.tool_calls = true;
                     self.open(
                         Block::Tool(index),
                         json!({"type": "tool_use", "id": id, "name": name, "input": {}}),
@@ -749,7 +775,7 @@ impl MessagesStream {
         self.close(out);
         self.done = true;
         let (input, output, cached) = self.usage;
-        let reason = stop_reason(self.finish.as_deref().unwrap_or("stop"));
+        let reason = stop_reason_after(self.finish.as_deref().unwrap_or("stop"), self.tool_calls);
         Self::emit(
             out,
             &json!({"type": "message_delta",
