@@ -410,6 +410,60 @@ async fn messages_are_served_by_any_provider_through_an_outage() {
     gw.shutdown().await.unwrap();
 }
 
+/// A tool that gives back an image (Claude Code's Read of a screenshot) has it
+/// shown to the model by either kind of provider, not replaced by a word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_a_tool_gave_back_reaches_the_model() {
+    let (primary, backup, gw) = messages_gateway().await;
+    // A 1×1 PNG.
+    let png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
+    let ask = json!({
+        "model": "gpt-4o-mini",
+        "max_tokens": 100,
+        "messages": [
+            {"role": "user", "content": "What does the screenshot show?"},
+            {"role": "assistant", "content": [
+                {"type": "tool_use", "id": "toolu_1", "name": "read", "input": {"path": "shot.png"}}
+            ]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_1", "content": [
+                    {"type": "text", "text": "shot.png:"},
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": png}}
+                ]}
+            ]}
+        ],
+        "tools": [{"name": "read", "input_schema": {"type": "object"}}]
+    });
+    let a = gw.message(&ask).await;
+    assert_message(&a);
+    let sent = primary.received();
+    let sent = String::from_utf8_lossy(sent[0].body().expect("read")).into_owned();
+    assert!(
+        sent.contains(&format!("data:image/png;base64,{png}")),
+        "{sent}"
+    );
+    // OpenAI refuses an image in a tool message: it is in the user message after.
+    let v: Value = serde_json::from_str(&sent).unwrap();
+    let msgs = v["messages"].as_array().unwrap();
+    assert_eq!(msgs[msgs.len() - 2]["role"], "tool", "{sent}");
+    assert_eq!(msgs[msgs.len() - 1]["role"], "user", "{sent}");
+    assert_eq!(
+        msgs[msgs.len() - 1]["content"][0]["type"],
+        "image_url",
+        "{sent}"
+    );
+
+    // The same through the Anthropic backup: an image block.
+    primary.set_faults([Fault::Status(503).into()]).unwrap();
+    let a = gw.message(&ask).await;
+    assert_message(&a);
+    let sent = backup.received();
+    let sent = String::from_utf8_lossy(sent[0].body().expect("read")).into_owned();
+    assert!(sent.contains(r#""type":"image""#), "{sent}");
+    assert!(sent.contains(png), "{sent}");
+    gw.shutdown().await.unwrap();
+}
+
 /// Claude Code asks `/v1/messages/count_tokens` at start-up and for `/context`,
 /// and reads a stream's `message_start` for the context used: both say how big
 /// the prompt is (estimated; an attachment counts as an image does, not as its

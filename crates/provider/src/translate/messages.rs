@@ -16,7 +16,7 @@
 //! | `system` (string or text blocks) | a first `system` message |
 //! | `text` / `image` blocks | `text` / `image_url` parts (base64 sources as `data:` URLs) |
 //! | assistant `tool_use` blocks | `tool_calls` (input as a JSON string) |
-//! | user `tool_result` blocks | `tool` messages, before the user's other content |
+//! | user `tool_result` blocks | `tool` messages, before the user's other content; the images a result holds go with that content (a tool message carries text only) |
 //! | `tools[].input_schema` | `tools[].function.parameters` |
 //! | `tool_choice` `auto` / `any` / `tool` / `none` | `auto` / `required` / the function / `none` |
 //! | `stop_sequences`, `max_tokens`, `temperature`, `top_p`, `metadata.user_id` | `stop`, `max_tokens`, `temperature`, `top_p`, `user` |
@@ -239,8 +239,8 @@ fn image_part(block: &Value) -> Result<Value, String> {
     Ok(json!({"type": "image_url", "image_url": {"url": url}}))
 }
 
-/// The text of a `tool_result`'s content (a string or text blocks; images are
-/// described, as a tool message carries only text).
+/// The text of a `tool_result`'s content (a string or text blocks; an image is
+/// marked `[image]` where it was, and sent in the user message that follows).
 fn tool_result_text(content: Option<&Value>) -> String {
     match content {
         Some(Value::String(s)) => s.clone(),
@@ -310,6 +310,20 @@ fn translate_message(m: &Value, out: &mut Vec<Value>) -> Result<(), String> {
                     .and_then(Value::as_str)
                     .ok_or(format!("content.{i}.tool_use_id: required"))?;
                 let mut content = tool_result_text(b.get("content"));
+                // The images a tool gave back (a screenshot, a file read): a tool
+                // message carries text only (OpenAI refuses images there), so they
+                // go in the user message after the tool messages, where every
+                // provider shows them to the model.
+                if let Some(Value::Array(inner)) = b.get("content") {
+                    for (j, block) in inner.iter().enumerate() {
+                        if block.get("type").and_then(Value::as_str) == Some("image") {
+                            parts.push(
+                                image_part(block)
+                                    .map_err(|e| format!("content.{i}.content.{j}: {e}"))?,
+                            );
+                        }
+                    }
+                }
                 if b.get("is_error") == Some(&Value::Bool(true)) {
                     content.insert_str(0, "Error: ");
                 }
