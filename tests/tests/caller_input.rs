@@ -365,10 +365,11 @@ async fn a_token_limit_is_sent_under_the_name_the_provider_takes() {
     assert_eq!(backup.counters().received, 0);
 }
 
-/// What an OpenAI caller's history often holds and Anthropic refuses with a 400
+/// What an OpenAI caller's request often holds and Anthropic refuses with a 400
 /// (which does not fail over): an assistant turn of `"\n\n"` beside its tool
 /// calls, tool-call ids from another provider (`functions.get_weather:0`), an image
-/// sent as `image/jpg`. Failed over to Anthropic, the request is answered.
+/// sent as `image/jpg`, an email as `user`. Failed over to Anthropic, the request
+/// is answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_openai_history_anthropic_would_refuse_is_sent_as_it_takes_it() {
     let primary = sim(Flavor::OpenAi, "primary").await;
@@ -381,6 +382,8 @@ async fn an_openai_history_anthropic_would_refuse_is_sent_as_it_takes_it() {
     let png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
     let body = serde_json::json!({
         "model": "gpt-4o-mini",
+        // OpenAI takes any `user`; Anthropic refuses an email as its `user_id`.
+        "user": "ada@example.com",
         "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
         "messages": [
             {"role": "user", "content": [
@@ -413,6 +416,8 @@ async fn an_openai_history_anthropic_would_refuse_is_sent_as_it_takes_it() {
         "{sent}"
     );
     assert!(sent.contains(r#""media_type":"image/jpeg""#), "{sent}");
+    assert!(sent.contains(r#""user_id":"user-"#), "{sent}");
+    assert!(!sent.contains("ada@example.com"), "{sent}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

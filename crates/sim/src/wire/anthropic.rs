@@ -25,6 +25,8 @@ struct Req {
     stream: Option<bool>,
     #[serde(default)]
     output_format: Option<Value>,
+    #[serde(default)]
+    metadata: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -99,6 +101,20 @@ pub(crate) fn parse(body: &[u8]) -> Result<Ask, String> {
     }
     for (i, m) in req.messages.iter().enumerate() {
         check_blocks(i, &m.content)?;
+    }
+    // Anthropic's checks of `metadata.user_id`, with its wording.
+    if let Some(user) = req
+        .metadata
+        .as_ref()
+        .and_then(|m| m.get("user_id"))
+        .and_then(Value::as_str)
+    {
+        if user.contains('@') {
+            return Err("metadata.user_id: user_id appears to contain an email address. Please send a uuid or hash value instead.".into());
+        }
+        if user.chars().count() > 256 {
+            return Err("metadata.user_id: String should have at most 256 characters".into());
+        }
     }
     let mut prompt_tokens = 0;
     if let Some(s) = &req.system {

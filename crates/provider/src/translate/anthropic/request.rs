@@ -283,7 +283,31 @@ struct AnthToolChoice<'a> {
 
 #[derive(Serialize)]
 struct Metadata<'a> {
-    user_id: &'a str,
+    user_id: Cow<'a, str>,
+}
+
+/// OpenAI's `user` as Anthropic's `metadata.user_id`, which must be an opaque id
+/// of at most 256 characters: Anthropic answers `400 user_id appears to contain an
+/// email address` for an email (and refuses phone numbers and longer ids), while
+/// OpenAI takes any string. Such a `user` is sent as a hash of itself
+/// (`user-` and 16 hex digits): still one id per caller for Anthropic's abuse
+/// checks, and no address sent.
+fn user_id(user: &str) -> Cow<'_, str> {
+    let phone = user.strip_prefix('+').is_some_and(|rest| {
+        let digits = rest.chars().filter(char::is_ascii_digit).count();
+        digits >= 7
+            && rest
+                .chars()
+                .all(|c| c.is_ascii_digit() || matches!(c, ' ' | '-' | '(' | ')' | '.'))
+    });
+    if !user.contains('@') && !phone && user.chars().count() <= 256 {
+        return Cow::Borrowed(user);
+    }
+    use std::hash::{Hash, Hasher};
+    // A fixed-key hash: the same caller is the same id on every replica of a build.
+    let mut h = std::hash::DefaultHasher::new();
+    user.hash(&mut h);
+    Cow::Owned(format!("user-{:016x}", h.finish()))
 }
 
 /// An OpenAI chat completion request, translated for Anthropic's messages API.
@@ -514,7 +538,9 @@ pub fn request_to_anthropic(
         stream,
         tools,
         tool_choice,
-        metadata: req.user.as_deref().map(|user_id| Metadata { user_id }),
+        metadata: req.user.as_deref().map(|user| Metadata {
+            user_id: user_id(user),
+        }),
     };
     let body = serde_json::to_vec(&out).map_err(|e| TranslateError::new(e.to_string()))?;
     Ok(TranslatedRequest {

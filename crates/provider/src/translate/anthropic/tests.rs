@@ -907,3 +907,28 @@ fn histories_are_sent_in_the_form_anthropic_takes() {
     assert_eq!(results[0]["tool_use_id"], "functions_get_weather_0");
     assert_eq!(results[1]["tool_use_id"], "call_ok-1");
 }
+
+/// OpenAI's `user` goes to Anthropic as it is when it is an opaque id, and as a
+/// hash of itself when Anthropic would refuse it (an email, a phone number, more
+/// than 256 characters): the same hash for the same caller.
+#[test]
+fn the_user_is_sent_as_an_id_anthropic_takes() {
+    let sent = |user: &str| {
+        let (out, _) = translate(&json!({"model": "m", "user": user,
+            "messages": [{"role": "user", "content": "hi"}]}));
+        out["metadata"]["user_id"].as_str().unwrap().to_owned()
+    };
+    for opaque in [
+        "user-42",
+        "8f14e45f-ceea-467a-9575-f6ed1e1c5e6d",
+        "12345678",
+    ] {
+        assert_eq!(sent(opaque), opaque);
+    }
+    for refused in ["ada@example.com", "+44 20 7946 0958", &"x".repeat(257)] {
+        let id = sent(refused);
+        assert!(id.starts_with("user-") && id.len() == 21, "{id}");
+        assert_eq!(id, sent(refused), "the same caller, the same id");
+    }
+    assert_ne!(sent("ada@example.com"), sent("bob@example.com"));
+}
