@@ -420,6 +420,39 @@ async fn an_openai_history_anthropic_would_refuse_is_sent_as_it_takes_it() {
     assert!(!sent.contains("ada@example.com"), "{sent}");
 }
 
+/// An agent's history with a few screenshots (here 6 MiB of base64 image) is
+/// answered with the shipped body limit, at both front doors; it was a `413`
+/// with the old 4 MiB, on every later turn of the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_with_screenshots_fits_the_default_body_limit() {
+    let primary = sim(Flavor::OpenAi, "primary").await;
+    let backup = sim(Flavor::Anthropic, "backup").await;
+    let gw = start_gateway(&primary_and_backup_config(&primary, &backup)).await;
+    let shot = "A".repeat(2 << 20);
+    let url = format!("data:image/png;base64,{shot}");
+    let mut content =
+        vec![serde_json::json!({"type": "text", "text": "What changed between these?"})];
+    for _ in 0..3 {
+        content.push(serde_json::json!({"type": "image_url", "image_url": {"url": url}}));
+    }
+    let chat = serde_json::json!({"model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": content}]});
+    let (status, body) = gw.post(chat.to_string()).await;
+    assert_eq!(status, StatusCode::OK, "{}", &body[..body.len().min(300)]);
+    let mut blocks =
+        vec![serde_json::json!({"type": "text", "text": "What changed between these?"})];
+    for _ in 0..3 {
+        blocks.push(serde_json::json!({"type": "image",
+            "source": {"type": "base64", "media_type": "image/png", "data": shot}}));
+    }
+    let messages = serde_json::json!({"model": "gpt-4o-mini", "max_tokens": 50,
+        "messages": [{"role": "user", "content": blocks}]});
+    let (status, body) = gw.post_to("/v1/messages", messages.to_string()).await;
+    assert_eq!(status, StatusCode::OK, "{}", &body[..body.len().min(300)]);
+    assert_eq!(primary.counters().received, 2);
+    gw.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_is_not_a_json_object_is_a_400_through_the_stack() {
     let primary = sim(Flavor::OpenAi, "primary").await;

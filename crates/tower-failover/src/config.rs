@@ -4,7 +4,7 @@
 //! router = "balance"          # or "fallback" (ordered by priority), "overflow"
 //! deadline = "60s"            # total per request, across attempts, whatever the router
 //! attempt_timeout = "30s"     # one attempt at one provider, whatever the router
-//! max_request_bytes = 4194304
+//! max_request_bytes = 33554432
 //!
 //! [balance]                   # tower_failover::balance::BalanceConfig; only with router = "balance"
 //! error_penalty = 20          # the health score: load × (1 + 20 × recent error rate)
@@ -191,7 +191,8 @@ pub struct Config {
     /// Wait for a provider to recover when all are down. Default: off.
     #[cfg(feature = "retry")]
     pub wait_queue: Toggle<QueueConfig>,
-    /// The largest request body buffered for replay. Default: 4 MiB.
+    /// The largest request body buffered for replay. Default: 32 MiB
+    /// ([`DEFAULT_MAX_REQUEST_BYTES`]).
     pub max_request_bytes: usize,
     /// Share health across gateway replicas through Redis, and count the retry
     /// budget for the whole fleet there. Default: none.

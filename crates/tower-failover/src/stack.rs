@@ -54,8 +54,13 @@ type BuiltinPositions<'a> = (
     &'a RampConfig,
 );
 
-/// The default limit of a buffered request body: 4 MiB.
-pub const DEFAULT_MAX_REQUEST_BYTES: usize = 4 << 20;
+/// The default limit of a buffered request body: 32 MiB, Anthropic's own limit of a
+/// request (OpenAI takes images of up to 20 MB each). A coding agent's history with a
+/// few screenshots passes 4 MiB, the limit before 3 December, and every later turn
+/// of that session was a `413`. Bodies are buffered for replay: at most
+/// `max_in_flight` (the gateway's, 1024) times this is held at once in the worst
+/// case; lower it on a small machine whose callers send no images.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 32 << 20;
 
 /// Entry point of the builder: [`Stack::builder`], or
 /// [`Stack::from_config`](Stack::from_config) for a configuration file.
@@ -453,7 +458,7 @@ impl StackBuilder {
     /// Every built-in layer on with its defaults, the balancer as router, a retry
     /// budget, one same-provider retry of a 502/503 blip, active probes of open
     /// circuits, no hedging, no deadline, no attempt timeout, no wait queue, a
-    /// 4 MiB body limit (the README's table says why each default).
+    /// 32 MiB body limit (the README's table says why each default).
     pub fn new() -> Self {
         StackBuilder {
             registry: None,
