@@ -464,6 +464,48 @@ async fn an_image_a_tool_gave_back_reaches_the_model() {
     gw.shutdown().await.unwrap();
 }
 
+/// A PDF the caller attached (Claude Code's @-mention of a file) reaches either
+/// kind of provider: an OpenAI `file` part, an Anthropic `document` block. It was
+/// a 400, and stayed in the session's history: every later turn was a 400 too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attached_pdf_reaches_either_kind_of_provider() {
+    let (primary, backup, gw) = messages_gateway().await;
+    let pdf =
+        "JVBERi0xLjQKJcfsj6IKNSAwIG9iago8PC9MZW5ndGggNj4+c3RyZWFtCkJUCkVUCmVuZHN0cmVhbQplbmRvYmoK";
+    let ask = json!({
+        "model": "gpt-4o-mini",
+        "max_tokens": 100,
+        "messages": [{"role": "user", "content": [
+            {"type": "document", "title": "spec.pdf",
+             "source": {"type": "base64", "media_type": "application/pdf", "data": pdf}},
+            {"type": "text", "text": "Summarise the attached spec."}
+        ]}]
+    });
+    let a = gw.message(&ask).await;
+    assert_message(&a);
+    let sent = primary.received();
+    let sent: Value = serde_json::from_slice(sent[0].body().expect("read")).unwrap();
+    let part = &sent["messages"][0]["content"][0];
+    assert_eq!(part["type"], "file", "{sent}");
+    assert_eq!(part["file"]["filename"], "spec.pdf", "{sent}");
+    assert_eq!(
+        part["file"]["file_data"],
+        format!("data:application/pdf;base64,{pdf}")
+    );
+
+    primary.set_faults([Fault::Status(503).into()]).unwrap();
+    let a = gw.message(&ask).await;
+    assert_message(&a);
+    let sent = backup.received();
+    let sent: Value = serde_json::from_slice(sent[0].body().expect("read")).unwrap();
+    let block = &sent["messages"][0]["content"][0];
+    assert_eq!(block["type"], "document", "{sent}");
+    assert_eq!(block["source"]["media_type"], "application/pdf", "{sent}");
+    assert_eq!(block["source"]["data"], pdf, "{sent}");
+    assert_eq!(block["title"], "spec.pdf", "{sent}");
+    gw.shutdown().await.unwrap();
+}
+
 /// Claude Code asks `/v1/messages/count_tokens` at start-up and for `/context`,
 /// and reads a stream's `message_start` for the context used: both say how big
 /// the prompt is (estimated; an attachment counts as an image does, not as its

@@ -15,8 +15,9 @@
 //! | --- | --- |
 //! | `system` (string or text blocks) | a first `system` message |
 //! | `text` / `image` blocks | `text` / `image_url` parts (base64 sources as `data:` URLs) |
+//! | `document` blocks (a base64 PDF, plain text) | a `file` part with its `file_data`, a `text` part |
 //! | assistant `tool_use` blocks | `tool_calls` (input as a JSON string) |
-//! | user `tool_result` blocks | `tool` messages, before the user's other content; the images a result holds go with that content (a tool message carries text only) |
+//! | user `tool_result` blocks | `tool` messages, before the user's other content; the images and documents a result holds go with that content (a tool message carries text only) |
 //! | `tools[].input_schema` | `tools[].function.parameters` |
 //! | `tool_choice` `auto` / `any` / `tool` / `none` | `auto` / `required` / the function / `none` |
 //! | `stop_sequences`, `max_tokens`, `temperature`, `top_p`, `metadata.user_id` | `stop`, `max_tokens`, `temperature`, `top_p`, `user` |
@@ -215,6 +216,37 @@ fn tool(t: &Value) -> Result<Value, String> {
     Ok(with_cache(json!({"type": "function", "function": f}), t))
 }
 
+/// An Anthropic `document` block as an OpenAI content part: a base64 PDF as a
+/// `file` part (OpenAI's way of sending one; Anthropic gets its document block back
+/// from it), a plain-text document as a text part. Other sources (a URL, a file
+/// id, content blocks) are refused, as no provider of the other kind reads them.
+fn document_part(block: &Value) -> Result<Value, String> {
+    let source = block.get("source").ok_or("a document needs a source")?;
+    let field = |k: &str| source.get(k).and_then(Value::as_str);
+    match field("type") {
+        Some("base64") => {
+            let media = field("media_type").ok_or("a base64 document needs a media_type")?;
+            let data = field("data").ok_or("a base64 document needs data")?;
+            let name = block
+                .get("title")
+                .and_then(Value::as_str)
+                .unwrap_or("document.pdf");
+            Ok(json!({"type": "file", "file": {
+                "filename": name,
+                "file_data": format!("data:{media};base64,{data}"),
+            }}))
+        }
+        Some("text") => {
+            let data = field("data").ok_or("a text document needs data")?;
+            Ok(json!({"type": "text", "text": data}))
+        }
+        Some(other) => Err(format!(
+            "document source type {other:?} is not supported (send it as base64 or text)"
+        )),
+        None => Err("a document source needs a type".into()),
+    }
+}
+
 fn image_part(block: &Value) -> Result<Value, String> {
     let source = block.get("source").ok_or("an image needs a source")?;
     let url = match source.get("type").and_then(Value::as_str) {
@@ -304,6 +336,17 @@ fn translate_message(m: &Value, out: &mut Vec<Value>) -> Result<(), String> {
                 image_part(b).map_err(|e| format!("content.{i}: {e}"))?,
                 b,
             )),
+            ("user", "document") => {
+                let part = document_part(b).map_err(|e| format!("content.{i}: {e}"))?;
+                if let Some(t) = part.get("text").and_then(Value::as_str) {
+                    // A text document joins the message's text like a text block.
+                    if !text.is_empty() && !t.is_empty() {
+                        text.push('\n');
+                    }
+                    text.push_str(t);
+                }
+                parts.push(with_cache(part, b));
+            }
             ("user", "tool_result") => {
                 let id = b
                     .get("tool_use_id")
@@ -316,12 +359,12 @@ fn translate_message(m: &Value, out: &mut Vec<Value>) -> Result<(), String> {
                 // provider shows them to the model.
                 if let Some(Value::Array(inner)) = b.get("content") {
                     for (j, block) in inner.iter().enumerate() {
-                        if block.get("type").and_then(Value::as_str) == Some("image") {
-                            parts.push(
-                                image_part(block)
-                                    .map_err(|e| format!("content.{i}.content.{j}: {e}"))?,
-                            );
-                        }
+                        let part = match block.get("type").and_then(Value::as_str) {
+                            Some("image") => image_part(block),
+                            Some("document") => document_part(block),
+                            _ => continue,
+                        };
+                        parts.push(part.map_err(|e| format!("content.{i}.content.{j}: {e}"))?);
                     }
                 }
                 if b.get("is_error") == Some(&Value::Bool(true)) {

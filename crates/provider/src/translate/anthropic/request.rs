@@ -115,10 +115,21 @@ struct Part<'a> {
     refusal: Option<Str<'a>>,
     #[serde(borrow, default)]
     image_url: Option<ImageUrl<'a>>,
+    /// A `file` part's file: its `file_data` (a `data:` URL) becomes a document.
+    #[serde(borrow, default)]
+    file: Option<FilePart<'a>>,
     /// A prompt-cache breakpoint (`{"type": "ephemeral"}`), as Anthropic's blocks
     /// carry it: passed on to the block this part becomes.
     #[serde(borrow, default)]
     cache_control: Option<&'a RawValue>,
+}
+
+#[derive(DeriveDeserialize)]
+struct FilePart<'a> {
+    #[serde(borrow, default)]
+    file_data: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    filename: Option<Str<'a>>,
 }
 
 #[derive(DeriveDeserialize)]
@@ -229,6 +240,13 @@ enum Block<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         cache_control: Option<&'a RawValue>,
     },
+    Document {
+        source: ImageSource<'a>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        title: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cache_control: Option<&'a RawValue>,
+    },
     ToolUse {
         id: Cow<'a, str>,
         name: &'a str,
@@ -248,6 +266,7 @@ impl<'a> Block<'a> {
         match self {
             Block::Text { cache_control, .. }
             | Block::Image { cache_control, .. }
+            | Block::Document { cache_control, .. }
             | Block::ToolResult { cache_control, .. } => cache_control.take(),
             Block::ToolUse { .. } => None,
         }
@@ -705,6 +724,22 @@ fn push_content<'a>(
                         text: r,
                         cache_control: p.cache_control,
                     }),
+                    ("file", ..) => {
+                        let file = p.file.as_ref();
+                        let source = file
+                            .and_then(|f| f.file_data.as_deref())
+                            .and_then(document_source)
+                            .ok_or_else(|| {
+                                TranslateError::new(format!(
+                                    "messages[{i}]: a file part needs its file_data as a base64 data URL (a file_id cannot be sent to Anthropic)"
+                                ))
+                            })?;
+                        blocks.push(Block::Document {
+                            source,
+                            title: file.and_then(|f| f.filename.as_deref()),
+                            cache_control: p.cache_control,
+                        });
+                    }
                     ("image_url", _, Some(img), _) => blocks.push(Block::Image {
                         source: image_source(&img.url).ok_or_else(|| {
                             TranslateError::new(format!(
@@ -723,6 +758,14 @@ fn push_content<'a>(
         }
     }
     Ok(())
+}
+
+/// A file part's `data:` URL as a document's base64 source.
+fn document_source(url: &str) -> Option<ImageSource<'_>> {
+    let (meta, data) = url.strip_prefix("data:")?.split_once(',')?;
+    let media_type = meta.strip_suffix(";base64")?;
+    let media_type = media_type.split(';').next().unwrap_or(media_type).trim();
+    Some(ImageSource::Base64 { media_type, data })
 }
 
 fn image_source(url: &str) -> Option<ImageSource<'_>> {
