@@ -446,10 +446,12 @@ async fn the_logs_never_show_a_whole_job_id() {
 async fn an_embedded_router_refuses_a_deferrable_body_past_the_limit() {
     use tower::ServiceExt;
     let (primary, backup) = sims().await;
-    let gw = tower_failover_gateway::build_with(&config(&primary, &backup, Some(""))).unwrap();
+    let mut c = config(&primary, &backup, Some(""));
+    c.stack.max_request_bytes = 1 << 20;
+    let gw = tower_failover_gateway::build_with(&c).unwrap();
     let huge = format!(
         r#"{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"{}"}}]}}"#,
-        "x".repeat(5 << 20)
+        "x".repeat(2 << 20)
     );
     let req = http::Request::post("/v1/chat/completions")
         .header("content-type", "application/json")
