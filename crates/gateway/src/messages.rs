@@ -72,6 +72,17 @@ async fn translate_error(res: http::Response<Body>) -> Response {
     out
 }
 
+/// A request body of at most `limit` bytes, or Anthropic's `413` for a larger one.
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, Response> {
+    axum::body::to_bytes(body, limit).await.map_err(|_| {
+        anthropic_error(
+            413,
+            "request_too_large",
+            &format!("the request body is larger than {limit} bytes"),
+        )
+    })
+}
+
 pub(super) async fn messages(State(state): State<AppState>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     // Deferral, when the store is on and the caller asked ([`jobs`]).
@@ -82,18 +93,9 @@ pub(super) async fn messages(State(state): State<AppState>, req: Request) -> Res
         },
         None => None,
     };
-    let bytes = match axum::body::to_bytes(body, state.max_request_bytes).await {
+    let bytes = match read_body(body, state.max_request_bytes).await {
         Ok(b) => b,
-        Err(_) => {
-            return anthropic_error(
-                413,
-                "request_too_large",
-                &format!(
-                    "the request body is larger than {} bytes",
-                    state.max_request_bytes
-                ),
-            );
-        }
+        Err(too_large) => return too_large,
     };
     let inbound = match request_from_anthropic(&bytes) {
         Ok(i) => i,
@@ -157,18 +159,9 @@ pub(super) async fn messages(State(state): State<AppState>, req: Request) -> Res
 /// estimate ([`estimate_prompt_tokens`]): the providers behind the gateway are
 /// not asked, and may not count tokens the same way.
 pub(super) async fn count_tokens(State(state): State<AppState>, req: Request) -> Response {
-    let bytes = match axum::body::to_bytes(req.into_body(), state.max_request_bytes).await {
+    let bytes = match read_body(req.into_body(), state.max_request_bytes).await {
         Ok(b) => b,
-        Err(_) => {
-            return anthropic_error(
-                413,
-                "request_too_large",
-                &format!(
-                    "the request body is larger than {} bytes",
-                    state.max_request_bytes
-                ),
-            );
-        }
+        Err(too_large) => return too_large,
     };
     if let Err(e) = request_from_anthropic(&bytes) {
         return anthropic_error(400, "invalid_request_error", &e.to_string());
