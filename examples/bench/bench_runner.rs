@@ -759,6 +759,18 @@ fn main() {
         start.elapsed().as_nanos() as f64 / n as f64
     };
     eprintln!("one clock read (tokio::time::Instant::now): {clock_ns:.1} ns");
+    // And one uncontended atomic read-modify-write (an `Arc` clone, a counter's
+    // add): the observer makes six a request.
+    let rmw_ns = {
+        let n = iters * 5;
+        let counter = std::sync::atomic::AtomicU64::new(0);
+        let start = Instant::now();
+        for _ in 0..n {
+            black_box(&counter).fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        start.elapsed().as_nanos() as f64 / n as f64
+    };
+    eprintln!("one atomic read-modify-write (fetch_add): {rmw_ns:.1} ns");
     let tower = print_results(&results);
     let round1 = |x: f64| (x * 10.0).round() / 10.0;
     let summary = json!({
@@ -766,6 +778,7 @@ fn main() {
         "rounds": 5,
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         "clock_read_ns": round1(clock_ns),
+        "atomic_rmw_ns": round1(rmw_ns),
         "full_stack_bytes_held_after_1m_requests": memory,
         "metrics": overhead.iter().map(|r| json!({
             "name": r.name,

@@ -26,19 +26,35 @@ use tower_failover::{Config, Stack};
 use tower_failover_gateway as gateway;
 
 async fn sim(flavor: Flavor, name: &str) -> Sim {
-    Sim::builder(flavor)
-        .name(name)
-        .seed(7)
-        .ttft(Duration::from_millis(1))
-        .token_interval(Duration::from_millis(1))
-        .start()
-        .await
-        .unwrap()
+    sim_with(flavor, name, |b| b).await
+}
+
+/// [`sim`] with more of the builder's settings (a provider's own behaviour).
+async fn sim_with(
+    flavor: Flavor,
+    name: &str,
+    more: impl FnOnce(tower_failover::sim::SimBuilder) -> tower_failover::sim::SimBuilder,
+) -> Sim {
+    more(
+        Sim::builder(flavor)
+            .name(name)
+            .seed(7)
+            .ttft(Duration::from_millis(1))
+            .token_interval(Duration::from_millis(1)),
+    )
+    .start()
+    .await
+    .unwrap()
 }
 
 /// An ordered chain of providers at these base URLs (`openai` or `anthropic`),
 /// everything else at its defaults (validation included).
 fn config(providers: &[(&str, &str, String)]) -> Config {
+    Config::from_toml_str(&config_text(providers)).expect("a valid configuration")
+}
+
+/// [`config`]'s text, for a test that adds to it.
+fn config_text(providers: &[(&str, &str, String)]) -> String {
     let mut text = String::from("router = \"fallback\"\ndeadline = \"10s\"\n");
     for (i, (name, kind, base)) in providers.iter().enumerate() {
         let model = if *kind == "anthropic" {
@@ -54,7 +70,7 @@ fn config(providers: &[(&str, &str, String)]) -> Config {
     if providers.iter().any(|p| p.1 == "anthropic") && providers.iter().any(|p| p.1 == "openai") {
         text.push_str("\n[models.\"gpt-4o-mini\"]\nfallbacks = [\"claude-haiku-4-5\"]\n");
     }
-    Config::from_toml_str(&text).expect("a valid configuration")
+    text
 }
 
 fn openai_base(s: &Sim) -> String {
@@ -63,7 +79,12 @@ fn openai_base(s: &Sim) -> String {
 
 /// The configuration of an OpenAI-wire primary and an Anthropic backup.
 fn primary_and_backup_config(primary: &Sim, backup: &Sim) -> Config {
-    config(&[
+    Config::from_toml_str(&primary_and_backup_text(primary, backup)).expect("a valid configuration")
+}
+
+/// [`primary_and_backup_config`]'s text.
+fn primary_and_backup_text(primary: &Sim, backup: &Sim) -> String {
+    config_text(&[
         ("primary", "openai", openai_base(primary)),
         ("backup", "anthropic", backup.base_url().to_string()),
     ])
@@ -240,14 +261,10 @@ async fn a_reasoning_model_that_thinks_through_max_tokens_answers_not_503() {
 /// caller of `/v1/messages`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn content_sent_as_a_list_of_parts_is_an_answer() {
-    let primary = Sim::builder(Flavor::OpenAi)
-        .name("primary")
-        .seed(7)
-        .reasoning(20)
-        .content_parts(true)
-        .start()
-        .await
-        .unwrap();
+    let primary = sim_with(Flavor::OpenAi, "primary", |b| {
+        b.reasoning(20).content_parts(true)
+    })
+    .await;
     let backup = sim(Flavor::Anthropic, "backup").await;
     let stack = primary_and_backup(&primary, &backup);
     for stream in [false, true] {
@@ -299,24 +316,14 @@ async fn content_sent_as_a_list_of_parts_is_an_answer() {
 /// gets the limit under the name it takes, from both front doors.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_limit_is_sent_under_the_name_the_provider_takes() {
-    let primary = Sim::builder(Flavor::OpenAi)
-        .name("primary")
-        .seed(7)
-        .refuses_max_tokens(true)
-        .start()
-        .await
-        .unwrap();
+    let primary = sim_with(Flavor::OpenAi, "primary", |b| b.refuses_max_tokens(true)).await;
     let backup = sim(Flavor::Anthropic, "backup").await;
+    // The primary's own setting, added to its entry (the first `priority = 0`).
     let config = |field: &str| {
-        let text = format!(
-            "router = \"fallback\"\ndeadline = \"10s\"\n\n\
-             [[providers]]\nname = \"primary\"\nmodel = \"gpt-4o-mini\"\nkind = \"openai\"\n\
-             base_url = \"{}\"\npriority = 0\n{field}\n\n\
-             [[providers]]\nname = \"backup\"\nmodel = \"claude-haiku-4-5\"\nkind = \"anthropic\"\n\
-             base_url = \"{}\"\npriority = 1\n\n\
-             [models.\"gpt-4o-mini\"]\nfallbacks = [\"claude-haiku-4-5\"]\n",
-            openai_base(&primary),
-            backup.base_url()
+        let text = primary_and_backup_text(&primary, &backup).replacen(
+            "priority = 0\n",
+            &format!("priority = 0\n{field}\n"),
+            1,
         );
         Config::from_toml_str(&text).expect("a valid configuration")
     };

@@ -102,8 +102,13 @@ pub(super) async fn messages(State(state): State<AppState>, req: Request) -> Res
         Err(e) => return anthropic_error(400, "invalid_request_error", &e.to_string()),
     };
     // What a stream's `message_start` tells of the prompt's size until the
-    // provider's own count comes with its last chunk.
-    let input_estimate = estimate_prompt_tokens(&bytes);
+    // provider's own count comes with its last chunk (an answer in one piece
+    // carries the provider's count: nothing to estimate).
+    let input_estimate = if inbound.stream {
+        estimate_prompt_tokens(&bytes)
+    } else {
+        0
+    };
     let mut upstream = http::Request::builder()
         .method(http::Method::POST)
         .uri("/v1/chat/completions");
@@ -184,12 +189,13 @@ pub(super) fn estimate_prompt_tokens(body: &[u8]) -> u64 {
     const ATTACHMENT_TOKENS: u64 = 1_600;
     /// A `data` string shorter than this is counted as text.
     const ATTACHMENT_BYTES: usize = 1_024;
-    let key = b"\"data\"";
+    static DATA: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"data\""));
     let mut text = body.len();
     let mut attachments = 0u64;
     let mut at = 0;
-    while let Some(found) = body[at..].windows(key.len()).position(|w| w == key) {
-        let mut i = at + found + key.len();
+    while let Some(found) = DATA.find(&body[at..]) {
+        let mut i = at + found + DATA.needle().len();
         while body
             .get(i)
             .is_some_and(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | b':'))
@@ -201,7 +207,7 @@ pub(super) fn estimate_prompt_tokens(body: &[u8]) -> u64 {
             continue;
         }
         // Base64 holds no quote and no escape: the string ends at the next quote.
-        let Some(len) = body[i + 1..].iter().position(|&b| b == b'"') else {
+        let Some(len) = memchr::memchr(b'"', &body[i + 1..]) else {
             break;
         };
         if len >= ATTACHMENT_BYTES {

@@ -183,8 +183,10 @@ fn prepare(
             let mut p = prepare_request(&body, &shared.models, shared.stream_usage)?;
             let chat = rest.trim_end_matches('/').ends_with("/chat/completions");
             // Chat completions only: the legacy `/completions` takes `max_tokens`
-            // and nothing else, everywhere.
-            if let Some(field) = shared.token_limit_field.filter(|_| chat) {
+            // and nothing else, everywhere. A request that sets no limit (the
+            // body's one parse says so) is not searched.
+            let limit = chat && body.info().sets_max_tokens();
+            if let Some(field) = shared.token_limit_field.filter(|_| limit) {
                 p.body = crate::translate::openai::rename_token_limit(p.body, field)?;
             }
             let expect_done = p.stream && (chat || rest.trim_end_matches('/') == "/completions");

@@ -235,13 +235,12 @@ fn ask_for_usage(bytes: &[u8]) -> Result<Option<UsageEdit>, Unsure> {
 /// assert!(v.get("max_tokens").is_none());
 /// ```
 pub fn rename_token_limit(body: Bytes, field: &'static str) -> Result<Bytes, TranslateError> {
-    let other = if field == "max_tokens" {
-        "max_completion_tokens"
+    let (other, quoted): (&str, &[u8]) = if field == "max_tokens" {
+        ("max_completion_tokens", br#""max_completion_tokens""#)
     } else {
-        "max_tokens"
+        ("max_tokens", br#""max_tokens""#)
     };
-    let quoted = format!("\"{other}\"");
-    if memmem::find(&body, quoted.as_bytes()).is_none() {
+    if memmem::find(&body, quoted).is_none() {
         return Ok(body);
     }
     let Ok(mut map) = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&body)
