@@ -202,6 +202,12 @@ pub const DEFAULT_REFUSAL_PHRASES: &[&str] = &[
 #[derive(Debug, Clone)]
 pub struct Refusal {
     phrases: Arc<[String]>,
+    /// The length in bytes of the longest phrase: how much of the content's start
+    /// is folded to compare them all with.
+    longest: usize,
+    /// The first bytes of the phrases, as a set: content that starts with none of
+    /// them (most answers) is not folded or compared at all.
+    firsts: [u64; 4],
     stop_reasons: Arc<[String]>,
 }
 
@@ -217,6 +223,8 @@ impl Refusal {
     pub fn new() -> Self {
         Refusal {
             phrases: Arc::new([]),
+            longest: 0,
+            firsts: [0; 4],
             // Anthropic's own, and OpenAI's `content_filter` (which is also what
             // an Anthropic refusal becomes once translated to OpenAI's shape).
             stop_reasons: Arc::new(["refusal".to_owned(), "content_filter".to_owned()]),
@@ -234,6 +242,7 @@ impl Refusal {
             .map(|p| normalize(p.as_ref()))
             .filter(|p| !p.is_empty())
             .collect();
+        (self.longest, self.firsts) = lengths_and_firsts(&self.phrases);
         self
     }
 
@@ -244,6 +253,7 @@ impl Refusal {
             let mut v = self.phrases.to_vec();
             v.push(p);
             self.phrases = v.into();
+            (self.longest, self.firsts) = lengths_and_firsts(&self.phrases);
         }
         self
     }
@@ -276,6 +286,78 @@ fn normalize(s: &str) -> String {
     s.trim().chars().flat_map(fold).collect()
 }
 
+/// The longest phrase's length in bytes, and the set of the phrases' first bytes.
+fn lengths_and_firsts(phrases: &[String]) -> (usize, [u64; 4]) {
+    let mut firsts = [0; 4];
+    for p in phrases {
+        if let Some(&b) = p.as_bytes().first() {
+            firsts[usize::from(b / 64)] |= 1 << (b % 64);
+        }
+    }
+    (phrases.iter().map(String::len).max().unwrap_or(0), firsts)
+}
+
+/// The most bytes of folded content [`Head`] keeps on the stack; phrases longer
+/// than this are compared a character at a time ([`starts_with`]).
+const HEAD: usize = 192;
+
+/// The start of an answer's content folded once ([`fold`], after its leading
+/// blanks), as long as the longest phrase: each phrase is then one comparison of
+/// bytes, where folding the content again for every phrase (about 25 by default)
+/// cost about 3,000 instructions an answer.
+struct Head {
+    /// Room for a last folded character past `HEAD` (at most three of four bytes).
+    buf: [u8; HEAD + 12],
+    len: usize,
+}
+
+impl Head {
+    /// `None` when a phrase is longer than the head keeps.
+    fn of(content: &str, longest: usize) -> Option<Head> {
+        if longest > HEAD {
+            return None;
+        }
+        let mut head = Head {
+            buf: [0; HEAD + 12],
+            len: 0,
+        };
+        let mut chars = content.trim_start().chars();
+        while head.len < longest {
+            let Some(c) = chars.next() else {
+                return Some(head);
+            };
+            if c.is_ascii() {
+                head.buf[head.len] = c.to_ascii_lowercase() as u8;
+                head.len += 1;
+            } else {
+                for f in fold(c) {
+                    if head.len + f.len_utf8() > head.buf.len() {
+                        // Past every phrase already: what is cut cannot matter.
+                        break;
+                    }
+                    head.len += f.encode_utf8(&mut head.buf[head.len..]).len();
+                }
+            }
+        }
+        Some(head)
+    }
+
+    /// [`starts_with`] of the content this head was folded from. A head shorter
+    /// than the phrase is the whole content (folding stops at the longest phrase's
+    /// length), so a phrase it begins is a [`Start::Maybe`].
+    fn starts_with(&self, phrase: &str) -> Start {
+        let (head, phrase) = (&self.buf[..self.len], phrase.as_bytes());
+        if head.starts_with(phrase) {
+            Start::Yes
+        } else if phrase.starts_with(head) {
+            Start::Maybe
+        } else {
+            Start::No
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Start {
     /// The content starts with the phrase.
     Yes,
@@ -316,9 +398,23 @@ impl Validator for Refusal {
             return Verdict::Pass;
         }
         let content = out.content();
+        if let Some(&b) = content.trim_start().as_bytes().first()
+            && b.is_ascii()
+        {
+            let b = b.to_ascii_lowercase();
+            if self.firsts[usize::from(b / 64)] & (1 << (b % 64)) == 0 {
+                // No phrase starts with this character (folded, it is itself).
+                return Verdict::Pass;
+            }
+        }
+        let head = Head::of(content, self.longest);
         let mut maybe = false;
         for p in self.phrases.iter() {
-            match starts_with(content, p) {
+            let start = match &head {
+                Some(head) => head.starts_with(p),
+                None => starts_with(content, p),
+            };
+            match start {
                 Start::Yes => {
                     let shown: String = content.trim_start().chars().take(120).collect();
                     return Verdict::reject(RejectKind::Refusal, shown);
@@ -793,6 +889,69 @@ mod tests {
         match check_body(&Validators::llm(), br#"{"error":{"message":"x"}}"#) {
             Verdict::Reject(e) => assert_eq!(e.kind(), RejectKind::ErrorObject),
             other => panic!("{other:?}"),
+        }
+    }
+
+    /// The folded head answers as folding the content for each phrase does.
+    fn same_start(content: &str, phrases: &[String]) {
+        let head = Head::of(content, lengths_and_firsts(phrases).0).expect("short phrases");
+        for p in phrases {
+            assert_eq!(
+                head.starts_with(p),
+                starts_with(content, p),
+                "{content:?} against {p:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_folded_head_matches_folding_per_phrase() {
+        let defaults: Vec<String> = Refusal::default().phrase_list().to_vec();
+        for content in [
+            "",
+            "   ",
+            "I",
+            "i'M S",
+            "I\u{2019}m sorry, but I can\u{2019}t help with that.",
+            "  I CAN'T HELP WITH THAT",
+            "I can't help with that",
+            "I can't help with tha",
+            "Sure! Here is the code.",
+            "İ can't help with that",
+            "\u{1F600} sorry",
+            "Sorry, I can\u{02BC}t assist with this one",
+        ] {
+            same_start(content, &defaults);
+        }
+        let odd: Vec<String> = ["ı", "i̇", "ß", "straße", "x"].map(normalize).to_vec();
+        for content in ["I", "İ", "İx", "SS", "STRASSE", "straße!", "ẞ", "ıx"] {
+            same_start(content, &odd);
+        }
+        // Longer phrases than the head keeps are compared the old way.
+        assert!(Head::of("x", HEAD + 1).is_none());
+        let long = Refusal::new().phrase("a".repeat(HEAD + 1));
+        let text = "A".repeat(HEAD + 5);
+        assert_eq!(
+            kind(check_body(&long, &openai(&text))),
+            Some(RejectKind::Refusal)
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_folded_head_matches_folding_per_phrase_anywhere(
+            content in "[ \t]{0,2}[iIİıßẞsS' \u{2019}a-c]{0,12}",
+            phrases in proptest::collection::vec("[iIİıßsS' \u{2019}a-c]{1,8}", 1..4),
+        ) {
+            let phrases: Vec<String> = phrases.iter().map(|p| normalize(p)).filter(|p| !p.is_empty()).collect();
+            if !phrases.is_empty() {
+                same_start(&content, &phrases);
+                // And the whole check, its shortcut on the first byte included.
+                let r = Refusal::new().phrases(&phrases).stop_reasons(Vec::<String>::new());
+                let refused = phrases.iter().any(|p| starts_with(&content, p) == Start::Yes);
+                let body = serde_json::to_vec(&json!({"choices": [{"message": {"content": content}}]})).unwrap();
+                proptest::prop_assert_eq!(kind(check_body(&r, &body)).is_some(), refused);
+            }
         }
     }
 }
