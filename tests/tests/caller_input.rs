@@ -7,7 +7,10 @@
 //! - a request body that is not a JSON object is a `400` in OpenAI's error shape,
 //!   and no provider is asked;
 //! - a provider whose rate-limit headers hold absurd numbers (`1e23`, 2^64, `NaN`)
-//!   still serves: no panic, every caller gets a 200.
+//!   still serves: no panic, every caller gets a 200;
+//! - a request one kind of provider cannot serve (`n > 1`, an audio part, a file by
+//!   id at Anthropic) goes to a provider that can, under every router and along
+//!   model fallbacks; with none that can, it is the adapter's `400`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -750,4 +753,199 @@ async fn an_anthropic_refusal_stop_reason_fails_over_without_phrases() {
     assert_eq!(finish_reason(&body, false), "stop", "{body}");
     assert_eq!(claude.counters().received, 1);
     assert_eq!(backup.counters().received, 1);
+}
+
+// ---- requests one kind of provider cannot serve -------------------------------------
+
+/// A group serving `gpt-4o-mini` at an Anthropic entry (tried first: `priority = 0`,
+/// answering to the name by its alias) and an OpenAI entry, under `router`.
+fn mixed_group_text(router: &str, anthropic: &Sim, openai: &Sim) -> String {
+    format!(
+        "router = \"{router}\"\ndeadline = \"10s\"\n\
+         [[providers]]\nname = \"anthropic\"\nkind = \"anthropic\"\nmodel = \"claude-haiku-4-5\"\n\
+         aliases = [\"gpt-4o-mini\"]\nbase_url = \"{}\"\npriority = 0\n\
+         [[providers]]\nname = \"openai\"\nkind = \"openai\"\nmodel = \"gpt-4o-mini\"\n\
+         base_url = \"{}\"\npriority = 1\n",
+        anthropic.base_url(),
+        openai_base(openai),
+    )
+}
+
+/// A request OpenAI serves and Anthropic's API cannot take (`n > 1`, an audio part,
+/// a file by id, non-JSON tool-call arguments in the history).
+fn unsupported_by_anthropic() -> Vec<(&'static str, serde_json::Value)> {
+    let user =
+        |content: serde_json::Value| serde_json::json!([{"role": "user", "content": content}]);
+    vec![
+        ("n > 1", serde_json::json!({"n": 2, "messages": user("Two takes, please".into())})),
+        (
+            "an audio part",
+            serde_json::json!({"messages": user(serde_json::json!([
+                {"type": "text", "text": "What is said here?"},
+                {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}
+            ]))}),
+        ),
+        (
+            "a file by id",
+            serde_json::json!({"messages": user(serde_json::json!([
+                {"type": "text", "text": "Summarise this"},
+                {"type": "file", "file": {"file_id": "file-abc123"}}
+            ]))}),
+        ),
+        (
+            "tool-call arguments that are not JSON",
+            serde_json::json!({"messages": [
+                {"role": "user", "content": "Weather?"},
+                {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+                    "function": {"name": "get_weather", "arguments": "city=Paris"}}]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "Sunny."},
+            ]}),
+        ),
+    ]
+    .into_iter()
+    .map(|(what, mut body)| {
+        body["model"] = "gpt-4o-mini".into();
+        (what, body)
+    })
+    .collect()
+}
+
+/// Before, the Anthropic adapter's own `400` for a request its API cannot take
+/// ended the request (a client error does not fail over), though the OpenAI entry
+/// beside it could serve it: now it is tried next, under each router, and the
+/// Anthropic entry's health is not touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_one_kind_of_provider_cannot_serve_goes_to_one_that_can() {
+    let anthropic = sim(Flavor::Anthropic, "anthropic").await;
+    let openai = sim(Flavor::OpenAi, "openai").await;
+    let mut served = 0;
+    for router in ["fallback", "balance", "overflow"] {
+        let config = Config::from_toml_str(&mixed_group_text(router, &anthropic, &openai))
+            .expect("a valid configuration");
+        let stack = Stack::from_config(&config).unwrap().build().unwrap();
+        for (what, body) in unsupported_by_anthropic() {
+            let res = stack.clone().oneshot(post(body.to_string())).await.unwrap();
+            let status = res.status();
+            let text = res.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(
+                status,
+                StatusCode::OK,
+                "{router}, {what}: {}",
+                String::from_utf8_lossy(&text)
+            );
+            served += 1;
+            assert_eq!(openai.counters().received, served, "{router}, {what}");
+        }
+        let health = stack
+            .handle()
+            .provider("anthropic", "claude-haiku-4-5")
+            .unwrap();
+        assert_eq!(health.counters().failures, 0, "{router}");
+        assert_eq!(
+            health.circuit(),
+            tower_failover_core::CircuitState::Closed,
+            "{router}"
+        );
+    }
+    assert_eq!(
+        anthropic.counters().received,
+        0,
+        "nothing was sent to Anthropic"
+    );
+
+    // The same through the gateway, over HTTP.
+    let config = Config::from_toml_str(&mixed_group_text("fallback", &anthropic, &openai)).unwrap();
+    let gw = start_gateway(&config).await;
+    let (status, body) = gw.post(unsupported_by_anthropic()[0].1.to_string()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    gw.shutdown().await;
+    assert_eq!(anthropic.counters().received, 0);
+}
+
+/// With no provider that can serve it, the caller gets the adapter's `400` with its
+/// reason (not a `503`: asking again will not help); with the one that could serve
+/// it down, a `503` naming both attempts (later may work). Along a model group's
+/// fallbacks too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_no_provider_can_serve_is_a_400_and_one_whose_server_is_down_a_503() {
+    let anthropic = sim(Flavor::Anthropic, "anthropic").await;
+    let openai = sim(Flavor::OpenAi, "openai").await;
+    let n2 = unsupported_by_anthropic()[0].1.to_string();
+
+    // Only Anthropic: its refusal is the answer.
+    let only = config(&[("anthropic", "anthropic", anthropic.base_url().to_string())]);
+    let stack = Stack::from_config(&only).unwrap().build().unwrap();
+    let mut body = serde_json::from_str::<serde_json::Value>(&n2).unwrap();
+    body["model"] = "claude-haiku-4-5".into();
+    let res = stack.clone().oneshot(post(body.to_string())).await.unwrap();
+    let status = res.status();
+    let text = res.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8_lossy(&text);
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert!(
+        text.contains("n > 1 is not supported by Anthropic"),
+        "{text}"
+    );
+
+    // The provider that could serve it is down: a 503, not Anthropic's 400.
+    openai
+        .set_faults([FaultSpec::always(Fault::Status(503))])
+        .unwrap();
+    for router in ["fallback", "overflow"] {
+        let config = Config::from_toml_str(&mixed_group_text(router, &anthropic, &openai)).unwrap();
+        let stack = Stack::from_config(&config).unwrap().build().unwrap();
+        let status = match stack.clone().oneshot(post(n2.clone())).await {
+            // The overflow router passes a provider's own 5xx through.
+            Ok(res) => res.status(),
+            Err(err) => {
+                let all = err
+                    .downcast_ref::<tower_failover_core::error::AllProvidersFailed>()
+                    .unwrap_or_else(|| panic!("{router}: {err}"));
+                let outcomes: Vec<String> = all
+                    .attempts()
+                    .iter()
+                    .map(|a| a.outcome.to_string())
+                    .collect();
+                assert_eq!(
+                    outcomes,
+                    [
+                        "client error (unsupported by the provider)",
+                        "failure (overloaded)"
+                    ],
+                    "{router}"
+                );
+                tower_failover::error_response(&*err).status()
+            }
+        };
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{router}");
+    }
+    openai.set_faults([]).unwrap();
+
+    // Along a model group's fallbacks: the Anthropic group refuses, the OpenAI
+    // group serves.
+    let text = config_text(&[
+        ("anthropic", "anthropic", anthropic.base_url().to_string()),
+        ("openai", "openai", openai_base(&openai)),
+    ])
+    .replace(
+        "[models.\"gpt-4o-mini\"]\nfallbacks = [\"claude-haiku-4-5\"]",
+        "[models.\"claude-haiku-4-5\"]\nfallbacks = [\"gpt-4o-mini\"]",
+    );
+    let stack = Stack::from_config(&Config::from_toml_str(&text).unwrap())
+        .unwrap()
+        .build()
+        .unwrap();
+    let before = openai.counters().received;
+    let res = stack.clone().oneshot(post(body.to_string())).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(openai.counters().received, before + 1);
+    assert_eq!(anthropic.counters().received, 0);
+
+    // And the gateway answers the 400 in OpenAI's shape.
+    let gw = start_gateway(&only).await;
+    let (status, text) = gw.post(body.to_string()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["error"]["type"], "invalid_request_error", "{text}");
+    gw.shutdown().await;
 }

@@ -186,6 +186,15 @@ where
     }
 }
 
+fn is_unsupported(outcome: &Outcome) -> bool {
+    matches!(
+        outcome,
+        Outcome::ClientError {
+            kind: ClientErrorKind::Unsupported
+        }
+    )
+}
+
 fn is_shed(outcome: &Outcome) -> bool {
     matches!(
         outcome,
@@ -374,6 +383,18 @@ where
         self.attempts.push(attempt);
     }
 
+    /// Whether a provider of this request's pool is still untried, or one is
+    /// parked to wait for.
+    fn untried_left(&self) -> bool {
+        self.parked.is_some()
+            || self
+                .table
+                .pool(&self.route)
+                .members
+                .iter()
+                .any(|&m| !self.tried.contains(m))
+    }
+
     /// Records an attempt that was sent and did not succeed.
     fn failed(
         &mut self,
@@ -422,6 +443,27 @@ where
         match res {
             Ok(res) => match outcome {
                 Outcome::Success => Step::Done(Ok(res)),
+                Outcome::ClientError {
+                    kind: ClientErrorKind::Unsupported,
+                } => {
+                    // Well formed, but this provider's API lacks a feature the
+                    // request uses: a provider of another kind may serve it. It was
+                    // not sent, so like a shed attempt it spends no attempt and no
+                    // budget. With nothing left to try it is the answer if every
+                    // attempt met the same refusal; after a failure elsewhere the
+                    // caller hears of the failures instead (a capable provider is
+                    // down: later may work).
+                    self.push_attempt(i, outcome, latency, None);
+                    if !self.closed && self.untried_left() {
+                        drop(res);
+                        return Step::Next;
+                    }
+                    if self.attempts.iter().all(|a| is_unsupported(&a.outcome)) {
+                        Step::Done(Ok(res))
+                    } else {
+                        Step::Done(Err(self.all_failed(None, now)))
+                    }
+                }
                 Outcome::ClientError { kind } => {
                     let target = match kind {
                         ClientErrorKind::ContextWindowExceeded => self.table.context_fallback,

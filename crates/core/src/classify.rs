@@ -59,7 +59,7 @@ pub trait Classify: Clone + Send + Sync + 'static {
 /// | 402 | `Failure(Billing)` |
 /// | other 4xx | `ClientError(Status)` |
 /// | 1xx, 3xx (unexpected from an API) | `Failure(Status)` |
-/// | a response carrying an [`ErrorHint`] extension (any status, 429 included) | what the hint says: `Credentials` → `Failure(Credentials)`, `Billing` → `Failure(Billing)` (so OpenAI's 429 `insufficient_quota` is not a rate limit), `Overloaded` → `Failure(Overloaded)`, `ContextWindowExceeded`, `ContentPolicy` → `ClientError` of that kind |
+/// | a response carrying an [`ErrorHint`] extension (any status, 429 included) | what the hint says: `Credentials` → `Failure(Credentials)`, `Billing` → `Failure(Billing)` (so OpenAI's 429 `insufficient_quota` is not a rate limit), `Overloaded` → `Failure(Overloaded)`, `ContextWindowExceeded`, `ContentPolicy`, `Unsupported` → `ClientError` of that kind |
 /// | [`TransportError`] | `Failure` of its kind |
 /// | [`Elapsed`], `io::ErrorKind::TimedOut` | `Failure(Timeout)` |
 /// | `io::ErrorKind::ConnectionRefused` | `Failure(Connect)` |
@@ -176,6 +176,9 @@ impl Classify for LlmClassifier {
                 ErrorHint::Overloaded => Outcome::failure(FailureKind::Overloaded),
                 ErrorHint::Credentials => Outcome::failure(FailureKind::Credentials),
                 ErrorHint::Billing => Outcome::failure(FailureKind::Billing),
+                ErrorHint::Unsupported => Outcome::ClientError {
+                    kind: ClientErrorKind::Unsupported,
+                },
             };
         }
         let status = response.status();

@@ -302,7 +302,7 @@ pub struct FailedOver(pub ProviderId);
 /// The `outcome` and `kind` labels of every outcome, in the order of
 /// [`outcome_slot`].
 #[cfg_attr(not(any(feature = "metrics", test)), allow(dead_code))]
-const OUTCOMES: [(&str, &str); 23] = [
+const OUTCOMES: [(&str, &str); 24] = [
     ("success", "none"),
     ("failure", "connect"),
     ("failure", "reset"),
@@ -326,6 +326,7 @@ const OUTCOMES: [(&str, &str); 23] = [
     ("client_error", "content_policy"),
     ("client_error", "auth"),
     ("client_error", "status"),
+    ("client_error", "unsupported"),
 ];
 
 /// Where an outcome's counter is in [`OUTCOMES`].
@@ -359,6 +360,7 @@ fn outcome_slot(outcome: &Outcome) -> usize {
             ClientErrorKind::ContentPolicy => 20,
             ClientErrorKind::Auth => 21,
             ClientErrorKind::Status(_) => 22,
+            ClientErrorKind::Unsupported => 23,
         },
     }
 }
@@ -597,6 +599,9 @@ mod tests {
             },
             Outcome::ClientError {
                 kind: ClientErrorKind::Status(404),
+            },
+            Outcome::ClientError {
+                kind: ClientErrorKind::Unsupported,
             },
         ];
         for (i, o) in outcomes.iter().enumerate() {

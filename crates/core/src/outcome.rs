@@ -300,6 +300,12 @@ pub enum ClientErrorKind {
     /// [`FailureKind::Credentials`]. A custom classifier for a stack that forwards
     /// each caller's own key can map those statuses here instead.
     Auth,
+    /// This provider cannot serve a feature the request uses (several choices,
+    /// log probabilities, audio, a file by id, …), though the request is well
+    /// formed: a provider of another kind may serve it. Routers try the next
+    /// provider, and answer this error only when every provider refused the same
+    /// way. Not the provider's fault: its health is not touched.
+    Unsupported,
     /// Any other client error, with its status.
     Status(u16),
 }
@@ -310,6 +316,7 @@ impl fmt::Display for ClientErrorKind {
             ClientErrorKind::ContextWindowExceeded => f.write_str("context window exceeded"),
             ClientErrorKind::ContentPolicy => f.write_str("content policy"),
             ClientErrorKind::Auth => f.write_str("authentication"),
+            ClientErrorKind::Unsupported => f.write_str("unsupported by the provider"),
             ClientErrorKind::Status(s) => write!(f, "status {s}"),
         }
     }
@@ -336,6 +343,9 @@ pub enum ErrorHint {
     /// balance"), whatever its status: an OpenAI 429 that says `insufficient_quota`
     /// is a billing failure, not a rate limit.
     Billing,
+    /// The adapter could not send the request to this provider: it uses a
+    /// feature the provider's API lacks ([`ClientErrorKind::Unsupported`]).
+    Unsupported,
 }
 
 #[cfg(test)]

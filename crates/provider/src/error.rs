@@ -16,10 +16,17 @@ pub use tower_failover_core::ConfigError;
 ///
 /// The adapters answer such requests themselves with a `400` in OpenAI's error shape
 /// (`invalid_request_error`), which the classifiers read as a client error: it is not
-/// the provider's fault and another provider would refuse it too.
+/// the provider's fault. A request that is well formed but uses a feature this
+/// provider's API lacks ([`is_unsupported`](Self::is_unsupported): several choices,
+/// an audio or other part Anthropic has no block for, a file by id, tool-call
+/// arguments that are not JSON) carries [`ErrorHint::Unsupported`] on that `400`, so
+/// the routers try a provider of another kind before answering it.
+///
+/// [`ErrorHint::Unsupported`]: tower_failover_core::ErrorHint::Unsupported
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TranslateError {
     message: String,
+    unsupported: bool,
 }
 
 impl TranslateError {
@@ -32,7 +39,23 @@ impl TranslateError {
             }
             message.truncate(cut);
         }
-        TranslateError { message }
+        TranslateError {
+            message,
+            unsupported: false,
+        }
+    }
+
+    /// A well-formed request this provider cannot serve (another kind may).
+    pub(crate) fn unsupported(message: impl Into<String>) -> Self {
+        TranslateError {
+            unsupported: true,
+            ..TranslateError::new(message)
+        }
+    }
+
+    /// Whether the request is well formed but uses a feature this provider lacks.
+    pub fn is_unsupported(&self) -> bool {
+        self.unsupported
     }
 
     /// What was wrong with the request.

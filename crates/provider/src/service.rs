@@ -352,11 +352,16 @@ where
         Ok(p) => p,
         Err(e) => {
             tracing::debug!(error = %e, "request refused before sending");
-            return Ok(local_error(
+            let mut res = local_error(
                 StatusCode::BAD_REQUEST,
                 "invalid_request_error",
                 e.message(),
-            ));
+            );
+            if e.is_unsupported() {
+                // Well formed, but not for this provider: the routers try another.
+                res.extensions_mut().insert(ErrorHint::Unsupported);
+            }
+            return Ok(res);
         }
     };
     let model = prepared.model.as_deref().unwrap_or("");

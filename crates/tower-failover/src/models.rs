@@ -325,7 +325,8 @@ impl Service<Request<ReplayBody>> for ModelRouter {
 }
 
 /// Whether an answer is a typed client error that another model may not give:
-/// a context window exceeded, a content-policy refusal.
+/// a context window exceeded, a content-policy refusal, a feature this group's
+/// providers lack.
 fn moves_on<B>(res: &Response<B>) -> bool {
     if res.status().is_success() || res.extensions().get::<ErrorHint>().is_none() {
         return false;
@@ -333,7 +334,9 @@ fn moves_on<B>(res: &Response<B>) -> bool {
     matches!(
         LlmClassifier::default().classify_response(res),
         Outcome::ClientError {
-            kind: ClientErrorKind::ContextWindowExceeded | ClientErrorKind::ContentPolicy
+            kind: ClientErrorKind::ContextWindowExceeded
+                | ClientErrorKind::ContentPolicy
+                | ClientErrorKind::Unsupported
         }
     )
 }

@@ -397,7 +397,9 @@ pub fn request_to_anthropic(
     let req: ChatRequest<'_> = serde_json::from_slice(body)
         .map_err(|e| TranslateError::new(format!("not a chat completion request: {e}")))?;
     if req.n.unwrap_or(1) > 1 {
-        return Err(TranslateError::new("n > 1 is not supported by Anthropic"));
+        return Err(TranslateError::unsupported(
+            "n > 1 is not supported by Anthropic",
+        ));
     }
     let model = opts.models.map(&req.model);
 
@@ -446,7 +448,7 @@ pub fn request_to_anthropic(
                         empty_object()
                     } else {
                         serde_json::from_str::<&RawValue>(args).map_err(|e| {
-                            TranslateError::new(format!(
+                            TranslateError::unsupported(format!(
                                 "messages[{i}]: tool call arguments are not JSON: {e}"
                             ))
                         })?
@@ -493,7 +495,7 @@ pub fn request_to_anthropic(
         None => None,
         Some(raw) => Some(
             serde_json::from_str::<ToolChoiceIn>(raw.get())
-                .map_err(|_| TranslateError::new("unsupported tool_choice"))?,
+                .map_err(|_| TranslateError::unsupported("unsupported tool_choice"))?,
         ),
     };
     let disable_parallel = (req.parallel_tool_calls == Some(false)).then_some(true);
@@ -521,7 +523,7 @@ pub fn request_to_anthropic(
                 disable_parallel_tool_use: None,
             },
             other => {
-                return Err(TranslateError::new(format!(
+                return Err(TranslateError::unsupported(format!(
                     "unsupported tool_choice {other:?}"
                 )));
             }
@@ -730,7 +732,7 @@ fn push_content<'a>(
                             .and_then(|f| f.file_data.as_deref())
                             .and_then(document_source)
                             .ok_or_else(|| {
-                                TranslateError::new(format!(
+                                TranslateError::unsupported(format!(
                                     "messages[{i}]: a file part needs its file_data as a base64 data URL (a file_id cannot be sent to Anthropic)"
                                 ))
                             })?;
@@ -749,7 +751,7 @@ fn push_content<'a>(
                         cache_control: p.cache_control,
                     }),
                     (other, _, _, _) => {
-                        return Err(TranslateError::new(format!(
+                        return Err(TranslateError::unsupported(format!(
                             "messages[{i}]: unsupported content part {other:?}"
                         )));
                     }
