@@ -115,8 +115,14 @@ impl GatewayConfig {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::new(path.display().to_string(), e.to_string()))?;
-        GatewayConfig::from_toml_str(&text)
-            .map_err(|e| ConfigError::new(format!("{}: {}", path.display(), e.field()), e.reason()))
+        GatewayConfig::from_toml_str(&text).map_err(|e| {
+            // A TOML error names no field: the path alone, not "path: : reason".
+            let field = match e.field() {
+                "" => path.display().to_string(),
+                f => format!("{}: {f}", path.display()),
+            };
+            ConfigError::new(field, e.reason())
+        })
     }
 
     /// Applies the overrides of the [module documentation](self), reading each
@@ -230,6 +236,19 @@ mod tests {
         base_url = "http://127.0.0.1:1/v1"
         api_key = "sk-test"
     "#;
+
+    #[test]
+    fn a_file_with_a_typo_is_named_once() {
+        let dir = std::env::temp_dir().join(format!("tfg-typo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("gateway.toml");
+        std::fs::write(&file, FILE.replace("router =", "routr =")).unwrap();
+        let err = GatewayConfig::from_file(&file).unwrap_err().to_string();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(err.starts_with(&format!("{}: ", file.display())), "{err}");
+        assert!(!err.contains(": : "), "{err}");
+        assert!(err.contains("routr"), "{err}");
+    }
 
     #[test]
     fn the_gateway_sections_and_the_stack_share_one_file() {

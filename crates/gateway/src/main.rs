@@ -32,7 +32,8 @@ struct Args {
     /// Listen here (overrides `[server] listen` and `TOWER_FAILOVER_LISTEN`).
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
-    /// Validate the configuration (and the environment's overrides), then exit.
+    /// Validate the configuration, the environment's overrides and the keys it
+    /// names (callers' and providers'), as starting would, then exit.
     #[arg(long)]
     check: bool,
     /// Ask the gateway listening at the configured address for `GET /livez` and
@@ -76,6 +77,9 @@ async fn run(args: Args) -> Result<(), tower::BoxError> {
     }
     if args.check {
         config.auth.check_keys(|k| std::env::var(k).ok())?;
+        // Everything starting would check: the providers' keys from the
+        // environment, their URLs, every layer's settings. Nothing is served.
+        drop(gateway::build_with(&config)?);
         println!(
             "configuration ok: {} provider entries",
             config.stack.providers.len()

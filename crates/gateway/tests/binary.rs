@@ -416,3 +416,44 @@ async fn caller_keys_come_from_the_environment() {
         let _ = std::fs::remove_dir_all(dir);
     }
 }
+
+/// `--check` refuses what starting would refuse: a provider's key variable that is
+/// not set (it used to say "configuration ok" and the gateway then failed to start).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reads_the_providers_keys_too() {
+    let (_sim, file) = upstream_and_file("tfg-check-keys", "").await;
+    let text = std::fs::read_to_string(&file).unwrap().replace(
+        "api_key = \"sk-test-0000\"",
+        "api_key_env = \"TFG_TEST_PROVIDER_KEY\"",
+    );
+    std::fs::write(&file, text).unwrap();
+    let run = |key: Option<&str>| {
+        let mut cmd = gateway();
+        cmd.args(["--check", "--config"])
+            .arg(&file)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        match key {
+            Some(k) => cmd.env("TFG_TEST_PROVIDER_KEY", k),
+            None => cmd.env_remove("TFG_TEST_PROVIDER_KEY"),
+        };
+        cmd.output()
+    };
+    let ok = run(Some("sk-provider-0000")).await.unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("configuration ok"));
+    let refused = run(None).await.unwrap();
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("api_key_env") && err.contains("TFG_TEST_PROVIDER_KEY"),
+        "{err}"
+    );
+    if let Some(dir) = file.parent() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -2,9 +2,12 @@
 //!
 //! ```toml
 //! router = "balance"          # or "fallback" (ordered by priority), "overflow"
-//! deadline = "60s"            # total per request, across attempts, whatever the router
-//! attempt_timeout = "30s"     # one attempt at one provider, whatever the router
+//! # deadline = "10m"          # total per request, across attempts (default none:
+//! #                           # a long stream is not cut; set what callers wait)
+//! # attempt_timeout = "120s"  # one attempt until its headers (default none)
 //! max_request_bytes = 33554432
+//! hedge = false               # or [hedge] percentile = 0.9: a second attempt when the first is slow
+//! default_model = "gpt-4o-mini"  # requests naming no model (unset: any provider)
 //!
 //! [balance]                   # tower_failover::balance::BalanceConfig; only with router = "balance"
 //! error_penalty = 20          # the health score: load × (1 + 20 × recent error rate)
@@ -15,8 +18,6 @@
 //!
 //! [probe]                     # active probes of open circuits (`probe = false` turns them off)
 //! interval = "10s"            # GET /v1/models; `completion = true` sends a tiny completion
-//!
-//! hedge = false               # or [hedge] percentile = 0.9: a second attempt when the first is slow
 //!
 //! [circuit]                   # tower_failover::circuit::CircuitConfig; `circuit = false` turns it off
 //! consecutive_failures = 5
@@ -29,8 +30,6 @@
 //! [health]                    # tower_failover::core::HealthConfig
 //! suspect_factor = 4.0        # a provider silent for 4 × its usual time to first byte
 //! suspect_floor = "500ms"     # (and at least this) with requests waiting is passed over
-//!
-//! default_model = "gpt-4o-mini"  # requests naming no model (unset: any provider)
 //!
 //! [models."gpt-4o-mini"]      # when every gpt-4o-mini provider is down or busy,
 //! fallbacks = ["claude-haiku-4-5"]  # these model groups, in order

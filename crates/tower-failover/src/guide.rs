@@ -151,7 +151,7 @@
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let config = Config::from_toml_str(r#"
 //!     router = "fallback"
-//!     deadline = "60s"
+//!     deadline = "10m"           # the caller's whole wait: a long stream must fit
 //!
 //!     [circuit]
 //!     consecutive_failures = 3

@@ -219,3 +219,25 @@ async fn refuses_bad_builds_naming_the_field() {
         .unwrap_err();
     assert_eq!(err.field(), "circuit.half_open_permits");
 }
+
+/// The configuration example at the top of `tower_failover::config` (what docs.rs
+/// shows for every key) is a file the parser takes: a key written under the wrong
+/// section there was copied into users' files and refused.
+#[test]
+fn the_config_module_example_parses() {
+    let source = include_str!("../src/config.rs");
+    let mut lines = source.lines().map(|l| l.strip_prefix("//!").unwrap_or(l));
+    lines
+        .by_ref()
+        .find(|l| l.trim() == "```toml")
+        .expect("a TOML example");
+    let example: String = lines
+        .take_while(|l| l.trim() != "```")
+        .map(|l| format!("{}\n", l.strip_prefix(' ').unwrap_or(l)))
+        .collect();
+    assert!(example.contains("[[providers]]"), "{example}");
+    let config = tower_failover::Config::from_toml_str(&example)
+        .unwrap_or_else(|e| panic!("{e}\n{example}"));
+    assert_eq!(config.providers.len(), 2);
+    assert_eq!(config.default_model.as_deref(), Some("gpt-4o-mini"));
+}
