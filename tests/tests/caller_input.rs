@@ -949,3 +949,36 @@ async fn a_request_no_provider_can_serve_is_a_400_and_one_whose_server_is_down_a
     assert_eq!(v["error"]["type"], "invalid_request_error", "{text}");
     gw.shutdown().await;
 }
+
+/// A stack whose `max_request_bytes` is raised above 32 MiB takes such bodies to
+/// its providers: each provider client had its own 32 MiB limit, which the stack's
+/// setting did not reach, so the raise did nothing (a `413` from the client).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raised_body_limit_reaches_the_providers() {
+    let primary = sim_with(Flavor::OpenAi, "primary", |b| b.max_body(64 << 20)).await;
+    let text = format!(
+        "max_request_bytes = {}\n{}",
+        48 << 20,
+        config_text(&[("primary", "openai", openai_base(&primary))])
+    );
+    let stack = Stack::from_config(&Config::from_toml_str(&text).unwrap())
+        .unwrap()
+        .build()
+        .unwrap();
+    let big = "A".repeat(34 << 20);
+    let body = serde_json::json!({"model": "gpt-4o-mini",
+    "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{big}")}}
+    ]}]});
+    let res = stack.oneshot(post(body.to_string())).await.unwrap();
+    let status = res.status();
+    let text = res.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&text[..text.len().min(300)])
+    );
+    assert_eq!(primary.counters().received, 1);
+}

@@ -328,6 +328,31 @@ fn parse_base(url: &str) -> Result<Base, ConfigError> {
     })
 }
 
+/// Hosted APIs that answer nothing without a key (a local or self-hosted server
+/// may need none).
+fn needs_a_key(host: &str) -> bool {
+    const HOSTED: &[&str] = &[
+        "api.openai.com",
+        "api.anthropic.com",
+        "api.groq.com",
+        "api.mistral.ai",
+        "api.deepseek.com",
+        "api.together.xyz",
+        "api.fireworks.ai",
+        "openrouter.ai",
+    ];
+    HOSTED.iter().any(|h| host.eq_ignore_ascii_case(h))
+}
+
+/// Whether configured extra headers carry a credential themselves.
+fn sends_a_key(headers: &std::collections::BTreeMap<String, String>) -> bool {
+    headers.keys().any(|k| {
+        ["authorization", "x-api-key", "api-key"]
+            .iter()
+            .any(|h| k.eq_ignore_ascii_case(h))
+    })
+}
+
 pub(crate) fn build_engine(
     config: ProviderConfig,
     health: Option<Health>,
@@ -360,6 +385,7 @@ pub(crate) fn build_engine(
     if key.as_ref().is_some_and(Secret::is_empty) {
         return Err(ConfigError::new("api_key", "must not be empty"));
     }
+    let keyless = key.is_none() && !sends_a_key(&config.headers);
     if config.auth_header.is_some() && kind != ProviderKind::OpenAi {
         return Err(ConfigError::new(
             "auth_header",
@@ -469,6 +495,18 @@ pub(crate) fn build_engine(
         Some(t) => (*t).clone(),
         None => client::tls_config(&config.tls)?,
     };
+    if keyless && needs_a_key(base.authority.host()) {
+        // Every request would be a 401, opening the circuit for minutes as a
+        // credentials failure: callers would see failovers and 503s, not why.
+        return Err(ConfigError::new(
+            "api_key_env",
+            format!(
+                "is not set, and {} refuses every request without a key: set api_key_env \
+                 (or api_key)",
+                base.authority.host()
+            ),
+        ));
+    }
     let client = client::build(tls, config.http, &config.pool, t.connect);
 
     let token_limit_field =

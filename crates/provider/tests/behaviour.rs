@@ -443,16 +443,23 @@ fn invalid_configurations_name_the_field() {
         ),
         (openai().tls_roots(RootStore::None).build().err(), "tls"),
         (
-            Anthropic::builder().default_max_tokens(0).build().err(),
+            Anthropic::builder()
+                .api_key("k")
+                .default_max_tokens(0)
+                .build()
+                .err(),
             "default_max_tokens",
         ),
         (
             Anthropic::builder()
+                .api_key("k")
                 .anthropic_version("bad\nversion")
                 .build()
                 .err(),
             "anthropic_version",
         ),
+        // A hosted API with no key would answer every request 401.
+        (Anthropic::builder().build().err(), "api_key_env"),
     ];
     for (err, field) in cases {
         let err = err.unwrap_or_else(|| panic!("{field} should be refused"));

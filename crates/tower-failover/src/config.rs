@@ -447,7 +447,7 @@ impl ProviderEntry {
                             "; or one of the entry's own: `name`, `model`, `quota_group`, \
                              `weight`, `priority`, `price`, `price_per_million`, `aliases`, \
                              `tiers`, `context_window`, `tools`, `embeddings`, `validate`, `quota`, \
-                             `circuit`, `ramp`",
+                             `circuit`, `ramp`, `probe`, `retry`",
                         );
                     }
                     ConfigError::new("", reason)
@@ -471,6 +471,7 @@ impl ProviderEntry {
     fn def(
         &self,
         registry: &tower_failover_core::Registry,
+        max_request_bytes: usize,
     ) -> Result<crate::ProviderDef, ConfigError> {
         #[cfg(any(
             feature = "validate",
@@ -483,7 +484,13 @@ impl ProviderEntry {
             Some(g) => registry.provider_in_group(&self.name, &self.model, g),
             None => registry.provider(&self.name, &self.model),
         };
-        let client = tower_failover_provider::Provider::from_config(self.provider_config()?)
+        let mut config = self.provider_config()?;
+        if !self.client.contains_key("max_request_bytes") {
+            // The stack's limit, unless the entry sets its own: a stack raised
+            // above the client's default would still be refused by the client.
+            config.max_request_bytes = max_request_bytes;
+        }
+        let client = tower_failover_provider::Provider::from_config(config)
             .health(health)
             .build()?;
         let mut def =
@@ -891,7 +898,9 @@ impl Config {
         for (i, p) in self.providers.iter().enumerate() {
             let at = format!("providers[{i}]");
             #[allow(unused_mut)]
-            let mut def = p.def(&registry).map_err(|e| e.within(&at))?;
+            let mut def = p
+                .def(&registry, self.max_request_bytes)
+                .map_err(|e| e.within(&at))?;
             // Probes default to on wherever a ramp runs: a provider that turns its
             // own ramp on under a stack whose ramp is off (and so has no probes,
             // and may not set `[probe]`) gets the default probes unless it says

@@ -241,3 +241,24 @@ fn the_config_module_example_parses() {
     assert_eq!(config.providers.len(), 2);
     assert_eq!(config.default_model.as_deref(), Some("gpt-4o-mini"));
 }
+
+/// An entry for a hosted API with no key is refused when the stack is built,
+/// naming the entry: every request would have been a 401 that opens the circuit
+/// for minutes (callers saw failovers and 503s, not why). A server of one's own
+/// needs none; a key in `headers` counts.
+#[tokio::test]
+async fn a_hosted_api_without_a_key_is_refused_at_build() {
+    let keyless = |extra: &str| {
+        tower_failover::Config::from_toml_str(&format!(
+            "[[providers]]\nname = \"anthropic\"\nmodel = \"claude-haiku-4-5\"\nkind = \"anthropic\"\n{extra}"
+        ))
+        .unwrap()
+    };
+    let err = Stack::from_config(&keyless("")).unwrap_err().to_string();
+    assert!(
+        err.starts_with("providers[0].api_key_env: is not set, and api.anthropic.com"),
+        "{err}"
+    );
+    assert!(Stack::from_config(&keyless("headers = { x-api-key = \"sk-ant-0000\" }")).is_ok());
+    assert!(Stack::from_config(&keyless("base_url = \"http://127.0.0.1:8000\"")).is_ok());
+}
