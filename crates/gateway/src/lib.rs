@@ -12,8 +12,9 @@
 //! The file is the stack's configuration ([`Config`]) plus the gateway's
 //! `[auth]` ([`AuthConfig`]: caller keys, their models and budgets; [`auth`]),
 //! `[server]` ([`ServerConfig`]: timeouts and limits), `[upstream]`
-//! ([`UpstreamConfig`]: what of a caller's request reaches the providers) and
-//! `[log]` ([`LogConfig`]) sections; a few environment variables override what
+//! ([`UpstreamConfig`]: what of a caller's request reaches the providers),
+//! `[log]` ([`LogConfig`]) and `[deferred]` (jobs kept while every provider is
+//! down; [`jobs`]) sections; a few environment variables override what
 //! changes per deployment ([`config`]). The repository has a `Dockerfile` and a
 //! `compose.yaml` running two replicas that share circuit state through Redis.
 //!
@@ -31,6 +32,7 @@
 //! | --- | --- |
 //! | `POST /v1/chat/completions` | to the providers serving the requested `model` (then its group's fallbacks), streaming (`"stream": true`) or not; `404 model_not_found` for a model nobody serves |
 //! | `POST /v1/messages` | Anthropic's Messages API through the chat stack, streaming or not, translated both ways ([`messages`]) |
+//! | `POST /v1/messages/count_tokens` | an estimate of the prompt's tokens in Anthropic's shape (Claude Code asks at start-up and for `/context`) |
 //! | `GET /v1/jobs/{id}` | a deferred request's status, then its answer: a request with `Prefer: respond-async` (or `x-tower-failover-defer: true`) that finds every provider down gets `202` and a job id, and runs when one recovers ([`jobs`]) |
 //! | `DELETE /v1/jobs/{id}` | cancels a job still waiting, or forgets its kept answer ([`jobs`]) |
 //! | `POST /v1/embeddings` | through a second stack of the entries marked `embeddings = true` ([`embeddings`]) |

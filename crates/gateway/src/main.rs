@@ -25,7 +25,7 @@ use tower_failover_gateway::{self as gateway, GatewayConfig, log};
 #[command(version, about)]
 struct Args {
     /// The configuration file (TOML): the providers and the stack, plus
-    /// `[auth]`, `[server]`, `[upstream]` and `[log]`. Without it, simulated providers
+    /// `[auth]`, `[server]`, `[upstream]`, `[log]` and `[deferred]`. Without it, simulated providers
     /// start in-process.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -127,7 +127,12 @@ async fn probe(args: &Args) -> Result<(), tower::BoxError> {
         None => gateway::ServerConfig::default(),
     };
     if let Ok(v) = std::env::var(gateway::config::ENV_LISTEN) {
-        server.listen = v.trim().parse()?;
+        server.listen = v.trim().parse().map_err(|e| {
+            format!(
+                "{}: {v:?} is not an address (host:port): {e}",
+                gateway::config::ENV_LISTEN
+            )
+        })?;
     }
     let mut addr = args.listen.unwrap_or(server.listen);
     if addr.ip().is_unspecified() {

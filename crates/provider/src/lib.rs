@@ -155,10 +155,11 @@
 //! | Anthropic `overloaded_error` event mid-stream | `TransportError` (`Overloaded`) | `Failure(Overloaded)` |
 //! | answer larger than `max_response_bytes` | [`BodyTooLarge`](tower_failover_core::error::BodyTooLarge) | `Failure(Other)` |
 //! | the caller's request cannot be translated, or is too large | none: a local `400` / `413` in OpenAI's error shape | `ClientError` |
+//! | the request is well formed but uses a feature this provider lacks (`n > 1`, an audio part, a file by id at Anthropic) | none: a local `400` carrying [`ErrorHint::Unsupported`](tower_failover_core::ErrorHint::Unsupported) | `ClientError(Unsupported)`: the routers try another provider |
 //!
 //! Deadlines ([`Timeouts`]): `connect` covers TCP and TLS together; `first_byte`
 //! runs from sending a streamed request to the first body byte, its time to first
-//! token (default 10 s), and `first_byte_unstreamed` does the same for any other
+//! token (default 60 s: a reasoning model thinks first), and `first_byte_unstreamed` does the same for any other
 //! request, whose first byte comes only once the whole answer is generated
 //! (default 120 s; [`Timeouts`] explains the choice); `idle` (default 30 s) is the
 //! longest silence between two body chunks once bytes flow, so a stream that stalls
