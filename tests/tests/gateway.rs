@@ -567,3 +567,20 @@ async fn only_allowed_caller_headers_and_no_query_reach_the_provider() {
     assert!(req.header("x-portkey-config").is_none());
     gw.shutdown().await.unwrap();
 }
+
+/// A build error names the entry by its place in the file, though the gateway
+/// builds its chat and embeddings entries as two stacks (it named the third entry
+/// `providers[0]`, the first of its half).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_error_names_the_entry_by_its_place_in_the_file() {
+    let text = "\
+        [[providers]]\nname = \"a\"\nmodel = \"m1\"\nbase_url = \"http://127.0.0.1:1/v1\"\n\
+        [[providers]]\nname = \"b\"\nmodel = \"m2\"\nbase_url = \"http://127.0.0.1:1/v1\"\n\
+        [[providers]]\nname = \"e\"\nmodel = \"text-embedding-3-small\"\nembeddings = true\n\
+        api_key_env = \"TFG_TEST_UNSET_EMBEDDINGS_KEY\"\n";
+    let config = gateway::GatewayConfig::from_toml_str(text).unwrap();
+    let err = gateway::build_with(&config)
+        .err()
+        .expect("the key is not set");
+    assert_eq!(err.field(), "providers[2].api_key_env", "{err}");
+}

@@ -104,7 +104,22 @@ impl GatewayConfig {
             log: sections.log,
             auth: sections.auth,
             deferred: sections.deferred,
-            stack: Config::from_toml_str(&without_sections(text))?,
+            stack: Config::from_toml_str(&without_sections(text)).map_err(|e| {
+                // The stack's parser lists its own keys; a misspelled gateway
+                // section (`[sever]`) is one of these too.
+                let reason = e.reason();
+                if reason.contains("unknown field") && reason.contains("expected one of") {
+                    ConfigError::new(
+                        e.field(),
+                        format!(
+                            "{reason}; or one of the gateway's: `server`, `upstream`, `log`, \
+                             `auth`, `deferred`"
+                        ),
+                    )
+                } else {
+                    e
+                }
+            })?,
         };
         config.validate()?;
         Ok(config)
@@ -236,6 +251,14 @@ mod tests {
         base_url = "http://127.0.0.1:1/v1"
         api_key = "sk-test"
     "#;
+
+    #[test]
+    fn a_misspelled_gateway_section_is_named_among_the_gateways() {
+        let err = GatewayConfig::from_toml_str(&FILE.replace("[server]", "[sever]"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sever") && err.contains("`server`"), "{err}");
+    }
 
     #[test]
     fn a_file_with_a_typo_is_named_once() {

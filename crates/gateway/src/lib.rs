@@ -206,9 +206,17 @@ pub fn build_with(config: &GatewayConfig) -> Result<Gateway, ConfigError> {
     telemetry::prometheus();
     let stack_config = &config.stack;
     let (chat_config, embeddings_config) = embeddings::split(stack_config);
-    let failover = stack(&chat_config)?;
+    // Each half numbers its own entries: errors name the file's index.
+    let at = |embeddings: bool| -> Vec<usize> {
+        let entries = stack_config.providers.iter().enumerate();
+        entries
+            .filter(|(_, p)| p.embeddings == embeddings)
+            .map(|(i, _)| i)
+            .collect()
+    };
+    let failover = stack(&chat_config).map_err(|e| renumber(e, &at(false)))?;
     let embeddings = match embeddings_config {
-        Some(c) => Some(stack(&c)?),
+        Some(c) => Some(stack(&c).map_err(|e| renumber(e, &at(true)))?),
         None => None,
     };
     let handle = failover.handle().clone();
@@ -290,6 +298,22 @@ fn probes(closing: watch::Receiver<bool>) -> Router {
 
 /// The failover stack of `config`'s entries, each answer tagged with
 /// [`SERVED_BY`].
+/// `err` with its `providers[i]` counted in the whole file: `at[i]` is the
+/// file's index of the half's `i`-th entry.
+fn renumber(err: ConfigError, at: &[usize]) -> ConfigError {
+    let field = err.field();
+    let Some(rest) = field.strip_prefix("providers[") else {
+        return err;
+    };
+    let Some((i, tail)) = rest.split_once(']') else {
+        return err;
+    };
+    match i.parse::<usize>().ok().and_then(|i| at.get(i)) {
+        Some(file) => ConfigError::new(format!("providers[{file}]{tail}"), err.reason()),
+        None => err,
+    }
+}
+
 fn stack(config: &Config) -> Result<Failover, ConfigError> {
     Stack::from_config(config)?
         .provider_layer(CustomLayer::new(|health, inner| {
