@@ -579,8 +579,8 @@ async fn a_build_error_names_the_entry_by_its_place_in_the_file() {
         [[providers]]\nname = \"e\"\nmodel = \"text-embedding-3-small\"\nembeddings = true\n\
         api_key_env = \"TFG_TEST_UNSET_EMBEDDINGS_KEY\"\n";
     let config = gateway::GatewayConfig::from_toml_str(text).unwrap();
-    let err = gateway::build_with(&config)
-        .err()
-        .expect("the key is not set");
+    let Err(err) = gateway::build_with(&config) else {
+        panic!("the key is not set: the build must fail");
+    };
     assert_eq!(err.field(), "providers[2].api_key_env", "{err}");
 }

@@ -223,3 +223,91 @@ async fn outage_recovery_ramp_full_share_without_caller_errors() {
     primary_sim.shutdown().await;
     backup_sim.shutdown().await;
 }
+
+/// Through `Stack::from_config`: at traffic too low to bring a step its
+/// `min_requests` (here out of reach: 1,000), the ramp still ends, each step after
+/// its hold and `quiet_wait`, as none of the few requests it saw failed. Before, a
+/// recovered provider stayed at its first share until traffic brought the minimum
+/// (hours at the default 20 a step and one request a minute). Times are scaled
+/// down; the only bound is a generous deadline, met many times over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_low_traffic_the_stack_s_ramp_ends_after_each_step_s_quiet_wait() {
+    let primary = Sim::builder(Flavor::OpenAi)
+        .name("primary")
+        .seed(3)
+        .start()
+        .await
+        .unwrap();
+    let backup = Sim::builder(Flavor::OpenAi)
+        .name("backup")
+        .seed(4)
+        .start()
+        .await
+        .unwrap();
+    let text = format!(
+        "router = \"fallback\"\nretry = false\nprobe = false\n\
+         [circuit]\nconsecutive_failures = 2\ncooldown = \"100ms\"\njitter = 0.0\n\
+         [ramp]\nmin_requests = 1000\nquiet_wait = \"150ms\"\ncheck_interval = \"20ms\"\n\
+         schedule = {{ steps = [{{ share = 0.05, hold = \"100ms\" }}, {{ share = 0.5, hold = \"100ms\" }}, {{ share = 1.0, hold = \"100ms\" }}] }}\n\
+         [[providers]]\nname = \"primary\"\nmodel = \"gpt-4o-mini\"\nbase_url = \"{}/v1\"\npriority = 0\n\
+         [[providers]]\nname = \"backup\"\nmodel = \"gpt-4o-mini\"\nbase_url = \"{}/v1\"\npriority = 1\n",
+        primary.base_url(),
+        backup.base_url()
+    );
+    let config = tower_failover::Config::from_toml_str(&text).unwrap();
+    let stack = tower_failover::Stack::from_config(&config)
+        .unwrap()
+        .build()
+        .unwrap();
+    let health = stack.handle().provider("primary", "gpt-4o-mini").unwrap();
+    let ask = || async {
+        let req = Request::post("http://stack.invalid/v1/chat/completions")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from_static(BODY.as_bytes())))
+            .unwrap();
+        let res = stack
+            .clone()
+            .oneshot(req)
+            .await
+            .expect("the backup answers");
+        assert_eq!(res.status(), StatusCode::OK);
+        // A 2xx is judged when its body ends.
+        res.into_body().collect().await.expect("a whole answer");
+    };
+
+    primary
+        .set_faults([FaultSpec::always(Fault::Status(503))])
+        .unwrap();
+    while health.circuit() != CircuitState::Open {
+        ask().await;
+    }
+    let mut events = health.subscribe();
+    primary.clear_faults();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut ramp = Vec::new();
+    // A request every 50 ms: a handful a step, far from 1,000.
+    while Instant::now() < deadline && ramp.last() != Some(&HealthEventKind::RampCompleted) {
+        ask().await;
+        sleep(Duration::from_millis(50)).await;
+        while let Ok(ev) = events.try_recv() {
+            if let k @ (HealthEventKind::RampStep { .. }
+            | HealthEventKind::RampRolledBack { .. }
+            | HealthEventKind::RampCompleted) = ev.kind
+            {
+                ramp.push(k);
+            }
+        }
+    }
+    let step = |step, share| HealthEventKind::RampStep { step, share };
+    assert_eq!(
+        ramp,
+        [
+            step(0, 0.05),
+            step(1, 0.5),
+            step(2, 1.0),
+            HealthEventKind::RampCompleted
+        ]
+    );
+    assert_eq!(health.ramp_step(), None, "the ramp ended");
+    assert_eq!(health.ramp_share(), 1.0);
+}

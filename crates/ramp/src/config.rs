@@ -43,8 +43,17 @@ pub struct RampConfig {
     pub schedule: Schedule,
     /// Admitted requests with a counted outcome (success, failure or client error)
     /// a step needs, on top of its hold time, before the ramp advances: a quiet
-    /// provider is not jumped to 100 % unverified. Default: 20.
+    /// provider is not jumped to 100 % unverified. Default: 20. At traffic too low
+    /// to bring them (a 5 % step of one request a minute would wait hours), see
+    /// [`quiet_wait`](Self::quiet_wait).
     pub min_requests: u64,
+    /// How much longer than its hold time a step waits for `min_requests`: past
+    /// it, the step advances if none of the requests it did see failed (its
+    /// verdict is then the circuit breaker's, which still opens on failures).
+    /// Default: 5 minutes, so a ramp of the default schedule takes 20 minutes under
+    /// steady traffic and at most 40 at any traffic.
+    #[serde(with = "duration_serde")]
+    pub quiet_wait: Duration,
     /// Counted outcomes a step needs before its error rate is judged. Default: 20.
     pub min_sample: u64,
     /// A step rolls back when its error rate exceeds the provider's baseline error
@@ -87,6 +96,7 @@ impl Default for RampConfig {
         RampConfig {
             schedule: Schedule::default(),
             min_requests: 20,
+            quiet_wait: Duration::from_secs(300),
             min_sample: 20,
             error_rate_factor: 2.0,
             min_error_rate: 0.1,
@@ -122,6 +132,12 @@ impl RampConfig {
     /// Sets [`min_requests`](Self::min_requests).
     pub fn min_requests(mut self, n: u64) -> Self {
         self.min_requests = n;
+        self
+    }
+
+    /// Sets [`quiet_wait`](Self::quiet_wait).
+    pub fn quiet_wait(mut self, wait: Duration) -> Self {
+        self.quiet_wait = wait;
         self
     }
 

@@ -166,6 +166,9 @@ async fn ramp(core: &Core, watch: &mut watch::Receiver<CircuitState>) -> End {
         });
         tracing::info!(provider = %health.id(), step = index, share = step.share, "ramp step");
         let hold_until = Instant::now() + step.hold;
+        // Past this, too little traffic came to verify the step: it advances on
+        // what it saw, if nothing failed.
+        let quiet_until = hold_until + config.quiet_wait;
         loop {
             let c = core.counts().since(start);
             if c.counted >= config.min_sample && c.failures as f64 > threshold * c.counted as f64 {
@@ -173,7 +176,17 @@ async fn ramp(core: &Core, watch: &mut watch::Receiver<CircuitState>) -> End {
                 return End::RolledBack;
             }
             let now = Instant::now();
-            if now >= hold_until && c.counted >= config.min_requests {
+            if now >= hold_until
+                && (c.counted >= config.min_requests || (now >= quiet_until && c.failures == 0))
+            {
+                if c.counted < config.min_requests {
+                    tracing::info!(
+                        provider = %health.id(),
+                        step = index,
+                        requests = c.counted,
+                        "ramp step advances on low traffic: no failure among its requests"
+                    );
+                }
                 break;
             }
             if !leads(core) {

@@ -29,7 +29,9 @@
 //! # Checks and rollback
 //!
 //! A step advances only after its hold time **and** [`RampConfig::min_requests`]
-//! admitted requests (a quiet provider is not jumped to 100 % unverified). Each
+//! admitted requests (a quiet provider is not jumped to 100 % unverified), or, at
+//! traffic too low to bring them, once it has also waited
+//! [`RampConfig::quiet_wait`] with no failure among the requests it saw. Each
 //! admitted request's outcome is classified ([`Classify`](tower_failover_core::Classify),
 //! by default [`LlmClassifier`](tower_failover_core::LlmClassifier)); rate limits
 //! and rejections are not counted. Once a step has [`RampConfig::min_sample`]

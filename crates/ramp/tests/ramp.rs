@@ -88,7 +88,9 @@ async fn a_quiet_provider_is_not_advanced_before_its_minimum_requests() {
     let config = RampConfig::default()
         .seed(1)
         .steps([Step::new(0.5, MIN), Step::new(1.0, MIN)])
-        .min_requests(20);
+        .min_requests(20)
+        // Patient: this test is about the minimum, not about low traffic.
+        .quiet_wait(60 * MIN);
     let mut svc = RampLayer::with_config(health.clone(), config)
         .unwrap()
         .layer(Provider::default());
@@ -108,6 +110,62 @@ async fn a_quiet_provider_is_not_advanced_before_its_minimum_requests() {
     sleep(Duration::from_secs(1)).await; // the check interval
     settle().await;
     assert_eq!(health.ramp_step(), Some(1));
+}
+
+/// At one request a minute a 5 % step gets a request every twenty minutes: waiting
+/// for 20 of them held a recovered provider at 5 % for hours. Past its hold and
+/// `quiet_wait` (5 minutes each by default) a step advances on what it saw, unless
+/// one of those requests failed.
+#[tokio::test(start_paused = true)]
+async fn at_low_traffic_a_step_advances_after_its_quiet_wait_unless_one_failed() {
+    let health = Health::standalone("p", "m");
+    let provider = Provider::default();
+    let mut svc = RampLayer::with_config(health.clone(), RampConfig::default().seed(5))
+        .unwrap()
+        .layer(provider.clone());
+    outage(&health).await;
+    recovery(&health).await;
+    let started = Instant::now();
+    // One request a minute, every step through.
+    let mut last = Some(0);
+    while let Some(step) = health.ramp_step() {
+        send(&mut svc, 1).await;
+        sleep(MIN).await;
+        settle().await;
+        if health.ramp_step() != last {
+            last = health.ramp_step();
+            assert!(last.is_none_or(|s| s == step + 1), "{last:?} after {step}");
+        }
+        assert!(
+            Instant::now() - started <= 41 * MIN,
+            "still ramping at {:?}",
+            Instant::now() - started
+        );
+    }
+    let took = Instant::now() - started;
+    assert!(
+        took >= 40 * MIN,
+        "each step waited its hold and its quiet wait: {took:?}"
+    );
+
+    // A failure among the few requests a step saw holds it for `min_requests`.
+    outage(&health).await;
+    sleep(Duration::from_secs(60)).await;
+    recovery(&health).await;
+    assert_eq!(health.ramp_step(), Some(0));
+    provider.fail_one_in(1);
+    let before = provider.calls();
+    while provider.calls() == before {
+        send(&mut svc, 1).await;
+    }
+    provider.fail_one_in(0);
+    sleep(30 * MIN).await;
+    settle().await;
+    assert_eq!(
+        health.ramp_step(),
+        Some(0),
+        "held: one of its requests failed"
+    );
 }
 
 #[tokio::test(start_paused = true)]
