@@ -312,11 +312,12 @@ async fn content_sent_as_a_list_of_parts_is_an_answer() {
     gw.shutdown().await;
 }
 
-/// OpenAI's reasoning models refuse `max_tokens` (a 400, which does not fail
-/// over) and take `max_completion_tokens`; `/v1/messages` callers always send a
+/// OpenAI's reasoning models refuse `max_tokens` (a 400 `unsupported_parameter`)
+/// and take `max_completion_tokens`; `/v1/messages` callers always send a
 /// limit, translated as `max_tokens`. A provider configured with
 /// `max_tokens_field = "max_completion_tokens"` (the default for api.openai.com)
-/// gets the limit under the name it takes, from both front doors.
+/// gets the limit under the name it takes, from both front doors; without it, the
+/// refusal fails over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_limit_is_sent_under_the_name_the_provider_takes() {
     let primary = sim_with(Flavor::OpenAi, "primary", |b| b.refuses_max_tokens(true)).await;
@@ -330,15 +331,18 @@ async fn a_token_limit_is_sent_under_the_name_the_provider_takes() {
         );
         Config::from_toml_str(&text).expect("a valid configuration")
     };
-    // As the provider refuses it: a 400 to the caller, nothing failed over.
+    // As the provider refuses it (`400 unsupported_parameter`): not the end of the
+    // request, the backup answers it; the primary's health is not touched.
     let as_sent = Stack::from_config(&config("")).unwrap().build().unwrap();
     let res = as_sent
+        .clone()
         .oneshot(post(chat_body(false, Some(("max_tokens", 3)))))
         .await
         .expect("a response");
-    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
-    let body = res.into_body().collect().await.unwrap().to_bytes();
-    assert!(String::from_utf8_lossy(&body).contains("max_completion_tokens"));
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(backup.counters().received, 1, "failed over");
+    let health = as_sent.handle().provider("primary", "gpt-4o-mini").unwrap();
+    assert_eq!(health.counters().failures, 0);
 
     let renamed = config("max_tokens_field = \"max_completion_tokens\"");
     let stack = Stack::from_config(&renamed).unwrap().build().unwrap();
@@ -370,9 +374,9 @@ async fn a_token_limit_is_sent_under_the_name_the_provider_takes() {
         );
     }
     gw.shutdown().await;
-    // Every answer came from the primary.
+    // Every answer once renamed came from the primary.
     assert_eq!(primary.counters().received, 5);
-    assert_eq!(backup.counters().received, 0);
+    assert_eq!(backup.counters().received, 1);
 }
 
 /// What an OpenAI caller's request often holds and Anthropic refuses with a 400
@@ -771,8 +775,9 @@ fn mixed_group_text(router: &str, anthropic: &Sim, openai: &Sim) -> String {
     )
 }
 
-/// A request OpenAI serves and Anthropic's API cannot take (`n > 1`, an audio part,
-/// a file by id, non-JSON tool-call arguments in the history).
+/// A request OpenAI serves and Anthropic's API cannot take or deliver (`n > 1`,
+/// an audio part, a file by id, log probabilities, a logit bias, an answer in
+/// speech, a web search, a custom tool, non-JSON tool-call arguments in the history).
 fn unsupported_by_anthropic() -> Vec<(&'static str, serde_json::Value)> {
     let user =
         |content: serde_json::Value| serde_json::json!([{"role": "user", "content": content}]);
@@ -791,6 +796,28 @@ fn unsupported_by_anthropic() -> Vec<(&'static str, serde_json::Value)> {
                 {"type": "text", "text": "Summarise this"},
                 {"type": "file", "file": {"file_id": "file-abc123"}}
             ]))}),
+        ),
+        (
+            "log probabilities",
+            serde_json::json!({"logprobs": true, "top_logprobs": 3, "messages": user("Yes or no?".into())}),
+        ),
+        (
+            "a logit bias",
+            serde_json::json!({"logit_bias": {"15339": 100}, "messages": user("Yes or no?".into())}),
+        ),
+        (
+            "an answer in speech",
+            serde_json::json!({"modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "wav"},
+                "messages": user("Say hello".into())}),
+        ),
+        (
+            "a web search",
+            serde_json::json!({"web_search_options": {}, "messages": user("Today's news?".into())}),
+        ),
+        (
+            "a custom tool",
+            serde_json::json!({"tools": [{"type": "custom", "custom": {"name": "sql", "description": "Runs SQL"}}],
+                "messages": user("Count the users".into())}),
         ),
         (
             "tool-call arguments that are not JSON",
@@ -981,4 +1008,110 @@ async fn a_raised_body_limit_reaches_the_providers() {
         String::from_utf8_lossy(&text[..text.len().min(300)])
     );
     assert_eq!(primary.counters().received, 1);
+}
+
+/// A provider that refuses a parameter it does not take (Mistral's `422
+/// extra_forbidden` for `store`; OpenAI's `unsupported_parameter` for `max_tokens`
+/// on its reasoning models) no longer ends the request: the next provider in the
+/// group serves it, and the refusing one's health is not touched. With no other
+/// provider, the caller gets the refusal as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parameter_one_provider_refuses_is_served_by_another() {
+    let strict = sim_with(Flavor::OpenAi, "strict", |b| {
+        b.refuses_fields(["store", "metadata"])
+            .refuses_max_tokens(true)
+    })
+    .await;
+    let lenient = sim(Flavor::OpenAi, "lenient").await;
+    let stack = Stack::from_config(&Config::from_toml_str(&text_of(&strict, &lenient)).unwrap())
+        .unwrap()
+        .build()
+        .unwrap();
+    let with = |key: &str, value: serde_json::Value| {
+        let mut v: serde_json::Value = serde_json::from_str(&chat_body(false, None)).unwrap();
+        v[key] = value;
+        v.to_string()
+    };
+    for body in [
+        with("store", true.into()),
+        with("metadata", serde_json::json!({"team": "search"})),
+        with("max_tokens", 64.into()),
+    ] {
+        let res = stack.clone().oneshot(post(body.clone())).await.unwrap();
+        let status = res.status();
+        let text = res.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "{body}: {}",
+            String::from_utf8_lossy(&text)
+        );
+    }
+    assert_eq!(strict.counters().received, 3, "each was tried there first");
+    assert_eq!(lenient.counters().received, 3);
+    let health = stack.handle().provider("strict", "gpt-4o-mini").unwrap();
+    assert_eq!(health.counters().failures, 0);
+    // A request the strict provider takes is its own.
+    let res = stack
+        .clone()
+        .oneshot(post(chat_body(false, None)))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(lenient.counters().received, 3);
+
+    // Alone, its refusal is the answer, as the provider wrote it.
+    let alone = config(&[("strict", "openai", openai_base(&strict))]);
+    let stack = Stack::from_config(&alone).unwrap().build().unwrap();
+    let res = stack
+        .oneshot(post(with("store", true.into())))
+        .await
+        .unwrap();
+    let status = res.status();
+    let text = res.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(status.as_u16(), 422);
+    assert!(String::from_utf8_lossy(&text).contains("extra_forbidden"));
+
+    // Through the gateway too.
+    let gw = start_gateway(&Config::from_toml_str(&text_of(&strict, &lenient)).unwrap()).await;
+    let (status, body) = gw.post(with("store", true.into())).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    gw.shutdown().await;
+}
+
+fn text_of(strict: &Sim, lenient: &Sim) -> String {
+    format!(
+        "router = \"fallback\"\n\
+         [[providers]]\nname = \"strict\"\nmodel = \"gpt-4o-mini\"\nbase_url = \"{}\"\npriority = 0\n\
+         [[providers]]\nname = \"lenient\"\nmodel = \"gpt-4o-mini\"\nbase_url = \"{}\"\npriority = 1\n",
+        openai_base(strict),
+        openai_base(lenient)
+    )
+}
+
+/// A provider that refuses `stream_options` (Mistral answers `422` for fields it
+/// does not take) is configured with `stream_usage = false`; a streamed
+/// `/v1/messages` request to it used to carry the field all the same (the door
+/// added it), so every Claude-Code-style stream was a `422`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_messages_request_sends_no_stream_options_a_provider_turned_off() {
+    let strict = sim_with(Flavor::OpenAi, "strict", |b| {
+        b.refuses_fields(["stream_options"])
+    })
+    .await;
+    let text = config_text(&[("strict", "openai", openai_base(&strict))]).replacen(
+        "priority = 0\n",
+        "priority = 0\nstream_usage = false\n",
+        1,
+    );
+    let gw = start_gateway(&Config::from_toml_str(&text).unwrap()).await;
+    let msg = serde_json::json!({
+        "model": "gpt-4o-mini", "max_tokens": 50, "stream": true,
+        "messages": [{"role": "user", "content": "Say hello."}],
+    });
+    let (status, body) = gw.post_to("/v1/messages", msg.to_string()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("event: message_stop"), "{body}");
+    gw.shutdown().await;
+    assert_eq!(strict.counters().received, 1);
 }

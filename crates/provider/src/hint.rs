@@ -75,6 +75,7 @@ const CREDENTIAL_WORDS: &[&str] = &[
 /// | `Credentials` | 4xx but 429 | `invalid_api_key`, "incorrect api key", "invalid api key", "invalid x-api-key", `authentication_error`, `permission_error`, "api key not valid" |
 /// | `ContextWindowExceeded` | 4xx but 429 | `context_length_exceeded`, "prompt is too long", … |
 /// | `ContentPolicy` | 4xx but 429 | `content_policy`, "safety system", … |
+/// | `Unsupported` | 4xx but 429 | `unsupported_parameter`, `unsupported_value`, `unknown_parameter`, "unrecognized request argument", "is not supported with this model", a token limit above the model's ("supports at most", "maximum allowed number of output tokens"), `extra_forbidden` / "extra inputs are not permitted" (Mistral) |
 /// | `Overloaded` | 5xx | "overloaded" (a 429 that says it stays a rate limit, with its `Retry-After`) |
 ///
 /// A plain 429 gets no hint: it stays a rate limit.
@@ -140,6 +141,23 @@ pub(crate) fn error_hint(status: u16, body: &[u8]) -> Option<ErrorHint> {
         ])
     {
         Some(ErrorHint::ContentPolicy)
+    } else if client
+        && any(&[
+            // OpenAI: a parameter or value this model does not take.
+            "unsupported_parameter",
+            "unsupported_value",
+            "unknown_parameter",
+            "unrecognized request argument",
+            "is not supported with this model",
+            // OpenAI's and Anthropic's word for a token limit above the model's.
+            "supports at most",
+            "maximum allowed number of output tokens",
+            // Mistral and other strict validators (pydantic): a field it does not know.
+            "extra_forbidden",
+            "extra inputs are not permitted",
+        ])
+    {
+        Some(ErrorHint::Unsupported)
     } else if server && any(&["overloaded"]) {
         Some(ErrorHint::Overloaded)
     } else {
@@ -154,6 +172,37 @@ mod tests {
     #[test]
     fn provider_wordings() {
         let cases: &[(u16, &str, Option<ErrorHint>)] = &[
+            // A parameter or value the model does not take: another provider may.
+            (
+                400,
+                r#"{"error":{"message":"Unsupported parameter: 'stop' is not supported with this model.","type":"invalid_request_error","param":"stop","code":"unsupported_parameter"}}"#,
+                Some(ErrorHint::Unsupported),
+            ),
+            (
+                400,
+                r#"{"error":{"message":"Unsupported value: 'temperature' does not support 0.2 with this model. Only the default (1) value is supported.","type":"invalid_request_error","param":"temperature","code":"unsupported_value"}}"#,
+                Some(ErrorHint::Unsupported),
+            ),
+            (
+                400,
+                r#"{"error":{"message":"max_tokens is too large: 32000. This model supports at most 16384 completion tokens, whereas you provided 32000.","type":"invalid_request_error","param":"max_tokens","code":"invalid_value"}}"#,
+                Some(ErrorHint::Unsupported),
+            ),
+            (
+                400,
+                r#"{"type":"error","error":{"type":"invalid_request_error","message":"max_tokens: 64001 > 64000, which is the maximum allowed number of output tokens for claude-sonnet-4-5"}}"#,
+                Some(ErrorHint::Unsupported),
+            ),
+            (
+                422,
+                r#"{"object":"error","message":{"detail":[{"type":"extra_forbidden","loc":["body","store"],"msg":"Extra inputs are not permitted","input":true}]},"type":"invalid_request_error","param":null,"code":null}"#,
+                Some(ErrorHint::Unsupported),
+            ),
+            (
+                400,
+                r#"{"error":{"message":"Unrecognized request argument supplied: reasoning_effort","type":"invalid_request_error","param":null,"code":null}}"#,
+                Some(ErrorHint::Unsupported),
+            ),
             (
                 400,
                 r#"{"error":{"message":"This model's maximum context length is 128000 tokens.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}"#,

@@ -56,7 +56,6 @@ fn request_maps_system_tools_results_and_images() {
             "stop": ["END"],
             "user": "u1",
             "stream": true,
-            "stream_options": {"include_usage": true},
             "messages": [
                 {"role": "system", "content": "Be\nbrief."},
                 {"role": "user", "content": [

@@ -474,6 +474,14 @@ async fn completion(
         Ok(a) => a,
         Err(msg) => return ctx.error(400, Some(&msg)),
     };
+    if flavor == Flavor::OpenAi
+        && !shared.cfg.refuses_fields.is_empty()
+        && let Some(field) = openai::forbidden_field(body, &shared.cfg.refuses_fields)
+    {
+        let view = shared.quota_peek();
+        let body = SimBody::full(openai::extra_forbidden_body(&field));
+        return ctx.respond(422, JSON, body, Some(view));
+    }
     if shared.cfg.refuses_max_tokens && flavor == Flavor::OpenAi && ask.legacy_max_tokens {
         let view = shared.quota_peek();
         let body = SimBody::full(openai::max_tokens_refused_body());

@@ -57,6 +57,7 @@ pub(crate) struct SimConfig {
     pub(crate) content_parts: bool,
     /// OpenAI wire: a request with `max_tokens` is a 400 (OpenAI's reasoning models).
     pub(crate) refuses_max_tokens: bool,
+    pub(crate) refuses_fields: Vec<String>,
     pub(crate) quota: Quota,
     pub(crate) faults: Vec<FaultSpec>,
     pub(crate) max_body: usize,
@@ -154,6 +155,7 @@ impl SimBuilder {
                 reasoning_tokens: 0,
                 content_parts: false,
                 refuses_max_tokens: false,
+                refuses_fields: Vec::new(),
                 quota: Quota::default(),
                 faults: Vec::new(),
                 max_body: 32 << 20,
@@ -257,6 +259,19 @@ impl SimBuilder {
     /// o4-mini, GPT-5) do: they take `max_completion_tokens` only.
     pub fn refuses_max_tokens(mut self, refuses: bool) -> Self {
         self.config.refuses_max_tokens = refuses;
+        self
+    }
+
+    /// On the OpenAI wire, refuse a request that sets any of these top-level fields
+    /// with Mistral's `422` (`extra_forbidden`, "Extra inputs are not permitted"),
+    /// as providers that validate strictly do for fields they do not know
+    /// (`store`, `metadata`, `service_tier`, ...). Default: none.
+    pub fn refuses_fields<I, S>(mut self, fields: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.config.refuses_fields = fields.into_iter().map(Into::into).collect();
         self
     }
 

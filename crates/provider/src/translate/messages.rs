@@ -153,8 +153,10 @@ pub fn request_from_anthropic(body: &[u8]) -> Result<InboundRequest, TranslateEr
         }
     }
     if stream {
+        // Not `stream_options`: each provider adapter asks for the final usage
+        // when its `stream_usage` is on (the default), and a provider switched off
+        // because it refuses the field (Mistral's 422) must not get it from here.
         out.insert("stream".into(), Value::Bool(true));
-        out.insert("stream_options".into(), json!({"include_usage": true}));
     }
     let body = serde_json::to_vec(&Value::Object(out)).map_err(|e| bad(e.to_string()))?;
     Ok(InboundRequest {

@@ -309,6 +309,34 @@ pub(crate) fn max_tokens_refused_body() -> Vec<u8> {
     serde_json::to_vec(&body).unwrap_or_default()
 }
 
+/// The first of `fields` the request's top level sets, if any.
+pub(crate) fn forbidden_field(body: &[u8], fields: &[String]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let obj = v.as_object()?;
+    fields
+        .iter()
+        .find(|f| obj.contains_key(f.as_str()))
+        .cloned()
+}
+
+/// Mistral's answer to a field it does not know: `422`, pydantic's
+/// `extra_forbidden` inside an OpenAI-like envelope.
+pub(crate) fn extra_forbidden_body(field: &str) -> Vec<u8> {
+    let body = json!({
+        "object": "error",
+        "message": {"detail": [{
+            "type": "extra_forbidden",
+            "loc": ["body", field],
+            "msg": "Extra inputs are not permitted",
+            "input": true
+        }]},
+        "type": "invalid_request_error",
+        "param": null,
+        "code": null
+    });
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
 /// An OpenAI error body for `status`, with an optional specific message.
 pub(crate) fn error_body(status: u16, message: Option<&str>) -> Vec<u8> {
     let (ty, code, default) = error_parts(status);

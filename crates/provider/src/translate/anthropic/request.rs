@@ -43,6 +43,47 @@ struct ChatRequest<'a> {
     user: Option<Str<'a>>,
     #[serde(default)]
     n: Option<u32>,
+    /// Features Anthropic's API cannot deliver: read only to refuse them as
+    /// unsupported (another provider may serve the request).
+    #[serde(default)]
+    logprobs: Option<bool>,
+    #[serde(default)]
+    top_logprobs: Option<u32>,
+    #[serde(default)]
+    logit_bias: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(borrow, default)]
+    modalities: Option<Vec<Str<'a>>>,
+    #[serde(borrow, default)]
+    audio: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    web_search_options: Option<&'a RawValue>,
+}
+
+impl ChatRequest<'_> {
+    /// The first feature of the request Anthropic's API has no equivalent for.
+    fn beyond_anthropic(&self) -> Option<&'static str> {
+        let set = |raw: Option<&RawValue>| raw.is_some_and(|r| r.get().trim() != "null");
+        if self.n.unwrap_or(1) > 1 {
+            Some("n > 1 is not supported by Anthropic")
+        } else if self.logprobs == Some(true) || self.top_logprobs.is_some_and(|n| n > 0) {
+            Some("log probabilities (`logprobs`) are not supported by Anthropic")
+        } else if self.logit_bias.as_ref().is_some_and(|b| !b.is_empty()) {
+            Some("`logit_bias` is not supported by Anthropic")
+        } else if set(self.audio) || self.modalities.iter().flatten().any(|m| &**m == "audio") {
+            Some("audio output (`modalities`, `audio`) is not supported by Anthropic")
+        } else if set(self.web_search_options) {
+            Some("`web_search_options` is not supported by Anthropic's chat translation")
+        } else if self
+            .tools
+            .iter()
+            .flatten()
+            .any(|t| t.kind.as_deref().is_some_and(|k| k != "function") || t.function.is_none())
+        {
+            Some("tools other than functions are not supported by Anthropic's chat translation")
+        } else {
+            None
+        }
+    }
 }
 
 #[derive(DeriveDeserialize)]
@@ -158,8 +199,10 @@ struct FunctionCall<'a> {
 struct ChatTool<'a> {
     #[serde(rename = "type", borrow, default)]
     kind: Option<Str<'a>>,
-    #[serde(borrow)]
-    function: FunctionDef<'a>,
+    /// `None` for a tool of another type (OpenAI's `custom` tools), which
+    /// [`ChatRequest::beyond_anthropic`] refuses.
+    #[serde(borrow, default)]
+    function: Option<FunctionDef<'a>>,
     /// A prompt-cache breakpoint after this tool's definition.
     #[serde(borrow, default)]
     cache_control: Option<&'a RawValue>,
@@ -396,10 +439,8 @@ pub fn request_to_anthropic(
     crate::translate::require_object(body)?;
     let req: ChatRequest<'_> = serde_json::from_slice(body)
         .map_err(|e| TranslateError::new(format!("not a chat completion request: {e}")))?;
-    if req.n.unwrap_or(1) > 1 {
-        return Err(TranslateError::unsupported(
-            "n > 1 is not supported by Anthropic",
-        ));
+    if let Some(why) = req.beyond_anthropic() {
+        return Err(TranslateError::unsupported(why));
     }
     let model = opts.models.map(&req.model);
 
@@ -482,11 +523,11 @@ pub fn request_to_anthropic(
         .tools
         .iter()
         .flatten()
-        .filter(|t| t.kind.as_deref().is_none_or(|k| k == "function"))
-        .map(|t| AnthTool {
-            name: &t.function.name,
-            description: t.function.description.as_deref(),
-            input_schema: t.function.parameters.unwrap_or_else(|| empty_schema()),
+        .filter_map(|t| t.function.as_ref().map(|f| (t, f)))
+        .map(|(t, f)| AnthTool {
+            name: &f.name,
+            description: f.description.as_deref(),
+            input_schema: f.parameters.unwrap_or_else(|| empty_schema()),
             cache_control: t.cache_control,
         })
         .collect();
