@@ -798,6 +798,13 @@ fn unsupported_by_anthropic() -> Vec<(&'static str, serde_json::Value)> {
             ]))}),
         ),
         (
+            "a CSV file (Anthropic reads PDFs only)",
+            serde_json::json!({"messages": user(serde_json::json!([
+                {"type": "text", "text": "Sum the second column"},
+                {"type": "file", "file": {"filename": "t.csv", "file_data": "data:text/csv;base64,YSwxCmIsMgo="}}
+            ]))}),
+        ),
+        (
             "log probabilities",
             serde_json::json!({"logprobs": true, "top_logprobs": 3, "messages": user("Yes or no?".into())}),
         ),
@@ -1114,4 +1121,30 @@ async fn a_streamed_messages_request_sends_no_stream_options_a_provider_turned_o
     assert!(body.contains("event: message_stop"), "{body}");
     gw.shutdown().await;
     assert_eq!(strict.counters().received, 1);
+}
+
+/// A conversation that ends with the assistant's turn (a prefill the answer
+/// continues: "Here is the JSON:\n") failed over to Anthropic, which refuses a
+/// final assistant text ending in whitespace with a 400: the trailing whitespace is
+/// taken off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefill_ending_in_a_newline_is_answered_by_anthropic() {
+    let primary = sim(Flavor::OpenAi, "primary").await;
+    let backup = sim(Flavor::Anthropic, "backup").await;
+    primary
+        .set_faults([FaultSpec::always(Fault::Status(503))])
+        .unwrap();
+    let stack = primary_and_backup(&primary, &backup);
+    let body = serde_json::json!({
+        "model": "gpt-4o-mini",
+        "messages": [
+            {"role": "user", "content": "List three colours as JSON."},
+            {"role": "assistant", "content": "Here is the JSON:\n"},
+        ],
+    });
+    let res = stack.oneshot(post(body.to_string())).await.unwrap();
+    let status = res.status();
+    let text = res.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&text));
+    assert_eq!(backup.counters().received, 1);
 }

@@ -38,7 +38,8 @@ struct Msg {
 
 /// What Anthropic's API refuses in a message's blocks, with its wording: a text
 /// block that is empty or whitespace only, a tool id outside `^[a-zA-Z0-9_-]+$`, a
-/// base64 image of a media type it does not read.
+/// base64 image of a media type it does not read. (And, in [`parse`], a final
+/// assistant turn that ends in whitespace.)
 fn check_blocks(i: usize, content: &Value) -> Result<(), String> {
     let Some(blocks) = content.as_array() else {
         return Ok(());
@@ -101,6 +102,24 @@ pub(crate) fn parse(body: &[u8]) -> Result<Ask, String> {
     }
     for (i, m) in req.messages.iter().enumerate() {
         check_blocks(i, &m.content)?;
+    }
+    // A prefill (the conversation ends with the assistant's turn) must not end in
+    // whitespace: Anthropic's check, with its wording.
+    if let Some(last) = req.messages.last().filter(|m| m.role == "assistant") {
+        let text = match &last.content {
+            Value::String(t) => Some(t.as_str()),
+            Value::Array(blocks) => blocks
+                .last()
+                .filter(|b| b.get("type").and_then(Value::as_str) == Some("text"))
+                .and_then(|b| b.get("text"))
+                .and_then(Value::as_str),
+            _ => None,
+        };
+        if text.is_some_and(|t| t != t.trim_end()) {
+            return Err(
+                "messages: final assistant content cannot end with trailing whitespace".into(),
+            );
+        }
     }
     // Anthropic's checks of `metadata.user_id`, with its wording.
     if let Some(user) = req

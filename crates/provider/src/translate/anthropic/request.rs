@@ -519,6 +519,20 @@ pub fn request_to_anthropic(
         }
     }
 
+    // Anthropic refuses a conversation that ends with an assistant turn (a
+    // prefill the answer continues) whose text ends in whitespace.
+    if let Some(last) = messages.last_mut().filter(|m| m.role == "assistant") {
+        if let Some(Block::Text { text, .. }) = last.content.last_mut() {
+            *text = text.trim_end();
+        }
+        if matches!(last.content.last(), Some(Block::Text { text, .. }) if text.is_empty()) {
+            last.content.pop();
+        }
+        if last.content.is_empty() {
+            messages.pop();
+        }
+    }
+
     let tools: Vec<AnthTool<'_>> = req
         .tools
         .iter()
@@ -777,6 +791,14 @@ fn push_content<'a>(
                                     "messages[{i}]: a file part needs its file_data as a base64 data URL (a file_id cannot be sent to Anthropic)"
                                 ))
                             })?;
+                        if let ImageSource::Base64 { media_type, .. } = &source
+                            && !media_type.eq_ignore_ascii_case("application/pdf")
+                        {
+                            // Anthropic reads base64 documents as PDFs only.
+                            return Err(TranslateError::unsupported(format!(
+                                "messages[{i}]: a file of type {media_type:?} cannot be sent to Anthropic (PDF only)"
+                            )));
+                        }
                         blocks.push(Block::Document {
                             source,
                             title: file.and_then(|f| f.filename.as_deref()),
