@@ -93,6 +93,18 @@ fn primary_and_backup_text(primary: &Sim, backup: &Sim) -> String {
     ])
 }
 
+/// An OpenAI primary answering only 503s and an Anthropic backup, and the stack
+/// over them: every request is failed over to Anthropic.
+async fn primary_down() -> (Sim, Sim, tower_failover::Failover) {
+    let primary = sim(Flavor::OpenAi, "primary").await;
+    let backup = sim(Flavor::Anthropic, "backup").await;
+    primary
+        .set_faults([FaultSpec::always(Fault::Status(503))])
+        .unwrap();
+    let stack = primary_and_backup(&primary, &backup);
+    (primary, backup, stack)
+}
+
 /// The stack users build from [`primary_and_backup_config`].
 fn primary_and_backup(primary: &Sim, backup: &Sim) -> tower_failover::Failover {
     Stack::from_config(&primary_and_backup_config(primary, backup))
@@ -386,12 +398,7 @@ async fn a_token_limit_is_sent_under_the_name_the_provider_takes() {
 /// is answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_openai_history_anthropic_would_refuse_is_sent_as_it_takes_it() {
-    let primary = sim(Flavor::OpenAi, "primary").await;
-    let backup = sim(Flavor::Anthropic, "backup").await;
-    primary
-        .set_faults([FaultSpec::always(Fault::Status(503))])
-        .unwrap();
-    let stack = primary_and_backup(&primary, &backup);
+    let (_primary, backup, stack) = primary_down().await;
     // A 1×1 PNG.
     let png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
     let body = serde_json::json!({
@@ -1129,12 +1136,7 @@ async fn a_streamed_messages_request_sends_no_stream_options_a_provider_turned_o
 /// taken off.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prefill_ending_in_a_newline_is_answered_by_anthropic() {
-    let primary = sim(Flavor::OpenAi, "primary").await;
-    let backup = sim(Flavor::Anthropic, "backup").await;
-    primary
-        .set_faults([FaultSpec::always(Fault::Status(503))])
-        .unwrap();
-    let stack = primary_and_backup(&primary, &backup);
+    let (_primary, backup, stack) = primary_down().await;
     let body = serde_json::json!({
         "model": "gpt-4o-mini",
         "messages": [
