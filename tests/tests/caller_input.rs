@@ -1150,3 +1150,42 @@ async fn a_prefill_ending_in_a_newline_is_answered_by_anthropic() {
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&text));
     assert_eq!(backup.counters().received, 1);
 }
+
+/// Structured output failed over to Anthropic: `response_format: json_schema` is
+/// sent as Anthropic's `output_config.format` (it was dropped, and Claude answered
+/// in prose), so the answer is JSON of the caller's schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_schema_reaches_anthropic_as_its_structured_output() {
+    let (_primary, backup, stack) = primary_down().await;
+    let schema = serde_json::json!({
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "population": {"type": "integer"}},
+        "required": ["city", "population"],
+        "additionalProperties": false
+    });
+    let body = serde_json::json!({
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": "The largest city in France, as JSON."}],
+        "response_format": {"type": "json_schema",
+            "json_schema": {"name": "city", "strict": true, "schema": schema}},
+    });
+    let res = stack.oneshot(post(body.to_string())).await.unwrap();
+    let status = res.status();
+    let text = res.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&text));
+    let answer: serde_json::Value = serde_json::from_slice(&text).unwrap();
+    let content = answer["choices"][0]["message"]["content"].as_str().unwrap();
+    let data: serde_json::Value =
+        serde_json::from_str(content).unwrap_or_else(|e| panic!("{e}: {content}"));
+    assert!(
+        data["city"].is_string() && data["population"].is_i64(),
+        "{data}"
+    );
+    let sent: serde_json::Value =
+        serde_json::from_slice(backup.received()[0].body().expect("read")).unwrap();
+    assert_eq!(
+        sent["output_config"]["format"]["type"], "json_schema",
+        "{sent}"
+    );
+    assert_eq!(sent["output_config"]["format"]["schema"], schema, "{sent}");
+}

@@ -155,6 +155,9 @@ pub(crate) fn error_hint(status: u16, body: &[u8]) -> Option<ErrorHint> {
             // Mistral and other strict validators (pydantic): a field it does not know.
             "extra_forbidden",
             "extra inputs are not permitted",
+            // Anthropic refusing the structured output we translated
+            // `response_format` into (an older model, a schema it cannot take).
+            "output_config",
         ])
     {
         Some(ErrorHint::Unsupported)

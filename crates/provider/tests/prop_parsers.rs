@@ -195,7 +195,18 @@ fn check_anthropic_request(v: &Value) -> Result<(), TestCaseError> {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
     };
-    for m in v["messages"].as_array().expect("messages") {
+    let messages = v["messages"].as_array().expect("messages");
+    if let Some(last) = messages.last().filter(|m| m["role"] == "assistant") {
+        // A final assistant turn must not end in whitespace.
+        let text = last["content"]
+            .as_array()
+            .and_then(|b| b.last())
+            .and_then(|b| b.get("text"));
+        if let Some(t) = text.and_then(Value::as_str) {
+            prop_assert_eq!(t, t.trim_end(), "{}", v);
+        }
+    }
+    for m in messages {
         let role = m["role"].as_str().unwrap_or("");
         prop_assert!(role == "user" || role == "assistant", "{}", role);
         // What Anthropic refuses with a 400: blank text blocks, tool ids outside
@@ -248,11 +259,20 @@ proptest! {
             .map(|b| b["text"].as_str().unwrap())
             .collect();
         // Blank texts are left out: Anthropic refuses a text block of whitespace.
-        let kept: Vec<&str> = turns
+        // A conversation ending with the assistant (a prefill) ends without
+        // trailing whitespace, which Anthropic refuses too.
+        let sent: Vec<(usize, &str)> = turns
             .iter()
             .map(String::as_str)
-            .filter(|t| !t.trim().is_empty())
+            .enumerate()
+            .filter(|(_, t)| !t.trim().is_empty())
             .collect();
+        let mut kept: Vec<&str> = sent.iter().map(|&(_, t)| t).collect();
+        if let (Some(&(i, _)), Some(last)) = (sent.last(), kept.last_mut())
+            && i % 2 == 1
+        {
+            *last = last.trim_end();
+        }
         prop_assert_eq!(got, kept);
     }
 }

@@ -23,8 +23,12 @@ struct Req {
     max_tokens: Option<u64>,
     #[serde(default)]
     stream: Option<bool>,
+    /// The structured-outputs beta's field (with its `anthropic-beta` header).
     #[serde(default)]
     output_format: Option<Value>,
+    /// Structured outputs, generally available: `output_config.format`.
+    #[serde(default)]
+    output_config: Option<Value>,
     #[serde(default)]
     metadata: Option<Value>,
 }
@@ -150,7 +154,12 @@ pub(crate) fn parse(body: &[u8]) -> Result<Ask, String> {
             last_user = t;
         }
     }
-    let json = match &req.output_format {
+    let format = req
+        .output_config
+        .as_ref()
+        .and_then(|c| c.get("format"))
+        .or(req.output_format.as_ref());
+    let json = match format {
         Some(of) => match (of.get("type").and_then(Value::as_str), of.get("schema")) {
             (Some("json_schema"), Some(s)) => JsonMode::Schema(s.clone()),
             _ => JsonMode::Object,

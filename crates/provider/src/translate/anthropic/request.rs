@@ -57,6 +57,23 @@ struct ChatRequest<'a> {
     audio: Option<&'a RawValue>,
     #[serde(borrow, default)]
     web_search_options: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    response_format: Option<ResponseFormat<'a>>,
+}
+
+/// OpenAI's `response_format`: `text`, `json_object` or `json_schema`.
+#[derive(DeriveDeserialize)]
+struct ResponseFormat<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    json_schema: Option<JsonSchemaFormat<'a>>,
+}
+
+#[derive(DeriveDeserialize)]
+struct JsonSchemaFormat<'a> {
+    #[serde(borrow, default)]
+    schema: Option<&'a RawValue>,
 }
 
 impl ChatRequest<'_> {
@@ -253,6 +270,23 @@ struct MessagesRequest<'a> {
     tool_choice: Option<AnthToolChoice<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     metadata: Option<Metadata<'a>>,
+    /// Structured output: OpenAI's `response_format: json_schema` as Anthropic's
+    /// `output_config.format` (newer Claude models; an older one refuses it with a
+    /// 400 that fails over, see `hint.rs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output_config: Option<OutputConfig<'a>>,
+}
+
+#[derive(Serialize)]
+struct OutputConfig<'a> {
+    format: OutputFormat<'a>,
+}
+
+#[derive(Serialize)]
+struct OutputFormat<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    schema: &'a RawValue,
 }
 
 /// The system prompt: one string, or text blocks when a part of it is a
@@ -617,6 +651,7 @@ pub fn request_to_anthropic(
         metadata: req.user.as_deref().map(|user| Metadata {
             user_id: user_id(user),
         }),
+        output_config: output_config(req.response_format.as_ref())?,
     };
     let body = serde_json::to_vec(&out).map_err(|e| TranslateError::new(e.to_string()))?;
     Ok(TranslatedRequest {
@@ -629,6 +664,35 @@ pub fn request_to_anthropic(
             .and_then(|o| o.include_usage)
             .unwrap_or(false),
     })
+}
+
+/// `response_format` as Anthropic's `output_config`: a JSON Schema is carried over;
+/// `text` and `json_object` (JSON without a schema, which Anthropic has no mode
+/// for: the prompt asks for JSON, as OpenAI requires it to) send nothing.
+fn output_config<'a>(
+    format: Option<&ResponseFormat<'a>>,
+) -> Result<Option<OutputConfig<'a>>, TranslateError> {
+    let Some(format) = format else {
+        return Ok(None);
+    };
+    match format.kind.as_deref() {
+        Some("json_schema") => {
+            let schema = format
+                .json_schema
+                .as_ref()
+                .and_then(|j| j.schema)
+                .ok_or_else(|| {
+                    TranslateError::new("response_format.json_schema.schema: missing")
+                })?;
+            Ok(Some(OutputConfig {
+                format: OutputFormat {
+                    kind: "json_schema",
+                    schema,
+                },
+            }))
+        }
+        _ => Ok(None),
+    }
 }
 
 /// The top-level `system` text: every system and developer message, joined by blank
