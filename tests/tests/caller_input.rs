@@ -1189,3 +1189,60 @@ async fn a_json_schema_reaches_anthropic_as_its_structured_output() {
     );
     assert_eq!(sent["output_config"]["format"]["schema"], schema, "{sent}");
 }
+
+/// An OpenAI caller that sets no token limit, failed over to Claude: Anthropic
+/// needs one, and it was 4,096 for every model, so long answers ended at 4,096
+/// tokens (`finish_reason: "length"`) where OpenAI allows 16,384. Now the model's
+/// default (16,384 for Claude 4.x), unless the entry sets `default_max_tokens`; a
+/// caller's limit above the model's maximum is refused by Anthropic (modelled by
+/// the simulator) and fails over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_without_a_token_limit_gets_the_claude_model_s_default() {
+    let (_primary, backup, stack) = primary_down().await;
+    let sent_limit = |i: usize| {
+        let sent: serde_json::Value =
+            serde_json::from_slice(backup.received()[i].body().expect("read")).unwrap();
+        sent["max_tokens"].as_u64()
+    };
+    let res = stack
+        .clone()
+        .oneshot(post(chat_body(false, None)))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(sent_limit(0), Some(16_384));
+
+    // The entry's own setting wins.
+    let primary = sim(Flavor::OpenAi, "primary2").await;
+    primary
+        .set_faults([FaultSpec::always(Fault::Status(503))])
+        .unwrap();
+    let text = primary_and_backup_text(&primary, &backup).replace(
+        "priority = 1\n",
+        "priority = 1\ndefault_max_tokens = 1000\n",
+    );
+    let stack2 = Stack::from_config(&Config::from_toml_str(&text).unwrap())
+        .unwrap()
+        .build()
+        .unwrap();
+    let res = stack2.oneshot(post(chat_body(false, None))).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(sent_limit(1), Some(1000));
+
+    // Above the model's maximum (64,000 for claude-haiku-4-5): Anthropic's 400,
+    // which moves on where another provider could serve it; here the other group
+    // (the primary) is down and it is the last, so the caller reads Anthropic's
+    // reason, with the model's maximum in it.
+    let res = stack
+        .oneshot(post(chat_body(false, Some(("max_tokens", 100_000)))))
+        .await
+        .unwrap();
+    let status = res.status();
+    let text = res.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8_lossy(&text);
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert!(
+        text.contains("maximum allowed number of output tokens"),
+        "{text}"
+    );
+}

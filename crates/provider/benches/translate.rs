@@ -180,7 +180,7 @@ fn cases() -> Vec<Case> {
             subject: Box::new(move || {
                 let opts = RequestOptions {
                     models: &m1,
-                    default_max_tokens: 4096,
+                    default_max_tokens: Some(4096),
                 };
                 request_to_anthropic(black_box(&r2), &opts)
                     .unwrap()
@@ -293,7 +293,7 @@ fn pathological() {
     let body = many_system_messages(100_000);
     let opts = RequestOptions {
         models: &models,
-        default_max_tokens: 4096,
+        default_max_tokens: Some(4096),
     };
     let base = median_of_5(&|| round_trip(black_box(&body)).len());
     let subj = median_of_5(&|| {

@@ -259,9 +259,10 @@ impl Builder<Anthropic> {
         self
     }
 
-    /// `max_tokens` when the caller sets none (default 4096).
+    /// `max_tokens` when the caller sets none (default: by model, see
+    /// [`ProviderConfig::default_max_tokens`]).
     pub fn default_max_tokens(mut self, n: u64) -> Self {
-        self.config.default_max_tokens = n;
+        self.config.default_max_tokens = Some(n);
         self
     }
 
@@ -445,7 +446,7 @@ pub(crate) fn build_engine(
         let v = HeaderValue::from_str(&config.anthropic_version)
             .map_err(|_| ConfigError::new("anthropic_version", "is not a valid header value"))?;
         fixed_headers.insert(HeaderName::from_static("anthropic-version"), v);
-        if config.default_max_tokens == 0 {
+        if config.default_max_tokens == Some(0) {
             return Err(ConfigError::new("default_max_tokens", "must be positive"));
         }
     }

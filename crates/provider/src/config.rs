@@ -277,8 +277,11 @@ pub struct ProviderConfig {
     /// Anthropic only: the `anthropic-version` header (default `2023-06-01`).
     pub anthropic_version: String,
     /// Anthropic only: `max_tokens` when the caller set none (Anthropic requires
-    /// one; default 4096).
-    pub default_max_tokens: u64,
+    /// one). Default: by model ([`default_output_tokens`](crate::translate::anthropic::default_output_tokens)):
+    /// 16,384 for Claude 3.7 and 4.x models, 8,192 for 3.5, 4,096 for the
+    /// Claude 3 models and any other name. (It was 4,096 for every model, which cut
+    /// an OpenAI caller's long answers short at a Claude fallback.)
+    pub default_max_tokens: Option<u64>,
 }
 
 impl Default for ProviderConfig {
@@ -303,7 +306,7 @@ impl Default for ProviderConfig {
             stream_usage: true,
             max_tokens_field: MaxTokensField::Auto,
             anthropic_version: "2023-06-01".to_string(),
-            default_max_tokens: 4096,
+            default_max_tokens: None,
         }
     }
 }

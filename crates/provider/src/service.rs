@@ -62,7 +62,7 @@ pub(crate) struct Shared {
     /// OpenAI-compatible: the token-limit field the provider takes, when the other
     /// one must be renamed to it ([`MaxTokensField`] resolved for the base URL).
     pub(crate) token_limit_field: Option<&'static str>,
-    pub(crate) default_max_tokens: u64,
+    pub(crate) default_max_tokens: Option<u64>,
     pub(crate) health: Option<Health>,
 }
 

@@ -632,7 +632,7 @@ proptest! {
         let models = ModelMap::default();
         let back = request_to_anthropic(
             &openai.body,
-            &RequestOptions { models: &models, default_max_tokens: 1 },
+            &RequestOptions { models: &models, default_max_tokens: Some(1) },
         ).unwrap();
         let back: Value = serde_json::from_slice(&back.body).unwrap();
         prop_assert_eq!(&back["system"], &json!(system));

@@ -165,7 +165,7 @@ fn split_at(len: usize, cuts: &[Index]) -> Vec<(usize, usize)> {
 fn opts(models: &ModelMap) -> RequestOptions<'_> {
     RequestOptions {
         models,
-        default_max_tokens: 1024,
+        default_max_tokens: Some(1024),
     }
 }
 

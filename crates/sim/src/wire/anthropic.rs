@@ -97,6 +97,25 @@ fn check_blocks(i: usize, content: &Value) -> Result<(), String> {
     Ok(())
 }
 
+/// The most output tokens a Claude model takes (`None` for a name this does not
+/// know), as Anthropic's API enforces them.
+fn output_limit(model: &str) -> Option<u64> {
+    let name = &model[model.find("claude-")? + "claude-".len()..];
+    Some(if name.starts_with("3-7") {
+        64_000
+    } else if name.starts_with("3-5") {
+        8_192
+    } else if name.starts_with('3') {
+        4_096
+    } else if name.starts_with("opus-4-1") || name.starts_with("opus-4-0") || name == "opus-4" {
+        32_000
+    } else if name.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        64_000
+    } else {
+        return None;
+    })
+}
+
 /// Parse a messages request; the error is a message for a 400.
 pub(crate) fn parse(body: &[u8]) -> Result<Ask, String> {
     let req: Req =
@@ -153,6 +172,15 @@ pub(crate) fn parse(body: &[u8]) -> Result<Ask, String> {
         if m.role == "user" {
             last_user = t;
         }
+    }
+    // Anthropic's own limit on an answer's tokens, per model, with its wording.
+    if let (Some(asked), Some(model)) = (req.max_tokens, req.model.as_deref())
+        && let Some(most) = output_limit(model)
+        && asked > most
+    {
+        return Err(format!(
+            "max_tokens: {asked} > {most}, which is the maximum allowed number of output tokens for {model}"
+        ));
     }
     let format = req
         .output_config

@@ -41,7 +41,7 @@ mod stream;
 #[cfg(test)]
 mod tests;
 
-pub use request::{RequestOptions, TranslatedRequest, request_to_anthropic};
+pub use request::{RequestOptions, TranslatedRequest, default_output_tokens, request_to_anthropic};
 pub(crate) use response::openai_error;
 pub use response::{TokenCounts, error_to_openai, finish_reason, response_to_openai};
 pub use stream::StreamTranslator;

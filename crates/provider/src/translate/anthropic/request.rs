@@ -427,8 +427,46 @@ pub struct TranslatedRequest {
 pub struct RequestOptions<'a> {
     /// Logical → Anthropic model names.
     pub models: &'a ModelMap,
-    /// `max_tokens` when the caller gave none.
-    pub default_max_tokens: u64,
+    /// `max_tokens` when the caller gave none; `None`: the model's
+    /// [`default_output_tokens`].
+    pub default_max_tokens: Option<u64>,
+}
+
+/// The `max_tokens` sent for `model` when neither the caller nor the provider's
+/// configuration sets one: 16,384 for Claude 3.7 and 4.x models (they take 32,000 to
+/// 64,000; 16,384 is what OpenAI's chat models allow, so an answer failed over from
+/// them is not cut shorter), 8,192 for Claude 3.5, 4,096 for the Claude 3 models and
+/// any name this does not know (a proxy's alias, a future naming). Bedrock- and
+/// Vertex-style ids (`anthropic.claude-3-5-sonnet-…`, `claude-sonnet-4@…`) are read
+/// by the `claude-…` inside them.
+///
+/// ```
+/// use tower_failover_provider::translate::anthropic::default_output_tokens;
+///
+/// assert_eq!(default_output_tokens("claude-sonnet-4-5"), 16_384);
+/// assert_eq!(default_output_tokens("us.anthropic.claude-3-7-sonnet-20250219-v1:0"), 16_384);
+/// assert_eq!(default_output_tokens("claude-3-5-haiku-latest"), 8_192);
+/// assert_eq!(default_output_tokens("claude-3-haiku-20240307"), 4_096);
+/// assert_eq!(default_output_tokens("my-alias"), 4_096);
+/// ```
+pub fn default_output_tokens(model: &str) -> u64 {
+    let Some(at) = model.find("claude-") else {
+        return 4_096;
+    };
+    let name = &model[at + "claude-".len()..];
+    if name.starts_with("3-7") || name.starts_with("3.7") {
+        16_384
+    } else if name.starts_with("3-5") || name.starts_with("3.5") {
+        8_192
+    } else if name.starts_with('3') || name.starts_with("instant") || name.starts_with('2') {
+        4_096
+    } else if name.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        // `claude-sonnet-4-5`, `claude-opus-4-1`, `claude-haiku-4-5`: the 4.x
+        // naming and what follows it.
+        16_384
+    } else {
+        4_096
+    }
 }
 
 fn empty_object() -> &'static RawValue {
@@ -448,7 +486,7 @@ fn empty_schema() -> &'static RawValue {
 /// use tower_failover_provider::translate::anthropic::{RequestOptions, request_to_anthropic};
 ///
 /// let models = ModelMap::from_iter([("smart", "claude-sonnet-4-5")]);
-/// let opts = RequestOptions { models: &models, default_max_tokens: 1024 };
+/// let opts = RequestOptions { models: &models, default_max_tokens: Some(1024) };
 /// let out = request_to_anthropic(br#"{
 ///     "model": "smart",
 ///     "messages": [
@@ -630,7 +668,8 @@ pub fn request_to_anthropic(
         max_tokens: req
             .max_completion_tokens
             .or(req.max_tokens)
-            .unwrap_or(opts.default_max_tokens),
+            .or(opts.default_max_tokens)
+            .unwrap_or_else(|| default_output_tokens(model)),
         system: system.finish(),
         messages,
         temperature: req.temperature.map(|t| t.clamp(0.0, 1.0)),

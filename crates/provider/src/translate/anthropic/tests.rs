@@ -9,7 +9,7 @@ use crate::config::ModelMap;
 fn opts(models: &ModelMap) -> RequestOptions<'_> {
     RequestOptions {
         models,
-        default_max_tokens: 4096,
+        default_max_tokens: Some(4096),
     }
 }
 
