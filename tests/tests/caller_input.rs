@@ -1191,9 +1191,10 @@ async fn a_json_schema_reaches_anthropic_as_its_structured_output() {
 }
 
 /// An OpenAI caller that sets no token limit, failed over to Claude: Anthropic
-/// needs one, and it was 4,096 for every model, so long answers ended at 4,096
-/// tokens (`finish_reason: "length"`) where OpenAI allows 16,384. Now the model's
-/// default (16,384 for Claude 4.x), unless the entry sets `default_max_tokens`; a
+/// needs one, and it was 4,096 for every model, so long streamed answers ended at
+/// 4,096 tokens (`finish_reason: "length"`) where OpenAI allows 16,384. Now a
+/// stream gets the model's default (16,384 for Claude 4.x), unless the entry sets
+/// `default_max_tokens`; a
 /// caller's limit above the model's maximum is refused by Anthropic (modelled by
 /// the simulator) and fails over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1204,13 +1205,23 @@ async fn a_request_without_a_token_limit_gets_the_claude_model_s_default() {
             serde_json::from_slice(backup.received()[i].body().expect("read")).unwrap();
         sent["max_tokens"].as_u64()
     };
+    // A stream: the model's default. Not streamed: 4,096 at most (its headers
+    // come when it is all written, inside the first-byte window).
+    let res = stack
+        .clone()
+        .oneshot(post(chat_body(true, None)))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    res.into_body().collect().await.unwrap();
+    assert_eq!(sent_limit(0), Some(16_384));
     let res = stack
         .clone()
         .oneshot(post(chat_body(false, None)))
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
-    assert_eq!(sent_limit(0), Some(16_384));
+    assert_eq!(sent_limit(1), Some(4_096));
 
     // The entry's own setting wins.
     let primary = sim(Flavor::OpenAi, "primary2").await;
@@ -1227,7 +1238,7 @@ async fn a_request_without_a_token_limit_gets_the_claude_model_s_default() {
         .unwrap();
     let res = stack2.oneshot(post(chat_body(false, None))).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
-    assert_eq!(sent_limit(1), Some(1000));
+    assert_eq!(sent_limit(2), Some(1000));
 
     // Above the model's maximum (64,000 for claude-haiku-4-5): Anthropic's 400,
     // which moves on where another provider could serve it; here the other group

@@ -277,10 +277,12 @@ pub struct ProviderConfig {
     /// Anthropic only: the `anthropic-version` header (default `2023-06-01`).
     pub anthropic_version: String,
     /// Anthropic only: `max_tokens` when the caller set none (Anthropic requires
-    /// one). Default: by model ([`default_output_tokens`](crate::translate::anthropic::default_output_tokens)):
+    /// one). Default: for a stream, by model ([`default_output_tokens`](crate::translate::anthropic::default_output_tokens)):
     /// 16,384 for Claude 3.7 and 4.x models, 8,192 for 3.5, 4,096 for the
-    /// Claude 3 models and any other name. (It was 4,096 for every model, which cut
-    /// an OpenAI caller's long answers short at a Claude fallback.)
+    /// Claude 3 models and any other name; for a non-streamed request 4,096 at
+    /// most (its headers come when it is all written, inside the 120 s first-byte
+    /// window). It was 4,096 for every request, which cut an OpenAI caller's long
+    /// streamed answers short at a Claude fallback.
     pub default_max_tokens: Option<u64>,
 }
 

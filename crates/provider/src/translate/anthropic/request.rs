@@ -432,8 +432,13 @@ pub struct RequestOptions<'a> {
     pub default_max_tokens: Option<u64>,
 }
 
-/// The `max_tokens` sent for `model` when neither the caller nor the provider's
-/// configuration sets one: 16,384 for Claude 3.7 and 4.x models (they take 32,000 to
+/// The default limit of a non-streamed answer (see [`default_output_tokens`]).
+const UNSTREAMED_DEFAULT: u64 = 4_096;
+
+/// The `max_tokens` sent for a streamed request to `model` when neither the caller
+/// nor the provider's configuration sets one (a non-streamed one gets at most
+/// 4,096, which fits the first-byte window of an answer whose headers come at its
+/// end): 16,384 for Claude 3.7 and 4.x models (they take 32,000 to
 /// 64,000; 16,384 is what OpenAI's chat models allow, so an answer failed over from
 /// them is not cut shorter), 8,192 for Claude 3.5, 4,096 for the Claude 3 models and
 /// any name this does not know (a proxy's alias, a future naming). Bedrock- and
@@ -669,7 +674,18 @@ pub fn request_to_anthropic(
             .max_completion_tokens
             .or(req.max_tokens)
             .or(opts.default_max_tokens)
-            .unwrap_or_else(|| default_output_tokens(model)),
+            .unwrap_or_else(|| {
+                // A non-streamed answer's headers come when it is all written:
+                // 4,096 tokens fit the first-byte window (120 s by default) at any
+                // Claude model's speed, more might not, and a timeout would fail
+                // over an honest long answer and count against the provider.
+                let most = default_output_tokens(model);
+                if stream {
+                    most
+                } else {
+                    most.min(UNSTREAMED_DEFAULT)
+                }
+            }),
         system: system.finish(),
         messages,
         temperature: req.temperature.map(|t| t.clamp(0.0, 1.0)),
