@@ -274,6 +274,21 @@ impl Service<Request<ReplayBody>> for ModelRouter {
                         // A bigger or more lenient model may take it.
                         continue;
                     }
+                    Ok(res) if !earlier.is_empty() && unsupported(&res) => {
+                        // The last group cannot serve it, and an earlier one that
+                        // might have is down: the caller hears of the failures (a
+                        // 503: later may work), as a balancer's group answers.
+                        let mut merged =
+                            AllProvidersFailed::new(earlier).with_retry_after(retry_after);
+                        if let Some(reason) = last
+                            .as_ref()
+                            .and_then(|e| e.downcast_ref::<AllProvidersFailed>())
+                            .and_then(AllProvidersFailed::reason)
+                        {
+                            merged = merged.with_reason(reason);
+                        }
+                        return Err(merged.into());
+                    }
                     Ok(res) => return Ok(res),
                     Err(e) => match e.downcast_ref::<AllProvidersFailed>() {
                         // The whole group is down: on to the next group.
@@ -339,6 +354,12 @@ fn moves_on<B>(res: &Response<B>) -> bool {
                 | ClientErrorKind::Unsupported
         }
     )
+}
+
+/// Whether an answer is the typed refusal of a request this group's providers
+/// cannot serve ([`ClientErrorKind::Unsupported`]).
+fn unsupported<B>(res: &Response<B>) -> bool {
+    res.extensions().get::<ErrorHint>() == Some(&ErrorHint::Unsupported)
 }
 
 impl fmt::Debug for ModelRouter {
