@@ -829,6 +829,11 @@ fn unsupported_by_anthropic() -> Vec<(&'static str, serde_json::Value)> {
             serde_json::json!({"web_search_options": {}, "messages": user("Today's news?".into())}),
         ),
         (
+            "legacy functions",
+            serde_json::json!({"functions": [{"name": "get_weather", "parameters": {"type": "object"}}],
+                "messages": user("Weather in Paris?".into())}),
+        ),
+        (
             "a custom tool",
             serde_json::json!({"tools": [{"type": "custom", "custom": {"name": "sql", "description": "Runs SQL"}}],
                 "messages": user("Count the users".into())}),

@@ -59,6 +59,10 @@ struct ChatRequest<'a> {
     web_search_options: Option<&'a RawValue>,
     #[serde(borrow, default)]
     response_format: Option<ResponseFormat<'a>>,
+    /// OpenAI's legacy function calling, which the translation does not carry:
+    /// refused as unsupported rather than sent without the functions.
+    #[serde(borrow, default)]
+    functions: Option<Vec<&'a RawValue>>,
 }
 
 /// OpenAI's `response_format`: `text`, `json_object` or `json_schema`.
@@ -88,6 +92,8 @@ impl ChatRequest<'_> {
             Some("`logit_bias` is not supported by Anthropic")
         } else if set(self.audio) || self.modalities.iter().flatten().any(|m| &**m == "audio") {
             Some("audio output (`modalities`, `audio`) is not supported by Anthropic")
+        } else if self.functions.as_ref().is_some_and(|f| !f.is_empty()) {
+            Some("legacy `functions` are not supported by Anthropic's translation (use tools)")
         } else if set(self.web_search_options) {
             Some("`web_search_options` is not supported by Anthropic's chat translation")
         } else if self
@@ -532,6 +538,12 @@ pub fn request_to_anthropic(
             "user" => "user",
             "assistant" => "assistant",
             "tool" => "user",
+            // OpenAI's legacy function result: no tool-call id to answer.
+            "function" => {
+                return Err(TranslateError::unsupported(format!(
+                    "messages[{i}]: legacy `function` messages are not supported by Anthropic's translation (use tools)"
+                )));
+            }
             other => {
                 return Err(TranslateError::new(format!(
                     "messages[{i}]: unsupported role {other:?}"
