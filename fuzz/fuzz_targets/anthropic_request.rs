@@ -11,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
     let models = ModelMap::from_iter([("a", "claude-x"), ("gpt-4o", "claude-\"q\"")]);
     let opts = RequestOptions {
         models: &models,
-        default_max_tokens: 1024,
+        default_max_tokens: Some(1024),
     };
     if let Ok(r) = request_to_anthropic(data, &opts) {
         // Tool schemas are copied as they are: JSON that `serde_json::Value` cannot
