@@ -105,6 +105,19 @@ async fn primary_down() -> (Sim, Sim, tower_failover::Failover) {
     (primary, backup, stack)
 }
 
+/// Sends `body` through `stack`: the answer's status, and its body as text.
+async fn ask(stack: &tower_failover::Failover, body: impl Into<Bytes>) -> (StatusCode, String) {
+    let res = stack.clone().oneshot(post(body)).await.expect("an answer");
+    let status = res.status();
+    let body = res
+        .into_body()
+        .collect()
+        .await
+        .expect("a whole body")
+        .to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
 /// The stack users build from [`primary_and_backup_config`].
 fn primary_and_backup(primary: &Sim, backup: &Sim) -> tower_failover::Failover {
     Stack::from_config(&primary_and_backup_config(primary, backup))
@@ -870,15 +883,8 @@ async fn a_request_one_kind_of_provider_cannot_serve_goes_to_one_that_can() {
             .expect("a valid configuration");
         let stack = Stack::from_config(&config).unwrap().build().unwrap();
         for (what, body) in unsupported_by_anthropic() {
-            let res = stack.clone().oneshot(post(body.to_string())).await.unwrap();
-            let status = res.status();
-            let text = res.into_body().collect().await.unwrap().to_bytes();
-            assert_eq!(
-                status,
-                StatusCode::OK,
-                "{router}, {what}: {}",
-                String::from_utf8_lossy(&text)
-            );
+            let (status, text) = ask(&stack, body.to_string()).await;
+            assert_eq!(status, StatusCode::OK, "{router}, {what}: {text}");
             served += 1;
             assert_eq!(openai.counters().received, served, "{router}, {what}");
         }
@@ -923,10 +929,7 @@ async fn a_request_no_provider_can_serve_is_a_400_and_one_whose_server_is_down_a
     let stack = Stack::from_config(&only).unwrap().build().unwrap();
     let mut body = serde_json::from_str::<serde_json::Value>(&n2).unwrap();
     body["model"] = "claude-haiku-4-5".into();
-    let res = stack.clone().oneshot(post(body.to_string())).await.unwrap();
-    let status = res.status();
-    let text = res.into_body().collect().await.unwrap().to_bytes();
-    let text = String::from_utf8_lossy(&text);
+    let (status, text) = ask(&stack, body.to_string()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
     assert!(
         text.contains("n > 1 is not supported by Anthropic"),
@@ -1017,15 +1020,8 @@ async fn a_raised_body_limit_reaches_the_providers() {
         {"type": "text", "text": "What is this?"},
         {"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{big}")}}
     ]}]});
-    let res = stack.oneshot(post(body.to_string())).await.unwrap();
-    let status = res.status();
-    let text = res.into_body().collect().await.unwrap().to_bytes();
-    assert_eq!(
-        status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&text[..text.len().min(300)])
-    );
+    let (status, text) = ask(&stack, body.to_string()).await;
+    assert_eq!(status, StatusCode::OK, "{}", &text[..text.len().min(300)]);
     assert_eq!(primary.counters().received, 1);
 }
 
@@ -1056,15 +1052,8 @@ async fn a_parameter_one_provider_refuses_is_served_by_another() {
         with("metadata", serde_json::json!({"team": "search"})),
         with("max_tokens", 64.into()),
     ] {
-        let res = stack.clone().oneshot(post(body.clone())).await.unwrap();
-        let status = res.status();
-        let text = res.into_body().collect().await.unwrap().to_bytes();
-        assert_eq!(
-            status,
-            StatusCode::OK,
-            "{body}: {}",
-            String::from_utf8_lossy(&text)
-        );
+        let (status, text) = ask(&stack, body.clone()).await;
+        assert_eq!(status, StatusCode::OK, "{body}: {text}");
     }
     assert_eq!(strict.counters().received, 3, "each was tried there first");
     assert_eq!(lenient.counters().received, 3);
@@ -1082,14 +1071,9 @@ async fn a_parameter_one_provider_refuses_is_served_by_another() {
     // Alone, its refusal is the answer, as the provider wrote it.
     let alone = config(&[("strict", "openai", openai_base(&strict))]);
     let stack = Stack::from_config(&alone).unwrap().build().unwrap();
-    let res = stack
-        .oneshot(post(with("store", true.into())))
-        .await
-        .unwrap();
-    let status = res.status();
-    let text = res.into_body().collect().await.unwrap().to_bytes();
+    let (status, text) = ask(&stack, with("store", true.into())).await;
     assert_eq!(status.as_u16(), 422);
-    assert!(String::from_utf8_lossy(&text).contains("extra_forbidden"));
+    assert!(text.contains("extra_forbidden"));
 
     // Through the gateway too.
     let gw = start_gateway(&Config::from_toml_str(&text_of(&strict, &lenient)).unwrap()).await;
@@ -1149,10 +1133,8 @@ async fn a_prefill_ending_in_a_newline_is_answered_by_anthropic() {
             {"role": "assistant", "content": "Here is the JSON:\n"},
         ],
     });
-    let res = stack.oneshot(post(body.to_string())).await.unwrap();
-    let status = res.status();
-    let text = res.into_body().collect().await.unwrap().to_bytes();
-    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&text));
+    let (status, text) = ask(&stack, body.to_string()).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
     assert_eq!(backup.counters().received, 1);
 }
 
@@ -1174,11 +1156,9 @@ async fn a_json_schema_reaches_anthropic_as_its_structured_output() {
         "response_format": {"type": "json_schema",
             "json_schema": {"name": "city", "strict": true, "schema": schema}},
     });
-    let res = stack.oneshot(post(body.to_string())).await.unwrap();
-    let status = res.status();
-    let text = res.into_body().collect().await.unwrap().to_bytes();
-    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&text));
-    let answer: serde_json::Value = serde_json::from_slice(&text).unwrap();
+    let (status, text) = ask(&stack, body.to_string()).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let answer: serde_json::Value = serde_json::from_str(&text).unwrap();
     let content = answer["choices"][0]["message"]["content"].as_str().unwrap();
     let data: serde_json::Value =
         serde_json::from_str(content).unwrap_or_else(|e| panic!("{e}: {content}"));
