@@ -186,15 +186,6 @@ where
     }
 }
 
-fn is_unsupported(outcome: &Outcome) -> bool {
-    matches!(
-        outcome,
-        Outcome::ClientError {
-            kind: ClientErrorKind::Unsupported
-        }
-    )
-}
-
 fn is_shed(outcome: &Outcome) -> bool {
     matches!(
         outcome,
@@ -447,9 +438,10 @@ where
                     kind: ClientErrorKind::Unsupported,
                 } => {
                     // Well formed, but this provider's API lacks a feature the
-                    // request uses: a provider of another kind may serve it. It was
-                    // not sent, so like a shed attempt it spends no attempt and no
-                    // budget. With nothing left to try it is the answer if every
+                    // request uses: a provider of another kind may serve it. It did
+                    // no work there (refused by the adapter before sending, or by the
+                    // provider at once), so like a shed attempt it spends no attempt
+                    // and no budget. With nothing left to try it is the answer if every
                     // attempt met the same refusal; after a failure elsewhere the
                     // caller hears of the failures instead (a capable provider is
                     // down: later may work).
@@ -458,7 +450,7 @@ where
                         drop(res);
                         return Step::Next;
                     }
-                    if self.attempts.iter().all(|a| is_unsupported(&a.outcome)) {
+                    if self.attempts.iter().all(|a| a.outcome.is_unsupported()) {
                         Step::Done(Ok(res))
                     } else {
                         Step::Done(Err(self.all_failed(None, now)))

@@ -53,6 +53,31 @@ impl ConfigError {
         }
     }
 
+    /// The same error read from the file at `path`: `path: field: reason`, or
+    /// `path: reason` for an error of the file as a whole (a TOML mistake names no
+    /// field).
+    ///
+    /// ```
+    /// use tower_failover_core::ConfigError;
+    ///
+    /// let typo = ConfigError::new("", "invalid TOML: unknown field `routr`");
+    /// assert_eq!(typo.in_file("gw.toml").to_string(), "gw.toml: invalid TOML: unknown field `routr`");
+    /// let bad = ConfigError::new("circuit.cooldown", "must be positive");
+    /// assert_eq!(bad.in_file("gw.toml").to_string(), "gw.toml: circuit.cooldown: must be positive");
+    /// ```
+    pub fn in_file(self, path: impl AsRef<std::path::Path>) -> Self {
+        let path = path.as_ref().display();
+        let field = if self.field.is_empty() {
+            path.to_string()
+        } else {
+            format!("{path}: {}", self.field)
+        };
+        ConfigError {
+            field,
+            reason: self.reason,
+        }
+    }
+
     /// The field at fault, with its path.
     pub fn field(&self) -> &str {
         &self.field

@@ -89,6 +89,18 @@ impl Outcome {
         )
     }
 
+    /// Whether this is the refusal of a well-formed request the provider cannot
+    /// serve ([`ClientErrorKind::Unsupported`]): routers try another provider, and
+    /// answer it only when every one they tried refused the same way.
+    pub const fn is_unsupported(&self) -> bool {
+        matches!(
+            self,
+            Outcome::ClientError {
+                kind: ClientErrorKind::Unsupported
+            }
+        )
+    }
+
     /// A short stable name for logs and metrics: `success`, `failure`,
     /// `rate_limited`, `rejected`, `client_error`.
     pub const fn as_str(&self) -> &'static str {

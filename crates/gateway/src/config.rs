@@ -130,14 +130,7 @@ impl GatewayConfig {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::new(path.display().to_string(), e.to_string()))?;
-        GatewayConfig::from_toml_str(&text).map_err(|e| {
-            // A TOML error names no field: the path alone, not "path: : reason".
-            let field = match e.field() {
-                "" => path.display().to_string(),
-                f => format!("{}: {f}", path.display()),
-            };
-            ConfigError::new(field, e.reason())
-        })
+        GatewayConfig::from_toml_str(&text).map_err(|e| e.in_file(path))
     }
 
     /// Applies the overrides of the [module documentation](self), reading each

@@ -539,13 +539,7 @@ impl Config {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::new(path.display().to_string(), e.to_string()))?;
-        Config::from_toml_str(&text).map_err(|e| {
-            let field = match e.field() {
-                "" => path.display().to_string(),
-                f => format!("{}: {f}", path.display()),
-            };
-            ConfigError::new(field, e.reason().to_owned())
-        })
+        Config::from_toml_str(&text).map_err(|e| e.in_file(path))
     }
 
     /// Refuses invalid values, naming the field. Does not read the environment

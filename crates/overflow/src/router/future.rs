@@ -16,7 +16,7 @@ use tower::BoxError;
 use tower_failover_core::error::{AllProvidersFailed, Attempt};
 use tower_failover_core::metrics;
 use tower_failover_core::replay::clone_request;
-use tower_failover_core::{Classify, ClientErrorKind, Deadline, Outcome};
+use tower_failover_core::{Classify, Deadline, Outcome};
 use tower_service::Service;
 
 use crate::error::{REASON_ALL_LIMITED, REASON_BUDGET, REASON_QUEUE_FULL, REASON_TOO_LONG};
@@ -382,7 +382,7 @@ where
                         // account refusal's body is never the caller's to see.
                         let account =
                             matches!(outcome, Outcome::Failure { kind } if kind.is_account());
-                        if is_unsupported(&outcome) {
+                        if outcome.is_unsupported() {
                             // Well formed, but this target's API lacks a feature the
                             // request uses: another available target may serve it.
                             // Answered as it is when none is left and every target
@@ -393,7 +393,7 @@ where
                             if ctx.req.is_some() && ctx.shared.first_available(now, met).is_some() {
                                 drop(res);
                                 ctx.hop(false, outcome, None, now)
-                            } else if ctx.attempts.iter().all(|a| is_unsupported(&a.outcome)) {
+                            } else if ctx.attempts.iter().all(|a| a.outcome.is_unsupported()) {
                                 this.state.set(State::Done);
                                 return Poll::Ready(Ok(res));
                             } else {
@@ -489,14 +489,4 @@ where
             apply(this.state.as_mut(), this.ctx, step);
         }
     }
-}
-
-/// A well-formed request this target's API cannot serve ([`ClientErrorKind::Unsupported`]).
-fn is_unsupported(outcome: &Outcome) -> bool {
-    matches!(
-        outcome,
-        Outcome::ClientError {
-            kind: ClientErrorKind::Unsupported
-        }
-    )
 }
