@@ -2,7 +2,9 @@
 //! the very bytes the stack buffered (over real loopback HTTP, checked by what the
 //! simulated provider received), and the body's JSON is parsed once per request,
 //! however many layers read it (model routing, the quota estimator, validation, the
-//! provider adapter) and however many providers are tried.
+//! provider adapter) and however many providers are tried. The answer too is read
+//! once: the provider reads it whole (for its usage) and leaves an outline of its
+//! members that output validation reads instead of the whole answer again.
 
 mod common;
 
@@ -12,6 +14,7 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 use tower::ServiceExt;
+use tower_failover::json::{Outline, readers_on_this_thread};
 use tower_failover::request::parses_on_this_thread;
 use tower_failover::sim::{Fault, FaultSpec, Flavor, Sim};
 use tower_failover::{Config, Stack};
@@ -44,18 +47,25 @@ fn received_bodies(sim: &Sim) -> Vec<Bytes> {
 }
 
 /// Through the gateway with a real client: the provider receives the caller's
-/// bytes unchanged, and the body was parsed once (the gateway, the client and the
-/// simulated providers all run on this test's single thread).
+/// bytes unchanged, the body was parsed once and the answer read once (the
+/// gateway, the client and the simulated providers all run on this test's single
+/// thread).
 #[tokio::test]
 async fn the_gateway_sends_the_buffered_bytes_and_parses_once() {
     let (first, second) = (sim("first", 1).await, sim("second", 2).await);
     let gw = start(&config(&first, &second)).await;
 
     let before = parses_on_this_thread();
+    let answers_before = readers_on_this_thread();
     let answer = gw.send("POST", "/v1/chat/completions", BODY).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.served_by(), "first/m");
     assert_eq!(parses_on_this_thread() - before, 1, "one parse per request");
+    assert_eq!(
+        readers_on_this_thread() - answers_before,
+        1,
+        "one read of the answer, validation included"
+    );
     assert_eq!(
         received_bodies(&first),
         [Bytes::from_static(BODY.as_bytes())]
@@ -119,4 +129,46 @@ async fn only_the_model_name_is_rewritten() {
     let want = body.replace("\"model\":\"smart\"", "\"model\":\"m\"");
     assert_ne!(want, body);
     assert_eq!(received_bodies(&target), [Bytes::from(want)]);
+}
+
+/// Through `Stack::from_config` with the default validation: a JSON answer is read
+/// whole once (the provider's read, for its usage), and validation goes through
+/// the outline that read left beside it, which reaches the caller with the very
+/// bytes of the answer.
+#[tokio::test]
+async fn the_answer_is_read_once_and_its_outline_travels_with_it() {
+    let (first, second) = (sim("first", 6).await, sim("second", 7).await);
+    let stack = Stack::from_config(&config(&first, &second))
+        .unwrap()
+        .build()
+        .unwrap();
+    let before = readers_on_this_thread();
+    let req = Request::post("/v1/chat/completions")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(BODY.as_bytes())))
+        .unwrap();
+    let res = stack.oneshot(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        readers_on_this_thread() - before,
+        1,
+        "one read of the answer, validation included"
+    );
+    let outline = res
+        .extensions()
+        .get::<Outline>()
+        .expect("the provider's outline reaches the caller")
+        .clone();
+    let body = http_body_util::BodyExt::collect(res.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(outline.bytes(), &body);
+    assert_eq!(
+        outline.bytes().as_ptr(),
+        body.as_ptr(),
+        "the same bytes, not a copy"
+    );
+    let keys: Vec<_> = outline.members().map(|(k, _)| k.to_vec()).collect();
+    assert!(keys.contains(&b"choices".to_vec()) && keys.contains(&b"usage".to_vec()));
 }

@@ -39,6 +39,18 @@ use std::borrow::Cow;
 use std::fmt;
 use std::ops::Range;
 
+thread_local! {
+    static READERS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// How many documents this thread has begun to read with [`Reader::new`] (an
+/// [`Outline`] included); a test hook for "the answer is read once" (a
+/// current-thread runtime runs a whole request on one thread).
+#[doc(hidden)]
+pub fn readers_on_this_thread() -> u64 {
+    READERS.with(std::cell::Cell::get)
+}
+
 /// The deepest nesting the reader follows (`serde_json` stops at 128).
 pub const MAX_DEPTH: u32 = 100;
 
@@ -153,6 +165,7 @@ fn hex4(b: &[u8]) -> Option<u32> {
 impl<'a> Reader<'a> {
     /// A reader at the start of `bytes`.
     pub fn new(bytes: &'a [u8]) -> Self {
+        READERS.with(|n| n.set(n.get() + 1));
         Reader {
             bytes,
             at: 0,
@@ -541,6 +554,161 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// The most members an [`Outline`] keeps (an OpenAI chat completion has eight at
+/// the top level; compatible servers add a few).
+pub const OUTLINE_MEMBERS: usize = 16;
+
+/// Where each top-level member of a JSON object is, found by one strict read of
+/// the whole document, so that a second reader of the same bytes can go straight
+/// to the members it wants instead of reading everything again.
+///
+/// The provider service reads every JSON answer whole (for its `usage`, and to
+/// refuse a malformed one); output validation above it reads the same bytes for a
+/// few members. The provider leaves the outline it made in the response's
+/// [extensions](http::Response::extensions); validation takes it only if it was
+/// made from the very bytes it holds ([`Outline::of`]: the same allocation and
+/// length), so a layer between them that rewrites the body is safe: the outline is
+/// then ignored and the body read again.
+///
+/// An outline vouches that the bytes are one JSON object read as strictly as
+/// [`Reader`] reads (serde_json would parse it into a `Value`), with each member's
+/// key (without escapes) and value; duplicate keys are kept in order, as the
+/// bytes have them. An object with more than [`OUTLINE_MEMBERS`] members, or with
+/// anything the reader cannot vouch for, has none ([`Unsure`]).
+///
+/// ```
+/// use bytes::Bytes;
+/// use tower_failover_core::json::{Kind, Outline};
+///
+/// let body = Bytes::from_static(br#"{"id":"x","choices":[],"usage":{"prompt_tokens":3}}"#);
+/// let outline = Outline::read(&body).unwrap();
+/// let (key, mut value) = outline.members().nth(2).unwrap();
+/// assert_eq!(key, b"usage");
+/// assert_eq!(value.peek().unwrap(), Kind::Object);
+/// assert_eq!(&body[value.skip().unwrap()], br#"{"prompt_tokens":3}"#);
+///
+/// // Only the bytes it was read from: a copy of them is not vouched for.
+/// let mut res = http::Response::new(());
+/// res.extensions_mut().insert(outline);
+/// assert!(Outline::of(&body, res.extensions()).is_some());
+/// assert!(Outline::of(&Bytes::copy_from_slice(&body), res.extensions()).is_none());
+/// ```
+#[derive(Clone)]
+pub struct Outline {
+    bytes: bytes::Bytes,
+    len: u8,
+    /// Per member: its key's first byte and end, and its value's first byte.
+    members: [[u32; 3]; OUTLINE_MEMBERS],
+}
+
+impl Outline {
+    /// Reads `bytes` whole: one JSON object and nothing after it but blanks.
+    pub fn read(bytes: &bytes::Bytes) -> Result<Outline> {
+        Outline::read_with(bytes, |_, _| Ok(false))?.ok_or(Unsure)
+    }
+
+    /// [`read`](Self::read), handing each member to `visit` on the way: it may read
+    /// the value with the reader it is given (then it returns `true`, and must have
+    /// read the value whole), or leave it to be skipped (`false`). A reader that
+    /// wants one member reads it here instead of going through the outline after.
+    ///
+    /// `Ok(None)`: the object has more members than an outline keeps; `visit` has
+    /// still seen every one of them.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use tower_failover_core::json::Outline;
+    ///
+    /// let body = Bytes::from_static(br#"{"usage":{"prompt_tokens":3},"id":"x"}"#);
+    /// let mut usage = None;
+    /// let outline = Outline::read_with(&body, |key, value| {
+    ///     if key == b"usage" {
+    ///         usage = Some(value.skip()?);
+    ///         return Ok(true);
+    ///     }
+    ///     Ok(false)
+    /// });
+    /// assert_eq!(outline.unwrap().unwrap().members().count(), 2);
+    /// assert_eq!(&body[usage.unwrap()], br#"{"prompt_tokens":3}"#);
+    /// ```
+    pub fn read_with<'b>(
+        bytes: &'b bytes::Bytes,
+        mut visit: impl FnMut(&'b [u8], &mut Reader<'b>) -> Result<bool>,
+    ) -> Result<Option<Outline>> {
+        // Offsets are kept in 32 bits.
+        if u32::try_from(bytes.len()).is_err() {
+            return Err(Unsure);
+        }
+        let mut r = Reader::new(bytes);
+        r.object()?;
+        let mut members = [[0u32; 3]; OUTLINE_MEMBERS];
+        let mut len = 0;
+        let mut first = true;
+        while let Some(key) = r.key(&mut first)? {
+            let value_at = r.position();
+            if !visit(key, &mut r)? {
+                r.skip()?;
+            }
+            if let Some(slot) = members.get_mut(len) {
+                // The key is a sub-slice of `bytes`: its offset is its distance.
+                let key_at = key.as_ptr() as usize - bytes.as_ptr() as usize;
+                // Every offset is at most `bytes.len()`, checked above to fit.
+                *slot = [key_at, key_at + key.len(), value_at].map(|n| n as u32);
+            }
+            len += 1;
+        }
+        r.end()?;
+        Ok((len <= OUTLINE_MEMBERS).then(|| Outline {
+            bytes: bytes.clone(),
+            len: len as u8,
+            members,
+        }))
+    }
+
+    /// The outline among `extensions`, if it was read from exactly `bytes`.
+    pub fn of<'e>(bytes: &[u8], extensions: &'e http::Extensions) -> Option<&'e Outline> {
+        extensions
+            .get::<Outline>()
+            .filter(|o| o.bytes.as_ptr() == bytes.as_ptr() && o.bytes.len() == bytes.len())
+    }
+
+    /// The bytes this outline was read from.
+    pub fn bytes(&self) -> &bytes::Bytes {
+        &self.bytes
+    }
+
+    /// Each member in order: its key, and a reader at its value (inside the
+    /// object, so nesting limits count as for a reader that got there itself).
+    pub fn members(&self) -> impl Iterator<Item = (&[u8], Reader<'_>)> + '_ {
+        let bytes: &[u8] = &self.bytes;
+        self.members[..usize::from(self.len)]
+            .iter()
+            .map(move |&[key, key_end, value]| {
+                let key = &bytes[key as usize..key_end as usize];
+                let reader = Reader {
+                    bytes,
+                    at: value as usize,
+                    depth: 1,
+                    any_number: false,
+                };
+                (key, reader)
+            })
+    }
+}
+
+impl fmt::Debug for Outline {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let keys: Vec<_> = self
+            .members()
+            .map(|(k, _)| String::from_utf8_lossy(k))
+            .collect();
+        f.debug_struct("Outline")
+            .field("bytes", &self.bytes.len())
+            .field("keys", &keys)
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -698,6 +866,115 @@ mod tests {
         prop::collection::vec(piece, 0..24).prop_map(|p| p.concat())
     }
 
+    /// The members a reader finds walking the object itself: each key, and the
+    /// bytes of its value.
+    fn walked(bytes: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut r = Reader::new(bytes);
+        r.object()?;
+        let mut out = Vec::new();
+        let mut first = true;
+        while let Some(key) = r.key(&mut first)? {
+            let value = r.skip()?;
+            out.push((key.to_vec(), bytes[value].to_vec()));
+        }
+        r.end()?;
+        Ok(out)
+    }
+
+    /// The same members, from an outline.
+    fn outlined(bytes: &bytes::Bytes) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let outline = Outline::read(bytes)?;
+        let mut out = Vec::new();
+        for (key, mut value) in outline.members() {
+            let at = value.skip().expect("an outlined value reads again");
+            out.push((key.to_vec(), bytes[at].to_vec()));
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn an_outline_finds_the_members_a_walk_finds() {
+        for text in [
+            r#"{}"#,
+            r#" { "a" : 1 , "b":[1,{"c":"}"}], "a":null } "#,
+            r#"{"id":"chatcmpl-1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"h\u00e9"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9}}"#,
+        ] {
+            let bytes = bytes::Bytes::from(text);
+            assert_eq!(outlined(&bytes), walked(&bytes), "{text}");
+            assert!(outlined(&bytes).is_ok(), "{text}");
+        }
+        // What a walk refuses, an outline refuses; and one member too many.
+        for text in [
+            r#"[1]"#,
+            r#"{"a":1,}"#,
+            r#"{"a":1} x"#,
+            r#"{"\u0061":1}"#,
+            r#"{"a":01}"#,
+        ] {
+            let bytes = bytes::Bytes::from(text);
+            assert!(
+                walked(&bytes).is_err() && Outline::read(&bytes).is_err(),
+                "{text}"
+            );
+        }
+        let wide: String = (0..=OUTLINE_MEMBERS)
+            .map(|i| format!(",\"k{i}\":{i}"))
+            .collect();
+        let wide = bytes::Bytes::from(format!("{{{}}}", &wide[1..]));
+        assert!(walked(&wide).is_ok());
+        assert!(Outline::read(&wide).is_err(), "more members than it keeps");
+        let mut seen = 0;
+        let none = Outline::read_with(&wide, |_, _| {
+            seen += 1;
+            Ok(false)
+        });
+        assert!(matches!(none, Ok(None)));
+        assert_eq!(seen, OUTLINE_MEMBERS + 1, "every member is still visited");
+        // A member the visitor reads is not skipped again, and is outlined.
+        let body = bytes::Bytes::from_static(br#"{"a":[1,2],"b":true}"#);
+        let outline = Outline::read_with(&body, |key, r| {
+            if key == b"a" {
+                r.skip()?;
+                return Ok(true);
+            }
+            Ok(false)
+        });
+        let outline = outline.unwrap().unwrap();
+        assert_eq!(outlined(&body), walked(&body));
+        let (_, mut a) = outline.members().next().unwrap();
+        assert_eq!(&body[a.skip().unwrap()], b"[1,2]");
+        // A visitor that leaves its value half read: the document is refused.
+        let half = Outline::read_with(&body, |key, r| {
+            if key == b"a" {
+                r.array()?;
+                return Ok(true);
+            }
+            Ok(false)
+        });
+        assert!(half.is_err());
+    }
+
+    #[test]
+    fn an_outline_is_found_only_beside_the_bytes_it_was_read_from() {
+        let body = bytes::Bytes::from_static(br#"{"a":1}"#);
+        let mut ext = http::Extensions::new();
+        assert!(Outline::of(&body, &ext).is_none());
+        ext.insert(Outline::read(&body).unwrap());
+        assert!(Outline::of(&body, &ext).is_some());
+        assert!(
+            Outline::of(&body.clone(), &ext).is_some(),
+            "a clone shares the bytes"
+        );
+        // The same text elsewhere, or a part of the same bytes: not vouched for.
+        assert!(Outline::of(&bytes::Bytes::copy_from_slice(&body), &ext).is_none());
+        assert!(Outline::of(&body.slice(..3), &ext).is_none());
+        let outline = ext.get::<Outline>().unwrap();
+        assert_eq!(
+            format!("{outline:?}"),
+            r#"Outline { bytes: 7, keys: ["a"] }"#
+        );
+    }
+
     proptest::proptest! {
         #[test]
         fn never_accepts_what_serde_json_refuses(text in texty()) {
@@ -705,6 +982,13 @@ mod tests {
                 let v = serde_json::from_str::<serde_json::Value>(&text);
                 proptest::prop_assert!(v.is_ok(), "{:?}", text);
             }
+        }
+
+        #[test]
+        fn an_outline_agrees_with_a_walk(body in texty()) {
+            let text = format!("{{\"k\":{body}}}");
+            let bytes = bytes::Bytes::from(text.clone());
+            proptest::prop_assert_eq!(outlined(&bytes), walked(&bytes), "{:?}", text);
         }
 
         #[test]

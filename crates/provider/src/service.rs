@@ -30,7 +30,7 @@ use crate::translate::anthropic::{
     RequestOptions, StreamTranslator, error_to_openai, openai_error, request_to_anthropic,
     response_to_openai,
 };
-use crate::translate::openai::{StreamScan, prepare_request, response_usage};
+use crate::translate::openai::{StreamScan, prepare_request, read_answer};
 use crate::usage::{PriceTable, UsageHandle, UsageSink};
 
 /// Where requests go: scheme, host and the path prefix of the base URL.
@@ -513,11 +513,17 @@ where
             ),
             Err(e) => return Err(e.with_provider(provider).into()),
         },
-        Plan::OpenAi { .. } if is_json(&rparts.headers) => match response_usage(&body) {
-            Ok(u) => (
-                body,
-                u.map(|u| (u.prompt_tokens, u.completion_tokens, 0, 0)),
-            ),
+        Plan::OpenAi { .. } if is_json(&rparts.headers) => match read_answer(&body) {
+            Ok((u, outline)) => {
+                // For output validation above: the members it reads, found.
+                if let Some(outline) = outline {
+                    rparts.extensions.insert(outline);
+                }
+                (
+                    body,
+                    u.map(|u| (u.prompt_tokens, u.completion_tokens, 0, 0)),
+                )
+            }
             Err(e) => return Err(e.with_provider(provider).into()),
         },
         _ => (body, None),

@@ -257,8 +257,7 @@ where
                         this.state.set(State::Done);
                         let verdict = check_buffered(
                             &*shared.validator,
-                            parts.status,
-                            &parts.headers,
+                            &parts,
                             &bytes,
                             shared.wire,
                             shared.max_body,

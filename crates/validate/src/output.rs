@@ -156,7 +156,14 @@ mod fast;
 /// The fast reader alone, for the fuzz target that holds it to the `Value` reader.
 #[cfg(feature = "fuzzing")]
 pub(crate) fn fast_read(body: &[u8], wire: Option<Wire>, cap: usize) -> Option<Facts> {
-    fast::read(body, wire, cap)
+    fast::read(body, wire, cap, None)
+}
+
+/// The fast reader through an outline of `body` (as the provider leaves one).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn outlined_read(body: &bytes::Bytes, wire: Option<Wire>, cap: usize) -> Option<Facts> {
+    let outline = tower_failover_core::json::Outline::read(body).ok()?;
+    fast::read(body, wire, cap, Some(&outline))
 }
 
 /// A buffered body's JSON for [`Output::json`], parsed the first time it is
@@ -274,8 +281,13 @@ impl Facts {
     /// Reads a buffered body: the usual OpenAI answer without building a `Value`
     /// ([`fast`]), anything else through one. The `Value` is returned when one was
     /// built.
-    pub(crate) fn from_body(body: &[u8], wire: Option<Wire>, cap: usize) -> (Facts, Option<Value>) {
-        match fast::read(body, wire, cap) {
+    pub(crate) fn from_body(
+        body: &[u8],
+        wire: Option<Wire>,
+        cap: usize,
+        outline: Option<&tower_failover_core::json::Outline>,
+    ) -> (Facts, Option<Value>) {
+        match fast::read(body, wire, cap, outline) {
             Some(facts) => (facts, None),
             None => Facts::from_value(body, wire, cap),
         }
@@ -813,7 +825,7 @@ mod tests {
     use super::*;
 
     fn body(s: &str) -> Facts {
-        Facts::from_body(s.as_bytes(), None, 1 << 20).0
+        Facts::from_body(s.as_bytes(), None, 1 << 20, None).0
     }
 
     fn stream(events: &[(&str, &str)]) -> Facts {

@@ -4,9 +4,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderMap, StatusCode};
 use tower_failover_core::RejectKind;
 use tower_failover_core::error::Invalid;
+use tower_failover_core::json::Outline;
 use tower_failover_core::replay::ReplayBody;
 
 use crate::output::{Facts, LazyJson, Output, Wire};
@@ -210,32 +210,27 @@ impl Validator for Validators {
 /// ```
 pub fn check_body<V: Validator + ?Sized>(validator: &V, body: &[u8]) -> Verdict {
     let body = Bytes::copy_from_slice(body);
-    check_buffered(
-        validator,
-        StatusCode::OK,
-        &HeaderMap::new(),
-        &body,
-        None,
-        usize::MAX,
-        None,
-    )
+    let (parts, ()) = http::Response::new(()).into_parts();
+    check_buffered(validator, &parts, &body, None, usize::MAX, None)
 }
 
-/// Runs `validator` on a complete buffered body; `Wait` counts as `Pass`.
+/// Runs `validator` on a complete buffered body; `Wait` counts as `Pass`. The
+/// body is read through the [`Outline`] the provider left in `parts` when it was
+/// made from these very bytes.
 pub(crate) fn check_buffered<V: Validator + ?Sized>(
     validator: &V,
-    status: StatusCode,
-    headers: &HeaderMap,
+    parts: &http::response::Parts,
     body: &Bytes,
     wire: Option<Wire>,
     cap: usize,
     request: Option<&ReplayBody>,
 ) -> Verdict {
-    let (facts, json) = Facts::from_body(body, wire, cap);
+    let outline = Outline::of(body, &parts.extensions);
+    let (facts, json) = Facts::from_body(body, wire, cap, outline);
     let json = LazyJson::new(body, json, facts.json_error.is_some());
     let out = Output {
-        status,
-        headers,
+        status: parts.status,
+        headers: &parts.headers,
         body: Some(body),
         json: Some(&json),
         facts: &facts,

@@ -15,7 +15,7 @@ use memchr::memmem;
 use serde::Deserialize;
 use tower_failover_core::RejectKind;
 use tower_failover_core::error::Invalid;
-use tower_failover_core::json::{self, Kind, Reader, Unsure};
+use tower_failover_core::json::{self, Kind, Outline, Reader, Unsure};
 use tower_failover_core::replay::ReplayBody;
 use tower_failover_core::request::Shape;
 
@@ -330,57 +330,72 @@ struct WithUsage {
     usage: Option<WireUsage>,
 }
 
-/// Reads the `usage` of a JSON response. The body must be JSON; a missing or null
-/// `usage` (some compatible servers omit it) is `None`.
+/// Reads a JSON answer once, for its `usage` and for the [`Outline`] of its
+/// members, which output validation above reads instead of the whole body again.
+/// The body must be JSON; a missing or null `usage` (some compatible servers omit
+/// it) is `None`.
 ///
-/// The usual answer is read by [`quick_usage`]; whatever it cannot vouch for
+/// The usual answer is read by [`quick_answer`]; whatever it cannot vouch for
 /// (malformed JSON included) is read by serde_json, which decides and words the
-/// error.
-pub(crate) fn response_usage(body: &[u8]) -> Result<Option<WireUsage>, Invalid> {
-    match quick_usage(body) {
-        Ok(usage) => Ok(usage),
-        Err(Unsure) => serde_usage(body),
+/// error, and leaves no outline.
+pub(crate) fn read_answer(body: &Bytes) -> Result<(Option<WireUsage>, Option<Outline>), Invalid> {
+    match quick_answer(body) {
+        Ok(read) => Ok(read),
+        Err(Unsure) => serde_usage(body).map(|usage| (usage, None)),
     }
 }
 
-/// [`response_usage`] through serde alone: the reference [`quick_usage`] is held to.
+/// [`read_answer`]'s usage alone (the tests' and the fuzz target's entry).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn response_usage(body: &[u8]) -> Result<Option<WireUsage>, Invalid> {
+    read_answer(&Bytes::copy_from_slice(body)).map(|(usage, _)| usage)
+}
+
+/// [`read_answer`] through serde alone: the reference [`quick_answer`] is held to.
 pub(crate) fn serde_usage(body: &[u8]) -> Result<Option<WireUsage>, Invalid> {
     serde_json::from_slice::<WithUsage>(body)
         .map(|w| w.usage)
         .map_err(|e| Invalid::new(RejectKind::InvalidJson, e.to_string()))
 }
 
-/// The top-level `usage` of a JSON object, read with core's strict reader: the
-/// rest of the body is checked and skipped without going through serde. Gives up
-/// (for [`serde_usage`] to decide) on anything but the plain case: a body that is
-/// not an object, a `usage` that is neither an object nor `null`, a key read twice
-/// (serde refuses duplicate fields), a token count that is not a plain unsigned
-/// integer, a key with escapes.
+/// [`quick_answer`]'s usage alone, or [`Unsure`].
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn quick_usage(body: &[u8]) -> json::Result<Option<WireUsage>> {
-    let mut r = Reader::new(body);
-    r.object()?;
+    quick_answer(&Bytes::copy_from_slice(body)).map(|(usage, _)| usage)
+}
+
+/// The top-level `usage` of a JSON object, read with core's strict reader in the
+/// same pass that outlines the object (the rest of the body is checked and
+/// skipped without going through serde). Gives up (for [`serde_usage`] to decide)
+/// on anything but the plain case: a body that is not an object, a `usage` that is
+/// neither an object nor `null`, a key read twice (serde refuses duplicate
+/// fields), a token count that is not a plain unsigned integer, a key with escapes.
+fn quick_answer(body: &Bytes) -> json::Result<(Option<WireUsage>, Option<Outline>)> {
     let mut usage = None;
     let mut seen = false;
-    let mut first = true;
-    while let Some(key) = r.key(&mut first)? {
+    let outline = Outline::read_with(body, |key, r| {
         if key != b"usage" {
-            r.skip()?;
-            continue;
+            return Ok(false);
         }
         if std::mem::replace(&mut seen, true) {
             return Err(Unsure);
         }
-        usage = match r.peek()? {
-            Kind::Null => {
-                r.null()?;
-                None
-            }
-            Kind::Object => Some(quick_counts(&mut r)?),
-            _ => return Err(Unsure),
-        };
+        usage = usage_value(r)?;
+        Ok(true)
+    })?;
+    Ok((usage, outline))
+}
+
+/// A `usage` member's value: `null`, or an object of counts.
+fn usage_value(r: &mut Reader<'_>) -> json::Result<Option<WireUsage>> {
+    match r.peek()? {
+        Kind::Null => {
+            r.null()?;
+            Ok(None)
+        }
+        Kind::Object => Ok(Some(quick_counts(r)?)),
+        _ => Err(Unsure),
     }
-    r.end()?;
-    Ok(usage)
 }
 
 /// A `usage` object's two counts, read as [`super::count::de`] reads them.

@@ -17,7 +17,7 @@
 use std::borrow::Cow;
 
 use serde_json::Value;
-use tower_failover_core::json::{self, Kind, Reader, Unsure};
+use tower_failover_core::json::{self, Kind, Outline, Reader, Unsure};
 
 use serde::de::IgnoredAny;
 
@@ -27,11 +27,22 @@ use super::{
 };
 
 /// The facts of `body`, or `None` when only the `Value` path can tell them.
-pub(super) fn read(body: &[u8], wire: Option<Wire>, cap: usize) -> Option<Facts> {
+///
+/// `outline`, when the provider left one for exactly these bytes, says where the
+/// top-level members are: only the members read here are read again.
+pub(super) fn read(
+    body: &[u8],
+    wire: Option<Wire>,
+    cap: usize,
+    outline: Option<&Outline>,
+) -> Option<Facts> {
     if wire == Some(Wire::Anthropic) {
         return None;
     }
-    let doc = read_doc(body).ok()?;
+    let doc = match outline {
+        Some(outline) => outlined_doc(outline, body).ok()?,
+        None => read_doc(body).ok()?,
+    };
     let mut facts = Facts::new(wire, cap);
     if let Some(err) = &doc.error {
         facts.error = Some(error_message(err));
@@ -110,32 +121,64 @@ struct Doc<'a> {
     content: bool,
 }
 
+/// The members of the top level [`read_doc`] looks at, as they are found.
+#[derive(Default)]
+struct DocMembers<'a> {
+    error: Option<Option<Value>>,
+    ty: Option<Shallow<'a>>,
+    choices: Option<Choices<'a>>,
+    content: Option<()>,
+}
+
+impl<'a> DocMembers<'a> {
+    /// Reads the member `key` whose value `r` is at, if it is one of ours; returns
+    /// whether it was (the value is then consumed).
+    fn member(&mut self, key: &[u8], r: &mut Reader<'a>, body: &'a [u8]) -> json::Result<bool> {
+        match key {
+            b"error" => once(&mut self.error, error_value(r, body)?)?,
+            b"type" => once(&mut self.ty, shallow(r)?)?,
+            b"choices" => once(&mut self.choices, read_choices(r)?)?,
+            b"content" => {
+                r.skip()?;
+                once(&mut self.content, ())?;
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    fn doc(self) -> Doc<'a> {
+        Doc {
+            error: self.error.flatten(),
+            ty: self.ty.unwrap_or(Shallow::Missing),
+            choices: self.choices,
+            content: self.content.is_some(),
+        }
+    }
+}
+
 fn read_doc(body: &[u8]) -> json::Result<Doc<'_>> {
     let mut r = Reader::new(body);
     r.object()?;
-    let (mut error, mut ty, mut choices, mut content) = (None, None, None, None);
+    let mut members = DocMembers::default();
     let mut first = true;
     while let Some(key) = r.key(&mut first)? {
-        match key {
-            b"error" => once(&mut error, error_value(&mut r, body)?)?,
-            b"type" => once(&mut ty, shallow(&mut r)?)?,
-            b"choices" => once(&mut choices, read_choices(&mut r)?)?,
-            b"content" => {
-                r.skip()?;
-                once(&mut content, ())?;
-            }
-            _ => {
-                r.skip()?;
-            }
+        if !members.member(key, &mut r, body)? {
+            r.skip()?;
         }
     }
     r.end()?;
-    Ok(Doc {
-        error: error.flatten(),
-        ty: ty.unwrap_or(Shallow::Missing),
-        choices,
-        content: content.is_some(),
-    })
+    Ok(members.doc())
+}
+
+/// [`read_doc`] through an outline of `body`: the other members are not read at
+/// all (the outline's read vouched for them).
+fn outlined_doc<'a>(outline: &'a Outline, body: &'a [u8]) -> json::Result<Doc<'a>> {
+    let mut members = DocMembers::default();
+    for (key, mut r) in outline.members() {
+        members.member(key, &mut r, body)?;
+    }
+    Ok(members.doc())
 }
 
 /// `choices`: not an array, empty, or its first element.
@@ -471,8 +514,21 @@ mod tests {
     use super::*;
 
     /// The facts both ways, as comparable text.
+    /// The facts read through the outline the provider would leave beside `body`
+    /// (when it leaves one), else as read without one: the two must agree.
+    fn outlined(body: &[u8], wire: Option<Wire>) -> Option<String> {
+        let bytes = bytes::Bytes::copy_from_slice(body);
+        let outline = Outline::read(&bytes).ok();
+        read(&bytes, wire, 64, outline.as_ref()).map(|f| format!("{f:?}"))
+    }
+
     fn both(body: &str, wire: Option<Wire>) -> (Option<String>, String) {
-        let fast = read(body.as_bytes(), wire, 64).map(|f| format!("{f:?}"));
+        let fast = read(body.as_bytes(), wire, 64, None).map(|f| format!("{f:?}"));
+        assert_eq!(
+            outlined(body.as_bytes(), wire),
+            fast,
+            "through an outline: {body}"
+        );
         let slow = format!("{:?}", Facts::from_value(body.as_bytes(), wire, 64).0);
         (fast, slow)
     }
@@ -541,7 +597,7 @@ mod tests {
         }
         // The usual answers take the fast path.
         for body in &bodies[..31] {
-            assert!(read(body.as_bytes(), None, 64).is_some(), "{body}");
+            assert!(read(body.as_bytes(), None, 64, None).is_some(), "{body}");
         }
     }
 
@@ -646,7 +702,14 @@ mod tests {
                     *b = byte;
                 }
                 for bytes in [&body.as_bytes()[..at], &bent[..]] {
-                    if let Some(fast) = read(bytes, None, 64) {
+                    let fast = read(bytes, None, 64, None);
+                    proptest::prop_assert_eq!(
+                        outlined(bytes, None),
+                        fast.as_ref().map(|f| format!("{f:?}")),
+                        "through an outline: {:?}",
+                        String::from_utf8_lossy(bytes)
+                    );
+                    if let Some(fast) = fast {
                         let slow = Facts::from_value(bytes, None, 64).0;
                         proptest::prop_assert_eq!(
                             format!("{fast:?}"),
@@ -743,6 +806,6 @@ mod tests {
             "]".repeat(200)
         );
         assert!(serde_json::from_str::<Value>(&deep).is_err());
-        assert!(read(deep.as_bytes(), None, 64).is_none());
+        assert!(read(deep.as_bytes(), None, 64, None).is_none());
     }
 }
