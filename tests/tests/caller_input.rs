@@ -1250,3 +1250,129 @@ async fn a_request_without_a_token_limit_gets_the_claude_model_s_default() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
 }
+
+/// The OpenAI content and finish reason of an answer, streamed or not: the
+/// streamed content deltas joined, and whether any chunk carried a tool call.
+fn content_of(body: &str, stream: bool) -> (String, String, bool) {
+    if !stream {
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        let choice = &v["choices"][0];
+        return (
+            choice["message"]["content"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned(),
+            choice["finish_reason"].as_str().unwrap_or("").to_owned(),
+            choice["message"].get("tool_calls").is_some(),
+        );
+    }
+    let (mut content, mut finish, mut tools) = (String::new(), String::new(), false);
+    for (_, data) in tower_failover::sse::events(body.as_bytes()).unwrap() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&data) else {
+            continue;
+        };
+        let choice = &v["choices"][0];
+        content.push_str(choice["delta"]["content"].as_str().unwrap_or(""));
+        if let Some(f) = choice["finish_reason"].as_str() {
+            finish = f.to_owned();
+        }
+        tools |= choice["delta"].get("tool_calls").is_some();
+    }
+    (content, finish, tools)
+}
+
+/// A caller of OpenAI's JSON mode (`response_format: json_object`) failed over to
+/// Claude: Anthropic has no such mode, and the request used to reach it without
+/// any, so the caller got prose where its code parses JSON. The adapter now asks
+/// for the answer as a forced call of a tool whose input is any JSON object (the
+/// simulator answers a forced tool as Anthropic's API does), and gives it back as
+/// the message's content, streamed or not, through the stack and the gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_mode_failed_over_to_claude_still_answers_json() {
+    let (_primary, backup, stack) = primary_down().await;
+    let body = |stream: bool| {
+        serde_json::json!({
+            "model": "gpt-4o-mini",
+            "stream": stream,
+            "messages": [{"role": "user", "content": "Three facts about failover, as JSON."}],
+            "response_format": {"type": "json_object"},
+        })
+        .to_string()
+    };
+    let check = |status: StatusCode, text: &str, stream: bool| {
+        assert_eq!(status, StatusCode::OK, "{text}");
+        let (content, finish, tools) = content_of(text, stream);
+        let data: serde_json::Value = serde_json::from_str(&content)
+            .unwrap_or_else(|e| panic!("stream={stream}: not JSON ({e}): {content:?}"));
+        assert!(data.is_object(), "{data}");
+        assert_eq!(finish, "stop", "stream={stream}: {text}");
+        assert!(!tools, "the answer is no tool call for the caller: {text}");
+    };
+    for stream in [false, true] {
+        let (status, text) = ask(&stack, body(stream)).await;
+        check(status, &text, stream);
+    }
+    let sent: serde_json::Value =
+        serde_json::from_slice(backup.received()[0].body().expect("read")).unwrap();
+    assert_eq!(sent["tool_choice"]["type"], "tool", "{sent}");
+    // Over HTTP through the gateway, as deployed.
+    let gw = start_gateway(&primary_and_backup_config(&_primary, &backup)).await;
+    for stream in [false, true] {
+        let (status, text) = gw.post(body(stream)).await;
+        check(status, &text, stream);
+    }
+    gw.shutdown().await;
+}
+
+/// A caller that makes the model call one of its functions, failed over to
+/// Claude: the call comes back in OpenAI's shape (`tool_calls`, arguments to the
+/// function's schema, `finish_reason: "tool_calls"`), streamed or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_function_call_fails_over_to_claude_in_openai_s_shape() {
+    let (_primary, _backup, stack) = primary_down().await;
+    for stream in [false, true] {
+        let body = serde_json::json!({
+            "model": "gpt-4o-mini",
+            "stream": stream,
+            "messages": [{"role": "user", "content": "The weather in Paris?"}],
+            "tools": [{"type": "function", "function": {"name": "get_weather",
+                "parameters": {"type": "object", "required": ["city"],
+                    "properties": {"city": {"type": "string"}}}}}],
+            "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+        });
+        let (status, text) = ask(&stack, body.to_string()).await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        let (name, arguments, finish) = if stream {
+            let mut name = None;
+            let mut args = String::new();
+            let mut finish = String::new();
+            for (_, data) in tower_failover::sse::events(text.as_bytes()).unwrap() {
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(&data) else {
+                    continue;
+                };
+                let call = &v["choices"][0]["delta"]["tool_calls"][0];
+                name = name.or(call["function"]["name"].as_str().map(str::to_owned));
+                args.push_str(call["function"]["arguments"].as_str().unwrap_or(""));
+                if let Some(f) = v["choices"][0]["finish_reason"].as_str() {
+                    finish = f.to_owned();
+                }
+            }
+            (name, args, finish)
+        } else {
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            let call = &v["choices"][0]["message"]["tool_calls"][0];
+            (
+                call["function"]["name"].as_str().map(str::to_owned),
+                call["function"]["arguments"].as_str().unwrap().to_owned(),
+                v["choices"][0]["finish_reason"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            )
+        };
+        assert_eq!(name.as_deref(), Some("get_weather"), "{text}");
+        let args: serde_json::Value = serde_json::from_str(&arguments).unwrap();
+        assert!(args["city"].is_string(), "{args}");
+        assert_eq!(finish, "tool_calls");
+    }
+}

@@ -74,7 +74,13 @@
 //! When the request asks for JSON (OpenAI `response_format` `json_object` or
 //! `json_schema`, Anthropic `output_format` `json_schema`), the content is JSON
 //! that satisfies the given schema, so [`Fault::WrongSchema`] and
-//! [`Fault::NotJson`] are meaningful to a validator. Each response also carries
+//! [`Fault::NotJson`] are meaningful to a validator. When the request makes the
+//! model call a tool (OpenAI `tool_choice` `"required"` or naming a function,
+//! Anthropic `{"type": "any"}` or `{"type": "tool"}`), the reply is that call, with
+//! arguments that satisfy the tool's schema: `tool_calls` and `finish_reason:
+//! "tool_calls"`, or a `tool_use` block and `stop_reason: "tool_use"` (streamed as
+//! argument deltas, `input_json_delta`s for Anthropic). With `auto` it answers in
+//! text. Each response also carries
 //! `x-sim-name` and, when a fault shaped it, `x-sim-fault: <kind>`.
 //!
 //! # Latency

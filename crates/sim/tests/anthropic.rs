@@ -180,3 +180,71 @@ async fn models_and_errors_use_anthropic_shapes() {
         404
     );
 }
+
+/// A tool the model must call answers with a `tool_use` block whose input follows
+/// the tool's schema (`stop_reason: "tool_use"`); streamed, as `input_json_delta`s
+/// that join into the same kind of input. `auto` answers in text.
+#[tokio::test]
+async fn a_forced_tool_is_called_with_input_to_its_schema() {
+    let sim = sim(Flavor::Anthropic).await;
+    let schema = json!({"type": "object", "required": ["city"],
+        "properties": {"city": {"type": "string"}}});
+    let tools = json!([{"name": "other", "input_schema": {"type": "object"}},
+        {"name": "get_weather", "input_schema": schema}]);
+    for (choice, name) in [
+        (
+            json!({"type": "tool", "name": "get_weather"}),
+            Some("get_weather"),
+        ),
+        (json!({"type": "any"}), Some("other")),
+        (json!({"type": "auto"}), None),
+    ] {
+        for stream in [false, true] {
+            let mut body = anthropic_messages(stream);
+            body["tools"] = tools.clone();
+            body["tool_choice"] = choice.clone();
+            let r = post(&client(), &sim.completion_url(), &body).await;
+            assert_eq!(r.status, 200);
+            let (called, input, stop) = if stream {
+                let events = r.events();
+                let data: Vec<Value> = events
+                    .iter()
+                    .map(|(_, d)| serde_json::from_str(d).unwrap())
+                    .collect();
+                let start = data.iter().find(|d| d["type"] == "content_block_start");
+                let called = start.and_then(|s| {
+                    (s["content_block"]["type"] == "tool_use")
+                        .then(|| s["content_block"]["name"].as_str().unwrap().to_owned())
+                });
+                let input: String = data
+                    .iter()
+                    .filter_map(|d| d["delta"]["partial_json"].as_str())
+                    .collect();
+                let stop = data
+                    .iter()
+                    .find_map(|d| d["delta"]["stop_reason"].as_str().map(str::to_owned));
+                (called, input, stop.unwrap())
+            } else {
+                let v = r.json();
+                let block = &v["content"][0];
+                let called = (block["type"] == "tool_use")
+                    .then(|| block["name"].as_str().unwrap().to_owned());
+                (
+                    called,
+                    block["input"].to_string(),
+                    v["stop_reason"].as_str().unwrap().to_owned(),
+                )
+            };
+            assert_eq!(called.as_deref(), name, "{choice} stream={stream}");
+            match name {
+                Some("get_weather") => {
+                    let input: Value = serde_json::from_str(&input).unwrap();
+                    assert!(input["city"].is_string(), "{input}");
+                    assert_eq!(stop, "tool_use");
+                }
+                Some(_) => assert!(serde_json::from_str::<Value>(&input).unwrap().is_object()),
+                None => assert_eq!(stop, "end_turn"),
+            }
+        }
+    }
+}

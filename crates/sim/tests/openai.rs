@@ -301,3 +301,80 @@ async fn plain_http2_prior_knowledge_works() {
         .to_bytes();
     assert!(body.ends_with(b"data: [DONE]\n\n"));
 }
+
+/// A function the request makes the model call answers with `tool_calls` whose
+/// arguments follow its parameters' schema (`finish_reason: "tool_calls"`);
+/// streamed, as argument deltas that join into the same kind of arguments.
+#[tokio::test]
+async fn a_forced_function_is_called_with_arguments_to_its_schema() {
+    let sim = sim(Flavor::OpenAi).await;
+    let tools = json!([{"type": "function", "function": {"name": "get_weather",
+        "parameters": {"type": "object", "required": ["city"],
+            "properties": {"city": {"type": "string"}}}}}]);
+    for (choice, called) in [
+        (
+            json!({"type": "function", "function": {"name": "get_weather"}}),
+            true,
+        ),
+        (json!("required"), true),
+        (json!("auto"), false),
+    ] {
+        for stream in [false, true] {
+            let mut body = openai_chat(stream);
+            body["tools"] = tools.clone();
+            body["tool_choice"] = choice.clone();
+            let r = post(&client(), &sim.completion_url(), &body).await;
+            assert_eq!(r.status, 200);
+            let (name, arguments, finish) = if stream {
+                let data: Vec<Value> = r
+                    .events()
+                    .iter()
+                    .filter(|(_, d)| d != "[DONE]")
+                    .map(|(_, d)| serde_json::from_str(d).unwrap())
+                    .collect();
+                let calls: Vec<&Value> = data
+                    .iter()
+                    .filter_map(|d| d["choices"][0]["delta"]["tool_calls"].get(0))
+                    .collect();
+                let name = calls
+                    .iter()
+                    .find_map(|c| c["function"]["name"].as_str().map(str::to_owned));
+                let args: String = calls
+                    .iter()
+                    .filter_map(|c| c["function"]["arguments"].as_str())
+                    .collect();
+                let finish = data
+                    .iter()
+                    .find_map(|d| d["choices"][0]["finish_reason"].as_str().map(str::to_owned));
+                (name, args, finish.unwrap())
+            } else {
+                let v = r.json();
+                let call = &v["choices"][0]["message"]["tool_calls"][0];
+                assert_eq!(
+                    v["choices"][0]["message"]["content"].is_null(),
+                    called,
+                    "{v}"
+                );
+                (
+                    call["function"]["name"].as_str().map(str::to_owned),
+                    call["function"]["arguments"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_owned(),
+                    v["choices"][0]["finish_reason"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned(),
+                )
+            };
+            if called {
+                assert_eq!(name.as_deref(), Some("get_weather"), "{choice}");
+                let args: Value = serde_json::from_str(&arguments).unwrap();
+                assert!(args["city"].is_string(), "{args}");
+                assert_eq!(finish, "tool_calls");
+            } else {
+                assert_eq!((name, finish.as_str()), (None, "stop"), "{choice}");
+            }
+        }
+    }
+}

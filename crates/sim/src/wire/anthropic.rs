@@ -4,7 +4,9 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Ask, Finish, JsonMode, Reply, content_text, sse, text::split_pieces, tokens};
+use super::{
+    Ask, Finish, ForcedTool, JsonMode, Reply, content_text, sse, text::split_pieces, tokens,
+};
 
 /// Identity of one reply.
 pub(crate) struct Meta<'a> {
@@ -31,6 +33,10 @@ struct Req {
     output_config: Option<Value>,
     #[serde(default)]
     metadata: Option<Value>,
+    #[serde(default)]
+    tools: Vec<Value>,
+    #[serde(default)]
+    tool_choice: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -194,6 +200,17 @@ pub(crate) fn parse(body: &[u8]) -> Result<Ask, String> {
         },
         None => JsonMode::Off,
     };
+    // `tool_choice`: `{"type":"any"}` (any tool) or `{"type":"tool","name"}`.
+    let choice = |k: &str| {
+        req.tool_choice
+            .as_ref()
+            .and_then(|c| c.get(k))
+            .and_then(Value::as_str)
+    };
+    let named = choice("name").filter(|_| choice("type") == Some("tool"));
+    let tool = ForcedTool::pick(&req.tools, named, choice("type") == Some("any"), |t| {
+        Some((t.get("name")?.as_str()?, t.get("input_schema")))
+    });
     Ok(Ask {
         model: req.model.unwrap_or_default(),
         stream: req.stream.unwrap_or(false),
@@ -201,6 +218,7 @@ pub(crate) fn parse(body: &[u8]) -> Result<Ask, String> {
         max_tokens: req.max_tokens,
         legacy_max_tokens: false,
         json,
+        tool,
         cache_prefix: cache_prefix(body, prompt_tokens),
         prompt_tokens,
         last_user,
@@ -244,9 +262,22 @@ fn stop_reason(reply: &Reply) -> &'static str {
         return "refusal";
     }
     match reply.finish {
+        Finish::Stop if reply.tool.is_some() => "tool_use",
         Finish::Stop => "end_turn",
         Finish::Length => "max_tokens",
     }
+}
+
+/// The id of the reply's tool call, made from the reply's own id.
+fn tool_use_id(meta: &Meta<'_>) -> String {
+    let tail = meta.id.rsplit('_').next().unwrap_or(meta.id);
+    format!("toolu_{tail}")
+}
+
+/// The reply's tool call as a `tool_use` block, with `input` (the whole arguments
+/// in a message, `{}` at the start of a stream).
+fn tool_use(meta: &Meta<'_>, name: &str, input: Value) -> Value {
+    json!({"type": "tool_use", "id": tool_use_id(meta), "name": name, "input": input})
 }
 
 /// The text of the reply's single content block (`None`: no block).
@@ -260,10 +291,18 @@ fn text(reply: &Reply) -> Option<&str> {
 
 /// The non-streaming `message` body.
 pub(crate) fn message(meta: &Meta<'_>, ask: &Ask, reply: &Reply) -> Vec<u8> {
-    let content: Vec<Value> = text(reply)
-        .map(|t| json!({"type": "text", "text": t}))
-        .into_iter()
-        .collect();
+    let content: Vec<Value> = match &reply.tool {
+        // Arguments cut at the token limit are not JSON: the block keeps what is.
+        Some(name) => vec![tool_use(
+            meta,
+            name,
+            serde_json::from_str(&reply.content).unwrap_or_else(|_| json!({})),
+        )],
+        None => text(reply)
+            .map(|t| json!({"type": "text", "text": t}))
+            .into_iter()
+            .collect(),
+    };
     let body = json!({
         "id": meta.id,
         "type": "message",
@@ -311,8 +350,14 @@ pub(crate) fn stream(meta: &Meta<'_>, ask: &Ask, reply: &Reply, fault: StreamFau
             }
         }}),
     ));
-    let text = text(reply);
-    if text.is_some() {
+    // A tool call streams its arguments as `input_json_delta`s of its block.
+    let text = text(reply).filter(|_| reply.tool.is_none());
+    if let Some(name) = &reply.tool {
+        ev.push(event(
+            "content_block_start",
+            &json!({"type": "content_block_start", "index": 0, "content_block": tool_use(meta, name, json!({}))}),
+        ));
+    } else if text.is_some() {
         ev.push(event(
             "content_block_start",
             &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
@@ -325,7 +370,27 @@ pub(crate) fn stream(meta: &Meta<'_>, ask: &Ask, reply: &Reply, fault: StreamFau
         ev.push(sse(Some("error"), &error_body(529, None)));
         return ev;
     }
-    if let Some(t) = text {
+    if reply.tool.is_some() {
+        for i in 0..reply.pieces.len() {
+            ev.push(event(
+                "content_block_delta",
+                &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": reply.piece(i)}}),
+            ));
+        }
+        if fault == StreamFault::Malformed {
+            let at = ev.len().min(4);
+            ev.insert(
+                at,
+                Bytes::from_static(
+                    b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_del\n\n",
+                ),
+            );
+        }
+        ev.push(event(
+            "content_block_stop",
+            &json!({"type": "content_block_stop", "index": 0}),
+        ));
+    } else if let Some(t) = text {
         for (a, b) in split_pieces(t) {
             ev.push(event(
                 "content_block_delta",

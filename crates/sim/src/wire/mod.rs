@@ -22,6 +22,9 @@ pub(crate) struct Ask {
     /// OpenAI: the limit came as the older `max_tokens` field.
     pub(crate) legacy_max_tokens: bool,
     pub(crate) json: JsonMode,
+    /// The tool the request makes the model call (`tool_choice` naming one, or
+    /// `required` / `any` with tools given: the first), if any.
+    pub(crate) tool: Option<ForcedTool>,
     pub(crate) prompt_tokens: u64,
     /// The last user message's text (for echo).
     pub(crate) last_user: String,
@@ -55,6 +58,34 @@ pub(crate) enum JsonMode {
     Schema(Value),
 }
 
+/// A tool the model must call: its name and the JSON Schema of its arguments.
+#[derive(Debug)]
+pub(crate) struct ForcedTool {
+    pub(crate) name: String,
+    pub(crate) schema: Value,
+}
+
+impl ForcedTool {
+    /// The tool `choice` forces among `tools`, each read as `(name, schema)` by
+    /// `read`: a named one, or the first for `any_of`.
+    pub(crate) fn pick<'a>(
+        tools: &'a [Value],
+        named: Option<&str>,
+        any_of: bool,
+        read: impl Fn(&'a Value) -> Option<(&'a str, Option<&'a Value>)>,
+    ) -> Option<ForcedTool> {
+        let (name, schema) = tools
+            .iter()
+            .filter_map(read)
+            .find(|(name, _)| named.is_none_or(|n| n == *name))
+            .filter(|_| named.is_some() || any_of)?;
+        Some(ForcedTool {
+            name: name.to_owned(),
+            schema: schema.cloned().unwrap_or(Value::Bool(true)),
+        })
+    }
+}
+
 /// Why a reply stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Finish {
@@ -76,6 +107,8 @@ pub(crate) struct Reply {
     pub(crate) reasoning_tokens: u64,
     /// The model refused ([`Fault::Refusal`]).
     pub(crate) refused: bool,
+    /// The tool called, whose arguments are `content` (a forced tool call).
+    pub(crate) tool: Option<String>,
 }
 
 impl Reply {
@@ -168,6 +201,19 @@ pub(crate) fn generate(
         }
         JsonMode::Schema(schema) => text::instance(schema, schema, rng, 0).to_string(),
     };
+    // A forced tool call: its arguments, made to its schema, are the reply (an
+    // output fault still shapes an answer in text instead).
+    let in_text = matches!(
+        fault,
+        Some(Fault::Refusal | Fault::WrongSchema | Fault::NotJson | Fault::EmptyContent)
+    );
+    let tool = match &ask.tool {
+        Some(t) if !in_text => {
+            content = text::instance(&t.schema, &t.schema, rng, 0).to_string();
+            Some(t.name.clone())
+        }
+        _ => None,
+    };
     let mut finish = Finish::Stop;
     match fault {
         Some(Fault::Refusal) => {
@@ -223,6 +269,7 @@ pub(crate) fn generate(
         completion_tokens,
         reasoning_tokens,
         refused: matches!(fault, Some(Fault::Refusal)),
+        tool,
     }
 }
 
@@ -311,6 +358,7 @@ mod tests {
             max_tokens,
             legacy_max_tokens: false,
             json,
+            tool: None,
             prompt_tokens: 3,
             last_user: "hello there".into(),
             cache_prefix: None,

@@ -4,7 +4,9 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Ask, Finish, JsonMode, Reply, content_text, sse, text::split_pieces, tokens};
+use super::{
+    Ask, Finish, ForcedTool, JsonMode, Reply, content_text, sse, text::split_pieces, tokens,
+};
 
 /// Identity of one reply, shared by all its chunks.
 pub(crate) struct Meta<'a> {
@@ -37,6 +39,10 @@ struct Req {
     max_completion_tokens: Option<u64>,
     #[serde(default)]
     response_format: Option<Value>,
+    #[serde(default)]
+    tools: Vec<Value>,
+    #[serde(default)]
+    tool_choice: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -81,6 +87,17 @@ pub(crate) fn parse(body: &[u8]) -> Result<Ask, String> {
         },
         None => JsonMode::Off,
     };
+    // `tool_choice`: `"required"` (any tool) or `{"type":"function","function":{"name"}}`.
+    let named = req
+        .tool_choice
+        .as_ref()
+        .and_then(|c| c.pointer("/function/name"))
+        .and_then(Value::as_str);
+    let required = req.tool_choice.as_ref().and_then(Value::as_str) == Some("required");
+    let tool = ForcedTool::pick(&req.tools, named, required, |t| {
+        let f = t.get("function")?;
+        Some((f.get("name")?.as_str()?, f.get("parameters")))
+    });
     Ok(Ask {
         model: req.model.unwrap_or_default(),
         stream: req.stream.unwrap_or(false),
@@ -91,6 +108,7 @@ pub(crate) fn parse(body: &[u8]) -> Result<Ask, String> {
         max_tokens: req.max_completion_tokens.or(req.max_tokens),
         legacy_max_tokens: req.max_tokens.is_some(),
         json,
+        tool,
         prompt_tokens,
         last_user,
         cache_prefix: None,
@@ -99,11 +117,18 @@ pub(crate) fn parse(body: &[u8]) -> Result<Ask, String> {
     })
 }
 
-fn finish(f: Finish) -> &'static str {
-    match f {
+fn finish(reply: &Reply) -> &'static str {
+    match reply.finish {
+        Finish::Stop if reply.tool.is_some() => "tool_calls",
         Finish::Stop => "stop",
         Finish::Length => "length",
     }
+}
+
+/// The id of the reply's tool call, made from the reply's own id.
+fn call_id(meta: &Meta<'_>) -> String {
+    let tail = meta.id.rsplit(['-', '_']).next().unwrap_or(meta.id);
+    format!("call_{tail}")
 }
 
 fn usage(ask: &Ask, reply: &Reply) -> Value {
@@ -123,7 +148,7 @@ fn usage(ask: &Ask, reply: &Reply) -> Value {
 
 /// The non-streaming `chat.completion` body.
 pub(crate) fn completion(meta: &Meta<'_>, ask: &Ask, reply: &Reply) -> Vec<u8> {
-    let content = if reply.refusal.is_some() {
+    let content = if reply.refusal.is_some() || reply.tool.is_some() {
         Value::Null
     } else if meta.parts {
         let mut parts = Vec::new();
@@ -137,6 +162,19 @@ pub(crate) fn completion(meta: &Meta<'_>, ask: &Ask, reply: &Reply) -> Vec<u8> {
     } else {
         Value::from(reply.content.as_str())
     };
+    let mut message = json!({
+        "role": "assistant",
+        "content": content,
+        "refusal": reply.refusal,
+        "annotations": []
+    });
+    if let Some(name) = &reply.tool {
+        message["tool_calls"] = json!([{
+            "id": call_id(meta),
+            "type": "function",
+            "function": {"name": name, "arguments": reply.content}
+        }]);
+    }
     let body = json!({
         "id": meta.id,
         "object": "chat.completion",
@@ -144,14 +182,9 @@ pub(crate) fn completion(meta: &Meta<'_>, ask: &Ask, reply: &Reply) -> Vec<u8> {
         "model": meta.model,
         "choices": [{
             "index": 0,
-            "message": {
-                "role": "assistant",
-                "content": content,
-                "refusal": reply.refusal,
-                "annotations": []
-            },
+            "message": message,
             "logprobs": null,
-            "finish_reason": finish(reply.finish)
+            "finish_reason": finish(reply)
         }],
         "usage": usage(ask, reply),
         "service_tier": "default",
@@ -200,6 +233,16 @@ pub(crate) fn stream(meta: &Meta<'_>, ask: &Ask, reply: &Reply, fault: StreamFau
         return ev;
     }
     match &reply.refusal {
+        None if reply.tool.is_some() => {
+            // A tool call: its id and name first, then its arguments piece by piece.
+            let call = json!({"index": 0, "id": call_id(meta), "type": "function",
+                "function": {"name": reply.tool, "arguments": ""}});
+            ev.push(chunk(meta, ask, json!({"tool_calls": [call]}), None));
+            for i in 0..reply.pieces.len() {
+                let args = json!({"index": 0, "function": {"arguments": reply.piece(i)}});
+                ev.push(chunk(meta, ask, json!({"tool_calls": [args]}), None));
+            }
+        }
         Some(r) => {
             for (a, b) in split_pieces(r) {
                 ev.push(chunk(meta, ask, json!({"refusal": &r[a..b]}), None));
@@ -233,7 +276,7 @@ pub(crate) fn stream(meta: &Meta<'_>, ask: &Ask, reply: &Reply, fault: StreamFau
         );
         ev.insert(at, Bytes::from(broken));
     }
-    ev.push(chunk(meta, ask, json!({}), Some(finish(reply.finish))));
+    ev.push(chunk(meta, ask, json!({}), Some(finish(reply))));
     if ask.include_usage {
         let c = json!({
             "id": meta.id,

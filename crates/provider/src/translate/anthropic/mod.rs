@@ -10,6 +10,7 @@
 //! | `temperature` (0–2), `top_p`, `stop` | `temperature` (clamped to 0–1), `top_p` (dropped when `temperature` is given too: current Claude models refuse both), `stop_sequences` (empty or whitespace-only entries dropped) |
 //! | `tools`, `tool_choice`, `parallel_tool_calls` | `tools`, `tool_choice`, `disable_parallel_tool_use` |
 //! | `user` | `metadata.user_id` |
+//! | `response_format` `json_schema` / `json_object` | `output_config.format` / a forced call of [`JSON_ANSWER_TOOL`] (input: any JSON object), whose input comes back as the message's content (beside the caller's tools, with `tool_choice` `any`; not after a prefill) |
 //! | `cache_control` on a content part or a tool | `cache_control` on its block or tool (on the `tool_result` block for a tool message; the system prompt is then sent as blocks) |
 //! | `finish_reason` `stop` / `length` / `tool_calls` / `content_filter` | `stop_reason` `end_turn`, `stop_sequence` / `max_tokens` / `tool_use` / `refusal` |
 //! | `usage.prompt_tokens` / `completion_tokens` | `input_tokens` (+ cache reads and writes) / `output_tokens` |
@@ -17,8 +18,9 @@
 //! Consecutive messages of the same role are merged (tool results then text in one
 //! user turn, as Anthropic expects); a message left with no content (`""` or
 //! `null` and no tool calls) is dropped first, as Anthropic refuses it. Parameters
-//! with no Anthropic equivalent (`response_format`, `logprobs`, `seed`, …) are
-//! dropped; `n > 1` is refused.
+//! with no Anthropic equivalent that change nothing the caller reads (`seed`,
+//! `frequency_penalty`, …) are dropped; what Anthropic cannot deliver (`n > 1`,
+//! `logprobs`, audio, …) is refused as unsupported, for another provider to serve.
 //!
 //! Streams are translated event by event ([`StreamTranslator`]): `message_start` →
 //! the role chunk, text and tool-argument deltas → content and `tool_calls` deltas
@@ -41,7 +43,10 @@ mod stream;
 #[cfg(test)]
 mod tests;
 
-pub use request::{RequestOptions, TranslatedRequest, default_output_tokens, request_to_anthropic};
+pub use request::{
+    JSON_ANSWER_TOOL, RequestOptions, TranslatedRequest, default_output_tokens,
+    request_to_anthropic,
+};
 pub(crate) use response::openai_error;
 pub use response::{TokenCounts, error_to_openai, finish_reason, response_to_openai};
 pub use stream::StreamTranslator;

@@ -484,6 +484,18 @@ fn empty_object() -> &'static RawValue {
     serde_json::from_str("{}").expect("a constant JSON object parses")
 }
 
+/// The tool a JSON answer without a schema (`response_format: json_object`) is
+/// asked for as: its input is the answer, given back as the message's content by
+/// [`response_to_openai`](super::response_to_openai) and the
+/// [`StreamTranslator`](super::StreamTranslator). Reserved: a caller's tool of this
+/// name is read as such an answer too.
+pub const JSON_ANSWER_TOOL: &str = "tower_failover_json_answer";
+
+/// Any JSON object (the input of [`JSON_ANSWER_TOOL`]).
+fn any_object_schema() -> &'static RawValue {
+    serde_json::from_str(r#"{"type":"object"}"#).expect("a constant JSON object parses")
+}
+
 fn empty_schema() -> &'static RawValue {
     serde_json::from_str(r#"{"type":"object","properties":{}}"#)
         .expect("a constant JSON object parses")
@@ -622,7 +634,7 @@ pub fn request_to_anthropic(
         }
     }
 
-    let tools: Vec<AnthTool<'_>> = req
+    let mut tools: Vec<AnthTool<'_>> = req
         .tools
         .iter()
         .flatten()
@@ -679,6 +691,54 @@ pub fn request_to_anthropic(
         }),
     };
 
+    // JSON without a schema: Anthropic has no such mode, so the answer is asked for
+    // as the input of a tool it must call (a JSON object by the API's contract,
+    // where a prompt alone gets prose or a fenced block); the response translation
+    // gives it back as the message's content. Beside the caller's own tools the
+    // model must call one of them or ours (`any`: a tool call, or the answer in
+    // JSON, as OpenAI's JSON mode with tools); a caller that requires a call of its
+    // own gets one, as asked. Not after a prefill (a forced tool call cannot
+    // continue one): then nothing is sent, as before.
+    let mut tool_choice = tool_choice;
+    let json_object = req
+        .response_format
+        .as_ref()
+        .is_some_and(|f| f.kind.as_deref() == Some("json_object"));
+    let prefilled = messages.last().is_some_and(|m| m.role == "assistant");
+    // Without a `tool_choice`, tools are the model's to call or not (`auto`).
+    let mode = match tool_choice.as_ref().map(|c| c.kind) {
+        None if tools.is_empty() => "none",
+        None => "auto",
+        Some(kind) => kind,
+    };
+    let answer_choice = match mode {
+        // No call of the caller's tools may be made: ours.
+        "none" if json_object => Some(AnthToolChoice {
+            kind: "tool",
+            name: Some(JSON_ANSWER_TOOL),
+            disable_parallel_tool_use: None,
+        }),
+        // One of theirs, or ours.
+        "auto" if json_object => Some(AnthToolChoice {
+            kind: "any",
+            name: None,
+            disable_parallel_tool_use: disable_parallel,
+        }),
+        // `any` / a named tool: a call of the caller's, as asked.
+        _ => None,
+    };
+    if let Some(choice) = answer_choice.filter(|_| !prefilled) {
+        tools.push(AnthTool {
+            name: JSON_ANSWER_TOOL,
+            description: Some(
+                "Give your whole answer as this tool's input: one JSON object, as the user asked for JSON.",
+            ),
+            input_schema: any_object_schema(),
+            cache_control: None,
+        });
+        tool_choice = Some(choice);
+    }
+
     let stream = req.stream.unwrap_or(false);
     let out = MessagesRequest {
         model,
@@ -734,8 +794,9 @@ pub fn request_to_anthropic(
 }
 
 /// `response_format` as Anthropic's `output_config`: a JSON Schema is carried over;
-/// `text` and `json_object` (JSON without a schema, which Anthropic has no mode
-/// for: the prompt asks for JSON, as OpenAI requires it to) send nothing.
+/// `text` sends nothing, nor does `json_object` (JSON without a schema, which
+/// Anthropic has no mode for: it is asked for as a forced call of
+/// [`JSON_ANSWER_TOOL`] instead).
 fn output_config<'a>(
     format: Option<&ResponseFormat<'a>>,
 ) -> Result<Option<OutputConfig<'a>>, TranslateError> {

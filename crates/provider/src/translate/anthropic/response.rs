@@ -10,7 +10,7 @@ use tower_failover_core::error::Invalid;
 
 use crate::translate::str::Str;
 
-use super::request::concat;
+use super::request::{JSON_ANSWER_TOOL, concat};
 
 // ---- response: Anthropic in -------------------------------------------------------
 
@@ -175,6 +175,16 @@ pub fn finish_reason(stop_reason: &str) -> &'static str {
     }
 }
 
+/// [`finish_reason`] of an answer that may have come as the JSON answer tool's
+/// input: when that was the only call (`json_answer_only`), it is the answer, not
+/// a tool call the caller must run.
+pub(super) fn answered_finish_reason(stop_reason: &str, json_answer_only: bool) -> &'static str {
+    match finish_reason(stop_reason) {
+        "tool_calls" if json_answer_only => "stop",
+        other => other,
+    }
+}
+
 pub(super) fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -224,9 +234,16 @@ pub fn response_to_openai(body: &[u8]) -> Result<(Vec<u8>, TokenCounts), Invalid
     // Text blocks are concatenated once at the end (linear, however many there are).
     let mut texts: Vec<&str> = Vec::new();
     let mut tool_calls = Vec::new();
+    // The answer to a request for JSON without a schema, asked for as a tool's
+    // input (see `JSON_ANSWER_TOOL`): it is the content, and any text beside it is
+    // not part of the JSON asked for.
+    let mut json_answer: Option<&str> = None;
     for block in &resp.content {
         match (&*block.kind, &block.text) {
             ("text", Some(t)) => texts.push(t),
+            ("tool_use", _) if block.name.as_deref() == Some(JSON_ANSWER_TOOL) => {
+                json_answer = Some(block.input.map_or("{}", RawValue::get));
+            }
             ("tool_use", _) => tool_calls.push(ToolCallOut {
                 id: block.id.as_deref().unwrap_or(""),
                 kind: "function",
@@ -240,6 +257,7 @@ pub fn response_to_openai(body: &[u8]) -> Result<(Vec<u8>, TokenCounts), Invalid
             _ => {}
         }
     }
+    let json_answer_only = json_answer.is_some() && tool_calls.is_empty();
     let usage = resp.usage.unwrap_or_default();
     let counts = TokenCounts {
         prompt_tokens: usage.prompt().unwrap_or(0),
@@ -256,12 +274,18 @@ pub fn response_to_openai(body: &[u8]) -> Result<(Vec<u8>, TokenCounts), Invalid
             index: 0,
             message: AssistantOut {
                 role: "assistant",
-                content: (!texts.is_empty()).then(|| concat(&texts)),
+                content: match json_answer {
+                    Some(json) => Some(Cow::Borrowed(json)),
+                    None => (!texts.is_empty()).then(|| concat(&texts)),
+                },
                 tool_calls,
                 refusal: None,
             },
             logprobs: None,
-            finish_reason: resp.stop_reason.as_deref().map(finish_reason),
+            finish_reason: resp
+                .stop_reason
+                .as_deref()
+                .map(|r| answered_finish_reason(r, json_answer_only)),
         }],
         usage: ChatUsage::new(counts),
     };

@@ -7,8 +7,9 @@ use tower_failover_core::{BoxError, FailureKind, RejectKind};
 
 use crate::translate::str::Str;
 
+use super::request::JSON_ANSWER_TOOL;
 use super::response::{
-    AnthError, AnthUsage, ChatUsage, RespBlock, TokenCounts, finish_reason, now_unix,
+    AnthError, AnthUsage, ChatUsage, RespBlock, TokenCounts, answered_finish_reason, now_unix,
 };
 
 // ---- streams ------------------------------------------------------------------------
@@ -133,6 +134,11 @@ struct StreamState {
     created: u64,
     /// The tool_use blocks seen so far, in order.
     tools: Vec<ToolBlock>,
+    /// The content block of the answer asked for as the JSON answer tool's input
+    /// (see `JSON_ANSWER_TOOL`): its argument text is streamed as content.
+    json_block: Option<usize>,
+    /// Whether content other than whitespace has been sent for it.
+    json_sent: bool,
     prompt: Option<u64>,
     completion: Option<u64>,
     /// Of the prompt, tokens read from and written to the prompt cache.
@@ -265,6 +271,10 @@ impl StreamState {
                         ),
                         _ => Ok(()),
                     },
+                    "tool_use" if block.name.as_deref() == Some(JSON_ANSWER_TOOL) => {
+                        self.json_block = Some(index);
+                        Ok(())
+                    }
                     "tool_use" => {
                         let tool_index = self.tools.len();
                         self.tools.push(ToolBlock {
@@ -308,6 +318,24 @@ impl StreamState {
                         ),
                         _ => Ok(()),
                     },
+                    Some("input_json_delta")
+                        if ev.index.is_some() && ev.index == self.json_block =>
+                    {
+                        match delta.partial_json.as_deref() {
+                            Some(json) if !json.is_empty() => {
+                                self.json_sent |= !json.trim().is_empty();
+                                self.chunk(
+                                    out,
+                                    Delta {
+                                        content: Some(json),
+                                        ..Delta::default()
+                                    },
+                                    None,
+                                )
+                            }
+                            _ => Ok(()),
+                        }
+                    }
                     Some("input_json_delta") => {
                         let tool = ev.index.and_then(|i| self.tool_mut(i));
                         match (tool, delta.partial_json.as_deref()) {
@@ -328,10 +356,9 @@ impl StreamState {
                 if let Some(u) = ev.usage {
                     self.absorb(u);
                 }
-                let reason = ev
-                    .delta
-                    .and_then(|d| d.stop_reason)
-                    .map(|r| finish_reason(&r));
+                let reason = ev.delta.and_then(|d| d.stop_reason).map(|r| {
+                    answered_finish_reason(&r, self.json_block.is_some() && self.tools.is_empty())
+                });
                 match reason {
                     Some(r) => self.chunk(out, Delta::default(), Some(r)),
                     None => Ok(()),
@@ -373,6 +400,18 @@ impl StreamState {
                 // would leave the client with `"arguments": ""`: not JSON, and
                 // not what the JSON answer gives (`{}`). Such a call gets `{}`
                 // when its block ends.
+                if ev.index.is_some() && ev.index == self.json_block && !self.json_sent {
+                    // The same for a JSON answer: an empty object, not nothing.
+                    self.json_sent = true;
+                    return self.chunk(
+                        out,
+                        Delta {
+                            content: Some("{}"),
+                            ..Delta::default()
+                        },
+                        None,
+                    );
+                }
                 match ev.index.and_then(|i| self.tool_mut(i)) {
                     Some(tool) if !tool.has_arguments => {
                         tool.has_arguments = true;

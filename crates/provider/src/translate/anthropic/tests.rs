@@ -932,3 +932,168 @@ fn the_user_is_sent_as_an_id_anthropic_takes() {
     }
     assert_ne!(sent("ada@example.com"), sent("bob@example.com"));
 }
+
+#[test]
+fn json_without_a_schema_is_asked_for_as_a_forced_tool_call() {
+    let ask = |extra: Value| {
+        let mut req = json!({
+            "model": "smart",
+            "messages": [{"role": "user", "content": "Three colours, as JSON."}],
+            "response_format": {"type": "json_object"}
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            req[k] = v.clone();
+        }
+        translate(&req).0
+    };
+    let out = ask(json!({}));
+    assert_eq!(out["tools"].as_array().unwrap().len(), 1);
+    assert_eq!(out["tools"][0]["name"], JSON_ANSWER_TOOL);
+    assert_eq!(out["tools"][0]["input_schema"], json!({"type": "object"}));
+    assert_eq!(
+        out["tool_choice"],
+        json!({"type": "tool", "name": JSON_ANSWER_TOOL})
+    );
+    assert!(out.get("output_config").is_none());
+    // Beside the caller's own tools: one of theirs or ours (`auto`, as without a
+    // choice); ours when theirs may not be called; theirs when one is required.
+    let tools: Value = serde_json::from_str(TOOLS).unwrap();
+    let names = |out: &Value| -> Vec<String> {
+        out["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    for choice in [Value::Null, json!("auto")] {
+        let out = ask(json!({"tools": tools, "tool_choice": choice}));
+        assert_eq!(names(&out), ["get_weather", JSON_ANSWER_TOOL], "{choice}");
+        assert_eq!(out["tool_choice"], json!({"type": "any"}), "{choice}");
+    }
+    let out = ask(json!({"tools": tools, "tool_choice": "auto", "parallel_tool_calls": false}));
+    assert_eq!(
+        out["tool_choice"],
+        json!({"type": "any", "disable_parallel_tool_use": true})
+    );
+    let out = ask(json!({"tools": tools, "tool_choice": "none"}));
+    assert_eq!(names(&out), ["get_weather", JSON_ANSWER_TOOL]);
+    assert_eq!(
+        out["tool_choice"],
+        json!({"type": "tool", "name": JSON_ANSWER_TOOL})
+    );
+    for choice in [
+        json!("required"),
+        json!({"type": "function", "function": {"name": "get_weather"}}),
+    ] {
+        let out = ask(json!({"tools": tools, "tool_choice": choice}));
+        assert_eq!(names(&out), ["get_weather"], "{choice}");
+    }
+    // After a prefill: nothing, as before.
+    let out = ask(json!({"messages": [
+        {"role": "user", "content": "Three colours, as JSON."},
+        {"role": "assistant", "content": "{\"colours\":"}
+    ]}));
+    assert!(out.get("tools").is_none() && out.get("tool_choice").is_none());
+    // Plain text asks for nothing.
+    let out = ask(json!({"response_format": {"type": "text"}}));
+    assert!(out.get("tools").is_none());
+}
+
+#[test]
+fn a_json_answer_tool_call_comes_back_as_the_content() {
+    let body = json!({
+        "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-haiku-4-5",
+        "content": [{"type": "tool_use", "id": "toolu_1", "name": JSON_ANSWER_TOOL,
+                     "input": {"colours": ["red", "green", "blue"]}}],
+        "stop_reason": "tool_use",
+        "usage": {"input_tokens": 12, "output_tokens": 9}
+    });
+    let (out, _) = response_to_openai(&serde_json::to_vec(&body).unwrap()).unwrap();
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    let message = &v["choices"][0]["message"];
+    let content: Value = serde_json::from_str(message["content"].as_str().unwrap()).unwrap();
+    assert_eq!(content, json!({"colours": ["red", "green", "blue"]}));
+    assert!(message.get("tool_calls").is_none());
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    // Cut at the token limit: still `length`.
+    let mut cut = body.clone();
+    cut["stop_reason"] = json!("max_tokens");
+    let (out, _) = response_to_openai(&serde_json::to_vec(&cut).unwrap()).unwrap();
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["choices"][0]["finish_reason"], "length");
+    // Another tool's call is still a tool call, alone or beside the answer.
+    let mut other = body.clone();
+    other["content"][0]["name"] = json!("get_weather");
+    let (out, _) = response_to_openai(&serde_json::to_vec(&other).unwrap()).unwrap();
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
+    assert!(v["choices"][0]["message"]["content"].is_null());
+    let mut both = body;
+    let call = other["content"][0].clone();
+    both["content"].as_array_mut().unwrap().push(call);
+    let (out, _) = response_to_openai(&serde_json::to_vec(&both).unwrap()).unwrap();
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
+    assert_eq!(
+        v["choices"][0]["message"]["tool_calls"][0]["function"]["name"],
+        "get_weather"
+    );
+    assert!(v["choices"][0]["message"]["content"].is_string());
+}
+
+#[test]
+fn a_streamed_json_answer_tool_call_streams_as_content() {
+    let events = |deltas: &[&str]| {
+        let mut ev = vec![
+            r#"event: message_start
+data: {"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","model":"claude-haiku-4-5","content":[],"usage":{"input_tokens":5,"output_tokens":1}}}
+
+"#.to_string(),
+            format!(
+                "event: content_block_start\ndata: {{\"type\":\"content_block_start\",\"index\":0,\"content_block\":{{\"type\":\"tool_use\",\"id\":\"toolu_1\",\"name\":\"{JSON_ANSWER_TOOL}\",\"input\":{{}}}}}}\n\n"
+            ),
+        ];
+        for d in deltas {
+            let delta = json!({"type": "content_block_delta", "index": 0,
+                "delta": {"type": "input_json_delta", "partial_json": d}});
+            ev.push(format!("event: content_block_delta\ndata: {delta}\n\n"));
+        }
+        ev.push(
+            "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n"
+                .into(),
+        );
+        ev.push("event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\"},\"usage\":{\"output_tokens\":7}}\n\n".into());
+        ev.push("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n".into());
+        ev
+    };
+    let read = |deltas: &[&str]| {
+        let ev = events(deltas);
+        let refs: Vec<&str> = ev.iter().map(String::as_str).collect();
+        let (sse, _) = stream_text(&refs);
+        let chunks = chunks(&sse);
+        let content: String = chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+            .collect();
+        assert!(
+            chunks
+                .iter()
+                .all(|c| c["choices"][0]["delta"].get("tool_calls").is_none()),
+            "{sse}"
+        );
+        let finish: Vec<_> = chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["finish_reason"].as_str().map(str::to_owned))
+            .collect();
+        (content, finish)
+    };
+    let (content, finish) = read(&["{\"colours\": [\"re", "d\"]}"]);
+    assert_eq!(content, r#"{"colours": ["red"]}"#);
+    assert_eq!(finish, ["stop"]);
+    // Nothing streamed for it: an empty object, as for a tool call without arguments.
+    let (content, _) = read(&[]);
+    assert_eq!(content, "{}");
+    let (content, _) = read(&[" "]);
+    assert_eq!(content, " {}");
+}
