@@ -1376,3 +1376,88 @@ async fn a_forced_function_call_fails_over_to_claude_in_openai_s_shape() {
         assert_eq!(finish, "tool_calls");
     }
 }
+
+/// A prompt every model refuses: each provider's answer is rejected by the refusal
+/// check and the request fails over, and when none is left the caller used to get
+/// `503 all_providers_failed` with `Retry-After` (a `529 overloaded_error` at
+/// `/v1/messages`), which its SDK retries, each time paid for, to the same refusal.
+/// Now it gets the last refusal as the answer: `200`, marked `x-failover-rejected:
+/// refusal`, through the stack and the gateway's two doors. With a provider that
+/// failed otherwise among them (later may work), it is still the `503`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_every_provider_gives_is_the_answer_not_a_503() {
+    let primary = sim(Flavor::OpenAi, "primary").await;
+    let backup = sim(Flavor::Anthropic, "backup").await;
+    for s in [&primary, &backup] {
+        s.set_faults([FaultSpec::always(Fault::Refusal)]).unwrap();
+    }
+    let stack = primary_and_backup(&primary, &backup);
+    let res = stack
+        .clone()
+        .oneshot(post(chat_body(false, None)))
+        .await
+        .expect("an answer");
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()[tower_failover::REJECTED_HEADER], "refusal");
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let content = v["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(content.starts_with("I'm sorry"), "{v}");
+    assert_eq!(
+        (primary.counters().received, backup.counters().received),
+        (1, 1),
+        "each provider asked once"
+    );
+
+    // Over HTTP, both doors.
+    let gw = start_gateway(&primary_and_backup_config(&primary, &backup)).await;
+    let (status, text) = gw.post(chat_body(false, None)).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert!(text.contains("I'm sorry"), "{text}");
+    let message = serde_json::json!({"model": "gpt-4o-mini", "max_tokens": 100,
+        "messages": [{"role": "user", "content": "Something every model refuses"}]});
+    let (status, text) = gw.post_to("/v1/messages", message.to_string()).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let m: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(m["type"], "message", "{m}");
+    assert!(
+        m["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("I'm sorry"),
+        "{m}"
+    );
+    gw.shutdown().await;
+
+    // With the wait queue on: no wait (it would ask them all again for the same).
+    let queued = format!(
+        "wait_queue = true\n{}",
+        primary_and_backup_text(&primary, &backup)
+    );
+    let queued = Stack::from_config(&Config::from_toml_str(&queued).unwrap())
+        .unwrap()
+        .build()
+        .unwrap();
+    let before = primary.counters().received + backup.counters().received;
+    let (status, text) = ask(&queued, chat_body(false, None)).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(
+        primary.counters().received + backup.counters().received - before,
+        2,
+        "each provider asked once, not again from the queue"
+    );
+
+    // A provider down among them: later may work, so the error stays.
+    primary
+        .set_faults([FaultSpec::always(Fault::Status(503))])
+        .unwrap();
+    let err = stack
+        .oneshot(post(chat_body(false, None)))
+        .await
+        .expect_err("no answer to give");
+    assert_eq!(
+        tower_failover::error_response(&*err).status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{err}"
+    );
+}

@@ -756,3 +756,86 @@ async fn prompt_cache_breakpoints_reach_an_anthropic_provider() {
     assert!(cached.as_u64().unwrap_or(0) >= 1024, "{}", third.body);
     gw.shutdown().await.unwrap();
 }
+
+/// A caller's stop sequences end the answer where the provider met one, and a
+/// `/v1/messages` caller is told which (`stop_reason: "stop_sequence"`,
+/// `stop_sequence`), streamed or not, as Anthropic tells it: the Anthropic
+/// adapter carries the sequence in the choice's `stop_reason` (where vLLM puts it),
+/// which the chat door's caller sees too. An OpenAI provider does not say which
+/// sequence it met: the answer is cut there and ends as `end_turn`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stop_sequence_met_is_named_to_a_messages_caller() {
+    let echoing = |flavor, name: &'static str, model: &'static str| async move {
+        Sim::builder(flavor)
+            .name(name)
+            .models([model])
+            .echo(true)
+            .start()
+            .await
+            .expect("a sim starts")
+    };
+    let claude = echoing(Flavor::Anthropic, "claude", "claude-haiku-4-5").await;
+    let gpt = echoing(Flavor::OpenAi, "gpt", "gpt-4o-mini").await;
+    let config = Config::from_toml_str(&format!(
+        r#"
+        [[providers]]
+        name = "claude"
+        model = "claude-haiku-4-5"
+        kind = "anthropic"
+        base_url = "{}"
+
+        [[providers]]
+        name = "gpt"
+        model = "gpt-4o-mini"
+        kind = "openai"
+        base_url = "{}/v1"
+        "#,
+        claude.base_url(),
+        gpt.base_url()
+    ))
+    .unwrap();
+    let gw = start(&config).await;
+    // The echo: `You said: "Weather in Paris?". …`
+    let ask = |model: &str, stream: bool| {
+        json!({"model": model, "max_tokens": 100, "stream": stream,
+               "stop_sequences": ["Paris"],
+               "messages": [{"role": "user", "content": "Weather in Paris?"}]})
+    };
+    for (model, reason, sequence) in [
+        ("claude-haiku-4-5", "stop_sequence", json!("Paris")),
+        ("gpt-4o-mini", "end_turn", Value::Null),
+    ] {
+        let a = gw.message(&ask(model, false)).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+        let m = a.json();
+        assert_eq!(m["content"][0]["text"], "You said: \"Weather in ", "{m}");
+        assert_eq!(
+            (&m["stop_reason"], &m["stop_sequence"]),
+            (&json!(reason), &sequence),
+            "{m}"
+        );
+
+        let a = gw.message(&ask(model, true)).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+        let evs = events(&a.body);
+        let text: String = evs
+            .iter()
+            .filter_map(|(_, d)| d["delta"]["text"].as_str())
+            .collect();
+        assert_eq!(text, "You said: \"Weather in ", "{model}");
+        let delta = &evs[evs.len() - 2].1["delta"];
+        assert_eq!(
+            (&delta["stop_reason"], &delta["stop_sequence"]),
+            (&json!(reason), &sequence),
+            "{model}"
+        );
+    }
+    // The chat door's caller sees the sequence where vLLM puts it.
+    let chat = json!({"model": "claude-haiku-4-5", "stop": ["Paris"],
+                      "messages": [{"role": "user", "content": "Weather in Paris?"}]});
+    let a = gw.post("/v1/chat/completions", &chat).await;
+    let v = a.json();
+    assert_eq!(v["choices"][0]["finish_reason"], "stop", "{v}");
+    assert_eq!(v["choices"][0]["stop_reason"], "Paris", "{v}");
+    gw.shutdown().await.unwrap();
+}

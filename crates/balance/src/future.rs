@@ -369,7 +369,7 @@ where
         tracing::debug!(provider = %id, %outcome, latency_ms = latency.as_millis() as u64, "attempt did not succeed; trying another provider");
         let mut attempt = Attempt::new(id.clone(), outcome, latency);
         if let Some(e) = error {
-            attempt = attempt.with_error(e);
+            attempt = attempt.with_error_of(e);
         }
         self.attempts.push(attempt);
     }

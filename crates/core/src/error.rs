@@ -190,6 +190,39 @@ pub struct Invalid {
     provider: Option<ProviderId>,
     kind: RejectKind,
     detail: String,
+    answer: Option<RejectedAnswer>,
+}
+
+/// The whole body of an answer that was well formed but failed a check of its
+/// content (a refusal, an empty answer, a schema), kept with its rejection so that
+/// when every provider's answer is rejected so, the caller can be given the last
+/// one instead of an error ([`AllProvidersFailed::answer`]). `Debug` shows its
+/// length only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RejectedAnswer {
+    kind: RejectKind,
+    body: bytes::Bytes,
+}
+
+impl RejectedAnswer {
+    /// Why it was rejected.
+    pub fn kind(&self) -> RejectKind {
+        self.kind
+    }
+
+    /// The answer's body, as the provider (or its adapter) gave it.
+    pub fn body(&self) -> &bytes::Bytes {
+        &self.body
+    }
+}
+
+impl fmt::Debug for RejectedAnswer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RejectedAnswer")
+            .field("kind", &self.kind)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
 }
 
 impl Invalid {
@@ -209,7 +242,37 @@ impl Invalid {
             provider: None,
             kind,
             detail,
+            answer: None,
         }
+    }
+
+    /// Keeps the rejected answer's whole body, for the caller to be given it when
+    /// every provider's answer is rejected for its content. Not for a malformed
+    /// answer ([`RejectKind::is_malformed`]) nor a shed attempt: those are kept
+    /// without it.
+    ///
+    /// ```
+    /// use tower_failover_core::{RejectKind, error::Invalid};
+    ///
+    /// let body = bytes::Bytes::from_static(br#"{"choices":[{"message":{"content":""}}]}"#);
+    /// let kept = Invalid::new(RejectKind::Empty, "no content").with_answer(body.clone());
+    /// assert_eq!(kept.answer().map(|a| a.body()), Some(&body));
+    /// let broken = Invalid::new(RejectKind::InvalidJson, "cut").with_answer(body);
+    /// assert!(broken.answer().is_none());
+    /// ```
+    pub fn with_answer(mut self, body: bytes::Bytes) -> Self {
+        if !self.kind.is_malformed() && self.kind != RejectKind::Shed {
+            self.answer = Some(RejectedAnswer {
+                kind: self.kind,
+                body,
+            });
+        }
+        self
+    }
+
+    /// The rejected answer, when [`with_answer`](Self::with_answer) kept it.
+    pub fn answer(&self) -> Option<&RejectedAnswer> {
+        self.answer.as_ref()
     }
 
     /// Names the provider.
@@ -480,6 +543,9 @@ pub struct Attempt {
     pub latency: Duration,
     /// The error's `Display`, if the attempt ended in an error.
     pub error: Option<String>,
+    /// The answer, when it was rejected for its content ([`Invalid::answer`]).
+    #[serde(skip)]
+    answer: Option<RejectedAnswer>,
 }
 
 impl Attempt {
@@ -490,6 +556,7 @@ impl Attempt {
             outcome,
             latency,
             error: None,
+            answer: None,
         }
     }
 
@@ -497,6 +564,19 @@ impl Attempt {
     pub fn with_error(mut self, error: &dyn fmt::Display) -> Self {
         self.error = Some(error.to_string());
         self
+    }
+
+    /// Adds the error's message and, when it rejected an answer for its content,
+    /// that answer ([`Invalid::answer`]).
+    pub fn with_error_of(self, error: &(dyn Error + 'static)) -> Self {
+        let mut attempt = self.with_error(&error);
+        attempt.answer = find::<Invalid>(error).and_then(Invalid::answer).cloned();
+        attempt
+    }
+
+    /// The answer, when it was rejected for its content.
+    pub fn answer(&self) -> Option<&RejectedAnswer> {
+        self.answer.as_ref()
     }
 }
 
@@ -557,6 +637,34 @@ impl AllProvidersFailed {
     /// Why no further attempt was made, if a specific reason applies.
     pub fn reason(&self) -> Option<&'static str> {
         self.reason
+    }
+
+    /// The answer to give the caller instead of this error: when every provider
+    /// that was asked answered and every answer was rejected for its content (a
+    /// refusal every model gives, an empty answer, a schema none of them meets),
+    /// the last of those answers. Asking again would get the same, and an error
+    /// would make the caller's SDK retry it, each time paid for. `None` when any
+    /// asked provider failed otherwise (later may work) or none was asked.
+    /// Attempts that never reached a provider (shed, or refused as unsupported)
+    /// are not counted.
+    pub fn answer(&self) -> Option<&RejectedAnswer> {
+        let mut last = None;
+        for a in &self.attempts {
+            let asked = !a.outcome.is_unsupported()
+                && !matches!(
+                    a.outcome,
+                    Outcome::Rejected {
+                        kind: RejectKind::Shed
+                    }
+                );
+            if asked {
+                if !matches!(a.outcome, Outcome::Rejected { .. }) {
+                    return None;
+                }
+                last = Some(a.answer.as_ref()?);
+            }
+        }
+        last
     }
 }
 
@@ -702,5 +810,53 @@ mod tests {
         ]);
         assert!(!all.to_string().contains("sk-live"));
         assert!(!format!("{all:?}").contains("sk-live"));
+    }
+
+    #[test]
+    fn the_answer_is_given_only_when_every_asked_provider_answered_and_was_rejected() {
+        let body = bytes::Bytes::from_static(
+            br#"{"choices":[{"message":{"content":"I'm sorry, but I can't help with that."}}]}"#,
+        );
+        let id = |n: &str| ProviderId::new(n, "m");
+        let ms = Duration::from_millis(1);
+        let refused = |n: &str, b: &bytes::Bytes| {
+            let e: BoxError = Invalid::new(RejectKind::Refusal, "refused")
+                .with_answer(b.clone())
+                .into();
+            Attempt::new(id(n), Outcome::rejected(RejectKind::Refusal), ms).with_error_of(&*e)
+        };
+        let other = bytes::Bytes::from_static(b"{}");
+        let two = AllProvidersFailed::new(vec![refused("a", &other), refused("b", &body)]);
+        assert_eq!(two.answer().map(|a| a.body()), Some(&body), "the last");
+        assert_eq!(two.answer().map(|a| a.kind()), Some(RejectKind::Refusal));
+        // Attempts that never reached a provider do not count.
+        let shed = Attempt::new(id("c"), Outcome::rejected(RejectKind::Shed), ms);
+        let unsupported = Attempt::new(
+            id("d"),
+            Outcome::ClientError {
+                kind: crate::outcome::ClientErrorKind::Unsupported,
+            },
+            ms,
+        );
+        let skipped = AllProvidersFailed::new(vec![shed.clone(), refused("b", &body), unsupported]);
+        assert_eq!(skipped.answer().map(|a| a.body()), Some(&body));
+        // A provider that failed otherwise, or none asked: no answer.
+        let down = Attempt::new(id("e"), Outcome::failure(FailureKind::Status(503)), ms);
+        assert!(
+            AllProvidersFailed::new(vec![down, refused("b", &body)])
+                .answer()
+                .is_none()
+        );
+        assert!(AllProvidersFailed::new(vec![shed]).answer().is_none());
+        assert!(AllProvidersFailed::new(vec![]).answer().is_none());
+        // A malformed answer is never kept, and Debug shows only the length.
+        let broken: BoxError = Invalid::new(RejectKind::InvalidJson, "cut")
+            .with_answer(body.clone())
+            .into();
+        let a = Attempt::new(id("f"), Outcome::rejected(RejectKind::InvalidJson), ms)
+            .with_error_of(&*broken);
+        assert!(a.answer().is_none());
+        assert!(AllProvidersFailed::new(vec![a]).answer().is_none());
+        assert!(!format!("{two:?}").contains("sorry"), "{two:?}");
     }
 }

@@ -273,6 +273,22 @@ impl RejectKind {
             RejectKind::InvalidJson | RejectKind::Shape | RejectKind::ErrorObject
         )
     }
+
+    /// A short stable name for logs, traces and headers: `invalid_json`, `shape`,
+    /// `error_object`, `empty`, `truncated`, `refusal`, `schema`, `custom`, `shed`.
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            RejectKind::InvalidJson => "invalid_json",
+            RejectKind::Shape => "shape",
+            RejectKind::ErrorObject => "error_object",
+            RejectKind::Empty => "empty",
+            RejectKind::Truncated => "truncated",
+            RejectKind::Refusal => "refusal",
+            RejectKind::Schema => "schema",
+            RejectKind::Custom => "custom",
+            RejectKind::Shed => "shed",
+        }
+    }
 }
 
 impl fmt::Display for RejectKind {

@@ -124,18 +124,7 @@ pub fn record_outcome(span: &Span, outcome: &Outcome) {
 }
 
 fn reject_name(kind: &crate::outcome::RejectKind) -> &'static str {
-    use crate::outcome::RejectKind as R;
-    match kind {
-        R::InvalidJson => "invalid_json",
-        R::Shape => "shape",
-        R::ErrorObject => "error_object",
-        R::Empty => "empty",
-        R::Truncated => "truncated",
-        R::Refusal => "refusal",
-        R::Schema => "schema",
-        R::Custom => "custom",
-        R::Shed => "shed",
-    }
+    kind.as_str()
 }
 
 /// Records the time to first byte, in milliseconds, in an attempt's span.

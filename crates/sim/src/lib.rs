@@ -70,7 +70,10 @@
 //! Replies are generated from the seed and the request's sequence number: the same
 //! seed and the same request order give the same text, ids and fault draws. Token
 //! counts are characters / 4 (rounded up); `max_tokens` (`max_completion_tokens`)
-//! cuts the reply with `finish_reason: "length"` / `stop_reason: "max_tokens"`.
+//! cuts the reply with `finish_reason: "length"` / `stop_reason: "max_tokens"`;
+//! a stop sequence (`stop`, `stop_sequences`) ends it before the first place one
+//! appears (`stop_reason: "stop_sequence"` naming it, for Anthropic; a sequence
+//! of only whitespace is refused, as Anthropic does).
 //! When the request asks for JSON (OpenAI `response_format` `json_object` or
 //! `json_schema`, Anthropic `output_format` `json_schema`), the content is JSON
 //! that satisfies the given schema, so [`Fault::WrongSchema`] and

@@ -248,3 +248,40 @@ async fn a_forced_tool_is_called_with_input_to_its_schema() {
         }
     }
 }
+
+/// A stop sequence ends the reply before it: `stop_reason: "stop_sequence"` and
+/// the sequence met in `stop_sequence`, streamed or not; one of only whitespace is
+/// refused, as Anthropic does.
+#[tokio::test]
+async fn stop_sequences_end_the_reply_and_are_named() {
+    let sim = Sim::builder(Flavor::Anthropic)
+        .echo(true)
+        .start()
+        .await
+        .unwrap();
+    for stream in [false, true] {
+        let mut body = anthropic_messages(stream);
+        body["stop_sequences"] = json!(["never in it", "failover"]);
+        let r = post(&client(), &sim.completion_url(), &body).await;
+        let s = said(Flavor::Anthropic, &r, stream).unwrap();
+        // The echo: `You said: "Say something about failover."…`
+        assert_eq!(
+            s.text, "You said: \"Say something about ",
+            "stream={stream}"
+        );
+        assert_eq!(s.finish.as_deref(), Some("stop_sequence"));
+        let sequence = if stream {
+            r.events()
+                .iter()
+                .filter_map(|(_, d)| serde_json::from_str::<Value>(d).ok())
+                .find_map(|v| v["delta"]["stop_sequence"].as_str().map(str::to_owned))
+        } else {
+            r.json()["stop_sequence"].as_str().map(str::to_owned)
+        };
+        assert_eq!(sequence.as_deref(), Some("failover"));
+    }
+    let mut body = anthropic_messages(false);
+    body["stop_sequences"] = json!(["\n"]);
+    let r = post(&client(), &sim.completion_url(), &body).await;
+    assert_eq!(r.status, 400);
+}

@@ -378,3 +378,32 @@ async fn a_forced_function_is_called_with_arguments_to_its_schema() {
         }
     }
 }
+
+/// `stop` (a string or a list) ends the reply before the first sequence met, with
+/// `finish_reason: "stop"`, streamed or not.
+#[tokio::test]
+async fn stop_ends_the_reply_before_the_sequence() {
+    let sim = Sim::builder(Flavor::OpenAi)
+        .echo(true)
+        .start()
+        .await
+        .unwrap();
+    for stop in [
+        json!("failover"),
+        json!(["never in it", "failover", "said"]),
+    ] {
+        for stream in [false, true] {
+            let mut body = openai_chat(stream);
+            body["stop"] = stop.clone();
+            let r = post(&client(), &sim.completion_url(), &body).await;
+            let s = said(Flavor::OpenAi, &r, stream).unwrap();
+            let want = if stop.is_array() {
+                "You "
+            } else {
+                "You said: \"Say something about "
+            };
+            assert_eq!(s.text, want, "{stop} stream={stream}");
+            assert_eq!(s.finish.as_deref(), Some("stop"));
+        }
+    }
+}

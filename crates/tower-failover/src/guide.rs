@@ -9,7 +9,9 @@
 //! `HandleErrorLayer` in front and answer with
 //! [`error_response`](crate::error_response): `503` with `Retry-After` when every
 //! provider is down, `429`, `504`, `502` or `413` otherwise, in OpenAI's error
-//! shape.
+//! shape. (When every provider answered and every answer was rejected for its
+//! content, a refusal everyone gives, the stack answers with the last of them,
+//! marked [`REJECTED_HEADER`](crate::REJECTED_HEADER), instead of failing.)
 //!
 //! ```
 //! use axum::{Router, body::Body, error_handling::HandleErrorLayer, routing::get};

@@ -179,7 +179,7 @@ pub use handle::{Handle, ProviderStatus, StackSnapshot, UnknownProvider};
 pub use models::{ModelNotFound, error_response};
 #[cfg(feature = "balance")]
 #[cfg_attr(docsrs, doc(cfg(feature = "balance")))]
-pub use service::{BoxBody, Failover, ProviderService, boxed};
+pub use service::{BoxBody, Failover, FailoverFuture, ProviderService, REJECTED_HEADER, boxed};
 #[cfg(feature = "balance")]
 #[cfg_attr(docsrs, doc(cfg(feature = "balance")))]
 pub use slot::{CustomLayer, ObserveConfig, Slot, Toggle};

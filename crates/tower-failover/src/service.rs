@@ -3,7 +3,9 @@
 
 use std::any::Any;
 use std::fmt;
-use std::task::{Context, Poll};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -12,6 +14,7 @@ use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, ServiceExt};
+use tower_failover_core::error::{AllProvidersFailed, RejectedAnswer, find};
 use tower_failover_core::replay::{self, Replay, ReplayBody};
 use tower_failover_core::trace;
 use tower_service::Service;
@@ -179,9 +182,7 @@ where
 {
     type Response = Response<BoxBody>;
     type Error = BoxError;
-    /// The stack's future inside the request's span (see
-    /// [`trace`](tower_failover_core::trace)).
-    type Future = Instrumented<replay::ResponseFuture<ProviderService, B>>;
+    type Future = FailoverFuture<B>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         Service::<Request<B>>::poll_ready(&mut self.inner, cx)
@@ -195,6 +196,77 @@ where
             let _in = span.enter();
             self.inner.call(req)
         };
-        fut.instrument(span)
+        FailoverFuture {
+            inner: fut.instrument(span),
+        }
     }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`Failover`]: the stack's answer, inside the request's span
+    /// (see [`trace`](tower_failover_core::trace)).
+    ///
+    /// When every provider that was asked answered and every answer was rejected
+    /// for its content (a refusal every model gives, an empty answer, a schema none
+    /// meets: [`AllProvidersFailed::answer`]), the caller gets the last of those
+    /// answers, `200` with an `x-failover-rejected` header naming why it was
+    /// rejected, instead of the `503` an error would become: its SDK would retry
+    /// it, each time paid for, and get the same. A streamed answer rejected before
+    /// its first bytes is not kept, and stays an error.
+    pub struct FailoverFuture<B> {
+        #[pin]
+        inner: Instrumented<replay::ResponseFuture<ProviderService, B>>,
+    }
+}
+
+impl<B> fmt::Debug for FailoverFuture<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FailoverFuture").finish_non_exhaustive()
+    }
+}
+
+/// The header naming why the answer of a [`Failover`] was rejected, when it is a
+/// rejected answer given for want of a better one (see [`FailoverFuture`]).
+pub const REJECTED_HEADER: &str = "x-failover-rejected";
+
+impl<B> Future for FailoverFuture<B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Output = Result<Response<BoxBody>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match ready!(self.project().inner.poll(cx)) {
+            Err(err) => Poll::Ready(
+                match find::<AllProvidersFailed>(&*err).and_then(AllProvidersFailed::answer) {
+                    Some(answer) => Ok(rejected_answer(answer)),
+                    None => Err(err),
+                },
+            ),
+            ok => Poll::Ready(ok),
+        }
+    }
+}
+
+/// A rejected answer given to the caller: `200`, its JSON body, and why.
+fn rejected_answer(answer: &RejectedAnswer) -> Response<BoxBody> {
+    tracing::info!(
+        rejected = answer.kind().as_str(),
+        "every provider's answer was rejected for its content: the caller gets the last"
+    );
+    let body = http_body_util::Full::new(answer.body().clone())
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    let mut res = Response::new(body);
+    let headers = res.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        http::HeaderName::from_static(REJECTED_HEADER),
+        http::HeaderValue::from_static(answer.kind().as_str()),
+    );
+    res
 }

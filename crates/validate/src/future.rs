@@ -264,7 +264,11 @@ where
                             this.request.as_ref(),
                         );
                         return Poll::Ready(match verdict {
-                            Verdict::Reject(e) => Err(shared.reject(e)),
+                            // A well-formed answer rejected for its content is
+                            // kept with its rejection: when every provider's is
+                            // rejected so, the caller gets the last one
+                            // (`AllProvidersFailed::answer`).
+                            Verdict::Reject(e) => Err(shared.reject(e.with_answer(bytes))),
                             _ => {
                                 shared.stats.passed();
                                 Ok(Response::from_parts(parts, ValidatedBody::full(bytes)))

@@ -7,6 +7,11 @@
 //! [`Invalid`](tower_failover_core::error::Invalid) error, which the core classifier
 //! reads as [`Outcome::Rejected`](tower_failover_core::Outcome): a router then tries
 //! another provider, and by default the provider's health is not charged for it.
+//! A well-formed buffered answer rejected for its content keeps its body in the
+//! error ([`Invalid::answer`](tower_failover_core::error::Invalid::answer)): when
+//! every provider's answer is rejected so (a refusal every model gives), the
+//! assembled stack gives the caller the last of them rather than an error
+//! ([`AllProvidersFailed::answer`](tower_failover_core::error::AllProvidersFailed::answer)).
 //!
 //! # Where it sits
 //!

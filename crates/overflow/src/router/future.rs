@@ -221,7 +221,7 @@ where
             now.saturating_duration_since(self.started),
         );
         if let Some(e) = err {
-            attempt = attempt.with_error(&e);
+            attempt = attempt.with_error_of(e);
         }
         self.attempts.push(attempt);
         if sent {

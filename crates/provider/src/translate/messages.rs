@@ -23,6 +23,11 @@
 //! | `stop_sequences`, `max_tokens`, `temperature`, `top_p`, `metadata.user_id` | `stop`, `max_tokens`, `temperature`, `top_p`, `user` |
 //!
 //! `thinking` blocks and `top_k` have no OpenAI counterpart and are dropped.
+//!
+//! Back to the caller, a plain `stop` whose choice names the stop sequence it
+//! ended at (`stop_reason`, a string: the Anthropic adapter and vLLM say so) is
+//! `stop_reason: "stop_sequence"` with that `stop_sequence`; from a provider that
+//! does not name it (OpenAI) the answer, cut there, ends as `end_turn`.
 //! Prompt-cache breakpoints (`cache_control`) are kept on the parts and tools they
 //! mark (a system prompt or message that carries one stays a list of parts), so
 //! that an Anthropic provider gets them back; an OpenAI-compatible provider is
@@ -458,6 +463,21 @@ fn stop_reason_after(finish_reason: &str, tool_calls: bool) -> &'static str {
     }
 }
 
+/// Anthropic's `stop_reason` and `stop_sequence` for an answer's finish: a plain
+/// `stop` beside the stop sequence it ended at (`matched`: a choice's
+/// `stop_reason` string, as vLLM and the Anthropic adapter give it) is
+/// `stop_sequence`, naming it.
+fn stop_after(
+    finish_reason: &str,
+    tool_calls: bool,
+    matched: Option<&str>,
+) -> (&'static str, Value) {
+    match (stop_reason_after(finish_reason, tool_calls), matched) {
+        ("end_turn", Some(sequence)) => ("stop_sequence", Value::from(sequence)),
+        (reason, _) => (reason, Value::Null),
+    }
+}
+
 /// Token counts of an OpenAI `usage` object, as Anthropic reports them:
 /// `(input_tokens, output_tokens, cache_read_input_tokens)`, cached prompt
 /// tokens counted apart from the rest of the input as Anthropic does.
@@ -565,14 +585,19 @@ pub fn response_to_anthropic(body: &[u8], model: &str) -> Result<Vec<u8>, Transl
         .and_then(Value::as_str)
         .unwrap_or("stop");
     let (input, output, cached) = usage_counts(v.get("usage"));
+    let (stop, sequence) = stop_after(
+        finish,
+        content.iter().any(|b| b["type"] == "tool_use"),
+        choice.get("stop_reason").and_then(Value::as_str),
+    );
     let out = json!({
         "id": message_id(v.get("id").and_then(Value::as_str)),
         "type": "message",
         "role": "assistant",
         "model": v.get("model").and_then(Value::as_str).unwrap_or(model),
         "content": content,
-        "stop_reason": stop_reason_after(finish, content.iter().any(|b| b["type"] == "tool_use")),
-        "stop_sequence": null,
+        "stop_reason": stop,
+        "stop_sequence": sequence,
         "usage": usage_json(input, output, cached),
     });
     serde_json::to_vec(&out).map_err(|e| bad(e.to_string()))
@@ -640,6 +665,9 @@ pub struct MessagesStream {
     /// Index of the next content block.
     next: u64,
     finish: Option<String>,
+    /// The stop sequence the answer ended at, when a chunk named it (see
+    /// [`stop_after`]).
+    matched: Option<String>,
     usage: (u64, u64, u64),
     /// The prompt's size told at `message_start`, before the provider counts it.
     input_estimate: u64,
@@ -658,6 +686,7 @@ impl MessagesStream {
             tool_id: None,
             next: 0,
             finish: None,
+            matched: None,
             usage: (0, 0, 0),
             input_estimate: 0,
             tool_calls: false,
@@ -820,6 +849,9 @@ impl MessagesStream {
         }
         if let Some(Value::String(f)) = choice.get("finish_reason") {
             self.finish = Some(f.clone());
+            if let Some(Value::String(sequence)) = choice.get("stop_reason") {
+                self.matched = Some(sequence.clone());
+            }
         }
         Ok(())
     }
@@ -834,11 +866,15 @@ impl MessagesStream {
         self.close(out);
         self.done = true;
         let (input, output, cached) = self.usage;
-        let reason = stop_reason_after(self.finish.as_deref().unwrap_or("stop"), self.tool_calls);
+        let (reason, sequence) = stop_after(
+            self.finish.as_deref().unwrap_or("stop"),
+            self.tool_calls,
+            self.matched.as_deref(),
+        );
         Self::emit(
             out,
             &json!({"type": "message_delta",
-                    "delta": {"stop_reason": reason, "stop_sequence": null},
+                    "delta": {"stop_reason": reason, "stop_sequence": sequence},
                     "usage": usage_json(input, output, cached)}),
         );
         Self::emit(out, &json!({"type": "message_stop"}));

@@ -87,6 +87,11 @@ where
                     let Some(all_failed) = find::<AllProvidersFailed>(&*err).cloned() else {
                         return Poll::Ready(Err(err));
                     };
+                    if all_failed.answer().is_some() {
+                        // Every provider answered, and every answer was rejected for
+                        // its content: waiting would ask them again for the same.
+                        return Poll::Ready(Err(err));
+                    }
                     let (Some(copy), Some(svc), Some(shared)) =
                         (copy.take(), svc.take(), shared.take())
                     else {

@@ -34,6 +34,8 @@ struct Req {
     #[serde(default)]
     metadata: Option<Value>,
     #[serde(default)]
+    stop_sequences: Vec<String>,
+    #[serde(default)]
     tools: Vec<Value>,
     #[serde(default)]
     tool_choice: Option<Value>,
@@ -150,6 +152,12 @@ pub(crate) fn parse(body: &[u8]) -> Result<Ask, String> {
             );
         }
     }
+    // A stop sequence of nothing but whitespace: Anthropic refuses the request.
+    if req.stop_sequences.iter().any(|s| s.trim().is_empty()) {
+        return Err(
+            "stop_sequences: each stop sequence must contain non-whitespace characters".into(),
+        );
+    }
     // Anthropic's checks of `metadata.user_id`, with its wording.
     if let Some(user) = req
         .metadata
@@ -218,6 +226,7 @@ pub(crate) fn parse(body: &[u8]) -> Result<Ask, String> {
         max_tokens: req.max_tokens,
         legacy_max_tokens: false,
         json,
+        stop: req.stop_sequences,
         tool,
         cache_prefix: cache_prefix(body, prompt_tokens),
         prompt_tokens,
@@ -263,6 +272,7 @@ fn stop_reason(reply: &Reply) -> &'static str {
     }
     match reply.finish {
         Finish::Stop if reply.tool.is_some() => "tool_use",
+        Finish::Stop if reply.stop_sequence.is_some() => "stop_sequence",
         Finish::Stop => "end_turn",
         Finish::Length => "max_tokens",
     }
@@ -310,7 +320,7 @@ pub(crate) fn message(meta: &Meta<'_>, ask: &Ask, reply: &Reply) -> Vec<u8> {
         "model": meta.model,
         "content": content,
         "stop_reason": stop_reason(reply),
-        "stop_sequence": null,
+        "stop_sequence": reply.stop_sequence,
         "usage": {
             "input_tokens": ask.uncached_tokens(),
             "cache_creation_input_tokens": ask.cache_write,
@@ -418,7 +428,7 @@ pub(crate) fn stream(meta: &Meta<'_>, ask: &Ask, reply: &Reply, fault: StreamFau
     ev.push(event(
         "message_delta",
         &json!({"type": "message_delta",
-            "delta": {"stop_reason": stop_reason(reply), "stop_sequence": null},
+            "delta": {"stop_reason": stop_reason(reply), "stop_sequence": reply.stop_sequence},
             "usage": {"output_tokens": reply.completion_tokens}}),
     ));
     ev.push(Bytes::from_static(

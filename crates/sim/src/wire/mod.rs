@@ -22,6 +22,9 @@ pub(crate) struct Ask {
     /// OpenAI: the limit came as the older `max_tokens` field.
     pub(crate) legacy_max_tokens: bool,
     pub(crate) json: JsonMode,
+    /// Stop sequences (OpenAI `stop`, Anthropic `stop_sequences`): the reply ends
+    /// before the first place one of them would appear.
+    pub(crate) stop: Vec<String>,
     /// The tool the request makes the model call (`tool_choice` naming one, or
     /// `required` / `any` with tools given: the first), if any.
     pub(crate) tool: Option<ForcedTool>,
@@ -109,6 +112,8 @@ pub(crate) struct Reply {
     pub(crate) refused: bool,
     /// The tool called, whose arguments are `content` (a forced tool call).
     pub(crate) tool: Option<String>,
+    /// The stop sequence the reply ended at (not included in it), if one did.
+    pub(crate) stop_sequence: Option<String>,
 }
 
 impl Reply {
@@ -233,6 +238,19 @@ pub(crate) fn generate(
         Some(Fault::EmptyContent) => content.clear(),
         _ => {}
     }
+    // A stop sequence ends the text before it (not a tool call's arguments).
+    let mut stop_sequence = None;
+    if tool.is_none()
+        && let Some((at, seq)) = ask
+            .stop
+            .iter()
+            .filter(|s| !s.is_empty())
+            .filter_map(|s| content.find(s.as_str()).map(|at| (at, s)))
+            .min_by_key(|&(at, _)| at)
+    {
+        content.truncate(at);
+        stop_sequence = Some(seq.clone());
+    }
     let mut pieces = text::split_pieces(&content);
     if let Some(Fault::Length) = fault {
         let keep = pieces.len().div_ceil(2).max(1).min(pieces.len());
@@ -270,6 +288,8 @@ pub(crate) fn generate(
         reasoning_tokens,
         refused: matches!(fault, Some(Fault::Refusal)),
         tool,
+        // Cut at the token limit before it: no stop sequence was met.
+        stop_sequence: stop_sequence.filter(|_| finish == Finish::Stop),
     }
 }
 
@@ -358,6 +378,7 @@ mod tests {
             max_tokens,
             legacy_max_tokens: false,
             json,
+            stop: Vec::new(),
             tool: None,
             prompt_tokens: 3,
             last_user: "hello there".into(),

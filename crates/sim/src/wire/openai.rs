@@ -39,6 +39,9 @@ struct Req {
     max_completion_tokens: Option<u64>,
     #[serde(default)]
     response_format: Option<Value>,
+    /// A string or up to four of them.
+    #[serde(default)]
+    stop: Option<Value>,
     #[serde(default)]
     tools: Vec<Value>,
     #[serde(default)]
@@ -108,6 +111,14 @@ pub(crate) fn parse(body: &[u8]) -> Result<Ask, String> {
         max_tokens: req.max_completion_tokens.or(req.max_tokens),
         legacy_max_tokens: req.max_tokens.is_some(),
         json,
+        stop: match req.stop {
+            Some(Value::String(s)) => vec![s],
+            Some(Value::Array(list)) => list
+                .into_iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect(),
+            _ => Vec::new(),
+        },
         tool,
         prompt_tokens,
         last_user,

@@ -13,6 +13,7 @@
 //! | `response_format` `json_schema` / `json_object` | `output_config.format` / a forced call of [`JSON_ANSWER_TOOL`] (input: any JSON object), whose input comes back as the message's content (beside the caller's tools, with `tool_choice` `any`; not after a prefill) |
 //! | `cache_control` on a content part or a tool | `cache_control` on its block or tool (on the `tool_result` block for a tool message; the system prompt is then sent as blocks) |
 //! | `finish_reason` `stop` / `length` / `tool_calls` / `content_filter` | `stop_reason` `end_turn`, `stop_sequence` / `max_tokens` / `tool_use` / `refusal` |
+//! | the choice's `stop_reason` (the stop sequence met, where vLLM puts it) | `stop_sequence` |
 //! | `usage.prompt_tokens` / `completion_tokens` | `input_tokens` (+ cache reads and writes) / `output_tokens` |
 //!
 //! Consecutive messages of the same role are merged (tool results then text in one

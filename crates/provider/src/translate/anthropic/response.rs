@@ -26,6 +26,8 @@ struct MessagesResponse<'a> {
     content: Vec<RespBlock<'a>>,
     #[serde(borrow, default)]
     stop_reason: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    stop_sequence: Option<Str<'a>>,
     #[serde(default)]
     usage: Option<AnthUsage>,
 }
@@ -95,6 +97,11 @@ struct Choice<'a> {
     message: AssistantOut<'a>,
     logprobs: Option<()>,
     finish_reason: Option<&'static str>,
+    /// The stop sequence the answer ended at (Anthropic's `stop_sequence`), in
+    /// the field vLLM gives it beside `finish_reason: "stop"`: OpenAI's shape has
+    /// none, and `/v1/messages` gives it back to its caller.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop_reason: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -286,6 +293,10 @@ pub fn response_to_openai(body: &[u8]) -> Result<(Vec<u8>, TokenCounts), Invalid
                 .stop_reason
                 .as_deref()
                 .map(|r| answered_finish_reason(r, json_answer_only)),
+            stop_reason: resp
+                .stop_sequence
+                .as_deref()
+                .filter(|_| resp.stop_reason.as_deref() == Some("stop_sequence")),
         }],
         usage: ChatUsage::new(counts),
     };

@@ -52,6 +52,8 @@ struct EventDelta<'a> {
     partial_json: Option<Str<'a>>,
     #[serde(borrow, default)]
     stop_reason: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    stop_sequence: Option<Str<'a>>,
 }
 
 /// The fields every chunk of one stream repeats; serialized once per stream.
@@ -69,6 +71,10 @@ struct ChunkChoice<'a> {
     delta: Delta<'a>,
     logprobs: Option<()>,
     finish_reason: Option<&'a str>,
+    /// The stop sequence the answer ended at, as vLLM names it beside
+    /// `finish_reason: "stop"` (see `response_to_openai`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop_reason: Option<&'a str>,
 }
 
 #[derive(Serialize, Default)]
@@ -356,11 +362,27 @@ impl StreamState {
                 if let Some(u) = ev.usage {
                     self.absorb(u);
                 }
-                let reason = ev.delta.and_then(|d| d.stop_reason).map(|r| {
-                    answered_finish_reason(&r, self.json_block.is_some() && self.tools.is_empty())
-                });
-                match reason {
-                    Some(r) => self.chunk(out, Delta::default(), Some(r)),
+                let Some(delta) = ev.delta else {
+                    return Ok(());
+                };
+                let sequence = delta
+                    .stop_sequence
+                    .as_deref()
+                    .filter(|_| delta.stop_reason.as_deref() == Some("stop_sequence"));
+                match delta.stop_reason.as_deref().map(|r| {
+                    answered_finish_reason(r, self.json_block.is_some() && self.tools.is_empty())
+                }) {
+                    Some(reason) => self.write(
+                        out,
+                        &[ChunkChoice {
+                            index: 0,
+                            delta: Delta::default(),
+                            logprobs: None,
+                            finish_reason: Some(reason),
+                            stop_reason: sequence,
+                        }],
+                        None,
+                    ),
                     None => Ok(()),
                 }
             }
@@ -486,6 +508,7 @@ impl StreamState {
                 delta,
                 logprobs: None,
                 finish_reason,
+                stop_reason: None,
             }],
             None,
         )
