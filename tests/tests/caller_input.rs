@@ -1461,3 +1461,86 @@ async fn a_refusal_every_provider_gives_is_the_answer_not_a_503() {
         "{err}"
     );
 }
+
+/// OpenAI caches a long prompt's prefix by itself and reports the tokens it read
+/// from the cache (`prompt_tokens_details.cached_tokens`, modelled by the
+/// simulator: from 1,024 tokens, in steps of 128), which it bills at a discount.
+/// The provider read only the totals, so callers' budgets and the cost metrics
+/// charged cached tokens at the full input price. Now they are priced apart: at
+/// half the input price by default for an OpenAI-compatible entry (OpenAI's
+/// smallest discount), streamed or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_s_cached_prompt_tokens_are_priced_apart() {
+    let openai = sim(Flavor::OpenAi, "openai").await;
+    let text = format!(
+        "[[providers]]\nname = \"openai\"\nkind = \"openai\"\nmodel = \"gpt-4o-mini\"\n\
+         base_url = \"{}\"\nprice = {{ input_per_million = 1.0, output_per_million = 0.0 }}\n",
+        openai_base(&openai)
+    );
+    let stack = Stack::from_config(&Config::from_toml_str(&text).unwrap())
+        .unwrap()
+        .build()
+        .unwrap();
+    let long = "You are a careful assistant who answers briefly. ".repeat(120);
+    let body = |question: &str, stream: bool| {
+        serde_json::json!({"model": "gpt-4o-mini", "stream": stream, "messages": [
+            {"role": "system", "content": long},
+            {"role": "user", "content": question}
+        ]})
+        .to_string()
+    };
+    // (prompt tokens, cached tokens as the answer reports them, cost in
+    // millionths): the cost is 1 per plain prompt token and 0.5 per cached one,
+    // the answer being free.
+    let usage_of = |res: http::Response<tower_failover::BoxBody>| async move {
+        let handle = res
+            .extensions()
+            .get::<tower_failover::provider::UsageHandle>()
+            .cloned()
+            .expect("a usage handle");
+        let text = res
+            .into_body()
+            .collect()
+            .await
+            .expect("a whole body")
+            .to_bytes();
+        let text = String::from_utf8_lossy(&text);
+        let key = "\"cached_tokens\":";
+        let at = text.rfind(key).expect("the answer reports cached tokens") + key.len();
+        let digits: String = text[at..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        let usage = handle.get().expect("usage recorded");
+        (
+            usage.prompt_tokens,
+            digits.parse::<u64>().unwrap(),
+            usage.cost.expect("priced").micros(),
+        )
+    };
+    let first = stack
+        .clone()
+        .oneshot(post(body("First?", false)))
+        .await
+        .unwrap();
+    let (prompt, cached, cost) = usage_of(first).await;
+    assert_eq!(cached, 0);
+    assert_eq!(
+        cost, prompt,
+        "nothing cached yet: every prompt token at full price"
+    );
+    for (n, stream) in [(2, false), (3, true)] {
+        let res = stack
+            .clone()
+            .oneshot(post(body(&format!("Question {n}?"), stream)))
+            .await
+            .unwrap();
+        let (prompt, cached, cost) = usage_of(res).await;
+        assert!(cached >= 1024 && cached < prompt, "{cached} of {prompt}");
+        assert_eq!(
+            cost,
+            prompt - cached / 2,
+            "stream={stream}: {cached} of {prompt} prompt tokens cached"
+        );
+    }
+}

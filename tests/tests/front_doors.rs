@@ -723,6 +723,14 @@ async fn prompt_cache_breakpoints_reach_an_anthropic_provider() {
     let first = gw.message(&body).await;
     assert_eq!(first.status, StatusCode::OK, "{}", first.body);
     assert_eq!(first.served_by(), "backup/claude-haiku-4-5");
+    // The first request wrote the prefix: told as Anthropic tells it (it was
+    // counted as plain input, and the writes, billed above it, were hidden).
+    let usage = &first.json()["usage"];
+    assert!(
+        usage["cache_creation_input_tokens"].as_u64().unwrap_or(0) >= 1024
+            && usage["input_tokens"].as_u64().unwrap() < 1024,
+        "{usage}"
+    );
     let sent = backup.received();
     let last = sent.last().expect("the provider saw the request");
     let sent_body = String::from_utf8_lossy(last.body().expect("its body was read"));
@@ -736,6 +744,18 @@ async fn prompt_cache_breakpoints_reach_an_anthropic_provider() {
     let second = gw.message(&body).await;
     assert_eq!(second.status, StatusCode::OK, "{}", second.body);
     let usage = &second.json()["usage"];
+    assert!(
+        usage["cache_read_input_tokens"].as_u64().unwrap_or(0) >= 1024
+            && usage["cache_creation_input_tokens"] == 0,
+        "{usage}"
+    );
+    // Streamed: the same counts at the end.
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let a = gw.message(&streamed).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let evs = events(&a.body);
+    let usage = &evs[evs.len() - 2].1["usage"];
     assert!(
         usage["cache_read_input_tokens"].as_u64().unwrap_or(0) >= 1024,
         "{usage}"

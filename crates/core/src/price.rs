@@ -23,7 +23,9 @@ pub struct Price {
     /// Price of one million completion (output) tokens.
     pub output_per_million: f64,
     /// Price of one million prompt tokens read from the provider's prompt cache.
-    /// Default ([`None`]): a tenth of the input price, as Anthropic bills them.
+    /// Default ([`None`]): a tenth of the input price, as Anthropic bills them (the
+    /// OpenAI-compatible provider service defaults to half, OpenAI's smallest
+    /// discount).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_read_per_million: Option<f64>,
     /// Price of one million prompt tokens written to the provider's prompt cache.

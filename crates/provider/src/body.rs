@@ -438,7 +438,7 @@ impl StreamBody {
             Mode::Raw => None,
             Mode::Watch { scan, .. } => scan
                 .usage
-                .map(|u| (u.prompt_tokens, u.completion_tokens, 0, 0)),
+                .map(|u| (u.prompt_tokens, u.completion_tokens, u.cached_tokens, 0)),
             Mode::Translate(t) => t.usage().map(|u| {
                 (
                     u.prompt_tokens,

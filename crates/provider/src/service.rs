@@ -12,6 +12,7 @@ use http::{Method, Request, Response, StatusCode, Uri};
 use http_body::Body;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use tokio::time::Instant;
+use tower_failover_core::Price;
 use tower_failover_core::error::{BodyTooLarge, find};
 use tower_failover_core::replay::ReplayBody;
 use tower_failover_core::sse::{SseLimits, SseParser};
@@ -234,6 +235,28 @@ fn prepare(
                 model: None,
             })
         }
+    }
+}
+
+/// How OpenAI discounts a prompt token read from its cache (its GPT-4o models';
+/// GPT-4.1 and the o-series bill a quarter, GPT-5 a tenth: set
+/// `cache_read_per_million` for those).
+const OPENAI_CACHE_READ_FACTOR: f64 = 0.5;
+
+/// `price` with the cache-read price of this kind of provider when the entry sets
+/// none: [`Price`]'s own default is Anthropic's (a tenth of the input price);
+/// an OpenAI-compatible provider's cached tokens are priced at
+/// [`OPENAI_CACHE_READ_FACTOR`], the smallest discount OpenAI gives (a budget is
+/// better overestimated).
+fn cached_price(price: Price, kind: ProviderKind) -> Price {
+    match kind {
+        ProviderKind::OpenAi => Price {
+            cache_read_per_million: price
+                .cache_read_per_million
+                .or(Some(price.input_per_million * OPENAI_CACHE_READ_FACTOR)),
+            ..price
+        },
+        ProviderKind::Anthropic => price,
     }
 }
 
@@ -469,7 +492,8 @@ where
         handle: handle.clone(),
         price: shared
             .prices
-            .lookup(&[model, prepared.requested_model.as_deref().unwrap_or("")]),
+            .lookup(&[model, prepared.requested_model.as_deref().unwrap_or("")])
+            .map(|p| cached_price(p, shared.kind)),
         health: shared.health.clone(),
         span: attempt,
     };
@@ -521,7 +545,7 @@ where
                 }
                 (
                     body,
-                    u.map(|u| (u.prompt_tokens, u.completion_tokens, 0, 0)),
+                    u.map(|u| (u.prompt_tokens, u.completion_tokens, u.cached_tokens, 0)),
                 )
             }
             Err(e) => return Err(e.with_provider(provider).into()),

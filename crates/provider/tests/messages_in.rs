@@ -780,3 +780,20 @@ fn tool_calls_with_a_plain_stop_stop_for_tool_use() {
             .unwrap();
     assert_eq!(out["stop_reason"], "end_turn");
 }
+
+/// An answer without an id (Azure's first streamed chunk says `"id": ""`) gets an
+/// id of its own, different for each answer: clients key answers by it.
+#[test]
+fn answers_without_an_id_get_ids_of_their_own() {
+    let answer = br#"{"choices":[{"message":{"content":"hi"},"finish_reason":"stop"}]}"#;
+    let id = |body: &[u8]| {
+        let m: serde_json::Value =
+            serde_json::from_slice(&response_to_anthropic(body, "m").unwrap()).unwrap();
+        m["id"].as_str().unwrap().to_owned()
+    };
+    let (a, b) = (id(answer), id(answer));
+    assert!(a.starts_with("msg_") && b.starts_with("msg_"), "{a} {b}");
+    assert_ne!(a, b);
+    let named = br#"{"id":"chatcmpl-9","choices":[{"message":{"content":"hi"}}]}"#;
+    assert_eq!(id(named), "msg_chatcmpl-9");
+}

@@ -481,21 +481,31 @@ fn stop_after(
 /// Token counts of an OpenAI `usage` object, as Anthropic reports them:
 /// `(input_tokens, output_tokens, cache_read_input_tokens)`, cached prompt
 /// tokens counted apart from the rest of the input as Anthropic does.
-fn usage_counts(usage: Option<&Value>) -> (u64, u64, u64) {
-    let Some(u) = usage else { return (0, 0, 0) };
+/// Anthropic's four counts of an OpenAI `usage`: the prompt tokens neither read
+/// from nor written to a cache, the answer's, those read
+/// (`prompt_tokens_details.cached_tokens`) and those written
+/// (`cache_creation_input_tokens`, which the Anthropic adapter adds; OpenAI writes
+/// its cache without saying).
+type Counts = (u64, u64, u64, u64);
+
+fn usage_counts(usage: Option<&Value>) -> Counts {
+    let Some(u) = usage else {
+        return (0, 0, 0, 0);
+    };
     let n = |v: Option<&Value>| v.and_then(Value::as_u64).unwrap_or(0);
     let prompt = n(u.get("prompt_tokens"));
     let completion = n(u.get("completion_tokens"));
     let cached = n(u.pointer("/prompt_tokens_details/cached_tokens")).min(prompt);
-    (prompt - cached, completion, cached)
+    let written = n(u.get("cache_creation_input_tokens")).min(prompt - cached);
+    (prompt - cached - written, completion, cached, written)
 }
 
-fn usage_json(input: u64, output: u64, cached: u64) -> Value {
+fn usage_json((input, output, cached, written): Counts) -> Value {
     json!({
         "input_tokens": input,
         "output_tokens": output,
         "cache_read_input_tokens": cached,
-        "cache_creation_input_tokens": 0,
+        "cache_creation_input_tokens": written,
     })
 }
 
@@ -504,7 +514,17 @@ fn message_id(id: Option<&str>) -> String {
     match id {
         Some(id) if id.starts_with("msg_") => id.to_owned(),
         Some(id) if !id.is_empty() => format!("msg_{id}"),
-        _ => "msg_gateway".to_owned(),
+        // No id (Azure's first streamed chunk has `""`): one of our own, unique
+        // as the provider's would be (clients key answers by it).
+        _ => {
+            thread_local! {
+                static IDS: std::cell::RefCell<tower_failover_core::rng::Rng> =
+                    std::cell::RefCell::new(tower_failover_core::rng::Rng::from_entropy());
+            }
+            IDS.with_borrow_mut(|rng| {
+                format!("msg_gw{:016x}{:08x}", rng.next_u64(), rng.next_u64() as u32)
+            })
+        }
     }
 }
 
@@ -584,7 +604,7 @@ pub fn response_to_anthropic(body: &[u8], model: &str) -> Result<Vec<u8>, Transl
         .get("finish_reason")
         .and_then(Value::as_str)
         .unwrap_or("stop");
-    let (input, output, cached) = usage_counts(v.get("usage"));
+    let counts = usage_counts(v.get("usage"));
     let (stop, sequence) = stop_after(
         finish,
         content.iter().any(|b| b["type"] == "tool_use"),
@@ -598,7 +618,7 @@ pub fn response_to_anthropic(body: &[u8], model: &str) -> Result<Vec<u8>, Transl
         "content": content,
         "stop_reason": stop,
         "stop_sequence": sequence,
-        "usage": usage_json(input, output, cached),
+        "usage": usage_json(counts),
     });
     serde_json::to_vec(&out).map_err(|e| bad(e.to_string()))
 }
@@ -668,7 +688,7 @@ pub struct MessagesStream {
     /// The stop sequence the answer ended at, when a chunk named it (see
     /// [`stop_after`]).
     matched: Option<String>,
-    usage: (u64, u64, u64),
+    usage: Counts,
     /// The prompt's size told at `message_start`, before the provider counts it.
     input_estimate: u64,
     /// A tool call was streamed: a plain stop is `tool_use`.
@@ -687,7 +707,7 @@ impl MessagesStream {
             next: 0,
             finish: None,
             matched: None,
-            usage: (0, 0, 0),
+            usage: (0, 0, 0, 0),
             input_estimate: 0,
             tool_calls: false,
             done: false,
@@ -744,7 +764,7 @@ impl MessagesStream {
                 "content": [],
                 "stop_reason": null,
                 "stop_sequence": null,
-                "usage": usage_json(self.input_estimate, 0, 0),
+                "usage": usage_json((self.input_estimate, 0, 0, 0)),
             }}),
         );
     }
@@ -865,7 +885,7 @@ impl MessagesStream {
         self.start(None, out);
         self.close(out);
         self.done = true;
-        let (input, output, cached) = self.usage;
+        let counts = self.usage;
         let (reason, sequence) = stop_after(
             self.finish.as_deref().unwrap_or("stop"),
             self.tool_calls,
@@ -875,7 +895,7 @@ impl MessagesStream {
             out,
             &json!({"type": "message_delta",
                     "delta": {"stop_reason": reason, "stop_sequence": sequence},
-                    "usage": usage_json(input, output, cached)}),
+                    "usage": usage_json(counts)}),
         );
         Self::emit(out, &json!({"type": "message_stop"}));
     }

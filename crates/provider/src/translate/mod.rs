@@ -98,4 +98,108 @@ pub(crate) mod count {
     pub(crate) fn de_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
         d.deserialize_any(Count)
     }
+
+    /// OpenAI's `usage.prompt_tokens_details`, for its `cached_tokens` (the prompt
+    /// tokens read from the provider's cache): read as [`de`] reads a count; 0 for
+    /// anything but an object, and the last one when the key repeats.
+    pub(crate) fn de_cached<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        d.deserialize_any(Details)
+    }
+
+    struct Details;
+
+    /// A key of `prompt_tokens_details`: ours, or another (not kept).
+    enum DetailsKey {
+        Cached,
+        Other,
+    }
+
+    impl<'de> serde::Deserialize<'de> for DetailsKey {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Key;
+            impl Visitor<'_> for Key {
+                type Value = DetailsKey;
+
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a key")
+                }
+
+                fn visit_str<E>(self, v: &str) -> Result<DetailsKey, E> {
+                    Ok(if v == "cached_tokens" {
+                        DetailsKey::Cached
+                    } else {
+                        DetailsKey::Other
+                    })
+                }
+            }
+            d.deserialize_identifier(Key)
+        }
+    }
+
+    /// One count as [`de`] reads it, as a map value.
+    struct CountValue(u64);
+
+    impl<'de> serde::Deserialize<'de> for CountValue {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            de(d).map(CountValue)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Details {
+        type Value = u64;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("prompt token details")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<u64, A::Error> {
+            let mut cached = 0;
+            while let Some(key) = map.next_key::<DetailsKey>()? {
+                match key {
+                    DetailsKey::Cached => cached = map.next_value::<CountValue>()?.0,
+                    DetailsKey::Other => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok(cached)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<u64, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(0)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<u64, D::Error> {
+            d.deserialize_any(Details)
+        }
+
+        fn visit_u64<E>(self, _: u64) -> Result<u64, E> {
+            Ok(0)
+        }
+
+        fn visit_i64<E>(self, _: i64) -> Result<u64, E> {
+            Ok(0)
+        }
+
+        fn visit_f64<E>(self, _: f64) -> Result<u64, E> {
+            Ok(0)
+        }
+
+        fn visit_bool<E>(self, _: bool) -> Result<u64, E> {
+            Ok(0)
+        }
+
+        fn visit_str<E>(self, _: &str) -> Result<u64, E> {
+            Ok(0)
+        }
+
+        fn visit_unit<E>(self) -> Result<u64, E> {
+            Ok(0)
+        }
+
+        fn visit_none<E>(self) -> Result<u64, E> {
+            Ok(0)
+        }
+    }
 }

@@ -322,6 +322,14 @@ pub(crate) struct WireUsage {
     pub(crate) prompt_tokens: u64,
     #[serde(default, deserialize_with = "super::count::de")]
     pub(crate) completion_tokens: u64,
+    /// Of the prompt, the tokens read from the provider's cache
+    /// (`prompt_tokens_details.cached_tokens`; priced apart).
+    #[serde(
+        default,
+        rename = "prompt_tokens_details",
+        deserialize_with = "super::count::de_cached"
+    )]
+    pub(crate) cached_tokens: u64,
 }
 
 #[derive(Deserialize)]
@@ -401,12 +409,13 @@ fn usage_value(r: &mut Reader<'_>) -> json::Result<Option<WireUsage>> {
 /// A `usage` object's two counts, read as [`super::count::de`] reads them.
 fn quick_counts(r: &mut Reader<'_>) -> json::Result<WireUsage> {
     r.object()?;
-    let (mut prompt, mut completion) = (None, None);
+    let (mut prompt, mut completion, mut cached) = (None, None, None);
     let mut first = true;
     while let Some(key) = r.key(&mut first)? {
-        let slot = match key {
-            b"prompt_tokens" => &mut prompt,
-            b"completion_tokens" => &mut completion,
+        let (slot, read): (_, fn(&mut Reader<'_>) -> json::Result<u64>) = match key {
+            b"prompt_tokens" => (&mut prompt, quick_count),
+            b"completion_tokens" => (&mut completion, quick_count),
+            b"prompt_tokens_details" => (&mut cached, quick_cached),
             _ => {
                 r.skip()?;
                 continue;
@@ -415,12 +424,33 @@ fn quick_counts(r: &mut Reader<'_>) -> json::Result<WireUsage> {
         if slot.is_some() {
             return Err(Unsure);
         }
-        *slot = Some(quick_count(r)?);
+        *slot = Some(read(r)?);
     }
     Ok(WireUsage {
         prompt_tokens: prompt.unwrap_or(0),
         completion_tokens: completion.unwrap_or(0),
+        cached_tokens: cached.unwrap_or(0),
     })
+}
+
+/// `prompt_tokens_details`' `cached_tokens`, read as [`super::count::de_cached`]
+/// reads it: the last one, 0 for anything but an object.
+fn quick_cached(r: &mut Reader<'_>) -> json::Result<u64> {
+    if r.peek()? != Kind::Object {
+        r.skip()?;
+        return Ok(0);
+    }
+    r.object()?;
+    let mut cached = 0;
+    let mut first = true;
+    while let Some(key) = r.key(&mut first)? {
+        if key == b"cached_tokens" {
+            cached = quick_count(r)?;
+        } else {
+            r.skip()?;
+        }
+    }
+    Ok(cached)
 }
 
 /// One count: a plain unsigned integer as it is; anything that is not a number
@@ -573,7 +603,8 @@ mod tests {
             scan.usage,
             Some(WireUsage {
                 prompt_tokens: 3,
-                completion_tokens: 4
+                completion_tokens: 4,
+                cached_tokens: 0,
             })
         );
     }
@@ -836,9 +867,12 @@ mod tests {
             quick_usage(plain),
             Ok(Some(WireUsage {
                 prompt_tokens: 11,
-                completion_tokens: 7
+                completion_tokens: 7,
+                cached_tokens: 0,
             }))
         );
+        let cached = br#"{"usage":{"prompt_tokens":2048,"completion_tokens":7,"prompt_tokens_details":{"audio_tokens":0,"cached_tokens":1920}}}"#;
+        assert_eq!(quick_usage(cached).unwrap().unwrap().cached_tokens, 1920);
         let bodies: &[&[u8]] = &[
             plain,
             b"{}",
@@ -847,6 +881,14 @@ mod tests {
             br#"{"choices":[{"usage":{"prompt_tokens":9}}],"x":"\"usage\":{}"}"#,
             br#"{"usage":{"prompt_tokens":1},"usage":null}"#,
             br#"{"usage":{"prompt_tokens":1,"prompt_tokens":2}}"#,
+            cached,
+            br#"{"usage":{"prompt_tokens_details":null}}"#,
+            br#"{"usage":{"prompt_tokens_details":5}}"#,
+            br#"{"usage":{"prompt_tokens_details":[1,{"cached_tokens":3}]}}"#,
+            br#"{"usage":{"prompt_tokens_details":{"cached_tokens":"9"}}}"#,
+            br#"{"usage":{"prompt_tokens_details":{"cached_tokens":4,"cached_tokens":6}}}"#,
+            br#"{"usage":{"prompt_tokens_details":{},"prompt_tokens_details":{}}}"#,
+            br#"{"usage":{"prompt_tokens_details":{"cached_tokens":2.5,"x":[{}]}}}"#,
             br#"{"usage":{"prompt_tokens":"3","completion_tokens":[1,{"a":2}]}}"#,
             br#"{"usage":{"prompt_tokens":true,"completion_tokens":null}}"#,
             br#"{"usage":{"prompt_tokens":-1,"completion_tokens":2.5}}"#,
@@ -967,7 +1009,12 @@ mod tests {
             let wrapped = serde_json::json!({"choices": [v], "usage": w, "x": v}).to_string();
             let counts = serde_json::json!({"usage": {"prompt_tokens": v, "completion_tokens": w}})
                 .to_string();
-            for text in [v.to_string(), wrapped, counts] {
+            let details = serde_json::json!({"usage": {"prompt_tokens_details": v,
+                "completion_tokens": 1}, "u": {"prompt_tokens_details": {"cached_tokens": w}}})
+                .to_string();
+            let cached = serde_json::json!({"usage": {"prompt_tokens_details": {"cached_tokens": w, "v": v}}})
+                .to_string();
+            for text in [v.to_string(), wrapped, counts, details, cached] {
                 let body = text.as_bytes();
                 proptest::prop_assert!(agrees(body).is_ok(), "{:?}", agrees(body));
                 // Hostile: cut short, or one byte changed.

@@ -70,14 +70,27 @@ pub(crate) fn parse(body: &[u8]) -> Result<Ask, String> {
     }
     let mut prompt_tokens = 3;
     let mut last_user = String::new();
-    for m in &req.messages {
+    // OpenAI caches prompts on its own: the conversation before the last message,
+    // hashed with its tokens, is the prefix a later request may find cached.
+    use std::hash::{Hash, Hasher};
+    let mut prefix = std::collections::hash_map::DefaultHasher::new();
+    let mut prefix_tokens = 0;
+    let last = req.messages.len() - 1;
+    for (i, m) in req.messages.iter().enumerate() {
         let mut t = String::new();
         content_text(&m.content, &mut t);
         prompt_tokens += 4 + tokens(&t);
+        if i < last {
+            (&m.role, &t).hash(&mut prefix);
+            prefix_tokens = prompt_tokens;
+        }
         if m.role == "user" {
             last_user = t;
         }
     }
+    // Cached from 1,024 tokens on, in steps of 128, as OpenAI reports it.
+    let cache_prefix =
+        (prefix_tokens >= 1024).then(|| (prefix.finish(), prefix_tokens / 128 * 128));
     let json = match &req.response_format {
         Some(rf) => match rf.get("type").and_then(Value::as_str) {
             Some("json_object") => JsonMode::Object,
@@ -122,7 +135,7 @@ pub(crate) fn parse(body: &[u8]) -> Result<Ask, String> {
         tool,
         prompt_tokens,
         last_user,
-        cache_prefix: None,
+        cache_prefix,
         cache_read: 0,
         cache_write: 0,
     })
@@ -147,7 +160,7 @@ fn usage(ask: &Ask, reply: &Reply) -> Value {
         "prompt_tokens": ask.prompt_tokens,
         "completion_tokens": reply.completion_tokens,
         "total_tokens": ask.prompt_tokens + reply.completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "prompt_tokens_details": {"cached_tokens": ask.cache_read, "audio_tokens": 0},
         "completion_tokens_details": {
             "reasoning_tokens": reply.reasoning_tokens,
             "audio_tokens": 0,

@@ -135,6 +135,15 @@ pub(super) struct ChatUsage {
     /// OpenAI's place for the prompt tokens read from the cache.
     #[serde(skip_serializing_if = "Option::is_none")]
     prompt_tokens_details: Option<PromptDetails>,
+    /// Of the prompt, the tokens written to the cache (billed above the input
+    /// price), under Anthropic's name: OpenAI's shape has no place for them, and
+    /// `/v1/messages` gives them back to its caller.
+    #[serde(skip_serializing_if = "is_zero")]
+    cache_creation_input_tokens: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Serialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -153,6 +162,7 @@ impl ChatUsage {
             prompt_tokens_details: (counts.cache_read_tokens > 0).then_some(PromptDetails {
                 cached_tokens: counts.cache_read_tokens,
             }),
+            cache_creation_input_tokens: counts.cache_write_tokens,
         }
     }
 }

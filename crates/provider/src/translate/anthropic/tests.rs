@@ -190,7 +190,8 @@ fn response_translation_with_tools() {
                 "logprobs": null, "finish_reason": "tool_calls"
             }],
             "usage": {"prompt_tokens": 125, "completion_tokens": 30, "total_tokens": 155,
-                      "prompt_tokens_details": {"cached_tokens": 100}}
+                      "prompt_tokens_details": {"cached_tokens": 100},
+                      "cache_creation_input_tokens": 5}
         })
     );
     assert_eq!(
