@@ -568,6 +568,16 @@ impl Gateway {
     }
 
     async fn post_to(&self, path: &str, body: String) -> (StatusCode, String) {
+        let (status, _, body) = self.post_for_headers(path, body).await;
+        (status, body)
+    }
+
+    /// [`post_to`](Self::post_to), with the answer's headers.
+    async fn post_for_headers(
+        &self,
+        path: &str,
+        body: String,
+    ) -> (StatusCode, http::HeaderMap, String) {
         let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
         let req = Request::post(format!("http://{}{path}", self.addr))
             .header("content-type", "application/json")
@@ -579,9 +589,11 @@ impl Gateway {
             .expect("the gateway answers")
             .expect("the gateway answers");
         let status = res.status();
+        let headers = res.headers().clone();
         let body = res.into_body().collect().await.expect("a whole body");
         (
             status,
+            headers,
             String::from_utf8_lossy(&body.to_bytes()).into_owned(),
         )
     }
@@ -1411,13 +1423,19 @@ async fn a_refusal_every_provider_gives_is_the_answer_not_a_503() {
 
     // Over HTTP, both doors.
     let gw = start_gateway(&primary_and_backup_config(&primary, &backup)).await;
-    let (status, text) = gw.post(chat_body(false, None)).await;
+    let (status, headers, text) = gw
+        .post_for_headers("/v1/chat/completions", chat_body(false, None))
+        .await;
     assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(headers[tower_failover::REJECTED_HEADER], "refusal");
     assert!(text.contains("I'm sorry"), "{text}");
     let message = serde_json::json!({"model": "gpt-4o-mini", "max_tokens": 100,
         "messages": [{"role": "user", "content": "Something every model refuses"}]});
-    let (status, text) = gw.post_to("/v1/messages", message.to_string()).await;
+    let (status, headers, text) = gw
+        .post_for_headers("/v1/messages", message.to_string())
+        .await;
     assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(headers[tower_failover::REJECTED_HEADER], "refusal");
     let m: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(m["type"], "message", "{m}");
     assert!(

@@ -38,6 +38,22 @@ fn config(first: &Sim, second: &Sim) -> Config {
     Config::from_toml_str(&toml).expect("a valid configuration")
 }
 
+/// The stack users build from [`config`].
+fn stack(first: &Sim, second: &Sim) -> tower_failover::Failover {
+    Stack::from_config(&config(first, second))
+        .unwrap()
+        .build()
+        .unwrap()
+}
+
+/// [`BODY`] as a chat completion request.
+fn chat_request() -> Request<Full<Bytes>> {
+    Request::post("/v1/chat/completions")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(BODY.as_bytes())))
+        .unwrap()
+}
+
 fn received_bodies(sim: &Sim) -> Vec<Bytes> {
     sim.received()
         .iter()
@@ -82,17 +98,10 @@ async fn a_failover_resends_the_same_bytes_without_a_second_parse() {
     first
         .set_faults([FaultSpec::always(Fault::Status(503))])
         .unwrap();
-    let stack = Stack::from_config(&config(&first, &second))
-        .unwrap()
-        .build()
-        .unwrap();
+    let stack = stack(&first, &second);
 
     let before = parses_on_this_thread();
-    let req = Request::post("/v1/chat/completions")
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from_static(BODY.as_bytes())))
-        .unwrap();
-    let res = stack.oneshot(req).await.unwrap();
+    let res = stack.oneshot(chat_request()).await.unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(
         parses_on_this_thread() - before,
@@ -138,16 +147,9 @@ async fn only_the_model_name_is_rewritten() {
 #[tokio::test]
 async fn the_answer_is_read_once_and_its_outline_travels_with_it() {
     let (first, second) = (sim("first", 6).await, sim("second", 7).await);
-    let stack = Stack::from_config(&config(&first, &second))
-        .unwrap()
-        .build()
-        .unwrap();
+    let stack = stack(&first, &second);
     let before = readers_on_this_thread();
-    let req = Request::post("/v1/chat/completions")
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from_static(BODY.as_bytes())))
-        .unwrap();
-    let res = stack.oneshot(req).await.unwrap();
+    let res = stack.oneshot(chat_request()).await.unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(
         readers_on_this_thread() - before,

@@ -19,13 +19,15 @@ use super::{AppState, SERVED_BY, auth, jobs};
 /// the gateway's, and could mislead a client's own retry logic.
 /// (Header names, not strings: inserting a header by a `&str` name that is not a
 /// standard one copies the name, an allocation per header per answer.)
-static PASSED: [HeaderName; 6] = [
+static PASSED: [HeaderName; 7] = [
     header::CONTENT_TYPE,
     header::CONTENT_LENGTH,
     header::CACHE_CONTROL,
     HeaderName::from_static("x-request-id"),
     HeaderName::from_static("request-id"),
     HeaderName::from_static(SERVED_BY),
+    // A rejected answer given for want of a better one says so.
+    HeaderName::from_static(tower_failover::REJECTED_HEADER),
 ];
 
 pub(super) async fn chat(State(state): State<AppState>, req: Request) -> Response {

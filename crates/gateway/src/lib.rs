@@ -59,7 +59,10 @@
 //! OpenAI-shaped JSON from [`error_response`](tower_failover::error_response)
 //! (Anthropic-shaped on `/v1/messages`, see [`messages`]): `404 model_not_found`
 //! for a model nobody serves, `503` with `Retry-After` when every provider is
-//! down, `413` past the body limit, `429`, `502`, `504`.
+//! down, `413` past the body limit, `429`, `502`, `504`. When every provider
+//! answered and every answer failed a content check (a refusal every model
+//! gives), the last answer is the answer: `200` with `x-failover-rejected:
+//! <kind>` ([`REJECTED_HEADER`](tower_failover::REJECTED_HEADER)).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -49,7 +49,13 @@ fn anthropic_error(status: u16, kind: &str, message: &str) -> Response {
 
 /// Copies what the caller should see of the stack's answer headers.
 fn pass_headers(from: &HeaderMap, to: &mut HeaderMap) {
-    for name in [SERVED_BY, "request-id", "x-request-id", "retry-after"] {
+    for name in [
+        SERVED_BY,
+        "request-id",
+        "x-request-id",
+        "retry-after",
+        tower_failover::REJECTED_HEADER,
+    ] {
         if let Some(v) = from.get(name) {
             to.insert(HeaderName::from_static(name), v.clone());
         }

@@ -380,34 +380,30 @@ pub(crate) fn stream(meta: &Meta<'_>, ask: &Ask, reply: &Reply, fault: StreamFau
         ev.push(sse(Some("error"), &error_body(529, None)));
         return ev;
     }
-    if reply.tool.is_some() {
-        for i in 0..reply.pieces.len() {
+    // The block's deltas: a tool call's arguments, or the text.
+    let deltas: Option<Vec<Value>> = match (&reply.tool, text) {
+        (Some(_), _) => Some(
+            (0..reply.pieces.len())
+                .map(|i| json!({"type": "input_json_delta", "partial_json": reply.piece(i)}))
+                .collect(),
+        ),
+        (None, Some(t)) => Some(
+            split_pieces(t)
+                .into_iter()
+                .map(|(a, b)| json!({"type": "text_delta", "text": &t[a..b]}))
+                .collect(),
+        ),
+        (None, None) => None,
+    };
+    if let Some(deltas) = deltas {
+        for delta in deltas {
             ev.push(event(
                 "content_block_delta",
-                &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": reply.piece(i)}}),
+                &json!({"type": "content_block_delta", "index": 0, "delta": delta}),
             ));
         }
         if fault == StreamFault::Malformed {
-            let at = ev.len().min(4);
-            ev.insert(
-                at,
-                Bytes::from_static(
-                    b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_del\n\n",
-                ),
-            );
-        }
-        ev.push(event(
-            "content_block_stop",
-            &json!({"type": "content_block_stop", "index": 0}),
-        ));
-    } else if let Some(t) = text {
-        for (a, b) in split_pieces(t) {
-            ev.push(event(
-                "content_block_delta",
-                &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": &t[a..b]}}),
-            ));
-        }
-        if fault == StreamFault::Malformed {
+            // A delta cut off inside its type's name.
             let at = ev.len().min(4);
             ev.insert(
                 at,
