@@ -332,6 +332,13 @@ async fn content_sent_as_a_list_of_parts_is_an_answer() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body.contains(r#""type":"text_delta""#), "{body}");
     assert!(!body.contains("think this through"), "{body}");
+    // The thinking chunk gave the caller nothing to read: a `ping` in its place,
+    // after `message_start` and before the text (a silent stream looks dead).
+    let ping = body.find("event: ping").unwrap_or_else(|| panic!("{body}"));
+    assert!(
+        body.find("message_start").unwrap() < ping && ping < body.find("text_delta").unwrap(),
+        "{body}"
+    );
     assert_eq!(primary.counters().received, 4);
     assert_eq!(backup.counters().received, 0);
     gw.shutdown().await;

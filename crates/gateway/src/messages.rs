@@ -339,6 +339,9 @@ fn translate_stream(
                     });
                     if let Err(e) = fed {
                         st.tr.fail("api_error", &e.to_string(), &mut out);
+                    } else if out.is_empty() {
+                        // Nothing for the caller in it (thinking): a sign of life.
+                        st.tr.ping(&mut out);
                     }
                 }
                 Some(Err(e)) => {

@@ -876,6 +876,16 @@ impl MessagesStream {
         Ok(())
     }
 
+    /// A `ping` event, as Anthropic sends them, when the message has started and
+    /// not ended: for a chunk of the stack's stream that gave the caller nothing
+    /// (a reasoning model's thinking, which has no place here), so that a long
+    /// silence is not taken for a dead connection by a proxy on the way.
+    pub fn ping(&mut self, out: &mut Vec<u8>) {
+        if self.started && !self.done {
+            out.extend_from_slice(b"event: ping\ndata: {\"type\":\"ping\"}\n\n");
+        }
+    }
+
     /// Ends the message: closes the open block, sends `message_delta` with the
     /// stop reason and usage, then `message_stop`. Only the first call emits.
     pub fn finish(&mut self, out: &mut Vec<u8>) {
