@@ -109,10 +109,12 @@ async fn run(args: Args) -> Result<(), tower::BoxError> {
     let built = gateway::build_with(&config)?;
     let listener = tokio::net::TcpListener::bind(config.server.listen).await?;
     let addr = listener.local_addr()?;
+    // Before saying so: from then on a stop drains.
+    let shutdown = shutdown_signal();
     tracing::info!(
         "listening on http://{addr} (OpenAI base URL: http://{addr}/v1; probes: /livez, /readyz)"
     );
-    gateway::serve_with(listener, built, &config.server, shutdown_signal()).await?;
+    gateway::serve_with(listener, built, &config.server, shutdown).await?;
     drop(sims);
     Ok(())
 }
@@ -160,25 +162,37 @@ fn head_status(head: &[u8; 12]) -> [u8; 3] {
     [head[9], head[10], head[11]]
 }
 
-/// Ctrl-C, or SIGTERM (what container runtimes and systemd send).
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Ctrl-C, or SIGTERM (what container runtimes and systemd send). The handlers are
+/// installed when this is called, not when the future is first polled: it is
+/// called before the gateway says it listens, so a signal that comes right after
+/// (a supervisor's stop) drains the gateway instead of ending the process at once
+/// by the signal's default action.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
+    let signals = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        )
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
+    async move {
+        #[cfg(unix)]
+        match signals {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        tracing::info!("shutdown signal received");
     }
-    tracing::info!("shutdown signal received");
 }
