@@ -70,6 +70,8 @@ use tower_failover_overflow::{QuotaConfig, QuotaLayer, QuotaTracker};
 use tower_failover_ramp::{RampConfig, RampLayer};
 use tower_failover_validate::ValidateLayer;
 
+#[path = "bench_runner/observe_floor.rs"]
+mod observe_floor;
 #[path = "bench_runner/request_read.rs"]
 mod request_read;
 
@@ -575,6 +577,11 @@ fn main() {
         "observe",
         "tower-failover-core ObserveLayer",
         ObserveLayer::new(health()).layer(READY200),
+    );
+    case!(
+        "observe_floor",
+        "the least a layer with ObserveLayer's contract does (two clock readings, the record's Arc, the in-flight word, a success count; no logic): observe's floor in this harness",
+        observe_floor::Floor::new(READY200),
     );
     case!(
         "circuit",
