@@ -236,10 +236,16 @@ pub async fn serve_with(
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
+                Err(e) if only_that_connection(&e) => {
+                    // A client that reset before it was accepted: the next one
+                    // is taken at once (a pause here would hold every caller).
+                    tracing::debug!(error = %e, "a connection failed before it was accepted");
+                    continue;
+                }
                 Err(e) => {
                     // Out of file descriptors and the like: wait instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
             },
@@ -303,4 +309,65 @@ pub async fn serve_with(
         }
     }
     Ok(())
+}
+
+/// How long the accept loop waits after an error that is the process's own (out of
+/// file descriptors, of memory), so that it does not spin while it lasts.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Whether an error from `accept` concerns only the connection being taken, not
+/// the listener or the process: the client reset or aborted it while it waited in
+/// the queue, or its network failed. Linux reports those pending errors from
+/// `accept` itself (accept(2): "treat them like EAGAIN by retrying"), so the loop
+/// goes on at once; waiting [`ACCEPT_BACKOFF`] on each would stall every caller
+/// behind a client (a TCP health check, a scanner) that resets its connections.
+fn only_that_connection(e: &io::Error) -> bool {
+    use io::ErrorKind::*;
+    if matches!(
+        e.kind(),
+        ConnectionAborted
+            | ConnectionReset
+            | ConnectionRefused
+            | Interrupted
+            | WouldBlock
+            | NetworkDown
+            | NetworkUnreachable
+            | HostUnreachable
+    ) {
+        return true;
+    }
+    // The rest of accept(2)'s list for TCP/IP, by number (Linux's): EPROTO,
+    // ENOPROTOOPT, EHOSTDOWN, ENONET, EOPNOTSUPP.
+    cfg!(target_os = "linux") && matches!(e.raw_os_error(), Some(71 | 92 | 112 | 64 | 95))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_reset_in_the_queue_is_not_waited_on_but_running_out_of_files_is() {
+        for kind in [
+            io::ErrorKind::ConnectionAborted,
+            io::ErrorKind::ConnectionReset,
+            io::ErrorKind::ConnectionRefused,
+            io::ErrorKind::Interrupted,
+            io::ErrorKind::HostUnreachable,
+        ] {
+            assert!(only_that_connection(&io::Error::from(kind)), "{kind:?}");
+        }
+        // Linux's numbers: ECONNABORTED, and EPROTO (no ErrorKind of its own).
+        assert!(only_that_connection(&io::Error::from_raw_os_error(103)));
+        if cfg!(target_os = "linux") {
+            assert!(only_that_connection(&io::Error::from_raw_os_error(71)));
+        }
+        // EMFILE, ENFILE, ENOMEM, ENOBUFS: the process's own trouble, waited out.
+        for errno in [24, 23, 12, 105] {
+            assert!(
+                !only_that_connection(&io::Error::from_raw_os_error(errno)),
+                "errno {errno}"
+            );
+        }
+        assert!(!only_that_connection(&io::Error::other("anything else")));
+    }
 }
