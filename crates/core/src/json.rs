@@ -266,6 +266,28 @@ impl<'a> Reader<'a> {
     /// string); a key with escapes is [`Unsure`].
     #[inline]
     pub fn key(&mut self, first: &mut bool) -> Result<Option<&'a [u8]>> {
+        // Compact JSON, as providers send it: `"key":` (the first) or `,"key":`
+        // with no blank around, read straight. Anything else, and the end of the
+        // object, is read by the general path below, which would meet exactly
+        // what this one meets (so its errors are the same).
+        let b = self.bytes;
+        let quote = self.at + usize::from(!*first);
+        if (*first || b.get(self.at) == Some(&b',')) && b.get(quote) == Some(&b'"') {
+            let start = quote + 1;
+            let end = run_end(b, start)?;
+            if b[end] == b'"' && b.get(end + 1) == Some(&b':') {
+                *first = false;
+                self.at = end + 2;
+                return Ok(Some(&b[start..end]));
+            }
+        }
+        self.key_spaced(first)
+    }
+
+    /// [`key`](Self::key) where blanks may come between the tokens, or the object
+    /// ends.
+    #[inline(never)]
+    fn key_spaced(&mut self, first: &mut bool) -> Result<Option<&'a [u8]>> {
         match self.next_byte()? {
             b'}' => {
                 self.at += 1;
@@ -975,7 +997,71 @@ mod tests {
         );
     }
 
+    /// The keys of the object `text` as [`Reader::key`] reads them (values
+    /// skipped), or `None` where the reader gives up.
+    fn keys_of(text: &str) -> Option<Vec<String>> {
+        let mut r = Reader::new(text.as_bytes());
+        r.object().ok()?;
+        let (mut first, mut keys) = (true, Vec::new());
+        while let Some(k) = r.key(&mut first).ok()? {
+            keys.push(std::str::from_utf8(k).ok()?.to_owned());
+            r.skip().ok()?;
+        }
+        r.end().ok()?;
+        Some(keys)
+    }
+
+    #[test]
+    fn keys_are_read_alike_with_and_without_blanks() {
+        let ab = Some(vec!["a".to_owned(), "b".to_owned()]);
+        for text in [
+            r#"{"a":1,"b":2}"#,
+            r#"{ "a":1,"b":2}"#,
+            r#"{"a" :1,"b":2}"#,
+            r#"{"a": 1 ,"b":2}"#,
+            r#"{"a":1, "b" : 2 }"#,
+            "{\n  \"a\": 1,\n  \"b\": 2\n}",
+        ] {
+            assert_eq!(keys_of(text), ab, "{text}");
+        }
+        assert_eq!(keys_of("{}"), Some(vec![]));
+        assert_eq!(keys_of(r#"{"é":1}"#), Some(vec!["é".to_owned()]));
+        assert_eq!(
+            keys_of(r#"{"a long key, past eight bytes":1}"#).map(|k| k.len()),
+            Some(1)
+        );
+        // Escapes, a missing colon or comma, a cut key: given up, either way.
+        for bad in [
+            r#"{"a\"b":1}"#,
+            r#"{"a"1}"#,
+            r#"{"a":1"b":2}"#,
+            r#"{"a":1,,"b":2}"#,
+            r#"{,"a":1}"#,
+            r#"{"ab"#,
+            r#"{"a":1,"#,
+            "{\"a\u{1}\":1}",
+        ] {
+            assert_eq!(keys_of(bad), None, "{bad}");
+        }
+    }
+
     proptest::proptest! {
+        #[test]
+        fn keys_are_read_as_serde_json_writes_them(
+            map in proptest::collection::btree_map("[a-z_é\"\\\\\u{1}]{0,12}", 0u8..9, 0..6),
+        ) {
+            let object: serde_json::Map<String, serde_json::Value> =
+                map.iter().map(|(k, v)| (k.clone(), (*v).into())).collect();
+            let value = serde_json::Value::Object(object);
+            // A key the writer escapes is one the reader gives up on.
+            let plain = map.keys().all(|k| !k.chars().any(|c| c == '"' || c == '\\' || c < ' '));
+            let expected = plain.then(|| map.keys().cloned().collect::<Vec<_>>());
+            let compact = serde_json::to_string(&value).unwrap();
+            let pretty = serde_json::to_string_pretty(&value).unwrap();
+            proptest::prop_assert_eq!(keys_of(&compact), expected.clone(), "{}", compact);
+            proptest::prop_assert_eq!(keys_of(&pretty), expected, "{}", pretty);
+        }
+
         #[test]
         fn never_accepts_what_serde_json_refuses(text in texty()) {
             if skips(&text) {
