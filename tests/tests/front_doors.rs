@@ -859,3 +859,80 @@ async fn the_stop_sequence_met_is_named_to_a_messages_caller() {
     assert_eq!(v["choices"][0]["stop_reason"], "Paris", "{v}");
     gw.shutdown().await.unwrap();
 }
+
+/// A `/v1/messages` caller asking for structured output (`output_config.format`,
+/// or the beta's `output_format`) was answered in prose: the door dropped the
+/// field, so no provider was asked for JSON, and the caller's parse failed. It is
+/// now carried to both kinds of provider (OpenAI's strict `response_format`, back
+/// to Anthropic's `output_config.format`), streamed or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn structured_output_reaches_either_kind_of_provider_from_the_messages_door() {
+    let claude = Sim::builder(Flavor::Anthropic)
+        .name("claude")
+        .models(["claude-haiku-4-5"])
+        .start()
+        .await
+        .expect("a sim starts");
+    let gpt = Sim::builder(Flavor::OpenAi)
+        .name("gpt")
+        .models(["gpt-4o-mini"])
+        .start()
+        .await
+        .expect("a sim starts");
+    let config = Config::from_toml_str(&format!(
+        r#"
+        [[providers]]
+        name = "claude"
+        model = "claude-haiku-4-5"
+        kind = "anthropic"
+        base_url = "{}"
+
+        [[providers]]
+        name = "gpt"
+        model = "gpt-4o-mini"
+        kind = "openai"
+        base_url = "{}/v1"
+        "#,
+        claude.base_url(),
+        gpt.base_url()
+    ))
+    .unwrap();
+    let gw = start(&config).await;
+    let schema = json!({"type": "object",
+        "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+        "required": ["city", "days"], "additionalProperties": false});
+    let follows = |text: &str, what: &str| {
+        let v: Value =
+            serde_json::from_str(text).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {text}"));
+        assert!(v["city"].is_string() && v["days"].is_i64(), "{what}: {v}");
+    };
+    for model in ["claude-haiku-4-5", "gpt-4o-mini"] {
+        for field in ["output_config", "output_format"] {
+            let format = json!({"type": "json_schema", "schema": schema});
+            let ask = |stream: bool| {
+                let mut m = json!({"model": model, "max_tokens": 200, "stream": stream,
+                    "messages": [{"role": "user", "content": "Plan a trip."}]});
+                m[field] = if field == "output_config" {
+                    json!({ "format": format })
+                } else {
+                    format.clone()
+                };
+                m
+            };
+            let what = format!("{model}, {field}");
+            let a = gw.message(&ask(false)).await;
+            assert_eq!(a.status, StatusCode::OK, "{what}: {}", a.body);
+            let m = a.json();
+            follows(m["content"][0]["text"].as_str().unwrap_or(""), &what);
+
+            let a = gw.message(&ask(true)).await;
+            assert_eq!(a.status, StatusCode::OK, "{what}: {}", a.body);
+            let text: String = events(&a.body)
+                .iter()
+                .filter_map(|(_, d)| d["delta"]["text"].as_str())
+                .collect();
+            follows(&text, &format!("{what}, streamed"));
+        }
+    }
+    gw.shutdown().await;
+}

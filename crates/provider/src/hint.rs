@@ -75,7 +75,7 @@ const CREDENTIAL_WORDS: &[&str] = &[
 /// | `Credentials` | 4xx but 429 | `invalid_api_key`, "incorrect api key", "invalid api key", "invalid x-api-key", `authentication_error`, `permission_error`, "api key not valid" |
 /// | `ContextWindowExceeded` | 4xx but 429 | `context_length_exceeded`, "prompt is too long", … |
 /// | `ContentPolicy` | 4xx but 429 | `content_policy`, "safety system", … |
-/// | `Unsupported` | 4xx but 429 | `unsupported_parameter`, `unsupported_value`, `unknown_parameter`, "unrecognized request argument", "is not supported with this model", a token limit above the model's ("supports at most", "maximum allowed number of output tokens"), `extra_forbidden` / "extra inputs are not permitted" (Mistral) |
+/// | `Unsupported` | 4xx but 429 | `unsupported_parameter`, `unsupported_value`, `unknown_parameter`, "unrecognized request argument", "is not supported with this model", a token limit above the model's ("supports at most", "maximum allowed number of output tokens"), `extra_forbidden` / "extra inputs are not permitted" (Mistral), Anthropic's `output_config` refused, "invalid schema for response_format" (OpenAI's strict mode) |
 /// | `Overloaded` | 5xx | "overloaded" (a 429 that says it stays a rate limit, with its `Retry-After`) |
 ///
 /// A plain 429 gets no hint: it stays a rate limit.
@@ -158,6 +158,9 @@ pub(crate) fn error_hint(status: u16, body: &[u8]) -> Option<ErrorHint> {
             // Anthropic refusing the structured output we translated
             // `response_format` into (an older model, a schema it cannot take).
             "output_config",
+            // OpenAI refusing a schema its strict mode does not take (optional
+            // properties, keywords it lacks): another provider may.
+            "invalid schema for response_format",
         ])
     {
         Some(ErrorHint::Unsupported)
@@ -194,6 +197,11 @@ mod tests {
             (
                 400,
                 r#"{"type":"error","error":{"type":"invalid_request_error","message":"max_tokens: 64001 > 64000, which is the maximum allowed number of output tokens for claude-sonnet-4-5"}}"#,
+                Some(ErrorHint::Unsupported),
+            ),
+            (
+                400,
+                r#"{"error":{"message":"Invalid schema for response_format 'output': In context=(), 'required' is required to be supplied and to be an array including every key in properties. Missing 'note'.","type":"invalid_request_error","param":"response_format","code":null}}"#,
                 Some(ErrorHint::Unsupported),
             ),
             (

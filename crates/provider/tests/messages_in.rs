@@ -797,3 +797,60 @@ fn answers_without_an_id_get_ids_of_their_own() {
     let named = br#"{"id":"chatcmpl-9","choices":[{"message":{"content":"hi"}}]}"#;
     assert_eq!(id(named), "msg_chatcmpl-9");
 }
+
+/// Anthropic's structured output reaches every kind of provider: as OpenAI's
+/// strict `response_format`, and from there, for an Anthropic provider, back as
+/// `output_config.format` with the caller's very schema. The beta's
+/// `output_format` is read too; a format that is not a JSON Schema is refused as
+/// Anthropic refuses it.
+#[test]
+fn structured_output_is_carried_to_both_kinds_of_provider() {
+    let schema = json!({"type": "object", "properties": {"city": {"type": "string"}},
+        "required": ["city"], "additionalProperties": false});
+    let models = ModelMap::default();
+    for field in [
+        json!({"output_config": {"format": {"type": "json_schema", "schema": schema}}}),
+        json!({"output_format": {"type": "json_schema", "schema": schema}}),
+    ] {
+        let mut request = json!({"model": "m", "max_tokens": 64,
+            "messages": [{"role": "user", "content": "Where?"}]});
+        request
+            .as_object_mut()
+            .unwrap()
+            .extend(field.as_object().unwrap().clone());
+        let openai = openai_request(&request);
+        assert_eq!(
+            openai["response_format"],
+            json!({"type": "json_schema",
+                   "json_schema": {"name": "output", "schema": schema, "strict": true}}),
+            "{field}"
+        );
+        let back = request_to_anthropic(
+            openai.to_string().as_bytes(),
+            &RequestOptions {
+                models: &models,
+                default_max_tokens: Some(64),
+            },
+        )
+        .expect("translates");
+        let back: Value = serde_json::from_slice(&back.body).unwrap();
+        assert_eq!(
+            back["output_config"],
+            json!({"format": {"type": "json_schema", "schema": schema}}),
+            "{field}"
+        );
+    }
+    assert!(
+        openai_request(&json!({"model": "m", "messages": []}))
+            .get("response_format")
+            .is_none()
+    );
+    for bad in [
+        json!({"model": "m", "messages": [], "output_config": {"format": {"type": "text"}}}),
+        json!({"model": "m", "messages": [], "output_format": {"type": "json_schema"}}),
+        json!({"model": "m", "messages": [], "output_format": {"type": "json_schema", "schema": "x"}}),
+    ] {
+        let e = request_from_anthropic(bad.to_string().as_bytes()).expect_err("refused");
+        assert!(e.to_string().contains("output"), "{e}");
+    }
+}

@@ -21,6 +21,7 @@
 //! | `tools[].input_schema` | `tools[].function.parameters` |
 //! | `tool_choice` `auto` / `any` / `tool` / `none` | `auto` / `required` / the function / `none` |
 //! | `stop_sequences`, `max_tokens`, `temperature`, `top_p`, `metadata.user_id` | `stop`, `max_tokens`, `temperature`, `top_p`, `user` |
+//! | structured output: `output_config.format` (or the beta's `output_format`) `json_schema` | `response_format` `json_schema` (strict) |
 //!
 //! `thinking` blocks and `top_k` have no OpenAI counterpart and are dropped.
 //!
@@ -157,6 +158,9 @@ pub fn request_from_anthropic(body: &[u8]) -> Result<InboundRequest, TranslateEr
             out.insert("parallel_tool_calls".into(), Value::Bool(false));
         }
     }
+    if let Some(format) = structured_output(&req)? {
+        out.insert("response_format".into(), format);
+    }
     if stream {
         // Not `stream_options`: each provider adapter asks for the final usage
         // when its `stream_usage` is on (the default), and a provider switched off
@@ -169,6 +173,39 @@ pub fn request_from_anthropic(body: &[u8]) -> Result<InboundRequest, TranslateEr
         model,
         stream,
     })
+}
+
+/// Anthropic's structured output (`output_config.format`, or the beta's
+/// `output_format`) as OpenAI's `response_format`, which every kind of provider
+/// takes (the Anthropic adapter turns it back into `output_config.format`).
+///
+/// `strict`, as Anthropic's is: an OpenAI model then answers only JSON that
+/// follows the schema. A schema OpenAI's strict mode does not take (one with
+/// optional properties) is refused by it with a 400 that fails over to a provider
+/// that takes it (see the provider's error hints).
+fn structured_output(req: &Map<String, Value>) -> Result<Option<Value>, TranslateError> {
+    let (field, format) = match (
+        req.get("output_config")
+            .and_then(|c| c.get("format"))
+            .filter(|f| !f.is_null()),
+        req.get("output_format").filter(|f| !f.is_null()),
+    ) {
+        (Some(f), _) => ("output_config.format", f),
+        (None, Some(f)) => ("output_format", f),
+        (None, None) => return Ok(None),
+    };
+    match format.get("type").and_then(Value::as_str) {
+        Some("json_schema") => match format.get("schema") {
+            Some(schema @ Value::Object(_)) => Ok(Some(json!({
+                "type": "json_schema",
+                "json_schema": {"name": "output", "schema": schema, "strict": true},
+            }))),
+            _ => Err(bad(format!(
+                "{field}.schema: a JSON Schema object is required"
+            ))),
+        },
+        _ => Err(bad(format!("{field}.type: must be json_schema"))),
+    }
 }
 
 /// `part` with the prompt-cache breakpoint of the Anthropic block it came from,
