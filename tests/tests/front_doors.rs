@@ -934,5 +934,5 @@ async fn structured_output_reaches_either_kind_of_provider_from_the_messages_doo
             follows(&text, &format!("{what}, streamed"));
         }
     }
-    gw.shutdown().await;
+    gw.shutdown().await.unwrap();
 }
