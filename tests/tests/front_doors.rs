@@ -936,3 +936,39 @@ async fn structured_output_reaches_either_kind_of_provider_from_the_messages_doo
     }
     gw.shutdown().await.unwrap();
 }
+
+/// With structured output now reaching OpenAI from `/v1/messages`, so does
+/// OpenAI's way of declining it: `content: null` and the sentence in `refusal`.
+/// The caller got that sentence as text with `stop_reason: "end_turn"`, which a
+/// client that checks the stop reason before parsing takes for its JSON. It is
+/// `stop_reason: "refusal"` now (here every provider refused, so the gateway
+/// answers with the last refusal and `x-failover-rejected`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declined_structured_output_is_a_refusal_to_a_messages_caller() {
+    let gpt = sim(Flavor::OpenAi, "gpt", 1, &["gpt-4o-mini"]).await;
+    gpt.set_faults([Fault::Refusal.into()]).unwrap();
+    let config = Config::from_toml_str(&format!(
+        "[[providers]]\nname = \"gpt\"\nmodel = \"gpt-4o-mini\"\nkind = \"openai\"\n\
+         base_url = \"{}/v1\"\n",
+        gpt.base_url()
+    ))
+    .unwrap();
+    let gw = start(&config).await;
+    let ask = json!({"model": "gpt-4o-mini", "max_tokens": 200,
+        "messages": [{"role": "user", "content": "Plan a trip."}],
+        "output_config": {"format": {"type": "json_schema",
+            "schema": {"type": "object", "properties": {"city": {"type": "string"}},
+                       "required": ["city"], "additionalProperties": false}}}});
+    let a = gw.message(&ask).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(a.headers[tower_failover::REJECTED_HEADER], "refusal");
+    let m = a.json();
+    assert_eq!(m["stop_reason"], "refusal", "{m}");
+    assert!(
+        m["content"][0]["text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("I'm sorry")),
+        "{m}"
+    );
+    gw.shutdown().await.unwrap();
+}

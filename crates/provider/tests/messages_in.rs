@@ -854,3 +854,55 @@ fn structured_output_is_carried_to_both_kinds_of_provider() {
         assert!(e.to_string().contains("output"), "{e}");
     }
 }
+
+/// OpenAI declining a structured output (`content: null`, the sentence in
+/// `refusal`) ends as Anthropic's `refusal`, in an answer and in a stream; a
+/// refusal does not hide a length cut or a tool call.
+#[test]
+fn a_declined_structured_output_stops_as_a_refusal() {
+    let answer = |finish: &str| {
+        json!({"id": "chatcmpl-1", "model": "gpt-4o-mini", "choices": [{"index": 0,
+            "message": {"role": "assistant", "content": null, "refusal": "I can't help with that."},
+            "finish_reason": finish}]})
+        .to_string()
+    };
+    for (finish, stop) in [("stop", "refusal"), ("length", "max_tokens")] {
+        let m: Value =
+            serde_json::from_slice(&response_to_anthropic(answer(finish).as_bytes(), "m").unwrap())
+                .unwrap();
+        assert_eq!(m["stop_reason"], stop, "{m}");
+        assert_eq!(m["content"][0]["text"], "I can't help with that.", "{m}");
+    }
+    let plain = json!({"choices": [{"index": 0, "message": {"role": "assistant",
+        "content": "Paris.", "refusal": null}, "finish_reason": "stop"}]});
+    let m: Value =
+        serde_json::from_slice(&response_to_anthropic(plain.to_string().as_bytes(), "m").unwrap())
+            .unwrap();
+    assert_eq!(m["stop_reason"], "end_turn", "{m}");
+
+    let mut s = MessagesStream::new("m");
+    let mut out = Vec::new();
+    s.push(
+        &chunk(json!({"role": "assistant", "refusal": ""}), None),
+        &mut out,
+    )
+    .unwrap();
+    s.push(&chunk(json!({"refusal": "I can't "}), None), &mut out)
+        .unwrap();
+    s.push(&chunk(json!({"refusal": "help."}), None), &mut out)
+        .unwrap();
+    s.push(&chunk(json!({}), Some("stop")), &mut out).unwrap();
+    s.finish(&mut out);
+    let evs = events(&out);
+    let text: String = evs
+        .iter()
+        .filter_map(|(_, d)| d["delta"]["text"].as_str())
+        .collect();
+    assert_eq!(text, "I can't help.");
+    let delta = &evs
+        .iter()
+        .find(|(e, _)| e == "message_delta")
+        .expect("a message_delta")
+        .1;
+    assert_eq!(delta["delta"]["stop_reason"], "refusal", "{delta}");
+}

@@ -504,15 +504,30 @@ fn stop_reason_after(finish_reason: &str, tool_calls: bool) -> &'static str {
 /// `stop` beside the stop sequence it ended at (`matched`: a choice's
 /// `stop_reason` string, as vLLM and the Anthropic adapter give it) is
 /// `stop_sequence`, naming it.
+///
+/// An answer that refused (OpenAI's `refusal` field: a structured output the model
+/// declined to give) and otherwise ended plainly is `refusal`, Anthropic's word for
+/// a declined answer, so that a caller checking the stop reason before parsing does
+/// not parse the refusal's sentence as its JSON.
 fn stop_after(
     finish_reason: &str,
     tool_calls: bool,
     matched: Option<&str>,
+    refused: bool,
 ) -> (&'static str, Value) {
     match (stop_reason_after(finish_reason, tool_calls), matched) {
+        ("end_turn", _) if refused => ("refusal", Value::Null),
         ("end_turn", Some(sequence)) => ("stop_sequence", Value::from(sequence)),
         (reason, _) => (reason, Value::Null),
     }
+}
+
+/// Whether a message or a delta carries a refusal (a non-empty `refusal` string).
+fn refuses(message: &Value) -> bool {
+    message
+        .get("refusal")
+        .and_then(Value::as_str)
+        .is_some_and(|r| !r.is_empty())
 }
 
 /// Token counts of an OpenAI `usage` object, as Anthropic reports them:
@@ -646,6 +661,7 @@ pub fn response_to_anthropic(body: &[u8], model: &str) -> Result<Vec<u8>, Transl
         finish,
         content.iter().any(|b| b["type"] == "tool_use"),
         choice.get("stop_reason").and_then(Value::as_str),
+        refuses(message),
     );
     let out = json!({
         "id": message_id(v.get("id").and_then(Value::as_str)),
@@ -730,6 +746,8 @@ pub struct MessagesStream {
     input_estimate: u64,
     /// A tool call was streamed: a plain stop is `tool_use`.
     tool_calls: bool,
+    /// A delta carried a refusal: a plain stop is `refusal`.
+    refused: bool,
     done: bool,
 }
 
@@ -747,6 +765,7 @@ impl MessagesStream {
             usage: (0, 0, 0, 0),
             input_estimate: 0,
             tool_calls: false,
+            refused: false,
             done: false,
         }
     }
@@ -854,6 +873,7 @@ impl MessagesStream {
             return Ok(());
         };
         let delta = choice.get("delta").unwrap_or(&Value::Null);
+        self.refused |= refuses(delta);
         for key in ["content", "refusal"] {
             match delta.get(key) {
                 Some(Value::String(t)) => self.text(t, out),
@@ -937,6 +957,7 @@ impl MessagesStream {
             self.finish.as_deref().unwrap_or("stop"),
             self.tool_calls,
             self.matched.as_deref(),
+            self.refused,
         );
         Self::emit(
             out,
