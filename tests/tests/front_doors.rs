@@ -777,25 +777,20 @@ async fn prompt_cache_breakpoints_reach_an_anthropic_provider() {
     gw.shutdown().await.unwrap();
 }
 
-/// A caller's stop sequences end the answer where the provider met one, and a
-/// `/v1/messages` caller is told which (`stop_reason: "stop_sequence"`,
-/// `stop_sequence`), streamed or not, as Anthropic tells it: the Anthropic
-/// adapter carries the sequence in the choice's `stop_reason` (where vLLM puts it),
-/// which the chat door's caller sees too. An OpenAI provider does not say which
-/// sequence it met: the answer is cut there and ends as `end_turn`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_stop_sequence_met_is_named_to_a_messages_caller() {
-    let echoing = |flavor, name: &'static str, model: &'static str| async move {
+/// A Claude sim (`claude-haiku-4-5`) and a GPT sim (`gpt-4o-mini`), echoing the
+/// caller's last words or not, and a configuration serving both models.
+async fn claude_and_gpt(echo: bool) -> (Sim, Sim, Config) {
+    let start_sim = |flavor, name: &'static str, model: &'static str| async move {
         Sim::builder(flavor)
             .name(name)
             .models([model])
-            .echo(true)
+            .echo(echo)
             .start()
             .await
             .expect("a sim starts")
     };
-    let claude = echoing(Flavor::Anthropic, "claude", "claude-haiku-4-5").await;
-    let gpt = echoing(Flavor::OpenAi, "gpt", "gpt-4o-mini").await;
+    let claude = start_sim(Flavor::Anthropic, "claude", "claude-haiku-4-5").await;
+    let gpt = start_sim(Flavor::OpenAi, "gpt", "gpt-4o-mini").await;
     let config = Config::from_toml_str(&format!(
         r#"
         [[providers]]
@@ -814,6 +809,18 @@ async fn the_stop_sequence_met_is_named_to_a_messages_caller() {
         gpt.base_url()
     ))
     .unwrap();
+    (claude, gpt, config)
+}
+
+/// A caller's stop sequences end the answer where the provider met one, and a
+/// `/v1/messages` caller is told which (`stop_reason: "stop_sequence"`,
+/// `stop_sequence`), streamed or not, as Anthropic tells it: the Anthropic
+/// adapter carries the sequence in the choice's `stop_reason` (where vLLM puts it),
+/// which the chat door's caller sees too. An OpenAI provider does not say which
+/// sequence it met: the answer is cut there and ends as `end_turn`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stop_sequence_met_is_named_to_a_messages_caller() {
+    let (_claude, _gpt, config) = claude_and_gpt(true).await;
     let gw = start(&config).await;
     // The echo: `You said: "Weather in Paris?". …`
     let ask = |model: &str, stream: bool| {
@@ -867,36 +874,7 @@ async fn the_stop_sequence_met_is_named_to_a_messages_caller() {
 /// to Anthropic's `output_config.format`), streamed or not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn structured_output_reaches_either_kind_of_provider_from_the_messages_door() {
-    let claude = Sim::builder(Flavor::Anthropic)
-        .name("claude")
-        .models(["claude-haiku-4-5"])
-        .start()
-        .await
-        .expect("a sim starts");
-    let gpt = Sim::builder(Flavor::OpenAi)
-        .name("gpt")
-        .models(["gpt-4o-mini"])
-        .start()
-        .await
-        .expect("a sim starts");
-    let config = Config::from_toml_str(&format!(
-        r#"
-        [[providers]]
-        name = "claude"
-        model = "claude-haiku-4-5"
-        kind = "anthropic"
-        base_url = "{}"
-
-        [[providers]]
-        name = "gpt"
-        model = "gpt-4o-mini"
-        kind = "openai"
-        base_url = "{}/v1"
-        "#,
-        claude.base_url(),
-        gpt.base_url()
-    ))
-    .unwrap();
+    let (_claude, _gpt, config) = claude_and_gpt(false).await;
     let gw = start(&config).await;
     let schema = json!({"type": "object",
         "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
