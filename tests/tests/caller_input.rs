@@ -1101,6 +1101,50 @@ async fn a_parameter_one_provider_refuses_is_served_by_another() {
     gw.shutdown().await;
 }
 
+/// OpenAI's strict structured-output mode refuses a schema it cannot enforce (a
+/// property left out of `required`) with `400 Invalid schema for
+/// response_format`, which Anthropic's structured output takes: the request fails
+/// over instead of ending with OpenAI's 400, through the stack and the gateway.
+/// Alone, the OpenAI provider's 400 is the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_openai_s_strict_mode_refuses_is_served_by_another_provider() {
+    let primary = sim(Flavor::OpenAi, "primary").await;
+    let backup = sim(Flavor::Anthropic, "backup").await;
+    let body = serde_json::json!({
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": "The largest city in France, as JSON."}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "city", "strict": true,
+            "schema": {"type": "object", "additionalProperties": false,
+                "properties": {"city": {"type": "string"}, "note": {"type": "string"}},
+                "required": ["city"]}}},
+    })
+    .to_string();
+    let (status, text) = ask(&primary_and_backup(&primary, &backup), body.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let answer: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let content = answer["choices"][0]["message"]["content"].as_str().unwrap();
+    let city: serde_json::Value = serde_json::from_str(content).expect("JSON content");
+    assert!(city["city"].is_string(), "{city}");
+    assert_eq!(
+        (primary.counters().received, backup.counters().received),
+        (1, 1)
+    );
+
+    let gw = start_gateway(&primary_and_backup_config(&primary, &backup)).await;
+    let (status, text) = gw.post(body.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    gw.shutdown().await;
+
+    let alone = config(&[("primary", "openai", openai_base(&primary))]);
+    let stack = Stack::from_config(&alone).unwrap().build().unwrap();
+    let (status, text) = ask(&stack, body).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert!(
+        text.contains("Invalid schema for response_format"),
+        "{text}"
+    );
+}
+
 fn text_of(strict: &Sim, lenient: &Sim) -> String {
     format!(
         "router = \"fallback\"\n\

@@ -845,6 +845,25 @@ fn structured_output_is_carried_to_both_kinds_of_provider() {
             .get("response_format")
             .is_none()
     );
+    // Strict only where OpenAI's strict mode takes the schema: not with an
+    // optional property, nor with an object left open at any depth.
+    let strict_of = |schema: Value| {
+        openai_request(&json!({"model": "m", "messages": [],
+            "output_format": {"type": "json_schema", "schema": schema}}))
+            ["response_format"]["json_schema"]["strict"]
+            .clone()
+    };
+    let mut optional = schema.clone();
+    optional["properties"]["note"] = json!({"type": "string"});
+    let open_inside = json!({"type": "object", "additionalProperties": false,
+        "properties": {"stops": {"type": "array", "items": {"type": "object",
+            "properties": {"city": {"type": "string"}}, "required": ["city"]}}},
+        "required": ["stops"]});
+    let mut closed_inside = open_inside.clone();
+    closed_inside["properties"]["stops"]["items"]["additionalProperties"] = false.into();
+    assert_eq!(strict_of(optional), json!(false));
+    assert_eq!(strict_of(open_inside), json!(false));
+    assert_eq!(strict_of(closed_inside), json!(true));
     for bad in [
         json!({"model": "m", "messages": [], "output_config": {"format": {"type": "text"}}}),
         json!({"model": "m", "messages": [], "output_format": {"type": "json_schema"}}),

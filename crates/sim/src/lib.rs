@@ -77,7 +77,10 @@
 //! When the request asks for JSON (OpenAI `response_format` `json_object` or
 //! `json_schema`, Anthropic `output_format` `json_schema`), the content is JSON
 //! that satisfies the given schema, so [`Fault::WrongSchema`] and
-//! [`Fault::NotJson`] are meaningful to a validator. When the request makes the
+//! [`Fault::NotJson`] are meaningful to a validator. OpenAI's strict mode
+//! (`"strict": true`) refuses, as OpenAI does, a schema it cannot enforce: an
+//! object without `additionalProperties: false` or with a property left out of
+//! `required` answers `400 Invalid schema for response_format '…'`. When the request makes the
 //! model call a tool (OpenAI `tool_choice` `"required"` or naming a function,
 //! Anthropic `{"type": "any"}` or `{"type": "tool"}`), the reply is that call, with
 //! arguments that satisfy the tool's schema: `tool_calls` and `finish_reason:

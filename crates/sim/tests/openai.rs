@@ -142,6 +142,48 @@ async fn json_modes_answer_valid_json() {
     }
 }
 
+/// OpenAI's strict structured-output mode refuses a schema it cannot enforce
+/// (an object without `additionalProperties: false`, a property left out of
+/// `required`, at any depth) with a 400 naming where; the same schema without
+/// `strict` is answered.
+#[tokio::test]
+async fn strict_mode_refuses_a_schema_it_cannot_enforce() {
+    let sim = sim(Flavor::OpenAi).await;
+    let c = client();
+    let ask = |schema: Value, strict: bool| {
+        let mut body = openai_chat(false);
+        body["response_format"] = json!({"type": "json_schema",
+            "json_schema": {"name": "trip", "strict": strict, "schema": schema}});
+        body
+    };
+    let optional = json!({"type": "object", "additionalProperties": false,
+        "properties": {"city": {"type": "string"}, "note": {"type": "string"}},
+        "required": ["city"]});
+    let open_inside = json!({"type": "object", "additionalProperties": false,
+        "properties": {"stops": {"type": "array", "items": {"type": "object",
+            "properties": {"city": {"type": "string"}}, "required": ["city"]}}},
+        "required": ["stops"]});
+    for (schema, words) in [
+        (
+            optional.clone(),
+            "In context=(), 'required' is required to be supplied and to be an array including every key in properties. Missing 'note'.",
+        ),
+        (
+            open_inside,
+            "In context=('properties', 'stops', 'items'), 'additionalProperties' is required to be supplied and to be false.",
+        ),
+    ] {
+        let r = post(&c, &sim.completion_url(), &ask(schema, true)).await;
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert_eq!(
+            r.json()["error"]["message"],
+            format!("Invalid schema for response_format 'trip': {words}")
+        );
+    }
+    let r = post(&c, &sim.completion_url(), &ask(optional, false)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
 #[tokio::test]
 async fn max_tokens_cuts_with_finish_reason_length() {
     let sim = Sim::builder(Flavor::OpenAi)

@@ -21,7 +21,7 @@
 //! | `tools[].input_schema` | `tools[].function.parameters` |
 //! | `tool_choice` `auto` / `any` / `tool` / `none` | `auto` / `required` / the function / `none` |
 //! | `stop_sequences`, `max_tokens`, `temperature`, `top_p`, `metadata.user_id` | `stop`, `max_tokens`, `temperature`, `top_p`, `user` |
-//! | structured output: `output_config.format` (or the beta's `output_format`) `json_schema` | `response_format` `json_schema` (strict) |
+//! | structured output: `output_config.format` (or the beta's `output_format`) `json_schema` | `response_format` `json_schema` (strict where OpenAI's strict mode takes the schema) |
 //!
 //! `thinking` blocks and `top_k` have no OpenAI counterpart and are dropped.
 //!
@@ -179,10 +179,12 @@ pub fn request_from_anthropic(body: &[u8]) -> Result<InboundRequest, TranslateEr
 /// `output_format`) as OpenAI's `response_format`, which every kind of provider
 /// takes (the Anthropic adapter turns it back into `output_config.format`).
 ///
-/// `strict`, as Anthropic's is: an OpenAI model then answers only JSON that
-/// follows the schema. A schema OpenAI's strict mode does not take (one with
-/// optional properties) is refused by it with a 400 that fails over to a provider
-/// that takes it (see the provider's error hints).
+/// `strict`, as Anthropic's is, when OpenAI's strict mode can take the schema
+/// ([`strict_takes`]): an OpenAI model then answers only JSON that follows it. A
+/// schema it cannot take (Anthropic allows optional properties; OpenAI's strict
+/// mode refuses them with a 400) is sent without `strict`, so that an OpenAI
+/// provider still answers JSON shaped by the schema rather than refusing the
+/// request; an Anthropic provider enforces it either way.
 fn structured_output(req: &Map<String, Value>) -> Result<Option<Value>, TranslateError> {
     let (field, format) = match (
         req.get("output_config")
@@ -198,13 +200,38 @@ fn structured_output(req: &Map<String, Value>) -> Result<Option<Value>, Translat
         Some("json_schema") => match format.get("schema") {
             Some(schema @ Value::Object(_)) => Ok(Some(json!({
                 "type": "json_schema",
-                "json_schema": {"name": "output", "schema": schema, "strict": true},
+                "json_schema": {"name": "output", "schema": schema, "strict": strict_takes(schema)},
             }))),
             _ => Err(bad(format!(
                 "{field}.schema: a JSON Schema object is required"
             ))),
         },
         _ => Err(bad(format!("{field}.type: must be json_schema"))),
+    }
+}
+
+/// Whether OpenAI's strict structured-output mode takes `schema`: every object
+/// schema in it (anything with `properties` or of type `object`) sets
+/// `additionalProperties: false` and lists each of its properties in `required`.
+/// Every nested value is looked at, so a keyword that merely holds an object (a
+/// `default`, a property named `properties`) can only make the answer `false`:
+/// strict is asked for only where it is sure to be taken.
+fn strict_takes(schema: &Value) -> bool {
+    match schema {
+        Value::Object(o) => {
+            let properties = o.get("properties").and_then(Value::as_object);
+            let object = properties.is_some() || o.get("type") == Some(&json!("object"));
+            let closed = o.get("additionalProperties") == Some(&Value::Bool(false));
+            let required = |k: &String| {
+                o.get("required")
+                    .and_then(Value::as_array)
+                    .is_some_and(|r| r.iter().any(|v| v.as_str() == Some(k)))
+            };
+            (!object || closed && properties.is_none_or(|p| p.keys().all(required)))
+                && o.values().all(strict_takes)
+        }
+        Value::Array(a) => a.iter().all(strict_takes),
+        _ => true,
     }
 }
 

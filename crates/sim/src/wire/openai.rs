@@ -95,7 +95,20 @@ pub(crate) fn parse(body: &[u8]) -> Result<Ask, String> {
         Some(rf) => match rf.get("type").and_then(Value::as_str) {
             Some("json_object") => JsonMode::Object,
             Some("json_schema") => match rf.pointer("/json_schema/schema") {
-                Some(s) => JsonMode::Schema(s.clone()),
+                Some(s) => {
+                    if rf.pointer("/json_schema/strict") == Some(&Value::Bool(true))
+                        && let Some(problem) = strict_schema_problem(s, &mut Vec::new())
+                    {
+                        let name = rf
+                            .pointer("/json_schema/name")
+                            .and_then(Value::as_str)
+                            .unwrap_or("");
+                        return Err(format!(
+                            "Invalid schema for response_format '{name}': {problem}"
+                        ));
+                    }
+                    JsonMode::Schema(s.clone())
+                }
                 None => JsonMode::Object,
             },
             Some("text") | None => JsonMode::Off,
@@ -363,6 +376,71 @@ fn error_parts(status: u16) -> (&'static str, Option<&'static str>, &'static str
         s if s >= 500 => ("server_error", None, "The server had an error."),
         _ => ("invalid_request_error", None, "The request was rejected."),
     }
+}
+
+/// What OpenAI's strict structured-output mode refuses in `schema`, in its words:
+/// an object schema must set `additionalProperties: false` and list every one of
+/// its properties in `required` (optional properties are not allowed; they are
+/// written as a union with `null`). `path` is where the walk is, as OpenAI's
+/// `context` names it.
+fn strict_schema_problem(schema: &Value, path: &mut Vec<String>) -> Option<String> {
+    let Value::Object(o) = schema else {
+        return None;
+    };
+    let context = || {
+        let quoted: Vec<String> = path.iter().map(|p| format!("'{p}'")).collect();
+        format!("In context=({})", quoted.join(", "))
+    };
+    let properties = o.get("properties").and_then(Value::as_object);
+    if o.get("type").and_then(Value::as_str) == Some("object") || properties.is_some() {
+        if o.get("additionalProperties") != Some(&Value::Bool(false)) {
+            return Some(format!(
+                "{}, 'additionalProperties' is required to be supplied and to be false.",
+                context()
+            ));
+        }
+        let required: Vec<&str> = o
+            .get("required")
+            .and_then(Value::as_array)
+            .map(|r| r.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        if let Some(missing) = properties
+            .into_iter()
+            .flat_map(|p| p.keys())
+            .find(|k| !required.contains(&k.as_str()))
+        {
+            return Some(format!(
+                "{}, 'required' is required to be supplied and to be an array including every key in properties. Missing '{missing}'.",
+                context()
+            ));
+        }
+    }
+    let mut nested: Vec<(String, &Value)> = Vec::new();
+    for (key, value) in o {
+        match (key.as_str(), value) {
+            ("properties" | "$defs" | "definitions", Value::Object(m)) => {
+                nested.extend(m.iter().map(|(k, v)| (format!("{key}', '{k}"), v)));
+            }
+            ("items", v) => nested.push((key.clone(), v)),
+            ("anyOf" | "allOf" | "oneOf", Value::Array(a)) => {
+                nested.extend(
+                    a.iter()
+                        .enumerate()
+                        .map(|(i, v)| (format!("{key}', '{i}"), v)),
+                );
+            }
+            _ => {}
+        }
+    }
+    for (at, sub) in nested {
+        path.push(at);
+        let problem = strict_schema_problem(sub, path);
+        path.pop();
+        if problem.is_some() {
+            return problem;
+        }
+    }
+    None
 }
 
 /// OpenAI's 400 for `max_tokens` sent to a reasoning model.
