@@ -18,27 +18,40 @@ use tower::Service;
 
 const WAITING: u64 = 1 << 32;
 
-/// The record: the in-flight word, a success count and the last first-byte time.
-#[derive(Default)]
+/// The record: the instant its clock counts from (as a provider's `Health` keeps
+/// one), the in-flight word, a success count and the last first-byte time.
 pub(crate) struct Record {
+    base: Instant,
     load: AtomicU64,
     successes: AtomicU64,
     ttfb_ns: AtomicU64,
+}
+
+impl Record {
+    fn nanos_now(&self) -> u64 {
+        Instant::now()
+            .saturating_duration_since(self.base)
+            .as_nanos() as u64
+    }
 }
 
 #[derive(Clone)]
 pub(crate) struct Floor<S> {
     inner: S,
     record: Arc<Record>,
-    base: Instant,
 }
 
 impl<S> Floor<S> {
     pub(crate) fn new(inner: S) -> Self {
+        let record = Record {
+            base: Instant::now(),
+            load: AtomicU64::new(0),
+            successes: AtomicU64::new(0),
+            ttfb_ns: AtomicU64::new(0),
+        };
         Floor {
             inner,
-            record: Arc::default(),
-            base: Instant::now(),
+            record: Arc::new(record),
         }
     }
 }
@@ -58,21 +71,19 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let started_ns = Instant::now()
-            .saturating_duration_since(self.base)
-            .as_nanos() as u64;
+        let started_ns = self.record.nanos_now();
         let record = self.record.clone();
         record.load.fetch_add(1 + WAITING, Ordering::AcqRel);
         FloorFuture {
             fut: self.inner.call(req),
-            owed: Some((record, started_ns, self.base)),
+            owed: Some((record, started_ns)),
         }
     }
 }
 
 pub(crate) struct FloorFuture<F> {
     fut: F,
-    owed: Option<(Arc<Record>, u64, Instant)>,
+    owed: Option<(Arc<Record>, u64)>,
 }
 
 impl<F, RB, E> Future for FloorFuture<F>
@@ -97,7 +108,7 @@ where
 
 pub(crate) struct FloorBody<B> {
     inner: B,
-    owed: Option<(Arc<Record>, u64, Instant)>,
+    owed: Option<(Arc<Record>, u64)>,
 }
 
 impl<B: Body + Unpin> Body for FloorBody<B> {
@@ -110,8 +121,8 @@ impl<B: Body + Unpin> Body for FloorBody<B> {
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
         let this = self.get_mut();
         let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
-        if let Some((record, started_ns, base)) = this.owed.take() {
-            let now_ns = Instant::now().saturating_duration_since(base).as_nanos() as u64;
+        if let Some((record, started_ns)) = this.owed.take() {
+            let now_ns = record.nanos_now();
             record
                 .ttfb_ns
                 .store(now_ns.saturating_sub(started_ns), Ordering::Relaxed);
