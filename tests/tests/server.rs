@@ -393,7 +393,7 @@ async fn a_client_that_stops_reading_is_cut_at_the_write_timeout() {
     .expect("a valid configuration");
     config.server.drain_timeout = Duration::from_secs(5);
     config.server.max_in_flight = 1;
-    config.server.write_timeout = Duration::from_millis(300);
+    config.server.write_timeout = Duration::from_secs(1);
     let gw = start_with(&config).await;
 
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
@@ -409,17 +409,26 @@ async fn a_client_that_stops_reading_is_cut_at_the_write_timeout() {
     )
     .await
     .unwrap();
-    // The stream holds the only place while it is written...
+    // The stream holds the only place while it is written. The client reads a
+    // little between the checks, so the stream keeps moving and is not cut before
+    // a check sees it however slow the machine (a slow reader is never cut)...
+    let mut sent = Vec::new();
     let held = tokio::time::timeout(GUARD, async {
+        let mut buf = [0u8; 65536];
         while gw.send("GET", "/v1/models", "").await.status != StatusCode::SERVICE_UNAVAILABLE {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            if let Ok(Ok(n)) =
+                tokio::time::timeout(Duration::from_millis(10), conn.read(&mut buf)).await
+            {
+                sent.extend_from_slice(&buf[..n]);
+            }
         }
     })
     .await;
     assert!(held.is_ok(), "the stream is in flight");
-    // ...and, with nobody reading, until the write timeout cuts the connection.
+    // ...and, once nobody reads, until the write timeout cuts the connection.
     until_ok(&gw, "GET", "/v1/models", "").await;
-    let sent = String::from_utf8_lossy(&read_to_close(&mut conn).await).into_owned();
+    sent.extend(read_to_close(&mut conn).await);
+    let sent = String::from_utf8_lossy(&sent).into_owned();
     assert!(
         sent.starts_with("HTTP/1.1 200"),
         "{}",
